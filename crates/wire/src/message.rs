@@ -1,0 +1,176 @@
+//! Message types, one struct per message. Binary FROST packages are their canonical
+//! `serialize()` bytes; what each field means is stated in docs/PROTOCOLS.md.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Curve, Digest, Epoch, KeyId, NodeId, SecretBytes, SessionId};
+
+/// Coordinator → every committee member: open a DKG session.
+///
+/// `session` must equal the hash of the other fields (see `permafrost-protocol`), so a member
+/// can check that everyone was asked for the same thing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkgOpen {
+    /// Hash of the parameters below.
+    pub session: SessionId,
+    /// The key being created.
+    pub key_id: KeyId,
+    /// Its signature scheme.
+    pub curve: Curve,
+    /// Signers needed for a signature (t).
+    pub threshold: u16,
+    /// Every member (n of them), sorted, no duplicates.
+    pub committee: Vec<NodeId>,
+    /// Coordinator randomness, so that two DKGs with equal parameters get distinct sessions.
+    pub nonce: [u8; 32],
+}
+
+/// Member → coordinator, and relayed inside [`DkgRound1Set`]: a frost round-1 package signed by
+/// its originator over `(session, "dkg/round1", from, broadcast, hash(package))`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkgRound1 {
+    /// The DKG session.
+    pub session: SessionId,
+    /// The originator.
+    pub from: NodeId,
+    /// `frost::keys::dkg::round1::Package::serialize()`.
+    pub package: Vec<u8>,
+    /// The originator's identity signature.
+    pub signature: Vec<u8>,
+}
+
+/// Coordinator → every member: all n round-1 packages, in committee order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkgRound1Set {
+    /// The DKG session.
+    pub session: SessionId,
+    /// One package per member, in committee order.
+    pub packages: Vec<DkgRound1>,
+}
+
+/// Member → member, directly: the secret round-2 share for `to`, signed by its originator over
+/// `(session, "dkg/round2", from, to, hash(share))` so that a complaint can prove what was sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkgRound2 {
+    /// The DKG session.
+    pub session: SessionId,
+    /// The dealer of the share.
+    pub from: NodeId,
+    /// The one recipient.
+    pub to: NodeId,
+    /// `frost::keys::dkg::round2::Package::serialize()`; secret.
+    pub share: SecretBytes,
+    /// The originator's identity signature.
+    pub signature: Vec<u8>,
+}
+
+/// Member → coordinator: what the member saw and computed, signed over
+/// `(session, "dkg/confirm", from, broadcast, hash(body))`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkgConfirm {
+    /// The DKG session.
+    pub session: SessionId,
+    /// The confirming member.
+    pub from: NodeId,
+    /// SHA-256 of each member's round-1 package as received, in committee order. Their hash is
+    /// the "hash of all round-1 packages".
+    pub round1_digests: Vec<Digest>,
+    /// SHA-256 of the serialized public key package the member computed.
+    pub public_key_package: Digest,
+    /// The member's identity signature.
+    pub signature: Vec<u8>,
+}
+
+/// Member → coordinator: the round-2 share `evidence.from` sent is inconsistent with its
+/// round-1 commitment. The share is revealed so the coordinator can check the claim; a false
+/// complaint names the complainer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkgComplaint {
+    /// The DKG session.
+    pub session: SessionId,
+    /// The complaining member (the share's recipient).
+    pub from: NodeId,
+    /// The signed share as received.
+    pub evidence: DkgRound2,
+}
+
+/// Coordinator → every member: all n confirmations agree; activate the key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkgCommit {
+    /// The DKG session.
+    pub session: SessionId,
+    /// Every member's confirmation, in committee order.
+    pub confirms: Vec<DkgConfirm>,
+}
+
+/// Coordinator → every member: the session failed; nothing is activated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkgAbort {
+    /// The DKG session.
+    pub session: SessionId,
+    /// The members held responsible.
+    pub culprits: Vec<NodeId>,
+    /// A human-readable reason.
+    pub reason: String,
+}
+
+/// Coordinator → committee member: please commit to signing `message` in session `session`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignRequest {
+    /// Chosen at random by the coordinator, one per signing attempt.
+    pub session: SessionId,
+    /// The key to sign with.
+    pub key_id: KeyId,
+    /// Its epoch; another epoch is refused.
+    pub epoch: Epoch,
+    /// The message to sign; the signer approves it here and signs nothing else in this session.
+    pub message: Vec<u8>,
+}
+
+/// Signer → coordinator: a fresh `round1::SigningCommitments` for this session only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignCommitment {
+    /// The signing session.
+    pub session: SessionId,
+    /// The key.
+    pub key_id: KeyId,
+    /// Its epoch.
+    pub epoch: Epoch,
+    /// `SigningCommitments::serialize()`.
+    pub commitment: Vec<u8>,
+}
+
+/// Coordinator → selected signer: the `SigningPackage` to sign.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignPackage {
+    /// The signing session.
+    pub session: SessionId,
+    /// The key.
+    pub key_id: KeyId,
+    /// Its epoch.
+    pub epoch: Epoch,
+    /// `SigningPackage::serialize()`.
+    pub package: Vec<u8>,
+}
+
+/// Signer → coordinator: the signature share.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignShare {
+    /// The signing session.
+    pub session: SessionId,
+    /// The key.
+    pub key_id: KeyId,
+    /// Its epoch.
+    pub epoch: Epoch,
+    /// `SignatureShare::serialize()`.
+    pub share: Vec<u8>,
+}
+
+/// Signer → coordinator: the signer will not take part in this session, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignRefusal {
+    /// The signing session.
+    pub session: SessionId,
+    /// Why (shown to operators; never contains secrets).
+    pub reason: String,
+}

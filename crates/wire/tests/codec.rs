@@ -1,0 +1,210 @@
+//! Round trips for every message kind, and hostile frames that must decode to errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use permafrost_wire::*;
+use proptest::prelude::*;
+
+fn node(i: u8) -> NodeId {
+    NodeId::new(vec![i; 38]).unwrap()
+}
+
+fn session() -> SessionId {
+    SessionId([9; 32])
+}
+
+fn round1() -> DkgRound1 {
+    DkgRound1 {
+        session: session(),
+        from: node(1),
+        package: vec![1, 2, 3],
+        signature: vec![4; 64],
+    }
+}
+
+fn round2() -> DkgRound2 {
+    DkgRound2 {
+        session: session(),
+        from: node(1),
+        to: node(2),
+        share: SecretBytes::new(vec![5; 36]),
+        signature: vec![6; 64],
+    }
+}
+
+fn confirm() -> DkgConfirm {
+    DkgConfirm {
+        session: session(),
+        from: node(3),
+        round1_digests: vec![Digest([1; 32]), Digest([2; 32])],
+        public_key_package: Digest([3; 32]),
+        signature: vec![7; 64],
+    }
+}
+
+/// One example of every kind.
+fn every_kind() -> Vec<Message> {
+    let key_id = KeyId::new("key-1").unwrap();
+    vec![
+        Message::DkgOpen(DkgOpen {
+            session: session(),
+            key_id: key_id.clone(),
+            curve: Curve::Secp256k1Tr,
+            threshold: 2,
+            committee: vec![node(1), node(2), node(3)],
+            nonce: [8; 32],
+        }),
+        Message::DkgRound1(round1()),
+        Message::DkgRound1Set(DkgRound1Set {
+            session: session(),
+            packages: vec![round1(), round1()],
+        }),
+        Message::DkgRound2(round2()),
+        Message::DkgConfirm(confirm()),
+        Message::DkgComplaint(DkgComplaint {
+            session: session(),
+            from: node(2),
+            evidence: round2(),
+        }),
+        Message::DkgCommit(DkgCommit {
+            session: session(),
+            confirms: vec![confirm()],
+        }),
+        Message::DkgAbort(DkgAbort {
+            session: session(),
+            culprits: vec![node(4)],
+            reason: "bad share".into(),
+        }),
+        Message::SignRequest(SignRequest {
+            session: session(),
+            key_id: key_id.clone(),
+            epoch: Epoch(3),
+            message: b"settle".to_vec(),
+        }),
+        Message::SignCommitment(SignCommitment {
+            session: session(),
+            key_id: key_id.clone(),
+            epoch: Epoch(3),
+            commitment: vec![1; 70],
+        }),
+        Message::SignPackage(SignPackage {
+            session: session(),
+            key_id: key_id.clone(),
+            epoch: Epoch(3),
+            package: vec![2; 300],
+        }),
+        Message::SignShare(SignShare {
+            session: session(),
+            key_id,
+            epoch: Epoch(3),
+            share: vec![3; 36],
+        }),
+        Message::SignRefusal(SignRefusal {
+            session: session(),
+            reason: "unknown key".into(),
+        }),
+    ]
+}
+
+#[test]
+fn every_kind_round_trips_and_every_truncation_fails() {
+    let all = every_kind();
+    assert_eq!(all.len(), 13, "a new message kind needs an example here");
+    for message in all {
+        let frame = encode(&message).unwrap();
+        assert_eq!(frame[0..2], WIRE_VERSION.to_be_bytes());
+        assert_eq!(frame[2], message.kind().tag());
+        assert_eq!(decode(&frame).unwrap(), message);
+        for cut in 0..frame.len() {
+            assert!(decode(&frame[..cut]).is_err(), "{:?} cut at {cut}", message.kind());
+        }
+        let mut longer = frame.clone();
+        longer.push(0);
+        assert!(matches!(decode(&longer), Err(WireError::TrailingBytes { .. })));
+    }
+}
+
+#[test]
+fn oversized_frames_are_refused_before_decoding() {
+    let huge = vec![0u8; 16 << 20];
+    assert!(matches!(decode(&huge), Err(WireError::Oversized { kind: "any frame", .. })));
+
+    // A SignShare header followed by 5 KiB: over the 4 KiB SignShare cap.
+    let mut frame = WIRE_VERSION.to_be_bytes().to_vec();
+    frame.push(MessageKind::SignShare.tag());
+    frame.extend(std::iter::repeat_n(0u8, 5 << 10));
+    assert!(matches!(decode(&frame), Err(WireError::Oversized { kind: "SignShare", .. })));
+}
+
+#[test]
+fn encode_refuses_what_the_receiver_would_refuse() {
+    let message = Message::SignShare(SignShare {
+        session: session(),
+        key_id: KeyId::new("k").unwrap(),
+        epoch: Epoch(0),
+        share: vec![0; 8 << 10],
+    });
+    assert!(matches!(encode(&message), Err(WireError::Encode { .. })));
+}
+
+#[test]
+fn wrong_version_and_unknown_kind_are_refused() {
+    let mut frame = encode(&every_kind()[0]).unwrap();
+    frame[1] = 99;
+    assert!(matches!(decode(&frame), Err(WireError::UnsupportedVersion(_))));
+    let mut frame = encode(&every_kind()[0]).unwrap();
+    frame[2] = 200;
+    assert!(matches!(decode(&frame), Err(WireError::UnknownKind(200))));
+}
+
+#[test]
+fn length_prefix_claiming_more_than_the_frame_is_refused() {
+    // A SignRefusal whose reason claims 2^40 bytes: must error, not allocate.
+    let mut frame = WIRE_VERSION.to_be_bytes().to_vec();
+    frame.push(MessageKind::SignRefusal.tag());
+    frame.extend_from_slice(&[9; 32]);
+    frame.push(253); // varint u64 marker
+    frame.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    assert!(matches!(decode(&frame), Err(WireError::Malformed { .. })));
+}
+
+#[test]
+fn invalid_ids_inside_a_body_are_refused() {
+    let mut message = every_kind()[0].clone();
+    if let Message::DkgOpen(open) = &mut message {
+        open.key_id = KeyId::new("ok").unwrap();
+    }
+    let frame = encode(&message).unwrap();
+    // Replace the key id "ok" by "o " (a space is not allowed in key ids).
+    let at = frame.windows(2).position(|w| w == b"ok").unwrap();
+    let mut bad = frame.clone();
+    bad[at + 1] = b' ';
+    assert!(matches!(decode(&bad), Err(WireError::Malformed { .. })));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_frames_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode(&bytes);
+    }
+
+    #[test]
+    fn random_bodies_behind_valid_headers_never_panic(
+        tag in prop::sample::select(every_kind().iter().map(|m| m.kind().tag()).collect::<Vec<_>>()),
+        body in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let mut frame = WIRE_VERSION.to_be_bytes().to_vec();
+        frame.push(tag);
+        frame.extend_from_slice(&body);
+        let _ = decode(&frame);
+    }
+
+    #[test]
+    fn bit_flips_in_valid_frames_never_panic(index in any::<prop::sample::Index>(), bit in 0u8..8, which in 0usize..13) {
+        let mut frame = encode(&every_kind()[which]).unwrap();
+        let i = index.index(frame.len());
+        frame[i] ^= 1 << bit;
+        let _ = decode(&frame);
+    }
+}
