@@ -1,1 +1,68 @@
-//! placeholder
+//! # permafrost-protocol
+//!
+//! Sans-IO state machines for Permafrost: distributed key generation and threshold signing over
+//! FROST (RFC 9591), generic over the ciphersuite (Ed25519, secp256k1, secp256k1 with taproot).
+//!
+//! Nothing here touches a socket, a file, a thread or the system clock. Every session has the
+//! same shape (see [`Session`]): messages go in through `handle_message(from, message, now,
+//! rng)`, the passing of time through `handle_timeout(now)`, and what the session wants done
+//! comes out of `poll_output()` as [`Output`]s — messages to send and [`Event`]s to act on, in
+//! the order they must be carried out. A driver (the node, the coordinator, or the in-memory
+//! simulator in [`sim`]) moves bytes and persists what it is told to persist.
+//!
+//! Input that is wrong (bad signature, wrong session, wrong epoch, a peer outside the committee,
+//! a replay) is refused with an error and changes nothing. Faults that end a session (a proven
+//! cheater, a deadline) end it with an [`Event::Failed`] whose error names the nodes
+//! responsible.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod committee;
+pub mod dkg;
+mod error;
+mod hash;
+mod identity;
+mod output;
+pub mod sign;
+#[cfg(feature = "sim")]
+pub mod sim;
+mod suite;
+mod time;
+
+pub use committee::{Committee, MAX_COMMITTEE};
+pub use error::{ProtocolError, Refusal};
+pub use hash::digest_bytes;
+pub use identity::{IdentityVerifier, NodeIdentity};
+pub use output::{Event, KeyShare, Output};
+pub use permafrost_wire as wire;
+pub use suite::Suite;
+pub use time::Timestamp;
+
+use permafrost_wire::{Message, NodeId};
+use rand_core::CryptoRngCore;
+
+/// The common shape of every protocol session (and of the signer service).
+pub trait Session<S: Suite> {
+    /// Feeds one message from the authenticated peer `from`. `Err` means the message was
+    /// refused and the session is unchanged.
+    fn handle_message(
+        &mut self,
+        from: &NodeId,
+        message: Message,
+        now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<(), ProtocolError>;
+
+    /// Tells the session the time is `now`; deadlines that have passed take effect.
+    fn handle_timeout(&mut self, now: Timestamp);
+
+    /// The next thing to do, in order. A [`Event::KeyPending`] must be durable before the
+    /// outputs after it are carried out.
+    fn poll_output(&mut self) -> Option<Output<S>>;
+
+    /// When `handle_timeout` should next be called, if ever.
+    fn poll_timeout(&self) -> Option<Timestamp>;
+
+    /// Whether the session has reached its end (success or failure).
+    fn is_finished(&self) -> bool;
+}

@@ -1,0 +1,179 @@
+use std::fmt;
+
+use permafrost_wire::{Epoch, MessageKind, NodeId, WireError};
+use thiserror::Error;
+
+/// Why one input message was refused. A refused message changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The message belongs to another session.
+    WrongSession,
+    /// The message names a key this party does not hold.
+    WrongKey,
+    /// The message names another epoch of the key.
+    WrongEpoch {
+        /// The epoch held.
+        expected: Epoch,
+        /// The epoch named.
+        got: Epoch,
+    },
+    /// The sender is not a member of the committee.
+    NotInCommittee(NodeId),
+    /// Only the session's coordinator may send this.
+    NotFromCoordinator(NodeId),
+    /// The claimed originator is not the authenticated sender (for direct messages) or the
+    /// message is addressed to someone else.
+    SenderMismatch,
+    /// The originator's identity signature does not verify.
+    BadSignature(NodeId),
+    /// This kind of message is not expected now.
+    Unexpected(MessageKind),
+    /// A signing package for a session this signer has no commitment in.
+    UnknownSession,
+    /// The nonce of this session was already used: a replay or a second package.
+    NonceConsumed,
+    /// A signing request reuses a session id this signer has already seen.
+    SessionExists,
+    /// The signing package's message is not the one approved at commitment time.
+    MessageNotApproved,
+    /// The signing package does not hold this signer's current commitment.
+    CommitmentMismatch,
+    /// The signing package has too few or too many commitments, or ones from non-members.
+    CommitmentSet(String),
+    /// The message or a package inside it does not parse.
+    Malformed(String),
+    /// A limit (sessions in flight, message length) would be exceeded.
+    Limit(String),
+    /// The session has already ended.
+    Finished,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::WrongSession => f.write_str("wrong session id"),
+            Refusal::WrongKey => f.write_str("unknown key id"),
+            Refusal::WrongEpoch { expected, got } => {
+                write!(f, "wrong epoch {got}, this share is epoch {expected}")
+            }
+            Refusal::NotInCommittee(n) => write!(f, "sender {n} is not in the committee"),
+            Refusal::NotFromCoordinator(n) => write!(f, "{n} is not this session's coordinator"),
+            Refusal::SenderMismatch => f.write_str("originator does not match sender or recipient"),
+            Refusal::BadSignature(n) => write!(f, "identity signature of {n} does not verify"),
+            Refusal::Unexpected(k) => write!(f, "unexpected {} now", k.name()),
+            Refusal::UnknownSession => f.write_str("no commitment for this session"),
+            Refusal::NonceConsumed => f.write_str("nonce already consumed (replayed package)"),
+            Refusal::SessionExists => f.write_str("session id already used"),
+            Refusal::MessageNotApproved => f.write_str("message differs from the approved one"),
+            Refusal::CommitmentMismatch => f.write_str("package lacks this signer's commitment"),
+            Refusal::CommitmentSet(why) => write!(f, "bad commitment set: {why}"),
+            Refusal::Malformed(why) => write!(f, "malformed: {why}"),
+            Refusal::Limit(why) => write!(f, "limit: {why}"),
+            Refusal::Finished => f.write_str("session already finished"),
+        }
+    }
+}
+
+/// One error enum for the protocol crate. Variants that end a session name the nodes
+/// responsible; see [`ProtocolError::culprits`].
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// Session parameters are unusable (threshold, committee, curve, session id).
+    #[error("invalid parameters: {0}")]
+    InvalidParameters(String),
+    /// One input message was refused; the session is unchanged.
+    #[error("message refused: {0}")]
+    Refused(Refusal),
+    /// A deadline passed; `silent` are the parties that had not answered.
+    #[error("{phase}: deadline passed waiting for {}", names(silent))]
+    Timeout {
+        /// What the session was waiting for.
+        phase: &'static str,
+        /// Who had not answered.
+        silent: Vec<NodeId>,
+    },
+    /// Provable misbehaviour (a bad share, an invalid proof, two signed versions of a message).
+    #[error("misbehaviour by {}: {reason}", names(culprits))]
+    Misbehaviour {
+        /// The nodes proven at fault.
+        culprits: Vec<NodeId>,
+        /// What they did.
+        reason: String,
+    },
+    /// DKG confirmations disagree: someone saw different round-1 packages.
+    #[error(
+        "DKG confirmations disagree: round-1 packages of {} were seen differently; confirmations of {} disagree",
+        names(equivocators),
+        names(disagreeing)
+    )]
+    ConfirmationMismatch {
+        /// Originators whose round-1 packages members saw differently.
+        equivocators: Vec<NodeId>,
+        /// Members whose confirmation differs from what the coordinator relayed.
+        disagreeing: Vec<NodeId>,
+    },
+    /// The coordinator aborted the session.
+    #[error("aborted by coordinator {coordinator}: {reason} (culprits: {})", names(culprits))]
+    Aborted {
+        /// Who sent the abort.
+        coordinator: NodeId,
+        /// Whom it blamed.
+        culprits: Vec<NodeId>,
+        /// Its reason.
+        reason: String,
+    },
+    /// A local frost operation failed on input that had passed every check.
+    #[error("frost: {0}")]
+    Frost(String),
+    /// The wire codec refused a message.
+    #[error("wire: {0}")]
+    Wire(#[from] WireError),
+}
+
+fn names(nodes: &[NodeId]) -> String {
+    if nodes.is_empty() {
+        return "nobody".into();
+    }
+    nodes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl ProtocolError {
+    /// The nodes this error holds responsible (empty where nobody is named).
+    pub fn culprits(&self) -> Vec<NodeId> {
+        match self {
+            ProtocolError::Timeout { silent, .. } => silent.clone(),
+            ProtocolError::Misbehaviour { culprits, .. } => culprits.clone(),
+            ProtocolError::Aborted { culprits, .. } => culprits.clone(),
+            ProtocolError::ConfirmationMismatch {
+                equivocators,
+                disagreeing,
+            } => {
+                let mut all = equivocators.clone();
+                all.extend(disagreeing.iter().cloned());
+                all.sort();
+                all.dedup();
+                all
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    pub(crate) fn misbehaviour(culprit: &NodeId, reason: impl Into<String>) -> Self {
+        ProtocolError::Misbehaviour {
+            culprits: vec![culprit.clone()],
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<Refusal> for ProtocolError {
+    fn from(r: Refusal) -> Self {
+        ProtocolError::Refused(r)
+    }
+}

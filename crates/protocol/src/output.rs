@@ -1,0 +1,95 @@
+use std::fmt;
+
+use frost_core::{
+    keys::{KeyPackage, PublicKeyPackage},
+    Signature,
+};
+use permafrost_wire::{Epoch, KeyId, Message, NodeId};
+
+use crate::{ProtocolError, Suite};
+
+/// One node's share of a key at one epoch, with the public material that goes with it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyShare<S: Suite> {
+    /// The key.
+    pub key_id: KeyId,
+    /// The epoch this share belongs to.
+    pub epoch: Epoch,
+    /// The committee holding shares of this epoch, sorted.
+    pub committee: Vec<NodeId>,
+    /// The secret share (zeroized on drop by frost).
+    pub key_package: KeyPackage<S>,
+    /// The group key and every member's verifying share.
+    pub public_key_package: PublicKeyPackage<S>,
+}
+
+impl<S: Suite> fmt::Debug for KeyShare<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyShare")
+            .field("key_id", &self.key_id)
+            .field("epoch", &self.epoch)
+            .field("committee", &self.committee.len())
+            .field("signing_share", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What a session wants done. Outputs must be carried out in the order they are polled.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Output<S: Suite> {
+    /// Send `message` to `to`.
+    Send {
+        /// The recipient.
+        to: NodeId,
+        /// The message.
+        message: Message,
+    },
+    /// Something the driver must act on.
+    Event(Event<S>),
+}
+
+/// Results a session reports to its driver.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Event<S: Suite> {
+    /// DKG member: a new share is ready but not active. Store it as PENDING, durably, before
+    /// carrying out any later output (the confirmation that follows promises it is stored).
+    KeyPending(KeyShare<S>),
+    /// DKG member: every member confirmed the same key; promote the PENDING share to ACTIVE.
+    KeyActivated {
+        /// The key.
+        key_id: KeyId,
+        /// Its epoch.
+        epoch: Epoch,
+    },
+    /// DKG coordinator: every member confirmed; the key exists.
+    KeyCreated {
+        /// The key.
+        key_id: KeyId,
+        /// The committee that holds it.
+        committee: Vec<NodeId>,
+        /// Its public key package, checked against every confirmation.
+        public_key_package: PublicKeyPackage<S>,
+    },
+    /// Signing coordinator: the aggregated signature, verified under the group key.
+    SignatureReady {
+        /// The signature.
+        signature: Signature<S>,
+        /// The nodes whose shares made it, sorted.
+        signers: Vec<NodeId>,
+    },
+    /// Signer: a signature share was produced (for the audit log).
+    ShareProduced {
+        /// The key.
+        key_id: KeyId,
+        /// Its epoch.
+        epoch: Epoch,
+        /// SHA-256 of the message signed.
+        message_digest: [u8; 32],
+        /// The coordinator that asked.
+        requester: NodeId,
+    },
+    /// The session ended without its result; discard anything PENDING from it.
+    Failed(ProtocolError),
+}

@@ -1,0 +1,375 @@
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use frost_core::keys::PublicKeyPackage;
+use frost_core::round1::SigningCommitments;
+use frost_core::round2::SignatureShare;
+use frost_core::{aggregate, verify_signature_share, Identifier, SigningPackage};
+use permafrost_wire::{
+    Epoch, KeyId, Message, MessageKind, NodeId, SessionId, SignPackage, SignRequest,
+};
+use rand_core::CryptoRngCore;
+
+use super::MAX_SIGN_MESSAGE_LEN;
+use crate::{
+    Committee, Event, Output, ProtocolError, Refusal, Session, Suite, Timestamp,
+};
+
+/// The coordinator's side of one signing session: ask the committee for commitments, send a
+/// signing package to the first `t` that answer, verify each share as it arrives, aggregate.
+pub struct SigningCoordinator<S: Suite> {
+    session: SessionId,
+    key_id: KeyId,
+    epoch: Epoch,
+    message: Vec<u8>,
+    public_key_package: PublicKeyPackage<S>,
+    committee: Committee<S>,
+    threshold: usize,
+    /// Commitments in order of arrival.
+    commitments: Vec<(Identifier<S>, SigningCommitments<S>)>,
+    refused: BTreeMap<NodeId, String>,
+    selected: Option<Selected<S>>,
+    finished: bool,
+    deadline: Timestamp,
+    outputs: VecDeque<Output<S>>,
+}
+
+struct Selected<S: Suite> {
+    package: SigningPackage<S>,
+    signers: BTreeSet<Identifier<S>>,
+    shares: BTreeMap<Identifier<S>, SignatureShare<S>>,
+}
+
+impl<S: Suite> SigningCoordinator<S> {
+    /// Starts a session signing `message` with key `key_id` at `epoch`, asking every member of
+    /// `committee`. `session` must be fresh randomness.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        session: SessionId,
+        key_id: KeyId,
+        epoch: Epoch,
+        message: Vec<u8>,
+        public_key_package: PublicKeyPackage<S>,
+        committee: Vec<NodeId>,
+        now: Timestamp,
+        timeout: Duration,
+    ) -> Result<Self, ProtocolError> {
+        let committee = Committee::<S>::new(committee)?;
+        if message.len() > MAX_SIGN_MESSAGE_LEN {
+            return Err(ProtocolError::InvalidParameters(format!(
+                "message of {} bytes exceeds {MAX_SIGN_MESSAGE_LEN}",
+                message.len()
+            )));
+        }
+        let threshold = public_key_package
+            .min_signers()
+            .map(usize::from)
+            .ok_or_else(|| ProtocolError::InvalidParameters("public key package has no threshold".into()))?;
+        if threshold > committee.len() {
+            return Err(ProtocolError::InvalidParameters(format!(
+                "threshold {threshold} exceeds committee of {}",
+                committee.len()
+            )));
+        }
+        for id in committee.identifiers() {
+            if !public_key_package.verifying_shares().contains_key(&id) {
+                return Err(ProtocolError::InvalidParameters(
+                    "committee member without a verifying share".into(),
+                ));
+            }
+        }
+        let request = SignRequest {
+            session,
+            key_id: key_id.clone(),
+            epoch,
+            message: message.clone(),
+        };
+        let outputs = committee
+            .members()
+            .iter()
+            .map(|to| Output::Send {
+                to: to.clone(),
+                message: Message::SignRequest(request.clone()),
+            })
+            .collect();
+        Ok(SigningCoordinator {
+            session,
+            key_id,
+            epoch,
+            message,
+            public_key_package,
+            committee,
+            threshold,
+            commitments: Vec::new(),
+            refused: BTreeMap::new(),
+            selected: None,
+            finished: false,
+            deadline: now.after(timeout),
+            outputs,
+        })
+    }
+
+    /// The session id.
+    pub fn session(&self) -> SessionId {
+        self.session
+    }
+
+    fn fail(&mut self, error: ProtocolError) {
+        self.finished = true;
+        self.outputs.push_back(Output::Event(Event::Failed(error)));
+    }
+
+    fn check_key(&self, key_id: &KeyId, epoch: Epoch) -> Result<(), Refusal> {
+        if *key_id != self.key_id {
+            return Err(Refusal::WrongKey);
+        }
+        if epoch != self.epoch {
+            return Err(Refusal::WrongEpoch {
+                expected: self.epoch,
+                got: epoch,
+            });
+        }
+        Ok(())
+    }
+
+    fn handle_commitment(
+        &mut self,
+        from: &NodeId,
+        id: Identifier<S>,
+        bytes: &[u8],
+    ) -> Result<(), ProtocolError> {
+        if self.selected.is_some() {
+            return Err(Refusal::Unexpected(MessageKind::SignCommitment).into());
+        }
+        let commitment = SigningCommitments::<S>::deserialize(bytes)
+            .map_err(|e| Refusal::Malformed(format!("commitment: {e}")))?;
+        if let Some((_, previous)) = self.commitments.iter().find(|(i, _)| *i == id) {
+            if *previous == commitment {
+                return Ok(());
+            }
+            return Err(Refusal::Malformed(format!("{from} sent a second commitment")).into());
+        }
+        self.commitments.push((id, commitment));
+        if self.commitments.len() >= self.threshold {
+            self.select();
+        }
+        Ok(())
+    }
+
+    /// Sends the signing package to the first `t` signers that committed.
+    fn select(&mut self) {
+        let chosen: BTreeMap<_, _> = self
+            .commitments
+            .iter()
+            .take(self.threshold)
+            .map(|(id, c)| (*id, *c))
+            .collect();
+        let package = SigningPackage::new(chosen, &self.message);
+        let bytes = match package.serialize() {
+            Ok(b) => b,
+            Err(e) => return self.fail(ProtocolError::Frost(e.to_string())),
+        };
+        let signers: BTreeSet<_> = package.signing_commitments().keys().copied().collect();
+        for id in &signers {
+            if let Some(to) = self.committee.node(id) {
+                self.outputs.push_back(Output::Send {
+                    to: to.clone(),
+                    message: Message::SignPackage(SignPackage {
+                        session: self.session,
+                        key_id: self.key_id.clone(),
+                        epoch: self.epoch,
+                        package: bytes.clone(),
+                    }),
+                });
+            }
+        }
+        self.selected = Some(Selected {
+            package,
+            signers,
+            shares: BTreeMap::new(),
+        });
+    }
+
+    fn handle_share(
+        &mut self,
+        from: &NodeId,
+        id: Identifier<S>,
+        bytes: &[u8],
+    ) -> Result<(), ProtocolError> {
+        let Some(selected) = &mut self.selected else {
+            return Err(Refusal::Unexpected(MessageKind::SignShare).into());
+        };
+        if !selected.signers.contains(&id) {
+            return Err(Refusal::Unexpected(MessageKind::SignShare).into());
+        }
+        if selected.shares.contains_key(&id) {
+            return Ok(()); // a duplicate of a share already verified
+        }
+        let share = match SignatureShare::<S>::deserialize(bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                let error = ProtocolError::misbehaviour(from, format!("unparsable signature share: {e}"));
+                self.fail(error);
+                return Ok(());
+            }
+        };
+        let Some(verifying_share) = self.public_key_package.verifying_shares().get(&id) else {
+            return Err(Refusal::NotInCommittee(from.clone()).into());
+        };
+        if verify_signature_share(
+            id,
+            verifying_share,
+            &share,
+            &selected.package,
+            self.public_key_package.verifying_key(),
+        )
+        .is_err()
+        {
+            self.fail(ProtocolError::misbehaviour(from, "invalid signature share"));
+            return Ok(());
+        }
+        selected.shares.insert(id, share);
+        if selected.shares.len() == selected.signers.len() {
+            self.aggregate();
+        }
+        Ok(())
+    }
+
+    fn aggregate(&mut self) {
+        let Some(selected) = &self.selected else {
+            return;
+        };
+        let result = aggregate(&selected.package, &selected.shares, &self.public_key_package)
+            .and_then(|signature| {
+                self.public_key_package
+                    .verifying_key()
+                    .verify(&self.message, &signature)
+                    .map(|()| signature)
+            });
+        match result {
+            Ok(signature) => {
+                let mut signers: Vec<NodeId> = selected
+                    .signers
+                    .iter()
+                    .filter_map(|id| self.committee.node(id).cloned())
+                    .collect();
+                signers.sort();
+                self.finished = true;
+                self.outputs
+                    .push_back(Output::Event(Event::SignatureReady { signature, signers }));
+            }
+            Err(e) => self.fail(ProtocolError::Frost(e.to_string())),
+        }
+    }
+
+    fn handle_refusal(&mut self, from: &NodeId, reason: String) {
+        self.refused.insert(from.clone(), reason);
+        let selected_refused = self
+            .selected
+            .as_ref()
+            .zip(self.committee.identifier(from))
+            .is_some_and(|(s, id)| s.signers.contains(&id));
+        let committed = self.commitments.len();
+        let possible = self.committee.len() - self.refused.len();
+        if selected_refused || (self.selected.is_none() && possible < self.threshold) {
+            let culprits: Vec<NodeId> = self.refused.keys().cloned().collect();
+            let reasons: Vec<String> = self
+                .refused
+                .iter()
+                .map(|(n, r)| format!("{n}: {r}"))
+                .collect();
+            self.fail(ProtocolError::Misbehaviour {
+                culprits,
+                reason: format!(
+                    "signers refused ({committed} commitments, threshold {}): {}",
+                    self.threshold,
+                    reasons.join("; ")
+                ),
+            });
+        }
+    }
+}
+
+impl<S: Suite> Session<S> for SigningCoordinator<S> {
+    fn handle_message(
+        &mut self,
+        from: &NodeId,
+        message: Message,
+        _now: Timestamp,
+        _rng: &mut dyn CryptoRngCore,
+    ) -> Result<(), ProtocolError> {
+        if self.finished {
+            return Err(Refusal::Finished.into());
+        }
+        let id = self
+            .committee
+            .identifier(from)
+            .ok_or_else(|| Refusal::NotInCommittee(from.clone()))?;
+        match message {
+            Message::SignCommitment(m) => {
+                if m.session != self.session {
+                    return Err(Refusal::WrongSession.into());
+                }
+                self.check_key(&m.key_id, m.epoch)?;
+                self.handle_commitment(from, id, &m.commitment)
+            }
+            Message::SignShare(m) => {
+                if m.session != self.session {
+                    return Err(Refusal::WrongSession.into());
+                }
+                self.check_key(&m.key_id, m.epoch)?;
+                self.handle_share(from, id, &m.share)
+            }
+            Message::SignRefusal(m) => {
+                if m.session != self.session {
+                    return Err(Refusal::WrongSession.into());
+                }
+                self.handle_refusal(from, m.reason);
+                Ok(())
+            }
+            other => Err(Refusal::Unexpected(other.kind()).into()),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Timestamp) {
+        if self.finished || now < self.deadline {
+            return;
+        }
+        let error = match &self.selected {
+            None => {
+                let answered: BTreeSet<_> = self.commitments.iter().map(|(id, _)| *id).collect();
+                let committee = &self.committee;
+                let refused = &self.refused;
+                ProtocolError::Timeout {
+                    phase: "signing commitments",
+                    silent: committee.missing(|n| {
+                        refused.contains_key(n)
+                            || committee.identifier(n).is_some_and(|id| answered.contains(&id))
+                    }),
+                }
+            }
+            Some(selected) => ProtocolError::Timeout {
+                phase: "signature shares",
+                silent: selected
+                    .signers
+                    .iter()
+                    .filter(|id| !selected.shares.contains_key(id))
+                    .filter_map(|id| self.committee.node(id).cloned())
+                    .collect(),
+            },
+        };
+        self.fail(error);
+    }
+
+    fn poll_output(&mut self) -> Option<Output<S>> {
+        self.outputs.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        (!self.finished).then_some(self.deadline)
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished
+    }
+}
