@@ -1,0 +1,694 @@
+//! An in-memory network for protocol tests and benchmarks: N signer nodes and a coordinator,
+//! a seeded RNG, virtual time, and a network you control. Every message goes through the wire
+//! codec, and a fault hook sees each one before it is queued: deliver it, drop it, duplicate
+//! it, delay it, or replace it with something else.
+//!
+//! Enabled by the `sim` feature. Nothing here is used in production.
+#![allow(missing_docs)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::{Signature as DalekSignature, Signer as _, SigningKey, VerifyingKey};
+use frost_core::keys::PublicKeyPackage;
+use frost_core::Signature;
+use permafrost_wire::{decode, encode, DkgOpen, Epoch, KeyId, Message, NodeId, SessionId};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{CryptoRngCore, RngCore, SeedableRng};
+
+use crate::dkg::{DkgCoordinator, DkgParticipant, DEFAULT_DKG_TIMEOUT};
+use crate::sign::{Signer, SignerLimits, SigningCoordinator, DEFAULT_SIGN_TIMEOUT};
+use crate::{
+    Event, IdentityVerifier, KeyShare, NodeIdentity, Output, ProtocolError, Session, Suite,
+    Timestamp,
+};
+
+/// An ed25519 identity; its node id is the 32-byte public key.
+pub struct SimIdentity {
+    key: SigningKey,
+    id: NodeId,
+}
+
+impl SimIdentity {
+    pub fn generate(rng: &mut dyn CryptoRngCore) -> Self {
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        let key = SigningKey::from_bytes(&seed);
+        #[allow(clippy::expect_used)]
+        let id = NodeId::new(key.verifying_key().to_bytes().to_vec()).expect("32 bytes");
+        SimIdentity { key, id }
+    }
+}
+
+impl NodeIdentity for SimIdentity {
+    fn node_id(&self) -> &NodeId {
+        &self.id
+    }
+    fn sign(&self, statement: &[u8]) -> Vec<u8> {
+        self.key.sign(statement).to_bytes().to_vec()
+    }
+}
+
+/// Verifies [`SimIdentity`] signatures: the node id is the ed25519 public key.
+pub struct SimVerifier;
+
+impl IdentityVerifier for SimVerifier {
+    fn verify(&self, signer: &NodeId, statement: &[u8], signature: &[u8]) -> bool {
+        let Ok(key_bytes) = <[u8; 32]>::try_from(signer.as_bytes()) else {
+            return false;
+        };
+        let Ok(key) = VerifyingKey::from_bytes(&key_bytes) else {
+            return false;
+        };
+        let Ok(signature) = DalekSignature::from_slice(signature) else {
+            return false;
+        };
+        key.verify_strict(statement, &signature).is_ok()
+    }
+}
+
+/// A message in flight, as the fault hook sees it.
+#[derive(Clone, Debug)]
+pub struct Envelope {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub message: Message,
+}
+
+/// What the network does with one message.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    Deliver,
+    Drop,
+    Duplicate,
+    Delay(Duration),
+    /// Deliver this message instead.
+    Replace(Message),
+    /// Deliver these raw bytes instead (they go through the decoder).
+    ReplaceBytes(Vec<u8>),
+}
+
+type FaultHook = Box<dyn FnMut(&Envelope) -> Fault>;
+
+struct InFlight {
+    deliver_at: Timestamp,
+    order: u64,
+    from: NodeId,
+    to: NodeId,
+    frame: Vec<u8>,
+}
+
+/// A signer node in memory: a "disk" (pending and active shares) that survives a crash, and
+/// in-memory sessions that do not.
+pub struct SimNode<S: Suite> {
+    identity: Arc<SimIdentity>,
+    dkg: BTreeMap<SessionId, DkgParticipant<S>>,
+    signers: BTreeMap<KeyId, Signer<S>>,
+    /// Durable state.
+    pending: BTreeMap<KeyId, KeyShare<S>>,
+    active: BTreeMap<KeyId, KeyShare<S>>,
+    outputs: VecDeque<Output<S>>,
+}
+
+impl<S: Suite> SimNode<S> {
+    fn new(identity: Arc<SimIdentity>) -> Self {
+        SimNode {
+            identity,
+            dkg: BTreeMap::new(),
+            signers: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            active: BTreeMap::new(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The active share of a key, if any.
+    pub fn active_share(&self, key_id: &KeyId) -> Option<&KeyShare<S>> {
+        self.active.get(key_id)
+    }
+
+    /// The pending share of a key, if any.
+    pub fn pending_share(&self, key_id: &KeyId) -> Option<&KeyShare<S>> {
+        self.pending.get(key_id)
+    }
+
+    /// Loses everything in memory; keeps the disk. Signers restart with no session.
+    pub fn crash_and_restart(&mut self) {
+        self.dkg.clear();
+        self.outputs.clear();
+        self.signers.clear();
+        for (key_id, share) in &self.active {
+            if let Ok(signer) = Signer::new(share.clone(), SignerLimits::default()) {
+                self.signers.insert(key_id.clone(), signer);
+            }
+        }
+    }
+
+    /// Replaces the share a key is signed with (for tests of stale or foreign shares).
+    pub fn install_share(&mut self, share: KeyShare<S>) -> Result<(), ProtocolError> {
+        let signer = Signer::new(share.clone(), SignerLimits::default())?;
+        self.signers.insert(share.key_id.clone(), signer);
+        self.active.insert(share.key_id.clone(), share);
+        Ok(())
+    }
+
+    /// Moves the outputs of the inner sessions to this node's queue, acting on the events
+    /// that concern the node's disk.
+    fn collect(&mut self) {
+        let mut produced = Vec::new();
+        for session in self.dkg.values_mut() {
+            while let Some(o) = session.poll_output() {
+                produced.push(o);
+            }
+        }
+        for signer in self.signers.values_mut() {
+            while let Some(o) = signer.poll_output() {
+                produced.push(o);
+            }
+        }
+        self.dkg.retain(|_, s| !s.is_finished());
+        for output in produced {
+            match &output {
+                Output::Event(Event::KeyPending(share)) => {
+                    self.pending.insert(share.key_id.clone(), share.clone());
+                }
+                Output::Event(Event::KeyActivated { key_id, .. }) => {
+                    if let Some(share) = self.pending.remove(key_id) {
+                        if let Ok(signer) = Signer::new(share.clone(), SignerLimits::default()) {
+                            self.signers.insert(key_id.clone(), signer);
+                        }
+                        self.active.insert(key_id.clone(), share);
+                    }
+                }
+                _ => {}
+            }
+            self.outputs.push_back(output);
+        }
+    }
+}
+
+impl<S: Suite> Session<S> for SimNode<S> {
+    fn handle_message(
+        &mut self,
+        from: &NodeId,
+        message: Message,
+        now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<(), ProtocolError> {
+        let result = match message {
+            Message::DkgOpen(open) => self.open_dkg(from, open, now, rng),
+            Message::SignRequest(ref m) => match self.signers.get_mut(&m.key_id) {
+                Some(signer) => signer.handle_message(from, message, now, rng),
+                None => Err(crate::Refusal::WrongKey.into()),
+            },
+            Message::SignPackage(ref m) => match self.signers.get_mut(&m.key_id) {
+                Some(signer) => signer.handle_message(from, message, now, rng),
+                None => Err(crate::Refusal::WrongKey.into()),
+            },
+            other => match self.dkg.get_mut(&other.session()) {
+                Some(session) => session.handle_message(from, other, now, rng),
+                None => Err(crate::Refusal::WrongSession.into()),
+            },
+        };
+        self.collect();
+        result
+    }
+
+    fn handle_timeout(&mut self, now: Timestamp) {
+        for s in self.dkg.values_mut() {
+            s.handle_timeout(now);
+        }
+        for s in self.signers.values_mut() {
+            s.handle_timeout(now);
+        }
+        self.collect();
+    }
+
+    fn poll_output(&mut self) -> Option<Output<S>> {
+        self.outputs.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        let dkg = self.dkg.values().filter_map(|s| s.poll_timeout());
+        let sign = self.signers.values().filter_map(|s| s.poll_timeout());
+        dkg.chain(sign).min()
+    }
+
+    fn is_finished(&self) -> bool {
+        false
+    }
+}
+
+impl<S: Suite> SimNode<S> {
+    fn open_dkg(
+        &mut self,
+        from: &NodeId,
+        open: DkgOpen,
+        now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<(), ProtocolError> {
+        if self.dkg.contains_key(&open.session) {
+            return Err(crate::Refusal::SessionExists.into());
+        }
+        let session = open.session;
+        let participant = DkgParticipant::new(
+            open,
+            from.clone(),
+            self.identity.clone(),
+            Arc::new(SimVerifier),
+            now,
+            DEFAULT_DKG_TIMEOUT,
+            rng,
+        )?;
+        self.dkg.insert(session, participant);
+        Ok(())
+    }
+}
+
+/// The coordinator in memory: any number of DKG and signing sessions, routed by session id.
+pub struct SimCoordinator<S: Suite> {
+    sessions: BTreeMap<SessionId, Box<dyn Session<S>>>,
+    outputs: VecDeque<Output<S>>,
+}
+
+impl<S: Suite> SimCoordinator<S> {
+    fn collect(&mut self) {
+        for session in self.sessions.values_mut() {
+            while let Some(o) = session.poll_output() {
+                self.outputs.push_back(o);
+            }
+        }
+    }
+}
+
+impl<S: Suite> Session<S> for SimCoordinator<S> {
+    fn handle_message(
+        &mut self,
+        from: &NodeId,
+        message: Message,
+        now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<(), ProtocolError> {
+        let result = match self.sessions.get_mut(&message.session()) {
+            Some(session) => session.handle_message(from, message, now, rng),
+            None => Err(crate::Refusal::WrongSession.into()),
+        };
+        self.collect();
+        result
+    }
+
+    fn handle_timeout(&mut self, now: Timestamp) {
+        for s in self.sessions.values_mut() {
+            s.handle_timeout(now);
+        }
+        self.collect();
+    }
+
+    fn poll_output(&mut self) -> Option<Output<S>> {
+        self.outputs.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        self.sessions.values().filter_map(|s| s.poll_timeout()).min()
+    }
+
+    fn is_finished(&self) -> bool {
+        false
+    }
+}
+
+/// Where a party lives in the simulation.
+enum Party<S: Suite> {
+    Node(SimNode<S>),
+    Coordinator(SimCoordinator<S>),
+}
+
+impl<S: Suite> Party<S> {
+    fn session(&mut self) -> &mut dyn Session<S> {
+        match self {
+            Party::Node(n) => n,
+            Party::Coordinator(c) => c,
+        }
+    }
+}
+
+/// A refused message, as recorded by the network.
+#[derive(Clone, Debug)]
+pub struct Refused {
+    pub at: NodeId,
+    pub from: NodeId,
+    pub kind: &'static str,
+    pub error: ProtocolError,
+}
+
+/// The simulated network.
+pub struct Network<S: Suite> {
+    now: Timestamp,
+    rng: ChaCha20Rng,
+    identities: BTreeMap<NodeId, Arc<SimIdentity>>,
+    parties: BTreeMap<NodeId, Party<S>>,
+    in_flight: Vec<InFlight>,
+    order: u64,
+    /// Delivery latency is drawn uniformly from this range (milliseconds).
+    pub latency_ms: (u64, u64),
+    /// Deliver in uniformly random order instead of by arrival time.
+    pub shuffle: bool,
+    faults: Option<FaultHook>,
+    /// Every event, with the party that reported it.
+    pub events: Vec<(NodeId, Event<S>)>,
+    /// Every refused message.
+    pub refused: Vec<Refused>,
+    /// Messages delivered so far.
+    pub delivered: u64,
+}
+
+/// The result of a signature in the simulation.
+#[derive(Debug)]
+pub struct SignOutcome<S: Suite> {
+    pub signature: Signature<S>,
+    pub signers: Vec<NodeId>,
+}
+
+impl<S: Suite> Network<S> {
+    pub fn new(seed: u64) -> Self {
+        Network {
+            now: Timestamp(0),
+            rng: ChaCha20Rng::seed_from_u64(seed),
+            identities: BTreeMap::new(),
+            parties: BTreeMap::new(),
+            in_flight: Vec::new(),
+            order: 0,
+            latency_ms: (1, 20),
+            shuffle: false,
+            faults: None,
+            events: Vec::new(),
+            refused: Vec::new(),
+            delivered: 0,
+        }
+    }
+
+    /// A network with `n` signer nodes and one coordinator: (nodes sorted, coordinator).
+    pub fn with_nodes(seed: u64, n: usize) -> (Self, Vec<NodeId>, NodeId) {
+        let mut net = Network::new(seed);
+        let mut nodes: Vec<NodeId> = (0..n).map(|_| net.add_node()).collect();
+        nodes.sort();
+        let coordinator = net.add_coordinator();
+        (net, nodes, coordinator)
+    }
+
+    fn new_identity(&mut self) -> Arc<SimIdentity> {
+        let identity = Arc::new(SimIdentity::generate(&mut self.rng));
+        self.identities
+            .insert(identity.node_id().clone(), identity.clone());
+        identity
+    }
+
+    pub fn add_node(&mut self) -> NodeId {
+        let identity = self.new_identity();
+        let id = identity.node_id().clone();
+        self.parties
+            .insert(id.clone(), Party::Node(SimNode::new(identity)));
+        id
+    }
+
+    pub fn add_coordinator(&mut self) -> NodeId {
+        let id = self.new_identity().node_id().clone();
+        self.parties.insert(
+            id.clone(),
+            Party::Coordinator(SimCoordinator {
+                sessions: BTreeMap::new(),
+                outputs: VecDeque::new(),
+            }),
+        );
+        id
+    }
+
+    /// A party's identity key (to forge or re-sign messages in fault tests).
+    pub fn identity(&self, node: &NodeId) -> Option<Arc<SimIdentity>> {
+        self.identities.get(node).cloned()
+    }
+
+    pub fn node(&self, node: &NodeId) -> Option<&SimNode<S>> {
+        match self.parties.get(node) {
+            Some(Party::Node(n)) => Some(n),
+            _ => None,
+        }
+    }
+
+    pub fn node_mut(&mut self, node: &NodeId) -> Option<&mut SimNode<S>> {
+        match self.parties.get_mut(node) {
+            Some(Party::Node(n)) => Some(n),
+            _ => None,
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    pub fn rng(&mut self) -> &mut ChaCha20Rng {
+        &mut self.rng
+    }
+
+    pub fn set_faults(&mut self, hook: impl FnMut(&Envelope) -> Fault + 'static) {
+        self.faults = Some(Box::new(hook));
+    }
+
+    pub fn clear_faults(&mut self) {
+        self.faults = None;
+    }
+
+    /// Starts a coordinator session and queues its first messages.
+    pub fn start(&mut self, coordinator: &NodeId, session: Box<dyn Session<S>>, id: SessionId) {
+        if let Some(Party::Coordinator(c)) = self.parties.get_mut(coordinator) {
+            c.sessions.insert(id, session);
+            c.collect();
+        }
+        self.pump();
+    }
+
+    /// Moves every party's outputs into the network (through the fault hook).
+    fn pump(&mut self) {
+        let ids: Vec<NodeId> = self.parties.keys().cloned().collect();
+        for id in ids {
+            while let Some(output) = self.parties.get_mut(&id).and_then(|p| p.session().poll_output())
+            {
+                match output {
+                    Output::Send { to, message } => self.send(id.clone(), to, message),
+                    Output::Event(event) => self.events.push((id.clone(), event)),
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, from: NodeId, to: NodeId, message: Message) {
+        let envelope = Envelope { from, to, message };
+        let fault = match &mut self.faults {
+            Some(hook) => hook(&envelope),
+            None => Fault::Deliver,
+        };
+        let Envelope { from, to, message } = envelope;
+        let (frames, extra_delay) = match fault {
+            Fault::Drop => return,
+            Fault::Deliver => (vec![encode(&message)], 0),
+            Fault::Duplicate => (vec![encode(&message), encode(&message)], 0),
+            Fault::Delay(d) => (vec![encode(&message)], d.as_millis() as u64),
+            Fault::Replace(m) => (vec![encode(&m)], 0),
+            Fault::ReplaceBytes(b) => (vec![Ok(b)], 0),
+        };
+        for frame in frames {
+            let Ok(frame) = frame else { continue };
+            let (lo, hi) = self.latency_ms;
+            let latency = lo + self.rng.next_u64() % (hi.saturating_sub(lo) + 1);
+            self.order += 1;
+            self.in_flight.push(InFlight {
+                deliver_at: Timestamp(self.now.0 + latency + extra_delay),
+                order: self.order,
+                from: from.clone(),
+                to: to.clone(),
+                frame,
+            });
+        }
+    }
+
+    /// Delivers one message, or advances time to the next deadline. Returns false when nothing
+    /// is left to do before `until`.
+    pub fn step(&mut self, until: Timestamp) -> bool {
+        self.pump();
+        if !self.in_flight.is_empty() {
+            let index = if self.shuffle {
+                (self.rng.next_u64() % self.in_flight.len() as u64) as usize
+            } else {
+                let mut best = 0;
+                for (i, m) in self.in_flight.iter().enumerate() {
+                    let b = &self.in_flight[best];
+                    if (m.deliver_at, m.order) < (b.deliver_at, b.order) {
+                        best = i;
+                    }
+                }
+                best
+            };
+            let m = self.in_flight.swap_remove(index);
+            if m.deliver_at > until {
+                self.in_flight.push(m);
+            } else {
+                self.now = self.now.max(m.deliver_at);
+                self.deliver(m);
+                self.pump();
+                return true;
+            }
+        }
+        let next = self
+            .parties
+            .values_mut()
+            .filter_map(|p| p.session().poll_timeout())
+            .chain(self.in_flight.iter().map(|m| m.deliver_at))
+            .min();
+        match next {
+            Some(t) if t <= until => {
+                self.now = self.now.max(t);
+                let now = self.now;
+                for p in self.parties.values_mut() {
+                    p.session().handle_timeout(now);
+                }
+                self.pump();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn deliver(&mut self, m: InFlight) {
+        self.delivered += 1;
+        let now = self.now;
+        let Some(party) = self.parties.get_mut(&m.to) else {
+            return;
+        };
+        let result = decode(&m.frame)
+            .map_err(ProtocolError::from)
+            .and_then(|message| {
+                let kind = message.kind().name();
+                party
+                    .session()
+                    .handle_message(&m.from, message, now, &mut self.rng)
+                    .map_err(|e| (kind, e))
+                    .map_err(|(kind, e)| {
+                        self.refused.push(Refused {
+                            at: m.to.clone(),
+                            from: m.from.clone(),
+                            kind,
+                            error: e.clone(),
+                        });
+                        e
+                    })
+            });
+        if let Err(error @ ProtocolError::Wire(_)) = result {
+            self.refused.push(Refused {
+                at: m.to,
+                from: m.from,
+                kind: "frame",
+                error,
+            });
+        }
+    }
+
+    /// Runs until `done` says so or nothing is left to do within `limit` of virtual time.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Self) -> bool) {
+        let until = self.now.after(limit);
+        while !done(self) && self.step(until) {}
+    }
+
+    /// Runs until nothing is in flight and no deadline is due within `limit`.
+    pub fn run(&mut self, limit: Duration) {
+        self.run_until(limit, |_| false);
+    }
+
+    /// The last terminal event of a coordinator session, if it ended.
+    fn coordinator_result(&self, coordinator: &NodeId, from_index: usize) -> Option<&Event<S>> {
+        self.events[from_index..]
+            .iter()
+            .filter(|(id, _)| id == coordinator)
+            .map(|(_, e)| e)
+            .find(|e| {
+                matches!(
+                    e,
+                    Event::KeyCreated { .. } | Event::SignatureReady { .. } | Event::Failed(_)
+                )
+            })
+    }
+
+    /// Runs a whole DKG and returns the public key package, or the coordinator's error.
+    pub fn run_dkg(
+        &mut self,
+        coordinator: &NodeId,
+        key_id: &KeyId,
+        threshold: u16,
+        committee: &[NodeId],
+    ) -> Result<PublicKeyPackage<S>, ProtocolError> {
+        let mut nonce = [0u8; 32];
+        self.rng.fill_bytes(&mut nonce);
+        let session = DkgCoordinator::<S>::new(
+            key_id.clone(),
+            threshold,
+            committee.to_vec(),
+            nonce,
+            Arc::new(SimVerifier),
+            self.now,
+            DEFAULT_DKG_TIMEOUT,
+        )?;
+        let id = session.session();
+        let mark = self.events.len();
+        self.start(coordinator, Box::new(session), id);
+        self.run_until(DEFAULT_DKG_TIMEOUT * 2, |net| {
+            net.coordinator_result(coordinator, mark).is_some()
+        });
+        // Let the commit reach the members.
+        self.run(Duration::from_secs(1));
+        match self.coordinator_result(coordinator, mark) {
+            Some(Event::KeyCreated {
+                public_key_package, ..
+            }) => Ok(public_key_package.clone()),
+            Some(Event::Failed(e)) => Err(e.clone()),
+            _ => Err(ProtocolError::Frost("DKG did not finish".into())),
+        }
+    }
+
+    /// Runs one signing session over `committee` and returns the signature.
+    pub fn sign(
+        &mut self,
+        coordinator: &NodeId,
+        key_id: &KeyId,
+        epoch: Epoch,
+        public_key_package: &PublicKeyPackage<S>,
+        committee: &[NodeId],
+        message: &[u8],
+    ) -> Result<SignOutcome<S>, ProtocolError> {
+        let mut session = [0u8; 32];
+        self.rng.fill_bytes(&mut session);
+        let session = SigningCoordinator::<S>::new(
+            SessionId(session),
+            key_id.clone(),
+            epoch,
+            message.to_vec(),
+            public_key_package.clone(),
+            committee.to_vec(),
+            self.now,
+            DEFAULT_SIGN_TIMEOUT,
+        )?;
+        let id = session.session();
+        let mark = self.events.len();
+        self.start(coordinator, Box::new(session), id);
+        self.run_until(DEFAULT_SIGN_TIMEOUT * 2, |net| {
+            net.coordinator_result(coordinator, mark).is_some()
+        });
+        match self.coordinator_result(coordinator, mark) {
+            Some(Event::SignatureReady { signature, signers }) => Ok(SignOutcome {
+                signature: *signature,
+                signers: signers.clone(),
+            }),
+            Some(Event::Failed(e)) => Err(e.clone()),
+            _ => Err(ProtocolError::Frost("signing did not finish".into())),
+        }
+    }
+}

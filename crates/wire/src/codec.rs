@@ -78,6 +78,11 @@ macro_rules! messages {
                 match self { $( Message::$variant(_) => MessageKind::$variant, )* }
             }
 
+            /// The session the message belongs to (every message carries one).
+            pub fn session(&self) -> crate::SessionId {
+                match self { $( Message::$variant(m) => m.session, )* }
+            }
+
             fn encode_body(&self) -> Result<Vec<u8>, WireError> {
                 match self { $( Message::$variant(m) => encode_body(self.kind(), m), )* }
             }
