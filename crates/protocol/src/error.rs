@@ -102,17 +102,19 @@ pub enum ProtocolError {
         /// What they did.
         reason: String,
     },
-    /// DKG confirmations disagree: someone saw different round-1 packages.
+    /// DKG confirmations disagree with what the coordinator relayed and computed. The
+    /// coordinator relays exactly one signed round-1 package per member, so a member that
+    /// confirms other digests is the one at fault.
     #[error(
-        "DKG confirmations disagree: round-1 packages of {} were seen differently; confirmations of {} disagree",
-        names(equivocators),
-        names(disagreeing)
+        "DKG confirmations of {} disagree with the relayed round-1 packages (those of {}) or the public key package",
+        names(disagreeing),
+        names(packages)
     )]
     ConfirmationMismatch {
-        /// Originators whose round-1 packages members saw differently.
-        equivocators: Vec<NodeId>,
-        /// Members whose confirmation differs from what the coordinator relayed.
+        /// Members whose signed confirmation differs from what was relayed: the culprits.
         disagreeing: Vec<NodeId>,
+        /// Originators of the round-1 packages those members claim to have seen differently.
+        packages: Vec<NodeId>,
     },
     /// The coordinator aborted the session.
     #[error("aborted by coordinator {coordinator}: {reason} (culprits: {})", names(culprits))]
@@ -150,16 +152,7 @@ impl ProtocolError {
             ProtocolError::Timeout { silent, .. } => silent.clone(),
             ProtocolError::Misbehaviour { culprits, .. } => culprits.clone(),
             ProtocolError::Aborted { culprits, .. } => culprits.clone(),
-            ProtocolError::ConfirmationMismatch {
-                equivocators,
-                disagreeing,
-            } => {
-                let mut all = equivocators.clone();
-                all.extend(disagreeing.iter().cloned());
-                all.sort();
-                all.dedup();
-                all
-            }
+            ProtocolError::ConfirmationMismatch { disagreeing, .. } => disagreeing.clone(),
             _ => Vec::new(),
         }
     }

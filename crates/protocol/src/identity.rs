@@ -20,9 +20,9 @@ pub trait IdentityVerifier: Send + Sync {
     fn verify(&self, signer: &NodeId, statement: &[u8], signature: &[u8]) -> bool;
 }
 
-/// The statement an originator signs for a relayed message:
+/// The statement (a digest) an originator signs for a relayed message:
 /// `(session id, round, from, to, payload hash)`, with `to = None` for a broadcast.
-pub(crate) fn statement(
+pub fn statement(
     session: &SessionId,
     round: &str,
     from: &NodeId,

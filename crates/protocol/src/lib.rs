@@ -32,7 +32,7 @@ mod time;
 pub use committee::{Committee, MAX_COMMITTEE};
 pub use error::{ProtocolError, Refusal};
 pub use hash::digest_bytes;
-pub use identity::{IdentityVerifier, NodeIdentity};
+pub use identity::{statement, IdentityVerifier, NodeIdentity};
 pub use output::{Event, KeyShare, Output};
 pub use permafrost_wire as wire;
 pub use suite::Suite;

@@ -512,6 +512,22 @@ impl<S: Suite> Network<S> {
         }
     }
 
+    /// Puts a message on the wire from `from` to `to`, as a (possibly malicious) party would.
+    pub fn inject(&mut self, from: &NodeId, to: &NodeId, message: Message) {
+        let frame = match encode(&message) {
+            Ok(f) => f,
+            Err(_) => return,
+        };
+        self.order += 1;
+        self.in_flight.push(InFlight {
+            deliver_at: self.now,
+            order: self.order,
+            from: from.clone(),
+            to: to.clone(),
+            frame,
+        });
+    }
+
     /// Delivers one message, or advances time to the next deadline. Returns false when nothing
     /// is left to do before `until`.
     pub fn step(&mut self, until: Timestamp) -> bool {

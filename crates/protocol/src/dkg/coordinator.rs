@@ -256,7 +256,7 @@ impl<S: Suite> DkgCoordinator<S> {
         let Some(expected) = &self.expected else {
             return;
         };
-        let mut equivocators = Vec::new();
+        let mut packages = Vec::new();
         let mut disagreeing = Vec::new();
         for (member, confirm) in &self.confirms {
             let mut differs = false;
@@ -269,7 +269,7 @@ impl<S: Suite> DkgCoordinator<S> {
                 if seen != relayed {
                     differs = true;
                     if let Some(originator) = self.committee.members().get(k) {
-                        equivocators.push(originator.clone());
+                        packages.push(originator.clone());
                     }
                 }
             }
@@ -281,11 +281,11 @@ impl<S: Suite> DkgCoordinator<S> {
             }
         }
         if !disagreeing.is_empty() {
-            equivocators.sort();
-            equivocators.dedup();
+            packages.sort();
+            packages.dedup();
             return self.abort(ProtocolError::ConfirmationMismatch {
-                equivocators,
                 disagreeing,
+                packages,
             });
         }
         let confirms: Vec<DkgConfirm> = self

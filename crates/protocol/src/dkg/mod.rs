@@ -33,9 +33,12 @@ use crate::{
 /// How long a DKG may take, end to end, before it fails naming the silent parties.
 pub const DEFAULT_DKG_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub(crate) const ROUND1: &str = "dkg/round1";
-pub(crate) const ROUND2: &str = "dkg/round2";
-pub(crate) const CONFIRM: &str = "dkg/confirm";
+/// Round tag of signed round-1 packages.
+pub const ROUND1: &str = "dkg/round1";
+/// Round tag of signed round-2 shares.
+pub const ROUND2: &str = "dkg/round2";
+/// Round tag of signed confirmations.
+pub const CONFIRM: &str = "dkg/confirm";
 
 /// The session id of a DKG: a hash of everything the members are asked to agree on.
 pub fn session_id(
@@ -105,8 +108,8 @@ pub(crate) fn public_key_package_digest<S: Suite>(
     Ok(digest_bytes("public-key-package", &bytes))
 }
 
-/// What a confirmation's signature covers.
-pub(crate) fn confirm_payload(confirm: &DkgConfirm) -> Vec<u8> {
+/// What a confirmation's signature covers: its round-1 digests then its public key package digest.
+pub fn confirm_payload(confirm: &DkgConfirm) -> Vec<u8> {
     let mut payload = Vec::with_capacity(32 * (confirm.round1_digests.len() + 1));
     for d in &confirm.round1_digests {
         payload.extend_from_slice(&d.0);

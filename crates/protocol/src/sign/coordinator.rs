@@ -262,7 +262,15 @@ impl<S: Suite> SigningCoordinator<S> {
         }
     }
 
-    fn handle_refusal(&mut self, from: &NodeId, reason: String) {
+    fn handle_refusal(&mut self, from: &NodeId, id: Identifier<S>, reason: String) {
+        let already_answered = match &self.selected {
+            Some(s) => s.shares.contains_key(&id),
+            None => self.commitments.iter().any(|(i, _)| *i == id),
+        };
+        if already_answered {
+            // A late refusal (e.g. of a retransmitted request) changes nothing we hold.
+            return;
+        }
         self.refused.insert(from.clone(), reason);
         let selected_refused = self
             .selected
@@ -324,7 +332,7 @@ impl<S: Suite> Session<S> for SigningCoordinator<S> {
                 if m.session != self.session {
                     return Err(Refusal::WrongSession.into());
                 }
-                self.handle_refusal(from, m.reason);
+                self.handle_refusal(from, id, m.reason);
                 Ok(())
             }
             other => Err(Refusal::Unexpected(other.kind()).into()),

@@ -53,15 +53,19 @@ enum Slot<S: Suite> {
         coordinator: NodeId,
         expires: Timestamp,
     },
+    /// The nonce is gone. The package it signed and the share sent are kept until expiry so
+    /// that a retransmitted identical package gets the same share back, not a refusal.
     Consumed {
         expires: Timestamp,
+        package: Vec<u8>,
+        share: Vec<u8>,
     },
 }
 
 impl<S: Suite> Slot<S> {
     fn expires(&self) -> Timestamp {
         match self {
-            Slot::Committed { expires, .. } | Slot::Consumed { expires } => *expires,
+            Slot::Committed { expires, .. } | Slot::Consumed { expires, .. } => *expires,
         }
     }
 }
@@ -159,15 +163,28 @@ impl<S: Suite> Signer<S> {
         let Some(slot) = self.sessions.get(&package.session) else {
             return Err(Refusal::UnknownSession);
         };
-        let Slot::Committed {
-            commitments,
-            message,
-            coordinator,
-            expires,
-            ..
-        } = slot
-        else {
-            return Err(Refusal::NonceConsumed);
+        let (commitments, message, coordinator, expires) = match slot {
+            Slot::Committed {
+                commitments,
+                message,
+                coordinator,
+                expires,
+                ..
+            } => (commitments, message, coordinator, expires),
+            Slot::Consumed {
+                package: signed,
+                share,
+                ..
+            } => {
+                // The very package already signed (a retransmission): the same share again.
+                // Anything else would need the nonce a second time.
+                if *signed != package.package {
+                    return Err(Refusal::NonceConsumed);
+                }
+                let share = share.clone();
+                self.send_share(from, package, share);
+                return Ok(());
+            }
         };
         if from != coordinator {
             return Err(Refusal::NotFromCoordinator(from.clone()));
@@ -202,31 +219,42 @@ impl<S: Suite> Signer<S> {
         // never used again.
         let expires = *expires;
         let message_digest: [u8; 32] = Sha256::digest(message).into();
-        let Some(Slot::Committed { nonces, .. }) = self
-            .sessions
-            .insert(package.session, Slot::Consumed { expires })
+        let consumed = Slot::Consumed {
+            expires,
+            package: package.package.clone(),
+            share: Vec::new(),
+        };
+        let Some(Slot::Committed { nonces, .. }) = self.sessions.insert(package.session, consumed)
         else {
             return Err(Refusal::NonceConsumed);
         };
         let share = round2::sign(&signing_package, &nonces, &self.share.key_package)
-            .map_err(|e| Refusal::Malformed(format!("cannot sign: {e}")))?;
+            .map_err(|e| Refusal::Malformed(format!("cannot sign: {e}")))?
+            .serialize();
         drop(nonces);
+        if let Some(Slot::Consumed { share: kept, .. }) = self.sessions.get_mut(&package.session) {
+            kept.clone_from(&share);
+        }
         self.outputs.push_back(Output::Event(Event::ShareProduced {
             key_id: self.share.key_id.clone(),
             epoch: self.share.epoch,
             message_digest,
             requester: from.clone(),
         }));
+        self.send_share(from, package, share);
+        Ok(())
+    }
+
+    fn send_share(&mut self, to: &NodeId, package: SignPackage, share: Vec<u8>) {
         self.outputs.push_back(Output::Send {
-            to: from.clone(),
+            to: to.clone(),
             message: Message::SignShare(SignShare {
                 session: package.session,
                 key_id: package.key_id,
                 epoch: package.epoch,
-                share: share.serialize(),
+                share,
             }),
         });
-        Ok(())
     }
 
     /// Forgets sessions whose time is up; their nonces are zeroized as they drop.

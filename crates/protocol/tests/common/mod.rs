@@ -1,0 +1,76 @@
+//! Helpers shared by the protocol tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use frost_core::keys::PublicKeyPackage;
+use frost_core::Signature;
+use permafrost_protocol::sim::Network;
+use permafrost_protocol::wire::{KeyId, NodeId};
+use permafrost_protocol::Suite;
+
+pub type Ed25519 = frost_ed25519::Ed25519Sha512;
+pub type Secp256k1 = frost_secp256k1::Secp256K1Sha256;
+pub type Secp256k1Tr = frost_secp256k1_tr::Secp256K1Sha256TR;
+
+/// Instantiates a generic test `fn name<S: Suite>()` once per ciphersuite.
+#[macro_export]
+macro_rules! per_suite {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn ed25519() {
+                    super::$name::<crate::common::Ed25519>();
+                }
+                #[test]
+                fn secp256k1() {
+                    super::$name::<crate::common::Secp256k1>();
+                }
+                #[test]
+                fn secp256k1_tr() {
+                    super::$name::<crate::common::Secp256k1Tr>();
+                }
+            }
+        )*
+    };
+}
+
+pub fn key_id(name: &str) -> KeyId {
+    KeyId::new(name).unwrap()
+}
+
+/// Checks a signature with the independent (non-frost) verifier of its scheme.
+pub fn verify_independently<S: Suite>(
+    public_key_package: &PublicKeyPackage<S>,
+    message: &[u8],
+    signature: &Signature<S>,
+) {
+    let public_key = public_key_package.verifying_key().serialize().unwrap();
+    let signature = signature.serialize().unwrap();
+    permafrost_verifiers::verify(S::CURVE, &public_key, message, &signature).unwrap_or_else(|e| {
+        panic!(
+            "{} signature rejected by the independent verifier: {e}",
+            S::CURVE
+        )
+    });
+}
+
+/// A network with a DKG done: (network, sorted nodes, coordinator, key id, public key package).
+pub fn network_with_key<S: Suite>(
+    seed: u64,
+    t: u16,
+    n: usize,
+) -> (Network<S>, Vec<NodeId>, NodeId, KeyId, PublicKeyPackage<S>) {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(seed, n);
+    let key = key_id("key-1");
+    let pkp = net
+        .run_dkg(&coordinator, &key, t, &nodes)
+        .unwrap_or_else(|e| panic!("DKG ({t},{n}) failed: {e}"));
+    (net, nodes, coordinator, key, pkp)
+}
+
+/// Whether any node holds an active share of `key`.
+pub fn anyone_active<S: Suite>(net: &Network<S>, nodes: &[NodeId], key: &KeyId) -> bool {
+    nodes
+        .iter()
+        .any(|n| net.node(n).unwrap().active_share(key).is_some())
+}
