@@ -91,6 +91,10 @@ impl<S: Suite> Committee<S> {
 
     /// Members of the committee that are not in `present`.
     pub fn missing<'a>(&'a self, present: impl Fn(&NodeId) -> bool + 'a) -> Vec<NodeId> {
-        self.members.iter().filter(|n| !present(n)).cloned().collect()
+        self.members
+            .iter()
+            .filter(|n| !present(n))
+            .cloned()
+            .collect()
     }
 }

@@ -117,7 +117,10 @@ pub enum ProtocolError {
         packages: Vec<NodeId>,
     },
     /// The coordinator aborted the session.
-    #[error("aborted by coordinator {coordinator}: {reason} (culprits: {})", names(culprits))]
+    #[error(
+        "aborted by coordinator {coordinator}: {reason} (culprits: {})",
+        names(culprits)
+    )]
     Aborted {
         /// Who sent the abort.
         coordinator: NodeId,

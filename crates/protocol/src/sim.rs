@@ -87,6 +87,8 @@ pub enum Fault {
     Replace(Message),
     /// Deliver these raw bytes instead (they go through the decoder).
     ReplaceBytes(Vec<u8>),
+    /// Deliver the message and this one after it (an equivocating sender).
+    DeliverAlso(Message),
 }
 
 type FaultHook = Box<dyn FnMut(&Envelope) -> Fault>;
@@ -131,6 +133,11 @@ impl<S: Suite> SimNode<S> {
     /// The pending share of a key, if any.
     pub fn pending_share(&self, key_id: &KeyId) -> Option<&KeyShare<S>> {
         self.pending.get(key_id)
+    }
+
+    /// Signing sessions holding a live nonce, over all keys.
+    pub fn open_signing_sessions(&self) -> usize {
+        self.signers.values().map(Signer::open_sessions).sum()
     }
 
     /// Loses everything in memory; keeps the disk. Signers restart with no session.
@@ -310,7 +317,10 @@ impl<S: Suite> Session<S> for SimCoordinator<S> {
     }
 
     fn poll_timeout(&self) -> Option<Timestamp> {
-        self.sessions.values().filter_map(|s| s.poll_timeout()).min()
+        self.sessions
+            .values()
+            .filter_map(|s| s.poll_timeout())
+            .min()
     }
 
     fn is_finished(&self) -> bool {
@@ -472,7 +482,10 @@ impl<S: Suite> Network<S> {
     fn pump(&mut self) {
         let ids: Vec<NodeId> = self.parties.keys().cloned().collect();
         for id in ids {
-            while let Some(output) = self.parties.get_mut(&id).and_then(|p| p.session().poll_output())
+            while let Some(output) = self
+                .parties
+                .get_mut(&id)
+                .and_then(|p| p.session().poll_output())
             {
                 match output {
                     Output::Send { to, message } => self.send(id.clone(), to, message),
@@ -496,6 +509,7 @@ impl<S: Suite> Network<S> {
             Fault::Delay(d) => (vec![encode(&message)], d.as_millis() as u64),
             Fault::Replace(m) => (vec![encode(&m)], 0),
             Fault::ReplaceBytes(b) => (vec![Ok(b)], 0),
+            Fault::DeliverAlso(m) => (vec![encode(&message), encode(&m)], 0),
         };
         for frame in frames {
             let Ok(frame) = frame else { continue };

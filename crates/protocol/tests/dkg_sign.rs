@@ -1,6 +1,6 @@
 //! DKG followed by signing on every ciphersuite, every signature checked by an independent
 //! verifier; and a seeded property test over (t, n) and delivery order.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -106,8 +106,7 @@ per_suite!(
 );
 
 fn random_order_strategy() -> impl Strategy<Value = (u16, usize, u64)> {
-    (2usize..=10)
-        .prop_flat_map(|n| (2u16..=n as u16, Just(n), any::<u64>()))
+    (2usize..=10).prop_flat_map(|n| (2u16..=n as u16, Just(n), any::<u64>()))
 }
 
 proptest! {

@@ -118,11 +118,12 @@ fn encode_body<T: Serialize>(kind: MessageKind, value: &T) -> Result<Vec<u8>, Wi
 }
 
 fn decode_body<T: DeserializeOwned>(kind: MessageKind, body: &[u8]) -> Result<T, WireError> {
-    let (value, read) =
-        bincode::serde::decode_from_slice(body, body_config()).map_err(|e| WireError::Malformed {
+    let (value, read) = bincode::serde::decode_from_slice(body, body_config()).map_err(|e| {
+        WireError::Malformed {
             kind: kind.name(),
             reason: e.to_string(),
-        })?;
+        }
+    })?;
     if read != body.len() {
         return Err(WireError::TrailingBytes {
             kind: kind.name(),

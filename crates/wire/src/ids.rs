@@ -246,8 +246,14 @@ mod tests {
     fn node_ids_are_bounded_and_derive_distinct_identifiers() {
         assert!(NodeId::new(vec![]).is_err());
         assert!(NodeId::new(vec![1; 65]).is_err());
-        let a = participant_identifier::<frost_ed25519::Ed25519Sha512>(&NodeId::new(vec![1; 38]).unwrap()).unwrap();
-        let b = participant_identifier::<frost_ed25519::Ed25519Sha512>(&NodeId::new(vec![2; 38]).unwrap()).unwrap();
+        let a = participant_identifier::<frost_ed25519::Ed25519Sha512>(
+            &NodeId::new(vec![1; 38]).unwrap(),
+        )
+        .unwrap();
+        let b = participant_identifier::<frost_ed25519::Ed25519Sha512>(
+            &NodeId::new(vec![2; 38]).unwrap(),
+        )
+        .unwrap();
         assert_ne!(a, b);
     }
 

@@ -27,7 +27,9 @@ mod error;
 mod ids;
 mod message;
 
-pub use codec::{decode, encode, Message, MessageKind, FRAME_HEADER_LEN, MAX_FRAME_LEN, WIRE_VERSION};
+pub use codec::{
+    decode, encode, Message, MessageKind, FRAME_HEADER_LEN, MAX_FRAME_LEN, WIRE_VERSION,
+};
 pub use error::WireError;
 pub use ids::{
     participant_identifier, Curve, Digest, Epoch, KeyId, NodeId, SecretBytes, SessionId,

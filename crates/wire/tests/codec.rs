@@ -115,24 +115,43 @@ fn every_kind_round_trips_and_every_truncation_fails() {
         assert_eq!(frame[2], message.kind().tag());
         assert_eq!(decode(&frame).unwrap(), message);
         for cut in 0..frame.len() {
-            assert!(decode(&frame[..cut]).is_err(), "{:?} cut at {cut}", message.kind());
+            assert!(
+                decode(&frame[..cut]).is_err(),
+                "{:?} cut at {cut}",
+                message.kind()
+            );
         }
         let mut longer = frame.clone();
         longer.push(0);
-        assert!(matches!(decode(&longer), Err(WireError::TrailingBytes { .. })));
+        assert!(matches!(
+            decode(&longer),
+            Err(WireError::TrailingBytes { .. })
+        ));
     }
 }
 
 #[test]
 fn oversized_frames_are_refused_before_decoding() {
     let huge = vec![0u8; 16 << 20];
-    assert!(matches!(decode(&huge), Err(WireError::Oversized { kind: "any frame", .. })));
+    assert!(matches!(
+        decode(&huge),
+        Err(WireError::Oversized {
+            kind: "any frame",
+            ..
+        })
+    ));
 
     // A SignShare header followed by 5 KiB: over the 4 KiB SignShare cap.
     let mut frame = WIRE_VERSION.to_be_bytes().to_vec();
     frame.push(MessageKind::SignShare.tag());
     frame.extend(std::iter::repeat_n(0u8, 5 << 10));
-    assert!(matches!(decode(&frame), Err(WireError::Oversized { kind: "SignShare", .. })));
+    assert!(matches!(
+        decode(&frame),
+        Err(WireError::Oversized {
+            kind: "SignShare",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -150,7 +169,10 @@ fn encode_refuses_what_the_receiver_would_refuse() {
 fn wrong_version_and_unknown_kind_are_refused() {
     let mut frame = encode(&every_kind()[0]).unwrap();
     frame[1] = 99;
-    assert!(matches!(decode(&frame), Err(WireError::UnsupportedVersion(_))));
+    assert!(matches!(
+        decode(&frame),
+        Err(WireError::UnsupportedVersion(_))
+    ));
     let mut frame = encode(&every_kind()[0]).unwrap();
     frame[2] = 200;
     assert!(matches!(decode(&frame), Err(WireError::UnknownKind(200))));

@@ -11,8 +11,8 @@ use permafrost_wire::{
 use rand_core::CryptoRngCore;
 
 use super::{
-    public_key_package_digest, round1_digest, session_id, validate_open,
-    verify_confirm_signature, ROUND1, ROUND2,
+    public_key_package_digest, round1_digest, session_id, validate_open, verify_confirm_signature,
+    ROUND1, ROUND2,
 };
 use crate::identity::statement;
 use crate::{
@@ -230,7 +230,9 @@ impl<S: Suite> DkgCoordinator<S> {
             return Err(Refusal::Unexpected(MessageKind::DkgConfirm).into());
         }
         if confirm.round1_digests.len() != self.committee.len() {
-            return Err(Refusal::Malformed("confirmation has the wrong digest count".into()).into());
+            return Err(
+                Refusal::Malformed("confirmation has the wrong digest count".into()).into(),
+            );
         }
         verify_confirm_signature(self.verifier.as_ref(), &confirm)?;
         if let Some(previous) = self.confirms.get(from) {
@@ -315,7 +317,11 @@ impl<S: Suite> DkgCoordinator<S> {
     /// A member says a round-2 share does not verify. The evidence is checked here: a share
     /// signed by the accused that fails against its round-1 commitment convicts the accused;
     /// a share that verifies convicts the complainer.
-    fn handle_complaint(&mut self, from: &NodeId, complaint: DkgComplaint) -> Result<(), ProtocolError> {
+    fn handle_complaint(
+        &mut self,
+        from: &NodeId,
+        complaint: DkgComplaint,
+    ) -> Result<(), ProtocolError> {
         let evidence = &complaint.evidence;
         if complaint.from != *from || evidence.to != *from || evidence.session != self.open.session
         {

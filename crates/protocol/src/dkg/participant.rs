@@ -153,7 +153,9 @@ impl<S: Suite> DkgParticipant<S> {
                 return Err(Refusal::BadSignature(member.clone()).into());
             }
             if member == self.me() && package.package != self.my_round1 {
-                return Err(Refusal::Malformed("our own round-1 package was altered".into()).into());
+                return Err(
+                    Refusal::Malformed("our own round-1 package was altered".into()).into(),
+                );
             }
             digests.push(round1_digest(&package.package));
         }
@@ -180,8 +182,7 @@ impl<S: Suite> DkgParticipant<S> {
                 .ok_or_else(|| Refusal::NotInCommittee(package.from.clone()))?;
             round1_map.insert(id, parsed);
         }
-        let State::AwaitRound1Set { secret } =
-            std::mem::replace(&mut self.state, State::Done)
+        let State::AwaitRound1Set { secret } = std::mem::replace(&mut self.state, State::Done)
         else {
             return Ok(());
         };
@@ -315,7 +316,13 @@ impl<S: Suite> DkgParticipant<S> {
                     public_key_package: pkp_digest,
                     signature: Vec::new(),
                 };
-                let st = statement(&self.open.session, CONFIRM, &me, None, &confirm_payload(&confirm));
+                let st = statement(
+                    &self.open.session,
+                    CONFIRM,
+                    &me,
+                    None,
+                    &confirm_payload(&confirm),
+                );
                 confirm.signature = self.identity.sign(&st.0);
                 // Persist before acknowledging: the driver stores the pending share before it
                 // sends the confirmation that follows.

@@ -11,9 +11,7 @@ use permafrost_wire::{
 use rand_core::CryptoRngCore;
 
 use super::MAX_SIGN_MESSAGE_LEN;
-use crate::{
-    Committee, Event, Output, ProtocolError, Refusal, Session, Suite, Timestamp,
-};
+use crate::{Committee, Event, Output, ProtocolError, Refusal, Session, Suite, Timestamp};
 
 /// The coordinator's side of one signing session: ask the committee for commitments, send a
 /// signing package to the first `t` that answer, verify each share as it arrives, aggregate.
@@ -64,7 +62,9 @@ impl<S: Suite> SigningCoordinator<S> {
         let threshold = public_key_package
             .min_signers()
             .map(usize::from)
-            .ok_or_else(|| ProtocolError::InvalidParameters("public key package has no threshold".into()))?;
+            .ok_or_else(|| {
+                ProtocolError::InvalidParameters("public key package has no threshold".into())
+            })?;
         if threshold > committee.len() {
             return Err(ProtocolError::InvalidParameters(format!(
                 "threshold {threshold} exceeds committee of {}",
@@ -208,7 +208,8 @@ impl<S: Suite> SigningCoordinator<S> {
         let share = match SignatureShare::<S>::deserialize(bytes) {
             Ok(s) => s,
             Err(e) => {
-                let error = ProtocolError::misbehaviour(from, format!("unparsable signature share: {e}"));
+                let error =
+                    ProtocolError::misbehaviour(from, format!("unparsable signature share: {e}"));
                 self.fail(error);
                 return Ok(());
             }
@@ -239,13 +240,17 @@ impl<S: Suite> SigningCoordinator<S> {
         let Some(selected) = &self.selected else {
             return;
         };
-        let result = aggregate(&selected.package, &selected.shares, &self.public_key_package)
-            .and_then(|signature| {
-                self.public_key_package
-                    .verifying_key()
-                    .verify(&self.message, &signature)
-                    .map(|()| signature)
-            });
+        let result = aggregate(
+            &selected.package,
+            &selected.shares,
+            &self.public_key_package,
+        )
+        .and_then(|signature| {
+            self.public_key_package
+                .verifying_key()
+                .verify(&self.message, &signature)
+                .map(|()| signature)
+        });
         match result {
             Ok(signature) => {
                 let mut signers: Vec<NodeId> = selected
@@ -352,7 +357,9 @@ impl<S: Suite> Session<S> for SigningCoordinator<S> {
                     phase: "signing commitments",
                     silent: committee.missing(|n| {
                         refused.contains_key(n)
-                            || committee.identifier(n).is_some_and(|id| answered.contains(&id))
+                            || committee
+                                .identifier(n)
+                                .is_some_and(|id| answered.contains(&id))
                     }),
                 }
             }

@@ -53,19 +53,14 @@ enum Slot<S: Suite> {
         coordinator: NodeId,
         expires: Timestamp,
     },
-    /// The nonce is gone. The package it signed and the share sent are kept until expiry so
-    /// that a retransmitted identical package gets the same share back, not a refusal.
-    Consumed {
-        expires: Timestamp,
-        package: Vec<u8>,
-        share: Vec<u8>,
-    },
+    /// The nonce is gone; any further package for this session is refused.
+    Consumed { expires: Timestamp },
 }
 
 impl<S: Suite> Slot<S> {
     fn expires(&self) -> Timestamp {
         match self {
-            Slot::Committed { expires, .. } | Slot::Consumed { expires, .. } => *expires,
+            Slot::Committed { expires, .. } | Slot::Consumed { expires } => *expires,
         }
     }
 }
@@ -96,7 +91,11 @@ impl<S: Suite> Signer<S> {
             .count()
     }
 
-    fn check_key(&self, key_id: &permafrost_wire::KeyId, epoch: permafrost_wire::Epoch) -> Result<(), Refusal> {
+    fn check_key(
+        &self,
+        key_id: &permafrost_wire::KeyId,
+        epoch: permafrost_wire::Epoch,
+    ) -> Result<(), Refusal> {
         if *key_id != self.share.key_id {
             return Err(Refusal::WrongKey);
         }
@@ -163,28 +162,15 @@ impl<S: Suite> Signer<S> {
         let Some(slot) = self.sessions.get(&package.session) else {
             return Err(Refusal::UnknownSession);
         };
-        let (commitments, message, coordinator, expires) = match slot {
-            Slot::Committed {
-                commitments,
-                message,
-                coordinator,
-                expires,
-                ..
-            } => (commitments, message, coordinator, expires),
-            Slot::Consumed {
-                package: signed,
-                share,
-                ..
-            } => {
-                // The very package already signed (a retransmission): the same share again.
-                // Anything else would need the nonce a second time.
-                if *signed != package.package {
-                    return Err(Refusal::NonceConsumed);
-                }
-                let share = share.clone();
-                self.send_share(from, package, share);
-                return Ok(());
-            }
+        let Slot::Committed {
+            commitments,
+            message,
+            coordinator,
+            expires,
+            ..
+        } = slot
+        else {
+            return Err(Refusal::NonceConsumed);
         };
         if from != coordinator {
             return Err(Refusal::NotFromCoordinator(from.clone()));
@@ -219,42 +205,31 @@ impl<S: Suite> Signer<S> {
         // never used again.
         let expires = *expires;
         let message_digest: [u8; 32] = Sha256::digest(message).into();
-        let consumed = Slot::Consumed {
-            expires,
-            package: package.package.clone(),
-            share: Vec::new(),
-        };
-        let Some(Slot::Committed { nonces, .. }) = self.sessions.insert(package.session, consumed)
+        let Some(Slot::Committed { nonces, .. }) = self
+            .sessions
+            .insert(package.session, Slot::Consumed { expires })
         else {
             return Err(Refusal::NonceConsumed);
         };
         let share = round2::sign(&signing_package, &nonces, &self.share.key_package)
-            .map_err(|e| Refusal::Malformed(format!("cannot sign: {e}")))?
-            .serialize();
+            .map_err(|e| Refusal::Malformed(format!("cannot sign: {e}")))?;
         drop(nonces);
-        if let Some(Slot::Consumed { share: kept, .. }) = self.sessions.get_mut(&package.session) {
-            kept.clone_from(&share);
-        }
         self.outputs.push_back(Output::Event(Event::ShareProduced {
             key_id: self.share.key_id.clone(),
             epoch: self.share.epoch,
             message_digest,
             requester: from.clone(),
         }));
-        self.send_share(from, package, share);
-        Ok(())
-    }
-
-    fn send_share(&mut self, to: &NodeId, package: SignPackage, share: Vec<u8>) {
         self.outputs.push_back(Output::Send {
-            to: to.clone(),
+            to: from.clone(),
             message: Message::SignShare(SignShare {
                 session: package.session,
                 key_id: package.key_id,
                 epoch: package.epoch,
-                share,
+                share: share.serialize(),
             }),
         });
+        Ok(())
     }
 
     /// Forgets sessions whose time is up; their nonces are zeroized as they drop.
@@ -288,8 +263,14 @@ impl<S: Suite> Session<S> for Signer<S> {
             }
             other => Err(Refusal::Unexpected(other.kind())),
         };
-        if let (Err(refusal), Some(session)) = (&result, session) {
+        let tell_coordinator = !matches!(
+            result,
+            Err(Refusal::NonceConsumed | Refusal::SessionExists) | Ok(())
+        );
+        if let (Err(refusal), Some(session), true) = (&result, session, tell_coordinator) {
             // Tell the coordinator at once, so it can move on without waiting for a deadline.
+            // A replay of a session already answered gets no answer: the coordinator already
+            // has what it asked for, and an attacker learns nothing.
             self.outputs.push_back(Output::Send {
                 to: from.clone(),
                 message: Message::SignRefusal(SignRefusal {

@@ -1,5 +1,5 @@
 //! Helpers shared by the protocol tests.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use frost_core::keys::PublicKeyPackage;
 use frost_core::Signature;
@@ -19,15 +19,15 @@ macro_rules! per_suite {
             mod $name {
                 #[test]
                 fn ed25519() {
-                    super::$name::<crate::common::Ed25519>();
+                    super::$name::<$crate::common::Ed25519>();
                 }
                 #[test]
                 fn secp256k1() {
-                    super::$name::<crate::common::Secp256k1>();
+                    super::$name::<$crate::common::Secp256k1>();
                 }
                 #[test]
                 fn secp256k1_tr() {
-                    super::$name::<crate::common::Secp256k1Tr>();
+                    super::$name::<$crate::common::Secp256k1Tr>();
                 }
             }
         )*

@@ -1,0 +1,542 @@
+//! Faulty and malicious parties: each is named, nothing is activated or signed that should
+//! not be, and bad input is refused without changing state.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use frost_core::keys::dkg::{self, round2};
+use frost_core::keys::SigningShare;
+use frost_core::{Field, Group, SigningPackage};
+use permafrost_protocol::dkg::{DkgCoordinator, CONFIRM, DEFAULT_DKG_TIMEOUT, ROUND1, ROUND2};
+use permafrost_protocol::sim::{Fault, Network, SimVerifier};
+use permafrost_protocol::wire::{
+    participant_identifier, DkgComplaint, DkgRound1, Epoch, KeyId, Message, NodeId, SecretBytes,
+    SessionId, SignPackage, SignRequest,
+};
+use permafrost_protocol::{
+    dkg::confirm_payload, statement, Event, NodeIdentity, ProtocolError, Refusal, Suite,
+};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+fn one<S: Suite>() -> <<S::Group as Group>::Field as Field>::Scalar {
+    <<S::Group as Group>::Field as Field>::one()
+}
+
+/// Runs a DKG through `net` with fresh nonce and returns the coordinator's result.
+fn dkg<S: Suite>(
+    net: &mut Network<S>,
+    coordinator: &NodeId,
+    nodes: &[NodeId],
+    t: u16,
+) -> Result<(), ProtocolError> {
+    net.run_dkg(coordinator, &key_id("key-1"), t, nodes)
+        .map(|_| ())
+}
+
+fn member_failures<S: Suite>(net: &Network<S>, node: &NodeId) -> Vec<ProtocolError> {
+    net.events
+        .iter()
+        .filter(|(n, _)| n == node)
+        .filter_map(|(_, e)| match e {
+            Event::Failed(err) => Some(err.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A dealer sends one member a round-2 share that does not match its commitment (validly
+/// signed, so the complaint is provable): the DKG fails naming the dealer; no key activates.
+fn dkg_bad_round2_share_is_named<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(21, 5);
+    let cheater = nodes[1].clone();
+    let victim = nodes[3].clone();
+    let key = net.identity(&cheater).unwrap();
+    let (c, v) = (cheater.clone(), victim.clone());
+    net.set_faults(move |env| match &env.message {
+        Message::DkgRound2(m) if m.from == c && m.to == v => {
+            let share = round2::Package::<S>::deserialize(m.share.expose()).unwrap();
+            let bad = SigningShare::<S>::new(share.signing_share().to_scalar() + one::<S>());
+            let bytes = round2::Package::<S>::new(bad).serialize().unwrap();
+            let mut forged = m.clone();
+            forged.signature = key.sign(&statement(&m.session, ROUND2, &c, Some(&v), &bytes).0);
+            forged.share = SecretBytes::new(bytes);
+            Fault::Replace(Message::DkgRound2(forged))
+        }
+        _ => Fault::Deliver,
+    });
+    let error = dkg(&mut net, &coordinator, &nodes, 3).unwrap_err();
+    assert_eq!(error.culprits(), vec![cheater.clone()], "{error}");
+    assert!(!anyone_active(&net, &nodes, &key_id("key-1")));
+    // The victim itself named the cheater too.
+    assert!(member_failures(&net, &victim)
+        .iter()
+        .any(|e| e.culprits() == vec![cheater.clone()]));
+}
+
+/// A member complains about a share that is in fact valid: the coordinator checks the
+/// evidence and names the complainer, not the dealer.
+fn false_complaint_names_the_complainer<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(22, 4);
+    let liar = nodes[0].clone();
+    let mut evidence = None;
+    let l = liar.clone();
+    net.set_faults(move |env| match &env.message {
+        Message::DkgRound2(m) if m.to == l && evidence.is_none() => {
+            evidence = Some(m.clone());
+            Fault::Deliver
+        }
+        Message::DkgConfirm(m) if m.from == l => match &evidence {
+            Some(evidence) => Fault::Replace(Message::DkgComplaint(DkgComplaint {
+                session: m.session,
+                from: l.clone(),
+                evidence: evidence.clone(),
+            })),
+            None => Fault::Deliver,
+        },
+        _ => Fault::Deliver,
+    });
+    let error = dkg(&mut net, &coordinator, &nodes, 2).unwrap_err();
+    assert_eq!(error.culprits(), vec![liar], "{error}");
+    assert!(!anyone_active(&net, &nodes, &key_id("key-1")));
+}
+
+/// A member signs two different round-1 packages (trying to show members different
+/// commitments through the relay): the coordinator holds both signatures, names it, aborts,
+/// and no member activates the key.
+fn dkg_equivocating_round1_is_named<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(23, 5);
+    let cheater = nodes[2].clone();
+    let key = net.identity(&cheater).unwrap();
+    let id = participant_identifier::<S>(&cheater).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(99);
+    let c = cheater.clone();
+    net.set_faults(move |env| match &env.message {
+        Message::DkgRound1(m) if m.from == c => {
+            let (_, other) = dkg::part1::<S, _>(id, 5, 3, &mut rng).unwrap();
+            let package = other.serialize().unwrap();
+            let signature = key.sign(&statement(&m.session, ROUND1, &c, None, &package).0);
+            Fault::DeliverAlso(Message::DkgRound1(DkgRound1 {
+                session: m.session,
+                from: c.clone(),
+                package,
+                signature,
+            }))
+        }
+        _ => Fault::Deliver,
+    });
+    let error = dkg(&mut net, &coordinator, &nodes, 3).unwrap_err();
+    assert_eq!(error.culprits(), vec![cheater], "{error}");
+    assert!(error.to_string().contains("two different round-1 packages"));
+    assert!(!anyone_active(&net, &nodes, &key_id("key-1")));
+    for node in &nodes {
+        assert!(
+            member_failures(&net, node)
+                .iter()
+                .any(|e| matches!(e, ProtocolError::Aborted { .. })),
+            "{node} was not told of the abort"
+        );
+    }
+}
+
+/// A member signs a confirmation with a public key package digest that differs from
+/// everyone else's: the DKG fails naming it as the one who disagreed; nobody activates.
+fn dkg_disagreeing_confirmation_is_named<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(24, 4);
+    let liar = nodes[3].clone();
+    let key = net.identity(&liar).unwrap();
+    let l = liar.clone();
+    net.set_faults(move |env| match &env.message {
+        Message::DkgConfirm(m) if m.from == l => {
+            let mut forged = m.clone();
+            forged.public_key_package.0[0] ^= 1;
+            forged.signature =
+                key.sign(&statement(&m.session, CONFIRM, &l, None, &confirm_payload(&forged)).0);
+            Fault::Replace(Message::DkgConfirm(forged))
+        }
+        _ => Fault::Deliver,
+    });
+    let error = dkg(&mut net, &coordinator, &nodes, 3).unwrap_err();
+    assert!(
+        matches!(error, ProtocolError::ConfirmationMismatch { .. }),
+        "{error}"
+    );
+    assert_eq!(error.culprits(), vec![liar]);
+    assert!(!anyone_active(&net, &nodes, &key_id("key-1")));
+}
+
+/// A member that never speaks: the DKG ends at its deadline naming exactly that member.
+fn dkg_silent_member_is_named<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(25, 4);
+    let silent = nodes[2].clone();
+    let s = silent.clone();
+    net.set_faults(move |env| {
+        if env.from == s {
+            Fault::Drop
+        } else {
+            Fault::Deliver
+        }
+    });
+    let error = dkg(&mut net, &coordinator, &nodes, 3).unwrap_err();
+    assert!(matches!(error, ProtocolError::Timeout { .. }), "{error}");
+    assert_eq!(error.culprits(), vec![silent]);
+    assert!(!anyone_active(&net, &nodes, &key_id("key-1")));
+    assert!(net.now().0 >= DEFAULT_DKG_TIMEOUT.as_millis() as u64);
+}
+
+/// A relayed round-1 package altered in transit fails its originator's signature: refused
+/// by the member, which changes nothing there; no key activates.
+fn tampered_relay_is_refused<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(26, 3);
+    let victim = nodes[0].clone();
+    let v = victim.clone();
+    net.set_faults(move |env| match &env.message {
+        Message::DkgRound1Set(m) if env.to == v => {
+            let mut forged = m.clone();
+            let last = forged.packages[1].package.len() - 1;
+            forged.packages[1].package[last] ^= 1;
+            Fault::Replace(Message::DkgRound1Set(forged))
+        }
+        _ => Fault::Deliver,
+    });
+    let error = dkg(&mut net, &coordinator, &nodes, 2).unwrap_err();
+    assert!(net
+        .refused
+        .iter()
+        .any(|r| r.at == victim
+            && matches!(r.error, ProtocolError::Refused(Refusal::BadSignature(_)))));
+    assert!(!anyone_active(&net, &nodes, &key_id("key-1")), "{error}");
+}
+
+/// A signer returns a share that does not verify: the coordinator names it.
+fn signer_bad_share_is_named<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(27, 3, 5);
+    let cheater = nodes[0].clone();
+    let c = cheater.clone();
+    net.set_faults(move |env| match &env.message {
+        Message::SignShare(m) if env.from == c => {
+            let mut forged = m.clone();
+            forged.share = <<S::Group as Group>::Field as Field>::serialize(&one::<S>())
+                .as_ref()
+                .to_vec();
+            Fault::Replace(Message::SignShare(forged))
+        }
+        _ => Fault::Deliver,
+    });
+    // Ask exactly a committee that contains the cheater, so it is selected.
+    let committee = nodes[..3].to_vec();
+    let error = net
+        .sign(&coordinator, &key, Epoch(0), &pkp, &committee, b"pay")
+        .unwrap_err();
+    assert_eq!(error.culprits(), vec![cheater], "{error}");
+    assert!(error.to_string().contains("invalid signature share"));
+}
+
+/// Captures the first signing package sent to `target` during a signature, and returns it.
+fn sign_capturing_package<S: Suite>(
+    net: &mut Network<S>,
+    coordinator: &NodeId,
+    key: &KeyId,
+    pkp: &frost_core::keys::PublicKeyPackage<S>,
+    committee: &[NodeId],
+    target: &NodeId,
+) -> SignPackage {
+    let captured = Arc::new(std::sync::Mutex::new(None));
+    let (slot, t) = (captured.clone(), target.clone());
+    net.set_faults(move |env| {
+        if let Message::SignPackage(m) = &env.message {
+            if env.to == t {
+                slot.lock().unwrap().get_or_insert_with(|| m.clone());
+            }
+        }
+        Fault::Deliver
+    });
+    let outcome = net
+        .sign(coordinator, key, Epoch(0), pkp, committee, b"first")
+        .unwrap();
+    verify_independently(pkp, b"first", &outcome.signature);
+    net.clear_faults();
+    let package = captured.lock().unwrap().take().unwrap();
+    package
+}
+
+fn shares_produced<S: Suite>(net: &Network<S>, node: &NodeId) -> usize {
+    net.events
+        .iter()
+        .filter(|(n, e)| n == node && matches!(e, Event::ShareProduced { .. }))
+        .count()
+}
+
+fn refusals_at<S: Suite>(net: &Network<S>, node: &NodeId) -> Vec<Refusal> {
+    net.refused
+        .iter()
+        .filter(|r| r.at == *node)
+        .filter_map(|r| match &r.error {
+            ProtocolError::Refused(refusal) => Some(refusal.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A replayed signing package, a second package in the same session and a package in
+/// another session carrying the old commitment are all refused; no second share is made.
+fn replayed_and_reused_packages_are_refused<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(28, 2, 3);
+    let target = nodes[1].clone();
+    let committee = nodes[..2].to_vec();
+    let package = sign_capturing_package(&mut net, &coordinator, &key, &pkp, &committee, &target);
+    assert_eq!(shares_produced(&net, &target), 1);
+
+    // 1. The same package again.
+    net.inject(&coordinator, &target, Message::SignPackage(package.clone()));
+    net.run(Duration::from_secs(1));
+    // 2. Another package in the same session (another message, same commitments).
+    let original = SigningPackage::<S>::deserialize(&package.package).unwrap();
+    let other = SigningPackage::new(original.signing_commitments().clone(), b"steal");
+    let mut second = package.clone();
+    second.package = other.serialize().unwrap();
+    net.inject(&coordinator, &target, Message::SignPackage(second));
+    net.run(Duration::from_secs(1));
+    // 3. The old commitment under a new session id.
+    let mut moved = package.clone();
+    moved.session = SessionId([0xee; 32]);
+    net.inject(&coordinator, &target, Message::SignPackage(moved));
+    net.run(Duration::from_secs(1));
+
+    assert_eq!(
+        refusals_at(&net, &target),
+        vec![
+            Refusal::NonceConsumed,
+            Refusal::NonceConsumed,
+            Refusal::UnknownSession
+        ]
+    );
+    assert_eq!(
+        shares_produced(&net, &target),
+        1,
+        "a refused package produced a share"
+    );
+}
+
+/// Requests and packages naming the wrong key, the wrong epoch or an unknown session are
+/// refused, and the coordinator hears why.
+fn wrong_key_epoch_or_session_is_refused<S: Suite>() {
+    let (mut net, nodes, coordinator, key, _) = network_with_key::<S>(29, 2, 3);
+    let target = nodes[0].clone();
+    let request = SignRequest {
+        session: SessionId([1; 32]),
+        key_id: key.clone(),
+        epoch: Epoch(1),
+        message: b"m".to_vec(),
+    };
+    net.inject(&coordinator, &target, Message::SignRequest(request.clone()));
+    let mut wrong_key = request.clone();
+    wrong_key.key_id = KeyId::new("no-such-key").unwrap();
+    net.inject(&coordinator, &target, Message::SignRequest(wrong_key));
+    let package = SignPackage {
+        session: SessionId([2; 32]),
+        key_id: key.clone(),
+        epoch: Epoch(0),
+        package: vec![1, 2, 3],
+    };
+    net.inject(&coordinator, &target, Message::SignPackage(package));
+    net.run(Duration::from_secs(1));
+    assert_eq!(
+        refusals_at(&net, &target),
+        vec![
+            Refusal::WrongEpoch {
+                expected: Epoch(0),
+                got: Epoch(1)
+            },
+            Refusal::WrongKey,
+            Refusal::UnknownSession
+        ]
+    );
+    assert_eq!(
+        net.node(&target).unwrap().active_share(&key).unwrap().epoch,
+        Epoch(0)
+    );
+    // A DKG message for a session the coordinator does not run is refused there too.
+    net.inject(
+        &target,
+        &coordinator,
+        Message::DkgRound1(DkgRound1 {
+            session: SessionId([3; 32]),
+            from: target.clone(),
+            package: vec![],
+            signature: vec![],
+        }),
+    );
+    net.run(Duration::from_secs(1));
+    assert!(refusals_at(&net, &coordinator).contains(&Refusal::WrongSession));
+}
+
+/// Selected signers that commit and then fall silent end the session at its deadline,
+/// named; a member that never answers the request is named when too few commit.
+fn silent_signers_are_named<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(30, 3, 4);
+    let quiet = nodes[3].clone();
+    let q = quiet.clone();
+    net.set_faults(move |env| match &env.message {
+        Message::SignShare(_) if env.from == q => Fault::Drop,
+        _ => Fault::Deliver,
+    });
+    let committee = nodes[1..].to_vec();
+    let error = net
+        .sign(&coordinator, &key, Epoch(0), &pkp, &committee, b"late")
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ProtocolError::Timeout {
+                phase: "signature shares",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(error.culprits(), vec![quiet]);
+}
+
+/// A signer that restarts between its commitment and the package has forgotten the nonce:
+/// it refuses, and the coordinator names it at once instead of waiting for the deadline.
+fn restarted_signer_voids_its_commitment<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(31, 2, 3);
+    let restarting = nodes[0].clone();
+    let committee = nodes[..2].to_vec();
+    let session = SessionId([7; 32]);
+    let signing = permafrost_protocol::sign::SigningCoordinator::<S>::new(
+        session,
+        key.clone(),
+        Epoch(0),
+        b"restart".to_vec(),
+        pkp.clone(),
+        committee,
+        net.now(),
+        permafrost_protocol::sign::DEFAULT_SIGN_TIMEOUT,
+    )
+    .unwrap();
+    let started = net.now();
+    net.start(&coordinator, Box::new(signing), session);
+    let r = restarting.clone();
+    net.run_until(Duration::from_secs(1), |n| {
+        n.node(&r).unwrap().open_signing_sessions() > 0
+    });
+    assert_eq!(net.node(&restarting).unwrap().open_signing_sessions(), 1);
+    net.node_mut(&restarting).unwrap().crash_and_restart();
+    assert_eq!(net.node(&restarting).unwrap().open_signing_sessions(), 0);
+    net.run_until(Duration::from_secs(30), |n| {
+        n.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Failed(_) | Event::SignatureReady { .. }))
+    });
+    let failure = net
+        .events
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::Failed(err) => Some(err.clone()),
+            Event::SignatureReady { .. } => panic!("signed with a voided commitment"),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(failure.culprits(), vec![restarting.clone()], "{failure}");
+    assert!(refusals_at(&net, &restarting).contains(&Refusal::UnknownSession));
+    assert!(
+        net.now().0 - started.0 < 1_000,
+        "the coordinator waited for its deadline instead of hearing the refusal"
+    );
+    // And the restarted node signs again in a new session.
+    let outcome = net
+        .sign(&coordinator, &key, Epoch(0), &pkp, &nodes[..2], b"again")
+        .unwrap();
+    verify_independently(&pkp, b"again", &outcome.signature);
+}
+
+per_suite!(
+    dkg_bad_round2_share_is_named,
+    false_complaint_names_the_complainer,
+    dkg_equivocating_round1_is_named,
+    dkg_disagreeing_confirmation_is_named,
+    dkg_silent_member_is_named,
+    tampered_relay_is_refused,
+    signer_bad_share_is_named,
+    replayed_and_reused_packages_are_refused,
+    wrong_key_epoch_or_session_is_refused,
+    silent_signers_are_named,
+    restarted_signer_voids_its_commitment,
+);
+
+/// Random bytes and truncated frames delivered to every party are refused as wire errors;
+/// nothing panics and the honest run afterwards still succeeds.
+#[test]
+fn garbage_frames_are_refused_and_change_nothing() {
+    let (mut net, nodes, coordinator) = Network::<Ed25519>::with_nodes(32, 3);
+    let mut i = 0u32;
+    net.set_faults(move |env| {
+        i += 1;
+        let frame = permafrost_protocol::wire::encode(&env.message).unwrap();
+        match i % 4 {
+            0 => Fault::ReplaceBytes(frame[..frame.len() / 2].to_vec()),
+            1 => Fault::ReplaceBytes((0..i * 37 % 300).map(|b| (b * 131 + i) as u8).collect()),
+            _ => Fault::Deliver,
+        }
+    });
+    let _ = net.run_dkg(&coordinator, &key_id("garbage"), 2, &nodes);
+    assert!(net
+        .refused
+        .iter()
+        .any(|r| matches!(r.error, ProtocolError::Wire(_))));
+    net.clear_faults();
+    let pkp = net
+        .run_dkg(&coordinator, &key_id("clean"), 2, &nodes)
+        .unwrap();
+    let sig = net
+        .sign(
+            &coordinator,
+            &key_id("clean"),
+            Epoch(0),
+            &pkp,
+            &nodes,
+            b"ok",
+        )
+        .unwrap();
+    verify_independently(&pkp, b"ok", &sig.signature);
+}
+
+/// A coordinator that offers a bad session id (not the hash of the parameters) is refused
+/// by every member before any key material is generated.
+#[test]
+fn dkg_open_with_forged_session_id_is_refused() {
+    let (mut net, nodes, coordinator) = Network::<Secp256k1>::with_nodes(33, 3);
+    let session = DkgCoordinator::<Secp256k1>::new(
+        key_id("k"),
+        2,
+        nodes.clone(),
+        [5; 32],
+        Arc::new(SimVerifier),
+        net.now(),
+        DEFAULT_DKG_TIMEOUT,
+    )
+    .unwrap();
+    let id = session.session();
+    net.set_faults(|env| match &env.message {
+        Message::DkgOpen(open) => {
+            let mut forged = open.clone();
+            forged.threshold = 3;
+            Fault::Replace(Message::DkgOpen(forged))
+        }
+        _ => Fault::Deliver,
+    });
+    net.start(&coordinator, Box::new(session), id);
+    net.run(Duration::from_secs(1));
+    for node in &nodes {
+        assert!(
+            refusals_at(&net, node).contains(&Refusal::WrongSession),
+            "{node}"
+        );
+    }
+}
