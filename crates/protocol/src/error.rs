@@ -116,6 +116,15 @@ pub enum ProtocolError {
         /// Originators of the round-1 packages those members claim to have seen differently.
         packages: Vec<NodeId>,
     },
+    /// Signers declined to take part (wrong epoch, unknown key, a restart voided their
+    /// commitment, policy): not misbehaviour, but the reason the session could not complete.
+    #[error("signers {} refused: {reason}", names(refused))]
+    SignersRefused {
+        /// The signers that refused.
+        refused: Vec<NodeId>,
+        /// Their reasons.
+        reason: String,
+    },
     /// The coordinator aborted the session.
     #[error(
         "aborted by coordinator {coordinator}: {reason} (culprits: {})",
@@ -155,6 +164,7 @@ impl ProtocolError {
             ProtocolError::Timeout { silent, .. } => silent.clone(),
             ProtocolError::Misbehaviour { culprits, .. } => culprits.clone(),
             ProtocolError::Aborted { culprits, .. } => culprits.clone(),
+            ProtocolError::SignersRefused { refused, .. } => refused.clone(),
             ProtocolError::ConfirmationMismatch { disagreeing, .. } => disagreeing.clone(),
             _ => Vec::new(),
         }

@@ -20,8 +20,9 @@ pub trait IdentityVerifier: Send + Sync {
     fn verify(&self, signer: &NodeId, statement: &[u8], signature: &[u8]) -> bool;
 }
 
-/// The statement (a digest) an originator signs for a relayed message:
-/// `(session id, round, from, to, payload hash)`, with `to = None` for a broadcast.
+/// The statement (a digest) an originator signs for a relayed message: the transcript hash of
+/// `(session id, round, from, to, payload)`, each field length-prefixed, with `to = None` (an
+/// empty field) for a broadcast.
 pub fn statement(
     session: &SessionId,
     round: &str,

@@ -93,3 +93,34 @@ pub enum Event<S: Suite> {
     /// The session ended without its result; discard anything PENDING from it.
     Failed(ProtocolError),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use frost_core::keys::{generate_with_dealer, IdentifierList, KeyPackage};
+    use rand_core::OsRng;
+
+    #[test]
+    fn key_share_debug_never_prints_the_secret() {
+        let (shares, public_key_package) = generate_with_dealer::<frost_ed25519::Ed25519Sha512, _>(
+            3,
+            2,
+            IdentifierList::Default,
+            &mut OsRng,
+        )
+        .unwrap();
+        let secret = shares.into_values().next().unwrap();
+        let key_package = KeyPackage::try_from(secret).unwrap();
+        let secret_hex = hex::encode(key_package.signing_share().serialize());
+        let share = KeyShare {
+            key_id: KeyId::new("k").unwrap(),
+            epoch: Epoch(0),
+            committee: vec![],
+            key_package,
+            public_key_package,
+        };
+        let printed = format!("{share:?} {:?}", share.key_package);
+        assert!(!printed.contains(&secret_hex));
+        assert!(printed.contains("<redacted>"));
+    }
+}

@@ -207,11 +207,11 @@ impl<S: Suite> Session<S> for SimNode<S> {
             Message::DkgOpen(open) => self.open_dkg(from, open, now, rng),
             Message::SignRequest(ref m) => match self.signers.get_mut(&m.key_id) {
                 Some(signer) => signer.handle_message(from, message, now, rng),
-                None => Err(crate::Refusal::WrongKey.into()),
+                None => self.refuse_unknown_key(from, m.session),
             },
             Message::SignPackage(ref m) => match self.signers.get_mut(&m.key_id) {
                 Some(signer) => signer.handle_message(from, message, now, rng),
-                None => Err(crate::Refusal::WrongKey.into()),
+                None => self.refuse_unknown_key(from, m.session),
             },
             other => match self.dkg.get_mut(&other.session()) {
                 Some(session) => session.handle_message(from, other, now, rng),
@@ -248,6 +248,21 @@ impl<S: Suite> Session<S> for SimNode<S> {
 }
 
 impl<S: Suite> SimNode<S> {
+    fn refuse_unknown_key(
+        &mut self,
+        from: &NodeId,
+        session: SessionId,
+    ) -> Result<(), ProtocolError> {
+        self.outputs.push_back(Output::Send {
+            to: from.clone(),
+            message: Message::SignRefusal(permafrost_wire::SignRefusal {
+                session,
+                reason: crate::Refusal::WrongKey.to_string(),
+            }),
+        });
+        Err(crate::Refusal::WrongKey.into())
+    }
+
     fn open_dkg(
         &mut self,
         from: &NodeId,

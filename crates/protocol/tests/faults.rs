@@ -78,6 +78,31 @@ fn dkg_bad_round2_share_is_named<S: Suite>() {
         .any(|e| e.culprits() == vec![cheater.clone()]));
 }
 
+/// A dealer signs two different round-2 shares for the same member: the member complains
+/// with both as evidence, and the coordinator names the dealer from its own signatures.
+fn dkg_equivocating_round2_is_named<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(34, 4);
+    let cheater = nodes[0].clone();
+    let victim = nodes[2].clone();
+    let key = net.identity(&cheater).unwrap();
+    let (c, v) = (cheater.clone(), victim.clone());
+    net.set_faults(move |env| match &env.message {
+        Message::DkgRound2(m) if m.from == c && m.to == v => {
+            let share = round2::Package::<S>::deserialize(m.share.expose()).unwrap();
+            let other = SigningShare::<S>::new(share.signing_share().to_scalar() + one::<S>());
+            let bytes = round2::Package::<S>::new(other).serialize().unwrap();
+            let mut second = m.clone();
+            second.signature = key.sign(&statement(&m.session, ROUND2, &c, Some(&v), &bytes).0);
+            second.share = SecretBytes::new(bytes);
+            Fault::DeliverAlso(Message::DkgRound2(second))
+        }
+        _ => Fault::Deliver,
+    });
+    let error = dkg(&mut net, &coordinator, &nodes, 2).unwrap_err();
+    assert_eq!(error.culprits(), vec![cheater], "{error}");
+    assert!(!anyone_active(&net, &nodes, &key_id("key-1")));
+}
+
 /// A member complains about a share that is in fact valid: the coordinator checks the
 /// evidence and names the complainer, not the dealer.
 fn false_complaint_names_the_complainer<S: Suite>() {
@@ -95,6 +120,7 @@ fn false_complaint_names_the_complainer<S: Suite>() {
                 session: m.session,
                 from: l.clone(),
                 evidence: evidence.clone(),
+                conflicting: None,
             })),
             None => Fault::Deliver,
         },
@@ -458,6 +484,7 @@ fn restarted_signer_voids_its_commitment<S: Suite>() {
 
 per_suite!(
     dkg_bad_round2_share_is_named,
+    dkg_equivocating_round2_is_named,
     false_complaint_names_the_complainer,
     dkg_equivocating_round1_is_named,
     dkg_disagreeing_confirmation_is_named,

@@ -2,8 +2,9 @@
 //!
 //! Decoding checks, in order and before touching the body: the frame length against
 //! [`MAX_FRAME_LEN`], the version, the kind, and the frame length against the cap of that kind.
-//! The body is then decoded by bincode 2 with a byte limit, so a length prefix inside the body
-//! cannot make the decoder allocate more than the cap; trailing bytes are an error.
+//! The body is then decoded by bincode 2 with a byte budget of the kind's cap (rounded up to
+//! 4, 16, 64 or 128 KiB, or 1 MiB), so a length prefix inside the body cannot make the decoder
+//! allocate more than that; trailing bytes are an error.
 
 use bincode::config::{Configuration, Limit, Varint};
 use serde::{de::DeserializeOwned, Serialize};
@@ -20,10 +21,10 @@ pub const MAX_FRAME_LEN: usize = 1 << 20;
 
 const KIB: usize = 1 << 10;
 
-type BodyConfig = Configuration<bincode::config::LittleEndian, Varint, Limit<MAX_FRAME_LEN>>;
+type BodyConfig<const N: usize> = Configuration<bincode::config::LittleEndian, Varint, Limit<N>>;
 
-fn body_config() -> BodyConfig {
-    bincode::config::standard().with_limit::<MAX_FRAME_LEN>()
+fn body_config<const N: usize>() -> BodyConfig<N> {
+    bincode::config::standard().with_limit::<N>()
 }
 
 macro_rules! messages {
@@ -100,7 +101,7 @@ messages! {
     3 => DkgRound1Set, MAX_FRAME_LEN;
     4 => DkgRound2, 4 * KIB;
     5 => DkgConfirm, 64 * KIB;
-    6 => DkgComplaint, 8 * KIB;
+    6 => DkgComplaint, 16 * KIB;
     7 => DkgCommit, MAX_FRAME_LEN;
     8 => DkgAbort, 16 * KIB;
     20 => SignRequest, 128 * KIB;
@@ -111,18 +112,28 @@ messages! {
 }
 
 fn encode_body<T: Serialize>(kind: MessageKind, value: &T) -> Result<Vec<u8>, WireError> {
-    bincode::serde::encode_to_vec(value, body_config()).map_err(|e| WireError::Encode {
-        kind: kind.name(),
-        reason: e.to_string(),
-    })
-}
-
-fn decode_body<T: DeserializeOwned>(kind: MessageKind, body: &[u8]) -> Result<T, WireError> {
-    let (value, read) = bincode::serde::decode_from_slice(body, body_config()).map_err(|e| {
-        WireError::Malformed {
+    bincode::serde::encode_to_vec(value, body_config::<MAX_FRAME_LEN>()).map_err(|e| {
+        WireError::Encode {
             kind: kind.name(),
             reason: e.to_string(),
         }
+    })
+}
+
+/// Decodes a body with the decoder's byte budget set to the kind's cap, so that a length prefix
+/// inside the body cannot make it allocate more than a frame of that kind may hold.
+fn decode_body<T: DeserializeOwned>(kind: MessageKind, body: &[u8]) -> Result<T, WireError> {
+    use bincode::serde::decode_from_slice;
+    let decoded = match kind.max_frame_len() {
+        cap if cap <= 4 * KIB => decode_from_slice(body, body_config::<{ 4 * KIB }>()),
+        cap if cap <= 16 * KIB => decode_from_slice(body, body_config::<{ 16 * KIB }>()),
+        cap if cap <= 64 * KIB => decode_from_slice(body, body_config::<{ 64 * KIB }>()),
+        cap if cap <= 128 * KIB => decode_from_slice(body, body_config::<{ 128 * KIB }>()),
+        _ => decode_from_slice(body, body_config::<MAX_FRAME_LEN>()),
+    };
+    let (value, read) = decoded.map_err(|e| WireError::Malformed {
+        kind: kind.name(),
+        reason: e.to_string(),
     })?;
     if read != body.len() {
         return Err(WireError::TrailingBytes {

@@ -26,7 +26,7 @@ pub struct DkgOpen {
 }
 
 /// Member → coordinator, and relayed inside [`DkgRound1Set`]: a frost round-1 package signed by
-/// its originator over `(session, "dkg/round1", from, broadcast, hash(package))`.
+/// its originator over the statement `(session, "dkg/round1", from, broadcast, package)`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DkgRound1 {
     /// The DKG session.
@@ -49,7 +49,7 @@ pub struct DkgRound1Set {
 }
 
 /// Member → member, directly: the secret round-2 share for `to`, signed by its originator over
-/// `(session, "dkg/round2", from, to, hash(share))` so that a complaint can prove what was sent.
+/// the statement `(session, "dkg/round2", from, to, share)` so that a complaint can prove what was sent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DkgRound2 {
     /// The DKG session.
@@ -65,7 +65,7 @@ pub struct DkgRound2 {
 }
 
 /// Member → coordinator: what the member saw and computed, signed over
-/// `(session, "dkg/confirm", from, broadcast, hash(body))`.
+/// the statement `(session, "dkg/confirm", from, broadcast, digests ‖ public key package digest)`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DkgConfirm {
     /// The DKG session.
@@ -82,8 +82,9 @@ pub struct DkgConfirm {
 }
 
 /// Member → coordinator: the round-2 share `evidence.from` sent is inconsistent with its
-/// round-1 commitment. The share is revealed so the coordinator can check the claim; a false
-/// complaint names the complainer.
+/// round-1 commitment, or (with `conflicting`) the dealer signed two different shares for this
+/// member. The shares are revealed so the coordinator can check the claim; a false complaint
+/// names the complainer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DkgComplaint {
     /// The DKG session.
@@ -92,6 +93,8 @@ pub struct DkgComplaint {
     pub from: NodeId,
     /// The signed share as received.
     pub evidence: DkgRound2,
+    /// A second, different share the same dealer signed for the same member, if any.
+    pub conflicting: Option<DkgRound2>,
 }
 
 /// Coordinator → every member: all n confirmations agree; activate the key.

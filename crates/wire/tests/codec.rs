@@ -64,6 +64,7 @@ fn every_kind() -> Vec<Message> {
             session: session(),
             from: node(2),
             evidence: round2(),
+            conflicting: Some(round2()),
         }),
         Message::DkgCommit(DkgCommit {
             session: session(),

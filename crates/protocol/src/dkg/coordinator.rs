@@ -340,6 +340,33 @@ impl<S: Suite> DkgCoordinator<S> {
         if !self.verifier.verify(&accused, &st.0, &evidence.signature) {
             return Err(Refusal::BadSignature(accused).into());
         }
+        if let Some(conflicting) = &complaint.conflicting {
+            // Two different shares, both signed by the accused for this member: equivocation,
+            // proven by the accused's own signatures.
+            let st = statement(
+                &self.open.session,
+                ROUND2,
+                &accused,
+                Some(from),
+                conflicting.share.expose(),
+            );
+            if conflicting.from != accused
+                || conflicting.to != *from
+                || conflicting.session != self.open.session
+                || !self
+                    .verifier
+                    .verify(&accused, &st.0, &conflicting.signature)
+            {
+                return Err(Refusal::BadSignature(accused).into());
+            }
+            if conflicting.share != evidence.share {
+                self.abort(ProtocolError::misbehaviour(
+                    &accused,
+                    "signed two different round-2 shares for the same member",
+                ));
+                return Ok(());
+            }
+        }
         let Some(entry) = self.round1.get(&accused) else {
             return Err(Refusal::Unexpected(MessageKind::DkgComplaint).into());
         };

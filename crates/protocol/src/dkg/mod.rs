@@ -135,3 +135,77 @@ pub(crate) fn verify_confirm_signature(
         Err(Refusal::BadSignature(confirm.from.clone()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use frost_secp256k1::Secp256K1Sha256 as Secp;
+
+    fn nodes(n: u8) -> Vec<NodeId> {
+        (1..=n).map(|i| NodeId::new(vec![i; 38]).unwrap()).collect()
+    }
+
+    fn open(threshold: u16, committee: Vec<NodeId>) -> DkgOpen {
+        let key_id = KeyId::new("k").unwrap();
+        DkgOpen {
+            session: session_id(&key_id, Curve::Secp256k1, threshold, &committee, &[1; 32]),
+            key_id,
+            curve: Curve::Secp256k1,
+            threshold,
+            committee,
+            nonce: [1; 32],
+        }
+    }
+
+    #[test]
+    fn session_id_binds_every_parameter() {
+        let k = KeyId::new("k").unwrap();
+        let c = nodes(3);
+        let base = session_id(&k, Curve::Secp256k1, 2, &c, &[0; 32]);
+        assert_ne!(
+            base,
+            session_id(&KeyId::new("j").unwrap(), Curve::Secp256k1, 2, &c, &[0; 32])
+        );
+        assert_ne!(base, session_id(&k, Curve::Ed25519, 2, &c, &[0; 32]));
+        assert_ne!(base, session_id(&k, Curve::Secp256k1, 3, &c, &[0; 32]));
+        assert_ne!(base, session_id(&k, Curve::Secp256k1, 2, &c[..2], &[0; 32]));
+        assert_ne!(base, session_id(&k, Curve::Secp256k1, 2, &c, &[1; 32]));
+    }
+
+    #[test]
+    fn valid_open_is_accepted() {
+        assert_eq!(validate_open::<Secp>(&open(2, nodes(3))).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn bad_thresholds_and_committees_are_refused() {
+        for (t, committee) in [(1, nodes(3)), (0, nodes(3)), (4, nodes(3)), (2, nodes(1))] {
+            assert!(matches!(
+                validate_open::<Secp>(&open(t, committee)),
+                Err(ProtocolError::InvalidParameters(_))
+            ));
+        }
+        let mut unsorted = nodes(3);
+        unsorted.reverse();
+        assert!(validate_open::<Secp>(&open(2, unsorted)).is_err());
+        let mut duplicated = nodes(3);
+        duplicated[2] = duplicated[1].clone();
+        assert!(validate_open::<Secp>(&open(2, duplicated)).is_err());
+    }
+
+    #[test]
+    fn wrong_curve_or_session_is_refused() {
+        let mut o = open(2, nodes(3));
+        o.curve = Curve::Ed25519;
+        assert!(matches!(
+            validate_open::<Secp>(&o),
+            Err(ProtocolError::InvalidParameters(_))
+        ));
+        let mut o = open(2, nodes(3));
+        o.nonce = [2; 32];
+        assert_eq!(
+            validate_open::<Secp>(&o).unwrap_err(),
+            ProtocolError::Refused(Refusal::WrongSession)
+        );
+    }
+}

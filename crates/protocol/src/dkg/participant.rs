@@ -262,10 +262,11 @@ impl<S: Suite> DkgParticipant<S> {
         match self.round2_received.get(from) {
             Some(previous) if previous.share == share.share => return Ok(()),
             Some(_) => {
-                self.fail(ProtocolError::misbehaviour(
-                    from,
+                self.complain(
+                    from.clone(),
+                    Some(share),
                     "signed two different round-2 shares for the same recipient",
-                ));
+                );
                 return Ok(());
             }
             None => {}
@@ -297,7 +298,7 @@ impl<S: Suite> DkgParticipant<S> {
                     shares.insert(id, p);
                 }
                 Err(_) => {
-                    self.complain(node.clone(), "unparsable round-2 share");
+                    self.complain(node.clone(), None, "unparsable round-2 share");
                     return;
                 }
             }
@@ -346,7 +347,7 @@ impl<S: Suite> DkgParticipant<S> {
                 let Some(node) = self.committee.node(&culprit).cloned() else {
                     return self.fail(ProtocolError::Frost("unknown culprit".into()));
                 };
-                self.complain(node, "round-2 share inconsistent with its commitment");
+                self.complain(node, None, "round-2 share inconsistent with its commitment");
             }
             Err(e) => {
                 let error = self.blame(e, "round-2 share");
@@ -355,9 +356,9 @@ impl<S: Suite> DkgParticipant<S> {
         }
     }
 
-    /// Sends the coordinator a complaint against `accused` with its signed share as evidence,
-    /// and ends the session.
-    fn complain(&mut self, accused: NodeId, reason: &str) {
+    /// Sends the coordinator a complaint against `accused` with its signed share (and a second,
+    /// conflicting one if it signed two) as evidence, and ends the session.
+    fn complain(&mut self, accused: NodeId, conflicting: Option<DkgRound2>, reason: &str) {
         if let Some(evidence) = self.round2_received.get(&accused).cloned() {
             self.outputs.push_back(Output::Send {
                 to: self.coordinator.clone(),
@@ -365,6 +366,7 @@ impl<S: Suite> DkgParticipant<S> {
                     session: self.open.session,
                     from: self.me().clone(),
                     evidence,
+                    conflicting,
                 }),
             });
         }

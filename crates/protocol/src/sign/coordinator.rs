@@ -291,8 +291,8 @@ impl<S: Suite> SigningCoordinator<S> {
                 .iter()
                 .map(|(n, r)| format!("{n}: {r}"))
                 .collect();
-            self.fail(ProtocolError::Misbehaviour {
-                culprits,
+            self.fail(ProtocolError::SignersRefused {
+                refused: culprits,
                 reason: format!(
                     "signers refused ({committed} commitments, threshold {}): {}",
                     self.threshold,

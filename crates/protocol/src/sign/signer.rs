@@ -126,7 +126,7 @@ impl<S: Suite> Signer<S> {
             return Err(Refusal::SessionExists);
         }
         self.expire(now);
-        if self.sessions.len() >= self.limits.max_open_sessions {
+        if self.open_sessions() >= self.limits.max_open_sessions {
             return Err(Refusal::Limit("too many open signing sessions".into()));
         }
         let mut rng = rng;
