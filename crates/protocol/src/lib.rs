@@ -8,7 +8,7 @@
 //! rng)`, the passing of time through `handle_timeout(now)`, and what the session wants done
 //! comes out of `poll_output()` as [`Output`]s — messages to send and [`Event`]s to act on, in
 //! the order they must be carried out. A driver (the node, the coordinator, or the in-memory
-//! simulator in [`sim`]) moves bytes and persists what it is told to persist.
+//! simulator in `sim`, behind the `sim` feature) moves bytes and persists what it is told to persist.
 //!
 //! Input that is wrong (bad signature, wrong session, wrong epoch, a peer outside the committee,
 //! a replay) is refused with an error and changes nothing. Faults that end a session (a proven

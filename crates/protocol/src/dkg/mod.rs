@@ -1,7 +1,7 @@
 //! Distributed key generation (FROST / Pedersen with proofs of knowledge), run through a
 //! relaying coordinator, with signed confirmations. See docs/PROTOCOLS.md.
 //!
-//! 1. The coordinator sends [`DkgOpen`] to every member; the session id is the hash of the
+//! 1. The coordinator sends `DkgOpen` to every member; the session id is the hash of the
 //!    parameters ([`session_id`]).
 //! 2. Each member runs `part1` and sends its signed round-1 package to the coordinator, which
 //!    checks the proof of knowledge and relays all n packages to every member.
@@ -11,7 +11,7 @@
 //!    it computed. A member whose share does not verify sends a complaint with the signed share
 //!    as evidence instead.
 //! 5. When all n confirmations match what the coordinator relayed and the public key package
-//!    it computes itself, it relays them all in a [`DkgCommit`]; each member checks every
+//!    it computes itself, it relays them all in a `DkgCommit`; each member checks every
 //!    confirmation and activates the key. Any mismatch aborts the DKG, naming who disagreed.
 
 mod coordinator;
