@@ -1,0 +1,69 @@
+//! The coordinator's configuration file.
+//!
+//! ```toml
+//! data_dir = "/var/lib/permafrost-coordinator"   # identity.key and coordinator.redb
+//! listen = "/ip4/0.0.0.0/tcp/7100"              # libp2p
+//! api_listen = "127.0.0.1:8700"                 # HTTP API
+//! network_file = "network.toml"
+//! tokens = ["change-me"]                        # bearer tokens accepted by the API
+//! body_limit_bytes = 1048576
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::CoordinatorError;
+
+fn default_body_limit() -> usize {
+    1 << 20
+}
+
+/// The coordinator's configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Directory holding `identity.key` and `coordinator.redb`.
+    pub data_dir: PathBuf,
+    /// The libp2p multiaddr to listen on.
+    pub listen: String,
+    /// The HTTP API address (port 0 picks a free port).
+    pub api_listen: SocketAddr,
+    /// The network file.
+    pub network_file: PathBuf,
+    /// Accepted bearer tokens; at least one.
+    pub tokens: Vec<String>,
+    /// Largest accepted request body.
+    #[serde(default = "default_body_limit")]
+    pub body_limit_bytes: usize,
+}
+
+impl CoordinatorConfig {
+    /// Reads a config file; relative paths are relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Self, CoordinatorError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CoordinatorError::Config(format!("cannot read {}: {e}", path.display()))
+        })?;
+        let mut config: CoordinatorConfig = toml::from_str(&text)
+            .map_err(|e| CoordinatorError::Config(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if config.data_dir.is_relative() {
+            config.data_dir = base.join(&config.data_dir);
+        }
+        if config.network_file.is_relative() {
+            config.network_file = base.join(&config.network_file);
+        }
+        Ok(config)
+    }
+
+    /// The identity key file.
+    pub fn identity_path(&self) -> PathBuf {
+        self.data_dir.join("identity.key")
+    }
+
+    /// The metadata database.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("coordinator.redb")
+    }
+}

@@ -1,0 +1,474 @@
+//! The HTTP API of design section 6: JSON over HTTP, bearer tokens, JSON errors with the
+//! listed status codes, never a 500 for a client's mistake.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use permafrost_api::{
+    codes, CreateKeyRequest, ErrorBody, ErrorDetail, Health, KeyList, KeyRecord, NodeHealth,
+    SignResponse,
+};
+use permafrost_net::{Client, PeerId};
+use permafrost_protocol::sign::MAX_SIGN_MESSAGE_LEN;
+use permafrost_protocol::ProtocolError;
+use permafrost_runtime::any::AnyEvent;
+use permafrost_runtime::identity;
+use permafrost_runtime::network::Network;
+use permafrost_wire::{Epoch, KeyId, NodeId};
+use rand_core::{OsRng, RngCore};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::engine::{Command, Outcome};
+use crate::store::{KeyMeta, MetadataStore};
+
+/// Everything the handlers share.
+pub struct ApiState {
+    pub(crate) tokens: Vec<[u8; 32]>,
+    pub(crate) store: MetadataStore,
+    pub(crate) network: Arc<Network>,
+    pub(crate) client: Client,
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) metrics: Metrics,
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    keys_created: AtomicU64,
+    dkg_failures: AtomicU64,
+    signatures: AtomicU64,
+    sign_failures: AtomicU64,
+    rejected_requests: AtomicU64,
+}
+
+/// An API error: status, stable code, message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message)
+    }
+    fn not_found(key_id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            format!("no key {key_id:?}"),
+        )
+    }
+    fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// `Json` whose rejections are our JSON errors: 413 over the body limit, 400 otherwise.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    codes::PAYLOAD_TOO_LARGE,
+                    "request body exceeds the limit",
+                ))
+            }
+            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+        }
+    }
+}
+
+/// Builds the router.
+pub fn router(state: Arc<ApiState>, body_limit: usize) -> Router {
+    let api = Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/keys", post(create_key).get(list_keys))
+        .route("/v1/keys/{key_id}", get(get_key))
+        .route("/v1/keys/{key_id}/sign", post(sign))
+        .route("/v1/keys/{key_id}/reshare", post(reshare))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such endpoint")
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(DefaultBodyLimit::max(body_limit));
+    api.with_state(state)
+}
+
+fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+pub(crate) fn token_digests(tokens: &[String]) -> Vec<[u8; 32]> {
+    tokens.iter().map(|t| token_digest(t)).collect()
+}
+
+async fn authenticate(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(token_digest);
+    // Comparing digests keeps the comparison independent of where a guess first differs.
+    let ok = presented.is_some_and(|p| state.tokens.iter().fold(false, |acc, t| acc | (*t == p)));
+    if !ok {
+        state
+            .metrics
+            .rejected_requests
+            .fetch_add(1, Ordering::Relaxed);
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            codes::UNAUTHORIZED,
+            "missing or wrong bearer token",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+async fn health(State(state): State<Arc<ApiState>>) -> Result<Json<Health>, ApiError> {
+    let connected = state
+        .client
+        .connected_peers()
+        .await
+        .map_err(|e| ApiError::internal(format!("network: {e}")))?;
+    let nodes = state
+        .network
+        .nodes
+        .iter()
+        .map(|m| NodeHealth {
+            name: m.name.clone().unwrap_or_default(),
+            peer_id: m.peer_id.to_string(),
+            connected: connected.contains(&m.peer_id),
+        })
+        .collect();
+    Ok(Json(Health {
+        status: "ok".into(),
+        nodes,
+    }))
+}
+
+fn record(meta: &KeyMeta) -> KeyRecord {
+    KeyRecord {
+        key_id: meta.key_id.clone(),
+        curve: meta.curve,
+        public_key: meta.public_key.clone(),
+        threshold: meta.threshold,
+        nodes: meta.nodes.clone(),
+        epoch: meta.epoch,
+    }
+}
+
+fn lookup(state: &ApiState, key_id: &str) -> Result<KeyMeta, ApiError> {
+    state
+        .store
+        .get(key_id)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| ApiError::not_found(key_id))
+}
+
+async fn list_keys(State(state): State<Arc<ApiState>>) -> Result<Json<KeyList>, ApiError> {
+    let keys = state
+        .store
+        .list()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(KeyList {
+        keys: keys.iter().map(record).collect(),
+    }))
+}
+
+async fn get_key(
+    State(state): State<Arc<ApiState>>,
+    Path(key_id): Path<String>,
+) -> Result<Json<KeyRecord>, ApiError> {
+    Ok(Json(record(&lookup(&state, &key_id)?)))
+}
+
+/// Names of nodes, for error messages.
+fn names(network: &Network, nodes: &[NodeId]) -> String {
+    nodes
+        .iter()
+        .map(|n| {
+            identity::peer_id(n)
+                .and_then(|p| network.name_of(&p).map(str::to_owned))
+                .unwrap_or_else(|| n.to_string())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Maps a failed session to an API error naming the nodes responsible.
+fn session_error(network: &Network, error: &ProtocolError) -> ApiError {
+    let culprits = error.culprits();
+    let message = if culprits.is_empty() {
+        error.to_string()
+    } else {
+        format!("{error} [nodes responsible: {}]", names(network, &culprits))
+    };
+    match error {
+        ProtocolError::Timeout { .. } | ProtocolError::SignersRefused { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, message)
+        }
+        ProtocolError::InvalidParameters(_) => ApiError::bad_request(message),
+        ProtocolError::Misbehaviour { .. } | ProtocolError::ConfirmationMismatch { .. } => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "node_misbehaved", message)
+        }
+        _ => ApiError::internal(message),
+    }
+}
+
+async fn run_command(
+    state: &ApiState,
+    make: impl FnOnce(oneshot::Sender<Outcome>) -> Command,
+    limit: Duration,
+) -> Result<AnyEvent, ApiError> {
+    let (reply, answer) = oneshot::channel();
+    state
+        .commands
+        .send(make(reply))
+        .await
+        .map_err(|_| ApiError::internal("the coordinator is stopping"))?;
+    match tokio::time::timeout(limit, answer).await {
+        Ok(Ok(Ok(event))) => Ok(event),
+        Ok(Ok(Err(error))) => Err(session_error(&state.network, &error)),
+        Ok(Err(_)) => Err(ApiError::internal("session dropped")),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::TIMEOUT,
+            "no outcome in time",
+        )),
+    }
+}
+
+async fn create_key(
+    State(state): State<Arc<ApiState>>,
+    ApiJson(body): ApiJson<CreateKeyRequest>,
+) -> Result<(StatusCode, Json<KeyRecord>), ApiError> {
+    let network = &state.network;
+    let names: Vec<String> = match body.nodes {
+        Some(nodes) => nodes,
+        None => network
+            .nodes
+            .iter()
+            .filter_map(|m| m.name.clone())
+            .collect(),
+    };
+    let mut members: Vec<(PeerId, String)> = Vec::new();
+    for name in &names {
+        let member = network
+            .node_by_name(name)
+            .ok_or_else(|| ApiError::bad_request(format!("unknown node {name:?}")))?;
+        if members.iter().any(|(p, _)| *p == member.peer_id) {
+            return Err(ApiError::bad_request(format!("node {name:?} listed twice")));
+        }
+        members.push((member.peer_id, name.clone()));
+    }
+    let n = members.len();
+    if n < 2 {
+        return Err(ApiError::bad_request("a key needs at least 2 nodes"));
+    }
+    if body.threshold < 2 || usize::from(body.threshold) > n {
+        return Err(ApiError::bad_request(format!(
+            "threshold {} must be between 2 and the number of nodes ({n})",
+            body.threshold
+        )));
+    }
+    // The protocol's committee order: sorted by PeerId bytes.
+    members.sort_by_key(|(p, _)| p.to_bytes());
+    let mut id = [0u8; 12];
+    OsRng.fill_bytes(&mut id);
+    let key_id = KeyId::new(format!("k-{}", hex::encode(id)))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let committee: Vec<PeerId> = members.iter().map(|(p, _)| *p).collect();
+    let (curve, threshold) = (body.curve, body.threshold);
+    let event = run_command(
+        &state,
+        |reply| Command::CreateKey {
+            curve,
+            key_id: key_id.clone(),
+            threshold,
+            committee: committee.clone(),
+            reply,
+        },
+        permafrost_protocol::dkg::DEFAULT_DKG_TIMEOUT + Duration::from_secs(5),
+    )
+    .await;
+    let event = match event {
+        Ok(e) => e,
+        Err(e) => {
+            state.metrics.dkg_failures.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+    };
+    let AnyEvent::KeyCreated {
+        public_key_package,
+        public_key,
+        ..
+    } = event
+    else {
+        return Err(ApiError::internal("unexpected DKG outcome"));
+    };
+    let meta = KeyMeta {
+        key_id: key_id.as_str().to_owned(),
+        curve,
+        threshold,
+        nodes: members.iter().map(|(_, n)| n.clone()).collect(),
+        peers: committee.iter().map(ToString::to_string).collect(),
+        public_key: hex::encode(&public_key),
+        public_key_package: hex::encode(&public_key_package),
+        epoch: 0,
+    };
+    // Persist before answering.
+    state
+        .store
+        .put(&meta)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    state.metrics.keys_created.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(key = %meta.key_id, curve = %curve, threshold, nodes = ?meta.nodes, "key created");
+    Ok((StatusCode::CREATED, Json(record(&meta))))
+}
+
+async fn sign(
+    State(state): State<Arc<ApiState>>,
+    Path(key_id): Path<String>,
+    ApiJson(body): ApiJson<permafrost_api::SignRequest>,
+) -> Result<Json<SignResponse>, ApiError> {
+    let meta = lookup(&state, &key_id)?;
+    let message = permafrost_api::decode_hex("message", &body.message)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if message.len() > MAX_SIGN_MESSAGE_LEN {
+        return Err(ApiError::bad_request(format!(
+            "message of {} bytes exceeds {MAX_SIGN_MESSAGE_LEN}",
+            message.len()
+        )));
+    }
+    let key = KeyId::new(meta.key_id.clone()).map_err(|e| ApiError::internal(e.to_string()))?;
+    let committee = meta
+        .peers
+        .iter()
+        .map(|p| {
+            p.parse::<PeerId>()
+                .map_err(|e| ApiError::internal(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let public_key_package =
+        hex::decode(&meta.public_key_package).map_err(|e| ApiError::internal(e.to_string()))?;
+    let outcome = run_command(
+        &state,
+        |reply| Command::Sign {
+            curve: meta.curve,
+            key_id: key,
+            epoch: Epoch(meta.epoch),
+            public_key_package,
+            committee,
+            message,
+            reply,
+        },
+        permafrost_protocol::sign::DEFAULT_SIGN_TIMEOUT + Duration::from_secs(5),
+    )
+    .await;
+    let event = match outcome {
+        Ok(e) => e,
+        Err(e) => {
+            state.metrics.sign_failures.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+    };
+    let AnyEvent::SignatureReady { signature, signers } = event else {
+        return Err(ApiError::internal("unexpected signing outcome"));
+    };
+    state.metrics.signatures.fetch_add(1, Ordering::Relaxed);
+    let signers = signers
+        .iter()
+        .map(|n| {
+            identity::peer_id(n)
+                .and_then(|p| state.network.name_of(&p).map(str::to_owned))
+                .unwrap_or_else(|| n.to_string())
+        })
+        .collect();
+    Ok(Json(SignResponse {
+        signature: hex::encode(signature),
+        public_key: meta.public_key.clone(),
+        epoch: meta.epoch,
+        signers,
+    }))
+}
+
+async fn reshare(
+    State(state): State<Arc<ApiState>>,
+    Path(key_id): Path<String>,
+) -> Result<Response, ApiError> {
+    lookup(&state, &key_id)?;
+    Err(ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "not_implemented",
+        "reshare is not implemented yet",
+    ))
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let m = &state.metrics;
+    let connected = state
+        .client
+        .connected_peers()
+        .await
+        .map(|p| p.len())
+        .unwrap_or(0);
+    let keys = state.store.list().map(|k| k.len()).unwrap_or(0);
+    let body = format!(
+        "# TYPE permafrost_keys gauge\npermafrost_keys {keys}\n\
+         # TYPE permafrost_peers_connected gauge\npermafrost_peers_connected {connected}\n\
+         # TYPE permafrost_keys_created_total counter\npermafrost_keys_created_total {}\n\
+         # TYPE permafrost_dkg_failures_total counter\npermafrost_dkg_failures_total {}\n\
+         # TYPE permafrost_signatures_total counter\npermafrost_signatures_total {}\n\
+         # TYPE permafrost_sign_failures_total counter\npermafrost_sign_failures_total {}\n\
+         # TYPE permafrost_unauthorized_requests_total counter\npermafrost_unauthorized_requests_total {}\n",
+        m.keys_created.load(Ordering::Relaxed),
+        m.dkg_failures.load(Ordering::Relaxed),
+        m.signatures.load(Ordering::Relaxed),
+        m.sign_failures.load(Ordering::Relaxed),
+        m.rejected_requests.load(Ordering::Relaxed),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}

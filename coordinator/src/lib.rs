@@ -1,0 +1,175 @@
+//! # permafrost-coordinator
+//!
+//! The coordinator: the HTTP API clients call, and the driver of DKG and signing sessions over
+//! libp2p. It is trusted for liveness only: it relays and aggregates, it never holds or sees a
+//! share, and its database holds public metadata only.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod config;
+mod engine;
+mod http;
+mod store;
+
+pub use config::CoordinatorConfig;
+pub use store::KeyMeta;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use permafrost_net::{NetConfig, PeerId};
+use permafrost_runtime::identity;
+use permafrost_runtime::network::NetworkFile;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Why the coordinator could not start.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum CoordinatorError {
+    /// The config is unusable.
+    #[error("config: {0}")]
+    Config(String),
+    /// The identity key is missing or unusable.
+    #[error("identity: {0} (create one with `permafrost-coordinator init --dir DIR`)")]
+    Identity(String),
+    /// The network file is unusable or does not list this coordinator.
+    #[error("network: {0}")]
+    Network(String),
+    /// The metadata database failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The API could not bind.
+    #[error("api: {0}")]
+    Api(String),
+}
+
+/// A running coordinator.
+pub struct Coordinator {
+    /// Where the HTTP API listens.
+    pub api_addr: SocketAddr,
+    /// Its PeerId.
+    pub peer_id: PeerId,
+    stop_engine: Option<oneshot::Sender<()>>,
+    stop_api: Option<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<()>>,
+    client: permafrost_net::Client,
+}
+
+impl Coordinator {
+    /// Starts the network, the protocol engine and the HTTP API.
+    pub async fn start(config: CoordinatorConfig) -> Result<Self, CoordinatorError> {
+        if config.tokens.is_empty() || config.tokens.iter().any(|t| t.len() < 16) {
+            return Err(CoordinatorError::Config(
+                "tokens: at least one, each at least 16 characters".into(),
+            ));
+        }
+        let keypair = identity::load_identity_file(&config.identity_path())
+            .map_err(|e| CoordinatorError::Identity(e.to_string()))?;
+        let me = keypair.public().to_peer_id();
+        let network = NetworkFile::load(&config.network_file)
+            .and_then(|f| f.validate())
+            .map_err(|e| CoordinatorError::Network(e.to_string()))?;
+        if !network.is_coordinator(&me) {
+            return Err(CoordinatorError::Network(format!(
+                "this coordinator ({me}) is not listed in {}",
+                config.network_file.display()
+            )));
+        }
+        let network = Arc::new(network);
+        let store = store::MetadataStore::open(&config.database_path())?;
+
+        let mut net_config = NetConfig::new(keypair, network.network_id.clone());
+        net_config.listen = vec![config
+            .listen
+            .parse()
+            .map_err(|e| CoordinatorError::Config(format!("listen {:?}: {e}", config.listen)))?];
+        net_config.peers = network.peers_except(&me);
+        let (client, inbound) = permafrost_net::start(net_config)
+            .await
+            .map_err(|e| CoordinatorError::Network(e.to_string()))?;
+        let _ = client.dial_all().await;
+
+        let (commands, command_rx) = mpsc::channel(256);
+        let (stop_engine, stop_engine_rx) = oneshot::channel();
+        let engine = tokio::spawn(engine::run(
+            client.clone(),
+            network.clone(),
+            inbound,
+            command_rx,
+            stop_engine_rx,
+        ));
+
+        let state = Arc::new(http::ApiState {
+            tokens: http::token_digests(&config.tokens),
+            store,
+            network,
+            client: client.clone(),
+            commands,
+            metrics: http::Metrics::default(),
+        });
+        let listener = tokio::net::TcpListener::bind(config.api_listen)
+            .await
+            .map_err(|e| {
+                CoordinatorError::Api(format!("cannot bind {}: {e}", config.api_listen))
+            })?;
+        let api_addr = listener
+            .local_addr()
+            .map_err(|e| CoordinatorError::Api(e.to_string()))?;
+        let (stop_api, stop_api_rx) = oneshot::channel::<()>();
+        let app = http::router(state, config.body_limit_bytes);
+        let api = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_api_rx.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP API stopped");
+            }
+        });
+        tracing::info!(peer_id = %me, api = %api_addr, "coordinator started");
+        Ok(Coordinator {
+            api_addr,
+            peer_id: me,
+            stop_engine: Some(stop_engine),
+            stop_api: Some(stop_api),
+            tasks: vec![engine, api],
+            client,
+        })
+    }
+
+    /// Stops the API, the engine and the network.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop_api.take() {
+            let _ = stop.send(());
+        }
+        if let Some(stop) = self.stop_engine.take() {
+            let _ = stop.send(());
+        }
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        self.client.shutdown().await;
+    }
+}
+
+/// Runs a coordinator until `shutdown` completes.
+pub async fn run(
+    config: CoordinatorConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), CoordinatorError> {
+    let coordinator = Coordinator::start(config).await?;
+    shutdown.await;
+    coordinator.stop().await;
+    Ok(())
+}
+
+/// Creates a coordinator identity in `dir` and returns its PeerId.
+pub fn init(dir: &std::path::Path) -> Result<PeerId, CoordinatorError> {
+    let keypair = identity::create_identity_file(&dir.join("identity.key"))
+        .map_err(|e| CoordinatorError::Identity(e.to_string()))?;
+    Ok(keypair.public().to_peer_id())
+}

@@ -1,0 +1,269 @@
+//! The JSON shapes of design section 6, field for field.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use permafrost_api::{
+    codes, decode_hex, encode_hex, ApiError, CreateKeyRequest, Curve, ErrorBody, Health, KeyList,
+    KeyRecord, LocalnetInfo, LocalnetNode, NodeHealth, ProcessInfo, ReshareRequest, SignRequest,
+    SignResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// Serializes to exactly `expected` and parses back to `value`.
+fn round_trip<T>(value: &T, expected: Value)
+where
+    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    assert_eq!(serde_json::to_value(value).unwrap(), expected);
+    let back: T = serde_json::from_value(expected).unwrap();
+    assert_eq!(&back, value);
+}
+
+fn record() -> KeyRecord {
+    KeyRecord {
+        key_id: "k-1".into(),
+        curve: Curve::Secp256k1,
+        public_key: "02".repeat(33),
+        threshold: 3,
+        nodes: vec!["node1".into(), "node2".into(), "node3".into()],
+        epoch: 0,
+    }
+}
+
+#[test]
+fn create_key_request() {
+    round_trip(
+        &CreateKeyRequest {
+            curve: Curve::Secp256k1Tr,
+            threshold: 3,
+            nodes: Some(vec!["node1".into()]),
+        },
+        json!({"curve":"secp256k1-tr","threshold":3,"nodes":["node1"]}),
+    );
+    // `nodes` is optional: absent means every node, and it is omitted when None.
+    round_trip(
+        &CreateKeyRequest {
+            curve: Curve::Ed25519,
+            threshold: 2,
+            nodes: None,
+        },
+        json!({"curve":"ed25519","threshold":2}),
+    );
+}
+
+#[test]
+fn every_curve_has_its_api_name() {
+    for (curve, name) in [
+        (Curve::Ed25519, "ed25519"),
+        (Curve::Secp256k1, "secp256k1"),
+        (Curve::Secp256k1Tr, "secp256k1-tr"),
+    ] {
+        let request = CreateKeyRequest {
+            curve,
+            threshold: 1,
+            nodes: None,
+        };
+        round_trip(&request, json!({"curve": name, "threshold": 1}));
+    }
+    for bad in ["p256", "Ed25519", "Secp256k1Tr", "secp256k1_tr", ""] {
+        let err = serde_json::from_value::<CreateKeyRequest>(json!({"curve": bad, "threshold": 1}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("secp256k1-tr"), "{bad}: {err}");
+    }
+    assert!(
+        serde_json::from_value::<CreateKeyRequest>(json!({"curve": 1, "threshold": 1})).is_err()
+    );
+}
+
+#[test]
+fn request_bodies_refuse_unknown_fields() {
+    let err = serde_json::from_value::<CreateKeyRequest>(
+        json!({"curve":"ed25519","threshold":2,"treshold":3}),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("treshold"), "{err}");
+    assert!(serde_json::from_value::<SignRequest>(json!({"message":"00","key":"x"})).is_err());
+    assert!(serde_json::from_value::<ReshareRequest>(
+        json!({"threshold":2,"nodes":[],"force":true})
+    )
+    .is_err());
+}
+
+#[test]
+fn request_bodies_need_their_fields() {
+    assert!(serde_json::from_value::<CreateKeyRequest>(json!({"curve":"ed25519"})).is_err());
+    assert!(serde_json::from_value::<SignRequest>(json!({})).is_err());
+    assert!(serde_json::from_value::<ReshareRequest>(json!({"threshold":2})).is_err());
+    assert!(
+        serde_json::from_value::<CreateKeyRequest>(json!({"curve":"ed25519","threshold":-1}))
+            .is_err()
+    );
+    assert!(serde_json::from_value::<CreateKeyRequest>(
+        json!({"curve":"ed25519","threshold":70000})
+    )
+    .is_err());
+}
+
+#[test]
+fn key_record_and_list() {
+    let expected = json!({
+        "key_id": "k-1",
+        "curve": "secp256k1",
+        "public_key": "02".repeat(33),
+        "threshold": 3,
+        "nodes": ["node1", "node2", "node3"],
+        "epoch": 0,
+    });
+    round_trip(&record(), expected.clone());
+    round_trip(
+        &KeyList {
+            keys: vec![record()],
+        },
+        json!({ "keys": [expected] }),
+    );
+    round_trip(&KeyList { keys: vec![] }, json!({"keys": []}));
+}
+
+#[test]
+fn sign_bodies() {
+    round_trip(
+        &SignRequest {
+            message: "deadbeef".into(),
+        },
+        json!({"message":"deadbeef"}),
+    );
+    round_trip(
+        &SignResponse {
+            signature: "ab".repeat(64),
+            public_key: "cd".repeat(32),
+            epoch: 1,
+            signers: vec!["node1".into(), "node4".into()],
+        },
+        json!({
+            "signature": "ab".repeat(64),
+            "public_key": "cd".repeat(32),
+            "epoch": 1,
+            "signers": ["node1", "node4"],
+        }),
+    );
+}
+
+#[test]
+fn reshare_request() {
+    round_trip(
+        &ReshareRequest {
+            threshold: 4,
+            nodes: vec!["node1".into(), "node2".into()],
+        },
+        json!({"threshold":4,"nodes":["node1","node2"]}),
+    );
+}
+
+#[test]
+fn health() {
+    round_trip(
+        &Health {
+            status: "ok".into(),
+            nodes: vec![NodeHealth {
+                name: "node1".into(),
+                peer_id: "12D3KooWabc".into(),
+                connected: true,
+            }],
+        },
+        json!({"status":"ok","nodes":[{"name":"node1","peer_id":"12D3KooWabc","connected":true}]}),
+    );
+}
+
+#[test]
+fn error_body_and_codes() {
+    round_trip(
+        &ErrorBody::new(codes::NOT_FOUND, "no key k-9"),
+        json!({"error":{"code":"not_found","message":"no key k-9"}}),
+    );
+    assert_eq!(codes::BAD_REQUEST, "bad_request");
+    assert_eq!(codes::UNAUTHORIZED, "unauthorized");
+    assert_eq!(codes::NOT_FOUND, "not_found");
+    assert_eq!(codes::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert_eq!(codes::CONFLICT, "conflict");
+    assert_eq!(codes::UNAVAILABLE, "unavailable");
+    assert_eq!(codes::INTERNAL, "internal");
+    assert_eq!(codes::TIMEOUT, "timeout");
+    for (code, status) in codes::STATUSES {
+        assert_eq!(codes::status(code), status);
+        assert_eq!(codes::for_status(status), code);
+    }
+    assert_eq!(codes::status("nonsense"), 500);
+    assert_eq!(codes::for_status(405), codes::BAD_REQUEST);
+    assert_eq!(codes::for_status(502), codes::INTERNAL);
+}
+
+#[test]
+fn localnet_file() {
+    let info = LocalnetInfo {
+        api: "http://127.0.0.1:8700".into(),
+        token: "tok".into(),
+        coordinator: ProcessInfo { pid: 100 },
+        nodes: vec![LocalnetNode {
+            name: "node1".into(),
+            peer_id: "12D3KooWabc".into(),
+            addr: "/ip4/127.0.0.1/tcp/9001".into(),
+            pid: 101,
+        }],
+    };
+    round_trip(
+        &info,
+        json!({
+            "api": "http://127.0.0.1:8700",
+            "token": "tok",
+            "coordinator": {"pid": 100},
+            "nodes": [{"name":"node1","peer_id":"12D3KooWabc","addr":"/ip4/127.0.0.1/tcp/9001","pid":101}],
+        }),
+    );
+}
+
+#[test]
+fn hex_helpers() {
+    assert_eq!(encode_hex(&[0xde, 0xad, 0xBE, 0xef, 0x00]), "deadbeef00");
+    assert_eq!(encode_hex(&[]), "");
+    assert_eq!(
+        decode_hex("message", "deadBEEF").unwrap(),
+        [0xde, 0xad, 0xbe, 0xef]
+    );
+    assert_eq!(decode_hex("message", "").unwrap(), Vec::<u8>::new());
+
+    let err = decode_hex("message", "abc").unwrap_err();
+    assert!(matches!(
+        err,
+        ApiError::InvalidHex {
+            field: "message",
+            ..
+        }
+    ));
+    assert_eq!(
+        err.to_string(),
+        "invalid hex in \"message\": odd number of digits (3)"
+    );
+    let err = decode_hex("public_key", "0g").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid hex in \"public_key\": invalid character 'g' at position 1"
+    );
+    assert!(decode_hex("message", "0x00").is_err());
+}
+
+#[test]
+fn error_display() {
+    let err = ApiError::Http {
+        status: 404,
+        code: "not_found".into(),
+        message: "no key k-9".into(),
+    };
+    assert_eq!(err.to_string(), "HTTP 404 (not_found): no key k-9");
+    assert_eq!(err.status(), Some(404));
+    assert_eq!(err.code(), Some("not_found"));
+    let err = ApiError::Transport("connection refused".into());
+    assert_eq!(err.to_string(), "transport error: connection refused");
+    assert_eq!(err.status(), None);
+}

@@ -1,0 +1,186 @@
+//! The command line: options, subcommands, and the dispatch to their modules.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use permafrost_api::{ApiError, Curve};
+
+use crate::{commands, demo, internal, localnet};
+
+/// The API base URL when neither `--api` nor `PERMAFROST_API` says otherwise.
+pub const DEFAULT_API: &str = "http://127.0.0.1:8700";
+
+/// `permafrost`: the Permafrost client and operator CLI.
+#[derive(Debug, Parser)]
+#[command(name = "permafrost", version, about = "Permafrost threshold-signature custody: client, localnet and demo")]
+pub struct Cli {
+    /// The coordinator's API base URL.
+    #[arg(long, global = true, env = "PERMAFROST_API", default_value = DEFAULT_API, value_name = "URL")]
+    pub api: String,
+    /// A bearer token the coordinator accepts.
+    #[arg(long, global = true, env = "PERMAFROST_TOKEN", hide_env_values = true, value_name = "T")]
+    pub token: Option<String>,
+    /// Take the API URL and token from DIR/localnet.json (overrides --api and --token).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub localnet: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list and show keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Get a threshold signature over a message.
+    Sign {
+        /// The key id.
+        #[arg(long, value_name = "ID")]
+        key: String,
+        /// The message, hex.
+        #[arg(long, value_name = "HEX")]
+        message: String,
+    },
+    /// Show the coordinator's health and which nodes it is connected to.
+    Health,
+    /// Run a network of nodes and a coordinator on this machine.
+    #[command(subcommand)]
+    Localnet(LocalnetCommand),
+    /// Run the key life cycle on a fresh 5-node localnet: DKG and verified signatures for
+    /// every curve.
+    Demo,
+    /// Run one signer node (used by `localnet up`; `permafrost-node run` in production).
+    #[command(hide = true)]
+    InternalNode(internal::InternalArgs),
+    /// Run one coordinator (used by `localnet up`; `permafrost-coordinator run` in production).
+    #[command(hide = true)]
+    InternalCoordinator(internal::InternalArgs),
+}
+
+/// `permafrost keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Run a DKG for a new key.
+    Create {
+        /// The signature scheme.
+        #[arg(long)]
+        curve: CurveArg,
+        /// Signers needed for a signature (t).
+        #[arg(long, value_name = "T")]
+        threshold: u16,
+        /// The committee, by node name (default: every node).
+        #[arg(long, value_delimiter = ',', value_name = "a,b,c")]
+        nodes: Option<Vec<String>>,
+    },
+    /// List every key.
+    List,
+    /// Show one key.
+    Show {
+        /// The key id.
+        id: String,
+    },
+}
+
+/// `permafrost localnet …`.
+#[derive(Debug, Subcommand)]
+pub enum LocalnetCommand {
+    /// Create (or reuse) identities and configs in DIR, start every process, write
+    /// DIR/localnet.json once all nodes are connected, and run until Ctrl-C or SIGTERM.
+    Up {
+        /// Number of signer nodes (`node1` … `nodeN`).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(2..=16))]
+        nodes: u16,
+        /// The localnet directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The coordinator's HTTP API port on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 8700, value_name = "P")]
+        api_port: u16,
+    },
+}
+
+/// A curve as spelled on the command line (the API's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CurveArg {
+    /// Ed25519 (RFC 8032 signatures).
+    Ed25519,
+    /// FROST(secp256k1, SHA-256) (RFC 9591 signatures).
+    Secp256k1,
+    /// BIP-340 Schnorr for Bitcoin taproot.
+    #[value(name = "secp256k1-tr")]
+    Secp256k1Tr,
+}
+
+impl From<CurveArg> for Curve {
+    fn from(curve: CurveArg) -> Self {
+        match curve {
+            CurveArg::Ed25519 => Curve::Ed25519,
+            CurveArg::Secp256k1 => Curve::Secp256k1,
+            CurveArg::Secp256k1Tr => Curve::Secp256k1Tr,
+        }
+    }
+}
+
+/// Runs the parsed command line; errors are printed to stderr and give exit status 1.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::InternalNode(args) => internal::run_node(&args),
+        Command::InternalCoordinator(args) => internal::run_coordinator(&args),
+        command => {
+            let target = commands::Target {
+                api: cli.api,
+                token: cli.token,
+                localnet: cli.localnet,
+            };
+            dispatch(target, command)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            report(&error);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(target: commands::Target, command: Command) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async move {
+        match command {
+            Command::Keys(KeysCommand::Create {
+                curve,
+                threshold,
+                nodes,
+            }) => commands::create_key(&target, curve.into(), threshold, nodes).await,
+            Command::Keys(KeysCommand::List) => commands::list_keys(&target).await,
+            Command::Keys(KeysCommand::Show { id }) => commands::show_key(&target, &id).await,
+            Command::Sign { key, message } => commands::sign(&target, &key, &message).await,
+            Command::Health => commands::health(&target).await,
+            Command::Localnet(LocalnetCommand::Up {
+                nodes,
+                dir,
+                api_port,
+            }) => localnet::up(&dir, usize::from(nodes), api_port).await,
+            Command::Demo => demo::run().await,
+            Command::InternalNode(_) | Command::InternalCoordinator(_) => {
+                Err(anyhow::anyhow!("internal commands run without this runtime"))
+            }
+        }
+    })
+}
+
+/// Prints an error: an API error answer as `error: <code>: <message>`, anything else with
+/// its causes.
+fn report(error: &anyhow::Error) {
+    match error.downcast_ref::<ApiError>() {
+        Some(ApiError::Http { code, message, .. }) => eprintln!("error: {code}: {message}"),
+        _ => eprintln!("error: {error:#}"),
+    }
+}

@@ -1,0 +1,88 @@
+//! The API commands: `keys create|list|show`, `sign`, `health`. Each prints the JSON answer,
+//! pretty; an API error comes back as [`permafrost_api::ApiError`] for the caller to print.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use permafrost_api::{decode_hex, Client, CreateKeyRequest, Curve, LocalnetInfo};
+use serde::Serialize;
+
+/// Where the API is and how to authenticate, from the global options.
+#[derive(Debug)]
+pub struct Target {
+    /// `--api` / `PERMAFROST_API`.
+    pub api: String,
+    /// `--token` / `PERMAFROST_TOKEN`.
+    pub token: Option<String>,
+    /// `--localnet DIR`: overrides both.
+    pub localnet: Option<PathBuf>,
+}
+
+impl Target {
+    /// A client for the target API.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        if let Some(dir) = &self.localnet {
+            let info = read_localnet_info(dir)?;
+            return Ok(Client::from_localnet(&info)?);
+        }
+        let Some(token) = &self.token else {
+            anyhow::bail!("no API token: pass --token, set PERMAFROST_TOKEN, or use --localnet DIR");
+        };
+        Ok(Client::new(self.api.clone(), token.clone())?)
+    }
+}
+
+/// Reads `DIR/localnet.json`.
+pub fn read_localnet_info(dir: &Path) -> anyhow::Result<LocalnetInfo> {
+    let path = dir.join(crate::localnet::INFO_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {} (is `permafrost localnet up --dir {}` running?)",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a localnet file", path.display()))
+}
+
+fn print_json(value: &impl Serialize) -> anyhow::Result<ExitCode> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `permafrost keys create`.
+pub async fn create_key(
+    target: &Target,
+    curve: Curve,
+    threshold: u16,
+    nodes: Option<Vec<String>>,
+) -> anyhow::Result<ExitCode> {
+    let request = CreateKeyRequest {
+        curve,
+        threshold,
+        nodes,
+    };
+    print_json(&target.client()?.create_key(&request).await?)
+}
+
+/// `permafrost keys list`.
+pub async fn list_keys(target: &Target) -> anyhow::Result<ExitCode> {
+    print_json(&target.client()?.keys().await?)
+}
+
+/// `permafrost keys show ID`.
+pub async fn show_key(target: &Target, key_id: &str) -> anyhow::Result<ExitCode> {
+    print_json(&target.client()?.key(key_id).await?)
+}
+
+/// `permafrost sign --key ID --message HEX`.
+pub async fn sign(target: &Target, key_id: &str, message_hex: &str) -> anyhow::Result<ExitCode> {
+    let message = decode_hex("message", message_hex)?;
+    print_json(&target.client()?.sign(key_id, &message).await?)
+}
+
+/// `permafrost health`.
+pub async fn health(target: &Target) -> anyhow::Result<ExitCode> {
+    print_json(&target.client()?.health().await?)
+}

@@ -1,0 +1,590 @@
+//! The on-disk encoding: row keys, row values, metadata and associated data.
+//!
+//! Pure functions over byte slices, described in the crate documentation. Decoders only ever
+//! slice the input they were given (a length prefix is checked against the bytes actually
+//! present before anything is copied), so a truncated or corrupted row is an error, never a
+//! panic or a large allocation.
+
+use crate::crypto::KdfParams;
+use crate::record::{AuditEntry, AuditKind, ShareState};
+
+/// Version of the store as a whole, in the meta table under [`META_FORMAT_VERSION`].
+pub(crate) const FORMAT_VERSION: u8 = 1;
+/// First byte of every share row value.
+pub(crate) const SHARE_ROW_VERSION: u8 = 1;
+/// First byte of every audit row value.
+pub(crate) const AUDIT_ROW_VERSION: u8 = 1;
+
+/// XChaCha20-Poly1305 nonce length.
+pub(crate) const NONCE_LEN: usize = 24;
+/// Poly1305 tag length.
+pub(crate) const TAG_LEN: usize = 16;
+/// Argon2id salt length.
+pub(crate) const SALT_LEN: usize = 16;
+
+/// KDF algorithm byte: Argon2id, version 0x13.
+const KDF_ARGON2ID_V13: u8 = 1;
+/// Length of the encoded KDF parameters.
+pub(crate) const KDF_LEN: usize = 13;
+
+/// Meta table key: format version (one byte).
+pub(crate) const META_FORMAT_VERSION: &[u8] = b"format_version";
+/// Meta table key: KDF algorithm and parameters.
+pub(crate) const META_KDF: &[u8] = b"kdf";
+/// Meta table key: Argon2id salt.
+pub(crate) const META_SALT: &[u8] = b"salt";
+/// Meta table key: the sealed check value.
+pub(crate) const META_CHECK: &[u8] = b"check";
+
+/// The constant sealed under the KEK as the passphrase check value.
+pub(crate) const CHECK_PLAINTEXT: &[u8] = b"permafrost-keystore passphrase check";
+
+/// Domain-separation prefix of the share associated data.
+const SHARE_AAD_TAG: &[u8] = b"permafrost-keystore/share/v1";
+/// Domain-separation prefix of the check value associated data.
+const CHECK_AAD_TAG: &[u8] = b"permafrost-keystore/check/v1";
+
+/// Stored bytes that do not decode; the message says what is wrong.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct DecodeError(pub(crate) String);
+
+/// A field too long for its 32-bit length prefix; names the field.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct TooLong(pub(crate) &'static str);
+
+/// Cursor over stored bytes.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Reader { rest: bytes }
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], DecodeError> {
+        if self.rest.len() < n {
+            return Err(DecodeError(format!(
+                "truncated {what}: needs {n} bytes, {} left",
+                self.rest.len()
+            )));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], DecodeError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, what)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>(what)?[0])
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.array(what)?))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.array(what)?))
+    }
+
+    /// A `u32` big-endian length followed by that many bytes.
+    fn prefixed(&mut self, what: &str) -> Result<&'a [u8], DecodeError> {
+        let len = self.u32(what)?;
+        let len = usize::try_from(len)
+            .map_err(|_| DecodeError(format!("{what} length {len} does not fit in memory")))?;
+        self.take(len, what)
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, DecodeError> {
+        let bytes = self.prefixed(what)?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| DecodeError(format!("{what} is not valid UTF-8")))
+    }
+
+    fn finish(self, what: &str) -> Result<(), DecodeError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError(format!(
+                "{} unexpected trailing bytes after the {what}",
+                self.rest.len()
+            )))
+        }
+    }
+}
+
+/// Builds stored bytes.
+#[derive(Default)]
+struct Writer {
+    out: Vec<u8>,
+}
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.out.push(v);
+    }
+
+    fn u64(&mut self, v: u64) {
+        self.out.extend_from_slice(&v.to_be_bytes());
+    }
+
+    fn raw(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    fn prefixed(&mut self, bytes: &[u8], what: &'static str) -> Result<(), TooLong> {
+        let len = u32::try_from(bytes.len()).map_err(|_| TooLong(what))?;
+        self.out.extend_from_slice(&len.to_be_bytes());
+        self.out.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+fn state_byte(state: ShareState) -> u8 {
+    match state {
+        ShareState::Pending => 1,
+        ShareState::Active => 2,
+        ShareState::Retired => 3,
+    }
+}
+
+fn state_from_byte(b: u8) -> Result<ShareState, DecodeError> {
+    match b {
+        1 => Ok(ShareState::Pending),
+        2 => Ok(ShareState::Active),
+        3 => Ok(ShareState::Retired),
+        other => Err(DecodeError(format!("unknown share state byte {other}"))),
+    }
+}
+
+fn kind_byte(kind: &AuditKind) -> u8 {
+    match kind {
+        AuditKind::Dkg => 1,
+        AuditKind::Reshare => 2,
+        AuditKind::SignatureShare => 3,
+        AuditKind::Refused => 4,
+    }
+}
+
+fn kind_from_byte(b: u8) -> Result<AuditKind, DecodeError> {
+    match b {
+        1 => Ok(AuditKind::Dkg),
+        2 => Ok(AuditKind::Reshare),
+        3 => Ok(AuditKind::SignatureShare),
+        4 => Ok(AuditKind::Refused),
+        other => Err(DecodeError(format!("unknown audit kind byte {other}"))),
+    }
+}
+
+/// Share table key: `u32 BE len(key_id) ‖ key_id ‖ u64 BE epoch`.
+pub(crate) fn share_key(key_id: &str, epoch: u64) -> Result<Vec<u8>, TooLong> {
+    let mut w = Writer::default();
+    w.prefixed(key_id.as_bytes(), "key id")?;
+    w.u64(epoch);
+    Ok(w.out)
+}
+
+/// Inverse of [`share_key`].
+pub(crate) fn decode_share_key(bytes: &[u8]) -> Result<(String, u64), DecodeError> {
+    let mut r = Reader::new(bytes);
+    let key_id = r.string("key id")?;
+    let epoch = r.u64("epoch")?;
+    r.finish("share key")?;
+    Ok((key_id, epoch))
+}
+
+/// A decoded share row value, borrowing from the stored bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ShareRow<'a> {
+    pub(crate) state: ShareState,
+    pub(crate) identifier: &'a [u8],
+    pub(crate) public: &'a [u8],
+    /// `nonce ‖ ciphertext ‖ tag`.
+    pub(crate) sealed: &'a [u8],
+}
+
+/// Share table value:
+/// `version ‖ state ‖ lp(identifier) ‖ lp(public) ‖ lp(nonce ‖ ciphertext ‖ tag)`.
+pub(crate) fn encode_share_row(row: &ShareRow<'_>) -> Result<Vec<u8>, TooLong> {
+    let mut w = Writer::default();
+    w.u8(SHARE_ROW_VERSION);
+    w.u8(state_byte(row.state));
+    w.prefixed(row.identifier, "identifier")?;
+    w.prefixed(row.public, "public data")?;
+    w.prefixed(row.sealed, "encrypted secret")?;
+    Ok(w.out)
+}
+
+/// Inverse of [`encode_share_row`]. Checks the version, the state and that the sealed secret
+/// is at least a nonce and a tag long; does not decrypt.
+pub(crate) fn decode_share_row(bytes: &[u8]) -> Result<ShareRow<'_>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let version = r.u8("row version")?;
+    if version != SHARE_ROW_VERSION {
+        return Err(DecodeError(format!(
+            "share row version {version} is not supported (expected {SHARE_ROW_VERSION})"
+        )));
+    }
+    let state = state_from_byte(r.u8("state")?)?;
+    let identifier = r.prefixed("identifier")?;
+    let public = r.prefixed("public data")?;
+    let sealed = r.prefixed("encrypted secret")?;
+    if sealed.len() < NONCE_LEN + TAG_LEN {
+        return Err(DecodeError(format!(
+            "encrypted secret is {} bytes, shorter than a nonce and a tag ({})",
+            sealed.len(),
+            NONCE_LEN + TAG_LEN
+        )));
+    }
+    r.finish("share row")?;
+    Ok(ShareRow {
+        state,
+        identifier,
+        public,
+        sealed,
+    })
+}
+
+/// Associated data of a share's encryption:
+/// `"permafrost-keystore/share/v1" ‖ lp(key_id) ‖ u64 BE epoch ‖ lp(identifier) ‖ lp(public)`.
+///
+/// The state is deliberately left out so that it can change without re-encryption.
+pub(crate) fn share_aad(
+    key_id: &str,
+    epoch: u64,
+    identifier: &[u8],
+    public: &[u8],
+) -> Result<Vec<u8>, TooLong> {
+    let mut w = Writer::default();
+    w.raw(SHARE_AAD_TAG);
+    w.prefixed(key_id.as_bytes(), "key id")?;
+    w.u64(epoch);
+    w.prefixed(identifier, "identifier")?;
+    w.prefixed(public, "public data")?;
+    Ok(w.out)
+}
+
+/// Audit table value: `version ‖ u64 BE time ‖ kind ‖ lp(key_id) ‖ u64 BE epoch ‖
+/// opt(digest[32]) ‖ opt(lp(requester)) ‖ lp(detail)`, where `opt(x)` is `0` or `1 ‖ x`.
+pub(crate) fn encode_audit_entry(entry: &AuditEntry) -> Result<Vec<u8>, TooLong> {
+    let mut w = Writer::default();
+    w.u8(AUDIT_ROW_VERSION);
+    w.u64(entry.time_unix_ms);
+    w.u8(kind_byte(&entry.kind));
+    w.prefixed(entry.key_id.as_bytes(), "key id")?;
+    w.u64(entry.epoch);
+    match &entry.message_digest {
+        None => w.u8(0),
+        Some(digest) => {
+            w.u8(1);
+            w.raw(digest);
+        }
+    }
+    match &entry.requester {
+        None => w.u8(0),
+        Some(requester) => {
+            w.u8(1);
+            w.prefixed(requester.as_bytes(), "requester")?;
+        }
+    }
+    w.prefixed(entry.detail.as_bytes(), "detail")?;
+    Ok(w.out)
+}
+
+fn presence(r: &mut Reader<'_>, what: &str) -> Result<bool, DecodeError> {
+    match r.u8(what)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(DecodeError(format!(
+            "{what} presence byte is {other}, not 0 or 1"
+        ))),
+    }
+}
+
+/// Inverse of [`encode_audit_entry`].
+pub(crate) fn decode_audit_entry(bytes: &[u8]) -> Result<AuditEntry, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let version = r.u8("audit row version")?;
+    if version != AUDIT_ROW_VERSION {
+        return Err(DecodeError(format!(
+            "audit row version {version} is not supported (expected {AUDIT_ROW_VERSION})"
+        )));
+    }
+    let time_unix_ms = r.u64("time")?;
+    let kind = kind_from_byte(r.u8("kind")?)?;
+    let key_id = r.string("key id")?;
+    let epoch = r.u64("epoch")?;
+    let message_digest = if presence(&mut r, "message digest")? {
+        Some(r.array::<32>("message digest")?)
+    } else {
+        None
+    };
+    let requester = if presence(&mut r, "requester")? {
+        Some(r.string("requester")?)
+    } else {
+        None
+    };
+    let detail = r.string("detail")?;
+    r.finish("audit entry")?;
+    Ok(AuditEntry {
+        time_unix_ms,
+        kind,
+        key_id,
+        epoch,
+        message_digest,
+        requester,
+        detail,
+    })
+}
+
+/// Meta `kdf` value: `algorithm (1 = Argon2id v0x13) ‖ u32 BE m_cost_kib ‖ u32 BE t_cost ‖
+/// u32 BE p_cost`.
+pub(crate) fn encode_kdf(params: &KdfParams) -> [u8; KDF_LEN] {
+    let mut out = [0u8; KDF_LEN];
+    out[0] = KDF_ARGON2ID_V13;
+    out[1..5].copy_from_slice(&params.m_cost_kib.to_be_bytes());
+    out[5..9].copy_from_slice(&params.t_cost.to_be_bytes());
+    out[9..13].copy_from_slice(&params.p_cost.to_be_bytes());
+    out
+}
+
+/// Inverse of [`encode_kdf`]; does not range-check the parameters.
+pub(crate) fn decode_kdf(bytes: &[u8]) -> Result<KdfParams, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let algorithm = r.u8("KDF algorithm")?;
+    if algorithm != KDF_ARGON2ID_V13 {
+        return Err(DecodeError(format!(
+            "unknown KDF algorithm byte {algorithm} (expected {KDF_ARGON2ID_V13} = Argon2id)"
+        )));
+    }
+    let params = KdfParams {
+        m_cost_kib: r.u32("m_cost")?,
+        t_cost: r.u32("t_cost")?,
+        p_cost: r.u32("p_cost")?,
+    };
+    r.finish("KDF parameters")?;
+    Ok(params)
+}
+
+/// Associated data of the check value: `"permafrost-keystore/check/v1" ‖ salt ‖ kdf`.
+pub(crate) fn check_aad(salt: &[u8], kdf: &[u8]) -> Vec<u8> {
+    [CHECK_AAD_TAG, salt, kdf].concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Golden encodings: a change here is a change of the on-disk format.
+    #[test]
+    fn golden_share_key_row_and_aad() {
+        assert_eq!(
+            hex(&share_key("k1", 258).unwrap()),
+            "000000026b310000000000000102"
+        );
+        let sealed = [0xaa; NONCE_LEN + TAG_LEN + 1];
+        let row = ShareRow {
+            state: ShareState::Active,
+            identifier: &[1, 2],
+            public: &[3],
+            sealed: &sealed,
+        };
+        let encoded = encode_share_row(&row).unwrap();
+        assert_eq!(
+            hex(&encoded),
+            format!(
+                "0102{}{}{}{}",
+                "000000020102",
+                "0000000103",
+                "00000029",
+                "aa".repeat(41)
+            )
+        );
+        assert_eq!(decode_share_row(&encoded).unwrap(), row);
+        assert_eq!(
+            hex(&share_aad("k1", 258, &[1, 2], &[3]).unwrap()),
+            format!(
+                "{}000000026b310000000000000102000000020102 0000000103",
+                hex(SHARE_AAD_TAG)
+            )
+            .replace(' ', "")
+        );
+    }
+
+    #[test]
+    fn golden_audit_and_kdf() {
+        let entry = AuditEntry {
+            time_unix_ms: 1,
+            kind: AuditKind::SignatureShare,
+            key_id: "k".into(),
+            epoch: 2,
+            message_digest: Some([0x11; 32]),
+            requester: Some("c".into()),
+            detail: "ok".into(),
+        };
+        let encoded = encode_audit_entry(&entry).unwrap();
+        assert_eq!(
+            hex(&encoded),
+            format!(
+                "01{}03{}{}01{}01{}{}",
+                "0000000000000001",
+                "000000016b",
+                "0000000000000002",
+                "11".repeat(32),
+                "0000000163",
+                "000000026f6b"
+            )
+        );
+        assert_eq!(decode_audit_entry(&encoded).unwrap(), entry);
+        assert_eq!(
+            hex(&encode_kdf(&KdfParams::default())),
+            "0100004c000000000200000001"
+        );
+        assert_eq!(
+            decode_kdf(&encode_kdf(&KdfParams::default())).unwrap(),
+            KdfParams::default()
+        );
+    }
+
+    #[test]
+    fn every_truncation_and_extension_is_an_error() {
+        let sealed = [0u8; NONCE_LEN + TAG_LEN + 8];
+        let row = encode_share_row(&ShareRow {
+            state: ShareState::Pending,
+            identifier: b"id",
+            public: b"pub",
+            sealed: &sealed,
+        })
+        .unwrap();
+        for cut in 0..row.len() {
+            assert!(decode_share_row(&row[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = row.clone();
+        longer.push(0);
+        assert!(decode_share_row(&longer).is_err());
+
+        let entry = encode_audit_entry(&AuditEntry {
+            time_unix_ms: 5,
+            kind: AuditKind::Refused,
+            key_id: "key".into(),
+            epoch: 0,
+            message_digest: None,
+            requester: None,
+            detail: String::new(),
+        })
+        .unwrap();
+        for cut in 0..entry.len() {
+            assert!(decode_audit_entry(&entry[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn bad_bytes_are_named() {
+        let mut row = encode_share_row(&ShareRow {
+            state: ShareState::Retired,
+            identifier: b"",
+            public: b"",
+            sealed: &[0u8; NONCE_LEN + TAG_LEN],
+        })
+        .unwrap();
+        row[1] = 9;
+        assert_eq!(
+            decode_share_row(&row),
+            Err(DecodeError("unknown share state byte 9".into()))
+        );
+        row[0] = 2;
+        assert!(decode_share_row(&row).is_err());
+        // A length prefix claiming 4 GiB is refused without allocating.
+        assert!(decode_share_key(&[0xff, 0xff, 0xff, 0xff, b'a']).is_err());
+        // Invalid UTF-8 in a key id.
+        let mut key = share_key("ab", 1).unwrap();
+        key[4] = 0xff;
+        assert!(decode_share_key(&key).is_err());
+    }
+
+    fn state_strategy() -> impl Strategy<Value = ShareState> {
+        prop_oneof![
+            Just(ShareState::Pending),
+            Just(ShareState::Active),
+            Just(ShareState::Retired)
+        ]
+    }
+
+    fn kind_strategy() -> impl Strategy<Value = AuditKind> {
+        prop_oneof![
+            Just(AuditKind::Dkg),
+            Just(AuditKind::Reshare),
+            Just(AuditKind::SignatureShare),
+            Just(AuditKind::Refused)
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Random bytes as a stored row never panic any decoder.
+        #[test]
+        fn decoders_never_panic_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_share_row(&bytes);
+            let _ = decode_share_key(&bytes);
+            let _ = decode_audit_entry(&bytes);
+            let _ = decode_kdf(&bytes);
+        }
+
+        /// Random bytes behind a valid header reach the deeper fields and still never panic.
+        #[test]
+        fn decoders_never_panic_behind_a_valid_header(
+            state in 1u8..=3,
+            kind in 1u8..=4,
+            tail in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let mut row = vec![SHARE_ROW_VERSION, state];
+            row.extend_from_slice(&tail);
+            let _ = decode_share_row(&row);
+            let mut entry = vec![AUDIT_ROW_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, kind];
+            entry.extend_from_slice(&tail);
+            let _ = decode_audit_entry(&entry);
+        }
+
+        #[test]
+        fn share_rows_round_trip(
+            state in state_strategy(),
+            identifier in proptest::collection::vec(any::<u8>(), 0..64),
+            public in proptest::collection::vec(any::<u8>(), 0..64),
+            sealed in proptest::collection::vec(any::<u8>(), NONCE_LEN + TAG_LEN..128),
+            key_id in ".{0,32}",
+            epoch in any::<u64>(),
+        ) {
+            let row = ShareRow { state, identifier: &identifier, public: &public, sealed: &sealed };
+            let encoded = encode_share_row(&row).unwrap();
+            prop_assert_eq!(decode_share_row(&encoded).unwrap(), row);
+            let key = share_key(&key_id, epoch).unwrap();
+            prop_assert_eq!(decode_share_key(&key).unwrap(), (key_id, epoch));
+        }
+
+        #[test]
+        fn audit_entries_round_trip(
+            time_unix_ms in any::<u64>(),
+            kind in kind_strategy(),
+            key_id in ".{0,32}",
+            epoch in any::<u64>(),
+            message_digest in proptest::option::of(any::<[u8; 32]>()),
+            requester in proptest::option::of(".{0,32}"),
+            detail in ".{0,64}",
+        ) {
+            let entry = AuditEntry { time_unix_ms, kind, key_id, epoch, message_digest, requester, detail };
+            let encoded = encode_audit_entry(&entry).unwrap();
+            prop_assert_eq!(decode_audit_entry(&encoded).unwrap(), entry);
+        }
+    }
+}

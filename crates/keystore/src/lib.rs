@@ -1,0 +1,97 @@
+//! # permafrost-keystore
+//!
+//! Encrypted, crash-safe storage of a node's key shares by epoch, with an append-only audit
+//! log. It knows bytes and epochs, not FROST: the caller serializes its key packages and
+//! identifiers and stores them here as opaque bytes.
+//!
+//! - **Encrypted.** Every secret is sealed with XChaCha20-Poly1305 under a key-encryption key
+//!   (KEK) derived from the node's passphrase with Argon2id. A copied data directory without
+//!   the passphrase reveals no secret. The plaintext secret is never written to disk, and is
+//!   held only in zeroize-on-drop buffers.
+//! - **Bound to its row.** The ciphertext authenticates its key id, epoch, identifier and
+//!   public data, so a ciphertext moved to another row, or a row whose epoch or identifier was
+//!   edited, fails to decrypt ([`KeystoreError::Corrupt`]) instead of yielding wrong data.
+//! - **Crash-safe.** Each write is a single [redb](https://docs.rs/redb) transaction committed
+//!   with `Durability::Immediate` (fsync, two-phase commit) before the method returns.
+//! - **Fast wrong-passphrase detection.** Opening derives the KEK once and decrypts a stored
+//!   check value; a wrong passphrase is [`KeystoreError::WrongPassphrase`] before any share
+//!   is read.
+//!
+//! ```
+//! use permafrost_keystore::{KdfParams, KeyStore, ShareRecord, ShareState};
+//! use zeroize::Zeroizing;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = KeyStore::open_with_params(dir.path(), b"passphrase", KdfParams::FAST_INSECURE_FOR_TESTS)?;
+//! store.put_share(&ShareRecord {
+//!     key_id: "key-1".into(),
+//!     epoch: 0,
+//!     state: ShareState::Active,
+//!     identifier: vec![1; 32],
+//!     public: b"public key package".to_vec(),
+//!     secret: Zeroizing::new(vec![42; 32]),
+//! })?;
+//! let share = store.share("key-1", 0)?.ok_or("missing")?;
+//! assert_eq!(&share.secret[..], &[42; 32]);
+//! assert!(format!("{share:?}").contains("<redacted>"));
+//! drop(store);
+//!
+//! // Reopening uses the parameters stored in the keystore; a wrong passphrase is refused.
+//! assert!(matches!(
+//!     KeyStore::open(dir.path(), b"not the passphrase"),
+//!     Err(permafrost_keystore::KeystoreError::WrongPassphrase { .. })
+//! ));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## On-disk format (format version 1)
+//!
+//! One redb database, `<dir>/keystore.redb` (file mode 0600, directory 0700 when created
+//! here). Integers are big-endian unless redb encodes them; `lp(x)` is `x` preceded by its
+//! length as a big-endian `u32`; `‖` is concatenation. Three tables:
+//!
+//! **`meta`** (`&[u8]` → `&[u8]`), written once when the store is created:
+//!
+//! | key | value |
+//! |---|---|
+//! | `"format_version"` | one byte, `1` |
+//! | `"kdf"` | `algorithm (1 = Argon2id v0x13) ‖ u32 m_cost_kib ‖ u32 t_cost ‖ u32 p_cost` (13 bytes) |
+//! | `"salt"` | 16 random bytes |
+//! | `"check"` | `nonce(24) ‖ XChaCha20-Poly1305(KEK, nonce, "permafrost-keystore passphrase check", aad)`, with `aad = "permafrost-keystore/check/v1" ‖ salt ‖ kdf` |
+//!
+//! `KEK = Argon2id(passphrase, salt, m_cost_kib, t_cost, p_cost)`, 32 bytes.
+//!
+//! **`shares`** (`&[u8]` → `&[u8]`), one row per (key id, epoch):
+//!
+//! - key: `lp(key_id) ‖ u64 epoch` (so the epochs of one key id are adjacent and in order;
+//!   [`KeyStore::shares`] sorts by (key id, epoch) itself);
+//! - value: `version (1) ‖ state ‖ lp(identifier) ‖ lp(public) ‖ lp(nonce(24) ‖ ciphertext ‖
+//!   tag(16))`, where `state` is `1` pending, `2` active, `3` retired;
+//! - the ciphertext is XChaCha20-Poly1305 of the secret under the KEK with a fresh random
+//!   nonce per write, and associated data `"permafrost-keystore/share/v1" ‖ lp(key_id) ‖
+//!   u64 epoch ‖ lp(identifier) ‖ lp(public)`. The state is not authenticated, so
+//!   [`KeyStore::set_state`] rewrites one byte without re-encrypting.
+//!
+//! **`audit`** (`u64` → `&[u8]`), sequence number (from 1) → entry, never rewritten:
+//!
+//! - value: `version (1) ‖ u64 time_unix_ms ‖ kind ‖ lp(key_id) ‖ u64 epoch ‖
+//!   opt(digest(32)) ‖ opt(lp(requester)) ‖ lp(detail)`, where `kind` is `1` DKG, `2`
+//!   reshare, `3` signature share, `4` refused, and `opt(x)` is `0` or `1 ‖ x`. Audit entries
+//!   are stored in clear (they hold no secret) and are not authenticated.
+//!
+//! Every decoder checks lengths against the bytes present and rejects unknown versions,
+//! unknown enum bytes, invalid UTF-8 and trailing bytes: a damaged row is
+//! [`KeystoreError::Corrupt`], never a panic.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod crypto;
+mod error;
+mod format;
+mod record;
+mod store;
+
+pub use crypto::KdfParams;
+pub use error::KeystoreError;
+pub use record::{AuditEntry, AuditKind, ShareMeta, ShareRecord, ShareState};
+pub use store::{KeyStore, DATABASE_FILE_NAME};

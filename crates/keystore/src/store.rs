@@ -1,0 +1,613 @@
+//! [`KeyStore`]: the redb database, the KEK, and the operations on them.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Database, DatabaseError, Durability, ReadTransaction, ReadableTable, ReadableTableMetadata,
+    TableDefinition, TableError, WriteTransaction,
+};
+use zeroize::Zeroizing;
+
+use crate::crypto::{self, KdfParams, OpenError, KEK_LEN};
+use crate::error::KeystoreError;
+use crate::format::{self, DecodeError, ShareRow, TooLong, FORMAT_VERSION, SALT_LEN};
+use crate::record::{AuditEntry, ShareMeta, ShareRecord, ShareState};
+
+/// File name of the database inside the keystore directory.
+pub const DATABASE_FILE_NAME: &str = "keystore.redb";
+
+/// `meta`: format version, KDF parameters, salt, check value.
+const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
+/// `shares`: encoded (key id, epoch) → encoded share row.
+const SHARES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("shares");
+/// `audit`: sequence number → encoded audit entry.
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+/// The contents of the meta table of an initialised store.
+struct Meta {
+    params: KdfParams,
+    kdf: Vec<u8>,
+    salt: Vec<u8>,
+    check: Vec<u8>,
+}
+
+/// An open, unlocked keystore: encrypted shares by (key id, epoch) and an append-only audit
+/// log, in one redb database at `<dir>/keystore.redb`.
+///
+/// Every method that writes runs one redb write transaction committed with
+/// [`Durability::Immediate`] (fsync) before it returns: when it returns `Ok`, the change
+/// survives a crash. `KeyStore` is `Send + Sync`; writes from several threads are serialised
+/// by redb. The database file is locked while the `KeyStore` exists, so a second `open` of the
+/// same directory fails with [`KeystoreError::Storage`] until it is dropped.
+///
+/// See the [crate documentation](crate) for the on-disk format.
+pub struct KeyStore {
+    db: Database,
+    kek: Zeroizing<[u8; KEK_LEN]>,
+    dir: PathBuf,
+    params: KdfParams,
+}
+
+impl fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("dir", &self.dir)
+            .field("params", &self.params)
+            .field("kek", &format_args!("<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyStore {
+    /// Opens the keystore in `dir`, creating it (and `dir`) with [`KdfParams::default`] if it
+    /// does not exist. An existing store is unlocked with the KDF parameters stored in it.
+    ///
+    /// Errors: [`KeystoreError::EmptyPassphrase`], [`KeystoreError::WrongPassphrase`] (detected
+    /// from the stored check value, before any share is read), [`KeystoreError::Corrupt`],
+    /// [`KeystoreError::Storage`] (including: already open).
+    pub fn open(dir: &Path, passphrase: &[u8]) -> Result<Self, KeystoreError> {
+        Self::open_with_params(dir, passphrase, KdfParams::default())
+    }
+
+    /// Like [`open`](Self::open), but creates a new store with `params`. For an existing store
+    /// `params` are ignored: the stored parameters are always used.
+    ///
+    /// Errors as for [`open`](Self::open), plus [`KeystoreError::InvalidInput`] if a store is
+    /// to be created with `params` outside the ranges documented on [`KdfParams`].
+    pub fn open_with_params(
+        dir: &Path,
+        passphrase: &[u8],
+        params: KdfParams,
+    ) -> Result<Self, KeystoreError> {
+        if passphrase.is_empty() {
+            return Err(KeystoreError::EmptyPassphrase);
+        }
+        let dir = dir.to_path_buf();
+        create_private_dir(&dir)?;
+        let db_path = dir.join(DATABASE_FILE_NAME);
+        let db = open_database(&dir, &db_path)?;
+        let meta = {
+            let txn = db
+                .begin_read()
+                .map_err(|e| storage(&dir, "starting a read", e))?;
+            read_meta(&dir, &txn)?
+        };
+        match meta {
+            Some(meta) => Self::unlock(db, dir, passphrase, meta),
+            None => Self::initialise(db, dir, passphrase, params),
+        }
+    }
+
+    /// Derives the KEK with the stored salt and parameters and checks it against the stored
+    /// check value. Touches nothing but the meta table.
+    fn unlock(
+        db: Database,
+        dir: PathBuf,
+        passphrase: &[u8],
+        meta: Meta,
+    ) -> Result<Self, KeystoreError> {
+        let kek = crypto::derive_kek(passphrase, &meta.salt, &meta.params)
+            .map_err(|e| corrupt(&dir, format!("stored KDF parameters: {e}")))?;
+        let aad = format::check_aad(&meta.salt, &meta.kdf);
+        match crypto::open(&kek, &aad, &meta.check) {
+            Ok(plaintext) if plaintext.as_slice() == format::CHECK_PLAINTEXT => {}
+            Ok(_) => {
+                return Err(corrupt(
+                    &dir,
+                    "the check value decrypts but holds an unexpected constant".into(),
+                ))
+            }
+            Err(OpenError::Truncated) => {
+                return Err(corrupt(&dir, "the stored check value is truncated".into()))
+            }
+            Err(OpenError::Authentication) => {
+                return Err(KeystoreError::WrongPassphrase { path: dir })
+            }
+        }
+        Ok(KeyStore {
+            db,
+            kek,
+            dir,
+            params: meta.params,
+        })
+    }
+
+    /// Creates a new store: random salt, KEK, check value, and the three tables, in one
+    /// durable transaction.
+    fn initialise(
+        db: Database,
+        dir: PathBuf,
+        passphrase: &[u8],
+        params: KdfParams,
+    ) -> Result<Self, KeystoreError> {
+        params
+            .argon2_params()
+            .map_err(|e| KeystoreError::InvalidInput(format!("KDF parameters: {e}")))?;
+        let mut salt = [0u8; SALT_LEN];
+        crypto::fill_random(&mut salt).map_err(|e| storage_msg(&dir, "creating the salt", e))?;
+        let kek = crypto::derive_kek(passphrase, &salt, &params)
+            .map_err(|e| KeystoreError::InvalidInput(format!("KDF parameters: {e}")))?;
+        let kdf = format::encode_kdf(&params);
+        let check = crypto::seal(
+            &kek,
+            &format::check_aad(&salt, &kdf),
+            format::CHECK_PLAINTEXT,
+        )
+        .map_err(|e| storage_msg(&dir, "sealing the check value", e))?;
+        let store = KeyStore {
+            db,
+            kek,
+            dir,
+            params,
+        };
+        store.write("creating the keystore", |txn, dir| {
+            let mut meta = txn
+                .open_table(META)
+                .map_err(|e| storage(dir, "opening the meta table", e))?;
+            for (key, value) in [
+                (format::META_FORMAT_VERSION, &[FORMAT_VERSION][..]),
+                (format::META_KDF, &kdf[..]),
+                (format::META_SALT, &salt[..]),
+                (format::META_CHECK, &check[..]),
+            ] {
+                meta.insert(key, value)
+                    .map_err(|e| storage(dir, "writing the meta table", e))?;
+            }
+            txn.open_table(SHARES)
+                .map_err(|e| storage(dir, "creating the shares table", e))?;
+            txn.open_table(AUDIT)
+                .map_err(|e| storage(dir, "creating the audit table", e))?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    /// Directory of this keystore.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The Argon2id parameters this store was created with.
+    pub fn kdf_params(&self) -> KdfParams {
+        self.params
+    }
+
+    /// Stores `record` under (`record.key_id`, `record.epoch`), replacing any share already
+    /// there. The secret is encrypted with a fresh nonce; the change is fsynced before this
+    /// returns.
+    pub fn put_share(&self, record: &ShareRecord) -> Result<(), KeystoreError> {
+        let key = format::share_key(&record.key_id, record.epoch).map_err(too_long)?;
+        let aad = format::share_aad(
+            &record.key_id,
+            record.epoch,
+            &record.identifier,
+            &record.public,
+        )
+        .map_err(too_long)?;
+        let sealed = crypto::seal(&self.kek, &aad, &record.secret)
+            .map_err(|e| storage_msg(&self.dir, "encrypting a share", e))?;
+        let row = format::encode_share_row(&ShareRow {
+            state: record.state,
+            identifier: &record.identifier,
+            public: &record.public,
+            sealed: &sealed,
+        })
+        .map_err(too_long)?;
+        self.write("storing a share", |txn, dir| {
+            txn.open_table(SHARES)
+                .map_err(|e| storage(dir, "opening the shares table", e))?
+                .insert(key.as_slice(), row.as_slice())
+                .map_err(|e| storage(dir, "writing a share", e))?;
+            Ok(())
+        })
+    }
+
+    /// The share stored under (`key_id`, `epoch`), decrypted, or `None`.
+    ///
+    /// A row that does not decode or fails authentication (edited, truncated, or moved from
+    /// another key id or epoch) is [`KeystoreError::Corrupt`]; wrong data is never returned.
+    pub fn share(&self, key_id: &str, epoch: u64) -> Result<Option<ShareRecord>, KeystoreError> {
+        let key = format::share_key(key_id, epoch).map_err(too_long)?;
+        let txn = self.read()?;
+        let Some(table) = self.open_read_table(&txn, SHARES)? else {
+            return Ok(None);
+        };
+        let Some(value) = table
+            .get(key.as_slice())
+            .map_err(|e| storage(&self.dir, "reading a share", e))?
+        else {
+            return Ok(None);
+        };
+        let bytes = value.value();
+        let row = format::decode_share_row(bytes).map_err(|e| self.bad_share(key_id, epoch, e))?;
+        let aad = format::share_aad(key_id, epoch, row.identifier, row.public).map_err(too_long)?;
+        let secret = crypto::open(&self.kek, &aad, row.sealed).map_err(|_| {
+            corrupt(
+                &self.dir,
+                format!(
+                    "share for key {key_id:?} at epoch {epoch} fails authentication: its row \
+                     was modified, or moved from another key id, epoch or identifier"
+                ),
+            )
+        })?;
+        Ok(Some(ShareRecord {
+            key_id: key_id.to_owned(),
+            epoch,
+            state: row.state,
+            identifier: row.identifier.to_vec(),
+            public: row.public.to_vec(),
+            secret,
+        }))
+    }
+
+    /// Changes the state of the share under (`key_id`, `epoch`) without re-encrypting it.
+    /// [`KeystoreError::NotFound`] if there is none.
+    pub fn set_state(
+        &self,
+        key_id: &str,
+        epoch: u64,
+        state: ShareState,
+    ) -> Result<(), KeystoreError> {
+        let key = format::share_key(key_id, epoch).map_err(too_long)?;
+        self.write("changing a share's state", |txn, dir| {
+            let mut table = txn
+                .open_table(SHARES)
+                .map_err(|e| storage(dir, "opening the shares table", e))?;
+            let updated = {
+                let Some(value) = table
+                    .get(key.as_slice())
+                    .map_err(|e| storage(dir, "reading a share", e))?
+                else {
+                    return Err(not_found(key_id, epoch));
+                };
+                let row = format::decode_share_row(value.value())
+                    .map_err(|e| self.bad_share(key_id, epoch, e))?;
+                format::encode_share_row(&ShareRow { state, ..row }).map_err(too_long)?
+            };
+            table
+                .insert(key.as_slice(), updated.as_slice())
+                .map_err(|e| storage(dir, "writing a share", e))?;
+            Ok(())
+        })
+    }
+
+    /// Deletes the share under (`key_id`, `epoch`). [`KeystoreError::NotFound`] if there is
+    /// none (so a caller repeating a delete after a crash can treat that as done).
+    pub fn delete_share(&self, key_id: &str, epoch: u64) -> Result<(), KeystoreError> {
+        let key = format::share_key(key_id, epoch).map_err(too_long)?;
+        self.write("deleting a share", |txn, dir| {
+            let removed = txn
+                .open_table(SHARES)
+                .map_err(|e| storage(dir, "opening the shares table", e))?
+                .remove(key.as_slice())
+                .map_err(|e| storage(dir, "deleting a share", e))?
+                .is_some();
+            if removed {
+                Ok(())
+            } else {
+                Err(not_found(key_id, epoch))
+            }
+        })
+    }
+
+    /// Metadata of every stored share, sorted by (key id, epoch). Decrypts nothing.
+    pub fn shares(&self) -> Result<Vec<ShareMeta>, KeystoreError> {
+        let txn = self.read()?;
+        let Some(table) = self.open_read_table(&txn, SHARES)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for item in table
+            .iter()
+            .map_err(|e| storage(&self.dir, "listing shares", e))?
+        {
+            let (key, value) = item.map_err(|e| storage(&self.dir, "listing shares", e))?;
+            let (key_id, epoch) = format::decode_share_key(key.value())
+                .map_err(|e| corrupt(&self.dir, format!("a share key does not decode: {}", e.0)))?;
+            let row = format::decode_share_row(value.value())
+                .map_err(|e| self.bad_share(&key_id, epoch, e))?;
+            out.push(ShareMeta {
+                state: row.state,
+                identifier: row.identifier.to_vec(),
+                public: row.public.to_vec(),
+                key_id,
+                epoch,
+            });
+        }
+        out.sort_by(|a, b| (&a.key_id, a.epoch).cmp(&(&b.key_id, b.epoch)));
+        Ok(out)
+    }
+
+    /// Appends `entry` to the audit log and returns its sequence number (1 for the first
+    /// entry, then consecutive). Fsynced before this returns. Entries are never modified or
+    /// removed by this crate. Audit entries are stored unencrypted.
+    pub fn append_audit(&self, entry: &AuditEntry) -> Result<u64, KeystoreError> {
+        let value = format::encode_audit_entry(entry).map_err(too_long)?;
+        self.write("appending to the audit log", |txn, dir| {
+            let mut table = txn
+                .open_table(AUDIT)
+                .map_err(|e| storage(dir, "opening the audit table", e))?;
+            let last = table
+                .last()
+                .map_err(|e| storage(dir, "reading the audit log", e))?
+                .map(|(seq, _)| seq.value());
+            let seq = match last {
+                None => 1,
+                Some(last) => last.checked_add(1).ok_or_else(|| {
+                    corrupt(
+                        dir,
+                        "the audit log's last sequence number is u64::MAX".into(),
+                    )
+                })?,
+            };
+            table
+                .insert(seq, value.as_slice())
+                .map_err(|e| storage(dir, "writing the audit log", e))?;
+            Ok(seq)
+        })
+    }
+
+    /// Every audit entry with its sequence number, in order.
+    pub fn audit(&self) -> Result<Vec<(u64, AuditEntry)>, KeystoreError> {
+        let txn = self.read()?;
+        let Some(table) = self.open_read_table(&txn, AUDIT)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for item in table
+            .iter()
+            .map_err(|e| storage(&self.dir, "reading the audit log", e))?
+        {
+            let (seq, value) = item.map_err(|e| storage(&self.dir, "reading the audit log", e))?;
+            let seq = seq.value();
+            let entry = format::decode_audit_entry(value.value()).map_err(|e| {
+                corrupt(
+                    &self.dir,
+                    format!("audit entry {seq} does not decode: {}", e.0),
+                )
+            })?;
+            out.push((seq, entry));
+        }
+        Ok(out)
+    }
+
+    /// Runs `body` in one write transaction and commits it durably (fsync, two-phase commit).
+    /// On error the transaction is aborted and nothing changes.
+    fn write<T>(
+        &self,
+        what: &str,
+        body: impl FnOnce(&WriteTransaction, &Path) -> Result<T, KeystoreError>,
+    ) -> Result<T, KeystoreError> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| storage(&self.dir, what, e))?;
+        txn.set_durability(Durability::Immediate);
+        txn.set_two_phase_commit(true);
+        match body(&txn, &self.dir) {
+            Ok(out) => {
+                txn.commit().map_err(|e| storage(&self.dir, what, e))?;
+                Ok(out)
+            }
+            Err(e) => {
+                // The error being reported matters more than a failure to abort; dropping the
+                // transaction aborts it in any case.
+                let _ = txn.abort();
+                Err(e)
+            }
+        }
+    }
+
+    fn read(&self) -> Result<ReadTransaction, KeystoreError> {
+        self.db
+            .begin_read()
+            .map_err(|e| storage(&self.dir, "starting a read", e))
+    }
+
+    /// Opens a table for reading; `None` if it does not exist yet.
+    fn open_read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        txn: &ReadTransaction,
+        table: TableDefinition<K, V>,
+    ) -> Result<Option<redb::ReadOnlyTable<K, V>>, KeystoreError> {
+        match txn.open_table(table) {
+            Ok(table) => Ok(Some(table)),
+            Err(TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(storage(&self.dir, "opening a table", e)),
+        }
+    }
+
+    fn bad_share(&self, key_id: &str, epoch: u64, e: DecodeError) -> KeystoreError {
+        corrupt(
+            &self.dir,
+            format!(
+                "share row for key {key_id:?} at epoch {epoch} does not decode: {}",
+                e.0
+            ),
+        )
+    }
+}
+
+/// Reads the meta table. `None` for a store that was never initialised (no meta table, and no
+/// shares or audit entries either).
+fn read_meta(dir: &Path, txn: &ReadTransaction) -> Result<Option<Meta>, KeystoreError> {
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(TableError::TableDoesNotExist(_)) => {
+            if let Ok(shares) = txn.open_table(SHARES) {
+                if shares
+                    .len()
+                    .map_err(|e| storage(dir, "reading the shares table", e))?
+                    > 0
+                {
+                    return Err(corrupt(
+                        dir,
+                        "the shares table has rows but the meta table is missing".into(),
+                    ));
+                }
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(storage(dir, "opening the meta table", e)),
+    };
+    let field = |key: &[u8]| -> Result<Vec<u8>, KeystoreError> {
+        let name = String::from_utf8_lossy(key);
+        let value = meta
+            .get(key)
+            .map_err(|e| storage(dir, "reading the meta table", e))?
+            .ok_or_else(|| corrupt(dir, format!("the meta table has no {name:?} entry")))?;
+        Ok(value.value().to_vec())
+    };
+    let version = field(format::META_FORMAT_VERSION)?;
+    if version != [FORMAT_VERSION] {
+        return Err(corrupt(
+            dir,
+            format!(
+                "format version {version:?} is not supported by this build (it reads version \
+                 {FORMAT_VERSION})"
+            ),
+        ));
+    }
+    let kdf = field(format::META_KDF)?;
+    let params = format::decode_kdf(&kdf)
+        .map_err(|e| corrupt(dir, format!("the stored KDF parameters: {}", e.0)))?;
+    params
+        .argon2_params()
+        .map_err(|e| corrupt(dir, format!("the stored KDF parameters: {e}")))?;
+    let salt = field(format::META_SALT)?;
+    if salt.len() != SALT_LEN {
+        return Err(corrupt(
+            dir,
+            format!(
+                "the stored salt is {} bytes, expected {SALT_LEN}",
+                salt.len()
+            ),
+        ));
+    }
+    let check = field(format::META_CHECK)?;
+    Ok(Some(Meta {
+        params,
+        kdf,
+        salt,
+        check,
+    }))
+}
+
+/// Creates `dir` (mode 0700 on Unix) if it does not exist.
+fn create_private_dir(dir: &Path) -> Result<(), KeystoreError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(|e| storage(dir, "creating the keystore directory", e))
+}
+
+/// Opens (or creates, mode 0600 on Unix) the database file, and makes a new file's directory
+/// entry durable.
+fn open_database(dir: &Path, db_path: &Path) -> Result<Database, KeystoreError> {
+    let created = if db_path.exists() {
+        false
+    } else {
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        match options.open(db_path) {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(storage(dir, "creating the database file", e)),
+        }
+    };
+    let db = Database::create(db_path).map_err(|e| match e {
+        DatabaseError::DatabaseAlreadyOpen => KeystoreError::Storage(format!(
+            "the keystore at {} is already open (by another process, or another KeyStore in \
+             this one)",
+            dir.display()
+        )),
+        other => storage(dir, "opening the database", other),
+    })?;
+    if created {
+        sync_dir(dir)?;
+    }
+    Ok(db)
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> Result<(), KeystoreError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| storage(dir, "syncing the keystore directory", e))
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> Result<(), KeystoreError> {
+    Ok(())
+}
+
+fn storage(dir: &Path, what: &str, e: impl Into<redb::Error>) -> KeystoreError {
+    match e.into() {
+        redb::Error::Corrupted(msg) => corrupt(dir, format!("while {what}: {msg}")),
+        other => KeystoreError::Storage(format!(
+            "{what} in the keystore at {}: {other}",
+            dir.display()
+        )),
+    }
+}
+
+fn storage_msg(dir: &Path, what: &str, msg: String) -> KeystoreError {
+    KeystoreError::Storage(format!(
+        "{what} in the keystore at {}: {msg}",
+        dir.display()
+    ))
+}
+
+fn corrupt(dir: &Path, msg: String) -> KeystoreError {
+    KeystoreError::Corrupt(format!("keystore at {}: {msg}", dir.display()))
+}
+
+fn not_found(key_id: &str, epoch: u64) -> KeystoreError {
+    KeystoreError::NotFound {
+        key_id: key_id.to_owned(),
+        epoch,
+    }
+}
+
+fn too_long(e: TooLong) -> KeystoreError {
+    KeystoreError::InvalidInput(format!(
+        "the {} is longer than the keystore format allows (4 GiB)",
+        e.0
+    ))
+}

@@ -1,0 +1,84 @@
+//! Network configuration.
+
+use std::fmt;
+use std::time::Duration;
+
+use libp2p::{identity::Keypair, Multiaddr, PeerId};
+
+/// A peer this node may talk to, and where to dial it.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// The peer's identity.
+    pub peer_id: PeerId,
+    /// Static addresses to dial the peer at; may be empty for a peer that only dials in.
+    pub addrs: Vec<Multiaddr>,
+}
+
+/// Everything [`start`](crate::start) needs.
+#[derive(Clone)]
+pub struct NetConfig {
+    /// This node's identity key; its public half is the node's [`PeerId`].
+    pub keypair: Keypair,
+    /// Carried in the Noise prologue (`permafrost/v1/<network_id>`): peers configured with
+    /// another network id cannot complete a handshake with this node.
+    pub network_id: String,
+    /// Addresses to listen on, e.g. `/ip4/127.0.0.1/tcp/0`. May be empty for a node that only
+    /// dials out.
+    pub listen: Vec<Multiaddr>,
+    /// The allowlist and the static addresses: any peer not listed here is refused at
+    /// connection time, and requests can only be sent to listed peers.
+    pub peers: Vec<PeerInfo>,
+    /// Cap for requests and responses in bytes, enforced by the codec before allocating.
+    pub max_message_bytes: usize,
+    /// How long a request may wait for its response once sent, including the remote's
+    /// processing time. Establishing a connection first adds at most
+    /// `min(request_timeout, 10 s)`.
+    pub request_timeout: Duration,
+    /// Capacity of the inbound request channel. When it is full, new inbound requests are
+    /// refused (the requester gets an error) rather than queued.
+    pub inbound_queue: usize,
+}
+
+impl NetConfig {
+    /// Default listen address: loopback, any free port.
+    pub const DEFAULT_LISTEN: &'static str = "/ip4/127.0.0.1/tcp/0";
+    /// Default message cap: 1 MiB + 64 KiB.
+    pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024 + 64 * 1024;
+    /// Default request timeout: 30 s.
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default inbound queue capacity: 1024 requests.
+    pub const DEFAULT_INBOUND_QUEUE: usize = 1024;
+
+    /// A configuration with the defaults: listen on `/ip4/127.0.0.1/tcp/0`, no peers,
+    /// a 1 MiB + 64 KiB message cap, a 30 s request timeout and an inbound queue of 1024.
+    pub fn new(keypair: Keypair, network_id: impl Into<String>) -> Self {
+        let listen = Self::DEFAULT_LISTEN
+            .parse::<Multiaddr>()
+            .map(|addr| vec![addr])
+            .unwrap_or_default();
+        Self {
+            keypair,
+            network_id: network_id.into(),
+            listen,
+            peers: Vec::new(),
+            max_message_bytes: Self::DEFAULT_MAX_MESSAGE_BYTES,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            inbound_queue: Self::DEFAULT_INBOUND_QUEUE,
+        }
+    }
+}
+
+impl fmt::Debug for NetConfig {
+    /// Prints the local peer id instead of the key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetConfig")
+            .field("local_peer_id", &self.keypair.public().to_peer_id())
+            .field("network_id", &self.network_id)
+            .field("listen", &self.listen)
+            .field("peers", &self.peers)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("request_timeout", &self.request_timeout)
+            .field("inbound_queue", &self.inbound_queue)
+            .finish()
+    }
+}

@@ -1,0 +1,56 @@
+//! # permafrost-net
+//!
+//! All libp2p code for Permafrost, and nothing about messages: it moves byte payloads between
+//! configured peers as requests and responses.
+//!
+//! - Transport: TCP, Noise XX (with the prologue `permafrost/v1/<network_id>`, so nodes of two
+//!   networks cannot complete a handshake), Yamux.
+//! - Allowlist: only [`NetConfig::peers`] may connect; any other peer is refused when its
+//!   connection is established, before a single request is read. Connection limits cap
+//!   connections per peer, pending handshakes and the total.
+//! - Request-response on `/permafrost/req/1`: one frame per request and per response, a
+//!   `u32` big-endian length and the bytes, refused if longer than
+//!   [`NetConfig::max_message_bytes`] before any buffer is reserved.
+//! - One tokio task owns the swarm. A cloneable [`Client`] sends it commands; inbound
+//!   requests arrive on a bounded channel as [`InboundRequest`]s, and when it is full new
+//!   requests are refused rather than queued.
+//!
+//! ```no_run
+//! use permafrost_net::{start, Keypair, NetConfig, PeerInfo};
+//!
+//! # async fn example(server: PeerInfo) -> Result<(), permafrost_net::NetError> {
+//! let mut config = NetConfig::new(Keypair::generate_ed25519(), "mainnet");
+//! config.peers.push(server.clone());
+//! let (client, mut inbound) = start(config).await?;
+//!
+//! tokio::spawn(async move {
+//!     while let Some(request) = inbound.recv().await {
+//!         let answer = request.payload.clone();
+//!         request.respond(answer);
+//!     }
+//! });
+//!
+//! let response = client.request(server.peer_id, b"hello".to_vec()).await?;
+//! # let _ = response;
+//! client.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod client;
+mod codec;
+mod config;
+mod error;
+mod event_loop;
+
+pub use client::{Client, InboundRequest};
+pub use config::{NetConfig, PeerInfo};
+pub use error::NetError;
+pub use event_loop::start;
+pub use libp2p::{
+    identity::{Keypair, PublicKey},
+    Multiaddr, PeerId,
+};

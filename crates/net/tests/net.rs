@@ -1,0 +1,554 @@
+//! permafrost-net over real loopback TCP: allowlist, network id, size caps, timeouts, restart.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use permafrost_net::{
+    start, Client, InboundRequest, Keypair, Multiaddr, NetConfig, NetError, PeerId, PeerInfo,
+};
+use tokio::sync::mpsc::{self, error::TryRecvError};
+use tokio::time::timeout;
+
+const NETWORK: &str = "permafrost-test";
+/// Every wait in this file is bounded by this.
+const WAIT: Duration = Duration::from_secs(8);
+
+async fn within<T>(future: impl Future<Output = T>) -> T {
+    timeout(WAIT, future).await.expect("operation timed out")
+}
+
+/// A free loopback port, for a node whose address others must know before it starts.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn loopback(port: u16) -> Multiaddr {
+    format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()
+}
+
+fn peer(keypair: &Keypair, addrs: Vec<Multiaddr>) -> PeerInfo {
+    PeerInfo {
+        peer_id: keypair.public().to_peer_id(),
+        addrs,
+    }
+}
+
+fn config(keypair: &Keypair, peers: Vec<PeerInfo>) -> NetConfig {
+    let mut config = NetConfig::new(keypair.clone(), NETWORK);
+    config.peers = peers;
+    config.request_timeout = Duration::from_secs(2);
+    config
+}
+
+async fn start_node(config: NetConfig) -> (Client, mpsc::Receiver<InboundRequest>, Multiaddr) {
+    let (client, inbound) = within(start(config)).await.unwrap();
+    let addrs = within(client.listen_addrs()).await.unwrap();
+    assert_eq!(addrs.len(), 1, "one listen address: {addrs:?}");
+    (client, inbound, addrs[0].clone())
+}
+
+/// Answers every request with `tag` followed by the request bytes.
+fn echo(mut inbound: mpsc::Receiver<InboundRequest>, tag: &'static [u8]) {
+    tokio::spawn(async move {
+        while let Some(request) = inbound.recv().await {
+            let mut answer = tag.to_vec();
+            answer.extend_from_slice(&request.payload);
+            request.respond(answer);
+        }
+    });
+}
+
+/// Asserts that nothing arrives on `inbound` for `window`.
+async fn assert_nothing_received(inbound: &mut mpsc::Receiver<InboundRequest>, window: Duration) {
+    if let Ok(received) = timeout(window, inbound.recv()).await {
+        panic!("nothing should have been received, got {received:?}");
+    }
+    assert!(matches!(inbound.try_recv(), Err(TryRecvError::Empty)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowlisted_peers_exchange_requests_both_ways() {
+    let started = Instant::now();
+    let (a_key, b_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (a_port, b_port) = (free_port(), free_port());
+    let (a_id, b_id) = (a_key.public().to_peer_id(), b_key.public().to_peer_id());
+
+    let mut a_config = config(&a_key, vec![peer(&b_key, vec![loopback(b_port)])]);
+    a_config.listen = vec![loopback(a_port)];
+    let mut b_config = config(&b_key, vec![peer(&a_key, vec![loopback(a_port)])]);
+    b_config.listen = vec![loopback(b_port)];
+
+    let (a, a_inbound, a_addr) = start_node(a_config).await;
+    let (b, b_inbound, b_addr) = start_node(b_config).await;
+    assert_eq!((a_addr, b_addr), (loopback(a_port), loopback(b_port)));
+    assert_eq!((a.local_peer_id(), b.local_peer_id()), (a_id, b_id));
+    echo(a_inbound, b"a:");
+    echo(b_inbound, b"b:");
+
+    // a dials b, then b answers over its own request the other way.
+    assert_eq!(
+        within(a.request(b_id, b"hello".to_vec())).await.unwrap(),
+        b"b:hello"
+    );
+    assert_eq!(
+        within(b.request(a_id, b"world".to_vec())).await.unwrap(),
+        b"a:world"
+    );
+    assert!(within(a.connected_peers()).await.unwrap().contains(&b_id));
+    assert!(within(b.connected_peers()).await.unwrap().contains(&a_id));
+
+    // Many concurrent requests each way, including an empty one and one at the cap.
+    let cap = NetConfig::DEFAULT_MAX_MESSAGE_BYTES - 2;
+    let mut tasks = Vec::new();
+    for i in 0..20u8 {
+        let (from, to) = if i % 2 == 0 {
+            (a.clone(), b_id)
+        } else {
+            (b.clone(), a_id)
+        };
+        tasks.push(tokio::spawn(async move {
+            let payload = match i {
+                0 => Vec::new(),
+                1 => vec![i; cap],
+                _ => vec![i; 100 * usize::from(i)],
+            };
+            let response = from.request(to, payload.clone()).await.unwrap();
+            assert_eq!(&response[2..], &payload[..]);
+        }));
+    }
+    for task in tasks {
+        within(task).await.unwrap();
+    }
+
+    // dial_all returns at once and is harmless when already connected.
+    within(a.dial_all()).await.unwrap();
+    a.shutdown().await;
+    b.shutdown().await;
+    eprintln!("both_ways: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dial_all_connects_configured_peers() {
+    let (a_key, b_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (_b, _b_inbound, b_addr) = start_node(config(&b_key, vec![peer(&a_key, vec![])])).await;
+    let (a, _a_inbound, _) = start_node(config(&a_key, vec![peer(&b_key, vec![b_addr])])).await;
+    let b_id = b_key.public().to_peer_id();
+
+    within(a.dial_all()).await.unwrap();
+    within(async {
+        while !a.connected_peers().await.unwrap().contains(&b_id) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_outside_the_allowlist_gets_nothing_processed() {
+    let started = Instant::now();
+    let (server_key, friend_key, intruder_key) = (
+        Keypair::generate_ed25519(),
+        Keypair::generate_ed25519(),
+        Keypair::generate_ed25519(),
+    );
+    let server_id = server_key.public().to_peer_id();
+    // The server knows `friend` only; the intruder knows the server's address.
+    let (server, mut server_inbound, server_addr) =
+        start_node(config(&server_key, vec![peer(&friend_key, vec![])])).await;
+    let (intruder, _intruder_inbound, _) = start_node(config(
+        &intruder_key,
+        vec![peer(&server_key, vec![server_addr])],
+    ))
+    .await;
+
+    let error = within(intruder.request(server_id, b"let me in".to_vec()))
+        .await
+        .unwrap_err();
+    eprintln!("intruder's request: {error}");
+    assert!(
+        matches!(
+            error,
+            NetError::Remote { peer, .. } | NetError::Unreachable { peer, .. } if peer == server_id
+        ),
+        "{error:?}"
+    );
+    // A second attempt fails the same way, and the server never sees either.
+    assert!(within(intruder.request(server_id, b"again".to_vec()))
+        .await
+        .is_err());
+    assert_nothing_received(&mut server_inbound, Duration::from_millis(1500)).await;
+    assert!(!within(server.connected_peers())
+        .await
+        .unwrap()
+        .contains(&intruder_key.public().to_peer_id()));
+    eprintln!("allowlist: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_with_another_network_id_cannot_connect() {
+    let started = Instant::now();
+    let (server_key, client_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let server_id = server_key.public().to_peer_id();
+    // Both allowlist each other; only the network id differs.
+    let (server, mut server_inbound, server_addr) =
+        start_node(config(&server_key, vec![peer(&client_key, vec![])])).await;
+    let mut client_config = config(&client_key, vec![peer(&server_key, vec![server_addr])]);
+    client_config.network_id = "another-network".into();
+    let (client, _client_inbound, _) = start_node(client_config).await;
+
+    let error = within(client.request(server_id, b"hello".to_vec()))
+        .await
+        .unwrap_err();
+    eprintln!("other network's request: {error}");
+    assert!(
+        matches!(error, NetError::Unreachable { peer, .. } if peer == server_id),
+        "{error:?}"
+    );
+    assert_nothing_received(&mut server_inbound, Duration::from_millis(1000)).await;
+    assert!(within(server.connected_peers()).await.unwrap().is_empty());
+    assert!(within(client.connected_peers()).await.unwrap().is_empty());
+    eprintln!("network_id: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_requests_and_responses_are_refused() {
+    let started = Instant::now();
+    let [capped_key, roomy_key, small_key, big_key] = [(); 4].map(|()| Keypair::generate_ed25519());
+    let (capped_id, roomy_id) = (
+        capped_key.public().to_peer_id(),
+        roomy_key.public().to_peer_id(),
+    );
+    let with_cap = |mut config: NetConfig, cap: usize| {
+        config.max_message_bytes = cap;
+        config
+    };
+    // `capped` accepts 1 KiB, `roomy` 1 MiB; `small` accepts 1 KiB, `big` 1 MiB.
+    let (_capped, mut capped_inbound, capped_addr) = start_node(with_cap(
+        config(
+            &capped_key,
+            vec![peer(&small_key, vec![]), peer(&big_key, vec![])],
+        ),
+        1024,
+    ))
+    .await;
+    let (_roomy, mut roomy_inbound, roomy_addr) = start_node(with_cap(
+        config(&roomy_key, vec![peer(&small_key, vec![])]),
+        1 << 20,
+    ))
+    .await;
+    let (small, _small_inbound, _) = start_node(with_cap(
+        config(
+            &small_key,
+            vec![
+                peer(&capped_key, vec![capped_addr.clone()]),
+                peer(&roomy_key, vec![roomy_addr]),
+            ],
+        ),
+        1024,
+    ))
+    .await;
+    let (big, _big_inbound, _) = start_node(with_cap(
+        config(&big_key, vec![peer(&capped_key, vec![capped_addr])]),
+        1 << 20,
+    ))
+    .await;
+
+    // Over the sender's own cap: refused before anything is sent.
+    assert_eq!(
+        within(small.request(capped_id, vec![0; 1025])).await,
+        Err(NetError::TooLarge {
+            len: 1025,
+            cap: 1024
+        })
+    );
+    // Under the sender's cap, over the receiver's: the receiving codec refuses the frame.
+    let error = within(big.request(capped_id, vec![0; 4096]))
+        .await
+        .unwrap_err();
+    eprintln!("request over the receiver's cap: {error}");
+    assert!(
+        matches!(error, NetError::Remote { peer, .. } if peer == capped_id),
+        "{error:?}"
+    );
+    assert_nothing_received(&mut capped_inbound, Duration::from_millis(200)).await;
+
+    // A response over the requester's cap: its codec refuses the frame.
+    let request = tokio::spawn({
+        let small = small.clone();
+        async move { small.request(roomy_id, b"big answer please".to_vec()).await }
+    });
+    let inbound = within(roomy_inbound.recv()).await.unwrap();
+    assert_eq!(inbound.payload, b"big answer please");
+    inbound.respond(vec![7; 2000]);
+    let error = within(request).await.unwrap().unwrap_err();
+    eprintln!("response over the requester's cap: {error}");
+    assert_eq!(
+        error,
+        NetError::TooLarge {
+            len: 2000,
+            cap: 1024
+        }
+    );
+
+    // A response over the responder's own cap: it is dropped and the requester errors.
+    let request = tokio::spawn({
+        let big = big.clone();
+        async move { big.request(capped_id, b"x".to_vec()).await }
+    });
+    within(capped_inbound.recv())
+        .await
+        .unwrap()
+        .respond(vec![7; 2000]);
+    let error = within(request).await.unwrap().unwrap_err();
+    eprintln!("response over the responder's cap: {error}");
+    assert!(
+        matches!(error, NetError::Remote { peer, .. } if peer == capped_id),
+        "{error:?}"
+    );
+
+    // Every connection still works for messages within the caps.
+    let request = tokio::spawn({
+        let big = big.clone();
+        async move { big.request(capped_id, vec![1; 1024]).await }
+    });
+    within(capped_inbound.recv())
+        .await
+        .unwrap()
+        .respond(vec![2; 1024]);
+    assert_eq!(within(request).await.unwrap().unwrap(), vec![2; 1024]);
+    eprintln!("size caps: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_requests_fail_within_the_timeout() {
+    let started = Instant::now();
+    let (server_key, client_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let server_id = server_key.public().to_peer_id();
+    let mut server_config = config(&server_key, vec![peer(&client_key, vec![])]);
+    server_config.request_timeout = Duration::from_secs(1);
+    let (_server, mut server_inbound, server_addr) = start_node(server_config).await;
+    let mut client_config = config(&client_key, vec![peer(&server_key, vec![server_addr])]);
+    client_config.request_timeout = Duration::from_secs(1);
+    let (client, _client_inbound, _) = start_node(client_config).await;
+
+    // Held, never answered: the requester times out after about request_timeout.
+    let sent = Instant::now();
+    let request = tokio::spawn({
+        let client = client.clone();
+        async move { client.request(server_id, b"hold me".to_vec()).await }
+    });
+    let held = within(server_inbound.recv()).await.unwrap();
+    let error = within(request).await.unwrap().unwrap_err();
+    let waited = sent.elapsed();
+    eprintln!("held request: {error} after {waited:?}");
+    // Both ends give up after request_timeout: the requester's timer (Timeout) or the
+    // server closing the stream (Remote), whichever fires first.
+    assert!(
+        matches!(
+            error,
+            NetError::Timeout(peer) | NetError::Remote { peer, .. } if peer == server_id
+        ),
+        "{error:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    // Answering after the deadline is harmless.
+    held.respond(b"too late".to_vec());
+
+    // Dropped after a delay: the requester hears at once, well before the timeout.
+    let sent = Instant::now();
+    let request = tokio::spawn({
+        let client = client.clone();
+        async move { client.request(server_id, b"drop me".to_vec()).await }
+    });
+    let dropped = within(server_inbound.recv()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(dropped);
+    let error = within(request).await.unwrap().unwrap_err();
+    let waited = sent.elapsed();
+    eprintln!("dropped request: {error} after {waited:?}");
+    assert!(
+        matches!(error, NetError::Remote { peer, .. } if peer == server_id),
+        "{error:?}"
+    );
+    assert!(waited < Duration::from_millis(900), "{waited:?}");
+
+    // The connection is still good afterwards.
+    let request = tokio::spawn({
+        let client = client.clone();
+        async move { client.request(server_id, b"answer me".to_vec()).await }
+    });
+    within(server_inbound.recv())
+        .await
+        .unwrap()
+        .respond(b"ok".to_vec());
+    let result = within(request).await.unwrap();
+    assert_eq!(result, Ok(b"ok".to_vec()));
+    eprintln!("timeouts: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_inbound_queue_refuses_new_requests() {
+    let (server_key, client_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let server_id = server_key.public().to_peer_id();
+    let mut server_config = config(&server_key, vec![peer(&client_key, vec![])]);
+    server_config.inbound_queue = 1;
+    let (_server, mut server_inbound, server_addr) = start_node(server_config).await;
+    let (client, _client_inbound, _) = start_node(config(
+        &client_key,
+        vec![peer(&server_key, vec![server_addr])],
+    ))
+    .await;
+
+    // The first request fills the queue (nobody reads it yet).
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { client.request(server_id, b"first".to_vec()).await }
+    });
+    within(async {
+        while server_inbound.len() < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // The second is refused at once instead of waiting.
+    let sent = Instant::now();
+    let error = within(client.request(server_id, b"second".to_vec()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, NetError::Remote { peer, .. } if peer == server_id),
+        "{error:?}"
+    );
+    assert!(sent.elapsed() < Duration::from_secs(1));
+    // The queued one is still served.
+    let queued = within(server_inbound.recv()).await.unwrap();
+    assert_eq!(queued.payload, b"first");
+    queued.respond(b"served".to_vec());
+    assert_eq!(within(first).await.unwrap().unwrap(), b"served");
+    assert_nothing_received(&mut server_inbound, Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfigured_peer_is_unknown() {
+    let key = Keypair::generate_ed25519();
+    // A node listing itself (as every node of a network file does).
+    let own = key.public().to_peer_id();
+    let (client, _inbound, addr) = start_node(config(&key, vec![])).await;
+    client.shutdown().await;
+    let (client, _inbound, _) = start_node(config(&key, vec![peer(&key, vec![addr])])).await;
+    let stranger = PeerId::random();
+    assert_eq!(
+        within(client.request(stranger, b"hi".to_vec())).await,
+        Err(NetError::UnknownPeer(stranger))
+    );
+    // Requests to oneself are refused without dialing.
+    assert!(matches!(
+        within(client.request(own, b"hi".to_vec())).await,
+        Err(NetError::Unreachable { peer, .. }) if peer == own
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_server_is_reached_at_its_static_address() {
+    let started = Instant::now();
+    let (server_key, client_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let server_id = server_key.public().to_peer_id();
+    let server_config = config(&server_key, vec![peer(&client_key, vec![])]);
+    let (server, server_inbound, server_addr) = start_node(server_config.clone()).await;
+    echo(server_inbound, b"v1:");
+    let (client, _client_inbound, _) = start_node(config(
+        &client_key,
+        vec![peer(&server_key, vec![server_addr.clone()])],
+    ))
+    .await;
+    assert_eq!(
+        within(client.request(server_id, b"x".to_vec()))
+            .await
+            .unwrap(),
+        b"v1:x"
+    );
+
+    // Shut down: every handle of the server reports Shutdown from now on.
+    let server_clone = server.clone();
+    within(server.shutdown()).await;
+    within(server.shutdown()).await;
+    assert_eq!(
+        within(server_clone.listen_addrs()).await,
+        Err(NetError::Shutdown)
+    );
+    assert_eq!(
+        within(server_clone.connected_peers()).await,
+        Err(NetError::Shutdown)
+    );
+    assert_eq!(
+        within(server_clone.dial_all()).await,
+        Err(NetError::Shutdown)
+    );
+    assert_eq!(
+        within(server_clone.request(client.local_peer_id(), b"x".to_vec())).await,
+        Err(NetError::Shutdown)
+    );
+
+    // The client sees the connection go, then fails to dial the stopped server.
+    within(async {
+        while client.connected_peers().await.unwrap().contains(&server_id) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let error = within(client.request(server_id, b"y".to_vec()))
+        .await
+        .unwrap_err();
+    eprintln!("server down: {error}");
+    assert!(
+        matches!(error, NetError::Unreachable { peer, .. } if peer == server_id),
+        "{error:?}"
+    );
+
+    // Same identity, same port: the client reaches it again with the same static address.
+    let mut restarted_config = server_config;
+    restarted_config.listen = vec![server_addr.clone()];
+    let (restarted, restarted_inbound, restarted_addr) = start_node(restarted_config).await;
+    assert_eq!(restarted_addr, server_addr);
+    echo(restarted_inbound, b"v2:");
+    assert_eq!(
+        within(client.request(server_id, b"z".to_vec()))
+            .await
+            .unwrap(),
+        b"v2:z"
+    );
+    restarted.shutdown().await;
+    client.shutdown().await;
+    eprintln!("restart: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_configurations_are_refused() {
+    let key = Keypair::generate_ed25519();
+    let mut zero_queue = config(&key, vec![]);
+    zero_queue.inbound_queue = 0;
+    assert!(matches!(
+        within(start(zero_queue)).await,
+        Err(NetError::Transport(_))
+    ));
+    let mut bad_listen = config(&key, vec![]);
+    bad_listen.listen = vec!["/ip4/127.0.0.1/udp/0".parse().unwrap()];
+    assert!(matches!(
+        within(start(bad_listen)).await,
+        Err(NetError::Transport(_))
+    ));
+    // A port already taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut in_use = config(&key, vec![]);
+    in_use.listen = vec![loopback(taken.local_addr().unwrap().port())];
+    let result = within(start(in_use)).await;
+    assert!(matches!(result, Err(NetError::Transport(_))), "{result:?}");
+}

@@ -1,0 +1,388 @@
+//! Curve dispatch: protocol sessions of any ciphersuite behind one object-safe trait, with
+//! shares, keys and signatures as curve-neutral bytes.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use frost_core::keys::{KeyPackage, PublicKeyPackage};
+use permafrost_protocol::dkg::{DkgCoordinator, DkgParticipant, DEFAULT_DKG_TIMEOUT};
+use permafrost_protocol::sign::{Signer, SignerLimits, SigningCoordinator, DEFAULT_SIGN_TIMEOUT};
+use permafrost_protocol::{
+    Event, IdentityVerifier, KeyShare, NodeIdentity, Output, ProtocolError, Session, Suite,
+    Timestamp,
+};
+use permafrost_wire::{Curve, DkgOpen, Epoch, KeyId, Message, NodeId, SessionId};
+use rand_core::CryptoRngCore;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// FROST(Ed25519, SHA-512).
+pub type Ed25519 = frost_ed25519::Ed25519Sha512;
+/// FROST(secp256k1, SHA-256).
+pub type Secp256k1 = frost_secp256k1::Secp256K1Sha256;
+/// FROST(secp256k1, SHA-256) with BIP-340/341 taproot.
+pub type Secp256k1Tr = frost_secp256k1_tr::Secp256K1Sha256TR;
+
+/// Runs `$body` with `S` bound to the suite of `$curve`.
+macro_rules! with_suite {
+    ($curve:expr, $s:ident => $body:expr) => {
+        match $curve {
+            Curve::Ed25519 => {
+                type $s = Ed25519;
+                $body
+            }
+            Curve::Secp256k1 => {
+                type $s = Secp256k1;
+                $body
+            }
+            Curve::Secp256k1Tr => {
+                type $s = Secp256k1Tr;
+                $body
+            }
+        }
+    };
+}
+
+fn frost_err(e: impl std::fmt::Display) -> ProtocolError {
+    ProtocolError::Frost(e.to_string())
+}
+
+/// The public half of a stored share: what a node may show anyone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicShareInfo {
+    /// The curve.
+    pub curve: Curve,
+    /// The committee holding this epoch (PeerId bytes, hex).
+    pub committee: Vec<String>,
+    /// `PublicKeyPackage::serialize()`, hex.
+    pub public_key_package: String,
+}
+
+/// A share in curve-neutral bytes, as the keystore holds it.
+#[derive(Clone)]
+pub struct StoredShare {
+    /// The key.
+    pub key_id: KeyId,
+    /// The epoch.
+    pub epoch: Epoch,
+    /// The curve.
+    pub curve: Curve,
+    /// The committee, sorted.
+    pub committee: Vec<NodeId>,
+    /// This node's FROST identifier, serialized.
+    pub identifier: Vec<u8>,
+    /// `KeyPackage::serialize()`: the secret share.
+    pub key_package: Zeroizing<Vec<u8>>,
+    /// `PublicKeyPackage::serialize()`.
+    pub public_key_package: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoredShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredShare")
+            .field("key_id", &self.key_id)
+            .field("epoch", &self.epoch)
+            .field("curve", &self.curve)
+            .field("key_package", &"<redacted>")
+            .finish()
+    }
+}
+
+impl StoredShare {
+    fn from_share<S: Suite>(share: &KeyShare<S>) -> Result<Self, ProtocolError> {
+        Ok(StoredShare {
+            key_id: share.key_id.clone(),
+            epoch: share.epoch,
+            curve: S::CURVE,
+            committee: share.committee.clone(),
+            identifier: share.key_package.identifier().serialize(),
+            key_package: Zeroizing::new(share.key_package.serialize().map_err(frost_err)?),
+            public_key_package: share.public_key_package.serialize().map_err(frost_err)?,
+        })
+    }
+
+    fn to_share<S: Suite>(&self) -> Result<KeyShare<S>, ProtocolError> {
+        Ok(KeyShare {
+            key_id: self.key_id.clone(),
+            epoch: self.epoch,
+            committee: self.committee.clone(),
+            key_package: KeyPackage::deserialize(&self.key_package).map_err(frost_err)?,
+            public_key_package: PublicKeyPackage::deserialize(&self.public_key_package)
+                .map_err(frost_err)?,
+        })
+    }
+
+    /// The public half, for the keystore's `public` column.
+    pub fn public_info(&self) -> PublicShareInfo {
+        PublicShareInfo {
+            curve: self.curve,
+            committee: self
+                .committee
+                .iter()
+                .map(|n| hex::encode(n.as_bytes()))
+                .collect(),
+            public_key_package: hex::encode(&self.public_key_package),
+        }
+    }
+
+    /// Rebuilds a share from the keystore's columns.
+    pub fn from_parts(
+        key_id: KeyId,
+        epoch: Epoch,
+        identifier: Vec<u8>,
+        public: &PublicShareInfo,
+        key_package: Zeroizing<Vec<u8>>,
+    ) -> Result<Self, String> {
+        let committee = public
+            .committee
+            .iter()
+            .map(|h| {
+                hex::decode(h)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| NodeId::new(b).map_err(|e| e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(StoredShare {
+            key_id,
+            epoch,
+            curve: public.curve,
+            committee,
+            identifier,
+            key_package,
+            public_key_package: hex::decode(&public.public_key_package)
+                .map_err(|e| e.to_string())?,
+        })
+    }
+}
+
+/// What a session produced, in curve-neutral form.
+#[derive(Debug)]
+pub enum AnyEvent {
+    /// Store this share as PENDING before anything after it is carried out.
+    KeyPending(StoredShare),
+    /// Promote the PENDING share of this key to ACTIVE.
+    KeyActivated {
+        /// The key.
+        key_id: KeyId,
+        /// Its epoch.
+        epoch: Epoch,
+    },
+    /// Coordinator: the key exists.
+    KeyCreated {
+        /// The key.
+        key_id: KeyId,
+        /// Its committee, sorted.
+        committee: Vec<NodeId>,
+        /// `PublicKeyPackage::serialize()`.
+        public_key_package: Vec<u8>,
+        /// `VerifyingKey::serialize()`.
+        public_key: Vec<u8>,
+    },
+    /// Coordinator: a verified signature.
+    SignatureReady {
+        /// `Signature::serialize()`.
+        signature: Vec<u8>,
+        /// The signers, sorted.
+        signers: Vec<NodeId>,
+    },
+    /// Signer: a share was produced (audit).
+    ShareProduced {
+        /// The key.
+        key_id: KeyId,
+        /// Its epoch.
+        epoch: Epoch,
+        /// SHA-256 of the message.
+        message_digest: [u8; 32],
+        /// Who asked.
+        requester: NodeId,
+    },
+    /// The session failed.
+    Failed(ProtocolError),
+}
+
+/// An output in curve-neutral form.
+#[derive(Debug)]
+pub enum AnyOutput {
+    /// Send a message.
+    Send {
+        /// Recipient.
+        to: NodeId,
+        /// Message.
+        message: Message,
+    },
+    /// Act on an event, in order.
+    Event(AnyEvent),
+}
+
+/// A protocol session of any curve.
+pub trait AnySession: Send {
+    /// See [`Session::handle_message`].
+    fn handle_message(
+        &mut self,
+        from: &NodeId,
+        message: Message,
+        now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<(), ProtocolError>;
+    /// See [`Session::handle_timeout`].
+    fn handle_timeout(&mut self, now: Timestamp);
+    /// See [`Session::poll_output`].
+    fn poll_output(&mut self) -> Option<AnyOutput>;
+    /// See [`Session::poll_timeout`].
+    fn poll_timeout(&self) -> Option<Timestamp>;
+    /// See [`Session::is_finished`].
+    fn is_finished(&self) -> bool;
+}
+
+struct Erased<S: Suite, T: Session<S>> {
+    inner: T,
+    _suite: PhantomData<fn() -> S>,
+}
+
+fn erase<S: Suite, T: Session<S> + Send + 'static>(inner: T) -> Box<dyn AnySession> {
+    Box::new(Erased {
+        inner,
+        _suite: PhantomData,
+    })
+}
+
+impl<S: Suite, T: Session<S> + Send> AnySession for Erased<S, T> {
+    fn handle_message(
+        &mut self,
+        from: &NodeId,
+        message: Message,
+        now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<(), ProtocolError> {
+        self.inner.handle_message(from, message, now, rng)
+    }
+
+    fn handle_timeout(&mut self, now: Timestamp) {
+        self.inner.handle_timeout(now)
+    }
+
+    fn poll_output(&mut self) -> Option<AnyOutput> {
+        let output = self.inner.poll_output()?;
+        Some(match output {
+            Output::Send { to, message } => AnyOutput::Send { to, message },
+            Output::Event(event) => AnyOutput::Event(convert_event(event)),
+        })
+    }
+
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        self.inner.poll_timeout()
+    }
+
+    fn is_finished(&self) -> bool {
+        self.inner.is_finished()
+    }
+}
+
+fn convert_event<S: Suite>(event: Event<S>) -> AnyEvent {
+    let converted = match event {
+        Event::KeyPending(share) => StoredShare::from_share(&share).map(AnyEvent::KeyPending),
+        Event::KeyActivated { key_id, epoch } => Ok(AnyEvent::KeyActivated { key_id, epoch }),
+        Event::KeyCreated {
+            key_id,
+            committee,
+            public_key_package,
+        } => public_key_package
+            .serialize()
+            .and_then(|pkp| {
+                Ok(AnyEvent::KeyCreated {
+                    key_id,
+                    committee,
+                    public_key: public_key_package.verifying_key().serialize()?,
+                    public_key_package: pkp,
+                })
+            })
+            .map_err(frost_err),
+        Event::SignatureReady { signature, signers } => signature
+            .serialize()
+            .map(|signature| AnyEvent::SignatureReady { signature, signers })
+            .map_err(frost_err),
+        Event::ShareProduced {
+            key_id,
+            epoch,
+            message_digest,
+            requester,
+        } => Ok(AnyEvent::ShareProduced {
+            key_id,
+            epoch,
+            message_digest,
+            requester,
+        }),
+        Event::Failed(e) => Ok(AnyEvent::Failed(e)),
+        // A new protocol event this build does not know is a failure, not a silent drop.
+        #[allow(unreachable_patterns)]
+        _ => Err(ProtocolError::Frost("unknown protocol event".into())),
+    };
+    converted.unwrap_or_else(AnyEvent::Failed)
+}
+
+/// A DKG member session for `open`, of `open`'s curve.
+pub fn dkg_participant(
+    open: DkgOpen,
+    coordinator: NodeId,
+    identity: Arc<dyn NodeIdentity>,
+    verifier: Arc<dyn IdentityVerifier>,
+    now: Timestamp,
+    rng: &mut dyn CryptoRngCore,
+) -> Result<Box<dyn AnySession>, ProtocolError> {
+    with_suite!(open.curve, S => {
+        let p = DkgParticipant::<S>::new(open, coordinator, identity, verifier, now, DEFAULT_DKG_TIMEOUT, rng)?;
+        Ok(erase::<S, _>(p))
+    })
+}
+
+/// A DKG coordinator session; returns it with its session id.
+#[allow(clippy::too_many_arguments)]
+pub fn dkg_coordinator(
+    curve: Curve,
+    key_id: KeyId,
+    threshold: u16,
+    committee: Vec<NodeId>,
+    nonce: [u8; 32],
+    verifier: Arc<dyn IdentityVerifier>,
+    now: Timestamp,
+) -> Result<(SessionId, Box<dyn AnySession>), ProtocolError> {
+    with_suite!(curve, S => {
+        let c = DkgCoordinator::<S>::new(key_id, threshold, committee, nonce, verifier, now, DEFAULT_DKG_TIMEOUT)?;
+        Ok((c.session(), erase::<S, _>(c)))
+    })
+}
+
+/// A signing coordinator session for a key whose public key package is `public_key_package`.
+#[allow(clippy::too_many_arguments)]
+pub fn signing_coordinator(
+    curve: Curve,
+    session: SessionId,
+    key_id: KeyId,
+    epoch: Epoch,
+    message: Vec<u8>,
+    public_key_package: &[u8],
+    committee: Vec<NodeId>,
+    now: Timestamp,
+) -> Result<Box<dyn AnySession>, ProtocolError> {
+    with_suite!(curve, S => {
+        let pkp = PublicKeyPackage::<S>::deserialize(public_key_package).map_err(frost_err)?;
+        let c = SigningCoordinator::<S>::new(session, key_id, epoch, message, pkp, committee, now, DEFAULT_SIGN_TIMEOUT)?;
+        Ok(erase::<S, _>(c))
+    })
+}
+
+/// The signer service for a stored share.
+pub fn signer(share: &StoredShare) -> Result<Box<dyn AnySession>, ProtocolError> {
+    with_suite!(share.curve, S => {
+        let signer = Signer::<S>::new(share.to_share::<S>()?, SignerLimits::default())?;
+        Ok(erase::<S, _>(signer))
+    })
+}
+
+/// The threshold recorded in a public key package.
+pub fn threshold_of(curve: Curve, public_key_package: &[u8]) -> Result<u16, ProtocolError> {
+    with_suite!(curve, S => {
+        let pkp = PublicKeyPackage::<S>::deserialize(public_key_package).map_err(frost_err)?;
+        pkp.min_signers().ok_or_else(|| frost_err("public key package without threshold"))
+    })
+}

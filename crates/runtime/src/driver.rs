@@ -1,0 +1,163 @@
+//! The glue between protocol sessions and the network: feed a session, carry out its outputs
+//! in order (events through the owner's handler, messages over `permafrost-net`).
+
+use std::collections::BTreeMap;
+
+use permafrost_net::Client;
+use permafrost_protocol::{ProtocolError, Timestamp};
+use permafrost_wire::{encode, KeyId, Message, NodeId, SessionId};
+use rand_core::OsRng;
+
+use crate::any::{AnyEvent, AnyOutput, AnySession};
+use crate::identity::peer_id;
+
+/// Where a message is routed: a session by its id, or a node's signer by key id.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Route {
+    /// A DKG or signing-coordinator session.
+    Session(SessionId),
+    /// A node's signer service for a key.
+    Signer(KeyId),
+}
+
+/// What the owner did with an event.
+pub enum Handled {
+    /// Carry on with the session's next output.
+    Continue,
+    /// Stop: the event could not be carried out (e.g. a share could not be persisted). The
+    /// session is dropped with its remaining outputs, so nothing that depended on the event
+    /// is sent.
+    Abort,
+}
+
+/// Sessions and the network client they send through.
+pub struct Driver {
+    client: Client,
+    sessions: BTreeMap<Route, Box<dyn AnySession>>,
+}
+
+impl Driver {
+    /// A driver sending through `client`.
+    pub fn new(client: Client) -> Self {
+        Driver {
+            client,
+            sessions: BTreeMap::new(),
+        }
+    }
+
+    /// The network client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Whether a route is taken.
+    pub fn contains(&self, route: &Route) -> bool {
+        self.sessions.contains_key(route)
+    }
+
+    /// Adds a session (replacing any at the same route) and carries out its first outputs.
+    pub fn insert(
+        &mut self,
+        route: Route,
+        session: Box<dyn AnySession>,
+        handler: &mut dyn FnMut(&Route, AnyEvent) -> Handled,
+    ) {
+        self.sessions.insert(route.clone(), session);
+        self.drain(&route, handler);
+    }
+
+    /// Removes a session.
+    pub fn remove(&mut self, route: &Route) {
+        self.sessions.remove(route);
+    }
+
+    /// Delivers `message` from `from` to the session at `route`.
+    pub fn deliver(
+        &mut self,
+        route: &Route,
+        from: &NodeId,
+        message: Message,
+        now: Timestamp,
+        handler: &mut dyn FnMut(&Route, AnyEvent) -> Handled,
+    ) -> Result<(), ProtocolError> {
+        let Some(session) = self.sessions.get_mut(route) else {
+            return Err(permafrost_protocol::Refusal::WrongSession.into());
+        };
+        let result = session.handle_message(from, message, now, &mut OsRng);
+        self.drain(route, handler);
+        result
+    }
+
+    /// Lets time pass for every session.
+    pub fn tick(&mut self, now: Timestamp, handler: &mut dyn FnMut(&Route, AnyEvent) -> Handled) {
+        let due: Vec<Route> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(r, _)| r.clone())
+            .collect();
+        for route in due {
+            if let Some(session) = self.sessions.get_mut(&route) {
+                session.handle_timeout(now);
+            }
+            self.drain(&route, handler);
+        }
+    }
+
+    fn drain(&mut self, route: &Route, handler: &mut dyn FnMut(&Route, AnyEvent) -> Handled) {
+        loop {
+            let Some(session) = self.sessions.get_mut(route) else {
+                return;
+            };
+            let Some(output) = session.poll_output() else {
+                break;
+            };
+            match output {
+                AnyOutput::Send { to, message } => self.send(to, message),
+                AnyOutput::Event(event) => {
+                    if let Handled::Abort = handler(route, event) {
+                        self.sessions.remove(route);
+                        return;
+                    }
+                }
+            }
+        }
+        if self.sessions.get(route).is_some_and(|s| s.is_finished()) {
+            self.sessions.remove(route);
+        }
+    }
+
+    /// Sends one message in the background; failures are logged with the peer's name.
+    pub fn send(&self, to: NodeId, message: Message) {
+        let kind = message.kind().name();
+        let Some(peer) = peer_id(&to) else {
+            tracing::warn!(%to, kind, "cannot send: node id is not a PeerId");
+            return;
+        };
+        let frame = match encode(&message) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(%peer, kind, error = %e, "cannot encode message");
+                return;
+            }
+        };
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            match client.request(peer, frame).await {
+                Ok(answer) if answer.is_empty() => {}
+                Ok(answer) => {
+                    tracing::info!(%peer, kind, refusal = %String::from_utf8_lossy(&answer), "message refused by peer");
+                }
+                Err(e) => tracing::warn!(%peer, kind, error = %e, "message not delivered"),
+            }
+        });
+    }
+
+    /// The earliest deadline of any session.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.sessions
+            .values()
+            .filter_map(|s| s.poll_timeout())
+            .min()
+    }
+}

@@ -1,0 +1,35 @@
+//! # permafrost-runtime
+//!
+//! The pieces the signer node and the coordinator both need, kept in one place:
+//!
+//! - [`network`]: the network file (every node's name, PeerId and address; the coordinators).
+//! - [`identity`]: libp2p ed25519 identities as the protocol's [`NodeIdentity`] and
+//!   [`IdentityVerifier`]; the identity key file.
+//! - [`any`]: curve dispatch — protocol sessions of any ciphersuite behind one object-safe
+//!   trait, with their outputs in curve-neutral bytes.
+//! - [`driver`]: the loop glue that feeds sessions, sends their messages over `permafrost-net`
+//!   and hands their events to the owner.
+//!
+//! [`NodeIdentity`]: permafrost_protocol::NodeIdentity
+//! [`IdentityVerifier`]: permafrost_protocol::IdentityVerifier
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod any;
+pub mod driver;
+pub mod identity;
+pub mod network;
+pub mod process;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use permafrost_protocol::Timestamp;
+
+/// Wall-clock time as a protocol [`Timestamp`] (milliseconds since the Unix epoch).
+pub fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    Timestamp(u64::try_from(ms).unwrap_or(u64::MAX))
+}

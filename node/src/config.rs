@@ -1,0 +1,87 @@
+//! The node's configuration file.
+//!
+//! ```toml
+//! data_dir = "/var/lib/permafrost"        # identity.key and the keystore live here
+//! listen = "/ip4/0.0.0.0/tcp/7000"
+//! network_file = "network.toml"           # relative paths are relative to this file
+//! passphrase_file = "/etc/permafrost/passphrase"   # optional; else $PERMAFROST_PASSPHRASE
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::NodeError;
+
+/// The environment variable holding the keystore passphrase when no file is configured.
+pub const PASSPHRASE_ENV: &str = "PERMAFROST_PASSPHRASE";
+
+/// A node's configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Directory holding `identity.key` and `keystore/`.
+    pub data_dir: PathBuf,
+    /// The multiaddr to listen on.
+    pub listen: String,
+    /// The network file.
+    pub network_file: PathBuf,
+    /// A file holding the keystore passphrase; without it, `$PERMAFROST_PASSPHRASE`.
+    #[serde(default)]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl NodeConfig {
+    /// Reads a config file; relative paths in it are taken relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Self, NodeError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| NodeError::Config(format!("cannot read {}: {e}", path.display())))?;
+        let mut config: NodeConfig = toml::from_str(&text)
+            .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let absolute = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        absolute(&mut config.data_dir);
+        absolute(&mut config.network_file);
+        if let Some(p) = config.passphrase_file.as_mut() {
+            absolute(p);
+        }
+        Ok(config)
+    }
+
+    /// The identity key file.
+    pub fn identity_path(&self) -> PathBuf {
+        self.data_dir.join("identity.key")
+    }
+
+    /// The keystore directory.
+    pub fn keystore_path(&self) -> PathBuf {
+        self.data_dir.join("keystore")
+    }
+
+    /// The passphrase, from the file or the environment. Refuses to go on without one.
+    pub fn passphrase(&self) -> Result<Zeroizing<String>, NodeError> {
+        let raw = match &self.passphrase_file {
+            Some(path) => Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                NodeError::Passphrase(format!(
+                    "cannot read passphrase file {}: {e}",
+                    path.display()
+                ))
+            })?),
+            None => Zeroizing::new(std::env::var(PASSPHRASE_ENV).map_err(|_| {
+                NodeError::Passphrase(format!(
+                    "no passphrase: set {PASSPHRASE_ENV} or passphrase_file in the node config"
+                ))
+            })?),
+        };
+        let trimmed = Zeroizing::new(raw.trim_end_matches(['\n', '\r']).to_owned());
+        if trimmed.is_empty() {
+            return Err(NodeError::Passphrase("the passphrase is empty".into()));
+        }
+        Ok(trimmed)
+    }
+}

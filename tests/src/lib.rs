@@ -1,0 +1,246 @@
+//! A Permafrost cluster in one process, over real loopback sockets: N nodes and a coordinator
+//! started through their `run` functions on free ports in a temporary directory.
+#![forbid(unsafe_code)]
+#![allow(missing_docs, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use permafrost_api::Client;
+use permafrost_coordinator::{Coordinator, CoordinatorConfig};
+use permafrost_node::NodeConfig;
+use permafrost_runtime::network::{CoordinatorEntry, NetworkFile, NodeEntry};
+use rand_core::{OsRng, RngCore};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use permafrost_api::{CreateKeyRequest, KeyRecord};
+pub use permafrost_wire::Curve;
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    OsRng.fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+/// One node of the cluster: its files and, while running, its task.
+pub struct TestNode {
+    pub name: String,
+    pub dir: PathBuf,
+    pub peer_id: String,
+    pub config_path: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), permafrost_node::NodeError>>>,
+}
+
+impl TestNode {
+    pub fn is_running(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Starts the node through `permafrost_node::run`.
+    pub fn start(&mut self) {
+        let config = NodeConfig::load(&self.config_path).expect("node config");
+        let (stop, stopped) = oneshot::channel::<()>();
+        self.stop = Some(stop);
+        self.task = Some(tokio::spawn(permafrost_node::run(config, async move {
+            let _ = stopped.await;
+        })));
+    }
+
+    /// Stops the node and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<TestNode>,
+    pub coordinator: Option<Coordinator>,
+    pub coordinator_config: CoordinatorConfig,
+    pub token: String,
+    pub network_id: String,
+}
+
+impl Cluster {
+    /// Writes identities, passphrases, configs and the network file for `n` nodes and a
+    /// coordinator; starts nothing.
+    pub fn prepare(n: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let network_id = format!("test-{}", random_hex(4));
+        let mut nodes = Vec::new();
+        let mut entries = Vec::new();
+        for i in 1..=n {
+            let name = format!("node{i}");
+            let node_dir = dir.path().join(&name);
+            let peer_id = permafrost_node::init(&node_dir)
+                .expect("node init")
+                .to_string();
+            let port = free_port();
+            std::fs::write(node_dir.join("passphrase"), random_hex(16)).expect("passphrase");
+            let config_path = node_dir.join("node.toml");
+            std::fs::write(
+                &config_path,
+                format!(
+                    "data_dir = \".\"\nlisten = \"/ip4/127.0.0.1/tcp/{port}\"\nnetwork_file = \"../network.toml\"\npassphrase_file = \"passphrase\"\n"
+                ),
+            )
+            .expect("node config");
+            entries.push(NodeEntry {
+                name: name.clone(),
+                peer_id: peer_id.clone(),
+                addr: format!("/ip4/127.0.0.1/tcp/{port}"),
+            });
+            nodes.push(TestNode {
+                name,
+                dir: node_dir,
+                peer_id,
+                config_path,
+                stop: None,
+                task: None,
+            });
+        }
+        let coordinator_dir = dir.path().join("coordinator");
+        let coordinator_peer = permafrost_coordinator::init(&coordinator_dir)
+            .expect("coordinator init")
+            .to_string();
+        let coordinator_port = free_port();
+        let network = NetworkFile {
+            network_id: network_id.clone(),
+            nodes: entries,
+            coordinators: vec![CoordinatorEntry {
+                peer_id: coordinator_peer,
+                addr: format!("/ip4/127.0.0.1/tcp/{coordinator_port}"),
+            }],
+        };
+        std::fs::write(
+            dir.path().join("network.toml"),
+            toml::to_string(&network).expect("network toml"),
+        )
+        .expect("network file");
+        let token = random_hex(16);
+        let coordinator_config = CoordinatorConfig {
+            data_dir: coordinator_dir,
+            listen: format!("/ip4/127.0.0.1/tcp/{coordinator_port}"),
+            api_listen: "127.0.0.1:0".parse().expect("addr"),
+            network_file: dir.path().join("network.toml"),
+            tokens: vec![token.clone()],
+            body_limit_bytes: 1 << 20,
+        };
+        Cluster {
+            dir,
+            nodes,
+            coordinator: None,
+            coordinator_config,
+            token,
+            network_id,
+        }
+    }
+
+    /// Prepares and starts everything, and waits until the coordinator sees every node.
+    pub async fn start(n: usize) -> Cluster {
+        let mut cluster = Cluster::prepare(n);
+        for node in &mut cluster.nodes {
+            node.start();
+        }
+        cluster.start_coordinator().await;
+        cluster.wait_connected(Duration::from_secs(30)).await;
+        cluster
+    }
+
+    pub async fn start_coordinator(&mut self) {
+        let coordinator = Coordinator::start(self.coordinator_config.clone())
+            .await
+            .expect("coordinator start");
+        self.coordinator = Some(coordinator);
+    }
+
+    pub fn api_url(&self) -> String {
+        let addr = self
+            .coordinator
+            .as_ref()
+            .expect("coordinator running")
+            .api_addr;
+        format!("http://{addr}")
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.api_url(), self.token.clone()).expect("api client")
+    }
+
+    pub fn network_file(&self) -> PathBuf {
+        self.dir.path().join("network.toml")
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Waits until the coordinator reports every running node connected.
+    pub async fn wait_connected(&self, limit: Duration) {
+        let client = self.client();
+        let deadline = Instant::now() + limit;
+        loop {
+            let running: Vec<&str> = self
+                .nodes
+                .iter()
+                .filter(|n| n.is_running())
+                .map(|n| n.name.as_str())
+                .collect();
+            if let Ok(health) = client.health().await {
+                let connected = health
+                    .nodes
+                    .iter()
+                    .filter(|n| n.connected && running.contains(&n.name.as_str()))
+                    .count();
+                if connected == running.len() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nodes did not connect within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops every node, leaving the coordinator up.
+    pub async fn stop_nodes(&mut self) {
+        for node in &mut self.nodes {
+            node.stop().await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(c) = self.coordinator.take() {
+            c.stop().await;
+        }
+        for node in &mut self.nodes {
+            node.stop().await;
+        }
+    }
+}
+
+/// Checks a signature from the API with the independent verifier of its curve.
+pub fn verify(curve: Curve, public_key_hex: &str, message: &[u8], signature_hex: &str) {
+    let public_key = hex::decode(public_key_hex).expect("public key hex");
+    let signature = hex::decode(signature_hex).expect("signature hex");
+    permafrost_verifiers::verify(curve, &public_key, message, &signature)
+        .unwrap_or_else(|e| panic!("{curve} signature rejected by the independent verifier: {e}"));
+}
