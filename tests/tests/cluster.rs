@@ -338,3 +338,20 @@ async fn strangers_and_other_networks_are_refused() {
     drop(store);
     cluster.stop().await;
 }
+
+/// The example configs in configs/ parse and validate, so they cannot drift from the code.
+#[test]
+fn example_configs_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let network = permafrost_runtime::network::NetworkFile::load(&dir.join("network.toml"))
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(network.nodes.len(), 3);
+    assert_eq!(network.coordinators.len(), 1);
+    let node = permafrost_node::NodeConfig::load(&dir.join("node.toml")).unwrap();
+    assert!(node.passphrase_file.is_some());
+    let coordinator =
+        permafrost_coordinator::CoordinatorConfig::load(&dir.join("coordinator.toml")).unwrap();
+    assert_eq!(coordinator.api_listen.port(), 8700);
+}
