@@ -1,10 +1,13 @@
 //! The swarm task: builds the swarm, then owns it and serves commands and events.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
+use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -99,6 +102,7 @@ pub async fn start(
 
     let mut listeners = HashSet::new();
     for addr in &config.listen {
+        ensure_port_free(addr)?;
         let id = swarm
             .listen_on(addr.clone())
             .map_err(|e| NetError::Transport(format!("cannot listen on {addr}: {e}")))?;
@@ -137,6 +141,30 @@ pub async fn start(
         request_deadline: connection_timeout + config.request_timeout + DEADLINE_MARGIN,
     };
     Ok((client, inbound_rx))
+}
+
+/// Refuses a fixed TCP port that another socket already listens on.
+///
+/// libp2p-tcp sets `SO_REUSEPORT` on its listeners, so on Linux a second node of the same
+/// user could bind the same port without error and the kernel would split incoming
+/// connections between the two. A plain bind (which has no `SO_REUSEPORT`) detects that.
+fn ensure_port_free(addr: &Multiaddr) -> Result<(), NetError> {
+    let mut ip = None;
+    let mut port = None;
+    for protocol in addr {
+        match protocol {
+            Protocol::Ip4(v4) => ip = Some(IpAddr::V4(v4)),
+            Protocol::Ip6(v6) => ip = Some(IpAddr::V6(v6)),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    match (ip, port) {
+        (Some(ip), Some(port)) if port != 0 => std::net::TcpListener::bind((ip, port))
+            .map(drop)
+            .map_err(|e| NetError::Transport(format!("cannot listen on {addr}: {e}"))),
+        _ => Ok(()),
+    }
 }
 
 fn build_swarm(
@@ -264,8 +292,11 @@ impl EventLoop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 command = self.commands.recv(), if self.commands_open => match command {
-                    Some(Command::Shutdown { reply }) => break Some(reply),
-                    Some(command) => self.handle_command(command),
+                    Some(command) => {
+                        if let ControlFlow::Break(reply) = self.handle_command(command) {
+                            break Some(reply);
+                        }
+                    }
                     None => self.commands_open = false,
                 },
                 Some(done) = self.pending_responses.next() => self.finish_response(done),
@@ -285,7 +316,8 @@ impl EventLoop {
         }
     }
 
-    fn handle_command(&mut self, command: Command) {
+    /// Serves one command; `Break` carries the reply of a shutdown request.
+    fn handle_command(&mut self, command: Command) -> ControlFlow<oneshot::Sender<()>> {
         match command {
             Command::Request {
                 peer,
@@ -302,11 +334,9 @@ impl EventLoop {
                 self.dial_all();
                 let _ = reply.send(());
             }
-            Command::Shutdown { reply } => {
-                // Handled in `run`; kept for exhaustiveness.
-                let _ = reply.send(());
-            }
+            Command::Shutdown { reply } => return ControlFlow::Break(reply),
         }
+        ControlFlow::Continue(())
     }
 
     fn send_request(
@@ -323,13 +353,6 @@ impl EventLoop {
             let _ = reply.send(Err(NetError::Unreachable {
                 peer,
                 reason: "cannot send a request to the local peer".into(),
-            }));
-            return;
-        }
-        if payload.len() > self.max_message_bytes {
-            let _ = reply.send(Err(NetError::TooLarge {
-                len: payload.len(),
-                cap: self.max_message_bytes,
             }));
             return;
         }
@@ -453,19 +476,10 @@ impl EventLoop {
                     request_id,
                     response,
                 } => {
-                    let Some(reply) = self.pending_requests.remove(&request_id) else {
-                        return;
-                    };
-                    // The codec already enforces the cap; checked again so no path skips it.
-                    let result = if response.len() > self.max_message_bytes {
-                        Err(NetError::TooLarge {
-                            len: response.len(),
-                            cap: self.max_message_bytes,
-                        })
-                    } else {
-                        Ok(response)
-                    };
-                    let _ = reply.send(result);
+                    // The codec has already refused any response over the cap.
+                    if let Some(reply) = self.pending_requests.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
                 }
             },
             request_response::Event::OutboundFailure {
@@ -534,10 +548,6 @@ impl EventLoop {
         // The allowlist refuses unknown peers at connection time; this is the second check.
         if !self.peers.contains_key(&peer) {
             warn!(%peer, "refusing a request from a peer outside the allowlist");
-            return;
-        }
-        if payload.len() > self.max_message_bytes {
-            warn!(%peer, len = payload.len(), "refusing an oversized request");
             return;
         }
         let (responder, response) = oneshot::channel();

@@ -14,17 +14,37 @@ const NETWORK: &str = "permafrost-test";
 /// Every wait in this file is bounded by this.
 const WAIT: Duration = Duration::from_secs(8);
 
+/// Logs to the test output (shown for failing tests); `RUST_LOG` picks the level.
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "permafrost_net=debug".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
 async fn within<T>(future: impl Future<Output = T>) -> T {
     timeout(WAIT, future).await.expect("operation timed out")
 }
 
-/// A free loopback port, for a node whose address others must know before it starts.
+/// A free loopback port for a node whose address others must know before it starts.
+///
+/// Picked below the kernel's ephemeral range, so no port-0 listener or outgoing connection
+/// (of this or a concurrent test process) can take it between this check and the bind.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..100 {
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = 20_000 + (random % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port found");
 }
 
 fn loopback(port: u16) -> Multiaddr {
@@ -46,6 +66,7 @@ fn config(keypair: &Keypair, peers: Vec<PeerInfo>) -> NetConfig {
 }
 
 async fn start_node(config: NetConfig) -> (Client, mpsc::Receiver<InboundRequest>, Multiaddr) {
+    init_tracing();
     let (client, inbound) = within(start(config)).await.unwrap();
     let addrs = within(client.listen_addrs()).await.unwrap();
     assert_eq!(addrs.len(), 1, "one listen address: {addrs:?}");
@@ -139,9 +160,13 @@ async fn dial_all_connects_configured_peers() {
     let (a, _a_inbound, _) = start_node(config(&a_key, vec![peer(&b_key, vec![b_addr])])).await;
     let b_id = b_key.public().to_peer_id();
 
-    within(a.dial_all()).await.unwrap();
+    // dial_all does not wait; poll until connected (re-dialing is a no-op while a dial runs).
     within(async {
-        while !a.connected_peers().await.unwrap().contains(&b_id) {
+        loop {
+            a.dial_all().await.unwrap();
+            if a.connected_peers().await.unwrap().contains(&b_id) {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -413,7 +438,7 @@ async fn full_inbound_queue_refuses_new_requests() {
         async move { client.request(server_id, b"first".to_vec()).await }
     });
     within(async {
-        while server_inbound.len() < 1 {
+        while server_inbound.is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
@@ -551,4 +576,13 @@ async fn invalid_configurations_are_refused() {
     in_use.listen = vec![loopback(taken.local_addr().unwrap().port())];
     let result = within(start(in_use)).await;
     assert!(matches!(result, Err(NetError::Transport(_))), "{result:?}");
+    drop(taken);
+
+    // A port held by another node (whose listener has SO_REUSEPORT) is refused too.
+    let (first, _inbound, first_addr) = start_node(config(&key, vec![])).await;
+    let mut second = config(&Keypair::generate_ed25519(), vec![]);
+    second.listen = vec![first_addr];
+    let result = within(start(second)).await;
+    assert!(matches!(result, Err(NetError::Transport(_))), "{result:?}");
+    first.shutdown().await;
 }
