@@ -11,15 +11,25 @@ use crate::{commands, demo, internal, localnet};
 /// The API base URL when neither `--api` nor `PERMAFROST_API` says otherwise.
 pub const DEFAULT_API: &str = "http://127.0.0.1:8700";
 
-/// `permafrost`: the Permafrost client and operator CLI.
-#[derive(Debug, Parser)]
-#[command(name = "permafrost", version, about = "Permafrost threshold-signature custody: client, localnet and demo")]
+/// `permafrost`: the Permafrost client and operator CLI. No `Debug`: it holds the token.
+#[derive(Parser)]
+#[command(
+    name = "permafrost",
+    version,
+    about = "Permafrost threshold-signature custody: client, localnet and demo"
+)]
 pub struct Cli {
     /// The coordinator's API base URL.
     #[arg(long, global = true, env = "PERMAFROST_API", default_value = DEFAULT_API, value_name = "URL")]
     pub api: String,
     /// A bearer token the coordinator accepts.
-    #[arg(long, global = true, env = "PERMAFROST_TOKEN", hide_env_values = true, value_name = "T")]
+    #[arg(
+        long,
+        global = true,
+        env = "PERMAFROST_TOKEN",
+        hide_env_values = true,
+        value_name = "T"
+    )]
     pub token: Option<String>,
     /// Take the API URL and token from DIR/localnet.json (overrides --api and --token).
     #[arg(long, global = true, value_name = "DIR")]
@@ -169,9 +179,9 @@ fn dispatch(target: commands::Target, command: Command) -> anyhow::Result<ExitCo
                 api_port,
             }) => localnet::up(&dir, usize::from(nodes), api_port).await,
             Command::Demo => demo::run().await,
-            Command::InternalNode(_) | Command::InternalCoordinator(_) => {
-                Err(anyhow::anyhow!("internal commands run without this runtime"))
-            }
+            Command::InternalNode(_) | Command::InternalCoordinator(_) => Err(anyhow::anyhow!(
+                "internal commands run without this runtime"
+            )),
         }
     })
 }
@@ -182,5 +192,85 @@ fn report(error: &anyhow::Error) {
     match error.downcast_ref::<ApiError>() {
         Some(ApiError::Http { code, message, .. }) => eprintln!("error: {code}: {message}"),
         _ => eprintln!("error: {error:#}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn keys_create_parses_curve_threshold_and_nodes() {
+        let cli = Cli::try_parse_from([
+            "permafrost",
+            "--api",
+            "http://127.0.0.1:1",
+            "keys",
+            "create",
+            "--curve",
+            "secp256k1-tr",
+            "--threshold",
+            "2",
+            "--nodes",
+            "node1,node3",
+        ])
+        .unwrap();
+        assert_eq!(cli.api, "http://127.0.0.1:1");
+        let Command::Keys(KeysCommand::Create {
+            curve,
+            threshold,
+            nodes,
+        }) = cli.command
+        else {
+            panic!("not keys create: {:?}", cli.command);
+        };
+        assert_eq!(Curve::from(curve), Curve::Secp256k1Tr);
+        assert_eq!(threshold, 2);
+        assert_eq!(nodes, Some(vec!["node1".to_owned(), "node3".to_owned()]));
+        assert!(Cli::try_parse_from([
+            "permafrost",
+            "keys",
+            "create",
+            "--curve",
+            "p256",
+            "--threshold",
+            "2"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn localnet_up_checks_the_node_count() {
+        for (nodes, ok) in [("1", false), ("2", true), ("16", true), ("17", false)] {
+            let parsed = Cli::try_parse_from([
+                "permafrost",
+                "localnet",
+                "up",
+                "--nodes",
+                nodes,
+                "--dir",
+                "d",
+            ]);
+            assert_eq!(parsed.is_ok(), ok, "{nodes}");
+        }
+        let cli =
+            Cli::try_parse_from(["permafrost", "localnet", "up", "--nodes", "3", "--dir", "d"])
+                .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Localnet(LocalnetCommand::Up { api_port: 8700, .. })
+        ));
+    }
+
+    #[test]
+    fn internal_commands_are_hidden() {
+        let help = Cli::command().render_help().to_string();
+        assert!(!help.contains("internal"), "{help}");
     }
 }

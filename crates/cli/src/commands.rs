@@ -8,8 +8,8 @@ use anyhow::Context;
 use permafrost_api::{decode_hex, Client, CreateKeyRequest, Curve, LocalnetInfo};
 use serde::Serialize;
 
-/// Where the API is and how to authenticate, from the global options.
-#[derive(Debug)]
+/// Where the API is and how to authenticate, from the global options. No `Debug`: it holds
+/// the token.
 pub struct Target {
     /// `--api` / `PERMAFROST_API`.
     pub api: String,
@@ -27,7 +27,9 @@ impl Target {
             return Ok(Client::from_localnet(&info)?);
         }
         let Some(token) = &self.token else {
-            anyhow::bail!("no API token: pass --token, set PERMAFROST_TOKEN, or use --localnet DIR");
+            anyhow::bail!(
+                "no API token: pass --token, set PERMAFROST_TOKEN, or use --localnet DIR"
+            );
         };
         Ok(Client::new(self.api.clone(), token.clone())?)
     }
@@ -43,7 +45,8 @@ pub fn read_localnet_info(dir: &Path) -> anyhow::Result<LocalnetInfo> {
             dir.display()
         )
     })?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not a localnet file", path.display()))
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a localnet file", path.display()))
 }
 
 fn print_json(value: &impl Serialize) -> anyhow::Result<ExitCode> {

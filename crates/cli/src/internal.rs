@@ -74,7 +74,9 @@ fn stop_signal(exit_with_parent: bool) -> anyhow::Result<impl std::future::Futur
                 // An error means the watcher thread is gone; treat that as the parent gone too.
                 Some(closed) => {
                     let _ = closed.await;
-                    tracing::info!("standard input closed: the parent is gone, stopping");
+                    tracing::info!(
+                        "standard input closed (the localnet is stopping or gone), stopping"
+                    );
                 }
                 None => std::future::pending().await,
             }

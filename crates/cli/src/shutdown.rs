@@ -33,11 +33,6 @@ impl Shutdown {
         Ok(Shutdown(rx))
     }
 
-    /// Whether a signal has arrived.
-    pub fn requested(&self) -> bool {
-        *self.0.borrow()
-    }
-
     /// Completes once a signal has arrived (at once if one already has).
     pub async fn wait(&self) {
         let mut rx = self.0.clone();
