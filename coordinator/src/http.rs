@@ -126,6 +126,13 @@ pub fn router(state: Arc<ApiState>, body_limit: usize) -> Router {
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such endpoint")
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                codes::METHOD_NOT_ALLOWED,
+                "method not allowed on this path",
+            )
+        })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(body_limit));
     api.with_state(state)
@@ -252,7 +259,7 @@ fn session_error(network: &Network, error: &ProtocolError) -> ApiError {
         }
         ProtocolError::InvalidParameters(_) => ApiError::bad_request(message),
         ProtocolError::Misbehaviour { .. } | ProtocolError::ConfirmationMismatch { .. } => {
-            ApiError::new(StatusCode::BAD_GATEWAY, "node_misbehaved", message)
+            ApiError::new(StatusCode::BAD_GATEWAY, codes::NODE_MISBEHAVED, message)
         }
         _ => ApiError::internal(message),
     }
@@ -274,9 +281,9 @@ async fn run_command(
         Ok(Ok(Err(error))) => Err(session_error(&state.network, &error)),
         Ok(Err(_)) => Err(ApiError::internal("session dropped")),
         Err(_) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::GATEWAY_TIMEOUT,
             codes::TIMEOUT,
-            "no outcome in time",
+            "the session did not finish before its deadline",
         )),
     }
 }
@@ -372,9 +379,11 @@ async fn create_key(
 async fn sign(
     State(state): State<Arc<ApiState>>,
     Path(key_id): Path<String>,
-    ApiJson(body): ApiJson<permafrost_api::SignRequest>,
+    body: Result<ApiJson<permafrost_api::SignRequest>, ApiError>,
 ) -> Result<Json<SignResponse>, ApiError> {
+    // A path naming no key is 404 whatever the body.
     let meta = lookup(&state, &key_id)?;
+    let ApiJson(body) = body?;
     let message = permafrost_api::decode_hex("message", &body.message)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     if message.len() > MAX_SIGN_MESSAGE_LEN {
@@ -442,7 +451,7 @@ async fn reshare(
     lookup(&state, &key_id)?;
     Err(ApiError::new(
         StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
+        codes::NOT_IMPLEMENTED,
         "reshare is not implemented yet",
     ))
 }

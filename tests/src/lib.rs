@@ -18,12 +18,23 @@ use tokio::task::JoinHandle;
 pub use permafrost_api::{CreateKeyRequest, KeyRecord};
 pub use permafrost_wire::Curve;
 
-/// A free TCP port on 127.0.0.1 (bound, read, released).
+/// A free TCP port on 127.0.0.1 that no other cluster of this process was given.
+///
+/// Ports from the OS's ephemeral range (`bind(0)`) can be handed to a parallel test in the
+/// window between release and the node's own bind; so ports come from a per-process range
+/// below the ephemeral one, each handed out once, and checked free by binding.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 500) * 24;
+    loop {
+        // Stay below the ephemeral range (32768 and up on Linux).
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % (32_700 - base);
+        let port = u16::try_from(base + offset).unwrap_or(20_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub fn random_hex(bytes: usize) -> String {

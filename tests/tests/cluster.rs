@@ -180,6 +180,16 @@ async fn http_errors_have_the_right_status_and_change_nothing() {
         400
     );
     assert_eq!(status_of(client.key("no-such-key").await).await, 404);
+    // A path naming no key is 404 even with a bad body; a wrong method is a JSON 405.
+    assert_eq!(
+        http.post("/v1/keys/no-such-key/sign", Some(&cluster.token), "{bad")
+            .await,
+        404
+    );
+    assert_eq!(
+        http.post("/v1/health", Some(&cluster.token), "{}").await,
+        405
+    );
     assert_eq!(status_of(client.sign("no-such-key", b"m").await).await, 404);
     let huge = format!(r#"{{"message":"{}"}}"#, "00".repeat(1 << 20));
     assert_eq!(

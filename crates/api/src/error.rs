@@ -48,9 +48,16 @@ pub mod codes {
     pub const INTERNAL: &str = "internal";
     /// 504: the operation did not finish before its deadline.
     pub const TIMEOUT: &str = "timeout";
+    /// 502: a node provably misbehaved (bad share, invalid proof, lying confirmation); the
+    /// message names it.
+    pub const NODE_MISBEHAVED: &str = "node_misbehaved";
+    /// 501: the endpoint exists in the API but is not implemented by this coordinator yet.
+    pub const NOT_IMPLEMENTED: &str = "not_implemented";
+    /// 405: the path exists, the method does not.
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
 
     /// Every code with the HTTP status it is answered with.
-    pub const STATUSES: [(&str, u16); 8] = [
+    pub const STATUSES: [(&str, u16); 11] = [
         (BAD_REQUEST, 400),
         (UNAUTHORIZED, 401),
         (NOT_FOUND, 404),
@@ -59,6 +66,9 @@ pub mod codes {
         (UNAVAILABLE, 503),
         (INTERNAL, 500),
         (TIMEOUT, 504),
+        (NODE_MISBEHAVED, 502),
+        (NOT_IMPLEMENTED, 501),
+        (METHOD_NOT_ALLOWED, 405),
     ];
 
     /// The HTTP status that answers `code`; unknown codes are 500.
@@ -71,8 +81,13 @@ pub mod codes {
 
     /// The code that best describes an HTTP status, for answers that carry no
     /// [`ErrorBody`](crate::ErrorBody) (a proxy's error page, for instance).
+    /// A bare 502 is a gateway's error, not a node's misbehaviour, so it is `internal`.
     pub fn for_status(status: u16) -> &'static str {
-        match STATUSES.iter().find(|(_, s)| *s == status) {
+        match STATUSES
+            .iter()
+            .filter(|(c, _)| *c != NODE_MISBEHAVED)
+            .find(|(_, s)| *s == status)
+        {
             Some((code, _)) => code,
             None if status == 408 => TIMEOUT,
             None if (500..600).contains(&status) => INTERNAL,

@@ -93,8 +93,18 @@ fn http_status(error: &ApiError) -> Option<u16> {
     error.status()
 }
 
+/// The two tests each start a network of processes on ports picked by the OS; run them one
+/// at a time so one cannot be handed a port the other just picked but has not bound yet.
+static ONE_NETWORK_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+// Holding the guard across awaits is the point: the lock spans the whole test, and the only
+// other holder is a synchronous test.
+#[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread")]
 async fn localnet_up_serves_the_api_and_stops_on_sigterm() {
+    let _serial = ONE_NETWORK_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("localnet");
     let mut localnet = Running::start(
@@ -277,6 +287,9 @@ async fn localnet_up_serves_the_api_and_stops_on_sigterm() {
 
 #[test]
 fn demo_runs_every_curve_and_exits_zero() {
+    let _serial = ONE_NETWORK_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let mut demo = Running::start(&["demo"], tmp.path(), "demo");
     let status = demo.wait(DEMO_DEADLINE);

@@ -27,8 +27,10 @@ use crate::{Client, NetConfig, NetError};
 const PROLOGUE_PREFIX: &[u8] = b"permafrost/v1/";
 /// Identify protocol version advertised to peers.
 const IDENTIFY_PROTOCOL: &str = "/permafrost/id/1";
-/// Connections without open streams stay up this long before closing.
-const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Connections without open streams stay up this long before closing. Peers are a short,
+/// fixed allowlist, so connections are kept (a day) rather than torn down between requests;
+/// this keeps `connected_peers` (the API's health) meaningful on an idle network.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// Upper bound for TCP connect + Noise + Yamux on one connection attempt.
 const MAX_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`start`] waits for every listener to report its address.

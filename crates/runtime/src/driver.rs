@@ -24,9 +24,10 @@ pub enum Route {
 pub enum Handled {
     /// Carry on with the session's next output.
     Continue,
-    /// Stop: the event could not be carried out (e.g. a share could not be persisted). The
-    /// session is dropped with its remaining outputs, so nothing that depended on the event
-    /// is sent.
+    /// Stop: the event could not be carried out (e.g. a share could not be persisted, an audit
+    /// record could not be written). The outputs queued after it are discarded, so nothing
+    /// that depended on the event is sent. A session ([`Route::Session`]) is dropped too; a
+    /// signer ([`Route::Signer`]) stays, so one failed write does not disable a key.
     Abort,
 }
 
@@ -116,7 +117,16 @@ impl Driver {
                 AnyOutput::Send { to, message } => self.send(to, message),
                 AnyOutput::Event(event) => {
                     if let Handled::Abort = handler(route, event) {
-                        self.sessions.remove(route);
+                        match route {
+                            Route::Session(_) => {
+                                self.sessions.remove(route);
+                            }
+                            Route::Signer(_) => {
+                                if let Some(session) = self.sessions.get_mut(route) {
+                                    while session.poll_output().is_some() {}
+                                }
+                            }
+                        }
                         return;
                     }
                 }
