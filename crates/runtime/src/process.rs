@@ -29,3 +29,86 @@ pub async fn shutdown_signal() {
     }
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// The command line shared by `permafrost-node` and `permafrost-coordinator`.
+#[derive(clap::Parser)]
+pub struct ServiceCli {
+    /// Log as JSON lines (for log shippers).
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ServiceCommand,
+}
+
+/// `init` or `run`.
+#[derive(clap::Subcommand)]
+pub enum ServiceCommand {
+    /// Create the identity key (mode 0600) in DIR and print its PeerId.
+    Init {
+        /// The data directory.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
+    /// Run until SIGTERM or Ctrl-C.
+    Run {
+        /// The config file.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+}
+
+/// A shutdown future as a service's `run` takes it.
+pub type Shutdown = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// The whole `main` of a service binary: parse `init`/`run`, set up logging, run on a tokio
+/// runtime until a signal, and turn every error into a message and exit status 1.
+pub fn service_main<C, P, E, F>(
+    name: &'static str,
+    about: &'static str,
+    init: impl FnOnce(&std::path::Path) -> Result<P, E>,
+    load: impl FnOnce(&std::path::Path) -> Result<C, E>,
+    run: impl FnOnce(C, Shutdown) -> F,
+) -> std::process::ExitCode
+where
+    P: std::fmt::Display,
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    use std::process::ExitCode;
+
+    let matches = ServiceCli::command().name(name).about(about).get_matches();
+    let cli = match ServiceCli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    init_logging(cli.log_json);
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    };
+    match cli.command {
+        ServiceCommand::Init { dir } => match init(&dir) {
+            Ok(peer_id) => {
+                println!("{peer_id}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        ServiceCommand::Run { config } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+            };
+            match runtime.block_on(run(config, Box::pin(shutdown_signal()))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}
