@@ -23,6 +23,7 @@ mod error;
 mod hash;
 mod identity;
 mod output;
+pub mod reshare;
 pub mod sign;
 #[cfg(feature = "sim")]
 pub mod sim;
