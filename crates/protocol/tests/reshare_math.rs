@@ -107,20 +107,18 @@ fn reshare<S: Suite>(
     Reshared { package, shares }
 }
 
-/// A network with a (t, n) key and `extra` further nodes (candidates for a new committee).
-fn setup<S: Suite>(
-    seed: u64,
-    t: u16,
-    n: usize,
-    extra: usize,
-) -> (
+/// A network with a key: (network, old nodes, fresh nodes, coordinator, key id, old shares).
+type Setup<S> = (
     Network<S>,
     Vec<NodeId>,
     Vec<NodeId>,
     NodeId,
     KeyId,
     BTreeMap<NodeId, KeyShare<S>>,
-) {
+);
+
+/// A network with a (t, n) key and `extra` further nodes (candidates for a new committee).
+fn setup<S: Suite>(seed: u64, t: u16, n: usize, extra: usize) -> Setup<S> {
     let (mut net, nodes, coordinator, key, _) = network_with_key::<S>(seed, t, n);
     let mut fresh: Vec<NodeId> = (0..extra).map(|_| net.add_node()).collect();
     fresh.sort();
