@@ -66,12 +66,15 @@ impl NodeConfig {
     /// The passphrase, from the file or the environment. Refuses to go on without one.
     pub fn passphrase(&self) -> Result<Zeroizing<String>, NodeError> {
         let raw = match &self.passphrase_file {
-            Some(path) => Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                NodeError::Passphrase(format!(
-                    "cannot read passphrase file {}: {e}",
-                    path.display()
-                ))
-            })?),
+            Some(path) => {
+                refuse_if_readable_by_others(path)?;
+                Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                    NodeError::Passphrase(format!(
+                        "cannot read passphrase file {}: {e}",
+                        path.display()
+                    ))
+                })?)
+            }
             None => Zeroizing::new(std::env::var(PASSPHRASE_ENV).map_err(|_| {
                 NodeError::Passphrase(format!(
                     "no passphrase: set {PASSPHRASE_ENV} or passphrase_file in the node config"
@@ -84,4 +87,29 @@ impl NodeConfig {
         }
         Ok(trimmed)
     }
+}
+
+/// A passphrase file others can read protects nothing: refuse it, as ssh does for keys.
+fn refuse_if_readable_by_others(path: &Path) -> Result<(), NodeError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| {
+                NodeError::Passphrase(format!(
+                    "cannot read passphrase file {}: {e}",
+                    path.display()
+                ))
+            })?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(NodeError::Passphrase(format!(
+                "passphrase file {} is accessible by group or others (mode {:o}); chmod 600 it",
+                path.display(),
+                mode & 0o777
+            )));
+        }
+    }
+    Ok(())
 }

@@ -37,6 +37,16 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Writes a file readable by its owner only (as a passphrase file must be).
+pub fn write_private(path: &Path, contents: &str) {
+    std::fs::write(path, contents).expect("write");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+}
+
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     OsRng.fill_bytes(&mut buf);
@@ -103,7 +113,7 @@ impl Cluster {
                 .expect("node init")
                 .to_string();
             let port = free_port();
-            std::fs::write(node_dir.join("passphrase"), random_hex(16)).expect("passphrase");
+            write_private(&node_dir.join("passphrase"), &random_hex(16));
             let config_path = node_dir.join("node.toml");
             std::fs::write(
                 &config_path,

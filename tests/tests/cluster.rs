@@ -104,13 +104,25 @@ async fn the_data_directory_holds_no_share_in_plaintext_and_a_wrong_passphrase_i
         );
     }
 
-    // A wrong passphrase: the node refuses to start and says why.
-    std::fs::write(node.dir.join("passphrase"), "not the passphrase").unwrap();
+    // A passphrase file others can read: refused, and it says how to fix it.
+    std::fs::write(node.dir.join("passphrase"), "world readable").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let path = node.dir.join("passphrase");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     let config = permafrost_node::NodeConfig::load(&node.config_path).unwrap();
     let error = permafrost_node::run(config, std::future::pending())
         .await
         .unwrap_err();
-    assert!(error.to_string().contains("passphrase"), "{error}");
+    assert!(error.to_string().contains("chmod 600"), "{error}");
+    // A wrong passphrase: the node refuses to start and says why.
+    permafrost_tests::write_private(&node.dir.join("passphrase"), "not the passphrase");
+    let config = permafrost_node::NodeConfig::load(&node.config_path).unwrap();
+    let error = permafrost_node::run(config, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("wrong passphrase"), "{error}");
     // No passphrase at all: refused too.
     std::fs::remove_file(node.dir.join("passphrase")).unwrap();
     let config = permafrost_node::NodeConfig::load(&node.config_path).unwrap();
