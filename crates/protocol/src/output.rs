@@ -90,6 +90,43 @@ pub enum Event<S: Suite> {
         /// The coordinator that asked.
         requester: NodeId,
     },
+    /// Reshare dealer: record, durably, that this node dealt in `session`, before the dealing
+    /// that follows is sent. A dealer never deals twice in one session.
+    Dealt {
+        /// The key.
+        key_id: KeyId,
+        /// The reshare session.
+        session: permafrost_wire::SessionId,
+    },
+    /// Reshare member: a valid commit certificate arrived; promote the PENDING share of `epoch`
+    /// to ACTIVE and delete the share of the epoch before.
+    ReshareCommitted {
+        /// The key.
+        key_id: KeyId,
+        /// The new epoch.
+        epoch: Epoch,
+    },
+    /// Reshare: a valid commit certificate arrived and this node is not in the new committee;
+    /// delete its share of `epoch`.
+    ShareRetired {
+        /// The key.
+        key_id: KeyId,
+        /// The old epoch.
+        epoch: Epoch,
+    },
+    /// Reshare coordinator: the new epoch is committed (certificate sent).
+    KeyReshared {
+        /// The key.
+        key_id: KeyId,
+        /// The new epoch.
+        epoch: Epoch,
+        /// The new committee, sorted.
+        committee: Vec<NodeId>,
+        /// The new public key package (same group key).
+        public_key_package: PublicKeyPackage<S>,
+        /// Dealers left out of H because some member rejected their dealing.
+        excluded: Vec<NodeId>,
+    },
     /// The session ended without its result; discard anything PENDING from it.
     Failed(ProtocolError),
 }

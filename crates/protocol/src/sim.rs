@@ -105,11 +105,17 @@ struct InFlight {
 /// in-memory sessions that do not.
 pub struct SimNode<S: Suite> {
     identity: Arc<SimIdentity>,
-    dkg: BTreeMap<SessionId, DkgParticipant<S>>,
+    sessions: BTreeMap<SessionId, Box<dyn Session<S>>>,
+    /// Other session ids routed to a session (a reshare's test signature).
+    aliases: BTreeMap<SessionId, SessionId>,
     signers: BTreeMap<KeyId, Signer<S>>,
     /// Durable state.
     pending: BTreeMap<KeyId, KeyShare<S>>,
     active: BTreeMap<KeyId, KeyShare<S>>,
+    dealt: std::collections::BTreeSet<SessionId>,
+    /// Reshare shares that arrived before their session was opened here (a dealer may deal
+    /// before the coordinator's open reaches a new member), replayed when it opens.
+    early: VecDeque<(NodeId, Message)>,
     outputs: VecDeque<Output<S>>,
 }
 
@@ -117,10 +123,13 @@ impl<S: Suite> SimNode<S> {
     fn new(identity: Arc<SimIdentity>) -> Self {
         SimNode {
             identity,
-            dkg: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            aliases: BTreeMap::new(),
             signers: BTreeMap::new(),
             pending: BTreeMap::new(),
             active: BTreeMap::new(),
+            dealt: std::collections::BTreeSet::new(),
+            early: VecDeque::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -142,7 +151,8 @@ impl<S: Suite> SimNode<S> {
 
     /// Loses everything in memory; keeps the disk. Signers restart with no session.
     pub fn crash_and_restart(&mut self) {
-        self.dkg.clear();
+        self.sessions.clear();
+        self.aliases.clear();
         self.outputs.clear();
         self.signers.clear();
         for (key_id, share) in &self.active {
@@ -164,7 +174,7 @@ impl<S: Suite> SimNode<S> {
     /// that concern the node's disk.
     fn collect(&mut self) {
         let mut produced = Vec::new();
-        for session in self.dkg.values_mut() {
+        for session in self.sessions.values_mut() {
             while let Some(o) = session.poll_output() {
                 produced.push(o);
             }
@@ -174,19 +184,32 @@ impl<S: Suite> SimNode<S> {
                 produced.push(o);
             }
         }
-        self.dkg.retain(|_, s| !s.is_finished());
+        self.sessions.retain(|_, s| !s.is_finished());
+        let sessions = &self.sessions;
+        self.aliases
+            .retain(|_, target| sessions.contains_key(target));
         for output in produced {
             match &output {
                 Output::Event(Event::KeyPending(share)) => {
                     self.pending.insert(share.key_id.clone(), share.clone());
                 }
-                Output::Event(Event::KeyActivated { key_id, .. }) => {
+                Output::Event(Event::Dealt { session, .. }) => {
+                    self.dealt.insert(*session);
+                }
+                Output::Event(Event::ReshareCommitted { key_id, .. })
+                | Output::Event(Event::KeyActivated { key_id, .. }) => {
                     if let Some(share) = self.pending.remove(key_id) {
                         if let Ok(signer) = Signer::new(share.clone(), SignerLimits::default()) {
                             self.signers.insert(key_id.clone(), signer);
                         }
                         self.active.insert(key_id.clone(), share);
                     }
+                }
+                Output::Event(Event::ShareRetired { key_id, epoch })
+                    if self.active.get(key_id).is_some_and(|s| s.epoch == *epoch) =>
+                {
+                    self.active.remove(key_id);
+                    self.signers.remove(key_id);
                 }
                 _ => {}
             }
@@ -203,8 +226,30 @@ impl<S: Suite> Session<S> for SimNode<S> {
         now: Timestamp,
         rng: &mut dyn CryptoRngCore,
     ) -> Result<(), ProtocolError> {
+        let routed = self
+            .aliases
+            .get(&message.session())
+            .copied()
+            .unwrap_or(message.session());
+        if let Some(session) = self.sessions.get_mut(&routed) {
+            let result = session.handle_message(from, message, now, rng);
+            self.collect();
+            return result;
+        }
         let result = match message {
             Message::DkgOpen(open) => self.open_dkg(from, open, now, rng),
+            Message::ReshareOpen(open) => {
+                let session = open.session;
+                let opened = self.open_reshare(from, open, now, rng);
+                if opened.is_ok() {
+                    self.replay_early(session, now, rng);
+                }
+                opened
+            }
+            Message::ReshareShare(_) if self.early.len() < 1024 => {
+                self.early.push_back((from.clone(), message));
+                Ok(())
+            }
             Message::SignRequest(ref m) => match self.signers.get_mut(&m.key_id) {
                 Some(signer) => signer.handle_message(from, message, now, rng),
                 None => self.refuse_unknown_key(from, m.session),
@@ -213,17 +258,14 @@ impl<S: Suite> Session<S> for SimNode<S> {
                 Some(signer) => signer.handle_message(from, message, now, rng),
                 None => self.refuse_unknown_key(from, m.session),
             },
-            other => match self.dkg.get_mut(&other.session()) {
-                Some(session) => session.handle_message(from, other, now, rng),
-                None => Err(crate::Refusal::WrongSession.into()),
-            },
+            _ => Err(crate::Refusal::WrongSession.into()),
         };
         self.collect();
         result
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
-        for s in self.dkg.values_mut() {
+        for s in self.sessions.values_mut() {
             s.handle_timeout(now);
         }
         for s in self.signers.values_mut() {
@@ -237,7 +279,7 @@ impl<S: Suite> Session<S> for SimNode<S> {
     }
 
     fn poll_timeout(&self) -> Option<Timestamp> {
-        let dkg = self.dkg.values().filter_map(|s| s.poll_timeout());
+        let dkg = self.sessions.values().filter_map(|s| s.poll_timeout());
         let sign = self.signers.values().filter_map(|s| s.poll_timeout());
         dkg.chain(sign).min()
     }
@@ -270,7 +312,7 @@ impl<S: Suite> SimNode<S> {
         now: Timestamp,
         rng: &mut dyn CryptoRngCore,
     ) -> Result<(), ProtocolError> {
-        if self.dkg.contains_key(&open.session) {
+        if self.sessions.contains_key(&open.session) {
             return Err(crate::Refusal::SessionExists.into());
         }
         let session = open.session;
@@ -283,7 +325,49 @@ impl<S: Suite> SimNode<S> {
             DEFAULT_DKG_TIMEOUT,
             rng,
         )?;
-        self.dkg.insert(session, participant);
+        self.sessions.insert(session, Box::new(participant));
+        Ok(())
+    }
+
+    fn replay_early(&mut self, session: SessionId, now: Timestamp, rng: &mut dyn CryptoRngCore) {
+        let (replay, keep): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.early)
+            .into_iter()
+            .partition(|(_, m)| m.session() == session);
+        self.early = keep;
+        if let Some(peer) = self.sessions.get_mut(&session) {
+            for (from, message) in replay {
+                let _ = peer.handle_message(&from, message, now, rng);
+            }
+        }
+    }
+
+    fn open_reshare(
+        &mut self,
+        from: &NodeId,
+        open: permafrost_wire::ReshareOpen,
+        now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<(), ProtocolError> {
+        let session = open.session;
+        if self.sessions.contains_key(&session) {
+            return Err(crate::Refusal::SessionExists.into());
+        }
+        let old_share = self.active.get(&open.proposal.key_id).cloned();
+        let peer = crate::reshare::ResharePeer::new(
+            open,
+            from.clone(),
+            Arc::new(crate::reshare::Identities {
+                key: self.identity.clone(),
+                verifier: Arc::new(SimVerifier),
+            }),
+            old_share,
+            self.dealt.contains(&session),
+            now,
+            crate::reshare::DEFAULT_RESHARE_TIMEOUT,
+            rng,
+        )?;
+        self.aliases.insert(peer.test_session(), session);
+        self.sessions.insert(session, Box::new(peer));
         Ok(())
     }
 }
@@ -291,6 +375,7 @@ impl<S: Suite> SimNode<S> {
 /// The coordinator in memory: any number of DKG and signing sessions, routed by session id.
 pub struct SimCoordinator<S: Suite> {
     sessions: BTreeMap<SessionId, Box<dyn Session<S>>>,
+    aliases: BTreeMap<SessionId, SessionId>,
     outputs: VecDeque<Output<S>>,
 }
 
@@ -312,7 +397,12 @@ impl<S: Suite> Session<S> for SimCoordinator<S> {
         now: Timestamp,
         rng: &mut dyn CryptoRngCore,
     ) -> Result<(), ProtocolError> {
-        let result = match self.sessions.get_mut(&message.session()) {
+        let routed = self
+            .aliases
+            .get(&message.session())
+            .copied()
+            .unwrap_or(message.session());
+        let result = match self.sessions.get_mut(&routed) {
             Some(session) => session.handle_message(from, message, now, rng),
             None => Err(crate::Refusal::WrongSession.into()),
         };
@@ -443,6 +533,7 @@ impl<S: Suite> Network<S> {
             id.clone(),
             Party::Coordinator(SimCoordinator {
                 sessions: BTreeMap::new(),
+                aliases: BTreeMap::new(),
                 outputs: VecDeque::new(),
             }),
         );
@@ -539,6 +630,48 @@ impl<S: Suite> Network<S> {
                 frame,
             });
         }
+    }
+
+    /// Routes messages of session `alias` at `coordinator` to its session `target`.
+    pub fn alias(&mut self, coordinator: &NodeId, alias: SessionId, target: SessionId) {
+        if let Some(Party::Coordinator(c)) = self.parties.get_mut(coordinator) {
+            c.aliases.insert(alias, target);
+        }
+    }
+
+    /// Runs a whole reshare and returns the new public key package, or the coordinator's
+    /// error.
+    pub fn run_reshare(
+        &mut self,
+        coordinator: &NodeId,
+        proposal: permafrost_wire::ReshareProposal,
+    ) -> Result<PublicKeyPackage<S>, ProtocolError> {
+        let session = crate::reshare::ReshareCoordinator::<S>::new(
+            proposal,
+            Arc::new(SimVerifier),
+            self.now,
+            crate::reshare::DEFAULT_RESHARE_TIMEOUT,
+        )?;
+        let id = session.session();
+        self.alias(coordinator, session.test_session(), id);
+        let mark = self.events.len();
+        self.start(coordinator, Box::new(session), id);
+        let finished = |net: &Self| {
+            net.events[mark..].iter().any(|(n, e)| {
+                n == coordinator && matches!(e, Event::KeyReshared { .. } | Event::Failed(_))
+            })
+        };
+        self.run_until(crate::reshare::DEFAULT_RESHARE_TIMEOUT * 2, finished);
+        // Let the certificate reach every member.
+        self.run(Duration::from_secs(1));
+        let outcome = self.events[mark..].iter().find_map(|(n, e)| match e {
+            Event::KeyReshared {
+                public_key_package, ..
+            } if n == coordinator => Some(Ok(public_key_package.clone())),
+            Event::Failed(err) if n == coordinator => Some(Err(err.clone())),
+            _ => None,
+        });
+        outcome.unwrap_or_else(|| Err(ProtocolError::Frost("reshare did not finish".into())))
     }
 
     /// Puts a message on the wire from `from` to `to`, as a (possibly malicious) party would.

@@ -109,6 +109,15 @@ messages! {
     22 => SignPackage, 128 * KIB;
     23 => SignShare, 4 * KIB;
     24 => SignRefusal, 4 * KIB;
+    30 => ReshareOpen, 64 * KIB;
+    31 => ReshareDealing, 16 * KIB;
+    32 => ReshareDealingSet, MAX_FRAME_LEN;
+    33 => ReshareShare, 4 * KIB;
+    34 => ReshareReport, 16 * KIB;
+    35 => ReshareDealerSet, MAX_FRAME_LEN;
+    36 => ReshareConfirm, 4 * KIB;
+    37 => ReshareCommit, MAX_FRAME_LEN;
+    38 => ReshareAbort, 16 * KIB;
 }
 
 fn encode_body<T: Serialize>(kind: MessageKind, value: &T) -> Result<Vec<u8>, WireError> {

@@ -177,3 +177,139 @@ pub struct SignRefusal {
     /// Why (shown to operators; never contains secrets).
     pub reason: String,
 }
+
+/// What a reshare changes: key `key_id` at `epoch`, held by `old_committee` with the public key
+/// package `old_public_key_package`, moves to `new_committee` with threshold `new_threshold`,
+/// dealt by `dealers` (at least the old threshold of them, evicted nodes left out). The session
+/// id is the hash of the proposal, so every signature made in the session vouches for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshareProposal {
+    /// The key.
+    pub key_id: KeyId,
+    /// Its curve.
+    pub curve: Curve,
+    /// The epoch being reshared (the new one is `epoch + 1`).
+    pub epoch: Epoch,
+    /// Attempt number, so a retried reshare of the same epoch gets a new session id.
+    pub attempt: u32,
+    /// The committee of `epoch`, sorted.
+    pub old_committee: Vec<NodeId>,
+    /// `PublicKeyPackage::serialize()` of `epoch`.
+    pub old_public_key_package: Vec<u8>,
+    /// The committee of `epoch + 1`, sorted.
+    pub new_committee: Vec<NodeId>,
+    /// The threshold of `epoch + 1`.
+    pub new_threshold: u16,
+    /// The old members that deal, sorted.
+    pub dealers: Vec<NodeId>,
+}
+
+/// Coordinator → every old and new member: start a reshare.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshareOpen {
+    /// Hash of the proposal.
+    pub session: SessionId,
+    /// The proposal.
+    pub proposal: ReshareProposal,
+}
+
+/// Dealer → coordinator, relayed in [`ReshareDealingSet`]: the Feldman commitment to the
+/// dealer's polynomial (`VerifiableSecretSharingCommitment::serialize_whole()`), signed over
+/// the statement `(session, "reshare/dealing", from, broadcast, commitment)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshareDealing {
+    /// The reshare session.
+    pub session: SessionId,
+    /// The dealer.
+    pub from: NodeId,
+    /// The commitment.
+    pub commitment: Vec<u8>,
+    /// The dealer's identity signature.
+    pub signature: Vec<u8>,
+}
+
+/// Coordinator → every new member: the dealings received, in dealer order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshareDealingSet {
+    /// The reshare session.
+    pub session: SessionId,
+    /// One dealing per dealer that dealt.
+    pub dealings: Vec<ReshareDealing>,
+}
+
+/// Dealer → new member, directly: `g_i(j)` (`SigningShare::serialize()`), signed over the
+/// statement `(session, "reshare/share", from, to, share)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshareShare {
+    /// The reshare session.
+    pub session: SessionId,
+    /// The dealer.
+    pub from: NodeId,
+    /// The new member.
+    pub to: NodeId,
+    /// The secret share.
+    pub share: SecretBytes,
+    /// The dealer's identity signature.
+    pub signature: Vec<u8>,
+}
+
+/// New member → coordinator: the dealers whose dealing passed every check, signed over the
+/// statement `(session, "reshare/report", from, broadcast, accepted node ids)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshareReport {
+    /// The reshare session.
+    pub session: SessionId,
+    /// The new member.
+    pub from: NodeId,
+    /// Accepted dealers, sorted.
+    pub accepted: Vec<NodeId>,
+    /// The member's identity signature.
+    pub signature: Vec<u8>,
+}
+
+/// Coordinator → every new member: every member's report; each member derives the dealer set
+/// H from them (the old threshold's worth of smallest identifiers accepted by all).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshareDealerSet {
+    /// The reshare session.
+    pub session: SessionId,
+    /// One report per new member, in committee order.
+    pub reports: Vec<ReshareReport>,
+}
+
+/// New member → coordinator, after its new share is stored as PENDING: the digest of the new
+/// public key package, signed over `(session, "reshare/confirm", from, broadcast, digest)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshareConfirm {
+    /// The reshare session.
+    pub session: SessionId,
+    /// The new member.
+    pub from: NodeId,
+    /// SHA-256 of the new public key package.
+    pub public_key_package: Digest,
+    /// The member's identity signature.
+    pub signature: Vec<u8>,
+}
+
+/// Coordinator → every old and new member: the commit certificate — every confirmation and a
+/// signature by the new shares over the session's test message, valid under the group key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshareCommit {
+    /// The reshare session.
+    pub session: SessionId,
+    /// Every new member's confirmation, in committee order.
+    pub confirms: Vec<ReshareConfirm>,
+    /// `Signature::serialize()` of the test signature.
+    pub test_signature: Vec<u8>,
+}
+
+/// Coordinator → every old and new member: the reshare failed; epoch `e` stays in force.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshareAbort {
+    /// The reshare session.
+    pub session: SessionId,
+    /// The nodes held responsible.
+    pub culprits: Vec<NodeId>,
+    /// Why.
+    pub reason: String,
+}

@@ -103,13 +103,82 @@ fn every_kind() -> Vec<Message> {
             session: session(),
             reason: "unknown key".into(),
         }),
+        Message::ReshareOpen(ReshareOpen {
+            session: session(),
+            proposal: ReshareProposal {
+                key_id: KeyId::new("key-1").unwrap(),
+                curve: Curve::Ed25519,
+                epoch: Epoch(4),
+                attempt: 1,
+                old_committee: vec![node(1), node(2)],
+                old_public_key_package: vec![9; 120],
+                new_committee: vec![node(2), node(3), node(4)],
+                new_threshold: 2,
+                dealers: vec![node(1), node(2)],
+            },
+        }),
+        Message::ReshareDealing(dealing()),
+        Message::ReshareDealingSet(ReshareDealingSet {
+            session: session(),
+            dealings: vec![dealing(), dealing()],
+        }),
+        Message::ReshareShare(ReshareShare {
+            session: session(),
+            from: node(1),
+            to: node(3),
+            share: SecretBytes::new(vec![7; 32]),
+            signature: vec![1; 64],
+        }),
+        Message::ReshareReport(report()),
+        Message::ReshareDealerSet(ReshareDealerSet {
+            session: session(),
+            reports: vec![report()],
+        }),
+        Message::ReshareConfirm(reshare_confirm()),
+        Message::ReshareCommit(ReshareCommit {
+            session: session(),
+            confirms: vec![reshare_confirm()],
+            test_signature: vec![5; 64],
+        }),
+        Message::ReshareAbort(ReshareAbort {
+            session: session(),
+            culprits: vec![node(1)],
+            reason: "dealer sent a bad share".into(),
+        }),
     ]
+}
+
+fn dealing() -> ReshareDealing {
+    ReshareDealing {
+        session: session(),
+        from: node(1),
+        commitment: vec![2; 99],
+        signature: vec![3; 64],
+    }
+}
+
+fn report() -> ReshareReport {
+    ReshareReport {
+        session: session(),
+        from: node(3),
+        accepted: vec![node(1), node(2)],
+        signature: vec![4; 64],
+    }
+}
+
+fn reshare_confirm() -> ReshareConfirm {
+    ReshareConfirm {
+        session: session(),
+        from: node(3),
+        public_key_package: Digest([6; 32]),
+        signature: vec![8; 64],
+    }
 }
 
 #[test]
 fn every_kind_round_trips_and_every_truncation_fails() {
     let all = every_kind();
-    assert_eq!(all.len(), 13, "a new message kind needs an example here");
+    assert_eq!(all.len(), 22, "a new message kind needs an example here");
     for message in all {
         let frame = encode(&message).unwrap();
         assert_eq!(frame[0..2], WIRE_VERSION.to_be_bytes());
@@ -224,7 +293,7 @@ proptest! {
     }
 
     #[test]
-    fn bit_flips_in_valid_frames_never_panic(index in any::<prop::sample::Index>(), bit in 0u8..8, which in 0usize..13) {
+    fn bit_flips_in_valid_frames_never_panic(index in any::<prop::sample::Index>(), bit in 0u8..8, which in 0usize..22) {
         let mut frame = encode(&every_kind()[which]).unwrap();
         let i = index.index(frame.len());
         frame[i] ^= 1 << bit;

@@ -1,0 +1,496 @@
+//! Reshare run as sessions over the simulated network, per suite: the committee and threshold
+//! change, the group key does not, the new committee signs at epoch e+1, the evicted node's
+//! share is retired and useless, faulty dealers are named and left out.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use frost_core::keys::PublicKeyPackage;
+use frost_core::{round1, round2, SigningPackage};
+use permafrost_protocol::sim::{Fault, Network};
+use permafrost_protocol::wire::{Epoch, KeyId, Message, NodeId, ReshareProposal};
+use permafrost_protocol::{ProtocolError, Refusal, Suite};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+fn proposal<S: Suite>(
+    net: &Network<S>,
+    key: &KeyId,
+    holder: &NodeId,
+    new_committee: &[NodeId],
+    new_threshold: u16,
+    dealers: &[NodeId],
+) -> ReshareProposal {
+    let share = net.node(holder).unwrap().active_share(key).unwrap();
+    let mut new_committee = new_committee.to_vec();
+    new_committee.sort();
+    let mut dealers = dealers.to_vec();
+    dealers.sort();
+    ReshareProposal {
+        key_id: key.clone(),
+        curve: S::CURVE,
+        epoch: share.epoch,
+        attempt: 0,
+        old_committee: share.committee.clone(),
+        old_public_key_package: share.public_key_package.serialize().unwrap(),
+        new_committee,
+        new_threshold,
+        dealers,
+    }
+}
+
+/// After a reshare: every new member holds epoch e+1 with the coordinator's package, every
+/// old member outside the new committee holds nothing, and the group key is unchanged.
+fn check_outcome<S: Suite>(
+    net: &Network<S>,
+    key: &KeyId,
+    old_package: &PublicKeyPackage<S>,
+    new_package: &PublicKeyPackage<S>,
+    old_committee: &[NodeId],
+    new_committee: &[NodeId],
+    epoch: Epoch,
+) {
+    assert_eq!(
+        new_package.verifying_key().serialize().unwrap(),
+        old_package.verifying_key().serialize().unwrap()
+    );
+    for node in new_committee {
+        let share = net.node(node).unwrap().active_share(key).unwrap();
+        assert_eq!(share.epoch, epoch, "{node}");
+        assert_eq!(&share.public_key_package, new_package, "{node}");
+        assert!(net.node(node).unwrap().pending_share(key).is_none());
+    }
+    for node in old_committee.iter().filter(|n| !new_committee.contains(n)) {
+        assert!(
+            net.node(node).unwrap().active_share(key).is_none(),
+            "evicted {node} still holds a share"
+        );
+    }
+}
+
+/// Signs at `epoch` with exactly `signers` and verifies independently.
+fn sign<S: Suite>(
+    net: &mut Network<S>,
+    coordinator: &NodeId,
+    key: &KeyId,
+    epoch: Epoch,
+    package: &PublicKeyPackage<S>,
+    signers: &[NodeId],
+) {
+    let message = format!("epoch {epoch}").into_bytes();
+    let outcome = net
+        .sign(coordinator, key, epoch, package, signers, &message)
+        .unwrap();
+    assert_eq!(outcome.signers.len(), signers.len());
+    verify_independently(package, &message, &outcome.signature);
+}
+
+fn run<S: Suite>(
+    seed: u64,
+    t: u16,
+    n: usize,
+    extra: usize,
+    pick: impl Fn(&[NodeId], &[NodeId]) -> (Vec<NodeId>, u16, Vec<NodeId>),
+) {
+    let (mut net, nodes, coordinator, key, package) = network_with_key::<S>(seed, t, n);
+    let mut fresh: Vec<NodeId> = (0..extra).map(|_| net.add_node()).collect();
+    fresh.sort();
+    let (mut new_committee, t_new, dealers) = pick(&nodes, &fresh);
+    new_committee.sort();
+    let proposal = proposal(&net, &key, &nodes[0], &new_committee, t_new, &dealers);
+    let evicted: Vec<NodeId> = nodes
+        .iter()
+        .filter(|n| !new_committee.contains(n))
+        .cloned()
+        .collect();
+    let evicted_share = evicted
+        .first()
+        .map(|n| net.node(n).unwrap().active_share(&key).unwrap().clone());
+    let new_package = net.run_reshare(&coordinator, proposal).unwrap();
+    check_outcome(
+        &net,
+        &key,
+        &package,
+        &new_package,
+        &nodes,
+        &new_committee,
+        Epoch(1),
+    );
+
+    // Any t' new members sign at epoch 1 (the last t').
+    let t_new_usize = usize::from(t_new);
+    sign(
+        &mut net,
+        &coordinator,
+        &key,
+        Epoch(1),
+        &new_package,
+        &new_committee[new_committee.len() - t_new_usize..],
+    );
+    // t' − 1 cannot: with the rest unreachable the session fails, naming them.
+    let reachable: Vec<NodeId> = new_committee[..t_new_usize - 1].to_vec();
+    let blocked: Vec<NodeId> = new_committee[t_new_usize - 1..].to_vec();
+    let b = blocked.clone();
+    net.set_faults(move |env| {
+        if b.contains(&env.to) {
+            Fault::Drop
+        } else {
+            Fault::Deliver
+        }
+    });
+    let error = net
+        .sign(
+            &coordinator,
+            &key,
+            Epoch(1),
+            &new_package,
+            &new_committee,
+            b"t-1",
+        )
+        .unwrap_err();
+    assert!(matches!(error, ProtocolError::Timeout { .. }), "{error}");
+    net.clear_faults();
+    let _ = reachable;
+    // The old epoch is refused now.
+    let error = net.sign(
+        &coordinator,
+        &key,
+        Epoch(0),
+        &package,
+        &nodes[..usize::from(t)],
+        b"old epoch",
+    );
+    assert!(error.is_err(), "signed at a retired epoch");
+
+    // The evicted node's old share cannot take part with the new shares.
+    if let Some(old) = evicted_share {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let mut commitments = BTreeMap::new();
+        let mut nonces = BTreeMap::new();
+        let (n0, c0) = round1::commit::<S, _>(old.key_package.signing_share(), &mut rng);
+        commitments.insert(*old.key_package.identifier(), c0);
+        nonces.insert(*old.key_package.identifier(), (n0, old.key_package.clone()));
+        for node in &new_committee[..t_new_usize - 1] {
+            let kp = net
+                .node(node)
+                .unwrap()
+                .active_share(&key)
+                .unwrap()
+                .key_package
+                .clone();
+            let (n, c) = round1::commit::<S, _>(kp.signing_share(), &mut rng);
+            commitments.insert(*kp.identifier(), c);
+            nonces.insert(*kp.identifier(), (n, kp));
+        }
+        let signing_package = SigningPackage::new(commitments, b"mixed");
+        let mut shares = BTreeMap::new();
+        for (id, (n, kp)) in &nonces {
+            // The old share may even refuse to sign (threshold mismatch); if it does, fine.
+            if let Ok(share) = round2::sign(&signing_package, n, kp) {
+                shares.insert(*id, share);
+            }
+        }
+        assert!(
+            frost_core::aggregate(&signing_package, &shares, &new_package).is_err(),
+            "an evicted share took part in a valid signature"
+        );
+    }
+}
+
+fn overlapping_3_of_5_to_4_of_6<S: Suite>() {
+    run::<S>(51, 3, 5, 1, |nodes, fresh| {
+        (
+            nodes[..4].iter().chain(fresh).cloned().collect(),
+            4,
+            nodes[..4].to_vec(),
+        )
+    });
+}
+
+fn disjoint_3_of_5_to_4_of_6<S: Suite>() {
+    run::<S>(52, 3, 5, 6, |nodes, fresh| {
+        (fresh.to_vec(), 4, nodes.to_vec())
+    });
+}
+
+fn shrink_3_of_5_to_2_of_3<S: Suite>() {
+    run::<S>(53, 3, 5, 0, |nodes, _| {
+        (nodes[2..].to_vec(), 2, nodes.to_vec())
+    });
+}
+
+fn grow_2_of_3_to_5_of_7<S: Suite>() {
+    run::<S>(54, 2, 3, 4, |nodes, fresh| {
+        (
+            nodes.iter().chain(fresh).cloned().collect(),
+            5,
+            nodes[1..].to_vec(),
+        )
+    });
+}
+
+fn refresh<S: Suite>() {
+    let (mut net, nodes, coordinator, key, package) = network_with_key::<S>(55, 3, 4);
+    let before: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            net.node(n)
+                .unwrap()
+                .active_share(&key)
+                .unwrap()
+                .key_package
+                .clone()
+        })
+        .collect();
+    let proposal = proposal(&net, &key, &nodes[0], &nodes, 3, &nodes);
+    let new_package = net.run_reshare(&coordinator, proposal).unwrap();
+    check_outcome(&net, &key, &package, &new_package, &nodes, &nodes, Epoch(1));
+    for (node, old) in nodes.iter().zip(&before) {
+        let now = &net
+            .node(node)
+            .unwrap()
+            .active_share(&key)
+            .unwrap()
+            .key_package;
+        assert_ne!(
+            now.signing_share(),
+            old.signing_share(),
+            "{node} kept its share"
+        );
+    }
+    sign(
+        &mut net,
+        &coordinator,
+        &key,
+        Epoch(1),
+        &new_package,
+        &nodes[1..],
+    );
+    // A second refresh moves to epoch 2.
+    let proposal = self::proposal(&net, &key, &nodes[0], &nodes, 3, &nodes);
+    let again = net.run_reshare(&coordinator, proposal).unwrap();
+    check_outcome(&net, &key, &package, &again, &nodes, &nodes, Epoch(2));
+    sign(&mut net, &coordinator, &key, Epoch(2), &again, &nodes[..3]);
+}
+
+/// A dealer whose commitment does not start with its own verifying share (it deals something
+/// else) is named and left out; the others (still at least t) complete the reshare.
+fn dealer_with_wrong_constant_term_is_excluded<S: Suite>() {
+    let (mut net, nodes, coordinator, key, package) = network_with_key::<S>(56, 2, 4);
+    let liar = nodes[0].clone();
+    let liar_key = net.identity(&liar).unwrap();
+    let l = liar.clone();
+    let t_new = 3u16;
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    net.set_faults(move |env| match &env.message {
+        Message::ReshareDealing(d) if d.from == l => {
+            // A fresh commitment to a random polynomial, validly signed by the liar.
+            let random = frost_core::keys::SigningShare::<S>::new(
+                <<S::Group as frost_core::Group>::Field as frost_core::Field>::random(&mut rng),
+            );
+            let ids: std::collections::BTreeSet<_> =
+                [permafrost_protocol::wire::participant_identifier::<S>(&l).unwrap()].into();
+            let fake = permafrost_protocol::reshare::deal::<S>(
+                &random,
+                2,
+                &ids.iter()
+                    .copied()
+                    .chain(std::iter::once(
+                        frost_core::Identifier::<S>::derive(b"x").unwrap(),
+                    ))
+                    .collect(),
+                &mut rng,
+            )
+            .unwrap();
+            let _ = t_new;
+            let commitment = fake.commitment.serialize_whole().unwrap();
+            let mut forged = d.clone();
+            forged.signature = permafrost_protocol::NodeIdentity::sign(
+                liar_key.as_ref(),
+                &permafrost_protocol::statement(
+                    &d.session,
+                    permafrost_protocol::reshare::DEALING,
+                    &l,
+                    None,
+                    &commitment,
+                )
+                .0,
+            );
+            forged.commitment = commitment;
+            Fault::Replace(Message::ReshareDealing(forged))
+        }
+        _ => Fault::Deliver,
+    });
+    let proposal = proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
+    let new_package = net.run_reshare(&coordinator, proposal).unwrap();
+    check_outcome(&net, &key, &package, &new_package, &nodes, &nodes, Epoch(1));
+    let excluded = net.events.iter().find_map(|(_, e)| match e {
+        permafrost_protocol::Event::KeyReshared { excluded, .. } => Some(excluded.clone()),
+        _ => None,
+    });
+    assert_eq!(excluded, Some(vec![liar]));
+    net.clear_faults();
+    sign(
+        &mut net,
+        &coordinator,
+        &key,
+        Epoch(1),
+        &new_package,
+        &nodes[2..],
+    );
+}
+
+/// A dealer that sends one new member a share inconsistent with its commitment: that member
+/// rejects it, the dealer is left out of H, and the reshare completes.
+fn dealer_with_inconsistent_share_is_excluded<S: Suite>() {
+    let (mut net, nodes, coordinator, key, package) = network_with_key::<S>(57, 2, 4);
+    let cheater = nodes[1].clone();
+    let victim = nodes[3].clone();
+    let cheater_key = net.identity(&cheater).unwrap();
+    let (c, v) = (cheater.clone(), victim.clone());
+    net.set_faults(move |env| match &env.message {
+        Message::ReshareShare(m) if m.from == c && m.to == v => {
+            let share = frost_core::keys::SigningShare::<S>::deserialize(m.share.expose()).unwrap();
+            let bad = frost_core::keys::SigningShare::<S>::new(
+                share.to_scalar()
+                    + <<S::Group as frost_core::Group>::Field as frost_core::Field>::one(),
+            );
+            let bytes = bad.serialize();
+            let mut forged = m.clone();
+            forged.signature = permafrost_protocol::NodeIdentity::sign(
+                cheater_key.as_ref(),
+                &permafrost_protocol::statement(
+                    &m.session,
+                    permafrost_protocol::reshare::SHARE,
+                    &c,
+                    Some(&v),
+                    &bytes,
+                )
+                .0,
+            );
+            forged.share = permafrost_protocol::wire::SecretBytes::new(bytes);
+            Fault::Replace(Message::ReshareShare(forged))
+        }
+        _ => Fault::Deliver,
+    });
+    let proposal = proposal(&net, &key, &nodes[0], &nodes, 3, &nodes);
+    let new_package = net.run_reshare(&coordinator, proposal).unwrap();
+    check_outcome(&net, &key, &package, &new_package, &nodes, &nodes, Epoch(1));
+    let excluded = net.events.iter().find_map(|(_, e)| match e {
+        permafrost_protocol::Event::KeyReshared { excluded, .. } => Some(excluded.clone()),
+        _ => None,
+    });
+    assert_eq!(excluded, Some(vec![cheater]));
+    net.clear_faults();
+    sign(
+        &mut net,
+        &coordinator,
+        &key,
+        Epoch(1),
+        &new_package,
+        &nodes[1..],
+    );
+}
+
+/// A dealer that signs two different commitments is caught by the coordinator, named, and the
+/// reshare aborts with the old epoch intact and still signing.
+fn dealer_sending_two_commitments_is_caught<S: Suite>() {
+    let (mut net, nodes, coordinator, key, package) = network_with_key::<S>(58, 2, 3);
+    let cheater = nodes[2].clone();
+    let cheater_key = net.identity(&cheater).unwrap();
+    let c = cheater.clone();
+    let mut rng = ChaCha20Rng::seed_from_u64(4);
+    net.set_faults(move |env| match &env.message {
+        Message::ReshareDealing(d) if d.from == c => {
+            let mut other = d.clone();
+            let mut bytes = d.commitment.clone();
+            // Another valid-looking commitment: re-deal is impossible without the share, so
+            // reuse the first point and randomise nothing else but the last coefficient.
+            let last = bytes.len() - 1;
+            bytes[last] ^= (rand_core::RngCore::next_u32(&mut rng) as u8) | 1;
+            other.signature = permafrost_protocol::NodeIdentity::sign(
+                cheater_key.as_ref(),
+                &permafrost_protocol::statement(
+                    &d.session,
+                    permafrost_protocol::reshare::DEALING,
+                    &c,
+                    None,
+                    &bytes,
+                )
+                .0,
+            );
+            other.commitment = bytes;
+            Fault::DeliverAlso(Message::ReshareDealing(other))
+        }
+        _ => Fault::Deliver,
+    });
+    let proposal = proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
+    let error = net.run_reshare(&coordinator, proposal).unwrap_err();
+    assert_eq!(error.culprits(), vec![cheater], "{error}");
+    net.clear_faults();
+    for node in &nodes {
+        let share = net.node(node).unwrap().active_share(&key).unwrap();
+        assert_eq!(share.epoch, Epoch(0), "{node} moved to a failed epoch");
+        assert!(
+            net.node(node).unwrap().pending_share(&key).is_none(),
+            "{node} kept a pending share of an aborted reshare"
+        );
+    }
+    sign(
+        &mut net,
+        &coordinator,
+        &key,
+        Epoch(0),
+        &package,
+        &nodes[..2],
+    );
+}
+
+/// The wrong epoch, a proposal whose old key package is not the node's, and a proposal naming
+/// a non-member dealer are refused before any dealing.
+fn bad_proposals_are_refused<S: Suite>() {
+    let (mut net, nodes, coordinator, key, _) = network_with_key::<S>(59, 2, 3);
+    let mut wrong_epoch = proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
+    wrong_epoch.epoch = Epoch(7);
+    let error = net.run_reshare(&coordinator, wrong_epoch).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ProtocolError::Timeout { .. } | ProtocolError::Misbehaviour { .. }
+        ),
+        "{error}"
+    );
+    assert!(net
+        .refused
+        .iter()
+        .any(|r| matches!(r.error, ProtocolError::Refused(Refusal::WrongEpoch { .. }))));
+    let stranger = net.add_node();
+    let mut bad_dealer = proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
+    bad_dealer.dealers.push(stranger);
+    bad_dealer.dealers.sort();
+    assert!(matches!(
+        net.run_reshare(&coordinator, bad_dealer),
+        Err(ProtocolError::InvalidParameters(_))
+    ));
+    for node in &nodes {
+        assert_eq!(
+            net.node(node).unwrap().active_share(&key).unwrap().epoch,
+            Epoch(0)
+        );
+    }
+}
+
+per_suite!(
+    overlapping_3_of_5_to_4_of_6,
+    disjoint_3_of_5_to_4_of_6,
+    shrink_3_of_5_to_2_of_3,
+    grow_2_of_3_to_5_of_7,
+    refresh,
+    dealer_with_wrong_constant_term_is_excluded,
+    dealer_with_inconsistent_share_is_excluded,
+    dealer_sending_two_commitments_is_caught,
+    bad_proposals_are_refused,
+);
