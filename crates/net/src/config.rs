@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use libp2p::{identity::Keypair, Multiaddr, PeerId};
 
+use crate::RateLimit;
+
 /// A peer this node may talk to, and where to dial it.
 #[derive(Clone, Debug)]
 pub struct PeerInfo {
@@ -37,6 +39,17 @@ pub struct NetConfig {
     /// Capacity of the inbound request channel. When it is full, new inbound requests are
     /// refused (the requester gets an error) rather than queued.
     pub inbound_queue: usize,
+    /// Per-peer limit on inbound requests: a token bucket for each peer. A request over its
+    /// peer's limit is refused like one meeting a full queue (the requester gets an error at
+    /// once) without reaching the application, and the refusals are logged with the peer id,
+    /// at most once per 10 s per peer. `None` turns the limit off.
+    ///
+    /// The default, [`RateLimit::DEFAULT`] (a burst of 512, then 256 requests per second), is
+    /// far above what the protocols need: a signing session costs each link two requests
+    /// each way (request and package, or commitment and share), so it allows 256 signing
+    /// sessions started at once and 128 per second sustained per peer, while a burst never
+    /// fills more than half of the default inbound queue.
+    pub inbound_rate_limit: Option<RateLimit>,
 }
 
 impl NetConfig {
@@ -50,7 +63,8 @@ impl NetConfig {
     pub const DEFAULT_INBOUND_QUEUE: usize = 1024;
 
     /// A configuration with the defaults: listen on `/ip4/127.0.0.1/tcp/0`, no peers,
-    /// a 1 MiB + 64 KiB message cap, a 30 s request timeout and an inbound queue of 1024.
+    /// a 1 MiB + 64 KiB message cap, a 30 s request timeout, an inbound queue of 1024 and
+    /// the default per-peer rate limit ([`RateLimit::DEFAULT`]).
     pub fn new(keypair: Keypair, network_id: impl Into<String>) -> Self {
         let listen = Self::DEFAULT_LISTEN
             .parse::<Multiaddr>()
@@ -64,6 +78,7 @@ impl NetConfig {
             max_message_bytes: Self::DEFAULT_MAX_MESSAGE_BYTES,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             inbound_queue: Self::DEFAULT_INBOUND_QUEUE,
+            inbound_rate_limit: Some(RateLimit::DEFAULT),
         }
     }
 }
@@ -79,6 +94,7 @@ impl fmt::Debug for NetConfig {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("request_timeout", &self.request_timeout)
             .field("inbound_queue", &self.inbound_queue)
+            .field("inbound_rate_limit", &self.inbound_rate_limit)
             .finish()
     }
 }

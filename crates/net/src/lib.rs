@@ -14,6 +14,9 @@
 //! - One tokio task owns the swarm. A cloneable [`Client`] sends it commands; inbound
 //!   requests arrive on a bounded channel as [`InboundRequest`]s, and when it is full new
 //!   requests are refused rather than queued.
+//! - Per-peer rate limit on inbound requests ([`NetConfig::inbound_rate_limit`]): a token
+//!   bucket per peer; a request over the limit is refused before it reaches the channel, so
+//!   one flooding peer cannot crowd the others out.
 //!
 //! ```no_run
 //! use permafrost_net::{start, Keypair, NetConfig, PeerInfo};
@@ -45,11 +48,13 @@ mod codec;
 mod config;
 mod error;
 mod event_loop;
+mod rate_limit;
 
 pub use client::{Client, InboundRequest};
 pub use config::{NetConfig, PeerInfo};
 pub use error::NetError;
 pub use event_loop::start;
+pub use rate_limit::RateLimit;
 pub use libp2p::{
     identity::{Keypair, PublicKey},
     Multiaddr, PeerId,

@@ -114,7 +114,7 @@ pub enum Event<S: Suite> {
         /// The old epoch.
         epoch: Epoch,
     },
-    /// Reshare coordinator: the new epoch is committed (certificate sent).
+    /// Reshare coordinator: the new epoch is committed; the certificate is sent right after.
     KeyReshared {
         /// The key.
         key_id: KeyId,
@@ -124,8 +124,14 @@ pub enum Event<S: Suite> {
         committee: Vec<NodeId>,
         /// The new public key package (same group key).
         public_key_package: PublicKeyPackage<S>,
+        /// The new threshold.
+        threshold: u16,
         /// Dealers left out of H because some member rejected their dealing.
         excluded: Vec<NodeId>,
+        /// The commit certificate, to keep and to send again to a member that asks
+        /// ([`permafrost_wire::ReshareStatus`]). Record it durably before carrying out the
+        /// outputs after this event: they send it.
+        certificate: permafrost_wire::ReshareCommit,
     },
     /// The session ended without its result; discard anything PENDING from it.
     Failed(ProtocolError),

@@ -13,11 +13,14 @@ use std::time::Duration;
 use ed25519_dalek::{Signature as DalekSignature, Signer as _, SigningKey, VerifyingKey};
 use frost_core::keys::PublicKeyPackage;
 use frost_core::Signature;
-use permafrost_wire::{decode, encode, DkgOpen, Epoch, KeyId, Message, NodeId, SessionId};
+use permafrost_wire::{
+    decode, encode, DkgOpen, Epoch, KeyId, Message, NodeId, ReshareOpen, SessionId,
+};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRngCore, RngCore, SeedableRng};
 
 use crate::dkg::{DkgCoordinator, DkgParticipant, DEFAULT_DKG_TIMEOUT};
+use crate::reshare::ResharePeer;
 use crate::sign::{Signer, SignerLimits, SigningCoordinator, DEFAULT_SIGN_TIMEOUT};
 use crate::{
     Event, IdentityVerifier, KeyShare, NodeIdentity, Output, ProtocolError, Session, Suite,
@@ -113,7 +116,10 @@ pub struct SimNode<S: Suite> {
     pending: BTreeMap<KeyId, KeyShare<S>>,
     active: BTreeMap<KeyId, KeyShare<S>>,
     dealt: std::collections::BTreeSet<SessionId>,
-    /// Reshare shares that arrived before their session was opened here (a dealer may deal
+    /// Reshares joined and not yet concluded, with their coordinator (durable, like a node's
+    /// reshare table: a restart resumes them).
+    reshares: BTreeMap<SessionId, (ReshareOpen, NodeId)>,
+    /// Reshare messages that arrived before their session was opened here (a dealer may deal
     /// before the coordinator's open reaches a new member), replayed when it opens.
     early: VecDeque<(NodeId, Message)>,
     outputs: VecDeque<Output<S>>,
@@ -129,6 +135,7 @@ impl<S: Suite> SimNode<S> {
             pending: BTreeMap::new(),
             active: BTreeMap::new(),
             dealt: std::collections::BTreeSet::new(),
+            reshares: BTreeMap::new(),
             early: VecDeque::new(),
             outputs: VecDeque::new(),
         }
@@ -149,17 +156,55 @@ impl<S: Suite> SimNode<S> {
         self.signers.values().map(Signer::open_sessions).sum()
     }
 
-    /// Loses everything in memory; keeps the disk. Signers restart with no session.
-    pub fn crash_and_restart(&mut self) {
+    /// Loses everything in memory; keeps the disk. Signers restart with no session; every
+    /// reshare on disk is resumed from the shares on disk ([`ResharePeer::resume`]).
+    pub fn crash_and_restart(&mut self, now: Timestamp) {
         self.sessions.clear();
         self.aliases.clear();
         self.outputs.clear();
         self.signers.clear();
+        self.early.clear();
         for (key_id, share) in &self.active {
             if let Ok(signer) = Signer::new(share.clone(), SignerLimits::default()) {
                 self.signers.insert(key_id.clone(), signer);
             }
         }
+        for (session, (open, coordinator)) in self.reshares.clone() {
+            let key_id = &open.proposal.key_id;
+            let epoch = open.proposal.epoch;
+            let old = self
+                .active
+                .get(key_id)
+                .filter(|s| s.epoch == epoch)
+                .cloned();
+            let pending = self
+                .pending
+                .get(key_id)
+                .filter(|s| s.epoch == Epoch(epoch.0 + 1))
+                .cloned();
+            match ResharePeer::resume(open, coordinator, self.identities(), old, pending, now) {
+                Ok(peer) => {
+                    self.aliases.insert(peer.test_session(), session);
+                    self.sessions.insert(session, Box::new(peer));
+                }
+                Err(_) => {
+                    self.reshares.remove(&session);
+                }
+            }
+        }
+        self.collect();
+    }
+
+    /// Whether a reshare session is recorded on this node's disk.
+    pub fn has_reshare_record(&self, session: &SessionId) -> bool {
+        self.reshares.contains_key(session)
+    }
+
+    fn identities(&self) -> Arc<crate::reshare::Identities> {
+        Arc::new(crate::reshare::Identities {
+            key: self.identity.clone(),
+            verifier: Arc::new(SimVerifier),
+        })
     }
 
     /// Replaces the share a key is signed with (for tests of stale or foreign shares).
@@ -174,22 +219,34 @@ impl<S: Suite> SimNode<S> {
     /// that concern the node's disk.
     fn collect(&mut self) {
         let mut produced = Vec::new();
-        for session in self.sessions.values_mut() {
+        for (id, session) in self.sessions.iter_mut() {
             while let Some(o) = session.poll_output() {
-                produced.push(o);
+                produced.push((Some(*id), o));
             }
         }
         for signer in self.signers.values_mut() {
             while let Some(o) = signer.poll_output() {
-                produced.push(o);
+                produced.push((None, o));
             }
         }
         self.sessions.retain(|_, s| !s.is_finished());
         let sessions = &self.sessions;
         self.aliases
             .retain(|_, target| sessions.contains_key(target));
-        for output in produced {
+        for (from_session, output) in produced {
+            let reshare = from_session.filter(|id| self.reshares.contains_key(id));
             match &output {
+                Output::Event(Event::Failed(_)) if reshare.is_some() => {
+                    // The reshare ended without a commit: its PENDING share goes; the old
+                    // epoch stays in force.
+                    if let Some((open, _)) = reshare.and_then(|id| self.reshares.remove(&id)) {
+                        let next = Epoch(open.proposal.epoch.0 + 1);
+                        let key_id = &open.proposal.key_id;
+                        if self.pending.get(key_id).is_some_and(|s| s.epoch == next) {
+                            self.pending.remove(key_id);
+                        }
+                    }
+                }
                 Output::Event(Event::KeyPending(share)) => {
                     self.pending.insert(share.key_id.clone(), share.clone());
                 }
@@ -198,6 +255,10 @@ impl<S: Suite> SimNode<S> {
                 }
                 Output::Event(Event::ReshareCommitted { key_id, .. })
                 | Output::Event(Event::KeyActivated { key_id, .. }) => {
+                    // One "transaction": promote, drop the old epoch, forget the reshare.
+                    if let Some(id) = reshare {
+                        self.reshares.remove(&id);
+                    }
                     if let Some(share) = self.pending.remove(key_id) {
                         if let Ok(signer) = Signer::new(share.clone(), SignerLimits::default()) {
                             self.signers.insert(key_id.clone(), signer);
@@ -205,11 +266,14 @@ impl<S: Suite> SimNode<S> {
                         self.active.insert(key_id.clone(), share);
                     }
                 }
-                Output::Event(Event::ShareRetired { key_id, epoch })
-                    if self.active.get(key_id).is_some_and(|s| s.epoch == *epoch) =>
-                {
-                    self.active.remove(key_id);
-                    self.signers.remove(key_id);
+                Output::Event(Event::ShareRetired { key_id, epoch }) => {
+                    if let Some(id) = reshare {
+                        self.reshares.remove(&id);
+                    }
+                    if self.active.get(key_id).is_some_and(|s| s.epoch == *epoch) {
+                        self.active.remove(key_id);
+                        self.signers.remove(key_id);
+                    }
                 }
                 _ => {}
             }
@@ -246,7 +310,13 @@ impl<S: Suite> Session<S> for SimNode<S> {
                 }
                 opened
             }
-            Message::ReshareShare(_) if self.early.len() < 1024 => {
+            Message::ReshareShare(_)
+            | Message::ReshareDealingSet(_)
+            | Message::ReshareDealerSet(_)
+            | Message::ReshareCommit(_)
+            | Message::ReshareAbort(_)
+                if self.early.len() < 1024 =>
+            {
                 self.early.push_back((from.clone(), message));
                 Ok(())
             }
@@ -353,19 +423,25 @@ impl<S: Suite> SimNode<S> {
             return Err(crate::Refusal::SessionExists.into());
         }
         let old_share = self.active.get(&open.proposal.key_id).cloned();
-        let peer = crate::reshare::ResharePeer::new(
+        // Recorded before anything of the session happens, so a restart resumes it.
+        self.reshares.insert(session, (open.clone(), from.clone()));
+        let peer = ResharePeer::new(
             open,
             from.clone(),
-            Arc::new(crate::reshare::Identities {
-                key: self.identity.clone(),
-                verifier: Arc::new(SimVerifier),
-            }),
+            self.identities(),
             old_share,
             self.dealt.contains(&session),
             now,
             crate::reshare::DEFAULT_RESHARE_TIMEOUT,
             rng,
-        )?;
+        );
+        let peer = match peer {
+            Ok(peer) => peer,
+            Err(e) => {
+                self.reshares.remove(&session);
+                return Err(e);
+            }
+        };
         self.aliases.insert(peer.test_session(), session);
         self.sessions.insert(session, Box::new(peer));
         Ok(())
@@ -376,6 +452,9 @@ impl<S: Suite> SimNode<S> {
 pub struct SimCoordinator<S: Suite> {
     sessions: BTreeMap<SessionId, Box<dyn Session<S>>>,
     aliases: BTreeMap<SessionId, SessionId>,
+    /// The commit or abort of every concluded reshare (durable), sent again to a member that
+    /// asks with a `ReshareStatus`.
+    outcomes: BTreeMap<SessionId, Message>,
     outputs: VecDeque<Output<S>>,
 }
 
@@ -383,9 +462,23 @@ impl<S: Suite> SimCoordinator<S> {
     fn collect(&mut self) {
         for session in self.sessions.values_mut() {
             while let Some(o) = session.poll_output() {
+                if let Output::Send {
+                    message: m @ (Message::ReshareCommit(_) | Message::ReshareAbort(_)),
+                    ..
+                } = &o
+                {
+                    self.outcomes
+                        .entry(m.session())
+                        .or_insert_with(|| m.clone());
+                }
                 self.outputs.push_back(o);
             }
         }
+    }
+
+    /// The recorded outcome of a reshare, if concluded.
+    pub fn outcome(&self, session: &SessionId) -> Option<&Message> {
+        self.outcomes.get(session)
     }
 }
 
@@ -397,6 +490,20 @@ impl<S: Suite> Session<S> for SimCoordinator<S> {
         now: Timestamp,
         rng: &mut dyn CryptoRngCore,
     ) -> Result<(), ProtocolError> {
+        if let Message::ReshareStatus(status) = &message {
+            return match self.outcomes.get(&status.session) {
+                Some(outcome) => {
+                    self.outputs.push_back(Output::Send {
+                        to: from.clone(),
+                        message: outcome.clone(),
+                    });
+                    Ok(())
+                }
+                // Still running: the member gets the outcome when it comes.
+                None if self.sessions.contains_key(&status.session) => Ok(()),
+                None => Err(crate::Refusal::UnknownSession.into()),
+            };
+        }
         let routed = self
             .aliases
             .get(&message.session())
@@ -532,6 +639,7 @@ impl<S: Suite> Network<S> {
         self.parties.insert(
             id.clone(),
             Party::Coordinator(SimCoordinator {
+                outcomes: BTreeMap::new(),
                 sessions: BTreeMap::new(),
                 aliases: BTreeMap::new(),
                 outputs: VecDeque::new(),
@@ -646,6 +754,17 @@ impl<S: Suite> Network<S> {
         coordinator: &NodeId,
         proposal: permafrost_wire::ReshareProposal,
     ) -> Result<PublicKeyPackage<S>, ProtocolError> {
+        let mark = self.events.len();
+        self.start_reshare(coordinator, proposal)?;
+        self.finish_reshare(coordinator, mark)
+    }
+
+    /// Opens a reshare at `coordinator` without running it; returns its session id.
+    pub fn start_reshare(
+        &mut self,
+        coordinator: &NodeId,
+        proposal: permafrost_wire::ReshareProposal,
+    ) -> Result<SessionId, ProtocolError> {
         let session = crate::reshare::ReshareCoordinator::<S>::new(
             proposal,
             Arc::new(SimVerifier),
@@ -654,8 +773,17 @@ impl<S: Suite> Network<S> {
         )?;
         let id = session.session();
         self.alias(coordinator, session.test_session(), id);
-        let mark = self.events.len();
         self.start(coordinator, Box::new(session), id);
+        Ok(id)
+    }
+
+    /// Runs the reshare started after event index `mark` to its end (and lets the certificate
+    /// reach every member); returns the new public key package or the coordinator's error.
+    pub fn finish_reshare(
+        &mut self,
+        coordinator: &NodeId,
+        mark: usize,
+    ) -> Result<PublicKeyPackage<S>, ProtocolError> {
         let finished = |net: &Self| {
             net.events[mark..].iter().any(|(n, e)| {
                 n == coordinator && matches!(e, Event::KeyReshared { .. } | Event::Failed(_))
@@ -672,6 +800,23 @@ impl<S: Suite> Network<S> {
             _ => None,
         });
         outcome.unwrap_or_else(|| Err(ProtocolError::Frost("reshare did not finish".into())))
+    }
+
+    /// Crashes node `node` (it loses its memory, keeps its disk) and restarts it at once.
+    pub fn crash_and_restart(&mut self, node: &NodeId) {
+        let now = self.now;
+        if let Some(Party::Node(n)) = self.parties.get_mut(node) {
+            n.crash_and_restart(now);
+        }
+        self.pump();
+    }
+
+    /// The coordinator party, to inspect what it recorded.
+    pub fn coordinator(&self, coordinator: &NodeId) -> Option<&SimCoordinator<S>> {
+        match self.parties.get(coordinator) {
+            Some(Party::Coordinator(c)) => Some(c),
+            _ => None,
+        }
     }
 
     /// Puts a message on the wire from `from` to `to`, as a (possibly malicious) party would.

@@ -453,7 +453,7 @@ fn restarted_signer_voids_its_commitment<S: Suite>() {
         n.node(&r).unwrap().open_signing_sessions() > 0
     });
     assert_eq!(net.node(&restarting).unwrap().open_signing_sessions(), 1);
-    net.node_mut(&restarting).unwrap().crash_and_restart();
+    net.crash_and_restart(&restarting);
     assert_eq!(net.node(&restarting).unwrap().open_signing_sessions(), 0);
     net.run_until(Duration::from_secs(30), |n| {
         n.events

@@ -11,36 +11,10 @@ use common::*;
 use frost_core::keys::PublicKeyPackage;
 use frost_core::{round1, round2, SigningPackage};
 use permafrost_protocol::sim::{Fault, Network};
-use permafrost_protocol::wire::{Epoch, KeyId, Message, NodeId, ReshareProposal};
+use permafrost_protocol::wire::{Epoch, KeyId, Message, NodeId};
 use permafrost_protocol::{ProtocolError, Refusal, Suite};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-
-fn proposal<S: Suite>(
-    net: &Network<S>,
-    key: &KeyId,
-    holder: &NodeId,
-    new_committee: &[NodeId],
-    new_threshold: u16,
-    dealers: &[NodeId],
-) -> ReshareProposal {
-    let share = net.node(holder).unwrap().active_share(key).unwrap();
-    let mut new_committee = new_committee.to_vec();
-    new_committee.sort();
-    let mut dealers = dealers.to_vec();
-    dealers.sort();
-    ReshareProposal {
-        key_id: key.clone(),
-        curve: S::CURVE,
-        epoch: share.epoch,
-        attempt: 0,
-        old_committee: share.committee.clone(),
-        old_public_key_package: share.public_key_package.serialize().unwrap(),
-        new_committee,
-        new_threshold,
-        dealers,
-    }
-}
 
 /// After a reshare: every new member holds epoch e+1 with the coordinator's package, every
 /// old member outside the new committee holds nothing, and the group key is unchanged.
@@ -100,7 +74,7 @@ fn run<S: Suite>(
     fresh.sort();
     let (mut new_committee, t_new, dealers) = pick(&nodes, &fresh);
     new_committee.sort();
-    let proposal = proposal(&net, &key, &nodes[0], &new_committee, t_new, &dealers);
+    let proposal = reshare_proposal(&net, &key, &nodes[0], &new_committee, t_new, &dealers);
     let evicted: Vec<NodeId> = nodes
         .iter()
         .filter(|n| !new_committee.contains(n))
@@ -245,7 +219,7 @@ fn refresh<S: Suite>() {
                 .clone()
         })
         .collect();
-    let proposal = proposal(&net, &key, &nodes[0], &nodes, 3, &nodes);
+    let proposal = reshare_proposal(&net, &key, &nodes[0], &nodes, 3, &nodes);
     let new_package = net.run_reshare(&coordinator, proposal).unwrap();
     check_outcome(&net, &key, &package, &new_package, &nodes, &nodes, Epoch(1));
     for (node, old) in nodes.iter().zip(&before) {
@@ -270,7 +244,7 @@ fn refresh<S: Suite>() {
         &nodes[1..],
     );
     // A second refresh moves to epoch 2.
-    let proposal = self::proposal(&net, &key, &nodes[0], &nodes, 3, &nodes);
+    let proposal = reshare_proposal(&net, &key, &nodes[0], &nodes, 3, &nodes);
     let again = net.run_reshare(&coordinator, proposal).unwrap();
     check_outcome(&net, &key, &package, &again, &nodes, &nodes, Epoch(2));
     sign(&mut net, &coordinator, &key, Epoch(2), &again, &nodes[..3]);
@@ -324,7 +298,7 @@ fn dealer_with_wrong_constant_term_is_excluded<S: Suite>() {
         }
         _ => Fault::Deliver,
     });
-    let proposal = proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
+    let proposal = reshare_proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
     let new_package = net.run_reshare(&coordinator, proposal).unwrap();
     check_outcome(&net, &key, &package, &new_package, &nodes, &nodes, Epoch(1));
     let excluded = net.events.iter().find_map(|(_, e)| match e {
@@ -376,7 +350,7 @@ fn dealer_with_inconsistent_share_is_excluded<S: Suite>() {
         }
         _ => Fault::Deliver,
     });
-    let proposal = proposal(&net, &key, &nodes[0], &nodes, 3, &nodes);
+    let proposal = reshare_proposal(&net, &key, &nodes[0], &nodes, 3, &nodes);
     let new_package = net.run_reshare(&coordinator, proposal).unwrap();
     check_outcome(&net, &key, &package, &new_package, &nodes, &nodes, Epoch(1));
     let excluded = net.events.iter().find_map(|(_, e)| match e {
@@ -427,7 +401,7 @@ fn dealer_sending_two_commitments_is_caught<S: Suite>() {
         }
         _ => Fault::Deliver,
     });
-    let proposal = proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
+    let proposal = reshare_proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
     let error = net.run_reshare(&coordinator, proposal).unwrap_err();
     assert_eq!(error.culprits(), vec![cheater], "{error}");
     net.clear_faults();
@@ -453,7 +427,7 @@ fn dealer_sending_two_commitments_is_caught<S: Suite>() {
 /// a non-member dealer are refused before any dealing.
 fn bad_proposals_are_refused<S: Suite>() {
     let (mut net, nodes, coordinator, key, _) = network_with_key::<S>(59, 2, 3);
-    let mut wrong_epoch = proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
+    let mut wrong_epoch = reshare_proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
     wrong_epoch.epoch = Epoch(7);
     let error = net.run_reshare(&coordinator, wrong_epoch).unwrap_err();
     assert!(
@@ -468,7 +442,7 @@ fn bad_proposals_are_refused<S: Suite>() {
         .iter()
         .any(|r| matches!(r.error, ProtocolError::Refused(Refusal::WrongEpoch { .. }))));
     let stranger = net.add_node();
-    let mut bad_dealer = proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
+    let mut bad_dealer = reshare_proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
     bad_dealer.dealers.push(stranger);
     bad_dealer.dealers.sort();
     assert!(matches!(
@@ -483,7 +457,29 @@ fn bad_proposals_are_refused<S: Suite>() {
     }
 }
 
+/// A coordinator cannot fake a commit certificate's test signature with the old shares: an
+/// ordinary signer refuses any message in the reshare test domain.
+fn ordinary_signers_refuse_reshare_test_messages<S: Suite>() {
+    let (mut net, nodes, coordinator, key, package) = network_with_key::<S>(81, 2, 3);
+    let p = reshare_proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
+    let message =
+        permafrost_protocol::reshare::test_message(&permafrost_protocol::reshare::session_id(&p));
+    let error = net
+        .sign(&coordinator, &key, Epoch(0), &package, &nodes, &message)
+        .unwrap_err();
+    assert!(
+        net.refused
+            .iter()
+            .any(|r| matches!(r.error, ProtocolError::Refused(Refusal::MessageNotApproved))),
+        "{error}"
+    );
+    // An ordinary message still signs.
+    net.sign(&coordinator, &key, Epoch(0), &package, &nodes, b"ordinary")
+        .unwrap();
+}
+
 per_suite!(
+    ordinary_signers_refuse_reshare_test_messages,
     overlapping_3_of_5_to_4_of_6,
     disjoint_3_of_5_to_4_of_6,
     shrink_3_of_5_to_2_of_3,

@@ -313,3 +313,13 @@ pub struct ReshareAbort {
     /// Why.
     pub reason: String,
 }
+
+/// Member → coordinator, after a restart or when a commit is overdue: what became of reshare
+/// `session`? The coordinator answers by sending the session's [`ReshareCommit`] or
+/// [`ReshareAbort`] again, once it has recorded one; a session it never recorded gets neither
+/// (the member then keeps both epochs for an operator).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshareStatus {
+    /// The reshare session.
+    pub session: SessionId,
+}

@@ -145,6 +145,7 @@ fn every_kind() -> Vec<Message> {
             culprits: vec![node(1)],
             reason: "dealer sent a bad share".into(),
         }),
+        Message::ReshareStatus(ReshareStatus { session: session() }),
     ]
 }
 
@@ -178,7 +179,7 @@ fn reshare_confirm() -> ReshareConfirm {
 #[test]
 fn every_kind_round_trips_and_every_truncation_fails() {
     let all = every_kind();
-    assert_eq!(all.len(), 22, "a new message kind needs an example here");
+    assert_eq!(all.len(), 23, "a new message kind needs an example here");
     for message in all {
         let frame = encode(&message).unwrap();
         assert_eq!(frame[0..2], WIRE_VERSION.to_be_bytes());
@@ -293,7 +294,7 @@ proptest! {
     }
 
     #[test]
-    fn bit_flips_in_valid_frames_never_panic(index in any::<prop::sample::Index>(), bit in 0u8..8, which in 0usize..22) {
+    fn bit_flips_in_valid_frames_never_panic(index in any::<prop::sample::Index>(), bit in 0u8..8, which in 0usize..23) {
         let mut frame = encode(&every_kind()[which]).unwrap();
         let i = index.index(frame.len());
         frame[i] ^= 1 << bit;

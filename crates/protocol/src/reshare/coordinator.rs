@@ -393,21 +393,25 @@ impl<S: Suite> ReshareCoordinator<S> {
                 .collect(),
             test_signature,
         };
+        self.finished = true;
+        let p = &self.open.proposal;
+        // Recorded first: once any member may promote its share, the coordinator must be able
+        // to answer what the new epoch is (and re-send the certificate) after a crash.
+        self.outputs.push_back(Output::Event(Event::KeyReshared {
+            key_id: p.key_id.clone(),
+            epoch: Epoch(p.epoch.0 + 1),
+            committee: self.checked.new.members().to_vec(),
+            threshold: p.new_threshold,
+            public_key_package: package.clone(),
+            excluded: self.excluded.keys().cloned().collect(),
+            certificate: commit.clone(),
+        }));
         for to in self.everyone() {
             self.outputs.push_back(Output::Send {
                 to,
                 message: Message::ReshareCommit(commit.clone()),
             });
         }
-        self.finished = true;
-        let p = &self.open.proposal;
-        self.outputs.push_back(Output::Event(Event::KeyReshared {
-            key_id: p.key_id.clone(),
-            epoch: Epoch(p.epoch.0 + 1),
-            committee: self.checked.new.members().to_vec(),
-            public_key_package: package.clone(),
-            excluded: self.excluded.keys().cloned().collect(),
-        }));
     }
 }
 

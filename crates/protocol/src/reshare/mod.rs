@@ -17,4 +17,7 @@ pub use math::{
     check_dealing, combine, deal, public_key_package_from_dealings, Dealing, DealingFault,
 };
 pub use participant::{Identities, IdentityVerifierAndKey, ResharePeer, DEFAULT_RESHARE_TIMEOUT};
-pub use proposal::{session_id, test_message, test_session_id, CONFIRM, DEALING, REPORT, SHARE};
+pub use proposal::{
+    session_id, test_message, test_session_id, verify_certificate, CONFIRM, DEALING, REPORT, SHARE,
+    TEST_MESSAGE_PREFIX,
+};

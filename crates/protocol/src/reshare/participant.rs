@@ -3,21 +3,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use frost_core::keys::{SigningShare, VerifiableSecretSharingCommitment};
-use frost_core::{Identifier, Signature};
+use frost_core::Identifier;
 use permafrost_wire::{
     Epoch, Message, MessageKind, NodeId, ReshareCommit, ReshareConfirm, ReshareDealerSet,
-    ReshareDealing, ReshareDealingSet, ReshareOpen, ReshareReport, ReshareShare, SecretBytes,
-    SessionId,
+    ReshareDealing, ReshareDealingSet, ReshareOpen, ReshareReport, ReshareShare, ReshareStatus,
+    SecretBytes, SessionId,
 };
 use rand_core::CryptoRngCore;
 
 use super::proposal::{
-    check_open, dealer_set, package_digest, report_payload, test_message, test_session_id, Checked,
-    CONFIRM, DEALING, REPORT, SHARE,
+    check_open, dealer_set, package_digest, report_payload, test_message, test_session_id,
+    verify_certificate, Checked, CONFIRM, DEALING, REPORT, SHARE,
 };
 use super::{check_dealing, combine, deal};
 use crate::identity::statement;
-use crate::sign::{Signer, SignerLimits};
+use crate::sign::Signer;
 use crate::{
     Event, IdentityVerifier, KeyShare, NodeIdentity, Output, ProtocolError, Refusal, Session,
     Suite, Timestamp,
@@ -25,6 +25,13 @@ use crate::{
 
 /// How long a reshare may take before it fails naming the silent parties.
 pub const DEFAULT_RESHARE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// First wait before a member whose share may have been committed asks the coordinator for the
+/// outcome again; doubled after every unanswered question, up to [`MAX_STATUS_RETRY`].
+pub const STATUS_RETRY: Duration = Duration::from_secs(5);
+
+/// Longest wait between two questions about an outcome.
+pub const MAX_STATUS_RETRY: Duration = Duration::from_secs(300);
 
 /// One node's side of a reshare: dealer (if it holds an old share and is in the dealer set),
 /// new member (if it is in the new committee), or both; an old member outside both only waits
@@ -38,6 +45,8 @@ pub struct ResharePeer<S: Suite> {
     member: Option<Member<S>>,
     finished: bool,
     deadline: Timestamp,
+    /// Wait before the next status question, once waiting for the outcome.
+    status_retry: Duration,
     outputs: VecDeque<Output<S>>,
 }
 
@@ -142,12 +151,99 @@ impl<S: Suite> ResharePeer<S> {
             member,
             finished: false,
             deadline: now.after(timeout),
+            status_retry: STATUS_RETRY,
             outputs: VecDeque::new(),
         };
         if peer.checked.dealers.contains(&me) && !already_dealt {
             peer.deal(rng)?;
         }
         Ok(peer)
+    }
+
+    /// Picks up reshare `open` after a restart, from what the node's disk holds: its share of
+    /// the old epoch (if it has one) and its PENDING share of the new epoch (if it stored one).
+    /// The in-memory state of the session is gone, so the node does not deal, report or
+    /// confirm again; it asks the coordinator for the outcome at once (and again with backoff)
+    /// and waits for the commit certificate (promote, or retire the old share) or the abort
+    /// (discard the PENDING share). It can still sign the test signature with its PENDING share.
+    pub fn resume(
+        open: ReshareOpen,
+        coordinator: NodeId,
+        identity: Arc<dyn IdentityVerifierAndKey>,
+        old_share: Option<KeyShare<S>>,
+        pending: Option<KeyShare<S>>,
+        now: Timestamp,
+    ) -> Result<Self, ProtocolError> {
+        let checked = check_open::<S>(&open)?;
+        let me = identity.key().node_id().clone();
+        let p = &open.proposal;
+        if !checked.old.contains(&me) && !checked.new.contains(&me) {
+            return Err(ProtocolError::InvalidParameters(
+                "this node is in neither committee".into(),
+            ));
+        }
+        let member = match checked.new.identifier(&me) {
+            Some(id) => {
+                let pending = match pending {
+                    Some(share) => {
+                        if share.key_id != p.key_id || share.epoch != Epoch(p.epoch.0 + 1) {
+                            return Err(ProtocolError::InvalidParameters(
+                                "the pending share is not of this reshare's new epoch".into(),
+                            ));
+                        }
+                        Some(PendingShare {
+                            digest: package_digest(&share.public_key_package)?,
+                            signer: Signer::for_reshare_test(share)?,
+                        })
+                    }
+                    None => None,
+                };
+                Some(Member {
+                    me: id,
+                    shares: BTreeMap::new(),
+                    dealings: None,
+                    reported: true,
+                    pending,
+                })
+            }
+            None => None,
+        };
+        let mut peer = ResharePeer {
+            open,
+            checked,
+            coordinator,
+            identity,
+            old_share,
+            member,
+            finished: false,
+            deadline: now,
+            status_retry: STATUS_RETRY,
+            outputs: VecDeque::new(),
+        };
+        peer.ask_status(now);
+        Ok(peer)
+    }
+
+    /// Whether this node may already be bound by a commit it has not seen: it holds a PENDING
+    /// share (so it confirmed, or was about to), or it is an old member only (a commit retires
+    /// its share). Such a node never gives up on its own; it asks for the outcome instead.
+    fn may_be_committed(&self) -> bool {
+        match &self.member {
+            Some(member) => member.pending.is_some(),
+            None => true,
+        }
+    }
+
+    /// Asks the coordinator what became of the session; asks again later if no answer comes.
+    fn ask_status(&mut self, now: Timestamp) {
+        self.outputs.push_back(Output::Send {
+            to: self.coordinator.clone(),
+            message: Message::ReshareStatus(ReshareStatus {
+                session: self.open.session,
+            }),
+        });
+        self.deadline = now.after(self.status_retry);
+        self.status_retry = (self.status_retry * 2).min(MAX_STATUS_RETRY);
     }
 
     /// The session id.
@@ -447,7 +543,7 @@ impl<S: Suite> ResharePeer<S> {
             key_package,
             public_key_package: package,
         };
-        let signer = Signer::new(share.clone(), SignerLimits::default())?;
+        let signer = Signer::for_reshare_test(share.clone())?;
         // Persist before acknowledging: PENDING first, then the confirmation.
         self.outputs
             .push_back(Output::Event(Event::KeyPending(share)));
@@ -469,45 +565,20 @@ impl<S: Suite> ResharePeer<S> {
     }
 
     fn handle_commit(&mut self, commit: ReshareCommit) -> Result<(), ProtocolError> {
-        if commit.confirms.len() != self.checked.new.len() {
-            return Err(Refusal::Malformed("commit lacks confirmations".into()).into());
-        }
-        let digest = commit.confirms.first().map(|c| c.public_key_package);
-        for (c, expected) in commit.confirms.iter().zip(self.checked.new.members()) {
-            if c.from != *expected
-                || c.session != self.open.session
-                || Some(c.public_key_package) != digest
-            {
-                return Err(Refusal::SenderMismatch.into());
-            }
-            if !self.verify_statement(
-                &c.from,
-                CONFIRM,
-                None,
-                &c.public_key_package.0,
-                &c.signature,
-            ) {
-                return Err(Refusal::BadSignature(c.from.clone()).into());
+        let digest =
+            verify_certificate(&self.open, &self.checked, &commit, self.identity.verifier())?;
+        if let Some(member) = &self.member {
+            match &member.pending {
+                Some(pending) if pending.digest == digest => {}
+                Some(_) => {
+                    return Err(
+                        Refusal::Malformed("commit certifies another key package".into()).into(),
+                    )
+                }
+                // A new member without its new share cannot take part in the new epoch.
+                None => return Err(Refusal::Unexpected(MessageKind::ReshareCommit).into()),
             }
         }
-        if let Some(pending) = self.member.as_ref().and_then(|m| m.pending.as_ref()) {
-            if Some(pending.digest) != digest {
-                return Err(
-                    Refusal::Malformed("commit certifies another key package".into()).into(),
-                );
-            }
-        } else if self.member.is_some() {
-            return Err(Refusal::Unexpected(MessageKind::ReshareCommit).into());
-        }
-        let signature = Signature::<S>::deserialize(&commit.test_signature)
-            .map_err(|e| Refusal::Malformed(format!("test signature: {e}")))?;
-        self.checked
-            .old_package
-            .verifying_key()
-            .verify(&test_message(&self.open.session), &signature)
-            .map_err(|_| {
-                Refusal::Malformed("test signature does not verify under the group key".into())
-            })?;
         let p = &self.open.proposal;
         self.finished = true;
         let event = if self.member.is_some() {
@@ -601,6 +672,10 @@ impl<S: Suite> Session<S> for ResharePeer<S> {
             pending.signer.handle_timeout(now);
         }
         if self.finished || now < self.deadline {
+            return;
+        }
+        if self.may_be_committed() {
+            self.ask_status(now);
             return;
         }
         // Waiting for shares names the dealers that did not send one; anything else is the

@@ -3,11 +3,14 @@
 use std::collections::BTreeSet;
 
 use frost_core::keys::PublicKeyPackage;
-use frost_core::Identifier;
-use permafrost_wire::{Digest, NodeId, ReshareOpen, ReshareProposal, ReshareReport, SessionId};
+use frost_core::{Identifier, Signature};
+use permafrost_wire::{
+    Digest, NodeId, ReshareCommit, ReshareOpen, ReshareProposal, ReshareReport, SessionId,
+};
 
 use crate::hash::{digest_bytes, Transcript};
-use crate::{Committee, ProtocolError, Refusal, Suite};
+use crate::identity::statement;
+use crate::{Committee, IdentityVerifier, ProtocolError, Refusal, Suite};
 
 /// Round tag of signed dealings (commitments).
 pub const DEALING: &str = "reshare/dealing";
@@ -43,11 +46,61 @@ pub fn test_session_id(session: &SessionId) -> SessionId {
     SessionId(t.finish().0)
 }
 
+/// The prefix of every reshare test message. A node's ordinary signer refuses messages that
+/// start with it, so only new shares inside a reshare can produce a test signature: old shares
+/// cannot be used to fake one.
+pub const TEST_MESSAGE_PREFIX: &[u8] = b"permafrost reshare test ";
+
 /// The message the new shares sign before commit.
 pub fn test_message(session: &SessionId) -> Vec<u8> {
-    let mut m = b"permafrost reshare test ".to_vec();
+    let mut m = TEST_MESSAGE_PREFIX.to_vec();
     m.extend_from_slice(&session.0);
     m
+}
+
+/// Checks a commit certificate for `open`: a signed confirmation from every new member, in
+/// committee order, all of the same public key package digest, and a test signature over the
+/// session's test message that verifies under the group key. Returns the certified digest.
+pub fn verify_certificate<S: Suite>(
+    open: &ReshareOpen,
+    checked: &Checked<S>,
+    commit: &ReshareCommit,
+    verifier: &dyn IdentityVerifier,
+) -> Result<Digest, ProtocolError> {
+    if commit.session != open.session {
+        return Err(Refusal::WrongSession.into());
+    }
+    if commit.confirms.len() != checked.new.len() {
+        return Err(Refusal::Malformed("commit lacks confirmations".into()).into());
+    }
+    let Some(digest) = commit.confirms.first().map(|c| c.public_key_package) else {
+        return Err(Refusal::Malformed("commit without confirmations".into()).into());
+    };
+    for (c, expected) in commit.confirms.iter().zip(checked.new.members()) {
+        if c.from != *expected || c.session != open.session || c.public_key_package != digest {
+            return Err(Refusal::SenderMismatch.into());
+        }
+        let st = statement(
+            &open.session,
+            CONFIRM,
+            &c.from,
+            None,
+            &c.public_key_package.0,
+        );
+        if !verifier.verify(&c.from, &st.0, &c.signature) {
+            return Err(Refusal::BadSignature(c.from.clone()).into());
+        }
+    }
+    let signature = Signature::<S>::deserialize(&commit.test_signature)
+        .map_err(|e| Refusal::Malformed(format!("test signature: {e}")))?;
+    checked
+        .old_package
+        .verifying_key()
+        .verify(&test_message(&open.session), &signature)
+        .map_err(|_| {
+            Refusal::Malformed("test signature does not verify under the group key".into())
+        })?;
+    Ok(digest)
 }
 
 /// The payload signed in a report: the accepted dealers' ids.

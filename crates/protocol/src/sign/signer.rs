@@ -10,6 +10,7 @@ use rand_core::CryptoRngCore;
 use sha2::{Digest as _, Sha256};
 
 use super::MAX_SIGN_MESSAGE_LEN;
+use crate::reshare::TEST_MESSAGE_PREFIX;
 use crate::{
     Committee, Event, KeyShare, Output, ProtocolError, Refusal, Session, Suite, Timestamp,
 };
@@ -41,6 +42,8 @@ pub struct Signer<S: Suite> {
     share: KeyShare<S>,
     committee: Committee<S>,
     limits: SignerLimits,
+    /// Signs only reshare test messages (a PENDING share inside a reshare) instead of never.
+    reshare_test: bool,
     sessions: BTreeMap<SessionId, Slot<S>>,
     outputs: VecDeque<Output<S>>,
 }
@@ -73,9 +76,19 @@ impl<S: Suite> Signer<S> {
             share,
             committee,
             limits,
+            reshare_test: false,
             sessions: BTreeMap::new(),
             outputs: VecDeque::new(),
         })
+    }
+
+    /// A signer for a PENDING share inside a reshare: it signs the session's test message
+    /// (messages starting with [`TEST_MESSAGE_PREFIX`]) and nothing else, while an ordinary
+    /// signer never signs those.
+    pub(crate) fn for_reshare_test(share: KeyShare<S>) -> Result<Self, ProtocolError> {
+        let mut signer = Self::new(share, SignerLimits::default())?;
+        signer.reshare_test = true;
+        Ok(signer)
     }
 
     /// The share this signer signs with.
@@ -116,6 +129,9 @@ impl<S: Suite> Signer<S> {
         rng: &mut dyn CryptoRngCore,
     ) -> Result<(), Refusal> {
         self.check_key(&request.key_id, request.epoch)?;
+        if request.message.starts_with(TEST_MESSAGE_PREFIX) != self.reshare_test {
+            return Err(Refusal::MessageNotApproved);
+        }
         if request.message.len() > MAX_SIGN_MESSAGE_LEN {
             return Err(Refusal::Limit(format!(
                 "message of {} bytes exceeds {MAX_SIGN_MESSAGE_LEN}",

@@ -4,7 +4,7 @@
 use frost_core::keys::PublicKeyPackage;
 use frost_core::Signature;
 use permafrost_protocol::sim::Network;
-use permafrost_protocol::wire::{KeyId, NodeId};
+use permafrost_protocol::wire::{KeyId, NodeId, ReshareProposal};
 use permafrost_protocol::Suite;
 
 pub type Ed25519 = frost_ed25519::Ed25519Sha512;
@@ -73,4 +73,32 @@ pub fn anyone_active<S: Suite>(net: &Network<S>, nodes: &[NodeId], key: &KeyId) 
     nodes
         .iter()
         .any(|n| net.node(n).unwrap().active_share(key).is_some())
+}
+
+/// A reshare proposal for `key` as `holder` knows it (its active share's epoch, committee and
+/// package), to `new_committee` with `new_threshold`, dealt by `dealers`.
+pub fn reshare_proposal<S: Suite>(
+    net: &Network<S>,
+    key: &KeyId,
+    holder: &NodeId,
+    new_committee: &[NodeId],
+    new_threshold: u16,
+    dealers: &[NodeId],
+) -> ReshareProposal {
+    let share = net.node(holder).unwrap().active_share(key).unwrap();
+    let mut new_committee = new_committee.to_vec();
+    new_committee.sort();
+    let mut dealers = dealers.to_vec();
+    dealers.sort();
+    ReshareProposal {
+        key_id: key.clone(),
+        curve: S::CURVE,
+        epoch: share.epoch,
+        attempt: 0,
+        old_committee: share.committee.clone(),
+        old_public_key_package: share.public_key_package.serialize().unwrap(),
+        new_committee,
+        new_threshold,
+        dealers,
+    }
 }

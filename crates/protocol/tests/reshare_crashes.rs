@@ -1,0 +1,307 @@
+//! The reshare crash matrix, per suite: a node is stopped (its memory lost, its disk kept) at
+//! each point of a reshare and restarted at once. Whatever the point, the key afterwards signs
+//! in the old epoch or in the new one — never neither — every node holds at most one epoch of
+//! it, nothing PENDING is left behind, and a node that missed the commit learns it by asking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use frost_core::keys::PublicKeyPackage;
+use permafrost_protocol::sim::{Fault, Network};
+use permafrost_protocol::wire::{Epoch, KeyId, Message, NodeId, SessionId};
+use permafrost_protocol::{Event, Suite};
+
+/// (3,5) → (4,6): nodes[0..4] stay and deal, nodes[4] is evicted, one fresh node joins.
+struct Setup<S: Suite> {
+    net: Network<S>,
+    nodes: Vec<NodeId>,
+    fresh: NodeId,
+    coordinator: NodeId,
+    key: KeyId,
+    old_package: PublicKeyPackage<S>,
+    new_committee: Vec<NodeId>,
+}
+
+fn setup<S: Suite>(seed: u64) -> Setup<S> {
+    let (mut net, nodes, coordinator, key, old_package) = network_with_key::<S>(seed, 3, 5);
+    let fresh = net.add_node();
+    let mut new_committee: Vec<NodeId> = nodes[..4].to_vec();
+    new_committee.push(fresh.clone());
+    new_committee.sort();
+    Setup {
+        net,
+        nodes,
+        fresh,
+        coordinator,
+        key,
+        old_package,
+        new_committee,
+    }
+}
+
+impl<S: Suite> Setup<S> {
+    fn start(&mut self) -> SessionId {
+        let p = reshare_proposal(
+            &self.net,
+            &self.key,
+            &self.nodes[0],
+            &self.new_committee,
+            4,
+            &self.nodes[..4],
+        );
+        self.net.start_reshare(&self.coordinator, p).unwrap()
+    }
+
+    fn coordinator_done(&self, mark: usize) -> bool {
+        self.net.events[mark..].iter().any(|(n, e)| {
+            *n == self.coordinator && matches!(e, Event::KeyReshared { .. } | Event::Failed(_))
+        })
+    }
+
+    fn event_from(&self, mark: usize, node: &NodeId, pred: impl Fn(&Event<S>) -> bool) -> bool {
+        self.net.events[mark..]
+            .iter()
+            .any(|(n, e)| n == node && pred(e))
+    }
+
+    /// Runs until every member has settled (commit or abort reached everyone, the status
+    /// questions answered), then checks the invariants and that the key signs in the epoch
+    /// that won. Returns that epoch.
+    fn settle_and_check(&mut self, session: SessionId) -> Epoch {
+        // Members asking for the outcome retry with backoff; ten minutes covers several rounds.
+        let everyone: Vec<NodeId> = self.nodes.iter().chain([&self.fresh]).cloned().collect();
+        let all = everyone.clone();
+        self.net.run_until(Duration::from_secs(600), |net| {
+            all.iter()
+                .all(|n| !net.node(n).unwrap().has_reshare_record(&session))
+        });
+        for node in &everyone {
+            assert!(
+                !self.net.node(node).unwrap().has_reshare_record(&session),
+                "{node} never learnt the outcome"
+            );
+            assert!(
+                self.net
+                    .node(node)
+                    .unwrap()
+                    .pending_share(&self.key)
+                    .is_none(),
+                "{node} kept a PENDING share"
+            );
+        }
+        let committed = match self
+            .net
+            .coordinator(&self.coordinator)
+            .unwrap()
+            .outcome(&session)
+        {
+            Some(Message::ReshareCommit(_)) => true,
+            Some(Message::ReshareAbort(_)) => false,
+            other => panic!("no recorded outcome: {other:?}"),
+        };
+        let (epoch, holders, package) = if committed {
+            let package = self
+                .net
+                .node(&self.new_committee[0])
+                .unwrap()
+                .active_share(&self.key)
+                .unwrap()
+                .public_key_package
+                .clone();
+            (Epoch(1), self.new_committee.clone(), package)
+        } else {
+            (Epoch(0), self.nodes.clone(), self.old_package.clone())
+        };
+        assert_eq!(
+            package.verifying_key().serialize().unwrap(),
+            self.old_package.verifying_key().serialize().unwrap(),
+            "the group key changed"
+        );
+        // Every holder of the winning epoch holds exactly it; nobody else holds any share.
+        for node in &everyone {
+            let active = self.net.node(node).unwrap().active_share(&self.key);
+            if holders.contains(node) {
+                let share = active.unwrap_or_else(|| panic!("{node} lost its share"));
+                assert_eq!(share.epoch, epoch, "{node} holds another epoch");
+                assert_eq!(share.public_key_package, package, "{node}");
+            } else {
+                assert!(
+                    active.is_none(),
+                    "{node} outside the committee holds a share"
+                );
+            }
+        }
+        // The key signs in that epoch and the signature verifies independently.
+        let t = usize::from(package.min_signers().unwrap());
+        let message = b"after the crash";
+        let outcome = self
+            .net
+            .sign(
+                &self.coordinator,
+                &self.key,
+                epoch,
+                &package,
+                &holders,
+                message,
+            )
+            .unwrap_or_else(|e| panic!("the key does not sign at {epoch}: {e}"));
+        assert_eq!(outcome.signers.len(), t);
+        verify_independently(&package, message, &outcome.signature);
+        epoch
+    }
+}
+
+/// Crash after `dealt` is on disk: the restarted dealer does not deal again, and the session
+/// goes on without its (lost) incoming shares; the coordinator aborts at its deadline and the
+/// old epoch stays. A new attempt then succeeds.
+fn crash_after_dealt<S: Suite>() {
+    let mut s = setup::<S>(701);
+    let victim = s.nodes[0].clone();
+    let mark = s.net.events.len();
+    let session = s.start();
+    let v = victim.clone();
+    s.net.run_until(Duration::from_secs(5), |net| {
+        net.events[mark..]
+            .iter()
+            .any(|(n, e)| *n == v && matches!(e, Event::Dealt { .. }))
+    });
+    assert!(s.event_from(mark, &victim, |e| matches!(e, Event::Dealt { .. })));
+    s.net.crash_and_restart(&victim);
+    let dealt_before = s.net.events[mark..]
+        .iter()
+        .filter(|(n, e)| *n == victim && matches!(e, Event::Dealt { .. }))
+        .count();
+    assert_eq!(s.settle_and_check(session), Epoch(0));
+    let dealt_after = s.net.events[mark..]
+        .iter()
+        .filter(|(n, e)| *n == victim && matches!(e, Event::Dealt { .. }))
+        .count();
+    assert_eq!(
+        dealt_before, dealt_after,
+        "the restarted dealer dealt again"
+    );
+    assert!(s.coordinator_done(mark));
+
+    // Attempt 1 of the same reshare completes.
+    let mut p = reshare_proposal(
+        &s.net,
+        &s.key,
+        &s.nodes[0],
+        &s.new_committee,
+        4,
+        &s.nodes[..4],
+    );
+    p.attempt = 1;
+    let package = s.net.run_reshare(&s.coordinator, p).unwrap();
+    assert_eq!(
+        package.verifying_key().serialize().unwrap(),
+        s.old_package.verifying_key().serialize().unwrap()
+    );
+}
+
+/// Crash after the PENDING share is stored but before the confirmation leaves (it is lost):
+/// the coordinator never gets every confirmation and aborts; the restarted node, holding a
+/// PENDING share, asks for the outcome, learns the abort and discards it.
+fn crash_after_pending_before_confirm<S: Suite>() {
+    let mut s = setup::<S>(702);
+    let victim = s.nodes[1].clone();
+    let v = victim.clone();
+    s.net.set_faults(move |env| match &env.message {
+        Message::ReshareConfirm(_) if env.from == v => Fault::Drop,
+        _ => Fault::Deliver,
+    });
+    let mark = s.net.events.len();
+    let session = s.start();
+    let v = victim.clone();
+    s.net.run_until(Duration::from_secs(5), |net| {
+        net.events[mark..]
+            .iter()
+            .any(|(n, e)| *n == v && matches!(e, Event::KeyPending(_)))
+    });
+    assert!(s.net.node(&victim).unwrap().pending_share(&s.key).is_some());
+    s.net.crash_and_restart(&victim);
+    s.net.clear_faults();
+    assert_eq!(s.settle_and_check(session), Epoch(0));
+}
+
+/// Crash right after the confirmation left: the coordinator has every confirmation; the
+/// restarted node still signs the test signature with its PENDING share, and the commit
+/// reaches it: the new epoch wins.
+fn crash_after_confirm<S: Suite>() {
+    let mut s = setup::<S>(703);
+    let victim = s.fresh.clone();
+    let mark = s.net.events.len();
+    let session = s.start();
+    let v = victim.clone();
+    s.net.run_until(Duration::from_secs(5), |net| {
+        net.events[mark..]
+            .iter()
+            .any(|(n, e)| *n == v && matches!(e, Event::KeyPending(_)))
+    });
+    s.net.crash_and_restart(&victim);
+    assert_eq!(s.settle_and_check(session), Epoch(1));
+}
+
+/// Crash after the certificate was issued but before the node acted on it (its commit is
+/// lost on the way): on restart it asks, gets the certificate again, promotes and deletes
+/// its old share. Same for an evicted node, which must retire its share.
+fn crash_after_certificate_before_deletion<S: Suite>() {
+    let mut s = setup::<S>(704);
+    let member = s.nodes[2].clone();
+    let evicted = s.nodes[4].clone();
+    let (m, e) = (member.clone(), evicted.clone());
+    s.net.set_faults(move |env| match &env.message {
+        Message::ReshareCommit(_) if env.to == m || env.to == e => Fault::Drop,
+        _ => Fault::Deliver,
+    });
+    let mark = s.net.events.len();
+    let session = s.start();
+    let coordinator = s.coordinator.clone();
+    s.net.run_until(Duration::from_secs(30), |net| {
+        net.events[mark..]
+            .iter()
+            .any(|(n, e)| *n == coordinator && matches!(e, Event::KeyReshared { .. }))
+    });
+    s.net.run(Duration::from_millis(200));
+    // The certificate exists; these two did not get it: old share active, new one PENDING.
+    let node = s.net.node(&member).unwrap();
+    assert_eq!(node.active_share(&s.key).unwrap().epoch, Epoch(0));
+    assert_eq!(node.pending_share(&s.key).unwrap().epoch, Epoch(1));
+    assert!(s.net.node(&evicted).unwrap().active_share(&s.key).is_some());
+    s.net.crash_and_restart(&member);
+    s.net.crash_and_restart(&evicted);
+    s.net.clear_faults();
+    assert_eq!(s.settle_and_check(session), Epoch(1));
+}
+
+/// A lost commit without any crash: the member's own deadline passes, it asks, and learns it.
+fn lost_commit_is_learnt_by_asking<S: Suite>() {
+    let mut s = setup::<S>(705);
+    let member = s.nodes[3].clone();
+    let m = member.clone();
+    s.net.set_faults(move |env| match &env.message {
+        Message::ReshareCommit(_) if env.to == m => Fault::Drop,
+        _ => Fault::Deliver,
+    });
+    let session = s.start();
+    let coordinator = s.coordinator.clone();
+    let mark = 0;
+    s.net.run_until(Duration::from_secs(30), |net| {
+        net.events[mark..]
+            .iter()
+            .any(|(n, e)| *n == coordinator && matches!(e, Event::KeyReshared { .. }))
+    });
+    s.net.clear_faults();
+    assert_eq!(s.settle_and_check(session), Epoch(1));
+}
+
+per_suite!(
+    crash_after_dealt,
+    crash_after_pending_before_confirm,
+    crash_after_confirm,
+    crash_after_certificate_before_deletion,
+    lost_commit_is_learnt_by_asking,
+);
