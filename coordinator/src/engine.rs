@@ -6,12 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use permafrost_net::{Client, InboundRequest, PeerId};
+use permafrost_protocol::reshare::DEFAULT_RESHARE_TIMEOUT;
 use permafrost_protocol::{ProtocolError, Refusal};
 use permafrost_runtime::any::{self, AnyEvent};
 use permafrost_runtime::driver::{Driver, Handled, Route};
 use permafrost_runtime::identity::{self, Libp2pVerifier};
 use permafrost_runtime::network::Network;
-use permafrost_wire::{decode, Curve, Epoch, KeyId, Message, NodeId, SessionId};
+use permafrost_wire::{
+    decode, encode, Curve, Epoch, KeyId, Message, NodeId, ReshareAbort, ReshareProposal, SessionId,
+};
+
+use crate::store::{KeyMeta, MetadataStore, ReshareEntry, ReshareState};
 use rand_core::{OsRng, RngCore};
 use tokio::sync::{mpsc, oneshot};
 
@@ -50,6 +55,18 @@ pub enum Command {
         /// Where the outcome goes.
         reply: oneshot::Sender<Outcome>,
     },
+    /// Run a reshare of a key to a new committee and threshold. The outcome is
+    /// [`AnyEvent::KeyReshared`] once the new epoch is recorded in the store.
+    Reshare {
+        /// The key as stored (its current epoch, committee and package).
+        meta: KeyMeta,
+        /// The new committee (PeerIds).
+        committee: Vec<PeerId>,
+        /// The new threshold.
+        threshold: u16,
+        /// Where the outcome goes.
+        reply: oneshot::Sender<Outcome>,
+    },
 }
 
 const TICK: Duration = Duration::from_millis(100);
@@ -58,6 +75,7 @@ const TICK: Duration = Duration::from_millis(100);
 pub async fn run(
     client: Client,
     network: Arc<Network>,
+    store: Arc<MetadataStore>,
     mut inbound: mpsc::Receiver<InboundRequest>,
     mut commands: mpsc::Receiver<Command>,
     mut stop: oneshot::Receiver<()>,
@@ -65,7 +83,10 @@ pub async fn run(
     let mut engine = Engine {
         driver: Driver::new(client),
         network,
+        store,
         waiting: BTreeMap::new(),
+        reshares: BTreeMap::new(),
+        aliases: BTreeMap::new(),
     };
     let mut ticker = tokio::time::interval(TICK);
     loop {
@@ -87,8 +108,46 @@ pub async fn run(
 struct Engine {
     driver: Driver,
     network: Arc<Network>,
+    store: Arc<MetadataStore>,
     /// Sessions whose outcome an HTTP request waits for.
     waiting: BTreeMap<SessionId, oneshot::Sender<Outcome>>,
+    /// Running reshares: what to record when each ends.
+    reshares: BTreeMap<SessionId, RunningReshare>,
+    /// Test-signature session id → its reshare session.
+    aliases: BTreeMap<SessionId, SessionId>,
+}
+
+/// A reshare in flight, as the engine records it at its end.
+struct RunningReshare {
+    meta: KeyMeta,
+    entry: ReshareEntry,
+}
+
+/// Marks every reshare a previous run left running as aborted: the session died with that
+/// process, and it never sent a commit (a commit is sent only after it is recorded).
+pub fn abort_unfinished_reshares(store: &MetadataStore) -> Result<(), crate::CoordinatorError> {
+    for mut entry in store.reshares()? {
+        if entry.state != ReshareState::Running {
+            continue;
+        }
+        let Ok(session) = hex::decode(&entry.session)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or(())
+        else {
+            continue;
+        };
+        let abort = Message::ReshareAbort(ReshareAbort {
+            session: SessionId(session),
+            culprits: Vec::new(),
+            reason: "the coordinator restarted during the reshare".into(),
+        });
+        entry.state = ReshareState::Aborted;
+        entry.outcome = encode(&abort).map(hex::encode).unwrap_or_default();
+        store.put_reshare(&entry)?;
+        tracing::warn!(key = %entry.key_id, session = %entry.session, "reshare left running by a previous run recorded as aborted");
+    }
+    Ok(())
 }
 
 fn node_ids(peers: &[PeerId]) -> Result<Vec<NodeId>, ProtocolError> {
@@ -160,7 +219,118 @@ impl Engine {
                     }
                 }
             }
+            Command::Reshare {
+                meta,
+                committee,
+                threshold,
+                reply,
+            } => {
+                if let Err(e) = self.start_reshare(meta, committee, threshold, reply) {
+                    tracing::warn!(error = %e, "reshare not started");
+                }
+            }
         }
+    }
+
+    /// Opens a reshare: builds the proposal, records the reshare as running (durably), then
+    /// starts the session. Errors are sent to `reply`; the returned error is for the log.
+    fn start_reshare(
+        &mut self,
+        meta: KeyMeta,
+        committee: Vec<PeerId>,
+        threshold: u16,
+        reply: oneshot::Sender<Outcome>,
+    ) -> Result<(), String> {
+        let built = self
+            .proposal(&meta, &committee, threshold)
+            .and_then(|proposal| {
+                let attempt = proposal.attempt;
+                any::reshare_coordinator(
+                    proposal,
+                    Arc::new(Libp2pVerifier),
+                    permafrost_runtime::now(),
+                    DEFAULT_RESHARE_TIMEOUT,
+                )
+                .map(|started| (started, attempt))
+            });
+        let ((session, test_session, reshare), attempt) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                let message = e.to_string();
+                let _ = reply.send(Err(e));
+                return Err(message);
+            }
+        };
+        let entry = ReshareEntry {
+            session: hex::encode(session.0),
+            key_id: meta.key_id.clone(),
+            epoch: meta.epoch,
+            attempt,
+            state: ReshareState::Running,
+            outcome: String::new(),
+        };
+        if let Err(e) = self.store.put_reshare(&entry) {
+            let message = format!("cannot record the reshare: {e}");
+            let _ = reply.send(Err(ProtocolError::Frost(message.clone())));
+            return Err(message);
+        }
+        tracing::info!(key = %meta.key_id, epoch = meta.epoch, attempt, %session, "reshare started");
+        self.reshares
+            .insert(session, RunningReshare { meta, entry });
+        self.aliases.insert(test_session, session);
+        self.start(session, reshare, reply);
+        Ok(())
+    }
+
+    /// The proposal for moving `meta`'s key to `committee` with `threshold`. The dealers are
+    /// the old members that stay (so an evicted node does not deal), or every old member when
+    /// fewer than the old threshold stay.
+    fn proposal(
+        &self,
+        meta: &KeyMeta,
+        committee: &[PeerId],
+        threshold: u16,
+    ) -> Result<ReshareProposal, ProtocolError> {
+        let parse = |p: &String| {
+            p.parse::<PeerId>()
+                .map_err(|e| ProtocolError::Frost(format!("stored peer id {p}: {e}")))
+        };
+        let old_peers = meta
+            .peers
+            .iter()
+            .map(parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut old_committee = node_ids(&old_peers)?;
+        old_committee.sort();
+        let mut new_committee = node_ids(committee)?;
+        new_committee.sort();
+        let staying: Vec<NodeId> = old_committee
+            .iter()
+            .filter(|n| new_committee.contains(n))
+            .cloned()
+            .collect();
+        let dealers = if staying.len() >= usize::from(meta.threshold) {
+            staying
+        } else {
+            old_committee.clone()
+        };
+        let old_public_key_package = hex::decode(&meta.public_key_package)
+            .map_err(|e| ProtocolError::Frost(format!("stored public key package: {e}")))?;
+        let attempt = self
+            .store
+            .next_attempt(&meta.key_id, meta.epoch)
+            .map_err(|e| ProtocolError::Frost(e.to_string()))?;
+        Ok(ReshareProposal {
+            key_id: KeyId::new(meta.key_id.clone())?,
+            curve: meta.curve,
+            epoch: Epoch(meta.epoch),
+            attempt,
+            old_committee,
+            old_public_key_package,
+            new_committee,
+            new_threshold: threshold,
+            dealers,
+        })
     }
 
     fn start(
@@ -170,9 +340,25 @@ impl Engine {
         reply: oneshot::Sender<Outcome>,
     ) {
         self.waiting.insert(session, reply);
-        let waiting = &mut self.waiting;
-        let mut handler = |r: &Route, e: AnyEvent| finish(waiting, r, e);
-        self.driver.insert(Route::Session(session), s, &mut handler);
+        self.drive(|driver, handler| driver.insert(Route::Session(session), s, handler));
+    }
+
+    /// Runs `f` on the driver with the event handler, then forgets sessions that ended.
+    fn drive<R>(
+        &mut self,
+        f: impl FnOnce(&mut Driver, &mut dyn FnMut(&Route, AnyEvent) -> Handled) -> R,
+    ) -> R {
+        let mut finisher = Finisher {
+            waiting: &mut self.waiting,
+            reshares: &mut self.reshares,
+            store: &self.store,
+            network: &self.network,
+        };
+        let result = f(&mut self.driver, &mut |r, e| finisher.finish(r, e));
+        let reshares = &self.reshares;
+        self.aliases
+            .retain(|_, session| reshares.contains_key(session));
+        result
     }
 
     fn inbound(&mut self, request: InboundRequest) {
@@ -192,53 +378,164 @@ impl Engine {
             return Err(Refusal::NotInCommittee(identity::node_id(&peer)?).into());
         }
         let message = decode(payload)?;
+        let from = identity::node_id(&peer)?;
         match &message {
+            Message::ReshareStatus(status) => return self.answer_status(from, status.session),
             Message::DkgRound1(_)
             | Message::DkgConfirm(_)
             | Message::DkgComplaint(_)
             | Message::SignCommitment(_)
             | Message::SignShare(_)
-            | Message::SignRefusal(_) => {}
+            | Message::SignRefusal(_)
+            | Message::ReshareDealing(_)
+            | Message::ReshareReport(_)
+            | Message::ReshareConfirm(_) => {}
             other => return Err(Refusal::Unexpected(other.kind()).into()),
         }
-        let from = identity::node_id(&peer)?;
-        let route = Route::Session(message.session());
-        let waiting = &mut self.waiting;
-        let mut handler = |r: &Route, e: AnyEvent| finish(waiting, r, e);
-        self.driver.deliver(
-            &route,
-            &from,
-            message,
-            permafrost_runtime::now(),
-            &mut handler,
-        )
+        let session = message.session();
+        let route = Route::Session(self.aliases.get(&session).copied().unwrap_or(session));
+        let now = permafrost_runtime::now();
+        self.drive(|driver, handler| driver.deliver(&route, &from, message, now, handler))
+    }
+
+    /// A member asks what became of a reshare: send it the recorded commit or abort again.
+    fn answer_status(&mut self, from: NodeId, session: SessionId) -> Result<(), ProtocolError> {
+        let entry = self
+            .store
+            .reshare(&hex::encode(session.0))
+            .map_err(|e| ProtocolError::Frost(e.to_string()))?;
+        let Some(entry) = entry else {
+            return Err(Refusal::UnknownSession.into());
+        };
+        if entry.state == ReshareState::Running {
+            // It gets the outcome with everyone else.
+            return Ok(());
+        }
+        let outcome = hex::decode(&entry.outcome)
+            .ok()
+            .and_then(|frame| decode(&frame).ok())
+            .ok_or_else(|| ProtocolError::Frost("the recorded outcome does not decode".into()))?;
+        tracing::info!(%from, %session, state = ?entry.state, "reshare outcome sent again on request");
+        self.driver.send(from, outcome);
+        Ok(())
     }
 
     fn tick(&mut self) {
-        let waiting = &mut self.waiting;
-        let mut handler = |r: &Route, e: AnyEvent| finish(waiting, r, e);
-        self.driver.tick(permafrost_runtime::now(), &mut handler);
+        let now = permafrost_runtime::now();
+        self.drive(|driver, handler| driver.tick(now, handler));
         // An HTTP client that gave up: its session is dropped at its own deadline.
         self.waiting.retain(|_, reply| !reply.is_closed());
     }
 }
 
-/// Hands a session's terminal event to the HTTP request waiting for it.
-fn finish(
-    waiting: &mut BTreeMap<SessionId, oneshot::Sender<Outcome>>,
-    route: &Route,
-    event: AnyEvent,
-) -> Handled {
-    let Route::Session(session) = route else {
-        return Handled::Continue;
-    };
-    let outcome = match event {
-        AnyEvent::KeyCreated { .. } | AnyEvent::SignatureReady { .. } => Ok(event),
-        AnyEvent::Failed(error) => Err(error),
-        _ => return Handled::Continue,
-    };
-    if let Some(reply) = waiting.remove(session) {
-        let _ = reply.send(outcome);
+/// Carries out the terminal events of sessions: records reshare outcomes durably and hands
+/// results to the HTTP requests waiting for them.
+struct Finisher<'a> {
+    waiting: &'a mut BTreeMap<SessionId, oneshot::Sender<Outcome>>,
+    reshares: &'a mut BTreeMap<SessionId, RunningReshare>,
+    store: &'a MetadataStore,
+    network: &'a Network,
+}
+
+impl Finisher<'_> {
+    fn finish(&mut self, route: &Route, event: AnyEvent) -> Handled {
+        let Route::Session(session) = route else {
+            return Handled::Continue;
+        };
+        let outcome = match event {
+            AnyEvent::KeyReshared { .. } => {
+                // Recorded before the certificate is sent (it is the next output).
+                if let Err(e) = self.record_commit(session, &event) {
+                    tracing::error!(%session, error = %e, "cannot record the reshare's commit; not sending it");
+                    let error = ProtocolError::Frost(format!("cannot record the commit: {e}"));
+                    self.record_abort(session, &error);
+                    if let Some(reply) = self.waiting.remove(session) {
+                        let _ = reply.send(Err(error));
+                    }
+                    return Handled::Abort;
+                }
+                Ok(event)
+            }
+            AnyEvent::KeyCreated { .. } | AnyEvent::SignatureReady { .. } => Ok(event),
+            AnyEvent::Failed(error) => {
+                self.record_abort(session, &error);
+                Err(error)
+            }
+            _ => return Handled::Continue,
+        };
+        if let Some(reply) = self.waiting.remove(session) {
+            let _ = reply.send(outcome);
+        }
+        Handled::Continue
     }
-    Handled::Continue
+
+    fn record_commit(&mut self, session: &SessionId, event: &AnyEvent) -> Result<(), String> {
+        let AnyEvent::KeyReshared {
+            epoch,
+            committee,
+            threshold,
+            public_key_package,
+            public_key,
+            certificate,
+            ..
+        } = event
+        else {
+            return Err("not a commit".into());
+        };
+        let Some(running) = self.reshares.remove(session) else {
+            return Err("no such running reshare".into());
+        };
+        let mut peers = Vec::new();
+        let mut names = Vec::new();
+        for node in committee {
+            let peer = identity::peer_id(node).ok_or("a member is not a PeerId")?;
+            names.push(self.network.name_of(&peer).unwrap_or_default().to_owned());
+            peers.push(peer.to_string());
+        }
+        let old_public_key = running.meta.public_key.clone();
+        let meta = KeyMeta {
+            threshold: *threshold,
+            nodes: names,
+            peers,
+            public_key: hex::encode(public_key),
+            public_key_package: hex::encode(public_key_package),
+            epoch: epoch.0,
+            ..running.meta
+        };
+        if meta.public_key != old_public_key {
+            return Err("the group key changed".into());
+        }
+        let frame =
+            encode(&Message::ReshareCommit(certificate.clone())).map_err(|e| e.to_string())?;
+        let entry = ReshareEntry {
+            state: ReshareState::Committed,
+            outcome: hex::encode(frame),
+            ..running.entry
+        };
+        self.store
+            .commit_reshare(&meta, &entry)
+            .map_err(|e| e.to_string())?;
+        tracing::info!(key = %meta.key_id, epoch = meta.epoch, nodes = ?meta.nodes, threshold, "reshare committed");
+        Ok(())
+    }
+
+    fn record_abort(&mut self, session: &SessionId, error: &ProtocolError) {
+        let Some(running) = self.reshares.remove(session) else {
+            return;
+        };
+        let abort = Message::ReshareAbort(ReshareAbort {
+            session: *session,
+            culprits: error.culprits(),
+            reason: error.to_string(),
+        });
+        let entry = ReshareEntry {
+            state: ReshareState::Aborted,
+            outcome: encode(&abort).map(hex::encode).unwrap_or_default(),
+            ..running.entry
+        };
+        if let Err(e) = self.store.put_reshare(&entry) {
+            tracing::error!(%session, error = %e, "cannot record the reshare's abort");
+        }
+        tracing::warn!(key = %entry.key_id, %session, %error, "reshare aborted");
+    }
 }

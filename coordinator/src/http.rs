@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use permafrost_api::{
     codes, CreateKeyRequest, ErrorBody, ErrorDetail, Health, KeyList, KeyRecord, NodeHealth,
-    SignResponse,
+    ReshareRequest, SignResponse,
 };
 use permafrost_net::{Client, PeerId};
 use permafrost_protocol::sign::MAX_SIGN_MESSAGE_LEN;
@@ -33,8 +33,10 @@ use crate::store::{KeyMeta, MetadataStore};
 /// Everything the handlers share.
 pub struct ApiState {
     pub(crate) tokens: Vec<[u8; 32]>,
-    pub(crate) store: MetadataStore,
+    pub(crate) store: Arc<MetadataStore>,
     pub(crate) network: Arc<Network>,
+    /// Keys with a reshare running (a second one is 409).
+    pub(crate) resharing: std::sync::Mutex<std::collections::BTreeSet<String>>,
     pub(crate) client: Client,
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) metrics: Metrics,
@@ -47,6 +49,8 @@ pub struct Metrics {
     dkg_failures: AtomicU64,
     signatures: AtomicU64,
     sign_failures: AtomicU64,
+    reshares: AtomicU64,
+    reshare_failures: AtomicU64,
     rejected_requests: AtomicU64,
 }
 
@@ -75,6 +79,9 @@ impl ApiError {
             codes::NOT_FOUND,
             format!("no key {key_id:?}"),
         )
+    }
+    fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, codes::CONFLICT, message)
     }
     fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, message)
@@ -288,6 +295,36 @@ async fn run_command(
     }
 }
 
+/// A committee from node names, in the protocol's order (sorted by PeerId bytes), checked:
+/// every name known, none twice, at least 2 nodes, 2 ≤ threshold ≤ n.
+fn committee(
+    network: &Network,
+    names: &[String],
+    threshold: u16,
+) -> Result<Vec<(PeerId, String)>, ApiError> {
+    let mut members: Vec<(PeerId, String)> = Vec::new();
+    for name in names {
+        let member = network
+            .node_by_name(name)
+            .ok_or_else(|| ApiError::bad_request(format!("unknown node {name:?}")))?;
+        if members.iter().any(|(p, _)| *p == member.peer_id) {
+            return Err(ApiError::bad_request(format!("node {name:?} listed twice")));
+        }
+        members.push((member.peer_id, name.clone()));
+    }
+    let n = members.len();
+    if n < 2 {
+        return Err(ApiError::bad_request("a key needs at least 2 nodes"));
+    }
+    if threshold < 2 || usize::from(threshold) > n {
+        return Err(ApiError::bad_request(format!(
+            "threshold {threshold} must be between 2 and the number of nodes ({n})"
+        )));
+    }
+    members.sort_by_key(|(p, _)| p.to_bytes());
+    Ok(members)
+}
+
 async fn create_key(
     State(state): State<Arc<ApiState>>,
     ApiJson(body): ApiJson<CreateKeyRequest>,
@@ -301,28 +338,7 @@ async fn create_key(
             .filter_map(|m| m.name.clone())
             .collect(),
     };
-    let mut members: Vec<(PeerId, String)> = Vec::new();
-    for name in &names {
-        let member = network
-            .node_by_name(name)
-            .ok_or_else(|| ApiError::bad_request(format!("unknown node {name:?}")))?;
-        if members.iter().any(|(p, _)| *p == member.peer_id) {
-            return Err(ApiError::bad_request(format!("node {name:?} listed twice")));
-        }
-        members.push((member.peer_id, name.clone()));
-    }
-    let n = members.len();
-    if n < 2 {
-        return Err(ApiError::bad_request("a key needs at least 2 nodes"));
-    }
-    if body.threshold < 2 || usize::from(body.threshold) > n {
-        return Err(ApiError::bad_request(format!(
-            "threshold {} must be between 2 and the number of nodes ({n})",
-            body.threshold
-        )));
-    }
-    // The protocol's committee order: sorted by PeerId bytes.
-    members.sort_by_key(|(p, _)| p.to_bytes());
+    let members = committee(network, &names, body.threshold)?;
     let mut id = [0u8; 12];
     OsRng.fill_bytes(&mut id);
     let key_id = KeyId::new(format!("k-{}", hex::encode(id)))
@@ -444,16 +460,81 @@ async fn sign(
     }))
 }
 
+/// Marks a key as resharing for as long as it lives.
+struct ResharingGuard<'a> {
+    state: &'a ApiState,
+    key_id: String,
+}
+
+impl<'a> ResharingGuard<'a> {
+    fn take(state: &'a ApiState, key_id: &str) -> Result<Self, ApiError> {
+        let mut running = state
+            .resharing
+            .lock()
+            .map_err(|_| ApiError::internal("reshare registry poisoned"))?;
+        if !running.insert(key_id.to_owned()) {
+            return Err(ApiError::conflict(format!(
+                "a reshare of key {key_id:?} is already running"
+            )));
+        }
+        Ok(ResharingGuard {
+            state,
+            key_id: key_id.to_owned(),
+        })
+    }
+}
+
+impl Drop for ResharingGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.state.resharing.lock() {
+            running.remove(&self.key_id);
+        }
+    }
+}
+
 async fn reshare(
     State(state): State<Arc<ApiState>>,
     Path(key_id): Path<String>,
-) -> Result<Response, ApiError> {
+    body: Result<ApiJson<ReshareRequest>, ApiError>,
+) -> Result<Json<KeyRecord>, ApiError> {
+    // A path naming no key is 404 whatever the body.
     lookup(&state, &key_id)?;
-    Err(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        codes::NOT_IMPLEMENTED,
-        "reshare is not implemented yet",
-    ))
+    let ApiJson(body) = body?;
+    let members = committee(&state.network, &body.nodes, body.threshold)?;
+    let _guard = ResharingGuard::take(&state, &key_id)?;
+    // Read again under the guard: the key's epoch as it is now.
+    let meta = lookup(&state, &key_id)?;
+    let peers: Vec<PeerId> = members.iter().map(|(p, _)| *p).collect();
+    let threshold = body.threshold;
+    let outcome = run_command(
+        &state,
+        |reply| Command::Reshare {
+            meta: meta.clone(),
+            committee: peers,
+            threshold,
+            reply,
+        },
+        permafrost_protocol::reshare::DEFAULT_RESHARE_TIMEOUT + Duration::from_secs(5),
+    )
+    .await;
+    match outcome {
+        Ok(AnyEvent::KeyReshared { excluded, .. }) => {
+            state.metrics.reshares.fetch_add(1, Ordering::Relaxed);
+            if !excluded.is_empty() {
+                tracing::warn!(key = %key_id, excluded = %names(&state.network, &excluded), "dealers left out of the reshare");
+            }
+            // The engine recorded the new epoch before the certificate went out.
+            Ok(Json(record(&lookup(&state, &key_id)?)))
+        }
+        Ok(_) => Err(ApiError::internal("unexpected reshare outcome")),
+        Err(e) => {
+            state
+                .metrics
+                .reshare_failures
+                .fetch_add(1, Ordering::Relaxed);
+            Err(e)
+        }
+    }
 }
 
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
@@ -472,11 +553,15 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
          # TYPE permafrost_dkg_failures_total counter\npermafrost_dkg_failures_total {}\n\
          # TYPE permafrost_signatures_total counter\npermafrost_signatures_total {}\n\
          # TYPE permafrost_sign_failures_total counter\npermafrost_sign_failures_total {}\n\
+         # TYPE permafrost_reshares_total counter\npermafrost_reshares_total {}\n\
+         # TYPE permafrost_reshare_failures_total counter\npermafrost_reshare_failures_total {}\n\
          # TYPE permafrost_unauthorized_requests_total counter\npermafrost_unauthorized_requests_total {}\n",
         m.keys_created.load(Ordering::Relaxed),
         m.dkg_failures.load(Ordering::Relaxed),
         m.signatures.load(Ordering::Relaxed),
         m.sign_failures.load(Ordering::Relaxed),
+        m.reshares.load(Ordering::Relaxed),
+        m.reshare_failures.load(Ordering::Relaxed),
         m.rejected_requests.load(Ordering::Relaxed),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()

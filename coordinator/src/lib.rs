@@ -79,7 +79,8 @@ impl Coordinator {
             )));
         }
         let network = Arc::new(network);
-        let store = store::MetadataStore::open(&config.database_path())?;
+        let store = Arc::new(store::MetadataStore::open(&config.database_path())?);
+        engine::abort_unfinished_reshares(&store)?;
 
         let mut net_config = NetConfig::new(keypair, network.network_id.clone());
         net_config.listen = vec![config
@@ -97,6 +98,7 @@ impl Coordinator {
         let engine = tokio::spawn(engine::run(
             client.clone(),
             network.clone(),
+            store.clone(),
             inbound,
             command_rx,
             stop_engine_rx,
@@ -106,6 +108,7 @@ impl Coordinator {
             tokens: http::token_digests(&config.tokens),
             store,
             network,
+            resharing: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             client: client.clone(),
             commands,
             metrics: http::Metrics::default(),

@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod reshare;
 
 pub use config::{NodeConfig, PASSPHRASE_ENV};
 
@@ -20,15 +21,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use permafrost_keystore::{
-    AuditEntry, AuditKind, KeyStore, KeystoreError, ShareRecord, ShareState,
+    AuditEntry, AuditKind, KeyStore, KeystoreError, ReshareConclusion, ShareRecord, ShareState,
 };
 use permafrost_net::{InboundRequest, NetConfig, PeerId};
+use permafrost_protocol::reshare::{Identities, IdentityVerifierAndKey, DEFAULT_RESHARE_TIMEOUT};
 use permafrost_protocol::{ProtocolError, Refusal};
 use permafrost_runtime::any::{self, AnyEvent, PublicShareInfo, StoredShare};
 use permafrost_runtime::driver::{Driver, Handled, Route};
 use permafrost_runtime::identity::{self, Libp2pIdentity, Libp2pVerifier};
 use permafrost_runtime::network::{Network, NetworkFile};
-use permafrost_wire::{decode, Epoch, KeyId, Message, SessionId, SignRefusal};
+use permafrost_wire::{decode, Epoch, KeyId, Message, NodeId, ReshareOpen, SessionId, SignRefusal};
+use reshare::{EarlyMessages, ReshareRecord};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
@@ -55,6 +58,10 @@ pub enum NodeError {
 
 /// How often deadlines are checked.
 const TICK: Duration = Duration::from_millis(100);
+
+/// Reshare messages kept for a session that has not opened here yet: how many, how long.
+const EARLY_CAPACITY: usize = 256;
+const EARLY_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// Runs a node until `shutdown` completes.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
@@ -95,8 +102,12 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         identity,
         driver: Driver::new(client.clone()),
         dkg_keys: BTreeMap::new(),
+        reshares: BTreeMap::new(),
+        aliases: BTreeMap::new(),
+        early: EarlyMessages::new(EARLY_CAPACITY, EARLY_MAX_AGE),
     };
     node.load_active_shares()?;
+    node.resume_reshares()?;
     if let Err(e) = client.dial_all().await {
         tracing::warn!(error = %e, "cannot dial peers yet");
     }
@@ -126,28 +137,228 @@ struct Node {
     driver: Driver,
     /// The key each running DKG session creates.
     dkg_keys: BTreeMap<SessionId, KeyId>,
+    /// The reshares this node takes part in (their records are in the keystore).
+    reshares: BTreeMap<SessionId, ReshareRecord>,
+    /// Test-signature session id → its reshare session.
+    aliases: BTreeMap<SessionId, SessionId>,
+    /// Reshare messages that came before their session opened here.
+    early: EarlyMessages,
 }
 
 /// Work an event asks for that needs the driver itself (done after the session's outputs).
 enum FollowUp {
     StartSigner(KeyId, Epoch),
+    StopSigner(KeyId),
+}
+
+/// What the event handler may read and write while a session's outputs are carried out.
+struct Context<'a> {
+    keystore: &'a KeyStore,
+    dkg_keys: &'a BTreeMap<SessionId, KeyId>,
+    reshares: &'a BTreeMap<SessionId, ReshareRecord>,
+    follow: Vec<FollowUp>,
 }
 
 impl Node {
+    /// Starts a signer for every key's ACTIVE share. Shares are listed by (key, epoch), so if
+    /// a key had two ACTIVE epochs (which the keystore's transactions prevent) the newest wins.
     fn load_active_shares(&mut self) -> Result<(), NodeError> {
+        let mut active: BTreeMap<KeyId, Epoch> = BTreeMap::new();
         for meta in self.keystore.shares()? {
-            if meta.state != ShareState::Active {
-                if meta.state == ShareState::Pending {
-                    tracing::warn!(key = %meta.key_id, epoch = meta.epoch, "pending share from an unfinished DKG kept, not used");
-                }
-                continue;
-            }
-            let (Ok(key_id), epoch) = (KeyId::new(meta.key_id.clone()), Epoch(meta.epoch)) else {
+            let Ok(key_id) = KeyId::new(meta.key_id.clone()) else {
                 continue;
             };
+            match meta.state {
+                ShareState::Active => {
+                    if let Some(previous) = active.insert(key_id.clone(), Epoch(meta.epoch)) {
+                        tracing::error!(key = %key_id, epoch = %previous, "two active epochs; signing with the newer");
+                    }
+                }
+                ShareState::Pending => {
+                    tracing::warn!(key = %key_id, epoch = meta.epoch, "pending share kept until its DKG or reshare is concluded; not used for signing");
+                }
+                ShareState::Retired => {}
+            }
+        }
+        for (key_id, epoch) in active {
             self.start_signer(&key_id, epoch);
         }
         Ok(())
+    }
+
+    fn reshare_identities(&self) -> Arc<dyn IdentityVerifierAndKey> {
+        Arc::new(Identities {
+            key: self.identity.clone(),
+            verifier: Arc::new(Libp2pVerifier),
+        })
+    }
+
+    /// Picks up every reshare the keystore records as unconcluded: each asks its coordinator
+    /// for the outcome and waits for the certificate or the abort, keeping both epochs
+    /// meanwhile.
+    fn resume_reshares(&mut self) -> Result<(), NodeError> {
+        for (session, bytes) in self.keystore.reshares()? {
+            let session = SessionId(session);
+            let record = match ReshareRecord::decode(&session, &bytes) {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::error!(%session, error = %e, "unreadable reshare record kept for an operator");
+                    continue;
+                }
+            };
+            let (key_id, epoch) = (record.key_id().clone(), record.epoch());
+            let old = self.stored_share(&key_id, epoch).ok();
+            let pending = self
+                .stored_share(&key_id, Epoch(epoch.0 + 1))
+                .ok()
+                .filter(|_| {
+                    self.share_state(&key_id, Epoch(epoch.0 + 1)) == Some(ShareState::Pending)
+                });
+            let resumed = any::resume_reshare_peer(
+                record.open.clone(),
+                record.coordinator.clone(),
+                self.reshare_identities(),
+                old.as_ref(),
+                pending.as_ref(),
+                permafrost_runtime::now(),
+            );
+            match resumed {
+                Ok(peer) => {
+                    tracing::warn!(key = %key_id, epoch = %epoch, %session, pending = pending.is_some(), "resuming an unconcluded reshare: asking the coordinator for its outcome");
+                    self.insert_reshare(session, record, peer);
+                }
+                Err(e) => {
+                    tracing::error!(key = %key_id, %session, error = %e, "cannot resume reshare; record kept for an operator");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn share_state(&self, key_id: &KeyId, epoch: Epoch) -> Option<ShareState> {
+        self.keystore
+            .shares()
+            .ok()?
+            .into_iter()
+            .find(|m| m.key_id == key_id.as_str() && m.epoch == epoch.0)
+            .map(|m| m.state)
+    }
+
+    /// Joins a reshare: records it durably, then starts its session (which may deal at once).
+    fn open_reshare(
+        &mut self,
+        coordinator: NodeId,
+        open: ReshareOpen,
+    ) -> Result<(), ProtocolError> {
+        let session = open.session;
+        if self.driver.contains(&Route::Session(session)) || self.reshares.contains_key(&session) {
+            return Err(Refusal::SessionExists.into());
+        }
+        let p = &open.proposal;
+        // The old share, if this node holds the epoch being reshared.
+        let old = match self.stored_share(&p.key_id, p.epoch) {
+            Ok(share) => Some(share),
+            Err(_) if p.old_committee.contains(self.identity_node_id()) => {
+                return Err(Refusal::WrongEpoch {
+                    expected: self.active_epoch(&p.key_id).unwrap_or(Epoch(0)),
+                    got: p.epoch,
+                }
+                .into());
+            }
+            Err(_) => None,
+        };
+        if !p.old_committee.contains(self.identity_node_id()) && self.holds_key(&p.key_id) {
+            return Err(ProtocolError::InvalidParameters(format!(
+                "key {} already exists on this node",
+                p.key_id
+            )));
+        }
+        let peer = any::reshare_peer(
+            open.clone(),
+            coordinator.clone(),
+            self.reshare_identities(),
+            old.as_ref(),
+            false,
+            permafrost_runtime::now(),
+            DEFAULT_RESHARE_TIMEOUT,
+            &mut rand_core::OsRng,
+        )?;
+        let record = ReshareRecord {
+            coordinator,
+            dealt: false,
+            open,
+        };
+        // Persist before anything of the session happens.
+        let bytes = record.encode().map_err(ProtocolError::Frost)?;
+        self.keystore
+            .put_reshare(&session.0, &bytes)
+            .map_err(|e| ProtocolError::Frost(format!("cannot record the reshare: {e}")))?;
+        tracing::info!(key = %record.key_id(), epoch = %record.epoch(), %session, "reshare joined");
+        self.insert_reshare(session, record, peer);
+        // Messages that came first.
+        let now = permafrost_runtime::now();
+        for (from, message) in self.early.take(&session) {
+            let _ = self.deliver(&Route::Session(session), &from, message, now);
+        }
+        Ok(())
+    }
+
+    fn insert_reshare(
+        &mut self,
+        session: SessionId,
+        record: ReshareRecord,
+        peer: Box<dyn any::AnySession>,
+    ) {
+        self.aliases.insert(
+            permafrost_protocol::reshare::test_session_id(&session),
+            session,
+        );
+        self.reshares.insert(session, record);
+        self.drive(|driver, handler| driver.insert(Route::Session(session), peer, handler));
+    }
+
+    fn identity_node_id(&self) -> &NodeId {
+        permafrost_protocol::NodeIdentity::node_id(self.identity.as_ref())
+    }
+
+    fn active_epoch(&self, key_id: &KeyId) -> Option<Epoch> {
+        self.keystore
+            .shares()
+            .ok()?
+            .into_iter()
+            .filter(|m| m.key_id == key_id.as_str() && m.state == ShareState::Active)
+            .map(|m| Epoch(m.epoch))
+            .max()
+    }
+
+    /// Runs `f` on the driver with the event handler, then does the follow-up work and drops
+    /// what belonged to sessions that ended.
+    fn drive<R>(
+        &mut self,
+        f: impl FnOnce(&mut Driver, &mut dyn FnMut(&Route, AnyEvent) -> Handled) -> R,
+    ) -> R {
+        let mut cx = Context {
+            keystore: &self.keystore,
+            dkg_keys: &self.dkg_keys,
+            reshares: &self.reshares,
+            follow: Vec::new(),
+        };
+        let result = f(&mut self.driver, &mut |r, e| cx.handle(r, e));
+        let follow = cx.follow;
+        self.follow_up(follow);
+        self.forget_finished();
+        result
+    }
+
+    /// Delivers one message to a session and carries out what follows.
+    fn deliver(
+        &mut self,
+        route: &Route,
+        from: &NodeId,
+        message: Message,
+        now: permafrost_protocol::Timestamp,
+    ) -> Result<(), ProtocolError> {
+        self.drive(|driver, handler| driver.deliver(route, from, message, now, handler))
     }
 
     fn start_signer(&mut self, key_id: &KeyId, epoch: Epoch) {
@@ -227,13 +438,20 @@ impl Node {
                     now,
                     &mut rand_core::OsRng,
                 )?;
-                let mut follow = Vec::new();
-                let (keystore, dkg_keys) = (&self.keystore, &self.dkg_keys);
-                let mut handler =
-                    |r: &Route, e: AnyEvent| handle_event(keystore, dkg_keys, r, e, &mut follow);
-                self.driver.insert(route, session, &mut handler);
-                self.follow_up(follow);
+                self.drive(|driver, handler| driver.insert(route, session, handler));
                 return Ok(());
+            }
+            Message::ReshareOpen(open) => {
+                if !from_coordinator {
+                    return Err(Refusal::NotFromCoordinator(from).into());
+                }
+                return self.open_reshare(from, open.clone());
+            }
+            Message::SignRequest(_) | Message::SignPackage(_)
+                if self.aliases.contains_key(&message.session()) =>
+            {
+                let session = self.aliases[&message.session()];
+                return self.deliver(&Route::Session(session), &from, message, now);
             }
             Message::SignRequest(m) => (Route::Signer(m.key_id.clone()), m.session),
             Message::SignPackage(m) => (Route::Signer(m.key_id.clone()), m.session),
@@ -241,6 +459,21 @@ impl Node {
             | Message::DkgRound2(_)
             | Message::DkgCommit(_)
             | Message::DkgAbort(_) => (Route::Session(message.session()), message.session()),
+            Message::ReshareShare(_)
+            | Message::ReshareDealingSet(_)
+            | Message::ReshareDealerSet(_)
+            | Message::ReshareCommit(_)
+            | Message::ReshareAbort(_) => {
+                let route = Route::Session(message.session());
+                if self.driver.contains(&route) {
+                    return self.deliver(&route, &from, message, now);
+                }
+                // Its open may still be on the way.
+                if self.early.keep(now, from, message) {
+                    return Ok(());
+                }
+                return Err(Refusal::Limit("too many messages for unknown reshares".into()).into());
+            }
             other => return Err(Refusal::Unexpected(other.kind()).into()),
         };
         let (route, session) = route;
@@ -260,33 +493,35 @@ impl Node {
                 return Err(Refusal::WrongKey.into());
             }
         }
-        let mut follow = Vec::new();
-        let (keystore, dkg_keys) = (&self.keystore, &self.dkg_keys);
-        let mut handler =
-            |r: &Route, e: AnyEvent| handle_event(keystore, dkg_keys, r, e, &mut follow);
-        let result = self
-            .driver
-            .deliver(&route, &from, message, now, &mut handler);
-        self.follow_up(follow);
-        result
+        self.deliver(&route, &from, message, now)
     }
 
     fn tick(&mut self) {
-        let mut follow = Vec::new();
-        let (keystore, dkg_keys) = (&self.keystore, &self.dkg_keys);
-        let mut handler =
-            |r: &Route, e: AnyEvent| handle_event(keystore, dkg_keys, r, e, &mut follow);
-        self.driver.tick(permafrost_runtime::now(), &mut handler);
-        self.follow_up(follow);
+        let now = permafrost_runtime::now();
+        self.drive(|driver, handler| driver.tick(now, handler));
+        self.early.expire(now);
+    }
+
+    /// Drops what belonged to sessions that ended.
+    fn forget_finished(&mut self) {
         let driver = &self.driver;
         self.dkg_keys
             .retain(|session, _| driver.contains(&Route::Session(*session)));
+        self.reshares
+            .retain(|session, _| driver.contains(&Route::Session(*session)));
+        let reshares = &self.reshares;
+        self.aliases
+            .retain(|_, session| reshares.contains_key(session));
     }
 
     fn follow_up(&mut self, follow: Vec<FollowUp>) {
         for action in follow {
             match action {
                 FollowUp::StartSigner(key_id, epoch) => self.start_signer(&key_id, epoch),
+                FollowUp::StopSigner(key_id) => {
+                    self.driver.remove(&Route::Signer(key_id.clone()));
+                    tracing::info!(key = %key_id, "signer stopped: this node no longer holds the key");
+                }
             }
         }
     }
@@ -305,95 +540,209 @@ fn unix_ms() -> u64 {
     permafrost_runtime::now().0
 }
 
-/// Carries out one event of a session, in order. Returning [`Handled::Abort`] drops the
-/// session with everything it would have sent after this event.
-fn handle_event(
-    keystore: &KeyStore,
-    dkg_keys: &BTreeMap<SessionId, KeyId>,
-    route: &Route,
-    event: AnyEvent,
-    follow: &mut Vec<FollowUp>,
-) -> Handled {
-    match event {
-        AnyEvent::KeyPending(share) => {
-            // Persist before acknowledging: the confirmation after this event promises the
-            // share is on disk.
-            let public = match serde_json::to_vec(&share.public_info()) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(key = %share.key_id, error = %e, "cannot encode share metadata");
+impl Context<'_> {
+    /// Carries out one event of a session, in order. Returning [`Handled::Abort`] drops the
+    /// session with everything it would have sent after this event.
+    fn handle(&mut self, route: &Route, event: AnyEvent) -> Handled {
+        let keystore = self.keystore;
+        let reshare = match route {
+            Route::Session(session) => self.reshares.get(session).map(|r| (*session, r)),
+            Route::Signer(_) => None,
+        };
+        match event {
+            AnyEvent::KeyPending(share) => store_pending(keystore, &share),
+            AnyEvent::KeyActivated { key_id, epoch } => {
+                if let Err(e) = keystore.set_state(key_id.as_str(), epoch.0, ShareState::Active) {
+                    tracing::error!(key = %key_id, error = %e, "cannot activate share");
                     return Handled::Abort;
                 }
-            };
-            let record = ShareRecord {
-                key_id: share.key_id.as_str().to_owned(),
-                epoch: share.epoch.0,
-                state: ShareState::Pending,
-                identifier: share.identifier.clone(),
-                public,
-                secret: Zeroizing::new(share.key_package.to_vec()),
-            };
-            match keystore.put_share(&record) {
-                Ok(()) => {
-                    tracing::info!(key = %share.key_id, epoch = %share.epoch, "share stored as pending");
-                    Handled::Continue
+                audit(
+                    keystore,
+                    AuditKind::Dkg,
+                    &key_id,
+                    epoch,
+                    None,
+                    None,
+                    "key activated",
+                );
+                tracing::info!(key = %key_id, epoch = %epoch, "key active");
+                self.follow.push(FollowUp::StartSigner(key_id, epoch));
+                Handled::Continue
+            }
+            AnyEvent::Dealt { key_id, session } => {
+                // Durable before the dealing leaves: a restart never deals twice.
+                let Some((_, record)) = reshare else {
+                    return Handled::Abort;
+                };
+                let record = ReshareRecord {
+                    dealt: true,
+                    ..record.clone()
+                };
+                match record
+                    .encode()
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| {
+                        keystore
+                            .put_reshare(&session.0, &bytes)
+                            .map_err(|e| e.to_string())
+                    }) {
+                    Ok(()) => {
+                        tracing::info!(key = %key_id, %session, "dealt");
+                        Handled::Continue
+                    }
+                    Err(e) => {
+                        tracing::error!(key = %key_id, %session, error = %e, "cannot record the dealing; not dealing");
+                        Handled::Abort
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(key = %share.key_id, error = %e, "cannot store share; leaving the DKG");
+            }
+            AnyEvent::ReshareCommitted { key_id, epoch } => {
+                let Some((session, _)) = reshare else {
+                    return Handled::Abort;
+                };
+                let detail = format!(
+                    "reshare {session} committed: epoch {epoch} active, older epochs deleted"
+                );
+                if !conclude(
+                    keystore,
+                    &key_id,
+                    epoch,
+                    ReshareConclusion::Promote { epoch: epoch.0 },
+                    &session,
+                    &detail,
+                ) {
+                    return Handled::Abort;
+                }
+                tracing::info!(key = %key_id, epoch = %epoch, "reshare committed; new share active, old share deleted");
+                self.follow.push(FollowUp::StartSigner(key_id, epoch));
+                Handled::Continue
+            }
+            AnyEvent::ShareRetired { key_id, epoch } => {
+                let Some((session, _)) = reshare else {
+                    return Handled::Abort;
+                };
+                let detail = format!(
+                    "reshare {session} committed without this node: epoch {epoch} share deleted"
+                );
+                if !conclude(
+                    keystore,
+                    &key_id,
+                    epoch,
+                    ReshareConclusion::Retire { epoch: epoch.0 },
+                    &session,
+                    &detail,
+                ) {
+                    return Handled::Abort;
+                }
+                tracing::info!(key = %key_id, epoch = %epoch, "left the committee; share deleted");
+                self.follow.push(FollowUp::StopSigner(key_id));
+                Handled::Continue
+            }
+            AnyEvent::ShareProduced {
+                key_id,
+                epoch,
+                message_digest,
+                requester,
+            } => {
+                // The audit record is written before the share is sent.
+                let requester = identity::peer_id(&requester).map(|p| p.to_string());
+                if audit(
+                    keystore,
+                    AuditKind::SignatureShare,
+                    &key_id,
+                    epoch,
+                    Some(message_digest),
+                    requester,
+                    "signature share produced",
+                ) {
+                    Handled::Continue
+                } else {
                     Handled::Abort
                 }
             }
-        }
-        AnyEvent::KeyActivated { key_id, epoch } => {
-            if let Err(e) = keystore.set_state(key_id.as_str(), epoch.0, ShareState::Active) {
-                tracing::error!(key = %key_id, error = %e, "cannot activate share");
-                return Handled::Abort;
-            }
-            audit(
-                keystore,
-                AuditKind::Dkg,
-                &key_id,
-                epoch,
-                None,
-                None,
-                "key activated",
-            );
-            tracing::info!(key = %key_id, epoch = %epoch, "key active");
-            follow.push(FollowUp::StartSigner(key_id, epoch));
-            Handled::Continue
-        }
-        AnyEvent::ShareProduced {
-            key_id,
-            epoch,
-            message_digest,
-            requester,
-        } => {
-            // The audit record is written before the share is sent.
-            let requester = identity::peer_id(&requester).map(|p| p.to_string());
-            if audit(
-                keystore,
-                AuditKind::SignatureShare,
-                &key_id,
-                epoch,
-                Some(message_digest),
-                requester,
-                "signature share produced",
-            ) {
-                Handled::Continue
-            } else {
-                Handled::Abort
-            }
-        }
-        AnyEvent::Failed(error) => {
-            tracing::warn!(?route, %error, culprits = ?error.culprits(), "session failed");
-            if let Route::Session(session) = route {
-                if let Some(key_id) = dkg_keys.get(session) {
-                    discard_pending(keystore, key_id, &error);
+            AnyEvent::Failed(error) => {
+                tracing::warn!(?route, %error, culprits = ?error.culprits(), "session failed");
+                if let Some((session, record)) = reshare {
+                    // Aborted (or impossible to commit): the PENDING share goes, the old
+                    // epoch stays in force.
+                    let next = Epoch(record.epoch().0 + 1);
+                    let detail = format!("reshare {session} aborted: {error}");
+                    conclude(
+                        keystore,
+                        record.key_id(),
+                        next,
+                        ReshareConclusion::Discard { epoch: next.0 },
+                        &session,
+                        &detail,
+                    );
+                } else if let Route::Session(session) = route {
+                    if let Some(key_id) = self.dkg_keys.get(session) {
+                        discard_pending(keystore, key_id, &error);
+                    }
                 }
+                Handled::Continue
             }
+            AnyEvent::KeyCreated { .. }
+            | AnyEvent::SignatureReady { .. }
+            | AnyEvent::KeyReshared { .. } => Handled::Continue,
+        }
+    }
+}
+
+/// Stores a new share as PENDING. Persist before acknowledging: the confirmation after this
+/// event promises the share is on disk.
+fn store_pending(keystore: &KeyStore, share: &any::StoredShare) -> Handled {
+    let public = match serde_json::to_vec(&share.public_info()) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(key = %share.key_id, error = %e, "cannot encode share metadata");
+            return Handled::Abort;
+        }
+    };
+    let record = ShareRecord {
+        key_id: share.key_id.as_str().to_owned(),
+        epoch: share.epoch.0,
+        state: ShareState::Pending,
+        identifier: share.identifier.clone(),
+        public,
+        secret: Zeroizing::new(share.key_package.to_vec()),
+    };
+    match keystore.put_share(&record) {
+        Ok(()) => {
+            tracing::info!(key = %share.key_id, epoch = %share.epoch, "share stored as pending");
             Handled::Continue
         }
-        AnyEvent::KeyCreated { .. } | AnyEvent::SignatureReady { .. } => Handled::Continue,
+        Err(e) => {
+            tracing::error!(key = %share.key_id, error = %e, "cannot store share; leaving the session");
+            Handled::Abort
+        }
+    }
+}
+
+/// Concludes a reshare in the keystore (one transaction, audited); false if it failed.
+fn conclude(
+    keystore: &KeyStore,
+    key_id: &KeyId,
+    epoch: Epoch,
+    change: ReshareConclusion,
+    session: &SessionId,
+    detail: &str,
+) -> bool {
+    let entry = AuditEntry {
+        time_unix_ms: unix_ms(),
+        kind: AuditKind::Reshare,
+        key_id: key_id.as_str().to_owned(),
+        epoch: epoch.0,
+        message_digest: None,
+        requester: None,
+        detail: detail.to_owned(),
+    };
+    match keystore.conclude_reshare(key_id.as_str(), change, &session.0, &entry) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(key = %key_id, %session, error = %e, "cannot conclude the reshare on disk; both epochs kept");
+            false
+        }
     }
 }
 

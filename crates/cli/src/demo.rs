@@ -1,23 +1,29 @@
-//! `permafrost demo`: the key life cycle on a fresh 5-node localnet.
+//! `permafrost demo`: the key life cycle on a fresh 6-node localnet.
 //!
-//! For every curve: a DKG for a 3-of-5 key, three signatures, each checked with
-//! `permafrost_verifiers` (standard, non-FROST verifiers) against the key's public key.
-//! Prints a table and exits 0 only if every step succeeded and every signature verified.
+//! For every curve: a DKG for a 3-of-5 key on node1..node5, three signatures; then a reshare
+//! that evicts node5, brings in node6 and raises the threshold to 4 (4-of-5), and three more
+//! signatures from the new committee. Every signature is checked with `permafrost_verifiers`
+//! (standard, non-FROST verifiers) against the one public key, which the reshare must not
+//! change. Prints a table and exits 0 only if every step succeeded and every signature verified.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use permafrost_api::{decode_hex, Client, CreateKeyRequest, Curve};
+use permafrost_api::{decode_hex, Client, CreateKeyRequest, Curve, KeyRecord, ReshareRequest};
 
 use crate::localnet::Localnet;
 use crate::shutdown::Shutdown;
 
 /// Nodes in the demo's localnet.
-const NODES: usize = 5;
-/// The demo keys' threshold.
+const NODES: usize = 6;
+/// The demo keys' committee and threshold at creation: node1..node5, 3-of-5.
+const FIRST_COMMITTEE: &[&str] = &["node1", "node2", "node3", "node4", "node5"];
 const THRESHOLD: u16 = 3;
-/// Signatures per key.
+/// After the reshare: node5 evicted, node6 in, 4-of-5.
+const SECOND_COMMITTEE: &[&str] = &["node1", "node2", "node3", "node4", "node6"];
+const RESHARED_THRESHOLD: u16 = 4;
+/// Signatures per epoch.
 const SIGNATURES: usize = 3;
 
 /// What the demo did with one curve.
@@ -25,11 +31,8 @@ struct CurveReport {
     curve: Curve,
     public_key: String,
     dkg: Duration,
+    reshare: Duration,
     signs: Vec<Duration>,
-    /// Signers of each signature (all have at least t).
-    signers: Vec<usize>,
-    /// Committee size.
-    nodes: usize,
     verified: usize,
 }
 
@@ -69,8 +72,9 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     println!();
     if failures.is_empty() {
         println!(
-            "All {} signatures verified with standard verifiers (RFC 8032, RFC 9591, BIP-340).",
-            Curve::ALL.len() * SIGNATURES
+            "All {} signatures, before and after the reshare, verified with standard verifiers \
+             (RFC 8032, RFC 9591, BIP-340) under unchanged public keys.",
+            Curve::ALL.len() * 2 * SIGNATURES
         );
         Ok(ExitCode::SUCCESS)
     } else {
@@ -85,17 +89,9 @@ type CurveOutcome = Result<CurveReport, (Curve, anyhow::Error)>;
 
 async fn exercise(localnet: &Localnet) -> anyhow::Result<Vec<CurveOutcome>> {
     let client = Client::from_localnet(localnet.info())?;
-    let nodes: Vec<String> = localnet
-        .info()
-        .nodes
-        .iter()
-        .map(|n| n.name.clone())
-        .collect();
     let mut reports = Vec::new();
     for curve in Curve::ALL {
-        let report = exercise_curve(&client, curve, &nodes)
-            .await
-            .map_err(|e| (curve, e));
+        let report = exercise_curve(&client, curve).await.map_err(|e| (curve, e));
         if let Err((_, e)) = &report {
             println!("{curve}: FAILED: {e:#}");
         }
@@ -105,68 +101,118 @@ async fn exercise(localnet: &Localnet) -> anyhow::Result<Vec<CurveOutcome>> {
     Ok(reports)
 }
 
-async fn exercise_curve(
-    client: &Client,
-    curve: Curve,
-    nodes: &[String],
-) -> anyhow::Result<CurveReport> {
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|n| (*n).to_owned()).collect()
+}
+
+async fn exercise_curve(client: &Client, curve: Curve) -> anyhow::Result<CurveReport> {
     let request = CreateKeyRequest {
         curve,
         threshold: THRESHOLD,
-        nodes: Some(nodes.to_vec()),
+        nodes: Some(names(FIRST_COMMITTEE)),
     };
     let started = Instant::now();
     let key = client.create_key(&request).await.context("DKG")?;
     let dkg = started.elapsed();
     println!(
-        "{curve}: {}-of-{} key created in {} ms, public key {}",
+        "{curve}: {}-of-{} key on {} created in {} ms, public key {}",
         key.threshold,
         key.nodes.len(),
+        key.nodes.join(","),
         dkg.as_millis(),
         key.public_key
     );
-    let public_key = decode_hex("public_key", &key.public_key)?;
     let mut report = CurveReport {
         curve,
         public_key: key.public_key.clone(),
         dkg,
+        reshare: Duration::ZERO,
         signs: Vec::new(),
-        signers: Vec::new(),
-        nodes: key.nodes.len(),
         verified: 0,
     };
+    sign_epoch(client, &key, &mut report).await?;
+
+    let started = Instant::now();
+    let reshared = client
+        .reshare(
+            &key.key_id,
+            &ReshareRequest {
+                threshold: RESHARED_THRESHOLD,
+                nodes: names(SECOND_COMMITTEE),
+            },
+        )
+        .await
+        .context("reshare")?;
+    report.reshare = started.elapsed();
+    if reshared.public_key != key.public_key {
+        bail!(
+            "the reshare changed the public key from {} to {}",
+            key.public_key,
+            reshared.public_key
+        );
+    }
+    println!(
+        "{curve}: reshared in {} ms to {}-of-{} on {} (node5 evicted), epoch {}, same public key",
+        report.reshare.as_millis(),
+        reshared.threshold,
+        reshared.nodes.len(),
+        reshared.nodes.join(","),
+        reshared.epoch
+    );
+    sign_epoch(client, &reshared, &mut report).await?;
+    Ok(report)
+}
+
+/// Signs [`SIGNATURES`] messages with `key` as it stands, checking each signature with a
+/// standard verifier, the epoch, the public key and that the signers are t members.
+async fn sign_epoch(
+    client: &Client,
+    key: &KeyRecord,
+    report: &mut CurveReport,
+) -> anyhow::Result<()> {
+    let curve = key.curve;
+    let public_key = decode_hex("public_key", &key.public_key)?;
     for i in 1..=SIGNATURES {
-        let message = format!("demo settlement {curve} #{i}");
+        let message = format!("demo settlement {curve} epoch {} #{i}", key.epoch);
         let started = Instant::now();
         let signed = client
             .sign(&key.key_id, message.as_bytes())
             .await
-            .with_context(|| format!("signature {i}"))?;
+            .with_context(|| format!("signature {i} at epoch {}", key.epoch))?;
         let elapsed = started.elapsed();
         report.signs.push(elapsed);
-        if signed.public_key != key.public_key {
+        if signed.public_key != key.public_key || signed.epoch != key.epoch {
             bail!(
-                "signature {i} names public key {} but the key is {}",
+                "signature {i} names public key {} at epoch {}, expected {} at epoch {}",
                 signed.public_key,
-                key.public_key
+                signed.epoch,
+                key.public_key,
+                key.epoch
             );
         }
         let signature = decode_hex("signature", &signed.signature)?;
         permafrost_verifiers::verify(curve, &public_key, message.as_bytes(), &signature)
             .with_context(|| format!("signature {i} does not verify"))?;
-        if signed.signers.len() < usize::from(THRESHOLD) {
-            bail!("signature {i} has only {} signers", signed.signers.len());
+        if signed.signers.len() < usize::from(key.threshold)
+            || !signed.signers.iter().all(|s| key.nodes.contains(s))
+        {
+            bail!(
+                "signature {i} signed by {:?}, not {} of {:?}",
+                signed.signers,
+                key.threshold,
+                key.nodes
+            );
         }
         report.verified += 1;
-        report.signers.push(signed.signers.len());
         println!(
-            "  signature {i}: {:>4} ms, signers {}, verified ({})",
+            "  epoch {} signature {i}: {:>4} ms, signers {}, verified ({})",
+            key.epoch,
             elapsed.as_millis(),
             signed.signers.join(","),
             standard(curve)
         );
     }
-    Ok(report)
+    Ok(())
 }
 
 /// The standard a curve's signatures follow.
@@ -186,20 +232,19 @@ fn median(durations: &[Duration]) -> Duration {
 
 fn print_table(reports: &[CurveOutcome]) {
     println!(
-        "{:<13} {:>7} {:>14}  {:<8} {:<9} public key",
-        "curve", "DKG ms", "sign ms median", "signers", "verified"
+        "{:<13} {:>7} {:>11} {:>14}  {:<9} public key (unchanged by the reshare)",
+        "curve", "DKG ms", "reshare ms", "sign ms median", "verified"
     );
     for report in reports {
         match report {
             Ok(r) => {
-                let fewest = r.signers.iter().min().copied().unwrap_or_default();
                 println!(
-                    "{:<13} {:>7} {:>14}  {:<8} {:<9} {}",
+                    "{:<13} {:>7} {:>11} {:>14}  {:<9} {}",
                     r.curve.as_str(),
                     r.dkg.as_millis(),
+                    r.reshare.as_millis(),
                     median(&r.signs).as_millis(),
-                    format!("{fewest} of {}", r.nodes),
-                    format!("yes {}/{SIGNATURES}", r.verified),
+                    format!("yes {}/{}", r.verified, 2 * SIGNATURES),
                     r.public_key
                 );
             }

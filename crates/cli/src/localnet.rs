@@ -157,16 +157,49 @@ impl Localnet {
         &self.dir
     }
 
-    /// Runs until `shutdown` fires (Ok) or a process exits on its own (an error naming it
-    /// and its log).
+    /// Runs until `shutdown` fires (Ok) or the coordinator exits on its own (an error naming
+    /// its log). A node that exits (crashed, or killed to try a failure) is reported once and
+    /// the rest keep running: the network is built to go on without it.
     pub async fn run_until(&mut self, shutdown: &Shutdown) -> anyhow::Result<()> {
         let mut ticker = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
                 () = shutdown.wait() => return Ok(()),
-                _ = ticker.tick() => self.check_alive()?,
+                _ = ticker.tick() => self.watch()?,
             }
         }
+    }
+
+    /// Reports nodes that exited since the last look; fails if the coordinator did.
+    fn watch(&mut self) -> anyhow::Result<()> {
+        for process in &mut self.processes {
+            if process.exited {
+                continue;
+            }
+            let Some(status) = process
+                .child
+                .try_wait()
+                .with_context(|| format!("cannot check on {}", process.name))?
+            else {
+                continue;
+            };
+            process.exited = true;
+            if process.name == COORDINATOR {
+                bail!(
+                    "{} (pid {}) exited ({status}); see its log {}",
+                    process.name,
+                    process.pid,
+                    process.log.display()
+                );
+            }
+            eprintln!(
+                "{} (pid {}) exited ({status}); the others keep running. Its log: {}",
+                process.name,
+                process.pid,
+                process.log.display()
+            );
+        }
+        Ok(())
     }
 
     /// Stops every process: SIGTERM (and closing its stdin), up to 5 s to exit, then

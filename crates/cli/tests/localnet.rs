@@ -301,6 +301,6 @@ fn demo_runs_every_curve_and_exits_zero() {
             .lines()
             .find(|line| line.split_whitespace().next() == Some(curve))
             .unwrap_or_else(|| panic!("no table row for {curve}\n{output}"));
-        assert!(row.contains("yes 3/3"), "{row}\n{output}");
+        assert!(row.contains("yes 6/6"), "{row}\n{output}");
     }
 }

@@ -24,6 +24,8 @@ const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
 const SHARES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("shares");
 /// `audit`: sequence number → encoded audit entry.
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// `reshares`: session id → the caller's record of a reshare it joined and has not concluded.
+const RESHARES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("reshares");
 
 /// The contents of the meta table of an initialised store.
 struct Meta {
@@ -346,26 +348,128 @@ impl KeyStore {
     pub fn append_audit(&self, entry: &AuditEntry) -> Result<u64, KeystoreError> {
         let value = format::encode_audit_entry(entry).map_err(too_long)?;
         self.write("appending to the audit log", |txn, dir| {
-            let mut table = txn
-                .open_table(AUDIT)
-                .map_err(|e| storage(dir, "opening the audit table", e))?;
-            let last = table
-                .last()
-                .map_err(|e| storage(dir, "reading the audit log", e))?
-                .map(|(seq, _)| seq.value());
-            let seq = match last {
-                None => 1,
-                Some(last) => last.checked_add(1).ok_or_else(|| {
-                    corrupt(
-                        dir,
-                        "the audit log's last sequence number is u64::MAX".into(),
-                    )
-                })?,
-            };
-            table
-                .insert(seq, value.as_slice())
-                .map_err(|e| storage(dir, "writing the audit log", e))?;
-            Ok(seq)
+            append_audit_in(txn, dir, &value)
+        })
+    }
+
+    /// Records that this node joined reshare `session` (the record is the caller's, opaque
+    /// here), replacing any record of that session. Fsynced before this returns.
+    pub fn put_reshare(&self, session: &[u8; 32], record: &[u8]) -> Result<(), KeystoreError> {
+        self.write("recording a reshare", |txn, dir| {
+            txn.open_table(RESHARES)
+                .map_err(|e| storage(dir, "opening the reshares table", e))?
+                .insert(session.as_slice(), record)
+                .map_err(|e| storage(dir, "writing a reshare record", e))?;
+            Ok(())
+        })
+    }
+
+    /// Every reshare record, by session id.
+    pub fn reshares(&self) -> Result<Vec<([u8; 32], Vec<u8>)>, KeystoreError> {
+        let txn = self.read()?;
+        let Some(table) = self.open_read_table(&txn, RESHARES)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for item in table
+            .iter()
+            .map_err(|e| storage(&self.dir, "listing reshares", e))?
+        {
+            let (key, value) = item.map_err(|e| storage(&self.dir, "listing reshares", e))?;
+            let session: [u8; 32] = key
+                .value()
+                .try_into()
+                .map_err(|_| corrupt(&self.dir, "a reshare session id is not 32 bytes".into()))?;
+            out.push((session, value.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Concludes a reshare in one durable transaction: applies `change` to the shares of
+    /// `key_id`, forgets the record of `session`, and appends `audit`. Either all of it is on
+    /// disk when this returns `Ok`, or none of it: a crash can never leave a node with two
+    /// active epochs, or with a promoted share and a reshare still open.
+    pub fn conclude_reshare(
+        &self,
+        key_id: &str,
+        change: ReshareConclusion,
+        session: &[u8; 32],
+        audit: &AuditEntry,
+    ) -> Result<(), KeystoreError> {
+        let audit = format::encode_audit_entry(audit).map_err(too_long)?;
+        self.write("concluding a reshare", |txn, dir| {
+            {
+                let mut shares = txn
+                    .open_table(SHARES)
+                    .map_err(|e| storage(dir, "opening the shares table", e))?;
+                let mut epochs = Vec::new();
+                for item in shares
+                    .iter()
+                    .map_err(|e| storage(dir, "listing shares", e))?
+                {
+                    let (key, value) = item.map_err(|e| storage(dir, "listing shares", e))?;
+                    let (id, epoch) = format::decode_share_key(key.value()).map_err(|e| {
+                        corrupt(dir, format!("a share key does not decode: {}", e.0))
+                    })?;
+                    if id == key_id {
+                        let row = format::decode_share_row(value.value())
+                            .map_err(|e| self.bad_share(key_id, epoch, e))?;
+                        epochs.push((epoch, row.state));
+                    }
+                }
+                let key = |epoch| format::share_key(key_id, epoch).map_err(too_long);
+                match change {
+                    ReshareConclusion::Promote { epoch } => {
+                        if !epochs.contains(&(epoch, ShareState::Pending)) {
+                            return Err(not_found(key_id, epoch));
+                        }
+                        let promoted = {
+                            let Some(value) = shares
+                                .get(key(epoch)?.as_slice())
+                                .map_err(|e| storage(dir, "reading a share", e))?
+                            else {
+                                return Err(not_found(key_id, epoch));
+                            };
+                            let row = format::decode_share_row(value.value())
+                                .map_err(|e| self.bad_share(key_id, epoch, e))?;
+                            format::encode_share_row(&ShareRow {
+                                state: ShareState::Active,
+                                ..row
+                            })
+                            .map_err(too_long)?
+                        };
+                        shares
+                            .insert(key(epoch)?.as_slice(), promoted.as_slice())
+                            .map_err(|e| storage(dir, "writing a share", e))?;
+                        // Every other epoch of the key goes: the new one is proven.
+                        for (other, _) in epochs.iter().filter(|(e, _)| *e != epoch) {
+                            shares
+                                .remove(key(*other)?.as_slice())
+                                .map_err(|e| storage(dir, "deleting a share", e))?;
+                        }
+                    }
+                    ReshareConclusion::Retire { epoch } => {
+                        for (other, _) in epochs.iter().filter(|(e, _)| *e <= epoch) {
+                            shares
+                                .remove(key(*other)?.as_slice())
+                                .map_err(|e| storage(dir, "deleting a share", e))?;
+                        }
+                    }
+                    ReshareConclusion::Discard { epoch } => {
+                        if epochs.contains(&(epoch, ShareState::Pending)) {
+                            shares
+                                .remove(key(epoch)?.as_slice())
+                                .map_err(|e| storage(dir, "deleting a share", e))?;
+                        }
+                    }
+                }
+            }
+            txn.open_table(RESHARES)
+                .map_err(|e| storage(dir, "opening the reshares table", e))?
+                .remove(session.as_slice())
+                .map_err(|e| storage(dir, "deleting a reshare record", e))?;
+            append_audit_in(txn, dir, &audit)?;
+            Ok(())
         })
     }
 
@@ -448,6 +552,51 @@ impl KeyStore {
             ),
         )
     }
+}
+
+/// How a reshare ends for this node's shares of the key ([`KeyStore::conclude_reshare`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReshareConclusion {
+    /// Committed, and this node is in the new committee: its PENDING share of `epoch` becomes
+    /// ACTIVE and every other epoch of the key is deleted.
+    Promote {
+        /// The new epoch.
+        epoch: u64,
+    },
+    /// Committed, and this node is not in the new committee: its shares of `epoch` and before
+    /// are deleted.
+    Retire {
+        /// The old epoch.
+        epoch: u64,
+    },
+    /// Aborted: the PENDING share of `epoch` (if stored) is deleted; the old epoch stays.
+    Discard {
+        /// The new epoch that did not happen.
+        epoch: u64,
+    },
+}
+
+fn append_audit_in(txn: &WriteTransaction, dir: &Path, value: &[u8]) -> Result<u64, KeystoreError> {
+    let mut table = txn
+        .open_table(AUDIT)
+        .map_err(|e| storage(dir, "opening the audit table", e))?;
+    let last = table
+        .last()
+        .map_err(|e| storage(dir, "reading the audit log", e))?
+        .map(|(seq, _)| seq.value());
+    let seq = match last {
+        None => 1,
+        Some(last) => last.checked_add(1).ok_or_else(|| {
+            corrupt(
+                dir,
+                "the audit log's last sequence number is u64::MAX".into(),
+            )
+        })?,
+    };
+    table
+        .insert(seq, value)
+        .map_err(|e| storage(dir, "writing the audit log", e))?;
+    Ok(seq)
 }
 
 /// Reads the meta table. `None` for a store that was never initialised (no meta table, and no

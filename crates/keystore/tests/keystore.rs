@@ -643,3 +643,143 @@ fn an_empty_database_file_is_initialised_and_garbage_is_refused() {
         garbage
     );
 }
+
+fn reshare_audit(detail: &str) -> AuditEntry {
+    AuditEntry {
+        time_unix_ms: 1,
+        kind: AuditKind::Reshare,
+        key_id: "k".into(),
+        epoch: 1,
+        message_digest: None,
+        requester: None,
+        detail: detail.into(),
+    }
+}
+
+fn states(store: &KeyStore) -> Vec<(String, u64, ShareState)> {
+    store
+        .shares()
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.key_id, m.epoch, m.state))
+        .collect()
+}
+
+#[test]
+fn a_committed_reshare_promotes_the_new_epoch_and_deletes_the_old_in_one_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let session = [7u8; 32];
+    store
+        .put_share(&record("k", 0, ShareState::Active, &random_secret()))
+        .unwrap();
+    store
+        .put_share(&record("other", 0, ShareState::Active, &random_secret()))
+        .unwrap();
+    store.put_reshare(&session, b"open frame").unwrap();
+    let pending = record("k", 1, ShareState::Pending, &random_secret());
+    store.put_share(&pending).unwrap();
+    assert_eq!(
+        store.reshares().unwrap(),
+        vec![(session, b"open frame".to_vec())]
+    );
+
+    store
+        .conclude_reshare(
+            "k",
+            permafrost_keystore::ReshareConclusion::Promote { epoch: 1 },
+            &session,
+            &reshare_audit("committed"),
+        )
+        .unwrap();
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(
+        states(&store),
+        vec![
+            ("k".into(), 1, ShareState::Active),
+            ("other".into(), 0, ShareState::Active)
+        ]
+    );
+    assert_same(
+        &store.share("k", 1).unwrap().unwrap(),
+        &ShareRecord {
+            state: ShareState::Active,
+            ..pending
+        },
+    );
+    assert!(store.reshares().unwrap().is_empty());
+    assert_eq!(store.audit().unwrap().last().unwrap().1.detail, "committed");
+}
+
+#[test]
+fn a_failed_conclusion_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let session = [8u8; 32];
+    store
+        .put_share(&record("k", 0, ShareState::Active, &random_secret()))
+        .unwrap();
+    store.put_reshare(&session, b"r").unwrap();
+    // No PENDING share of epoch 1: promoting it is refused, and the old share, the record and
+    // the audit log are untouched.
+    let error = store
+        .conclude_reshare(
+            "k",
+            permafrost_keystore::ReshareConclusion::Promote { epoch: 1 },
+            &session,
+            &reshare_audit("x"),
+        )
+        .unwrap_err();
+    assert!(matches!(error, KeystoreError::NotFound { .. }), "{error}");
+    assert_eq!(states(&store), vec![("k".into(), 0, ShareState::Active)]);
+    assert_eq!(store.reshares().unwrap().len(), 1);
+    assert!(store.audit().unwrap().is_empty());
+}
+
+#[test]
+fn retire_and_discard() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .put_share(&record("k", 0, ShareState::Active, &random_secret()))
+        .unwrap();
+    store
+        .put_share(&record("k", 1, ShareState::Pending, &random_secret()))
+        .unwrap();
+    store.put_reshare(&[1; 32], b"a").unwrap();
+    store.put_reshare(&[2; 32], b"b").unwrap();
+    // An abort discards only the PENDING share.
+    store
+        .conclude_reshare(
+            "k",
+            permafrost_keystore::ReshareConclusion::Discard { epoch: 1 },
+            &[1; 32],
+            &reshare_audit("aborted"),
+        )
+        .unwrap();
+    assert_eq!(states(&store), vec![("k".into(), 0, ShareState::Active)]);
+    // Discarding an epoch that is ACTIVE deletes nothing.
+    store
+        .conclude_reshare(
+            "k",
+            permafrost_keystore::ReshareConclusion::Discard { epoch: 0 },
+            &[2; 32],
+            &reshare_audit("aborted again"),
+        )
+        .unwrap();
+    assert_eq!(states(&store), vec![("k".into(), 0, ShareState::Active)]);
+    // Retiring deletes the old epoch.
+    store.put_reshare(&[3; 32], b"c").unwrap();
+    store
+        .conclude_reshare(
+            "k",
+            permafrost_keystore::ReshareConclusion::Retire { epoch: 0 },
+            &[3; 32],
+            &reshare_audit("retired"),
+        )
+        .unwrap();
+    assert!(states(&store).is_empty());
+    assert!(store.reshares().unwrap().is_empty());
+    assert_eq!(store.audit().unwrap().len(), 3);
+}

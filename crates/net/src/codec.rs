@@ -170,6 +170,67 @@ mod tests {
         );
     }
 
+    /// A peer announcing a 16 MiB frame and able to send all of it: counts what is read.
+    struct Announcer {
+        header: [u8; 4],
+        body_left: usize,
+        read: usize,
+    }
+
+    impl AsyncRead for Announcer {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let n = if self.read < 4 {
+                let from = self.read;
+                let n = buf.len().min(4 - from);
+                buf[..n].copy_from_slice(&self.header[from..from + n]);
+                n
+            } else {
+                let n = buf.len().min(self.body_left);
+                buf[..n].fill(0xab);
+                self.body_left -= n;
+                n
+            };
+            self.read += n;
+            std::task::Poll::Ready(Ok(n))
+        }
+    }
+
+    #[test]
+    fn sixteen_mib_frame_refused_after_reading_only_its_length() {
+        const SIXTEEN_MIB: usize = 16 << 20;
+        let mut peer = Announcer {
+            header: (SIXTEEN_MIB as u32).to_be_bytes(),
+            body_left: SIXTEEN_MIB,
+            read: 0,
+        };
+        let cap = crate::NetConfig::DEFAULT_MAX_MESSAGE_BYTES;
+        let error = block_on(read_frame(&mut peer, cap)).unwrap_err();
+        assert_eq!(
+            FrameTooLarge::find(&error),
+            Some(FrameTooLarge {
+                len: SIXTEEN_MIB,
+                cap
+            })
+        );
+        assert_eq!(
+            peer.read, 4,
+            "nothing of the body is read, so nothing is buffered"
+        );
+        // Under a cap that admits it, the same peer's frame is read in full: the counter
+        // above would have seen the body.
+        let mut peer = Announcer {
+            header: (SIXTEEN_MIB as u32).to_be_bytes(),
+            body_left: SIXTEEN_MIB,
+            read: 0,
+        };
+        let frame = block_on(read_frame(&mut peer, SIXTEEN_MIB)).unwrap();
+        assert_eq!((frame.len(), peer.read), (SIXTEEN_MIB, 4 + SIXTEEN_MIB));
+    }
+
     #[test]
     fn cap_is_inclusive() {
         let bytes = frame(&[1u8; 1024]);

@@ -3,12 +3,14 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::ops::ControlFlow;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ProtocolSupport};
+use libp2p::request_response::{
+    self, InboundFailure, OutboundFailure, OutboundRequestId, ProtocolSupport,
+};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
@@ -21,6 +23,7 @@ use tracing::{debug, info, trace, warn};
 
 use crate::client::{Command, InboundRequest};
 use crate::codec::{FrameCodec, FrameTooLarge, PROTOCOL};
+use crate::rate_limit::{PeerRateLimits, Verdict, REFUSAL_LOG_INTERVAL};
 use crate::{Client, NetConfig, NetError};
 
 /// Prefix of the Noise prologue; the network id follows it.
@@ -68,9 +71,9 @@ type PendingResponse = (
 ///
 /// # Errors
 ///
-/// [`NetError::Transport`] if the configuration is invalid (`inbound_queue` or
-/// `request_timeout` zero), a listen address cannot be used, or a listener fails to start
-/// within 10 s.
+/// [`NetError::Transport`] if the configuration is invalid (`inbound_queue`,
+/// `request_timeout`, or either number of `inbound_rate_limit` zero), a listen address cannot
+/// be used, or a listener fails to start within 10 s.
 ///
 /// # Panics
 ///
@@ -87,6 +90,14 @@ pub async fn start(
         return Err(NetError::Transport(
             "request_timeout must not be zero".into(),
         ));
+    }
+    if let Some(limit) = config.inbound_rate_limit {
+        if limit.burst == 0 || limit.per_second == 0 {
+            return Err(NetError::Transport(format!(
+                "inbound_rate_limit needs a burst and a rate of at least 1 (got {limit:?}); \
+                 use None for no limit"
+            )));
+        }
     }
     let local_peer_id = config.keypair.public().to_peer_id();
 
@@ -121,6 +132,7 @@ pub async fn start(
         peers,
         max_message_bytes: config.max_message_bytes,
         request_timeout: config.request_timeout,
+        rate_limits: PeerRateLimits::new(config.inbound_rate_limit),
         pending_requests: HashMap::new(),
         pending_responses: FuturesUnordered::new(),
         last_dial_error: HashMap::new(),
@@ -235,6 +247,8 @@ struct EventLoop {
     peers: HashMap<PeerId, Vec<Multiaddr>>,
     max_message_bytes: usize,
     request_timeout: Duration,
+    /// The per-peer token buckets on inbound requests.
+    rate_limits: PeerRateLimits,
     /// Outbound requests waiting for their response or failure.
     pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, NetError>>>,
     /// Inbound requests handed to the application, waiting for its answer.
@@ -499,6 +513,16 @@ impl EventLoop {
             request_response::Event::InboundFailure {
                 peer,
                 request_id,
+                error: InboundFailure::ResponseOmission,
+                ..
+            } => {
+                // A request refused here (rate limit, full queue, unanswered): already logged,
+                // and at most once per interval for a flooding peer.
+                trace!(%peer, %request_id, "inbound request refused without a response")
+            }
+            request_response::Event::InboundFailure {
+                peer,
+                request_id,
                 error,
                 ..
             } => debug!(%peer, %request_id, %error, "inbound request failed"),
@@ -550,6 +574,19 @@ impl EventLoop {
         // The allowlist refuses unknown peers at connection time; this is the second check.
         if !self.peers.contains_key(&peer) {
             warn!(%peer, "refusing a request from a peer outside the allowlist");
+            return;
+        }
+        // Over the peer's rate limit: refused like a full queue, before the application sees
+        // it. Logged at most once per interval per peer, with the count since the last line.
+        if let Verdict::Refuse { log } = self.rate_limits.check(peer, Instant::now()) {
+            if let Some(refused) = log {
+                warn!(
+                    %peer,
+                    refused,
+                    interval_secs = REFUSAL_LOG_INTERVAL.as_secs(),
+                    "peer exceeds its inbound rate limit; refusing its requests"
+                );
+            }
             return;
         }
         let (responder, response) = oneshot::channel();

@@ -54,8 +54,8 @@ pub use client::{Client, InboundRequest};
 pub use config::{NetConfig, PeerInfo};
 pub use error::NetError;
 pub use event_loop::start;
-pub use rate_limit::RateLimit;
 pub use libp2p::{
     identity::{Keypair, PublicKey},
     Multiaddr, PeerId,
 };
+pub use rate_limit::RateLimit;

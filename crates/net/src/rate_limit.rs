@@ -166,7 +166,11 @@ mod tests {
         let mut limits = PeerRateLimits::new(Some(LIMIT));
         let peer = PeerId::random();
         let t0 = Instant::now();
-        assert_eq!(allowed(&mut limits, peer, t0, 10), 4, "the burst, then nothing");
+        assert_eq!(
+            allowed(&mut limits, peer, t0, 10),
+            4,
+            "the burst, then nothing"
+        );
         // 2 per second: nothing after 0.49 s, one at 0.5 s, two at 1 s.
         assert_eq!(
             allowed(&mut limits, peer, t0 + Duration::from_millis(499), 5),

@@ -1,11 +1,14 @@
-//! permafrost-net over real loopback TCP: allowlist, network id, size caps, timeouts, restart.
+//! permafrost-net over real loopback TCP: allowlist, network id, size caps, timeouts, restart,
+//! per-peer rate limits.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use permafrost_net::{
     start, Client, InboundRequest, Keypair, Multiaddr, NetConfig, NetError, PeerId, PeerInfo,
+    RateLimit,
 };
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use tokio::time::timeout;
@@ -564,6 +567,12 @@ async fn invalid_configurations_are_refused() {
         within(start(zero_queue)).await,
         Err(NetError::Transport(_))
     ));
+    for (burst, per_second) in [(0, 1), (1, 0)] {
+        let mut zero_limit = config(&key, vec![]);
+        zero_limit.inbound_rate_limit = Some(RateLimit { burst, per_second });
+        let result = within(start(zero_limit)).await;
+        assert!(matches!(result, Err(NetError::Transport(_))), "{result:?}");
+    }
     let mut bad_listen = config(&key, vec![]);
     bad_listen.listen = vec!["/ip4/127.0.0.1/udp/0".parse().unwrap()];
     assert!(matches!(
@@ -585,4 +594,156 @@ async fn invalid_configurations_are_refused() {
     let result = within(start(second)).await;
     assert!(matches!(result, Err(NetError::Transport(_))), "{result:?}");
     first.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flooding_peer_is_cut_while_another_peer_is_served() {
+    const LIMIT: RateLimit = RateLimit {
+        burst: 10,
+        per_second: 5,
+    };
+    const FLOOD: Duration = Duration::from_millis(1500);
+    let started = Instant::now();
+    let server_key = Keypair::generate_ed25519();
+    let (flooder_key, other_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let server_id = server_key.public().to_peer_id();
+    let (flooder_id, other_id) = (
+        flooder_key.public().to_peer_id(),
+        other_key.public().to_peer_id(),
+    );
+    let mut server_config = config(
+        &server_key,
+        vec![peer(&flooder_key, vec![]), peer(&other_key, vec![])],
+    );
+    server_config.inbound_rate_limit = Some(LIMIT);
+    let (_server, mut server_inbound, server_addr) = start_node(server_config).await;
+    // The application answers everything and reports who reached it.
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(request) = server_inbound.recv().await {
+            let _ = seen_tx.send(request.peer);
+            request.respond(b"ok".to_vec());
+        }
+    });
+    let server = vec![peer(&server_key, vec![server_addr])];
+    let (flooder, _flooder_inbound, _) = start_node(config(&flooder_key, server.clone())).await;
+    let (other, _other_inbound, _) = start_node(config(&other_key, server)).await;
+
+    // The flooder sends waves of 50 concurrent requests for 1.5 s; meanwhile the other peer
+    // sends one request every 100 ms.
+    let flood = tokio::spawn({
+        let flooder = flooder.clone();
+        async move {
+            let (mut served, mut refused) = (0usize, 0usize);
+            let begin = Instant::now();
+            while begin.elapsed() < FLOOD {
+                let wave = (0..50).map(|i| flooder.request(server_id, vec![i; 64]));
+                for result in futures::future::join_all(wave).await {
+                    match result {
+                        Ok(answer) => {
+                            assert_eq!(answer, b"ok");
+                            served += 1;
+                        }
+                        Err(NetError::Remote { peer, .. }) if peer == server_id => refused += 1,
+                        Err(other) => panic!("unexpected error for the flooder: {other:?}"),
+                    }
+                }
+            }
+            (served, refused, begin.elapsed())
+        }
+    });
+    let mut other_served = 0;
+    while !flood.is_finished() {
+        assert_eq!(
+            within(other.request(server_id, b"still there?".to_vec())).await,
+            Ok(b"ok".to_vec()),
+            "the other peer must be served during the flood"
+        );
+        other_served += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (served, refused, flood_time) = within(flood).await.unwrap();
+    eprintln!(
+        "flood: {served} served, {refused} refused in {flood_time:?}; other peer: \
+         {other_served} served"
+    );
+    // At most the burst plus what the rate earned while the flood lasted (and one for
+    // rounding): without the limit every one of the flood's requests would be served.
+    let earned = (flood_time.as_secs_f64() * f64::from(LIMIT.per_second)).ceil() as usize;
+    let allowance = LIMIT.burst as usize + earned + 1;
+    assert!(
+        served >= LIMIT.burst as usize,
+        "the burst is served: {served}"
+    );
+    assert!(
+        served <= allowance,
+        "{served} served, over the {allowance} allowed"
+    );
+    assert!(refused >= 5 * served, "{refused} refused, {served} served");
+    assert!(other_served >= 5, "{other_served}");
+
+    // Refused requests never reached the application.
+    let mut reached = HashMap::new();
+    while let Ok(peer) = seen.try_recv() {
+        *reached.entry(peer).or_insert(0usize) += 1;
+    }
+    assert_eq!(reached.get(&flooder_id), Some(&served));
+    assert_eq!(reached.get(&other_id), Some(&other_served));
+
+    // A limit, not a ban: after a quiet second the flooder is served again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        within(flooder.request(server_id, b"sorry".to_vec())).await,
+        Ok(b"ok".to_vec())
+    );
+    eprintln!("rate limit: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_mib_request_is_refused_by_the_default_cap() {
+    const SIXTEEN_MIB: usize = 16 << 20;
+    let (server_key, client_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let server_id = server_key.public().to_peer_id();
+    // The server keeps every default, the 1 MiB + 64 KiB cap included.
+    let (_server, mut server_inbound, server_addr) =
+        start_node(config(&server_key, vec![peer(&client_key, vec![])])).await;
+    const { assert!(NetConfig::DEFAULT_MAX_MESSAGE_BYTES < SIXTEEN_MIB) };
+
+    // A default client refuses to send it at all.
+    let (polite, _polite_inbound, _) = start_node(config(
+        &client_key,
+        vec![peer(&server_key, vec![server_addr.clone()])],
+    ))
+    .await;
+    assert_eq!(
+        within(polite.request(server_id, vec![0; SIXTEEN_MIB])).await,
+        Err(NetError::TooLarge {
+            len: SIXTEEN_MIB,
+            cap: NetConfig::DEFAULT_MAX_MESSAGE_BYTES
+        })
+    );
+    polite.shutdown().await;
+
+    // A peer with a larger cap sends it: the server's codec refuses the frame on its length
+    // prefix, and nothing reaches the application.
+    let mut hostile_config = config(&client_key, vec![peer(&server_key, vec![server_addr])]);
+    hostile_config.max_message_bytes = 32 << 20;
+    hostile_config.request_timeout = Duration::from_secs(5);
+    let (hostile, _hostile_inbound, _) = start_node(hostile_config).await;
+    let result = within(hostile.request(server_id, vec![0; SIXTEEN_MIB])).await;
+    assert!(
+        matches!(result, Err(NetError::Remote { peer, .. }) if peer == server_id),
+        "{result:?}"
+    );
+    assert_nothing_received(&mut server_inbound, Duration::from_millis(200)).await;
+
+    // The server still serves requests within the cap from the same peer.
+    let request = tokio::spawn({
+        let hostile = hostile.clone();
+        async move { hostile.request(server_id, b"small".to_vec()).await }
+    });
+    let inbound = within(server_inbound.recv()).await.unwrap();
+    assert_eq!(inbound.payload, b"small");
+    inbound.respond(b"ok".to_vec());
+    assert_eq!(within(request).await.unwrap(), Ok(b"ok".to_vec()));
 }

@@ -6,12 +6,16 @@ use std::sync::Arc;
 
 use frost_core::keys::{KeyPackage, PublicKeyPackage};
 use permafrost_protocol::dkg::{DkgCoordinator, DkgParticipant, DEFAULT_DKG_TIMEOUT};
+use permafrost_protocol::reshare::{IdentityVerifierAndKey, ReshareCoordinator, ResharePeer};
 use permafrost_protocol::sign::{Signer, SignerLimits, SigningCoordinator, DEFAULT_SIGN_TIMEOUT};
 use permafrost_protocol::{
     Event, IdentityVerifier, KeyShare, NodeIdentity, Output, ProtocolError, Session, Suite,
     Timestamp,
 };
-use permafrost_wire::{Curve, DkgOpen, Epoch, KeyId, Message, NodeId, SessionId};
+use permafrost_wire::{
+    Curve, DkgOpen, Epoch, KeyId, Message, NodeId, ReshareCommit, ReshareOpen, ReshareProposal,
+    SessionId,
+};
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -196,6 +200,51 @@ pub enum AnyEvent {
         /// Who asked.
         requester: NodeId,
     },
+    /// Reshare dealer: record durably that this node dealt in `session` before anything after
+    /// this event is carried out (the dealing follows).
+    Dealt {
+        /// The key.
+        key_id: KeyId,
+        /// The reshare session.
+        session: SessionId,
+    },
+    /// Reshare member: a valid commit certificate arrived. In one durable step: promote the
+    /// PENDING share of `epoch` to ACTIVE, delete the share of the epoch before, and forget
+    /// the reshare.
+    ReshareCommitted {
+        /// The key.
+        key_id: KeyId,
+        /// The new epoch.
+        epoch: Epoch,
+    },
+    /// Reshare: a valid commit certificate arrived and this node is not in the new committee:
+    /// delete its share of `epoch` (the old one) and forget the reshare.
+    ShareRetired {
+        /// The key.
+        key_id: KeyId,
+        /// The old epoch.
+        epoch: Epoch,
+    },
+    /// Reshare coordinator: the new epoch is certified. Record it (and the certificate)
+    /// durably before anything after this event is carried out (the certificate is sent).
+    KeyReshared {
+        /// The key.
+        key_id: KeyId,
+        /// The new epoch.
+        epoch: Epoch,
+        /// The new committee, sorted.
+        committee: Vec<NodeId>,
+        /// The new threshold.
+        threshold: u16,
+        /// `PublicKeyPackage::serialize()` of the new epoch.
+        public_key_package: Vec<u8>,
+        /// `VerifyingKey::serialize()`: the same group key as before.
+        public_key: Vec<u8>,
+        /// Dealers left out because a member rejected their dealing.
+        excluded: Vec<NodeId>,
+        /// The commit certificate.
+        certificate: ReshareCommit,
+    },
     /// The session failed.
     Failed(ProtocolError),
 }
@@ -312,6 +361,34 @@ fn convert_event<S: Suite>(event: Event<S>) -> AnyEvent {
             message_digest,
             requester,
         }),
+        Event::Dealt { key_id, session } => Ok(AnyEvent::Dealt { key_id, session }),
+        Event::ReshareCommitted { key_id, epoch } => {
+            Ok(AnyEvent::ReshareCommitted { key_id, epoch })
+        }
+        Event::ShareRetired { key_id, epoch } => Ok(AnyEvent::ShareRetired { key_id, epoch }),
+        Event::KeyReshared {
+            key_id,
+            epoch,
+            committee,
+            threshold,
+            public_key_package,
+            excluded,
+            certificate,
+        } => public_key_package
+            .serialize()
+            .and_then(|pkp| {
+                Ok(AnyEvent::KeyReshared {
+                    key_id,
+                    epoch,
+                    committee,
+                    threshold,
+                    public_key: public_key_package.verifying_key().serialize()?,
+                    public_key_package: pkp,
+                    excluded,
+                    certificate,
+                })
+            })
+            .map_err(frost_err),
         Event::Failed(e) => Ok(AnyEvent::Failed(e)),
         // A new protocol event this build does not know is a failure, not a silent drop.
         #[allow(unreachable_patterns)]
@@ -384,5 +461,78 @@ pub fn threshold_of(curve: Curve, public_key_package: &[u8]) -> Result<u16, Prot
     with_suite!(curve, S => {
         let pkp = PublicKeyPackage::<S>::deserialize(public_key_package).map_err(frost_err)?;
         pkp.min_signers().ok_or_else(|| frost_err("public key package without threshold"))
+    })
+}
+
+/// A share that must be of `curve`, as `S`.
+fn share_of<S: Suite>(share: Option<&StoredShare>) -> Result<Option<KeyShare<S>>, ProtocolError> {
+    match share {
+        Some(share) if share.curve != S::CURVE => Err(ProtocolError::InvalidParameters(format!(
+            "a {} share for a {} reshare",
+            share.curve,
+            S::CURVE
+        ))),
+        Some(share) => share.to_share::<S>().map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A member's reshare session for `open` (of `open`'s curve). `old_share` is this node's share
+/// of the epoch being reshared, if any; `already_dealt` whether its disk says it dealt here.
+#[allow(clippy::too_many_arguments)]
+pub fn reshare_peer(
+    open: ReshareOpen,
+    coordinator: NodeId,
+    identity: Arc<dyn IdentityVerifierAndKey>,
+    old_share: Option<&StoredShare>,
+    already_dealt: bool,
+    now: Timestamp,
+    timeout: std::time::Duration,
+    rng: &mut dyn CryptoRngCore,
+) -> Result<Box<dyn AnySession>, ProtocolError> {
+    with_suite!(open.proposal.curve, S => {
+        let old = share_of::<S>(old_share)?;
+        let p = ResharePeer::<S>::new(open, coordinator, identity, old, already_dealt, now, timeout, rng)?;
+        Ok(erase::<S, _>(p))
+    })
+}
+
+/// A member's reshare session picked up after a restart from the shares on disk: it asks the
+/// coordinator for the outcome and waits for it (see `ResharePeer::resume`).
+pub fn resume_reshare_peer(
+    open: ReshareOpen,
+    coordinator: NodeId,
+    identity: Arc<dyn IdentityVerifierAndKey>,
+    old_share: Option<&StoredShare>,
+    pending: Option<&StoredShare>,
+    now: Timestamp,
+) -> Result<Box<dyn AnySession>, ProtocolError> {
+    with_suite!(open.proposal.curve, S => {
+        let old = share_of::<S>(old_share)?;
+        let pending = share_of::<S>(pending)?;
+        let p = ResharePeer::<S>::resume(open, coordinator, identity, old, pending, now)?;
+        Ok(erase::<S, _>(p))
+    })
+}
+
+/// A reshare coordinator session; returns it with its session id and its test signature's
+/// session id (route that one to the same session).
+pub fn reshare_coordinator(
+    proposal: ReshareProposal,
+    verifier: Arc<dyn IdentityVerifier>,
+    now: Timestamp,
+    timeout: std::time::Duration,
+) -> Result<(SessionId, SessionId, Box<dyn AnySession>), ProtocolError> {
+    with_suite!(proposal.curve, S => {
+        let c = ReshareCoordinator::<S>::new(proposal, verifier, now, timeout)?;
+        Ok((c.session(), c.test_session(), erase::<S, _>(c)))
+    })
+}
+
+/// The group key (`VerifyingKey::serialize()`) of a public key package.
+pub fn group_key_of(curve: Curve, public_key_package: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+    with_suite!(curve, S => {
+        let pkp = PublicKeyPackage::<S>::deserialize(public_key_package).map_err(frost_err)?;
+        pkp.verifying_key().serialize().map_err(frost_err)
     })
 }
