@@ -440,7 +440,10 @@ async fn sign(
             return Err(e);
         }
     };
-    let AnyEvent::SignatureReady { signature, signers } = event else {
+    let AnyEvent::SignatureReady {
+        signature, signers, ..
+    } = event
+    else {
         return Err(ApiError::internal("unexpected signing outcome"));
     };
     state.metrics.signatures.fetch_add(1, Ordering::Relaxed);

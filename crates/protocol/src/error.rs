@@ -41,6 +41,8 @@ pub enum Refusal {
     CommitmentMismatch,
     /// The signing package has too few or too many commitments, or ones from non-members.
     CommitmentSet(String),
+    /// A signature share names a signing package this coordinator did not send its signer.
+    PackageMismatch,
     /// The message or a package inside it does not parse.
     Malformed(String),
     /// A limit (sessions in flight, message length) would be exceeded.
@@ -68,6 +70,9 @@ impl fmt::Display for Refusal {
             Refusal::MessageNotApproved => f.write_str("message differs from the approved one"),
             Refusal::CommitmentMismatch => f.write_str("package lacks this signer's commitment"),
             Refusal::CommitmentSet(why) => write!(f, "bad commitment set: {why}"),
+            Refusal::PackageMismatch => {
+                f.write_str("share computed on a signing package this coordinator did not send")
+            }
             Refusal::Malformed(why) => write!(f, "malformed: {why}"),
             Refusal::Limit(why) => write!(f, "limit: {why}"),
             Refusal::Finished => f.write_str("session already finished"),
@@ -125,6 +130,28 @@ pub enum ProtocolError {
         /// Their reasons.
         reason: String,
     },
+    /// Fewer than `threshold` committee members can still sign: the others refused, were proven
+    /// to cheat, or disputed the signing package (their share names a package the coordinator
+    /// did not send them: they lie, or the package was altered on its way, so it is no proof
+    /// against them and they are not among [`ProtocolError::culprits`]).
+    #[error(
+        "fewer than {threshold} members reachable (refused: {}; culprits: {}; disputed: {}): {reason}",
+        names(refused),
+        names(culprits),
+        names(disputed)
+    )]
+    TooFewSigners {
+        /// Signers needed.
+        threshold: usize,
+        /// Members that declined.
+        refused: Vec<NodeId>,
+        /// Members proven to have sent a bad share.
+        culprits: Vec<NodeId>,
+        /// Members whose share named a package they were not sent.
+        disputed: Vec<NodeId>,
+        /// The refusals' and faults' reasons.
+        reason: String,
+    },
     /// The coordinator aborted the session.
     #[error(
         "aborted by coordinator {coordinator}: {reason} (culprits: {})",
@@ -166,6 +193,14 @@ impl ProtocolError {
             ProtocolError::Aborted { culprits, .. } => culprits.clone(),
             ProtocolError::SignersRefused { refused, .. } => refused.clone(),
             ProtocolError::ConfirmationMismatch { disagreeing, .. } => disagreeing.clone(),
+            ProtocolError::TooFewSigners {
+                refused, culprits, ..
+            } => {
+                let mut named: Vec<NodeId> = refused.iter().chain(culprits).cloned().collect();
+                named.sort();
+                named.dedup();
+                named
+            }
             _ => Vec::new(),
         }
     }

@@ -78,6 +78,9 @@ pub enum Event<S: Suite> {
         signature: Signature<S>,
         /// The nodes whose shares made it, sorted.
         signers: Vec<NodeId>,
+        /// Members proven to have sent a bad signature share on the way (ROAST excludes them
+        /// and carries on), sorted; empty for a one-shot session that succeeded.
+        culprits: Vec<NodeId>,
     },
     /// Signer: a signature share was produced (for the audit log).
     ShareProduced {

@@ -21,7 +21,10 @@ use rand_core::{CryptoRngCore, RngCore, SeedableRng};
 
 use crate::dkg::{DkgCoordinator, DkgParticipant, DEFAULT_DKG_TIMEOUT};
 use crate::reshare::ResharePeer;
-use crate::sign::{Signer, SignerLimits, SigningCoordinator, DEFAULT_SIGN_TIMEOUT};
+use crate::sign::{
+    RoastCoordinator, Signer, SignerLimits, SigningCoordinator, DEFAULT_ROAST_ATTEMPT_TIMEOUT,
+    DEFAULT_ROAST_TIMEOUT, DEFAULT_SIGN_TIMEOUT,
+};
 use crate::{
     Event, IdentityVerifier, KeyShare, NodeIdentity, Output, ProtocolError, Session, Suite,
     Timestamp,
@@ -590,6 +593,7 @@ pub struct Network<S: Suite> {
 pub struct SignOutcome<S: Suite> {
     pub signature: Signature<S>,
     pub signers: Vec<NodeId>,
+    pub culprits: Vec<NodeId>,
 }
 
 impl<S: Suite> Network<S> {
@@ -1000,15 +1004,59 @@ impl<S: Suite> Network<S> {
             DEFAULT_SIGN_TIMEOUT,
         )?;
         let id = session.session();
+        self.run_signing(coordinator, Box::new(session), id, DEFAULT_SIGN_TIMEOUT)
+    }
+
+    /// Runs one ROAST request over `committee` and returns the signature (with the culprits
+    /// ROAST excluded on the way).
+    pub fn sign_roast(
+        &mut self,
+        coordinator: &NodeId,
+        key_id: &KeyId,
+        epoch: Epoch,
+        public_key_package: &PublicKeyPackage<S>,
+        committee: &[NodeId],
+        message: &[u8],
+    ) -> Result<SignOutcome<S>, ProtocolError> {
+        let mut request = [0u8; 32];
+        self.rng.fill_bytes(&mut request);
+        let session = RoastCoordinator::<S>::new(
+            SessionId(request),
+            key_id.clone(),
+            epoch,
+            message.to_vec(),
+            public_key_package.clone(),
+            committee.to_vec(),
+            self.now,
+            DEFAULT_ROAST_TIMEOUT,
+            DEFAULT_ROAST_ATTEMPT_TIMEOUT,
+        )?;
+        let id = session.session();
+        self.run_signing(coordinator, Box::new(session), id, DEFAULT_ROAST_TIMEOUT)
+    }
+
+    /// Starts a signing session at `coordinator` and runs until it ends.
+    pub fn run_signing(
+        &mut self,
+        coordinator: &NodeId,
+        session: Box<dyn Session<S>>,
+        id: SessionId,
+        timeout: Duration,
+    ) -> Result<SignOutcome<S>, ProtocolError> {
         let mark = self.events.len();
-        self.start(coordinator, Box::new(session), id);
-        self.run_until(DEFAULT_SIGN_TIMEOUT * 2, |net| {
+        self.start(coordinator, session, id);
+        self.run_until(timeout * 2, |net| {
             net.coordinator_result(coordinator, mark).is_some()
         });
         match self.coordinator_result(coordinator, mark) {
-            Some(Event::SignatureReady { signature, signers }) => Ok(SignOutcome {
+            Some(Event::SignatureReady {
+                signature,
+                signers,
+                culprits,
+            }) => Ok(SignOutcome {
                 signature: *signature,
                 signers: signers.clone(),
+                culprits: culprits.clone(),
             }),
             Some(Event::Failed(e)) => Err(e.clone()),
             _ => Err(ProtocolError::Frost("signing did not finish".into())),

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use frost_core::keys::{KeyPackage, PublicKeyPackage};
 use permafrost_protocol::dkg::{DkgCoordinator, DkgParticipant, DEFAULT_DKG_TIMEOUT};
 use permafrost_protocol::reshare::{IdentityVerifierAndKey, ReshareCoordinator, ResharePeer};
-use permafrost_protocol::sign::{Signer, SignerLimits, SigningCoordinator, DEFAULT_SIGN_TIMEOUT};
+use permafrost_protocol::sign::{
+    RoastCoordinator, Signer, SignerLimits, SigningCoordinator, DEFAULT_ROAST_ATTEMPT_TIMEOUT,
+    DEFAULT_ROAST_TIMEOUT, DEFAULT_SIGN_TIMEOUT,
+};
 use permafrost_protocol::{
     Event, IdentityVerifier, KeyShare, NodeIdentity, Output, ProtocolError, Session, Suite,
     Timestamp,
@@ -188,6 +191,8 @@ pub enum AnyEvent {
         signature: Vec<u8>,
         /// The signers, sorted.
         signers: Vec<NodeId>,
+        /// Members proven to have sent a bad share on the way (ROAST), sorted.
+        culprits: Vec<NodeId>,
     },
     /// Signer: a share was produced (audit).
     ShareProduced {
@@ -346,9 +351,17 @@ fn convert_event<S: Suite>(event: Event<S>) -> AnyEvent {
                 })
             })
             .map_err(frost_err),
-        Event::SignatureReady { signature, signers } => signature
+        Event::SignatureReady {
+            signature,
+            signers,
+            culprits,
+        } => signature
             .serialize()
-            .map(|signature| AnyEvent::SignatureReady { signature, signers })
+            .map(|signature| AnyEvent::SignatureReady {
+                signature,
+                signers,
+                culprits,
+            })
             .map_err(frost_err),
         Event::ShareProduced {
             key_id,
@@ -444,6 +457,37 @@ pub fn signing_coordinator(
     with_suite!(curve, S => {
         let pkp = PublicKeyPackage::<S>::deserialize(public_key_package).map_err(frost_err)?;
         let c = SigningCoordinator::<S>::new(session, key_id, epoch, message, pkp, committee, now, DEFAULT_SIGN_TIMEOUT)?;
+        Ok(erase::<S, _>(c))
+    })
+}
+
+/// A ROAST signing coordinator session (retries with other signers until a signature comes
+/// out) for a key whose public key package is `public_key_package`. `request` is the session id
+/// of every message of the request.
+#[allow(clippy::too_many_arguments)]
+pub fn roast_coordinator(
+    curve: Curve,
+    request: SessionId,
+    key_id: KeyId,
+    epoch: Epoch,
+    message: Vec<u8>,
+    public_key_package: &[u8],
+    committee: Vec<NodeId>,
+    now: Timestamp,
+) -> Result<Box<dyn AnySession>, ProtocolError> {
+    with_suite!(curve, S => {
+        let pkp = PublicKeyPackage::<S>::deserialize(public_key_package).map_err(frost_err)?;
+        let c = RoastCoordinator::<S>::new(
+            request,
+            key_id,
+            epoch,
+            message,
+            pkp,
+            committee,
+            now,
+            DEFAULT_ROAST_TIMEOUT,
+            DEFAULT_ROAST_ATTEMPT_TIMEOUT,
+        )?;
         Ok(erase::<S, _>(c))
     })
 }

@@ -156,7 +156,7 @@ pub struct SignPackage {
     pub package: Vec<u8>,
 }
 
-/// Signer → coordinator: the signature share.
+/// Signer → coordinator: the signature share, bound to the signing package it was computed on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignShare {
     /// The signing session.
@@ -167,6 +167,11 @@ pub struct SignShare {
     pub epoch: Epoch,
     /// `SignatureShare::serialize()`.
     pub share: Vec<u8>,
+    /// Digest of the [`SignPackage::package`] bytes the share was computed on
+    /// (`digest_bytes("sign/package", package)` in `permafrost-protocol`). A coordinator whose
+    /// own package differs (a tampered or equivocated package, or a stale duplicate) sees it
+    /// without blaming the signer for a share that does not verify against its package.
+    pub package: Digest,
 }
 
 /// Signer → coordinator: the signer will not take part in this session, and why.

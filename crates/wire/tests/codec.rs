@@ -98,6 +98,7 @@ fn every_kind() -> Vec<Message> {
             key_id,
             epoch: Epoch(3),
             share: vec![3; 36],
+            package: Digest([4; 32]),
         }),
         Message::SignRefusal(SignRefusal {
             session: session(),
@@ -232,6 +233,7 @@ fn encode_refuses_what_the_receiver_would_refuse() {
         key_id: KeyId::new("k").unwrap(),
         epoch: Epoch(0),
         share: vec![0; 8 << 10],
+        package: Digest([0; 32]),
     });
     assert!(matches!(encode(&message), Err(WireError::Encode { .. })));
 }

@@ -6,11 +6,11 @@ use frost_core::round1::SigningCommitments;
 use frost_core::round2::SignatureShare;
 use frost_core::{aggregate, verify_signature_share, Identifier, SigningPackage};
 use permafrost_wire::{
-    Epoch, KeyId, Message, MessageKind, NodeId, SessionId, SignPackage, SignRequest,
+    Digest, Epoch, KeyId, Message, MessageKind, NodeId, SessionId, SignPackage, SignRequest,
 };
 use rand_core::CryptoRngCore;
 
-use super::MAX_SIGN_MESSAGE_LEN;
+use super::{package_digest, MAX_SIGN_MESSAGE_LEN};
 use crate::{Committee, Event, Output, ProtocolError, Refusal, Session, Suite, Timestamp};
 
 /// The coordinator's side of one signing session: ask the committee for commitments, send a
@@ -34,6 +34,8 @@ pub struct SigningCoordinator<S: Suite> {
 
 struct Selected<S: Suite> {
     package: SigningPackage<S>,
+    /// What the signers' shares must name (see [`super::package_digest`]).
+    digest: Digest,
     signers: BTreeSet<Identifier<S>>,
     shares: BTreeMap<Identifier<S>, SignatureShare<S>>,
 }
@@ -185,6 +187,7 @@ impl<S: Suite> SigningCoordinator<S> {
         }
         self.selected = Some(Selected {
             package,
+            digest: package_digest(&bytes),
             signers,
             shares: BTreeMap::new(),
         });
@@ -194,6 +197,7 @@ impl<S: Suite> SigningCoordinator<S> {
         &mut self,
         from: &NodeId,
         id: Identifier<S>,
+        package: Digest,
         bytes: &[u8],
     ) -> Result<(), ProtocolError> {
         let Some(selected) = &mut self.selected else {
@@ -201,6 +205,11 @@ impl<S: Suite> SigningCoordinator<S> {
         };
         if !selected.signers.contains(&id) {
             return Err(Refusal::Unexpected(MessageKind::SignShare).into());
+        }
+        if package != selected.digest {
+            // Computed on a package this session did not send: not a share of this session,
+            // and no proof against the signer either.
+            return Err(Refusal::PackageMismatch.into());
         }
         if selected.shares.contains_key(&id) {
             return Ok(()); // a duplicate of a share already verified
@@ -260,8 +269,11 @@ impl<S: Suite> SigningCoordinator<S> {
                     .collect();
                 signers.sort();
                 self.finished = true;
-                self.outputs
-                    .push_back(Output::Event(Event::SignatureReady { signature, signers }));
+                self.outputs.push_back(Output::Event(Event::SignatureReady {
+                    signature,
+                    signers,
+                    culprits: Vec::new(),
+                }));
             }
             Err(e) => self.fail(ProtocolError::Frost(e.to_string())),
         }
@@ -331,7 +343,7 @@ impl<S: Suite> Session<S> for SigningCoordinator<S> {
                     return Err(Refusal::WrongSession.into());
                 }
                 self.check_key(&m.key_id, m.epoch)?;
-                self.handle_share(from, id, &m.share)
+                self.handle_share(from, id, m.package, &m.share)
             }
             Message::SignRefusal(m) => {
                 if m.session != self.session {

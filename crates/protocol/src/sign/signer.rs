@@ -9,7 +9,7 @@ use permafrost_wire::{
 use rand_core::CryptoRngCore;
 use sha2::{Digest as _, Sha256};
 
-use super::MAX_SIGN_MESSAGE_LEN;
+use super::{package_digest, MAX_SIGN_MESSAGE_LEN};
 use crate::reshare::TEST_MESSAGE_PREFIX;
 use crate::{
     Committee, Event, KeyShare, Output, ProtocolError, Refusal, Session, Suite, Timestamp,
@@ -48,24 +48,48 @@ pub struct Signer<S: Suite> {
     outputs: VecDeque<Output<S>>,
 }
 
-enum Slot<S: Suite> {
+/// One session at this signer. A session holds at most one live nonce at a time; after it is
+/// consumed, the same coordinator may ask again (ROAST's next attempt) for a fresh commitment,
+/// up to the committee size in all.
+struct Slot<S: Suite> {
+    state: SlotState<S>,
+    message: Vec<u8>,
+    coordinator: NodeId,
+    /// Commitments whose nonces were consumed in this session; a package holding one again is
+    /// a replay and is refused without an answer.
+    consumed: Vec<SigningCommitments<S>>,
+    /// Commitments handed out in this session, consumed or not.
+    issued: usize,
+    expires: Timestamp,
+}
+
+enum SlotState<S: Suite> {
+    /// A live nonce and its commitment.
     Committed {
         nonces: SigningNonces<S>,
         commitments: SigningCommitments<S>,
-        message: Vec<u8>,
-        coordinator: NodeId,
-        expires: Timestamp,
     },
-    /// The nonce is gone; any further package for this session is refused.
-    Consumed { expires: Timestamp },
+    /// The last nonce is gone; any package for this session is refused until a new request.
+    Consumed,
 }
 
-impl<S: Suite> Slot<S> {
-    fn expires(&self) -> Timestamp {
-        match self {
-            Slot::Committed { expires, .. } | Slot::Consumed { expires } => *expires,
+/// The number of commitments a serialized frost `SigningPackage` claims, read from its first
+/// bytes without decoding any point (frost's postcard layout: format version `0` (1 byte) ‖
+/// ciphersuite id (4 bytes) ‖ LEB128 varint count ‖ entries ‖ message). `None` if the bytes do
+/// not start that way.
+pub(crate) fn claimed_commitments(package: &[u8]) -> Option<u64> {
+    let (&version, rest) = package.split_first()?;
+    if version != 0 {
+        return None;
+    }
+    let mut count = 0u64;
+    for (i, byte) in rest.get(4..)?.iter().take(10).enumerate() {
+        count |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some(count);
         }
     }
+    None
 }
 
 impl<S: Suite> Signer<S> {
@@ -100,7 +124,7 @@ impl<S: Suite> Signer<S> {
     pub fn open_sessions(&self) -> usize {
         self.sessions
             .values()
-            .filter(|s| matches!(s, Slot::Committed { .. }))
+            .filter(|s| matches!(s.state, SlotState::Committed { .. }))
             .count()
     }
 
@@ -138,11 +162,36 @@ impl<S: Suite> Signer<S> {
                 request.message.len()
             )));
         }
-        if self.sessions.contains_key(&request.session) {
-            return Err(Refusal::SessionExists);
-        }
         self.expire(now);
-        if self.open_sessions() >= self.limits.max_open_sessions {
+        let issued = match self.sessions.get(&request.session) {
+            None => 0,
+            // Only the session's coordinator may ask again, and only for the approved message.
+            Some(slot) if slot.coordinator != *from || slot.message != request.message => {
+                return Err(Refusal::SessionExists);
+            }
+            // Asked again while a nonce is live (a retransmitted or duplicated request): the
+            // same commitment again, never a second live nonce.
+            Some(Slot {
+                state: SlotState::Committed { commitments, .. },
+                ..
+            }) => {
+                let commitment = commitments
+                    .serialize()
+                    .map_err(|e| Refusal::Malformed(e.to_string()))?;
+                self.send_commitment(from, request, commitment);
+                return Ok(());
+            }
+            // The last nonce was consumed: a fresh one for the coordinator's next attempt, up to
+            // one per committee member in all (ROAST needs at most n − t + 1).
+            Some(slot) if slot.issued >= self.committee.len() => {
+                return Err(Refusal::Limit(format!(
+                    "{} commitments already issued in this session",
+                    slot.issued
+                )));
+            }
+            Some(slot) => slot.issued,
+        };
+        if issued == 0 && self.open_sessions() >= self.limits.max_open_sessions {
             return Err(Refusal::Limit("too many open signing sessions".into()));
         }
         let mut rng = rng;
@@ -151,18 +200,38 @@ impl<S: Suite> Signer<S> {
         let commitment = commitments
             .serialize()
             .map_err(|e| Refusal::Malformed(e.to_string()))?;
-        self.sessions.insert(
-            request.session,
-            Slot::Committed {
-                nonces,
-                commitments,
-                message: request.message,
-                coordinator: from.clone(),
-                expires: now.after(self.limits.session_timeout),
-            },
-        );
+        let expires = now.after(self.limits.session_timeout);
+        let state = SlotState::Committed {
+            nonces,
+            commitments,
+        };
+        match self.sessions.get_mut(&request.session) {
+            Some(slot) => {
+                slot.state = state;
+                slot.issued += 1;
+                slot.expires = expires;
+            }
+            None => {
+                self.sessions.insert(
+                    request.session,
+                    Slot {
+                        state,
+                        message: request.message.clone(),
+                        coordinator: from.clone(),
+                        consumed: Vec::new(),
+                        issued: 1,
+                        expires,
+                    },
+                );
+            }
+        }
+        self.send_commitment(from, request, commitment);
+        Ok(())
+    }
+
+    fn send_commitment(&mut self, to: &NodeId, request: SignRequest, commitment: Vec<u8>) {
         self.outputs.push_back(Output::Send {
-            to: from.clone(),
+            to: to.clone(),
             message: Message::SignCommitment(SignCommitment {
                 session: request.session,
                 key_id: request.key_id,
@@ -170,7 +239,6 @@ impl<S: Suite> Signer<S> {
                 commitment,
             }),
         });
-        Ok(())
     }
 
     fn handle_package(&mut self, from: &NodeId, package: SignPackage) -> Result<(), Refusal> {
@@ -178,31 +246,31 @@ impl<S: Suite> Signer<S> {
         let Some(slot) = self.sessions.get(&package.session) else {
             return Err(Refusal::UnknownSession);
         };
-        let Slot::Committed {
-            commitments,
-            message,
-            coordinator,
-            expires,
-            ..
-        } = slot
-        else {
-            return Err(Refusal::NonceConsumed);
-        };
-        if from != coordinator {
+        if *from != slot.coordinator {
             return Err(Refusal::NotFromCoordinator(from.clone()));
+        }
+        if matches!(slot.state, SlotState::Consumed) {
+            return Err(Refusal::NonceConsumed);
+        }
+        // Sizes first, from the raw bytes: no point is decoded for a package of the wrong shape.
+        let threshold = usize::from(*self.share.key_package.min_signers());
+        let claimed = claimed_commitments(&package.package)
+            .ok_or_else(|| Refusal::Malformed("signing package header".into()))?;
+        if claimed > self.committee.len() as u64 || claimed != threshold as u64 {
+            return Err(Refusal::CommitmentSet(format!(
+                "{claimed} commitments; the coordinator selects exactly {threshold} of {}",
+                self.committee.len()
+            )));
         }
         let signing_package = SigningPackage::<S>::deserialize(&package.package)
             .map_err(|e| Refusal::Malformed(format!("signing package: {e}")))?;
-        if signing_package.message() != message {
-            return Err(Refusal::MessageNotApproved);
+        if signing_package.signing_commitments().len() as u64 != claimed {
+            return Err(Refusal::CommitmentSet(
+                "a member's commitment is listed twice".into(),
+            ));
         }
-        let count = signing_package.signing_commitments().len();
-        let min = usize::from(*self.share.key_package.min_signers());
-        if count < min || count > self.committee.len() {
-            return Err(Refusal::CommitmentSet(format!(
-                "{count} commitments; need {min} to {}",
-                self.committee.len()
-            )));
+        if *signing_package.message() != slot.message {
+            return Err(Refusal::MessageNotApproved);
         }
         if let Some(stranger) = signing_package
             .signing_commitments()
@@ -214,19 +282,32 @@ impl<S: Suite> Signer<S> {
             )));
         }
         let me = self.share.key_package.identifier();
-        if signing_package.signing_commitment(me).as_ref() != Some(commitments) {
+        let mine = signing_package.signing_commitment(me);
+        let SlotState::Committed { commitments, .. } = &slot.state else {
+            return Err(Refusal::NonceConsumed);
+        };
+        if mine.as_ref() != Some(commitments) {
+            if mine.is_some_and(|c| slot.consumed.contains(&c)) {
+                // One of this session's spent commitments again: a replay, or a coordinator
+                // putting one commitment in two packages.
+                return Err(Refusal::NonceConsumed);
+            }
             return Err(Refusal::CommitmentMismatch);
         }
         // Every check passed. Consume the nonce *before* signing: whatever happens next, it is
         // never used again.
-        let expires = *expires;
-        let message_digest: [u8; 32] = Sha256::digest(message).into();
-        let Some(Slot::Committed { nonces, .. }) = self
-            .sessions
-            .insert(package.session, Slot::Consumed { expires })
+        let message_digest: [u8; 32] = Sha256::digest(&slot.message).into();
+        let Some(slot) = self.sessions.get_mut(&package.session) else {
+            return Err(Refusal::UnknownSession);
+        };
+        let SlotState::Committed {
+            nonces,
+            commitments,
+        } = std::mem::replace(&mut slot.state, SlotState::Consumed)
         else {
             return Err(Refusal::NonceConsumed);
         };
+        slot.consumed.push(commitments);
         let share = round2::sign(&signing_package, &nonces, &self.share.key_package)
             .map_err(|e| Refusal::Malformed(format!("cannot sign: {e}")))?;
         drop(nonces);
@@ -243,6 +324,7 @@ impl<S: Suite> Signer<S> {
                 key_id: package.key_id,
                 epoch: package.epoch,
                 share: share.serialize(),
+                package: package_digest(&package.package),
             }),
         });
         Ok(())
@@ -250,7 +332,7 @@ impl<S: Suite> Signer<S> {
 
     /// Forgets sessions whose time is up; their nonces are zeroized as they drop.
     fn expire(&mut self, now: Timestamp) {
-        self.sessions.retain(|_, slot| slot.expires() > now);
+        self.sessions.retain(|_, slot| slot.expires > now);
     }
 
     fn session_of(message: &Message) -> Option<SessionId> {
@@ -307,7 +389,7 @@ impl<S: Suite> Session<S> for Signer<S> {
     }
 
     fn poll_timeout(&self) -> Option<Timestamp> {
-        self.sessions.values().map(Slot::expires).min()
+        self.sessions.values().map(|s| s.expires).min()
     }
 
     fn is_finished(&self) -> bool {

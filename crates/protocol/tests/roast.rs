@@ -1,0 +1,538 @@
+//! ROAST in the coordinator: signatures despite silent, refusing, cheating and restarted
+//! signers, within n − t + 1 attempts; signers refuse packages that reuse a commitment or
+//! have the wrong shape, and an altered package never gets an honest signer blamed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use frost_core::round1::SigningCommitments;
+use frost_core::{Field, Group, Identifier, SigningPackage};
+use permafrost_protocol::sign::{
+    RoastCoordinator, Signer, SignerLimits, DEFAULT_ROAST_ATTEMPT_TIMEOUT, DEFAULT_ROAST_TIMEOUT,
+};
+use permafrost_protocol::sim::{Envelope, Fault, Network};
+use permafrost_protocol::wire::{
+    encode, Epoch, Message, NodeId, SessionId, SignPackage, SignRefusal, SignRequest,
+};
+use permafrost_protocol::{Event, Output, ProtocolError, Refusal, Session, Suite, Timestamp};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+/// The distinct signing packages the coordinator sent: one per attempt.
+type Attempts = Arc<Mutex<BTreeSet<Vec<u8>>>>;
+
+/// Installs `hook` behind a recorder of the packages sent (the attempts).
+fn faults_counting_attempts<S: Suite>(
+    net: &mut Network<S>,
+    mut hook: impl FnMut(&Envelope) -> Fault + 'static,
+) -> Attempts {
+    let attempts: Attempts = Arc::default();
+    let seen = attempts.clone();
+    net.set_faults(move |env| {
+        if let Message::SignPackage(m) = &env.message {
+            seen.lock().unwrap().insert(m.package.clone());
+        }
+        hook(env)
+    });
+    attempts
+}
+
+fn attempts(recorded: &Attempts) -> usize {
+    recorded.lock().unwrap().len()
+}
+
+/// Delays the commitments of `order[i]` by `i × step`, so members become ready in that order.
+fn ready_order(order: &[NodeId], step: u64, env: &Envelope) -> Option<Fault> {
+    match &env.message {
+        Message::SignCommitment(_) => order
+            .iter()
+            .position(|n| *n == env.from)
+            .map(|i| Fault::Delay(Duration::from_millis(i as u64 * step))),
+        _ => None,
+    }
+}
+
+fn shares_produced<S: Suite>(net: &Network<S>, node: &NodeId) -> usize {
+    net.events
+        .iter()
+        .filter(|(n, e)| n == node && matches!(e, Event::ShareProduced { .. }))
+        .count()
+}
+
+fn refusals_at<S: Suite>(net: &Network<S>, node: &NodeId) -> Vec<Refusal> {
+    net.refused
+        .iter()
+        .filter(|r| r.at == *node)
+        .filter_map(|r| match &r.error {
+            ProtocolError::Refused(refusal) => Some(refusal.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The same commitment with its two nonce commitments swapped: valid points, another
+/// commitment.
+fn swapped<S: Suite>(c: &SigningCommitments<S>) -> SigningCommitments<S> {
+    SigningCommitments::new(*c.binding(), *c.hiding())
+}
+
+/// `package` with the commitment of one member other than `keep` altered.
+fn tampered<S: Suite>(package: &[u8], keep: &NodeId) -> Vec<u8> {
+    let original = SigningPackage::<S>::deserialize(package).unwrap();
+    let keep = permafrost_protocol::wire::participant_identifier::<S>(keep).unwrap();
+    let mut commitments = original.signing_commitments().clone();
+    let other = *commitments.keys().find(|id| **id != keep).unwrap();
+    let altered = swapped(&commitments[&other]);
+    commitments.insert(other, altered);
+    SigningPackage::new(commitments, original.message())
+        .serialize()
+        .unwrap()
+}
+
+/// n − t members commit and then fall silent (their shares never arrive), and they are the
+/// first ready, interleaved with honest ones: ROAST still signs, within n − t + 1 attempts, with
+/// none of them; nobody is called a culprit for silence.
+fn silent_signers_cost_at_most_n_minus_t_plus_1_attempts<S: Suite>() {
+    for (seed, t, n) in [(40u64, 2u16, 4usize), (41, 3, 5), (42, 2, 5)] {
+        let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(seed, t, n);
+        let t = usize::from(t);
+        let silent: Vec<NodeId> = nodes[..n - t].to_vec();
+        let honest: Vec<NodeId> = nodes[n - t..].to_vec();
+        // Ready order: silent and honest alternating, silent first.
+        let mut order = Vec::new();
+        for i in 0..n {
+            let list = if i % 2 == 0 { &silent } else { &honest };
+            if let Some(node) = list.get(i / 2) {
+                order.push(node.clone());
+            }
+        }
+        order.extend(
+            silent
+                .iter()
+                .chain(&honest)
+                .filter(|x| !order.contains(x))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        let quiet = silent.clone();
+        let recorded = faults_counting_attempts(&mut net, move |env| {
+            if matches!(env.message, Message::SignShare(_)) && quiet.contains(&env.from) {
+                return Fault::Drop;
+            }
+            ready_order(&order, 60, env).unwrap_or(Fault::Deliver)
+        });
+        let message = format!("roast {seed}").into_bytes();
+        let outcome = net
+            .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, &message)
+            .unwrap_or_else(|e| panic!("({t},{n}): {e}"));
+        verify_independently(&pkp, &message, &outcome.signature);
+        let used = attempts(&recorded);
+        assert!(
+            used <= n - t + 1,
+            "({t},{n}): {used} attempts, more than n − t + 1"
+        );
+        assert!(
+            used >= 2,
+            "({t},{n}): the silent signers were never selected"
+        );
+        assert_eq!(outcome.signers.len(), t);
+        assert!(outcome.signers.iter().all(|s| honest.contains(s)));
+        assert!(outcome.culprits.is_empty(), "{:?}", outcome.culprits);
+    }
+}
+
+/// Two signers (n − t) return garbage shares — one that parses but does not verify, one that
+/// does not parse — and are the first ready: the signature still comes out and names both.
+fn garbage_shares_are_named_and_signing_completes<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(43, 3, 5);
+    let (wrong, unparsable) = (nodes[0].clone(), nodes[1].clone());
+    let order: Vec<NodeId> = nodes.clone();
+    let (w, u) = (wrong.clone(), unparsable.clone());
+    let recorded = faults_counting_attempts(&mut net, move |env| match &env.message {
+        Message::SignShare(m) if env.from == w => {
+            let mut forged = m.clone();
+            let one = <<S::Group as Group>::Field as Field>::one();
+            forged.share = <<S::Group as Group>::Field as Field>::serialize(&one)
+                .as_ref()
+                .to_vec();
+            Fault::Replace(Message::SignShare(forged))
+        }
+        Message::SignShare(m) if env.from == u => {
+            let mut forged = m.clone();
+            forged.share = vec![0xff; 7];
+            Fault::Replace(Message::SignShare(forged))
+        }
+        _ => ready_order(&order, 60, env).unwrap_or(Fault::Deliver),
+    });
+    let outcome = net
+        .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"pay 5")
+        .unwrap();
+    verify_independently(&pkp, b"pay 5", &outcome.signature);
+    let mut cheaters = vec![wrong, unparsable];
+    cheaters.sort();
+    assert_eq!(outcome.culprits, cheaters);
+    assert!(outcome.signers.iter().all(|s| !cheaters.contains(s)));
+    assert!(attempts(&recorded) <= 5 - 3 + 1);
+}
+
+/// A coordinator puts a signer's spent commitment into a second package: refused as a
+/// replay, no second share; the signer's fresh commitment of the same session stays live.
+fn spent_commitment_in_a_second_package_is_refused<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(44, 2, 3);
+    let target = nodes[1].clone();
+    let committee = nodes[..2].to_vec();
+    let captured: Arc<Mutex<Option<SignPackage>>> = Arc::default();
+    let (slot, t) = (captured.clone(), target.clone());
+    net.set_faults(move |env| {
+        if let Message::SignPackage(m) = &env.message {
+            if env.to == t {
+                slot.lock().unwrap().get_or_insert_with(|| m.clone());
+            }
+        }
+        Fault::Deliver
+    });
+    let outcome = net
+        .sign_roast(&coordinator, &key, Epoch(0), &pkp, &committee, b"once")
+        .unwrap();
+    verify_independently(&pkp, b"once", &outcome.signature);
+    net.clear_faults();
+    let first = captured.lock().unwrap().take().unwrap();
+    assert_eq!(shares_produced(&net, &target), 1);
+
+    // The coordinator asks again in the same session (as ROAST does): a fresh commitment.
+    net.inject(
+        &coordinator,
+        &target,
+        Message::SignRequest(SignRequest {
+            session: first.session,
+            key_id: key.clone(),
+            epoch: Epoch(0),
+            message: b"once".to_vec(),
+        }),
+    );
+    net.run(Duration::from_millis(100));
+    assert_eq!(net.node(&target).unwrap().open_signing_sessions(), 1);
+
+    // A second package with the spent commitment and another co-signer commitment.
+    let mut second = first.clone();
+    second.package = tampered::<S>(&first.package, &target);
+    assert_ne!(second.package, first.package);
+    net.inject(&coordinator, &target, Message::SignPackage(second));
+    net.run(Duration::from_millis(100));
+    assert_eq!(refusals_at(&net, &target), vec![Refusal::NonceConsumed]);
+    assert_eq!(
+        shares_produced(&net, &target),
+        1,
+        "signed a spent commitment"
+    );
+    assert_eq!(
+        net.node(&target).unwrap().open_signing_sessions(),
+        1,
+        "a replay voided the fresh commitment"
+    );
+}
+
+/// Different signers get different packages for one attempt (one altered commitment of a
+/// co-signer; for another signer, another message): the signer of the altered package signs
+/// it, but its share names that package, so the coordinator sets it aside without blaming
+/// it; the one shown another message refuses. ROAST signs with the others; no culprit.
+fn different_packages_blame_no_honest_signer<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(45, 3, 5);
+    let (altered, relabelled) = (nodes[0].clone(), nodes[1].clone());
+    let order: Vec<NodeId> = nodes.clone();
+    let (a, r) = (altered.clone(), relabelled.clone());
+    let (mut done_a, mut done_r) = (false, false);
+    let recorded = faults_counting_attempts(&mut net, move |env| match &env.message {
+        Message::SignPackage(m) if env.to == a && !done_a => {
+            done_a = true;
+            let mut forged = m.clone();
+            forged.package = tampered::<S>(&m.package, &a);
+            Fault::Replace(Message::SignPackage(forged))
+        }
+        Message::SignPackage(m) if env.to == r && !done_r => {
+            done_r = true;
+            let original = SigningPackage::<S>::deserialize(&m.package).unwrap();
+            let other = SigningPackage::new(original.signing_commitments().clone(), b"pay 500");
+            let mut forged = m.clone();
+            forged.package = other.serialize().unwrap();
+            Fault::Replace(Message::SignPackage(forged))
+        }
+        _ => ready_order(&order, 60, env).unwrap_or(Fault::Deliver),
+    });
+    let outcome = net
+        .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"pay 5")
+        .unwrap();
+    verify_independently(&pkp, b"pay 5", &outcome.signature);
+    // The altered package really was signed: without the digest its share would not verify
+    // against the coordinator's package and its honest signer would be named.
+    assert_eq!(shares_produced(&net, &altered), 1);
+    assert!(refusals_at(&net, &relabelled).contains(&Refusal::MessageNotApproved));
+    assert!(outcome.culprits.is_empty(), "blamed {:?}", outcome.culprits);
+    assert!(!outcome.signers.contains(&altered));
+    assert!(!outcome.signers.contains(&relabelled));
+    assert!(attempts(&recorded) >= 2);
+}
+
+/// A signer restarts after committing, and its commitment is in the first attempt: it
+/// refuses the package (its nonce is gone), and ROAST moves on to the other signers at once.
+fn restarted_signer_is_passed_over<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(46, 3, 5);
+    let restarting = nodes[2].clone();
+    let mut order = vec![restarting.clone()];
+    order.extend(nodes.iter().filter(|n| **n != restarting).cloned());
+    let recorded = faults_counting_attempts(&mut net, move |env| {
+        ready_order(&order, 60, env).unwrap_or(Fault::Deliver)
+    });
+    let request = SessionId([9; 32]);
+    let roast = RoastCoordinator::<S>::new(
+        request,
+        key.clone(),
+        Epoch(0),
+        b"restart".to_vec(),
+        pkp.clone(),
+        nodes.clone(),
+        net.now(),
+        DEFAULT_ROAST_TIMEOUT,
+        DEFAULT_ROAST_ATTEMPT_TIMEOUT,
+    )
+    .unwrap();
+    let started = net.now();
+    net.start(&coordinator, Box::new(roast), request);
+    let r = restarting.clone();
+    net.run_until(Duration::from_secs(1), |n| {
+        n.node(&r).unwrap().open_signing_sessions() > 0
+    });
+    net.crash_and_restart(&restarting);
+    assert_eq!(net.node(&restarting).unwrap().open_signing_sessions(), 0);
+    net.run_until(DEFAULT_ROAST_TIMEOUT, |n| {
+        n.events.iter().any(|(at, e)| {
+            *at == coordinator && matches!(e, Event::Failed(_) | Event::SignatureReady { .. })
+        })
+    });
+    let (signers, culprits, signature) = net
+        .events
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::SignatureReady {
+                signature,
+                signers,
+                culprits,
+            } => Some((signers.clone(), culprits.clone(), *signature)),
+            Event::Failed(err) => panic!("{err}"),
+            _ => None,
+        })
+        .unwrap();
+    verify_independently(&pkp, b"restart", &signature);
+    assert!(refusals_at(&net, &restarting).contains(&Refusal::UnknownSession));
+    assert!(!signers.contains(&restarting));
+    assert!(culprits.is_empty());
+    assert_eq!(
+        attempts(&recorded),
+        2,
+        "the restarted signer was not in the first attempt"
+    );
+    assert!(
+        net.now().0 - started.0 < DEFAULT_ROAST_ATTEMPT_TIMEOUT.as_millis() as u64,
+        "ROAST waited for a deadline instead of moving on"
+    );
+}
+
+/// Too many refusals end the request at once with "fewer than t reachable", naming them;
+/// too many silent members end it at the deadline, naming them.
+fn too_few_reachable_fails_naming_who<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(47, 3, 4);
+    let refusing = nodes[..2].to_vec();
+    let r = refusing.clone();
+    net.set_faults(move |env| match &env.message {
+        Message::SignCommitment(m) if r.contains(&env.from) => {
+            Fault::Replace(Message::SignRefusal(SignRefusal {
+                session: m.session,
+                reason: "policy".into(),
+            }))
+        }
+        _ => Fault::Deliver,
+    });
+    let started = net.now();
+    let error = net
+        .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"no")
+        .unwrap_err();
+    assert!(
+        matches!(error, ProtocolError::TooFewSigners { .. }),
+        "{error}"
+    );
+    assert_eq!(error.culprits(), refusing);
+    assert!(net.now().0 - started.0 < 1_000, "waited for the deadline");
+
+    let silent = nodes[2..].to_vec();
+    let s = silent.clone();
+    net.set_faults(move |env| {
+        if s.contains(&env.to) {
+            Fault::Drop
+        } else {
+            Fault::Deliver
+        }
+    });
+    let error = net
+        .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"no")
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ProtocolError::Timeout {
+                phase: "ROAST signing",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(error.culprits(), silent);
+}
+
+/// A package claiming 100,000 commitments (about 7 MB: far over the 128 KiB frame cap, so it
+/// goes to the signer directly) is refused from its header, before any point is decoded: its
+/// entries are not even valid points. Through the network, a package of 2 × committee
+/// commitments is refused too. No share, and the live nonce survives.
+fn oversized_package_is_refused_before_arithmetic<S: Suite>() {
+    let (mut net, nodes, coordinator, key, _pkp) = network_with_key::<S>(48, 2, 3);
+    let target = nodes[0].clone();
+    let share = net
+        .node(&target)
+        .unwrap()
+        .active_share(&key)
+        .unwrap()
+        .clone();
+    let mut signer = Signer::new(share, SignerLimits::default()).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let session = SessionId([5; 32]);
+    let request = SignRequest {
+        session,
+        key_id: key.clone(),
+        epoch: Epoch(0),
+        message: b"m".to_vec(),
+    };
+    signer
+        .handle_message(
+            &coordinator,
+            Message::SignRequest(request.clone()),
+            Timestamp(0),
+            &mut rng,
+        )
+        .unwrap();
+    let commitment = match signer.poll_output() {
+        Some(Output::Send {
+            message: Message::SignCommitment(c),
+            ..
+        }) => SigningCommitments::<S>::deserialize(&c.commitment).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    // frost's layout: version (1) ‖ suite id (4) ‖ varint count ‖ entries ‖ message.
+    let me = permafrost_protocol::wire::participant_identifier::<S>(&target).unwrap();
+    let one = SigningPackage::new([(me, commitment)].into(), b"m")
+        .serialize()
+        .unwrap();
+    assert_eq!(one[5], 1);
+    let tail = 2; // varint length of the message, and the message
+    let entry_len = one.len() - 6 - tail;
+    let mut huge = one[..5].to_vec();
+    let mut count = 100_000u32;
+    while count >= 0x80 {
+        huge.push((count as u8 & 0x7f) | 0x80);
+        count >>= 7;
+    }
+    huge.push(count as u8);
+    huge.extend(std::iter::repeat_n(0xffu8, entry_len * 100_000));
+    huge.extend_from_slice(&one[one.len() - tail..]);
+    let package = SignPackage {
+        session,
+        key_id: key.clone(),
+        epoch: Epoch(0),
+        package: huge,
+    };
+    assert!(encode(&Message::SignPackage(package.clone())).is_err());
+    let error = signer
+        .handle_message(
+            &coordinator,
+            Message::SignPackage(package),
+            Timestamp(1),
+            &mut rng,
+        )
+        .unwrap_err();
+    match error {
+        ProtocolError::Refused(Refusal::CommitmentSet(why)) => {
+            assert!(why.contains("100000 commitments"), "{why}")
+        }
+        other => panic!("expected a commitment-set refusal, got {other}"),
+    }
+    assert!(matches!(
+        signer.poll_output(),
+        Some(Output::Send {
+            message: Message::SignRefusal(_),
+            ..
+        })
+    ));
+    assert!(signer.poll_output().is_none(), "a share or event came out");
+    assert_eq!(signer.open_sessions(), 1);
+
+    // Through the wire: 6 commitments (2 × the committee) fit the frame and are refused.
+    net.inject(&coordinator, &target, Message::SignRequest(request));
+    net.run(Duration::from_millis(100));
+    let mut commitments: std::collections::BTreeMap<Identifier<S>, _> = Default::default();
+    for i in 0..6u8 {
+        commitments.insert(Identifier::derive(&[i]).unwrap(), commitment);
+    }
+    let package = SignPackage {
+        session,
+        key_id: key,
+        epoch: Epoch(0),
+        package: SigningPackage::new(commitments, b"m").serialize().unwrap(),
+    };
+    net.inject(&coordinator, &target, Message::SignPackage(package));
+    net.run(Duration::from_millis(100));
+    assert!(refusals_at(&net, &target)
+        .iter()
+        .any(|r| matches!(r, Refusal::CommitmentSet(why) if why.contains("6 commitments"))));
+    assert_eq!(shares_produced(&net, &target), 0);
+}
+
+per_suite!(
+    silent_signers_cost_at_most_n_minus_t_plus_1_attempts,
+    garbage_shares_are_named_and_signing_completes,
+    spent_commitment_in_a_second_package_is_refused,
+    different_packages_blame_no_honest_signer,
+    restarted_signer_is_passed_over,
+    too_few_reachable_fails_naming_who,
+    oversized_package_is_refused_before_arithmetic,
+);
+
+/// The one-shot coordinator refuses a share computed on a package it did not send (it names
+/// that package), instead of blaming its signer.
+#[test]
+fn one_shot_coordinator_refuses_a_share_on_another_package() {
+    type S = Ed25519;
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(49, 2, 3);
+    let victim = nodes[0].clone();
+    let v = victim.clone();
+    let mut done = false;
+    net.set_faults(move |env| match &env.message {
+        Message::SignPackage(m) if env.to == v && !done => {
+            done = true;
+            let mut forged = m.clone();
+            forged.package = tampered::<S>(&m.package, &v);
+            Fault::Replace(Message::SignPackage(forged))
+        }
+        _ => Fault::Deliver,
+    });
+    let error = net
+        .sign(&coordinator, &key, Epoch(0), &pkp, &nodes[..2], b"x")
+        .unwrap_err();
+    assert!(
+        !matches!(error, ProtocolError::Misbehaviour { .. }),
+        "{error}"
+    );
+    assert!(refusals_at(&net, &coordinator).contains(&Refusal::PackageMismatch));
+}
