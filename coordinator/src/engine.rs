@@ -278,6 +278,9 @@ impl Engine {
         self.reshares
             .insert(session, RunningReshare { meta, entry });
         self.aliases.insert(test_session, session);
+        // The API answers once the certificate reached every member (or failed to), so a
+        // signature asked right after the answer finds the new epoch in force.
+        self.driver.track(Route::Session(session));
         self.start(session, reshare, reply);
         Ok(())
     }
@@ -353,8 +356,19 @@ impl Engine {
             reshares: &mut self.reshares,
             store: &self.store,
             network: &self.network,
+            committed: Vec::new(),
         };
         let result = f(&mut self.driver, &mut |r, e| finisher.finish(r, e));
+        for (session, reply, outcome) in std::mem::take(&mut finisher.committed) {
+            let deliveries = self.driver.take_deliveries(&Route::Session(session));
+            tokio::spawn(async move {
+                for delivery in deliveries {
+                    let _ = delivery.await;
+                }
+                let _ = reply.send(outcome);
+            });
+        }
+        self.driver.prune_tracking();
         let reshares = &self.reshares;
         self.aliases
             .retain(|_, session| reshares.contains_key(session));
@@ -435,6 +449,8 @@ struct Finisher<'a> {
     reshares: &'a mut BTreeMap<SessionId, RunningReshare>,
     store: &'a MetadataStore,
     network: &'a Network,
+    /// Committed reshares whose answer waits for the certificate's deliveries.
+    committed: Vec<(SessionId, oneshot::Sender<Outcome>, Outcome)>,
 }
 
 impl Finisher<'_> {
@@ -454,7 +470,10 @@ impl Finisher<'_> {
                     }
                     return Handled::Abort;
                 }
-                Ok(event)
+                if let Some(reply) = self.waiting.remove(session) {
+                    self.committed.push((*session, reply, Ok(event)));
+                }
+                return Handled::Continue;
             }
             AnyEvent::KeyCreated { .. } | AnyEvent::SignatureReady { .. } => Ok(event),
             AnyEvent::Failed(error) => {

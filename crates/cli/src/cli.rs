@@ -54,13 +54,27 @@ pub enum Command {
         #[arg(long, value_name = "HEX")]
         message: String,
     },
+    /// Move a key to a new committee and/or threshold (or refresh its shares with the same
+    /// ones); the public key stays the same. Prints the new epoch's key record.
+    Reshare {
+        /// The key id.
+        #[arg(long, value_name = "ID")]
+        key: String,
+        /// Signers needed for a signature after the reshare (t').
+        #[arg(long, value_name = "T")]
+        threshold: u16,
+        /// The new committee, by node name.
+        #[arg(long, value_delimiter = ',', value_name = "a,b,c", required = true)]
+        nodes: Vec<String>,
+    },
     /// Show the coordinator's health and which nodes it is connected to.
     Health,
     /// Run a network of nodes and a coordinator on this machine.
     #[command(subcommand)]
     Localnet(LocalnetCommand),
-    /// Run the key life cycle on a fresh 5-node localnet: DKG and verified signatures for
-    /// every curve.
+    /// Run the key life cycle on a fresh 6-node localnet, for every curve: DKG, verified
+    /// signatures, a reshare that evicts a node and raises the threshold, more signatures
+    /// under the same public key.
     Demo,
     /// Run one signer node (used by `localnet up`; `permafrost-node run` in production).
     #[command(hide = true)]
@@ -172,6 +186,11 @@ fn dispatch(target: commands::Target, command: Command) -> anyhow::Result<ExitCo
             Command::Keys(KeysCommand::List) => commands::list_keys(&target).await,
             Command::Keys(KeysCommand::Show { id }) => commands::show_key(&target, &id).await,
             Command::Sign { key, message } => commands::sign(&target, &key, &message).await,
+            Command::Reshare {
+                key,
+                threshold,
+                nodes,
+            } => commands::reshare(&target, &key, threshold, nodes).await,
             Command::Health => commands::health(&target).await,
             Command::Localnet(LocalnetCommand::Up {
                 nodes,

@@ -1,11 +1,11 @@
-//! The API commands: `keys create|list|show`, `sign`, `health`. Each prints the JSON answer,
+//! The API commands: `keys create|list|show`, `sign`, `reshare`, `health`. Each prints the JSON answer,
 //! pretty; an API error comes back as [`permafrost_api::ApiError`] for the caller to print.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use permafrost_api::{decode_hex, Client, CreateKeyRequest, Curve, LocalnetInfo};
+use permafrost_api::{decode_hex, Client, CreateKeyRequest, Curve, LocalnetInfo, ReshareRequest};
 use serde::Serialize;
 
 /// Where the API is and how to authenticate, from the global options. No `Debug`: it holds
@@ -83,6 +83,17 @@ pub async fn show_key(target: &Target, key_id: &str) -> anyhow::Result<ExitCode>
 pub async fn sign(target: &Target, key_id: &str, message_hex: &str) -> anyhow::Result<ExitCode> {
     let message = decode_hex("message", message_hex)?;
     print_json(&target.client()?.sign(key_id, &message).await?)
+}
+
+/// `permafrost reshare --key ID --threshold T --nodes a,b,c`.
+pub async fn reshare(
+    target: &Target,
+    key_id: &str,
+    threshold: u16,
+    nodes: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    let request = ReshareRequest { threshold, nodes };
+    print_json(&target.client()?.reshare(key_id, &request).await?)
 }
 
 /// `permafrost health`.

@@ -304,3 +304,230 @@ fn demo_runs_every_curve_and_exits_zero() {
         assert!(row.contains("yes 6/6"), "{row}\n{output}");
     }
 }
+
+/// Waits for `DIR/localnet.json` and reads it.
+async fn await_info(localnet: &mut Running, dir: &Path) -> LocalnetInfo {
+    let info_path = dir.join("localnet.json");
+    let until = Instant::now() + START_DEADLINE;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&info_path) {
+            return serde_json::from_str(&text).unwrap();
+        }
+        if let Some(status) = localnet.child.try_wait().unwrap() {
+            panic!("localnet exited early ({status})\n{}", localnet.output());
+        }
+        assert!(
+            Instant::now() < until,
+            "no localnet.json after {START_DEADLINE:?}\n{}",
+            localnet.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn sigkill(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let until = Instant::now() + STOP_DEADLINE;
+    while alive(pid) {
+        assert!(Instant::now() < until, "pid {pid} survived SIGKILL");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the coordinator reports `name` connected (or not, per `connected`).
+async fn await_connected(client: &Client, name: &str, connected: bool) {
+    let until = Instant::now() + START_DEADLINE;
+    loop {
+        if let Ok(health) = client.health().await {
+            if health
+                .nodes
+                .iter()
+                .any(|n| n.name == name && n.connected == connected)
+            {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < until,
+            "{name} never became connected={connected}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Signs `message` and checks the answer with the independent BIP-340 verifier: same public
+/// key, the expected epoch, signers from `committee`.
+async fn sign_and_verify(
+    client: &Client,
+    key: &permafrost_api::KeyRecord,
+    message: &[u8],
+    committee: &[&str],
+) {
+    let signed = client.sign(&key.key_id, message).await.unwrap();
+    assert_eq!(signed.public_key, key.public_key);
+    assert_eq!(signed.epoch, key.epoch);
+    assert!(signed.signers.len() >= usize::from(key.threshold));
+    assert!(
+        signed
+            .signers
+            .iter()
+            .all(|s| committee.contains(&s.as_str())),
+        "{:?} not all in {committee:?}",
+        signed.signers
+    );
+    let public_key = hex::decode(&key.public_key).unwrap();
+    let signature = hex::decode(&signed.signature).unwrap();
+    permafrost_verifiers::verify(Curve::Secp256k1Tr, &public_key, message, &signature).unwrap();
+}
+
+/// Six real processes: a key on node1..node5 with t=3 is reshared with the CLI to
+/// node1..node4 + node6 with t=4 (node5 evicted); node5 is then killed and a refresh of the new
+/// committee completes; then node2 is killed with SIGKILL in the middle of a reshare and
+/// restarted: afterwards the key signs, node2 takes part in a further reshare (so it holds
+/// exactly the current epoch), and its keystore holds one ACTIVE share, nothing PENDING, and no
+/// open reshare.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread")]
+async fn reshare_on_localnet_evicts_a_node_and_survives_sigkill() {
+    let _serial = ONE_NETWORK_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("localnet");
+    let mut localnet = Running::start(
+        &[
+            "localnet",
+            "up",
+            "--nodes",
+            "6",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--api-port",
+            "0",
+        ],
+        tmp.path(),
+        "localnet",
+    );
+    let info = await_info(&mut localnet, &dir).await;
+    let client = Client::from_localnet(&info)
+        .unwrap()
+        .with_timeout(Duration::from_secs(90));
+    let pid_of = |name: &str| info.nodes.iter().find(|n| n.name == name).unwrap().pid;
+
+    let first = ["node1", "node2", "node3", "node4", "node5"];
+    let key = client
+        .create_key(&CreateKeyRequest {
+            curve: Curve::Secp256k1Tr,
+            threshold: 3,
+            nodes: Some(first.iter().map(|s| s.to_string()).collect()),
+        })
+        .await
+        .unwrap();
+    sign_and_verify(&client, &key, b"before the reshare", &first).await;
+
+    // The CLI's reshare: evict node5, bring in node6, raise t to 4.
+    let second = ["node1", "node2", "node3", "node4", "node6"];
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .args([
+            "--localnet",
+            dir.to_str().unwrap(),
+            "reshare",
+            "--key",
+            &key.key_id,
+            "--threshold",
+            "4",
+            "--nodes",
+            &second.join(","),
+        ])
+        .output()
+        .unwrap();
+    println!(
+        "reshare (3,5)->(4,5) through the CLI: {:?}",
+        started.elapsed()
+    );
+    assert!(out.status.success(), "{out:?}\n{}", localnet.output());
+    let reshared: permafrost_api::KeyRecord = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reshared.public_key, key.public_key);
+    assert_eq!((reshared.epoch, reshared.threshold), (1, 4));
+    let mut nodes = reshared.nodes.clone();
+    nodes.sort();
+    assert_eq!(nodes, second);
+    sign_and_verify(&client, &reshared, b"after the reshare", &second).await;
+
+    // node5 dies; the localnet keeps running, and a refresh of the new committee completes.
+    sigkill(pid_of("node5"));
+    await_connected(&client, "node5", false).await;
+    let refresh = permafrost_api::ReshareRequest {
+        threshold: 4,
+        nodes: second.iter().map(|s| s.to_string()).collect(),
+    };
+    let refreshed = client.reshare(&key.key_id, &refresh).await.unwrap();
+    assert_eq!(refreshed.public_key, key.public_key);
+    assert_eq!(refreshed.epoch, 2);
+    sign_and_verify(&client, &refreshed, b"after the refresh", &second).await;
+
+    // SIGKILL node2 in the middle of another refresh, then restart it.
+    let during = {
+        let client = client.clone();
+        let (key_id, refresh) = (key.key_id.clone(), refresh.clone());
+        tokio::spawn(async move { client.reshare(&key_id, &refresh).await })
+    };
+    tokio::time::sleep(Duration::from_millis(15)).await;
+    sigkill(pid_of("node2"));
+    let config = dir.join("node2/node.toml");
+    let restarted = Running::start(
+        &["internal-node", "--config", config.to_str().unwrap()],
+        tmp.path(),
+        "node2-restarted",
+    );
+    await_connected(&client, "node2", true).await;
+    let outcome = during.await.unwrap();
+    println!("reshare interrupted by SIGKILL: {outcome:?}");
+    let current = client.key(&key.key_id).await.unwrap();
+    assert_eq!(current.public_key, key.public_key);
+    match &outcome {
+        Ok(record) => assert_eq!((record.epoch, current.epoch), (3, 3)),
+        Err(_) => assert_eq!(current.epoch, 2),
+    }
+    sign_and_verify(&client, &current, b"after the crash", &second).await;
+    // Every new member must deal and confirm: node2 can only if it holds exactly the epoch
+    // the coordinator records.
+    let after = client.reshare(&key.key_id, &refresh).await.unwrap();
+    assert_eq!(after.epoch, current.epoch + 1);
+    assert_eq!(after.public_key, key.public_key);
+    sign_and_verify(&client, &after, b"after the crash and a refresh", &second).await;
+
+    // node2's disk: one ACTIVE share of the key at the current epoch, nothing else.
+    drop(restarted);
+    let passphrase = std::fs::read_to_string(dir.join("node2/passphrase")).unwrap();
+    let until = Instant::now() + STOP_DEADLINE;
+    let store = loop {
+        match permafrost_keystore::KeyStore::open(
+            &dir.join("node2/keystore"),
+            passphrase.trim().as_bytes(),
+        ) {
+            Ok(store) => break store,
+            Err(e) => {
+                assert!(Instant::now() < until, "cannot open node2's keystore: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    let shares: Vec<_> = store
+        .shares()
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.key_id == key.key_id)
+        .map(|m| (m.epoch, m.state))
+        .collect();
+    assert_eq!(
+        shares,
+        vec![(after.epoch, permafrost_keystore::ShareState::Active)]
+    );
+    assert!(store.reshares().unwrap().is_empty());
+}

@@ -365,7 +365,7 @@ impl KeyStore {
     }
 
     /// Every reshare record, by session id.
-    pub fn reshares(&self) -> Result<Vec<([u8; 32], Vec<u8>)>, KeystoreError> {
+    pub fn reshares(&self) -> Result<Vec<ReshareRow>, KeystoreError> {
         let txn = self.read()?;
         let Some(table) = self.open_read_table(&txn, RESHARES)? else {
             return Ok(Vec::new());
@@ -553,6 +553,9 @@ impl KeyStore {
         )
     }
 }
+
+/// A reshare record as stored: (session id, the caller's record bytes).
+pub type ReshareRow = ([u8; 32], Vec<u8>);
 
 /// How a reshare ends for this node's shares of the key ([`KeyStore::conclude_reshare`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

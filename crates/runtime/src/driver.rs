@@ -35,6 +35,8 @@ pub enum Handled {
 pub struct Driver {
     client: Client,
     sessions: BTreeMap<Route, Box<dyn AnySession>>,
+    /// Routes whose sends are kept track of, with the deliveries in flight.
+    tracked: BTreeMap<Route, Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Driver {
@@ -43,7 +45,26 @@ impl Driver {
         Driver {
             client,
             sessions: BTreeMap::new(),
+            tracked: BTreeMap::new(),
         }
+    }
+
+    /// Keeps track of the deliveries of every message `route` sends from now on, for
+    /// [`take_deliveries`](Self::take_deliveries).
+    pub fn track(&mut self, route: Route) {
+        self.tracked.entry(route).or_default();
+    }
+
+    /// Stops tracking routes whose session has ended (their deliveries go on untracked).
+    pub fn prune_tracking(&mut self) {
+        let sessions = &self.sessions;
+        self.tracked.retain(|route, _| sessions.contains_key(route));
+    }
+
+    /// The deliveries `route` started since it was tracked (each ends when the message was
+    /// answered, refused or failed); stops tracking it.
+    pub fn take_deliveries(&mut self, route: &Route) -> Vec<tokio::task::JoinHandle<()>> {
+        self.tracked.remove(route).unwrap_or_default()
     }
 
     /// The network client.
@@ -114,7 +135,13 @@ impl Driver {
                 break;
             };
             match output {
-                AnyOutput::Send { to, message } => self.send(to, message),
+                AnyOutput::Send { to, message } => {
+                    let delivery = self.send(to, message);
+                    if let (Some(tracked), Some(delivery)) = (self.tracked.get_mut(route), delivery)
+                    {
+                        tracked.push(delivery);
+                    }
+                }
                 AnyOutput::Event(event) => {
                     if let Handled::Abort = handler(route, event) {
                         match route {
@@ -137,22 +164,24 @@ impl Driver {
         }
     }
 
-    /// Sends one message in the background; failures are logged with the peer's name.
-    pub fn send(&self, to: NodeId, message: Message) {
+    /// Sends one message in the background; failures are logged with the peer's name. Returns
+    /// the delivery, which ends once the peer answered or the send failed (`None` if nothing
+    /// could be sent).
+    pub fn send(&self, to: NodeId, message: Message) -> Option<tokio::task::JoinHandle<()>> {
         let kind = message.kind().name();
         let Some(peer) = peer_id(&to) else {
             tracing::warn!(%to, kind, "cannot send: node id is not a PeerId");
-            return;
+            return None;
         };
         let frame = match encode(&message) {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(%peer, kind, error = %e, "cannot encode message");
-                return;
+                return None;
             }
         };
         let client = self.client.clone();
-        tokio::spawn(async move {
+        Some(tokio::spawn(async move {
             match client.request(peer, frame).await {
                 Ok(answer) if answer.is_empty() => {}
                 Ok(answer) => {
@@ -160,7 +189,7 @@ impl Driver {
                 }
                 Err(e) => tracing::warn!(%peer, kind, error = %e, "message not delivered"),
             }
-        });
+        }))
     }
 
     /// The earliest deadline of any session.
