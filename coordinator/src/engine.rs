@@ -71,6 +71,10 @@ pub enum Command {
 
 const TICK: Duration = Duration::from_millis(100);
 
+/// How long a signature request may take before it fails naming the members that did not
+/// answer (503): ROAST retries with other signers within it.
+pub const SIGN_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Runs the engine until the command channel closes or `stop` fires.
 pub async fn run(
     client: Client,
@@ -200,8 +204,10 @@ impl Engine {
                 let mut session = [0u8; 32];
                 OsRng.fill_bytes(&mut session);
                 let session = SessionId(session);
+                // ROAST: every reachable member is asked; a signature comes out as long as
+                // t members answer honestly before the deadline.
                 let started = node_ids(&committee).and_then(|committee| {
-                    any::signing_coordinator(
+                    any::roast_coordinator(
                         curve,
                         session,
                         key_id,
@@ -210,6 +216,7 @@ impl Engine {
                         &public_key_package,
                         committee,
                         now,
+                        SIGN_DEADLINE,
                     )
                 });
                 match started {
@@ -241,6 +248,13 @@ impl Engine {
         threshold: u16,
         reply: oneshot::Sender<Outcome>,
     ) -> Result<(), String> {
+        // One reshare per key at a time, whatever the HTTP side thinks: two sessions for the
+        // same epoch would race to write the same next epoch on the members.
+        if self.reshares.values().any(|r| r.meta.key_id == meta.key_id) {
+            let message = format!("a reshare of key {} is already running", meta.key_id);
+            let _ = reply.send(Err(ProtocolError::InvalidParameters(message.clone())));
+            return Err(message);
+        }
         let built = self
             .proposal(&meta, &committee, threshold)
             .and_then(|proposal| {

@@ -261,7 +261,9 @@ fn session_error(network: &Network, error: &ProtocolError) -> ApiError {
         format!("{error} [nodes responsible: {}]", names(network, &culprits))
     };
     match error {
-        ProtocolError::Timeout { .. } | ProtocolError::SignersRefused { .. } => {
+        ProtocolError::Timeout { .. }
+        | ProtocolError::SignersRefused { .. }
+        | ProtocolError::TooFewSigners { .. } => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, message)
         }
         ProtocolError::InvalidParameters(_) => ApiError::bad_request(message),
@@ -430,7 +432,7 @@ async fn sign(
             message,
             reply,
         },
-        permafrost_protocol::sign::DEFAULT_SIGN_TIMEOUT + Duration::from_secs(5),
+        crate::engine::SIGN_DEADLINE + Duration::from_secs(5),
     )
     .await;
     let event = match outcome {
@@ -441,11 +443,16 @@ async fn sign(
         }
     };
     let AnyEvent::SignatureReady {
-        signature, signers, ..
+        signature,
+        signers,
+        culprits,
     } = event
     else {
         return Err(ApiError::internal("unexpected signing outcome"));
     };
+    if !culprits.is_empty() {
+        tracing::warn!(key = %meta.key_id, culprits = %names(&state.network, &culprits), "signature made without members that sent bad shares");
+    }
     state.metrics.signatures.fetch_add(1, Ordering::Relaxed);
     let signers = signers
         .iter()
@@ -517,7 +524,11 @@ async fn reshare(
             threshold,
             reply,
         },
-        permafrost_protocol::reshare::DEFAULT_RESHARE_TIMEOUT + Duration::from_secs(5),
+        // Longer than the session can last (its deadline, then the test signature's, then
+        // the certificate's deliveries), so the 409 guard is held until the engine is done.
+        permafrost_protocol::reshare::DEFAULT_RESHARE_TIMEOUT
+            + permafrost_protocol::sign::DEFAULT_SIGN_TIMEOUT
+            + Duration::from_secs(60),
     )
     .await;
     match outcome {

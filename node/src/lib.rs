@@ -255,6 +255,14 @@ impl Node {
             return Err(Refusal::SessionExists.into());
         }
         let p = &open.proposal;
+        // One reshare of a key at a time on this node, including one resumed after a restart
+        // and still waiting for its outcome: two would write the same next epoch.
+        if let Some((other, _)) = self.reshares.iter().find(|(_, r)| r.key_id() == &p.key_id) {
+            return Err(ProtocolError::InvalidParameters(format!(
+                "reshare {other} of key {} is not concluded here yet",
+                p.key_id
+            )));
+        }
         // The old share, if this node holds the epoch being reshared.
         let old = match self.stored_share(&p.key_id, p.epoch) {
             Ok(share) => Some(share),
@@ -692,6 +700,18 @@ impl Context<'_> {
 /// Stores a new share as PENDING. Persist before acknowledging: the confirmation after this
 /// event promises the share is on disk.
 fn store_pending(keystore: &KeyStore, share: &any::StoredShare) -> Handled {
+    // Never over an ACTIVE share: a PENDING one only ever fills an epoch not yet in force.
+    match keystore.share(share.key_id.as_str(), share.epoch.0) {
+        Ok(Some(existing)) if existing.state == ShareState::Active => {
+            tracing::error!(key = %share.key_id, epoch = %share.epoch, "refusing to store a pending share over the active share of the same epoch");
+            return Handled::Abort;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(key = %share.key_id, error = %e, "cannot read the keystore");
+            return Handled::Abort;
+        }
+    }
     let public = match serde_json::to_vec(&share.public_info()) {
         Ok(p) => p,
         Err(e) => {

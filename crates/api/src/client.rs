@@ -13,7 +13,7 @@ use crate::{
 
 /// The default per-request deadline. Generous because a DKG or a reshare answers only once
 /// every node has finished (and persisted) its part.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// The largest answer body the client reads; a larger one is refused rather than buffered.
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;

@@ -9,7 +9,7 @@ use permafrost_protocol::dkg::{DkgCoordinator, DkgParticipant, DEFAULT_DKG_TIMEO
 use permafrost_protocol::reshare::{IdentityVerifierAndKey, ReshareCoordinator, ResharePeer};
 use permafrost_protocol::sign::{
     RoastCoordinator, Signer, SignerLimits, SigningCoordinator, DEFAULT_ROAST_ATTEMPT_TIMEOUT,
-    DEFAULT_ROAST_TIMEOUT, DEFAULT_SIGN_TIMEOUT,
+    DEFAULT_SIGN_TIMEOUT,
 };
 use permafrost_protocol::{
     Event, IdentityVerifier, KeyShare, NodeIdentity, Output, ProtocolError, Session, Suite,
@@ -474,6 +474,7 @@ pub fn roast_coordinator(
     public_key_package: &[u8],
     committee: Vec<NodeId>,
     now: Timestamp,
+    timeout: std::time::Duration,
 ) -> Result<Box<dyn AnySession>, ProtocolError> {
     with_suite!(curve, S => {
         let pkp = PublicKeyPackage::<S>::deserialize(public_key_package).map_err(frost_err)?;
@@ -485,7 +486,7 @@ pub fn roast_coordinator(
             pkp,
             committee,
             now,
-            DEFAULT_ROAST_TIMEOUT,
+            timeout,
             DEFAULT_ROAST_ATTEMPT_TIMEOUT,
         )?;
         Ok(erase::<S, _>(c))
