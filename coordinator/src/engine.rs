@@ -572,3 +572,51 @@ impl Finisher<'_> {
         tracing::warn!(key = %entry.key_id, %session, %error, "reshare aborted");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn entry(session: [u8; 32], state: ReshareState) -> ReshareEntry {
+        ReshareEntry {
+            session: hex::encode(session),
+            key_id: "k-1".into(),
+            epoch: 3,
+            attempt: 0,
+            state,
+            outcome: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_restart_records_running_reshares_as_aborted_and_keeps_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetadataStore::open(&dir.path().join("c.redb")).unwrap();
+        store
+            .put_reshare(&entry([1; 32], ReshareState::Running))
+            .unwrap();
+        let committed = ReshareEntry {
+            outcome: "00".into(),
+            ..entry([2; 32], ReshareState::Committed)
+        };
+        store.put_reshare(&committed).unwrap();
+        abort_unfinished_reshares(&store).unwrap();
+
+        let aborted = store.reshare(&hex::encode([1u8; 32])).unwrap().unwrap();
+        assert_eq!(aborted.state, ReshareState::Aborted);
+        // The recorded abort is the message a member asking for the outcome is sent.
+        let frame = hex::decode(&aborted.outcome).unwrap();
+        let Message::ReshareAbort(abort) = decode(&frame).unwrap() else {
+            panic!("not an abort");
+        };
+        assert_eq!(abort.session, SessionId([1; 32]));
+        assert_eq!(
+            store.reshare(&hex::encode([2u8; 32])).unwrap().unwrap(),
+            committed
+        );
+        // Attempts go on counting past both.
+        assert_eq!(store.next_attempt("k-1", 3).unwrap(), 1);
+        assert_eq!(store.next_attempt("k-1", 4).unwrap(), 0);
+    }
+}

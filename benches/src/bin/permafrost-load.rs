@@ -1,11 +1,16 @@
 //! `permafrost-load`: the end-to-end load tool. Against a running network (a localnet's
 //! `localnet.json`, or `--api`/`--token`), for each curve: times one DKG, then sends
 //! `--requests` sign requests (`--concurrency` at a time) through the HTTP API, verifies every
-//! signature independently, and prints median, p99 and throughput.
+//! signature independently, and prints median, p99 and throughput. With `--reshares N`, it
+//! also times N reshares per curve of a fresh key held by all nodes but the last with the
+//! given threshold t, to every node with t + 1 ((3,5) → (4,6) on a 6-node localnet), checking
+//! the public key is unchanged and the new epoch signs.
 //!
 //! ```sh
 //! permafrost localnet up --nodes 5 --dir /tmp/pf &
 //! cargo run --release -p permafrost-benches --bin permafrost-load -- --localnet /tmp/pf --requests 200
+//! permafrost localnet up --nodes 6 --dir /tmp/pf6 &
+//! cargo run --release -p permafrost-benches --bin permafrost-load -- --localnet /tmp/pf6 --requests 0 --reshares 5
 //! ```
 
 use std::path::PathBuf;
@@ -13,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use permafrost_api::{Client, CreateKeyRequest, LocalnetInfo};
+use permafrost_api::{Client, CreateKeyRequest, LocalnetInfo, ReshareRequest};
 use permafrost_verifiers::Curve;
 
 #[derive(Parser)]
@@ -40,6 +45,54 @@ struct Args {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
+    /// Reshares to time per curve: (t, n−1) → (t+1, n), each of a fresh key.
+    #[arg(long, default_value_t = 0)]
+    reshares: usize,
+}
+
+/// Times `count` reshares of fresh keys from the first n−1 nodes with `threshold` to all n
+/// nodes with `threshold + 1`; each reshared key must keep its public key and sign.
+async fn time_reshares(
+    client: &Client,
+    curve: Curve,
+    nodes: &[String],
+    threshold: u16,
+    count: usize,
+) -> Result<Vec<Duration>> {
+    let mut times = Vec::with_capacity(count);
+    for i in 0..count {
+        let key = client
+            .create_key(&CreateKeyRequest {
+                curve,
+                threshold,
+                nodes: Some(nodes[..nodes.len() - 1].to_vec()),
+            })
+            .await
+            .context("DKG before the reshare failed")?;
+        let started = Instant::now();
+        let reshared = client
+            .reshare(
+                &key.key_id,
+                &ReshareRequest {
+                    threshold: threshold + 1,
+                    nodes: nodes.to_vec(),
+                },
+            )
+            .await
+            .with_context(|| format!("reshare {i} failed"))?;
+        times.push(started.elapsed());
+        if reshared.public_key != key.public_key {
+            bail!("reshare {i} changed the public key");
+        }
+        let message = format!("after reshare {i}");
+        let signed = client.sign(&key.key_id, message.as_bytes()).await?;
+        let public_key = hex::decode(&key.public_key)?;
+        let signature = hex::decode(&signed.signature)?;
+        permafrost_verifiers::verify(curve, &public_key, message.as_bytes(), &signature)
+            .with_context(|| format!("signature after reshare {i} does not verify"))?;
+    }
+    times.sort();
+    Ok(times)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -152,5 +205,33 @@ async fn main() -> Result<()> {
         );
     }
     println!("({} requests per curve, concurrency {}, threshold {} of {nodes}; every signature verified independently)", args.requests, args.concurrency, args.threshold);
+    if args.reshares > 0 {
+        let names: Vec<String> = health.nodes.iter().map(|n| n.name.clone()).collect();
+        println!();
+        println!(
+            "reshare ({},{}) -> ({},{}), {} per curve:",
+            args.threshold,
+            nodes - 1,
+            args.threshold + 1,
+            nodes,
+            args.reshares
+        );
+        println!(
+            "{:<13} {:>10} {:>10} {:>10}",
+            "curve", "p50 ms", "min ms", "max ms"
+        );
+        for curve in Curve::ALL {
+            let times =
+                time_reshares(&client, curve, &names, args.threshold, args.reshares).await?;
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            println!(
+                "{:<13} {:>10.1} {:>10.1} {:>10.1}",
+                curve.as_str(),
+                ms(percentile(&times, 50.0)),
+                ms(*times.first().unwrap_or(&Duration::ZERO)),
+                ms(*times.last().unwrap_or(&Duration::ZERO))
+            );
+        }
+    }
     Ok(())
 }
