@@ -531,3 +531,97 @@ async fn reshare_on_localnet_evicts_a_node_and_survives_sigkill() {
     );
     assert!(store.reshares().unwrap().is_empty());
 }
+
+/// Real processes, ROAST: two of five nodes are killed with SIGKILL during a stream of
+/// signing requests and every request still completes and verifies; with a third killed, a
+/// request fails quickly with 503 naming the missing nodes; restarted, they sign again.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread")]
+async fn signing_survives_two_killed_nodes_and_fails_fast_without_a_threshold() {
+    let _serial = ONE_NETWORK_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("localnet");
+    let mut localnet = Running::start(
+        &[
+            "localnet",
+            "up",
+            "--nodes",
+            "5",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--api-port",
+            "0",
+        ],
+        tmp.path(),
+        "localnet",
+    );
+    let info = await_info(&mut localnet, &dir).await;
+    let client = Client::from_localnet(&info)
+        .unwrap()
+        .with_timeout(Duration::from_secs(60));
+    let pid_of = |name: &str| info.nodes.iter().find(|n| n.name == name).unwrap().pid;
+    let all = ["node1", "node2", "node3", "node4", "node5"];
+    let key = client
+        .create_key(&CreateKeyRequest {
+            curve: Curve::Secp256k1Tr,
+            threshold: 3,
+            nodes: None,
+        })
+        .await
+        .unwrap();
+
+    // A stream of requests; node4 and node5 die along the way.
+    let stream = {
+        let client = client.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            for i in 0..40 {
+                let message = format!("stream {i}");
+                let started = Instant::now();
+                sign_and_verify(&client, &key, message.as_bytes(), &all).await;
+                slowest = slowest.max(started.elapsed());
+            }
+            slowest
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sigkill(pid_of("node4"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sigkill(pid_of("node5"));
+    let slowest = stream.await.unwrap();
+    println!("40 signatures with two nodes killed mid-stream; slowest {slowest:?}");
+
+    // A third one down: fewer than t reachable. 503, well within the 10 s deadline + margin.
+    sigkill(pid_of("node3"));
+    await_connected(&client, "node3", false).await;
+    let started = Instant::now();
+    let error = client.sign(&key.key_id, b"two left").await.unwrap_err();
+    let took = started.elapsed();
+    println!("with 2 of 5 up: {error} after {took:?}");
+    assert_eq!(http_status(&error), Some(503), "{error}");
+    assert!(took < Duration::from_secs(12), "503 after {took:?}");
+    for name in ["node3", "node4", "node5"] {
+        assert!(
+            error.to_string().contains(name),
+            "{name} not named: {error}"
+        );
+    }
+
+    // Restarted, they sign again.
+    let mut restarted = Vec::new();
+    for name in ["node3", "node4", "node5"] {
+        let config = dir.join(format!("{name}/node.toml"));
+        restarted.push(Running::start(
+            &["internal-node", "--config", config.to_str().unwrap()],
+            tmp.path(),
+            &format!("{name}-restarted"),
+        ));
+    }
+    for name in ["node3", "node4", "node5"] {
+        await_connected(&client, name, true).await;
+    }
+    sign_and_verify(&client, &key, b"all back", &all).await;
+}
