@@ -7,6 +7,7 @@
 //! network_file = "network.toml"
 //! tokens = ["change-me"]                        # bearer tokens accepted by the API
 //! body_limit_bytes = 1048576
+//! # rate_limit = { burst = 512, per_second = 256 }  # per node, inbound protocol messages
 //! ```
 
 use std::net::SocketAddr;
@@ -37,6 +38,9 @@ pub struct CoordinatorConfig {
     /// Largest accepted request body.
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
+    /// Per-peer limit on inbound protocol messages (default: a burst of 512, then 256/s).
+    #[serde(default)]
+    pub rate_limit: Option<permafrost_runtime::network::RateLimitConfig>,
 }
 
 impl CoordinatorConfig {

@@ -88,6 +88,9 @@ impl Coordinator {
             .parse()
             .map_err(|e| CoordinatorError::Config(format!("listen {:?}: {e}", config.listen)))?];
         net_config.peers = network.peers_except(&me);
+        net_config.inbound_rate_limit = Some(
+            permafrost_runtime::network::RateLimitConfig::or_default(config.rate_limit),
+        );
         let (client, inbound) = permafrost_net::start(net_config)
             .await
             .map_err(|e| CoordinatorError::Network(e.to_string()))?;

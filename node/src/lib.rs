@@ -29,7 +29,7 @@ use permafrost_protocol::{ProtocolError, Refusal};
 use permafrost_runtime::any::{self, AnyEvent, PublicShareInfo, StoredShare};
 use permafrost_runtime::driver::{Driver, Handled, Route};
 use permafrost_runtime::identity::{self, Libp2pIdentity, Libp2pVerifier};
-use permafrost_runtime::network::{Network, NetworkFile};
+use permafrost_runtime::network::{Network, NetworkFile, RateLimitConfig};
 use permafrost_wire::{decode, Epoch, KeyId, Message, NodeId, ReshareOpen, SessionId, SignRefusal};
 use reshare::{EarlyMessages, ReshareRecord};
 use thiserror::Error;
@@ -90,6 +90,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         .parse()
         .map_err(|e| NodeError::Config(format!("listen address {:?}: {e}", config.listen)))?];
     net_config.peers = network.peers_except(&me);
+    net_config.inbound_rate_limit = Some(RateLimitConfig::or_default(config.rate_limit));
     let (client, mut inbound) = permafrost_net::start(net_config)
         .await
         .map_err(|e| NodeError::Network(e.to_string()))?;

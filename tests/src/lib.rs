@@ -162,6 +162,7 @@ impl Cluster {
             network_file: dir.path().join("network.toml"),
             tokens: vec![token.clone()],
             body_limit_bytes: 1 << 20,
+            rate_limit: None,
         };
         Cluster {
             dir,

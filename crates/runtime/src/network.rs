@@ -207,3 +207,27 @@ impl Network {
         self.nodes.iter().any(|m| m.peer_id == *peer)
     }
 }
+
+/// The `[rate_limit]` table of a node's or coordinator's config: how many protocol messages
+/// each peer may send (a token bucket per peer; messages over it are refused unread).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Messages a peer may send back to back after being quiet.
+    pub burst: u32,
+    /// Messages per second a peer may keep sending.
+    pub per_second: u32,
+}
+
+impl RateLimitConfig {
+    /// The network's limit: this one, or the default when the table is absent.
+    pub fn or_default(config: Option<RateLimitConfig>) -> permafrost_net::RateLimit {
+        match config {
+            Some(c) => permafrost_net::RateLimit {
+                burst: c.burst,
+                per_second: c.per_second,
+            },
+            None => permafrost_net::RateLimit::DEFAULT,
+        }
+    }
+}
