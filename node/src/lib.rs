@@ -258,7 +258,12 @@ impl Node {
         let p = &open.proposal;
         // One reshare of a key at a time on this node, including one resumed after a restart
         // and still waiting for its outcome: two would write the same next epoch.
-        if let Some((other, _)) = self.reshares.iter().find(|(_, r)| r.key_id() == &p.key_id) {
+        if let Some((other, record)) = self.reshares.iter().find(|(_, r)| r.key_id() == &p.key_id) {
+            // Ask again now, so that the next attempt finds this one concluded.
+            self.driver.send(
+                record.coordinator.clone(),
+                Message::ReshareStatus(permafrost_wire::ReshareStatus { session: *other }),
+            );
             return Err(ProtocolError::InvalidParameters(format!(
                 "reshare {other} of key {} is not concluded here yet",
                 p.key_id
