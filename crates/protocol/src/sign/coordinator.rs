@@ -10,7 +10,7 @@ use permafrost_wire::{
 };
 use rand_core::CryptoRngCore;
 
-use super::{package_digest, MAX_SIGN_MESSAGE_LEN};
+use super::{check_key, check_signing_parameters, package_digest};
 use crate::{Committee, Event, Output, ProtocolError, Refusal, Session, Suite, Timestamp};
 
 /// The coordinator's side of one signing session: ask the committee for commitments, send a
@@ -54,32 +54,8 @@ impl<S: Suite> SigningCoordinator<S> {
         now: Timestamp,
         timeout: Duration,
     ) -> Result<Self, ProtocolError> {
-        let committee = Committee::<S>::new(committee)?;
-        if message.len() > MAX_SIGN_MESSAGE_LEN {
-            return Err(ProtocolError::InvalidParameters(format!(
-                "message of {} bytes exceeds {MAX_SIGN_MESSAGE_LEN}",
-                message.len()
-            )));
-        }
-        let threshold = public_key_package
-            .min_signers()
-            .map(usize::from)
-            .ok_or_else(|| {
-                ProtocolError::InvalidParameters("public key package has no threshold".into())
-            })?;
-        if threshold > committee.len() {
-            return Err(ProtocolError::InvalidParameters(format!(
-                "threshold {threshold} exceeds committee of {}",
-                committee.len()
-            )));
-        }
-        for id in committee.identifiers() {
-            if !public_key_package.verifying_shares().contains_key(&id) {
-                return Err(ProtocolError::InvalidParameters(
-                    "committee member without a verifying share".into(),
-                ));
-            }
-        }
+        let (committee, threshold) =
+            check_signing_parameters(committee, &message, &public_key_package)?;
         let request = SignRequest {
             session,
             key_id: key_id.clone(),
@@ -122,16 +98,7 @@ impl<S: Suite> SigningCoordinator<S> {
     }
 
     fn check_key(&self, key_id: &KeyId, epoch: Epoch) -> Result<(), Refusal> {
-        if *key_id != self.key_id {
-            return Err(Refusal::WrongKey);
-        }
-        if epoch != self.epoch {
-            return Err(Refusal::WrongEpoch {
-                expected: self.epoch,
-                got: epoch,
-            });
-        }
-        Ok(())
+        check_key(&self.key_id, self.epoch, key_id, epoch)
     }
 
     fn handle_commitment(

@@ -17,7 +17,10 @@ pub use signer::{Signer, SignerLimits};
 
 use std::time::Duration;
 
-use permafrost_wire::Digest;
+use frost_core::keys::PublicKeyPackage;
+use permafrost_wire::{Digest, Epoch, KeyId, NodeId};
+
+use crate::{Committee, ProtocolError, Refusal, Suite};
 
 /// How long a whole ROAST request may take before it fails naming the silent members.
 pub const DEFAULT_ROAST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,3 +40,61 @@ pub const DEFAULT_SIGN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest message the signer will commit to sign.
 pub const MAX_SIGN_MESSAGE_LEN: usize = 64 * 1024;
+
+/// Refuses a message for another key or epoch than `(key_id, epoch)`, the ones a session or
+/// signer is for.
+pub(crate) fn check_key(
+    key_id: &KeyId,
+    epoch: Epoch,
+    got_key: &KeyId,
+    got_epoch: Epoch,
+) -> Result<(), Refusal> {
+    if got_key != key_id {
+        return Err(Refusal::WrongKey);
+    }
+    if got_epoch != epoch {
+        return Err(Refusal::WrongEpoch {
+            expected: epoch,
+            got: got_epoch,
+        });
+    }
+    Ok(())
+}
+
+/// Checks what a signing coordinator is asked to do: a message within
+/// [`MAX_SIGN_MESSAGE_LEN`], a committee whose every member has a verifying share in the
+/// package, and a threshold the committee can meet. Returns the committee and the threshold.
+pub(crate) fn check_signing_parameters<S: Suite>(
+    committee: Vec<NodeId>,
+    message: &[u8],
+    public_key_package: &PublicKeyPackage<S>,
+) -> Result<(Committee<S>, usize), ProtocolError> {
+    let committee = Committee::<S>::new(committee)?;
+    if message.len() > MAX_SIGN_MESSAGE_LEN {
+        return Err(ProtocolError::InvalidParameters(format!(
+            "message of {} bytes exceeds {MAX_SIGN_MESSAGE_LEN}",
+            message.len()
+        )));
+    }
+    let threshold = public_key_package
+        .min_signers()
+        .map(usize::from)
+        .ok_or_else(|| {
+            ProtocolError::InvalidParameters("public key package has no threshold".into())
+        })?;
+    if threshold == 0 || threshold > committee.len() {
+        return Err(ProtocolError::InvalidParameters(format!(
+            "threshold {threshold} does not fit a committee of {}",
+            committee.len()
+        )));
+    }
+    if committee
+        .identifiers()
+        .any(|id| !public_key_package.verifying_shares().contains_key(&id))
+    {
+        return Err(ProtocolError::InvalidParameters(
+            "committee member without a verifying share".into(),
+        ));
+    }
+    Ok((committee, threshold))
+}

@@ -10,7 +10,7 @@ use permafrost_wire::{
 };
 use rand_core::CryptoRngCore;
 
-use super::{package_digest, MAX_SIGN_MESSAGE_LEN};
+use super::{check_key, check_signing_parameters, package_digest};
 use crate::hash::Transcript;
 use crate::{Committee, Event, Output, ProtocolError, Refusal, Session, Suite, Timestamp};
 
@@ -110,32 +110,10 @@ impl<S: Suite> RoastCoordinator<S> {
         timeout: Duration,
         attempt_timeout: Duration,
     ) -> Result<Self, ProtocolError> {
-        let committee = Committee::<S>::new(committee)?;
-        if message.len() > MAX_SIGN_MESSAGE_LEN {
-            return Err(ProtocolError::InvalidParameters(format!(
-                "message of {} bytes exceeds {MAX_SIGN_MESSAGE_LEN}",
-                message.len()
-            )));
-        }
-        let threshold = public_key_package
-            .min_signers()
-            .map(usize::from)
-            .ok_or_else(|| {
-                ProtocolError::InvalidParameters("public key package has no threshold".into())
-            })?;
-        if threshold == 0 || threshold > committee.len() {
-            return Err(ProtocolError::InvalidParameters(format!(
-                "threshold {threshold} does not fit a committee of {}",
-                committee.len()
-            )));
-        }
+        let (committee, threshold) =
+            check_signing_parameters(committee, &message, &public_key_package)?;
         let mut members = BTreeMap::new();
         for id in committee.identifiers() {
-            if !public_key_package.verifying_shares().contains_key(&id) {
-                return Err(ProtocolError::InvalidParameters(
-                    "committee member without a verifying share".into(),
-                ));
-            }
             if let Some(node) = committee.node(&id) {
                 members.insert(
                     id,
@@ -219,16 +197,7 @@ impl<S: Suite> RoastCoordinator<S> {
     }
 
     fn check_key(&self, key_id: &KeyId, epoch: Epoch) -> Result<(), Refusal> {
-        if *key_id != self.key_id {
-            return Err(Refusal::WrongKey);
-        }
-        if epoch != self.epoch {
-            return Err(Refusal::WrongEpoch {
-                expected: self.epoch,
-                got: epoch,
-            });
-        }
-        Ok(())
+        check_key(&self.key_id, self.epoch, key_id, epoch)
     }
 
     fn handle_commitment(

@@ -133,16 +133,7 @@ impl<S: Suite> Signer<S> {
         key_id: &permafrost_wire::KeyId,
         epoch: permafrost_wire::Epoch,
     ) -> Result<(), Refusal> {
-        if *key_id != self.share.key_id {
-            return Err(Refusal::WrongKey);
-        }
-        if epoch != self.share.epoch {
-            return Err(Refusal::WrongEpoch {
-                expected: self.share.epoch,
-                got: epoch,
-            });
-        }
-        Ok(())
+        super::check_key(&self.share.key_id, self.share.epoch, key_id, epoch)
     }
 
     fn handle_request(
