@@ -9,7 +9,7 @@ use permafrost_net::{Client, InboundRequest, PeerId};
 use permafrost_protocol::reshare::DEFAULT_RESHARE_TIMEOUT;
 use permafrost_protocol::{ProtocolError, Refusal};
 use permafrost_runtime::any::{self, AnyEvent};
-use permafrost_runtime::driver::{Driver, Handled, Route};
+use permafrost_runtime::driver::{self, Driver, Handled, Route};
 use permafrost_runtime::identity::{self, Libp2pVerifier};
 use permafrost_runtime::network::Network;
 use permafrost_wire::{
@@ -130,7 +130,7 @@ struct RunningReshare {
 /// Marks every reshare a previous run left running as aborted: the session died with that
 /// process, and it never sent a commit (a commit is sent only after it is recorded).
 pub fn abort_unfinished_reshares(store: &MetadataStore) -> Result<(), crate::CoordinatorError> {
-    for mut entry in store.reshares()? {
+    for entry in store.reshares()? {
         if entry.state != ReshareState::Running {
             continue;
         }
@@ -141,17 +141,35 @@ pub fn abort_unfinished_reshares(store: &MetadataStore) -> Result<(), crate::Coo
         else {
             continue;
         };
-        let abort = Message::ReshareAbort(ReshareAbort {
-            session: SessionId(session),
-            culprits: Vec::new(),
-            reason: "the coordinator restarted during the reshare".into(),
-        });
-        entry.state = ReshareState::Aborted;
-        entry.outcome = encode(&abort).map(hex::encode).unwrap_or_default();
+        let entry = aborted(
+            entry,
+            SessionId(session),
+            Vec::new(),
+            "the coordinator restarted during the reshare".into(),
+        );
         store.put_reshare(&entry)?;
         tracing::warn!(key = %entry.key_id, session = %entry.session, "reshare left running by a previous run recorded as aborted");
     }
     Ok(())
+}
+
+/// `entry` recorded as aborted, with the `ReshareAbort` a member asking is sent.
+fn aborted(
+    entry: ReshareEntry,
+    session: SessionId,
+    culprits: Vec<NodeId>,
+    reason: String,
+) -> ReshareEntry {
+    let abort = Message::ReshareAbort(ReshareAbort {
+        session,
+        culprits,
+        reason,
+    });
+    ReshareEntry {
+        state: ReshareState::Aborted,
+        outcome: encode(&abort).map(hex::encode).unwrap_or_default(),
+        ..entry
+    }
 }
 
 fn node_ids(peers: &[PeerId]) -> Result<Vec<NodeId>, ProtocolError> {
@@ -390,15 +408,8 @@ impl Engine {
     }
 
     fn inbound(&mut self, request: InboundRequest) {
-        let peer = request.peer;
-        let answer = match self.dispatch(peer, &request.payload) {
-            Ok(()) => Vec::new(),
-            Err(e) => {
-                tracing::info!(%peer, error = %e, "message refused");
-                e.to_string().into_bytes()
-            }
-        };
-        request.respond(answer);
+        let outcome = self.dispatch(request.peer, &request.payload);
+        driver::answer(request, outcome);
     }
 
     fn dispatch(&mut self, peer: PeerId, payload: &[u8]) -> Result<(), ProtocolError> {
@@ -556,16 +567,7 @@ impl Finisher<'_> {
         let Some(running) = self.reshares.remove(session) else {
             return;
         };
-        let abort = Message::ReshareAbort(ReshareAbort {
-            session: *session,
-            culprits: error.culprits(),
-            reason: error.to_string(),
-        });
-        let entry = ReshareEntry {
-            state: ReshareState::Aborted,
-            outcome: encode(&abort).map(hex::encode).unwrap_or_default(),
-            ..running.entry
-        };
+        let entry = aborted(running.entry, *session, error.culprits(), error.to_string());
         if let Err(e) = self.store.put_reshare(&entry) {
             tracing::error!(%session, error = %e, "cannot record the reshare's abort");
         }

@@ -27,7 +27,7 @@ use permafrost_net::{InboundRequest, NetConfig, PeerId};
 use permafrost_protocol::reshare::{Identities, IdentityVerifierAndKey, DEFAULT_RESHARE_TIMEOUT};
 use permafrost_protocol::{ProtocolError, Refusal};
 use permafrost_runtime::any::{self, AnyEvent, PublicShareInfo, StoredShare};
-use permafrost_runtime::driver::{Driver, Handled, Route};
+use permafrost_runtime::driver::{self, Driver, Handled, Route};
 use permafrost_runtime::identity::{self, Libp2pIdentity, Libp2pVerifier};
 use permafrost_runtime::network::{Network, NetworkFile, RateLimitConfig};
 use permafrost_wire::{decode, Epoch, KeyId, Message, NodeId, ReshareOpen, SessionId, SignRefusal};
@@ -412,15 +412,8 @@ impl Node {
     }
 
     fn handle_request(&mut self, request: InboundRequest) {
-        let peer = request.peer;
-        let answer = match self.dispatch(peer, &request.payload) {
-            Ok(()) => Vec::new(),
-            Err(e) => {
-                tracing::info!(%peer, error = %e, "message refused");
-                e.to_string().into_bytes()
-            }
-        };
-        request.respond(answer);
+        let outcome = self.dispatch(request.peer, &request.payload);
+        driver::answer(request, outcome);
     }
 
     fn dispatch(&mut self, peer: PeerId, payload: &[u8]) -> Result<(), ProtocolError> {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use permafrost_net::Client;
+use permafrost_net::{Client, InboundRequest};
 use permafrost_protocol::{ProtocolError, Timestamp};
 use permafrost_wire::{encode, KeyId, Message, NodeId, SessionId};
 use rand_core::OsRng;
@@ -199,4 +199,17 @@ impl Driver {
             .filter_map(|s| s.poll_timeout())
             .min()
     }
+}
+
+/// Answers an inbound request with the outcome of handling it: an empty answer when it was
+/// taken, the refusal's text when it was not (logged with the peer).
+pub fn answer(request: InboundRequest, outcome: Result<(), ProtocolError>) {
+    let answer = match outcome {
+        Ok(()) => Vec::new(),
+        Err(e) => {
+            tracing::info!(peer = %request.peer, error = %e, "message refused");
+            e.to_string().into_bytes()
+        }
+    };
+    request.respond(answer);
 }
