@@ -204,7 +204,12 @@ impl Engine {
                     )
                 });
                 match started {
-                    Ok((session, dkg)) => self.start(session, dkg, reply),
+                    Ok((session, dkg)) => {
+                        // The API answers once the commit reached every member (or failed
+                        // to), so a member stopped right after the answer has its key active.
+                        self.driver.track(Route::Session(session));
+                        self.start(session, dkg, reply)
+                    }
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
@@ -474,7 +479,7 @@ struct Finisher<'a> {
     reshares: &'a mut BTreeMap<SessionId, RunningReshare>,
     store: &'a MetadataStore,
     network: &'a Network,
-    /// Committed reshares whose answer waits for the certificate's deliveries.
+    /// Committed DKGs and reshares whose answer waits for the deliveries of their commit.
     committed: Vec<(SessionId, oneshot::Sender<Outcome>, Outcome)>,
 }
 
@@ -500,7 +505,13 @@ impl Finisher<'_> {
                 }
                 return Handled::Continue;
             }
-            AnyEvent::KeyCreated { .. } | AnyEvent::SignatureReady { .. } => Ok(event),
+            AnyEvent::KeyCreated { .. } => {
+                if let Some(reply) = self.waiting.remove(session) {
+                    self.committed.push((*session, reply, Ok(event)));
+                }
+                return Handled::Continue;
+            }
+            AnyEvent::SignatureReady { .. } => Ok(event),
             AnyEvent::Failed(error) => {
                 self.record_abort(session, &error);
                 Err(error)
