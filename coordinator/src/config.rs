@@ -8,6 +8,7 @@
 //! tokens = ["change-me"]                        # bearer tokens accepted by the API
 //! body_limit_bytes = 1048576
 //! # rate_limit = { burst = 512, per_second = 256 }  # per node, inbound protocol messages
+//! # gateway_client_key_file = "gateway.key"   # approves sign requests that carry no client
 //! ```
 
 use std::net::SocketAddr;
@@ -41,6 +42,11 @@ pub struct CoordinatorConfig {
     /// Per-peer limit on inbound protocol messages (default: a burst of 512, then 256/s).
     #[serde(default)]
     pub rate_limit: Option<permafrost_runtime::network::RateLimitConfig>,
+    /// A client key (`permafrost client-key create`) the coordinator approves sign requests
+    /// with when they carry no client authorization of their own. Nodes accept it only if
+    /// their `[clients]` lists its public key. Without it, such requests are 400.
+    #[serde(default)]
+    pub gateway_client_key_file: Option<PathBuf>,
 }
 
 impl CoordinatorConfig {
@@ -57,6 +63,11 @@ impl CoordinatorConfig {
         }
         if config.network_file.is_relative() {
             config.network_file = base.join(&config.network_file);
+        }
+        if let Some(p) = config.gateway_client_key_file.as_mut() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
         }
         Ok(config)
     }

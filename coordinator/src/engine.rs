@@ -13,7 +13,8 @@ use permafrost_runtime::driver::{self, Driver, Handled, Route};
 use permafrost_runtime::identity::{self, Libp2pVerifier};
 use permafrost_runtime::network::Network;
 use permafrost_wire::{
-    decode, encode, Curve, Epoch, KeyId, Message, NodeId, ReshareAbort, ReshareProposal, SessionId,
+    decode, encode, ClientAuthorization, Curve, Epoch, KeyId, Message, NodeId, ReshareAbort,
+    ReshareProposal, SessionId,
 };
 
 use crate::store::{KeyMeta, MetadataStore, ReshareEntry, ReshareState};
@@ -52,6 +53,8 @@ pub enum Command {
         committee: Vec<PeerId>,
         /// Message.
         message: Vec<u8>,
+        /// The client's approval, which every signer checks.
+        client: ClientAuthorization,
         /// Where the outcome goes.
         reply: oneshot::Sender<Outcome>,
     },
@@ -222,6 +225,7 @@ impl Engine {
                 public_key_package,
                 committee,
                 message,
+                client,
                 reply,
             } => {
                 let mut session = [0u8; 32];
@@ -236,6 +240,7 @@ impl Engine {
                         key_id,
                         epoch,
                         message,
+                        Some(client),
                         &public_key_package,
                         committee,
                         now,

@@ -40,6 +40,8 @@ pub struct ApiState {
     pub(crate) client: Client,
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) metrics: Metrics,
+    /// Approves sign requests that carry no client authorization.
+    pub(crate) gateway: Option<permafrost_api::ClientKey>,
 }
 
 /// Counters for `/metrics`.
@@ -267,6 +269,9 @@ fn session_error(network: &Network, error: &ProtocolError) -> ApiError {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, message)
         }
         ProtocolError::InvalidParameters(_) => ApiError::bad_request(message),
+        ProtocolError::ClientNotAuthorized { .. } => {
+            ApiError::new(StatusCode::FORBIDDEN, codes::CLIENT_NOT_AUTHORIZED, message)
+        }
         ProtocolError::Misbehaviour { .. } | ProtocolError::ConfirmationMismatch { .. } => {
             ApiError::new(StatusCode::BAD_GATEWAY, codes::NODE_MISBEHAVED, message)
         }
@@ -411,6 +416,16 @@ async fn sign(
         )));
     }
     let key = KeyId::new(meta.key_id.clone()).map_err(|e| ApiError::internal(e.to_string()))?;
+    // The coordinator does not judge the client's approval: every signer checks it.
+    let client = match (&body.client, &state.gateway) {
+        (Some(client), _) => client.to_wire().map_err(ApiError::bad_request)?,
+        (None, Some(gateway)) => gateway.authorize(&key, &message),
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "the request carries no \"client\" authorization, and this coordinator has no gateway client key",
+            ))
+        }
+    };
     let committee = meta
         .peers
         .iter()
@@ -430,6 +445,7 @@ async fn sign(
             public_key_package,
             committee,
             message,
+            client,
             reply,
         },
         crate::engine::SIGN_DEADLINE + Duration::from_secs(5),

@@ -78,6 +78,15 @@ impl Coordinator {
                 config.network_file.display()
             )));
         }
+        let gateway = match &config.gateway_client_key_file {
+            Some(path) => {
+                let key = permafrost_api::ClientKey::load(path)
+                    .map_err(|e| CoordinatorError::Config(e.to_string()))?;
+                tracing::info!(public_key = %key.public_hex(), "gateway client key loaded");
+                Some(key)
+            }
+            None => None,
+        };
         let network = Arc::new(network);
         let store = Arc::new(store::MetadataStore::open(&config.database_path())?);
         engine::abort_unfinished_reshares(&store)?;
@@ -115,6 +124,7 @@ impl Coordinator {
             client: client.clone(),
             commands,
             metrics: http::Metrics::default(),
+            gateway,
         });
         let listener = tokio::net::TcpListener::bind(config.api_listen)
             .await

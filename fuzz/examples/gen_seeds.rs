@@ -169,6 +169,12 @@ fn wire_seeds(dir: &Path, ed: &Frost, secp: &Frost) -> Result<()> {
         key_id: key_id.clone(),
         epoch: Epoch(1),
         message: b"transfer 10 BTC".to_vec(),
+        client: Some(ClientAuthorization {
+            public_key: [0x3b; 32],
+            request_id: [0x42; 16],
+            timestamp_ms: 1_790_000_000_000,
+            signature: vec![0x5c; 64],
+        }),
     }))?;
     frame(dir, "sign_commitment", Message::SignCommitment(SignCommitment {
         session,
@@ -192,6 +198,7 @@ fn wire_seeds(dir: &Path, ed: &Frost, secp: &Frost) -> Result<()> {
     frame(dir, "sign_refusal", Message::SignRefusal(SignRefusal {
         session,
         reason: "key not held".into(),
+        unauthorized: false,
     }))?;
     reshare_seeds(dir, secp)
 }

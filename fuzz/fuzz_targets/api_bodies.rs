@@ -37,6 +37,13 @@ fuzz_target!(|data: &[u8]| {
     let _ = round_trip::<ReshareRequest>(data);
     if let Some(request) = round_trip::<SignRequest>(data) {
         check_hex(&request.message);
+        if let Some(client) = &request.client {
+            // The conversion the coordinator does: an error or an exact round trip.
+            if let Ok(wire) = client.to_wire() {
+                let back = permafrost_api::ClientAuthorization::from_wire(&wire);
+                assert_eq!(back.to_wire().ok(), Some(wire));
+            }
+        }
     }
     if let Ok(text) = std::str::from_utf8(data) {
         check_hex(text);

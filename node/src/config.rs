@@ -5,10 +5,23 @@
 //! listen = "/ip4/0.0.0.0/tcp/7000"
 //! network_file = "network.toml"           # relative paths are relative to this file
 //! passphrase_file = "/etc/permafrost/passphrase"   # optional; else $PERMAFROST_PASSPHRASE
+//!
+//! # The clients whose signing requests this node accepts (ed25519 public keys, hex). With
+//! # none listed, the node signs nothing.
+//! [clients]
+//! all_keys = ["3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29"]
+//! max_clock_skew_secs = 120                # optional
+//! [clients.per_key]
+//! "k-3f9c…" = ["8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c"]
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
+use permafrost_protocol::sign::client::{ClientKey, ClientPolicy};
+use permafrost_wire::KeyId;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -33,6 +46,57 @@ pub struct NodeConfig {
     /// Per-peer limit on inbound protocol messages (default: a burst of 512, then 256/s).
     #[serde(default)]
     pub rate_limit: Option<permafrost_runtime::network::RateLimitConfig>,
+    /// The clients whose signing requests this node accepts (default: none).
+    #[serde(default)]
+    pub clients: ClientsConfig,
+}
+
+/// The `[clients]` section: which client keys may approve signatures on this node.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientsConfig {
+    /// ed25519 public keys (hex) accepted for every key.
+    #[serde(default)]
+    pub all_keys: Vec<String>,
+    /// Key id → ed25519 public keys (hex) accepted for that key only.
+    #[serde(default)]
+    pub per_key: BTreeMap<String, Vec<String>>,
+    /// Largest accepted difference between a request's timestamp and this node's clock
+    /// (default 120 s).
+    #[serde(default)]
+    pub max_clock_skew_secs: Option<u64>,
+}
+
+impl ClientsConfig {
+    /// The policy this section describes; a malformed key or key id is an error naming it.
+    pub fn policy(&self) -> Result<ClientPolicy, NodeError> {
+        let parse = |hex_key: &String| -> Result<ClientKey, NodeError> {
+            let bytes = hex::decode(hex_key)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok());
+            bytes.map(ClientKey).ok_or_else(|| {
+                NodeError::Config(format!(
+                    "clients: {hex_key:?} is not a 32-byte ed25519 public key in hex"
+                ))
+            })
+        };
+        let mut policy = ClientPolicy::default();
+        for key in &self.all_keys {
+            policy.all_keys.insert(parse(key)?);
+        }
+        for (key_id, keys) in &self.per_key {
+            let key_id = KeyId::new(key_id.clone())
+                .map_err(|e| NodeError::Config(format!("clients.per_key: {key_id:?}: {e}")))?;
+            let accepted = policy.per_key.entry(key_id).or_default();
+            for key in keys {
+                accepted.insert(parse(key)?);
+            }
+        }
+        if let Some(secs) = self.max_clock_skew_secs {
+            policy.max_clock_skew = Duration::from_secs(secs);
+        }
+        Ok(policy)
+    }
 }
 
 impl NodeConfig {

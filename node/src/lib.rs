@@ -13,7 +13,7 @@
 mod config;
 mod reshare;
 
-pub use config::{NodeConfig, PASSPHRASE_ENV};
+pub use config::{ClientsConfig, NodeConfig, PASSPHRASE_ENV};
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -21,17 +21,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use permafrost_keystore::{
-    AuditEntry, AuditKind, KeyStore, KeystoreError, ReshareConclusion, ShareRecord, ShareState,
+    AuditEntry, AuditKind, ClientRequestRow, KeyStore, KeystoreError, ReshareConclusion,
+    ShareRecord, ShareState,
 };
 use permafrost_net::{InboundRequest, NetConfig, PeerId};
 use permafrost_protocol::reshare::{Identities, IdentityVerifierAndKey, DEFAULT_RESHARE_TIMEOUT};
-use permafrost_protocol::{ProtocolError, Refusal};
+use permafrost_protocol::sign::client::{Admission, AdmittedRequest, ClientGate, ClientKey};
+use permafrost_protocol::{ProtocolError, Refusal, Timestamp};
 use permafrost_runtime::any::{self, AnyEvent, PublicShareInfo, StoredShare};
 use permafrost_runtime::driver::{self, Driver, Handled, Route};
 use permafrost_runtime::identity::{self, Libp2pIdentity, Libp2pVerifier};
 use permafrost_runtime::network::{Network, NetworkFile, RateLimitConfig};
-use permafrost_wire::{decode, Epoch, KeyId, Message, NodeId, ReshareOpen, SessionId, SignRefusal};
+use permafrost_wire::{decode, Epoch, KeyId, Message, NodeId, ReshareOpen, SessionId, SignRequest};
 use reshare::{EarlyMessages, ReshareRecord};
+use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
@@ -78,6 +81,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             config.network_file.display()
         )));
     };
+    let policy = config.clients.policy()?;
+    if policy.all_keys.is_empty() && policy.per_key.is_empty() {
+        tracing::warn!("no client keys in [clients]: this node will refuse every signing request");
+    }
     let keystore = KeyStore::open(&config.keystore_path(), passphrase.as_bytes())?;
     drop(passphrase);
 
@@ -106,7 +113,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         reshares: BTreeMap::new(),
         aliases: BTreeMap::new(),
         early: EarlyMessages::new(EARLY_CAPACITY, EARLY_MAX_AGE),
+        gate: ClientGate::new(policy),
     };
+    node.restore_client_requests()?;
     node.load_active_shares()?;
     node.resume_reshares()?;
     if let Err(e) = client.dial_all().await {
@@ -144,6 +153,9 @@ struct Node {
     aliases: BTreeMap<SessionId, SessionId>,
     /// Reshare messages that came before their session opened here.
     early: EarlyMessages,
+    /// Client authorization of signing requests; the request ids it admitted are also in the
+    /// keystore.
+    gate: ClientGate,
 }
 
 /// Work an event asks for that needs the driver itself (done after the session's outputs).
@@ -161,6 +173,106 @@ struct Context<'a> {
 }
 
 impl Node {
+    /// Reloads the client request ids admitted before a restart, so a replay is refused.
+    fn restore_client_requests(&mut self) -> Result<(), NodeError> {
+        let now = permafrost_runtime::now();
+        let skew = u64::try_from(self.gate.policy().max_clock_skew.as_millis()).unwrap_or(0);
+        let rows = self.keystore.client_requests(now.0)?;
+        let count = rows.len();
+        for row in rows {
+            self.gate.record(
+                AdmittedRequest {
+                    client: ClientKey(row.client),
+                    request_id: row.request_id,
+                    session: SessionId(row.session),
+                    timestamp_ms: row.expires_unix_ms.saturating_sub(skew),
+                    expires_ms: row.expires_unix_ms,
+                },
+                now,
+            );
+        }
+        if count > 0 {
+            tracing::info!(count, "client request ids reloaded");
+        }
+        Ok(())
+    }
+
+    /// Decides on a signing request's client authorization. An admission is written to the
+    /// keystore (request id and audit entry, one transaction) before the signer commits; a
+    /// refusal is audited too.
+    fn admit(
+        &mut self,
+        from: &NodeId,
+        request: &SignRequest,
+        now: Timestamp,
+    ) -> Result<(), Refusal> {
+        let decision = match self.gate.check(request, now) {
+            Ok(Admission::Again) => return Ok(()),
+            Ok(Admission::New(admitted)) => self.persist_admission(from, request, admitted, now),
+            Err(refusal) => Err(refusal),
+        };
+        if let Err(refusal) = &decision {
+            tracing::warn!(key = %request.key_id, session = %request.session, %refusal, "signing request refused");
+            let entry = self.audit_entry(AuditKind::Refused, from, request, refusal.to_string());
+            if let Err(e) = self.keystore.append_audit_lazily(&entry) {
+                tracing::error!(key = %request.key_id, error = %e, "cannot write the audit log");
+            }
+        }
+        decision
+    }
+
+    fn persist_admission(
+        &mut self,
+        from: &NodeId,
+        request: &SignRequest,
+        admitted: AdmittedRequest,
+        now: Timestamp,
+    ) -> Result<(), Refusal> {
+        let row = ClientRequestRow {
+            client: admitted.client.0,
+            request_id: admitted.request_id,
+            session: admitted.session.0,
+            expires_unix_ms: admitted.expires_ms,
+        };
+        let detail = format!(
+            "client {} request {} (timestamp {}) admitted in session {}",
+            admitted.client,
+            hex::encode(admitted.request_id),
+            admitted.timestamp_ms,
+            admitted.session
+        );
+        let entry = self.audit_entry(AuditKind::ClientRequest, from, request, detail);
+        match self.keystore.admit_client_request(&row, &entry, now.0) {
+            Ok(()) => {
+                self.gate.record(admitted, now);
+                Ok(())
+            }
+            Err(KeystoreError::Conflict(why)) => Err(Refusal::ClientNotAuthorized(why)),
+            Err(e) => {
+                tracing::error!(key = %request.key_id, error = %e, "cannot record a client request; refusing it");
+                Err(Refusal::Limit(format!("cannot record the request: {e}")))
+            }
+        }
+    }
+
+    fn audit_entry(
+        &self,
+        kind: AuditKind,
+        from: &NodeId,
+        request: &SignRequest,
+        detail: String,
+    ) -> AuditEntry {
+        AuditEntry {
+            time_unix_ms: unix_ms(),
+            kind,
+            key_id: request.key_id.as_str().to_owned(),
+            epoch: request.epoch.0,
+            message_digest: Some(Sha256::digest(&request.message).into()),
+            requester: identity::peer_id(from).map(|p| p.to_string()),
+            detail,
+        }
+    }
+
     /// Starts a signer for every key's ACTIVE share. Shares are listed by (key, epoch), so if
     /// a key had two ACTIVE epochs (which the keystore's transactions prevent) the newest wins.
     fn load_active_shares(&mut self) -> Result<(), NodeError> {
@@ -488,16 +600,22 @@ impl Node {
             if !from_coordinator {
                 return Err(Refusal::NotFromCoordinator(from).into());
             }
-            if !self.driver.contains(&route) {
+            let checked = if !self.driver.contains(&route) {
+                Err(Refusal::WrongKey)
+            } else if let Message::SignRequest(request) = &message {
+                self.admit(&from, request, now)
+            } else {
+                Ok(())
+            };
+            if let Err(refusal) = checked {
                 // Tell the coordinator now rather than let it wait for its deadline.
                 self.driver.send(
                     from,
-                    Message::SignRefusal(SignRefusal {
-                        session,
-                        reason: Refusal::WrongKey.to_string(),
-                    }),
+                    Message::SignRefusal(permafrost_protocol::sign::refusal_message(
+                        session, &refusal,
+                    )),
                 );
-                return Err(Refusal::WrongKey.into());
+                return Err(refusal.into());
             }
         }
         self.deliver(&route, &from, message, now)

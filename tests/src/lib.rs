@@ -104,6 +104,16 @@ impl Cluster {
     pub fn prepare(n: usize) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let network_id = format!("test-{}", random_hex(4));
+        // The coordinator's gateway client key and a client key for the tests: every node
+        // accepts both, for every key.
+        let gateway_key = dir.path().join("coordinator").join("gateway.key");
+        let accepted = [
+            permafrost_api::ClientKey::create_file(&gateway_key).expect("gateway key"),
+            permafrost_api::ClientKey::create_file(&dir.path().join("client.key"))
+                .expect("client key"),
+        ]
+        .map(|k| format!("\"{}\"", k.public_hex()))
+        .join(", ");
         let mut nodes = Vec::new();
         let mut entries = Vec::new();
         for i in 1..=n {
@@ -118,7 +128,7 @@ impl Cluster {
             std::fs::write(
                 &config_path,
                 format!(
-                    "data_dir = \".\"\nlisten = \"/ip4/127.0.0.1/tcp/{port}\"\nnetwork_file = \"../network.toml\"\npassphrase_file = \"passphrase\"\n"
+                    "data_dir = \".\"\nlisten = \"/ip4/127.0.0.1/tcp/{port}\"\nnetwork_file = \"../network.toml\"\npassphrase_file = \"passphrase\"\n\n[clients]\nall_keys = [{accepted}]\n"
                 ),
             )
             .expect("node config");
@@ -163,6 +173,7 @@ impl Cluster {
             tokens: vec![token.clone()],
             body_limit_bytes: 1 << 20,
             rate_limit: None,
+            gateway_client_key_file: Some(gateway_key),
         };
         Cluster {
             dir,
@@ -211,6 +222,11 @@ impl Cluster {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The test client key every node accepts.
+    pub fn client_key(&self) -> permafrost_api::ClientKey {
+        permafrost_api::ClientKey::load(&self.dir.path().join("client.key")).expect("client key")
     }
 
     /// Waits until the coordinator reports every running node connected.

@@ -303,11 +303,13 @@ async fn strangers_and_other_networks_are_refused() {
         peer_id: target.peer_id,
         addrs: vec![target.addr.clone()],
     };
-    // A well-formed message a coordinator would send.
+    // A well-formed message a coordinator would send, approved by a client the nodes accept.
+    let key_id = permafrost_wire::KeyId::new(key.key_id.clone()).unwrap();
     let request = permafrost_wire::encode(&permafrost_wire::Message::SignRequest(
         permafrost_wire::SignRequest {
             session: permafrost_wire::SessionId([7; 32]),
-            key_id: permafrost_wire::KeyId::new(key.key_id.clone()).unwrap(),
+            client: Some(cluster.client_key().authorize(&key_id, b"steal")),
+            key_id,
             epoch: permafrost_wire::Epoch(0),
             message: b"steal".to_vec(),
         },

@@ -7,8 +7,8 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    codes, encode_hex, ApiError, CreateKeyRequest, ErrorBody, Health, KeyList, KeyRecord,
-    LocalnetInfo, ReshareRequest, SignRequest, SignResponse,
+    codes, encode_hex, ApiError, ClientAuthorization, ClientKey, CreateKeyRequest, ErrorBody,
+    Health, KeyList, KeyRecord, LocalnetInfo, ReshareRequest, SignRequest, SignResponse,
 };
 
 /// The default per-request deadline. Generous because a DKG or a reshare answers only once
@@ -139,12 +139,44 @@ impl Client {
         self.get(&key_path(key_id, "")?).await
     }
 
-    /// `POST /v1/keys/{key_id}/sign`: a threshold signature over `message` (sent as hex).
+    /// `POST /v1/keys/{key_id}/sign`: a threshold signature over `message` (sent as hex),
+    /// approved by the coordinator's gateway client key.
     pub async fn sign(&self, key_id: &str, message: &[u8]) -> Result<SignResponse, ApiError> {
         let request = SignRequest {
             message: encode_hex(message),
+            client: None,
         };
-        self.post(&key_path(key_id, "/sign")?, &request).await
+        self.sign_request(key_id, &request).await
+    }
+
+    /// `POST /v1/keys/{key_id}/sign` approved by `client` (a fresh request id, now).
+    pub async fn sign_as(
+        &self,
+        client: &ClientKey,
+        key_id: &str,
+        message: &[u8],
+    ) -> Result<SignResponse, ApiError> {
+        let id =
+            permafrost_wire::KeyId::new(key_id.to_owned()).map_err(|_| ApiError::InvalidKeyId {
+                key_id: key_id.to_owned(),
+                reason: "not a valid key id",
+            })?;
+        let request = SignRequest {
+            message: encode_hex(message),
+            client: Some(ClientAuthorization::from_wire(
+                &client.authorize(&id, message),
+            )),
+        };
+        self.sign_request(key_id, &request).await
+    }
+
+    /// `POST /v1/keys/{key_id}/sign` with a request body as given.
+    pub async fn sign_request(
+        &self,
+        key_id: &str,
+        request: &SignRequest,
+    ) -> Result<SignResponse, ApiError> {
+        self.post(&key_path(key_id, "/sign")?, request).await
     }
 
     /// `POST /v1/keys/{key_id}/reshare`: moves the key to a new committee and/or

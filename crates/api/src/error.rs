@@ -55,9 +55,14 @@ pub mod codes {
     pub const NOT_IMPLEMENTED: &str = "not_implemented";
     /// 405: the path exists, the method does not.
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    /// 403: the signer nodes refused the request's client authorization (a client key they do
+    /// not accept, a signature not over this key and message, a stale timestamp, a request id
+    /// already used); the message says why. Asking again with the same authorization will not
+    /// help.
+    pub const CLIENT_NOT_AUTHORIZED: &str = "client_not_authorized";
 
     /// Every code with the HTTP status it is answered with.
-    pub const STATUSES: [(&str, u16); 11] = [
+    pub const STATUSES: [(&str, u16); 12] = [
         (BAD_REQUEST, 400),
         (UNAUTHORIZED, 401),
         (NOT_FOUND, 404),
@@ -69,6 +74,7 @@ pub mod codes {
         (NODE_MISBEHAVED, 502),
         (NOT_IMPLEMENTED, 501),
         (METHOD_NOT_ALLOWED, 405),
+        (CLIENT_NOT_AUTHORIZED, 403),
     ];
 
     /// The HTTP status that answers `code`; unknown codes are 500.

@@ -48,6 +48,7 @@
 
 mod binary;
 mod client;
+mod client_key;
 pub mod curve_name;
 mod error;
 mod localnet;
@@ -55,10 +56,11 @@ mod types;
 
 pub use binary::{decode_hex, encode_hex};
 pub use client::{Client, DEFAULT_TIMEOUT, MAX_RESPONSE_BYTES};
+pub use client_key::{ClientKey, ClientKeyError};
 pub use error::{codes, ApiError, ErrorBody, ErrorDetail};
 pub use localnet::{LocalnetInfo, LocalnetNode, ProcessInfo};
 pub use permafrost_wire::Curve;
 pub use types::{
-    CreateKeyRequest, Health, KeyList, KeyRecord, NodeHealth, ReshareRequest, SignRequest,
-    SignResponse,
+    ClientAuthorization, CreateKeyRequest, Health, KeyList, KeyRecord, NodeHealth, ReshareRequest,
+    SignRequest, SignResponse,
 };

@@ -50,6 +50,56 @@ pub struct KeyList {
 pub struct SignRequest {
     /// The message, hex.
     pub message: String,
+    /// The client's approval, checked by every signer node. Without it, the coordinator
+    /// approves with its own gateway client key, if it has one (and nodes accept that key only
+    /// if their config lists it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientAuthorization>,
+}
+
+/// A client's approval of one signature (see `permafrost_wire::ClientAuthorization`): an
+/// ed25519 signature over `DOMAIN ‖ u32 BE len(key_id) ‖ key_id ‖ u32 BE len(message) ‖
+/// message ‖ request_id ‖ u64 BE timestamp_ms`, with `DOMAIN` =
+/// `permafrost/client-authorization/v1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthorization {
+    /// The client's ed25519 public key, 32 bytes hex.
+    pub public_key: String,
+    /// 16 bytes hex, unique per approval: nodes refuse an id they saw in another request.
+    pub request_id: String,
+    /// When the client approved, milliseconds since the Unix epoch; nodes refuse one more
+    /// than their configured skew (default 120 s) from their clock.
+    pub timestamp_ms: u64,
+    /// The ed25519 signature, 64 bytes hex.
+    pub signature: String,
+}
+
+impl ClientAuthorization {
+    /// The JSON form of a wire authorization.
+    pub fn from_wire(auth: &permafrost_wire::ClientAuthorization) -> Self {
+        ClientAuthorization {
+            public_key: hex::encode(auth.public_key),
+            request_id: hex::encode(auth.request_id),
+            timestamp_ms: auth.timestamp_ms,
+            signature: hex::encode(&auth.signature),
+        }
+    }
+
+    /// The wire form; the error names the field of the wrong form or length.
+    pub fn to_wire(&self) -> Result<permafrost_wire::ClientAuthorization, String> {
+        fn fixed<const N: usize>(field: &'static str, value: &str) -> Result<[u8; N], String> {
+            let bytes = crate::decode_hex(field, value).map_err(|e| e.to_string())?;
+            <[u8; N]>::try_from(bytes.as_slice())
+                .map_err(|_| format!("client.{field}: {} bytes, expected {N}", bytes.len()))
+        }
+        Ok(permafrost_wire::ClientAuthorization {
+            public_key: fixed::<32>("public_key", &self.public_key)?,
+            request_id: fixed::<16>("request_id", &self.request_id)?,
+            timestamp_ms: self.timestamp_ms,
+            signature: fixed::<64>("signature", &self.signature)?.to_vec(),
+        })
+    }
 }
 
 /// The answer of `POST /v1/keys/{key_id}/sign`.

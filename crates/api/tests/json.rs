@@ -2,9 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use permafrost_api::{
-    codes, decode_hex, encode_hex, ApiError, CreateKeyRequest, Curve, ErrorBody, Health, KeyList,
-    KeyRecord, LocalnetInfo, LocalnetNode, NodeHealth, ProcessInfo, ReshareRequest, SignRequest,
-    SignResponse,
+    codes, decode_hex, encode_hex, ApiError, ClientAuthorization, CreateKeyRequest, Curve,
+    ErrorBody, Health, KeyList, KeyRecord, LocalnetInfo, LocalnetNode, NodeHealth, ProcessInfo,
+    ReshareRequest, SignRequest, SignResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -131,8 +131,50 @@ fn sign_bodies() {
     round_trip(
         &SignRequest {
             message: "deadbeef".into(),
+            client: None,
         },
         json!({"message":"deadbeef"}),
+    );
+    let client = ClientAuthorization {
+        public_key: "11".repeat(32),
+        request_id: "22".repeat(16),
+        timestamp_ms: 1_790_000_000_000,
+        signature: "33".repeat(64),
+    };
+    round_trip(
+        &SignRequest {
+            message: "deadbeef".into(),
+            client: Some(client.clone()),
+        },
+        json!({"message":"deadbeef","client":{
+            "public_key": "11".repeat(32),
+            "request_id": "22".repeat(16),
+            "timestamp_ms": 1_790_000_000_000u64,
+            "signature": "33".repeat(64),
+        }}),
+    );
+    let wire = client.to_wire().unwrap();
+    assert_eq!(ClientAuthorization::from_wire(&wire), client);
+    for (field, bad) in [
+        ("public_key", "11".repeat(31)),
+        ("request_id", "22".repeat(17)),
+        ("signature", "zz".repeat(64)),
+    ] {
+        let mut wrong = client.clone();
+        match field {
+            "public_key" => wrong.public_key = bad,
+            "request_id" => wrong.request_id = bad,
+            _ => wrong.signature = bad,
+        }
+        let error = wrong.to_wire().unwrap_err();
+        assert!(error.contains(field), "{error}");
+    }
+    // Unknown fields in the authorization are refused.
+    assert!(
+        serde_json::from_value::<SignRequest>(json!({"message":"00","client":{
+        "public_key": "11".repeat(32), "request_id": "22".repeat(16),
+        "timestamp_ms": 1, "signature": "33".repeat(64), "extra": 1}}))
+        .is_err()
     );
     round_trip(
         &SignResponse {

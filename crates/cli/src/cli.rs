@@ -53,7 +53,16 @@ pub enum Command {
         /// The message, hex.
         #[arg(long, value_name = "HEX")]
         message: String,
+        /// Approve the signature with this client key file (`permafrost client-key create`);
+        /// the nodes must list its public key. Without it, the coordinator approves with its
+        /// gateway key, if it has one.
+        #[arg(long, env = "PERMAFROST_CLIENT_KEY", value_name = "FILE")]
+        client_key: Option<PathBuf>,
     },
+    /// Create or show a client key, which approves signatures (nodes list its public key in
+    /// their `[clients]` config).
+    #[command(subcommand)]
+    ClientKey(ClientKeyCommand),
     /// Move a key to a new committee and/or threshold (or refresh its shares with the same
     /// ones); the public key stays the same. Prints the new epoch's key record.
     Reshare {
@@ -105,6 +114,23 @@ pub enum KeysCommand {
     Show {
         /// The key id.
         id: String,
+    },
+}
+
+/// `permafrost client-key …`.
+#[derive(Debug, Subcommand)]
+pub enum ClientKeyCommand {
+    /// Write a new client key to FILE (mode 0600; it must not exist) and print its public key.
+    Create {
+        /// The key file.
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print the public key of the client key in FILE.
+    Show {
+        /// The key file.
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
     },
 }
 
@@ -185,7 +211,15 @@ fn dispatch(target: commands::Target, command: Command) -> anyhow::Result<ExitCo
             }) => commands::create_key(&target, curve.into(), threshold, nodes).await,
             Command::Keys(KeysCommand::List) => commands::list_keys(&target).await,
             Command::Keys(KeysCommand::Show { id }) => commands::show_key(&target, &id).await,
-            Command::Sign { key, message } => commands::sign(&target, &key, &message).await,
+            Command::Sign {
+                key,
+                message,
+                client_key,
+            } => commands::sign(&target, &key, &message, client_key.as_deref()).await,
+            Command::ClientKey(ClientKeyCommand::Create { file }) => {
+                commands::create_client_key(&file)
+            }
+            Command::ClientKey(ClientKeyCommand::Show { file }) => commands::show_client_key(&file),
             Command::Reshare {
                 key,
                 threshold,

@@ -1,11 +1,14 @@
-//! The API commands: `keys create|list|show`, `sign`, `reshare`, `health`. Each prints the JSON answer,
+//! The API commands: `keys create|list|show`, `sign`, `reshare`, `health`, and
+//! `client-key create|show`. Each prints the JSON answer,
 //! pretty; an API error comes back as [`permafrost_api::ApiError`] for the caller to print.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use permafrost_api::{decode_hex, Client, CreateKeyRequest, Curve, LocalnetInfo, ReshareRequest};
+use permafrost_api::{
+    decode_hex, Client, ClientKey, CreateKeyRequest, Curve, LocalnetInfo, ReshareRequest,
+};
 use serde::Serialize;
 
 /// Where the API is and how to authenticate, from the global options. No `Debug`: it holds
@@ -79,10 +82,48 @@ pub async fn show_key(target: &Target, key_id: &str) -> anyhow::Result<ExitCode>
     print_json(&target.client()?.key(key_id).await?)
 }
 
-/// `permafrost sign --key ID --message HEX`.
-pub async fn sign(target: &Target, key_id: &str, message_hex: &str) -> anyhow::Result<ExitCode> {
+/// `permafrost sign --key ID --message HEX [--client-key FILE]`.
+pub async fn sign(
+    target: &Target,
+    key_id: &str,
+    message_hex: &str,
+    client_key: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let message = decode_hex("message", message_hex)?;
-    print_json(&target.client()?.sign(key_id, &message).await?)
+    let client = target.client()?;
+    let answer = match client_key {
+        Some(path) => {
+            let key = ClientKey::load(path)?;
+            client.sign_as(&key, key_id, &message).await?
+        }
+        None => client.sign(key_id, &message).await?,
+    };
+    print_json(&answer)
+}
+
+/// The public key of a client key, as `client-key create|show` print it.
+#[derive(Serialize)]
+struct ClientKeyInfo {
+    file: String,
+    public_key: String,
+}
+
+/// `permafrost client-key create --file FILE`.
+pub fn create_client_key(file: &Path) -> anyhow::Result<ExitCode> {
+    let key = ClientKey::create_file(file)?;
+    print_json(&ClientKeyInfo {
+        file: file.display().to_string(),
+        public_key: key.public_hex(),
+    })
+}
+
+/// `permafrost client-key show --file FILE`.
+pub fn show_client_key(file: &Path) -> anyhow::Result<ExitCode> {
+    let key = ClientKey::load(file)?;
+    print_json(&ClientKeyInfo {
+        file: file.display().to_string(),
+        public_key: key.public_hex(),
+    })
 }
 
 /// `permafrost reshare --key ID --threshold T --nodes a,b,c`.

@@ -11,7 +11,11 @@
 //! D/node{i}/node.toml            data_dir ".", listen on a free loopback port
 //! D/node{i}/node{i}.log          the process's stdout and stderr
 //! D/coordinator/identity.key, coordinator.toml (API token, mode 0600), coordinator.log
+//! D/coordinator/gateway.key      the gateway client key: approves sign requests without a client
+//! D/client.key                   a client key for you (`permafrost sign --client-key D/client.key`)
 //! ```
+//!
+//! Every node accepts both client keys for every key (`[clients] all_keys` in its node.toml).
 //!
 //! Running `localnet up` again on a directory whose localnet has stopped reuses its
 //! identities, passphrases, token and network id (so its keys are still there) with fresh
@@ -51,6 +55,10 @@ const NETWORK_FILE: &str = "network.toml";
 const NODE_CONFIG: &str = "node.toml";
 const COORDINATOR_CONFIG: &str = "coordinator.toml";
 const COORDINATOR: &str = "coordinator";
+/// The gateway client key, in the coordinator's directory.
+const GATEWAY_KEY: &str = "gateway.key";
+/// The client key for the localnet's user, in the localnet directory.
+pub const CLIENT_KEY: &str = "client.key";
 
 /// `D/node{i}/node.toml`, in the shape `permafrost_node::NodeConfig` reads.
 #[derive(Serialize)]
@@ -59,6 +67,13 @@ struct NodeToml {
     listen: String,
     network_file: String,
     passphrase_file: String,
+    clients: ClientsToml,
+}
+
+/// The `[clients]` section of a node's config.
+#[derive(Serialize)]
+struct ClientsToml {
+    all_keys: Vec<String>,
 }
 
 /// `D/coordinator/coordinator.toml`, in the shape `permafrost_coordinator::CoordinatorConfig`
@@ -70,6 +85,8 @@ struct CoordinatorToml {
     api_listen: String,
     network_file: String,
     tokens: Vec<String>,
+    #[serde(default)]
+    gateway_client_key_file: Option<String>,
 }
 
 /// One started process.
@@ -505,6 +522,14 @@ fn prepare(dir: &Path, nodes: usize, api_port: u16) -> anyhow::Result<Plan> {
         api_port
     };
 
+    let coordinator_dir = dir.join(COORDINATOR);
+    std::fs::create_dir_all(&coordinator_dir)
+        .with_context(|| format!("cannot create {}", coordinator_dir.display()))?;
+    let accepted_clients = vec![
+        client_key(&coordinator_dir.join(GATEWAY_KEY))?.public_hex(),
+        client_key(&dir.join(CLIENT_KEY))?.public_hex(),
+    ];
+
     let mut processes = Vec::new();
     let mut node_entries = Vec::new();
     let mut node_infos = Vec::new();
@@ -524,6 +549,9 @@ fn prepare(dir: &Path, nodes: usize, api_port: u16) -> anyhow::Result<Plan> {
             listen: addr.clone(),
             network_file: format!("../{NETWORK_FILE}"),
             passphrase_file: "passphrase".into(),
+            clients: ClientsToml {
+                all_keys: accepted_clients.clone(),
+            },
         };
         let config_path = node_dir.join(NODE_CONFIG);
         write_file(&config_path, toml::to_string(&config)?.as_bytes())?;
@@ -545,9 +573,6 @@ fn prepare(dir: &Path, nodes: usize, api_port: u16) -> anyhow::Result<Plan> {
         });
     }
 
-    let coordinator_dir = dir.join(COORDINATOR);
-    std::fs::create_dir_all(&coordinator_dir)
-        .with_context(|| format!("cannot create {}", coordinator_dir.display()))?;
     let coordinator_peer_id = if coordinator_dir.join("identity.key").exists() {
         load_peer_id(&coordinator_dir)?
     } else {
@@ -567,6 +592,7 @@ fn prepare(dir: &Path, nodes: usize, api_port: u16) -> anyhow::Result<Plan> {
         api_listen: format!("127.0.0.1:{api_port}"),
         network_file: format!("../{NETWORK_FILE}"),
         tokens: vec![token.clone()],
+        gateway_client_key_file: Some(GATEWAY_KEY.into()),
     };
     write_private(
         &coordinator_config_path,
@@ -606,6 +632,15 @@ fn prepare(dir: &Path, nodes: usize, api_port: u16) -> anyhow::Result<Plan> {
             nodes: node_infos,
         },
         processes,
+    })
+}
+
+/// The client key in `path`, creating it if there is none.
+fn client_key(path: &Path) -> anyhow::Result<permafrost_api::ClientKey> {
+    Ok(if path.exists() {
+        permafrost_api::ClientKey::load(path)?
+    } else {
+        permafrost_api::ClientKey::create_file(path)?
     })
 }
 

@@ -359,8 +359,7 @@ async fn await_connected(client: &Client, name: &str, connected: bool) {
     }
 }
 
-/// Signs `message` and checks the answer with the independent BIP-340 verifier: same public
-/// key, the expected epoch, signers from `committee`.
+/// Signs `message` (approved by the coordinator's gateway key) and checks the answer.
 async fn sign_and_verify(
     client: &Client,
     key: &permafrost_api::KeyRecord,
@@ -368,6 +367,17 @@ async fn sign_and_verify(
     committee: &[&str],
 ) {
     let signed = client.sign(&key.key_id, message).await.unwrap();
+    verify_response(key, message, &signed, committee);
+}
+
+/// Checks a signing answer with the independent verifier of the key's curve: same public key,
+/// the expected epoch, signers from `committee`.
+fn verify_response(
+    key: &permafrost_api::KeyRecord,
+    message: &[u8],
+    signed: &permafrost_api::SignResponse,
+    committee: &[&str],
+) {
     assert_eq!(signed.public_key, key.public_key);
     assert_eq!(signed.epoch, key.epoch);
     assert!(signed.signers.len() >= usize::from(key.threshold));
@@ -381,7 +391,7 @@ async fn sign_and_verify(
     );
     let public_key = hex::decode(&key.public_key).unwrap();
     let signature = hex::decode(&signed.signature).unwrap();
-    permafrost_verifiers::verify(Curve::Secp256k1Tr, &public_key, message, &signature).unwrap();
+    permafrost_verifiers::verify(key.curve, &public_key, message, &signature).unwrap();
 }
 
 /// Six real processes: a key on node1..node5 with t=3 is reshared with the CLI to
@@ -624,4 +634,213 @@ async fn signing_survives_two_killed_nodes_and_fails_fast_without_a_threshold() 
         await_connected(&client, name, true).await;
     }
     sign_and_verify(&client, &key, b"all back", &all).await;
+}
+
+/// Real processes, client authorization. The coordinator forwards whatever a request carries
+/// (it judges no approval), so each refusal here is the nodes' own: an unknown client key, a
+/// message other than the approved one, a replayed approval (also after the nodes restart),
+/// and a stale one are each 403 `client_not_authorized`, and nothing is signed; an approval
+/// from the listed client key signs, through the API and through the CLI, and so does the
+/// gateway key for requests that carry none. Each node's audit log records every decision.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_sign_only_what_an_accepted_client_approved() {
+    use permafrost_api::{ClientAuthorization, ClientKey, SignRequest};
+
+    let _serial = ONE_NETWORK_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("localnet");
+    let mut localnet = Running::start(
+        &[
+            "localnet",
+            "up",
+            "--nodes",
+            "3",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--api-port",
+            "0",
+        ],
+        tmp.path(),
+        "localnet",
+    );
+    let info = await_info(&mut localnet, &dir).await;
+    let client = Client::from_localnet(&info)
+        .unwrap()
+        .with_timeout(Duration::from_secs(60));
+    let all = ["node1", "node2", "node3"];
+    let key = client
+        .create_key(&CreateKeyRequest {
+            curve: Curve::Ed25519,
+            threshold: 2,
+            nodes: None,
+        })
+        .await
+        .unwrap();
+    let key_id = permafrost_wire::KeyId::new(key.key_id.clone()).unwrap();
+    let accepted = ClientKey::load(&dir.join("client.key")).unwrap();
+    let body = |auth: &permafrost_wire::ClientAuthorization, message: &[u8]| SignRequest {
+        message: permafrost_api::encode_hex(message),
+        client: Some(ClientAuthorization::from_wire(auth)),
+    };
+    let refused = |outcome: Result<permafrost_api::SignResponse, ApiError>, why: &str| match outcome
+    {
+        Err(ApiError::Http {
+            status,
+            code,
+            message,
+        }) => {
+            assert_eq!(
+                (status, code.as_str()),
+                (403, "client_not_authorized"),
+                "{message}"
+            );
+            assert!(message.contains(why), "{message:?} should say {why:?}");
+        }
+        other => panic!("expected 403 saying {why:?}, got {other:?}"),
+    };
+
+    // The accepted client signs.
+    let approved = accepted.authorize(&key_id, b"pay 10 to alice");
+    let signed = client
+        .sign_request(&key.key_id, &body(&approved, b"pay 10 to alice"))
+        .await
+        .unwrap();
+    verify_response(&key, b"pay 10 to alice", &signed, &all);
+
+    // The same approval again: a replay.
+    refused(
+        client
+            .sign_request(&key.key_id, &body(&approved, b"pay 10 to alice"))
+            .await,
+        "already used in session",
+    );
+    // The approval with another message: tampered.
+    let fresh = accepted.authorize(&key_id, b"pay 10 to alice");
+    refused(
+        client
+            .sign_request(&key.key_id, &body(&fresh, b"pay 10000 to mallory"))
+            .await,
+        "does not verify",
+    );
+    // A key no node lists.
+    let stranger = ClientKey::generate();
+    refused(
+        client.sign_as(&stranger, &key.key_id, b"m").await,
+        "is not accepted",
+    );
+    // An approval ten minutes old.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let stale = accepted.authorize_at(&key_id, b"old", [9; 16], now_ms - 600_000);
+    refused(
+        client
+            .sign_request(&key.key_id, &body(&stale, b"old"))
+            .await,
+        "from this node's clock",
+    );
+    // Malformed approvals are the client's mistake: 400 before any node is asked.
+    let mut short = ClientAuthorization::from_wire(&fresh);
+    short.signature.truncate(10);
+    let outcome = client
+        .sign_request(
+            &key.key_id,
+            &SignRequest {
+                message: "00".into(),
+                client: Some(short),
+            },
+        )
+        .await;
+    assert_eq!(
+        outcome.as_ref().err().and_then(http_status),
+        Some(400),
+        "{outcome:?}"
+    );
+
+    // No client in the request: the coordinator's gateway key, which the nodes list.
+    sign_and_verify(&client, &key, b"through the gateway", &all).await;
+    // The CLI with the client key file.
+    let out = Command::new(BIN)
+        .args([
+            "--localnet",
+            dir.to_str().unwrap(),
+            "sign",
+            "--key",
+            &key.key_id,
+            "--message",
+            &permafrost_api::encode_hex(b"from the cli"),
+            "--client-key",
+            dir.join("client.key").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let from_cli: permafrost_api::SignResponse = serde_json::from_slice(&out.stdout).unwrap();
+    verify_response(&key, b"from the cli", &from_cli, &all);
+
+    // Restarted nodes still refuse the replay: admitted request ids are on their disks.
+    let mut restarted = Vec::new();
+    for node in &info.nodes {
+        sigkill(node.pid);
+        await_connected(&client, &node.name, false).await;
+        let config = dir.join(&node.name).join("node.toml");
+        restarted.push(Running::start(
+            &["internal-node", "--config", config.to_str().unwrap()],
+            tmp.path(),
+            &format!("{}-restarted", node.name),
+        ));
+        await_connected(&client, &node.name, true).await;
+    }
+    refused(
+        client
+            .sign_request(&key.key_id, &body(&approved, b"pay 10 to alice"))
+            .await,
+        "already used in session",
+    );
+    sign_and_verify(&client, &key, b"after the restarts", &all).await;
+
+    // node1's audit log: the admissions and the refusals, with the client keys.
+    drop(restarted);
+    let passphrase = std::fs::read_to_string(dir.join("node1/passphrase")).unwrap();
+    let until = Instant::now() + STOP_DEADLINE;
+    let store = loop {
+        match permafrost_keystore::KeyStore::open(
+            &dir.join("node1/keystore"),
+            passphrase.trim().as_bytes(),
+        ) {
+            Ok(store) => break store,
+            Err(e) => {
+                assert!(Instant::now() < until, "cannot open node1's keystore: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    let audit = store.audit().unwrap();
+    let admitted = audit
+        .iter()
+        .filter(|(_, e)| e.kind == permafrost_keystore::AuditKind::ClientRequest)
+        .count();
+    let refusals: Vec<&str> = audit
+        .iter()
+        .filter(|(_, e)| e.kind == permafrost_keystore::AuditKind::Refused)
+        .map(|(_, e)| e.detail.as_str())
+        .collect();
+    println!("node1 audit: {admitted} client requests admitted, refusals {refusals:#?}");
+    assert!(admitted >= 1, "{audit:?}");
+    for why in [
+        "already used in session",
+        "does not verify",
+        "is not accepted",
+        "from this node's clock",
+    ] {
+        assert!(
+            refusals.iter().any(|r| r.contains(why)),
+            "no audited refusal saying {why:?}: {refusals:?}"
+        );
+    }
+    assert!(refusals.iter().any(|r| r.contains(&stranger.public_hex())));
 }

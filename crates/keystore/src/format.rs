@@ -168,6 +168,7 @@ fn kind_byte(kind: &AuditKind) -> u8 {
         AuditKind::Reshare => 2,
         AuditKind::SignatureShare => 3,
         AuditKind::Refused => 4,
+        AuditKind::ClientRequest => 5,
     }
 }
 
@@ -177,6 +178,7 @@ fn kind_from_byte(b: u8) -> Result<AuditKind, DecodeError> {
         2 => Ok(AuditKind::Reshare),
         3 => Ok(AuditKind::SignatureShare),
         4 => Ok(AuditKind::Refused),
+        5 => Ok(AuditKind::ClientRequest),
         other => Err(DecodeError(format!("unknown audit kind byte {other}"))),
     }
 }
@@ -525,7 +527,8 @@ mod tests {
             Just(AuditKind::Dkg),
             Just(AuditKind::Reshare),
             Just(AuditKind::SignatureShare),
-            Just(AuditKind::Refused)
+            Just(AuditKind::Refused),
+            Just(AuditKind::ClientRequest)
         ]
     }
 

@@ -94,4 +94,4 @@ mod store;
 pub use crypto::KdfParams;
 pub use error::KeystoreError;
 pub use record::{AuditEntry, AuditKind, ShareMeta, ShareRecord, ShareState};
-pub use store::{KeyStore, ReshareConclusion, ReshareRow, DATABASE_FILE_NAME};
+pub use store::{ClientRequestRow, KeyStore, ReshareConclusion, ReshareRow, DATABASE_FILE_NAME};

@@ -111,6 +111,8 @@ pub enum AuditKind {
     SignatureShare,
     /// The node refused a request.
     Refused,
+    /// The node admitted a client's signing request (client key and request id in the detail).
+    ClientRequest,
 }
 
 /// One entry of the append-only audit log.

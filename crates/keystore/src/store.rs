@@ -26,6 +26,13 @@ const SHARES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("shares");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// `reshares`: session id → the caller's record of a reshare it joined and has not concluded.
 const RESHARES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("reshares");
+/// `client_requests`: client key (32) ‖ request id (16) → session id (32) ‖ u64 BE expiry.
+const CLIENT_REQUESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("client_requests");
+/// `client_request_expiry`: u64 BE expiry ‖ client key ‖ request id → (), to forget in order.
+const CLIENT_REQUEST_EXPIRY: TableDefinition<&[u8], ()> =
+    TableDefinition::new("client_request_expiry");
+/// Most expired client requests forgotten per admission (amortised pruning).
+const PRUNE_PER_WRITE: usize = 16;
 
 /// The contents of the meta table of an initialised store.
 struct Meta {
@@ -473,6 +480,115 @@ impl KeyStore {
         })
     }
 
+    /// Appends `entry` without waiting for the disk: it is durable once a later write (any
+    /// method but this one) returns, or lost in a crash before that. For refusals, which promise
+    /// nothing to anyone, so that a flood of them does not cost an fsync each.
+    pub fn append_audit_lazily(&self, entry: &AuditEntry) -> Result<u64, KeystoreError> {
+        let value = format::encode_audit_entry(entry).map_err(too_long)?;
+        self.write_with(
+            Durability::Eventual,
+            "appending to the audit log",
+            |txn, dir| append_audit_in(txn, dir, &value),
+        )
+    }
+
+    /// Admits a client's signing request in one durable transaction: remembers `request` (so
+    /// the same request id is refused in another session, across restarts, until it expires)
+    /// and appends `audit`. Also forgets a few requests that expired before `now_unix_ms`.
+    /// Fails with [`KeystoreError::Conflict`] if the request id is already remembered for
+    /// another session, changing nothing.
+    pub fn admit_client_request(
+        &self,
+        request: &ClientRequestRow,
+        audit: &AuditEntry,
+        now_unix_ms: u64,
+    ) -> Result<(), KeystoreError> {
+        let audit = format::encode_audit_entry(audit).map_err(too_long)?;
+        self.write("admitting a client request", |txn, dir| {
+            let mut requests = txn
+                .open_table(CLIENT_REQUESTS)
+                .map_err(|e| storage(dir, "opening the client requests table", e))?;
+            let mut expiry = txn
+                .open_table(CLIENT_REQUEST_EXPIRY)
+                .map_err(|e| storage(dir, "opening the client requests table", e))?;
+            // Forget a few expired ones first.
+            let mut expired = Vec::new();
+            for item in expiry
+                .iter()
+                .map_err(|e| storage(dir, "listing client requests", e))?
+                .take(PRUNE_PER_WRITE)
+            {
+                let (key, _) = item.map_err(|e| storage(dir, "listing client requests", e))?;
+                let key = key.value().to_vec();
+                match key.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+                    Some(at) if u64::from_be_bytes(at) < now_unix_ms => expired.push(key),
+                    _ => break,
+                }
+            }
+            for key in expired {
+                expiry
+                    .remove(key.as_slice())
+                    .map_err(|e| storage(dir, "forgetting a client request", e))?;
+                if let Some(id) = key.get(8..) {
+                    requests
+                        .remove(id)
+                        .map_err(|e| storage(dir, "forgetting a client request", e))?;
+                }
+            }
+            let id = request.id();
+            if let Some(existing) = requests
+                .get(id.as_slice())
+                .map_err(|e| storage(dir, "reading a client request", e))?
+            {
+                if existing.value().get(..32) != Some(request.session.as_slice()) {
+                    return Err(KeystoreError::Conflict(format!(
+                        "request id {} of client {} was already admitted in another session",
+                        hex::encode(request.request_id),
+                        hex::encode(request.client)
+                    )));
+                }
+            }
+            let mut value = request.session.to_vec();
+            value.extend_from_slice(&request.expires_unix_ms.to_be_bytes());
+            requests
+                .insert(id.as_slice(), value.as_slice())
+                .map_err(|e| storage(dir, "writing a client request", e))?;
+            let mut by_time = request.expires_unix_ms.to_be_bytes().to_vec();
+            by_time.extend_from_slice(&id);
+            expiry
+                .insert(by_time.as_slice(), ())
+                .map_err(|e| storage(dir, "writing a client request", e))?;
+            drop((requests, expiry));
+            append_audit_in(txn, dir, &audit)?;
+            Ok(())
+        })
+    }
+
+    /// Every remembered client request that has not expired at `now_unix_ms`.
+    pub fn client_requests(
+        &self,
+        now_unix_ms: u64,
+    ) -> Result<Vec<ClientRequestRow>, KeystoreError> {
+        let txn = self.read()?;
+        let Some(table) = self.open_read_table(&txn, CLIENT_REQUESTS)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for item in table
+            .iter()
+            .map_err(|e| storage(&self.dir, "listing client requests", e))?
+        {
+            let (key, value) =
+                item.map_err(|e| storage(&self.dir, "listing client requests", e))?;
+            let row = ClientRequestRow::from_parts(key.value(), value.value())
+                .ok_or_else(|| corrupt(&self.dir, "a client request row does not decode".into()))?;
+            if row.expires_unix_ms >= now_unix_ms {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
     /// Every audit entry with its sequence number, in order.
     pub fn audit(&self) -> Result<Vec<(u64, AuditEntry)>, KeystoreError> {
         let txn = self.read()?;
@@ -504,11 +620,21 @@ impl KeyStore {
         what: &str,
         body: impl FnOnce(&WriteTransaction, &Path) -> Result<T, KeystoreError>,
     ) -> Result<T, KeystoreError> {
+        self.write_with(Durability::Immediate, what, body)
+    }
+
+    /// [`KeyStore::write`] with the given durability.
+    fn write_with<T>(
+        &self,
+        durability: Durability,
+        what: &str,
+        body: impl FnOnce(&WriteTransaction, &Path) -> Result<T, KeystoreError>,
+    ) -> Result<T, KeystoreError> {
         let mut txn = self
             .db
             .begin_write()
             .map_err(|e| storage(&self.dir, what, e))?;
-        txn.set_durability(Durability::Immediate);
+        txn.set_durability(durability);
         txn.set_two_phase_commit(true);
         match body(&txn, &self.dir) {
             Ok(out) => {
@@ -556,6 +682,36 @@ impl KeyStore {
 
 /// A reshare record as stored: (session id, the caller's record bytes).
 pub type ReshareRow = ([u8; 32], Vec<u8>);
+
+/// A client signing request a node admitted ([`KeyStore::admit_client_request`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRequestRow {
+    /// The client's ed25519 public key.
+    pub client: [u8; 32],
+    /// The request id.
+    pub request_id: [u8; 16],
+    /// The signing session it was admitted in.
+    pub session: [u8; 32],
+    /// When it may be forgotten, milliseconds since the Unix epoch.
+    pub expires_unix_ms: u64,
+}
+
+impl ClientRequestRow {
+    fn id(&self) -> Vec<u8> {
+        let mut id = self.client.to_vec();
+        id.extend_from_slice(&self.request_id);
+        id
+    }
+
+    fn from_parts(key: &[u8], value: &[u8]) -> Option<Self> {
+        Some(ClientRequestRow {
+            client: key.get(..32)?.try_into().ok()?,
+            request_id: key.get(32..48)?.try_into().ok()?,
+            session: value.get(..32)?.try_into().ok()?,
+            expires_unix_ms: u64::from_be_bytes(value.get(32..40)?.try_into().ok()?),
+        })
+    }
+}
 
 /// How a reshare ends for this node's shares of the key ([`KeyStore::conclude_reshare`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -783,3 +783,76 @@ fn retire_and_discard() {
     assert!(store.reshares().unwrap().is_empty());
     assert_eq!(store.audit().unwrap().len(), 3);
 }
+
+fn client_entry(detail: &str) -> AuditEntry {
+    AuditEntry {
+        time_unix_ms: 1,
+        kind: AuditKind::ClientRequest,
+        key_id: "k".into(),
+        epoch: 0,
+        message_digest: Some([7; 32]),
+        requester: Some("coordinator".into()),
+        detail: detail.into(),
+    }
+}
+
+#[test]
+fn client_requests_are_admitted_once_per_session_survive_reopen_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let row = |id: u8, session: u8, expires: u64| permafrost_keystore::ClientRequestRow {
+        client: [1; 32],
+        request_id: [id; 16],
+        session: [session; 32],
+        expires_unix_ms: expires,
+    };
+    {
+        let store = open(dir.path());
+        store
+            .admit_client_request(&row(1, 1, 1_000), &client_entry("a"), 0)
+            .unwrap();
+        // The same request again in its session: fine (ROAST asks once per attempt).
+        store
+            .admit_client_request(&row(1, 1, 1_000), &client_entry("a again"), 0)
+            .unwrap();
+        let audited = store.audit().unwrap().len();
+        // In another session: refused, nothing written.
+        let err = store
+            .admit_client_request(&row(1, 2, 1_000), &client_entry("replay"), 0)
+            .unwrap_err();
+        assert!(matches!(err, KeystoreError::Conflict(_)), "{err}");
+        assert_eq!(store.audit().unwrap().len(), audited);
+        store
+            .admit_client_request(&row(2, 3, 5_000), &client_entry("b"), 0)
+            .unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(
+        store.client_requests(0).unwrap(),
+        vec![row(1, 1, 1_000), row(2, 3, 5_000)]
+    );
+    assert_eq!(
+        store.client_requests(2_000).unwrap(),
+        vec![row(2, 3, 5_000)]
+    );
+    // A later admission forgets the expired one: its id is free again.
+    store
+        .admit_client_request(&row(3, 4, 9_000), &client_entry("c"), 2_000)
+        .unwrap();
+    store
+        .admit_client_request(
+            &row(1, 5, 9_000),
+            &client_entry("reused after expiry"),
+            2_000,
+        )
+        .unwrap();
+    assert_eq!(store.client_requests(0).unwrap().len(), 3);
+    // Refusals are audited without an fsync each, and are readable at once.
+    let before = store.audit().unwrap().len();
+    store
+        .append_audit_lazily(&AuditEntry {
+            kind: AuditKind::Refused,
+            ..client_entry("refused")
+        })
+        .unwrap();
+    assert_eq!(store.audit().unwrap().len(), before + 1);
+}

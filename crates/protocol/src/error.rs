@@ -49,6 +49,9 @@ pub enum Refusal {
     Limit(String),
     /// The session has already ended.
     Finished,
+    /// The signing request's client authorization is missing, not from an accepted client
+    /// key, does not verify, is stale, or reuses a request id (see `sign::client`).
+    ClientNotAuthorized(String),
 }
 
 impl fmt::Display for Refusal {
@@ -76,6 +79,7 @@ impl fmt::Display for Refusal {
             Refusal::Malformed(why) => write!(f, "malformed: {why}"),
             Refusal::Limit(why) => write!(f, "limit: {why}"),
             Refusal::Finished => f.write_str("session already finished"),
+            Refusal::ClientNotAuthorized(why) => write!(f, "client not authorized: {why}"),
         }
     }
 }
@@ -150,6 +154,20 @@ pub enum ProtocolError {
         /// Members whose share named a package they were not sent.
         disputed: Vec<NodeId>,
         /// The refusals' and faults' reasons.
+        reason: String,
+    },
+    /// Enough signers refused the request's client authorization that no signature can come
+    /// out: the client key is not accepted, the signature does not cover this key and message,
+    /// the timestamp is stale, or the request id was used before. The signers behaved correctly,
+    /// so nobody is blamed; asking again with the same authorization will not help.
+    #[error(
+        "signers {} refused the client authorization: {reason}",
+        names(refused)
+    )]
+    ClientNotAuthorized {
+        /// The signers that refused.
+        refused: Vec<NodeId>,
+        /// Their reasons.
         reason: String,
     },
     /// The coordinator aborted the session.

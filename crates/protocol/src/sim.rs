@@ -14,13 +14,15 @@ use ed25519_dalek::{Signature as DalekSignature, Signer as _, SigningKey, Verify
 use frost_core::keys::PublicKeyPackage;
 use frost_core::Signature;
 use permafrost_wire::{
-    decode, encode, DkgOpen, Epoch, KeyId, Message, NodeId, ReshareOpen, SessionId,
+    decode, encode, ClientAuthorization, DkgOpen, Epoch, KeyId, Message, NodeId, ReshareOpen,
+    SessionId,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRngCore, RngCore, SeedableRng};
 
 use crate::dkg::{DkgCoordinator, DkgParticipant, DEFAULT_DKG_TIMEOUT};
 use crate::reshare::ResharePeer;
+use crate::sign::client::{Admission, ClientGate, ClientKey, ClientPolicy};
 use crate::sign::{
     RoastCoordinator, Signer, SignerLimits, SigningCoordinator, DEFAULT_ROAST_ATTEMPT_TIMEOUT,
     DEFAULT_ROAST_TIMEOUT, DEFAULT_SIGN_TIMEOUT,
@@ -74,6 +76,20 @@ impl IdentityVerifier for SimVerifier {
     }
 }
 
+/// The client every simulated node accepts by default ([`Network::authorize`] signs with it).
+pub fn sim_client() -> SigningKey {
+    SigningKey::from_bytes(&[0xc1; 32])
+}
+
+/// A policy accepting [`sim_client`] for every key.
+pub fn sim_client_policy() -> ClientPolicy {
+    let mut policy = ClientPolicy::default();
+    policy
+        .all_keys
+        .insert(ClientKey(sim_client().verifying_key().to_bytes()));
+    policy
+}
+
 /// A message in flight, as the fault hook sees it.
 #[derive(Clone, Debug)]
 pub struct Envelope {
@@ -115,6 +131,9 @@ pub struct SimNode<S: Suite> {
     /// Other session ids routed to a session (a reshare's test signature).
     aliases: BTreeMap<SessionId, SessionId>,
     signers: BTreeMap<KeyId, Signer<S>>,
+    /// Client authorization of signing requests (its memory of request ids is lost in a
+    /// crash, unlike a node's, which keeps them in its keystore).
+    gate: ClientGate,
     /// Durable state.
     pending: BTreeMap<KeyId, KeyShare<S>>,
     active: BTreeMap<KeyId, KeyShare<S>>,
@@ -135,6 +154,7 @@ impl<S: Suite> SimNode<S> {
             sessions: BTreeMap::new(),
             aliases: BTreeMap::new(),
             signers: BTreeMap::new(),
+            gate: ClientGate::new(sim_client_policy()),
             pending: BTreeMap::new(),
             active: BTreeMap::new(),
             dealt: std::collections::BTreeSet::new(),
@@ -142,6 +162,11 @@ impl<S: Suite> SimNode<S> {
             early: VecDeque::new(),
             outputs: VecDeque::new(),
         }
+    }
+
+    /// Replaces the client keys this node accepts (and forgets the request ids it saw).
+    pub fn set_client_policy(&mut self, policy: ClientPolicy) {
+        self.gate = ClientGate::new(policy);
     }
 
     /// The active share of a key, if any.
@@ -324,12 +349,20 @@ impl<S: Suite> Session<S> for SimNode<S> {
                 Ok(())
             }
             Message::SignRequest(ref m) => match self.signers.get_mut(&m.key_id) {
-                Some(signer) => signer.handle_message(from, message, now, rng),
-                None => self.refuse_unknown_key(from, m.session),
+                Some(signer) => match self.gate.check(m, now) {
+                    Ok(admission) => {
+                        if let Admission::New(admitted) = admission {
+                            self.gate.record(admitted, now);
+                        }
+                        signer.handle_message(from, message, now, rng)
+                    }
+                    Err(refusal) => self.refuse(from, m.session, refusal),
+                },
+                None => self.refuse(from, m.session, crate::Refusal::WrongKey),
             },
             Message::SignPackage(ref m) => match self.signers.get_mut(&m.key_id) {
                 Some(signer) => signer.handle_message(from, message, now, rng),
-                None => self.refuse_unknown_key(from, m.session),
+                None => self.refuse(from, m.session, crate::Refusal::WrongKey),
             },
             _ => Err(crate::Refusal::WrongSession.into()),
         };
@@ -363,19 +396,18 @@ impl<S: Suite> Session<S> for SimNode<S> {
 }
 
 impl<S: Suite> SimNode<S> {
-    fn refuse_unknown_key(
+    /// Refuses a signing message, telling its coordinator at once.
+    fn refuse(
         &mut self,
         from: &NodeId,
         session: SessionId,
+        refusal: crate::Refusal,
     ) -> Result<(), ProtocolError> {
         self.outputs.push_back(Output::Send {
             to: from.clone(),
-            message: Message::SignRefusal(permafrost_wire::SignRefusal {
-                session,
-                reason: crate::Refusal::WrongKey.to_string(),
-            }),
+            message: Message::SignRefusal(crate::sign::refusal_message(session, &refusal)),
         });
-        Err(crate::Refusal::WrongKey.into())
+        Err(refusal.into())
     }
 
     fn open_dkg(
@@ -545,14 +577,14 @@ impl<S: Suite> Session<S> for SimCoordinator<S> {
 
 /// Where a party lives in the simulation.
 enum Party<S: Suite> {
-    Node(SimNode<S>),
+    Node(Box<SimNode<S>>),
     Coordinator(SimCoordinator<S>),
 }
 
 impl<S: Suite> Party<S> {
     fn session(&mut self) -> &mut dyn Session<S> {
         match self {
-            Party::Node(n) => n,
+            Party::Node(n) => n.as_mut(),
             Party::Coordinator(c) => c,
         }
     }
@@ -634,7 +666,7 @@ impl<S: Suite> Network<S> {
         let identity = self.new_identity();
         let id = identity.node_id().clone();
         self.parties
-            .insert(id.clone(), Party::Node(SimNode::new(identity)));
+            .insert(id.clone(), Party::Node(Box::new(SimNode::new(identity))));
         id
     }
 
@@ -926,6 +958,14 @@ impl<S: Suite> Network<S> {
         while !done(self) && self.step(until) {}
     }
 
+    /// Runs for `by` of virtual time: everything due happens, and the clock then reads
+    /// `now + by` even if the network fell idle earlier.
+    pub fn advance(&mut self, by: Duration) {
+        let until = self.now.after(by);
+        self.run(by);
+        self.now = self.now.max(until);
+    }
+
     /// Runs until nothing is in flight and no deadline is due within `limit`.
     pub fn run(&mut self, limit: Duration) {
         self.run_until(limit, |_| false);
@@ -981,6 +1021,13 @@ impl<S: Suite> Network<S> {
         }
     }
 
+    /// [`sim_client`]'s approval of signing `message` with `key_id` now (a fresh request id).
+    pub fn authorize(&mut self, key_id: &KeyId, message: &[u8]) -> ClientAuthorization {
+        let mut request_id = [0u8; 16];
+        self.rng.fill_bytes(&mut request_id);
+        ClientAuthorization::sign(&sim_client(), key_id, message, request_id, self.now.0)
+    }
+
     /// Runs one signing session over `committee` and returns the signature.
     pub fn sign(
         &mut self,
@@ -993,11 +1040,13 @@ impl<S: Suite> Network<S> {
     ) -> Result<SignOutcome<S>, ProtocolError> {
         let mut session = [0u8; 32];
         self.rng.fill_bytes(&mut session);
+        let client = Some(self.authorize(key_id, message));
         let session = SigningCoordinator::<S>::new(
             SessionId(session),
             key_id.clone(),
             epoch,
             message.to_vec(),
+            client,
             public_key_package.clone(),
             committee.to_vec(),
             self.now,
@@ -1020,11 +1069,13 @@ impl<S: Suite> Network<S> {
     ) -> Result<SignOutcome<S>, ProtocolError> {
         let mut request = [0u8; 32];
         self.rng.fill_bytes(&mut request);
+        let client = Some(self.authorize(key_id, message));
         let session = RoastCoordinator::<S>::new(
             SessionId(request),
             key_id.clone(),
             epoch,
             message.to_vec(),
+            client,
             public_key_package.clone(),
             committee.to_vec(),
             self.now,

@@ -358,6 +358,7 @@ fn wrong_key_epoch_or_session_is_refused<S: Suite>() {
         key_id: key.clone(),
         epoch: Epoch(1),
         message: b"m".to_vec(),
+        client: Some(net.authorize(&key, b"m")),
     };
     net.inject(&coordinator, &target, Message::SignRequest(request.clone()));
     let mut wrong_key = request.clone();
@@ -440,6 +441,7 @@ fn restarted_signer_voids_its_commitment<S: Suite>() {
         key.clone(),
         Epoch(0),
         b"restart".to_vec(),
+        Some(net.authorize(&key, b"restart")),
         pkp.clone(),
         committee,
         net.now(),

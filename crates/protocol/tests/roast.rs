@@ -205,6 +205,7 @@ fn spent_commitment_in_a_second_package_is_refused<S: Suite>() {
     assert_eq!(shares_produced(&net, &target), 1);
 
     // The coordinator asks again in the same session (as ROAST does): a fresh commitment.
+    let client = Some(net.authorize(&key, b"once"));
     net.inject(
         &coordinator,
         &target,
@@ -213,6 +214,7 @@ fn spent_commitment_in_a_second_package_is_refused<S: Suite>() {
             key_id: key.clone(),
             epoch: Epoch(0),
             message: b"once".to_vec(),
+            client,
         }),
     );
     net.run(Duration::from_millis(100));
@@ -294,6 +296,7 @@ fn restarted_signer_is_passed_over<S: Suite>() {
         key.clone(),
         Epoch(0),
         b"restart".to_vec(),
+        Some(net.authorize(&key, b"restart")),
         pkp.clone(),
         nodes.clone(),
         net.now(),
@@ -353,6 +356,7 @@ fn too_few_reachable_fails_naming_who<S: Suite>() {
             Fault::Replace(Message::SignRefusal(SignRefusal {
                 session: m.session,
                 reason: "policy".into(),
+                unauthorized: false,
             }))
         }
         _ => Fault::Deliver,
@@ -414,6 +418,8 @@ fn oversized_package_is_refused_before_arithmetic<S: Suite>() {
         key_id: key.clone(),
         epoch: Epoch(0),
         message: b"m".to_vec(),
+        // The signer alone does not check clients; the node's gate does, before it.
+        client: None,
     };
     signer
         .handle_message(
@@ -479,6 +485,10 @@ fn oversized_package_is_refused_before_arithmetic<S: Suite>() {
     assert_eq!(signer.open_sessions(), 1);
 
     // Through the wire: 6 commitments (2 × the committee) fit the frame and are refused.
+    let request = SignRequest {
+        client: Some(net.authorize(&key, b"m")),
+        ..request
+    };
     net.inject(&coordinator, &target, Message::SignRequest(request));
     net.run(Duration::from_millis(100));
     let mut commitments: std::collections::BTreeMap<Identifier<S>, _> = Default::default();

@@ -8,8 +8,7 @@ use frost_core::keys::{KeyPackage, PublicKeyPackage};
 use permafrost_protocol::dkg::{DkgCoordinator, DkgParticipant, DEFAULT_DKG_TIMEOUT};
 use permafrost_protocol::reshare::{IdentityVerifierAndKey, ReshareCoordinator, ResharePeer};
 use permafrost_protocol::sign::{
-    RoastCoordinator, Signer, SignerLimits, SigningCoordinator, DEFAULT_ROAST_ATTEMPT_TIMEOUT,
-    DEFAULT_SIGN_TIMEOUT,
+    RoastCoordinator, Signer, SignerLimits, DEFAULT_ROAST_ATTEMPT_TIMEOUT,
 };
 use permafrost_protocol::{
     Event, IdentityVerifier, KeyShare, NodeIdentity, Output, ProtocolError, Session, Suite,
@@ -442,25 +441,6 @@ pub fn dkg_coordinator(
     })
 }
 
-/// A signing coordinator session for a key whose public key package is `public_key_package`.
-#[allow(clippy::too_many_arguments)]
-pub fn signing_coordinator(
-    curve: Curve,
-    session: SessionId,
-    key_id: KeyId,
-    epoch: Epoch,
-    message: Vec<u8>,
-    public_key_package: &[u8],
-    committee: Vec<NodeId>,
-    now: Timestamp,
-) -> Result<Box<dyn AnySession>, ProtocolError> {
-    with_suite!(curve, S => {
-        let pkp = PublicKeyPackage::<S>::deserialize(public_key_package).map_err(frost_err)?;
-        let c = SigningCoordinator::<S>::new(session, key_id, epoch, message, pkp, committee, now, DEFAULT_SIGN_TIMEOUT)?;
-        Ok(erase::<S, _>(c))
-    })
-}
-
 /// A ROAST signing coordinator session (retries with other signers until a signature comes
 /// out) for a key whose public key package is `public_key_package`. `request` is the session id
 /// of every message of the request.
@@ -471,6 +451,7 @@ pub fn roast_coordinator(
     key_id: KeyId,
     epoch: Epoch,
     message: Vec<u8>,
+    client: Option<permafrost_wire::ClientAuthorization>,
     public_key_package: &[u8],
     committee: Vec<NodeId>,
     now: Timestamp,
@@ -483,6 +464,7 @@ pub fn roast_coordinator(
             key_id,
             epoch,
             message,
+            client,
             pkp,
             committee,
             now,

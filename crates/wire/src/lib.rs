@@ -14,6 +14,7 @@
 //! let message = Message::SignRefusal(SignRefusal {
 //!     session: SessionId([7; 32]),
 //!     reason: "key not held".into(),
+//!     unauthorized: false,
 //! });
 //! let frame = encode(&message).unwrap();
 //! assert_eq!(decode(&frame).unwrap(), message);

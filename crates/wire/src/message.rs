@@ -128,6 +128,91 @@ pub struct SignRequest {
     pub epoch: Epoch,
     /// The message to sign; the signer approves it here and signs nothing else in this session.
     pub message: Vec<u8>,
+    /// The client's approval of this signature, checked by every signer against its own list
+    /// of accepted client keys. `None` only for a reshare's test signature, which ordinary
+    /// signers refuse anyway.
+    pub client: Option<ClientAuthorization>,
+}
+
+/// A client's ed25519 signature approving one signature: key `key_id` signs `message`, once
+/// (request id `request_id`), around time `timestamp_ms`. The coordinator only carries it; each
+/// signer verifies it against its own list of accepted client keys, so a coordinator cannot get
+/// anything signed that a client did not approve.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientAuthorization {
+    /// The client's ed25519 public key.
+    pub public_key: [u8; 32],
+    /// Unique per approval: a signer refuses a request id it has already seen in another session.
+    pub request_id: [u8; 16],
+    /// When the client approved, milliseconds since the Unix epoch; a signer refuses one too
+    /// far from its own clock.
+    pub timestamp_ms: u64,
+    /// ed25519 signature (64 bytes) over [`ClientAuthorization::signed_bytes`].
+    pub signature: Vec<u8>,
+}
+
+impl ClientAuthorization {
+    /// Domain separation for the client's signature.
+    pub const DOMAIN: &'static [u8] = b"permafrost/client-authorization/v1";
+
+    /// The bytes a client signs: `DOMAIN ‖ u32 BE len(key_id) ‖ key_id ‖ u32 BE len(message) ‖
+    /// message ‖ request_id ‖ u64 BE timestamp_ms`.
+    pub fn signed_bytes(
+        key_id: &KeyId,
+        message: &[u8],
+        request_id: &[u8; 16],
+        timestamp_ms: u64,
+    ) -> Vec<u8> {
+        let key = key_id.as_str().as_bytes();
+        let mut out = Vec::with_capacity(Self::DOMAIN.len() + 8 + key.len() + message.len() + 24);
+        out.extend_from_slice(Self::DOMAIN);
+        for part in [key, message] {
+            // Both are far below 4 GiB (the frame cap is 16 MiB).
+            out.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+        out.extend_from_slice(request_id);
+        out.extend_from_slice(&timestamp_ms.to_be_bytes());
+        out
+    }
+
+    /// `signing_key`'s approval of signing `message` with `key_id`, once (`request_id`), at
+    /// `timestamp_ms`.
+    pub fn sign(
+        signing_key: &ed25519_dalek::SigningKey,
+        key_id: &KeyId,
+        message: &[u8],
+        request_id: [u8; 16],
+        timestamp_ms: u64,
+    ) -> Self {
+        use ed25519_dalek::Signer as _;
+        let signed = Self::signed_bytes(key_id, message, &request_id, timestamp_ms);
+        ClientAuthorization {
+            public_key: signing_key.verifying_key().to_bytes(),
+            request_id,
+            timestamp_ms,
+            signature: signing_key.sign(&signed).to_bytes().to_vec(),
+        }
+    }
+
+    /// Checks the signature (strict ed25519) over exactly `key_id` and `message`, sizes first.
+    /// The error says what is wrong.
+    pub fn verify(&self, key_id: &KeyId, message: &[u8]) -> Result<(), String> {
+        let signature: [u8; 64] =
+            self.signature.as_slice().try_into().map_err(|_| {
+                format!("client signature of {} bytes, not 64", self.signature.len())
+            })?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.public_key)
+            .map_err(|_| "client public key is not a valid ed25519 key".to_string())?;
+        let signed = Self::signed_bytes(key_id, message, &self.request_id, self.timestamp_ms);
+        key.verify_strict(&signed, &ed25519_dalek::Signature::from_bytes(&signature))
+            .map_err(|_| {
+                format!(
+                    "client signature of {} does not verify over this key id and message",
+                    hex::encode(self.public_key)
+                )
+            })
+    }
 }
 
 /// Signer → coordinator: a fresh `round1::SigningCommitments` for this session only.
@@ -181,6 +266,10 @@ pub struct SignRefusal {
     pub session: SessionId,
     /// Why (shown to operators; never contains secrets).
     pub reason: String,
+    /// The refusal is about the client's authorization (unknown client key, bad signature,
+    /// replayed request id, stale timestamp), not about this node's availability: asking again
+    /// will not help.
+    pub unauthorized: bool,
 }
 
 /// What a reshare changes: key `key_id` at `epoch`, held by `old_committee` with the public key

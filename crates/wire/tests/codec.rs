@@ -80,6 +80,12 @@ fn every_kind() -> Vec<Message> {
             key_id: key_id.clone(),
             epoch: Epoch(3),
             message: b"settle".to_vec(),
+            client: Some(ClientAuthorization {
+                public_key: [5; 32],
+                request_id: [6; 16],
+                timestamp_ms: 1_700_000_000_000,
+                signature: vec![7; 64],
+            }),
         }),
         Message::SignCommitment(SignCommitment {
             session: session(),
@@ -103,6 +109,7 @@ fn every_kind() -> Vec<Message> {
         Message::SignRefusal(SignRefusal {
             session: session(),
             reason: "unknown key".into(),
+            unauthorized: true,
         }),
         Message::ReshareOpen(ReshareOpen {
             session: session(),
@@ -302,4 +309,44 @@ proptest! {
         frame[i] ^= 1 << bit;
         let _ = decode(&frame);
     }
+}
+
+/// A client's authorization verifies over exactly the key id and message it was made for;
+/// changing any signed field, or the signature, makes it fail.
+#[test]
+fn client_authorizations_verify_only_for_what_they_approve() {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let key_id = KeyId::new("key-1").unwrap();
+    let auth = ClientAuthorization::sign(&key, &key_id, b"pay 10", [1; 16], 1_000);
+    assert_eq!(auth.verify(&key_id, b"pay 10"), Ok(()));
+    assert!(auth.verify(&key_id, b"pay 11").is_err());
+    assert!(auth
+        .verify(&KeyId::new("key-2").unwrap(), b"pay 10")
+        .is_err());
+    let mut changed = auth.clone();
+    changed.request_id[0] ^= 1;
+    assert!(changed.verify(&key_id, b"pay 10").is_err());
+    let mut changed = auth.clone();
+    changed.timestamp_ms += 1;
+    assert!(changed.verify(&key_id, b"pay 10").is_err());
+    let mut changed = auth.clone();
+    changed.signature[10] ^= 1;
+    assert!(changed.verify(&key_id, b"pay 10").is_err());
+    let mut changed = auth.clone();
+    changed.signature.push(0);
+    assert!(changed
+        .verify(&key_id, b"pay 10")
+        .unwrap_err()
+        .contains("65 bytes"));
+    let mut changed = auth;
+    changed.public_key = ed25519_dalek::SigningKey::from_bytes(&[8; 32])
+        .verifying_key()
+        .to_bytes();
+    assert!(changed.verify(&key_id, b"pay 10").is_err());
+    // The signed bytes separate fields by length: moving a byte between key id and message
+    // changes them.
+    assert_ne!(
+        ClientAuthorization::signed_bytes(&KeyId::new("ab").unwrap(), b"c", &[0; 16], 0),
+        ClientAuthorization::signed_bytes(&KeyId::new("a").unwrap(), b"bc", &[0; 16], 0)
+    );
 }

@@ -340,6 +340,8 @@ impl<S: Suite> ReshareCoordinator<S> {
             p.key_id.clone(),
             Epoch(p.epoch.0 + 1),
             test_message(&self.open.session),
+            // The test message needs no client: only the reshare's PENDING shares sign it.
+            None,
             package.clone(),
             self.checked.new.members().to_vec(),
             now,

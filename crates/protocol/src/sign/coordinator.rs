@@ -6,7 +6,8 @@ use frost_core::round1::SigningCommitments;
 use frost_core::round2::SignatureShare;
 use frost_core::{aggregate, verify_signature_share, Identifier, SigningPackage};
 use permafrost_wire::{
-    Digest, Epoch, KeyId, Message, MessageKind, NodeId, SessionId, SignPackage, SignRequest,
+    ClientAuthorization, Digest, Epoch, KeyId, Message, MessageKind, NodeId, SessionId,
+    SignPackage, SignRequest,
 };
 use rand_core::CryptoRngCore;
 
@@ -42,13 +43,15 @@ struct Selected<S: Suite> {
 
 impl<S: Suite> SigningCoordinator<S> {
     /// Starts a session signing `message` with key `key_id` at `epoch`, asking every member of
-    /// `committee`. `session` must be fresh randomness.
+    /// `committee`, with the client's authorization `client` (which every signer checks; `None`
+    /// only for a reshare's test signature). `session` must be fresh randomness.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         session: SessionId,
         key_id: KeyId,
         epoch: Epoch,
         message: Vec<u8>,
+        client: Option<ClientAuthorization>,
         public_key_package: PublicKeyPackage<S>,
         committee: Vec<NodeId>,
         now: Timestamp,
@@ -61,6 +64,7 @@ impl<S: Suite> SigningCoordinator<S> {
             key_id: key_id.clone(),
             epoch,
             message: message.clone(),
+            client,
         };
         let outputs = committee
             .members()

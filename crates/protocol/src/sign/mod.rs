@@ -7,6 +7,7 @@
 //! committee, message and its own commitment, marks the nonce consumed, and only then computes
 //! its share. The coordinator verifies every share on arrival and names the culprits.
 
+pub mod client;
 mod coordinator;
 mod roast;
 mod signer;
@@ -18,7 +19,7 @@ pub use signer::{Signer, SignerLimits};
 use std::time::Duration;
 
 use frost_core::keys::PublicKeyPackage;
-use permafrost_wire::{Digest, Epoch, KeyId, NodeId};
+use permafrost_wire::{Digest, Epoch, KeyId, NodeId, SessionId, SignRefusal};
 
 use crate::{Committee, ProtocolError, Refusal, Suite};
 
@@ -40,6 +41,15 @@ pub const DEFAULT_SIGN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest message the signer will commit to sign.
 pub const MAX_SIGN_MESSAGE_LEN: usize = 64 * 1024;
+
+/// The answer telling a signing coordinator that this signer will not take part in `session`.
+pub fn refusal_message(session: SessionId, refusal: &Refusal) -> SignRefusal {
+    SignRefusal {
+        session,
+        reason: refusal.to_string(),
+        unauthorized: matches!(refusal, Refusal::ClientNotAuthorized(_)),
+    }
+}
 
 /// Refuses a message for another key or epoch than `(key_id, epoch)`, the ones a session or
 /// signer is for.

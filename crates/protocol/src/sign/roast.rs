@@ -6,7 +6,8 @@ use frost_core::round1::SigningCommitments;
 use frost_core::round2::SignatureShare;
 use frost_core::{aggregate, verify_signature_share, Identifier, SigningPackage};
 use permafrost_wire::{
-    Digest, Epoch, KeyId, Message, MessageKind, NodeId, SessionId, SignPackage, SignRequest,
+    ClientAuthorization, Digest, Epoch, KeyId, Message, MessageKind, NodeId, SessionId,
+    SignPackage, SignRequest,
 };
 use rand_core::CryptoRngCore;
 
@@ -41,6 +42,7 @@ pub struct RoastCoordinator<S: Suite> {
     key_id: KeyId,
     epoch: Epoch,
     message: Vec<u8>,
+    client: Option<ClientAuthorization>,
     public_key_package: PublicKeyPackage<S>,
     committee: Committee<S>,
     threshold: usize,
@@ -49,6 +51,8 @@ pub struct RoastCoordinator<S: Suite> {
     ready: VecDeque<Identifier<S>>,
     attempts: Vec<Attempt<S>>,
     refused: BTreeMap<NodeId, String>,
+    /// Members that refused the client's authorization.
+    unauthorized: BTreeSet<NodeId>,
     culprits: BTreeMap<NodeId, String>,
     disputed: BTreeSet<NodeId>,
     /// Members that let an attempt's deadline pass without answering.
@@ -95,8 +99,9 @@ struct Attempt<S: Suite> {
 
 impl<S: Suite> RoastCoordinator<S> {
     /// Starts a ROAST request signing `message` with key `key_id` at `epoch`, asking every
-    /// member of `committee`. `request` must be fresh randomness; it is the session id of every
-    /// message of the request. The request fails at `now + timeout`; an attempt's signers that
+    /// member of `committee` with the client's authorization `client` (which every signer
+    /// checks). `request` must be fresh randomness; it is the session id of every message of
+    /// the request. The request fails at `now + timeout`; an attempt's signers that
     /// have not answered within `attempt_timeout` are reported as stalled.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -104,6 +109,7 @@ impl<S: Suite> RoastCoordinator<S> {
         key_id: KeyId,
         epoch: Epoch,
         message: Vec<u8>,
+        client: Option<ClientAuthorization>,
         public_key_package: PublicKeyPackage<S>,
         committee: Vec<NodeId>,
         now: Timestamp,
@@ -131,6 +137,7 @@ impl<S: Suite> RoastCoordinator<S> {
             key_id,
             epoch,
             message,
+            client,
             public_key_package,
             committee,
             threshold,
@@ -138,6 +145,7 @@ impl<S: Suite> RoastCoordinator<S> {
             ready: VecDeque::new(),
             attempts: Vec::new(),
             refused: BTreeMap::new(),
+            unauthorized: BTreeSet::new(),
             culprits: BTreeMap::new(),
             disputed: BTreeSet::new(),
             stalled: BTreeSet::new(),
@@ -187,6 +195,7 @@ impl<S: Suite> RoastCoordinator<S> {
                 key_id: self.key_id.clone(),
                 epoch: self.epoch,
                 message: self.message.clone(),
+                client: self.client.clone(),
             }),
         });
     }
@@ -452,7 +461,13 @@ impl<S: Suite> RoastCoordinator<S> {
         self.check_enough();
     }
 
-    fn handle_refusal(&mut self, from: &NodeId, id: Identifier<S>, reason: String) {
+    fn handle_refusal(
+        &mut self,
+        from: &NodeId,
+        id: Identifier<S>,
+        reason: String,
+        unauthorized: bool,
+    ) {
         let excluded = self
             .members
             .get(&id)
@@ -461,6 +476,9 @@ impl<S: Suite> RoastCoordinator<S> {
             return;
         }
         self.refused.insert(from.clone(), reason);
+        if unauthorized {
+            self.unauthorized.insert(from.clone());
+        }
         self.exclude(id);
         self.check_enough();
     }
@@ -477,6 +495,18 @@ impl<S: Suite> RoastCoordinator<S> {
             .count();
         if possible >= self.threshold {
             return;
+        }
+        if self.committee.len() - self.unauthorized.len() < self.threshold {
+            // The client's authorization alone makes a signature impossible.
+            let reasons: Vec<String> = self
+                .unauthorized
+                .iter()
+                .filter_map(|n| self.refused.get(n).map(|r| format!("{n}: {r}")))
+                .collect();
+            return self.fail(ProtocolError::ClientNotAuthorized {
+                refused: self.unauthorized.iter().cloned().collect(),
+                reason: reasons.join("; "),
+            });
         }
         let reasons: Vec<String> = self
             .refused
@@ -544,7 +574,7 @@ impl<S: Suite> Session<S> for RoastCoordinator<S> {
                 self.handle_share(from, id, m.package, &m.share, now)
             }
             Message::SignRefusal(m) => {
-                self.handle_refusal(from, id, m.reason);
+                self.handle_refusal(from, id, m.reason, m.unauthorized);
                 Ok(())
             }
             other => Err(Refusal::Unexpected(other.kind()).into()),

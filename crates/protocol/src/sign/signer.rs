@@ -4,7 +4,7 @@ use std::time::Duration;
 use frost_core::round1::{self, SigningCommitments, SigningNonces};
 use frost_core::{round2, SigningPackage};
 use permafrost_wire::{
-    Message, NodeId, SessionId, SignCommitment, SignPackage, SignRefusal, SignRequest, SignShare,
+    Message, NodeId, SessionId, SignCommitment, SignPackage, SignRequest, SignShare,
 };
 use rand_core::CryptoRngCore;
 use sha2::{Digest as _, Sha256};
@@ -362,10 +362,7 @@ impl<S: Suite> Session<S> for Signer<S> {
             // has what it asked for, and an attacker learns nothing.
             self.outputs.push_back(Output::Send {
                 to: from.clone(),
-                message: Message::SignRefusal(SignRefusal {
-                    session,
-                    reason: refusal.to_string(),
-                }),
+                message: Message::SignRefusal(super::refusal_message(session, refusal)),
             });
         }
         result.map_err(ProtocolError::Refused)

@@ -1,0 +1,142 @@
+//! A client's ed25519 key, which approves signatures: every signer node checks the approval
+//! against its own list of accepted client keys (`[clients]` in its config), so the
+//! coordinator cannot get anything signed that a client did not approve.
+//!
+//! The key file holds the 32-byte secret seed as hex on one line, mode 0600; a file readable
+//! by group or others is refused, as ssh refuses such keys.
+
+use std::fmt;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::SigningKey;
+use permafrost_wire::{ClientAuthorization, KeyId};
+use rand_core::{OsRng, RngCore};
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+/// Why a client key file could not be read or written.
+#[derive(Debug, Error)]
+#[error("client key {path}: {reason}")]
+pub struct ClientKeyError {
+    /// The file.
+    pub path: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// A client's signing key. Its secret is zeroized on drop and never shown by `Debug`.
+pub struct ClientKey {
+    key: SigningKey,
+}
+
+impl fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientKey")
+            .field("public_key", &self.public_hex())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientKey {
+    /// A fresh random key.
+    pub fn generate() -> Self {
+        ClientKey {
+            key: SigningKey::generate(&mut OsRng),
+        }
+    }
+
+    /// The key with this 32-byte secret seed.
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        ClientKey {
+            key: SigningKey::from_bytes(seed),
+        }
+    }
+
+    /// Creates a key file at `path` (it must not exist) holding a fresh key, mode 0600.
+    pub fn create_file(path: &Path) -> Result<Self, ClientKeyError> {
+        let error = |reason: String| ClientKeyError {
+            path: path.display().to_string(),
+            reason,
+        };
+        let key = Self::generate();
+        let text = Zeroizing::new(format!("{}\n", hex::encode(key.key.to_bytes())));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| error(e.to_string()))?;
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(path).map_err(|e| error(e.to_string()))?;
+        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| error(e.to_string()))?;
+        file.sync_all().map_err(|e| error(e.to_string()))?;
+        Ok(key)
+    }
+
+    /// Reads a key file written by [`ClientKey::create_file`].
+    pub fn load(path: &Path) -> Result<Self, ClientKeyError> {
+        let error = |reason: String| ClientKeyError {
+            path: path.display().to_string(),
+            reason,
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(|e| error(e.to_string()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(error(format!(
+                    "accessible by group or others (mode {:o}); chmod 600 it",
+                    mode & 0o777
+                )));
+            }
+        }
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?);
+        let seed = Zeroizing::new(
+            hex::decode(text.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| error("not a 32-byte secret seed in hex".into()))?,
+        );
+        Ok(Self::from_seed(&seed))
+    }
+
+    /// The public key, as nodes list it in `[clients]`.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+
+    /// The public key in lowercase hex.
+    pub fn public_hex(&self) -> String {
+        hex::encode(self.public_key())
+    }
+
+    /// Approves one signature of `message` with `key_id`, now, under a fresh random request id.
+    pub fn authorize(&self, key_id: &KeyId, message: &[u8]) -> ClientAuthorization {
+        let mut request_id = [0u8; 16];
+        OsRng.fill_bytes(&mut request_id);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        self.authorize_at(key_id, message, request_id, now)
+    }
+
+    /// Approves one signature with a given request id and timestamp (milliseconds since the
+    /// Unix epoch).
+    pub fn authorize_at(
+        &self,
+        key_id: &KeyId,
+        message: &[u8],
+        request_id: [u8; 16],
+        timestamp_ms: u64,
+    ) -> ClientAuthorization {
+        ClientAuthorization::sign(&self.key, key_id, message, request_id, timestamp_ms)
+    }
+}

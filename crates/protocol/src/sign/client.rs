@@ -1,0 +1,348 @@
+//! Node-side client authorization: the coordinator is trusted for liveness only, so every
+//! signer checks on its own that a client it accepts approved the exact signature asked for.
+//!
+//! A [`SignRequest`] carries a [`ClientAuthorization`]: the client's ed25519 public key and its
+//! signature over (key id, message, request id, timestamp). A [`ClientGate`] admits a request
+//! only if
+//! - the client key is in the node's [`ClientPolicy`], for all keys or for this key;
+//! - the signature verifies over exactly this key id and message;
+//! - the timestamp is within the policy's clock skew of the node's clock;
+//! - the request id was not seen before in another signing session (the same session may ask
+//!   again: ROAST asks a signer once per attempt).
+//!
+//! The gate is pure: [`ClientGate::check`] decides, and the caller makes the admission durable
+//! (the node writes it to its keystore with an audit entry) before [`ClientGate::record`] and
+//! before the signer answers. A restarted node rebuilds the gate from what it wrote, so a
+//! replay is refused across restarts too.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use permafrost_wire::{KeyId, SessionId, SignRequest};
+
+use crate::{Refusal, Timestamp};
+
+/// The default largest difference between a client's timestamp and the node's clock.
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(120);
+
+/// An ed25519 client public key (32 bytes).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientKey(pub [u8; 32]);
+
+impl fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientKey({self})")
+    }
+}
+
+impl fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// Which client keys a node accepts, and how far a client's clock may be from its own.
+#[derive(Clone, Debug)]
+pub struct ClientPolicy {
+    /// Accepted for every key.
+    pub all_keys: BTreeSet<ClientKey>,
+    /// Accepted for one key only.
+    pub per_key: BTreeMap<KeyId, BTreeSet<ClientKey>>,
+    /// Largest accepted difference between a request's timestamp and the node's clock.
+    pub max_clock_skew: Duration,
+}
+
+impl Default for ClientPolicy {
+    /// Accepts no client: nothing is signed until an operator lists a client key.
+    fn default() -> Self {
+        ClientPolicy {
+            all_keys: BTreeSet::new(),
+            per_key: BTreeMap::new(),
+            max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
+        }
+    }
+}
+
+impl ClientPolicy {
+    /// Whether `client` may approve signatures with `key_id`.
+    pub fn accepts(&self, client: &ClientKey, key_id: &KeyId) -> bool {
+        self.all_keys.contains(client)
+            || self
+                .per_key
+                .get(key_id)
+                .is_some_and(|keys| keys.contains(client))
+    }
+}
+
+/// A request id a gate has admitted: which client, which id, in which session, and until when
+/// it must be remembered (after that its timestamp is stale and refused anyway).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdmittedRequest {
+    /// The client that approved it.
+    pub client: ClientKey,
+    /// Its request id.
+    pub request_id: [u8; 16],
+    /// The signing session it was admitted in.
+    pub session: SessionId,
+    /// Its timestamp, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Forget it after this time (its timestamp plus the clock skew).
+    pub expires_ms: u64,
+}
+
+/// What [`ClientGate::check`] decided for an acceptable request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// A request id not seen before: make it durable, then [`ClientGate::record`] it.
+    New(AdmittedRequest),
+    /// The same request again in the session that already admitted it (ROAST's next attempt,
+    /// or a retransmission): nothing to record.
+    Again,
+}
+
+/// The node's admission check for signing requests; see the [module documentation](self).
+#[derive(Debug, Default)]
+pub struct ClientGate {
+    policy: ClientPolicy,
+    /// (client, request id) → the admission.
+    seen: BTreeMap<(ClientKey, [u8; 16]), AdmittedRequest>,
+    /// (expiry, client, request id), for forgetting in time order.
+    expiry: BTreeSet<(u64, ClientKey, [u8; 16])>,
+}
+
+impl ClientGate {
+    /// A gate applying `policy`, remembering nothing yet.
+    pub fn new(policy: ClientPolicy) -> Self {
+        ClientGate {
+            policy,
+            seen: BTreeMap::new(),
+            expiry: BTreeSet::new(),
+        }
+    }
+
+    /// The policy applied.
+    pub fn policy(&self) -> &ClientPolicy {
+        &self.policy
+    }
+
+    /// Request ids remembered now.
+    pub fn remembered(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Decides on `request` at time `now` without changing anything. A refusal is always
+    /// [`Refusal::ClientNotAuthorized`], saying why.
+    pub fn check(&self, request: &SignRequest, now: Timestamp) -> Result<Admission, Refusal> {
+        let refuse = |why: String| Err(Refusal::ClientNotAuthorized(why));
+        let Some(auth) = &request.client else {
+            return refuse("the request carries no client authorization".into());
+        };
+        let client = ClientKey(auth.public_key);
+        if !self.policy.accepts(&client, &request.key_id) {
+            return refuse(format!(
+                "client key {client} is not accepted for key {}",
+                request.key_id
+            ));
+        }
+        auth.verify(&request.key_id, &request.message)
+            .map_err(Refusal::ClientNotAuthorized)?;
+        let skew = u64::try_from(self.policy.max_clock_skew.as_millis()).unwrap_or(u64::MAX);
+        let distance = now.0.abs_diff(auth.timestamp_ms);
+        if distance > skew {
+            return refuse(format!(
+                "timestamp {} is {} ms from this node's clock (at most {skew} ms accepted)",
+                auth.timestamp_ms, distance
+            ));
+        }
+        match self.seen.get(&(client, auth.request_id)) {
+            Some(seen) if seen.session == request.session => Ok(Admission::Again),
+            Some(seen) => refuse(format!(
+                "request id {} of client {client} was already used in session {}",
+                hex::encode(auth.request_id),
+                seen.session
+            )),
+            None => Ok(Admission::New(AdmittedRequest {
+                client,
+                request_id: auth.request_id,
+                session: request.session,
+                timestamp_ms: auth.timestamp_ms,
+                expires_ms: auth.timestamp_ms.saturating_add(skew),
+            })),
+        }
+    }
+
+    /// Remembers an admitted request id (after the caller made it durable), and forgets those
+    /// whose timestamps are stale at `now`.
+    pub fn record(&mut self, admitted: AdmittedRequest, now: Timestamp) {
+        self.forget_expired(now);
+        if admitted.expires_ms < now.0 {
+            return;
+        }
+        self.expiry
+            .insert((admitted.expires_ms, admitted.client, admitted.request_id));
+        self.seen
+            .insert((admitted.client, admitted.request_id), admitted);
+    }
+
+    fn forget_expired(&mut self, now: Timestamp) {
+        while let Some(&(expires, client, id)) = self.expiry.first() {
+            if expires >= now.0 {
+                break;
+            }
+            self.expiry.pop_first();
+            self.seen.remove(&(client, id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use permafrost_wire::ClientAuthorization;
+
+    fn authorize(
+        key: &ed25519_dalek::SigningKey,
+        key_id: &KeyId,
+        message: &[u8],
+        request_id: [u8; 16],
+        timestamp_ms: u64,
+    ) -> ClientAuthorization {
+        ClientAuthorization::sign(key, key_id, message, request_id, timestamp_ms)
+    }
+
+    fn key(seed: u8) -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn request(signer: &ed25519_dalek::SigningKey, session: u8, id: u8, ts: u64) -> SignRequest {
+        let key_id = KeyId::new("k1").unwrap();
+        let message = b"pay 10".to_vec();
+        SignRequest {
+            session: SessionId([session; 32]),
+            client: Some(authorize(signer, &key_id, &message, [id; 16], ts)),
+            key_id,
+            epoch: permafrost_wire::Epoch(0),
+            message,
+        }
+    }
+
+    fn gate_for(client: &ed25519_dalek::SigningKey) -> ClientGate {
+        let mut policy = ClientPolicy::default();
+        policy
+            .all_keys
+            .insert(ClientKey(client.verifying_key().to_bytes()));
+        ClientGate::new(policy)
+    }
+
+    fn refused(result: Result<Admission, Refusal>, why: &str) {
+        match result {
+            Err(Refusal::ClientNotAuthorized(reason)) => {
+                assert!(reason.contains(why), "{reason:?} should say {why:?}")
+            }
+            other => panic!("expected a refusal saying {why:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn admits_once_then_again_only_in_the_same_session() {
+        let client = key(1);
+        let mut gate = gate_for(&client);
+        let now = Timestamp(1_000_000);
+        let first = request(&client, 1, 9, now.0);
+        let Ok(Admission::New(admitted)) = gate.check(&first, now) else {
+            panic!("a fresh request is admitted");
+        };
+        // Not recorded yet: still new.
+        assert!(matches!(gate.check(&first, now), Ok(Admission::New(_))));
+        gate.record(admitted, now);
+        assert_eq!(gate.check(&first, now), Ok(Admission::Again));
+        refused(
+            gate.check(&request(&client, 2, 9, now.0), now),
+            "already used in session",
+        );
+        assert!(matches!(
+            gate.check(&request(&client, 2, 10, now.0), now),
+            Ok(Admission::New(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_unknown_keys_tampering_staleness_and_no_authorization() {
+        let client = key(1);
+        let gate = gate_for(&client);
+        let now = Timestamp(10_000_000);
+        refused(
+            gate.check(&request(&key(2), 1, 1, now.0), now),
+            "is not accepted",
+        );
+        let mut tampered = request(&client, 1, 1, now.0);
+        tampered.message = b"pay 1000".to_vec();
+        refused(gate.check(&tampered, now), "does not verify");
+        let mut other_key = request(&client, 1, 1, now.0);
+        other_key.key_id = KeyId::new("k2").unwrap();
+        refused(gate.check(&other_key, now), "does not verify");
+        let mut short = request(&client, 1, 1, now.0);
+        if let Some(auth) = short.client.as_mut() {
+            auth.signature.truncate(10);
+        }
+        refused(gate.check(&short, now), "not 64");
+        let skew = 120_000;
+        refused(
+            gate.check(&request(&client, 1, 1, now.0 - skew - 1), now),
+            "from this node's clock",
+        );
+        refused(
+            gate.check(&request(&client, 1, 1, now.0 + skew + 1), now),
+            "from this node's clock",
+        );
+        assert!(gate
+            .check(&request(&client, 1, 1, now.0 - skew), now)
+            .is_ok());
+        let mut none = request(&client, 1, 1, now.0);
+        none.client = None;
+        refused(gate.check(&none, now), "no client authorization");
+    }
+
+    #[test]
+    fn per_key_clients_sign_only_their_key() {
+        let client = key(3);
+        let mut policy = ClientPolicy::default();
+        policy.per_key.insert(
+            KeyId::new("k1").unwrap(),
+            [ClientKey(client.verifying_key().to_bytes())].into(),
+        );
+        let gate = ClientGate::new(policy);
+        let now = Timestamp(5_000_000);
+        assert!(gate.check(&request(&client, 1, 1, now.0), now).is_ok());
+        let mut other = request(&client, 1, 1, now.0);
+        let key_id = KeyId::new("k2").unwrap();
+        other.client = Some(authorize(&client, &key_id, &other.message, [1; 16], now.0));
+        other.key_id = key_id;
+        refused(gate.check(&other, now), "is not accepted for key k2");
+    }
+
+    #[test]
+    fn forgets_request_ids_once_their_timestamps_are_stale() {
+        let client = key(1);
+        let mut gate = gate_for(&client);
+        let now = Timestamp(1_000_000);
+        for id in 0..10 {
+            if let Ok(Admission::New(a)) = gate.check(&request(&client, id, id, now.0), now) {
+                gate.record(a, now);
+            }
+        }
+        assert_eq!(gate.remembered(), 10);
+        let later = Timestamp(now.0 + 120_001);
+        // Stale now, so refused for its timestamp rather than remembered.
+        refused(
+            gate.check(&request(&client, 99, 1, now.0), later),
+            "from this node's clock",
+        );
+        let fresh = request(&client, 50, 50, later.0);
+        if let Ok(Admission::New(a)) = gate.check(&fresh, later) {
+            gate.record(a, later);
+        }
+        assert_eq!(gate.remembered(), 1);
+    }
+}

@@ -1,0 +1,238 @@
+//! Node-side client authorization: a malicious coordinator (here, one that builds its requests
+//! itself) cannot get anything signed that an accepted client did not approve, for exactly
+//! this key and message, once, recently. Every honest node refuses, says it is the client's
+//! authorization that fails, and produces no share.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ed25519_dalek::SigningKey;
+use frost_core::keys::PublicKeyPackage;
+use permafrost_protocol::sign::client::{ClientKey, ClientPolicy};
+use permafrost_protocol::sign::{
+    RoastCoordinator, DEFAULT_ROAST_ATTEMPT_TIMEOUT, DEFAULT_ROAST_TIMEOUT,
+};
+use permafrost_protocol::sim::{sim_client_policy, Network, SignOutcome};
+use permafrost_protocol::wire::{ClientAuthorization, Epoch, KeyId, NodeId, SessionId};
+use permafrost_protocol::{Event, ProtocolError, Refusal, Suite};
+use rand_core::RngCore;
+
+fn shares_produced<S: Suite>(net: &Network<S>) -> usize {
+    net.events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::ShareProduced { .. }))
+        .count()
+}
+
+/// Client-authorization refusals each node made.
+fn client_refusals<S: Suite>(net: &Network<S>, nodes: &[NodeId]) -> Vec<(NodeId, String)> {
+    net.refused
+        .iter()
+        .filter(|r| nodes.contains(&r.at))
+        .filter_map(|r| match &r.error {
+            ProtocolError::Refused(Refusal::ClientNotAuthorized(why)) => {
+                Some((r.at.clone(), why.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs a ROAST request for `message` carrying `client`, as a coordinator may build it.
+fn sign_with<S: Suite>(
+    net: &mut Network<S>,
+    coordinator: &NodeId,
+    key: &KeyId,
+    pkp: &PublicKeyPackage<S>,
+    committee: &[NodeId],
+    message: &[u8],
+    client: ClientAuthorization,
+) -> Result<SignOutcome<S>, ProtocolError> {
+    let mut request = [0u8; 32];
+    net.rng().fill_bytes(&mut request);
+    let roast = RoastCoordinator::<S>::new(
+        SessionId(request),
+        key.clone(),
+        Epoch(0),
+        message.to_vec(),
+        Some(client),
+        pkp.clone(),
+        committee.to_vec(),
+        net.now(),
+        DEFAULT_ROAST_TIMEOUT,
+        DEFAULT_ROAST_ATTEMPT_TIMEOUT,
+    )
+    .unwrap();
+    let id = roast.session();
+    net.run_signing(coordinator, Box::new(roast), id, DEFAULT_ROAST_TIMEOUT)
+}
+
+/// Asserts that the request failed as a client refusal as soon as enough nodes refused that no
+/// `t` could sign (3 of 5 here), that every node of `nodes` refused saying `why`, and that no
+/// share was made anywhere.
+fn refused_by_all<S: Suite>(
+    net: &mut Network<S>,
+    result: Result<SignOutcome<S>, ProtocolError>,
+    nodes: &[NodeId],
+    why: &str,
+    shares_before: usize,
+) {
+    match result {
+        Err(ProtocolError::ClientNotAuthorized { refused, reason }) => {
+            assert!(refused.len() >= 3, "{refused:?}");
+            assert!(refused.iter().all(|n| nodes.contains(n)));
+            assert!(reason.contains(why), "{reason:?} should say {why:?}");
+        }
+        other => panic!("expected a client refusal saying {why:?}, got {other:?}"),
+    }
+    // The requests still on their way reach the other nodes, which refuse them too.
+    net.run(Duration::from_secs(1));
+    let refusals = client_refusals(net, nodes);
+    for node in nodes {
+        assert!(
+            refusals.iter().any(|(at, r)| at == node && r.contains(why)),
+            "{node} did not refuse with {why:?}: {refusals:?}"
+        );
+    }
+    assert_eq!(shares_produced(net), shares_before, "a share was produced");
+    for node in nodes {
+        assert_eq!(net.node(node).unwrap().open_signing_sessions(), 0);
+    }
+}
+
+/// A coordinator that takes a client's approval of one message and asks for another: every
+/// honest node refuses, and nothing is signed.
+fn a_message_the_client_did_not_approve_is_refused_by_every_node<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(60, 3, 5);
+    let before = shares_produced(&net);
+    let approved = net.authorize(&key, b"pay 10 to alice");
+    let result = sign_with(
+        &mut net,
+        &coordinator,
+        &key,
+        &pkp,
+        &nodes,
+        b"pay 10000 to mallory",
+        approved.clone(),
+    );
+    refused_by_all(&mut net, result, &nodes, "does not verify", before);
+    // A coordinator that alters the approval's timestamp (to dodge staleness) breaks it too.
+    let mut altered = net.authorize(&key, b"pay 10 to alice");
+    altered.timestamp_ms += 1;
+    let result = sign_with(
+        &mut net,
+        &coordinator,
+        &key,
+        &pkp,
+        &nodes,
+        b"pay 10 to alice",
+        altered,
+    );
+    refused_by_all(&mut net, result, &nodes, "does not verify", before);
+    // The approved message itself signs.
+    let approved = net.authorize(&key, b"pay 10 to alice");
+    let outcome = sign_with(
+        &mut net,
+        &coordinator,
+        &key,
+        &pkp,
+        &nodes,
+        b"pay 10 to alice",
+        approved,
+    )
+    .unwrap();
+    verify_independently(&pkp, b"pay 10 to alice", &outcome.signature);
+}
+
+/// A client key no node lists (the coordinator's own, say) gets nothing signed, however well
+/// it signs.
+fn an_unknown_client_key_is_refused_by_every_node<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(61, 3, 5);
+    let before = shares_produced(&net);
+    let stranger = SigningKey::from_bytes(&[0x5e; 32]);
+    let now = net.now().0;
+    let auth = ClientAuthorization::sign(&stranger, &key, b"m", [1; 16], now);
+    let result = sign_with(&mut net, &coordinator, &key, &pkp, &nodes, b"m", auth);
+    refused_by_all(&mut net, result, &nodes, "is not accepted", before);
+}
+
+/// An approval used once cannot be used again in another request; one that is too old is
+/// refused.
+fn replayed_and_stale_approvals_are_refused<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(62, 3, 5);
+    let auth = net.authorize(&key, b"once");
+    let outcome = sign_with(
+        &mut net,
+        &coordinator,
+        &key,
+        &pkp,
+        &nodes,
+        b"once",
+        auth.clone(),
+    )
+    .unwrap();
+    verify_independently(&pkp, b"once", &outcome.signature);
+    // Let the request's last messages land and its unused nonces expire.
+    net.run(Duration::from_secs(11));
+    let before = shares_produced(&net);
+    let result = sign_with(&mut net, &coordinator, &key, &pkp, &nodes, b"once", auth);
+    refused_by_all(&mut net, result, &nodes, "already used in session", before);
+
+    let old = net.authorize(&key, b"later");
+    net.advance(Duration::from_secs(121));
+    let before = shares_produced(&net);
+    let result = sign_with(&mut net, &coordinator, &key, &pkp, &nodes, b"later", old);
+    refused_by_all(&mut net, result, &nodes, "from this node's clock", before);
+}
+
+/// Nodes decide for themselves: with 2 of 5 not accepting the client, the other 3 (t) still
+/// sign; with 3 not accepting it, no signature can come out and the request fails at once as
+/// a client refusal.
+fn each_node_applies_its_own_policy<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(63, 3, 5);
+    let other_client = SigningKey::from_bytes(&[0x77; 32]);
+    let mut only_other = ClientPolicy::default();
+    only_other
+        .all_keys
+        .insert(ClientKey(other_client.verifying_key().to_bytes()));
+    for node in &nodes[..2] {
+        net.node_mut(node)
+            .unwrap()
+            .set_client_policy(only_other.clone());
+    }
+    let outcome = net
+        .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"three agree")
+        .unwrap();
+    verify_independently(&pkp, b"three agree", &outcome.signature);
+    assert!(outcome.signers.iter().all(|s| !nodes[..2].contains(s)));
+
+    // Per key: the third node accepts the sim client only for another key.
+    let mut per_key = ClientPolicy::default();
+    per_key.per_key.insert(
+        key_id("key-2"),
+        sim_client_policy().all_keys.into_iter().collect(),
+    );
+    net.node_mut(&nodes[2]).unwrap().set_client_policy(per_key);
+    let started = net.now();
+    let result = net.sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"two agree");
+    match result {
+        Err(ProtocolError::ClientNotAuthorized { refused, .. }) => {
+            assert_eq!(refused, nodes[..3].to_vec());
+        }
+        other => panic!("expected a client refusal, got {other:?}"),
+    }
+    assert!(
+        net.now().0 - started.0 < 1_000,
+        "a client refusal fails at once, not at a deadline"
+    );
+}
+
+per_suite!(
+    a_message_the_client_did_not_approve_is_refused_by_every_node,
+    an_unknown_client_key_is_refused_by_every_node,
+    replayed_and_stale_approvals_are_refused,
+    each_node_applies_its_own_policy,
+);
