@@ -304,6 +304,7 @@ fn api_seeds(dir: &Path) -> Result<()> {
         ("create_key_nodes", r#"{"curve":"ed25519","threshold":2,"nodes":["node1","node2","node3"]}"#),
         ("create_key_secp", r#"{"curve":"secp256k1","threshold":65535,"nodes":[]}"#),
         ("sign", r#"{"message":"48656c6c6f2c20776f726c6421"}"#),
+        ("sign_client", r#"{"message":"00","client":{"public_key":"3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29","request_id":"000102030405060708090a0b0c0d0e0f","timestamp_ms":1790000000000,"signature":"abababababababababababababababababababababababababababababababababababababababababababababababababababababababababababababababab"}}"#),
         ("sign_upper", r#"{"message":"DEADBEEF"}"#),
         ("sign_escaped", r#"{"message":"\u0030\u0031"}"#),
         ("reshare", r#"{"threshold":3,"nodes":["node1","node2","node4","node5"]}"#),
