@@ -9,7 +9,7 @@ use permafrost_net::{Client, InboundRequest, PeerId};
 use permafrost_protocol::reshare::DEFAULT_RESHARE_TIMEOUT;
 use permafrost_protocol::{ProtocolError, Refusal};
 use permafrost_runtime::any::{self, AnyEvent};
-use permafrost_runtime::driver::{self, Driver, Handled, Route};
+use permafrost_runtime::driver::{self, Driver, Handled, Route, Undelivered};
 use permafrost_runtime::identity::{self, Libp2pVerifier};
 use permafrost_runtime::network::Network;
 use permafrost_wire::{
@@ -87,8 +87,11 @@ pub async fn run(
     mut commands: mpsc::Receiver<Command>,
     mut stop: oneshot::Receiver<()>,
 ) {
+    let (undelivered_tx, mut undelivered) = mpsc::unbounded_channel();
+    let mut driver = Driver::new(client);
+    driver.report_undelivered(undelivered_tx);
     let mut engine = Engine {
-        driver: Driver::new(client),
+        driver,
         network,
         store,
         waiting: BTreeMap::new(),
@@ -107,6 +110,7 @@ pub async fn run(
                 Some(request) => engine.inbound(request),
                 None => break,
             },
+            Some(failed) = undelivered.recv() => engine.undelivered(failed),
             _ = ticker.tick() => engine.tick(),
         }
     }
@@ -415,6 +419,29 @@ impl Engine {
         self.aliases
             .retain(|_, session| reshares.contains_key(session));
         result
+    }
+
+    /// A signing request or package that did not reach its member: for this request the member
+    /// is as good as refusing, so ROAST moves on without it, and fails at once (503) if fewer
+    /// than t members are left, rather than at its deadline.
+    fn undelivered(&mut self, failed: Undelivered) {
+        let session = match &failed.message {
+            Message::SignRequest(m) => m.session,
+            Message::SignPackage(m) => m.session,
+            _ => return,
+        };
+        let route = Route::Session(session);
+        if !self.driver.contains(&route) {
+            return;
+        }
+        let refusal = Message::SignRefusal(permafrost_wire::SignRefusal {
+            session,
+            reason: format!("not reachable: {}", failed.error),
+            unauthorized: false,
+        });
+        let now = permafrost_runtime::now();
+        let _ =
+            self.drive(|driver, handler| driver.deliver(&route, &failed.to, refusal, now, handler));
     }
 
     fn inbound(&mut self, request: InboundRequest) {

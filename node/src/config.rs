@@ -9,10 +9,10 @@
 //! # The clients whose signing requests this node accepts (ed25519 public keys, hex). With
 //! # none listed, the node signs nothing.
 //! [clients]
-//! all_keys = ["3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29"]
+//! all_keys = ["<hex ed25519 public key of a client: permafrost client-key create>"]
 //! max_clock_skew_secs = 120                # optional
 //! [clients.per_key]
-//! "k-3f9c…" = ["8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c"]
+//! "k-3f9c…" = ["<hex ed25519 public key accepted for this key only>"]
 //! ```
 
 use std::collections::BTreeMap;

@@ -604,7 +604,8 @@ async fn signing_survives_two_killed_nodes_and_fails_fast_without_a_threshold() 
     let slowest = stream.await.unwrap();
     println!("40 signatures with two nodes killed mid-stream; slowest {slowest:?}");
 
-    // A third one down: fewer than t reachable. 503, well within the 10 s deadline + margin.
+    // A third one down: fewer than t reachable. The requests to the dead nodes fail to be
+    // delivered, which ROAST counts as refusals: 503 at once, long before the 10 s deadline.
     sigkill(pid_of("node3"));
     await_connected(&client, "node3", false).await;
     let started = Instant::now();
@@ -612,7 +613,7 @@ async fn signing_survives_two_killed_nodes_and_fails_fast_without_a_threshold() 
     let took = started.elapsed();
     println!("with 2 of 5 up: {error} after {took:?}");
     assert_eq!(http_status(&error), Some(503), "{error}");
-    assert!(took < Duration::from_secs(12), "503 after {took:?}");
+    assert!(took < Duration::from_secs(3), "503 after {took:?}");
     for name in ["node3", "node4", "node5"] {
         assert!(
             error.to_string().contains(name),

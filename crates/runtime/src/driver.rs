@@ -31,12 +31,25 @@ pub enum Handled {
     Abort,
 }
 
+/// A message the network could not deliver (the peer is unreachable, or the request failed).
+#[derive(Debug)]
+pub struct Undelivered {
+    /// The intended recipient.
+    pub to: NodeId,
+    /// The message.
+    pub message: Message,
+    /// Why it was not delivered.
+    pub error: String,
+}
+
 /// Sessions and the network client they send through.
 pub struct Driver {
     client: Client,
     sessions: BTreeMap<Route, Box<dyn AnySession>>,
     /// Routes whose sends are kept track of, with the deliveries in flight.
     tracked: BTreeMap<Route, Vec<tokio::task::JoinHandle<()>>>,
+    /// Where undelivered messages are reported, if anywhere.
+    undelivered: Option<tokio::sync::mpsc::UnboundedSender<Undelivered>>,
 }
 
 impl Driver {
@@ -46,7 +59,14 @@ impl Driver {
             client,
             sessions: BTreeMap::new(),
             tracked: BTreeMap::new(),
+            undelivered: None,
         }
+    }
+
+    /// Reports every message that could not be delivered to `to` from now on (unbounded, so a
+    /// delivery task never waits on the owner's loop).
+    pub fn report_undelivered(&mut self, to: tokio::sync::mpsc::UnboundedSender<Undelivered>) {
+        self.undelivered = Some(to);
     }
 
     /// Keeps track of the deliveries of every message `route` sends from now on, for
@@ -181,13 +201,23 @@ impl Driver {
             }
         };
         let client = self.client.clone();
+        let report = self.undelivered.clone().map(|tx| (tx, message));
         Some(tokio::spawn(async move {
             match client.request(peer, frame).await {
                 Ok(answer) if answer.is_empty() => {}
                 Ok(answer) => {
                     tracing::info!(%peer, kind, refusal = %String::from_utf8_lossy(&answer), "message refused by peer");
                 }
-                Err(e) => tracing::warn!(%peer, kind, error = %e, "message not delivered"),
+                Err(e) => {
+                    tracing::warn!(%peer, kind, error = %e, "message not delivered");
+                    if let Some((tx, message)) = report {
+                        let _ = tx.send(Undelivered {
+                            to,
+                            message,
+                            error: e.to_string(),
+                        });
+                    }
+                }
             }
         }))
     }
