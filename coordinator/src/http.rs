@@ -245,13 +245,16 @@ async fn get_key(
 fn names(network: &Network, nodes: &[NodeId]) -> String {
     nodes
         .iter()
-        .map(|n| {
-            identity::peer_id(n)
-                .and_then(|p| network.name_of(&p).map(str::to_owned))
-                .unwrap_or_else(|| n.to_string())
-        })
+        .map(|n| node_name(network, n))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A node's name in the network file (its node id if it has none).
+fn node_name(network: &Network, node: &NodeId) -> String {
+    identity::peer_id(node)
+        .and_then(|p| network.name_of(&p).map(str::to_owned))
+        .unwrap_or_else(|| node.to_string())
 }
 
 /// Maps a failed session to an API error naming the nodes responsible.
@@ -470,19 +473,13 @@ async fn sign(
         tracing::warn!(key = %meta.key_id, culprits = %names(&state.network, &culprits), "signature made without members that sent bad shares");
     }
     state.metrics.signatures.fetch_add(1, Ordering::Relaxed);
-    let signers = signers
-        .iter()
-        .map(|n| {
-            identity::peer_id(n)
-                .and_then(|p| state.network.name_of(&p).map(str::to_owned))
-                .unwrap_or_else(|| n.to_string())
-        })
-        .collect();
+    let name = |n: &NodeId| node_name(&state.network, n);
     Ok(Json(SignResponse {
         signature: hex::encode(signature),
         public_key: meta.public_key.clone(),
         epoch: meta.epoch,
-        signers,
+        signers: signers.iter().map(name).collect(),
+        culprits: culprits.iter().map(name).collect(),
     }))
 }
 

@@ -114,6 +114,10 @@ pub struct SignResponse {
     pub epoch: u64,
     /// The nodes whose shares made the signature, by name.
     pub signers: Vec<String>,
+    /// Members that sent a signature share that does not verify, by name: ROAST left them out
+    /// and signed with others (empty when nobody cheated).
+    #[serde(default)]
+    pub culprits: Vec<String>,
 }
 
 /// `POST /v1/keys/{key_id}/reshare`: move the key to a new committee and/or threshold.

@@ -107,6 +107,7 @@ async fn sign(Path(key_id): Path<String>, Json(request): Json<SignRequest>) -> R
         public_key: "ab".repeat(32),
         epoch: 0,
         signers: vec!["node1".into(), "node3".into()],
+        culprits: vec![],
     })
     .into_response()
 }

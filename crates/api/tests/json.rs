@@ -182,14 +182,22 @@ fn sign_bodies() {
             public_key: "cd".repeat(32),
             epoch: 1,
             signers: vec!["node1".into(), "node4".into()],
+            culprits: vec!["node2".into()],
         },
         json!({
             "signature": "ab".repeat(64),
             "public_key": "cd".repeat(32),
             "epoch": 1,
             "signers": ["node1", "node4"],
+            "culprits": ["node2"],
         }),
     );
+    // An answer without `culprits` (an older coordinator) reads as none.
+    let old: SignResponse = serde_json::from_value(json!({
+        "signature": "ab", "public_key": "cd", "epoch": 0, "signers": []
+    }))
+    .unwrap();
+    assert!(old.culprits.is_empty());
 }
 
 #[test]

@@ -73,6 +73,56 @@ impl Drop for Running {
     }
 }
 
+/// Starts `permafrost localnet up` with `nodes` nodes in `logs/localnet` on a free API port;
+/// returns the process and the localnet directory.
+fn localnet_up(logs: &Path, nodes: usize) -> (Running, PathBuf) {
+    let dir = logs.join("localnet");
+    let nodes = nodes.to_string();
+    let localnet = Running::start(
+        &[
+            "localnet",
+            "up",
+            "--nodes",
+            &nodes,
+            "--dir",
+            dir.to_str().unwrap(),
+            "--api-port",
+            "0",
+        ],
+        logs,
+        "localnet",
+    );
+    (localnet, dir)
+}
+
+/// Starts node `name` of the localnet in `dir` again, as its own process.
+fn restart_node(dir: &Path, logs: &Path, name: &str) -> Running {
+    let config = dir.join(name).join("node.toml");
+    Running::start(
+        &["internal-node", "--config", config.to_str().unwrap()],
+        logs,
+        &format!("{name}-restarted"),
+    )
+}
+
+/// Opens node `name`'s keystore, waiting for its stopped process to let go of it.
+fn open_node_keystore(dir: &Path, name: &str) -> permafrost_keystore::KeyStore {
+    let passphrase = std::fs::read_to_string(dir.join(name).join("passphrase")).unwrap();
+    let until = Instant::now() + STOP_DEADLINE;
+    loop {
+        match permafrost_keystore::KeyStore::open(
+            &dir.join(name).join("keystore"),
+            passphrase.trim().as_bytes(),
+        ) {
+            Ok(store) => return store,
+            Err(e) => {
+                assert!(Instant::now() < until, "cannot open {name}'s keystore: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
 /// Whether `pid` is a running (not zombie) process.
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -106,21 +156,7 @@ async fn localnet_up_serves_the_api_and_stops_on_sigterm() {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("localnet");
-    let mut localnet = Running::start(
-        &[
-            "localnet",
-            "up",
-            "--nodes",
-            "3",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--api-port",
-            "0",
-        ],
-        tmp.path(),
-        "localnet",
-    );
+    let (mut localnet, dir) = localnet_up(tmp.path(), 3);
 
     // localnet.json appears once every node is connected.
     let info_path = dir.join("localnet.json");
@@ -381,6 +417,7 @@ fn verify_response(
     assert_eq!(signed.public_key, key.public_key);
     assert_eq!(signed.epoch, key.epoch);
     assert!(signed.signers.len() >= usize::from(key.threshold));
+    assert!(signed.culprits.is_empty(), "honest nodes named: {signed:?}");
     assert!(
         signed
             .signers
@@ -407,21 +444,7 @@ async fn reshare_on_localnet_evicts_a_node_and_survives_sigkill() {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("localnet");
-    let mut localnet = Running::start(
-        &[
-            "localnet",
-            "up",
-            "--nodes",
-            "6",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--api-port",
-            "0",
-        ],
-        tmp.path(),
-        "localnet",
-    );
+    let (mut localnet, dir) = localnet_up(tmp.path(), 6);
     let info = await_info(&mut localnet, &dir).await;
     let client = Client::from_localnet(&info)
         .unwrap()
@@ -489,12 +512,7 @@ async fn reshare_on_localnet_evicts_a_node_and_survives_sigkill() {
     };
     tokio::time::sleep(Duration::from_millis(15)).await;
     sigkill(pid_of("node2"));
-    let config = dir.join("node2/node.toml");
-    let restarted = Running::start(
-        &["internal-node", "--config", config.to_str().unwrap()],
-        tmp.path(),
-        "node2-restarted",
-    );
+    let restarted = restart_node(&dir, tmp.path(), "node2");
     await_connected(&client, "node2", true).await;
     let outcome = during.await.unwrap();
     println!("reshare interrupted by SIGKILL: {outcome:?}");
@@ -514,20 +532,7 @@ async fn reshare_on_localnet_evicts_a_node_and_survives_sigkill() {
 
     // node2's disk: one ACTIVE share of the key at the current epoch, nothing else.
     drop(restarted);
-    let passphrase = std::fs::read_to_string(dir.join("node2/passphrase")).unwrap();
-    let until = Instant::now() + STOP_DEADLINE;
-    let store = loop {
-        match permafrost_keystore::KeyStore::open(
-            &dir.join("node2/keystore"),
-            passphrase.trim().as_bytes(),
-        ) {
-            Ok(store) => break store,
-            Err(e) => {
-                assert!(Instant::now() < until, "cannot open node2's keystore: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    };
+    let store = open_node_keystore(&dir, "node2");
     let shares: Vec<_> = store
         .shares()
         .unwrap()
@@ -552,21 +557,7 @@ async fn signing_survives_two_killed_nodes_and_fails_fast_without_a_threshold() 
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("localnet");
-    let mut localnet = Running::start(
-        &[
-            "localnet",
-            "up",
-            "--nodes",
-            "5",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--api-port",
-            "0",
-        ],
-        tmp.path(),
-        "localnet",
-    );
+    let (mut localnet, dir) = localnet_up(tmp.path(), 5);
     let info = await_info(&mut localnet, &dir).await;
     let client = Client::from_localnet(&info)
         .unwrap()
@@ -624,12 +615,7 @@ async fn signing_survives_two_killed_nodes_and_fails_fast_without_a_threshold() 
     // Restarted, they sign again.
     let mut restarted = Vec::new();
     for name in ["node3", "node4", "node5"] {
-        let config = dir.join(format!("{name}/node.toml"));
-        restarted.push(Running::start(
-            &["internal-node", "--config", config.to_str().unwrap()],
-            tmp.path(),
-            &format!("{name}-restarted"),
-        ));
+        restarted.push(restart_node(&dir, tmp.path(), name));
     }
     for name in ["node3", "node4", "node5"] {
         await_connected(&client, name, true).await;
@@ -652,21 +638,7 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("localnet");
-    let mut localnet = Running::start(
-        &[
-            "localnet",
-            "up",
-            "--nodes",
-            "3",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--api-port",
-            "0",
-        ],
-        tmp.path(),
-        "localnet",
-    );
+    let (mut localnet, dir) = localnet_up(tmp.path(), 3);
     let info = await_info(&mut localnet, &dir).await;
     let client = Client::from_localnet(&info)
         .unwrap()
@@ -788,12 +760,7 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
     for node in &info.nodes {
         sigkill(node.pid);
         await_connected(&client, &node.name, false).await;
-        let config = dir.join(&node.name).join("node.toml");
-        restarted.push(Running::start(
-            &["internal-node", "--config", config.to_str().unwrap()],
-            tmp.path(),
-            &format!("{}-restarted", node.name),
-        ));
+        restarted.push(restart_node(&dir, tmp.path(), &node.name));
         await_connected(&client, &node.name, true).await;
     }
     refused(
@@ -806,20 +773,7 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
 
     // node1's audit log: the admissions and the refusals, with the client keys.
     drop(restarted);
-    let passphrase = std::fs::read_to_string(dir.join("node1/passphrase")).unwrap();
-    let until = Instant::now() + STOP_DEADLINE;
-    let store = loop {
-        match permafrost_keystore::KeyStore::open(
-            &dir.join("node1/keystore"),
-            passphrase.trim().as_bytes(),
-        ) {
-            Ok(store) => break store,
-            Err(e) => {
-                assert!(Instant::now() < until, "cannot open node1's keystore: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    };
+    let store = open_node_keystore(&dir, "node1");
     let audit = store.audit().unwrap();
     let admitted = audit
         .iter()

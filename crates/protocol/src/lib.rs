@@ -24,6 +24,7 @@ mod hash;
 mod identity;
 mod output;
 pub mod reshare;
+mod serialized;
 pub mod sign;
 #[cfg(feature = "sim")]
 pub mod sim;

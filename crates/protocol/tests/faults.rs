@@ -169,6 +169,41 @@ fn dkg_equivocating_round1_is_named<S: Suite>() {
     }
 }
 
+/// A member signs a round-1 package claiming 100,000 coefficients (a threshold-3 DKG needs 3):
+/// the coordinator reads the count from the bytes and aborts naming the member, without
+/// decoding a point (the bytes after the count are not points at all); no key activates.
+fn dkg_round1_with_too_many_coefficients_is_named_before_decoding<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(24, 5);
+    let cheater = nodes[1].clone();
+    let key = net.identity(&cheater).unwrap();
+    let c = cheater.clone();
+    net.set_faults(move |env| match &env.message {
+        Message::DkgRound1(m) if m.from == c => {
+            // frost's header (version 0, ciphersuite id), then LEB128 100000, then junk.
+            let mut package = m.package[..5].to_vec();
+            package.extend_from_slice(&[0xa0, 0x8d, 0x06]);
+            package.extend_from_slice(&[0xff; 64]);
+            let signature = key.sign(&statement(&m.session, ROUND1, &c, None, &package).0);
+            Fault::Replace(Message::DkgRound1(DkgRound1 {
+                session: m.session,
+                from: c.clone(),
+                package,
+                signature,
+            }))
+        }
+        _ => Fault::Deliver,
+    });
+    let error = dkg(&mut net, &coordinator, &nodes, 3).unwrap_err();
+    assert_eq!(error.culprits(), vec![cheater], "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("claims Some(100000) coefficients"),
+        "{error}"
+    );
+    assert!(!anyone_active(&net, &nodes, &key_id("key-1")));
+}
+
 /// A member signs a confirmation with a public key package digest that differs from
 /// everyone else's: the DKG fails naming it as the one who disagreed; nobody activates.
 fn dkg_disagreeing_confirmation_is_named<S: Suite>() {
@@ -485,6 +520,7 @@ fn restarted_signer_voids_its_commitment<S: Suite>() {
 }
 
 per_suite!(
+    dkg_round1_with_too_many_coefficients_is_named_before_decoding,
     dkg_bad_round2_share_is_named,
     dkg_equivocating_round2_is_named,
     false_complaint_names_the_complainer,

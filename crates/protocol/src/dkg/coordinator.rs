@@ -140,6 +140,18 @@ impl<S: Suite> DkgCoordinator<S> {
             return Ok(());
         }
         // From here the package is signed by `from`: anything wrong with it is its fault.
+        // Its coefficient count first, from the bytes: no point is decoded for the wrong shape.
+        let claimed = crate::serialized::claimed_count(&package.package);
+        if claimed != Some(u64::from(self.open.threshold)) {
+            self.abort(ProtocolError::misbehaviour(
+                from,
+                format!(
+                    "round-1 package claims {claimed:?} coefficients, threshold is {}",
+                    self.open.threshold
+                ),
+            ));
+            return Ok(());
+        }
         let parsed = match round1::Package::<S>::deserialize(&package.package) {
             Ok(p) => p,
             Err(e) => {

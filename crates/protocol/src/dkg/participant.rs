@@ -166,6 +166,19 @@ impl<S: Suite> DkgParticipant<S> {
             if package.from == *self.me() {
                 continue;
             }
+            // The coefficient count first, from the bytes: no point is decoded for a package
+            // of the wrong shape.
+            let claimed = crate::serialized::claimed_count(&package.package);
+            if claimed != Some(u64::from(self.open.threshold)) {
+                self.fail(ProtocolError::misbehaviour(
+                    &package.from,
+                    format!(
+                        "signed a round-1 package claiming {claimed:?} coefficients, threshold is {}",
+                        self.open.threshold
+                    ),
+                ));
+                return Ok(());
+            }
             let parsed = match round1::Package::<S>::deserialize(&package.package) {
                 Ok(p) => p,
                 Err(e) => {

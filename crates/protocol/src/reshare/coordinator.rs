@@ -165,32 +165,43 @@ impl<S: Suite> ReshareCoordinator<S> {
         // The public checks anyone can make: parse, degree, constant term = the dealer's
         // verifying share of the old epoch. A dealer failing them is named and left out.
         let t_new = usize::from(self.open.proposal.new_threshold);
-        let verdict =
-            VerifiableSecretSharingCommitment::<S>::deserialize_whole(&dealing.commitment)
-                .map_err(|e| format!("unparsable commitment: {e}"))
-                .and_then(|c| {
-                    let id = self
-                        .checked
-                        .old
-                        .identifier(from)
-                        .ok_or("not an old member")?;
-                    let y = self
-                        .checked
-                        .old_package
-                        .verifying_shares()
-                        .get(&id)
-                        .ok_or("no verifying share")?;
-                    if c.coefficients().len() != t_new {
-                        return Err(format!(
-                            "commitment has {} coefficients, the new threshold is {t_new}",
-                            c.coefficients().len()
-                        ));
-                    }
-                    if c.coefficients().first().map(|c0| c0.value()) != Some(y.to_element()) {
-                        return Err("commitment's constant term is not its verifying share".into());
-                    }
-                    Ok(c)
-                });
+        // Its length first: no point is decoded for a commitment of the wrong degree.
+        let expected = crate::serialized::whole_commitment_len::<S>(t_new);
+        let verdict = (dealing.commitment.len() == expected)
+            .then_some(())
+            .ok_or_else(|| {
+                format!(
+                    "commitment of {} bytes; {t_new} coefficients are {expected} bytes",
+                    dealing.commitment.len()
+                )
+            })
+            .and_then(|()| {
+                VerifiableSecretSharingCommitment::<S>::deserialize_whole(&dealing.commitment)
+                    .map_err(|e| format!("unparsable commitment: {e}"))
+            })
+            .and_then(|c| {
+                let id = self
+                    .checked
+                    .old
+                    .identifier(from)
+                    .ok_or("not an old member")?;
+                let y = self
+                    .checked
+                    .old_package
+                    .verifying_shares()
+                    .get(&id)
+                    .ok_or("no verifying share")?;
+                if c.coefficients().len() != t_new {
+                    return Err(format!(
+                        "commitment has {} coefficients, the new threshold is {t_new}",
+                        c.coefficients().len()
+                    ));
+                }
+                if c.coefficients().first().map(|c0| c0.value()) != Some(y.to_element()) {
+                    return Err("commitment's constant term is not its verifying share".into());
+                }
+                Ok(c)
+            });
         match verdict {
             Ok(c) => {
                 self.dealings.insert(from.clone(), (dealing, c));

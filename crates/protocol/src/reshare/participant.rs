@@ -390,8 +390,14 @@ impl<S: Suite> ResharePeer<S> {
             if dealings.contains_key(&d.from) {
                 return Err(Refusal::Malformed("a dealer appears twice".into()).into());
             }
-            // Signed by the dealer: an unparsable commitment is its fault; it is simply not
-            // accepted below.
+            // Signed by the dealer: a commitment of the wrong length (checked before any point
+            // is decoded) or an unparsable one is its fault; it is simply not accepted below.
+            let expected = crate::serialized::whole_commitment_len::<S>(usize::from(
+                self.open.proposal.new_threshold,
+            ));
+            if d.commitment.len() != expected {
+                continue;
+            }
             if let Ok(c) = VerifiableSecretSharingCommitment::<S>::deserialize_whole(&d.commitment)
             {
                 dealings.insert(d.from.clone(), c);

@@ -1,9 +1,10 @@
 //! Node-side client authorization: the coordinator is trusted for liveness only, so every
 //! signer checks on its own that a client it accepts approved the exact signature asked for.
 //!
-//! A [`SignRequest`] carries a [`ClientAuthorization`]: the client's ed25519 public key and its
-//! signature over (key id, message, request id, timestamp). A [`ClientGate`] admits a request
-//! only if
+//! A [`SignRequest`] carries a
+//! [`ClientAuthorization`](permafrost_wire::ClientAuthorization): the client's ed25519 public
+//! key and its signature over (key id, message, request id, timestamp). A [`ClientGate`] admits
+//! a request only if
 //! - the client key is in the node's [`ClientPolicy`], for all keys or for this key;
 //! - the signature verifies over exactly this key id and message;
 //! - the timestamp is within the policy's clock skew of the node's clock;

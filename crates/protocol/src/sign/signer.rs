@@ -73,25 +73,6 @@ enum SlotState<S: Suite> {
     Consumed,
 }
 
-/// The number of commitments a serialized frost `SigningPackage` claims, read from its first
-/// bytes without decoding any point (frost's postcard layout: format version `0` (1 byte) ‖
-/// ciphersuite id (4 bytes) ‖ LEB128 varint count ‖ entries ‖ message). `None` if the bytes do
-/// not start that way.
-pub(crate) fn claimed_commitments(package: &[u8]) -> Option<u64> {
-    let (&version, rest) = package.split_first()?;
-    if version != 0 {
-        return None;
-    }
-    let mut count = 0u64;
-    for (i, byte) in rest.get(4..)?.iter().take(10).enumerate() {
-        count |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some(count);
-        }
-    }
-    None
-}
-
 impl<S: Suite> Signer<S> {
     /// A signer for `share`.
     pub fn new(share: KeyShare<S>, limits: SignerLimits) -> Result<Self, ProtocolError> {
@@ -245,7 +226,7 @@ impl<S: Suite> Signer<S> {
         }
         // Sizes first, from the raw bytes: no point is decoded for a package of the wrong shape.
         let threshold = usize::from(*self.share.key_package.min_signers());
-        let claimed = claimed_commitments(&package.package)
+        let claimed = crate::serialized::claimed_count(&package.package)
             .ok_or_else(|| Refusal::Malformed("signing package header".into()))?;
         if claimed > self.committee.len() as u64 || claimed != threshold as u64 {
             return Err(Refusal::CommitmentSet(format!(
