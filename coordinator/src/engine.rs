@@ -421,15 +421,15 @@ impl Engine {
         result
     }
 
-    /// A signing request or package that did not reach its member: for this request the member
-    /// is as good as refusing, so ROAST moves on without it, and fails at once (503) if fewer
-    /// than t members are left, rather than at its deadline.
+    /// A signing request that could not reach its member (the dial failed): for this request
+    /// the member is as good as refusing, so ROAST moves on without it, and fails at once (503)
+    /// if fewer than t members are left, rather than at its deadline. (A package that does not
+    /// arrive is left to the attempt's timeout: the member may hold a share of an attempt.)
     fn undelivered(&mut self, failed: Undelivered) {
-        let session = match &failed.message {
-            Message::SignRequest(m) => m.session,
-            Message::SignPackage(m) => m.session,
-            _ => return,
+        let Message::SignRequest(request) = &failed.message else {
+            return;
         };
+        let session = request.session;
         let route = Route::Session(session);
         if !self.driver.contains(&route) {
             return;

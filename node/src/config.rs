@@ -10,7 +10,7 @@
 //! # none listed, the node signs nothing.
 //! [clients]
 //! all_keys = ["<hex ed25519 public key of a client: permafrost client-key create>"]
-//! max_clock_skew_secs = 120                # optional
+//! max_clock_skew_secs = 120                # optional; at most 600
 //! [clients.per_key]
 //! "k-3f9c…" = ["<hex ed25519 public key accepted for this key only>"]
 //! ```
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
-use permafrost_protocol::sign::client::{ClientKey, ClientPolicy};
+use permafrost_protocol::sign::client::{ClientKey, ClientPolicy, REQUEST_ID_RETENTION};
 use permafrost_wire::KeyId;
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -93,7 +93,14 @@ impl ClientsConfig {
             }
         }
         if let Some(secs) = self.max_clock_skew_secs {
-            policy.max_clock_skew = Duration::from_secs(secs);
+            let skew = Duration::from_secs(secs);
+            if skew > REQUEST_ID_RETENTION {
+                return Err(NodeError::Config(format!(
+                    "clients.max_clock_skew_secs = {secs}: at most {} (request ids are remembered that long)",
+                    REQUEST_ID_RETENTION.as_secs()
+                )));
+            }
+            policy.max_clock_skew = skew;
         }
         Ok(policy)
     }

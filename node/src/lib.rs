@@ -62,6 +62,11 @@ pub enum NodeError {
 /// How often deadlines are checked.
 const TICK: Duration = Duration::from_millis(100);
 
+/// Refusals of signing requests written to the audit log one by one, at most this many per
+/// second; the rest are counted and written as one entry (a coordinator flooding refusals
+/// cannot grow the audit log faster than this).
+const AUDITED_REFUSALS_PER_SECOND: u32 = 32;
+
 /// Reshare messages kept for a session that has not opened here yet: how many, how long.
 const EARLY_CAPACITY: usize = 256;
 const EARLY_MAX_AGE: Duration = Duration::from_secs(60);
@@ -114,6 +119,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         aliases: BTreeMap::new(),
         early: EarlyMessages::new(EARLY_CAPACITY, EARLY_MAX_AGE),
         gate: ClientGate::new(policy),
+        refusals: RefusalAudit::default(),
     };
     node.restore_client_requests()?;
     node.load_active_shares()?;
@@ -156,6 +162,16 @@ struct Node {
     /// Client authorization of signing requests; the request ids it admitted are also in the
     /// keystore.
     gate: ClientGate,
+    /// The audit-rate cap on refusals.
+    refusals: RefusalAudit,
+}
+
+/// Refusals audited in the current second, and those counted but not written one by one.
+#[derive(Default)]
+struct RefusalAudit {
+    second: u64,
+    written: u32,
+    unwritten: u64,
 }
 
 /// Work an event asks for that needs the driver itself (done after the session's outputs).
@@ -176,7 +192,9 @@ impl Node {
     /// Reloads the client request ids admitted before a restart, so a replay is refused.
     fn restore_client_requests(&mut self) -> Result<(), NodeError> {
         let now = permafrost_runtime::now();
-        let skew = u64::try_from(self.gate.policy().max_clock_skew.as_millis()).unwrap_or(0);
+        let retention =
+            u64::try_from(permafrost_protocol::sign::client::REQUEST_ID_RETENTION.as_millis())
+                .unwrap_or(u64::MAX);
         let rows = self.keystore.client_requests(now.0)?;
         let count = rows.len();
         for row in rows {
@@ -185,7 +203,7 @@ impl Node {
                     client: ClientKey(row.client),
                     request_id: row.request_id,
                     session: SessionId(row.session),
-                    timestamp_ms: row.expires_unix_ms.saturating_sub(skew),
+                    timestamp_ms: row.expires_unix_ms.saturating_sub(retention),
                     expires_ms: row.expires_unix_ms,
                 },
                 now,
@@ -213,12 +231,49 @@ impl Node {
         };
         if let Err(refusal) = &decision {
             tracing::warn!(key = %request.key_id, session = %request.session, %refusal, "signing request refused");
-            let entry = self.audit_entry(AuditKind::Refused, from, request, refusal.to_string());
-            if let Err(e) = self.keystore.append_audit_lazily(&entry) {
-                tracing::error!(key = %request.key_id, error = %e, "cannot write the audit log");
+            self.flush_refusal_count();
+            if self.refusals.written < AUDITED_REFUSALS_PER_SECOND {
+                self.refusals.written += 1;
+                let entry =
+                    self.audit_entry(AuditKind::Refused, from, request, refusal.to_string());
+                if let Err(e) = self.keystore.append_audit_lazily(&entry) {
+                    tracing::error!(key = %request.key_id, error = %e, "cannot write the audit log");
+                }
+            } else {
+                self.refusals.unwritten += 1;
             }
         }
         decision
+    }
+
+    /// Starts a new second of the refusal audit cap, writing one entry for the refusals of the
+    /// previous ones that were only counted.
+    fn flush_refusal_count(&mut self) {
+        let second = unix_ms() / 1000;
+        if second == self.refusals.second {
+            return;
+        }
+        let unwritten = std::mem::take(&mut self.refusals.unwritten);
+        self.refusals.second = second;
+        self.refusals.written = 0;
+        if unwritten == 0 {
+            return;
+        }
+        tracing::warn!(unwritten, "signing requests refused beyond the audit cap");
+        let entry = AuditEntry {
+            time_unix_ms: unix_ms(),
+            kind: AuditKind::Refused,
+            key_id: String::new(),
+            epoch: 0,
+            message_digest: None,
+            requester: None,
+            detail: format!(
+                "{unwritten} further signing requests refused, not written one by one (at most {AUDITED_REFUSALS_PER_SECOND} a second are)"
+            ),
+        };
+        if let Err(e) = self.keystore.append_audit_lazily(&entry) {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
     }
 
     fn persist_admission(
@@ -622,6 +677,7 @@ impl Node {
     }
 
     fn tick(&mut self) {
+        self.flush_refusal_count();
         let now = permafrost_runtime::now();
         self.drive(|driver, handler| driver.tick(now, handler));
         self.early.expire(now);

@@ -2,7 +2,9 @@
 //!
 //! For every curve: a DKG for a 3-of-5 key on node1..node5, three signatures; then a reshare
 //! that evicts node5, brings in node6 and raises the threshold to 4 (4-of-5), and three more
-//! signatures from the new committee. Every signature is checked with `permafrost_verifiers`
+//! signatures from the new committee. Every signature is approved by the localnet's client key
+//! (`D/client.key`, which every node lists), and a request approved by a key no node lists
+//! must be refused by the nodes (403). Every signature is checked with `permafrost_verifiers`
 //! (standard, non-FROST verifiers) against the one public key, which the reshare must not
 //! change. Prints a table and exits 0 only if every step succeeded and every signature verified.
 
@@ -10,7 +12,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use permafrost_api::{decode_hex, Client, CreateKeyRequest, Curve, KeyRecord, ReshareRequest};
+use permafrost_api::{
+    codes, decode_hex, ApiError, Client, ClientKey, CreateKeyRequest, Curve, KeyRecord,
+    ReshareRequest,
+};
 
 use crate::localnet::Localnet;
 use crate::shutdown::Shutdown;
@@ -56,8 +61,9 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     );
     println!();
 
+    let approver = ClientKey::load(&dir.path().join(crate::localnet::CLIENT_KEY))?;
     let outcome = tokio::select! {
-        outcome = exercise(&localnet) => outcome,
+        outcome = exercise(&localnet, &approver) => outcome,
         () = shutdown.wait() => Err(anyhow::anyhow!("interrupted")),
     };
     localnet.stop().await;
@@ -87,11 +93,13 @@ pub async fn run() -> anyhow::Result<ExitCode> {
 
 type CurveOutcome = Result<CurveReport, (Curve, anyhow::Error)>;
 
-async fn exercise(localnet: &Localnet) -> anyhow::Result<Vec<CurveOutcome>> {
+async fn exercise(localnet: &Localnet, approver: &ClientKey) -> anyhow::Result<Vec<CurveOutcome>> {
     let client = Client::from_localnet(localnet.info())?;
     let mut reports = Vec::new();
     for curve in Curve::ALL {
-        let report = exercise_curve(&client, curve).await.map_err(|e| (curve, e));
+        let report = exercise_curve(&client, approver, curve)
+            .await
+            .map_err(|e| (curve, e));
         if let Err((_, e)) = &report {
             println!("{curve}: FAILED: {e:#}");
         }
@@ -105,7 +113,11 @@ fn names(list: &[&str]) -> Vec<String> {
     list.iter().map(|n| (*n).to_owned()).collect()
 }
 
-async fn exercise_curve(client: &Client, curve: Curve) -> anyhow::Result<CurveReport> {
+async fn exercise_curve(
+    client: &Client,
+    approver: &ClientKey,
+    curve: Curve,
+) -> anyhow::Result<CurveReport> {
     let request = CreateKeyRequest {
         curve,
         threshold: THRESHOLD,
@@ -130,7 +142,8 @@ async fn exercise_curve(client: &Client, curve: Curve) -> anyhow::Result<CurveRe
         signs: Vec::new(),
         verified: 0,
     };
-    sign_epoch(client, &key, &mut report).await?;
+    sign_epoch(client, approver, &key, &mut report).await?;
+    refused_without_approval(client, &key).await?;
 
     let started = Instant::now();
     let reshared = client
@@ -159,14 +172,37 @@ async fn exercise_curve(client: &Client, curve: Curve) -> anyhow::Result<CurveRe
         reshared.nodes.join(","),
         reshared.epoch
     );
-    sign_epoch(client, &reshared, &mut report).await?;
+    sign_epoch(client, approver, &reshared, &mut report).await?;
     Ok(report)
 }
 
-/// Signs [`SIGNATURES`] messages with `key` as it stands, checking each signature with a
+/// A request approved by a client key no node lists must be refused by the nodes themselves
+/// (the coordinator forwards it): 403 `client_not_authorized`.
+async fn refused_without_approval(client: &Client, key: &KeyRecord) -> anyhow::Result<()> {
+    let stranger = ClientKey::generate();
+    match client
+        .sign_as(&stranger, &key.key_id, b"pay everything to mallory")
+        .await
+    {
+        Err(ApiError::Http {
+            status: 403, code, ..
+        }) if code == codes::CLIENT_NOT_AUTHORIZED => {
+            println!(
+                "{}: a request approved by an unknown client key: refused by the nodes (403 {code})",
+                key.curve
+            );
+            Ok(())
+        }
+        Ok(_) => bail!("the nodes signed a request no accepted client approved"),
+        Err(e) => bail!("a request no accepted client approved: expected 403, got {e}"),
+    }
+}
+
+/// Signs [`SIGNATURES`] messages approved by `approver` with `key` as it stands, checking each signature with a
 /// standard verifier, the epoch, the public key and that the signers are t members.
 async fn sign_epoch(
     client: &Client,
+    approver: &ClientKey,
     key: &KeyRecord,
     report: &mut CurveReport,
 ) -> anyhow::Result<()> {
@@ -176,7 +212,7 @@ async fn sign_epoch(
         let message = format!("demo settlement {curve} epoch {} #{i}", key.epoch);
         let started = Instant::now();
         let signed = client
-            .sign(&key.key_id, message.as_bytes())
+            .sign_as(approver, &key.key_id, message.as_bytes())
             .await
             .with_context(|| format!("signature {i} at epoch {}", key.epoch))?;
         let elapsed = started.elapsed();

@@ -94,4 +94,6 @@ mod store;
 pub use crypto::KdfParams;
 pub use error::KeystoreError;
 pub use record::{AuditEntry, AuditKind, ShareMeta, ShareRecord, ShareState};
-pub use store::{ClientRequestRow, KeyStore, ReshareConclusion, ReshareRow, DATABASE_FILE_NAME};
+pub use store::{
+    ClientRequestRow, KeyStore, ReshareConclusion, ReshareRow, DATABASE_FILE_NAME, LAZY_FLUSH_EVERY,
+};

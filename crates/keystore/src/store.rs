@@ -33,6 +33,9 @@ const CLIENT_REQUEST_EXPIRY: TableDefinition<&[u8], ()> =
     TableDefinition::new("client_request_expiry");
 /// Most expired client requests forgotten per admission (amortised pruning).
 const PRUNE_PER_WRITE: usize = 16;
+/// Every this many [`KeyStore::append_audit_lazily`] calls, one is durable (redb frees pages
+/// only on durable commits, so non-durable ones alone would grow the file).
+pub const LAZY_FLUSH_EVERY: u64 = 64;
 
 /// The contents of the meta table of an initialised store.
 struct Meta {
@@ -57,6 +60,8 @@ pub struct KeyStore {
     kek: Zeroizing<[u8; KEK_LEN]>,
     dir: PathBuf,
     params: KdfParams,
+    /// Calls of [`KeyStore::append_audit_lazily`] so far.
+    lazy_writes: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for KeyStore {
@@ -140,6 +145,7 @@ impl KeyStore {
             kek,
             dir,
             params: meta.params,
+            lazy_writes: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -170,6 +176,7 @@ impl KeyStore {
             kek,
             dir,
             params,
+            lazy_writes: std::sync::atomic::AtomicU64::new(0),
         };
         store.write("creating the keystore", |txn, dir| {
             let mut meta = txn
@@ -480,16 +487,23 @@ impl KeyStore {
         })
     }
 
-    /// Appends `entry` without waiting for the disk: it is durable once a later write (any
-    /// method but this one) returns, or lost in a crash before that. For refusals, which promise
-    /// nothing to anyone, so that a flood of them does not cost an fsync each.
+    /// Appends `entry` without syncing the disk (redb `Durability::None`): it is durable once a
+    /// later durable write returns — any other method, or every [`LAZY_FLUSH_EVERY`]th call of
+    /// this one — and lost in a crash before that. For refusals, which promise nothing to anyone,
+    /// so that a flood of them does not cost a sync each.
     pub fn append_audit_lazily(&self, entry: &AuditEntry) -> Result<u64, KeystoreError> {
         let value = format::encode_audit_entry(entry).map_err(too_long)?;
-        self.write_with(
-            Durability::Eventual,
-            "appending to the audit log",
-            |txn, dir| append_audit_in(txn, dir, &value),
-        )
+        let count = self
+            .lazy_writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let durability = if count % LAZY_FLUSH_EVERY == LAZY_FLUSH_EVERY - 1 {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        self.write_with(durability, "appending to the audit log", |txn, dir| {
+            append_audit_in(txn, dir, &value)
+        })
     }
 
     /// Admits a client's signing request in one durable transaction: remembers `request` (so

@@ -846,13 +846,23 @@ fn client_requests_are_admitted_once_per_session_survive_reopen_and_expire() {
         )
         .unwrap();
     assert_eq!(store.client_requests(0).unwrap().len(), 3);
-    // Refusals are audited without an fsync each, and are readable at once.
+    // Refusals are audited without a sync each, are readable at once, and are on disk after
+    // the next durable write.
     let before = store.audit().unwrap().len();
+    let lazy = 2 * permafrost_keystore::LAZY_FLUSH_EVERY as usize + 3;
+    for _ in 0..lazy {
+        store
+            .append_audit_lazily(&AuditEntry {
+                kind: AuditKind::Refused,
+                ..client_entry("refused")
+            })
+            .unwrap();
+    }
+    assert_eq!(store.audit().unwrap().len(), before + lazy);
     store
-        .append_audit_lazily(&AuditEntry {
-            kind: AuditKind::Refused,
-            ..client_entry("refused")
-        })
+        .admit_client_request(&row(4, 6, 9_000), &client_entry("d"), 2_000)
         .unwrap();
-    assert_eq!(store.audit().unwrap().len(), before + 1);
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.audit().unwrap().len(), before + lazy + 1);
 }

@@ -509,7 +509,40 @@ fn oversized_package_is_refused_before_arithmetic<S: Suite>() {
     assert_eq!(shares_produced(&net, &target), 0);
 }
 
+/// A member that refuses (or cannot be reached for) the next attempt after it gave a valid
+/// share still counts for the attempt holding that share: with t = n = 3, the request completes
+/// instead of failing when the refusal arrives before the other shares.
+fn a_refusal_after_a_share_does_not_spoil_its_attempt<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(50, 3, 3);
+    let leaving = nodes[0].clone();
+    let l = leaving.clone();
+    let mut commitments = 0;
+    net.set_faults(move |env| match &env.message {
+        Message::SignCommitment(m) if env.from == l => {
+            commitments += 1;
+            if commitments == 2 {
+                Fault::Replace(Message::SignRefusal(SignRefusal {
+                    session: m.session,
+                    reason: "going away".into(),
+                    unauthorized: false,
+                }))
+            } else {
+                Fault::Deliver
+            }
+        }
+        // The others' shares come late, after the refusal.
+        Message::SignShare(_) if env.from != l => Fault::Delay(Duration::from_millis(200)),
+        _ => Fault::Deliver,
+    });
+    let outcome = net
+        .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"last one")
+        .unwrap();
+    verify_independently(&pkp, b"last one", &outcome.signature);
+    assert!(outcome.signers.contains(&leaving));
+}
+
 per_suite!(
+    a_refusal_after_a_share_does_not_spoil_its_attempt,
     silent_signers_cost_at_most_n_minus_t_plus_1_attempts,
     garbage_shares_are_named_and_signing_completes,
     spent_commitment_in_a_second_package_is_refused,

@@ -31,7 +31,7 @@ pub enum Handled {
     Abort,
 }
 
-/// A message the network could not deliver (the peer is unreachable, or the request failed).
+/// A message the network could not deliver: the peer could not be dialled.
 #[derive(Debug)]
 pub struct Undelivered {
     /// The intended recipient.
@@ -210,7 +210,10 @@ impl Driver {
                 }
                 Err(e) => {
                     tracing::warn!(%peer, kind, error = %e, "message not delivered");
-                    if let Some((tx, message)) = report {
+                    // Only a failed dial proves the message never arrived; a timed-out request
+                    // may have been taken.
+                    let unreachable = matches!(e, permafrost_net::NetError::Unreachable { .. });
+                    if let (Some((tx, message)), true) = (report, unreachable) {
                         let _ = tx.send(Undelivered {
                             to,
                             message,

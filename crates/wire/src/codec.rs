@@ -12,8 +12,9 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::message::*;
 use crate::WireError;
 
-/// The wire version this build speaks.
-pub const WIRE_VERSION: u16 = 1;
+/// The wire version this build speaks. 2: `SignRequest.client` and `SignRefusal.unauthorized`
+/// (client authorization); nodes and coordinators of version 1 cannot talk to it.
+pub const WIRE_VERSION: u16 = 2;
 /// Bytes before the body: version (2) and kind (1).
 pub const FRAME_HEADER_LEN: usize = 3;
 /// No frame of any kind may be longer than this.

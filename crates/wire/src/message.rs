@@ -167,7 +167,7 @@ impl ClientAuthorization {
         let mut out = Vec::with_capacity(Self::DOMAIN.len() + 8 + key.len() + message.len() + 24);
         out.extend_from_slice(Self::DOMAIN);
         for part in [key, message] {
-            // Both are far below 4 GiB (the frame cap is 16 MiB).
+            // Both are far below 4 GiB (no frame is over 1 MiB).
             out.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
             out.extend_from_slice(part);
         }

@@ -27,6 +27,11 @@ use crate::{Refusal, Timestamp};
 /// The default largest difference between a client's timestamp and the node's clock.
 pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(120);
 
+/// How long after its timestamp an admitted request id is remembered, whatever the configured
+/// skew: the skew can be raised up to this (and the node restarted) without a request id
+/// admitted earlier becoming usable again while its timestamp is still fresh.
+pub const REQUEST_ID_RETENTION: Duration = Duration::from_secs(600);
+
 /// An ed25519 client public key (32 bytes).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ClientKey(pub [u8; 32]);
@@ -50,7 +55,8 @@ pub struct ClientPolicy {
     pub all_keys: BTreeSet<ClientKey>,
     /// Accepted for one key only.
     pub per_key: BTreeMap<KeyId, BTreeSet<ClientKey>>,
-    /// Largest accepted difference between a request's timestamp and the node's clock.
+    /// Largest accepted difference between a request's timestamp and the node's clock; at
+    /// most [`REQUEST_ID_RETENTION`].
     pub max_clock_skew: Duration,
 }
 
@@ -76,6 +82,10 @@ impl ClientPolicy {
     }
 }
 
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// A request id a gate has admitted: which client, which id, in which session, and until when
 /// it must be remembered (after that its timestamp is stale and refused anyway).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,7 +98,7 @@ pub struct AdmittedRequest {
     pub session: SessionId,
     /// Its timestamp, milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
-    /// Forget it after this time (its timestamp plus the clock skew).
+    /// Forget it after this time (its timestamp plus [`REQUEST_ID_RETENTION`]).
     pub expires_ms: u64,
 }
 
@@ -113,8 +123,10 @@ pub struct ClientGate {
 }
 
 impl ClientGate {
-    /// A gate applying `policy`, remembering nothing yet.
-    pub fn new(policy: ClientPolicy) -> Self {
+    /// A gate applying `policy`, remembering nothing yet. A skew over [`REQUEST_ID_RETENTION`]
+    /// is lowered to it.
+    pub fn new(mut policy: ClientPolicy) -> Self {
+        policy.max_clock_skew = policy.max_clock_skew.min(REQUEST_ID_RETENTION);
         ClientGate {
             policy,
             seen: BTreeMap::new(),
@@ -136,6 +148,21 @@ impl ClientGate {
     /// [`Refusal::ClientNotAuthorized`], saying why.
     pub fn check(&self, request: &SignRequest, now: Timestamp) -> Result<Admission, Refusal> {
         let refuse = |why: String| Err(Refusal::ClientNotAuthorized(why));
+        // What the signer would refuse anyway, first and cheaply: no signature is verified and
+        // no request id is spent on it.
+        if request.message.len() > super::MAX_SIGN_MESSAGE_LEN {
+            return Err(Refusal::Limit(format!(
+                "message of {} bytes exceeds {}",
+                request.message.len(),
+                super::MAX_SIGN_MESSAGE_LEN
+            )));
+        }
+        if request
+            .message
+            .starts_with(crate::reshare::TEST_MESSAGE_PREFIX)
+        {
+            return Err(Refusal::MessageNotApproved);
+        }
         let Some(auth) = &request.client else {
             return refuse("the request carries no client authorization".into());
         };
@@ -148,7 +175,7 @@ impl ClientGate {
         }
         auth.verify(&request.key_id, &request.message)
             .map_err(Refusal::ClientNotAuthorized)?;
-        let skew = u64::try_from(self.policy.max_clock_skew.as_millis()).unwrap_or(u64::MAX);
+        let skew = duration_ms(self.policy.max_clock_skew);
         let distance = now.0.abs_diff(auth.timestamp_ms);
         if distance > skew {
             return refuse(format!(
@@ -168,7 +195,9 @@ impl ClientGate {
                 request_id: auth.request_id,
                 session: request.session,
                 timestamp_ms: auth.timestamp_ms,
-                expires_ms: auth.timestamp_ms.saturating_add(skew),
+                expires_ms: auth
+                    .timestamp_ms
+                    .saturating_add(duration_ms(REQUEST_ID_RETENTION)),
             })),
         }
     }
@@ -324,7 +353,7 @@ mod tests {
     }
 
     #[test]
-    fn forgets_request_ids_once_their_timestamps_are_stale() {
+    fn remembers_request_ids_for_the_retention_then_forgets_them() {
         let client = key(1);
         let mut gate = gate_for(&client);
         let now = Timestamp(1_000_000);
@@ -334,8 +363,9 @@ mod tests {
             }
         }
         assert_eq!(gate.remembered(), 10);
+        // Stale after the skew (refused for its timestamp), still remembered until the
+        // retention has passed.
         let later = Timestamp(now.0 + 120_001);
-        // Stale now, so refused for its timestamp rather than remembered.
         refused(
             gate.check(&request(&client, 99, 1, now.0), later),
             "from this node's clock",
@@ -344,6 +374,37 @@ mod tests {
         if let Ok(Admission::New(a)) = gate.check(&fresh, later) {
             gate.record(a, later);
         }
-        assert_eq!(gate.remembered(), 1);
+        assert_eq!(gate.remembered(), 11);
+        let much_later = Timestamp(now.0 + 600_001);
+        let fresh = request(&client, 51, 51, much_later.0);
+        if let Ok(Admission::New(a)) = gate.check(&fresh, much_later) {
+            gate.record(a, much_later);
+        }
+        assert_eq!(gate.remembered(), 2);
+    }
+
+    /// Raising the skew (up to the retention) and restarting cannot make an admitted request
+    /// id usable again while its timestamp is fresh: it is remembered for the retention.
+    #[test]
+    fn a_raised_skew_does_not_reopen_a_replay() {
+        let client = key(1);
+        let now = Timestamp(1_000_000);
+        let mut gate = gate_for(&client);
+        let first = request(&client, 1, 7, now.0);
+        let Ok(Admission::New(admitted)) = gate.check(&first, now) else {
+            panic!("admitted");
+        };
+        gate.record(admitted.clone(), now);
+        // Restart 5 minutes later with a 10-minute skew, the admission restored from disk.
+        let later = Timestamp(now.0 + 300_000);
+        let mut policy = gate.policy().clone();
+        policy.max_clock_skew = Duration::from_secs(3600);
+        let mut restarted = ClientGate::new(policy);
+        assert_eq!(restarted.policy().max_clock_skew, REQUEST_ID_RETENTION);
+        restarted.record(admitted, later);
+        refused(
+            restarted.check(&request(&client, 2, 7, now.0), later),
+            "already used in session",
+        );
     }
 }

@@ -488,10 +488,16 @@ impl<S: Suite> RoastCoordinator<S> {
         if self.finished {
             return;
         }
+        // A member still counts while it may sign, or while a valid share of its own sits in an
+        // attempt (a member that refuses, or cannot be reached, after giving its share can
+        // still complete that attempt).
         let possible = self
             .members
-            .values()
-            .filter(|m| !matches!(m.state, MemberState::Excluded))
+            .iter()
+            .filter(|(id, m)| {
+                !matches!(m.state, MemberState::Excluded)
+                    || self.attempts.iter().any(|a| a.shares.contains_key(id))
+            })
             .count();
         if possible >= self.threshold {
             return;
