@@ -379,3 +379,35 @@ fn example_configs_are_valid() {
         permafrost_coordinator::CoordinatorConfig::load(&dir.join("coordinator.toml")).unwrap();
     assert_eq!(coordinator.api_listen.port(), 8700);
 }
+
+/// A coordinator without a gateway client key cannot approve anything itself: a sign request
+/// without its own approval is 400 and nothing is asked of the nodes; with an approval from a
+/// client key the nodes list, it signs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_gateway_key_each_request_needs_its_own_approval() {
+    let mut cluster = Cluster::prepare(2);
+    cluster.coordinator_config.gateway_client_key_file = None;
+    for node in &mut cluster.nodes {
+        node.start();
+    }
+    cluster.start_coordinator().await;
+    cluster.wait_connected(Duration::from_secs(30)).await;
+    let client = cluster.client();
+    let key = client
+        .create_key(&create(Curve::Ed25519, 2, None))
+        .await
+        .unwrap();
+    let error = client.sign(&key.key_id, b"no approval").await.unwrap_err();
+    assert_eq!(error.status(), Some(400), "{error}");
+    assert!(error.to_string().contains("gateway client key"), "{error}");
+    let signed = client
+        .sign_as(&cluster.client_key(), &key.key_id, b"approved")
+        .await
+        .unwrap();
+    verify(
+        Curve::Ed25519,
+        &key.public_key,
+        b"approved",
+        &signed.signature,
+    );
+}

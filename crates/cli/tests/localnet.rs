@@ -633,6 +633,7 @@ async fn signing_survives_two_killed_nodes_and_fails_fast_without_a_threshold() 
 #[tokio::test(flavor = "multi_thread")]
 async fn nodes_sign_only_what_an_accepted_client_approved() {
     use permafrost_api::{ClientAuthorization, ClientKey, SignRequest};
+    const FLOOD: usize = 80;
 
     let _serial = ONE_NETWORK_AT_A_TIME
         .lock()
@@ -716,6 +717,23 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
             .await,
         "from this node's clock",
     );
+    // A flood of refusals: a node audits at most 32 a second one by one and counts the rest.
+    let flood: Vec<_> = (0..FLOOD)
+        .map(|i| {
+            let (client, key_id) = (client.clone(), key.key_id.clone());
+            tokio::spawn(async move {
+                let stranger = ClientKey::generate();
+                client
+                    .sign_as(&stranger, &key_id, format!("flood {i}").as_bytes())
+                    .await
+            })
+        })
+        .collect();
+    for request in flood {
+        refused(request.await.unwrap(), "is not accepted");
+    }
+    // Let the nodes write the count of the refusals over the cap (on their next tick).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     // Malformed approvals are the client's mistake: 400 before any node is asked.
     let mut short = ClientAuthorization::from_wire(&fresh);
     short.signature.truncate(10);
@@ -779,12 +797,40 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
         .iter()
         .filter(|(_, e)| e.kind == permafrost_keystore::AuditKind::ClientRequest)
         .count();
-    let refusals: Vec<&str> = audit
+    let refused_entries: Vec<&permafrost_keystore::AuditEntry> = audit
         .iter()
-        .filter(|(_, e)| e.kind == permafrost_keystore::AuditKind::Refused)
-        .map(|(_, e)| e.detail.as_str())
+        .map(|(_, e)| e)
+        .filter(|e| e.kind == permafrost_keystore::AuditKind::Refused)
         .collect();
-    println!("node1 audit: {admitted} client requests admitted, refusals {refusals:#?}");
+    let refusals: Vec<&str> = refused_entries
+        .iter()
+        .filter(|e| !e.detail.contains("not written one by one"))
+        .map(|e| e.detail.as_str())
+        .collect();
+    let counted: u64 = refused_entries
+        .iter()
+        .filter(|e| e.detail.contains("not written one by one"))
+        .map(|e| e.detail.split(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    println!(
+        "node1 audit: {admitted} client requests admitted, {} refusals written one by one, {counted} counted",
+        refusals.len()
+    );
+    // Every refusal node1 made is in its log, one by one or counted: the replay (twice), the
+    // tampered message, the unknown key, the stale approval, and the flood.
+    assert_eq!(
+        refusals.len() as u64 + counted,
+        5 + FLOOD as u64,
+        "{refusals:#?}"
+    );
+    let mut per_second = std::collections::BTreeMap::new();
+    for e in refused_entries
+        .iter()
+        .filter(|e| !e.detail.contains("not written one by one"))
+    {
+        *per_second.entry(e.time_unix_ms / 1000).or_insert(0) += 1;
+    }
+    assert!(per_second.values().all(|n| *n <= 32), "{per_second:?}");
     assert!(admitted >= 1, "{audit:?}");
     for why in [
         "already used in session",
