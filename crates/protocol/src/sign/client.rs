@@ -150,19 +150,7 @@ impl ClientGate {
         let refuse = |why: String| Err(Refusal::ClientNotAuthorized(why));
         // What the signer would refuse anyway, first and cheaply: no signature is verified and
         // no request id is spent on it.
-        if request.message.len() > super::MAX_SIGN_MESSAGE_LEN {
-            return Err(Refusal::Limit(format!(
-                "message of {} bytes exceeds {}",
-                request.message.len(),
-                super::MAX_SIGN_MESSAGE_LEN
-            )));
-        }
-        if request
-            .message
-            .starts_with(crate::reshare::TEST_MESSAGE_PREFIX)
-        {
-            return Err(Refusal::MessageNotApproved);
-        }
+        super::check_requested_message(&request.message, false)?;
         let Some(auth) = &request.client else {
             return refuse("the request carries no client authorization".into());
         };

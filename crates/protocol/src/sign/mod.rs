@@ -51,6 +51,23 @@ pub fn refusal_message(session: SessionId, refusal: &Refusal) -> SignRefusal {
     }
 }
 
+/// What a signer may be asked to sign: a reshare test message (starting with the reserved
+/// prefix) only if it signs for a reshare (`reshare_test`), never otherwise, and at most
+/// [`MAX_SIGN_MESSAGE_LEN`] bytes. Checked by the signer, and first by the node's client gate,
+/// so that no client signature is verified and no request id spent on such a request.
+pub(crate) fn check_requested_message(message: &[u8], reshare_test: bool) -> Result<(), Refusal> {
+    if message.starts_with(crate::reshare::TEST_MESSAGE_PREFIX) != reshare_test {
+        return Err(Refusal::MessageNotApproved);
+    }
+    if message.len() > MAX_SIGN_MESSAGE_LEN {
+        return Err(Refusal::Limit(format!(
+            "message of {} bytes exceeds {MAX_SIGN_MESSAGE_LEN}",
+            message.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses a message for another key or epoch than `(key_id, epoch)`, the ones a session or
 /// signer is for.
 pub(crate) fn check_key(

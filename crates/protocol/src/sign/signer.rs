@@ -9,8 +9,7 @@ use permafrost_wire::{
 use rand_core::CryptoRngCore;
 use sha2::{Digest as _, Sha256};
 
-use super::{package_digest, MAX_SIGN_MESSAGE_LEN};
-use crate::reshare::TEST_MESSAGE_PREFIX;
+use super::package_digest;
 use crate::{
     Committee, Event, KeyShare, Output, ProtocolError, Refusal, Session, Suite, Timestamp,
 };
@@ -88,8 +87,9 @@ impl<S: Suite> Signer<S> {
     }
 
     /// A signer for a PENDING share inside a reshare: it signs the session's test message
-    /// (messages starting with [`TEST_MESSAGE_PREFIX`]) and nothing else, while an ordinary
-    /// signer never signs those.
+    /// (messages starting with
+    /// [`TEST_MESSAGE_PREFIX`](crate::reshare::TEST_MESSAGE_PREFIX)) and nothing else, while an
+    /// ordinary signer never signs those.
     pub(crate) fn for_reshare_test(share: KeyShare<S>) -> Result<Self, ProtocolError> {
         let mut signer = Self::new(share, SignerLimits::default())?;
         signer.reshare_test = true;
@@ -125,15 +125,7 @@ impl<S: Suite> Signer<S> {
         rng: &mut dyn CryptoRngCore,
     ) -> Result<(), Refusal> {
         self.check_key(&request.key_id, request.epoch)?;
-        if request.message.starts_with(TEST_MESSAGE_PREFIX) != self.reshare_test {
-            return Err(Refusal::MessageNotApproved);
-        }
-        if request.message.len() > MAX_SIGN_MESSAGE_LEN {
-            return Err(Refusal::Limit(format!(
-                "message of {} bytes exceeds {MAX_SIGN_MESSAGE_LEN}",
-                request.message.len()
-            )));
-        }
+        super::check_requested_message(&request.message, self.reshare_test)?;
         self.expire(now);
         let issued = match self.sessions.get(&request.session) {
             None => 0,
