@@ -13,8 +13,8 @@ use permafrost_runtime::driver::{self, Driver, Handled, Route, Undelivered};
 use permafrost_runtime::identity::{self, Libp2pVerifier};
 use permafrost_runtime::network::Network;
 use permafrost_wire::{
-    decode, encode, ClientAuthorization, Curve, Epoch, KeyId, Message, NodeId, ReshareAbort,
-    ReshareProposal, SessionId,
+    decode, encode, ClientAuthorization, Curve, Epoch, KeyId, Message, MessageKind, NodeId,
+    ReshareAbort, ReshareProposal, SessionId,
 };
 
 use crate::store::{KeyMeta, MetadataStore, ReshareEntry, ReshareState};
@@ -426,10 +426,10 @@ impl Engine {
     /// if fewer than t members are left, rather than at its deadline. (A package that does not
     /// arrive is left to the attempt's timeout: the member may hold a share of an attempt.)
     fn undelivered(&mut self, failed: Undelivered) {
-        let Message::SignRequest(request) = &failed.message else {
+        if failed.kind != MessageKind::SignRequest {
             return;
-        };
-        let session = request.session;
+        }
+        let session = failed.session;
         let route = Route::Session(session);
         if !self.driver.contains(&route) {
             return;

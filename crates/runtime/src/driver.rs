@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use permafrost_net::{Client, InboundRequest};
 use permafrost_protocol::{ProtocolError, Timestamp};
-use permafrost_wire::{encode, KeyId, Message, NodeId, SessionId};
+use permafrost_wire::{encode, KeyId, Message, MessageKind, NodeId, SessionId};
 use rand_core::OsRng;
 
 use crate::any::{AnyEvent, AnyOutput, AnySession};
@@ -36,8 +36,10 @@ pub enum Handled {
 pub struct Undelivered {
     /// The intended recipient.
     pub to: NodeId,
-    /// The message.
-    pub message: Message,
+    /// The message's kind.
+    pub kind: MessageKind,
+    /// The session the message belongs to.
+    pub session: SessionId,
     /// Why it was not delivered.
     pub error: String,
 }
@@ -189,6 +191,7 @@ impl Driver {
     /// could be sent).
     pub fn send(&self, to: NodeId, message: Message) -> Option<tokio::task::JoinHandle<()>> {
         let kind = message.kind().name();
+        let what = (message.kind(), message.session());
         let Some(peer) = peer_id(&to) else {
             tracing::warn!(%to, kind, "cannot send: node id is not a PeerId");
             return None;
@@ -201,7 +204,7 @@ impl Driver {
             }
         };
         let client = self.client.clone();
-        let report = self.undelivered.clone().map(|tx| (tx, message));
+        let report = self.undelivered.clone();
         Some(tokio::spawn(async move {
             match client.request(peer, frame).await {
                 Ok(answer) if answer.is_empty() => {}
@@ -213,10 +216,11 @@ impl Driver {
                     // Only a failed dial proves the message never arrived; a timed-out request
                     // may have been taken.
                     let unreachable = matches!(e, permafrost_net::NetError::Unreachable { .. });
-                    if let (Some((tx, message)), true) = (report, unreachable) {
+                    if let (Some(tx), true) = (report, unreachable) {
                         let _ = tx.send(Undelivered {
                             to,
-                            message,
+                            kind: what.0,
+                            session: what.1,
                             error: e.to_string(),
                         });
                     }
