@@ -95,6 +95,47 @@ fn localnet_up(logs: &Path, nodes: usize) -> (Running, PathBuf) {
     (localnet, dir)
 }
 
+/// A localnet that is up, for one test: the `localnet up` process, its directory and
+/// `localnet.json`, and an API client. Tests hold one at a time (the guard); dropping it kills
+/// the localnet before its directory is removed.
+struct UpLocalnet {
+    localnet: Running,
+    client: Client,
+    info: LocalnetInfo,
+    dir: PathBuf,
+    tmp: tempfile::TempDir,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl UpLocalnet {
+    /// Starts `nodes` nodes and waits until every one is connected; the client's requests
+    /// time out after `timeout`. The guard is held across the start on purpose: it keeps
+    /// the tests' networks apart.
+    #[allow(clippy::await_holding_lock)]
+    async fn start(nodes: usize, timeout: Duration) -> UpLocalnet {
+        let serial = ONE_NETWORK_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut localnet, dir) = localnet_up(tmp.path(), nodes);
+        let info = await_info(&mut localnet, &dir).await;
+        let client = Client::from_localnet(&info).unwrap().with_timeout(timeout);
+        UpLocalnet {
+            localnet,
+            client,
+            info,
+            dir,
+            tmp,
+            _serial: serial,
+        }
+    }
+
+    /// Where the processes' logs go.
+    fn logs(&self) -> &Path {
+        self.tmp.path()
+    }
+}
+
 /// Starts node `name` of the localnet in `dir` again, as its own process.
 fn restart_node(dir: &Path, logs: &Path, name: &str) -> Running {
     let config = dir.join(name).join("node.toml");
@@ -437,18 +478,10 @@ fn verify_response(
 /// restarted: afterwards the key signs, node2 takes part in a further reshare (so it holds
 /// exactly the current epoch), and its keystore holds one ACTIVE share, nothing PENDING, and no
 /// open reshare.
-#[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread")]
 async fn reshare_on_localnet_evicts_a_node_and_survives_sigkill() {
-    let _serial = ONE_NETWORK_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let (mut localnet, dir) = localnet_up(tmp.path(), 6);
-    let info = await_info(&mut localnet, &dir).await;
-    let client = Client::from_localnet(&info)
-        .unwrap()
-        .with_timeout(Duration::from_secs(90));
+    let net = UpLocalnet::start(6, Duration::from_secs(90)).await;
+    let (client, dir, info) = (&net.client, &net.dir, &net.info);
     let pid_of = |name: &str| info.nodes.iter().find(|n| n.name == name).unwrap().pid;
 
     let first = ["node1", "node2", "node3", "node4", "node5"];
@@ -460,7 +493,7 @@ async fn reshare_on_localnet_evicts_a_node_and_survives_sigkill() {
         })
         .await
         .unwrap();
-    sign_and_verify(&client, &key, b"before the reshare", &first).await;
+    sign_and_verify(client, &key, b"before the reshare", &first).await;
 
     // The CLI's reshare: evict node5, bring in node6, raise t to 4.
     let second = ["node1", "node2", "node3", "node4", "node6"];
@@ -483,18 +516,18 @@ async fn reshare_on_localnet_evicts_a_node_and_survives_sigkill() {
         "reshare (3,5)->(4,5) through the CLI: {:?}",
         started.elapsed()
     );
-    assert!(out.status.success(), "{out:?}\n{}", localnet.output());
+    assert!(out.status.success(), "{out:?}\n{}", net.localnet.output());
     let reshared: permafrost_api::KeyRecord = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(reshared.public_key, key.public_key);
     assert_eq!((reshared.epoch, reshared.threshold), (1, 4));
     let mut nodes = reshared.nodes.clone();
     nodes.sort();
     assert_eq!(nodes, second);
-    sign_and_verify(&client, &reshared, b"after the reshare", &second).await;
+    sign_and_verify(client, &reshared, b"after the reshare", &second).await;
 
     // node5 dies; the localnet keeps running, and a refresh of the new committee completes.
     sigkill(pid_of("node5"));
-    await_connected(&client, "node5", false).await;
+    await_connected(client, "node5", false).await;
     let refresh = permafrost_api::ReshareRequest {
         threshold: 4,
         nodes: second.iter().map(|s| s.to_string()).collect(),
@@ -502,7 +535,7 @@ async fn reshare_on_localnet_evicts_a_node_and_survives_sigkill() {
     let refreshed = client.reshare(&key.key_id, &refresh).await.unwrap();
     assert_eq!(refreshed.public_key, key.public_key);
     assert_eq!(refreshed.epoch, 2);
-    sign_and_verify(&client, &refreshed, b"after the refresh", &second).await;
+    sign_and_verify(client, &refreshed, b"after the refresh", &second).await;
 
     // SIGKILL node2 in the middle of another refresh, then restart it.
     let during = {
@@ -512,8 +545,8 @@ async fn reshare_on_localnet_evicts_a_node_and_survives_sigkill() {
     };
     tokio::time::sleep(Duration::from_millis(15)).await;
     sigkill(pid_of("node2"));
-    let restarted = restart_node(&dir, tmp.path(), "node2");
-    await_connected(&client, "node2", true).await;
+    let restarted = restart_node(dir, net.logs(), "node2");
+    await_connected(client, "node2", true).await;
     let outcome = during.await.unwrap();
     println!("reshare interrupted by SIGKILL: {outcome:?}");
     let current = client.key(&key.key_id).await.unwrap();
@@ -522,17 +555,17 @@ async fn reshare_on_localnet_evicts_a_node_and_survives_sigkill() {
         Ok(record) => assert_eq!((record.epoch, current.epoch), (3, 3)),
         Err(_) => assert_eq!(current.epoch, 2),
     }
-    sign_and_verify(&client, &current, b"after the crash", &second).await;
+    sign_and_verify(client, &current, b"after the crash", &second).await;
     // Every new member must deal and confirm: node2 can only if it holds exactly the epoch
     // the coordinator records.
     let after = client.reshare(&key.key_id, &refresh).await.unwrap();
     assert_eq!(after.epoch, current.epoch + 1);
     assert_eq!(after.public_key, key.public_key);
-    sign_and_verify(&client, &after, b"after the crash and a refresh", &second).await;
+    sign_and_verify(client, &after, b"after the crash and a refresh", &second).await;
 
     // node2's disk: one ACTIVE share of the key at the current epoch, nothing else.
     drop(restarted);
-    let store = open_node_keystore(&dir, "node2");
+    let store = open_node_keystore(dir, "node2");
     let shares: Vec<_> = store
         .shares()
         .unwrap()
@@ -550,18 +583,10 @@ async fn reshare_on_localnet_evicts_a_node_and_survives_sigkill() {
 /// Real processes, ROAST: two of five nodes are killed with SIGKILL during a stream of
 /// signing requests and every request still completes and verifies; with a third killed, a
 /// request fails quickly with 503 naming the missing nodes; restarted, they sign again.
-#[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread")]
 async fn signing_survives_two_killed_nodes_and_fails_fast_without_a_threshold() {
-    let _serial = ONE_NETWORK_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let (mut localnet, dir) = localnet_up(tmp.path(), 5);
-    let info = await_info(&mut localnet, &dir).await;
-    let client = Client::from_localnet(&info)
-        .unwrap()
-        .with_timeout(Duration::from_secs(60));
+    let net = UpLocalnet::start(5, Duration::from_secs(60)).await;
+    let (client, dir, info) = (&net.client, &net.dir, &net.info);
     let pid_of = |name: &str| info.nodes.iter().find(|n| n.name == name).unwrap().pid;
     let all = ["node1", "node2", "node3", "node4", "node5"];
     let key = client
@@ -598,7 +623,7 @@ async fn signing_survives_two_killed_nodes_and_fails_fast_without_a_threshold() 
     // A third one down: fewer than t reachable. The requests to the dead nodes fail to be
     // delivered, which ROAST counts as refusals: 503 at once, long before the 10 s deadline.
     sigkill(pid_of("node3"));
-    await_connected(&client, "node3", false).await;
+    await_connected(client, "node3", false).await;
     let started = Instant::now();
     let error = client.sign(&key.key_id, b"two left").await.unwrap_err();
     let took = started.elapsed();
@@ -615,12 +640,12 @@ async fn signing_survives_two_killed_nodes_and_fails_fast_without_a_threshold() 
     // Restarted, they sign again.
     let mut restarted = Vec::new();
     for name in ["node3", "node4", "node5"] {
-        restarted.push(restart_node(&dir, tmp.path(), name));
+        restarted.push(restart_node(dir, net.logs(), name));
     }
     for name in ["node3", "node4", "node5"] {
-        await_connected(&client, name, true).await;
+        await_connected(client, name, true).await;
     }
-    sign_and_verify(&client, &key, b"all back", &all).await;
+    sign_and_verify(client, &key, b"all back", &all).await;
 }
 
 /// Real processes, client authorization. The coordinator forwards whatever a request carries
@@ -629,21 +654,13 @@ async fn signing_survives_two_killed_nodes_and_fails_fast_without_a_threshold() 
 /// and a stale one are each 403 `client_not_authorized`, and nothing is signed; an approval
 /// from the listed client key signs, through the API and through the CLI, and so does the
 /// gateway key for requests that carry none. Each node's audit log records every decision.
-#[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread")]
 async fn nodes_sign_only_what_an_accepted_client_approved() {
     use permafrost_api::{ClientAuthorization, ClientKey, SignRequest};
     const FLOOD: usize = 80;
 
-    let _serial = ONE_NETWORK_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let (mut localnet, dir) = localnet_up(tmp.path(), 3);
-    let info = await_info(&mut localnet, &dir).await;
-    let client = Client::from_localnet(&info)
-        .unwrap()
-        .with_timeout(Duration::from_secs(60));
+    let net = UpLocalnet::start(3, Duration::from_secs(60)).await;
+    let (client, dir, info) = (&net.client, &net.dir, &net.info);
     let all = ["node1", "node2", "node3"];
     let key = client
         .create_key(&CreateKeyRequest {
@@ -753,7 +770,7 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
     );
 
     // No client in the request: the coordinator's gateway key, which the nodes list.
-    sign_and_verify(&client, &key, b"through the gateway", &all).await;
+    sign_and_verify(client, &key, b"through the gateway", &all).await;
     // The CLI with the client key file.
     let out = Command::new(BIN)
         .args([
@@ -777,9 +794,9 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
     let mut restarted = Vec::new();
     for node in &info.nodes {
         sigkill(node.pid);
-        await_connected(&client, &node.name, false).await;
-        restarted.push(restart_node(&dir, tmp.path(), &node.name));
-        await_connected(&client, &node.name, true).await;
+        await_connected(client, &node.name, false).await;
+        restarted.push(restart_node(dir, net.logs(), &node.name));
+        await_connected(client, &node.name, true).await;
     }
     refused(
         client
@@ -787,11 +804,11 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
             .await,
         "already used in session",
     );
-    sign_and_verify(&client, &key, b"after the restarts", &all).await;
+    sign_and_verify(client, &key, b"after the restarts", &all).await;
 
     // node1's audit log: the admissions and the refusals, with the client keys.
     drop(restarted);
-    let store = open_node_keystore(&dir, "node1");
+    let store = open_node_keystore(dir, "node1");
     let audit = store.audit().unwrap();
     let admitted = audit
         .iter()
