@@ -12,7 +12,7 @@ use frost_core::keys::dkg::{self, round2};
 use frost_core::keys::SigningShare;
 use frost_core::{Field, Group, SigningPackage};
 use permafrost_protocol::dkg::{DkgCoordinator, CONFIRM, DEFAULT_DKG_TIMEOUT, ROUND1, ROUND2};
-use permafrost_protocol::sim::{Fault, Network, SimVerifier};
+use permafrost_protocol::sim::{Fault, Network, SimIdentity, SimVerifier};
 use permafrost_protocol::wire::{
     participant_identifier, DkgComplaint, DkgRound1, Epoch, KeyId, Message, NodeId, SecretBytes,
     SessionId, SignPackage, SignRequest,
@@ -36,6 +36,19 @@ fn dkg<S: Suite>(
 ) -> Result<(), ProtocolError> {
     net.run_dkg(coordinator, &key_id("key-1"), t, nodes)
         .map(|_| ())
+}
+
+/// `original`'s originator signing another round-1 `package` in the same session (with its
+/// own identity key, so the package is provably its own).
+fn round1_signed_by(key: &SimIdentity, original: &DkgRound1, package: Vec<u8>) -> Message {
+    let from = original.from.clone();
+    let signature = key.sign(&statement(&original.session, ROUND1, &from, None, &package).0);
+    Message::DkgRound1(DkgRound1 {
+        session: original.session,
+        from,
+        package,
+        signature,
+    })
 }
 
 fn member_failures<S: Suite>(net: &Network<S>, node: &NodeId) -> Vec<ProtocolError> {
@@ -144,14 +157,7 @@ fn dkg_equivocating_round1_is_named<S: Suite>() {
     net.set_faults(move |env| match &env.message {
         Message::DkgRound1(m) if m.from == c => {
             let (_, other) = dkg::part1::<S, _>(id, 5, 3, &mut rng).unwrap();
-            let package = other.serialize().unwrap();
-            let signature = key.sign(&statement(&m.session, ROUND1, &c, None, &package).0);
-            Fault::DeliverAlso(Message::DkgRound1(DkgRound1 {
-                session: m.session,
-                from: c.clone(),
-                package,
-                signature,
-            }))
+            Fault::DeliverAlso(round1_signed_by(&key, m, other.serialize().unwrap()))
         }
         _ => Fault::Deliver,
     });
@@ -183,13 +189,7 @@ fn dkg_round1_with_too_many_coefficients_is_named_before_decoding<S: Suite>() {
             let mut package = m.package[..5].to_vec();
             package.extend_from_slice(&[0xa0, 0x8d, 0x06]);
             package.extend_from_slice(&[0xff; 64]);
-            let signature = key.sign(&statement(&m.session, ROUND1, &c, None, &package).0);
-            Fault::Replace(Message::DkgRound1(DkgRound1 {
-                session: m.session,
-                from: c.clone(),
-                package,
-                signature,
-            }))
+            Fault::Replace(round1_signed_by(&key, m, package))
         }
         _ => Fault::Deliver,
     });
