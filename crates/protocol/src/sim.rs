@@ -1067,9 +1067,34 @@ impl<S: Suite> Network<S> {
         committee: &[NodeId],
         message: &[u8],
     ) -> Result<SignOutcome<S>, ProtocolError> {
+        let client = self.authorize(key_id, message);
+        self.sign_roast_as(
+            coordinator,
+            key_id,
+            epoch,
+            public_key_package,
+            committee,
+            message,
+            client,
+        )
+    }
+
+    /// [`Network::sign_roast`] with the request carrying `client` as its authorization, as a
+    /// (possibly malicious) coordinator may build it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign_roast_as(
+        &mut self,
+        coordinator: &NodeId,
+        key_id: &KeyId,
+        epoch: Epoch,
+        public_key_package: &PublicKeyPackage<S>,
+        committee: &[NodeId],
+        message: &[u8],
+        client: ClientAuthorization,
+    ) -> Result<SignOutcome<S>, ProtocolError> {
         let mut request = [0u8; 32];
         self.rng.fill_bytes(&mut request);
-        let client = Some(self.authorize(key_id, message));
+        let client = Some(client);
         let session = RoastCoordinator::<S>::new(
             SessionId(request),
             key_id.clone(),

@@ -10,15 +10,10 @@ use std::time::Duration;
 
 use common::*;
 use ed25519_dalek::SigningKey;
-use frost_core::keys::PublicKeyPackage;
 use permafrost_protocol::sign::client::{ClientKey, ClientPolicy};
-use permafrost_protocol::sign::{
-    RoastCoordinator, DEFAULT_ROAST_ATTEMPT_TIMEOUT, DEFAULT_ROAST_TIMEOUT,
-};
 use permafrost_protocol::sim::{sim_client_policy, Network, SignOutcome};
-use permafrost_protocol::wire::{ClientAuthorization, Epoch, KeyId, NodeId, SessionId};
+use permafrost_protocol::wire::{ClientAuthorization, Epoch, NodeId};
 use permafrost_protocol::{Event, ProtocolError, Refusal, Suite};
-use rand_core::RngCore;
 
 fn shares_produced<S: Suite>(net: &Network<S>) -> usize {
     net.events
@@ -39,35 +34,6 @@ fn client_refusals<S: Suite>(net: &Network<S>, nodes: &[NodeId]) -> Vec<(NodeId,
             _ => None,
         })
         .collect()
-}
-
-/// Runs a ROAST request for `message` carrying `client`, as a coordinator may build it.
-fn sign_with<S: Suite>(
-    net: &mut Network<S>,
-    coordinator: &NodeId,
-    key: &KeyId,
-    pkp: &PublicKeyPackage<S>,
-    committee: &[NodeId],
-    message: &[u8],
-    client: ClientAuthorization,
-) -> Result<SignOutcome<S>, ProtocolError> {
-    let mut request = [0u8; 32];
-    net.rng().fill_bytes(&mut request);
-    let roast = RoastCoordinator::<S>::new(
-        SessionId(request),
-        key.clone(),
-        Epoch(0),
-        message.to_vec(),
-        Some(client),
-        pkp.clone(),
-        committee.to_vec(),
-        net.now(),
-        DEFAULT_ROAST_TIMEOUT,
-        DEFAULT_ROAST_ATTEMPT_TIMEOUT,
-    )
-    .unwrap();
-    let id = roast.session();
-    net.run_signing(coordinator, Box::new(roast), id, DEFAULT_ROAST_TIMEOUT)
 }
 
 /// Asserts that the request failed as a client refusal as soon as enough nodes refused that no
@@ -109,10 +75,10 @@ fn a_message_the_client_did_not_approve_is_refused_by_every_node<S: Suite>() {
     let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(60, 3, 5);
     let before = shares_produced(&net);
     let approved = net.authorize(&key, b"pay 10 to alice");
-    let result = sign_with(
-        &mut net,
+    let result = net.sign_roast_as(
         &coordinator,
         &key,
+        Epoch(0),
         &pkp,
         &nodes,
         b"pay 10000 to mallory",
@@ -122,10 +88,10 @@ fn a_message_the_client_did_not_approve_is_refused_by_every_node<S: Suite>() {
     // A coordinator that alters the approval's timestamp (to dodge staleness) breaks it too.
     let mut altered = net.authorize(&key, b"pay 10 to alice");
     altered.timestamp_ms += 1;
-    let result = sign_with(
-        &mut net,
+    let result = net.sign_roast_as(
         &coordinator,
         &key,
+        Epoch(0),
         &pkp,
         &nodes,
         b"pay 10 to alice",
@@ -134,16 +100,17 @@ fn a_message_the_client_did_not_approve_is_refused_by_every_node<S: Suite>() {
     refused_by_all(&mut net, result, &nodes, "does not verify", before);
     // The approved message itself signs.
     let approved = net.authorize(&key, b"pay 10 to alice");
-    let outcome = sign_with(
-        &mut net,
-        &coordinator,
-        &key,
-        &pkp,
-        &nodes,
-        b"pay 10 to alice",
-        approved,
-    )
-    .unwrap();
+    let outcome = net
+        .sign_roast_as(
+            &coordinator,
+            &key,
+            Epoch(0),
+            &pkp,
+            &nodes,
+            b"pay 10 to alice",
+            approved,
+        )
+        .unwrap();
     verify_independently(&pkp, b"pay 10 to alice", &outcome.signature);
 }
 
@@ -155,7 +122,7 @@ fn an_unknown_client_key_is_refused_by_every_node<S: Suite>() {
     let stranger = SigningKey::from_bytes(&[0x5e; 32]);
     let now = net.now().0;
     let auth = ClientAuthorization::sign(&stranger, &key, b"m", [1; 16], now);
-    let result = sign_with(&mut net, &coordinator, &key, &pkp, &nodes, b"m", auth);
+    let result = net.sign_roast_as(&coordinator, &key, Epoch(0), &pkp, &nodes, b"m", auth);
     refused_by_all(&mut net, result, &nodes, "is not accepted", before);
 }
 
@@ -164,27 +131,28 @@ fn an_unknown_client_key_is_refused_by_every_node<S: Suite>() {
 fn replayed_and_stale_approvals_are_refused<S: Suite>() {
     let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(62, 3, 5);
     let auth = net.authorize(&key, b"once");
-    let outcome = sign_with(
-        &mut net,
-        &coordinator,
-        &key,
-        &pkp,
-        &nodes,
-        b"once",
-        auth.clone(),
-    )
-    .unwrap();
+    let outcome = net
+        .sign_roast_as(
+            &coordinator,
+            &key,
+            Epoch(0),
+            &pkp,
+            &nodes,
+            b"once",
+            auth.clone(),
+        )
+        .unwrap();
     verify_independently(&pkp, b"once", &outcome.signature);
     // Let the request's last messages land and its unused nonces expire.
     net.run(Duration::from_secs(11));
     let before = shares_produced(&net);
-    let result = sign_with(&mut net, &coordinator, &key, &pkp, &nodes, b"once", auth);
+    let result = net.sign_roast_as(&coordinator, &key, Epoch(0), &pkp, &nodes, b"once", auth);
     refused_by_all(&mut net, result, &nodes, "already used in session", before);
 
     let old = net.authorize(&key, b"later");
     net.advance(Duration::from_secs(121));
     let before = shares_produced(&net);
-    let result = sign_with(&mut net, &coordinator, &key, &pkp, &nodes, b"later", old);
+    let result = net.sign_roast_as(&coordinator, &key, Epoch(0), &pkp, &nodes, b"later", old);
     refused_by_all(&mut net, result, &nodes, "from this node's clock", before);
 }
 
