@@ -275,6 +275,16 @@ impl Cluster {
     }
 }
 
+/// A key-creation request: `curve`, `threshold`, and the committee by node name (`None`: every
+/// node).
+pub fn create(curve: Curve, threshold: u16, nodes: Option<Vec<&str>>) -> CreateKeyRequest {
+    CreateKeyRequest {
+        curve,
+        threshold,
+        nodes: nodes.map(|n| n.into_iter().map(str::to_owned).collect()),
+    }
+}
+
 /// Checks a signature from the API with the independent verifier of its curve.
 pub fn verify(curve: Curve, public_key_hex: &str, message: &[u8], signature_hex: &str) {
     let public_key = hex::decode(public_key_hex).expect("public key hex");

@@ -5,15 +5,7 @@
 use std::time::{Duration, Instant};
 
 use permafrost_api::ApiError;
-use permafrost_tests::{verify, Cluster, CreateKeyRequest, Curve};
-
-fn create(curve: Curve, threshold: u16, nodes: Option<Vec<&str>>) -> CreateKeyRequest {
-    CreateKeyRequest {
-        curve,
-        threshold,
-        nodes: nodes.map(|n| n.into_iter().map(str::to_owned).collect()),
-    }
-}
+use permafrost_tests::{create, verify, Cluster, Curve};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dkg_3_of_5_and_signatures_on_every_curve() {

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use permafrost_api::{ApiError, ReshareRequest};
-use permafrost_tests::{verify, Cluster, CreateKeyRequest, Curve};
+use permafrost_tests::{create, verify, Cluster, Curve};
 
 fn request(threshold: u16, nodes: &[&str]) -> ReshareRequest {
     ReshareRequest {
@@ -29,11 +29,7 @@ async fn reshare_over_the_api_on_every_curve() {
     let client = cluster.client();
     for curve in Curve::ALL {
         let key = client
-            .create_key(&CreateKeyRequest {
-                curve,
-                threshold: 2,
-                nodes: Some(vec!["node1".into(), "node2".into(), "node3".into()]),
-            })
+            .create_key(&create(curve, 2, Some(vec!["node1", "node2", "node3"])))
             .await
             .unwrap();
 
@@ -127,11 +123,7 @@ async fn a_restarted_node_holds_the_reshared_epoch() {
     let mut cluster = Cluster::start(3).await;
     let client = cluster.client();
     let key = client
-        .create_key(&CreateKeyRequest {
-            curve: Curve::Ed25519,
-            threshold: 2,
-            nodes: None,
-        })
+        .create_key(&create(Curve::Ed25519, 2, None))
         .await
         .unwrap();
     let nodes = ["node1", "node2", "node3"];
