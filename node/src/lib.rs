@@ -234,8 +234,12 @@ impl Node {
             self.flush_refusal_count();
             if self.refusals.written < AUDITED_REFUSALS_PER_SECOND {
                 self.refusals.written += 1;
-                let entry =
-                    self.audit_entry(AuditKind::Refused, from, request, refusal.to_string());
+                let entry = self.request_audit_entry(
+                    AuditKind::Refused,
+                    from,
+                    request,
+                    refusal.to_string(),
+                );
                 if let Err(e) = self.keystore.append_audit_lazily(&entry) {
                     tracing::error!(key = %request.key_id, error = %e, "cannot write the audit log");
                 }
@@ -260,17 +264,16 @@ impl Node {
             return;
         }
         tracing::warn!(unwritten, "signing requests refused beyond the audit cap");
-        let entry = AuditEntry {
-            time_unix_ms: unix_ms(),
-            kind: AuditKind::Refused,
-            key_id: String::new(),
-            epoch: 0,
-            message_digest: None,
-            requester: None,
-            detail: format!(
+        let entry = audit_entry(
+            AuditKind::Refused,
+            "",
+            0,
+            None,
+            None,
+            format!(
                 "{unwritten} further signing requests refused, not written one by one (at most {AUDITED_REFUSALS_PER_SECOND} a second are)"
             ),
-        };
+        );
         if let Err(e) = self.keystore.append_audit_lazily(&entry) {
             tracing::error!(error = %e, "cannot write the audit log");
         }
@@ -296,7 +299,7 @@ impl Node {
             admitted.timestamp_ms,
             admitted.session
         );
-        let entry = self.audit_entry(AuditKind::ClientRequest, from, request, detail);
+        let entry = self.request_audit_entry(AuditKind::ClientRequest, from, request, detail);
         match self.keystore.admit_client_request(&row, &entry, now.0) {
             Ok(()) => {
                 self.gate.record(admitted, now);
@@ -310,22 +313,21 @@ impl Node {
         }
     }
 
-    fn audit_entry(
+    fn request_audit_entry(
         &self,
         kind: AuditKind,
         from: &NodeId,
         request: &SignRequest,
         detail: String,
     ) -> AuditEntry {
-        AuditEntry {
-            time_unix_ms: unix_ms(),
+        audit_entry(
             kind,
-            key_id: request.key_id.as_str().to_owned(),
-            epoch: request.epoch.0,
-            message_digest: Some(Sha256::digest(&request.message).into()),
-            requester: identity::peer_id(from).map(|p| p.to_string()),
+            request.key_id.as_str(),
+            request.epoch.0,
+            Some(Sha256::digest(&request.message).into()),
+            identity::peer_id(from).map(|p| p.to_string()),
             detail,
-        }
+        )
     }
 
     /// Starts a signer for every key's ACTIVE share. Shares are listed by (key, epoch), so if
@@ -717,6 +719,26 @@ impl Node {
     }
 }
 
+/// An audit entry stamped with the time now.
+fn audit_entry(
+    kind: AuditKind,
+    key_id: &str,
+    epoch: u64,
+    message_digest: Option<[u8; 32]>,
+    requester: Option<String>,
+    detail: String,
+) -> AuditEntry {
+    AuditEntry {
+        time_unix_ms: unix_ms(),
+        kind,
+        key_id: key_id.to_owned(),
+        epoch,
+        message_digest,
+        requester,
+        detail,
+    }
+}
+
 fn unix_ms() -> u64 {
     permafrost_runtime::now().0
 }
@@ -921,15 +943,14 @@ fn conclude(
     session: &SessionId,
     detail: &str,
 ) -> bool {
-    let entry = AuditEntry {
-        time_unix_ms: unix_ms(),
-        kind: AuditKind::Reshare,
-        key_id: key_id.as_str().to_owned(),
-        epoch: epoch.0,
-        message_digest: None,
-        requester: None,
-        detail: detail.to_owned(),
-    };
+    let entry = audit_entry(
+        AuditKind::Reshare,
+        key_id.as_str(),
+        epoch.0,
+        None,
+        None,
+        detail.to_owned(),
+    );
     match keystore.conclude_reshare(key_id.as_str(), change, &session.0, &entry) {
         Ok(()) => true,
         Err(e) => {
@@ -971,15 +992,14 @@ fn audit(
     requester: Option<String>,
     detail: &str,
 ) -> bool {
-    let entry = AuditEntry {
-        time_unix_ms: unix_ms(),
+    let entry = audit_entry(
         kind,
-        key_id: key_id.as_str().to_owned(),
-        epoch: epoch.0,
+        key_id.as_str(),
+        epoch.0,
         message_digest,
         requester,
-        detail: detail.to_owned(),
-    };
+        detail.to_owned(),
+    );
     match keystore.append_audit(&entry) {
         Ok(_) => true,
         Err(e) => {
