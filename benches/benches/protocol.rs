@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the protocol core, run end to end through the in-memory simulator
-//! (`permafrost_protocol::sim::Network`), once per ciphersuite:
+//! (`permafrost_engine::sim::Network`), once per ciphersuite:
 //!
 //! - `dkg_3_of_5/<curve>`: one complete DKG with t = 3, n = 5, on a fresh network.
 //! - `sign_3_of_5/<curve>`: one complete signing session (request, commitments, package, shares,
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use frost_core::keys::PublicKeyPackage;
-use permafrost_protocol::sim::Network;
+use permafrost_engine::sim::Network;
 use permafrost_protocol::Suite;
 use permafrost_wire::{Epoch, KeyId, NodeId};
 

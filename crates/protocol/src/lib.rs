@@ -7,8 +7,8 @@
 //! same shape (see [`Session`]): messages go in through `handle_message(from, message, now,
 //! rng)`, the passing of time through `handle_timeout(now)`, and what the session wants done
 //! comes out of `poll_output()` as [`Output`]s — messages to send and [`Event`]s to act on, in
-//! the order they must be carried out. A driver (the node, the coordinator, or the in-memory
-//! simulator in `sim`, behind the `sim` feature) moves bytes and persists what it is told to persist.
+//! the order they must be carried out. A driver (the node core and the coordinator in
+//! `permafrost-engine`, and its in-memory simulator) moves bytes and persists what it is told to persist.
 //!
 //! Input that is wrong (bad signature, wrong session, wrong epoch, a peer outside the committee,
 //! a replay) is refused with an error and changes nothing. Faults that end a session (a proven
@@ -26,8 +26,6 @@ mod output;
 pub mod reshare;
 mod serialized;
 pub mod sign;
-#[cfg(feature = "sim")]
-pub mod sim;
 mod suite;
 mod time;
 
@@ -67,4 +65,9 @@ pub trait Session<S: Suite> {
 
     /// Whether the session has reached its end (success or failure).
     fn is_finished(&self) -> bool;
+
+    /// How many secret nonces the session holds in memory (a signer's open commitments).
+    fn live_nonces(&self) -> usize {
+        0
+    }
 }

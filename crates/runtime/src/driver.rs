@@ -3,33 +3,15 @@
 
 use std::collections::BTreeMap;
 
+use permafrost_engine::any::{AnyEvent, AnyOutput, AnySession};
+use permafrost_engine::sessions::Sessions;
+pub use permafrost_engine::sessions::{Handled, Route};
 use permafrost_net::{Client, InboundRequest};
 use permafrost_protocol::{ProtocolError, Timestamp};
-use permafrost_wire::{encode, KeyId, Message, MessageKind, NodeId, SessionId};
+use permafrost_wire::{encode, Message, MessageKind, NodeId, SessionId};
 use rand_core::OsRng;
 
-use crate::any::{AnyEvent, AnyOutput, AnySession};
 use crate::identity::peer_id;
-
-/// Where a message is routed: a session by its id, or a node's signer by key id.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Route {
-    /// A DKG or signing-coordinator session.
-    Session(SessionId),
-    /// A node's signer service for a key.
-    Signer(KeyId),
-}
-
-/// What the owner did with an event.
-pub enum Handled {
-    /// Carry on with the session's next output.
-    Continue,
-    /// Stop: the event could not be carried out (e.g. a share could not be persisted, an audit
-    /// record could not be written). The outputs queued after it are discarded, so nothing
-    /// that depended on the event is sent. A session ([`Route::Session`]) is dropped too; a
-    /// signer ([`Route::Signer`]) stays, so one failed write does not disable a key.
-    Abort,
-}
 
 /// A message the network could not deliver: the peer could not be dialled.
 #[derive(Debug)]
@@ -47,7 +29,7 @@ pub struct Undelivered {
 /// Sessions and the network client they send through.
 pub struct Driver {
     client: Client,
-    sessions: BTreeMap<Route, Box<dyn AnySession>>,
+    sessions: Sessions,
     /// Routes whose sends are kept track of, with the deliveries in flight.
     tracked: BTreeMap<Route, Vec<tokio::task::JoinHandle<()>>>,
     /// Where undelivered messages are reported, if anywhere.
@@ -59,7 +41,7 @@ impl Driver {
     pub fn new(client: Client) -> Self {
         Driver {
             client,
-            sessions: BTreeMap::new(),
+            sessions: Sessions::new(),
             tracked: BTreeMap::new(),
             undelivered: None,
         }
@@ -80,7 +62,7 @@ impl Driver {
     /// Stops tracking routes whose session has ended (their deliveries go on untracked).
     pub fn prune_tracking(&mut self) {
         let sessions = &self.sessions;
-        self.tracked.retain(|route, _| sessions.contains_key(route));
+        self.tracked.retain(|route, _| sessions.contains(route));
     }
 
     /// The deliveries `route` started since it was tracked (each ends when the message was
@@ -96,7 +78,7 @@ impl Driver {
 
     /// Whether a route is taken.
     pub fn contains(&self, route: &Route) -> bool {
-        self.sessions.contains_key(route)
+        self.sessions.contains(route)
     }
 
     /// Adds a session (replacing any at the same route) and carries out its first outputs.
@@ -106,8 +88,13 @@ impl Driver {
         session: Box<dyn AnySession>,
         handler: &mut dyn FnMut(&Route, AnyEvent) -> Handled,
     ) {
-        self.sessions.insert(route.clone(), session);
-        self.drain(&route, handler);
+        let mut outputs = outputs(
+            &self.client,
+            self.undelivered.as_ref(),
+            &mut self.tracked,
+            handler,
+        );
+        self.sessions.insert(route, session, &mut outputs);
     }
 
     /// Removes a session.
@@ -124,72 +111,76 @@ impl Driver {
         now: Timestamp,
         handler: &mut dyn FnMut(&Route, AnyEvent) -> Handled,
     ) -> Result<(), ProtocolError> {
-        let Some(session) = self.sessions.get_mut(route) else {
-            return Err(permafrost_protocol::Refusal::WrongSession.into());
-        };
-        let result = session.handle_message(from, message, now, &mut OsRng);
-        self.drain(route, handler);
-        result
+        let mut outputs = outputs(
+            &self.client,
+            self.undelivered.as_ref(),
+            &mut self.tracked,
+            handler,
+        );
+        self.sessions
+            .deliver(route, from, message, now, &mut OsRng, &mut outputs)
     }
 
     /// Lets time pass for every session.
     pub fn tick(&mut self, now: Timestamp, handler: &mut dyn FnMut(&Route, AnyEvent) -> Handled) {
-        let due: Vec<Route> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(r, _)| r.clone())
-            .collect();
-        for route in due {
-            if let Some(session) = self.sessions.get_mut(&route) {
-                session.handle_timeout(now);
-            }
-            self.drain(&route, handler);
-        }
-    }
-
-    fn drain(&mut self, route: &Route, handler: &mut dyn FnMut(&Route, AnyEvent) -> Handled) {
-        loop {
-            let Some(session) = self.sessions.get_mut(route) else {
-                return;
-            };
-            let Some(output) = session.poll_output() else {
-                break;
-            };
-            match output {
-                AnyOutput::Send { to, message } => {
-                    let delivery = self.send(to, message);
-                    if let (Some(tracked), Some(delivery)) = (self.tracked.get_mut(route), delivery)
-                    {
-                        tracked.push(delivery);
-                    }
-                }
-                AnyOutput::Event(event) => {
-                    if let Handled::Abort = handler(route, event) {
-                        match route {
-                            Route::Session(_) => {
-                                self.sessions.remove(route);
-                            }
-                            Route::Signer(_) => {
-                                if let Some(session) = self.sessions.get_mut(route) {
-                                    while session.poll_output().is_some() {}
-                                }
-                            }
-                        }
-                        return;
-                    }
-                }
-            }
-        }
-        if self.sessions.get(route).is_some_and(|s| s.is_finished()) {
-            self.sessions.remove(route);
-        }
+        let mut outputs = outputs(
+            &self.client,
+            self.undelivered.as_ref(),
+            &mut self.tracked,
+            handler,
+        );
+        self.sessions.tick(now, &mut outputs);
     }
 
     /// Sends one message in the background; failures are logged with the peer's name. Returns
     /// the delivery, which ends once the peer answered or the send failed (`None` if nothing
     /// could be sent).
     pub fn send(&self, to: NodeId, message: Message) -> Option<tokio::task::JoinHandle<()>> {
+        Sender {
+            client: &self.client,
+            undelivered: self.undelivered.as_ref(),
+        }
+        .send(to, message)
+    }
+
+    /// The earliest deadline of any session.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.sessions.next_deadline()
+    }
+}
+
+/// The handler of session outputs: messages are sent (their deliveries kept track of for
+/// tracked routes), events go to `handler`.
+fn outputs<'a>(
+    client: &'a Client,
+    undelivered: Option<&'a tokio::sync::mpsc::UnboundedSender<Undelivered>>,
+    tracked: &'a mut BTreeMap<Route, Vec<tokio::task::JoinHandle<()>>>,
+    handler: &'a mut dyn FnMut(&Route, AnyEvent) -> Handled,
+) -> impl FnMut(&Route, AnyOutput) -> Handled + 'a {
+    let sender = Sender {
+        client,
+        undelivered,
+    };
+    move |route, output| match output {
+        AnyOutput::Send { to, message } => {
+            let delivery = sender.send(to, message);
+            if let (Some(tracked), Some(delivery)) = (tracked.get_mut(route), delivery) {
+                tracked.push(delivery);
+            }
+            Handled::Continue
+        }
+        AnyOutput::Event(event) => handler(route, event),
+    }
+}
+
+/// What sending needs: the client, and where undelivered messages are reported.
+struct Sender<'a> {
+    client: &'a Client,
+    undelivered: Option<&'a tokio::sync::mpsc::UnboundedSender<Undelivered>>,
+}
+
+impl Sender<'_> {
+    fn send(&self, to: NodeId, message: Message) -> Option<tokio::task::JoinHandle<()>> {
         let kind = message.kind().name();
         let what = (message.kind(), message.session());
         let Some(peer) = peer_id(&to) else {
@@ -204,7 +195,7 @@ impl Driver {
             }
         };
         let client = self.client.clone();
-        let report = self.undelivered.clone();
+        let report = self.undelivered.cloned();
         Some(tokio::spawn(async move {
             match client.request(peer, frame).await {
                 Ok(answer) if answer.is_empty() => {}
@@ -227,14 +218,6 @@ impl Driver {
                 }
             }
         }))
-    }
-
-    /// The earliest deadline of any session.
-    pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.sessions
-            .values()
-            .filter_map(|s| s.poll_timeout())
-            .min()
     }
 }
 

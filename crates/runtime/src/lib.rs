@@ -15,7 +15,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod any;
+pub use permafrost_engine::any;
 pub mod driver;
 pub mod identity;
 pub mod network;

@@ -356,4 +356,8 @@ impl<S: Suite> Session<S> for Signer<S> {
     fn is_finished(&self) -> bool {
         false
     }
+
+    fn live_nonces(&self) -> usize {
+        self.open_sessions()
+    }
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use common::*;
 use frost_core::keys::PublicKeyPackage;
-use permafrost_protocol::sim::{Fault, Network};
+use permafrost_engine::node::NodeNotice;
+use permafrost_engine::sim::{Fault, Network};
 use permafrost_protocol::wire::{Epoch, KeyId, Message, NodeId, SessionId};
 use permafrost_protocol::{Event, Suite};
 
@@ -61,10 +62,17 @@ impl<S: Suite> Setup<S> {
         })
     }
 
-    fn event_from(&self, mark: usize, node: &NodeId, pred: impl Fn(&Event<S>) -> bool) -> bool {
-        self.net.events[mark..]
+    /// How many notices since `mark` `node` reported that match `pred`.
+    fn notices_from(
+        &self,
+        mark: usize,
+        node: &NodeId,
+        pred: impl Fn(&NodeNotice) -> bool,
+    ) -> usize {
+        self.net.notices[mark..]
             .iter()
-            .any(|(n, e)| n == node && pred(e))
+            .filter(|(n, e)| n == node && pred(e))
+            .count()
     }
 
     /// Runs until every member has settled (commit or abort reached everyone, the status
@@ -160,30 +168,26 @@ impl<S: Suite> Setup<S> {
 fn crash_after_dealt<S: Suite>() {
     let mut s = setup::<S>(701);
     let victim = s.nodes[0].clone();
-    let mark = s.net.events.len();
+    let mark = s.net.notices.len();
+    let events_mark = s.net.events.len();
     let session = s.start();
     let v = victim.clone();
     s.net.run_until(Duration::from_secs(5), |net| {
-        net.events[mark..]
+        net.notices[mark..]
             .iter()
-            .any(|(n, e)| *n == v && matches!(e, Event::Dealt { .. }))
+            .any(|(n, e)| *n == v && matches!(e, NodeNotice::Dealt { .. }))
     });
-    assert!(s.event_from(mark, &victim, |e| matches!(e, Event::Dealt { .. })));
+    let dealt = |e: &NodeNotice| matches!(e, NodeNotice::Dealt { .. });
+    let dealt_before = s.notices_from(mark, &victim, dealt);
+    assert_eq!(dealt_before, 1);
     s.net.crash_and_restart(&victim);
-    let dealt_before = s.net.events[mark..]
-        .iter()
-        .filter(|(n, e)| *n == victim && matches!(e, Event::Dealt { .. }))
-        .count();
     assert_eq!(s.settle_and_check(session), Epoch(0));
-    let dealt_after = s.net.events[mark..]
-        .iter()
-        .filter(|(n, e)| *n == victim && matches!(e, Event::Dealt { .. }))
-        .count();
+    let dealt_after = s.notices_from(mark, &victim, dealt);
     assert_eq!(
         dealt_before, dealt_after,
         "the restarted dealer dealt again"
     );
-    assert!(s.coordinator_done(mark));
+    assert!(s.coordinator_done(events_mark));
 
     // Attempt 1 of the same reshare completes.
     let mut p = reshare_proposal(
@@ -213,13 +217,13 @@ fn crash_after_pending_before_confirm<S: Suite>() {
         Message::ReshareConfirm(_) if env.from == v => Fault::Drop,
         _ => Fault::Deliver,
     });
-    let mark = s.net.events.len();
+    let mark = s.net.notices.len();
     let session = s.start();
     let v = victim.clone();
     s.net.run_until(Duration::from_secs(5), |net| {
-        net.events[mark..]
+        net.notices[mark..]
             .iter()
-            .any(|(n, e)| *n == v && matches!(e, Event::KeyPending(_)))
+            .any(|(n, e)| *n == v && matches!(e, NodeNotice::SharePending { .. }))
     });
     assert!(s.net.node(&victim).unwrap().pending_share(&s.key).is_some());
     s.net.crash_and_restart(&victim);
@@ -233,13 +237,13 @@ fn crash_after_pending_before_confirm<S: Suite>() {
 fn crash_after_confirm<S: Suite>() {
     let mut s = setup::<S>(703);
     let victim = s.fresh.clone();
-    let mark = s.net.events.len();
+    let mark = s.net.notices.len();
     let session = s.start();
     let v = victim.clone();
     s.net.run_until(Duration::from_secs(5), |net| {
-        net.events[mark..]
+        net.notices[mark..]
             .iter()
-            .any(|(n, e)| *n == v && matches!(e, Event::KeyPending(_)))
+            .any(|(n, e)| *n == v && matches!(e, NodeNotice::SharePending { .. }))
     });
     s.net.crash_and_restart(&victim);
     assert_eq!(s.settle_and_check(session), Epoch(1));
@@ -298,7 +302,43 @@ fn lost_commit_is_learnt_by_asking<S: Suite>() {
     assert_eq!(s.settle_and_check(session), Epoch(1));
 }
 
+/// A crash right after each write of a reshare, before anything that depended on it leaves the
+/// node (the simulator drops the node's queued messages with its memory): joined, dealt, new
+/// share stored, concluded (promoted, and retired). Whatever the point, the invariants of
+/// `settle_and_check` hold.
+fn crash_right_after_each_write<S: Suite>() {
+    type Point = fn(&NodeNotice) -> bool;
+    // (victim: index into the old nodes, 5 = the fresh node; the notice right after the write)
+    let points: [(usize, Point); 6] = [
+        (0, |n| matches!(n, NodeNotice::ReshareJoined { .. })),
+        (5, |n| matches!(n, NodeNotice::ReshareJoined { .. })),
+        (1, |n| matches!(n, NodeNotice::Dealt { .. })),
+        (5, |n| matches!(n, NodeNotice::SharePending { .. })),
+        (2, |n| matches!(n, NodeNotice::ReshareCommitted { .. })),
+        (4, |n| matches!(n, NodeNotice::ShareRetired { .. })),
+    ];
+    for (i, (victim, point)) in points.into_iter().enumerate() {
+        let mut s = setup::<S>(720 + i as u64);
+        let victim = if victim == 5 {
+            s.fresh.clone()
+        } else {
+            s.nodes[victim].clone()
+        };
+        let mark = s.net.notices.len();
+        s.net.crash_on(&victim, point);
+        let session = s.start();
+        s.settle_and_check(session);
+        assert!(
+            s.net.notices[mark..]
+                .iter()
+                .any(|(n, notice)| *n == victim && point(notice)),
+            "point {i}: the crash point was never reached"
+        );
+    }
+}
+
 per_suite!(
+    crash_right_after_each_write,
     crash_after_dealt,
     crash_after_pending_before_confirm,
     crash_after_confirm,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use frost_core::keys::PublicKeyPackage;
-use permafrost_protocol::sim::Network;
+use permafrost_engine::sim::Network;
 use permafrost_protocol::wire::{Epoch, NodeId};
 use permafrost_protocol::Suite;
 use proptest::prelude::*;
@@ -71,9 +71,9 @@ fn fewer_than_t_cannot_sign<S: Suite>() {
     let blocked = silent.clone();
     net.set_faults(move |env| {
         if blocked.contains(&env.to) {
-            permafrost_protocol::sim::Fault::Drop
+            permafrost_engine::sim::Fault::Drop
         } else {
-            permafrost_protocol::sim::Fault::Deliver
+            permafrost_engine::sim::Fault::Deliver
         }
     });
     let error = net
@@ -140,9 +140,9 @@ fn duplicated_and_delayed_messages_change_nothing() {
     net.set_faults(move |_| {
         i += 1;
         match i % 3 {
-            0 => permafrost_protocol::sim::Fault::Duplicate,
-            1 => permafrost_protocol::sim::Fault::Delay(Duration::from_millis(i * 7 % 500)),
-            _ => permafrost_protocol::sim::Fault::Deliver,
+            0 => permafrost_engine::sim::Fault::Duplicate,
+            1 => permafrost_engine::sim::Fault::Delay(Duration::from_millis(i * 7 % 500)),
+            _ => permafrost_engine::sim::Fault::Deliver,
         }
     });
     let key = key_id("k");

@@ -1,12 +1,15 @@
 //! An in-memory network for protocol tests and benchmarks: N signer nodes and a coordinator,
-//! a seeded RNG, virtual time, and a network you control. Every message goes through the wire
+//! a seeded RNG, virtual time, and a network you control. Each node is the production
+//! [`NodeCore`] over a [`MemoryNodeStore`]: the rules tested here are the node's own, and a
+//! crash is "drop the core, open a new one on the same store". Every message goes through the wire
 //! codec, and a fault hook sees each one before it is queued: deliver it, drop it, duplicate
 //! it, delay it, or replace it with something else.
 //!
 //! Enabled by the `sim` feature. Nothing here is used in production.
 #![allow(missing_docs)]
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,20 +17,19 @@ use ed25519_dalek::{Signature as DalekSignature, Signer as _, SigningKey, Verify
 use frost_core::keys::PublicKeyPackage;
 use frost_core::Signature;
 use permafrost_wire::{
-    decode, encode, ClientAuthorization, DkgOpen, Epoch, KeyId, Message, NodeId, ReshareOpen,
-    SessionId,
+    decode, encode, ClientAuthorization, Epoch, KeyId, Message, NodeId, SessionId,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRngCore, RngCore, SeedableRng};
 
-use crate::dkg::{DkgCoordinator, DkgParticipant, DEFAULT_DKG_TIMEOUT};
-use crate::reshare::ResharePeer;
-use crate::sign::client::{Admission, ClientGate, ClientKey, ClientPolicy};
-use crate::sign::{
-    RoastCoordinator, Signer, SignerLimits, SigningCoordinator, DEFAULT_ROAST_ATTEMPT_TIMEOUT,
-    DEFAULT_ROAST_TIMEOUT, DEFAULT_SIGN_TIMEOUT,
-};
-use crate::{
+use crate::any::StoredShare;
+use crate::deadlines;
+use crate::node::{MemoryNodeStore, NodeCore, NodeNotice, NodeOutput, NodeSetup, StoreError};
+use permafrost_keystore::ShareState;
+use permafrost_protocol::dkg::DkgCoordinator;
+use permafrost_protocol::sign::client::{ClientKey, ClientPolicy};
+use permafrost_protocol::sign::{RoastCoordinator, SigningCoordinator, DEFAULT_SIGN_TIMEOUT};
+use permafrost_protocol::{
     Event, IdentityVerifier, KeyShare, NodeIdentity, Output, ProtocolError, Session, Suite,
     Timestamp,
 };
@@ -115,6 +117,9 @@ pub enum Fault {
 
 type FaultHook = Box<dyn FnMut(&Envelope) -> Fault>;
 
+/// Decides, notice by notice, when a node crashes.
+type CrashHook = Box<dyn FnMut(&NodeNotice) -> bool>;
+
 struct InFlight {
     deliver_at: Timestamp,
     order: u64,
@@ -123,363 +128,91 @@ struct InFlight {
     frame: Vec<u8>,
 }
 
-/// A signer node in memory: a "disk" (pending and active shares) that survives a crash, and
-/// in-memory sessions that do not.
+/// A signer node in memory: the production node core over a store in memory that survives a
+/// crash. `None` while a restart failed (the node is down).
 pub struct SimNode<S: Suite> {
-    identity: Arc<SimIdentity>,
-    sessions: BTreeMap<SessionId, Box<dyn Session<S>>>,
-    /// Other session ids routed to a session (a reshare's test signature).
-    aliases: BTreeMap<SessionId, SessionId>,
-    signers: BTreeMap<KeyId, Signer<S>>,
-    /// Client authorization of signing requests (its memory of request ids is lost in a
-    /// crash, unlike a node's, which keeps them in its keystore).
-    gate: ClientGate,
-    /// Durable state.
-    pending: BTreeMap<KeyId, KeyShare<S>>,
-    active: BTreeMap<KeyId, KeyShare<S>>,
-    dealt: std::collections::BTreeSet<SessionId>,
-    /// Reshares joined and not yet concluded, with their coordinator (durable, like a node's
-    /// reshare table: a restart resumes them).
-    reshares: BTreeMap<SessionId, (ReshareOpen, NodeId)>,
-    /// Reshare messages that arrived before their session was opened here (a dealer may deal
-    /// before the coordinator's open reaches a new member), replayed when it opens.
-    early: VecDeque<(NodeId, Message)>,
-    outputs: VecDeque<Output<S>>,
+    core: Option<NodeCore<MemoryNodeStore>>,
+    _suite: PhantomData<fn() -> S>,
 }
 
 impl<S: Suite> SimNode<S> {
-    fn new(identity: Arc<SimIdentity>) -> Self {
-        SimNode {
-            identity,
-            sessions: BTreeMap::new(),
-            aliases: BTreeMap::new(),
-            signers: BTreeMap::new(),
-            gate: ClientGate::new(sim_client_policy()),
-            pending: BTreeMap::new(),
-            active: BTreeMap::new(),
-            dealt: std::collections::BTreeSet::new(),
-            reshares: BTreeMap::new(),
-            early: VecDeque::new(),
-            outputs: VecDeque::new(),
+    /// The node's core (`None` if it is down).
+    pub fn core(&self) -> Option<&NodeCore<MemoryNodeStore>> {
+        self.core.as_ref()
+    }
+
+    /// The node's core, to feed it directly or change its store.
+    pub fn core_mut(&mut self) -> Option<&mut NodeCore<MemoryNodeStore>> {
+        self.core.as_mut()
+    }
+
+    /// The node's store.
+    pub fn store(&self) -> Option<&MemoryNodeStore> {
+        self.core.as_ref().map(NodeCore::store)
+    }
+
+    /// Replaces the client keys this node accepts (the request ids it admitted are kept).
+    pub fn set_client_policy(&mut self, policy: ClientPolicy) -> Result<(), StoreError> {
+        match self.core.as_mut() {
+            Some(core) => core.set_client_policy(policy),
+            None => Ok(()),
         }
     }
 
-    /// Replaces the client keys this node accepts (and forgets the request ids it saw).
-    pub fn set_client_policy(&mut self, policy: ClientPolicy) {
-        self.gate = ClientGate::new(policy);
+    fn share(&self, key_id: &KeyId, state: ShareState) -> Option<KeyShare<S>> {
+        self.store()?
+            .shares_of(key_id)
+            .into_iter()
+            .filter(|(_, s, _)| *s == state)
+            .max_by_key(|(epoch, _, _)| *epoch)
+            .and_then(|(_, _, share)| share.to_share::<S>().ok())
     }
 
     /// The active share of a key, if any.
-    pub fn active_share(&self, key_id: &KeyId) -> Option<&KeyShare<S>> {
-        self.active.get(key_id)
+    pub fn active_share(&self, key_id: &KeyId) -> Option<KeyShare<S>> {
+        self.share(key_id, ShareState::Active)
     }
 
     /// The pending share of a key, if any.
-    pub fn pending_share(&self, key_id: &KeyId) -> Option<&KeyShare<S>> {
-        self.pending.get(key_id)
+    pub fn pending_share(&self, key_id: &KeyId) -> Option<KeyShare<S>> {
+        self.share(key_id, ShareState::Pending)
     }
 
     /// Signing sessions holding a live nonce, over all keys.
     pub fn open_signing_sessions(&self) -> usize {
-        self.signers.values().map(Signer::open_sessions).sum()
-    }
-
-    /// Loses everything in memory; keeps the disk. Signers restart with no session; every
-    /// reshare on disk is resumed from the shares on disk ([`ResharePeer::resume`]).
-    pub fn crash_and_restart(&mut self, now: Timestamp) {
-        self.sessions.clear();
-        self.aliases.clear();
-        self.outputs.clear();
-        self.signers.clear();
-        self.early.clear();
-        for (key_id, share) in &self.active {
-            if let Ok(signer) = Signer::new(share.clone(), SignerLimits::default()) {
-                self.signers.insert(key_id.clone(), signer);
-            }
-        }
-        for (session, (open, coordinator)) in self.reshares.clone() {
-            let key_id = &open.proposal.key_id;
-            let epoch = open.proposal.epoch;
-            let old = self
-                .active
-                .get(key_id)
-                .filter(|s| s.epoch == epoch)
-                .cloned();
-            let pending = self
-                .pending
-                .get(key_id)
-                .filter(|s| s.epoch == Epoch(epoch.0 + 1))
-                .cloned();
-            match ResharePeer::resume(open, coordinator, self.identities(), old, pending, now) {
-                Ok(peer) => {
-                    self.aliases.insert(peer.test_session(), session);
-                    self.sessions.insert(session, Box::new(peer));
-                }
-                Err(_) => {
-                    self.reshares.remove(&session);
-                }
-            }
-        }
-        self.collect();
+        self.core.as_ref().map_or(0, NodeCore::live_nonces)
     }
 
     /// Whether a reshare session is recorded on this node's disk.
     pub fn has_reshare_record(&self, session: &SessionId) -> bool {
-        self.reshares.contains_key(session)
+        self.store().is_some_and(|s| s.has_reshare(session))
     }
 
-    fn identities(&self) -> Arc<crate::reshare::Identities> {
-        Arc::new(crate::reshare::Identities {
-            key: self.identity.clone(),
-            verifier: Arc::new(SimVerifier),
-        })
-    }
-
-    /// Replaces the share a key is signed with (for tests of stale or foreign shares).
-    pub fn install_share(&mut self, share: KeyShare<S>) -> Result<(), ProtocolError> {
-        let signer = Signer::new(share.clone(), SignerLimits::default())?;
-        self.signers.insert(share.key_id.clone(), signer);
-        self.active.insert(share.key_id.clone(), share);
-        Ok(())
-    }
-
-    /// Moves the outputs of the inner sessions to this node's queue, acting on the events
-    /// that concern the node's disk.
-    fn collect(&mut self) {
-        let mut produced = Vec::new();
-        for (id, session) in self.sessions.iter_mut() {
-            while let Some(o) = session.poll_output() {
-                produced.push((Some(*id), o));
-            }
-        }
-        for signer in self.signers.values_mut() {
-            while let Some(o) = signer.poll_output() {
-                produced.push((None, o));
-            }
-        }
-        self.sessions.retain(|_, s| !s.is_finished());
-        let sessions = &self.sessions;
-        self.aliases
-            .retain(|_, target| sessions.contains_key(target));
-        for (from_session, output) in produced {
-            let reshare = from_session.filter(|id| self.reshares.contains_key(id));
-            match &output {
-                Output::Event(Event::Failed(_)) if reshare.is_some() => {
-                    // The reshare ended without a commit: its PENDING share goes; the old
-                    // epoch stays in force.
-                    if let Some((open, _)) = reshare.and_then(|id| self.reshares.remove(&id)) {
-                        let next = Epoch(open.proposal.epoch.0 + 1);
-                        let key_id = &open.proposal.key_id;
-                        if self.pending.get(key_id).is_some_and(|s| s.epoch == next) {
-                            self.pending.remove(key_id);
-                        }
-                    }
-                }
-                Output::Event(Event::KeyPending(share)) => {
-                    self.pending.insert(share.key_id.clone(), share.clone());
-                }
-                Output::Event(Event::Dealt { session, .. }) => {
-                    self.dealt.insert(*session);
-                }
-                Output::Event(Event::ReshareCommitted { key_id, .. })
-                | Output::Event(Event::KeyActivated { key_id, .. }) => {
-                    // One "transaction": promote, drop the old epoch, forget the reshare.
-                    if let Some(id) = reshare {
-                        self.reshares.remove(&id);
-                    }
-                    if let Some(share) = self.pending.remove(key_id) {
-                        if let Ok(signer) = Signer::new(share.clone(), SignerLimits::default()) {
-                            self.signers.insert(key_id.clone(), signer);
-                        }
-                        self.active.insert(key_id.clone(), share);
-                    }
-                }
-                Output::Event(Event::ShareRetired { key_id, epoch }) => {
-                    if let Some(id) = reshare {
-                        self.reshares.remove(&id);
-                    }
-                    if self.active.get(key_id).is_some_and(|s| s.epoch == *epoch) {
-                        self.active.remove(key_id);
-                        self.signers.remove(key_id);
-                    }
-                }
-                _ => {}
-            }
-            self.outputs.push_back(output);
-        }
-    }
-}
-
-impl<S: Suite> Session<S> for SimNode<S> {
-    fn handle_message(
-        &mut self,
-        from: &NodeId,
-        message: Message,
-        now: Timestamp,
-        rng: &mut dyn CryptoRngCore,
-    ) -> Result<(), ProtocolError> {
-        let routed = self
-            .aliases
-            .get(&message.session())
-            .copied()
-            .unwrap_or(message.session());
-        if let Some(session) = self.sessions.get_mut(&routed) {
-            let result = session.handle_message(from, message, now, rng);
-            self.collect();
-            return result;
-        }
-        let result = match message {
-            Message::DkgOpen(open) => self.open_dkg(from, open, now, rng),
-            Message::ReshareOpen(open) => {
-                let session = open.session;
-                let opened = self.open_reshare(from, open, now, rng);
-                if opened.is_ok() {
-                    self.replay_early(session, now, rng);
-                }
-                opened
-            }
-            Message::ReshareShare(_)
-            | Message::ReshareDealingSet(_)
-            | Message::ReshareDealerSet(_)
-            | Message::ReshareCommit(_)
-            | Message::ReshareAbort(_)
-                if self.early.len() < 1024 =>
-            {
-                self.early.push_back((from.clone(), message));
-                Ok(())
-            }
-            Message::SignRequest(ref m) => match self.signers.get_mut(&m.key_id) {
-                Some(signer) => match self.gate.check(m, now) {
-                    Ok(admission) => {
-                        if let Admission::New(admitted) = admission {
-                            self.gate.record(admitted, now);
-                        }
-                        signer.handle_message(from, message, now, rng)
-                    }
-                    Err(refusal) => self.refuse(from, m.session, refusal),
-                },
-                None => self.refuse(from, m.session, crate::Refusal::WrongKey),
-            },
-            Message::SignPackage(ref m) => match self.signers.get_mut(&m.key_id) {
-                Some(signer) => signer.handle_message(from, message, now, rng),
-                None => self.refuse(from, m.session, crate::Refusal::WrongKey),
-            },
-            _ => Err(crate::Refusal::WrongSession.into()),
+    /// Loses everything in memory (sessions, nonces, buffered messages, lazily written audit
+    /// entries); keeps the disk; opens a new core on it, which resumes what the disk records.
+    pub fn crash_and_restart(&mut self, now: Timestamp) -> Result<(), StoreError> {
+        let Some(core) = self.core.take() else {
+            return Ok(());
         };
-        self.collect();
-        result
-    }
-
-    fn handle_timeout(&mut self, now: Timestamp) {
-        for s in self.sessions.values_mut() {
-            s.handle_timeout(now);
-        }
-        for s in self.signers.values_mut() {
-            s.handle_timeout(now);
-        }
-        self.collect();
-    }
-
-    fn poll_output(&mut self) -> Option<Output<S>> {
-        self.outputs.pop_front()
-    }
-
-    fn poll_timeout(&self) -> Option<Timestamp> {
-        let dkg = self.sessions.values().filter_map(|s| s.poll_timeout());
-        let sign = self.signers.values().filter_map(|s| s.poll_timeout());
-        dkg.chain(sign).min()
-    }
-
-    fn is_finished(&self) -> bool {
-        false
-    }
-}
-
-impl<S: Suite> SimNode<S> {
-    /// Refuses a signing message, telling its coordinator at once.
-    fn refuse(
-        &mut self,
-        from: &NodeId,
-        session: SessionId,
-        refusal: crate::Refusal,
-    ) -> Result<(), ProtocolError> {
-        self.outputs.push_back(Output::Send {
-            to: from.clone(),
-            message: Message::SignRefusal(crate::sign::refusal_message(session, &refusal)),
-        });
-        Err(refusal.into())
-    }
-
-    fn open_dkg(
-        &mut self,
-        from: &NodeId,
-        open: DkgOpen,
-        now: Timestamp,
-        rng: &mut dyn CryptoRngCore,
-    ) -> Result<(), ProtocolError> {
-        if self.sessions.contains_key(&open.session) {
-            return Err(crate::Refusal::SessionExists.into());
-        }
-        let session = open.session;
-        let participant = DkgParticipant::new(
-            open,
-            from.clone(),
-            self.identity.clone(),
-            Arc::new(SimVerifier),
-            now,
-            DEFAULT_DKG_TIMEOUT,
-            rng,
-        )?;
-        self.sessions.insert(session, Box::new(participant));
+        let (setup, mut store) = core.into_parts();
+        store.crash();
+        self.core = Some(NodeCore::open(setup, store, now)?);
         Ok(())
     }
 
-    fn replay_early(&mut self, session: SessionId, now: Timestamp, rng: &mut dyn CryptoRngCore) {
-        let (replay, keep): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.early)
-            .into_iter()
-            .partition(|(_, m)| m.session() == session);
-        self.early = keep;
-        if let Some(peer) = self.sessions.get_mut(&session) {
-            for (from, message) in replay {
-                let _ = peer.handle_message(&from, message, now, rng);
-            }
-        }
-    }
-
-    fn open_reshare(
+    /// Replaces the share a key is signed with (for tests of stale or foreign shares); the
+    /// node restarts to pick it up.
+    pub fn install_share(
         &mut self,
-        from: &NodeId,
-        open: permafrost_wire::ReshareOpen,
+        share: KeyShare<S>,
         now: Timestamp,
-        rng: &mut dyn CryptoRngCore,
     ) -> Result<(), ProtocolError> {
-        let session = open.session;
-        if self.sessions.contains_key(&session) {
-            return Err(crate::Refusal::SessionExists.into());
+        let stored = StoredShare::from_share(&share)?;
+        if let Some(core) = self.core.as_mut() {
+            core.store_mut().install_active(stored);
         }
-        let old_share = self.active.get(&open.proposal.key_id).cloned();
-        // Recorded before anything of the session happens, so a restart resumes it.
-        self.reshares.insert(session, (open.clone(), from.clone()));
-        let peer = ResharePeer::new(
-            open,
-            from.clone(),
-            self.identities(),
-            old_share,
-            self.dealt.contains(&session),
-            now,
-            crate::reshare::DEFAULT_RESHARE_TIMEOUT,
-            rng,
-        );
-        let peer = match peer {
-            Ok(peer) => peer,
-            Err(e) => {
-                self.reshares.remove(&session);
-                return Err(e);
-            }
-        };
-        self.aliases.insert(peer.test_session(), session);
-        self.sessions.insert(session, Box::new(peer));
-        Ok(())
+        self.crash_and_restart(now)
+            .map_err(|e| ProtocolError::Frost(e.to_string()))
     }
 }
 
@@ -536,7 +269,7 @@ impl<S: Suite> Session<S> for SimCoordinator<S> {
                 }
                 // Still running: the member gets the outcome when it comes.
                 None if self.sessions.contains_key(&status.session) => Ok(()),
-                None => Err(crate::Refusal::UnknownSession.into()),
+                None => Err(permafrost_protocol::Refusal::UnknownSession.into()),
             };
         }
         let routed = self
@@ -546,7 +279,7 @@ impl<S: Suite> Session<S> for SimCoordinator<S> {
             .unwrap_or(message.session());
         let result = match self.sessions.get_mut(&routed) {
             Some(session) => session.handle_message(from, message, now, rng),
-            None => Err(crate::Refusal::WrongSession.into()),
+            None => Err(permafrost_protocol::Refusal::WrongSession.into()),
         };
         self.collect();
         result
@@ -582,10 +315,61 @@ enum Party<S: Suite> {
 }
 
 impl<S: Suite> Party<S> {
-    fn session(&mut self) -> &mut dyn Session<S> {
+    fn handle_message(
+        &mut self,
+        from: &NodeId,
+        message: Message,
+        now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<(), ProtocolError> {
         match self {
-            Party::Node(n) => n.as_mut(),
-            Party::Coordinator(c) => c,
+            Party::Node(n) => match n.core.as_mut() {
+                Some(core) => core.handle_message(from, message, now, rng),
+                None => Err(ProtocolError::Frost("the node is down".into())),
+            },
+            Party::Coordinator(c) => c.handle_message(from, message, now, rng),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Timestamp) {
+        match self {
+            Party::Node(n) => {
+                if let Some(core) = n.core.as_mut() {
+                    if core.poll_timeout().is_some_and(|due| due <= now) {
+                        core.handle_timeout(now);
+                    }
+                }
+            }
+            Party::Coordinator(c) => c.handle_timeout(now),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        match self {
+            Party::Node(n) => n.core.as_ref().and_then(NodeCore::poll_timeout),
+            Party::Coordinator(c) => c.poll_timeout(),
+        }
+    }
+}
+
+/// One output of a party, in the simulator's terms.
+enum PartyOutput<S: Suite> {
+    Send(NodeId, Message),
+    Event(Event<S>),
+    Notice(NodeNotice),
+}
+
+impl<S: Suite> Party<S> {
+    fn poll_output(&mut self) -> Option<PartyOutput<S>> {
+        match self {
+            Party::Node(n) => match n.core.as_mut()?.poll_output()? {
+                NodeOutput::Transmit { to, message } => Some(PartyOutput::Send(to, message)),
+                NodeOutput::Notice(notice) => Some(PartyOutput::Notice(notice)),
+            },
+            Party::Coordinator(c) => match c.poll_output()? {
+                Output::Send { to, message } => Some(PartyOutput::Send(to, message)),
+                Output::Event(event) => Some(PartyOutput::Event(event)),
+            },
         }
     }
 }
@@ -612,8 +396,12 @@ pub struct Network<S: Suite> {
     /// Deliver in uniformly random order instead of by arrival time.
     pub shuffle: bool,
     faults: Option<FaultHook>,
-    /// Every event, with the party that reported it.
+    /// Nodes that crash right after a notice (once each).
+    crashes: BTreeMap<NodeId, CrashHook>,
+    /// Every event of a coordinator session, with the coordinator that reported it.
     pub events: Vec<(NodeId, Event<S>)>,
+    /// Every notice of a node core, with the node that reported it.
+    pub notices: Vec<(NodeId, NodeNotice)>,
     /// Every refused message.
     pub refused: Vec<Refused>,
     /// Messages delivered so far.
@@ -640,7 +428,9 @@ impl<S: Suite> Network<S> {
             latency_ms: (1, 20),
             shuffle: false,
             faults: None,
+            crashes: BTreeMap::new(),
             events: Vec::new(),
+            notices: Vec::new(),
             refused: Vec::new(),
             delivered: 0,
         }
@@ -662,16 +452,48 @@ impl<S: Suite> Network<S> {
         identity
     }
 
+    fn coordinator_ids(&self) -> BTreeSet<NodeId> {
+        self.parties
+            .iter()
+            .filter(|(_, p)| matches!(p, Party::Coordinator(_)))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Adds a signer node that accepts [`sim_client`] and every coordinator of the network
+    /// (those added later too).
     pub fn add_node(&mut self) -> NodeId {
         let identity = self.new_identity();
         let id = identity.node_id().clone();
-        self.parties
-            .insert(id.clone(), Party::Node(Box::new(SimNode::new(identity))));
+        let setup = NodeSetup {
+            identity,
+            verifier: Arc::new(SimVerifier),
+            coordinators: self.coordinator_ids(),
+            clients: sim_client_policy(),
+            peer_name: |node| Some(node.to_string()),
+        };
+        // An empty store cannot fail to open.
+        let core = NodeCore::open(setup, MemoryNodeStore::new(), self.now).ok();
+        self.parties.insert(
+            id.clone(),
+            Party::Node(Box::new(SimNode {
+                core,
+                _suite: PhantomData,
+            })),
+        );
+        self.pump();
         id
     }
 
     pub fn add_coordinator(&mut self) -> NodeId {
         let id = self.new_identity().node_id().clone();
+        for party in self.parties.values_mut() {
+            if let Party::Node(n) = party {
+                if let Some(core) = n.core.as_mut() {
+                    core.add_coordinator(id.clone());
+                }
+            }
+        }
         self.parties.insert(
             id.clone(),
             Party::Coordinator(SimCoordinator {
@@ -682,6 +504,17 @@ impl<S: Suite> Network<S> {
             }),
         );
         id
+    }
+
+    /// Signature shares produced, by `node` or by every node: counted from the nodes' notices,
+    /// each written after its audit entry was durable.
+    pub fn shares_produced(&self, node: Option<&NodeId>) -> usize {
+        self.notices
+            .iter()
+            .filter(|(n, e)| {
+                node.is_none_or(|node| n == node) && matches!(e, NodeNotice::ShareProduced { .. })
+            })
+            .count()
     }
 
     /// A party's identity key (to forge or re-sign messages in fault tests).
@@ -732,14 +565,18 @@ impl<S: Suite> Network<S> {
     fn pump(&mut self) {
         let ids: Vec<NodeId> = self.parties.keys().cloned().collect();
         for id in ids {
-            while let Some(output) = self
-                .parties
-                .get_mut(&id)
-                .and_then(|p| p.session().poll_output())
-            {
+            while let Some(output) = self.parties.get_mut(&id).and_then(Party::poll_output) {
                 match output {
-                    Output::Send { to, message } => self.send(id.clone(), to, message),
-                    Output::Event(event) => self.events.push((id.clone(), event)),
+                    PartyOutput::Send(to, message) => self.send(id.clone(), to, message),
+                    PartyOutput::Event(event) => self.events.push((id.clone(), event)),
+                    PartyOutput::Notice(notice) => {
+                        let crash = self.crashes.get_mut(&id).is_some_and(|hook| hook(&notice));
+                        self.notices.push((id.clone(), notice));
+                        if crash {
+                            self.crashes.remove(&id);
+                            self.crash_now(&id);
+                        }
+                    }
                 }
             }
         }
@@ -801,11 +638,11 @@ impl<S: Suite> Network<S> {
         coordinator: &NodeId,
         proposal: permafrost_wire::ReshareProposal,
     ) -> Result<SessionId, ProtocolError> {
-        let session = crate::reshare::ReshareCoordinator::<S>::new(
+        let session = permafrost_protocol::reshare::ReshareCoordinator::<S>::new(
             proposal,
             Arc::new(SimVerifier),
             self.now,
-            crate::reshare::DEFAULT_RESHARE_TIMEOUT,
+            deadlines::RESHARE,
         )?;
         let id = session.session();
         self.alias(coordinator, session.test_session(), id);
@@ -825,7 +662,7 @@ impl<S: Suite> Network<S> {
                 n == coordinator && matches!(e, Event::KeyReshared { .. } | Event::Failed(_))
             })
         };
-        self.run_until(crate::reshare::DEFAULT_RESHARE_TIMEOUT * 2, finished);
+        self.run_until(deadlines::RESHARE * 2, finished);
         // Let the certificate reach every member.
         self.run(Duration::from_secs(1));
         let outcome = self.events[mark..].iter().find_map(|(n, e)| match e {
@@ -838,13 +675,34 @@ impl<S: Suite> Network<S> {
         outcome.unwrap_or_else(|| Err(ProtocolError::Frost("reshare did not finish".into())))
     }
 
+    /// Crashes `node` right after the first notice that `when` accepts, before anything the
+    /// node queued after that notice leaves it (for a write, before anything that depended on
+    /// it), and restarts it at once on its store.
+    pub fn crash_on(&mut self, node: &NodeId, when: impl FnMut(&NodeNotice) -> bool + 'static) {
+        self.crashes.insert(node.clone(), Box::new(when));
+    }
+
     /// Crashes node `node` (it loses its memory, keeps its disk) and restarts it at once.
     pub fn crash_and_restart(&mut self, node: &NodeId) {
+        self.crash_now(node);
+        self.pump();
+    }
+
+    /// Crashes `node` and restarts it, dropping what it had not sent yet.
+    fn crash_now(&mut self, node: &NodeId) {
         let now = self.now;
         if let Some(Party::Node(n)) = self.parties.get_mut(node) {
-            n.crash_and_restart(now);
+            if let Err(error) = n.crash_and_restart(now) {
+                self.notices.push((
+                    node.clone(),
+                    NodeNotice::StoreFailed {
+                        operation: "reopening after a crash",
+                        key_id: None,
+                        error,
+                    },
+                ));
+            }
         }
-        self.pump();
     }
 
     /// The coordinator party, to inspect what it recorded.
@@ -901,7 +759,7 @@ impl<S: Suite> Network<S> {
         let next = self
             .parties
             .values_mut()
-            .filter_map(|p| p.session().poll_timeout())
+            .filter_map(|p| p.poll_timeout())
             .chain(self.in_flight.iter().map(|m| m.deliver_at))
             .min();
         match next {
@@ -909,7 +767,7 @@ impl<S: Suite> Network<S> {
                 self.now = self.now.max(t);
                 let now = self.now;
                 for p in self.parties.values_mut() {
-                    p.session().handle_timeout(now);
+                    p.handle_timeout(now);
                 }
                 self.pump();
                 true
@@ -929,7 +787,6 @@ impl<S: Suite> Network<S> {
             .and_then(|message| {
                 let kind = message.kind().name();
                 party
-                    .session()
                     .handle_message(&m.from, message, now, &mut self.rng)
                     .map_err(|e| (kind, e))
                     .map_err(|(kind, e)| {
@@ -1002,12 +859,12 @@ impl<S: Suite> Network<S> {
             nonce,
             Arc::new(SimVerifier),
             self.now,
-            DEFAULT_DKG_TIMEOUT,
+            deadlines::DKG,
         )?;
         let id = session.session();
         let mark = self.events.len();
         self.start(coordinator, Box::new(session), id);
-        self.run_until(DEFAULT_DKG_TIMEOUT * 2, |net| {
+        self.run_until(deadlines::DKG * 2, |net| {
             net.coordinator_result(coordinator, mark).is_some()
         });
         // Let the commit reach the members.
@@ -1104,11 +961,11 @@ impl<S: Suite> Network<S> {
             public_key_package.clone(),
             committee.to_vec(),
             self.now,
-            DEFAULT_ROAST_TIMEOUT,
-            DEFAULT_ROAST_ATTEMPT_TIMEOUT,
+            deadlines::SIGNING,
+            deadlines::SIGNING_ATTEMPT,
         )?;
         let id = session.session();
-        self.run_signing(coordinator, Box::new(session), id, DEFAULT_ROAST_TIMEOUT)
+        self.run_signing(coordinator, Box::new(session), id, deadlines::SIGNING)
     }
 
     /// Starts a signing session at `coordinator` and runs until it ends.

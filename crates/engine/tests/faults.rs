@@ -11,8 +11,9 @@ use common::*;
 use frost_core::keys::dkg::{self, round2};
 use frost_core::keys::SigningShare;
 use frost_core::{Field, Group, SigningPackage};
+use permafrost_engine::node::NodeNotice;
+use permafrost_engine::sim::{Fault, Network, SimIdentity, SimVerifier};
 use permafrost_protocol::dkg::{DkgCoordinator, CONFIRM, DEFAULT_DKG_TIMEOUT, ROUND1, ROUND2};
-use permafrost_protocol::sim::{Fault, Network, SimIdentity, SimVerifier};
 use permafrost_protocol::wire::{
     participant_identifier, DkgComplaint, DkgRound1, Epoch, KeyId, Message, NodeId, SecretBytes,
     SessionId, SignPackage, SignRequest,
@@ -52,11 +53,13 @@ fn round1_signed_by(key: &SimIdentity, original: &DkgRound1, package: Vec<u8>) -
 }
 
 fn member_failures<S: Suite>(net: &Network<S>, node: &NodeId) -> Vec<ProtocolError> {
-    net.events
+    net.notices
         .iter()
         .filter(|(n, _)| n == node)
         .filter_map(|(_, e)| match e {
-            Event::Failed(err) => Some(err.clone()),
+            NodeNotice::SessionFailed { error, .. } | NodeNotice::ReshareAborted { error, .. } => {
+                Some(error.clone())
+            }
             _ => None,
         })
         .collect()
@@ -325,13 +328,6 @@ fn sign_capturing_package<S: Suite>(
     package
 }
 
-fn shares_produced<S: Suite>(net: &Network<S>, node: &NodeId) -> usize {
-    net.events
-        .iter()
-        .filter(|(n, e)| n == node && matches!(e, Event::ShareProduced { .. }))
-        .count()
-}
-
 fn refusals_at<S: Suite>(net: &Network<S>, node: &NodeId) -> Vec<Refusal> {
     net.refused
         .iter()
@@ -350,7 +346,7 @@ fn replayed_and_reused_packages_are_refused<S: Suite>() {
     let target = nodes[1].clone();
     let committee = nodes[..2].to_vec();
     let package = sign_capturing_package(&mut net, &coordinator, &key, &pkp, &committee, &target);
-    assert_eq!(shares_produced(&net, &target), 1);
+    assert_eq!(net.shares_produced(Some(&target)), 1);
 
     // 1. The same package again.
     net.inject(&coordinator, &target, Message::SignPackage(package.clone()));
@@ -377,7 +373,7 @@ fn replayed_and_reused_packages_are_refused<S: Suite>() {
         ]
     );
     assert_eq!(
-        shares_produced(&net, &target),
+        net.shares_produced(Some(&target)),
         1,
         "a refused package produced a share"
     );

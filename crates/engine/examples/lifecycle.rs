@@ -1,14 +1,14 @@
 //! The key life cycle in memory: a DKG on each curve, threshold signatures checked by an
-//! independent verifier, and a faulty signer named. The networked version (separate node
-//! processes over libp2p) arrives with the node and coordinator.
+//! independent verifier, and a faulty signer named. The simulated nodes run the production node
+//! core; `permafrost demo` runs the same life cycle over libp2p with separate processes.
 //!
-//! Run: `cargo run --release -p permafrost-protocol --features sim --example lifecycle`
+//! Run: `cargo run --release -p permafrost-engine --features sim --example lifecycle`
 
 use std::process::ExitCode;
 use std::time::Instant;
 
 use frost_core::keys::PublicKeyPackage;
-use permafrost_protocol::sim::Network;
+use permafrost_engine::sim::Network;
 use permafrost_protocol::wire::{Epoch, KeyId};
 use permafrost_protocol::Suite;
 

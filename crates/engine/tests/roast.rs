@@ -12,10 +12,10 @@ use std::time::Duration;
 use common::*;
 use frost_core::round1::SigningCommitments;
 use frost_core::{Field, Group, Identifier, SigningPackage};
+use permafrost_engine::sim::{Envelope, Fault, Network};
 use permafrost_protocol::sign::{
     RoastCoordinator, Signer, SignerLimits, DEFAULT_ROAST_ATTEMPT_TIMEOUT, DEFAULT_ROAST_TIMEOUT,
 };
-use permafrost_protocol::sim::{Envelope, Fault, Network};
 use permafrost_protocol::wire::{
     encode, Epoch, Message, NodeId, SessionId, SignPackage, SignRefusal, SignRequest,
 };
@@ -55,13 +55,6 @@ fn ready_order(order: &[NodeId], step: u64, env: &Envelope) -> Option<Fault> {
             .map(|i| Fault::Delay(Duration::from_millis(i as u64 * step))),
         _ => None,
     }
-}
-
-fn shares_produced<S: Suite>(net: &Network<S>, node: &NodeId) -> usize {
-    net.events
-        .iter()
-        .filter(|(n, e)| n == node && matches!(e, Event::ShareProduced { .. }))
-        .count()
 }
 
 fn refusals_at<S: Suite>(net: &Network<S>, node: &NodeId) -> Vec<Refusal> {
@@ -202,7 +195,7 @@ fn spent_commitment_in_a_second_package_is_refused<S: Suite>() {
     verify_independently(&pkp, b"once", &outcome.signature);
     net.clear_faults();
     let first = captured.lock().unwrap().take().unwrap();
-    assert_eq!(shares_produced(&net, &target), 1);
+    assert_eq!(net.shares_produced(Some(&target)), 1);
 
     // The coordinator asks again in the same session (as ROAST does): a fresh commitment.
     let client = Some(net.authorize(&key, b"once"));
@@ -228,7 +221,7 @@ fn spent_commitment_in_a_second_package_is_refused<S: Suite>() {
     net.run(Duration::from_millis(100));
     assert_eq!(refusals_at(&net, &target), vec![Refusal::NonceConsumed]);
     assert_eq!(
-        shares_produced(&net, &target),
+        net.shares_produced(Some(&target)),
         1,
         "signed a spent commitment"
     );
@@ -272,7 +265,7 @@ fn different_packages_blame_no_honest_signer<S: Suite>() {
     verify_independently(&pkp, b"pay 5", &outcome.signature);
     // The altered package really was signed: without the digest its share would not verify
     // against the coordinator's package and its honest signer would be named.
-    assert_eq!(shares_produced(&net, &altered), 1);
+    assert_eq!(net.shares_produced(Some(&altered)), 1);
     assert!(refusals_at(&net, &relabelled).contains(&Refusal::MessageNotApproved));
     assert!(outcome.culprits.is_empty(), "blamed {:?}", outcome.culprits);
     assert!(!outcome.signers.contains(&altered));
@@ -506,7 +499,7 @@ fn oversized_package_is_refused_before_arithmetic<S: Suite>() {
     assert!(refusals_at(&net, &target)
         .iter()
         .any(|r| matches!(r, Refusal::CommitmentSet(why) if why.contains("6 commitments"))));
-    assert_eq!(shares_produced(&net, &target), 0);
+    assert_eq!(net.shares_produced(Some(&target)), 0);
 }
 
 /// A member that refuses (or cannot be reached for) the next attempt after it gave a valid

@@ -5,11 +5,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use frost_core::keys::{KeyPackage, PublicKeyPackage};
-use permafrost_protocol::dkg::{DkgCoordinator, DkgParticipant, DEFAULT_DKG_TIMEOUT};
+use permafrost_protocol::dkg::{DkgCoordinator, DkgParticipant};
 use permafrost_protocol::reshare::{IdentityVerifierAndKey, ReshareCoordinator, ResharePeer};
-use permafrost_protocol::sign::{
-    RoastCoordinator, Signer, SignerLimits, DEFAULT_ROAST_ATTEMPT_TIMEOUT,
-};
+use permafrost_protocol::sign::{RoastCoordinator, Signer, SignerLimits};
 use permafrost_protocol::{
     Event, IdentityVerifier, KeyShare, NodeIdentity, Output, ProtocolError, Session, Suite,
     Timestamp,
@@ -95,7 +93,8 @@ impl std::fmt::Debug for StoredShare {
 }
 
 impl StoredShare {
-    fn from_share<S: Suite>(share: &KeyShare<S>) -> Result<Self, ProtocolError> {
+    /// A share in curve-neutral bytes.
+    pub fn from_share<S: Suite>(share: &KeyShare<S>) -> Result<Self, ProtocolError> {
         Ok(StoredShare {
             key_id: share.key_id.clone(),
             epoch: share.epoch,
@@ -107,7 +106,8 @@ impl StoredShare {
         })
     }
 
-    fn to_share<S: Suite>(&self) -> Result<KeyShare<S>, ProtocolError> {
+    /// The share as `S`'s types.
+    pub fn to_share<S: Suite>(&self) -> Result<KeyShare<S>, ProtocolError> {
         Ok(KeyShare {
             key_id: self.key_id.clone(),
             epoch: self.epoch,
@@ -285,6 +285,8 @@ pub trait AnySession: Send {
     fn poll_timeout(&self) -> Option<Timestamp>;
     /// See [`Session::is_finished`].
     fn is_finished(&self) -> bool;
+    /// See [`Session::live_nonces`].
+    fn live_nonces(&self) -> usize;
 }
 
 struct Erased<S: Suite, T: Session<S>> {
@@ -328,6 +330,10 @@ impl<S: Suite, T: Session<S> + Send> AnySession for Erased<S, T> {
 
     fn is_finished(&self) -> bool {
         self.inner.is_finished()
+    }
+
+    fn live_nonces(&self) -> usize {
+        self.inner.live_nonces()
     }
 }
 
@@ -419,7 +425,7 @@ pub fn dkg_participant(
     rng: &mut dyn CryptoRngCore,
 ) -> Result<Box<dyn AnySession>, ProtocolError> {
     with_suite!(open.curve, S => {
-        let p = DkgParticipant::<S>::new(open, coordinator, identity, verifier, now, DEFAULT_DKG_TIMEOUT, rng)?;
+        let p = DkgParticipant::<S>::new(open, coordinator, identity, verifier, now, crate::deadlines::DKG, rng)?;
         Ok(erase::<S, _>(p))
     })
 }
@@ -436,7 +442,7 @@ pub fn dkg_coordinator(
     now: Timestamp,
 ) -> Result<(SessionId, Box<dyn AnySession>), ProtocolError> {
     with_suite!(curve, S => {
-        let c = DkgCoordinator::<S>::new(key_id, threshold, committee, nonce, verifier, now, DEFAULT_DKG_TIMEOUT)?;
+        let c = DkgCoordinator::<S>::new(key_id, threshold, committee, nonce, verifier, now, crate::deadlines::DKG)?;
         Ok((c.session(), erase::<S, _>(c)))
     })
 }
@@ -469,7 +475,7 @@ pub fn roast_coordinator(
             committee,
             now,
             timeout,
-            DEFAULT_ROAST_ATTEMPT_TIMEOUT,
+            crate::deadlines::SIGNING_ATTEMPT,
         )?;
         Ok(erase::<S, _>(c))
     })

@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::*;
 use frost_core::keys::{KeyPackage, PublicKeyPackage, SigningShare};
 use frost_core::{Field, Group, Identifier};
+use permafrost_engine::sim::Network;
 use permafrost_protocol::reshare::{
     check_dealing, combine, deal, public_key_package_from_dealings, DealingFault,
 };
-use permafrost_protocol::sim::Network;
 use permafrost_protocol::wire::{participant_identifier, Epoch, KeyId, NodeId};
 use permafrost_protocol::{KeyShare, Suite};
 use rand_chacha::ChaCha20Rng;
@@ -145,15 +145,19 @@ fn sign_with_new_shares<S: Suite>(
 ) {
     let committee: Vec<NodeId> = reshared.shares.keys().cloned().collect();
     for (node, key_package) in &reshared.shares {
+        let now = net.now();
         net.node_mut(node)
             .unwrap()
-            .install_share(KeyShare {
-                key_id: key.clone(),
-                epoch: Epoch(1),
-                committee: committee.clone(),
-                key_package: key_package.clone(),
-                public_key_package: reshared.package.clone(),
-            })
+            .install_share(
+                KeyShare {
+                    key_id: key.clone(),
+                    epoch: Epoch(1),
+                    committee: committee.clone(),
+                    key_package: key_package.clone(),
+                    public_key_package: reshared.package.clone(),
+                },
+                now,
+            )
             .unwrap();
     }
     let message = b"after reshare";

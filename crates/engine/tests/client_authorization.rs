@@ -10,17 +10,10 @@ use std::time::Duration;
 
 use common::*;
 use ed25519_dalek::SigningKey;
+use permafrost_engine::sim::{sim_client_policy, Network, SignOutcome};
 use permafrost_protocol::sign::client::{ClientKey, ClientPolicy};
-use permafrost_protocol::sim::{sim_client_policy, Network, SignOutcome};
 use permafrost_protocol::wire::{ClientAuthorization, Epoch, NodeId};
-use permafrost_protocol::{Event, ProtocolError, Refusal, Suite};
-
-fn shares_produced<S: Suite>(net: &Network<S>) -> usize {
-    net.events
-        .iter()
-        .filter(|(_, e)| matches!(e, Event::ShareProduced { .. }))
-        .count()
-}
+use permafrost_protocol::{ProtocolError, Refusal, Suite};
 
 /// Client-authorization refusals each node made.
 fn client_refusals<S: Suite>(net: &Network<S>, nodes: &[NodeId]) -> Vec<(NodeId, String)> {
@@ -63,7 +56,11 @@ fn refused_by_all<S: Suite>(
             "{node} did not refuse with {why:?}: {refusals:?}"
         );
     }
-    assert_eq!(shares_produced(net), shares_before, "a share was produced");
+    assert_eq!(
+        net.shares_produced(None),
+        shares_before,
+        "a share was produced"
+    );
     for node in nodes {
         assert_eq!(net.node(node).unwrap().open_signing_sessions(), 0);
     }
@@ -73,7 +70,7 @@ fn refused_by_all<S: Suite>(
 /// honest node refuses, and nothing is signed.
 fn a_message_the_client_did_not_approve_is_refused_by_every_node<S: Suite>() {
     let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(60, 3, 5);
-    let before = shares_produced(&net);
+    let before = net.shares_produced(None);
     let approved = net.authorize(&key, b"pay 10 to alice");
     let result = net.sign_roast_as(
         &coordinator,
@@ -118,7 +115,7 @@ fn a_message_the_client_did_not_approve_is_refused_by_every_node<S: Suite>() {
 /// it signs.
 fn an_unknown_client_key_is_refused_by_every_node<S: Suite>() {
     let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(61, 3, 5);
-    let before = shares_produced(&net);
+    let before = net.shares_produced(None);
     let stranger = SigningKey::from_bytes(&[0x5e; 32]);
     let now = net.now().0;
     let auth = ClientAuthorization::sign(&stranger, &key, b"m", [1; 16], now);
@@ -145,13 +142,13 @@ fn replayed_and_stale_approvals_are_refused<S: Suite>() {
     verify_independently(&pkp, b"once", &outcome.signature);
     // Let the request's last messages land and its unused nonces expire.
     net.run(Duration::from_secs(11));
-    let before = shares_produced(&net);
+    let before = net.shares_produced(None);
     let result = net.sign_roast_as(&coordinator, &key, Epoch(0), &pkp, &nodes, b"once", auth);
     refused_by_all(&mut net, result, &nodes, "already used in session", before);
 
     let old = net.authorize(&key, b"later");
     net.advance(Duration::from_secs(121));
-    let before = shares_produced(&net);
+    let before = net.shares_produced(None);
     let result = net.sign_roast_as(&coordinator, &key, Epoch(0), &pkp, &nodes, b"later", old);
     refused_by_all(&mut net, result, &nodes, "from this node's clock", before);
 }
@@ -169,7 +166,8 @@ fn each_node_applies_its_own_policy<S: Suite>() {
     for node in &nodes[..2] {
         net.node_mut(node)
             .unwrap()
-            .set_client_policy(only_other.clone());
+            .set_client_policy(only_other.clone())
+            .unwrap();
     }
     let outcome = net
         .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"three agree")
@@ -183,7 +181,10 @@ fn each_node_applies_its_own_policy<S: Suite>() {
         key_id("key-2"),
         sim_client_policy().all_keys.into_iter().collect(),
     );
-    net.node_mut(&nodes[2]).unwrap().set_client_policy(per_key);
+    net.node_mut(&nodes[2])
+        .unwrap()
+        .set_client_policy(per_key)
+        .unwrap();
     let started = net.now();
     let result = net.sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"two agree");
     match result {

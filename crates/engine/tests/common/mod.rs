@@ -3,7 +3,7 @@
 
 use frost_core::keys::PublicKeyPackage;
 use frost_core::Signature;
-use permafrost_protocol::sim::Network;
+use permafrost_engine::sim::Network;
 use permafrost_protocol::wire::{KeyId, NodeId, ReshareProposal};
 use permafrost_protocol::Suite;
 

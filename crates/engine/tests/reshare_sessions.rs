@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use common::*;
 use frost_core::keys::PublicKeyPackage;
 use frost_core::{round1, round2, SigningPackage};
-use permafrost_protocol::sim::{Fault, Network};
+use permafrost_engine::sim::{Fault, Network};
 use permafrost_protocol::wire::{Epoch, KeyId, Message, NodeId};
 use permafrost_protocol::{ProtocolError, Refusal, Suite};
 use rand_chacha::ChaCha20Rng;

@@ -1,0 +1,201 @@
+//! Admission of signing requests: the client's approval checked by the gate, a new request id
+//! and its audit entry written to the store (one step) before the signer commits, and every
+//! refusal audited — at most [`AUDITED_REFUSALS_PER_SECOND`] one by one, the rest counted.
+
+use permafrost_keystore::{AuditKind, ClientRequestRow, KeystoreError};
+use permafrost_protocol::sign::client::{
+    Admission, AdmittedRequest, ClientKey, REQUEST_ID_RETENTION,
+};
+use permafrost_protocol::{Refusal, Timestamp};
+use permafrost_wire::{Epoch, NodeId, SignRequest};
+use sha2::{Digest as _, Sha256};
+
+use super::store::{AuditDurability, StoreError};
+use super::{audit, NodeCore, NodeNotice, NodeStore};
+
+/// Refusals of signing requests written to the audit log one by one, at most this many per
+/// second; the rest are counted and written as one entry (a coordinator flooding refusals
+/// cannot grow the audit log faster than this).
+pub const AUDITED_REFUSALS_PER_SECOND: u32 = 32;
+
+/// Refusals audited in the current second, and those counted but not written one by one.
+#[derive(Default)]
+pub(super) struct RefusalAudit {
+    second: u64,
+    written: u32,
+    unwritten: u64,
+}
+
+impl RefusalAudit {
+    /// When the count of unwritten refusals is due to be written.
+    pub(super) fn next_flush(&self) -> Option<Timestamp> {
+        (self.unwritten > 0).then(|| Timestamp(self.second.saturating_add(1).saturating_mul(1000)))
+    }
+}
+
+impl<St: NodeStore> NodeCore<St> {
+    /// Reloads the client request ids admitted before, so a replay is refused.
+    pub(super) fn restore_client_requests(&mut self, now: Timestamp) -> Result<(), StoreError> {
+        let retention = u64::try_from(REQUEST_ID_RETENTION.as_millis()).unwrap_or(u64::MAX);
+        let rows = self.store.client_requests(now.0)?;
+        let count = rows.len();
+        for row in rows {
+            self.gate.record(
+                AdmittedRequest {
+                    client: ClientKey(row.client),
+                    request_id: row.request_id,
+                    session: permafrost_wire::SessionId(row.session),
+                    timestamp_ms: row.expires_unix_ms.saturating_sub(retention),
+                    expires_ms: row.expires_unix_ms,
+                },
+                now,
+            );
+        }
+        if count > 0 {
+            self.notice(NodeNotice::ClientRequestsReloaded { count });
+        }
+        Ok(())
+    }
+
+    /// Decides on a signing request's client authorization. An admission is written to the
+    /// store (request id and audit entry, one step) before the signer commits; a refusal is
+    /// audited too.
+    pub(super) fn admit(
+        &mut self,
+        from: &NodeId,
+        request: &SignRequest,
+        now: Timestamp,
+    ) -> Result<(), Refusal> {
+        let decision = match self.gate.check(request, now) {
+            Ok(Admission::Again) => return Ok(()),
+            Ok(Admission::New(admitted)) => self.persist_admission(from, request, admitted, now),
+            Err(refusal) => Err(refusal),
+        };
+        if let Err(refusal) = &decision {
+            self.notice(NodeNotice::SigningRefused {
+                key_id: request.key_id.clone(),
+                session: request.session,
+                refusal: refusal.clone(),
+            });
+            self.flush_refusal_count(now);
+            if self.refusals.written < AUDITED_REFUSALS_PER_SECOND {
+                self.refusals.written += 1;
+                let entry = self.request_audit_entry(
+                    AuditKind::Refused,
+                    from,
+                    request,
+                    refusal.to_string(),
+                    now,
+                );
+                if let Err(error) = self.store.append_audit(&entry, AuditDurability::Lazy) {
+                    self.notice(NodeNotice::StoreFailed {
+                        operation: "auditing a refusal",
+                        key_id: Some(request.key_id.clone()),
+                        error,
+                    });
+                }
+            } else {
+                self.refusals.unwritten += 1;
+            }
+        }
+        decision
+    }
+
+    /// Starts a new second of the refusal audit cap, writing one entry for the refusals of the
+    /// previous ones that were only counted.
+    pub(super) fn flush_refusal_count(&mut self, now: Timestamp) {
+        let second = now.0 / 1000;
+        if second == self.refusals.second {
+            return;
+        }
+        let unwritten = std::mem::take(&mut self.refusals.unwritten);
+        self.refusals.second = second;
+        self.refusals.written = 0;
+        if unwritten == 0 {
+            return;
+        }
+        self.notice(NodeNotice::RefusalsOverCap { count: unwritten });
+        let entry = audit::entry(
+            now,
+            AuditKind::Refused,
+            None,
+            Epoch(0),
+            None,
+            None,
+            format!(
+                "{unwritten} further signing requests refused, not written one by one (at most {AUDITED_REFUSALS_PER_SECOND} a second are)"
+            ),
+        );
+        if let Err(error) = self.store.append_audit(&entry, AuditDurability::Lazy) {
+            self.notice(NodeNotice::StoreFailed {
+                operation: "auditing a count of refusals",
+                key_id: None,
+                error,
+            });
+        }
+    }
+
+    fn persist_admission(
+        &mut self,
+        from: &NodeId,
+        request: &SignRequest,
+        admitted: AdmittedRequest,
+        now: Timestamp,
+    ) -> Result<(), Refusal> {
+        let row = ClientRequestRow {
+            client: admitted.client.0,
+            request_id: admitted.request_id,
+            session: admitted.session.0,
+            expires_unix_ms: admitted.expires_ms,
+        };
+        let detail = format!(
+            "client {} request {} (timestamp {}) admitted in session {}",
+            admitted.client,
+            hex::encode(admitted.request_id),
+            admitted.timestamp_ms,
+            admitted.session
+        );
+        let entry = self.request_audit_entry(AuditKind::ClientRequest, from, request, detail, now);
+        match self.store.admit_client_request(&row, &entry, now.0) {
+            Ok(()) => {
+                self.gate.record(admitted, now);
+                self.notice(NodeNotice::ClientRequestAdmitted {
+                    key_id: request.key_id.clone(),
+                    session: request.session,
+                });
+                Ok(())
+            }
+            Err(StoreError::Keystore(KeystoreError::Conflict(why))) => {
+                Err(Refusal::ClientNotAuthorized(why))
+            }
+            Err(error) => {
+                let refusal = Refusal::Limit(format!("cannot record the request: {error}"));
+                self.notice(NodeNotice::StoreFailed {
+                    operation: "admitting a client request",
+                    key_id: Some(request.key_id.clone()),
+                    error,
+                });
+                Err(refusal)
+            }
+        }
+    }
+
+    fn request_audit_entry(
+        &self,
+        kind: AuditKind,
+        from: &NodeId,
+        request: &SignRequest,
+        detail: String,
+        now: Timestamp,
+    ) -> permafrost_keystore::AuditEntry {
+        audit::entry(
+            now,
+            kind,
+            Some(&request.key_id),
+            request.epoch,
+            Some(Sha256::digest(&request.message).into()),
+            (self.setup.peer_name)(from),
+            detail,
+        )
+    }
+}

@@ -1,0 +1,43 @@
+//! Joining a DKG: only a coordinator opens one, only for a key this node does not hold.
+
+use permafrost_protocol::{ProtocolError, Refusal, Timestamp};
+use permafrost_wire::{DkgOpen, NodeId};
+use rand_core::CryptoRngCore;
+
+use super::{NodeCore, NodeStore};
+use crate::any;
+use crate::sessions::Route;
+
+impl<St: NodeStore> NodeCore<St> {
+    /// Joins the DKG `open` from `coordinator`.
+    pub(super) fn open_dkg(
+        &mut self,
+        coordinator: NodeId,
+        open: DkgOpen,
+        now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<(), ProtocolError> {
+        let route = Route::Session(open.session);
+        if self.sessions.contains(&route) {
+            return Err(Refusal::SessionExists.into());
+        }
+        if self.holds_key(&open.key_id) {
+            return Err(ProtocolError::InvalidParameters(format!(
+                "key {} already exists on this node",
+                open.key_id
+            )));
+        }
+        let (session, key_id) = (open.session, open.key_id.clone());
+        let participant = any::dkg_participant(
+            open,
+            coordinator,
+            self.setup.identity.clone(),
+            self.setup.verifier.clone(),
+            now,
+            rng,
+        )?;
+        self.dkg_keys.insert(session, key_id);
+        self.drive(|sessions, handler| sessions.insert(route, participant, handler));
+        Ok(())
+    }
+}

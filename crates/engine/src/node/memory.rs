@@ -1,0 +1,296 @@
+//! A node's "disk" in memory, for the simulator and the core's tests: what it holds survives a
+//! simulated crash (drop the core, open a new one on the same store), a write can be made to
+//! fail, and lazily written audit entries are lost in a crash as they would be on disk.
+
+use std::collections::BTreeMap;
+
+use permafrost_keystore::{
+    AuditEntry, ClientRequestRow, KeystoreError, ReshareConclusion, ShareState,
+};
+use permafrost_wire::{Epoch, KeyId, SessionId};
+
+use super::reshare::ReshareRecord;
+use super::store::{AuditDurability, NodeStore, ShareSummary, StoreError, StoredReshare};
+use crate::any::StoredShare;
+
+/// A [`NodeStore`] in memory.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryNodeStore {
+    shares: BTreeMap<(KeyId, Epoch), (ShareState, StoredShare)>,
+    reshares: BTreeMap<SessionId, ReshareRecord>,
+    client_requests: BTreeMap<([u8; 32], [u8; 16]), ClientRequestRow>,
+    /// The audit log, each entry with whether it is durable yet.
+    audit: Vec<(AuditEntry, bool)>,
+    /// Writes to fail (each changes nothing): the operation (`None`: any), and how many
+    /// writes of it succeed first.
+    failing_writes: Vec<(Option<&'static str>, usize)>,
+    /// Writes done so far, by operation.
+    writes: Vec<&'static str>,
+}
+
+impl MemoryNodeStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the next write fail (with a storage error naming it), changing nothing.
+    pub fn fail_next_write(&mut self) {
+        self.failing_writes.push((None, 0));
+    }
+
+    /// Lets `after` more writes of `operation` succeed, then makes the next one fail, changing
+    /// nothing. The operations: "put_pending", "activate", "delete_pending", "put_reshare",
+    /// "conclude_reshare", "admit_client_request", "append_audit".
+    pub fn fail_write(&mut self, operation: &'static str, after: usize) {
+        self.failing_writes.push((Some(operation), after));
+    }
+
+    /// What a crash leaves: audit entries that were written lazily and not yet made durable by
+    /// a later durable write are gone.
+    pub fn crash(&mut self) {
+        let durable = self
+            .audit
+            .iter()
+            .rposition(|(_, d)| *d)
+            .map_or(0, |i| i + 1);
+        self.audit.truncate(durable);
+    }
+
+    /// The operations written so far, in order ("put_pending", "activate", ...).
+    pub fn writes(&self) -> &[&'static str] {
+        &self.writes
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> impl Iterator<Item = &AuditEntry> {
+        self.audit.iter().map(|(e, _)| e)
+    }
+
+    /// Every share of `key_id` with its state, by epoch.
+    pub fn shares_of(&self, key_id: &KeyId) -> Vec<(Epoch, ShareState, &StoredShare)> {
+        self.shares
+            .iter()
+            .filter(|((k, _), _)| k == key_id)
+            .map(|((_, e), (state, share))| (*e, *state, share))
+            .collect()
+    }
+
+    /// Whether a reshare record of `session` is stored.
+    pub fn has_reshare(&self, session: &SessionId) -> bool {
+        self.reshares.contains_key(session)
+    }
+
+    /// Stores `share` as ACTIVE, replacing every other share of its key (tests of stale or
+    /// foreign shares).
+    pub fn install_active(&mut self, share: StoredShare) {
+        let key_id = share.key_id.clone();
+        self.shares.retain(|(k, _), _| *k != key_id);
+        self.shares
+            .insert((key_id, share.epoch), (ShareState::Active, share));
+    }
+
+    /// Counts a write, or fails it if asked to.
+    fn write(&mut self, operation: &'static str) -> Result<(), StoreError> {
+        let mut failing = None;
+        for (index, (op, after)) in self.failing_writes.iter_mut().enumerate() {
+            if op.is_some_and(|op| op != operation) {
+                continue;
+            }
+            if *after == 0 {
+                failing = Some(index);
+                break;
+            }
+            *after -= 1;
+        }
+        if let Some(index) = failing {
+            self.failing_writes.remove(index);
+            return Err(KeystoreError::Storage(format!(
+                "injected write failure ({operation}); nothing was written"
+            ))
+            .into());
+        }
+        self.writes.push(operation);
+        Ok(())
+    }
+
+    fn push_audit(&mut self, entry: &AuditEntry, durable: bool) {
+        if durable {
+            for (_, d) in &mut self.audit {
+                *d = true;
+            }
+        }
+        self.audit.push((entry.clone(), durable));
+    }
+}
+
+impl NodeStore for MemoryNodeStore {
+    fn share_summaries(&self) -> Result<Vec<ShareSummary>, StoreError> {
+        Ok(self
+            .shares
+            .iter()
+            .map(|((key_id, epoch), (state, _))| ShareSummary {
+                key_id: key_id.clone(),
+                epoch: *epoch,
+                state: *state,
+            })
+            .collect())
+    }
+
+    fn share(
+        &self,
+        key_id: &KeyId,
+        epoch: Epoch,
+    ) -> Result<Option<(ShareState, StoredShare)>, StoreError> {
+        Ok(self.shares.get(&(key_id.clone(), epoch)).cloned())
+    }
+
+    fn put_pending(&mut self, share: &StoredShare) -> Result<(), StoreError> {
+        self.write("put_pending")?;
+        self.shares.insert(
+            (share.key_id.clone(), share.epoch),
+            (ShareState::Pending, share.clone()),
+        );
+        Ok(())
+    }
+
+    fn activate(
+        &mut self,
+        key_id: &KeyId,
+        epoch: Epoch,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        if !self.shares.contains_key(&(key_id.clone(), epoch)) {
+            return Err(KeystoreError::NotFound {
+                key_id: key_id.to_string(),
+                epoch: epoch.0,
+            }
+            .into());
+        }
+        self.write("activate")?;
+        if let Some((state, _)) = self.shares.get_mut(&(key_id.clone(), epoch)) {
+            *state = ShareState::Active;
+        }
+        self.push_audit(audit, true);
+        Ok(())
+    }
+
+    fn delete_pending(&mut self, key_id: &KeyId, epoch: Epoch) -> Result<(), StoreError> {
+        let slot = (key_id.clone(), epoch);
+        if self
+            .shares
+            .get(&slot)
+            .is_some_and(|(state, _)| *state == ShareState::Pending)
+        {
+            self.write("delete_pending")?;
+            self.shares.remove(&slot);
+        }
+        Ok(())
+    }
+
+    fn put_reshare(&mut self, record: &ReshareRecord) -> Result<(), StoreError> {
+        self.write("put_reshare")?;
+        self.reshares.insert(record.open.session, record.clone());
+        Ok(())
+    }
+
+    fn reshares(&self) -> Result<Vec<StoredReshare>, StoreError> {
+        Ok(self
+            .reshares
+            .iter()
+            .map(|(session, record)| (*session, Ok(record.clone())))
+            .collect())
+    }
+
+    fn conclude_reshare(
+        &mut self,
+        key_id: &KeyId,
+        change: ReshareConclusion,
+        session: &SessionId,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mine = |k: &KeyId| k == key_id;
+        if let ReshareConclusion::Promote { epoch } = change {
+            let pending = self
+                .shares
+                .get(&(key_id.clone(), Epoch(epoch)))
+                .is_some_and(|(state, _)| *state == ShareState::Pending);
+            if !pending {
+                return Err(KeystoreError::NotFound {
+                    key_id: key_id.to_string(),
+                    epoch,
+                }
+                .into());
+            }
+        }
+        self.write("conclude_reshare")?;
+        match change {
+            ReshareConclusion::Promote { epoch } => {
+                self.shares.retain(|(k, e), _| !mine(k) || e.0 == epoch);
+                if let Some((state, _)) = self.shares.get_mut(&(key_id.clone(), Epoch(epoch))) {
+                    *state = ShareState::Active;
+                }
+            }
+            ReshareConclusion::Retire { epoch } => {
+                self.shares.retain(|(k, e), _| !mine(k) || e.0 > epoch);
+            }
+            ReshareConclusion::Discard { epoch } => {
+                let slot = (key_id.clone(), Epoch(epoch));
+                if self
+                    .shares
+                    .get(&slot)
+                    .is_some_and(|(state, _)| *state == ShareState::Pending)
+                {
+                    self.shares.remove(&slot);
+                }
+            }
+        }
+        self.reshares.remove(session);
+        self.push_audit(audit, true);
+        Ok(())
+    }
+
+    fn admit_client_request(
+        &mut self,
+        request: &ClientRequestRow,
+        audit: &AuditEntry,
+        now_unix_ms: u64,
+    ) -> Result<(), StoreError> {
+        let id = (request.client, request.request_id);
+        if let Some(known) = self.client_requests.get(&id) {
+            if known.expires_unix_ms > now_unix_ms && known.session != request.session {
+                return Err(KeystoreError::Conflict(format!(
+                    "request id {} already used in session {}",
+                    hex::encode(request.request_id),
+                    hex::encode(known.session)
+                ))
+                .into());
+            }
+        }
+        self.write("admit_client_request")?;
+        self.client_requests
+            .retain(|_, row| row.expires_unix_ms > now_unix_ms);
+        self.client_requests.insert(id, request.clone());
+        self.push_audit(audit, true);
+        Ok(())
+    }
+
+    fn client_requests(&self, now_unix_ms: u64) -> Result<Vec<ClientRequestRow>, StoreError> {
+        Ok(self
+            .client_requests
+            .values()
+            .filter(|row| row.expires_unix_ms > now_unix_ms)
+            .cloned()
+            .collect())
+    }
+
+    fn append_audit(
+        &mut self,
+        entry: &AuditEntry,
+        durability: AuditDurability,
+    ) -> Result<(), StoreError> {
+        self.write("append_audit")?;
+        self.push_audit(entry, durability == AuditDurability::Durable);
+        Ok(())
+    }
+}

@@ -1,0 +1,409 @@
+//! The signer node's core: every rule a node applies above the protocol sessions, sans-IO.
+//!
+//! A [`NodeCore`] is opened on a [`NodeStore`] (it reloads the client request ids, starts a
+//! signer for every ACTIVE share and resumes every unconcluded reshare), then fed messages
+//! ([`NodeCore::handle_message`]) and the passing of time ([`NodeCore::handle_timeout`]).
+//! What it wants sent, and what happened, come out of [`NodeCore::poll_output`] in the order
+//! they happened: a message that depends on a write is queued only after the write returned.
+//! A crash is "drop the core, open a new one on the same store".
+//!
+//! The rules live by concept: [`admission`](self) of signing requests and the refusal audit
+//! (`admission.rs`), joining DKGs (`dkg.rs`) and reshares (`reshare.rs`), carrying out the
+//! sessions' events on the store (`events.rs`), the audit entries (`audit.rs`).
+
+mod admission;
+mod audit;
+mod dkg;
+mod events;
+mod memory;
+mod notice;
+mod reshare;
+mod store;
+
+pub use memory::MemoryNodeStore;
+pub use notice::NodeNotice;
+pub use reshare::{EarlyMessages, ReshareRecord};
+pub use store::{AuditDurability, NodeStore, ShareSummary, StoreError, StoredReshare};
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use permafrost_keystore::ShareState;
+use permafrost_protocol::reshare::Identities;
+use permafrost_protocol::sign::client::{ClientGate, ClientPolicy};
+use permafrost_protocol::{IdentityVerifier, NodeIdentity, ProtocolError, Refusal, Timestamp};
+use permafrost_wire::{Epoch, KeyId, Message, NodeId, SessionId};
+use rand_core::CryptoRngCore;
+
+use crate::any;
+use crate::sessions::{Handled, Route, Sessions};
+use admission::RefusalAudit;
+use events::{EventContext, FollowUp};
+
+/// Reshare messages kept for sessions that have not opened here yet, at most.
+pub const EARLY_CAPACITY: usize = 256;
+
+/// What a node core is: its identity, whom it takes orders from, whom it signs for.
+#[derive(Clone)]
+pub struct NodeSetup {
+    /// This node's identity key.
+    pub identity: Arc<dyn NodeIdentity>,
+    /// Verifies other nodes' identity signatures.
+    pub verifier: Arc<dyn IdentityVerifier>,
+    /// The coordinators: the only peers that may open sessions and ask for signatures.
+    pub coordinators: BTreeSet<NodeId>,
+    /// The client keys whose approval a signing request needs.
+    pub clients: ClientPolicy,
+    /// How the audit log names a peer (e.g. its PeerId), if it can.
+    pub peer_name: fn(&NodeId) -> Option<String>,
+}
+
+/// What the core wants done, in order.
+#[derive(Debug)]
+pub enum NodeOutput {
+    /// Send `message` to `to`.
+    Transmit {
+        /// The recipient.
+        to: NodeId,
+        /// The message.
+        message: Message,
+    },
+    /// Something happened that an operator should be able to see (the shell logs it).
+    Notice(NodeNotice),
+}
+
+/// The signer node's rules over a store `St`.
+pub struct NodeCore<St: NodeStore> {
+    setup: NodeSetup,
+    store: St,
+    sessions: Sessions,
+    /// The time of the latest input.
+    now: Timestamp,
+    /// The key each running DKG session creates.
+    dkg_keys: BTreeMap<SessionId, KeyId>,
+    /// The reshares this node takes part in (their records are in the store).
+    reshares: BTreeMap<SessionId, ReshareRecord>,
+    /// Test-signature session id → its reshare session.
+    aliases: BTreeMap<SessionId, SessionId>,
+    /// Reshare messages that came before their session opened here.
+    early: EarlyMessages,
+    /// Client authorization of signing requests; the request ids it admitted are also in the
+    /// store.
+    gate: ClientGate,
+    /// The audit-rate cap on refusals.
+    refusals: RefusalAudit,
+    outputs: VecDeque<NodeOutput>,
+}
+
+impl<St: NodeStore> NodeCore<St> {
+    /// Opens a core on `store` at `now`: reloads the client request ids admitted before (so a
+    /// replay is refused), starts a signer for every ACTIVE share, and resumes every reshare
+    /// the store records as unconcluded (each asks its coordinator for the outcome).
+    pub fn open(setup: NodeSetup, store: St, now: Timestamp) -> Result<Self, StoreError> {
+        let gate = ClientGate::new(setup.clients.clone());
+        let mut core = NodeCore {
+            setup,
+            store,
+            sessions: Sessions::new(),
+            now,
+            dkg_keys: BTreeMap::new(),
+            reshares: BTreeMap::new(),
+            aliases: BTreeMap::new(),
+            early: EarlyMessages::new(EARLY_CAPACITY, crate::deadlines::EARLY_MESSAGE_MAX_AGE),
+            gate,
+            refusals: RefusalAudit::default(),
+            outputs: VecDeque::new(),
+        };
+        core.restore_client_requests(now)?;
+        core.load_active_shares()?;
+        core.resume_reshares(now)?;
+        Ok(core)
+    }
+
+    /// The store (to inspect it).
+    pub fn store(&self) -> &St {
+        &self.store
+    }
+
+    /// The store, to change it behind the core's back (tests: injected failures).
+    pub fn store_mut(&mut self) -> &mut St {
+        &mut self.store
+    }
+
+    /// Ends the core (a crash or a shutdown), handing back its store; nothing in memory
+    /// survives: sessions, nonces, buffered messages.
+    pub fn into_parts(self) -> (NodeSetup, St) {
+        (self.setup, self.store)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        self.setup.identity.node_id()
+    }
+
+    /// Secret nonces held in memory for signing sessions, over all keys.
+    pub fn live_nonces(&self) -> usize {
+        self.sessions.iter().map(|(_, s)| s.live_nonces()).sum()
+    }
+
+    /// Whether a signer runs for `key_id`.
+    pub fn signs_for(&self, key_id: &KeyId) -> bool {
+        self.sessions.contains(&Route::Signer(key_id.clone()))
+    }
+
+    /// Takes orders from `coordinator` too.
+    pub fn add_coordinator(&mut self, coordinator: NodeId) {
+        self.setup.coordinators.insert(coordinator);
+    }
+
+    /// Replaces the client keys this node accepts; the request ids it admitted are reloaded
+    /// from the store.
+    pub fn set_client_policy(&mut self, policy: ClientPolicy) -> Result<(), StoreError> {
+        self.setup.clients = policy.clone();
+        self.gate = ClientGate::new(policy);
+        self.restore_client_requests(self.now)
+    }
+
+    /// The next thing to do: a message to send or a notice, in the order they happened.
+    pub fn poll_output(&mut self) -> Option<NodeOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let early = self
+            .early
+            .next_expiry()
+            .into_iter()
+            .chain(self.refusals.next_flush());
+        self.sessions.next_deadline().into_iter().chain(early).min()
+    }
+
+    /// Lets time pass: deadlines of sessions, the refusal count, buffered messages.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.now = self.now.max(now);
+        self.flush_refusal_count(now);
+        self.drive(|sessions, handler| sessions.tick(now, handler));
+        self.early.expire(now);
+    }
+
+    /// Handles one message from the authenticated peer `from`. `Err` means it was refused
+    /// (answer the peer with the error); a refused signing request is also answered with a
+    /// `SignRefusal` to the coordinator at once.
+    pub fn handle_message(
+        &mut self,
+        from: &NodeId,
+        message: Message,
+        now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<(), ProtocolError> {
+        self.now = self.now.max(now);
+        let from_coordinator = self.setup.coordinators.contains(from);
+        let route = match &message {
+            Message::DkgOpen(open) => {
+                if !from_coordinator {
+                    return Err(Refusal::NotFromCoordinator(from.clone()).into());
+                }
+                return self.open_dkg(from.clone(), open.clone(), now, rng);
+            }
+            Message::ReshareOpen(open) => {
+                if !from_coordinator {
+                    return Err(Refusal::NotFromCoordinator(from.clone()).into());
+                }
+                return self.open_reshare(from.clone(), open.clone(), now, rng);
+            }
+            Message::SignRequest(_) | Message::SignPackage(_)
+                if self.aliases.contains_key(&message.session()) =>
+            {
+                let session = self.aliases[&message.session()];
+                return self.deliver(&Route::Session(session), from, message, now, rng);
+            }
+            Message::SignRequest(m) => Route::Signer(m.key_id.clone()),
+            Message::SignPackage(m) => Route::Signer(m.key_id.clone()),
+            Message::DkgRound1Set(_)
+            | Message::DkgRound2(_)
+            | Message::DkgCommit(_)
+            | Message::DkgAbort(_) => Route::Session(message.session()),
+            Message::ReshareShare(_)
+            | Message::ReshareDealingSet(_)
+            | Message::ReshareDealerSet(_)
+            | Message::ReshareCommit(_)
+            | Message::ReshareAbort(_) => {
+                let route = Route::Session(message.session());
+                if self.sessions.contains(&route) {
+                    return self.deliver(&route, from, message, now, rng);
+                }
+                return self.keep_early(from.clone(), message, now);
+            }
+            other => return Err(Refusal::Unexpected(other.kind()).into()),
+        };
+        if let Route::Signer(_) = &route {
+            if !from_coordinator {
+                return Err(Refusal::NotFromCoordinator(from.clone()).into());
+            }
+            let checked = if !self.sessions.contains(&route) {
+                Err(Refusal::WrongKey)
+            } else if let Message::SignRequest(request) = &message {
+                self.admit(from, request, now)
+            } else {
+                Ok(())
+            };
+            if let Err(refusal) = checked {
+                // Tell the coordinator now rather than let it wait for its deadline.
+                self.transmit(
+                    from.clone(),
+                    Message::SignRefusal(permafrost_protocol::sign::refusal_message(
+                        message.session(),
+                        &refusal,
+                    )),
+                );
+                return Err(refusal.into());
+            }
+        }
+        self.deliver(&route, from, message, now, rng)
+    }
+
+    /// Delivers one message to a session and carries out what follows.
+    fn deliver(
+        &mut self,
+        route: &Route,
+        from: &NodeId,
+        message: Message,
+        now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<(), ProtocolError> {
+        self.drive(|sessions, handler| sessions.deliver(route, from, message, now, rng, handler))
+    }
+
+    /// Runs `f` on the sessions with the event handler, then does the follow-up work and drops
+    /// what belonged to sessions that ended.
+    fn drive<R>(
+        &mut self,
+        f: impl FnOnce(&mut Sessions, &mut dyn FnMut(&Route, any::AnyOutput) -> Handled) -> R,
+    ) -> R {
+        let mut cx = EventContext {
+            store: &mut self.store,
+            setup: &self.setup,
+            dkg_keys: &self.dkg_keys,
+            reshares: &self.reshares,
+            outputs: &mut self.outputs,
+            follow: Vec::new(),
+            now: self.now,
+        };
+        let result = f(&mut self.sessions, &mut |route, output| {
+            cx.handle(route, output)
+        });
+        let follow = std::mem::take(&mut cx.follow);
+        for action in follow {
+            match action {
+                FollowUp::StartSigner(key_id, epoch) => self.start_signer(&key_id, epoch),
+                FollowUp::StopSigner(key_id) => {
+                    self.sessions.remove(&Route::Signer(key_id.clone()));
+                    self.notice(NodeNotice::SignerStopped { key_id });
+                }
+            }
+        }
+        self.forget_finished();
+        result
+    }
+
+    /// Drops what belonged to sessions that ended.
+    fn forget_finished(&mut self) {
+        let sessions = &self.sessions;
+        self.dkg_keys
+            .retain(|session, _| sessions.contains(&Route::Session(*session)));
+        self.reshares
+            .retain(|session, _| sessions.contains(&Route::Session(*session)));
+        let reshares = &self.reshares;
+        self.aliases
+            .retain(|_, session| reshares.contains_key(session));
+    }
+
+    /// Starts a signer for every key's ACTIVE share. If a key had two ACTIVE epochs (which the
+    /// store's transactions prevent) the newest wins.
+    fn load_active_shares(&mut self) -> Result<(), StoreError> {
+        let mut active: BTreeMap<KeyId, Epoch> = BTreeMap::new();
+        for share in self.store.share_summaries()? {
+            match share.state {
+                ShareState::Active => {
+                    if let Some(older) = active.insert(share.key_id.clone(), share.epoch) {
+                        self.notice(NodeNotice::TwoActiveEpochs {
+                            key_id: share.key_id,
+                            older,
+                        });
+                    }
+                }
+                ShareState::Pending => self.notice(NodeNotice::PendingShareKept {
+                    key_id: share.key_id,
+                    epoch: share.epoch,
+                }),
+                ShareState::Retired => {}
+            }
+        }
+        for (key_id, epoch) in active {
+            self.start_signer(&key_id, epoch);
+        }
+        Ok(())
+    }
+
+    fn start_signer(&mut self, key_id: &KeyId, epoch: Epoch) {
+        let started = match self.store.share(key_id, epoch) {
+            Ok(Some((_, share))) => any::signer(&share).map(|signer| (signer, share.curve)),
+            Ok(None) => Err(ProtocolError::Frost("no such share".into())),
+            Err(e) => Err(ProtocolError::Frost(e.to_string())),
+        };
+        match started {
+            Ok((signer, curve)) => {
+                let mut ignore = |_: &Route, _: any::AnyOutput| Handled::Continue;
+                self.sessions
+                    .insert(Route::Signer(key_id.clone()), signer, &mut ignore);
+                self.notice(NodeNotice::SignerReady {
+                    key_id: key_id.clone(),
+                    epoch,
+                    curve,
+                });
+            }
+            Err(error) => self.notice(NodeNotice::SignerNotStarted {
+                key_id: key_id.clone(),
+                epoch,
+                error,
+            }),
+        }
+    }
+
+    /// Whether this node holds any share of `key_id`, or runs its signer (true if the store
+    /// cannot be read: never create a key over one that may exist).
+    fn holds_key(&self, key_id: &KeyId) -> bool {
+        self.sessions.contains(&Route::Signer(key_id.clone()))
+            || self
+                .store
+                .share_summaries()
+                .map(|all| all.iter().any(|s| s.key_id == *key_id))
+                .unwrap_or(true)
+    }
+
+    fn active_epoch(&self, key_id: &KeyId) -> Option<Epoch> {
+        self.store
+            .share_summaries()
+            .ok()?
+            .into_iter()
+            .filter(|s| s.key_id == *key_id && s.state == ShareState::Active)
+            .map(|s| s.epoch)
+            .max()
+    }
+
+    fn identities(&self) -> Arc<Identities> {
+        Arc::new(Identities {
+            key: self.setup.identity.clone(),
+            verifier: self.setup.verifier.clone(),
+        })
+    }
+
+    fn transmit(&mut self, to: NodeId, message: Message) {
+        self.outputs.push_back(NodeOutput::Transmit { to, message });
+    }
+
+    fn notice(&mut self, notice: NodeNotice) {
+        self.outputs.push_back(NodeOutput::Notice(notice));
+    }
+}

@@ -1,0 +1,238 @@
+//! What a node keeps on disk, as domain operations: the [`NodeStore`] trait, and its
+//! implementation by the redb keystore. Every write either happens whole or not at all, and
+//! returns only once it is durable (except audit entries written [`AuditDurability::Lazy`]).
+
+use permafrost_keystore::{
+    AuditEntry, ClientRequestRow, KeyStore, KeystoreError, ReshareConclusion, ShareRecord,
+    ShareState,
+};
+use permafrost_wire::{Epoch, KeyId, SessionId};
+use zeroize::Zeroizing;
+
+use super::reshare::ReshareRecord;
+use crate::any::{PublicShareInfo, StoredShare};
+
+/// Why the store could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The keystore failed or refused (a [`KeystoreError::Conflict`] changed nothing).
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+    /// Something stored does not decode (kept for an operator, never deleted).
+    #[error("unreadable stored record: {0}")]
+    Unreadable(String),
+}
+
+/// An unconcluded reshare as stored: its session, and its record or why the record does not
+/// decode.
+pub type StoredReshare = (SessionId, Result<ReshareRecord, String>);
+
+/// A stored share's key, epoch and state, without its secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShareSummary {
+    /// The key.
+    pub key_id: KeyId,
+    /// The epoch.
+    pub epoch: Epoch,
+    /// Its life-cycle state.
+    pub state: ShareState,
+}
+
+/// How soon an audit entry must be on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditDurability {
+    /// Synced before the call returns: for everything the node promises something on.
+    Durable,
+    /// Synced with a later durable write: for refusals, which promise nothing to anyone.
+    Lazy,
+}
+
+/// A node's storage, as the operations the node core performs. Implemented by
+/// [`KeyStore`] (redb, encrypted) and by [`MemoryNodeStore`](super::MemoryNodeStore).
+pub trait NodeStore {
+    /// Every stored share's key, epoch and state.
+    fn share_summaries(&self) -> Result<Vec<ShareSummary>, StoreError>;
+    /// One share with its state.
+    fn share(
+        &self,
+        key_id: &KeyId,
+        epoch: Epoch,
+    ) -> Result<Option<(ShareState, StoredShare)>, StoreError>;
+    /// Stores `share` as PENDING (replacing a PENDING share of the same epoch).
+    fn put_pending(&mut self, share: &StoredShare) -> Result<(), StoreError>;
+    /// Promotes the PENDING share of `epoch` to ACTIVE, with `audit`.
+    fn activate(
+        &mut self,
+        key_id: &KeyId,
+        epoch: Epoch,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+    /// Deletes the PENDING share of `epoch`, if there is one.
+    fn delete_pending(&mut self, key_id: &KeyId, epoch: Epoch) -> Result<(), StoreError>;
+    /// Records (or updates) a reshare this node joined.
+    fn put_reshare(&mut self, record: &ReshareRecord) -> Result<(), StoreError>;
+    /// Every unconcluded reshare record; one that does not decode comes back as an error.
+    fn reshares(&self) -> Result<Vec<StoredReshare>, StoreError>;
+    /// Concludes a reshare in one step: `change` to the key's shares, the record of `session`
+    /// forgotten, `audit` appended.
+    fn conclude_reshare(
+        &mut self,
+        key_id: &KeyId,
+        change: ReshareConclusion,
+        session: &SessionId,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+    /// Remembers a client request id with its audit entry, in one step; a request id already
+    /// remembered for another session is a [`KeystoreError::Conflict`] and changes nothing.
+    fn admit_client_request(
+        &mut self,
+        request: &ClientRequestRow,
+        audit: &AuditEntry,
+        now_unix_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// The client request ids remembered and not expired at `now_unix_ms`.
+    fn client_requests(&self, now_unix_ms: u64) -> Result<Vec<ClientRequestRow>, StoreError>;
+    /// Appends an audit entry.
+    fn append_audit(
+        &mut self,
+        entry: &AuditEntry,
+        durability: AuditDurability,
+    ) -> Result<(), StoreError>;
+}
+
+/// The keystore's `public` column of a share: its [`PublicShareInfo`] as JSON.
+fn share_record(share: &StoredShare, state: ShareState) -> Result<ShareRecord, StoreError> {
+    let public = serde_json::to_vec(&share.public_info())
+        .map_err(|e| StoreError::Unreadable(format!("share metadata: {e}")))?;
+    Ok(ShareRecord {
+        key_id: share.key_id.as_str().to_owned(),
+        epoch: share.epoch.0,
+        state,
+        identifier: share.identifier.clone(),
+        public,
+        secret: Zeroizing::new(share.key_package.to_vec()),
+    })
+}
+
+impl NodeStore for KeyStore {
+    fn share_summaries(&self) -> Result<Vec<ShareSummary>, StoreError> {
+        Ok(self
+            .shares()?
+            .into_iter()
+            .filter_map(|meta| {
+                Some(ShareSummary {
+                    key_id: KeyId::new(meta.key_id).ok()?,
+                    epoch: Epoch(meta.epoch),
+                    state: meta.state,
+                })
+            })
+            .collect())
+    }
+
+    fn share(
+        &self,
+        key_id: &KeyId,
+        epoch: Epoch,
+    ) -> Result<Option<(ShareState, StoredShare)>, StoreError> {
+        let Some(record) = KeyStore::share(self, key_id.as_str(), epoch.0)? else {
+            return Ok(None);
+        };
+        let public: PublicShareInfo = serde_json::from_slice(&record.public)
+            .map_err(|e| StoreError::Unreadable(format!("share {key_id} epoch {epoch}: {e}")))?;
+        let share = StoredShare::from_parts(
+            key_id.clone(),
+            epoch,
+            record.identifier.clone(),
+            &public,
+            record.secret.clone(),
+        )
+        .map_err(|e| StoreError::Unreadable(format!("share {key_id} epoch {epoch}: {e}")))?;
+        Ok(Some((record.state, share)))
+    }
+
+    fn put_pending(&mut self, share: &StoredShare) -> Result<(), StoreError> {
+        Ok(self.put_share(&share_record(share, ShareState::Pending)?)?)
+    }
+
+    fn activate(
+        &mut self,
+        key_id: &KeyId,
+        epoch: Epoch,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.set_state(key_id.as_str(), epoch.0, ShareState::Active)?;
+        KeyStore::append_audit(self, audit)?;
+        Ok(())
+    }
+
+    fn delete_pending(&mut self, key_id: &KeyId, epoch: Epoch) -> Result<(), StoreError> {
+        match KeyStore::share(self, key_id.as_str(), epoch.0)? {
+            Some(record) if record.state == ShareState::Pending => {
+                Ok(self.delete_share(key_id.as_str(), epoch.0)?)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn put_reshare(&mut self, record: &ReshareRecord) -> Result<(), StoreError> {
+        let bytes = record.encode().map_err(StoreError::Unreadable)?;
+        Ok(KeyStore::put_reshare(self, &record.open.session.0, &bytes)?)
+    }
+
+    fn reshares(&self) -> Result<Vec<StoredReshare>, StoreError> {
+        Ok(KeyStore::reshares(self)?
+            .into_iter()
+            .map(|(session, bytes)| {
+                let session = SessionId(session);
+                (session, ReshareRecord::decode(&session, &bytes))
+            })
+            .collect())
+    }
+
+    fn conclude_reshare(
+        &mut self,
+        key_id: &KeyId,
+        change: ReshareConclusion,
+        session: &SessionId,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        Ok(KeyStore::conclude_reshare(
+            self,
+            key_id.as_str(),
+            change,
+            &session.0,
+            audit,
+        )?)
+    }
+
+    fn admit_client_request(
+        &mut self,
+        request: &ClientRequestRow,
+        audit: &AuditEntry,
+        now_unix_ms: u64,
+    ) -> Result<(), StoreError> {
+        Ok(KeyStore::admit_client_request(
+            self,
+            request,
+            audit,
+            now_unix_ms,
+        )?)
+    }
+
+    fn client_requests(&self, now_unix_ms: u64) -> Result<Vec<ClientRequestRow>, StoreError> {
+        Ok(KeyStore::client_requests(self, now_unix_ms)?)
+    }
+
+    fn append_audit(
+        &mut self,
+        entry: &AuditEntry,
+        durability: AuditDurability,
+    ) -> Result<(), StoreError> {
+        match durability {
+            AuditDurability::Durable => KeyStore::append_audit(self, entry)?,
+            AuditDurability::Lazy => self.append_audit_lazily(entry)?,
+        };
+        Ok(())
+    }
+}

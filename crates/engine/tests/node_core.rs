@@ -1,0 +1,598 @@
+//! The node core's own rules, through the simulator (whose nodes are the production
+//! `NodeCore` over an in-memory store), on every suite: a crash right after each of its
+//! persistence points, a failed write at each write site, the refusals it makes itself (a
+//! second unconcluded reshare, an open from a non-coordinator, a PENDING share over an ACTIVE
+//! one), and client request ids that survive a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use permafrost_engine::deadlines;
+use permafrost_engine::node::NodeNotice;
+use permafrost_engine::sim::{Envelope, Fault, Network, SimVerifier};
+use permafrost_protocol::dkg::DkgCoordinator;
+use permafrost_protocol::wire::{
+    ClientAuthorization, Epoch, KeyId, Message, MessageKind, NodeId, SessionId,
+};
+use permafrost_protocol::{ProtocolError, Refusal, Session, Suite};
+
+/// Every message each node sent, by kind, as the network saw it.
+#[derive(Clone, Default)]
+struct Sent(Rc<RefCell<Vec<(NodeId, MessageKind, SessionId)>>>);
+
+impl Sent {
+    /// Records every message from now on (and delivers it).
+    fn watch<S: Suite>(net: &mut Network<S>) -> Self {
+        Self::watch_with(net, |_| Fault::Deliver)
+    }
+
+    /// Records every message from now on, and lets `faults` decide what becomes of it.
+    fn watch_with<S: Suite>(
+        net: &mut Network<S>,
+        mut faults: impl FnMut(&Envelope) -> Fault + 'static,
+    ) -> Self {
+        let sent = Sent::default();
+        let log = sent.clone();
+        net.set_faults(move |env| {
+            log.0
+                .borrow_mut()
+                .push((env.from.clone(), env.message.kind(), env.message.session()));
+            faults(env)
+        });
+        sent
+    }
+
+    fn count(&self, from: &NodeId, kind: MessageKind) -> usize {
+        self.0
+            .borrow()
+            .iter()
+            .filter(|(f, k, _)| f == from && *k == kind)
+            .count()
+    }
+}
+
+/// Makes `node`'s store let `after` writes of `operation` succeed and fail the next.
+fn fail_write<S: Suite>(
+    net: &mut Network<S>,
+    node: &NodeId,
+    operation: &'static str,
+    after: usize,
+) {
+    net.node_mut(node)
+        .unwrap()
+        .core_mut()
+        .unwrap()
+        .store_mut()
+        .fail_write(operation, after);
+}
+
+/// The notices `node` reported since `mark`.
+fn notices_since<S: Suite>(net: &Network<S>, mark: usize, node: &NodeId) -> Vec<String> {
+    net.notices[mark..]
+        .iter()
+        .filter(|(n, _)| n == node)
+        .map(|(_, notice)| notice.to_string())
+        .collect()
+}
+
+/// Whether `node` reported a failed write of `operation` since `mark`.
+fn write_failed<S: Suite>(net: &Network<S>, mark: usize, node: &NodeId, operation: &str) -> bool {
+    net.notices[mark..].iter().any(|(n, notice)| {
+        n == node
+            && matches!(notice, NodeNotice::StoreFailed { operation: op, error, .. }
+                if op.contains(operation) && error.to_string().contains("injected write failure"))
+    })
+}
+
+fn signs<S: Suite>(
+    net: &mut Network<S>,
+    coordinator: &NodeId,
+    key: &KeyId,
+    epoch: Epoch,
+    pkp: &frost_core::keys::PublicKeyPackage<S>,
+    committee: &[NodeId],
+    message: &[u8],
+) -> Vec<NodeId> {
+    let outcome = net
+        .sign_roast(coordinator, key, epoch, pkp, committee, message)
+        .unwrap_or_else(|e| panic!("signing failed: {e}"));
+    verify_independently(pkp, message, &outcome.signature);
+    outcome.signers
+}
+
+// ---- DKG ------------------------------------------------------------------------------------
+
+/// A crash right after the PENDING share is written, before the confirmation leaves: the DKG
+/// fails naming the crashed node, no one activates the key, the crashed node keeps its
+/// PENDING share (the others may not know the outcome; an operator decides) and the rest
+/// discard theirs. The nodes then carry on: a new DKG over the same nodes signs.
+fn dkg_crash_after_the_pending_share<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(101, 4);
+    let victim = nodes[2].clone();
+    net.crash_on(&victim, |n| matches!(n, NodeNotice::SharePending { .. }));
+    let key = key_id("key-1");
+    let error = net.run_dkg(&coordinator, &key, 3, &nodes).unwrap_err();
+    assert!(error.culprits().contains(&victim), "{error}");
+    net.run(Duration::from_secs(1));
+    assert!(!anyone_active(&net, &nodes, &key));
+    for node in &nodes {
+        let pending = net.node(node).unwrap().pending_share(&key).is_some();
+        assert_eq!(pending, *node == victim, "{node}: pending share {pending}");
+    }
+    let key2 = key_id("key-2");
+    let pkp = net.run_dkg(&coordinator, &key2, 3, &nodes).unwrap();
+    signs(
+        &mut net,
+        &coordinator,
+        &key2,
+        Epoch(0),
+        &pkp,
+        &nodes,
+        b"after",
+    );
+}
+
+/// A crash right after the share is activated: the restarted node starts its signer from the
+/// store and signs.
+fn dkg_crash_after_activation<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(102, 3);
+    let victim = nodes[0].clone();
+    net.crash_on(&victim, |n| matches!(n, NodeNotice::KeyActivated { .. }));
+    let key = key_id("key-1");
+    let pkp = net.run_dkg(&coordinator, &key, 3, &nodes).unwrap();
+    assert!(net.node(&victim).unwrap().core().unwrap().signs_for(&key));
+    let signers = signs(&mut net, &coordinator, &key, Epoch(0), &pkp, &nodes, b"m");
+    assert!(signers.contains(&victim));
+}
+
+/// A failed write of the PENDING share: the node sends no confirmation, names the failed
+/// write, and the DKG fails naming it; no node activates the key.
+fn dkg_failed_pending_write_releases_nothing<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(103, 4);
+    let victim = nodes[1].clone();
+    let sent = Sent::watch(&mut net);
+    let mark = net.notices.len();
+    fail_write(&mut net, &victim, "put_pending", 0);
+    let key = key_id("key-1");
+    let error = net.run_dkg(&coordinator, &key, 3, &nodes).unwrap_err();
+    assert!(error.culprits().contains(&victim), "{error}");
+    assert_eq!(sent.count(&victim, MessageKind::DkgConfirm), 0);
+    assert!(write_failed(&net, mark, &victim, "storing a pending share"));
+    net.run(Duration::from_secs(1));
+    assert!(!anyone_active(&net, &nodes, &key));
+}
+
+/// A failed activation: the node names it and does not sign with the share, which stays
+/// PENDING for an operator; the others sign.
+fn dkg_failed_activation_is_named<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(104, 4);
+    let victim = nodes[3].clone();
+    let mark = net.notices.len();
+    fail_write(&mut net, &victim, "activate", 0);
+    let key = key_id("key-1");
+    let pkp = net.run_dkg(&coordinator, &key, 3, &nodes).unwrap();
+    assert!(write_failed(&net, mark, &victim, "activating a share"));
+    let node = net.node(&victim).unwrap();
+    assert!(!node.core().unwrap().signs_for(&key));
+    assert!(node.active_share(&key).is_none());
+    assert!(node.pending_share(&key).is_some());
+    let signers = signs(&mut net, &coordinator, &key, Epoch(0), &pkp, &nodes, b"m");
+    assert!(!signers.contains(&victim));
+}
+
+/// Only a coordinator opens a DKG; a node refuses an open for a key it holds.
+fn dkg_opens_only_from_a_coordinator_for_a_new_key<S: Suite>() {
+    let (mut net, nodes, coordinator, key, _) = network_with_key::<S>(105, 2, 3);
+    let open = |key: &KeyId, net: &mut Network<S>| {
+        let dkg = DkgCoordinator::<S>::new(
+            key.clone(),
+            2,
+            nodes.clone(),
+            [9; 32],
+            Arc::new(SimVerifier),
+            net.now(),
+            deadlines::DKG,
+        )
+        .unwrap();
+        let mut dkg = dkg;
+        let mut open = None;
+        while let Some(output) = dkg.poll_output() {
+            if let permafrost_protocol::Output::Send {
+                message: m @ Message::DkgOpen(_),
+                ..
+            } = output
+            {
+                open = Some(m);
+            }
+        }
+        open.unwrap()
+    };
+    let refused_before = net.refused.len();
+    let fresh = open(&key_id("key-2"), &mut net);
+    net.inject(&nodes[0], &nodes[1], fresh);
+    let again = open(&key, &mut net);
+    net.inject(&coordinator, &nodes[2], again);
+    net.run(Duration::from_millis(100));
+    let refusals: Vec<_> = net.refused[refused_before..]
+        .iter()
+        .map(|r| (r.at.clone(), r.error.clone()))
+        .collect();
+    assert!(
+        refusals.iter().any(|(at, e)| *at == nodes[1]
+            && matches!(e, ProtocolError::Refused(Refusal::NotFromCoordinator(n)) if *n == nodes[0])),
+        "{refusals:?}"
+    );
+    assert!(
+        refusals.iter().any(|(at, e)| *at == nodes[2]
+            && matches!(e, ProtocolError::InvalidParameters(why) if why.contains("already exists"))),
+        "{refusals:?}"
+    );
+    assert!(net
+        .node(&nodes[1])
+        .unwrap()
+        .pending_share(&key_id("key-2"))
+        .is_none());
+}
+
+/// Two DKGs of one key id: the second's share comes after the first's key is active. It is
+/// never stored over the ACTIVE share (each node says so and sends no confirmation), and the
+/// key of the first DKG still signs.
+fn no_pending_share_over_an_active_one<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(106, 3);
+    let key = key_id("key-1");
+    let start = |net: &mut Network<S>, nonce: u8| {
+        let dkg = DkgCoordinator::<S>::new(
+            key.clone(),
+            2,
+            nodes.clone(),
+            [nonce; 32],
+            Arc::new(SimVerifier),
+            net.now(),
+            deadlines::DKG,
+        )
+        .unwrap();
+        let id = dkg.session();
+        net.start(&coordinator, Box::new(dkg), id);
+        id
+    };
+    start(&mut net, 1);
+    let second = start(&mut net, 2);
+    // The second DKG's round-1 set arrives after the first DKG is done.
+    net.set_faults(move |env| match &env.message {
+        Message::DkgRound1Set(m) if m.session == second => Fault::Delay(Duration::from_secs(5)),
+        _ => Fault::Deliver,
+    });
+    let mark = net.notices.len();
+    net.run(Duration::from_secs(deadlines::DKG.as_secs() * 2));
+    let created = net.events.iter().find_map(|(_, e)| match e {
+        permafrost_protocol::Event::KeyCreated {
+            public_key_package, ..
+        } => Some(public_key_package.clone()),
+        _ => None,
+    });
+    let pkp = created.expect("the first DKG created the key");
+    for node in &nodes {
+        assert!(
+            net.notices[mark..].iter().any(|(n, notice)| n == node
+                && matches!(notice, NodeNotice::PendingOverActiveRefused { .. })),
+            "{node}: {:?}",
+            notices_since(&net, mark, node)
+        );
+        let share = net.node(node).unwrap().active_share(&key).unwrap();
+        assert_eq!(
+            share.public_key_package, pkp,
+            "{node}: the active share changed"
+        );
+    }
+    net.clear_faults();
+    signs(
+        &mut net,
+        &coordinator,
+        &key,
+        Epoch(0),
+        &pkp,
+        &nodes,
+        b"first key",
+    );
+}
+
+// ---- Signing admission ----------------------------------------------------------------------
+
+/// A crash right after a client request is admitted (request id and audit entry durable),
+/// before the commitment leaves: ROAST signs with the others, and the restarted node still
+/// refuses the same approval in another session.
+fn crash_after_admission_keeps_the_request_id<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(107, 3, 5);
+    let victim = nodes[0].clone();
+    net.crash_on(&victim, |n| {
+        matches!(n, NodeNotice::ClientRequestAdmitted { .. })
+    });
+    let message = b"pay 10";
+    let approval = net.authorize(&key, message);
+    let outcome = net
+        .sign_roast_as(
+            &coordinator,
+            &key,
+            Epoch(0),
+            &pkp,
+            &nodes,
+            message,
+            approval.clone(),
+        )
+        .unwrap();
+    verify_independently(&pkp, message, &outcome.signature);
+    assert!(!outcome.signers.contains(&victim));
+    assert_replay_refused(
+        &mut net,
+        &coordinator,
+        &key,
+        &pkp,
+        &nodes,
+        message,
+        approval,
+        &victim,
+    );
+}
+
+/// Request ids survive a restart of every node: a replayed approval is refused by all.
+fn client_request_ids_survive_a_restart<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(108, 3, 5);
+    let message = b"pay 20";
+    let approval = net.authorize(&key, message);
+    net.sign_roast_as(
+        &coordinator,
+        &key,
+        Epoch(0),
+        &pkp,
+        &nodes,
+        message,
+        approval.clone(),
+    )
+    .unwrap();
+    for node in &nodes {
+        net.crash_and_restart(node);
+    }
+    for node in &nodes {
+        assert_replay_refused(
+            &mut net,
+            &coordinator,
+            &key,
+            &pkp,
+            &nodes,
+            message,
+            approval.clone(),
+            node,
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn assert_replay_refused<S: Suite>(
+    net: &mut Network<S>,
+    coordinator: &NodeId,
+    key: &KeyId,
+    pkp: &frost_core::keys::PublicKeyPackage<S>,
+    nodes: &[NodeId],
+    message: &[u8],
+    approval: ClientAuthorization,
+    node: &NodeId,
+) {
+    let before = net.refused.len();
+    let shares = net.shares_produced(Some(node));
+    let _ = net.sign_roast_as(coordinator, key, Epoch(0), pkp, nodes, message, approval);
+    net.run(Duration::from_secs(1));
+    assert!(
+        net.refused[before..].iter().any(|r| r.at == *node
+            && matches!(&r.error, ProtocolError::Refused(Refusal::ClientNotAuthorized(why)) if why.contains("already used"))),
+        "{node} did not refuse the replay"
+    );
+    assert_eq!(net.shares_produced(Some(node)), shares);
+}
+
+/// A failed admission write: no commitment, a refusal naming the failure, and ROAST signs
+/// with the others.
+fn failed_admission_write_releases_no_commitment<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(109, 3, 5);
+    let victim = nodes[4].clone();
+    let sent = Sent::watch(&mut net);
+    let mark = net.notices.len();
+    fail_write(&mut net, &victim, "admit_client_request", 0);
+    let signers = signs(&mut net, &coordinator, &key, Epoch(0), &pkp, &nodes, b"m");
+    assert!(!signers.contains(&victim));
+    assert_eq!(sent.count(&victim, MessageKind::SignCommitment), 0);
+    assert_eq!(sent.count(&victim, MessageKind::SignRefusal), 1);
+    assert!(write_failed(
+        &net,
+        mark,
+        &victim,
+        "admitting a client request"
+    ));
+}
+
+/// A failed audit write of a signature share: the share is never sent, the failure is named,
+/// and ROAST's next attempt signs without the node.
+fn failed_share_audit_releases_no_share<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(110, 2, 3);
+    let victim = nodes[0].clone();
+    // The third node's commitment comes late, so the first attempt asks the victim.
+    let late = nodes[2].clone();
+    let sent = Sent::watch_with(&mut net, move |env| match env.message {
+        Message::SignCommitment(_) if env.from == late => Fault::Delay(Duration::from_millis(500)),
+        _ => Fault::Deliver,
+    });
+    let mark = net.notices.len();
+    fail_write(&mut net, &victim, "append_audit", 0);
+    let signers = signs(&mut net, &coordinator, &key, Epoch(0), &pkp, &nodes, b"m");
+    assert!(write_failed(
+        &net,
+        mark,
+        &victim,
+        "auditing a signature share"
+    ));
+    assert!(!signers.contains(&victim), "{signers:?}");
+    assert_eq!(sent.count(&victim, MessageKind::SignShare), 0);
+    assert_eq!(net.shares_produced(Some(&victim)), 0);
+}
+
+// ---- Reshare --------------------------------------------------------------------------------
+
+/// A node refuses a second reshare of a key while one is unconcluded on it, names the first,
+/// records nothing of the second, and asks the coordinator for the first one's outcome.
+fn a_second_unconcluded_reshare_is_refused<S: Suite>() {
+    let (mut net, nodes, coordinator, key, _) = network_with_key::<S>(111, 2, 3);
+    let member = nodes[1].clone();
+    // The first reshare's commit never reaches `member`, so it stays unconcluded there.
+    let m = member.clone();
+    let sent = Sent::watch_with(&mut net, move |env| match &env.message {
+        Message::ReshareCommit(_) | Message::ReshareStatus(_) if env.to == m || env.from == m => {
+            Fault::Drop
+        }
+        _ => Fault::Deliver,
+    });
+    let first = reshare_proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
+    let first = net.start_reshare(&coordinator, first).unwrap();
+    net.run(Duration::from_secs(5));
+    assert!(net.node(&member).unwrap().has_reshare_record(&first));
+    let mut second = reshare_proposal(&net, &key, &member, &nodes, 3, &nodes);
+    second.attempt = 1;
+    let statuses = sent.count(&member, MessageKind::ReshareStatus);
+    let before = net.refused.len();
+    let second = net.start_reshare(&coordinator, second).unwrap();
+    net.run(Duration::from_millis(200));
+    let refusal = net.refused[before..]
+        .iter()
+        .find(|r| r.at == member && r.kind == "ReshareOpen")
+        .map(|r| r.error.to_string())
+        .unwrap_or_else(|| panic!("{member} did not refuse the second open"));
+    assert!(refusal.contains("not concluded here yet"), "{refusal}");
+    assert!(refusal.contains(&first.to_string()), "{refusal}");
+    assert!(!net.node(&member).unwrap().has_reshare_record(&second));
+    assert!(sent.count(&member, MessageKind::ReshareStatus) > statuses);
+}
+
+/// Each persistence point of a reshare, with a failed write there: nothing that depends on the
+/// write leaves the node, the failure is named, and the old epoch still signs.
+fn failed_reshare_writes_release_nothing<S: Suite>() {
+    // (operation, how many earlier writes of it succeed, the victim's index (5 = the fresh
+    // node), the message that must not leave it, the failure named)
+    let sites: [(&str, usize, usize, MessageKind, &str); 3] = [
+        (
+            "put_reshare",
+            0,
+            0,
+            MessageKind::ReshareDealing,
+            "cannot record the reshare",
+        ),
+        (
+            "put_reshare",
+            1,
+            0,
+            MessageKind::ReshareDealing,
+            "recording a dealing",
+        ),
+        (
+            "put_pending",
+            0,
+            5,
+            MessageKind::ReshareConfirm,
+            "storing a pending share",
+        ),
+    ];
+    for (seed, (operation, after, victim, withheld, named)) in sites.into_iter().enumerate() {
+        let (mut net, nodes, coordinator, key, pkp) =
+            network_with_key::<S>(120 + seed as u64, 3, 5);
+        let fresh = net.add_node();
+        let victim = if victim == 5 {
+            fresh.clone()
+        } else {
+            nodes[victim].clone()
+        };
+        let mut new_committee = nodes[..4].to_vec();
+        new_committee.push(fresh);
+        fail_write(&mut net, &victim, operation, after);
+        let sent = Sent::watch(&mut net);
+        let mark = net.notices.len();
+        let refused = net.refused.len();
+        let p = reshare_proposal(&net, &key, &nodes[0], &new_committee, 3, &nodes[..4]);
+        let outcome = net.run_reshare(&coordinator, p);
+        assert!(outcome.is_err(), "{operation}: the reshare committed");
+        assert_eq!(
+            sent.count(&victim, withheld),
+            0,
+            "{operation}: {withheld:?} left"
+        );
+        let named_in_notice = notices_since(&net, mark, &victim)
+            .iter()
+            .any(|n| n.contains(named) && n.contains("injected write failure"));
+        let named_in_refusal = net.refused[refused..]
+            .iter()
+            .any(|r| r.at == victim && r.error.to_string().contains(named));
+        assert!(
+            named_in_notice || named_in_refusal,
+            "{operation}: failure not named"
+        );
+        net.clear_faults();
+        net.run(Duration::from_secs(120));
+        signs(
+            &mut net,
+            &coordinator,
+            &key,
+            Epoch(0),
+            &pkp,
+            &nodes,
+            b"old epoch",
+        );
+    }
+}
+
+/// A failed conclusion write keeps both epochs on that node (never neither), and says so.
+fn failed_reshare_conclusion_keeps_both_epochs<S: Suite>() {
+    let (mut net, nodes, coordinator, key, _) = network_with_key::<S>(130, 2, 3);
+    let victim = nodes[2].clone();
+    fail_write(&mut net, &victim, "conclude_reshare", 0);
+    let mark = net.notices.len();
+    let p = reshare_proposal(&net, &key, &nodes[0], &nodes, 3, &nodes);
+    let package = net.run_reshare(&coordinator, p).unwrap();
+    assert!(write_failed(&net, mark, &victim, "concluding a reshare"));
+    let node = net.node(&victim).unwrap();
+    assert_eq!(node.active_share(&key).unwrap().epoch, Epoch(0));
+    assert_eq!(node.pending_share(&key).unwrap().epoch, Epoch(1));
+    // The others promoted; the new epoch signs with them all the same (t = 3 of 3 needs the
+    // victim: it is asked after a restart, which resumes the reshare and learns the commit).
+    net.crash_and_restart(&victim);
+    net.run(Duration::from_secs(120));
+    let node = net.node(&victim).unwrap();
+    assert_eq!(node.active_share(&key).unwrap().epoch, Epoch(1));
+    assert!(node.pending_share(&key).is_none());
+    signs(
+        &mut net,
+        &coordinator,
+        &key,
+        Epoch(1),
+        &package,
+        &nodes,
+        b"new epoch",
+    );
+}
+
+per_suite!(
+    dkg_crash_after_the_pending_share,
+    dkg_crash_after_activation,
+    dkg_failed_pending_write_releases_nothing,
+    dkg_failed_activation_is_named,
+    dkg_opens_only_from_a_coordinator_for_a_new_key,
+    no_pending_share_over_an_active_one,
+    crash_after_admission_keeps_the_request_id,
+    client_request_ids_survive_a_restart,
+    failed_admission_write_releases_no_commitment,
+    failed_share_audit_releases_no_share,
+    a_second_unconcluded_reshare_is_refused,
+    failed_reshare_writes_release_nothing,
+    failed_reshare_conclusion_keeps_both_epochs,
+);
