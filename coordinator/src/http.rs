@@ -21,19 +21,20 @@ use permafrost_protocol::ProtocolError;
 use permafrost_runtime::any::AnyEvent;
 use permafrost_runtime::identity;
 use permafrost_runtime::network::Network;
-use permafrost_wire::{Epoch, KeyId, NodeId};
+use permafrost_wire::{KeyId, NodeId};
 use rand_core::{OsRng, RngCore};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{Command, Outcome};
-use crate::store::{KeyMeta, MetadataStore};
+use crate::store::MetadataDb;
+use permafrost_engine::coordinator::{KeyMeta, MetadataStore};
 
 /// Everything the handlers share.
 pub struct ApiState {
     pub(crate) tokens: Vec<[u8; 32]>,
-    pub(crate) store: Arc<MetadataStore>,
+    pub(crate) store: MetadataDb,
     pub(crate) network: Arc<Network>,
     /// Keys with a reshare running (a second one is 409).
     pub(crate) resharing: std::sync::Mutex<std::collections::BTreeSet<String>>,
@@ -207,19 +208,23 @@ async fn health(State(state): State<Arc<ApiState>>) -> Result<Json<Health>, ApiE
 
 fn record(meta: &KeyMeta) -> KeyRecord {
     KeyRecord {
-        key_id: meta.key_id.clone(),
+        key_id: meta.key_id.as_str().to_owned(),
         curve: meta.curve,
-        public_key: meta.public_key.clone(),
+        public_key: hex::encode(&meta.public_key),
         threshold: meta.threshold,
         nodes: meta.nodes.clone(),
-        epoch: meta.epoch,
+        epoch: meta.epoch.0,
     }
 }
 
+/// The key a path names; whatever the path's form, a key that does not exist is 404.
 fn lookup(state: &ApiState, key_id: &str) -> Result<KeyMeta, ApiError> {
+    let Ok(id) = KeyId::new(key_id) else {
+        return Err(ApiError::not_found(key_id));
+    };
     state
         .store
-        .get(key_id)
+        .key(&id)
         .map_err(|e| ApiError::internal(e.to_string()))?
         .ok_or_else(|| ApiError::not_found(key_id))
 }
@@ -227,7 +232,7 @@ fn lookup(state: &ApiState, key_id: &str) -> Result<KeyMeta, ApiError> {
 async fn list_keys(State(state): State<Arc<ApiState>>) -> Result<Json<KeyList>, ApiError> {
     let keys = state
         .store
-        .list()
+        .keys()
         .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(KeyList {
         keys: keys.iter().map(record).collect(),
@@ -305,6 +310,14 @@ async fn run_command(
     }
 }
 
+/// The node ids of a committee, in its order.
+fn node_ids(members: &[(PeerId, String)]) -> Result<Vec<NodeId>, ApiError> {
+    members
+        .iter()
+        .map(|(p, _)| identity::node_id(p).map_err(|e| ApiError::internal(e.to_string())))
+        .collect()
+}
+
 /// A committee from node names, in the protocol's order (sorted by PeerId bytes), checked:
 /// every name known, none twice, at least 2 nodes, 2 ≤ threshold ≤ n.
 fn committee(
@@ -353,7 +366,7 @@ async fn create_key(
     OsRng.fill_bytes(&mut id);
     let key_id = KeyId::new(format!("k-{}", hex::encode(id)))
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let committee: Vec<PeerId> = members.iter().map(|(p, _)| *p).collect();
+    let committee = node_ids(&members)?;
     let (curve, threshold) = (body.curve, body.threshold);
     let event = run_command(
         &state,
@@ -364,41 +377,16 @@ async fn create_key(
             committee: committee.clone(),
             reply,
         },
-        permafrost_protocol::dkg::DEFAULT_DKG_TIMEOUT + Duration::from_secs(5),
+        permafrost_engine::deadlines::DKG + Duration::from_secs(5),
     )
     .await;
-    let event = match event {
-        Ok(e) => e,
-        Err(e) => {
-            state.metrics.dkg_failures.fetch_add(1, Ordering::Relaxed);
-            return Err(e);
-        }
-    };
-    let AnyEvent::KeyCreated {
-        public_key_package,
-        public_key,
-        ..
-    } = event
-    else {
-        return Err(ApiError::internal("unexpected DKG outcome"));
-    };
-    let meta = KeyMeta {
-        key_id: key_id.as_str().to_owned(),
-        curve,
-        threshold,
-        nodes: members.iter().map(|(_, n)| n.clone()).collect(),
-        peers: committee.iter().map(ToString::to_string).collect(),
-        public_key: hex::encode(&public_key),
-        public_key_package: hex::encode(&public_key_package),
-        epoch: 0,
-    };
-    // Persist before answering.
-    state
-        .store
-        .put(&meta)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    if let Err(e) = event {
+        state.metrics.dkg_failures.fetch_add(1, Ordering::Relaxed);
+        return Err(e);
+    }
+    // The engine recorded the key before its commit went out.
+    let meta = lookup(&state, key_id.as_str())?;
     state.metrics.keys_created.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(key = %meta.key_id, curve = %curve, threshold, nodes = ?meta.nodes, "key created");
     Ok((StatusCode::CREATED, Json(record(&meta))))
 }
 
@@ -418,7 +406,7 @@ async fn sign(
             message.len()
         )));
     }
-    let key = KeyId::new(meta.key_id.clone()).map_err(|e| ApiError::internal(e.to_string()))?;
+    let key = meta.key_id.clone();
     // The coordinator does not judge the client's approval: every signer checks it.
     let client = match (&body.client, &state.gateway) {
         (Some(client), _) => client.to_wire().map_err(ApiError::bad_request)?,
@@ -429,29 +417,15 @@ async fn sign(
             ))
         }
     };
-    let committee = meta
-        .peers
-        .iter()
-        .map(|p| {
-            p.parse::<PeerId>()
-                .map_err(|e| ApiError::internal(e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let public_key_package =
-        hex::decode(&meta.public_key_package).map_err(|e| ApiError::internal(e.to_string()))?;
     let outcome = run_command(
         &state,
         |reply| Command::Sign {
-            curve: meta.curve,
-            key_id: key,
-            epoch: Epoch(meta.epoch),
-            public_key_package,
-            committee,
+            key: meta.clone(),
             message,
             client,
             reply,
         },
-        crate::engine::SIGN_DEADLINE + Duration::from_secs(5),
+        permafrost_engine::deadlines::SIGNING + Duration::from_secs(5),
     )
     .await;
     let event = match outcome {
@@ -476,8 +450,8 @@ async fn sign(
     let name = |n: &NodeId| node_name(&state.network, n);
     Ok(Json(SignResponse {
         signature: hex::encode(signature),
-        public_key: meta.public_key.clone(),
-        epoch: meta.epoch,
+        public_key: hex::encode(&meta.public_key),
+        epoch: meta.epoch.0,
         signers: signers.iter().map(name).collect(),
         culprits: culprits.iter().map(name).collect(),
     }))
@@ -525,22 +499,21 @@ async fn reshare(
     let ApiJson(body) = body?;
     let members = committee(&state.network, &body.nodes, body.threshold)?;
     let _guard = ResharingGuard::take(&state, &key_id)?;
-    // Read again under the guard: the key's epoch as it is now.
-    let meta = lookup(&state, &key_id)?;
-    let peers: Vec<PeerId> = members.iter().map(|(p, _)| *p).collect();
+    let key = lookup(&state, &key_id)?.key_id;
+    let committee = node_ids(&members)?;
     let threshold = body.threshold;
     let outcome = run_command(
         &state,
         |reply| Command::Reshare {
-            meta: meta.clone(),
-            committee: peers,
+            key_id: key,
+            committee,
             threshold,
             reply,
         },
         // Longer than the session can last (its deadline, then the test signature's, then
         // the certificate's deliveries), so the 409 guard is held until the engine is done.
-        permafrost_protocol::reshare::DEFAULT_RESHARE_TIMEOUT
-            + permafrost_protocol::sign::DEFAULT_SIGN_TIMEOUT
+        permafrost_engine::deadlines::RESHARE
+            + permafrost_engine::deadlines::SIGNING
             + Duration::from_secs(60),
     )
     .await;
@@ -572,7 +545,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         .await
         .map(|p| p.len())
         .unwrap_or(0);
-    let keys = state.store.list().map(|k| k.len()).unwrap_or(0);
+    let keys = state.store.keys().map(|k| k.len()).unwrap_or(0);
     let body = format!(
         "# TYPE permafrost_keys gauge\npermafrost_keys {keys}\n\
          # TYPE permafrost_peers_connected gauge\npermafrost_peers_connected {connected}\n\

@@ -12,7 +12,7 @@ mod http;
 mod store;
 
 pub use config::CoordinatorConfig;
-pub use store::KeyMeta;
+pub use permafrost_engine::coordinator::KeyMeta;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -88,8 +88,25 @@ impl Coordinator {
             None => None,
         };
         let network = Arc::new(network);
-        let store = Arc::new(store::MetadataStore::open(&config.database_path())?);
-        engine::abort_unfinished_reshares(&store)?;
+        let store = store::MetadataDb::open(&config.database_path())?;
+        let mut nodes = std::collections::BTreeMap::new();
+        for member in &network.nodes {
+            let id = identity::node_id(&member.peer_id)
+                .map_err(|e| CoordinatorError::Network(e.to_string()))?;
+            nodes.insert(
+                id,
+                member
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| member.peer_id.to_string()),
+            );
+        }
+        let setup = permafrost_engine::coordinator::CoordinatorSetup {
+            verifier: Arc::new(identity::Libp2pVerifier),
+            nodes,
+        };
+        let core = permafrost_engine::coordinator::CoordinatorCore::open(setup, store.clone())
+            .map_err(|e| CoordinatorError::Storage(e.to_string()))?;
 
         let mut net_config = NetConfig::new(keypair, network.network_id.clone());
         net_config.listen = vec![config
@@ -109,8 +126,7 @@ impl Coordinator {
         let (stop_engine, stop_engine_rx) = oneshot::channel();
         let engine = tokio::spawn(engine::run(
             client.clone(),
-            network.clone(),
-            store.clone(),
+            core,
             inbound,
             command_rx,
             stop_engine_rx,

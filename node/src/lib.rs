@@ -23,7 +23,7 @@ use permafrost_engine::node::{NodeCore, NodeNotice, NodeOutput, NodeSetup, Store
 use permafrost_keystore::{KeyStore, KeystoreError};
 use permafrost_net::{InboundRequest, NetConfig, PeerId};
 use permafrost_protocol::ProtocolError;
-use permafrost_runtime::driver::{self, Driver};
+use permafrost_runtime::driver::{self, Outbox};
 use permafrost_runtime::identity::{self, Libp2pIdentity, Libp2pVerifier};
 use permafrost_runtime::network::{NetworkFile, RateLimitConfig};
 use permafrost_wire::{decode, NodeId};
@@ -110,7 +110,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
 
     let mut shell = Shell {
         core: NodeCore::open(setup, keystore, permafrost_runtime::now())?,
-        driver: Driver::new(client.clone()),
+        outbox: Outbox::new(client.clone()),
     };
     shell.carry_out();
     if let Err(e) = client.dial_all().await {
@@ -137,8 +137,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
 /// The IO around the node core: inbound requests in, messages out, notices to the log.
 struct Shell {
     core: NodeCore<KeyStore>,
-    /// Sends messages (it runs no session of its own).
-    driver: Driver,
+    /// Sends what the core queued.
+    outbox: Outbox,
 }
 
 impl Shell {
@@ -168,7 +168,7 @@ impl Shell {
         while let Some(output) = self.core.poll_output() {
             match output {
                 NodeOutput::Transmit { to, message } => {
-                    self.driver.send(to, message);
+                    self.outbox.send(to, message);
                 }
                 NodeOutput::Notice(notice) => log(&notice),
             }

@@ -18,3 +18,6 @@ pub const SIGNING_ATTEMPT: Duration = permafrost_protocol::sign::DEFAULT_ROAST_A
 
 /// Reshare messages that came before their open are kept this long.
 pub const EARLY_MESSAGE_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// A signer keeps the nonce of a commitment no package came for this long.
+pub const SIGNER_SESSION: Duration = permafrost_protocol::sign::DEFAULT_SIGN_TIMEOUT;

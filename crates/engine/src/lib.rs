@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod any;
+pub mod coordinator;
 pub mod deadlines;
 pub mod node;
 pub mod sessions;

@@ -22,13 +22,17 @@ use permafrost_wire::{
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRngCore, RngCore, SeedableRng};
 
+use crate::any::AnyEvent;
 use crate::any::StoredShare;
+use crate::coordinator::{
+    CoordinatorCore, CoordinatorNotice, CoordinatorOutput, CoordinatorSetup, KeyMeta,
+    MemoryMetadataStore, MetadataStore, Outcome, RequestId, ReshareState,
+};
 use crate::deadlines;
 use crate::node::{MemoryNodeStore, NodeCore, NodeNotice, NodeOutput, NodeSetup, StoreError};
 use permafrost_keystore::ShareState;
-use permafrost_protocol::dkg::DkgCoordinator;
 use permafrost_protocol::sign::client::{ClientKey, ClientPolicy};
-use permafrost_protocol::sign::{RoastCoordinator, SigningCoordinator, DEFAULT_SIGN_TIMEOUT};
+use permafrost_protocol::sign::{SigningCoordinator, DEFAULT_SIGN_TIMEOUT};
 use permafrost_protocol::{
     Event, IdentityVerifier, KeyShare, NodeIdentity, Output, ProtocolError, Session, Suite,
     Timestamp,
@@ -216,13 +220,15 @@ impl<S: Suite> SimNode<S> {
     }
 }
 
-/// The coordinator in memory: any number of DKG and signing sessions, routed by session id.
+/// A coordinator in memory: the production coordinator core over a metadata store in memory,
+/// and beside it any sessions a test runs itself (a coordinator that builds its own messages),
+/// routed by session id. `core` is `None` while a restart failed.
 pub struct SimCoordinator<S: Suite> {
+    core: Option<CoordinatorCore<MemoryMetadataStore>>,
+    next_request: RequestId,
+    /// Sessions a test started itself.
     sessions: BTreeMap<SessionId, Box<dyn Session<S>>>,
     aliases: BTreeMap<SessionId, SessionId>,
-    /// The commit or abort of every concluded reshare (durable), sent again to a member that
-    /// asks with a `ReshareStatus`.
-    outcomes: BTreeMap<SessionId, Message>,
     outputs: VecDeque<Output<S>>,
 }
 
@@ -230,27 +236,37 @@ impl<S: Suite> SimCoordinator<S> {
     fn collect(&mut self) {
         for session in self.sessions.values_mut() {
             while let Some(o) = session.poll_output() {
-                if let Output::Send {
-                    message: m @ (Message::ReshareCommit(_) | Message::ReshareAbort(_)),
-                    ..
-                } = &o
-                {
-                    self.outcomes
-                        .entry(m.session())
-                        .or_insert_with(|| m.clone());
-                }
                 self.outputs.push_back(o);
             }
         }
+        self.sessions.retain(|_, s| !s.is_finished());
     }
 
-    /// The recorded outcome of a reshare, if concluded.
-    pub fn outcome(&self, session: &SessionId) -> Option<&Message> {
-        self.outcomes.get(session)
+    /// The coordinator's core.
+    pub fn core(&self) -> Option<&CoordinatorCore<MemoryMetadataStore>> {
+        self.core.as_ref()
     }
-}
 
-impl<S: Suite> Session<S> for SimCoordinator<S> {
+    /// The coordinator's core, to command it or change its store.
+    pub fn core_mut(&mut self) -> Option<&mut CoordinatorCore<MemoryMetadataStore>> {
+        self.core.as_mut()
+    }
+
+    /// The recorded outcome of a reshare, if concluded: the commit or the abort a member that
+    /// asks is sent.
+    pub fn outcome(&self, session: &SessionId) -> Option<Message> {
+        match self.core.as_ref()?.store().reshare(session).ok()??.state {
+            ReshareState::Running => None,
+            ReshareState::Committed(commit) => Some(Message::ReshareCommit(commit)),
+            ReshareState::Aborted(abort) => Some(Message::ReshareAbort(abort)),
+        }
+    }
+
+    fn request(&mut self) -> RequestId {
+        self.next_request += 1;
+        self.next_request
+    }
+
     fn handle_message(
         &mut self,
         from: &NodeId,
@@ -258,60 +274,118 @@ impl<S: Suite> Session<S> for SimCoordinator<S> {
         now: Timestamp,
         rng: &mut dyn CryptoRngCore,
     ) -> Result<(), ProtocolError> {
-        if let Message::ReshareStatus(status) = &message {
-            return match self.outcomes.get(&status.session) {
-                Some(outcome) => {
-                    self.outputs.push_back(Output::Send {
-                        to: from.clone(),
-                        message: outcome.clone(),
-                    });
-                    Ok(())
-                }
-                // Still running: the member gets the outcome when it comes.
-                None if self.sessions.contains_key(&status.session) => Ok(()),
-                None => Err(permafrost_protocol::Refusal::UnknownSession.into()),
-            };
-        }
         let routed = self
             .aliases
             .get(&message.session())
             .copied()
             .unwrap_or(message.session());
-        let result = match self.sessions.get_mut(&routed) {
-            Some(session) => session.handle_message(from, message, now, rng),
-            None => Err(permafrost_protocol::Refusal::WrongSession.into()),
-        };
-        self.collect();
-        result
+        if let Some(session) = self.sessions.get_mut(&routed) {
+            let result = session.handle_message(from, message, now, rng);
+            self.collect();
+            return result;
+        }
+        match self.core.as_mut() {
+            Some(core) => core.handle_message(from, message, now, rng),
+            None => Err(ProtocolError::Frost("the coordinator is down".into())),
+        }
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
         for s in self.sessions.values_mut() {
-            s.handle_timeout(now);
+            if s.poll_timeout().is_some_and(|due| due <= now) {
+                s.handle_timeout(now);
+            }
         }
         self.collect();
-    }
-
-    fn poll_output(&mut self) -> Option<Output<S>> {
-        self.outputs.pop_front()
+        if let Some(core) = self.core.as_mut() {
+            if core.poll_timeout().is_some_and(|due| due <= now) {
+                core.handle_timeout(now);
+            }
+        }
     }
 
     fn poll_timeout(&self) -> Option<Timestamp> {
         self.sessions
             .values()
             .filter_map(|s| s.poll_timeout())
+            .chain(self.core.as_ref().and_then(CoordinatorCore::poll_timeout))
             .min()
     }
 
-    fn is_finished(&self) -> bool {
-        false
+    fn poll_output(&mut self) -> Option<PartyOutput<S>> {
+        if let Some(output) = self.outputs.pop_front() {
+            return Some(match output {
+                Output::Send { to, message } => PartyOutput::Send(to, message),
+                Output::Event(event) => PartyOutput::Event(event),
+            });
+        }
+        Some(match self.core.as_mut()?.poll_output()? {
+            CoordinatorOutput::Transmit { to, message, .. } => PartyOutput::Send(to, message),
+            CoordinatorOutput::Done { outcome, .. } => PartyOutput::Event(typed(outcome)),
+            CoordinatorOutput::Notice(notice) => PartyOutput::CoordinatorNotice(notice),
+        })
     }
+}
+
+/// A coordinator's outcome in `S`'s types, as the simulator's events carry it.
+fn typed<S: Suite>(outcome: Outcome) -> Event<S> {
+    let frost = |e: frost_core::Error<S>| ProtocolError::Frost(e.to_string());
+    let event = match outcome {
+        Err(error) => return Event::Failed(error),
+        Ok(AnyEvent::KeyCreated {
+            key_id,
+            committee,
+            public_key_package,
+            ..
+        }) => PublicKeyPackage::<S>::deserialize(&public_key_package)
+            .map(|public_key_package| Event::KeyCreated {
+                key_id,
+                committee,
+                public_key_package,
+            })
+            .map_err(frost),
+        Ok(AnyEvent::SignatureReady {
+            signature,
+            signers,
+            culprits,
+        }) => Signature::<S>::deserialize(&signature)
+            .map(|signature| Event::SignatureReady {
+                signature,
+                signers,
+                culprits,
+            })
+            .map_err(frost),
+        Ok(AnyEvent::KeyReshared {
+            key_id,
+            epoch,
+            committee,
+            threshold,
+            public_key_package,
+            excluded,
+            certificate,
+            ..
+        }) => PublicKeyPackage::<S>::deserialize(&public_key_package)
+            .map(|public_key_package| Event::KeyReshared {
+                key_id,
+                epoch,
+                committee,
+                public_key_package,
+                threshold,
+                excluded,
+                certificate,
+            })
+            .map_err(frost),
+        Ok(other) => Err(ProtocolError::Frost(format!(
+            "unexpected outcome {other:?}"
+        ))),
+    };
+    event.unwrap_or_else(Event::Failed)
 }
 
 /// Where a party lives in the simulation.
 enum Party<S: Suite> {
     Node(Box<SimNode<S>>),
-    Coordinator(SimCoordinator<S>),
+    Coordinator(Box<SimCoordinator<S>>),
 }
 
 impl<S: Suite> Party<S> {
@@ -357,6 +431,7 @@ enum PartyOutput<S: Suite> {
     Send(NodeId, Message),
     Event(Event<S>),
     Notice(NodeNotice),
+    CoordinatorNotice(CoordinatorNotice),
 }
 
 impl<S: Suite> Party<S> {
@@ -366,10 +441,7 @@ impl<S: Suite> Party<S> {
                 NodeOutput::Transmit { to, message } => Some(PartyOutput::Send(to, message)),
                 NodeOutput::Notice(notice) => Some(PartyOutput::Notice(notice)),
             },
-            Party::Coordinator(c) => match c.poll_output()? {
-                Output::Send { to, message } => Some(PartyOutput::Send(to, message)),
-                Output::Event(event) => Some(PartyOutput::Event(event)),
-            },
+            Party::Coordinator(c) => c.poll_output(),
         }
     }
 }
@@ -402,6 +474,8 @@ pub struct Network<S: Suite> {
     pub events: Vec<(NodeId, Event<S>)>,
     /// Every notice of a node core, with the node that reported it.
     pub notices: Vec<(NodeId, NodeNotice)>,
+    /// Every notice of a coordinator core, with the coordinator that reported it.
+    pub coordinator_notices: Vec<(NodeId, CoordinatorNotice)>,
     /// Every refused message.
     pub refused: Vec<Refused>,
     /// Messages delivered so far.
@@ -431,6 +505,7 @@ impl<S: Suite> Network<S> {
             crashes: BTreeMap::new(),
             events: Vec::new(),
             notices: Vec::new(),
+            coordinator_notices: Vec::new(),
             refused: Vec::new(),
             delivered: 0,
         }
@@ -474,6 +549,13 @@ impl<S: Suite> Network<S> {
         };
         // An empty store cannot fail to open.
         let core = NodeCore::open(setup, MemoryNodeStore::new(), self.now).ok();
+        for party in self.parties.values_mut() {
+            if let Party::Coordinator(c) = party {
+                if let Some(core) = c.core.as_mut() {
+                    core.add_node(id.clone(), id.to_string());
+                }
+            }
+        }
         self.parties.insert(
             id.clone(),
             Party::Node(Box::new(SimNode {
@@ -494,16 +576,44 @@ impl<S: Suite> Network<S> {
                 }
             }
         }
+        let nodes = self
+            .parties
+            .iter()
+            .filter(|(_, p)| matches!(p, Party::Node(_)))
+            .map(|(id, _)| (id.clone(), id.to_string()))
+            .collect();
+        let setup = CoordinatorSetup {
+            verifier: Arc::new(SimVerifier),
+            nodes,
+        };
+        // An empty store cannot fail to open.
+        let core = CoordinatorCore::open(setup, MemoryMetadataStore::new()).ok();
         self.parties.insert(
             id.clone(),
-            Party::Coordinator(SimCoordinator {
-                outcomes: BTreeMap::new(),
+            Party::Coordinator(Box::new(SimCoordinator {
+                core,
+                next_request: 0,
                 sessions: BTreeMap::new(),
                 aliases: BTreeMap::new(),
                 outputs: VecDeque::new(),
-            }),
+            })),
         );
         id
+    }
+
+    /// Restarts coordinator `coordinator`: it loses its memory (every session), keeps its
+    /// metadata, and records every reshare it had running as aborted.
+    pub fn restart_coordinator(&mut self, coordinator: &NodeId) {
+        if let Some(Party::Coordinator(c)) = self.parties.get_mut(coordinator) {
+            c.sessions.clear();
+            c.aliases.clear();
+            c.outputs.clear();
+            if let Some(core) = c.core.take() {
+                let (setup, store) = core.into_parts();
+                c.core = CoordinatorCore::open(setup, store).ok();
+            }
+        }
+        self.pump();
     }
 
     /// Signature shares produced, by `node` or by every node: counted from the nodes' notices,
@@ -569,6 +679,9 @@ impl<S: Suite> Network<S> {
                 match output {
                     PartyOutput::Send(to, message) => self.send(id.clone(), to, message),
                     PartyOutput::Event(event) => self.events.push((id.clone(), event)),
+                    PartyOutput::CoordinatorNotice(notice) => {
+                        self.coordinator_notices.push((id.clone(), notice))
+                    }
                     PartyOutput::Notice(notice) => {
                         let crash = self.crashes.get_mut(&id).is_some_and(|hook| hook(&notice));
                         self.notices.push((id.clone(), notice));
@@ -632,22 +745,44 @@ impl<S: Suite> Network<S> {
         self.finish_reshare(coordinator, mark)
     }
 
-    /// Opens a reshare at `coordinator` without running it; returns its session id.
+    /// Opens a reshare at `coordinator`'s core without running it; returns its session id.
     pub fn start_reshare(
         &mut self,
         coordinator: &NodeId,
         proposal: permafrost_wire::ReshareProposal,
     ) -> Result<SessionId, ProtocolError> {
-        let session = permafrost_protocol::reshare::ReshareCoordinator::<S>::new(
-            proposal,
-            Arc::new(SimVerifier),
-            self.now,
-            deadlines::RESHARE,
-        )?;
-        let id = session.session();
-        self.alias(coordinator, session.test_session(), id);
-        self.start(coordinator, Box::new(session), id);
-        Ok(id)
+        let now = self.now;
+        let mark = self.events.len();
+        let session = self.coordinator_core(coordinator, |core, request| {
+            core.reshare_with(request, proposal, now)
+        })?;
+        self.pump();
+        match session {
+            Some(session) => Ok(session),
+            None => Err(match self.coordinator_result(coordinator, mark) {
+                Some(Event::Failed(e)) => e.clone(),
+                _ => ProtocolError::Frost("the reshare did not start".into()),
+            }),
+        }
+    }
+
+    /// Runs `f` on `coordinator`'s core with a fresh request id.
+    fn coordinator_core<R>(
+        &mut self,
+        coordinator: &NodeId,
+        f: impl FnOnce(&mut CoordinatorCore<MemoryMetadataStore>, RequestId) -> R,
+    ) -> Result<R, ProtocolError> {
+        let Some(Party::Coordinator(c)) = self.parties.get_mut(coordinator) else {
+            return Err(ProtocolError::Frost(format!(
+                "{coordinator} is no coordinator"
+            )));
+        };
+        let request = c.request();
+        let core = c
+            .core
+            .as_mut()
+            .ok_or_else(|| ProtocolError::Frost("the coordinator is down".into()))?;
+        Ok(f(core, request))
     }
 
     /// Runs the reshare started after event index `mark` to its end (and lets the certificate
@@ -708,6 +843,14 @@ impl<S: Suite> Network<S> {
     /// The coordinator party, to inspect what it recorded.
     pub fn coordinator(&self, coordinator: &NodeId) -> Option<&SimCoordinator<S>> {
         match self.parties.get(coordinator) {
+            Some(Party::Coordinator(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The coordinator party, to command its core or change its store.
+    pub fn coordinator_mut(&mut self, coordinator: &NodeId) -> Option<&mut SimCoordinator<S>> {
+        match self.parties.get_mut(coordinator) {
             Some(Party::Coordinator(c)) => Some(c),
             _ => None,
         }
@@ -842,7 +985,8 @@ impl<S: Suite> Network<S> {
             })
     }
 
-    /// Runs a whole DKG and returns the public key package, or the coordinator's error.
+    /// Runs a whole DKG through `coordinator`'s core and returns the public key package, or
+    /// the coordinator's error.
     pub fn run_dkg(
         &mut self,
         coordinator: &NodeId,
@@ -850,20 +994,20 @@ impl<S: Suite> Network<S> {
         threshold: u16,
         committee: &[NodeId],
     ) -> Result<PublicKeyPackage<S>, ProtocolError> {
-        let mut nonce = [0u8; 32];
-        self.rng.fill_bytes(&mut nonce);
-        let session = DkgCoordinator::<S>::new(
-            key_id.clone(),
-            threshold,
-            committee.to_vec(),
-            nonce,
-            Arc::new(SimVerifier),
-            self.now,
-            deadlines::DKG,
-        )?;
-        let id = session.session();
         let mark = self.events.len();
-        self.start(coordinator, Box::new(session), id);
+        let (now, committee) = (self.now, committee.to_vec());
+        let mut rng = ChaCha20Rng::seed_from_u64(self.rng.next_u64());
+        self.coordinator_core(coordinator, |core, request| {
+            core.create_key(
+                request,
+                S::CURVE,
+                key_id.clone(),
+                threshold,
+                committee,
+                now,
+                &mut rng,
+            )
+        })?;
         self.run_until(deadlines::DKG * 2, |net| {
             net.coordinator_result(coordinator, mark).is_some()
         });
@@ -949,23 +1093,36 @@ impl<S: Suite> Network<S> {
         message: &[u8],
         client: ClientAuthorization,
     ) -> Result<SignOutcome<S>, ProtocolError> {
-        let mut request = [0u8; 32];
-        self.rng.fill_bytes(&mut request);
-        let client = Some(client);
-        let session = RoastCoordinator::<S>::new(
-            SessionId(request),
-            key_id.clone(),
+        let key = KeyMeta {
+            key_id: key_id.clone(),
+            curve: S::CURVE,
+            threshold: public_key_package.min_signers().unwrap_or(0),
+            committee: committee.to_vec(),
+            nodes: committee.iter().map(ToString::to_string).collect(),
+            public_key: public_key_package
+                .verifying_key()
+                .serialize()
+                .map_err(|e| ProtocolError::Frost(e.to_string()))?,
+            public_key_package: public_key_package
+                .serialize()
+                .map_err(|e| ProtocolError::Frost(e.to_string()))?,
             epoch,
-            message.to_vec(),
-            client,
-            public_key_package.clone(),
-            committee.to_vec(),
-            self.now,
-            deadlines::SIGNING,
-            deadlines::SIGNING_ATTEMPT,
-        )?;
-        let id = session.session();
-        self.run_signing(coordinator, Box::new(session), id, deadlines::SIGNING)
+        };
+        let mark = self.events.len();
+        let (now, message) = (self.now, message.to_vec());
+        let mut rng = ChaCha20Rng::seed_from_u64(self.rng.next_u64());
+        self.coordinator_core(coordinator, |core, request| {
+            core.sign(
+                request,
+                &key,
+                message,
+                Some(client),
+                key.committee.clone(),
+                now,
+                &mut rng,
+            )
+        })?;
+        self.signing_result(coordinator, mark, deadlines::SIGNING)
     }
 
     /// Starts a signing session at `coordinator` and runs until it ends.
@@ -978,6 +1135,16 @@ impl<S: Suite> Network<S> {
     ) -> Result<SignOutcome<S>, ProtocolError> {
         let mark = self.events.len();
         self.start(coordinator, session, id);
+        self.signing_result(coordinator, mark, timeout)
+    }
+
+    /// Runs until the signing session `coordinator` started after event index `mark` ends.
+    fn signing_result(
+        &mut self,
+        coordinator: &NodeId,
+        mark: usize,
+        timeout: Duration,
+    ) -> Result<SignOutcome<S>, ProtocolError> {
         self.run_until(timeout * 2, |net| {
             net.coordinator_result(coordinator, mark).is_some()
         });

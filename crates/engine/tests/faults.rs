@@ -112,6 +112,9 @@ fn dkg_equivocating_round2_is_named<S: Suite>() {
             second.share = SecretBytes::new(bytes);
             Fault::DeliverAlso(Message::DkgRound2(second))
         }
+        // Both of the cheater's shares reach the victim before it can finish round 2 (a
+        // second share that came after the member finished would be refused as late).
+        Message::DkgRound2(m) if m.to == v => Fault::Delay(Duration::from_millis(200)),
         _ => Fault::Deliver,
     });
     let error = dkg(&mut net, &coordinator, &nodes, 2).unwrap_err();

@@ -327,6 +327,11 @@ fn crash_after_admission_keeps_the_request_id<S: Suite>() {
         )
         .unwrap();
     verify_independently(&pkp, message, &outcome.signature);
+    assert!(
+        net.notices.iter().any(|(n, notice)| *n == victim
+            && matches!(notice, NodeNotice::ClientRequestAdmitted { .. })),
+        "the crash point was never reached"
+    );
     assert!(!outcome.signers.contains(&victim));
     assert_replay_refused(
         &mut net,

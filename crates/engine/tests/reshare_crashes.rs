@@ -327,13 +327,19 @@ fn crash_right_after_each_write<S: Suite>() {
         let mark = s.net.notices.len();
         s.net.crash_on(&victim, point);
         let session = s.start();
-        s.settle_and_check(session);
+        let v = victim.clone();
+        s.net.run_until(Duration::from_secs(60), |net| {
+            net.notices[mark..]
+                .iter()
+                .any(|(n, notice)| *n == v && point(notice))
+        });
         assert!(
             s.net.notices[mark..]
                 .iter()
                 .any(|(n, notice)| *n == victim && point(notice)),
             "point {i}: the crash point was never reached"
         );
+        s.settle_and_check(session);
     }
 }
 

@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use std::collections::BTreeMap;
 
 use common::*;
@@ -399,6 +401,9 @@ fn dealer_sending_two_commitments_is_caught<S: Suite>() {
             other.commitment = bytes;
             Fault::DeliverAlso(Message::ReshareDealing(other))
         }
+        // Both of the cheater's dealings reach the coordinator before it has every dealing (a
+        // dealing that came after the set was relayed would be refused as late).
+        Message::ReshareDealing(_) => Fault::Delay(Duration::from_millis(200)),
         _ => Fault::Deliver,
     });
     let proposal = reshare_proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);

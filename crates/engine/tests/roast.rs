@@ -12,10 +12,9 @@ use std::time::Duration;
 use common::*;
 use frost_core::round1::SigningCommitments;
 use frost_core::{Field, Group, Identifier, SigningPackage};
+use permafrost_engine::deadlines;
 use permafrost_engine::sim::{Envelope, Fault, Network};
-use permafrost_protocol::sign::{
-    RoastCoordinator, Signer, SignerLimits, DEFAULT_ROAST_ATTEMPT_TIMEOUT, DEFAULT_ROAST_TIMEOUT,
-};
+use permafrost_protocol::sign::{RoastCoordinator, Signer, SignerLimits};
 use permafrost_protocol::wire::{
     encode, Epoch, Message, NodeId, SessionId, SignPackage, SignRefusal, SignRequest,
 };
@@ -293,8 +292,8 @@ fn restarted_signer_is_passed_over<S: Suite>() {
         pkp.clone(),
         nodes.clone(),
         net.now(),
-        DEFAULT_ROAST_TIMEOUT,
-        DEFAULT_ROAST_ATTEMPT_TIMEOUT,
+        deadlines::SIGNING,
+        deadlines::SIGNING_ATTEMPT,
     )
     .unwrap();
     let started = net.now();
@@ -305,7 +304,7 @@ fn restarted_signer_is_passed_over<S: Suite>() {
     });
     net.crash_and_restart(&restarting);
     assert_eq!(net.node(&restarting).unwrap().open_signing_sessions(), 0);
-    net.run_until(DEFAULT_ROAST_TIMEOUT, |n| {
+    net.run_until(deadlines::SIGNING, |n| {
         n.events.iter().any(|(at, e)| {
             *at == coordinator && matches!(e, Event::Failed(_) | Event::SignatureReady { .. })
         })
@@ -333,7 +332,7 @@ fn restarted_signer_is_passed_over<S: Suite>() {
         "the restarted signer was not in the first attempt"
     );
     assert!(
-        net.now().0 - started.0 < DEFAULT_ROAST_ATTEMPT_TIMEOUT.as_millis() as u64,
+        net.now().0 - started.0 < deadlines::SIGNING_ATTEMPT.as_millis() as u64,
         "ROAST waited for a deadline instead of moving on"
     );
 }

@@ -63,7 +63,8 @@ pub enum Event<S: Suite> {
         /// Its epoch.
         epoch: Epoch,
     },
-    /// DKG coordinator: every member confirmed; the key exists.
+    /// DKG coordinator: every member confirmed; the key exists. Record it durably before the
+    /// outputs after this event (the commit to every member) are carried out.
     KeyCreated {
         /// The key.
         key_id: KeyId,

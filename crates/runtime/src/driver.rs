@@ -1,15 +1,10 @@
-//! The glue between protocol sessions and the network: feed a session, carry out its outputs
-//! in order (events through the owner's handler, messages over `permafrost-net`).
+//! The IO between a core (node or coordinator) and the network: messages the core queued are
+//! sent over `permafrost-net` from tasks of their own ([`Outbox`]), failed dials are reported
+//! back, and inbound requests are answered with the core's verdict ([`answer`]).
 
-use std::collections::BTreeMap;
-
-use permafrost_engine::any::{AnyEvent, AnyOutput, AnySession};
-use permafrost_engine::sessions::Sessions;
-pub use permafrost_engine::sessions::{Handled, Route};
 use permafrost_net::{Client, InboundRequest};
-use permafrost_protocol::{ProtocolError, Timestamp};
+use permafrost_protocol::ProtocolError;
 use permafrost_wire::{encode, Message, MessageKind, NodeId, SessionId};
-use rand_core::OsRng;
 
 use crate::identity::peer_id;
 
@@ -26,23 +21,19 @@ pub struct Undelivered {
     pub error: String,
 }
 
-/// Sessions and the network client they send through.
-pub struct Driver {
+/// Sends protocol messages over `permafrost-net`, each from a task of its own, so the owner's
+/// loop never waits on the network.
+pub struct Outbox {
     client: Client,
-    sessions: Sessions,
-    /// Routes whose sends are kept track of, with the deliveries in flight.
-    tracked: BTreeMap<Route, Vec<tokio::task::JoinHandle<()>>>,
     /// Where undelivered messages are reported, if anywhere.
     undelivered: Option<tokio::sync::mpsc::UnboundedSender<Undelivered>>,
 }
 
-impl Driver {
-    /// A driver sending through `client`.
+impl Outbox {
+    /// An outbox sending through `client`.
     pub fn new(client: Client) -> Self {
-        Driver {
+        Outbox {
             client,
-            sessions: Sessions::new(),
-            tracked: BTreeMap::new(),
             undelivered: None,
         }
     }
@@ -53,83 +44,9 @@ impl Driver {
         self.undelivered = Some(to);
     }
 
-    /// Keeps track of the deliveries of every message `route` sends from now on, for
-    /// [`take_deliveries`](Self::take_deliveries).
-    pub fn track(&mut self, route: Route) {
-        self.tracked.entry(route).or_default();
-    }
-
-    /// Stops tracking routes whose session has ended (their deliveries go on untracked).
-    pub fn prune_tracking(&mut self) {
-        let sessions = &self.sessions;
-        self.tracked.retain(|route, _| sessions.contains(route));
-    }
-
-    /// The deliveries `route` started since it was tracked (each ends when the message was
-    /// answered, refused or failed); stops tracking it.
-    pub fn take_deliveries(&mut self, route: &Route) -> Vec<tokio::task::JoinHandle<()>> {
-        self.tracked.remove(route).unwrap_or_default()
-    }
-
     /// The network client.
     pub fn client(&self) -> &Client {
         &self.client
-    }
-
-    /// Whether a route is taken.
-    pub fn contains(&self, route: &Route) -> bool {
-        self.sessions.contains(route)
-    }
-
-    /// Adds a session (replacing any at the same route) and carries out its first outputs.
-    pub fn insert(
-        &mut self,
-        route: Route,
-        session: Box<dyn AnySession>,
-        handler: &mut dyn FnMut(&Route, AnyEvent) -> Handled,
-    ) {
-        let mut outputs = outputs(
-            &self.client,
-            self.undelivered.as_ref(),
-            &mut self.tracked,
-            handler,
-        );
-        self.sessions.insert(route, session, &mut outputs);
-    }
-
-    /// Removes a session.
-    pub fn remove(&mut self, route: &Route) {
-        self.sessions.remove(route);
-    }
-
-    /// Delivers `message` from `from` to the session at `route`.
-    pub fn deliver(
-        &mut self,
-        route: &Route,
-        from: &NodeId,
-        message: Message,
-        now: Timestamp,
-        handler: &mut dyn FnMut(&Route, AnyEvent) -> Handled,
-    ) -> Result<(), ProtocolError> {
-        let mut outputs = outputs(
-            &self.client,
-            self.undelivered.as_ref(),
-            &mut self.tracked,
-            handler,
-        );
-        self.sessions
-            .deliver(route, from, message, now, &mut OsRng, &mut outputs)
-    }
-
-    /// Lets time pass for every session.
-    pub fn tick(&mut self, now: Timestamp, handler: &mut dyn FnMut(&Route, AnyEvent) -> Handled) {
-        let mut outputs = outputs(
-            &self.client,
-            self.undelivered.as_ref(),
-            &mut self.tracked,
-            handler,
-        );
-        self.sessions.tick(now, &mut outputs);
     }
 
     /// Sends one message in the background; failures are logged with the peer's name. Returns
@@ -141,35 +58,6 @@ impl Driver {
             undelivered: self.undelivered.as_ref(),
         }
         .send(to, message)
-    }
-
-    /// The earliest deadline of any session.
-    pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.sessions.next_deadline()
-    }
-}
-
-/// The handler of session outputs: messages are sent (their deliveries kept track of for
-/// tracked routes), events go to `handler`.
-fn outputs<'a>(
-    client: &'a Client,
-    undelivered: Option<&'a tokio::sync::mpsc::UnboundedSender<Undelivered>>,
-    tracked: &'a mut BTreeMap<Route, Vec<tokio::task::JoinHandle<()>>>,
-    handler: &'a mut dyn FnMut(&Route, AnyEvent) -> Handled,
-) -> impl FnMut(&Route, AnyOutput) -> Handled + 'a {
-    let sender = Sender {
-        client,
-        undelivered,
-    };
-    move |route, output| match output {
-        AnyOutput::Send { to, message } => {
-            let delivery = sender.send(to, message);
-            if let (Some(tracked), Some(delivery)) = (tracked.get_mut(route), delivery) {
-                tracked.push(delivery);
-            }
-            Handled::Continue
-        }
-        AnyOutput::Event(event) => handler(route, event),
     }
 }
 

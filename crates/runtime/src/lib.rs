@@ -7,8 +7,8 @@
 //!   [`IdentityVerifier`]; the identity key file.
 //! - [`any`]: curve dispatch — protocol sessions of any ciphersuite behind one object-safe
 //!   trait, with their outputs in curve-neutral bytes.
-//! - [`driver`]: the loop glue that feeds sessions, sends their messages over `permafrost-net`
-//!   and hands their events to the owner.
+//! - [`driver`]: the IO between a core and the network: sends what the core queued over
+//!   `permafrost-net`, reports failed dials, answers inbound requests.
 //!
 //! [`NodeIdentity`]: permafrost_protocol::NodeIdentity
 //! [`IdentityVerifier`]: permafrost_protocol::IdentityVerifier

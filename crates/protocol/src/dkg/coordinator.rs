@@ -312,18 +312,19 @@ impl<S: Suite> DkgCoordinator<S> {
             session: self.open.session,
             confirms,
         };
+        self.finished = true;
+        // The key is recorded before any member is told to activate it.
+        self.outputs.push_back(Output::Event(Event::KeyCreated {
+            key_id: self.open.key_id.clone(),
+            committee: self.committee.members().to_vec(),
+            public_key_package: expected.public_key_package.clone(),
+        }));
         for to in self.committee.members() {
             self.outputs.push_back(Output::Send {
                 to: to.clone(),
                 message: Message::DkgCommit(commit.clone()),
             });
         }
-        self.finished = true;
-        self.outputs.push_back(Output::Event(Event::KeyCreated {
-            key_id: self.open.key_id.clone(),
-            committee: self.committee.members().to_vec(),
-            public_key_package: expected.public_key_package.clone(),
-        }));
     }
 
     /// A member says a round-2 share does not verify. The evidence is checked here: a share

@@ -23,9 +23,6 @@ use permafrost_wire::{Digest, Epoch, KeyId, NodeId, SessionId, SignRefusal};
 
 use crate::{Committee, ProtocolError, Refusal, Suite};
 
-/// How long a whole ROAST request may take before it fails naming the silent members.
-pub const DEFAULT_ROAST_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How long a ROAST attempt waits for its shares before its silent signers are reported as
 /// stalled (they stay out of the ready set until they answer).
 pub const DEFAULT_ROAST_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);

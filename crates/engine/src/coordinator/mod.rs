@@ -1,0 +1,634 @@
+//! The coordinator's core: every rule the coordinator applies above the protocol sessions,
+//! sans-IO, over a [`MetadataStore`].
+//!
+//! Requests come in as commands ([`CoordinatorCore::create_key`], [`CoordinatorCore::sign`],
+//! [`CoordinatorCore::reshare`]), each under a [`RequestId`] the caller picks; the nodes'
+//! messages through [`CoordinatorCore::handle_message`]; failed deliveries through
+//! [`CoordinatorCore::handle_undelivered`]; time through [`CoordinatorCore::handle_timeout`].
+//! Out of [`CoordinatorCore::poll_output`] come, in order, the messages to send, the answer to
+//! each request, and notices for the log. The core records a new key before its commit is sent
+//! and a reshare's commit before its certificate is sent; a DKG's or a reshare's answer is to be
+//! given once the commit's deliveries ended ([`CoordinatorOutput::Done::after_deliveries`]), so
+//! that a member stopped right after the answer has the new epoch in force.
+
+mod reshare;
+mod store;
+
+pub use store::{
+    KeyMeta, MemoryMetadataStore, MetadataError, MetadataStore, ReshareEntry, ReshareState,
+};
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use permafrost_protocol::{IdentityVerifier, ProtocolError, Refusal, Timestamp};
+use permafrost_wire::{
+    ClientAuthorization, Curve, Epoch, KeyId, Message, MessageKind, NodeId, SessionId, SignRefusal,
+};
+use rand_core::CryptoRngCore;
+
+use crate::any::{self, AnyEvent, AnyOutput};
+use crate::sessions::{Handled, Route, Sessions};
+
+/// The caller's name for a request, echoed in its answer.
+pub type RequestId = u64;
+
+/// The outcome of a request: the session's final event, or why it failed (naming culprits).
+pub type Outcome = Result<AnyEvent, ProtocolError>;
+
+/// What a coordinator core is: who the signer nodes are, and how it checks their signatures.
+#[derive(Clone)]
+pub struct CoordinatorSetup {
+    /// Verifies the nodes' identity signatures.
+    pub verifier: Arc<dyn IdentityVerifier>,
+    /// Every signer node, with its name. Only these may send the coordinator protocol messages.
+    pub nodes: BTreeMap<NodeId, String>,
+}
+
+/// What the core wants done, in order.
+#[derive(Debug)]
+pub enum CoordinatorOutput {
+    /// Send `message` to `to` for `session`.
+    Transmit {
+        /// The recipient.
+        to: NodeId,
+        /// The message.
+        message: Message,
+        /// The session it belongs to.
+        session: SessionId,
+        /// Whether the deliveries of this session's messages are waited for before its answer
+        /// (DKG and reshare sessions).
+        tracked: bool,
+    },
+    /// A session ended: the answer to its request, if a request still waits for it.
+    Done {
+        /// The request (`None` if its caller gave up).
+        request: Option<RequestId>,
+        /// How.
+        outcome: Outcome,
+        /// Answer only once every message this session sent was answered or failed (a DKG's
+        /// or a reshare's commit): the new epoch is then in force on every member reached.
+        after_deliveries: Option<SessionId>,
+    },
+    /// Something an operator should be able to see.
+    Notice(CoordinatorNotice),
+}
+
+/// Something that happened on the coordinator.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CoordinatorNotice {
+    /// A key was created and recorded.
+    KeyCreated {
+        /// The key.
+        key_id: KeyId,
+        /// Its committee's names.
+        nodes: Vec<String>,
+    },
+    /// A reshare started (recorded as running).
+    ReshareStarted {
+        /// The key.
+        key_id: KeyId,
+        /// The epoch reshared.
+        epoch: Epoch,
+        /// The attempt.
+        attempt: u32,
+        /// The session.
+        session: SessionId,
+    },
+    /// A reshare committed (recorded before its certificate was sent).
+    ReshareCommitted {
+        /// The key.
+        key_id: KeyId,
+        /// The new epoch.
+        epoch: Epoch,
+        /// The new committee's names.
+        nodes: Vec<String>,
+    },
+    /// A reshare aborted (recorded).
+    ReshareAborted {
+        /// The key.
+        key_id: KeyId,
+        /// The session.
+        session: SessionId,
+        /// Why.
+        error: ProtocolError,
+    },
+    /// A reshare a previous run left running was recorded as aborted at start.
+    ReshareAbortedAtStart {
+        /// The key.
+        key_id: KeyId,
+        /// The session.
+        session: SessionId,
+    },
+    /// A member asked what became of a reshare and was sent its recorded outcome again.
+    ReshareOutcomeResent {
+        /// The member.
+        to: NodeId,
+        /// The session.
+        session: SessionId,
+    },
+    /// A write failed; what depended on it was not done.
+    StoreFailed {
+        /// What was being written.
+        operation: &'static str,
+        /// The session concerned.
+        session: SessionId,
+        /// The store's error.
+        error: String,
+    },
+}
+
+impl CoordinatorNotice {
+    /// Whether an operator must look.
+    pub fn is_error(&self) -> bool {
+        matches!(self, CoordinatorNotice::StoreFailed { .. })
+    }
+
+    /// Whether it is worth a warning.
+    pub fn is_warning(&self) -> bool {
+        matches!(
+            self,
+            CoordinatorNotice::ReshareAborted { .. }
+                | CoordinatorNotice::ReshareAbortedAtStart { .. }
+        )
+    }
+}
+
+impl std::fmt::Display for CoordinatorNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CoordinatorNotice::KeyCreated { key_id, nodes } => {
+                write!(f, "key {key_id} created on {}", nodes.join(", "))
+            }
+            CoordinatorNotice::ReshareStarted {
+                key_id,
+                epoch,
+                attempt,
+                session,
+            } => write!(
+                f,
+                "key {key_id}: reshare {session} of epoch {epoch} (attempt {attempt}) started"
+            ),
+            CoordinatorNotice::ReshareCommitted {
+                key_id,
+                epoch,
+                nodes,
+            } => write!(
+                f,
+                "key {key_id}: reshare committed, epoch {epoch} on {}",
+                nodes.join(", ")
+            ),
+            CoordinatorNotice::ReshareAborted {
+                key_id,
+                session,
+                error,
+            } => write!(f, "key {key_id}: reshare {session} aborted: {error}"),
+            CoordinatorNotice::ReshareAbortedAtStart { key_id, session } => write!(
+                f,
+                "key {key_id}: reshare {session} left running by a previous run recorded as aborted"
+            ),
+            CoordinatorNotice::ReshareOutcomeResent { to, session } => {
+                write!(
+                    f,
+                    "reshare {session}: outcome sent again to {to} on request"
+                )
+            }
+            CoordinatorNotice::StoreFailed {
+                operation,
+                session,
+                error,
+            } => write!(f, "session {session}: cannot write ({operation}): {error}"),
+        }
+    }
+}
+
+/// What a running session is, for what is done at its end.
+enum Running {
+    /// A DKG: its key is recorded before the commit goes.
+    Dkg { curve: Curve, threshold: u16 },
+    /// A signature.
+    Signing,
+    /// A reshare: its outcome is recorded before it goes.
+    Reshare(Box<reshare::RunningReshare>),
+}
+
+/// The coordinator's rules over a metadata store `M`.
+pub struct CoordinatorCore<M: MetadataStore> {
+    setup: CoordinatorSetup,
+    store: M,
+    sessions: Sessions,
+    /// What each running session is, and the request waiting for it.
+    running: BTreeMap<SessionId, (Running, Option<RequestId>)>,
+    /// Test-signature session id → its reshare session.
+    aliases: BTreeMap<SessionId, SessionId>,
+    outputs: VecDeque<CoordinatorOutput>,
+}
+
+impl<M: MetadataStore> CoordinatorCore<M> {
+    /// Opens a core on `store`: every reshare a previous run left running is recorded as
+    /// aborted (its session died with that run, and it never sent a commit: a commit is sent
+    /// only after it is recorded).
+    pub fn open(setup: CoordinatorSetup, store: M) -> Result<Self, MetadataError> {
+        let mut core = CoordinatorCore {
+            setup,
+            store,
+            sessions: Sessions::new(),
+            running: BTreeMap::new(),
+            aliases: BTreeMap::new(),
+            outputs: VecDeque::new(),
+        };
+        core.abort_unfinished_reshares()?;
+        Ok(core)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &M {
+        &self.store
+    }
+
+    /// The store, to change it behind the core's back (tests: injected failures).
+    pub fn store_mut(&mut self) -> &mut M {
+        &mut self.store
+    }
+
+    /// Ends the core (a crash or a shutdown), handing back its store.
+    pub fn into_parts(self) -> (CoordinatorSetup, M) {
+        (self.setup, self.store)
+    }
+
+    /// Takes messages from `node` too, named `name`.
+    pub fn add_node(&mut self, node: NodeId, name: String) {
+        self.setup.nodes.insert(node, name);
+    }
+
+    /// The next thing to do, in order.
+    pub fn poll_output(&mut self) -> Option<CoordinatorOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.sessions.next_deadline()
+    }
+
+    /// Lets time pass for every session.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.drive(|sessions, handler| sessions.tick(now, handler));
+    }
+
+    /// Forgets the request waiting for a session (its caller gave up); the session runs on to
+    /// its own deadline.
+    pub fn cancel(&mut self, request: RequestId) {
+        for (_, waiting) in self.running.values_mut() {
+            if *waiting == Some(request) {
+                *waiting = None;
+            }
+        }
+    }
+
+    /// Runs a DKG of `key_id` over `committee` with threshold `threshold`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_key(
+        &mut self,
+        request: RequestId,
+        curve: Curve,
+        key_id: KeyId,
+        threshold: u16,
+        committee: Vec<NodeId>,
+        now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
+    ) {
+        let mut nonce = [0u8; 32];
+        rng.fill_bytes(&mut nonce);
+        let started = self.members(&committee).and_then(|()| {
+            any::dkg_coordinator(
+                curve,
+                key_id,
+                threshold,
+                committee,
+                nonce,
+                self.setup.verifier.clone(),
+                now,
+            )
+        });
+        match started {
+            Ok((session, dkg)) => {
+                self.start(session, dkg, Running::Dkg { curve, threshold }, request)
+            }
+            Err(e) => self.done(request, Err(e)),
+        }
+    }
+
+    /// Runs one ROAST signing request: every reachable member of `committee` is asked; a
+    /// signature comes out as long as `t` of them answer honestly before the deadline.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign(
+        &mut self,
+        request: RequestId,
+        key: &KeyMeta,
+        message: Vec<u8>,
+        client: Option<ClientAuthorization>,
+        committee: Vec<NodeId>,
+        now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
+    ) {
+        let mut session = [0u8; 32];
+        rng.fill_bytes(&mut session);
+        let session = SessionId(session);
+        let started = any::roast_coordinator(
+            key.curve,
+            session,
+            key.key_id.clone(),
+            key.epoch,
+            message,
+            client,
+            &key.public_key_package,
+            committee,
+            now,
+            crate::deadlines::SIGNING,
+        );
+        match started {
+            Ok(signing) => self.start(session, signing, Running::Signing, request),
+            Err(e) => self.done(request, Err(e)),
+        }
+    }
+
+    /// Handles one message from the authenticated peer `from`. Only signer nodes may send the
+    /// coordinator anything, and only the kinds a coordinator receives.
+    pub fn handle_message(
+        &mut self,
+        from: &NodeId,
+        message: Message,
+        now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<(), ProtocolError> {
+        if !self.setup.nodes.contains_key(from) {
+            return Err(Refusal::NotInCommittee(from.clone()).into());
+        }
+        match &message {
+            Message::ReshareStatus(status) => return self.answer_status(from, status.session),
+            Message::DkgRound1(_)
+            | Message::DkgConfirm(_)
+            | Message::DkgComplaint(_)
+            | Message::SignCommitment(_)
+            | Message::SignShare(_)
+            | Message::SignRefusal(_)
+            | Message::ReshareDealing(_)
+            | Message::ReshareReport(_)
+            | Message::ReshareConfirm(_) => {}
+            other => return Err(Refusal::Unexpected(other.kind()).into()),
+        }
+        let session = message.session();
+        let route = Route::Session(self.aliases.get(&session).copied().unwrap_or(session));
+        self.drive(|sessions, handler| sessions.deliver(&route, from, message, now, rng, handler))
+    }
+
+    /// A message that could not reach `to` (the dial failed). A signing request that did not
+    /// arrive is as good as refused: ROAST moves on without the member, and fails at once if
+    /// fewer than t are left, rather than at its deadline. (A package that does not arrive is
+    /// left to the attempt's timeout: the member may hold a share of an attempt.)
+    pub fn handle_undelivered(
+        &mut self,
+        to: &NodeId,
+        kind: MessageKind,
+        session: SessionId,
+        error: &str,
+        now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
+    ) {
+        if kind != MessageKind::SignRequest {
+            return;
+        }
+        let route = Route::Session(session);
+        if !self.sessions.contains(&route) {
+            return;
+        }
+        let refusal = Message::SignRefusal(SignRefusal {
+            session,
+            reason: format!("not reachable: {error}"),
+            unauthorized: false,
+        });
+        let _ = self
+            .drive(|sessions, handler| sessions.deliver(&route, to, refusal, now, rng, handler));
+    }
+
+    /// Refuses unless every member of `committee` is a signer node.
+    fn members(&self, committee: &[NodeId]) -> Result<(), ProtocolError> {
+        match committee
+            .iter()
+            .find(|n| !self.setup.nodes.contains_key(*n))
+        {
+            Some(stranger) => Err(ProtocolError::InvalidParameters(format!(
+                "{stranger} is not a signer node of this network"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn start(
+        &mut self,
+        session: SessionId,
+        s: Box<dyn any::AnySession>,
+        running: Running,
+        request: RequestId,
+    ) {
+        self.running.insert(session, (running, Some(request)));
+        self.drive(|sessions, handler| sessions.insert(Route::Session(session), s, handler));
+    }
+
+    fn done(&mut self, request: RequestId, outcome: Outcome) {
+        self.outputs.push_back(CoordinatorOutput::Done {
+            request: Some(request),
+            outcome,
+            after_deliveries: None,
+        });
+    }
+
+    fn notice(&mut self, notice: CoordinatorNotice) {
+        self.outputs.push_back(CoordinatorOutput::Notice(notice));
+    }
+
+    /// Runs `f` on the sessions with the output handler (which carries out every output in
+    /// order), then forgets what ended.
+    fn drive<R>(
+        &mut self,
+        f: impl FnOnce(&mut Sessions, &mut dyn FnMut(&Route, AnyOutput) -> Handled) -> R,
+    ) -> R {
+        let mut cx = Finisher {
+            store: &mut self.store,
+            setup: &self.setup,
+            running: &mut self.running,
+            outputs: &mut self.outputs,
+        };
+        let result = f(&mut self.sessions, &mut |route, output| {
+            cx.handle(route, output)
+        });
+        let sessions = &self.sessions;
+        self.running
+            .retain(|session, _| sessions.contains(&Route::Session(*session)));
+        let running = &self.running;
+        self.aliases
+            .retain(|_, session| running.contains_key(session));
+        result
+    }
+}
+
+/// Carries out the sessions' outputs: messages are queued for sending, a new key and a
+/// reshare's outcome are recorded before what follows them is released, and each request gets
+/// its answer.
+struct Finisher<'a, M: MetadataStore> {
+    store: &'a mut M,
+    setup: &'a CoordinatorSetup,
+    running: &'a mut BTreeMap<SessionId, (Running, Option<RequestId>)>,
+    outputs: &'a mut VecDeque<CoordinatorOutput>,
+}
+
+impl<M: MetadataStore> Finisher<'_, M> {
+    fn handle(&mut self, route: &Route, output: AnyOutput) -> Handled {
+        let Route::Session(session) = route else {
+            return Handled::Continue;
+        };
+        let session = *session;
+        let event = match output {
+            AnyOutput::Send { to, message } => {
+                let tracked = matches!(
+                    self.running.get(&session),
+                    Some((Running::Dkg { .. } | Running::Reshare(_), _))
+                );
+                self.outputs.push_back(CoordinatorOutput::Transmit {
+                    to,
+                    message,
+                    session,
+                    tracked,
+                });
+                return Handled::Continue;
+            }
+            AnyOutput::Event(event) => event,
+        };
+        let Some((running, request)) = self.running.get_mut(&session) else {
+            return Handled::Continue;
+        };
+        let request = *request;
+        match (running, event) {
+            (
+                Running::Dkg { curve, threshold },
+                AnyEvent::KeyCreated {
+                    key_id,
+                    committee,
+                    public_key_package,
+                    public_key,
+                },
+            ) => {
+                // Recorded before the commit (the outputs after this event) goes out.
+                let meta = KeyMeta {
+                    nodes: names(self.setup, &committee),
+                    key_id: key_id.clone(),
+                    curve: *curve,
+                    threshold: *threshold,
+                    committee: committee.clone(),
+                    public_key: public_key.clone(),
+                    public_key_package: public_key_package.clone(),
+                    epoch: Epoch(0),
+                };
+                if let Err(e) = self.store.put_key(&meta) {
+                    let error = ProtocolError::Frost(format!("cannot record the key: {e}"));
+                    self.failed_write("recording a new key (commit not sent)", session, &e);
+                    self.done(request, Err(error), None);
+                    return Handled::Abort;
+                }
+                self.notice(CoordinatorNotice::KeyCreated {
+                    key_id: key_id.clone(),
+                    nodes: meta.nodes,
+                });
+                self.done(
+                    request,
+                    Ok(AnyEvent::KeyCreated {
+                        key_id,
+                        committee,
+                        public_key_package,
+                        public_key,
+                    }),
+                    Some(session),
+                );
+                Handled::Continue
+            }
+            (Running::Reshare(running), event @ AnyEvent::KeyReshared { .. }) => {
+                // Recorded before the certificate (the outputs after this event) goes out.
+                match reshare::record_commit(self.store, self.setup, running, &event) {
+                    Ok(notice) => {
+                        self.notice(notice);
+                        self.done(request, Ok(event), Some(session));
+                        Handled::Continue
+                    }
+                    Err(e) => {
+                        let error = ProtocolError::Frost(format!("cannot record the commit: {e}"));
+                        self.failed_write(
+                            "recording a reshare's commit (certificate not sent)",
+                            session,
+                            &e,
+                        );
+                        self.record_abort(session, &error);
+                        self.done(request, Err(error), None);
+                        Handled::Abort
+                    }
+                }
+            }
+            (_, event @ AnyEvent::SignatureReady { .. }) => {
+                self.done(request, Ok(event), None);
+                Handled::Continue
+            }
+            (_, AnyEvent::Failed(error)) => {
+                self.record_abort(session, &error);
+                self.done(request, Err(error), None);
+                Handled::Continue
+            }
+            _ => Handled::Continue,
+        }
+    }
+
+    /// Records the abort of a running reshare (nothing for other sessions).
+    fn record_abort(&mut self, session: SessionId, error: &ProtocolError) {
+        let Some((Running::Reshare(running), _)) = self.running.get(&session) else {
+            return;
+        };
+        let entry = reshare::aborted(running.entry.clone(), error.culprits(), error.to_string());
+        let key_id = entry.key_id.clone();
+        match self.store.put_reshare(&entry) {
+            Ok(()) => self.notice(CoordinatorNotice::ReshareAborted {
+                key_id,
+                session,
+                error: error.clone(),
+            }),
+            Err(e) => self.failed_write("recording a reshare's abort", session, &e),
+        }
+    }
+
+    fn failed_write(&mut self, operation: &'static str, session: SessionId, error: &MetadataError) {
+        self.notice(CoordinatorNotice::StoreFailed {
+            operation,
+            session,
+            error: error.to_string(),
+        });
+    }
+
+    fn done(&mut self, request: Option<RequestId>, outcome: Outcome, after: Option<SessionId>) {
+        self.outputs.push_back(CoordinatorOutput::Done {
+            request,
+            outcome,
+            after_deliveries: after,
+        });
+    }
+
+    fn notice(&mut self, notice: CoordinatorNotice) {
+        self.outputs.push_back(CoordinatorOutput::Notice(notice));
+    }
+}
+
+/// The node names of `committee`, in its order.
+fn names(setup: &CoordinatorSetup, committee: &[NodeId]) -> Vec<String> {
+    committee
+        .iter()
+        .map(|n| setup.nodes.get(n).cloned().unwrap_or_else(|| n.to_string()))
+        .collect()
+}

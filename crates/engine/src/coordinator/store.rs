@@ -1,0 +1,160 @@
+//! What the coordinator keeps: public facts about every key and the outcome of every reshare,
+//! typed, behind the [`MetadataStore`] trait (redb in the coordinator, in memory in the
+//! simulator). No share ever enters it; losing it loses no key.
+
+use permafrost_wire::{Curve, Epoch, KeyId, NodeId, ReshareAbort, ReshareCommit, SessionId};
+use serde::{Deserialize, Serialize};
+
+/// Why the metadata store could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetadataError {
+    /// The database or the file system failed.
+    #[error("metadata storage: {0}")]
+    Storage(String),
+    /// A stored record does not decode.
+    #[error("metadata record unreadable: {0}")]
+    Unreadable(String),
+}
+
+/// What the coordinator knows of a key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyMeta {
+    /// The key id.
+    pub key_id: KeyId,
+    /// Its curve.
+    pub curve: Curve,
+    /// Signers needed.
+    pub threshold: u16,
+    /// The committee, sorted (the protocol's order).
+    pub committee: Vec<NodeId>,
+    /// The committee's node names, same order.
+    pub nodes: Vec<String>,
+    /// `VerifyingKey::serialize()`.
+    pub public_key: Vec<u8>,
+    /// `PublicKeyPackage::serialize()`.
+    pub public_key_package: Vec<u8>,
+    /// The current epoch.
+    pub epoch: Epoch,
+}
+
+/// Where a reshare stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReshareState {
+    /// Opened, not concluded. A coordinator that restarts finds it so and records it aborted:
+    /// a commit is only ever sent after the reshare is recorded committed.
+    Running,
+    /// Committed, with its certificate.
+    Committed(ReshareCommit),
+    /// Aborted, with the abort members are sent.
+    Aborted(ReshareAbort),
+}
+
+/// What the coordinator records of a reshare: enough to answer a member that asks what
+/// became of it (`ReshareStatus`) after any crash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshareEntry {
+    /// The session.
+    pub session: SessionId,
+    /// The key.
+    pub key_id: KeyId,
+    /// The epoch reshared.
+    pub epoch: Epoch,
+    /// The attempt number within that epoch.
+    pub attempt: u32,
+    /// Where it stands.
+    pub state: ReshareState,
+}
+
+/// The coordinator's metadata, as the operations its core performs. Every write is durable
+/// when it returns.
+pub trait MetadataStore {
+    /// One key.
+    fn key(&self, key_id: &KeyId) -> Result<Option<KeyMeta>, MetadataError>;
+    /// Every key, sorted by id.
+    fn keys(&self) -> Result<Vec<KeyMeta>, MetadataError>;
+    /// Records a new key.
+    fn put_key(&mut self, meta: &KeyMeta) -> Result<(), MetadataError>;
+    /// One reshare.
+    fn reshare(&self, session: &SessionId) -> Result<Option<ReshareEntry>, MetadataError>;
+    /// Every reshare recorded.
+    fn reshares(&self) -> Result<Vec<ReshareEntry>, MetadataError>;
+    /// Records (or updates) a reshare.
+    fn put_reshare(&mut self, entry: &ReshareEntry) -> Result<(), MetadataError>;
+    /// Records a committed reshare and the key's new epoch in one step.
+    fn commit_reshare(&mut self, meta: &KeyMeta, entry: &ReshareEntry)
+        -> Result<(), MetadataError>;
+}
+
+/// The coordinator's metadata in memory, for the simulator and tests: it survives a simulated
+/// restart (drop the core, open a new one on it), and a write can be made to fail.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryMetadataStore {
+    keys: std::collections::BTreeMap<KeyId, KeyMeta>,
+    reshares: std::collections::BTreeMap<SessionId, ReshareEntry>,
+    failing_writes: usize,
+}
+
+impl MemoryMetadataStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the next write fail, changing nothing.
+    pub fn fail_next_write(&mut self) {
+        self.failing_writes += 1;
+    }
+
+    fn write(&mut self, what: &str) -> Result<(), MetadataError> {
+        if self.failing_writes > 0 {
+            self.failing_writes -= 1;
+            return Err(MetadataError::Storage(format!(
+                "injected write failure ({what}); nothing was written"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl MetadataStore for MemoryMetadataStore {
+    fn key(&self, key_id: &KeyId) -> Result<Option<KeyMeta>, MetadataError> {
+        Ok(self.keys.get(key_id).cloned())
+    }
+
+    fn keys(&self) -> Result<Vec<KeyMeta>, MetadataError> {
+        Ok(self.keys.values().cloned().collect())
+    }
+
+    fn put_key(&mut self, meta: &KeyMeta) -> Result<(), MetadataError> {
+        self.write("a key")?;
+        self.keys.insert(meta.key_id.clone(), meta.clone());
+        Ok(())
+    }
+
+    fn reshare(&self, session: &SessionId) -> Result<Option<ReshareEntry>, MetadataError> {
+        Ok(self.reshares.get(session).cloned())
+    }
+
+    fn reshares(&self) -> Result<Vec<ReshareEntry>, MetadataError> {
+        Ok(self.reshares.values().cloned().collect())
+    }
+
+    fn put_reshare(&mut self, entry: &ReshareEntry) -> Result<(), MetadataError> {
+        self.write("a reshare")?;
+        self.reshares.insert(entry.session, entry.clone());
+        Ok(())
+    }
+
+    fn commit_reshare(
+        &mut self,
+        meta: &KeyMeta,
+        entry: &ReshareEntry,
+    ) -> Result<(), MetadataError> {
+        self.write("a reshare's commit")?;
+        self.keys.insert(meta.key_id.clone(), meta.clone());
+        self.reshares.insert(entry.session, entry.clone());
+        Ok(())
+    }
+}
