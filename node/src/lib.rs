@@ -89,10 +89,17 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         .map(|m| identity::node_id(&m.peer_id))
         .collect::<Result<BTreeSet<NodeId>, _>>()
         .map_err(|e| NodeError::Network(e.to_string()))?;
+    let nodes = network
+        .nodes
+        .iter()
+        .map(|m| identity::node_id(&m.peer_id))
+        .collect::<Result<BTreeSet<NodeId>, _>>()
+        .map_err(|e| NodeError::Network(e.to_string()))?;
     let setup = NodeSetup {
         identity,
         verifier: Arc::new(Libp2pVerifier),
         coordinators,
+        nodes,
         clients,
         peer_name: |node| identity::peer_id(node).map(|p| p.to_string()),
     };

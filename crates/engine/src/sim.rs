@@ -540,19 +540,34 @@ impl<S: Suite> Network<S> {
     pub fn add_node(&mut self) -> NodeId {
         let identity = self.new_identity();
         let id = identity.node_id().clone();
+        let mut nodes: BTreeSet<NodeId> = self
+            .parties
+            .iter()
+            .filter(|(_, p)| matches!(p, Party::Node(_)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        nodes.insert(id.clone());
         let setup = NodeSetup {
             identity,
             verifier: Arc::new(SimVerifier),
             coordinators: self.coordinator_ids(),
+            nodes,
             clients: sim_client_policy(),
             peer_name: |node| Some(node.to_string()),
         };
         // An empty store cannot fail to open.
         let core = NodeCore::open(setup, MemoryNodeStore::new(), self.now).ok();
         for party in self.parties.values_mut() {
-            if let Party::Coordinator(c) = party {
-                if let Some(core) = c.core.as_mut() {
-                    core.add_node(id.clone(), id.to_string());
+            match party {
+                Party::Coordinator(c) => {
+                    if let Some(core) = c.core.as_mut() {
+                        core.add_node(id.clone(), id.to_string());
+                    }
+                }
+                Party::Node(n) => {
+                    if let Some(core) = n.core.as_mut() {
+                        core.add_node(id.clone());
+                    }
                 }
             }
         }

@@ -240,65 +240,52 @@ fn dkg_opens_only_from_a_coordinator_for_a_new_key<S: Suite>() {
         .is_none());
 }
 
-/// Two DKGs of one key id: the second's share comes after the first's key is active. It is
-/// never stored over the ACTIVE share (each node says so and sends no confirmation), and the
-/// key of the first DKG still signs.
+/// A DKG's share for a key whose epoch became ACTIVE on the node meanwhile (since the node
+/// refuses a second DKG of a running key id, here an ACTIVE share put in its store behind its
+/// back, as a restored backup would): it is never stored over the ACTIVE share, the node says
+/// so and sends no confirmation, and the ACTIVE share is untouched.
 fn no_pending_share_over_an_active_one<S: Suite>() {
-    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(106, 3);
-    let key = key_id("key-1");
-    let start = |net: &mut Network<S>, nonce: u8| {
-        let dkg = DkgCoordinator::<S>::new(
-            key.clone(),
-            2,
-            nodes.clone(),
-            [nonce; 32],
-            Arc::new(SimVerifier),
-            net.now(),
-            deadlines::DKG,
-        )
-        .unwrap();
-        let id = dkg.session();
-        net.start(&coordinator, Box::new(dkg), id);
-        id
-    };
-    start(&mut net, 1);
-    let second = start(&mut net, 2);
-    // The second DKG's round-1 set arrives after the first DKG is done.
-    net.set_faults(move |env| match &env.message {
-        Message::DkgRound1Set(m) if m.session == second => Fault::Delay(Duration::from_secs(5)),
+    let (mut net, nodes, coordinator, other, _) = network_with_key::<S>(106, 2, 3);
+    let key = key_id("key-2");
+    let sent = Sent::watch_with(&mut net, |env| match &env.message {
+        // Round 2 starts late enough for the ACTIVE share to be put in place first.
+        Message::DkgRound1Set(_) => Fault::Delay(Duration::from_secs(1)),
         _ => Fault::Deliver,
     });
+    let dkg = DkgCoordinator::<S>::new(
+        key.clone(),
+        2,
+        nodes.clone(),
+        [1; 32],
+        Arc::new(SimVerifier),
+        net.now(),
+        deadlines::DKG,
+    )
+    .unwrap();
+    let id = dkg.session();
+    net.start(&coordinator, Box::new(dkg), id);
+    net.run(Duration::from_millis(200));
+    let victim = nodes[0].clone();
+    let core = net.node_mut(&victim).unwrap().core_mut().unwrap();
+    let (_, _, share) = core.store().shares_of(&other)[0];
+    let mut planted = share.clone();
+    planted.key_id = key.clone();
+    core.store_mut().install_active(planted.clone());
     let mark = net.notices.len();
     net.run(Duration::from_secs(deadlines::DKG.as_secs() * 2));
-    let created = net.events.iter().find_map(|(_, e)| match e {
-        permafrost_protocol::Event::KeyCreated {
-            public_key_package, ..
-        } => Some(public_key_package.clone()),
-        _ => None,
-    });
-    let pkp = created.expect("the first DKG created the key");
-    for node in &nodes {
-        assert!(
-            net.notices[mark..].iter().any(|(n, notice)| n == node
-                && matches!(notice, NodeNotice::PendingOverActiveRefused { .. })),
-            "{node}: {:?}",
-            notices_since(&net, mark, node)
-        );
-        let share = net.node(node).unwrap().active_share(&key).unwrap();
-        assert_eq!(
-            share.public_key_package, pkp,
-            "{node}: the active share changed"
-        );
-    }
-    net.clear_faults();
-    signs(
-        &mut net,
-        &coordinator,
-        &key,
-        Epoch(0),
-        &pkp,
-        &nodes,
-        b"first key",
+    assert!(
+        net.notices[mark..].iter().any(|(n, notice)| *n == victim
+            && matches!(notice, NodeNotice::PendingOverActiveRefused { .. })),
+        "{:?}",
+        notices_since(&net, mark, &victim)
+    );
+    assert_eq!(sent.count(&victim, MessageKind::DkgConfirm), 0);
+    let kept = net.node(&victim).unwrap().store().unwrap().shares_of(&key);
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].1, permafrost_keystore::ShareState::Active);
+    assert_eq!(
+        kept[0].2.key_package, planted.key_package,
+        "the ACTIVE share changed"
     );
 }
 
@@ -556,6 +543,36 @@ fn failed_reshare_writes_release_nothing<S: Suite>() {
     }
 }
 
+/// A reshare whose record is on disk but whose session is gone (its "dealt" write failed, so
+/// the session was dropped): an open of that session again is refused, so the node never deals
+/// twice in one session.
+fn a_recorded_reshare_is_not_joined_twice<S: Suite>() {
+    let (mut net, nodes, coordinator, key, _) = network_with_key::<S>(131, 2, 3);
+    let victim = nodes[0].clone();
+    fail_write(&mut net, &victim, "put_reshare", 1);
+    let captured: Rc<RefCell<Option<Message>>> = Rc::default();
+    let c = captured.clone();
+    let sent = Sent::watch_with(&mut net, move |env| {
+        if let Message::ReshareOpen(_) = &env.message {
+            c.borrow_mut().get_or_insert_with(|| env.message.clone());
+        }
+        Fault::Deliver
+    });
+    let p = reshare_proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
+    let session = net.start_reshare(&coordinator, p).unwrap();
+    net.run(Duration::from_millis(100));
+    assert!(net.node(&victim).unwrap().has_reshare_record(&session));
+    assert_eq!(sent.count(&victim, MessageKind::ReshareDealing), 0);
+    let open = captured.borrow_mut().take().unwrap();
+    let before = net.refused.len();
+    net.inject(&coordinator, &victim, open);
+    net.run(Duration::from_millis(100));
+    assert!(net.refused[before..].iter().any(
+        |r| r.at == victim && matches!(r.error, ProtocolError::Refused(Refusal::SessionExists))
+    ));
+    assert_eq!(sent.count(&victim, MessageKind::ReshareDealing), 0);
+}
+
 /// A failed conclusion write keeps both epochs on that node (never neither), and says so.
 fn failed_reshare_conclusion_keeps_both_epochs<S: Suite>() {
     let (mut net, nodes, coordinator, key, _) = network_with_key::<S>(130, 2, 3);
@@ -598,6 +615,7 @@ per_suite!(
     failed_admission_write_releases_no_commitment,
     failed_share_audit_releases_no_share,
     a_second_unconcluded_reshare_is_refused,
+    a_recorded_reshare_is_not_joined_twice,
     failed_reshare_writes_release_nothing,
     failed_reshare_conclusion_keeps_both_epochs,
 );

@@ -31,6 +31,10 @@ const CLIENT_REQUESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("cli
 /// `client_request_expiry`: u64 BE expiry ‖ client key ‖ request id → (), to forget in order.
 const CLIENT_REQUEST_EXPIRY: TableDefinition<&[u8], ()> =
     TableDefinition::new("client_request_expiry");
+/// `concluded_sessions`: session id → () for every DKG and reshare this node took part in and
+/// concluded, so an open replayed for it is refused (a node never takes part twice under one
+/// session id, so it cannot be made to sign two different dealings under one).
+const CONCLUDED: TableDefinition<&[u8], ()> = TableDefinition::new("concluded_sessions");
 /// Most expired client requests forgotten per admission (amortised pruning).
 const PRUNE_PER_WRITE: usize = 16;
 /// Every this many [`KeyStore::append_audit_lazily`] calls, one is durable (redb frees pages
@@ -378,6 +382,26 @@ impl KeyStore {
         })
     }
 
+    /// Remembers that this node concluded session `session` (a DKG's end; a reshare's is
+    /// remembered by [`KeyStore::conclude_reshare`]). Fsynced before this returns.
+    pub fn conclude_session(&self, session: &[u8; 32]) -> Result<(), KeystoreError> {
+        self.write("remembering a concluded session", |txn, dir| {
+            conclude_in(txn, dir, session)
+        })
+    }
+
+    /// Whether this node concluded session `session`.
+    pub fn session_concluded(&self, session: &[u8; 32]) -> Result<bool, KeystoreError> {
+        let txn = self.read()?;
+        let Some(table) = self.open_read_table(&txn, CONCLUDED)? else {
+            return Ok(false);
+        };
+        Ok(table
+            .get(session.as_slice())
+            .map_err(|e| storage(&self.dir, "reading the concluded sessions", e))?
+            .is_some())
+    }
+
     /// Every reshare record, by session id.
     pub fn reshares(&self) -> Result<Vec<ReshareRow>, KeystoreError> {
         let txn = self.read()?;
@@ -400,7 +424,8 @@ impl KeyStore {
     }
 
     /// Concludes a reshare in one durable transaction: applies `change` to the shares of
-    /// `key_id`, forgets the record of `session`, and appends `audit`. Either all of it is on
+    /// `key_id`, forgets the record of `session`, remembers `session` as concluded (see
+    /// [`KeyStore::session_concluded`]), and appends `audit`. Either all of it is on
     /// disk when this returns `Ok`, or none of it: a crash can never leave a node with two
     /// active epochs, or with a promoted share and a reshare still open.
     pub fn conclude_reshare(
@@ -482,6 +507,7 @@ impl KeyStore {
                 .map_err(|e| storage(dir, "opening the reshares table", e))?
                 .remove(session.as_slice())
                 .map_err(|e| storage(dir, "deleting a reshare record", e))?;
+            conclude_in(txn, dir, session)?;
             append_audit_in(txn, dir, &audit)?;
             Ok(())
         })
@@ -747,6 +773,18 @@ pub enum ReshareConclusion {
         /// The new epoch that did not happen.
         epoch: u64,
     },
+}
+
+fn conclude_in(
+    txn: &WriteTransaction,
+    dir: &Path,
+    session: &[u8; 32],
+) -> Result<(), KeystoreError> {
+    txn.open_table(CONCLUDED)
+        .map_err(|e| storage(dir, "opening the concluded sessions table", e))?
+        .insert(session.as_slice(), ())
+        .map_err(|e| storage(dir, "remembering a concluded session", e))?;
+    Ok(())
 }
 
 fn append_audit_in(txn: &WriteTransaction, dir: &Path, value: &[u8]) -> Result<u64, KeystoreError> {

@@ -692,8 +692,15 @@ fn a_committed_reshare_promotes_the_new_epoch_and_deletes_the_old_in_one_step() 
             &reshare_audit("committed"),
         )
         .unwrap();
+    assert!(!store.session_concluded(&[0xdd; 32]).unwrap());
+    store.conclude_session(&[0xdd; 32]).unwrap();
     drop(store);
     let store = open(dir.path());
+    // The reshare's session is remembered as concluded with it, and a DKG's on its own, across
+    // a reopen (a replayed open is refused).
+    assert!(store.session_concluded(&session).unwrap());
+    assert!(store.session_concluded(&[0xdd; 32]).unwrap());
+    assert!(!store.session_concluded(&[0xee; 32]).unwrap());
     assert_eq!(
         states(&store),
         vec![

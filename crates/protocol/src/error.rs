@@ -52,6 +52,11 @@ pub enum Refusal {
     /// The signing request's client authorization is missing, not from an accepted client
     /// key, does not verify, is stale, or reuses a request id (see `sign::client`).
     ClientNotAuthorized(String),
+    /// A committee names a party that is not a signer node of the network (a coordinator
+    /// identity, or anyone else the network file does not list under `[[nodes]]`).
+    NotASignerNode(NodeId),
+    /// An open for a session this node already took part in and concluded (a replay).
+    SessionConcluded,
 }
 
 impl fmt::Display for Refusal {
@@ -80,6 +85,12 @@ impl fmt::Display for Refusal {
             Refusal::Limit(why) => write!(f, "limit: {why}"),
             Refusal::Finished => f.write_str("session already finished"),
             Refusal::ClientNotAuthorized(why) => write!(f, "client not authorized: {why}"),
+            Refusal::NotASignerNode(n) => {
+                write!(f, "{n} is not a signer node of this network")
+            }
+            Refusal::SessionConcluded => {
+                f.write_str("this session already concluded on this node (a replayed open)")
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Joining a DKG: only a coordinator opens one, only for a key this node does not hold.
+//! Joining a DKG: only a coordinator opens one, only over signer nodes, only for a key this node
+//! does not hold and is not creating already, and never twice for one session.
 
 use permafrost_protocol::{ProtocolError, Refusal, Timestamp};
 use permafrost_wire::{DkgOpen, NodeId};
@@ -20,6 +21,14 @@ impl<St: NodeStore> NodeCore<St> {
         let route = Route::Session(open.session);
         if self.sessions.contains(&route) {
             return Err(Refusal::SessionExists.into());
+        }
+        self.refuse_concluded(&open.session)?;
+        self.refuse_strangers(&open.committee)?;
+        if let Some((other, _)) = self.dkg_keys.iter().find(|(_, k)| **k == open.key_id) {
+            return Err(ProtocolError::InvalidParameters(format!(
+                "a DKG of key {} is already running here (session {other})",
+                open.key_id
+            )));
         }
         if self.holds_key(&open.key_id) {
             return Err(ProtocolError::InvalidParameters(format!(

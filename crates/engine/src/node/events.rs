@@ -79,6 +79,9 @@ impl<St: NodeStore> EventContext<'_, St> {
                     key_id: key_id.clone(),
                     epoch,
                 });
+                if let Route::Session(session) = route {
+                    self.remember_concluded(session, &key_id);
+                }
                 self.follow.push(FollowUp::StartSigner(key_id, epoch));
                 Handled::Continue
             }
@@ -166,6 +169,7 @@ impl<St: NodeStore> EventContext<'_, St> {
                         if let Some(key_id) = self.dkg_keys.get(session) {
                             let key_id = key_id.clone();
                             self.dkg_failed(&key_id, &error);
+                            self.remember_concluded(session, &key_id);
                         }
                     }
                     self.notice(NodeNotice::SessionFailed {
@@ -204,6 +208,18 @@ impl<St: NodeStore> EventContext<'_, St> {
             epoch: share.epoch,
         });
         Handled::Continue
+    }
+
+    /// Remembers a DKG session as concluded, so a replayed open is refused. A failure is
+    /// reported; it weakens only that refusal (the key, once held, is refused anyway).
+    fn remember_concluded(&mut self, session: &SessionId, key_id: &KeyId) {
+        if let Err(e) = self.store.conclude_session(session) {
+            self.notice(NodeNotice::StoreFailed {
+                operation: "remembering a concluded DKG",
+                key_id: Some(key_id.clone()),
+                error: e,
+            });
+        }
     }
 
     /// Concludes a reshare in the store (one step, audited).

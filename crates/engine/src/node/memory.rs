@@ -18,6 +18,7 @@ use crate::any::StoredShare;
 pub struct MemoryNodeStore {
     shares: BTreeMap<(KeyId, Epoch), (ShareState, StoredShare)>,
     reshares: BTreeMap<SessionId, ReshareRecord>,
+    concluded: std::collections::BTreeSet<SessionId>,
     client_requests: BTreeMap<([u8; 32], [u8; 16]), ClientRequestRow>,
     /// The audit log, each entry with whether it is durable yet.
     audit: Vec<(AuditEntry, bool)>,
@@ -41,7 +42,7 @@ impl MemoryNodeStore {
 
     /// Lets `after` more writes of `operation` succeed, then makes the next one fail, changing
     /// nothing. The operations: "put_pending", "activate", "delete_pending", "put_reshare",
-    /// "conclude_reshare", "admit_client_request", "append_audit".
+    /// "conclude_reshare", "conclude_session", "admit_client_request", "append_audit".
     pub fn fail_write(&mut self, operation: &'static str, after: usize) {
         self.failing_writes.push((Some(operation), after));
     }
@@ -246,8 +247,19 @@ impl NodeStore for MemoryNodeStore {
             }
         }
         self.reshares.remove(session);
+        self.concluded.insert(*session);
         self.push_audit(audit, true);
         Ok(())
+    }
+
+    fn conclude_session(&mut self, session: &SessionId) -> Result<(), StoreError> {
+        self.write("conclude_session")?;
+        self.concluded.insert(*session);
+        Ok(())
+    }
+
+    fn session_concluded(&self, session: &SessionId) -> Result<bool, StoreError> {
+        Ok(self.concluded.contains(session))
     }
 
     fn admit_client_request(

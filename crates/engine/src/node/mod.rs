@@ -22,7 +22,7 @@ mod store;
 
 pub use memory::MemoryNodeStore;
 pub use notice::NodeNotice;
-pub use reshare::{EarlyMessages, ReshareRecord};
+pub use reshare::{EarlyLimits, EarlyMessages, ReshareRecord};
 pub use store::{AuditDurability, NodeStore, ShareSummary, StoreError, StoredReshare};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -40,9 +40,6 @@ use crate::sessions::{Handled, Route, Sessions};
 use admission::RefusalAudit;
 use events::{EventContext, FollowUp};
 
-/// Reshare messages kept for sessions that have not opened here yet, at most.
-pub const EARLY_CAPACITY: usize = 256;
-
 /// What a node core is: its identity, whom it takes orders from, whom it signs for.
 #[derive(Clone)]
 pub struct NodeSetup {
@@ -52,6 +49,9 @@ pub struct NodeSetup {
     pub verifier: Arc<dyn IdentityVerifier>,
     /// The coordinators: the only peers that may open sessions and ask for signatures.
     pub coordinators: BTreeSet<NodeId>,
+    /// The signer nodes (`[[nodes]]` of the network file): the only parties a committee may
+    /// name. A coordinator identity never is one.
+    pub nodes: BTreeSet<NodeId>,
     /// The client keys whose approval a signing request needs.
     pub clients: ClientPolicy,
     /// How the audit log names a peer (e.g. its PeerId), if it can.
@@ -109,7 +109,10 @@ impl<St: NodeStore> NodeCore<St> {
             dkg_keys: BTreeMap::new(),
             reshares: BTreeMap::new(),
             aliases: BTreeMap::new(),
-            early: EarlyMessages::new(EARLY_CAPACITY, crate::deadlines::EARLY_MESSAGE_MAX_AGE),
+            early: EarlyMessages::new(
+                EarlyLimits::default(),
+                crate::deadlines::EARLY_MESSAGE_MAX_AGE,
+            ),
             gate,
             refusals: RefusalAudit::default(),
             outputs: VecDeque::new(),
@@ -154,6 +157,11 @@ impl<St: NodeStore> NodeCore<St> {
     /// Takes orders from `coordinator` too.
     pub fn add_coordinator(&mut self, coordinator: NodeId) {
         self.setup.coordinators.insert(coordinator);
+    }
+
+    /// Counts `node` as a signer node too.
+    pub fn add_node(&mut self, node: NodeId) {
+        self.setup.nodes.insert(node);
     }
 
     /// Replaces the client keys this node accepts; the request ids it admitted are reloaded
@@ -390,6 +398,29 @@ impl<St: NodeStore> NodeCore<St> {
             .filter(|s| s.key_id == *key_id && s.state == ShareState::Active)
             .map(|s| s.epoch)
             .max()
+    }
+
+    /// Refuses a committee that names anyone who is not a signer node.
+    fn refuse_strangers<'a>(
+        &self,
+        committee: impl IntoIterator<Item = &'a NodeId>,
+    ) -> Result<(), ProtocolError> {
+        match committee
+            .into_iter()
+            .find(|n| !self.setup.nodes.contains(*n))
+        {
+            Some(stranger) => Err(Refusal::NotASignerNode(stranger.clone()).into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses an open of a session this node concluded (a replay).
+    fn refuse_concluded(&self, session: &SessionId) -> Result<(), ProtocolError> {
+        match self.store.session_concluded(session) {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(Refusal::SessionConcluded.into()),
+            Err(e) => Err(reshare::store_refusal(e)),
+        }
     }
 
     fn identities(&self) -> Arc<Identities> {

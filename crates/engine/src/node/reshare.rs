@@ -93,11 +93,34 @@ impl<St: NodeStore> NodeCore<St> {
         rng: &mut dyn CryptoRngCore,
     ) -> Result<(), ProtocolError> {
         let session = open.session;
-        if self.sessions.contains(&Route::Session(session)) || self.reshares.contains_key(&session)
+        // Running here, or recorded on disk (also a record that could not be resumed and is
+        // kept for an operator: joining again could deal twice).
+        let recorded = self
+            .store
+            .reshares()
+            .map_err(store_refusal)?
+            .iter()
+            .any(|(s, _)| *s == session);
+        if self.sessions.contains(&Route::Session(session))
+            || self.reshares.contains_key(&session)
+            || recorded
         {
             return Err(Refusal::SessionExists.into());
         }
+        self.refuse_concluded(&session)?;
         let p = &open.proposal;
+        if p.epoch.0.checked_add(1).is_none() {
+            return Err(ProtocolError::InvalidParameters(format!(
+                "epoch {} has no next epoch",
+                p.epoch
+            )));
+        }
+        self.refuse_strangers(
+            p.old_committee
+                .iter()
+                .chain(&p.new_committee)
+                .chain(&p.dealers),
+        )?;
         // One reshare of a key at a time on this node, including one resumed after a restart
         // and still waiting for its outcome: two would write the same next epoch.
         if let Some((other, record)) = self.reshares.iter().find(|(_, r)| r.key_id() == &p.key_id) {
@@ -230,17 +253,23 @@ impl<St: NodeStore> NodeCore<St> {
     }
 
     /// A reshare message whose session is not open here: kept for its open, which may still be
-    /// on the way.
+    /// on the way. Only a dealer's share comes from another node; what only a coordinator sends
+    /// is kept only from a coordinator.
     pub(super) fn keep_early(
         &mut self,
         from: NodeId,
         message: Message,
         now: Timestamp,
     ) -> Result<(), ProtocolError> {
-        if self.early.keep(now, from, message) {
+        let from_coordinator = self.setup.coordinators.contains(&from);
+        if !from_coordinator && !matches!(message, Message::ReshareShare(_)) {
+            return Err(Refusal::NotFromCoordinator(from).into());
+        }
+        let len = encode(&message).map(|frame| frame.len())?;
+        if self.early.keep(now, from, message, len) {
             Ok(())
         } else {
-            Err(Refusal::Limit("too many messages for unknown reshares".into()).into())
+            Err(Refusal::Limit("too many messages for reshares not open here".into()).into())
         }
     }
 }
@@ -251,30 +280,73 @@ pub(super) fn store_refusal(error: StoreError) -> ProtocolError {
 }
 
 /// Reshare messages that arrived before their session opened on this node (a dealer may deal
-/// as soon as its own open arrives, before this node's open does). Bounded in count and age.
+/// as soon as its own open arrives, before this node's open does). Bounded in count and bytes,
+/// in all and per sender, and in age: one peer flooding it fills only its own quota, so the
+/// early dealings of the others are still kept.
 pub struct EarlyMessages {
-    queue: VecDeque<(Timestamp, NodeId, Message)>,
-    capacity: usize,
+    /// (arrival, sender, message, encoded length)
+    queue: VecDeque<(Timestamp, NodeId, Message, usize)>,
+    limits: EarlyLimits,
     max_age: Duration,
 }
 
+/// The bounds of [`EarlyMessages`].
+#[derive(Clone, Copy, Debug)]
+pub struct EarlyLimits {
+    /// Messages kept in all.
+    pub messages: usize,
+    /// Bytes (encoded) kept in all.
+    pub bytes: usize,
+    /// Messages kept from one sender.
+    pub messages_per_peer: usize,
+    /// Bytes kept from one sender.
+    pub bytes_per_peer: usize,
+}
+
+impl Default for EarlyLimits {
+    /// 256 messages and 32 MiB in all; 16 messages and 2 MiB per sender (a dealer sends one
+    /// share per session to each member).
+    fn default() -> Self {
+        EarlyLimits {
+            messages: 256,
+            bytes: 32 << 20,
+            messages_per_peer: 16,
+            bytes_per_peer: 2 << 20,
+        }
+    }
+}
+
 impl EarlyMessages {
-    /// A buffer of at most `capacity` messages, each kept at most `max_age`.
-    pub fn new(capacity: usize, max_age: Duration) -> Self {
+    /// A buffer within `limits`, each message kept at most `max_age`.
+    pub fn new(limits: EarlyLimits, max_age: Duration) -> Self {
         EarlyMessages {
             queue: VecDeque::new(),
-            capacity,
+            limits,
             max_age,
         }
     }
 
-    /// Keeps `message` for later; `false` (and nothing kept) when the buffer is full.
-    pub fn keep(&mut self, now: Timestamp, from: NodeId, message: Message) -> bool {
+    /// Keeps `message` (`len` bytes encoded) for later; `false` (and nothing kept) when that
+    /// would pass a bound, in all or for `from`.
+    pub fn keep(&mut self, now: Timestamp, from: NodeId, message: Message, len: usize) -> bool {
         self.expire(now);
-        if self.queue.len() >= self.capacity {
+        let (mut peer_messages, mut peer_bytes, mut bytes) = (0, 0, 0);
+        for (_, sender, _, l) in &self.queue {
+            bytes += l;
+            if *sender == from {
+                peer_messages += 1;
+                peer_bytes += l;
+            }
+        }
+        let l = &self.limits;
+        if self.queue.len() >= l.messages
+            || bytes.saturating_add(len) > l.bytes
+            || peer_messages >= l.messages_per_peer
+            || peer_bytes.saturating_add(len) > l.bytes_per_peer
+        {
             return false;
         }
-        self.queue.push_back((now, from, message));
+        self.queue.push_back((now, from, message, len));
         true
     }
 
@@ -282,9 +354,9 @@ impl EarlyMessages {
     pub fn take(&mut self, session: &SessionId) -> Vec<(NodeId, Message)> {
         let (taken, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.queue)
             .into_iter()
-            .partition(|(_, _, m)| m.session() == *session);
+            .partition(|(_, _, m, _)| m.session() == *session);
         self.queue = kept;
-        taken.into_iter().map(|(_, from, m)| (from, m)).collect()
+        taken.into_iter().map(|(_, from, m, _)| (from, m)).collect()
     }
 
     /// When the oldest message expires.
@@ -292,14 +364,14 @@ impl EarlyMessages {
         let max_age = u64::try_from(self.max_age.as_millis()).unwrap_or(u64::MAX);
         self.queue
             .front()
-            .map(|(at, _, _)| Timestamp(at.0.saturating_add(max_age).saturating_add(1)))
+            .map(|(at, _, _, _)| Timestamp(at.0.saturating_add(max_age).saturating_add(1)))
     }
 
     /// Drops messages older than the maximum age.
     pub fn expire(&mut self, now: Timestamp) {
         let max_age = u64::try_from(self.max_age.as_millis()).unwrap_or(u64::MAX);
         self.queue
-            .retain(|(at, _, _)| now.0.saturating_sub(at.0) <= max_age);
+            .retain(|(at, _, _, _)| now.0.saturating_sub(at.0) <= max_age);
     }
 }
 
@@ -348,7 +420,13 @@ mod tests {
 
     #[test]
     fn early_messages_are_bounded_expire_and_come_out_by_session() {
-        let mut early = EarlyMessages::new(2, Duration::from_secs(10));
+        let limits = EarlyLimits {
+            messages: 3,
+            bytes: 1000,
+            messages_per_peer: 2,
+            bytes_per_peer: 500,
+        };
+        let mut early = EarlyMessages::new(limits, Duration::from_secs(10));
         let abort = |s: u8| {
             Message::ReshareAbort(ReshareAbort {
                 session: SessionId([s; 32]),
@@ -356,16 +434,25 @@ mod tests {
                 reason: String::new(),
             })
         };
-        assert!(early.keep(Timestamp(0), node(1), abort(1)));
-        assert!(early.keep(Timestamp(0), node(2), abort(2)));
+        assert!(early.keep(Timestamp(0), node(1), abort(1), 100));
+        assert!(early.keep(Timestamp(0), node(1), abort(2), 100));
         assert!(
-            !early.keep(Timestamp(0), node(3), abort(1)),
+            !early.keep(Timestamp(0), node(1), abort(3), 100),
+            "over the sender's quota"
+        );
+        assert!(
+            !early.keep(Timestamp(0), node(2), abort(3), 501),
+            "over the sender's bytes"
+        );
+        assert!(early.keep(Timestamp(0), node(2), abort(3), 100));
+        assert!(
+            !early.keep(Timestamp(0), node(3), abort(4), 100),
             "over capacity"
         );
         assert_eq!(early.take(&SessionId([1; 32])).len(), 1);
         assert!(early.take(&SessionId([1; 32])).is_empty());
         // Past the maximum age the rest is gone, and room is made.
-        assert!(early.keep(Timestamp(20_000), node(1), abort(1)));
+        assert!(early.keep(Timestamp(20_000), node(1), abort(1), 100));
         assert!(early.take(&SessionId([2; 32])).is_empty());
     }
 }

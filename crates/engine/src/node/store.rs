@@ -75,7 +75,7 @@ pub trait NodeStore {
     /// Every unconcluded reshare record; one that does not decode comes back as an error.
     fn reshares(&self) -> Result<Vec<StoredReshare>, StoreError>;
     /// Concludes a reshare in one step: `change` to the key's shares, the record of `session`
-    /// forgotten, `audit` appended.
+    /// forgotten, the session remembered as concluded, `audit` appended.
     fn conclude_reshare(
         &mut self,
         key_id: &KeyId,
@@ -83,6 +83,11 @@ pub trait NodeStore {
         session: &SessionId,
         audit: &AuditEntry,
     ) -> Result<(), StoreError>;
+    /// Remembers that this node concluded `session` (a DKG's end).
+    fn conclude_session(&mut self, session: &SessionId) -> Result<(), StoreError>;
+    /// Whether this node concluded `session` (a DKG, or a reshare through
+    /// [`conclude_reshare`](Self::conclude_reshare)).
+    fn session_concluded(&self, session: &SessionId) -> Result<bool, StoreError>;
     /// Remembers a client request id with its audit entry, in one step; a request id already
     /// remembered for another session is a [`KeystoreError::Conflict`] and changes nothing.
     fn admit_client_request(
@@ -204,6 +209,14 @@ impl NodeStore for KeyStore {
             &session.0,
             audit,
         )?)
+    }
+
+    fn conclude_session(&mut self, session: &SessionId) -> Result<(), StoreError> {
+        Ok(KeyStore::conclude_session(self, &session.0)?)
+    }
+
+    fn session_concluded(&self, session: &SessionId) -> Result<bool, StoreError> {
+        Ok(KeyStore::session_concluded(self, &session.0)?)
     }
 
     fn admit_client_request(

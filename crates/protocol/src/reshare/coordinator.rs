@@ -349,7 +349,7 @@ impl<S: Suite> ReshareCoordinator<S> {
         let test = SigningCoordinator::<S>::new(
             self.test_session(),
             p.key_id.clone(),
-            Epoch(p.epoch.0 + 1),
+            Epoch(p.epoch.0.saturating_add(1)),
             test_message(&self.open.session),
             // The test message needs no client: only the reshare's PENDING shares sign it.
             None,
@@ -412,7 +412,7 @@ impl<S: Suite> ReshareCoordinator<S> {
         // to answer what the new epoch is (and re-send the certificate) after a crash.
         self.outputs.push_back(Output::Event(Event::KeyReshared {
             key_id: p.key_id.clone(),
-            epoch: Epoch(p.epoch.0 + 1),
+            epoch: Epoch(p.epoch.0.saturating_add(1)),
             committee: self.checked.new.members().to_vec(),
             threshold: p.new_threshold,
             public_key_package: package.clone(),

@@ -186,7 +186,9 @@ impl<S: Suite> ResharePeer<S> {
             Some(id) => {
                 let pending = match pending {
                     Some(share) => {
-                        if share.key_id != p.key_id || share.epoch != Epoch(p.epoch.0 + 1) {
+                        if share.key_id != p.key_id
+                            || share.epoch != Epoch(p.epoch.0.saturating_add(1))
+                        {
                             return Err(ProtocolError::InvalidParameters(
                                 "the pending share is not of this reshare's new epoch".into(),
                             ));
@@ -544,7 +546,7 @@ impl<S: Suite> ResharePeer<S> {
         let digest = package_digest(&package)?;
         let share = KeyShare {
             key_id: p.key_id.clone(),
-            epoch: Epoch(p.epoch.0 + 1),
+            epoch: Epoch(p.epoch.0.saturating_add(1)),
             committee: self.checked.new.members().to_vec(),
             key_package,
             public_key_package: package,
@@ -590,7 +592,7 @@ impl<S: Suite> ResharePeer<S> {
         let event = if self.member.is_some() {
             Event::ReshareCommitted {
                 key_id: p.key_id.clone(),
-                epoch: Epoch(p.epoch.0 + 1),
+                epoch: Epoch(p.epoch.0.saturating_add(1)),
             }
         } else {
             Event::ShareRetired {

@@ -155,6 +155,9 @@ pub fn check_open<S: Suite>(open: &ReshareOpen) -> Result<Checked<S>, ProtocolEr
     if session_id(p) != open.session {
         return Err(Refusal::WrongSession.into());
     }
+    if p.epoch.0.checked_add(1).is_none() {
+        return Err(invalid(format!("epoch {} has no next epoch", p.epoch)));
+    }
     for (name, list) in [
         ("old committee", &p.old_committee),
         ("new committee", &p.new_committee),
