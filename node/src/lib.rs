@@ -25,7 +25,7 @@ use permafrost_net::{InboundRequest, NetConfig, PeerId};
 use permafrost_protocol::ProtocolError;
 use permafrost_runtime::driver::{self, Outbox};
 use permafrost_runtime::identity::{self, Libp2pIdentity, Libp2pVerifier};
-use permafrost_runtime::network::{NetworkFile, RateLimitConfig};
+use permafrost_runtime::network::{Member, NetworkFile, RateLimitConfig};
 use permafrost_wire::{decode, NodeId};
 use rand_core::OsRng;
 use thiserror::Error;
@@ -83,18 +83,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let identity = Arc::new(
         Libp2pIdentity::new(keypair.clone()).map_err(|e| NodeError::Identity(e.to_string()))?,
     );
-    let coordinators = network
-        .coordinators
-        .iter()
-        .map(|m| identity::node_id(&m.peer_id))
-        .collect::<Result<BTreeSet<NodeId>, _>>()
-        .map_err(|e| NodeError::Network(e.to_string()))?;
-    let nodes = network
-        .nodes
-        .iter()
-        .map(|m| identity::node_id(&m.peer_id))
-        .collect::<Result<BTreeSet<NodeId>, _>>()
-        .map_err(|e| NodeError::Network(e.to_string()))?;
+    let node_ids = |members: &[Member]| {
+        members
+            .iter()
+            .map(|m| identity::node_id(&m.peer_id))
+            .collect::<Result<BTreeSet<NodeId>, _>>()
+            .map_err(|e| NodeError::Network(e.to_string()))
+    };
+    let coordinators = node_ids(&network.coordinators)?;
+    let nodes = node_ids(&network.nodes)?;
     let setup = NodeSetup {
         identity,
         verifier: Arc::new(Libp2pVerifier),

@@ -59,6 +59,29 @@ impl Sent {
     }
 }
 
+/// `open` replayed by the coordinator to every node: each refuses it as concluded.
+fn replay_is_refused_as_concluded<S: Suite>(
+    net: &mut Network<S>,
+    coordinator: &NodeId,
+    nodes: &[NodeId],
+    open: &Message,
+) {
+    let mark = net.refused.len();
+    for node in nodes {
+        net.inject(coordinator, node, open.clone());
+    }
+    net.run(Duration::from_secs(1));
+    for node in nodes {
+        let refusals = refusals_at(net, mark, node);
+        assert!(
+            refusals
+                .iter()
+                .any(|e| matches!(e, ProtocolError::Refused(Refusal::SessionConcluded))),
+            "{node}: {refusals:?}"
+        );
+    }
+}
+
 /// Every honest node still holds its epoch-0 share, and nothing PENDING.
 fn epoch_zero_intact<S: Suite>(net: &Network<S>, nodes: &[NodeId], key: &KeyId) {
     for node in nodes {
@@ -234,19 +257,8 @@ fn a_replayed_open_of_a_concluded_session_is_refused<S: Suite>() {
     net.run_reshare(&coordinator, p).unwrap();
     let open = captured.borrow_mut().take().unwrap();
     net.clear_faults();
-    let (mark, notices) = (net.refused.len(), net.notices.len());
-    for node in &nodes {
-        net.inject(&coordinator, node, open.clone());
-    }
-    net.run(Duration::from_secs(1));
-    for node in &nodes {
-        assert!(
-            refusals_at(&net, mark, node)
-                .iter()
-                .any(|e| matches!(e, ProtocolError::Refused(Refusal::SessionConcluded))),
-            "{node}"
-        );
-    }
+    let notices = net.notices.len();
+    replay_is_refused_as_concluded(&mut net, &coordinator, &nodes, &open);
     assert!(
         !net.notices[notices..].iter().any(|(_, n)| matches!(
             n,
@@ -278,20 +290,7 @@ fn a_replayed_open_of_a_concluded_session_is_refused<S: Suite>() {
     net.run(Duration::from_secs(130));
     net.clear_faults();
     let open = captured.borrow_mut().take().unwrap();
-    let mark = net.refused.len();
-    for node in &nodes {
-        net.inject(&coordinator, node, open.clone());
-    }
-    net.run(Duration::from_secs(1));
-    for node in &nodes {
-        assert!(
-            refusals_at(&net, mark, node)
-                .iter()
-                .any(|e| matches!(e, ProtocolError::Refused(Refusal::SessionConcluded))),
-            "{node}: {:?}",
-            refusals_at(&net, mark, node)
-        );
-    }
+    replay_is_refused_as_concluded(&mut net, &coordinator, &nodes, &open);
 }
 
 /// A reshare of epoch `u64::MAX` (there is no next epoch): refused with a named reason, and
