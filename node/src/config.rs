@@ -141,7 +141,8 @@ impl NodeConfig {
     pub fn passphrase(&self) -> Result<Zeroizing<String>, NodeError> {
         let raw = match &self.passphrase_file {
             Some(path) => {
-                refuse_if_readable_by_others(path)?;
+                refuse_if_readable_by_others(path, "passphrase file")
+                    .map_err(NodeError::Passphrase)?;
                 Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
                     NodeError::Passphrase(format!(
                         "cannot read passphrase file {}: {e}",
@@ -164,26 +165,25 @@ impl NodeConfig {
 }
 
 /// A passphrase file others can read protects nothing: refuse it, as ssh does for keys.
-fn refuse_if_readable_by_others(path: &Path) -> Result<(), NodeError> {
+/// Refuses a secret file (`what`: "passphrase file", "identity file") that group or others
+/// may read.
+pub(crate) fn refuse_if_readable_by_others(path: &Path, what: &str) -> Result<(), String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path)
-            .map_err(|e| {
-                NodeError::Passphrase(format!(
-                    "cannot read passphrase file {}: {e}",
-                    path.display()
-                ))
-            })?
+            .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?
             .permissions()
             .mode();
         if mode & 0o077 != 0 {
-            return Err(NodeError::Passphrase(format!(
-                "passphrase file {} is accessible by group or others (mode {:o}); chmod 600 it",
+            return Err(format!(
+                "{what} {} is accessible by group or others (mode {:o}); chmod 600 it",
                 path.display(),
                 mode & 0o777
-            )));
+            ));
         }
     }
+    #[cfg(not(unix))]
+    let _ = (path, what);
     Ok(())
 }

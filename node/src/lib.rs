@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod identity_key;
 
 pub use config::{ClientsConfig, NodeConfig, PASSPHRASE_ENV};
 
@@ -61,24 +62,23 @@ const TICK: Duration = Duration::from_millis(100);
 /// ([`NodeCore`], every rule of the node), and what the core asks for is sent and logged.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
     let passphrase = config.passphrase()?;
-    let keypair = identity::load_identity_file(&config.identity_path())
-        .map_err(|e| NodeError::Identity(e.to_string()))?;
-    let me = keypair.public().to_peer_id();
     let network = NetworkFile::load(&config.network_file)
         .and_then(|f| f.validate())
         .map_err(|e| NodeError::Network(e.to_string()))?;
+    let clients = config.clients.policy()?;
+    let keystore = KeyStore::open(&config.keystore_path(), passphrase.as_bytes())?;
+    drop(passphrase);
+    let keypair = identity_key::load(&config.data_dir, &keystore)?;
+    let me = keypair.public().to_peer_id();
     let Some(name) = network.name_of(&me).map(str::to_owned) else {
         return Err(NodeError::Network(format!(
             "this node ({me}) is not listed in {}",
             config.network_file.display()
         )));
     };
-    let clients = config.clients.policy()?;
     if clients.all_keys.is_empty() && clients.per_key.is_empty() {
         tracing::warn!("no client keys in [clients]: this node will refuse every signing request");
     }
-    let keystore = KeyStore::open(&config.keystore_path(), passphrase.as_bytes())?;
-    drop(passphrase);
 
     let identity = Arc::new(
         Libp2pIdentity::new(keypair.clone()).map_err(|e| NodeError::Identity(e.to_string()))?,
@@ -193,9 +193,4 @@ fn log(notice: &NodeNotice) {
     }
 }
 
-/// Creates a node's identity in `dir` and returns its PeerId.
-pub fn init(dir: &std::path::Path) -> Result<PeerId, NodeError> {
-    let keypair = identity::create_identity_file(&dir.join("identity.key"))
-        .map_err(|e| NodeError::Identity(e.to_string()))?;
-    Ok(keypair.public().to_peer_id())
-}
+pub use identity_key::{init, peer_id, IDENTITY_FILE, PEER_ID_FILE};

@@ -6,7 +6,9 @@
 //! ```text
 //! D/network.toml                 network_id, every node, the coordinator
 //! D/localnet.json                written once every node is connected; removed on stop
-//! D/node{i}/identity.key         libp2p identity (permafrost_node::init), mode 0600
+//! D/node{i}/identity.key         libp2p identity (permafrost_node::init), mode 0600, until
+//!                                the node's first start moves it into its encrypted keystore
+//! D/node{i}/peer_id              the node's PeerId (public)
 //! D/node{i}/passphrase           random keystore passphrase, mode 0600
 //! D/node{i}/node.toml            data_dir ".", listen on a free loopback port
 //! D/node{i}/node{i}.log          the process's stdout and stderr
@@ -644,10 +646,13 @@ fn client_key(path: &Path) -> anyhow::Result<permafrost_api::ClientKey> {
     })
 }
 
-/// The PeerId of the node identity in `dir`, creating the identity if there is none.
+/// The PeerId of the node identity in `dir`, creating the identity if there is none (once a
+/// node has started, its key is sealed in its keystore and only `peer_id` is in the clear).
 fn node_identity(dir: &Path) -> anyhow::Result<String> {
-    if dir.join("identity.key").exists() {
-        load_peer_id(dir)
+    if dir.join(permafrost_node::PEER_ID_FILE).exists()
+        || dir.join(permafrost_node::IDENTITY_FILE).exists()
+    {
+        Ok(permafrost_node::peer_id(dir)?.to_string())
     } else {
         Ok(permafrost_node::init(dir)?.to_string())
     }

@@ -31,6 +31,13 @@ const CLIENT_REQUESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("cli
 /// `client_request_expiry`: u64 BE expiry ‖ client key ‖ request id → (), to forget in order.
 const CLIENT_REQUEST_EXPIRY: TableDefinition<&[u8], ()> =
     TableDefinition::new("client_request_expiry");
+/// `identity`: [`IDENTITY_ROW`] → the node's identity key (the libp2p key encoding), sealed
+/// like a share, with [`IDENTITY_AAD`] as associated data.
+const IDENTITY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("identity");
+/// The one row of the identity table.
+const IDENTITY_ROW: &[u8] = b"node";
+/// What the sealed identity key is bound to.
+const IDENTITY_AAD: &[u8] = b"permafrost/keystore/identity/v1";
 /// `concluded_sessions`: session id → () for every DKG and reshare this node took part in and
 /// concluded, so an open replayed for it is refused (a node never takes part twice under one
 /// session id, so it cannot be made to sign two different dealings under one).
@@ -380,6 +387,43 @@ impl KeyStore {
                 .map_err(|e| storage(dir, "writing a reshare record", e))?;
             Ok(())
         })
+    }
+
+    /// Stores the node's identity key (its secret encoding), sealed under the passphrase like a
+    /// share, replacing any stored before. Fsynced before this returns.
+    pub fn put_identity(&self, secret: &[u8]) -> Result<(), KeystoreError> {
+        let sealed = crypto::seal(&self.kek, IDENTITY_AAD, secret)
+            .map_err(|e| storage_msg(&self.dir, "encrypting the identity key", e))?;
+        self.write("storing the identity key", |txn, dir| {
+            txn.open_table(IDENTITY)
+                .map_err(|e| storage(dir, "opening the identity table", e))?
+                .insert(IDENTITY_ROW, sealed.as_slice())
+                .map_err(|e| storage(dir, "writing the identity key", e))?;
+            Ok(())
+        })
+    }
+
+    /// The node's identity key, decrypted, or `None` if none is stored. A sealed key that fails
+    /// authentication is [`KeystoreError::Corrupt`].
+    pub fn identity(&self) -> Result<Option<Zeroizing<Vec<u8>>>, KeystoreError> {
+        let txn = self.read()?;
+        let Some(table) = self.open_read_table(&txn, IDENTITY)? else {
+            return Ok(None);
+        };
+        let Some(value) = table
+            .get(IDENTITY_ROW)
+            .map_err(|e| storage(&self.dir, "reading the identity key", e))?
+        else {
+            return Ok(None);
+        };
+        crypto::open(&self.kek, IDENTITY_AAD, value.value())
+            .map(Some)
+            .map_err(|_| {
+                corrupt(
+                    &self.dir,
+                    "the identity key fails authentication: its row was modified".into(),
+                )
+            })
     }
 
     /// Remembers that this node concluded session `session` (a DKG's end; a reshare's is

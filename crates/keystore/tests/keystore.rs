@@ -285,6 +285,49 @@ fn no_file_contains_the_plaintext_secret() {
 }
 
 #[test]
+fn the_identity_key_is_sealed_survives_reopen_and_detects_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = random_secret();
+    {
+        let store = open(dir.path());
+        assert!(store.identity().unwrap().is_none());
+        store.put_identity(&secret).unwrap();
+        assert_eq!(&store.identity().unwrap().unwrap()[..], &secret);
+    }
+    for file in all_files(dir.path()) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !contains(&bytes, &secret[..16]),
+            "identity key found in {file:?}"
+        );
+    }
+    let store = open(dir.path());
+    assert_eq!(&store.identity().unwrap().unwrap()[..], &secret);
+    drop(store);
+    // Another passphrase cannot open the store at all.
+    assert!(matches!(
+        KeyStore::open_with_params(dir.path(), b"another", KdfParams::FAST_INSECURE_FOR_TESTS),
+        Err(KeystoreError::WrongPassphrase { .. })
+    ));
+    // A flipped byte of the sealed key is corruption, never a wrong key.
+    edit_raw(dir.path(), |txn| {
+        let table: TableDefinition<&[u8], &[u8]> = TableDefinition::new("identity");
+        let mut table = txn.open_table(table).unwrap();
+        let mut value = table
+            .get(b"node".as_slice())
+            .unwrap()
+            .unwrap()
+            .value()
+            .to_vec();
+        let last = value.len() - 1;
+        value[last] ^= 1;
+        table.insert(b"node".as_slice(), value.as_slice()).unwrap();
+    });
+    let store = open(dir.path());
+    expect_corrupt(store.identity());
+}
+
+#[test]
 fn swapped_encrypted_values_are_corrupt_not_wrong_data() {
     let dir = tempfile::tempdir().unwrap();
     {
