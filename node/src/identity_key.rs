@@ -22,6 +22,16 @@ pub const IDENTITY_FILE: &str = "identity.key";
 /// Creates a node's identity in `dir` (the plain key file, mode 0600, and its `peer_id`) and
 /// returns its PeerId.
 pub fn init(dir: &Path) -> Result<PeerId, NodeError> {
+    // A node that has started keeps its key in its keystore: a second key would be a second
+    // identity, and its peer_id would misname the node.
+    for existing in [PEER_ID_FILE, "keystore"] {
+        if dir.join(existing).exists() {
+            return Err(NodeError::Identity(format!(
+                "{} already has a node identity ({existing} exists); init creates one only in a new data directory",
+                dir.display()
+            )));
+        }
+    }
     let keypair = identity::create_identity_file(&dir.join(IDENTITY_FILE))
         .map_err(|e| NodeError::Identity(e.to_string()))?;
     let peer_id = keypair.public().to_peer_id();
@@ -157,8 +167,11 @@ mod tests {
         init(dir.path()).unwrap();
         let store = keystore(dir.path());
         load(dir.path(), &store).unwrap();
-        // Another node's key put in place of the deleted file.
-        init(dir.path()).unwrap();
+        // init refuses a directory that already has an identity.
+        let error = init(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("already has a node identity"), "{error}");
+        // Another node's key put in place of the deleted file by hand.
+        identity::create_identity_file(&dir.path().join(IDENTITY_FILE)).unwrap();
         let error = load(dir.path(), &store).unwrap_err().to_string();
         assert!(error.contains("another key"), "{error}");
     }

@@ -616,6 +616,26 @@ impl<S: Suite> Network<S> {
         id
     }
 
+    /// Removes `node` from every party's network file: it is stopped, and no party counts it as
+    /// a signer node any more.
+    pub fn delist(&mut self, node: &NodeId) {
+        self.parties.remove(node);
+        for party in self.parties.values_mut() {
+            match party {
+                Party::Coordinator(c) => {
+                    if let Some(core) = c.core.as_mut() {
+                        core.remove_node(node);
+                    }
+                }
+                Party::Node(n) => {
+                    if let Some(core) = n.core.as_mut() {
+                        core.remove_node(node);
+                    }
+                }
+            }
+        }
+    }
+
     /// Restarts coordinator `coordinator`: it loses its memory (every session), keeps its
     /// metadata, and records every reshare it had running as aborted.
     pub fn restart_coordinator(&mut self, coordinator: &NodeId) {

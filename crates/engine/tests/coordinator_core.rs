@@ -162,7 +162,45 @@ fn only_signer_nodes_take_part_or_are_heard<S: Suite>() {
         && matches!(&r.error, ProtocolError::Refused(Refusal::NotInCommittee(n)) if *n == stranger)));
 }
 
+/// A holder removed from the network file (a dead or compromised node) does not block the
+/// reshare that moves its keys away: the old committee need not be signer nodes, and the
+/// coordinator leaves the removed holder out of the dealers.
+fn a_key_stays_resharable_after_a_holder_left_the_network<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(206, 3, 4);
+    let gone = nodes[3].clone();
+    net.delist(&gone);
+    let remaining = nodes[..3].to_vec();
+    let now = net.now();
+    let mark = net.events.len();
+    let request = 1_000;
+    net.coordinator_mut(&coordinator)
+        .unwrap()
+        .core_mut()
+        .unwrap()
+        .reshare(request, &key, remaining.clone(), 2, now);
+    net.run(Duration::from_secs(130));
+    let package = net.events[mark..]
+        .iter()
+        .find_map(|(_, e)| match e {
+            permafrost_protocol::Event::KeyReshared {
+                public_key_package, ..
+            } => Some(public_key_package.clone()),
+            permafrost_protocol::Event::Failed(e) => panic!("{e}"),
+            _ => None,
+        })
+        .expect("the reshare ended");
+    assert_eq!(
+        package.verifying_key().serialize().unwrap(),
+        pkp.verifying_key().serialize().unwrap()
+    );
+    let outcome = net
+        .sign_roast(&coordinator, &key, Epoch(1), &package, &remaining, b"moved")
+        .unwrap();
+    verify_independently(&package, b"moved", &outcome.signature);
+}
+
 per_suite!(
+    a_key_stays_resharable_after_a_holder_left_the_network,
     a_key_is_recorded_before_its_commit,
     a_reshare_commit_is_recorded_before_its_certificate,
     a_restart_records_running_reshares_as_aborted,

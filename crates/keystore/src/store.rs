@@ -297,8 +297,39 @@ impl KeyStore {
         epoch: u64,
         state: ShareState,
     ) -> Result<(), KeystoreError> {
-        let key = format::share_key(key_id, epoch).map_err(too_long)?;
         self.write("changing a share's state", |txn, dir| {
+            self.set_state_in(txn, dir, key_id, epoch, state)
+        })
+    }
+
+    /// Activates a DKG's share in one durable transaction: its state becomes ACTIVE, `audit`
+    /// is appended, and `session` is remembered as concluded. A crash leaves all of it or none.
+    pub fn activate_share(
+        &self,
+        key_id: &str,
+        epoch: u64,
+        session: &[u8; 32],
+        audit: &AuditEntry,
+    ) -> Result<(), KeystoreError> {
+        let audit = format::encode_audit_entry(audit).map_err(too_long)?;
+        self.write("activating a share", |txn, dir| {
+            self.set_state_in(txn, dir, key_id, epoch, ShareState::Active)?;
+            conclude_in(txn, dir, session)?;
+            append_audit_in(txn, dir, &audit)?;
+            Ok(())
+        })
+    }
+
+    fn set_state_in(
+        &self,
+        txn: &WriteTransaction,
+        dir: &Path,
+        key_id: &str,
+        epoch: u64,
+        state: ShareState,
+    ) -> Result<(), KeystoreError> {
+        let key = format::share_key(key_id, epoch).map_err(too_long)?;
+        {
             let mut table = txn
                 .open_table(SHARES)
                 .map_err(|e| storage(dir, "opening the shares table", e))?;
@@ -316,8 +347,8 @@ impl KeyStore {
             table
                 .insert(key.as_slice(), updated.as_slice())
                 .map_err(|e| storage(dir, "writing a share", e))?;
-            Ok(())
-        })
+        }
+        Ok(())
     }
 
     /// Deletes the share under (`key_id`, `epoch`). [`KeystoreError::NotFound`] if there is

@@ -262,6 +262,11 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         self.setup.nodes.insert(node, name);
     }
 
+    /// No longer counts `node` as a signer node (it was removed from the network file).
+    pub fn remove_node(&mut self, node: &NodeId) {
+        self.setup.nodes.remove(node);
+    }
+
     /// The next thing to do, in order.
     pub fn poll_output(&mut self) -> Option<CoordinatorOutput> {
         self.outputs.pop_front()
@@ -520,7 +525,15 @@ impl<M: MetadataStore> Finisher<'_, M> {
                     public_key,
                 },
             ) => {
-                // Recorded before the commit (the outputs after this event) goes out.
+                // Recorded before the commit (the outputs after this event) goes out; never
+                // over a key already recorded under this id.
+                if !matches!(self.store.key(&key_id), Ok(None)) {
+                    let error = ProtocolError::InvalidParameters(format!(
+                        "key {key_id} is already recorded (or the record cannot be read); commit not sent"
+                    ));
+                    self.done(request, Err(error), None);
+                    return Handled::Abort;
+                }
                 let meta = KeyMeta {
                     nodes: names(self.setup, &committee),
                     key_id: key_id.clone(),

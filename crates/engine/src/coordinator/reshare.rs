@@ -20,8 +20,8 @@ pub(super) struct RunningReshare {
 
 impl<M: MetadataStore> CoordinatorCore<M> {
     /// Reshares `key_id` to `committee` with `threshold`. The dealers are the old members that
-    /// stay (so an evicted node does not deal), or every old member when fewer than the old
-    /// threshold stay.
+    /// stay (so an evicted node does not deal), or every old member still listed as a signer
+    /// node when fewer than the old threshold stay.
     pub fn reshare(
         &mut self,
         request: RequestId,
@@ -83,10 +83,16 @@ impl<M: MetadataStore> CoordinatorCore<M> {
             .filter(|n| new_committee.contains(n))
             .cloned()
             .collect();
+        // An old member no longer listed as a signer node (evicted from the network file)
+        // never deals; the proposal's old package still names it, which binds the old epoch.
         let dealers = if staying.len() >= usize::from(meta.threshold) {
             staying
         } else {
-            old_committee.clone()
+            old_committee
+                .iter()
+                .filter(|n| self.setup.nodes.contains_key(*n))
+                .cloned()
+                .collect()
         };
         Ok(ReshareProposal {
             key_id: key_id.clone(),
@@ -138,8 +144,10 @@ impl<M: MetadataStore> CoordinatorCore<M> {
                 proposal.key_id
             )));
         }
+        // Who receives shares and who deals must be signer nodes. The old committee need not:
+        // a key must stay resharable after one of its holders left the network file.
         self.members(&proposal.new_committee)?;
-        self.members(&proposal.old_committee)?;
+        self.members(&proposal.dealers)?;
         let meta = self.known_key(&proposal.key_id)?;
         let (key_id, epoch, attempt) = (proposal.key_id.clone(), proposal.epoch, proposal.attempt);
         let (session, test_session, reshare) = any::reshare_coordinator(

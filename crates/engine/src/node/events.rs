@@ -63,6 +63,9 @@ impl<St: NodeStore> EventContext<'_, St> {
         match event {
             AnyEvent::KeyPending(share) => self.store_pending(&share),
             AnyEvent::KeyActivated { key_id, epoch } => {
+                let Route::Session(session) = route else {
+                    return Handled::Abort;
+                };
                 let entry = audit::entry(
                     self.now,
                     AuditKind::Dkg,
@@ -72,16 +75,13 @@ impl<St: NodeStore> EventContext<'_, St> {
                     None,
                     "key activated".into(),
                 );
-                if let Err(e) = self.store.activate(&key_id, epoch, &entry) {
+                if let Err(e) = self.store.activate(&key_id, epoch, session, &entry) {
                     return self.failed("activating a share", &key_id, e);
                 }
                 self.notice(NodeNotice::KeyActivated {
                     key_id: key_id.clone(),
                     epoch,
                 });
-                if let Route::Session(session) = route {
-                    self.remember_concluded(session, &key_id);
-                }
                 self.follow.push(FollowUp::StartSigner(key_id, epoch));
                 Handled::Continue
             }
@@ -169,7 +169,6 @@ impl<St: NodeStore> EventContext<'_, St> {
                         if let Some(key_id) = self.dkg_keys.get(session) {
                             let key_id = key_id.clone();
                             self.dkg_failed(&key_id, &error);
-                            self.remember_concluded(session, &key_id);
                         }
                     }
                     self.notice(NodeNotice::SessionFailed {
@@ -208,18 +207,6 @@ impl<St: NodeStore> EventContext<'_, St> {
             epoch: share.epoch,
         });
         Handled::Continue
-    }
-
-    /// Remembers a DKG session as concluded, so a replayed open is refused. A failure is
-    /// reported; it weakens only that refusal (the key, once held, is refused anyway).
-    fn remember_concluded(&mut self, session: &SessionId, key_id: &KeyId) {
-        if let Err(e) = self.store.conclude_session(session) {
-            self.notice(NodeNotice::StoreFailed {
-                operation: "remembering a concluded DKG",
-                key_id: Some(key_id.clone()),
-                error: e,
-            });
-        }
     }
 
     /// Concludes a reshare in the store (one step, audited).

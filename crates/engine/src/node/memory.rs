@@ -159,6 +159,7 @@ impl NodeStore for MemoryNodeStore {
         &mut self,
         key_id: &KeyId,
         epoch: Epoch,
+        session: &SessionId,
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
         if !self.shares.contains_key(&(key_id.clone(), epoch)) {
@@ -172,6 +173,7 @@ impl NodeStore for MemoryNodeStore {
         if let Some((state, _)) = self.shares.get_mut(&(key_id.clone(), epoch)) {
             *state = ShareState::Active;
         }
+        self.concluded.insert(*session);
         self.push_audit(audit, true);
         Ok(())
     }

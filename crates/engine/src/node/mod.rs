@@ -164,6 +164,11 @@ impl<St: NodeStore> NodeCore<St> {
         self.setup.nodes.insert(node);
     }
 
+    /// No longer counts `node` as a signer node (it was removed from the network file).
+    pub fn remove_node(&mut self, node: &NodeId) {
+        self.setup.nodes.remove(node);
+    }
+
     /// Replaces the client keys this node accepts; the request ids it admitted are reloaded
     /// from the store.
     pub fn set_client_policy(&mut self, policy: ClientPolicy) -> Result<(), StoreError> {

@@ -115,12 +115,10 @@ impl<St: NodeStore> NodeCore<St> {
                 p.epoch
             )));
         }
-        self.refuse_strangers(
-            p.old_committee
-                .iter()
-                .chain(&p.new_committee)
-                .chain(&p.dealers),
-        )?;
+        // Who receives shares and who deals must be signer nodes. The old committee need not
+        // be: the old public key package binds it, and a key must stay resharable after one of
+        // its holders left the network file.
+        self.refuse_strangers(p.new_committee.iter().chain(&p.dealers))?;
         // One reshare of a key at a time on this node, including one resumed after a restart
         // and still waiting for its outcome: two would write the same next epoch.
         if let Some((other, record)) = self.reshares.iter().find(|(_, r)| r.key_id() == &p.key_id) {
@@ -202,14 +200,28 @@ impl<St: NodeStore> NodeCore<St> {
                 }
             };
             let (key_id, epoch) = (record.key_id().clone(), record.epoch());
-            let old = self.store.share(&key_id, epoch)?.map(|(_, share)| share);
-            let pending = match epoch.0.checked_add(1) {
-                Some(next) => self
-                    .store
-                    .share(&key_id, Epoch(next))?
-                    .filter(|(state, _)| *state == ShareState::Pending)
-                    .map(|(_, share)| share),
-                None => None,
+            // A share that cannot be read keeps this reshare for an operator; the node still
+            // starts for every other key.
+            let shares = self.store.share(&key_id, epoch).and_then(|old| {
+                let pending = match epoch.0.checked_add(1) {
+                    Some(next) => self
+                        .store
+                        .share(&key_id, Epoch(next))?
+                        .filter(|(state, _)| *state == ShareState::Pending)
+                        .map(|(_, share)| share),
+                    None => None,
+                };
+                Ok((old.map(|(_, share)| share), pending))
+            });
+            let (old, pending) = match shares {
+                Ok(shares) => shares,
+                Err(error) => {
+                    self.notice(NodeNotice::ReshareNotResumed {
+                        session,
+                        error: error.to_string(),
+                    });
+                    continue;
+                }
             };
             let resumed = any::resume_reshare_peer(
                 record.open.clone(),

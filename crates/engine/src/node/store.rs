@@ -61,11 +61,13 @@ pub trait NodeStore {
     ) -> Result<Option<(ShareState, StoredShare)>, StoreError>;
     /// Stores `share` as PENDING (replacing a PENDING share of the same epoch).
     fn put_pending(&mut self, share: &StoredShare) -> Result<(), StoreError>;
-    /// Promotes the PENDING share of `epoch` to ACTIVE, with `audit`.
+    /// Promotes the PENDING share of `epoch` to ACTIVE (a DKG's end), with `audit`, and
+    /// remembers `session` as concluded, in one step.
     fn activate(
         &mut self,
         key_id: &KeyId,
         epoch: Epoch,
+        session: &SessionId,
         audit: &AuditEntry,
     ) -> Result<(), StoreError>;
     /// Deletes the PENDING share of `epoch`, if there is one.
@@ -164,11 +166,10 @@ impl NodeStore for KeyStore {
         &mut self,
         key_id: &KeyId,
         epoch: Epoch,
+        session: &SessionId,
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
-        self.set_state(key_id.as_str(), epoch.0, ShareState::Active)?;
-        KeyStore::append_audit(self, audit)?;
-        Ok(())
+        Ok(self.activate_share(key_id.as_str(), epoch.0, &session.0, audit)?)
     }
 
     fn delete_pending(&mut self, key_id: &KeyId, epoch: Epoch) -> Result<(), StoreError> {
