@@ -484,7 +484,11 @@ pub fn roast_coordinator(
 /// The signer service for a stored share.
 pub fn signer(share: &StoredShare) -> Result<Box<dyn AnySession>, ProtocolError> {
     with_suite!(share.curve, S => {
-        let signer = Signer::<S>::new(share.to_share::<S>()?, SignerLimits::default())?;
+        let limits = SignerLimits {
+            session_timeout: crate::deadlines::SIGNER_SESSION,
+            ..SignerLimits::default()
+        };
+        let signer = Signer::<S>::new(share.to_share::<S>()?, limits)?;
         Ok(erase::<S, _>(signer))
     })
 }

@@ -22,11 +22,9 @@ pub struct MemoryNodeStore {
     client_requests: BTreeMap<([u8; 32], [u8; 16]), ClientRequestRow>,
     /// The audit log, each entry with whether it is durable yet.
     audit: Vec<(AuditEntry, bool)>,
-    /// Writes to fail (each changes nothing): the operation (`None`: any), and how many
-    /// writes of it succeed first.
-    failing_writes: Vec<(Option<&'static str>, usize)>,
-    /// Writes done so far, by operation.
-    writes: Vec<&'static str>,
+    /// Writes to fail (each changes nothing): the operation, and how many writes of it succeed
+    /// first.
+    failing_writes: Vec<(&'static str, usize)>,
 }
 
 impl MemoryNodeStore {
@@ -35,16 +33,11 @@ impl MemoryNodeStore {
         Self::default()
     }
 
-    /// Makes the next write fail (with a storage error naming it), changing nothing.
-    pub fn fail_next_write(&mut self) {
-        self.failing_writes.push((None, 0));
-    }
-
     /// Lets `after` more writes of `operation` succeed, then makes the next one fail, changing
     /// nothing. The operations: "put_pending", "activate", "delete_pending", "put_reshare",
     /// "conclude_reshare", "conclude_session", "admit_client_request", "append_audit".
     pub fn fail_write(&mut self, operation: &'static str, after: usize) {
-        self.failing_writes.push((Some(operation), after));
+        self.failing_writes.push((operation, after));
     }
 
     /// What a crash leaves: audit entries that were written lazily and not yet made durable by
@@ -56,16 +49,6 @@ impl MemoryNodeStore {
             .rposition(|(_, d)| *d)
             .map_or(0, |i| i + 1);
         self.audit.truncate(durable);
-    }
-
-    /// The operations written so far, in order ("put_pending", "activate", ...).
-    pub fn writes(&self) -> &[&'static str] {
-        &self.writes
-    }
-
-    /// The audit log.
-    pub fn audit(&self) -> impl Iterator<Item = &AuditEntry> {
-        self.audit.iter().map(|(e, _)| e)
     }
 
     /// Every share of `key_id` with its state, by epoch.
@@ -91,11 +74,11 @@ impl MemoryNodeStore {
             .insert((key_id, share.epoch), (ShareState::Active, share));
     }
 
-    /// Counts a write, or fails it if asked to.
+    /// Fails a write if asked to.
     fn write(&mut self, operation: &'static str) -> Result<(), StoreError> {
         let mut failing = None;
         for (index, (op, after)) in self.failing_writes.iter_mut().enumerate() {
-            if op.is_some_and(|op| op != operation) {
+            if *op != operation {
                 continue;
             }
             if *after == 0 {
@@ -111,7 +94,6 @@ impl MemoryNodeStore {
             ))
             .into());
         }
-        self.writes.push(operation);
         Ok(())
     }
 
