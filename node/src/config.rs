@@ -127,11 +127,6 @@ impl NodeConfig {
         Ok(config)
     }
 
-    /// The identity key file.
-    pub fn identity_path(&self) -> PathBuf {
-        self.data_dir.join("identity.key")
-    }
-
     /// The keystore directory.
     pub fn keystore_path(&self) -> PathBuf {
         self.data_dir.join("keystore")

@@ -52,11 +52,6 @@ impl Sessions {
         self.sessions.contains_key(route)
     }
 
-    /// The session at `route`.
-    pub fn get(&self, route: &Route) -> Option<&dyn AnySession> {
-        self.sessions.get(route).map(|s| s.as_ref())
-    }
-
     /// Every running session with its route.
     pub fn iter(&self) -> impl Iterator<Item = (&Route, &dyn AnySession)> {
         self.sessions.iter().map(|(r, s)| (r, s.as_ref()))
