@@ -9,6 +9,7 @@
 //! body_limit_bytes = 1048576
 //! # rate_limit = { burst = 512, per_second = 256 }  # per node, inbound protocol messages
 //! # gateway_client_key_file = "gateway.key"   # approves sign requests that carry no client
+//! # gateway_operator_key_file = "operator.key" # approves DKGs and reshares that carry no approvals
 //! ```
 
 use std::net::SocketAddr;
@@ -47,6 +48,12 @@ pub struct CoordinatorConfig {
     /// their `[clients]` lists its public key. Without it, such requests are 400.
     #[serde(default)]
     pub gateway_client_key_file: Option<PathBuf>,
+    /// An operator key (`permafrost operator-key create`) the coordinator approves DKGs and
+    /// reshares with when they carry no approvals of their own. Nodes accept it only if their
+    /// `[operators]` lists its public key: the same trust decision as the gateway client key.
+    /// Without it, such requests are 400.
+    #[serde(default)]
+    pub gateway_operator_key_file: Option<PathBuf>,
 }
 
 impl CoordinatorConfig {
@@ -64,7 +71,13 @@ impl CoordinatorConfig {
         if config.network_file.is_relative() {
             config.network_file = base.join(&config.network_file);
         }
-        if let Some(p) = config.gateway_client_key_file.as_mut() {
+        for p in [
+            config.gateway_client_key_file.as_mut(),
+            config.gateway_operator_key_file.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

@@ -13,7 +13,9 @@ use permafrost_net::{Client, InboundRequest};
 use permafrost_protocol::ProtocolError;
 use permafrost_runtime::driver::{self, Outbox, Undelivered};
 use permafrost_runtime::identity;
-use permafrost_wire::{decode, ClientAuthorization, Curve, KeyId, NodeId, SessionId};
+use permafrost_wire::{
+    decode, ClientAuthorization, Curve, KeyId, NodeId, OperatorApproval, SessionId,
+};
 use rand_core::OsRng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -34,6 +36,8 @@ pub enum Command {
         threshold: u16,
         /// The committee.
         committee: Vec<NodeId>,
+        /// Operators' approvals (none: the gateway operator key approves, if configured).
+        approvals: Vec<OperatorApproval>,
         /// Where the outcome goes.
         reply: oneshot::Sender<Outcome>,
     },
@@ -57,6 +61,8 @@ pub enum Command {
         committee: Vec<NodeId>,
         /// The new threshold.
         threshold: u16,
+        /// Operators' approvals (none: the gateway operator key approves, if configured).
+        approvals: Vec<OperatorApproval>,
         /// Where the outcome goes.
         reply: oneshot::Sender<Outcome>,
     },
@@ -123,11 +129,12 @@ impl Shell {
                 key_id,
                 threshold,
                 committee,
+                approvals,
                 reply,
             } => {
                 self.replies.insert(request, reply);
                 self.core.create_key(
-                    request, curve, key_id, threshold, committee, now, &mut OsRng,
+                    request, curve, key_id, threshold, committee, approvals, now, &mut OsRng,
                 );
             }
             Command::Sign {
@@ -152,11 +159,13 @@ impl Shell {
                 key_id,
                 committee,
                 threshold,
+                approvals,
                 reply,
             } => {
                 self.replies.insert(request, reply);
-                self.core
-                    .reshare(request, &key_id, committee, threshold, now);
+                self.core.reshare(
+                    request, &key_id, committee, threshold, approvals, now, &mut OsRng,
+                );
             }
         }
         self.carry_out();
@@ -176,6 +185,12 @@ impl Shell {
     }
 
     fn undelivered(&mut self, failed: Undelivered) {
+        if failed.refused {
+            self.core
+                .handle_open_refused(&failed.to, failed.kind, failed.session, &failed.error);
+            self.carry_out();
+            return;
+        }
         self.core.handle_undelivered(
             &failed.to,
             failed.kind,

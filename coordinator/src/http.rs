@@ -21,7 +21,7 @@ use permafrost_protocol::ProtocolError;
 use permafrost_runtime::any::AnyEvent;
 use permafrost_runtime::identity;
 use permafrost_runtime::network::Network;
-use permafrost_wire::{KeyId, NodeId};
+use permafrost_wire::{KeyId, NodeId, OperatorApproval, MAX_APPROVALS};
 use rand_core::{OsRng, RngCore};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -202,6 +202,7 @@ async fn health(State(state): State<Arc<ApiState>>) -> Result<Json<Health>, ApiE
         .collect();
     Ok(Json(Health {
         status: "ok".into(),
+        network_id: state.network.network_id.clone(),
         nodes,
     }))
 }
@@ -214,6 +215,9 @@ fn record(meta: &KeyMeta) -> KeyRecord {
         threshold: meta.threshold,
         nodes: meta.nodes.clone(),
         epoch: meta.epoch.0,
+        public_key_package_digest: hex::encode(
+            permafrost_protocol::lifecycle::public_key_package_digest(&meta.public_key_package).0,
+        ),
     }
 }
 
@@ -280,6 +284,12 @@ fn session_error(network: &Network, error: &ProtocolError) -> ApiError {
         ProtocolError::ClientNotAuthorized { .. } => {
             ApiError::new(StatusCode::FORBIDDEN, codes::CLIENT_NOT_AUTHORIZED, message)
         }
+        ProtocolError::OpenRefused {
+            not_approved: true, ..
+        } => ApiError::new(StatusCode::FORBIDDEN, codes::OPERATOR_NOT_APPROVED, message),
+        ProtocolError::OpenRefused { .. } => {
+            ApiError::new(StatusCode::CONFLICT, codes::REFUSED_BY_NODE, message)
+        }
         ProtocolError::Misbehaviour { .. } | ProtocolError::ConfirmationMismatch { .. } => {
             ApiError::new(StatusCode::BAD_GATEWAY, codes::NODE_MISBEHAVED, message)
         }
@@ -308,6 +318,23 @@ async fn run_command(
             "the session did not finish before its deadline",
         )),
     }
+}
+
+/// The wire form of a request's operator approvals; the coordinator does not judge them (every
+/// member checks them against its own list).
+fn approvals(
+    given: &[permafrost_api::OperatorApproval],
+) -> Result<Vec<OperatorApproval>, ApiError> {
+    if given.len() > MAX_APPROVALS {
+        return Err(ApiError::bad_request(format!(
+            "{} approvals, at most {MAX_APPROVALS}",
+            given.len()
+        )));
+    }
+    given
+        .iter()
+        .map(|a| a.to_wire().map_err(ApiError::bad_request))
+        .collect()
 }
 
 /// The node ids of a committee, in its order.
@@ -362,10 +389,28 @@ async fn create_key(
             .collect(),
     };
     let members = committee(network, &names, body.threshold)?;
-    let mut id = [0u8; 12];
-    OsRng.fill_bytes(&mut id);
-    let key_id = KeyId::new(format!("k-{}", hex::encode(id)))
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let approvals = approvals(&body.approvals)?;
+    let key_id = match &body.key_id {
+        Some(id) => {
+            let id = KeyId::new(id.clone())
+                .map_err(|e| ApiError::bad_request(format!("key_id: {e}")))?;
+            if lookup(&state, id.as_str()).is_ok() {
+                return Err(ApiError::conflict(format!("key {id} already exists")));
+            }
+            id
+        }
+        None if !approvals.is_empty() => {
+            return Err(ApiError::bad_request(
+                "a request with approvals must name its key_id (the approvals cover it)",
+            ))
+        }
+        None => {
+            let mut id = [0u8; 12];
+            OsRng.fill_bytes(&mut id);
+            KeyId::new(format!("k-{}", hex::encode(id)))
+                .map_err(|e| ApiError::internal(e.to_string()))?
+        }
+    };
     let committee = node_ids(&members)?;
     let (curve, threshold) = (body.curve, body.threshold);
     let event = run_command(
@@ -375,6 +420,7 @@ async fn create_key(
             key_id: key_id.clone(),
             threshold,
             committee: committee.clone(),
+            approvals,
             reply,
         },
         permafrost_engine::deadlines::DKG + Duration::from_secs(5),
@@ -502,12 +548,14 @@ async fn reshare(
     let key = lookup(&state, &key_id)?.key_id;
     let committee = node_ids(&members)?;
     let threshold = body.threshold;
+    let approvals = approvals(&body.approvals)?;
     let outcome = run_command(
         &state,
         |reply| Command::Reshare {
             key_id: key,
             committee,
             threshold,
+            approvals,
             reply,
         },
         // Longer than the session can last (its deadline, then the test signature's, then

@@ -87,6 +87,15 @@ impl Coordinator {
             }
             None => None,
         };
+        let gateway_operator = match &config.gateway_operator_key_file {
+            Some(path) => {
+                let key = permafrost_api::ClientKey::load(path)
+                    .map_err(|e| CoordinatorError::Config(e.to_string()))?;
+                tracing::info!(public_key = %key.public_hex(), "gateway operator key loaded");
+                Some(Arc::new(key.signing_key().clone()))
+            }
+            None => None,
+        };
         let network = Arc::new(network);
         let store = store::MetadataDb::open(&config.database_path())?;
         let mut nodes = std::collections::BTreeMap::new();
@@ -104,6 +113,8 @@ impl Coordinator {
         let setup = permafrost_engine::coordinator::CoordinatorSetup {
             verifier: Arc::new(identity::Libp2pVerifier),
             nodes,
+            network_id: network.network_id.clone(),
+            gateway_operator,
         };
         let core = permafrost_engine::coordinator::CoordinatorCore::open(setup, store.clone())
             .map_err(|e| CoordinatorError::Storage(e.to_string()))?;

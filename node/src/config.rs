@@ -13,14 +13,29 @@
 //! max_clock_skew_secs = 120                # optional; at most 600
 //! [clients.per_key]
 //! "k-3f9c…" = ["<hex ed25519 public key accepted for this key only>"]
+//!
+//! # The operators whose approval a DKG or a reshare needs on this node (ed25519 public keys,
+//! # hex), and the node's floors. With none listed, the node joins no DKG and no reshare.
+//! [operators]
+//! all_keys = ["<hex ed25519 public key of an operator: permafrost operator-key create>"]
+//! max_clock_skew_secs = 120                # optional; at most 600
+//! min_threshold = 2                        # optional; at least 2
+//! min_committee = 2                        # optional
+//! [operators.per_key]
+//! "k-3f9c…" = ["<hex ed25519 public key accepted for this key only>"]
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
-use permafrost_protocol::sign::client::{ClientKey, ClientPolicy, REQUEST_ID_RETENTION};
+use permafrost_protocol::lifecycle::{
+    OperatorKey, OperatorPolicy, DEFAULT_MIN_COMMITTEE, DEFAULT_MIN_THRESHOLD,
+};
+use permafrost_protocol::sign::client::{
+    ClientKey, ClientPolicy, DEFAULT_MAX_CLOCK_SKEW, REQUEST_ID_RETENTION,
+};
 use permafrost_wire::KeyId;
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -49,6 +64,10 @@ pub struct NodeConfig {
     /// The clients whose signing requests this node accepts (default: none).
     #[serde(default)]
     pub clients: ClientsConfig,
+    /// The operators whose approval a DKG or reshare needs on this node (default: none), and
+    /// the node's floors.
+    #[serde(default)]
+    pub operators: OperatorsConfig,
 }
 
 /// The `[clients]` section: which client keys may approve signatures on this node.
@@ -70,40 +89,107 @@ pub struct ClientsConfig {
 impl ClientsConfig {
     /// The policy this section describes; a malformed key or key id is an error naming it.
     pub fn policy(&self) -> Result<ClientPolicy, NodeError> {
-        let parse = |hex_key: &String| -> Result<ClientKey, NodeError> {
-            let bytes = hex::decode(hex_key)
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok());
-            bytes.map(ClientKey).ok_or_else(|| {
+        let (all_keys, per_key) = approver_keys("clients", &self.all_keys, &self.per_key)?;
+        Ok(ClientPolicy {
+            all_keys: all_keys.into_iter().map(ClientKey).collect(),
+            per_key: per_key
+                .into_iter()
+                .map(|(k, keys)| (k, keys.into_iter().map(ClientKey).collect()))
+                .collect(),
+            max_clock_skew: clock_skew("clients", self.max_clock_skew_secs)?,
+        })
+    }
+}
+
+/// The `[operators]` section: which operator keys may approve a DKG or a reshare on this
+/// node, and the node's floors.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorsConfig {
+    /// ed25519 public keys (hex) accepted for every key.
+    #[serde(default)]
+    pub all_keys: Vec<String>,
+    /// Key id → ed25519 public keys (hex) accepted for that key only.
+    #[serde(default)]
+    pub per_key: BTreeMap<String, Vec<String>>,
+    /// Largest accepted difference between an approval's timestamp and this node's clock
+    /// (default 120 s).
+    #[serde(default)]
+    pub max_clock_skew_secs: Option<u64>,
+    /// The lowest threshold this node takes part in (default 2).
+    #[serde(default)]
+    pub min_threshold: Option<u16>,
+    /// The smallest committee this node takes part in (default 2).
+    #[serde(default)]
+    pub min_committee: Option<usize>,
+}
+
+impl OperatorsConfig {
+    /// The policy this section describes; a malformed key or key id is an error naming it.
+    pub fn policy(&self) -> Result<OperatorPolicy, NodeError> {
+        let (all_keys, per_key) = approver_keys("operators", &self.all_keys, &self.per_key)?;
+        let min_threshold = self.min_threshold.unwrap_or(DEFAULT_MIN_THRESHOLD);
+        if min_threshold < DEFAULT_MIN_THRESHOLD {
+            return Err(NodeError::Config(format!(
+                "operators.min_threshold = {min_threshold}: at least {DEFAULT_MIN_THRESHOLD} (no key is held by one node alone)"
+            )));
+        }
+        Ok(OperatorPolicy {
+            all_keys: all_keys.into_iter().map(OperatorKey).collect(),
+            per_key: per_key
+                .into_iter()
+                .map(|(k, keys)| (k, keys.into_iter().map(OperatorKey).collect()))
+                .collect(),
+            max_clock_skew: clock_skew("operators", self.max_clock_skew_secs)?,
+            min_threshold,
+            min_committee: self.min_committee.unwrap_or(DEFAULT_MIN_COMMITTEE),
+        })
+    }
+}
+
+/// An approver key list of section `section`: the keys for every key id, and those per key id.
+type ApproverKeys = (BTreeSet<[u8; 32]>, BTreeMap<KeyId, BTreeSet<[u8; 32]>>);
+
+fn approver_keys(
+    section: &str,
+    all_keys: &[String],
+    per_key: &BTreeMap<String, Vec<String>>,
+) -> Result<ApproverKeys, NodeError> {
+    let parse = |hex_key: &String| -> Result<[u8; 32], NodeError> {
+        hex::decode(hex_key)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| {
                 NodeError::Config(format!(
-                    "clients: {hex_key:?} is not a 32-byte ed25519 public key in hex"
+                    "{section}: {hex_key:?} is not a 32-byte ed25519 public key in hex"
                 ))
             })
-        };
-        let mut policy = ClientPolicy::default();
-        for key in &self.all_keys {
-            policy.all_keys.insert(parse(key)?);
+    };
+    let all = all_keys.iter().map(parse).collect::<Result<_, _>>()?;
+    let mut each = BTreeMap::new();
+    for (key_id, keys) in per_key {
+        let key_id = KeyId::new(key_id.clone())
+            .map_err(|e| NodeError::Config(format!("{section}.per_key: {key_id:?}: {e}")))?;
+        let accepted: &mut BTreeSet<[u8; 32]> = each.entry(key_id).or_default();
+        for key in keys {
+            accepted.insert(parse(key)?);
         }
-        for (key_id, keys) in &self.per_key {
-            let key_id = KeyId::new(key_id.clone())
-                .map_err(|e| NodeError::Config(format!("clients.per_key: {key_id:?}: {e}")))?;
-            let accepted = policy.per_key.entry(key_id).or_default();
-            for key in keys {
-                accepted.insert(parse(key)?);
-            }
-        }
-        if let Some(secs) = self.max_clock_skew_secs {
-            let skew = Duration::from_secs(secs);
-            if skew > REQUEST_ID_RETENTION {
-                return Err(NodeError::Config(format!(
-                    "clients.max_clock_skew_secs = {secs}: at most {} (request ids are remembered that long)",
-                    REQUEST_ID_RETENTION.as_secs()
-                )));
-            }
-            policy.max_clock_skew = skew;
-        }
-        Ok(policy)
     }
+    Ok((all, each))
+}
+
+fn clock_skew(section: &str, secs: Option<u64>) -> Result<Duration, NodeError> {
+    let Some(secs) = secs else {
+        return Ok(DEFAULT_MAX_CLOCK_SKEW);
+    };
+    let skew = Duration::from_secs(secs);
+    if skew > REQUEST_ID_RETENTION {
+        return Err(NodeError::Config(format!(
+            "{section}.max_clock_skew_secs = {secs}: at most {} (request ids are remembered that long)",
+            REQUEST_ID_RETENTION.as_secs()
+        )));
+    }
+    Ok(skew)
 }
 
 impl NodeConfig {

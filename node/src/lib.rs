@@ -66,6 +66,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         .and_then(|f| f.validate())
         .map_err(|e| NodeError::Network(e.to_string()))?;
     let clients = config.clients.policy()?;
+    let operators = config.operators.policy()?;
     let keystore = KeyStore::open(&config.keystore_path(), passphrase.as_bytes())?;
     drop(passphrase);
     let keypair = identity_key::load(&config.data_dir, &keystore)?;
@@ -78,6 +79,11 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     };
     if clients.all_keys.is_empty() && clients.per_key.is_empty() {
         tracing::warn!("no client keys in [clients]: this node will refuse every signing request");
+    }
+    if operators.all_keys.is_empty() && operators.per_key.is_empty() {
+        tracing::warn!(
+            "no operator keys in [operators]: this node will refuse every DKG and reshare"
+        );
     }
 
     let identity = Arc::new(
@@ -98,6 +104,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         coordinators,
         nodes,
         clients,
+        network_id: network.network_id.clone(),
+        operators,
         peer_name: |node| identity::peer_id(node).map(|p| p.to_string()),
     };
     let mut net_config = NetConfig::new(keypair, network.network_id.clone());

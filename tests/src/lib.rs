@@ -100,8 +100,15 @@ pub struct Cluster {
 
 impl Cluster {
     /// Writes identities, passphrases, configs and the network file for `n` nodes and a
-    /// coordinator; starts nothing.
+    /// coordinator; starts nothing. The nodes accept the coordinator's gateway operator key.
     pub fn prepare(n: usize) -> Cluster {
+        Self::prepare_with(n, true)
+    }
+
+    /// [`prepare`](Self::prepare); with `trust_gateway_operator` false, the nodes list only the
+    /// tests' operator key (`operator.key`) in `[operators]`, not the coordinator's gateway
+    /// operator key, so a DKG or reshare needs an approval made with `operator.key`.
+    pub fn prepare_with(n: usize, trust_gateway_operator: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let network_id = format!("test-{}", random_hex(4));
         // The coordinator's gateway client key and a client key for the tests: every node
@@ -114,6 +121,17 @@ impl Cluster {
         ]
         .map(|k| format!("\"{}\"", k.public_hex()))
         .join(", ");
+        // The coordinator's gateway operator key and an operator key for the tests.
+        let gateway_operator = dir.path().join("coordinator").join("operator.key");
+        let gateway_operator_key =
+            permafrost_api::ClientKey::create_file(&gateway_operator).expect("gateway operator");
+        let operator_key = permafrost_api::ClientKey::create_file(&dir.path().join("operator.key"))
+            .expect("operator key");
+        let mut operators = vec![format!("\"{}\"", operator_key.public_hex())];
+        if trust_gateway_operator {
+            operators.push(format!("\"{}\"", gateway_operator_key.public_hex()));
+        }
+        let operators = operators.join(", ");
         let mut nodes = Vec::new();
         let mut entries = Vec::new();
         for i in 1..=n {
@@ -128,7 +146,7 @@ impl Cluster {
             std::fs::write(
                 &config_path,
                 format!(
-                    "data_dir = \".\"\nlisten = \"/ip4/127.0.0.1/tcp/{port}\"\nnetwork_file = \"../network.toml\"\npassphrase_file = \"passphrase\"\n\n[clients]\nall_keys = [{accepted}]\n"
+                    "data_dir = \".\"\nlisten = \"/ip4/127.0.0.1/tcp/{port}\"\nnetwork_file = \"../network.toml\"\npassphrase_file = \"passphrase\"\n\n[clients]\nall_keys = [{accepted}]\n\n[operators]\nall_keys = [{operators}]\n"
                 ),
             )
             .expect("node config");
@@ -174,6 +192,7 @@ impl Cluster {
             body_limit_bytes: 1 << 20,
             rate_limit: None,
             gateway_client_key_file: Some(gateway_key),
+            gateway_operator_key_file: Some(gateway_operator),
         };
         Cluster {
             dir,
@@ -282,6 +301,8 @@ pub fn create(curve: Curve, threshold: u16, nodes: Option<Vec<&str>>) -> CreateK
         curve,
         threshold,
         nodes: nodes.map(|n| n.into_iter().map(str::to_owned).collect()),
+        key_id: None,
+        approvals: Vec::new(),
     }
 }
 

@@ -13,6 +13,7 @@ fn request(threshold: u16, nodes: &[&str]) -> ReshareRequest {
     ReshareRequest {
         threshold,
         nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        approvals: Vec::new(),
     }
 }
 

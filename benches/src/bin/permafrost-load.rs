@@ -66,6 +66,8 @@ async fn time_reshares(
                 curve,
                 threshold,
                 nodes: Some(nodes[..nodes.len() - 1].to_vec()),
+                key_id: None,
+                approvals: Vec::new(),
             })
             .await
             .context("DKG before the reshare failed")?;
@@ -76,6 +78,7 @@ async fn time_reshares(
                 &ReshareRequest {
                     threshold: threshold + 1,
                     nodes: nodes.to_vec(),
+                    approvals: Vec::new(),
                 },
             )
             .await
@@ -185,6 +188,8 @@ async fn main() -> Result<()> {
                 curve,
                 threshold: args.threshold,
                 nodes: None,
+                key_id: None,
+                approvals: Vec::new(),
             })
             .await
             .context("DKG failed")?;

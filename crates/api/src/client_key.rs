@@ -1,6 +1,8 @@
 //! A client's ed25519 key, which approves signatures: every signer node checks the approval
 //! against its own list of accepted client keys (`[clients]` in its config), so the
-//! coordinator cannot get anything signed that a client did not approve.
+//! coordinator cannot get anything signed that a client did not approve. The same kind of key
+//! serves as an operator key, approving DKGs and reshares (`[operators]` in the nodes'
+//! configs).
 //!
 //! The key file holds the 32-byte secret seed as hex on one line, mode 0600; a file readable
 //! by group or others is refused, as ssh refuses such keys.
@@ -10,7 +12,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
-use permafrost_wire::{ClientAuthorization, KeyId};
+use permafrost_wire::{ClientAuthorization, KeyId, LifecycleAction, OperatorApproval};
 use rand_core::{OsRng, RngCore};
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -121,11 +123,20 @@ impl ClientKey {
     pub fn authorize(&self, key_id: &KeyId, message: &[u8]) -> ClientAuthorization {
         let mut request_id = [0u8; 16];
         OsRng.fill_bytes(&mut request_id);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        self.authorize_at(key_id, message, request_id, now)
+        self.authorize_at(key_id, message, request_id, now_ms())
+    }
+
+    /// Approves one DKG or reshare `action` on network `network_id` with this key as an
+    /// operator key (`[operators]` in the nodes' configs), now, under a fresh request id.
+    pub fn approve(&self, network_id: &str, action: &LifecycleAction) -> OperatorApproval {
+        let mut request_id = [0u8; 16];
+        OsRng.fill_bytes(&mut request_id);
+        OperatorApproval::sign(&self.key, network_id, action, request_id, now_ms())
+    }
+
+    /// The signing key (a coordinator approves with its gateway operator key in its core).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
     }
 
     /// Approves one signature with a given request id and timestamp (milliseconds since the
@@ -139,4 +150,12 @@ impl ClientKey {
     ) -> ClientAuthorization {
         ClientAuthorization::sign(&self.key, key_id, message, request_id, timestamp_ms)
     }
+}
+
+/// The time now, milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }

@@ -60,9 +60,17 @@ pub mod codes {
     /// already used); the message says why. Asking again with the same authorization will not
     /// help.
     pub const CLIENT_NOT_AUTHORIZED: &str = "client_not_authorized";
+    /// 403: a member refused to join the DKG or reshare under its life-cycle policy (no valid
+    /// approval from an operator key it lists, a replayed or stale approval, or below its
+    /// minimum threshold or committee size); nothing changed on any node. The message names
+    /// the node and says why.
+    pub const OPERATOR_NOT_APPROVED: &str = "operator_not_approved";
+    /// 409: a member refused to join the DKG or reshare for another reason (a key it already
+    /// holds, a wrong epoch, a session it already concluded); the message names it and says why.
+    pub const REFUSED_BY_NODE: &str = "refused_by_node";
 
     /// Every code with the HTTP status it is answered with.
-    pub const STATUSES: [(&str, u16); 12] = [
+    pub const STATUSES: [(&str, u16); 14] = [
         (BAD_REQUEST, 400),
         (UNAUTHORIZED, 401),
         (NOT_FOUND, 404),
@@ -75,6 +83,8 @@ pub mod codes {
         (NOT_IMPLEMENTED, 501),
         (METHOD_NOT_ALLOWED, 405),
         (CLIENT_NOT_AUTHORIZED, 403),
+        (OPERATOR_NOT_APPROVED, 403),
+        (REFUSED_BY_NODE, 409),
     ];
 
     /// The HTTP status that answers `code`; unknown codes are 500.

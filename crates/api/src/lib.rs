@@ -20,7 +20,7 @@
 //! ```
 //! use permafrost_api::{CreateKeyRequest, Curve};
 //!
-//! let request = CreateKeyRequest { curve: Curve::Secp256k1Tr, threshold: 3, nodes: None };
+//! let request = CreateKeyRequest { curve: Curve::Secp256k1Tr, threshold: 3, nodes: None, key_id: None, approvals: Vec::new(),  };
 //! assert_eq!(
 //!     serde_json::to_string(&request).unwrap(),
 //!     r#"{"curve":"secp256k1-tr","threshold":3}"#,
@@ -35,7 +35,7 @@
 //!
 //! let client = Client::new("http://127.0.0.1:8700", "my-token")?;
 //! let key = client
-//!     .create_key(&CreateKeyRequest { curve: Curve::Ed25519, threshold: 2, nodes: None })
+//!     .create_key(&CreateKeyRequest { curve: Curve::Ed25519, threshold: 2, nodes: None, key_id: None, approvals: Vec::new(),  })
 //!     .await?;
 //! let signature = client.sign(&key.key_id, b"settle batch 42").await?;
 //! println!("{} signed by {:?}", signature.signature, signature.signers);
@@ -61,6 +61,6 @@ pub use error::{codes, ApiError, ErrorBody, ErrorDetail};
 pub use localnet::{LocalnetInfo, LocalnetNode, ProcessInfo};
 pub use permafrost_wire::Curve;
 pub use types::{
-    ClientAuthorization, CreateKeyRequest, Health, KeyList, KeyRecord, NodeHealth, ReshareRequest,
-    SignRequest, SignResponse,
+    ClientAuthorization, CreateKeyRequest, Health, KeyList, KeyRecord, NodeHealth,
+    OperatorApproval, ReshareRequest, SignRequest, SignResponse,
 };

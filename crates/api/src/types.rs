@@ -15,6 +15,14 @@ pub struct CreateKeyRequest {
     /// The committee, by node name; `None` (field absent) means every node of the network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<Vec<String>>,
+    /// The new key's id (1 to 64 of `A-Za-z0-9._-`); absent, the coordinator picks one.
+    /// Operator approvals name the key id, so a request with approvals must give it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Operators' approvals of this DKG, checked by every member against its own list. Empty,
+    /// the coordinator approves with its gateway operator key, if it has one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<OperatorApproval>,
 }
 
 /// A key as the coordinator knows it: the answer of `POST /v1/keys` (201),
@@ -35,6 +43,10 @@ pub struct KeyRecord {
     pub nodes: Vec<String>,
     /// 0 after DKG, +1 at every committed reshare.
     pub epoch: u64,
+    /// SHA-256 of the current epoch's serialized public key package, lowercase hex: what an
+    /// operator's approval of the next reshare names.
+    #[serde(default)]
+    pub public_key_package_digest: String,
 }
 
 /// `GET /v1/keys`: every key.
@@ -129,6 +141,63 @@ pub struct ReshareRequest {
     pub threshold: u16,
     /// The new committee, by node name.
     pub nodes: Vec<String>,
+    /// Operators' approvals of this reshare, checked by every old and new member against its
+    /// own list. Empty, the coordinator approves with its gateway operator key, if it has one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<OperatorApproval>,
+}
+
+/// An operator's approval of one DKG or reshare (see `permafrost_wire::OperatorApproval`): an
+/// ed25519 signature over `DOMAIN`, then network id, action (`dkg` or `reshare`), key id and
+/// curve name each as `u32 BE length ‖ bytes`, then `u64 BE epoch ‖ 32-byte old public key
+/// package digest (zero for a DKG) ‖ u16 BE threshold ‖ u32 BE committee size`, each member's
+/// node id (its libp2p PeerId bytes) as `u32 BE length ‖ bytes` in sorted order, and last
+/// `request_id ‖ u64 BE timestamp_ms`; `DOMAIN` = `permafrost/operator-approval/v1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorApproval {
+    /// The operator's ed25519 public key, 32 bytes hex.
+    pub public_key: String,
+    /// 16 bytes hex, unique per approval: nodes refuse an id they saw in another session.
+    pub request_id: String,
+    /// When the operator approved, milliseconds since the Unix epoch; nodes refuse one more
+    /// than their configured skew (default 120 s) from their clock.
+    pub timestamp_ms: u64,
+    /// The ed25519 signature, 64 bytes hex.
+    pub signature: String,
+}
+
+impl OperatorApproval {
+    /// The JSON form of a wire approval.
+    pub fn from_wire(approval: &permafrost_wire::OperatorApproval) -> Self {
+        OperatorApproval {
+            public_key: hex::encode(approval.public_key),
+            request_id: hex::encode(approval.request_id),
+            timestamp_ms: approval.timestamp_ms,
+            signature: hex::encode(&approval.signature),
+        }
+    }
+
+    /// The wire form; the error names the field of the wrong form or length.
+    pub fn to_wire(&self) -> Result<permafrost_wire::OperatorApproval, String> {
+        Ok(permafrost_wire::OperatorApproval {
+            public_key: fixed::<32>("approvals", "public_key", &self.public_key)?,
+            request_id: fixed::<16>("approvals", "request_id", &self.request_id)?,
+            timestamp_ms: self.timestamp_ms,
+            signature: fixed::<64>("approvals", "signature", &self.signature)?.to_vec(),
+        })
+    }
+}
+
+/// `value`, hex, as exactly `N` bytes; the error names `section.field`.
+fn fixed<const N: usize>(
+    section: &str,
+    field: &'static str,
+    value: &str,
+) -> Result<[u8; N], String> {
+    let bytes = crate::decode_hex(field, value).map_err(|e| format!("{section}.{e}"))?;
+    <[u8; N]>::try_from(bytes.as_slice())
+        .map_err(|_| format!("{section}.{field}: {} bytes, expected {N}", bytes.len()))
 }
 
 /// `GET /v1/health`.
@@ -136,6 +205,9 @@ pub struct ReshareRequest {
 pub struct Health {
     /// `"ok"` when the coordinator is serving.
     pub status: String,
+    /// The network id (client and operator approvals are made for it).
+    #[serde(default)]
+    pub network_id: String,
     /// Every node of the network file.
     pub nodes: Vec<NodeHealth>,
 }

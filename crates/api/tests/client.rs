@@ -28,6 +28,7 @@ fn record(key_id: &str, epoch: u64) -> KeyRecord {
         threshold: 2,
         nodes: vec!["node1".into(), "node2".into(), "node3".into()],
         epoch,
+        public_key_package_digest: String::new(),
     }
 }
 
@@ -52,6 +53,7 @@ async fn health() -> Json<Health> {
             peer_id: "12D3KooWnode1".into(),
             connected: true,
         }],
+        network_id: String::new(),
     })
 }
 
@@ -168,6 +170,8 @@ async fn create_sign_reshare() {
             curve: Curve::Secp256k1Tr,
             threshold: 3,
             nodes: Some(vec!["node1".into(), "node2".into(), "node4".into()]),
+            key_id: None,
+            approvals: Vec::new(),
         })
         .await
         .unwrap();
@@ -190,6 +194,7 @@ async fn create_sign_reshare() {
             &ReshareRequest {
                 threshold: 2,
                 nodes: vec!["node1".into(), "node2".into()],
+                approvals: Vec::new(),
             },
         )
         .await
@@ -236,6 +241,7 @@ async fn conflict_is_mapped() {
             &ReshareRequest {
                 threshold: 2,
                 nodes: vec!["node1".into()],
+                approvals: Vec::new(),
             },
         )
         .await

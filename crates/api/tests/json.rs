@@ -28,6 +28,7 @@ fn record() -> KeyRecord {
         threshold: 3,
         nodes: vec!["node1".into(), "node2".into(), "node3".into()],
         epoch: 0,
+        public_key_package_digest: String::new(),
     }
 }
 
@@ -38,6 +39,8 @@ fn create_key_request() {
             curve: Curve::Secp256k1Tr,
             threshold: 3,
             nodes: Some(vec!["node1".into()]),
+            key_id: None,
+            approvals: Vec::new(),
         },
         json!({"curve":"secp256k1-tr","threshold":3,"nodes":["node1"]}),
     );
@@ -47,6 +50,8 @@ fn create_key_request() {
             curve: Curve::Ed25519,
             threshold: 2,
             nodes: None,
+            key_id: None,
+            approvals: Vec::new(),
         },
         json!({"curve":"ed25519","threshold":2}),
     );
@@ -63,6 +68,8 @@ fn every_curve_has_its_api_name() {
             curve,
             threshold: 1,
             nodes: None,
+            key_id: None,
+            approvals: Vec::new(),
         };
         round_trip(&request, json!({"curve": name, "threshold": 1}));
     }
@@ -206,6 +213,7 @@ fn reshare_request() {
         &ReshareRequest {
             threshold: 4,
             nodes: vec!["node1".into(), "node2".into()],
+            approvals: Vec::new(),
         },
         json!({"threshold":4,"nodes":["node1","node2"]}),
     );
@@ -221,6 +229,7 @@ fn health() {
                 peer_id: "12D3KooWabc".into(),
                 connected: true,
             }],
+            network_id: String::new(),
         },
         json!({"status":"ok","nodes":[{"name":"node1","peer_id":"12D3KooWabc","connected":true}]}),
     );

@@ -62,7 +62,11 @@ pub enum Command {
     /// Create or show a client key, which approves signatures (nodes list its public key in
     /// their `[clients]` config).
     #[command(subcommand)]
-    ClientKey(ClientKeyCommand),
+    ClientKey(KeyFileCommand),
+    /// Create or show an operator key, which approves DKGs and reshares (nodes list its public
+    /// key in their `[operators]` config).
+    #[command(subcommand)]
+    OperatorKey(KeyFileCommand),
     /// Move a key to a new committee and/or threshold (or refresh its shares with the same
     /// ones); the public key stays the same. Prints the new epoch's key record.
     Reshare {
@@ -75,6 +79,11 @@ pub enum Command {
         /// The new committee, by node name.
         #[arg(long, value_delimiter = ',', value_name = "a,b,c", required = true)]
         nodes: Vec<String>,
+        /// Approve the reshare with this operator key file (repeatable; `permafrost
+        /// operator-key create`); every old and new member requires an approval from a key it
+        /// lists. Without any, the coordinator approves with its gateway operator key, if any.
+        #[arg(long = "operator-key", value_name = "FILE")]
+        operator_keys: Vec<PathBuf>,
     },
     /// Show the coordinator's health and which nodes it is connected to.
     Health,
@@ -107,6 +116,14 @@ pub enum KeysCommand {
         /// The committee, by node name (default: every node).
         #[arg(long, value_delimiter = ',', value_name = "a,b,c")]
         nodes: Option<Vec<String>>,
+        /// The new key's id (default: a random one).
+        #[arg(long, value_name = "ID")]
+        key_id: Option<String>,
+        /// Approve the DKG with this operator key file (repeatable; `permafrost operator-key
+        /// create`); every member requires an approval from a key it lists. Without any, the
+        /// coordinator approves with its gateway operator key, if it has one.
+        #[arg(long = "operator-key", value_name = "FILE")]
+        operator_keys: Vec<PathBuf>,
     },
     /// List every key.
     List,
@@ -117,16 +134,16 @@ pub enum KeysCommand {
     },
 }
 
-/// `permafrost client-key …`.
+/// `permafrost client-key|operator-key …`.
 #[derive(Debug, Subcommand)]
-pub enum ClientKeyCommand {
-    /// Write a new client key to FILE (mode 0600; it must not exist) and print its public key.
+pub enum KeyFileCommand {
+    /// Write a new ed25519 key to FILE (mode 0600; it must not exist) and print its public key.
     Create {
         /// The key file.
         #[arg(long, value_name = "FILE")]
         file: PathBuf,
     },
-    /// Print the public key of the client key in FILE.
+    /// Print the public key of the key in FILE.
     Show {
         /// The key file.
         #[arg(long, value_name = "FILE")]
@@ -208,7 +225,19 @@ fn dispatch(target: commands::Target, command: Command) -> anyhow::Result<ExitCo
                 curve,
                 threshold,
                 nodes,
-            }) => commands::create_key(&target, curve.into(), threshold, nodes).await,
+                key_id,
+                operator_keys,
+            }) => {
+                commands::create_key(
+                    &target,
+                    curve.into(),
+                    threshold,
+                    nodes,
+                    key_id,
+                    &operator_keys,
+                )
+                .await
+            }
             Command::Keys(KeysCommand::List) => commands::list_keys(&target).await,
             Command::Keys(KeysCommand::Show { id }) => commands::show_key(&target, &id).await,
             Command::Sign {
@@ -216,15 +245,18 @@ fn dispatch(target: commands::Target, command: Command) -> anyhow::Result<ExitCo
                 message,
                 client_key,
             } => commands::sign(&target, &key, &message, client_key.as_deref()).await,
-            Command::ClientKey(ClientKeyCommand::Create { file }) => {
-                commands::create_client_key(&file)
+            Command::ClientKey(KeyFileCommand::Create { file })
+            | Command::OperatorKey(KeyFileCommand::Create { file }) => {
+                commands::create_key_file(&file)
             }
-            Command::ClientKey(ClientKeyCommand::Show { file }) => commands::show_client_key(&file),
+            Command::ClientKey(KeyFileCommand::Show { file })
+            | Command::OperatorKey(KeyFileCommand::Show { file }) => commands::show_key_file(&file),
             Command::Reshare {
                 key,
                 threshold,
                 nodes,
-            } => commands::reshare(&target, &key, threshold, nodes).await,
+                operator_keys,
+            } => commands::reshare(&target, &key, threshold, nodes, &operator_keys).await,
             Command::Health => commands::health(&target).await,
             Command::Localnet(LocalnetCommand::Up {
                 nodes,
@@ -279,6 +311,7 @@ mod tests {
             curve,
             threshold,
             nodes,
+            ..
         }) = cli.command
         else {
             panic!("not keys create: {:?}", cli.command);

@@ -1,5 +1,5 @@
 //! The API commands: `keys create|list|show`, `sign`, `reshare`, `health`, and
-//! `client-key create|show`. Each prints the JSON answer,
+//! `client-key|operator-key create|show`. Each prints the JSON answer,
 //! pretty; an API error comes back as [`permafrost_api::ApiError`] for the caller to print.
 
 use std::path::{Path, PathBuf};
@@ -7,8 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use permafrost_api::{
-    decode_hex, Client, ClientKey, CreateKeyRequest, Curve, LocalnetInfo, ReshareRequest,
+    decode_hex, Client, ClientKey, CreateKeyRequest, Curve, Health, LocalnetInfo, ReshareRequest,
 };
+use permafrost_wire::{Digest, Epoch, KeyId, LifecycleAction, LifecycleKind, NodeId};
+use rand_core::{OsRng, RngCore};
 use serde::Serialize;
 
 /// Where the API is and how to authenticate, from the global options. No `Debug`: it holds
@@ -57,19 +59,94 @@ fn print_json(value: &impl Serialize) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `permafrost keys create`.
+/// `permafrost keys create`: with operator keys, the CLI names the key id and the committee
+/// itself and signs the DKG with each key (the nodes check the approvals, not the coordinator).
 pub async fn create_key(
     target: &Target,
     curve: Curve,
     threshold: u16,
     nodes: Option<Vec<String>>,
+    key_id: Option<String>,
+    operator_keys: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
-    let request = CreateKeyRequest {
+    let client = target.client()?;
+    let mut request = CreateKeyRequest {
         curve,
         threshold,
         nodes,
+        key_id,
+        approvals: Vec::new(),
     };
-    print_json(&target.client()?.create_key(&request).await?)
+    if !operator_keys.is_empty() {
+        let health = client.health().await?;
+        let names = match &request.nodes {
+            Some(names) => names.clone(),
+            None => health.nodes.iter().map(|n| n.name.clone()).collect(),
+        };
+        let key_id = request.key_id.get_or_insert_with(|| {
+            let mut id = [0u8; 12];
+            OsRng.fill_bytes(&mut id);
+            format!("k-{}", hex::encode(id))
+        });
+        let action = LifecycleAction {
+            kind: LifecycleKind::Dkg,
+            key_id: KeyId::new(key_id.clone())?,
+            curve,
+            epoch: Epoch(0),
+            old_public_key_package: Digest([0; 32]),
+            committee: committee_ids(&health, &names)?,
+            threshold,
+        };
+        request.approvals = approve(&health.network_id, &action, operator_keys)?;
+    }
+    print_json(&client.create_key(&request).await?)
+}
+
+/// The node ids of the nodes named `names`, sorted (as the protocol orders a committee).
+fn committee_ids(health: &Health, names: &[String]) -> anyhow::Result<Vec<NodeId>> {
+    let mut ids = names
+        .iter()
+        .map(|name| {
+            let node = health
+                .nodes
+                .iter()
+                .find(|n| n.name == *name)
+                .ok_or_else(|| anyhow::anyhow!("the coordinator lists no node {name:?}"))?;
+            permafrost_runtime::identity::node_id_of_text(&node.peer_id)
+                .map_err(|e| anyhow::anyhow!("node {name:?}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<NodeId>>>()?;
+    ids.sort();
+    Ok(ids)
+}
+
+/// Each operator key file's approval of `action` on `network_id`, printed to standard error
+/// so the operator sees what was signed.
+fn approve(
+    network_id: &str,
+    action: &LifecycleAction,
+    operator_keys: &[PathBuf],
+) -> anyhow::Result<Vec<permafrost_api::OperatorApproval>> {
+    let committee: Vec<String> = action.committee.iter().map(ToString::to_string).collect();
+    operator_keys
+        .iter()
+        .map(|path| {
+            let key = ClientKey::load(path)?;
+            eprintln!(
+                "operator {} approves on network {network_id:?}: {} of key {} ({}) at epoch {}, threshold {} of [{}]",
+                key.public_hex(),
+                action.kind.as_str(),
+                action.key_id,
+                action.curve,
+                action.epoch,
+                action.threshold,
+                committee.join(", ")
+            );
+            Ok(permafrost_api::OperatorApproval::from_wire(
+                &key.approve(network_id, action),
+            ))
+        })
+        .collect()
 }
 
 /// `permafrost keys list`.
@@ -101,40 +178,71 @@ pub async fn sign(
     print_json(&answer)
 }
 
-/// The public key of a client key, as `client-key create|show` print it.
+/// The public key of a client or operator key, as `client-key|operator-key create|show`
+/// print it.
 #[derive(Serialize)]
-struct ClientKeyInfo {
+struct KeyFileInfo {
     file: String,
     public_key: String,
 }
 
-/// `permafrost client-key create --file FILE`.
-pub fn create_client_key(file: &Path) -> anyhow::Result<ExitCode> {
+/// `permafrost client-key|operator-key create --file FILE`.
+pub fn create_key_file(file: &Path) -> anyhow::Result<ExitCode> {
     let key = ClientKey::create_file(file)?;
-    print_json(&ClientKeyInfo {
+    print_json(&KeyFileInfo {
         file: file.display().to_string(),
         public_key: key.public_hex(),
     })
 }
 
-/// `permafrost client-key show --file FILE`.
-pub fn show_client_key(file: &Path) -> anyhow::Result<ExitCode> {
+/// `permafrost client-key|operator-key show --file FILE`.
+pub fn show_key_file(file: &Path) -> anyhow::Result<ExitCode> {
     let key = ClientKey::load(file)?;
-    print_json(&ClientKeyInfo {
+    print_json(&KeyFileInfo {
         file: file.display().to_string(),
         public_key: key.public_hex(),
     })
 }
 
-/// `permafrost reshare --key ID --threshold T --nodes a,b,c`.
+/// `permafrost reshare --key ID --threshold T --nodes a,b,c [--operator-key FILE …]`: with
+/// operator keys, the CLI reads the key's current epoch and public key package digest and signs
+/// the reshare with each key.
 pub async fn reshare(
     target: &Target,
     key_id: &str,
     threshold: u16,
     nodes: Vec<String>,
+    operator_keys: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
-    let request = ReshareRequest { threshold, nodes };
-    print_json(&target.client()?.reshare(key_id, &request).await?)
+    let client = target.client()?;
+    let mut approvals = Vec::new();
+    if !operator_keys.is_empty() {
+        let health = client.health().await?;
+        let key = client.key(key_id).await?;
+        let digest = <[u8; 32]>::try_from(decode_hex(
+            "public_key_package_digest",
+            &key.public_key_package_digest,
+        )?)
+        .map_err(|_| {
+            anyhow::anyhow!("the coordinator's public_key_package_digest is not 32 bytes")
+        })?;
+        let action = LifecycleAction {
+            kind: LifecycleKind::Reshare,
+            key_id: KeyId::new(key.key_id.clone())?,
+            curve: key.curve,
+            epoch: Epoch(key.epoch),
+            old_public_key_package: Digest(digest),
+            committee: committee_ids(&health, &nodes)?,
+            threshold,
+        };
+        approvals = approve(&health.network_id, &action, operator_keys)?;
+    }
+    let request = ReshareRequest {
+        threshold,
+        nodes,
+        approvals,
+    };
+    print_json(&client.reshare(key_id, &request).await?)
 }
 
 /// `permafrost health`.

@@ -122,6 +122,8 @@ async fn exercise_curve(
         curve,
         threshold: THRESHOLD,
         nodes: Some(names(FIRST_COMMITTEE)),
+        key_id: None,
+        approvals: Vec::new(),
     };
     let started = Instant::now();
     let key = client.create_key(&request).await.context("DKG")?;
@@ -152,6 +154,7 @@ async fn exercise_curve(
             &ReshareRequest {
                 threshold: RESHARED_THRESHOLD,
                 nodes: names(SECOND_COMMITTEE),
+                approvals: Vec::new(),
             },
         )
         .await

@@ -14,10 +14,16 @@
 //! D/node{i}/node{i}.log          the process's stdout and stderr
 //! D/coordinator/identity.key, coordinator.toml (API token, mode 0600), coordinator.log
 //! D/coordinator/gateway.key      the gateway client key: approves sign requests without a client
+//! D/coordinator/operator.key     the gateway operator key: approves DKGs and reshares without
+//!                                approvals
 //! D/client.key                   a client key for you (`permafrost sign --client-key D/client.key`)
+//! D/operator.key                 an operator key for you (`permafrost reshare --operator-key …`)
 //! ```
 //!
-//! Every node accepts both client keys for every key (`[clients] all_keys` in its node.toml).
+//! Every node accepts both client keys for every key (`[clients] all_keys` in its node.toml),
+//! and both operator keys (`[operators] all_keys`). The gateway keys are a localnet's
+//! convenience and a trust decision: nodes that list them let the coordinator approve on its
+//! own.
 //!
 //! Running `localnet up` again on a directory whose localnet has stopped reuses its
 //! identities, passphrases, token and network id (so its keys are still there) with fresh
@@ -61,6 +67,10 @@ const COORDINATOR: &str = "coordinator";
 const GATEWAY_KEY: &str = "gateway.key";
 /// The client key for the localnet's user, in the localnet directory.
 pub const CLIENT_KEY: &str = "client.key";
+/// The gateway operator key, in the coordinator's directory.
+const GATEWAY_OPERATOR_KEY: &str = "operator.key";
+/// The operator key for the localnet's user, in the localnet directory.
+pub const OPERATOR_KEY: &str = "operator.key";
 
 /// `D/node{i}/node.toml`, in the shape `permafrost_node::NodeConfig` reads.
 #[derive(Serialize)]
@@ -69,12 +79,13 @@ struct NodeToml {
     listen: String,
     network_file: String,
     passphrase_file: String,
-    clients: ClientsToml,
+    clients: AcceptedKeysToml,
+    operators: AcceptedKeysToml,
 }
 
-/// The `[clients]` section of a node's config.
+/// The `[clients]` or `[operators]` section of a node's config.
 #[derive(Serialize)]
-struct ClientsToml {
+struct AcceptedKeysToml {
     all_keys: Vec<String>,
 }
 
@@ -89,6 +100,8 @@ struct CoordinatorToml {
     tokens: Vec<String>,
     #[serde(default)]
     gateway_client_key_file: Option<String>,
+    #[serde(default)]
+    gateway_operator_key_file: Option<String>,
 }
 
 /// One started process.
@@ -531,6 +544,10 @@ fn prepare(dir: &Path, nodes: usize, api_port: u16) -> anyhow::Result<Plan> {
         client_key(&coordinator_dir.join(GATEWAY_KEY))?.public_hex(),
         client_key(&dir.join(CLIENT_KEY))?.public_hex(),
     ];
+    let accepted_operators = vec![
+        client_key(&coordinator_dir.join(GATEWAY_OPERATOR_KEY))?.public_hex(),
+        client_key(&dir.join(OPERATOR_KEY))?.public_hex(),
+    ];
 
     let mut processes = Vec::new();
     let mut node_entries = Vec::new();
@@ -551,8 +568,11 @@ fn prepare(dir: &Path, nodes: usize, api_port: u16) -> anyhow::Result<Plan> {
             listen: addr.clone(),
             network_file: format!("../{NETWORK_FILE}"),
             passphrase_file: "passphrase".into(),
-            clients: ClientsToml {
+            clients: AcceptedKeysToml {
                 all_keys: accepted_clients.clone(),
+            },
+            operators: AcceptedKeysToml {
+                all_keys: accepted_operators.clone(),
             },
         };
         let config_path = node_dir.join(NODE_CONFIG);
@@ -595,6 +615,7 @@ fn prepare(dir: &Path, nodes: usize, api_port: u16) -> anyhow::Result<Plan> {
         network_file: format!("../{NETWORK_FILE}"),
         tokens: vec![token.clone()],
         gateway_client_key_file: Some(GATEWAY_KEY.into()),
+        gateway_operator_key_file: Some(GATEWAY_OPERATOR_KEY.into()),
     };
     write_private(
         &coordinator_config_path,

@@ -264,6 +264,8 @@ async fn localnet_up_serves_the_api_and_stops_on_sigterm() {
             curve: Curve::Secp256k1Tr,
             threshold: 2,
             nodes: None,
+            key_id: None,
+            approvals: Vec::new(),
         })
         .await
         .unwrap();
@@ -490,6 +492,8 @@ async fn reshare_on_localnet_evicts_a_node_and_survives_sigkill() {
             curve: Curve::Secp256k1Tr,
             threshold: 3,
             nodes: Some(first.iter().map(|s| s.to_string()).collect()),
+            key_id: None,
+            approvals: Vec::new(),
         })
         .await
         .unwrap();
@@ -531,6 +535,7 @@ async fn reshare_on_localnet_evicts_a_node_and_survives_sigkill() {
     let refresh = permafrost_api::ReshareRequest {
         threshold: 4,
         nodes: second.iter().map(|s| s.to_string()).collect(),
+        approvals: Vec::new(),
     };
     let refreshed = client.reshare(&key.key_id, &refresh).await.unwrap();
     assert_eq!(refreshed.public_key, key.public_key);
@@ -594,6 +599,8 @@ async fn signing_survives_two_killed_nodes_and_fails_fast_without_a_threshold() 
             curve: Curve::Secp256k1Tr,
             threshold: 3,
             nodes: None,
+            key_id: None,
+            approvals: Vec::new(),
         })
         .await
         .unwrap();
@@ -667,6 +674,8 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
             curve: Curve::Ed25519,
             threshold: 2,
             nodes: None,
+            key_id: None,
+            approvals: Vec::new(),
         })
         .await
         .unwrap();

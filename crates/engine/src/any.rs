@@ -13,8 +13,8 @@ use permafrost_protocol::{
     Timestamp,
 };
 use permafrost_wire::{
-    Curve, DkgOpen, Epoch, KeyId, Message, NodeId, ReshareCommit, ReshareOpen, ReshareProposal,
-    SessionId,
+    Curve, DkgOpen, Epoch, KeyId, Message, NodeId, OperatorApproval, ReshareCommit, ReshareOpen,
+    ReshareProposal, SessionId,
 };
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
@@ -279,6 +279,8 @@ pub trait AnySession: Send {
     ) -> Result<(), ProtocolError>;
     /// See [`Session::handle_timeout`].
     fn handle_timeout(&mut self, now: Timestamp);
+    /// See [`Session::handle_open_refused`].
+    fn handle_open_refused(&mut self, from: &NodeId, reason: &str);
     /// See [`Session::poll_output`].
     fn poll_output(&mut self) -> Option<AnyOutput>;
     /// See [`Session::poll_timeout`].
@@ -314,6 +316,10 @@ impl<S: Suite, T: Session<S> + Send> AnySession for Erased<S, T> {
 
     fn handle_timeout(&mut self, now: Timestamp) {
         self.inner.handle_timeout(now)
+    }
+
+    fn handle_open_refused(&mut self, from: &NodeId, reason: &str) {
+        self.inner.handle_open_refused(from, reason)
     }
 
     fn poll_output(&mut self) -> Option<AnyOutput> {
@@ -438,11 +444,12 @@ pub fn dkg_coordinator(
     threshold: u16,
     committee: Vec<NodeId>,
     nonce: [u8; 32],
+    approvals: Vec<OperatorApproval>,
     verifier: Arc<dyn IdentityVerifier>,
     now: Timestamp,
 ) -> Result<(SessionId, Box<dyn AnySession>), ProtocolError> {
     with_suite!(curve, S => {
-        let c = DkgCoordinator::<S>::new(key_id, threshold, committee, nonce, verifier, now, crate::deadlines::DKG)?;
+        let c = DkgCoordinator::<S>::new(key_id, threshold, committee, nonce, approvals, verifier, now, crate::deadlines::DKG)?;
         Ok((c.session(), erase::<S, _>(c)))
     })
 }
@@ -556,12 +563,13 @@ pub fn resume_reshare_peer(
 /// session id (route that one to the same session).
 pub fn reshare_coordinator(
     proposal: ReshareProposal,
+    approvals: Vec<OperatorApproval>,
     verifier: Arc<dyn IdentityVerifier>,
     now: Timestamp,
     timeout: std::time::Duration,
 ) -> Result<(SessionId, SessionId, Box<dyn AnySession>), ProtocolError> {
     with_suite!(proposal.curve, S => {
-        let c = ReshareCoordinator::<S>::new(proposal, verifier, now, timeout)?;
+        let c = ReshareCoordinator::<S>::new(proposal, approvals, verifier, now, timeout)?;
         Ok((c.session(), c.test_session(), erase::<S, _>(c)))
     })
 }

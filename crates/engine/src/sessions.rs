@@ -86,6 +86,20 @@ impl Sessions {
         result
     }
 
+    /// Tells the session at `route` that `from` refused its open, answering `reason`.
+    pub fn open_refused(
+        &mut self,
+        route: &Route,
+        from: &NodeId,
+        reason: &str,
+        handler: OutputHandler,
+    ) {
+        if let Some(session) = self.sessions.get_mut(route) {
+            session.handle_open_refused(from, reason);
+            self.drain(route, handler);
+        }
+    }
+
     /// Lets time pass for every session whose deadline is due.
     pub fn tick(&mut self, now: Timestamp, handler: OutputHandler) {
         let due: Vec<Route> = self

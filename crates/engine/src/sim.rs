@@ -17,7 +17,8 @@ use ed25519_dalek::{Signature as DalekSignature, Signer as _, SigningKey, Verify
 use frost_core::keys::PublicKeyPackage;
 use frost_core::Signature;
 use permafrost_wire::{
-    decode, encode, ClientAuthorization, Epoch, KeyId, Message, NodeId, SessionId,
+    decode, encode, ClientAuthorization, Epoch, KeyId, LifecycleAction, Message, MessageKind,
+    NodeId, OperatorApproval, SessionId,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRngCore, RngCore, SeedableRng};
@@ -31,6 +32,7 @@ use crate::coordinator::{
 use crate::deadlines;
 use crate::node::{MemoryNodeStore, NodeCore, NodeNotice, NodeOutput, NodeSetup, StoreError};
 use permafrost_keystore::ShareState;
+use permafrost_protocol::lifecycle::{OperatorKey, OperatorPolicy};
 use permafrost_protocol::sign::client::{ClientKey, ClientPolicy};
 use permafrost_protocol::sign::{SigningCoordinator, DEFAULT_SIGN_TIMEOUT};
 use permafrost_protocol::{
@@ -93,6 +95,24 @@ pub fn sim_client_policy() -> ClientPolicy {
     policy
         .all_keys
         .insert(ClientKey(sim_client().verifying_key().to_bytes()));
+    policy
+}
+
+/// The network id of every simulated network.
+pub const SIM_NETWORK_ID: &str = "sim";
+
+/// The operator every simulated node accepts by default: the gateway operator key of every
+/// simulated coordinator, so a DKG or reshare asked for without approvals is approved with it.
+pub fn sim_operator() -> SigningKey {
+    SigningKey::from_bytes(&[0x0b; 32])
+}
+
+/// A policy accepting [`sim_operator`] for every key, with the default floors.
+pub fn sim_operator_policy() -> OperatorPolicy {
+    let mut policy = OperatorPolicy::default();
+    policy
+        .all_keys
+        .insert(OperatorKey(sim_operator().verifying_key().to_bytes()));
     policy
 }
 
@@ -240,6 +260,16 @@ impl<S: Suite> SimCoordinator<S> {
             }
         }
         self.sessions.retain(|_, s| !s.is_finished());
+    }
+
+    /// A member refused the open of `session`.
+    fn open_refused(&mut self, from: &NodeId, kind: MessageKind, session: SessionId, reason: &str) {
+        if let Some(raw) = self.sessions.get_mut(&session) {
+            raw.handle_open_refused(from, reason);
+            self.collect();
+        } else if let Some(core) = self.core.as_mut() {
+            core.handle_open_refused(from, kind, session, reason);
+        }
     }
 
     /// The coordinator's core.
@@ -553,6 +583,8 @@ impl<S: Suite> Network<S> {
             coordinators: self.coordinator_ids(),
             nodes,
             clients: sim_client_policy(),
+            network_id: SIM_NETWORK_ID.into(),
+            operators: sim_operator_policy(),
             peer_name: |node| Some(node.to_string()),
         };
         // An empty store cannot fail to open.
@@ -600,6 +632,8 @@ impl<S: Suite> Network<S> {
         let setup = CoordinatorSetup {
             verifier: Arc::new(SimVerifier),
             nodes,
+            network_id: SIM_NETWORK_ID.into(),
+            gateway_operator: Some(Arc::new(sim_operator())),
         };
         // An empty store cannot fail to open.
         let core = CoordinatorCore::open(setup, MemoryMetadataStore::new()).ok();
@@ -781,15 +815,27 @@ impl<S: Suite> Network<S> {
     }
 
     /// Opens a reshare at `coordinator`'s core without running it; returns its session id.
+    /// It carries no approvals: the coordinator's gateway operator key approves it.
     pub fn start_reshare(
         &mut self,
         coordinator: &NodeId,
         proposal: permafrost_wire::ReshareProposal,
     ) -> Result<SessionId, ProtocolError> {
+        self.start_reshare_approved(coordinator, proposal, Vec::new())
+    }
+
+    /// [`start_reshare`](Self::start_reshare) carrying `approvals`.
+    pub fn start_reshare_approved(
+        &mut self,
+        coordinator: &NodeId,
+        proposal: permafrost_wire::ReshareProposal,
+        approvals: Vec<OperatorApproval>,
+    ) -> Result<SessionId, ProtocolError> {
         let now = self.now;
         let mark = self.events.len();
+        let mut rng = ChaCha20Rng::seed_from_u64(self.rng.next_u64());
         let session = self.coordinator_core(coordinator, |core, request| {
-            core.reshare_with(request, proposal, now)
+            core.reshare_with(request, proposal, approvals, now, &mut rng)
         })?;
         self.pump();
         match session {
@@ -960,23 +1006,30 @@ impl<S: Suite> Network<S> {
         let Some(party) = self.parties.get_mut(&m.to) else {
             return;
         };
+        let mut open_refused = None;
         let result = decode(&m.frame)
             .map_err(ProtocolError::from)
             .and_then(|message| {
-                let kind = message.kind().name();
+                let (kind, session) = (message.kind(), message.session());
                 party
                     .handle_message(&m.from, message, now, &mut self.rng)
-                    .map_err(|e| (kind, e))
-                    .map_err(|(kind, e)| {
+                    .map_err(|e| {
                         self.refused.push(Refused {
                             at: m.to.clone(),
                             from: m.from.clone(),
-                            kind,
+                            kind: kind.name(),
                             error: e.clone(),
                         });
+                        open_refused = Some((kind, session, e.to_string()));
                         e
                     })
             });
+        // The sender hears the refusal, as over the network (the answer to its request).
+        if let (Some((kind, session, reason)), Some(Party::Coordinator(c))) =
+            (open_refused, self.parties.get_mut(&m.from))
+        {
+            c.open_refused(&m.to, kind, session, &reason);
+        }
         if let Err(error @ ProtocolError::Wire(_)) = result {
             self.refused.push(Refused {
                 at: m.to,
@@ -1021,13 +1074,26 @@ impl<S: Suite> Network<S> {
     }
 
     /// Runs a whole DKG through `coordinator`'s core and returns the public key package, or
-    /// the coordinator's error.
+    /// the coordinator's error. It carries no approvals: the coordinator's gateway operator key
+    /// approves it.
     pub fn run_dkg(
         &mut self,
         coordinator: &NodeId,
         key_id: &KeyId,
         threshold: u16,
         committee: &[NodeId],
+    ) -> Result<PublicKeyPackage<S>, ProtocolError> {
+        self.run_dkg_approved(coordinator, key_id, threshold, committee, Vec::new())
+    }
+
+    /// [`run_dkg`](Self::run_dkg) carrying `approvals`.
+    pub fn run_dkg_approved(
+        &mut self,
+        coordinator: &NodeId,
+        key_id: &KeyId,
+        threshold: u16,
+        committee: &[NodeId],
+        approvals: Vec<OperatorApproval>,
     ) -> Result<PublicKeyPackage<S>, ProtocolError> {
         let mark = self.events.len();
         let (now, committee) = (self.now, committee.to_vec());
@@ -1039,6 +1105,7 @@ impl<S: Suite> Network<S> {
                 key_id.clone(),
                 threshold,
                 committee,
+                approvals,
                 now,
                 &mut rng,
             )
@@ -1055,6 +1122,13 @@ impl<S: Suite> Network<S> {
             Some(Event::Failed(e)) => Err(e.clone()),
             _ => Err(ProtocolError::Frost("DKG did not finish".into())),
         }
+    }
+
+    /// `operator`'s approval of `action` on the simulated network now (a fresh request id).
+    pub fn approve(&mut self, operator: &SigningKey, action: &LifecycleAction) -> OperatorApproval {
+        let mut request_id = [0u8; 16];
+        self.rng.fill_bytes(&mut request_id);
+        OperatorApproval::sign(operator, SIM_NETWORK_ID, action, request_id, self.now.0)
     }
 
     /// [`sim_client`]'s approval of signing `message` with `key_id` now (a fresh request id).

@@ -177,7 +177,15 @@ fn a_key_stays_resharable_after_a_holder_left_the_network<S: Suite>() {
         .unwrap()
         .core_mut()
         .unwrap()
-        .reshare(request, &key, remaining.clone(), 2, now);
+        .reshare(
+            request,
+            &key,
+            remaining.clone(),
+            2,
+            Vec::new(),
+            now,
+            &mut rand_core::OsRng,
+        );
     net.run(Duration::from_secs(130));
     let package = net.events[mark..]
         .iter()

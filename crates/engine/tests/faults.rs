@@ -581,6 +581,7 @@ fn dkg_open_with_forged_session_id_is_refused() {
         2,
         nodes.clone(),
         [5; 32],
+        dkg_approvals(&mut net, &key_id("k"), 2, &nodes),
         Arc::new(SimVerifier),
         net.now(),
         DEFAULT_DKG_TIMEOUT,

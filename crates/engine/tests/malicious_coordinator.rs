@@ -3,11 +3,11 @@
 //! straight on the wire), as a compromised coordinator would; each test asserts that no honest
 //! node released a share or deleted an epoch it should keep.
 //!
-//! Defended so far: committees are signer nodes; one DKG per key id at a time; a replayed open
-//! of a concluded session; an epoch with no next epoch; one peer flooding the early-message
-//! buffer. Operator approval of DKG and reshare, and keeping PENDING shares after a
-//! confirmation until a certificate, are not built yet (issue "Custodians decide a key's life
-//! cycle").
+//! Defended: committees are signer nodes; a DKG or reshare needs a valid approval from an
+//! operator key each node lists, within its floors, used once; one DKG per key id at a time; a
+//! replayed open of a concluded session; an epoch with no next epoch; one peer flooding the
+//! early-message buffer. Keeping PENDING shares after a confirmation until a certificate is not
+//! built yet (issue "Custodians decide a key's life cycle").
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -25,6 +25,12 @@ use permafrost_protocol::dkg::DkgCoordinator;
 use permafrost_protocol::reshare::{session_id, ReshareCoordinator};
 use permafrost_protocol::wire::{
     Epoch, KeyId, Message, MessageKind, NodeId, ReshareOpen, ReshareShare, SecretBytes, SessionId,
+};
+use ed25519_dalek::SigningKey;
+use frost_core::keys::PublicKeyPackage;
+use permafrost_protocol::lifecycle::{reshare_action, OperatorKey, OperatorPolicy};
+use permafrost_protocol::wire::{
+    Digest, LifecycleAction, LifecycleKind, OperatorApproval, ReshareProposal,
 };
 use permafrost_protocol::{ProtocolError, Refusal, Suite};
 
@@ -110,6 +116,7 @@ fn a_reshare_to_coordinator_identities_is_refused<S: Suite>() {
     proposal.new_committee = thieves;
     let reshare = ReshareCoordinator::<S>::new(
         proposal,
+        Vec::new(),
         Arc::new(SimVerifier),
         net.now(),
         deadlines::RESHARE,
@@ -155,6 +162,7 @@ fn a_dkg_with_a_coordinator_identity_is_refused<S: Suite>() {
         2,
         committee,
         [1; 32],
+        Vec::new(),
         Arc::new(SimVerifier),
         net.now(),
         deadlines::DKG,
@@ -187,6 +195,7 @@ fn a_second_dkg_of_the_same_key_is_refused<S: Suite>() {
             2,
             nodes.clone(),
             [nonce; 32],
+            dkg_approvals(net, &key, 2, &nodes),
             Arc::new(SimVerifier),
             net.now(),
             deadlines::DKG,
@@ -197,11 +206,13 @@ fn a_second_dkg_of_the_same_key_is_refused<S: Suite>() {
         session
     };
     // Every node hears of the first before the second (a node that heard of the second first
-    // would join that one and refuse the first, just the same).
+    // would join that one and refuse the first, just the same), and before the first can have
+    // finished (it takes at least six hops of 10 ms).
+    net.latency_ms = (10, 20);
     let nonce_of_second = [2u8; 32];
     net.set_faults(move |env| match &env.message {
         Message::DkgOpen(open) if open.nonce == nonce_of_second => {
-            Fault::Delay(Duration::from_millis(50))
+            Fault::Delay(Duration::from_millis(15))
         }
         _ => Fault::Deliver,
     });
@@ -302,6 +313,7 @@ fn an_epoch_without_a_next_is_refused<S: Suite>() {
     let open = Message::ReshareOpen(ReshareOpen {
         session: session_id(&proposal),
         proposal,
+        approvals: Vec::new(),
     });
     let mark = net.refused.len();
     for node in &nodes {
@@ -381,7 +393,192 @@ fn a_flooded_early_buffer_still_keeps_real_dealings<S: Suite>() {
     );
 }
 
+/// The custodian's operator key of the approval tests.
+fn custodian() -> SigningKey {
+    SigningKey::from_bytes(&[0x5a; 32])
+}
+
+/// `nodes` require an approval from [`custodian`] (and no longer accept the coordinator's
+/// gateway operator key), with `tune` applied to their policy.
+fn require_custodian<S: Suite>(
+    net: &mut Network<S>,
+    nodes: &[NodeId],
+    tune: impl Fn(&mut OperatorPolicy),
+) {
+    for node in nodes {
+        let mut policy = OperatorPolicy::default();
+        policy
+            .all_keys
+            .insert(OperatorKey(custodian().verifying_key().to_bytes()));
+        tune(&mut policy);
+        net.node_mut(node)
+            .unwrap()
+            .core_mut()
+            .unwrap()
+            .set_operator_policy(policy)
+            .unwrap();
+    }
+}
+
+fn dkg_action<S: Suite>(key: &KeyId, threshold: u16, committee: &[NodeId]) -> LifecycleAction {
+    let mut committee = committee.to_vec();
+    committee.sort();
+    LifecycleAction {
+        kind: LifecycleKind::Dkg,
+        key_id: key.clone(),
+        curve: S::CURVE,
+        epoch: Epoch(0),
+        old_public_key_package: Digest([0; 32]),
+        committee,
+        threshold,
+    }
+}
+
+/// Asserts `result` is a refusal to join for lack of an approval, saying `why`.
+fn not_approved<T: std::fmt::Debug>(result: Result<T, ProtocolError>, why: &str) {
+    match result {
+        Err(ProtocolError::OpenRefused {
+            reason,
+            not_approved: true,
+            ..
+        }) => assert!(reason.contains(why), "{reason:?} does not say {why:?}"),
+        other => panic!("expected a refusal for lack of approval ({why}), got {other:?}"),
+    }
+}
+
+/// A DKG without an approval, with one from an unlisted key, for another committee, another
+/// threshold, another network, or below a node's floor: the coordinator's answer names the
+/// refusal, no member sent anything of the DKG, no key exists. With the custodian's approval it
+/// runs.
+fn a_dkg_without_a_valid_approval_is_refused<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(307, 3);
+    require_custodian(&mut net, &nodes, |_| {});
+    let key = key_id("approved-key");
+    let action = dkg_action::<S>(&key, 2, &nodes);
+    let sent = Sent::watch(&mut net, &nodes);
+    let dkg = |net: &mut Network<S>, approvals: Vec<OperatorApproval>| {
+        net.run_dkg_approved(&coordinator, &key, 2, &nodes, approvals)
+    };
+    // None: the coordinator's gateway operator key approves, which the nodes do not list.
+    not_approved(
+        dkg(&mut net, Vec::new()),
+        "from an operator key this node lists",
+    );
+    let stranger = SigningKey::from_bytes(&[0x66; 32]);
+    let from_stranger = net.approve(&stranger, &action);
+    not_approved(
+        dkg(&mut net, vec![from_stranger]),
+        "from an operator key this node lists",
+    );
+    let mut other_threshold = action.clone();
+    other_threshold.threshold = 3;
+    let approval = net.approve(&custodian(), &other_threshold);
+    not_approved(dkg(&mut net, vec![approval]), "does not verify");
+    let other_committee = dkg_action::<S>(&key, 2, &nodes[..2]);
+    let approval = net.approve(&custodian(), &other_committee);
+    not_approved(dkg(&mut net, vec![approval]), "does not verify");
+    let approval =
+        OperatorApproval::sign(&custodian(), "another-network", &action, [7; 16], net.now().0);
+    not_approved(dkg(&mut net, vec![approval]), "does not verify");
+    require_custodian(&mut net, &nodes[2..], |p| p.min_committee = 4);
+    let approval = net.approve(&custodian(), &action);
+    not_approved(dkg(&mut net, vec![approval]), "below this node's floor");
+    net.run(Duration::from_secs(130));
+    assert_eq!(sent.count(MessageKind::DkgRound1), 0, "a member took part");
+    assert!(!anyone_active(&net, &nodes, &key));
+
+    require_custodian(&mut net, &nodes, |_| {});
+    let approval = net.approve(&custodian(), &action);
+    dkg(&mut net, vec![approval]).unwrap();
+    assert!(nodes
+        .iter()
+        .all(|n| net.node(n).unwrap().active_share(&key).is_some()));
+}
+
+/// Runs `proposal` (as attempt `attempt`) carrying `approvals`.
+fn reshare_approved<S: Suite>(
+    net: &mut Network<S>,
+    coordinator: &NodeId,
+    proposal: &ReshareProposal,
+    attempt: u32,
+    approvals: Vec<OperatorApproval>,
+) -> Result<PublicKeyPackage<S>, ProtocolError> {
+    let mut proposal = proposal.clone();
+    proposal.attempt = attempt;
+    let mark = net.events.len();
+    net.start_reshare_approved(coordinator, proposal, approvals)?;
+    net.finish_reshare(coordinator, mark)
+}
+
+/// A reshare without an approval, for another threshold or committee, below a node's floor, or
+/// with an approval already used in another session: refused, nothing dealt, epoch 0 intact.
+/// With a fresh approval of the custodian it commits.
+fn a_reshare_without_a_valid_approval_is_refused<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(308, 2, 3);
+    // A skew as wide as the request ids' retention, so the replay below is refused as a
+    // replay, not as stale.
+    let wide = |p: &mut OperatorPolicy| p.max_clock_skew = Duration::from_secs(600);
+    require_custodian(&mut net, &nodes, wide);
+    let p = reshare_proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
+    let action = reshare_action(&p);
+    let sent = Sent::watch(&mut net, &nodes);
+    not_approved(
+        reshare_approved(&mut net, &coordinator, &p, 0, Vec::new()),
+        "from an operator key this node lists",
+    );
+    let mut other = action.clone();
+    other.threshold = 3;
+    let approval = net.approve(&custodian(), &other);
+    not_approved(
+        reshare_approved(&mut net, &coordinator, &p, 1, vec![approval]),
+        "does not verify",
+    );
+    let mut other = action.clone();
+    other.committee.pop();
+    let approval = net.approve(&custodian(), &other);
+    not_approved(
+        reshare_approved(&mut net, &coordinator, &p, 2, vec![approval]),
+        "does not verify",
+    );
+    require_custodian(&mut net, &nodes[..1], |p| {
+        wide(p);
+        p.min_threshold = 3;
+    });
+    let approval = net.approve(&custodian(), &action);
+    not_approved(
+        reshare_approved(&mut net, &coordinator, &p, 3, vec![approval]),
+        "below this node's floor",
+    );
+    require_custodian(&mut net, &nodes, wide);
+    assert_eq!(sent.count(MessageKind::ReshareDealing), 0, "a dealer dealt");
+    epoch_zero_intact(&net, &nodes, &key);
+
+    // An approval admitted in one session (whose dealings are lost, so it times out) is
+    // refused in the next.
+    let used = net.approve(&custodian(), &action);
+    net.set_faults(|env| match env.message {
+        Message::ReshareDealing(_) => Fault::Drop,
+        _ => Fault::Deliver,
+    });
+    assert!(reshare_approved(&mut net, &coordinator, &p, 4, vec![used.clone()]).is_err());
+    net.clear_faults();
+    not_approved(
+        reshare_approved(&mut net, &coordinator, &p, 5, vec![used]),
+        "already used in session",
+    );
+    epoch_zero_intact(&net, &nodes, &key);
+
+    let approval = net.approve(&custodian(), &action);
+    let package = reshare_approved(&mut net, &coordinator, &p, 6, vec![approval]).unwrap();
+    assert_eq!(
+        package.verifying_key().serialize().unwrap(),
+        pkp.verifying_key().serialize().unwrap()
+    );
+}
+
 per_suite!(
+    a_dkg_without_a_valid_approval_is_refused,
+    a_reshare_without_a_valid_approval_is_refused,
     a_reshare_to_coordinator_identities_is_refused,
     a_dkg_with_a_coordinator_identity_is_refused,
     a_second_dkg_of_the_same_key_is_refused,

@@ -438,7 +438,8 @@ fn bad_proposals_are_refused<S: Suite>() {
     assert!(
         matches!(
             error,
-            ProtocolError::Timeout { .. } | ProtocolError::Misbehaviour { .. }
+            ProtocolError::OpenRefused { ref reason, not_approved: false, .. }
+                if reason.contains("wrong epoch 7")
         ),
         "{error}"
     );

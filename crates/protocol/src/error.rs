@@ -57,6 +57,16 @@ pub enum Refusal {
     NotASignerNode(NodeId),
     /// An open for a session this node already took part in and concluded (a replay).
     SessionConcluded,
+    /// A DKG or reshare open without a valid approval from an operator key this node lists,
+    /// or below this node's floors (minimum threshold, minimum committee size); see
+    /// `lifecycle`. Its text starts with [`Refusal::NOT_APPROVED`].
+    NotApproved(String),
+}
+
+impl Refusal {
+    /// How the text of a [`Refusal::NotApproved`] starts, so that a coordinator that only
+    /// sees a refusal's text can tell it apart.
+    pub const NOT_APPROVED: &'static str = "life-cycle action not approved";
 }
 
 impl fmt::Display for Refusal {
@@ -91,6 +101,7 @@ impl fmt::Display for Refusal {
             Refusal::SessionConcluded => {
                 f.write_str("this session already concluded on this node (a replayed open)")
             }
+            Refusal::NotApproved(why) => write!(f, "{}: {why}", Refusal::NOT_APPROVED),
         }
     }
 }
@@ -180,6 +191,19 @@ pub enum ProtocolError {
         refused: Vec<NodeId>,
         /// Their reasons.
         reason: String,
+    },
+    /// A member refused to join a DKG or reshare (its answer to the open), so the session
+    /// ended before anything was dealt. `not_approved`: the refusal was the node's life-cycle
+    /// policy (no valid operator approval it accepts, or below its floors); asking again
+    /// without another approval will not help.
+    #[error("{node} refused to join: {reason}")]
+    OpenRefused {
+        /// The member that refused.
+        node: NodeId,
+        /// Its answer.
+        reason: String,
+        /// Whether it was refused for lack of an operator approval or under a floor.
+        not_approved: bool,
     },
     /// The coordinator aborted the session.
     #[error(

@@ -22,7 +22,9 @@ pub mod dkg;
 mod error;
 mod hash;
 mod identity;
+pub mod lifecycle;
 mod output;
+pub mod request_ids;
 pub mod reshare;
 mod serialized;
 pub mod sign;
@@ -55,6 +57,13 @@ pub trait Session<S: Suite> {
 
     /// Tells the session the time is `now`; deadlines that have passed take effect.
     fn handle_timeout(&mut self, now: Timestamp);
+
+    /// Tells a coordinator's session that `from` refused the session's open, answering
+    /// `reason`. The default ignores it (the session's deadline deals with silence); a DKG or
+    /// reshare coordinator ends the session at once when a member it cannot do without refused.
+    fn handle_open_refused(&mut self, from: &NodeId, reason: &str) {
+        let _ = (from, reason);
+    }
 
     /// The next thing to do, in order. A [`Event::KeyPending`] must be durable before the
     /// outputs after it are carried out.

@@ -17,8 +17,11 @@ pub struct Undelivered {
     pub kind: MessageKind,
     /// The session the message belongs to.
     pub session: SessionId,
-    /// Why it was not delivered.
+    /// Why it was not delivered, or the peer's refusal.
     pub error: String,
+    /// The message arrived and the peer refused it (`error` is its answer). Reported for the
+    /// opens of DKGs and reshares only: a member that refuses one ends the session at once.
+    pub refused: bool,
 }
 
 /// Sends protocol messages over `permafrost-net`, each from a task of its own, so the owner's
@@ -88,7 +91,18 @@ impl Sender<'_> {
             match client.request(peer, frame).await {
                 Ok(answer) if answer.is_empty() => {}
                 Ok(answer) => {
-                    tracing::info!(%peer, kind, refusal = %String::from_utf8_lossy(&answer), "message refused by peer");
+                    let refusal = String::from_utf8_lossy(&answer).into_owned();
+                    tracing::info!(%peer, kind, %refusal, "message refused by peer");
+                    let open = matches!(what.0, MessageKind::DkgOpen | MessageKind::ReshareOpen);
+                    if let (Some(tx), true) = (report, open) {
+                        let _ = tx.send(Undelivered {
+                            to,
+                            kind: what.0,
+                            session: what.1,
+                            error: refusal,
+                            refused: true,
+                        });
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(%peer, kind, error = %e, "message not delivered");
@@ -101,6 +115,7 @@ impl Sender<'_> {
                             kind: what.0,
                             session: what.1,
                             error: e.to_string(),
+                            refused: false,
                         });
                     }
                 }

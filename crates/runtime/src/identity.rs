@@ -36,6 +36,14 @@ pub fn node_id(peer: &PeerId) -> Result<NodeId, permafrost_wire::WireError> {
     NodeId::new(peer.to_bytes())
 }
 
+/// The protocol node id of a PeerId written as text (as the API and network files show it).
+pub fn node_id_of_text(peer: &str) -> Result<NodeId, String> {
+    let peer: PeerId = peer
+        .parse()
+        .map_err(|e| format!("{peer:?} is not a PeerId: {e}"))?;
+    node_id(&peer).map_err(|e| e.to_string())
+}
+
 /// The PeerId a protocol node id stands for.
 pub fn peer_id(node: &NodeId) -> Option<PeerId> {
     PeerId::from_bytes(node.as_bytes()).ok()

@@ -27,6 +27,7 @@ mod codec;
 mod error;
 mod ids;
 mod message;
+mod operator;
 
 pub use codec::{
     decode, encode, Message, MessageKind, FRAME_HEADER_LEN, MAX_FRAME_LEN, WIRE_VERSION,
@@ -37,3 +38,4 @@ pub use ids::{
     MAX_KEY_ID_LEN, MAX_NODE_ID_LEN,
 };
 pub use message::*;
+pub use operator::{LifecycleAction, LifecycleKind, OperatorApproval, MAX_APPROVALS};

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{Curve, Digest, Epoch, KeyId, NodeId, SecretBytes, SessionId};
+use crate::operator::OperatorApproval;
 
 /// Coordinator → every committee member: open a DKG session.
 ///
@@ -23,6 +24,9 @@ pub struct DkgOpen {
     pub committee: Vec<NodeId>,
     /// Coordinator randomness, so that two DKGs with equal parameters get distinct sessions.
     pub nonce: [u8; 32],
+    /// Operators' approvals of this DKG (not part of the session id): each member requires one
+    /// from an operator key it lists.
+    pub approvals: Vec<OperatorApproval>,
 }
 
 /// Member → coordinator, and relayed inside [`DkgRound1Set`]: a frost round-1 package signed by
@@ -305,6 +309,9 @@ pub struct ReshareOpen {
     pub session: SessionId,
     /// The proposal.
     pub proposal: ReshareProposal,
+    /// Operators' approvals of this reshare (not part of the session id): each old and new
+    /// member requires one from an operator key it lists.
+    pub approvals: Vec<OperatorApproval>,
 }
 
 /// Dealer → coordinator, relayed in [`ReshareDealingSet`]: the Feldman commitment to the

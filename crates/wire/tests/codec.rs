@@ -42,6 +42,15 @@ fn confirm() -> DkgConfirm {
 }
 
 /// One example of every kind.
+fn approval() -> OperatorApproval {
+    OperatorApproval {
+        public_key: [1; 32],
+        request_id: [2; 16],
+        timestamp_ms: 1_700_000_000_000,
+        signature: vec![3; 64],
+    }
+}
+
 fn every_kind() -> Vec<Message> {
     let key_id = KeyId::new("key-1").unwrap();
     vec![
@@ -52,6 +61,7 @@ fn every_kind() -> Vec<Message> {
             threshold: 2,
             committee: vec![node(1), node(2), node(3)],
             nonce: [8; 32],
+            approvals: vec![approval()],
         }),
         Message::DkgRound1(round1()),
         Message::DkgRound1Set(DkgRound1Set {
@@ -124,6 +134,7 @@ fn every_kind() -> Vec<Message> {
                 new_threshold: 2,
                 dealers: vec![node(1), node(2)],
             },
+            approvals: vec![approval(), approval()],
         }),
         Message::ReshareDealing(dealing()),
         Message::ReshareDealingSet(ReshareDealingSet {
@@ -349,4 +360,55 @@ fn client_authorizations_verify_only_for_what_they_approve() {
         ClientAuthorization::signed_bytes(&KeyId::new("ab").unwrap(), b"c", &[0; 16], 0),
         ClientAuthorization::signed_bytes(&KeyId::new("a").unwrap(), b"bc", &[0; 16], 0)
     );
+}
+
+fn action() -> LifecycleAction {
+    LifecycleAction {
+        kind: LifecycleKind::Reshare,
+        key_id: KeyId::new("key-1").unwrap(),
+        curve: Curve::Secp256k1,
+        epoch: Epoch(3),
+        old_public_key_package: Digest([5; 32]),
+        committee: vec![node(1), node(2), node(3)],
+        threshold: 2,
+    }
+}
+
+/// An operator approval verifies over exactly its network and action: every field changed, and
+/// another network id, makes it fail.
+#[test]
+fn operator_approvals_bind_the_network_and_every_field_of_the_action() {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let approval = OperatorApproval::sign(&key, "net-a", &action(), [4; 16], 1_000);
+    approval.verify("net-a", &action()).unwrap();
+    assert!(approval.verify("net-b", &action()).is_err());
+    let changes: Vec<Box<dyn Fn(&mut LifecycleAction)>> = vec![
+        Box::new(|a| a.kind = LifecycleKind::Dkg),
+        Box::new(|a| a.key_id = KeyId::new("key-2").unwrap()),
+        Box::new(|a| a.curve = Curve::Secp256k1Tr),
+        Box::new(|a| a.epoch = Epoch(4)),
+        Box::new(|a| a.old_public_key_package = Digest([6; 32])),
+        Box::new(|a| a.committee.push(node(4))),
+        Box::new(|a| a.committee = vec![node(1), node(2)]),
+        Box::new(|a| a.threshold = 3),
+    ];
+    for change in changes {
+        let mut other = action();
+        change(&mut other);
+        assert!(approval.verify("net-a", &other).is_err(), "{other:?}");
+    }
+    // The length prefixes: moving bytes between the network id and the key id changes them.
+    let mut shifted = action();
+    shifted.key_id = KeyId::new("-1").unwrap();
+    assert_ne!(
+        OperatorApproval::signed_bytes("net-a", &action(), &[0; 16], 0),
+        OperatorApproval::signed_bytes("net-akey", &shifted, &[0; 16], 0)
+    );
+    // A short signature is refused by size, not by a panic.
+    let mut short = approval.clone();
+    short.signature.truncate(10);
+    assert!(short
+        .verify("net-a", &action())
+        .unwrap_err()
+        .contains("10 bytes"));
 }

@@ -23,7 +23,8 @@ use std::sync::Arc;
 
 use permafrost_protocol::{IdentityVerifier, ProtocolError, Refusal, Timestamp};
 use permafrost_wire::{
-    ClientAuthorization, Curve, Epoch, KeyId, Message, MessageKind, NodeId, SessionId, SignRefusal,
+    ClientAuthorization, Curve, Digest, Epoch, KeyId, LifecycleAction, LifecycleKind, Message,
+    MessageKind, NodeId, OperatorApproval, SessionId, SignRefusal,
 };
 use rand_core::CryptoRngCore;
 
@@ -43,6 +44,12 @@ pub struct CoordinatorSetup {
     pub verifier: Arc<dyn IdentityVerifier>,
     /// Every signer node, with its name. Only these may send the coordinator protocol messages.
     pub nodes: BTreeMap<NodeId, String>,
+    /// The network id (operator approvals are made for it).
+    pub network_id: String,
+    /// The gateway operator key: approves a DKG or reshare asked for without approvals. Nodes
+    /// accept it only if their config lists it (the same trust decision as the gateway client
+    /// key for signing).
+    pub gateway_operator: Option<Arc<ed25519_dalek::SigningKey>>,
 }
 
 /// What the core wants done, in order.
@@ -301,22 +308,38 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         key_id: KeyId,
         threshold: u16,
         committee: Vec<NodeId>,
+        approvals: Vec<OperatorApproval>,
         now: Timestamp,
         rng: &mut dyn CryptoRngCore,
     ) {
         let mut nonce = [0u8; 32];
         rng.fill_bytes(&mut nonce);
-        let started = self.members(&committee).and_then(|()| {
-            any::dkg_coordinator(
-                curve,
-                key_id,
-                threshold,
-                committee,
-                nonce,
-                self.setup.verifier.clone(),
-                now,
-            )
-        });
+        let mut committee = committee;
+        committee.sort();
+        let action = LifecycleAction {
+            kind: LifecycleKind::Dkg,
+            key_id: key_id.clone(),
+            curve,
+            epoch: Epoch(0),
+            old_public_key_package: Digest([0; 32]),
+            committee: committee.clone(),
+            threshold,
+        };
+        let started = self
+            .members(&committee)
+            .and_then(|()| self.approvals(&action, approvals, now, rng))
+            .and_then(|approvals| {
+                any::dkg_coordinator(
+                    curve,
+                    key_id,
+                    threshold,
+                    committee,
+                    nonce,
+                    approvals,
+                    self.setup.verifier.clone(),
+                    now,
+                )
+            });
         match started {
             Ok((session, dkg)) => {
                 self.start(session, dkg, Running::Dkg { curve, threshold }, request)
@@ -416,6 +439,57 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         });
         let _ = self
             .drive(|sessions, handler| sessions.deliver(&route, to, refusal, now, rng, handler));
+    }
+
+    /// A member refused the open of `session` (its answer was `reason`): a DKG or a reshare
+    /// that cannot go on without it ends now, so the request is answered at once (403 when the
+    /// refusal was for lack of an operator approval) rather than at the session's deadline.
+    pub fn handle_open_refused(
+        &mut self,
+        from: &NodeId,
+        kind: MessageKind,
+        session: SessionId,
+        reason: &str,
+    ) {
+        if !matches!(kind, MessageKind::DkgOpen | MessageKind::ReshareOpen) {
+            return;
+        }
+        let route = Route::Session(session);
+        if !self.sessions.contains(&route) {
+            return;
+        }
+        self.drive(|sessions, handler| {
+            sessions.open_refused(&route, from, reason, handler);
+        });
+    }
+
+    /// The approvals a DKG or reshare open carries: those of the request, or, when it has
+    /// none, the gateway operator key's (if this coordinator has one). The coordinator does not
+    /// judge them: every member checks them against its own list.
+    fn approvals(
+        &self,
+        action: &LifecycleAction,
+        given: Vec<OperatorApproval>,
+        now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<Vec<OperatorApproval>, ProtocolError> {
+        if !given.is_empty() {
+            return Ok(given);
+        }
+        let Some(gateway) = &self.setup.gateway_operator else {
+            return Err(ProtocolError::InvalidParameters(
+                "the request carries no operator approvals, and this coordinator has no gateway operator key".into(),
+            ));
+        };
+        let mut request_id = [0u8; 16];
+        rng.fill_bytes(&mut request_id);
+        Ok(vec![OperatorApproval::sign(
+            gateway,
+            &self.setup.network_id,
+            action,
+            request_id,
+            now.0,
+        )])
     }
 
     /// Refuses unless every member of `committee` is a signer node.

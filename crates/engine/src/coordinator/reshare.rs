@@ -3,8 +3,11 @@
 //! recorded outcome sent again to a member that asks, and reshares a previous run left
 //! running recorded as aborted.
 
-use permafrost_protocol::{ProtocolError, Refusal, Timestamp};
-use permafrost_wire::{Epoch, KeyId, Message, NodeId, ReshareAbort, ReshareProposal, SessionId};
+use permafrost_protocol::{lifecycle, ProtocolError, Refusal, Timestamp};
+use permafrost_wire::{
+    Epoch, KeyId, Message, NodeId, OperatorApproval, ReshareAbort, ReshareProposal, SessionId,
+};
+use rand_core::CryptoRngCore;
 
 use super::{
     names, CoordinatorCore, CoordinatorNotice, CoordinatorOutput, CoordinatorSetup, KeyMeta,
@@ -28,12 +31,14 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         key_id: &KeyId,
         committee: Vec<NodeId>,
         threshold: u16,
+        approvals: Vec<OperatorApproval>,
         now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
     ) {
         let proposal = self.proposal(key_id, committee, threshold);
         match proposal {
             Ok(proposal) => {
-                self.reshare_with(request, proposal, now);
+                self.reshare_with(request, proposal, approvals, now, rng);
             }
             Err(e) => self.done(request, Err(e)),
         }
@@ -46,9 +51,14 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         &mut self,
         request: RequestId,
         proposal: ReshareProposal,
+        approvals: Vec<OperatorApproval>,
         now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
     ) -> Option<SessionId> {
-        match self.start_reshare(request, proposal, now) {
+        let started = self
+            .approvals(&lifecycle::reshare_action(&proposal), approvals, now, rng)
+            .and_then(|approvals| self.start_reshare(request, proposal, approvals, now));
+        match started {
             Ok(session) => Some(session),
             Err(e) => {
                 self.done(request, Err(e));
@@ -136,6 +146,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         &mut self,
         request: RequestId,
         proposal: ReshareProposal,
+        approvals: Vec<OperatorApproval>,
         now: Timestamp,
     ) -> Result<SessionId, ProtocolError> {
         if let Some(other) = self.running_reshare(&proposal.key_id) {
@@ -152,6 +163,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         let (key_id, epoch, attempt) = (proposal.key_id.clone(), proposal.epoch, proposal.attempt);
         let (session, test_session, reshare) = any::reshare_coordinator(
             proposal,
+            approvals,
             self.setup.verifier.clone(),
             now,
             crate::deadlines::RESHARE,

@@ -34,12 +34,20 @@ impl RefusalAudit {
 }
 
 impl<St: NodeStore> NodeCore<St> {
-    /// Reloads the client request ids admitted before, so a replay is refused.
+    /// Reloads the client and operator request ids admitted before, so a replay is refused.
     pub(super) fn restore_client_requests(&mut self, now: Timestamp) -> Result<(), StoreError> {
         let retention = u64::try_from(REQUEST_ID_RETENTION.as_millis()).unwrap_or(u64::MAX);
         let rows = self.store.client_requests(now.0)?;
         let count = rows.len();
         for row in rows {
+            // The table holds operator approvals' request ids too: both gates remember all.
+            self.operators.restore(
+                row.client,
+                row.request_id,
+                permafrost_wire::SessionId(row.session),
+                row.expires_unix_ms,
+                now,
+            );
             self.gate.record(
                 AdmittedRequest {
                     client: ClientKey(row.client),

@@ -1,7 +1,8 @@
 //! Joining a DKG: only a coordinator opens one, only over signer nodes, only for a key this node
-//! does not hold and is not creating already, and never twice for one session.
+//! does not hold and is not creating already, only on an operator's approval, and never twice
+//! for one session.
 
-use permafrost_protocol::{ProtocolError, Refusal, Timestamp};
+use permafrost_protocol::{lifecycle, ProtocolError, Timestamp};
 use permafrost_wire::{DkgOpen, NodeId};
 use rand_core::CryptoRngCore;
 
@@ -20,7 +21,8 @@ impl<St: NodeStore> NodeCore<St> {
     ) -> Result<(), ProtocolError> {
         let route = Route::Session(open.session);
         if self.sessions.contains(&route) {
-            return Err(Refusal::SessionExists.into());
+            // The same open again (a retransmission): this node already takes part.
+            return Ok(());
         }
         self.refuse_concluded(&open.session)?;
         self.refuse_strangers(&open.committee)?;
@@ -37,6 +39,9 @@ impl<St: NodeStore> NodeCore<St> {
             )));
         }
         let (session, key_id) = (open.session, open.key_id.clone());
+        let action = lifecycle::dkg_action(&open);
+        let approvals = open.approvals.clone();
+        let coordinator_id = coordinator.clone();
         let participant = any::dkg_participant(
             open,
             coordinator,
@@ -45,6 +50,7 @@ impl<St: NodeStore> NodeCore<St> {
             now,
             rng,
         )?;
+        self.approve_lifecycle(&coordinator_id, session, &action, &approvals, now)?;
         // Remembered before the first message leaves: once this node stops taking part (the
         // DKG ends, a write fails, the node restarts) an open replayed for it is refused, so it
         // never sends two different round-1 packages under one session id.

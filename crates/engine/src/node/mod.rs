@@ -15,6 +15,7 @@ mod admission;
 mod audit;
 mod dkg;
 mod events;
+mod lifecycle;
 mod memory;
 mod notice;
 mod reshare;
@@ -29,6 +30,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use permafrost_keystore::ShareState;
+use permafrost_protocol::lifecycle::{OperatorGate, OperatorPolicy};
 use permafrost_protocol::reshare::Identities;
 use permafrost_protocol::sign::client::{ClientGate, ClientPolicy};
 use permafrost_protocol::{IdentityVerifier, NodeIdentity, ProtocolError, Refusal, Timestamp};
@@ -54,6 +56,10 @@ pub struct NodeSetup {
     pub nodes: BTreeSet<NodeId>,
     /// The client keys whose approval a signing request needs.
     pub clients: ClientPolicy,
+    /// The network id (operator approvals are made for it).
+    pub network_id: String,
+    /// The operator keys whose approval a DKG or reshare needs, and this node's floors.
+    pub operators: OperatorPolicy,
     /// How the audit log names a peer (e.g. its PeerId), if it can.
     pub peer_name: fn(&NodeId) -> Option<String>,
 }
@@ -90,6 +96,9 @@ pub struct NodeCore<St: NodeStore> {
     /// Client authorization of signing requests; the request ids it admitted are also in the
     /// store.
     gate: ClientGate,
+    /// Operator approval of DKG and reshare opens; the request ids it admitted are also in
+    /// the store.
+    operators: OperatorGate,
     /// The audit-rate cap on refusals.
     refusals: RefusalAudit,
     outputs: VecDeque<NodeOutput>,
@@ -101,6 +110,7 @@ impl<St: NodeStore> NodeCore<St> {
     /// the store records as unconcluded (each asks its coordinator for the outcome).
     pub fn open(setup: NodeSetup, store: St, now: Timestamp) -> Result<Self, StoreError> {
         let gate = ClientGate::new(setup.clients.clone());
+        let operators = OperatorGate::new(setup.network_id.clone(), setup.operators.clone());
         let mut core = NodeCore {
             setup,
             store,
@@ -114,6 +124,7 @@ impl<St: NodeStore> NodeCore<St> {
                 crate::deadlines::EARLY_MESSAGE_MAX_AGE,
             ),
             gate,
+            operators,
             refusals: RefusalAudit::default(),
             outputs: VecDeque::new(),
         };
@@ -174,6 +185,14 @@ impl<St: NodeStore> NodeCore<St> {
     pub fn set_client_policy(&mut self, policy: ClientPolicy) -> Result<(), StoreError> {
         self.setup.clients = policy.clone();
         self.gate = ClientGate::new(policy);
+        self.restore_client_requests(self.now)
+    }
+
+    /// Replaces the operator keys and floors this node applies; the request ids it admitted
+    /// are reloaded from the store.
+    pub fn set_operator_policy(&mut self, policy: OperatorPolicy) -> Result<(), StoreError> {
+        self.setup.operators = policy.clone();
+        self.operators = OperatorGate::new(self.setup.network_id.clone(), policy);
         self.restore_client_requests(self.now)
     }
 

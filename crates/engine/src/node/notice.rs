@@ -172,6 +172,25 @@ pub enum NodeNotice {
         /// Why.
         refusal: Refusal,
     },
+    /// A DKG or reshare open was admitted on an operator's approval (durable with its audit
+    /// entry).
+    LifecycleApproved {
+        /// The key.
+        key_id: KeyId,
+        /// The session.
+        session: SessionId,
+        /// The operator whose approval was admitted, hex.
+        operator: String,
+    },
+    /// A DKG or reshare open was refused: no valid approval, below a floor, or another rule.
+    LifecycleRefused {
+        /// The key.
+        key_id: KeyId,
+        /// The session.
+        session: SessionId,
+        /// Why.
+        refusal: Refusal,
+    },
     /// Refusals past the audit cap, written as one entry.
     RefusalsOverCap {
         /// How many.
@@ -211,6 +230,7 @@ impl NodeNotice {
                 | NodeNotice::ReshareAborted { .. }
                 | NodeNotice::SessionFailed { .. }
                 | NodeNotice::SigningRefused { .. }
+                | NodeNotice::LifecycleRefused { .. }
                 | NodeNotice::RefusalsOverCap { .. }
         )
     }
@@ -251,6 +271,8 @@ impl std::fmt::Display for NodeNotice {
             NodeNotice::ShareProduced { key_id, epoch } => write!(f, "key {key_id} epoch {epoch}: signature share produced"),
             NodeNotice::SessionFailed { route, error } => write!(f, "session {route:?} failed: {error}"),
             NodeNotice::SigningRefused { key_id, session, refusal } => write!(f, "key {key_id}: signing request of session {session} refused: {refusal}"),
+            NodeNotice::LifecycleApproved { key_id, session, operator } => write!(f, "key {key_id}: session {session} approved by operator {operator}"),
+            NodeNotice::LifecycleRefused { key_id, session, refusal } => write!(f, "key {key_id}: open of session {session} refused: {refusal}"),
             NodeNotice::RefusalsOverCap { count } => write!(f, "{count} further signing requests refused beyond the audit cap"),
             NodeNotice::StoreFailed { operation, key_id: Some(key_id), error } => write!(f, "key {key_id}: cannot write ({operation}): {error}"),
             NodeNotice::StoreFailed { operation, key_id: None, error } => write!(f, "cannot write ({operation}): {error}"),

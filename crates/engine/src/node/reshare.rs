@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use permafrost_keystore::ShareState;
-use permafrost_protocol::{ProtocolError, Refusal, Timestamp};
+use permafrost_protocol::{lifecycle, ProtocolError, Refusal, Timestamp};
 use permafrost_wire::{
     decode, encode, Epoch, KeyId, Message, NodeId, ReshareOpen, ReshareStatus, SessionId,
 };
@@ -101,10 +101,11 @@ impl<St: NodeStore> NodeCore<St> {
             .map_err(store_refusal)?
             .iter()
             .any(|(s, _)| *s == session);
-        if self.sessions.contains(&Route::Session(session))
-            || self.reshares.contains_key(&session)
-            || recorded
-        {
+        if self.sessions.contains(&Route::Session(session)) {
+            // The same open again (a retransmission): this node already takes part.
+            return Ok(());
+        }
+        if self.reshares.contains_key(&session) || recorded {
             return Err(Refusal::SessionExists.into());
         }
         self.refuse_concluded(&session)?;
@@ -165,6 +166,13 @@ impl<St: NodeStore> NodeCore<St> {
             now,
             crate::deadlines::RESHARE,
             rng,
+        )?;
+        self.approve_lifecycle(
+            &coordinator,
+            session,
+            &lifecycle::reshare_action(p),
+            &open.approvals,
+            now,
         )?;
         let record = ReshareRecord {
             coordinator,
@@ -410,6 +418,7 @@ mod tests {
                 new_threshold: 2,
                 dealers: vec![node(1), node(2)],
             },
+            approvals: Vec::new(),
         }
     }
 

@@ -3,8 +3,10 @@
 
 use frost_core::keys::PublicKeyPackage;
 use frost_core::Signature;
-use permafrost_engine::sim::Network;
-use permafrost_protocol::wire::{KeyId, NodeId, ReshareProposal};
+use permafrost_engine::sim::{sim_operator, Network};
+use permafrost_protocol::wire::{
+    Digest, Epoch, KeyId, LifecycleAction, LifecycleKind, NodeId, OperatorApproval, ReshareProposal,
+};
 use permafrost_protocol::Suite;
 
 pub type Ed25519 = frost_ed25519::Ed25519Sha512;
@@ -101,4 +103,35 @@ pub fn reshare_proposal<S: Suite>(
         new_threshold,
         dealers,
     }
+}
+
+/// The sim operator's approval of a DKG of `key` over `committee` with `threshold`, for raw
+/// coordinator sessions a test builds itself.
+pub fn dkg_approvals<S: Suite>(
+    net: &mut Network<S>,
+    key: &KeyId,
+    threshold: u16,
+    committee: &[NodeId],
+) -> Vec<OperatorApproval> {
+    let mut committee = committee.to_vec();
+    committee.sort();
+    let action = LifecycleAction {
+        kind: LifecycleKind::Dkg,
+        key_id: key.clone(),
+        curve: S::CURVE,
+        epoch: Epoch(0),
+        old_public_key_package: Digest([0; 32]),
+        committee,
+        threshold,
+    };
+    vec![net.approve(&sim_operator(), &action)]
+}
+
+/// The sim operator's approval of `proposal`, for raw coordinator sessions.
+pub fn reshare_approvals<S: Suite>(
+    net: &mut Network<S>,
+    proposal: &ReshareProposal,
+) -> Vec<OperatorApproval> {
+    let action = permafrost_protocol::lifecycle::reshare_action(proposal);
+    vec![net.approve(&sim_operator(), &action)]
 }

@@ -6,7 +6,7 @@ use frost_core::keys::dkg::{round1, round2, verify_proof_of_knowledge};
 use frost_core::keys::{PublicKeyPackage, SecretShare, VerifiableSecretSharingCommitment};
 use permafrost_wire::{
     Digest, DkgAbort, DkgCommit, DkgComplaint, DkgConfirm, DkgOpen, DkgRound1, DkgRound1Set, KeyId,
-    Message, MessageKind, NodeId, SessionId,
+    Message, MessageKind, NodeId, OperatorApproval, SessionId,
 };
 use rand_core::CryptoRngCore;
 
@@ -48,12 +48,15 @@ struct Expected<S: Suite> {
 
 impl<S: Suite> DkgCoordinator<S> {
     /// Opens a DKG of `key_id` with threshold `threshold` over `committee`; queues a
-    /// [`DkgOpen`] for every member. `nonce` must be fresh randomness.
+    /// [`DkgOpen`] for every member. `nonce` must be fresh randomness; `approvals` are
+    /// carried to the members, which check them.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         key_id: KeyId,
         threshold: u16,
         committee: Vec<NodeId>,
         nonce: [u8; 32],
+        approvals: Vec<OperatorApproval>,
         verifier: Arc<dyn IdentityVerifier>,
         now: Timestamp,
         timeout: Duration,
@@ -68,6 +71,7 @@ impl<S: Suite> DkgCoordinator<S> {
             threshold,
             committee,
             nonce,
+            approvals,
         };
         let committee = validate_open::<S>(&open)?;
         let outputs = committee
@@ -431,6 +435,18 @@ impl<S: Suite> Session<S> for DkgCoordinator<S> {
             Message::DkgComplaint(m) => self.handle_complaint(from, m),
             other => Err(Refusal::Unexpected(other.kind()).into()),
         }
+    }
+
+    fn handle_open_refused(&mut self, from: &NodeId, reason: &str) {
+        // Every member is needed: a refusal ends the DKG before anything is confirmed.
+        if self.finished || self.committee.identifier(from).is_none() || self.expected.is_some() {
+            return;
+        }
+        self.abort(ProtocolError::OpenRefused {
+            node: from.clone(),
+            reason: reason.to_owned(),
+            not_approved: reason.contains(Refusal::NOT_APPROVED),
+        });
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {

@@ -154,6 +154,7 @@ mod tests {
             threshold,
             committee,
             nonce: [1; 32],
+            approvals: Vec::new(),
         }
     }
 

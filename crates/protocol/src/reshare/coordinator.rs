@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use frost_core::keys::{PublicKeyPackage, VerifiableSecretSharingCommitment};
 use permafrost_wire::{
-    Digest, Epoch, Message, MessageKind, NodeId, ReshareAbort, ReshareCommit, ReshareConfirm,
-    ReshareDealerSet, ReshareDealing, ReshareDealingSet, ReshareOpen, ReshareProposal,
-    ReshareReport, SessionId,
+    Digest, Epoch, Message, MessageKind, NodeId, OperatorApproval, ReshareAbort, ReshareCommit,
+    ReshareConfirm, ReshareDealerSet, ReshareDealing, ReshareDealingSet, ReshareOpen,
+    ReshareProposal, ReshareReport, SessionId,
 };
 use rand_core::CryptoRngCore;
 
@@ -48,6 +48,7 @@ impl<S: Suite> ReshareCoordinator<S> {
     /// Opens a reshare; queues a `ReshareOpen` for every old and new member.
     pub fn new(
         proposal: ReshareProposal,
+        approvals: Vec<OperatorApproval>,
         verifier: Arc<dyn IdentityVerifier>,
         now: Timestamp,
         timeout: Duration,
@@ -55,6 +56,7 @@ impl<S: Suite> ReshareCoordinator<S> {
         let open = ReshareOpen {
             session: session_id(&proposal),
             proposal,
+            approvals,
         };
         let checked = check_open::<S>(&open)?;
         let everyone: BTreeSet<NodeId> = checked
@@ -457,6 +459,19 @@ impl<S: Suite> Session<S> for ReshareCoordinator<S> {
             Message::ReshareConfirm(m) => self.handle_confirm(from, m, now),
             other => Err(Refusal::Unexpected(other.kind()).into()),
         }
+    }
+
+    fn handle_open_refused(&mut self, from: &NodeId, reason: &str) {
+        // Every new member is needed; a dealer that refuses is one that does not deal (the
+        // relay deadline goes on without it, as without a silent one).
+        if self.finished || !self.checked.new.members().contains(from) || self.expected.is_some() {
+            return;
+        }
+        self.abort(ProtocolError::OpenRefused {
+            node: from.clone(),
+            reason: reason.to_owned(),
+            not_approved: reason.contains(Refusal::NOT_APPROVED),
+        });
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {

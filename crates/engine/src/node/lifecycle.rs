@@ -1,0 +1,129 @@
+//! Admission of a key's life-cycle actions: a DKG or reshare open is joined only within this
+//! node's floors and on a valid approval from an operator key it lists; the approval's request
+//! id and the audit entry are durable (one step) before anything of the session happens.
+
+use permafrost_keystore::{AuditKind, ClientRequestRow, KeystoreError};
+use permafrost_protocol::lifecycle::ApprovedAction;
+use permafrost_protocol::{ProtocolError, Refusal, Timestamp};
+use permafrost_wire::{LifecycleAction, LifecycleKind, NodeId, OperatorApproval, SessionId};
+
+use super::store::{AuditDurability, StoreError};
+use super::{audit, NodeCore, NodeNotice, NodeStore};
+
+impl<St: NodeStore> NodeCore<St> {
+    /// Decides on joining `session`, which asks for `action`, carried with `approvals` by
+    /// `coordinator`. An admission is durable before this returns `Ok`; a refusal is audited.
+    pub(super) fn approve_lifecycle(
+        &mut self,
+        coordinator: &NodeId,
+        session: SessionId,
+        action: &LifecycleAction,
+        approvals: &[OperatorApproval],
+        now: Timestamp,
+    ) -> Result<(), ProtocolError> {
+        let decision = self
+            .operators
+            .check(session, action, approvals, now)
+            .and_then(|approved| self.persist_approval(coordinator, action, &approved, now));
+        if let Err(refusal) = &decision {
+            self.refuse_lifecycle(coordinator, session, action, refusal.clone(), now);
+        }
+        decision.map_err(ProtocolError::from)
+    }
+
+    /// Audits (lazily) and reports an open refused for `action`.
+    pub(super) fn refuse_lifecycle(
+        &mut self,
+        coordinator: &NodeId,
+        session: SessionId,
+        action: &LifecycleAction,
+        refusal: Refusal,
+        now: Timestamp,
+    ) {
+        let entry = audit::entry(
+            now,
+            AuditKind::Refused,
+            Some(&action.key_id),
+            action.epoch,
+            None,
+            (self.setup.peer_name)(coordinator),
+            format!(
+                "{} open of session {session} refused: {refusal}",
+                action.kind.as_str()
+            ),
+        );
+        if let Err(error) = self.store.append_audit(&entry, AuditDurability::Lazy) {
+            self.notice(NodeNotice::StoreFailed {
+                operation: "auditing a refused open",
+                key_id: Some(action.key_id.clone()),
+                error,
+            });
+        }
+        self.notice(NodeNotice::LifecycleRefused {
+            key_id: action.key_id.clone(),
+            session,
+            refusal,
+        });
+    }
+
+    fn persist_approval(
+        &mut self,
+        coordinator: &NodeId,
+        action: &LifecycleAction,
+        approved: &ApprovedAction,
+        now: Timestamp,
+    ) -> Result<(), Refusal> {
+        let row = ClientRequestRow {
+            client: approved.operator.0,
+            request_id: approved.request_id,
+            session: approved.session.0,
+            expires_unix_ms: approved.expires_ms,
+        };
+        let kind = match action.kind {
+            LifecycleKind::Dkg => AuditKind::Dkg,
+            LifecycleKind::Reshare => AuditKind::Reshare,
+        };
+        let committee: Vec<String> = action.committee.iter().map(ToString::to_string).collect();
+        let entry = audit::entry(
+            now,
+            kind,
+            Some(&action.key_id),
+            action.epoch,
+            None,
+            (self.setup.peer_name)(coordinator),
+            format!(
+                "{} of session {} approved by operator {} (request {}, timestamp {}): threshold {} of [{}]",
+                action.kind.as_str(),
+                approved.session,
+                approved.operator,
+                hex::encode(approved.request_id),
+                approved.timestamp_ms,
+                action.threshold,
+                committee.join(", ")
+            ),
+        );
+        match self.store.admit_client_request(&row, &entry, now.0) {
+            Ok(()) => {
+                self.operators.record(approved, now);
+                self.notice(NodeNotice::LifecycleApproved {
+                    key_id: action.key_id.clone(),
+                    session: approved.session,
+                    operator: approved.operator.to_string(),
+                });
+                Ok(())
+            }
+            Err(StoreError::Keystore(KeystoreError::Conflict(why))) => {
+                Err(Refusal::NotApproved(why))
+            }
+            Err(error) => {
+                let refusal = Refusal::Limit(format!("cannot record the approval: {error}"));
+                self.notice(NodeNotice::StoreFailed {
+                    operation: "recording an operator approval",
+                    key_id: Some(action.key_id.clone()),
+                    error,
+                });
+                Err(refusal)
+            }
+        }
+    }
+}

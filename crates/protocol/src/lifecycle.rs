@@ -1,0 +1,266 @@
+//! Node-side approval of a key's life cycle: the coordinator is trusted for liveness only, so
+//! every node that takes part in a DKG or a reshare checks on its own that an operator it
+//! accepts approved exactly that action, and that the action keeps to its own floors.
+//!
+//! A [`DkgOpen`] or [`ReshareOpen`] carries [`OperatorApproval`]s: ed25519 signatures over the
+//! network id and the [`LifecycleAction`] (what, which key and curve, which epoch and old public
+//! key package, the committee and threshold afterwards), a request id and a timestamp. An
+//! [`OperatorGate`] admits an open only if
+//! - its threshold and committee size are at least the node's floors;
+//! - one approval is from an operator key in the node's [`OperatorPolicy`] (for all keys or for
+//!   this key), verifies over exactly this network and action, is within the clock skew, and its
+//!   request id was not admitted before in another session.
+//!
+//! The gate is pure: [`OperatorGate::check`] decides, the caller makes the admission durable
+//! before [`OperatorGate::record`] and before it deals or stores anything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use permafrost_wire::{
+    Digest, DkgOpen, Epoch, KeyId, LifecycleAction, LifecycleKind, OperatorApproval,
+    ReshareProposal, SessionId, MAX_APPROVALS,
+};
+use sha2::{Digest as _, Sha256};
+
+use crate::request_ids::RequestIds;
+use crate::sign::client::{DEFAULT_MAX_CLOCK_SKEW, REQUEST_ID_RETENTION};
+use crate::{Refusal, Timestamp};
+
+/// The default floor on a key's threshold: no single node can sign alone.
+pub const DEFAULT_MIN_THRESHOLD: u16 = 2;
+
+/// The default floor on a key's committee size.
+pub const DEFAULT_MIN_COMMITTEE: usize = 2;
+
+/// An operator's ed25519 public key (32 bytes).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OperatorKey(pub [u8; 32]);
+
+impl fmt::Debug for OperatorKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OperatorKey({self})")
+    }
+}
+
+impl fmt::Display for OperatorKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// Whose approval a node requires for a key's life-cycle actions, and its floors.
+#[derive(Clone, Debug)]
+pub struct OperatorPolicy {
+    /// Accepted for every key.
+    pub all_keys: BTreeSet<OperatorKey>,
+    /// Accepted for one key only.
+    pub per_key: BTreeMap<KeyId, BTreeSet<OperatorKey>>,
+    /// Largest accepted difference between an approval's timestamp and the node's clock; at
+    /// most [`REQUEST_ID_RETENTION`].
+    pub max_clock_skew: Duration,
+    /// The lowest threshold this node takes part in.
+    pub min_threshold: u16,
+    /// The smallest committee this node takes part in.
+    pub min_committee: usize,
+}
+
+impl Default for OperatorPolicy {
+    /// Accepts no operator: no DKG or reshare is joined until an operator key is listed.
+    fn default() -> Self {
+        OperatorPolicy {
+            all_keys: BTreeSet::new(),
+            per_key: BTreeMap::new(),
+            max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
+            min_threshold: DEFAULT_MIN_THRESHOLD,
+            min_committee: DEFAULT_MIN_COMMITTEE,
+        }
+    }
+}
+
+impl OperatorPolicy {
+    /// Whether `operator` may approve life-cycle actions of `key_id`.
+    pub fn accepts(&self, operator: &OperatorKey, key_id: &KeyId) -> bool {
+        self.all_keys.contains(operator)
+            || self
+                .per_key
+                .get(key_id)
+                .is_some_and(|keys| keys.contains(operator))
+    }
+}
+
+/// The action a DKG open asks for.
+pub fn dkg_action(open: &DkgOpen) -> LifecycleAction {
+    LifecycleAction {
+        kind: LifecycleKind::Dkg,
+        key_id: open.key_id.clone(),
+        curve: open.curve,
+        epoch: Epoch(0),
+        old_public_key_package: Digest([0; 32]),
+        committee: open.committee.clone(),
+        threshold: open.threshold,
+    }
+}
+
+/// The action a reshare proposal asks for.
+pub fn reshare_action(proposal: &ReshareProposal) -> LifecycleAction {
+    LifecycleAction {
+        kind: LifecycleKind::Reshare,
+        key_id: proposal.key_id.clone(),
+        curve: proposal.curve,
+        epoch: proposal.epoch,
+        old_public_key_package: public_key_package_digest(&proposal.old_public_key_package),
+        committee: proposal.new_committee.clone(),
+        threshold: proposal.new_threshold,
+    }
+}
+
+/// The digest an approval names a public key package by: SHA-256 of its serialized bytes.
+pub fn public_key_package_digest(package: &[u8]) -> Digest {
+    Digest(Sha256::digest(package).into())
+}
+
+/// An approval the gate admitted: make it durable, then [`OperatorGate::record`] it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovedAction {
+    /// The operator whose approval was admitted.
+    pub operator: OperatorKey,
+    /// Its request id.
+    pub request_id: [u8; 16],
+    /// The session it was admitted in.
+    pub session: SessionId,
+    /// Its timestamp, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Forget its request id after this (its timestamp plus [`REQUEST_ID_RETENTION`]).
+    pub expires_ms: u64,
+}
+
+/// The node's admission check for DKG and reshare opens; see the [module documentation](self).
+#[derive(Debug)]
+pub struct OperatorGate {
+    network_id: String,
+    policy: OperatorPolicy,
+    seen: RequestIds,
+}
+
+impl OperatorGate {
+    /// A gate applying `policy` on network `network_id`, remembering nothing yet. A skew over
+    /// [`REQUEST_ID_RETENTION`] is lowered to it.
+    pub fn new(network_id: impl Into<String>, mut policy: OperatorPolicy) -> Self {
+        policy.max_clock_skew = policy.max_clock_skew.min(REQUEST_ID_RETENTION);
+        OperatorGate {
+            network_id: network_id.into(),
+            policy,
+            seen: RequestIds::default(),
+        }
+    }
+
+    /// The policy applied.
+    pub fn policy(&self) -> &OperatorPolicy {
+        &self.policy
+    }
+
+    /// Decides on `action` in `session`, carried with `approvals`, at `now`, without changing
+    /// anything. A refusal is always [`Refusal::NotApproved`], saying why.
+    pub fn check(
+        &self,
+        session: SessionId,
+        action: &LifecycleAction,
+        approvals: &[OperatorApproval],
+        now: Timestamp,
+    ) -> Result<ApprovedAction, Refusal> {
+        let refuse = |why: String| Err(Refusal::NotApproved(why));
+        if action.threshold < self.policy.min_threshold {
+            return refuse(format!(
+                "threshold {} is below this node's floor of {}",
+                action.threshold, self.policy.min_threshold
+            ));
+        }
+        if action.committee.len() < self.policy.min_committee {
+            return refuse(format!(
+                "a committee of {} is below this node's floor of {}",
+                action.committee.len(),
+                self.policy.min_committee
+            ));
+        }
+        if approvals.len() > MAX_APPROVALS {
+            return refuse(format!(
+                "{} approvals, at most {MAX_APPROVALS} are read",
+                approvals.len()
+            ));
+        }
+        let skew = u64::try_from(self.policy.max_clock_skew.as_millis()).unwrap_or(u64::MAX);
+        let retention = u64::try_from(REQUEST_ID_RETENTION.as_millis()).unwrap_or(u64::MAX);
+        let mut reasons = Vec::new();
+        for approval in approvals {
+            let operator = OperatorKey(approval.public_key);
+            if !self.policy.accepts(&operator, &action.key_id) {
+                continue;
+            }
+            let distance = now.0.abs_diff(approval.timestamp_ms);
+            if distance > skew {
+                reasons.push(format!(
+                    "the approval of operator {operator} has timestamp {}, {distance} ms from this node's clock (at most {skew} ms accepted)",
+                    approval.timestamp_ms
+                ));
+                continue;
+            }
+            if let Err(why) = approval.verify(&self.network_id, action) {
+                reasons.push(why);
+                continue;
+            }
+            match self
+                .seen
+                .session_of(&approval.public_key, &approval.request_id)
+            {
+                Some(other) if other != session => reasons.push(format!(
+                    "request id {} of operator {operator} was already used in session {other}",
+                    hex::encode(approval.request_id)
+                )),
+                _ => {
+                    return Ok(ApprovedAction {
+                        operator,
+                        request_id: approval.request_id,
+                        session,
+                        timestamp_ms: approval.timestamp_ms,
+                        expires_ms: approval.timestamp_ms.saturating_add(retention),
+                    })
+                }
+            }
+        }
+        if reasons.is_empty() {
+            return refuse(format!(
+                "no approval of this {} of key {} from an operator key this node lists ({} carried)",
+                action.kind.as_str(),
+                action.key_id,
+                approvals.len()
+            ));
+        }
+        refuse(reasons.join("; "))
+    }
+
+    /// Remembers an admitted approval's request id (after the caller made it durable).
+    pub fn record(&mut self, approved: &ApprovedAction, now: Timestamp) {
+        self.seen.record(
+            approved.operator.0,
+            approved.request_id,
+            approved.session,
+            approved.expires_ms,
+            now,
+        );
+    }
+
+    /// Remembers a request id admitted before (reloaded from the node's store).
+    pub fn restore(
+        &mut self,
+        operator: [u8; 32],
+        request_id: [u8; 16],
+        session: SessionId,
+        expires_ms: u64,
+        now: Timestamp,
+    ) {
+        self.seen
+            .record(operator, request_id, session, expires_ms, now);
+    }
+}
