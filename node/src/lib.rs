@@ -10,9 +10,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod audit_command;
 mod config;
 mod identity_key;
 
+pub use audit_command::{run_audit, AuditCommand, AuditOutcome};
 pub use config::{ClientsConfig, NodeConfig, PASSPHRASE_ENV};
 
 use std::collections::BTreeSet;
@@ -69,6 +71,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let operators = config.operators.policy()?;
     let keystore = KeyStore::open(&config.keystore_path(), passphrase.as_bytes())?;
     drop(passphrase);
+    if let Some(migration) = keystore.audit_migrated_on_open() {
+        tracing::warn!(
+            entries = migration.entries,
+            "the audit log was written before the audit chain existed: its entries are now \
+             chained (once); `permafrost-node audit verify` reports this migration"
+        );
+    }
     let keypair = identity_key::load(&config.data_dir, &keystore)?;
     let me = keypair.public().to_peer_id();
     let Some(name) = network.name_of(&me).map(str::to_owned) else {

@@ -2,10 +2,14 @@
 //!
 //! Every plaintext buffer here is `Zeroizing`; the KEK never leaves a `Zeroizing<[u8; 32]>`.
 
+use std::fmt;
+
 use argon2::{Algorithm, Argon2, Params, Version};
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
 use rand_core::{OsRng, RngCore};
+use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::format::{NONCE_LEN, TAG_LEN};
@@ -163,6 +167,64 @@ pub(crate) fn open(
     Ok(buffer)
 }
 
+/// Length of an audit chain MAC (HMAC-SHA256) in bytes.
+pub(crate) const MAC_LEN: usize = 32;
+
+/// Domain-separation label of the audit chain key: `chain key = HMAC-SHA256(KEK, label)`.
+const AUDIT_CHAIN_LABEL: &[u8] = b"permafrost/audit-chain/v1";
+
+/// HMAC-SHA256 under a 32-byte key over the concatenation of `parts`.
+///
+/// The key is zero-padded to SHA-256's 64-byte block in a zeroizing buffer (exactly what HMAC
+/// does with a short key), so building the MAC cannot fail.
+// generic-array 0.14, which hmac 0.12 takes its key in, marks itself deprecated in favour of
+// 1.x; hmac 0.12 cannot take anything else.
+#[allow(deprecated)]
+fn hmac_sha256(key: &[u8; 32], parts: &[&[u8]]) -> Hmac<Sha256> {
+    let mut block = Zeroizing::new([0u8; 64]);
+    block[..32].copy_from_slice(key);
+    let mut mac = <Hmac<Sha256> as Mac>::new(
+        hmac::digest::generic_array::GenericArray::from_slice(&block[..]),
+    );
+    for part in parts {
+        mac.update(part);
+    }
+    mac
+}
+
+/// The key of the audit log's MAC chain, derived from the KEK with its own label (so it is
+/// never used for anything else). Zeroized on drop; `Debug` never prints it.
+pub(crate) struct ChainKey(Zeroizing<[u8; 32]>);
+
+impl fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChainKey(<redacted>)")
+    }
+}
+
+impl ChainKey {
+    /// `HMAC-SHA256(KEK, "permafrost/audit-chain/v1")`.
+    pub(crate) fn derive(kek: &[u8; KEK_LEN]) -> ChainKey {
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(
+            &hmac_sha256(kek, &[AUDIT_CHAIN_LABEL])
+                .finalize()
+                .into_bytes(),
+        );
+        ChainKey(key)
+    }
+
+    /// HMAC-SHA256 under the chain key over the concatenation of `parts`.
+    pub(crate) fn mac(&self, parts: &[&[u8]]) -> [u8; MAC_LEN] {
+        hmac_sha256(&self.0, parts).finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is the MAC of `parts`, compared in constant time.
+    pub(crate) fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        hmac_sha256(&self.0, parts).verify_slice(tag).is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +305,24 @@ mod tests {
         assert_ne!(*a, *derive_kek(b"pass", &[2; 16], &p).unwrap());
         let q = KdfParams { t_cost: 2, ..p };
         assert_ne!(*a, *derive_kek(b"pass", &[1; 16], &q).unwrap());
+    }
+
+    #[test]
+    fn chain_key_is_hmac_sha256_domain_separated_and_redacted() {
+        // The zero-padded key gives the same MAC as the hmac crate's own slice constructor.
+        let kek = [7u8; KEK_LEN];
+        let key = ChainKey::derive(&kek);
+        let mut reference = <Hmac<Sha256> as Mac>::new_from_slice(&kek).unwrap();
+        reference.update(AUDIT_CHAIN_LABEL);
+        let expected: [u8; 32] = reference.finalize().into_bytes().into();
+        assert_eq!(*key.0, expected);
+        assert_ne!(*key.0, kek);
+        let tag = key.mac(&[b"a", b"bc"]);
+        assert_eq!(tag, key.mac(&[b"abc"]));
+        assert!(key.verify(&[b"abc"], &tag));
+        assert!(!key.verify(&[b"abd"], &tag));
+        assert!(!key.verify(&[b"abc"], &tag[..31]));
+        assert!(!ChainKey::derive(&[8u8; KEK_LEN]).verify(&[b"abc"], &tag));
+        assert_eq!(format!("{key:?}"), "ChainKey(<redacted>)");
     }
 }

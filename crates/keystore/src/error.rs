@@ -26,6 +26,17 @@ pub enum KeystoreError {
          encryption key"
     )]
     EmptyPassphrase,
+    /// The keystore's database is locked by another process (a running node) or another
+    /// `KeyStore` in this one. Opening does not wait for the lock.
+    #[error(
+        "the keystore at {} is already open (by another process, such as a running node, or \
+         another KeyStore in this one)",
+        path.display()
+    )]
+    AlreadyOpen {
+        /// Directory of the keystore.
+        path: PathBuf,
+    },
     /// No share is stored under this key id and epoch.
     #[error("no share stored for key {key_id:?} at epoch {epoch}")]
     NotFound {
@@ -39,8 +50,7 @@ pub enum KeystoreError {
     /// the row.
     #[error("keystore corrupt: {0}")]
     Corrupt(String),
-    /// The database or the file system failed (I/O error, the store is already open elsewhere,
-    /// no randomness available). The message names the keystore.
+    /// The database or the file system failed (I/O error, no randomness available). The message names the keystore.
     #[error("keystore storage error: {0}")]
     Storage(String),
     /// The caller passed something the keystore cannot store: KDF parameters out of range, or a

@@ -5,15 +5,23 @@
 //! present before anything is copied), so a truncated or corrupted row is an error, never a
 //! panic or a large allocation.
 
-use crate::crypto::KdfParams;
+use crate::crypto::{KdfParams, MAC_LEN};
 use crate::record::{AuditEntry, AuditKind, ShareState};
 
 /// Version of the store as a whole, in the meta table under [`META_FORMAT_VERSION`].
 pub(crate) const FORMAT_VERSION: u8 = 1;
 /// First byte of every share row value.
 pub(crate) const SHARE_ROW_VERSION: u8 = 1;
-/// First byte of every audit row value.
-pub(crate) const AUDIT_ROW_VERSION: u8 = 1;
+/// First byte of every audit row value: 2, the MAC-chained row.
+pub(crate) const AUDIT_ROW_VERSION: u8 = 2;
+/// First byte of an audit row written before the MAC chain (read only to migrate it).
+pub(crate) const AUDIT_ROW_VERSION_V1: u8 = 1;
+/// The "previous MAC" of the first audit row.
+pub(crate) const AUDIT_GENESIS: [u8; MAC_LEN] = [0u8; MAC_LEN];
+/// First byte of the meta `audit_chain` record.
+const CHAIN_RECORD_VERSION: u8 = 1;
+/// Domain-separation prefix of the `audit_chain` record's MAC.
+pub(crate) const CHAIN_RECORD_TAG: &[u8] = b"permafrost-keystore/audit-chain-record/v1";
 
 /// XChaCha20-Poly1305 nonce length.
 pub(crate) const NONCE_LEN: usize = 24;
@@ -35,6 +43,8 @@ pub(crate) const META_KDF: &[u8] = b"kdf";
 pub(crate) const META_SALT: &[u8] = b"salt";
 /// Meta table key: the sealed check value.
 pub(crate) const META_CHECK: &[u8] = b"check";
+/// Meta table key: the record that the audit log is MAC-chained (and since when).
+pub(crate) const META_AUDIT_CHAIN: &[u8] = b"audit_chain";
 
 /// The constant sealed under the KEK as the passphrase check value.
 pub(crate) const CHECK_PLAINTEXT: &[u8] = b"permafrost-keystore passphrase check";
@@ -271,11 +281,11 @@ pub(crate) fn share_aad(
     Ok(w.out)
 }
 
-/// Audit table value: `version ‖ u64 BE time ‖ kind ‖ lp(key_id) ‖ u64 BE epoch ‖
-/// opt(digest[32]) ‖ opt(lp(requester)) ‖ lp(detail)`, where `opt(x)` is `0` or `1 ‖ x`.
-pub(crate) fn encode_audit_entry(entry: &AuditEntry) -> Result<Vec<u8>, TooLong> {
+/// Audit entry body (what the chain MAC covers after the sequence number and the previous
+/// MAC): `u64 BE time ‖ kind ‖ lp(key_id) ‖ u64 BE epoch ‖ opt(digest[32]) ‖
+/// opt(lp(requester)) ‖ lp(detail)`, where `opt(x)` is `0` or `1 ‖ x`.
+pub(crate) fn encode_audit_body(entry: &AuditEntry) -> Result<Vec<u8>, TooLong> {
     let mut w = Writer::default();
-    w.u8(AUDIT_ROW_VERSION);
     w.u64(entry.time_unix_ms);
     w.u8(kind_byte(&entry.kind));
     w.prefixed(entry.key_id.as_bytes(), "key id")?;
@@ -298,6 +308,110 @@ pub(crate) fn encode_audit_entry(entry: &AuditEntry) -> Result<Vec<u8>, TooLong>
     Ok(w.out)
 }
 
+/// Audit table value (row version 2): `version (2) ‖ mac[32] ‖ body`, where `mac` is
+/// `HMAC-SHA256(chain key, u64 BE seq ‖ previous row's mac ‖ body)` (see [`audit_mac_input`]).
+pub(crate) fn encode_audit_row(mac: &[u8; MAC_LEN], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + MAC_LEN + body.len());
+    out.push(AUDIT_ROW_VERSION);
+    out.extend_from_slice(mac);
+    out.extend_from_slice(body);
+    out
+}
+
+/// What the chain MAC of audit row `seq` covers: `u64 BE seq ‖ previous mac ‖ body`.
+pub(crate) fn audit_mac_input<'a>(
+    seq: &'a [u8; 8],
+    previous: &'a [u8; MAC_LEN],
+    body: &'a [u8],
+) -> [&'a [u8]; 3] {
+    [seq, previous, body]
+}
+
+/// A stored audit row split into its MAC and its (still encoded) body.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct AuditRow<'a> {
+    pub(crate) mac: [u8; MAC_LEN],
+    pub(crate) body: &'a [u8],
+}
+
+/// Splits a version 2 audit row; does not verify the MAC or decode the body.
+pub(crate) fn split_audit_row(bytes: &[u8]) -> Result<AuditRow<'_>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let version = r.u8("audit row version")?;
+    if version != AUDIT_ROW_VERSION {
+        return Err(DecodeError(format!(
+            "audit row version {version} is not supported (expected {AUDIT_ROW_VERSION})"
+        )));
+    }
+    let mac = r.array::<MAC_LEN>("audit chain MAC")?;
+    Ok(AuditRow { mac, body: r.rest })
+}
+
+/// A version 2 audit row: its MAC and its decoded entry (the MAC is not verified).
+pub(crate) fn decode_audit_row(bytes: &[u8]) -> Result<([u8; MAC_LEN], AuditEntry), DecodeError> {
+    let row = split_audit_row(bytes)?;
+    Ok((row.mac, decode_audit_body(row.body)?))
+}
+
+/// A version 1 (unchained, before the MAC chain) audit row: `1 ‖ body` (the migration chains
+/// its body as stored, without decoding it).
+#[cfg(test)]
+pub(crate) fn decode_audit_row_v1(bytes: &[u8]) -> Result<AuditEntry, DecodeError> {
+    match bytes.split_first() {
+        Some((&AUDIT_ROW_VERSION_V1, body)) => decode_audit_body(body),
+        Some((other, _)) => Err(DecodeError(format!(
+            "audit row version {other} is not the unchained version {AUDIT_ROW_VERSION_V1}"
+        ))),
+        None => Err(DecodeError("empty audit row".into())),
+    }
+}
+
+/// Meta `audit_chain` value, the record that the audit log is chained:
+/// `version (1) ‖ u64 BE rechained_at_unix_ms ‖ u64 BE rechained ‖ mac[32]`, with `mac =
+/// HMAC-SHA256(chain key, "permafrost-keystore/audit-chain-record/v1" ‖ the 17 bytes before)`.
+/// `rechained` is how many unchained (version 1) rows a migration chained, at
+/// `rechained_at_unix_ms`; both are 0 for a store created with the chain.
+pub(crate) fn chain_record_payload(rechained_at_unix_ms: u64, rechained: u64) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u8(CHAIN_RECORD_VERSION);
+    w.u64(rechained_at_unix_ms);
+    w.u64(rechained);
+    w.out
+}
+
+/// A decoded meta `audit_chain` value (its MAC not verified).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ChainRecord<'a> {
+    pub(crate) rechained_at_unix_ms: u64,
+    pub(crate) rechained: u64,
+    /// The bytes the MAC covers (after [`CHAIN_RECORD_TAG`]).
+    pub(crate) payload: &'a [u8],
+    pub(crate) mac: [u8; MAC_LEN],
+}
+
+/// Inverse of [`chain_record_payload`] followed by the MAC.
+pub(crate) fn decode_chain_record(bytes: &[u8]) -> Result<ChainRecord<'_>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let version = r.u8("audit chain record version")?;
+    if version != CHAIN_RECORD_VERSION {
+        return Err(DecodeError(format!(
+            "audit chain record version {version} is not supported (expected \
+             {CHAIN_RECORD_VERSION})"
+        )));
+    }
+    let rechained_at_unix_ms = r.u64("migration time")?;
+    let rechained = r.u64("migrated entries")?;
+    let payload_len = bytes.len() - r.rest.len();
+    let mac = r.array::<MAC_LEN>("audit chain record MAC")?;
+    r.finish("audit chain record")?;
+    Ok(ChainRecord {
+        rechained_at_unix_ms,
+        rechained,
+        payload: bytes.get(..payload_len).unwrap_or_default(),
+        mac,
+    })
+}
+
 fn presence(r: &mut Reader<'_>, what: &str) -> Result<bool, DecodeError> {
     match r.u8(what)? {
         0 => Ok(false),
@@ -308,15 +422,9 @@ fn presence(r: &mut Reader<'_>, what: &str) -> Result<bool, DecodeError> {
     }
 }
 
-/// Inverse of [`encode_audit_entry`].
-pub(crate) fn decode_audit_entry(bytes: &[u8]) -> Result<AuditEntry, DecodeError> {
+/// Inverse of [`encode_audit_body`].
+pub(crate) fn decode_audit_body(bytes: &[u8]) -> Result<AuditEntry, DecodeError> {
     let mut r = Reader::new(bytes);
-    let version = r.u8("audit row version")?;
-    if version != AUDIT_ROW_VERSION {
-        return Err(DecodeError(format!(
-            "audit row version {version} is not supported (expected {AUDIT_ROW_VERSION})"
-        )));
-    }
     let time_unix_ms = r.u64("time")?;
     let kind = kind_from_byte(r.u8("kind")?)?;
     let key_id = r.string("key id")?;
@@ -434,11 +542,11 @@ mod tests {
             requester: Some("c".into()),
             detail: "ok".into(),
         };
-        let encoded = encode_audit_entry(&entry).unwrap();
+        let body = encode_audit_body(&entry).unwrap();
         assert_eq!(
-            hex(&encoded),
+            hex(&body),
             format!(
-                "01{}03{}{}01{}01{}{}",
+                "{}03{}{}01{}01{}{}",
                 "0000000000000001",
                 "000000016b",
                 "0000000000000002",
@@ -447,7 +555,22 @@ mod tests {
                 "000000026f6b"
             )
         );
-        assert_eq!(decode_audit_entry(&encoded).unwrap(), entry);
+        assert_eq!(decode_audit_body(&body).unwrap(), entry);
+        let row = encode_audit_row(&[0x22; MAC_LEN], &body);
+        assert_eq!(hex(&row), format!("02{}{}", "22".repeat(32), hex(&body)));
+        assert_eq!(
+            decode_audit_row(&row).unwrap(),
+            ([0x22; MAC_LEN], entry.clone())
+        );
+        // The unchained row that version 1 wrote: `01 ‖ body`.
+        let v1 = [&[1u8][..], &body].concat();
+        assert_eq!(decode_audit_row_v1(&v1).unwrap(), entry);
+        assert!(decode_audit_row(&v1).is_err());
+        assert!(decode_audit_row_v1(&row).is_err());
+        assert_eq!(
+            hex(&chain_record_payload(258, 3)),
+            "0100000000000001020000000000000003"
+        );
         assert_eq!(
             hex(&encode_kdf(&KdfParams::default())),
             "0100004c000000000200000001"
@@ -475,7 +598,7 @@ mod tests {
         longer.push(0);
         assert!(decode_share_row(&longer).is_err());
 
-        let entry = encode_audit_entry(&AuditEntry {
+        let entry = encode_audit_body(&AuditEntry {
             time_unix_ms: 5,
             kind: AuditKind::Refused,
             key_id: "key".into(),
@@ -486,7 +609,17 @@ mod tests {
         })
         .unwrap();
         for cut in 0..entry.len() {
-            assert!(decode_audit_entry(&entry[..cut]).is_err(), "cut at {cut}");
+            assert!(decode_audit_body(&entry[..cut]).is_err(), "cut at {cut}");
+        }
+        let row = encode_audit_row(&[0; MAC_LEN], &entry);
+        for cut in 0..row.len() {
+            assert!(decode_audit_row(&row[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut record = chain_record_payload(1, 2);
+        record.extend_from_slice(&[0; MAC_LEN]);
+        assert!(decode_chain_record(&record).is_ok());
+        for cut in 0..record.len() {
+            assert!(decode_chain_record(&record[..cut]).is_err(), "cut at {cut}");
         }
     }
 
@@ -540,7 +673,10 @@ mod tests {
         fn decoders_never_panic_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = decode_share_row(&bytes);
             let _ = decode_share_key(&bytes);
-            let _ = decode_audit_entry(&bytes);
+            let _ = decode_audit_body(&bytes);
+            let _ = decode_audit_row(&bytes);
+            let _ = decode_audit_row_v1(&bytes);
+            let _ = decode_chain_record(&bytes);
             let _ = decode_kdf(&bytes);
         }
 
@@ -554,9 +690,11 @@ mod tests {
             let mut row = vec![SHARE_ROW_VERSION, state];
             row.extend_from_slice(&tail);
             let _ = decode_share_row(&row);
-            let mut entry = vec![AUDIT_ROW_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, kind];
+            let mut entry = vec![AUDIT_ROW_VERSION];
+            entry.extend_from_slice(&[0; MAC_LEN]);
+            entry.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, kind]);
             entry.extend_from_slice(&tail);
-            let _ = decode_audit_entry(&entry);
+            let _ = decode_audit_row(&entry);
         }
 
         #[test]
@@ -586,8 +724,8 @@ mod tests {
             detail in ".{0,64}",
         ) {
             let entry = AuditEntry { time_unix_ms, kind, key_id, epoch, message_digest, requester, detail };
-            let encoded = encode_audit_entry(&entry).unwrap();
-            prop_assert_eq!(decode_audit_entry(&encoded).unwrap(), entry);
+            let encoded = encode_audit_row(&[7; MAC_LEN], &encode_audit_body(&entry).unwrap());
+            prop_assert_eq!(decode_audit_row(&encoded).unwrap(), ([7; MAC_LEN], entry));
         }
     }
 }

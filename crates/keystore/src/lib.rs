@@ -48,9 +48,9 @@
 //!
 //! One redb database, `<dir>/keystore.redb` (file mode 0600, directory 0700 when created
 //! here). Integers are big-endian unless redb encodes them; `lp(x)` is `x` preceded by its
-//! length as a big-endian `u32`; `‖` is concatenation. Three tables:
+//! length as a big-endian `u32`; `‖` is concatenation. The tables:
 //!
-//! **`meta`** (`&[u8]` → `&[u8]`), written once when the store is created:
+//! **`meta`** (`&[u8]` → `&[u8]`), written when the store is created (`"audit_chain"` also by the audit migration):
 //!
 //! | key | value |
 //! |---|---|
@@ -58,6 +58,7 @@
 //! | `"kdf"` | `algorithm (1 = Argon2id v0x13) ‖ u32 m_cost_kib ‖ u32 t_cost ‖ u32 p_cost` (13 bytes) |
 //! | `"salt"` | 16 random bytes |
 //! | `"check"` | `nonce(24) ‖ XChaCha20-Poly1305(KEK, nonce, "permafrost-keystore passphrase check", aad)`, with `aad = "permafrost-keystore/check/v1" ‖ salt ‖ kdf` |
+//! | `"audit_chain"` | the audit chain record (below) |
 //!
 //! `KEK = Argon2id(passphrase, salt, m_cost_kib, t_cost, p_cost)`, 32 bytes.
 //!
@@ -72,12 +73,28 @@
 //!   u64 epoch ‖ lp(identifier) ‖ lp(public)`. The state is not authenticated, so
 //!   [`KeyStore::set_state`] rewrites one byte without re-encrypting.
 //!
-//! **`audit`** (`u64` → `&[u8]`), sequence number (from 1) → entry, never rewritten:
+//! **`audit`** (`u64` → `&[u8]`), sequence number (from 1, consecutive) → entry, never
+//! rewritten (except once by the migration below):
 //!
-//! - value: `version (1) ‖ u64 time_unix_ms ‖ kind ‖ lp(key_id) ‖ u64 epoch ‖
-//!   opt(digest(32)) ‖ opt(lp(requester)) ‖ lp(detail)`, where `kind` is `1` DKG, `2`
-//!   reshare, `3` signature share, `4` refused, and `opt(x)` is `0` or `1 ‖ x`. Audit entries
-//!   are stored in clear (they hold no secret) and are not authenticated.
+//! - value (row version 2): `version (2) ‖ mac(32) ‖ body`, with `body = u64 time_unix_ms ‖
+//!   kind ‖ lp(key_id) ‖ u64 epoch ‖ opt(digest(32)) ‖ opt(lp(requester)) ‖ lp(detail)`,
+//!   where `kind` is `1` DKG, `2` reshare, `3` signature share, `4` refused, `5` client
+//!   request, and `opt(x)` is `0` or `1 ‖ x`. Audit entries are stored in clear (they hold no
+//!   secret);
+//! - `mac = HMAC-SHA256(chain key, u64 seq ‖ previous row's mac ‖ body)`, the first row
+//!   chaining to 32 zero bytes, and `chain key = HMAC-SHA256(KEK, "permafrost/audit-chain/v1")`.
+//!   [`KeyStore::verify_audit`] walks the chain and names the first entry edited, removed,
+//!   reordered or undecodable. It cannot see the last entries removed (what remains is a valid
+//!   chain), nor a log rewritten by someone who has the passphrase.
+//!
+//! The meta table also holds **`"audit_chain"`**: `1 ‖ u64 rechained_at_unix_ms ‖ u64
+//! rechained ‖ HMAC-SHA256(chain key, "permafrost-keystore/audit-chain-record/v1" ‖ the 17
+//! bytes before)`, written when the store is created (`0, 0`) or when an audit log of the
+//! previous layout (row version 1: `1 ‖ body`, no MAC) is chained on open: if the record is
+//! missing and every audit row is version 1, opening chains them in order in one transaction,
+//! keeping their sequence numbers, and records when and how many
+//! ([`KeyStore::audit_migrated_on_open`]). A store with the record is never migrated again,
+//! so a version 1 row planted later is reported, not chained.
 //!
 //! Every decoder checks lengths against the bytes present and rejects unknown versions,
 //! unknown enum bytes, invalid UTF-8 and trailing bytes: a damaged row is
@@ -85,12 +102,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod audit;
 mod crypto;
 mod error;
 mod format;
 mod record;
 mod store;
 
+pub use audit::{AuditFault, AuditMigration, AuditProblem, AuditVerification};
 pub use crypto::KdfParams;
 pub use error::KeystoreError;
 pub use record::{AuditEntry, AuditKind, ShareMeta, ShareRecord, ShareState};

@@ -10,9 +10,13 @@ use redb::{
 };
 use zeroize::Zeroizing;
 
-use crate::crypto::{self, KdfParams, OpenError, KEK_LEN};
+use crate::audit::{AuditFault, AuditMigration, AuditProblem, AuditVerification};
+use crate::crypto::{self, ChainKey, KdfParams, OpenError, KEK_LEN, MAC_LEN};
 use crate::error::KeystoreError;
-use crate::format::{self, DecodeError, ShareRow, TooLong, FORMAT_VERSION, SALT_LEN};
+use crate::format::{
+    self, DecodeError, ShareRow, TooLong, AUDIT_GENESIS, AUDIT_ROW_VERSION_V1, FORMAT_VERSION,
+    SALT_LEN,
+};
 use crate::record::{AuditEntry, ShareMeta, ShareRecord, ShareState};
 
 /// File name of the database inside the keystore directory.
@@ -42,6 +46,8 @@ const IDENTITY_AAD: &[u8] = b"permafrost/keystore/identity/v1";
 /// concluded, so an open replayed for it is refused (a node never takes part twice under one
 /// session id, so it cannot be made to sign two different dealings under one).
 const CONCLUDED: TableDefinition<&[u8], ()> = TableDefinition::new("concluded_sessions");
+/// How far around a bad audit row [`KeyStore::verify_audit`] looks for where it belongs.
+const REORDER_WINDOW: u64 = 8;
 /// Most expired client requests forgotten per admission (amortised pruning).
 const PRUNE_PER_WRITE: usize = 16;
 /// Every this many [`KeyStore::append_audit_lazily`] calls, one is durable (redb frees pages
@@ -69,8 +75,12 @@ struct Meta {
 pub struct KeyStore {
     db: Database,
     kek: Zeroizing<[u8; KEK_LEN]>,
+    /// Key of the audit log's MAC chain, derived from the KEK.
+    chain: ChainKey,
     dir: PathBuf,
     params: KdfParams,
+    /// How many unchained audit entries this open chained (a migration), if it did.
+    migrated: Option<AuditMigration>,
     /// Calls of [`KeyStore::append_audit_lazily`] so far.
     lazy_writes: std::sync::atomic::AtomicU64,
 }
@@ -81,6 +91,7 @@ impl fmt::Debug for KeyStore {
             .field("dir", &self.dir)
             .field("params", &self.params)
             .field("kek", &format_args!("<redacted>"))
+            .field("chain", &self.chain)
             .finish_non_exhaustive()
     }
 }
@@ -151,13 +162,103 @@ impl KeyStore {
                 return Err(KeystoreError::WrongPassphrase { path: dir })
             }
         }
-        Ok(KeyStore {
+        let mut store = KeyStore {
             db,
+            chain: ChainKey::derive(&kek),
             kek,
             dir,
             params: meta.params,
+            migrated: None,
             lazy_writes: std::sync::atomic::AtomicU64::new(0),
+        };
+        store.migrated = store.chain_unchained_audit_log()?;
+        Ok(store)
+    }
+
+    /// Migrates an audit log written before the MAC chain: if the keystore has no audit chain
+    /// record and every audit row is an unchained (version 1) row, chains them all in order
+    /// (keeping their sequence numbers) and writes the record, in one durable transaction.
+    /// Returns what it did; `None` if there was nothing to chain. A keystore with a chain
+    /// record is never migrated again, so unchained rows planted later are reported by
+    /// [`KeyStore::verify_audit`], not chained.
+    fn chain_unchained_audit_log(&self) -> Result<Option<AuditMigration>, KeystoreError> {
+        {
+            let txn = self.read()?;
+            let meta = txn
+                .open_table(META)
+                .map_err(|e| storage(&self.dir, "opening the meta table", e))?;
+            if meta
+                .get(format::META_AUDIT_CHAIN)
+                .map_err(|e| storage(&self.dir, "reading the meta table", e))?
+                .is_some()
+            {
+                return Ok(None);
+            }
+        }
+        let now = now_unix_ms();
+        self.write("chaining the audit log", |txn, dir| {
+            let mut meta = txn
+                .open_table(META)
+                .map_err(|e| storage(dir, "opening the meta table", e))?;
+            if meta
+                .get(format::META_AUDIT_CHAIN)
+                .map_err(|e| storage(dir, "reading the meta table", e))?
+                .is_some()
+            {
+                return Ok(None);
+            }
+            let mut audit = txn
+                .open_table(AUDIT)
+                .map_err(|e| storage(dir, "opening the audit table", e))?;
+            let mut rows = Vec::new();
+            for item in audit
+                .iter()
+                .map_err(|e| storage(dir, "reading the audit log", e))?
+            {
+                let (seq, value) = item.map_err(|e| storage(dir, "reading the audit log", e))?;
+                let value = value.value();
+                if value.first() != Some(&AUDIT_ROW_VERSION_V1) {
+                    // Chained rows without a chain record: someone removed the record. Leave
+                    // everything as it is for verify_audit to report.
+                    return Ok(None);
+                }
+                rows.push((seq.value(), value.get(1..).unwrap_or_default().to_vec()));
+            }
+            let mut previous = AUDIT_GENESIS;
+            for (seq, body) in &rows {
+                let mac = self.chain.mac(&format::audit_mac_input(
+                    &seq.to_be_bytes(),
+                    &previous,
+                    body,
+                ));
+                audit
+                    .insert(*seq, format::encode_audit_row(&mac, body).as_slice())
+                    .map_err(|e| storage(dir, "rewriting the audit log", e))?;
+                previous = mac;
+            }
+            let count = rows.len() as u64;
+            let record = self.chain_record(now, count);
+            meta.insert(format::META_AUDIT_CHAIN, record.as_slice())
+                .map_err(|e| storage(dir, "writing the meta table", e))?;
+            Ok((count > 0).then_some(AuditMigration {
+                at_unix_ms: now,
+                entries: count,
+            }))
         })
+    }
+
+    /// The meta `audit_chain` value: payload and its MAC.
+    fn chain_record(&self, rechained_at_unix_ms: u64, rechained: u64) -> Vec<u8> {
+        let mut record = format::chain_record_payload(rechained_at_unix_ms, rechained);
+        let mac = self.chain.mac(&[format::CHAIN_RECORD_TAG, &record]);
+        record.extend_from_slice(&mac);
+        record
+    }
+
+    /// If opening this keystore chained an audit log written before the MAC chain: when, and
+    /// how many entries. Callers should say so in their log.
+    pub fn audit_migrated_on_open(&self) -> Option<AuditMigration> {
+        self.migrated
     }
 
     /// Creates a new store: random salt, KEK, check value, and the three tables, in one
@@ -184,11 +285,14 @@ impl KeyStore {
         .map_err(|e| storage_msg(&dir, "sealing the check value", e))?;
         let store = KeyStore {
             db,
+            chain: ChainKey::derive(&kek),
             kek,
             dir,
             params,
+            migrated: None,
             lazy_writes: std::sync::atomic::AtomicU64::new(0),
         };
+        let chain_record = store.chain_record(0, 0);
         store.write("creating the keystore", |txn, dir| {
             let mut meta = txn
                 .open_table(META)
@@ -198,6 +302,7 @@ impl KeyStore {
                 (format::META_KDF, &kdf[..]),
                 (format::META_SALT, &salt[..]),
                 (format::META_CHECK, &check[..]),
+                (format::META_AUDIT_CHAIN, &chain_record[..]),
             ] {
                 meta.insert(key, value)
                     .map_err(|e| storage(dir, "writing the meta table", e))?;
@@ -311,11 +416,11 @@ impl KeyStore {
         session: &[u8; 32],
         audit: &AuditEntry,
     ) -> Result<(), KeystoreError> {
-        let audit = format::encode_audit_entry(audit).map_err(too_long)?;
+        let audit = format::encode_audit_body(audit).map_err(too_long)?;
         self.write("activating a share", |txn, dir| {
             self.set_state_in(txn, dir, key_id, epoch, ShareState::Active)?;
             conclude_in(txn, dir, session)?;
-            append_audit_in(txn, dir, &audit)?;
+            append_audit_in(txn, dir, &self.chain, &audit)?;
             Ok(())
         })
     }
@@ -402,9 +507,9 @@ impl KeyStore {
     /// entry, then consecutive). Fsynced before this returns. Entries are never modified or
     /// removed by this crate. Audit entries are stored unencrypted.
     pub fn append_audit(&self, entry: &AuditEntry) -> Result<u64, KeystoreError> {
-        let value = format::encode_audit_entry(entry).map_err(too_long)?;
+        let value = format::encode_audit_body(entry).map_err(too_long)?;
         self.write("appending to the audit log", |txn, dir| {
-            append_audit_in(txn, dir, &value)
+            append_audit_in(txn, dir, &self.chain, &value)
         })
     }
 
@@ -510,7 +615,7 @@ impl KeyStore {
         session: &[u8; 32],
         audit: &AuditEntry,
     ) -> Result<(), KeystoreError> {
-        let audit = format::encode_audit_entry(audit).map_err(too_long)?;
+        let audit = format::encode_audit_body(audit).map_err(too_long)?;
         self.write("concluding a reshare", |txn, dir| {
             {
                 let mut shares = txn
@@ -583,7 +688,7 @@ impl KeyStore {
                 .remove(session.as_slice())
                 .map_err(|e| storage(dir, "deleting a reshare record", e))?;
             conclude_in(txn, dir, session)?;
-            append_audit_in(txn, dir, &audit)?;
+            append_audit_in(txn, dir, &self.chain, &audit)?;
             Ok(())
         })
     }
@@ -593,7 +698,7 @@ impl KeyStore {
     /// this one — and lost in a crash before that. For refusals, which promise nothing to anyone,
     /// so that a flood of them does not cost a sync each.
     pub fn append_audit_lazily(&self, entry: &AuditEntry) -> Result<u64, KeystoreError> {
-        let value = format::encode_audit_entry(entry).map_err(too_long)?;
+        let value = format::encode_audit_body(entry).map_err(too_long)?;
         let count = self
             .lazy_writes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -603,7 +708,7 @@ impl KeyStore {
             Durability::None
         };
         self.write_with(durability, "appending to the audit log", |txn, dir| {
-            append_audit_in(txn, dir, &value)
+            append_audit_in(txn, dir, &self.chain, &value)
         })
     }
 
@@ -618,7 +723,7 @@ impl KeyStore {
         audit: &AuditEntry,
         now_unix_ms: u64,
     ) -> Result<(), KeystoreError> {
-        let audit = format::encode_audit_entry(audit).map_err(too_long)?;
+        let audit = format::encode_audit_body(audit).map_err(too_long)?;
         self.write("admitting a client request", |txn, dir| {
             let mut requests = txn
                 .open_table(CLIENT_REQUESTS)
@@ -674,7 +779,7 @@ impl KeyStore {
                 .insert(by_time.as_slice(), ())
                 .map_err(|e| storage(dir, "writing a client request", e))?;
             drop((requests, expiry));
-            append_audit_in(txn, dir, &audit)?;
+            append_audit_in(txn, dir, &self.chain, &audit)?;
             Ok(())
         })
     }
@@ -704,7 +809,8 @@ impl KeyStore {
         Ok(out)
     }
 
-    /// Every audit entry with its sequence number, in order.
+    /// Every audit entry with its sequence number, in order. Decodes each row but does not
+    /// check the MAC chain: [`KeyStore::verify_audit`] does.
     pub fn audit(&self) -> Result<Vec<(u64, AuditEntry)>, KeystoreError> {
         let txn = self.read()?;
         let Some(table) = self.open_read_table(&txn, AUDIT)? else {
@@ -717,7 +823,7 @@ impl KeyStore {
         {
             let (seq, value) = item.map_err(|e| storage(&self.dir, "reading the audit log", e))?;
             let seq = seq.value();
-            let entry = format::decode_audit_entry(value.value()).map_err(|e| {
+            let (_, entry) = format::decode_audit_row(value.value()).map_err(|e| {
                 corrupt(
                     &self.dir,
                     format!("audit entry {seq} does not decode: {}", e.0),
@@ -726,6 +832,147 @@ impl KeyStore {
             out.push((seq, entry));
         }
         Ok(out)
+    }
+
+    /// Walks the audit log in order and checks its MAC chain: sequence numbers run 1, 2, 3, …
+    /// with no gap, and each row's MAC verifies over its sequence number, the previous row's
+    /// MAC and its contents. Reports the first bad entry (removed, edited, reordered,
+    /// undecodable) in [`AuditVerification::fault`]; an `Err` is only a failure to read.
+    ///
+    /// It cannot see a removed tail (the last entries deleted): what is left is a valid chain.
+    /// Nor can it tell a log rewritten by someone holding the passphrase from the real one.
+    pub fn verify_audit(&self) -> Result<AuditVerification, KeystoreError> {
+        let txn = self.read()?;
+        let mut outcome = AuditVerification {
+            entries: 0,
+            verified: 0,
+            migrated: None,
+            fault: None,
+        };
+        let record = {
+            let meta = txn
+                .open_table(META)
+                .map_err(|e| storage(&self.dir, "opening the meta table", e))?;
+            let value = meta
+                .get(format::META_AUDIT_CHAIN)
+                .map_err(|e| storage(&self.dir, "reading the meta table", e))?;
+            value.map(|v| v.value().to_vec())
+        };
+        match record {
+            None => outcome.fault = Some(record_fault(AuditProblem::ChainRecordMissing)),
+            Some(record) => match format::decode_chain_record(&record) {
+                Err(e) => outcome.fault = Some(record_fault(AuditProblem::ChainRecordInvalid(e.0))),
+                Ok(record) => {
+                    if !self
+                        .chain
+                        .verify(&[format::CHAIN_RECORD_TAG, record.payload], &record.mac)
+                    {
+                        outcome.fault = Some(record_fault(AuditProblem::ChainRecordInvalid(
+                            "its MAC does not verify (edited)".into(),
+                        )));
+                    } else if record.rechained > 0 {
+                        outcome.migrated = Some(AuditMigration {
+                            at_unix_ms: record.rechained_at_unix_ms,
+                            entries: record.rechained,
+                        });
+                    }
+                }
+            },
+        }
+        let Some(table) = self.open_read_table(&txn, AUDIT)? else {
+            return Ok(outcome);
+        };
+        outcome.entries = table
+            .len()
+            .map_err(|e| storage(&self.dir, "reading the audit log", e))?;
+        if outcome.fault.is_some() {
+            return Ok(outcome);
+        }
+        let mut expected = 1u64;
+        let mut previous = AUDIT_GENESIS;
+        for item in table
+            .iter()
+            .map_err(|e| storage(&self.dir, "reading the audit log", e))?
+        {
+            let (seq, value) = item.map_err(|e| storage(&self.dir, "reading the audit log", e))?;
+            let seq = seq.value();
+            let fault = |problem| {
+                Some(AuditFault {
+                    seq: Some(seq),
+                    problem,
+                })
+            };
+            if seq < expected {
+                outcome.fault = fault(AuditProblem::Inserted);
+                break;
+            }
+            if seq > expected {
+                outcome.fault = Some(AuditFault {
+                    seq: Some(expected),
+                    problem: AuditProblem::Missing { through: seq - 1 },
+                });
+                break;
+            }
+            let row = match format::split_audit_row(value.value()) {
+                Ok(row) => row,
+                Err(e) => {
+                    outcome.fault = fault(AuditProblem::Undecodable(e.0));
+                    break;
+                }
+            };
+            let seq_bytes = seq.to_be_bytes();
+            if !self.chain.verify(
+                &format::audit_mac_input(&seq_bytes, &previous, row.body),
+                &row.mac,
+            ) {
+                outcome.fault = fault(self.diagnose(&table, seq, &row)?);
+                break;
+            }
+            if let Err(e) = format::decode_audit_body(row.body) {
+                outcome.fault = fault(AuditProblem::Undecodable(e.0));
+                break;
+            }
+            previous = row.mac;
+            outcome.verified += 1;
+            // seq < u64::MAX here: a row numbered u64::MAX would be the last one.
+            expected = seq.saturating_add(1);
+        }
+        Ok(outcome)
+    }
+
+    /// Why the row at `seq` fails its MAC: an authentic entry written under a nearby other
+    /// sequence number (chained to one of the nearby rows' MACs, or the genesis value) was
+    /// moved here; anything else was edited.
+    fn diagnose(
+        &self,
+        table: &redb::ReadOnlyTable<u64, &[u8]>,
+        seq: u64,
+        row: &format::AuditRow<'_>,
+    ) -> Result<AuditProblem, KeystoreError> {
+        let low = seq.saturating_sub(REORDER_WINDOW).max(1);
+        let high = seq.saturating_add(REORDER_WINDOW);
+        let mut predecessors: Vec<[u8; MAC_LEN]> = vec![AUDIT_GENESIS];
+        for item in table
+            .range(low.saturating_sub(1)..=high)
+            .map_err(|e| storage(&self.dir, "reading the audit log", e))?
+        {
+            let (_, value) = item.map_err(|e| storage(&self.dir, "reading the audit log", e))?;
+            if let Ok(other) = format::split_audit_row(value.value()) {
+                predecessors.push(other.mac);
+            }
+        }
+        for written_as in (low..=high).filter(|s| *s != seq) {
+            let seq_bytes = written_as.to_be_bytes();
+            for previous in &predecessors {
+                if self.chain.verify(
+                    &format::audit_mac_input(&seq_bytes, previous, row.body),
+                    &row.mac,
+                ) {
+                    return Ok(AuditProblem::Reordered { written_as });
+                }
+            }
+        }
+        Ok(AuditProblem::Edited)
     }
 
     /// Runs `body` in one write transaction and commits it durably (fsync, two-phase commit).
@@ -850,6 +1097,10 @@ pub enum ReshareConclusion {
     },
 }
 
+fn record_fault(problem: AuditProblem) -> AuditFault {
+    AuditFault { seq: None, problem }
+}
+
 fn conclude_in(
     txn: &WriteTransaction,
     dir: &Path,
@@ -862,27 +1113,62 @@ fn conclude_in(
     Ok(())
 }
 
-fn append_audit_in(txn: &WriteTransaction, dir: &Path, value: &[u8]) -> Result<u64, KeystoreError> {
+/// Appends the encoded entry `body` to the audit log, chained to the last row: its row is
+/// `2 ‖ HMAC(chain key, seq ‖ last row's MAC ‖ body) ‖ body` (the first row chains to
+/// [`AUDIT_GENESIS`]). Every writer of the audit table goes through here.
+fn append_audit_in(
+    txn: &WriteTransaction,
+    dir: &Path,
+    chain: &ChainKey,
+    body: &[u8],
+) -> Result<u64, KeystoreError> {
     let mut table = txn
         .open_table(AUDIT)
         .map_err(|e| storage(dir, "opening the audit table", e))?;
-    let last = table
+    let (seq, previous) = match table
         .last()
         .map_err(|e| storage(dir, "reading the audit log", e))?
-        .map(|(seq, _)| seq.value());
-    let seq = match last {
-        None => 1,
-        Some(last) => last.checked_add(1).ok_or_else(|| {
-            corrupt(
-                dir,
-                "the audit log's last sequence number is u64::MAX".into(),
-            )
-        })?,
+    {
+        None => (1, AUDIT_GENESIS),
+        Some((last, value)) => {
+            let last = last.value();
+            let previous = format::split_audit_row(value.value())
+                .map_err(|e| {
+                    corrupt(
+                        dir,
+                        format!(
+                            "the last audit entry ({last}) does not decode, so nothing can be                              chained to it: {}",
+                            e.0
+                        ),
+                    )
+                })?
+                .mac;
+            let seq = last.checked_add(1).ok_or_else(|| {
+                corrupt(
+                    dir,
+                    "the audit log's last sequence number is u64::MAX".into(),
+                )
+            })?;
+            (seq, previous)
+        }
     };
+    let mac = chain.mac(&format::audit_mac_input(
+        &seq.to_be_bytes(),
+        &previous,
+        body,
+    ));
     table
-        .insert(seq, value)
+        .insert(seq, format::encode_audit_row(&mac, body).as_slice())
         .map_err(|e| storage(dir, "writing the audit log", e))?;
     Ok(seq)
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Reads the meta table. `None` for a store that was never initialised (no meta table, and no
@@ -987,11 +1273,9 @@ fn open_database(dir: &Path, db_path: &Path) -> Result<Database, KeystoreError> 
         }
     };
     let db = Database::create(db_path).map_err(|e| match e {
-        DatabaseError::DatabaseAlreadyOpen => KeystoreError::Storage(format!(
-            "the keystore at {} is already open (by another process, or another KeyStore in \
-             this one)",
-            dir.display()
-        )),
+        DatabaseError::DatabaseAlreadyOpen => KeystoreError::AlreadyOpen {
+            path: dir.to_path_buf(),
+        },
         other => storage(dir, "opening the database", other),
     })?;
     if created {

@@ -611,7 +611,7 @@ fn a_second_open_of_the_same_store_is_refused_while_the_first_is_alive() {
     let dir = tempfile::tempdir().unwrap();
     let first = open(dir.path());
     let err = KeyStore::open(dir.path(), PASS).unwrap_err();
-    assert!(matches!(err, KeystoreError::Storage(_)), "{err:?}");
+    assert!(matches!(err, KeystoreError::AlreadyOpen { .. }), "{err:?}");
     let message = err.to_string();
     assert!(message.contains("already open"), "{message}");
     assert!(

@@ -76,7 +76,6 @@ where
     F: std::future::Future<Output = Result<(), E>>,
 {
     use clap::{CommandFactory, FromArgMatches};
-    use std::process::ExitCode;
 
     let matches = ServiceCli::command().name(name).about(about).get_matches();
     let cli = match ServiceCli::from_arg_matches(&matches) {
@@ -84,11 +83,29 @@ where
         Err(e) => e.exit(),
     };
     init_logging(cli.log_json);
+    run_service_command(cli.command, init, load, run)
+}
+
+/// Carries out a parsed `init` or `run` (logging already set up): for a binary that adds
+/// commands of its own around [`ServiceCommand`] and so parses its command line itself.
+pub fn run_service_command<C, P, E, F>(
+    command: ServiceCommand,
+    init: impl FnOnce(&std::path::Path) -> Result<P, E>,
+    load: impl FnOnce(&std::path::Path) -> Result<C, E>,
+    run: impl FnOnce(C, Shutdown) -> F,
+) -> std::process::ExitCode
+where
+    P: std::fmt::Display,
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    use std::process::ExitCode;
+
     let fail = |e: &dyn std::fmt::Display| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     };
-    match cli.command {
+    match command {
         ServiceCommand::Init { dir } => match init(&dir) {
             Ok(peer_id) => {
                 println!("{peer_id}");

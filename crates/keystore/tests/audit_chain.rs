@@ -1,0 +1,396 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The audit log's MAC chain: a clean log verifies (also across reopens and after migrating
+//! an unchained log); an entry edited, removed or swapped on disk, through redb directly, is
+//! named by its sequence number.
+
+use std::path::Path;
+
+use permafrost_keystore::{
+    AuditEntry, AuditFault, AuditKind, AuditProblem, KdfParams, KeyStore, KeystoreError,
+    DATABASE_FILE_NAME,
+};
+use redb::{Database, ReadableTable, TableDefinition};
+
+const PASS: &[u8] = b"correct horse battery staple";
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
+
+fn open(dir: &Path) -> KeyStore {
+    KeyStore::open_with_params(dir, PASS, KdfParams::FAST_INSECURE_FOR_TESTS).unwrap()
+}
+
+fn entry(i: u64) -> AuditEntry {
+    AuditEntry {
+        time_unix_ms: 1_700_000_000_000 + i,
+        kind: if i % 2 == 0 {
+            AuditKind::SignatureShare
+        } else {
+            AuditKind::Refused
+        },
+        key_id: format!("key-{i}"),
+        epoch: i,
+        message_digest: Some([i as u8; 32]),
+        requester: Some("coordinator".into()),
+        detail: format!("entry {i}"),
+    }
+}
+
+/// A closed keystore in a fresh directory with entries 1..=n.
+fn log_with(n: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for i in 1..=n {
+        assert_eq!(store.append_audit(&entry(i)).unwrap(), i);
+    }
+    dir
+}
+
+/// Runs `edit` on the raw redb database of a closed keystore.
+fn edit_raw(dir: &Path, edit: impl FnOnce(&redb::WriteTransaction)) {
+    let db = Database::create(dir.join(DATABASE_FILE_NAME)).unwrap();
+    let txn = db.begin_write().unwrap();
+    edit(&txn);
+    txn.commit().unwrap();
+}
+
+fn raw_row(txn: &redb::WriteTransaction, seq: u64) -> Vec<u8> {
+    let table = txn.open_table(AUDIT).unwrap();
+    let value = table.get(seq).unwrap().unwrap().value().to_vec();
+    value
+}
+
+fn put_raw_row(txn: &redb::WriteTransaction, seq: u64, value: &[u8]) {
+    txn.open_table(AUDIT).unwrap().insert(seq, value).unwrap();
+}
+
+fn first_fault(dir: &Path) -> AuditFault {
+    let outcome = open(dir).verify_audit().unwrap();
+    assert!(!outcome.is_intact());
+    outcome.fault.unwrap()
+}
+
+fn assert_intact(store: &KeyStore, entries: u64) {
+    let outcome = store.verify_audit().unwrap();
+    assert_eq!(outcome.fault, None, "{outcome:?}");
+    assert!(outcome.is_intact());
+    assert_eq!(outcome.entries, entries);
+    assert_eq!(outcome.verified, entries);
+}
+
+#[test]
+fn a_clean_log_verifies_and_an_empty_one_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    assert_intact(&store, 0);
+    for i in 1..=5 {
+        store.append_audit(&entry(i)).unwrap();
+    }
+    store.append_audit_lazily(&entry(6)).unwrap();
+    assert_intact(&store, 6);
+    assert_eq!(store.audit_migrated_on_open(), None);
+    assert_eq!(store.verify_audit().unwrap().migrated, None);
+    let seqs: Vec<u64> = store.audit().unwrap().iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn a_log_written_across_reopens_verifies() {
+    let dir = log_with(3);
+    for round in 0..2u64 {
+        let store = open(dir.path());
+        assert_intact(&store, 3 + 2 * round);
+        store.append_audit(&entry(10 + round)).unwrap();
+        store.append_audit_lazily(&entry(20 + round)).unwrap();
+    }
+    let store = open(dir.path());
+    assert_intact(&store, 7);
+    assert_eq!(store.audit().unwrap().len(), 7);
+}
+
+#[test]
+fn an_edited_entry_is_named() {
+    let dir = log_with(5);
+    edit_raw(dir.path(), |txn| {
+        let mut row = raw_row(txn, 3);
+        // The last byte is the last byte of the detail ("entry 3").
+        let last = row.len() - 1;
+        row[last] = b'9';
+        put_raw_row(txn, 3, &row);
+    });
+    let fault = first_fault(dir.path());
+    assert_eq!(fault.seq, Some(3));
+    assert_eq!(fault.problem, AuditProblem::Edited);
+    assert!(fault.to_string().contains("entry 3"), "{fault}");
+    // The entry still reads (show works on a damaged log), with the edited detail.
+    let store = open(dir.path());
+    assert_eq!(store.audit().unwrap()[2].1.detail, "entry 9");
+    assert_eq!(store.verify_audit().unwrap().verified, 2);
+}
+
+#[test]
+fn an_edited_mac_is_named() {
+    let dir = log_with(4);
+    edit_raw(dir.path(), |txn| {
+        let mut row = raw_row(txn, 2);
+        row[1] ^= 1;
+        put_raw_row(txn, 2, &row);
+    });
+    let fault = first_fault(dir.path());
+    assert_eq!(fault.seq, Some(2));
+    assert_eq!(fault.problem, AuditProblem::Edited);
+}
+
+#[test]
+fn a_removed_entry_is_named() {
+    let dir = log_with(5);
+    edit_raw(dir.path(), |txn| {
+        txn.open_table(AUDIT).unwrap().remove(3).unwrap();
+    });
+    let fault = first_fault(dir.path());
+    assert_eq!(fault.seq, Some(3));
+    assert_eq!(fault.problem, AuditProblem::Missing { through: 3 });
+    assert!(fault.to_string().contains("entry 3 is missing"), "{fault}");
+
+    // The first entry removed.
+    let dir = log_with(3);
+    edit_raw(dir.path(), |txn| {
+        txn.open_table(AUDIT).unwrap().remove(1).unwrap();
+    });
+    assert_eq!(first_fault(dir.path()).seq, Some(1));
+}
+
+#[test]
+fn a_removed_entry_with_the_rest_renumbered_is_named() {
+    let dir = log_with(5);
+    edit_raw(dir.path(), |txn| {
+        let (four, five) = (raw_row(txn, 4), raw_row(txn, 5));
+        put_raw_row(txn, 3, &four);
+        put_raw_row(txn, 4, &five);
+        txn.open_table(AUDIT).unwrap().remove(5).unwrap();
+    });
+    let fault = first_fault(dir.path());
+    assert_eq!(fault.seq, Some(3));
+    assert!(
+        matches!(
+            fault.problem,
+            AuditProblem::Reordered { written_as: 4 } | AuditProblem::Edited
+        ),
+        "{fault:?}"
+    );
+}
+
+#[test]
+fn two_swapped_entries_are_named() {
+    let dir = log_with(6);
+    edit_raw(dir.path(), |txn| {
+        let (three, four) = (raw_row(txn, 3), raw_row(txn, 4));
+        put_raw_row(txn, 3, &four);
+        put_raw_row(txn, 4, &three);
+    });
+    let fault = first_fault(dir.path());
+    assert_eq!(fault.seq, Some(3));
+    assert_eq!(fault.problem, AuditProblem::Reordered { written_as: 4 });
+    assert!(fault.to_string().contains("reordered"), "{fault}");
+
+    // Swapped with the first entry: the genesis value is a predecessor too.
+    let dir = log_with(3);
+    edit_raw(dir.path(), |txn| {
+        let (one, two) = (raw_row(txn, 1), raw_row(txn, 2));
+        put_raw_row(txn, 1, &two);
+        put_raw_row(txn, 2, &one);
+    });
+    let fault = first_fault(dir.path());
+    assert_eq!(fault.seq, Some(1));
+    assert_eq!(fault.problem, AuditProblem::Reordered { written_as: 2 });
+}
+
+#[test]
+fn an_inserted_or_undecodable_row_is_named() {
+    let dir = log_with(2);
+    edit_raw(dir.path(), |txn| put_raw_row(txn, 2, &[2, 0, 1]));
+    let fault = first_fault(dir.path());
+    assert_eq!(fault.seq, Some(2));
+    assert!(
+        matches!(fault.problem, AuditProblem::Undecodable(_)),
+        "{fault:?}"
+    );
+    // Appending after an undecodable last row fails clearly instead of chaining to nothing.
+    let store = open(dir.path());
+    let error = store.append_audit(&entry(3)).unwrap_err();
+    assert!(matches!(error, KeystoreError::Corrupt(_)), "{error:?}");
+    drop(store);
+
+    let dir = log_with(2);
+    edit_raw(dir.path(), |txn| {
+        let one = raw_row(txn, 1);
+        put_raw_row(txn, 0, &one);
+    });
+    let fault = first_fault(dir.path());
+    assert_eq!(
+        (fault.seq, fault.problem),
+        (Some(0), AuditProblem::Inserted)
+    );
+}
+
+#[test]
+fn a_log_from_another_keystore_does_not_verify() {
+    // Same passphrase, other salt: another chain key.
+    let theirs = log_with(2);
+    let ours = log_with(2);
+    let rows: Vec<Vec<u8>> = {
+        let db = Database::create(theirs.path().join(DATABASE_FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        let rows = (1..=2).map(|s| raw_row(&txn, s)).collect();
+        txn.abort().unwrap();
+        rows
+    };
+    edit_raw(ours.path(), |txn| {
+        for (i, row) in rows.iter().enumerate() {
+            put_raw_row(txn, i as u64 + 1, row);
+        }
+    });
+    let fault = first_fault(ours.path());
+    assert_eq!((fault.seq, fault.problem), (Some(1), AuditProblem::Edited));
+}
+
+/// Rewrites a keystore's audit table the way the previous format stored it (`01 ‖ body`, no
+/// MAC) and removes the chain record: a keystore as the previous build left it.
+fn downgrade_to_unchained(dir: &Path) {
+    edit_raw(dir, |txn| {
+        let mut table = txn.open_table(AUDIT).unwrap();
+        let rows: Vec<(u64, Vec<u8>)> = table
+            .iter()
+            .unwrap()
+            .map(|item| {
+                let (seq, value) = item.unwrap();
+                (seq.value(), value.value().to_vec())
+            })
+            .collect();
+        for (seq, row) in rows {
+            assert_eq!(row[0], 2);
+            let mut v1 = vec![1u8];
+            v1.extend_from_slice(&row[33..]);
+            table.insert(seq, v1.as_slice()).unwrap();
+        }
+        drop(table);
+        txn.open_table(META)
+            .unwrap()
+            .remove(b"audit_chain".as_slice())
+            .unwrap()
+            .unwrap();
+    });
+}
+
+#[test]
+fn an_unchained_log_is_migrated_on_open_and_then_verifies() {
+    let dir = log_with(4);
+    let before = open(dir.path()).audit().unwrap();
+    downgrade_to_unchained(dir.path());
+    {
+        let store = open(dir.path());
+        let migration = store.audit_migrated_on_open().unwrap();
+        assert_eq!(migration.entries, 4);
+        assert!(migration.at_unix_ms > 1_700_000_000_000);
+        assert_eq!(store.audit().unwrap(), before);
+        let outcome = store.verify_audit().unwrap();
+        assert_eq!(outcome.fault, None);
+        assert_eq!(outcome.migrated, Some(migration));
+        store.append_audit(&entry(5)).unwrap();
+        assert_intact(&store, 5);
+    }
+    // Once only: the next open migrates nothing, and the log still verifies.
+    let store = open(dir.path());
+    assert_eq!(store.audit_migrated_on_open(), None);
+    assert_intact(&store, 5);
+    assert_eq!(store.verify_audit().unwrap().migrated.unwrap().entries, 4);
+}
+
+#[test]
+fn an_empty_unchained_log_is_migrated_silently() {
+    let dir = log_with(0);
+    downgrade_to_unchained(dir.path());
+    let store = open(dir.path());
+    assert_eq!(store.audit_migrated_on_open(), None);
+    assert_intact(&store, 0);
+    store.append_audit(&entry(1)).unwrap();
+    assert_intact(&store, 1);
+}
+
+#[test]
+fn unchained_rows_planted_in_a_chained_log_are_not_migrated() {
+    let dir = log_with(3);
+    // An unchained row in place of entry 2: the chain record stays, so no migration.
+    edit_raw(dir.path(), |txn| {
+        let row = raw_row(txn, 2);
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(&row[33..]);
+        put_raw_row(txn, 2, &v1);
+    });
+    let store = open(dir.path());
+    assert_eq!(store.audit_migrated_on_open(), None);
+    let fault = store.verify_audit().unwrap().fault.unwrap();
+    assert_eq!(fault.seq, Some(2));
+    assert!(
+        matches!(fault.problem, AuditProblem::Undecodable(_)),
+        "{fault:?}"
+    );
+    drop(store);
+
+    // The chain record removed but chained rows left: nothing is migrated, verify says so.
+    let dir = log_with(2);
+    edit_raw(dir.path(), |txn| {
+        txn.open_table(META)
+            .unwrap()
+            .remove(b"audit_chain".as_slice())
+            .unwrap();
+    });
+    let store = open(dir.path());
+    assert_eq!(store.audit_migrated_on_open(), None);
+    let fault = store.verify_audit().unwrap().fault.unwrap();
+    assert_eq!(
+        (fault.seq, fault.problem),
+        (None, AuditProblem::ChainRecordMissing)
+    );
+    drop(store);
+
+    // The chain record edited (to claim another migration): it does not verify.
+    let dir = log_with(2);
+    edit_raw(dir.path(), |txn| {
+        let mut meta = txn.open_table(META).unwrap();
+        let mut record = meta
+            .get(b"audit_chain".as_slice())
+            .unwrap()
+            .unwrap()
+            .value()
+            .to_vec();
+        record[16] = 9;
+        meta.insert(b"audit_chain".as_slice(), record.as_slice())
+            .unwrap();
+    });
+    let fault = first_fault(dir.path());
+    assert!(
+        matches!(fault.problem, AuditProblem::ChainRecordInvalid(_)),
+        "{fault:?}"
+    );
+}
+
+#[test]
+fn a_removed_tail_is_not_detectable_by_the_chain() {
+    // Documented limit: deleting the last entries leaves a valid, shorter chain.
+    let dir = log_with(5);
+    edit_raw(dir.path(), |txn| {
+        let mut table = txn.open_table(AUDIT).unwrap();
+        table.remove(5).unwrap();
+        table.remove(4).unwrap();
+    });
+    let store = open(dir.path());
+    assert_intact(&store, 3);
+}
+
+#[test]
+fn debug_of_the_store_does_not_show_the_chain_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let debug = format!("{store:?}");
+    assert!(debug.contains("ChainKey(<redacted>)"), "{debug}");
+}

@@ -1,0 +1,182 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! `permafrost-node audit show|verify` through the binary: on a data directory fresh from
+//! `init`, on a keystore with entries, on a tampered one, and while the keystore is locked.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use permafrost_keystore::{AuditEntry, AuditKind, KdfParams, KeyStore, DATABASE_FILE_NAME};
+use redb::ReadableTable;
+
+const BIN: &str = env!("CARGO_BIN_EXE_permafrost-node");
+const PASS: &str = "audit test passphrase";
+
+fn node(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("PERMAFROST_PASSPHRASE", PASS)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A data directory made by `permafrost-node init`, and a config file naming it.
+fn initialised(dir: &Path) -> String {
+    let data = dir.join("data");
+    let init = node(&["init", "--dir", data.to_str().unwrap()]);
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    let config = dir.join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nlisten = \"/ip4/127.0.0.1/tcp/0\"\nnetwork_file = \"network.toml\"\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    config.to_str().unwrap().to_owned()
+}
+
+fn keystore(config_dir: &Path) -> KeyStore {
+    KeyStore::open_with_params(
+        &config_dir.join("data").join("keystore"),
+        PASS.as_bytes(),
+        KdfParams::FAST_INSECURE_FOR_TESTS,
+    )
+    .unwrap()
+}
+
+fn entry(i: u64) -> AuditEntry {
+    AuditEntry {
+        time_unix_ms: 1_700_000_000_000 + i,
+        kind: AuditKind::SignatureShare,
+        key_id: "k-1".into(),
+        epoch: 0,
+        message_digest: Some([i as u8; 32]),
+        requester: Some("12D3KooWcoordinator".into()),
+        detail: format!("signed {i}"),
+    }
+}
+
+#[test]
+fn verify_succeeds_on_a_fresh_data_dir_from_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = initialised(dir.path());
+    let verify = node(&["audit", "verify", "--config", &config]);
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
+    assert!(
+        text(&verify.stdout).contains("audit log verified: 0 entries"),
+        "{}",
+        text(&verify.stdout)
+    );
+    let show = node(&["audit", "show", "--config", &config]);
+    assert!(show.status.success(), "{}", text(&show.stderr));
+    assert_eq!(text(&show.stdout), "");
+    // Neither command created a keystore: init's directory stays as init left it.
+    assert!(!dir.path().join("data").join("keystore").exists());
+}
+
+#[test]
+fn show_prints_entries_and_verify_names_a_tampered_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = initialised(dir.path());
+    {
+        let store = keystore(dir.path());
+        for i in 1..=3 {
+            store.append_audit(&entry(i)).unwrap();
+        }
+    }
+    let verify = node(&["audit", "verify", "--config", &config]);
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
+    let stdout = text(&verify.stdout);
+    assert!(stdout.contains("audit log verified: 3 entries"), "{stdout}");
+    assert!(stdout.contains("last entry: 3"), "{stdout}");
+
+    let show = node(&["audit", "show", "--config", &config]);
+    assert!(show.status.success(), "{}", text(&show.stderr));
+    let lines: Vec<String> = text(&show.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(
+        lines[0],
+        "1 2023-11-14T22:13:20.001Z signature-share key=k-1 epoch=0 peer=12D3KooWcoordinator \
+         \"signed 1\""
+    );
+    let json = node(&["audit", "show", "--json", "--config", &config]);
+    assert!(json.status.success(), "{}", text(&json.stderr));
+    let first: serde_json::Value =
+        serde_json::from_str(text(&json.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(first["seq"], 1);
+    assert_eq!(first["detail"], "signed 1");
+
+    // Entry 2's detail edited on disk.
+    {
+        let db = redb_database(dir.path());
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn
+                .open_table(redb::TableDefinition::<u64, &[u8]>::new("audit"))
+                .unwrap();
+            let mut row = table.get(2).unwrap().unwrap().value().to_vec();
+            let last = row.len() - 1;
+            row[last] = b'9';
+            table.insert(2, row.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let verify = node(&["audit", "verify", "--config", &config]);
+    assert_eq!(verify.status.code(), Some(2), "{}", text(&verify.stderr));
+    let stdout = text(&verify.stdout);
+    assert!(stdout.contains("NOT verified: entry 2 "), "{stdout}");
+    let show = node(&["audit", "show", "--config", &config]);
+    assert_eq!(show.status.code(), Some(2));
+    assert!(
+        text(&show.stderr).contains("entry 2"),
+        "{}",
+        text(&show.stderr)
+    );
+    assert_eq!(text(&show.stdout).lines().count(), 3);
+}
+
+fn redb_database(dir: &Path) -> redb::Database {
+    redb::Database::create(dir.join("data").join("keystore").join(DATABASE_FILE_NAME)).unwrap()
+}
+
+#[test]
+fn a_locked_keystore_fails_fast_saying_to_stop_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = initialised(dir.path());
+    let store = keystore(dir.path());
+    store.append_audit(&entry(1)).unwrap();
+    // `store` holds the lock, as a running node does.
+    let started = std::time::Instant::now();
+    let verify = node(&["audit", "verify", "--config", &config]);
+    assert_eq!(verify.status.code(), Some(1));
+    let stderr = text(&verify.stderr);
+    assert!(stderr.contains("Stop the node first"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    drop(store);
+    let verify = node(&["audit", "verify", "--config", &config]);
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
+}
+
+#[test]
+fn a_wrong_passphrase_is_an_error_not_a_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = initialised(dir.path());
+    drop(keystore(dir.path()));
+    let verify = Command::new(BIN)
+        .args(["audit", "verify", "--config", &config])
+        .env("PERMAFROST_PASSPHRASE", "not the passphrase")
+        .output()
+        .unwrap();
+    assert_eq!(verify.status.code(), Some(1));
+    assert!(
+        text(&verify.stderr).contains("wrong passphrase"),
+        "{}",
+        text(&verify.stderr)
+    );
+}
