@@ -18,19 +18,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use ed25519_dalek::SigningKey;
+use frost_core::keys::PublicKeyPackage;
 use permafrost_engine::deadlines;
 use permafrost_engine::node::NodeNotice;
 use permafrost_engine::sim::{Fault, Network, SimVerifier};
 use permafrost_protocol::dkg::DkgCoordinator;
+use permafrost_protocol::lifecycle::{reshare_action, OperatorKey, OperatorPolicy};
 use permafrost_protocol::reshare::{session_id, ReshareCoordinator};
 use permafrost_protocol::wire::{
-    Epoch, KeyId, Message, MessageKind, NodeId, ReshareOpen, ReshareShare, SecretBytes, SessionId,
-};
-use ed25519_dalek::SigningKey;
-use frost_core::keys::PublicKeyPackage;
-use permafrost_protocol::lifecycle::{reshare_action, OperatorKey, OperatorPolicy};
-use permafrost_protocol::wire::{
     Digest, LifecycleAction, LifecycleKind, OperatorApproval, ReshareProposal,
+};
+use permafrost_protocol::wire::{
+    Epoch, KeyId, Message, MessageKind, NodeId, ReshareOpen, ReshareShare, SecretBytes, SessionId,
 };
 use permafrost_protocol::{ProtocolError, Refusal, Suite};
 
@@ -477,14 +477,28 @@ fn a_dkg_without_a_valid_approval_is_refused<S: Suite>() {
     let other_committee = dkg_action::<S>(&key, 2, &nodes[..2]);
     let approval = net.approve(&custodian(), &other_committee);
     not_approved(dkg(&mut net, vec![approval]), "does not verify");
-    let approval =
-        OperatorApproval::sign(&custodian(), "another-network", &action, [7; 16], net.now().0);
+    let approval = OperatorApproval::sign(
+        &custodian(),
+        "another-network",
+        &action,
+        [7; 16],
+        net.now().0,
+    );
     not_approved(dkg(&mut net, vec![approval]), "does not verify");
+    net.run(Duration::from_secs(130));
+    assert_eq!(sent.count(MessageKind::DkgRound1), 0, "a member took part");
+    // Below one member's floor: that member takes no part, and the DKG ends at its refusal.
     require_custodian(&mut net, &nodes[2..], |p| p.min_committee = 4);
+    let sent = Sent::watch(&mut net, &nodes[2..]);
     let approval = net.approve(&custodian(), &action);
     not_approved(dkg(&mut net, vec![approval]), "below this node's floor");
     net.run(Duration::from_secs(130));
-    assert_eq!(sent.count(MessageKind::DkgRound1), 0, "a member took part");
+    assert_eq!(
+        sent.count(MessageKind::DkgRound1),
+        0,
+        "the refusing member took part"
+    );
+    assert_eq!(sent.count(MessageKind::DkgRound2), 0);
     assert!(!anyone_active(&net, &nodes, &key));
 
     require_custodian(&mut net, &nodes, |_| {});
@@ -540,17 +554,25 @@ fn a_reshare_without_a_valid_approval_is_refused<S: Suite>() {
         reshare_approved(&mut net, &coordinator, &p, 2, vec![approval]),
         "does not verify",
     );
+    assert_eq!(sent.count(MessageKind::ReshareDealing), 0, "a dealer dealt");
+    assert_eq!(sent.count(MessageKind::ReshareShare), 0, "a sub-share left");
+    // Below one member's floor: it deals nothing, and the reshare ends at its refusal.
     require_custodian(&mut net, &nodes[..1], |p| {
         wide(p);
         p.min_threshold = 3;
     });
+    let sent = Sent::watch(&mut net, &nodes[..1]);
     let approval = net.approve(&custodian(), &action);
     not_approved(
         reshare_approved(&mut net, &coordinator, &p, 3, vec![approval]),
         "below this node's floor",
     );
+    assert_eq!(
+        sent.count(MessageKind::ReshareShare),
+        0,
+        "the refusing node dealt"
+    );
     require_custodian(&mut net, &nodes, wide);
-    assert_eq!(sent.count(MessageKind::ReshareDealing), 0, "a dealer dealt");
     epoch_zero_intact(&net, &nodes, &key);
 
     // An approval admitted in one session (whose dealings are lost, so it times out) is
