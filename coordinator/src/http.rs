@@ -392,6 +392,17 @@ async fn create_key(
     let approvals = approvals(&body.approvals)?;
     let key_id = match &body.key_id {
         Some(id) => {
+            let path_safe = id.len() <= 64
+                && id != "."
+                && id != ".."
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !path_safe {
+                return Err(ApiError::bad_request(format!(
+                    "key_id {id:?}: use at most 64 of A-Z a-z 0-9 . _ - (not \".\" or \"..\")"
+                )));
+            }
             let id = KeyId::new(id.clone())
                 .map_err(|e| ApiError::bad_request(format!("key_id: {e}")))?;
             if lookup(&state, id.as_str()).is_ok() {

@@ -141,6 +141,12 @@ fn wire_seeds(dir: &Path, ed: &Frost, secp: &Frost) -> Result<()> {
         threshold: 2,
         committee: committee.clone(),
         nonce: [0x42; 32],
+        approvals: vec![OperatorApproval {
+            public_key: [0x0b; 32],
+            request_id: [0x0c; 16],
+            timestamp_ms: 1_700_000_000_000,
+            signature: vec![0x0d; 64],
+        }],
     }))?;
     frame(dir, "dkg_round1", Message::DkgRound1(round1(1, &ed.round1)?))?;
     frame(dir, "dkg_round1_set", Message::DkgRound1Set(DkgRound1Set {
@@ -241,7 +247,11 @@ fn reshare_seeds(dir: &Path, secp: &Frost) -> Result<()> {
             signature: vec![0x33; 64],
         })
     };
-    frame(dir, "reshare_open", Message::ReshareOpen(ReshareOpen { session, proposal }))?;
+    frame(dir, "reshare_open", Message::ReshareOpen(ReshareOpen {
+            session,
+            proposal,
+            approvals: Vec::new(),
+        }))?;
     frame(dir, "reshare_dealing", Message::ReshareDealing(dealing(1)?))?;
     frame(dir, "reshare_dealing_set", Message::ReshareDealingSet(ReshareDealingSet {
         session,

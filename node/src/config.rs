@@ -134,6 +134,12 @@ impl OperatorsConfig {
                 "operators.min_threshold = {min_threshold}: at least {DEFAULT_MIN_THRESHOLD} (no key is held by one node alone)"
             )));
         }
+        let min_committee = self.min_committee.unwrap_or(DEFAULT_MIN_COMMITTEE);
+        if min_committee < DEFAULT_MIN_COMMITTEE {
+            return Err(NodeError::Config(format!(
+                "operators.min_committee = {min_committee}: at least {DEFAULT_MIN_COMMITTEE}"
+            )));
+        }
         Ok(OperatorPolicy {
             all_keys: all_keys.into_iter().map(OperatorKey).collect(),
             per_key: per_key
@@ -142,7 +148,7 @@ impl OperatorsConfig {
                 .collect(),
             max_clock_skew: clock_skew("operators", self.max_clock_skew_secs)?,
             min_threshold,
-            min_committee: self.min_committee.unwrap_or(DEFAULT_MIN_COMMITTEE),
+            min_committee,
         })
     }
 }

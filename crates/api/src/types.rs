@@ -15,7 +15,8 @@ pub struct CreateKeyRequest {
     /// The committee, by node name; `None` (field absent) means every node of the network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<Vec<String>>,
-    /// The new key's id (1 to 64 of `A-Za-z0-9._-`); absent, the coordinator picks one.
+    /// The new key's id (`A-Za-z0-9._-`, at most 64, not `.` or `..`); absent, the
+    /// coordinator picks one.
     /// Operator approvals name the key id, so a request with approvals must give it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
@@ -205,7 +206,7 @@ fn fixed<const N: usize>(
 pub struct Health {
     /// `"ok"` when the coordinator is serving.
     pub status: String,
-    /// The network id (client and operator approvals are made for it).
+    /// The network id (operator approvals name it).
     #[serde(default)]
     pub network_id: String,
     /// Every node of the network file.

@@ -1013,7 +1013,7 @@ impl<S: Suite> Network<S> {
                 let (kind, session) = (message.kind(), message.session());
                 party
                     .handle_message(&m.from, message, now, &mut self.rng)
-                    .map_err(|e| {
+                    .inspect_err(|e| {
                         self.refused.push(Refused {
                             at: m.to.clone(),
                             from: m.from.clone(),
@@ -1021,7 +1021,6 @@ impl<S: Suite> Network<S> {
                             error: e.clone(),
                         });
                         open_refused = Some((kind, session, e.to_string()));
-                        e
                     })
             });
         // The sender hears the refusal, as over the network (the answer to its request).

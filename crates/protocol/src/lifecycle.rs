@@ -186,7 +186,7 @@ impl OperatorGate {
         }
         if approvals.len() > MAX_APPROVALS {
             return refuse(format!(
-                "{} approvals, at most {MAX_APPROVALS} are read",
+                "{} approvals, at most {MAX_APPROVALS} are accepted",
                 approvals.len()
             ));
         }

@@ -382,15 +382,15 @@ fn operator_approvals_bind_the_network_and_every_field_of_the_action() {
     let approval = OperatorApproval::sign(&key, "net-a", &action(), [4; 16], 1_000);
     approval.verify("net-a", &action()).unwrap();
     assert!(approval.verify("net-b", &action()).is_err());
-    let changes: Vec<Box<dyn Fn(&mut LifecycleAction)>> = vec![
-        Box::new(|a| a.kind = LifecycleKind::Dkg),
-        Box::new(|a| a.key_id = KeyId::new("key-2").unwrap()),
-        Box::new(|a| a.curve = Curve::Secp256k1Tr),
-        Box::new(|a| a.epoch = Epoch(4)),
-        Box::new(|a| a.old_public_key_package = Digest([6; 32])),
-        Box::new(|a| a.committee.push(node(4))),
-        Box::new(|a| a.committee = vec![node(1), node(2)]),
-        Box::new(|a| a.threshold = 3),
+    let changes: [fn(&mut LifecycleAction); 8] = [
+        |a| a.kind = LifecycleKind::Dkg,
+        |a| a.key_id = KeyId::new("key-2").unwrap(),
+        |a| a.curve = Curve::Secp256k1Tr,
+        |a| a.epoch = Epoch(4),
+        |a| a.old_public_key_package = Digest([6; 32]),
+        |a| a.committee.push(node(4)),
+        |a| a.committee = vec![node(1), node(2)],
+        |a| a.threshold = 3,
     ];
     for change in changes {
         let mut other = action();

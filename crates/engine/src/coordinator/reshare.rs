@@ -25,6 +25,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
     /// Reshares `key_id` to `committee` with `threshold`. The dealers are the old members that
     /// stay (so an evicted node does not deal), or every old member still listed as a signer
     /// node when fewer than the old threshold stay.
+    #[allow(clippy::too_many_arguments)]
     pub fn reshare(
         &mut self,
         request: RequestId,
