@@ -140,13 +140,15 @@ fn report(
 
 /// Opens the keystore of the node configured in `config`, or `None` if the node never ran
 /// (no keystore yet). A keystore held by a running node is an error saying to stop it.
-fn open(config: &Path, err: &mut dyn Write) -> Result<Option<KeyStore>, NodeError> {
+/// The keystore of the stopped node configured in `config` (`None`: the node never ran, so
+/// there is none); a running node's locked keystore is an error saying to stop it first.
+pub(crate) fn open(config: &Path, err: &mut dyn Write) -> Result<Option<KeyStore>, NodeError> {
     let config = NodeConfig::load(config)?;
     let dir = config.keystore_path();
     if !dir.join(DATABASE_FILE_NAME).exists() {
         let _ = writeln!(
             err,
-            "no keystore at {} yet (the node has not run): the audit log is empty",
+            "no keystore at {} yet (the node has not run): nothing is recorded",
             dir.display()
         );
         return Ok(None);
@@ -157,8 +159,7 @@ fn open(config: &Path, err: &mut dyn Write) -> Result<Option<KeyStore>, NodeErro
         Err(KeystoreError::AlreadyOpen { path }) => {
             return Err(NodeError::Config(format!(
                 "the keystore at {} is locked: the node is running (or another command has it \
-                 open). Stop the node first; the audit log can only be read while it is \
-                 stopped",
+                 open). Stop the node first; this command works only while it is stopped",
                 path.display()
             )))
         }

@@ -13,9 +13,11 @@
 mod audit_command;
 mod config;
 mod identity_key;
+mod pending_command;
 
 pub use audit_command::{run_audit, AuditCommand, AuditOutcome};
 pub use config::{ClientsConfig, NodeConfig, PASSPHRASE_ENV};
+pub use pending_command::{run_pending, PendingCommand};
 
 use std::collections::BTreeSet;
 use std::future::Future;

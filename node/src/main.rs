@@ -1,10 +1,12 @@
 //! `permafrost-node`: `init --dir D` creates the node's identity; `run --config F` runs it;
-//! `audit show|verify --config F` reads and checks its audit log while it is stopped.
+//! `audit show|verify --config F` reads and checks its audit log while it is stopped;
+//! `pending show|discard --config F` lists and discards the pending shares an operator decides
+//! on.
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
-use permafrost_node::{AuditCommand, AuditOutcome};
+use permafrost_node::{AuditCommand, AuditOutcome, PendingCommand};
 use permafrost_runtime::process::ServiceCommand;
 
 /// The node's command line: the service commands every binary has, and `audit`.
@@ -25,6 +27,9 @@ enum NodeCommand {
     /// Read or verify the audit log (the node must be stopped).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Show or discard pending shares no certificate will conclude (the node must be stopped).
+    #[command(subcommand)]
+    Pending(PendingCommand),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +57,19 @@ fn main() -> ExitCode {
             ) {
                 Ok(AuditOutcome::Ok) => ExitCode::SUCCESS,
                 Ok(AuditOutcome::NotVerified) => ExitCode::from(2),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        NodeCommand::Pending(command) => {
+            match permafrost_node::run_pending(
+                &command,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::FAILURE

@@ -220,6 +220,8 @@ pub enum AnyEvent {
         key_id: KeyId,
         /// The new epoch.
         epoch: Epoch,
+        /// The certificate.
+        certificate: ReshareCommit,
     },
     /// Reshare: a valid commit certificate arrived and this node is not in the new committee:
     /// delete its share of `epoch` (the old one) and forget the reshare.
@@ -228,6 +230,8 @@ pub enum AnyEvent {
         key_id: KeyId,
         /// The old epoch.
         epoch: Epoch,
+        /// The certificate.
+        certificate: ReshareCommit,
     },
     /// Reshare coordinator: the new epoch is certified. Record it (and the certificate)
     /// durably before anything after this event is carried out (the certificate is sent).
@@ -386,10 +390,24 @@ fn convert_event<S: Suite>(event: Event<S>) -> AnyEvent {
             requester,
         }),
         Event::Dealt { key_id, session } => Ok(AnyEvent::Dealt { key_id, session }),
-        Event::ReshareCommitted { key_id, epoch } => {
-            Ok(AnyEvent::ReshareCommitted { key_id, epoch })
-        }
-        Event::ShareRetired { key_id, epoch } => Ok(AnyEvent::ShareRetired { key_id, epoch }),
+        Event::ReshareCommitted {
+            key_id,
+            epoch,
+            certificate,
+        } => Ok(AnyEvent::ReshareCommitted {
+            key_id,
+            epoch,
+            certificate,
+        }),
+        Event::ShareRetired {
+            key_id,
+            epoch,
+            certificate,
+        } => Ok(AnyEvent::ShareRetired {
+            key_id,
+            epoch,
+            certificate,
+        }),
         Event::KeyReshared {
             key_id,
             epoch,

@@ -224,6 +224,23 @@ impl<S: Suite> SimNode<S> {
         Ok(())
     }
 
+    /// An operator's work on the stopped node: the core is taken down, `work` runs on its
+    /// store, and a new core opens on it (which resumes what the store still records).
+    pub fn operate<R>(
+        &mut self,
+        now: Timestamp,
+        work: impl FnOnce(&mut MemoryNodeStore) -> R,
+    ) -> Result<R, StoreError> {
+        let core = self
+            .core
+            .take()
+            .ok_or_else(|| StoreError::Unreadable("the node is down".into()))?;
+        let (setup, mut store) = core.into_parts();
+        let result = work(&mut store);
+        self.core = Some(NodeCore::open(setup, store, now)?);
+        Ok(result)
+    }
+
     /// Replaces the share a key is signed with (for tests of stale or foreign shares); the
     /// node restarts to pick it up.
     pub fn install_share(

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use common::*;
 use permafrost_engine::coordinator::{MemoryMetadataStore, MetadataStore, ReshareState};
+use permafrost_engine::node::discard_pending;
 use permafrost_engine::sim::Network;
-use permafrost_protocol::wire::{Epoch, Message, NodeId, SignRefusal};
+use permafrost_protocol::wire::{Epoch, KeyId, Message, NodeId, SignRefusal};
 use permafrost_protocol::{ProtocolError, Refusal, Suite};
 
 fn metadata<'a, S: Suite>(net: &'a Network<S>, coordinator: &NodeId) -> &'a MemoryMetadataStore {
@@ -54,7 +55,8 @@ fn a_key_is_recorded_before_its_commit<S: Suite>() {
 }
 
 /// The reshare's commit fails to be recorded: the certificate is not sent, the abort is
-/// recorded, the members learn it by asking, and the old epoch signs on.
+/// recorded. The members that confirmed keep their pending shares (an unsigned abort deletes
+/// nothing) and the old epoch signs on; an operator then discards the pending shares.
 fn a_reshare_commit_is_recorded_before_its_certificate<S: Suite>() {
     let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(202, 2, 3);
     let p = reshare_proposal(&net, &key, &nodes[0], &nodes, 3, &nodes);
@@ -69,21 +71,44 @@ fn a_reshare_commit_is_recorded_before_its_certificate<S: Suite>() {
     );
     for node in &nodes {
         let n = net.node(node).unwrap();
-        assert!(
-            !n.has_reshare_record(&session),
-            "{node} never learnt the abort"
-        );
+        assert!(n.has_reshare_record(&session), "{node} dropped the reshare");
         assert_eq!(n.active_share(&key).unwrap().epoch, Epoch(0));
-        assert!(n.pending_share(&key).is_none());
+        assert!(
+            n.pending_share(&key).is_some(),
+            "{node} lost its pending share"
+        );
     }
     let outcome = net
         .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"old epoch")
         .unwrap();
     verify_independently(&pkp, b"old epoch", &outcome.signature);
+    discard_everywhere(&mut net, &nodes, &key, Epoch(1));
+    for node in &nodes {
+        let n = net.node(node).unwrap();
+        assert!(!n.has_reshare_record(&session));
+        assert!(n.pending_share(&key).is_none());
+        assert_eq!(n.active_share(&key).unwrap().epoch, Epoch(0));
+    }
+}
+
+/// An operator discards `key`'s pending share of `epoch` on every node of `nodes`.
+fn discard_everywhere<S: Suite>(net: &mut Network<S>, nodes: &[NodeId], key: &KeyId, epoch: Epoch) {
+    let now = net.now();
+    for node in nodes {
+        let discarded = net
+            .node_mut(node)
+            .unwrap()
+            .operate(now, |store| discard_pending(store, key, epoch, now))
+            .unwrap()
+            .unwrap();
+        assert_eq!((&discarded.key_id, discarded.epoch), (key, epoch));
+        assert!(discarded.reshare.is_some());
+    }
 }
 
 /// A coordinator that restarts during a reshare records it as aborted; a member that asks is
-/// told so and drops its PENDING share; the old epoch signs, and the next attempt commits.
+/// told so and keeps its PENDING share (no certificate, no deletion) while the old epoch
+/// signs; once an operator discarded the pending shares, the next attempt commits.
 fn a_restart_records_running_reshares_as_aborted<S: Suite>() {
     let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(203, 2, 3);
     let p = reshare_proposal(&net, &key, &nodes[0], &nodes, 3, &nodes);
@@ -103,16 +128,17 @@ fn a_restart_records_running_reshares_as_aborted<S: Suite>() {
     net.run(Duration::from_secs(600));
     for node in &nodes {
         let n = net.node(node).unwrap();
+        assert!(n.has_reshare_record(&session), "{node} dropped the reshare");
         assert!(
-            !n.has_reshare_record(&session),
-            "{node} never learnt the abort"
+            n.pending_share(&key).is_some(),
+            "{node} lost its pending share"
         );
-        assert!(n.pending_share(&key).is_none());
     }
     let outcome = net
         .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"old epoch")
         .unwrap();
     verify_independently(&pkp, b"old epoch", &outcome.signature);
+    discard_everywhere(&mut net, &nodes, &key, Epoch(1));
     // The next attempt gets a new session and commits.
     let mut p = reshare_proposal(&net, &key, &nodes[0], &nodes, 3, &nodes);
     p.attempt = 1;

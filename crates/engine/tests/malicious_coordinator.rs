@@ -6,8 +6,8 @@
 //! Defended: committees are signer nodes; a DKG or reshare needs a valid approval from an
 //! operator key each node lists, within its floors, used once; one DKG per key id at a time; a
 //! replayed open of a concluded session; an epoch with no next epoch; one peer flooding the
-//! early-message buffer. Keeping PENDING shares after a confirmation until a certificate is not
-//! built yet (issue "Custodians decide a key's life cycle").
+//! early-message buffer; after a confirmation, no unsigned abort or timeout deletes a PENDING
+//! share (the certificate, handed over by any member that holds it, or an operator decides).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -21,7 +21,7 @@ use common::*;
 use ed25519_dalek::SigningKey;
 use frost_core::keys::PublicKeyPackage;
 use permafrost_engine::deadlines;
-use permafrost_engine::node::NodeNotice;
+use permafrost_engine::node::{discard_pending, NodeNotice};
 use permafrost_engine::sim::{Fault, Network, SimVerifier};
 use permafrost_protocol::dkg::DkgCoordinator;
 use permafrost_protocol::lifecycle::{reshare_action, OperatorKey, OperatorPolicy};
@@ -598,7 +598,170 @@ fn a_reshare_without_a_valid_approval_is_refused<S: Suite>() {
     );
 }
 
+/// The coordinator sends the commit certificate to the old-only member (which retires the old
+/// epoch on it) and an abort to every new member, and withholds the certificate from them for
+/// good. The new members refuse the unsigned abort, keep their pending shares, ask the other
+/// members, get the certificate from the old-only member, and promote: the key signs in the
+/// new epoch under the same public key.
+fn commit_to_the_old_members_and_abort_to_the_new_ones_still_signs<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(309, 2, 3);
+    let fresh = net.add_node();
+    let retiring = nodes[2].clone();
+    let mut committee = nodes[..2].to_vec();
+    committee.push(fresh.clone());
+    let p = reshare_proposal(&net, &key, &nodes[0], &committee, 2, &nodes[..2]);
+    let (c, r) = (coordinator.clone(), retiring.clone());
+    net.set_faults(move |env| match &env.message {
+        Message::ReshareCommit(commit) if env.from == c && env.to != r => Fault::Replace(
+            Message::ReshareAbort(permafrost_protocol::wire::ReshareAbort {
+                session: commit.session,
+                culprits: vec![],
+                reason: "forged".into(),
+            }),
+        ),
+        _ => Fault::Deliver,
+    });
+    let mark = net.refused.len();
+    let session = net.start_reshare(&coordinator, p).unwrap();
+    net.run(Duration::from_secs(600));
+    for node in &committee {
+        assert!(
+            refusals_at(&net, mark, node)
+                .iter()
+                .any(|e| matches!(e, ProtocolError::Refused(Refusal::AwaitingCertificate))),
+            "{node} did not refuse the abort"
+        );
+        let n = net.node(node).unwrap();
+        assert_eq!(
+            n.active_share(&key).map(|s| s.epoch),
+            Some(Epoch(1)),
+            "{node} did not promote"
+        );
+        assert!(!n.has_reshare_record(&session));
+    }
+    assert!(net.node(&retiring).unwrap().active_share(&key).is_none());
+    let package = net
+        .node(&fresh)
+        .unwrap()
+        .active_share(&key)
+        .unwrap()
+        .public_key_package;
+    assert_eq!(
+        package.verifying_key().serialize().unwrap(),
+        pkp.verifying_key().serialize().unwrap()
+    );
+    net.clear_faults();
+    let outcome = net
+        .sign(
+            &coordinator,
+            &key,
+            Epoch(1),
+            &package,
+            &committee,
+            b"new epoch",
+        )
+        .unwrap();
+    verify_independently(&pkp, b"new epoch", &outcome.signature);
+}
+
+/// After every member confirmed, the coordinator aborts (the test signature's shares are
+/// lost) and answers every status question with its abort: each member refuses the abort,
+/// keeps its pending share and the old epoch through its timeouts, and the old epoch signs.
+/// The operator's discard removes the pending share and the record; the node still signs.
+fn an_abort_or_timeout_after_confirmation_keeps_the_pending_share<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(310, 2, 3);
+    let p = reshare_proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
+    let test = permafrost_protocol::reshare::test_session_id(&session_id(&p));
+    net.set_faults(move |env| match &env.message {
+        Message::SignShare(share) if share.session == test => Fault::Drop,
+        _ => Fault::Deliver,
+    });
+    let mark = net.refused.len();
+    let session = net.start_reshare(&coordinator, p).unwrap();
+    net.run(Duration::from_secs(900));
+    assert!(matches!(
+        net.coordinator(&coordinator).unwrap().outcome(&session),
+        Some(Message::ReshareAbort(_))
+    ));
+    for node in &nodes {
+        assert!(refusals_at(&net, mark, node)
+            .iter()
+            .any(|e| matches!(e, ProtocolError::Refused(Refusal::AwaitingCertificate))));
+        let n = net.node(node).unwrap();
+        assert!(
+            n.pending_share(&key).is_some(),
+            "{node} lost its pending share"
+        );
+        assert!(n.has_reshare_record(&session));
+        assert_eq!(n.active_share(&key).unwrap().epoch, Epoch(0));
+    }
+    net.clear_faults();
+    let outcome = net
+        .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"old epoch")
+        .unwrap();
+    verify_independently(&pkp, b"old epoch", &outcome.signature);
+    let now = net.now();
+    for node in &nodes {
+        let discarded = net
+            .node_mut(node)
+            .unwrap()
+            .operate(now, |store| discard_pending(store, &key, Epoch(1), now))
+            .unwrap()
+            .unwrap();
+        assert_eq!(discarded.reshare, Some(session));
+        let n = net.node(node).unwrap();
+        assert!(n.pending_share(&key).is_none());
+        assert!(!n.has_reshare_record(&session));
+    }
+    let outcome = net
+        .sign_roast(
+            &coordinator,
+            &key,
+            Epoch(0),
+            &pkp,
+            &nodes,
+            b"after the discard",
+        )
+        .unwrap();
+    verify_independently(&pkp, b"after the discard", &outcome.signature);
+}
+
+/// A DKG whose commit the coordinator sends to two members and replaces with an abort for the
+/// third: the third refuses the abort and keeps its pending share (the others activated, so
+/// its share is part of the key); the key signs.
+fn a_dkg_abort_after_confirmation_deletes_nothing<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(311, 3);
+    let victim = nodes[2].clone();
+    let v = victim.clone();
+    net.set_faults(move |env| match &env.message {
+        Message::DkgCommit(commit) if env.to == v => {
+            Fault::Replace(Message::DkgAbort(permafrost_protocol::wire::DkgAbort {
+                session: commit.session,
+                culprits: vec![],
+                reason: "forged".into(),
+            }))
+        }
+        _ => Fault::Deliver,
+    });
+    let key = key_id("split");
+    let mark = net.refused.len();
+    let pkp = net.run_dkg(&coordinator, &key, 2, &nodes).unwrap();
+    net.run(Duration::from_secs(130));
+    assert!(refusals_at(&net, mark, &victim)
+        .iter()
+        .any(|e| matches!(e, ProtocolError::Refused(Refusal::AwaitingCertificate))));
+    assert!(net.node(&victim).unwrap().pending_share(&key).is_some());
+    net.clear_faults();
+    let outcome = net
+        .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes[..2], b"m")
+        .unwrap();
+    verify_independently(&pkp, b"m", &outcome.signature);
+}
+
 per_suite!(
+    commit_to_the_old_members_and_abort_to_the_new_ones_still_signs,
+    an_abort_or_timeout_after_confirmation_keeps_the_pending_share,
+    a_dkg_abort_after_confirmation_deletes_nothing,
     a_dkg_without_a_valid_approval_is_refused,
     a_reshare_without_a_valid_approval_is_refused,
     a_reshare_to_coordinator_identities_is_refused,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use permafrost_engine::deadlines;
-use permafrost_engine::node::NodeNotice;
+use permafrost_engine::node::{discard_pending, NodeNotice};
 use permafrost_engine::sim::{Envelope, Fault, Network, SimVerifier};
 use permafrost_protocol::dkg::DkgCoordinator;
 use permafrost_protocol::wire::{
@@ -109,9 +109,10 @@ fn signs<S: Suite>(
 // ---- DKG ------------------------------------------------------------------------------------
 
 /// A crash right after the PENDING share is written, before the confirmation leaves: the DKG
-/// fails naming the crashed node, no one activates the key, the crashed node keeps its
-/// PENDING share (the others may not know the outcome; an operator decides) and the rest
-/// discard theirs. The nodes then carry on: a new DKG over the same nodes signs.
+/// fails naming the crashed node and no one activates the key. Every node keeps its PENDING
+/// share: the crashed one does not know the outcome, and the others confirmed, so the
+/// coordinator's unsigned abort deletes nothing (an operator decides, and discards them). The
+/// nodes carry on: a new DKG over the same nodes signs.
 fn dkg_crash_after_the_pending_share<S: Suite>() {
     let (mut net, nodes, coordinator) = Network::<S>::with_nodes(101, 4);
     let victim = nodes[2].clone();
@@ -122,8 +123,21 @@ fn dkg_crash_after_the_pending_share<S: Suite>() {
     net.run(Duration::from_secs(1));
     assert!(!anyone_active(&net, &nodes, &key));
     for node in &nodes {
-        let pending = net.node(node).unwrap().pending_share(&key).is_some();
-        assert_eq!(pending, *node == victim, "{node}: pending share {pending}");
+        assert!(
+            net.node(node).unwrap().pending_share(&key).is_some(),
+            "{node} lost its pending share"
+        );
+    }
+    let now = net.now();
+    for node in &nodes {
+        let discarded = net
+            .node_mut(node)
+            .unwrap()
+            .operate(now, |store| discard_pending(store, &key, Epoch(0), now))
+            .unwrap()
+            .unwrap();
+        assert_eq!(discarded.reshare, None);
+        assert!(net.node(node).unwrap().pending_share(&key).is_none());
     }
     let key2 = key_id("key-2");
     let pkp = net.run_dkg(&coordinator, &key2, 3, &nodes).unwrap();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use frost_core::keys::PublicKeyPackage;
-use permafrost_engine::node::NodeNotice;
+use permafrost_engine::node::{discard_pending, NodeNotice};
 use permafrost_engine::sim::{Fault, Network};
 use permafrost_protocol::wire::{Epoch, KeyId, Message, NodeId, SessionId};
 use permafrost_protocol::{Event, Suite};
@@ -75,17 +75,48 @@ impl<S: Suite> Setup<S> {
             .count()
     }
 
-    /// Runs until every member has settled (commit or abort reached everyone, the status
-    /// questions answered), then checks the invariants and that the key signs in the epoch
-    /// that won. Returns that epoch.
+    /// Runs until every member has settled (the certificate reached everyone, or the abort
+    /// every member without a pending share; the status questions answered), then checks the
+    /// invariants and that the key signs in the epoch that won. After an abort, a member that
+    /// stored its new share keeps it (an unsigned abort deletes nothing) until an operator
+    /// discards it, which this does. Returns the epoch that won.
     fn settle_and_check(&mut self, session: SessionId) -> Epoch {
         // Members asking for the outcome retry with backoff; ten minutes covers several rounds.
         let everyone: Vec<NodeId> = self.nodes.iter().chain([&self.fresh]).cloned().collect();
         let all = everyone.clone();
+        let (coordinator, key) = (self.coordinator.clone(), self.key.clone());
         self.net.run_until(Duration::from_secs(600), |net| {
-            all.iter()
-                .all(|n| !net.node(n).unwrap().has_reshare_record(&session))
+            let aborted = matches!(
+                net.coordinator(&coordinator).unwrap().outcome(&session),
+                Some(Message::ReshareAbort(_))
+            );
+            all.iter().all(|n| {
+                let node = net.node(n).unwrap();
+                !node.has_reshare_record(&session)
+                    || (aborted && node.pending_share(&key).is_some())
+            })
         });
+        let now = self.net.now();
+        for node in &everyone {
+            let n = self.net.node(node).unwrap();
+            if n.has_reshare_record(&session) && n.pending_share(&self.key).is_some() {
+                assert_eq!(
+                    n.active_share(&self.key).map(|s| s.epoch),
+                    self.nodes.contains(node).then_some(Epoch(0)),
+                    "{node} kept its pending share but not its old epoch"
+                );
+                let discarded = self
+                    .net
+                    .node_mut(node)
+                    .unwrap()
+                    .operate(now, |store| {
+                        discard_pending(store, &self.key, Epoch(1), now)
+                    })
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(discarded.reshare, Some(session));
+            }
+        }
         for node in &everyone {
             assert!(
                 !self.net.node(node).unwrap().has_reshare_record(&session),

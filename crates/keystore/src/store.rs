@@ -46,6 +46,9 @@ const IDENTITY_AAD: &[u8] = b"permafrost/keystore/identity/v1";
 /// concluded, so an open replayed for it is refused (a node never takes part twice under one
 /// session id, so it cannot be made to sign two different dealings under one).
 const CONCLUDED: TableDefinition<&[u8], ()> = TableDefinition::new("concluded_sessions");
+/// `reshare_certificates`: reshare session id → the commit certificate this node concluded it
+/// on (its wire frame), handed to a member that asks for the outcome.
+const CERTIFICATES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("reshare_certificates");
 /// How far around a bad audit row [`KeyStore::verify_audit`] looks for where it belongs.
 const REORDER_WINDOW: u64 = 8;
 /// Most expired client requests forgotten per admission (amortised pruning).
@@ -615,6 +618,20 @@ impl KeyStore {
         session: &[u8; 32],
         audit: &AuditEntry,
     ) -> Result<(), KeystoreError> {
+        self.conclude_reshare_certified(key_id, change, session, None, audit)
+    }
+
+    /// [`KeyStore::conclude_reshare`], also keeping `certificate` (the commit the reshare was
+    /// concluded on, as opaque bytes) in the same transaction, for
+    /// [`KeyStore::certificate`].
+    pub fn conclude_reshare_certified(
+        &self,
+        key_id: &str,
+        change: ReshareConclusion,
+        session: &[u8; 32],
+        certificate: Option<&[u8]>,
+        audit: &AuditEntry,
+    ) -> Result<(), KeystoreError> {
         let audit = format::encode_audit_body(audit).map_err(too_long)?;
         self.write("concluding a reshare", |txn, dir| {
             {
@@ -687,10 +704,28 @@ impl KeyStore {
                 .map_err(|e| storage(dir, "opening the reshares table", e))?
                 .remove(session.as_slice())
                 .map_err(|e| storage(dir, "deleting a reshare record", e))?;
+            if let Some(certificate) = certificate {
+                txn.open_table(CERTIFICATES)
+                    .map_err(|e| storage(dir, "opening the certificates table", e))?
+                    .insert(session.as_slice(), certificate)
+                    .map_err(|e| storage(dir, "keeping a reshare certificate", e))?;
+            }
             conclude_in(txn, dir, session)?;
             append_audit_in(txn, dir, &self.chain, &audit)?;
             Ok(())
         })
+    }
+
+    /// The certificate reshare `session` was concluded on here, if any.
+    pub fn certificate(&self, session: &[u8; 32]) -> Result<Option<Vec<u8>>, KeystoreError> {
+        let txn = self.read()?;
+        let Some(table) = self.open_read_table(&txn, CERTIFICATES)? else {
+            return Ok(None);
+        };
+        Ok(table
+            .get(session.as_slice())
+            .map_err(|e| storage(&self.dir, "reading a reshare certificate", e))?
+            .map(|v| v.value().to_vec()))
     }
 
     /// Appends `entry` without syncing the disk (redb `Durability::None`): it is durable once a

@@ -57,6 +57,10 @@ pub enum Refusal {
     NotASignerNode(NodeId),
     /// An open for a session this node already took part in and concluded (a replay).
     SessionConcluded,
+    /// An abort of a session this node confirmed: once it confirmed, only the session's
+    /// certificate concludes it (promoting the pending share), or an operator discarding the
+    /// pending share; an unsigned word from the coordinator deletes nothing.
+    AwaitingCertificate,
     /// A DKG or reshare open without a valid approval from an operator key this node lists,
     /// or below this node's floors (minimum threshold, minimum committee size); see
     /// `lifecycle`. Its text starts with [`Refusal::NOT_APPROVED`].
@@ -102,6 +106,9 @@ impl fmt::Display for Refusal {
                 f.write_str("this session already concluded on this node (a replayed open)")
             }
             Refusal::NotApproved(why) => write!(f, "{}: {why}", Refusal::NOT_APPROVED),
+            Refusal::AwaitingCertificate => f.write_str(
+                "this node confirmed the session and keeps its pending share until the certificate (or an operator discards it): an abort does not conclude it",
+            ),
         }
     }
 }

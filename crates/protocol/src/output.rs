@@ -109,6 +109,8 @@ pub enum Event<S: Suite> {
         key_id: KeyId,
         /// The new epoch.
         epoch: Epoch,
+        /// The certificate (kept, to hand to a member that asks).
+        certificate: permafrost_wire::ReshareCommit,
     },
     /// Reshare: a valid commit certificate arrived and this node is not in the new committee;
     /// delete its share of `epoch`.
@@ -117,6 +119,8 @@ pub enum Event<S: Suite> {
         key_id: KeyId,
         /// The old epoch.
         epoch: Epoch,
+        /// The certificate (kept, to hand to a member that asks).
+        certificate: permafrost_wire::ReshareCommit,
     },
     /// Reshare coordinator: the new epoch is committed; the certificate is sent right after.
     KeyReshared {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use permafrost_keystore::{AuditKind, ReshareConclusion, ShareState};
 use permafrost_protocol::{ProtocolError, Timestamp};
-use permafrost_wire::{Epoch, KeyId, SessionId};
+use permafrost_wire::{Epoch, KeyId, ReshareCommit, SessionId};
 
 use super::{audit, NodeNotice, NodeOutput, NodeSetup, NodeStore, ReshareRecord, StoreError};
 use crate::any::{AnyEvent, AnyOutput, StoredShare};
@@ -100,7 +100,11 @@ impl<St: NodeStore> EventContext<'_, St> {
                 self.notice(NodeNotice::Dealt { key_id, session });
                 Handled::Continue
             }
-            AnyEvent::ReshareCommitted { key_id, epoch } => {
+            AnyEvent::ReshareCommitted {
+                key_id,
+                epoch,
+                certificate,
+            } => {
                 let Some((session, _)) = reshare else {
                     return Handled::Abort;
                 };
@@ -108,7 +112,9 @@ impl<St: NodeStore> EventContext<'_, St> {
                     "reshare {session} committed: epoch {epoch} active, older epochs deleted"
                 );
                 let change = ReshareConclusion::Promote { epoch: epoch.0 };
-                if let Err(e) = self.conclude(&key_id, epoch, change, &session, detail) {
+                if let Err(e) =
+                    self.conclude(&key_id, epoch, change, &session, Some(&certificate), detail)
+                {
                     return self.failed("concluding a reshare (both epochs kept)", &key_id, e);
                 }
                 self.notice(NodeNotice::ReshareCommitted {
@@ -118,7 +124,11 @@ impl<St: NodeStore> EventContext<'_, St> {
                 self.follow.push(FollowUp::StartSigner(key_id, epoch));
                 Handled::Continue
             }
-            AnyEvent::ShareRetired { key_id, epoch } => {
+            AnyEvent::ShareRetired {
+                key_id,
+                epoch,
+                certificate,
+            } => {
                 let Some((session, _)) = reshare else {
                     return Handled::Abort;
                 };
@@ -126,7 +136,9 @@ impl<St: NodeStore> EventContext<'_, St> {
                     "reshare {session} committed without this node: epoch {epoch} share deleted"
                 );
                 let change = ReshareConclusion::Retire { epoch: epoch.0 };
-                if let Err(e) = self.conclude(&key_id, epoch, change, &session, detail) {
+                if let Err(e) =
+                    self.conclude(&key_id, epoch, change, &session, Some(&certificate), detail)
+                {
                     return self.failed("concluding a reshare (share kept)", &key_id, e);
                 }
                 self.notice(NodeNotice::ShareRetired {
@@ -216,6 +228,7 @@ impl<St: NodeStore> EventContext<'_, St> {
         epoch: Epoch,
         change: ReshareConclusion,
         session: &SessionId,
+        certificate: Option<&ReshareCommit>,
         detail: String,
     ) -> Result<(), StoreError> {
         let entry = audit::entry(
@@ -227,7 +240,8 @@ impl<St: NodeStore> EventContext<'_, St> {
             None,
             detail,
         );
-        self.store.conclude_reshare(key_id, change, session, &entry)
+        self.store
+            .conclude_reshare(key_id, change, session, certificate, &entry)
     }
 
     /// A reshare that ended without a commit: its PENDING share goes, the old epoch stays in
@@ -239,7 +253,7 @@ impl<St: NodeStore> EventContext<'_, St> {
         };
         let detail = format!("reshare {session} aborted: {error}");
         let change = ReshareConclusion::Discard { epoch: next.0 };
-        match self.conclude(&key_id, next, change, &session, detail) {
+        match self.conclude(&key_id, next, change, &session, None, detail) {
             Ok(()) => self.notice(NodeNotice::ReshareAborted {
                 key_id,
                 session,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use permafrost_keystore::{
     AuditEntry, ClientRequestRow, KeystoreError, ReshareConclusion, ShareState,
 };
-use permafrost_wire::{Epoch, KeyId, SessionId};
+use permafrost_wire::{Epoch, KeyId, ReshareCommit, SessionId};
 
 use super::reshare::ReshareRecord;
 use super::store::{AuditDurability, NodeStore, ShareSummary, StoreError, StoredReshare};
@@ -19,6 +19,7 @@ pub struct MemoryNodeStore {
     shares: BTreeMap<(KeyId, Epoch), (ShareState, StoredShare)>,
     reshares: BTreeMap<SessionId, ReshareRecord>,
     concluded: std::collections::BTreeSet<SessionId>,
+    certificates: BTreeMap<SessionId, ReshareCommit>,
     client_requests: BTreeMap<([u8; 32], [u8; 16]), ClientRequestRow>,
     /// The audit log, each entry with whether it is durable yet.
     audit: Vec<(AuditEntry, bool)>,
@@ -192,6 +193,7 @@ impl NodeStore for MemoryNodeStore {
         key_id: &KeyId,
         change: ReshareConclusion,
         session: &SessionId,
+        certificate: Option<&ReshareCommit>,
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
         let mine = |k: &KeyId| k == key_id;
@@ -231,9 +233,16 @@ impl NodeStore for MemoryNodeStore {
             }
         }
         self.reshares.remove(session);
+        if let Some(certificate) = certificate {
+            self.certificates.insert(*session, certificate.clone());
+        }
         self.concluded.insert(*session);
         self.push_audit(audit, true);
         Ok(())
+    }
+
+    fn certificate(&self, session: &SessionId) -> Result<Option<ReshareCommit>, StoreError> {
+        Ok(self.certificates.get(session).cloned())
     }
 
     fn conclude_session(&mut self, session: &SessionId) -> Result<(), StoreError> {

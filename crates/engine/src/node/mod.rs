@@ -18,11 +18,13 @@ mod events;
 mod lifecycle;
 mod memory;
 mod notice;
+mod pending;
 mod reshare;
 mod store;
 
 pub use memory::MemoryNodeStore;
 pub use notice::NodeNotice;
+pub use pending::{discard_pending, pending_shares, PendingShare};
 pub use reshare::{EarlyLimits, EarlyMessages, ReshareRecord};
 pub use store::{AuditDurability, NodeStore, ShareSummary, StoreError, StoredReshare};
 
@@ -243,6 +245,9 @@ impl<St: NodeStore> NodeCore<St> {
                     return Err(Refusal::NotFromCoordinator(from.clone()).into());
                 }
                 return self.open_reshare(from.clone(), open.clone(), now, rng);
+            }
+            Message::ReshareStatus(status) => {
+                return self.answer_status(from, status.session);
             }
             Message::SignRequest(_) | Message::SignPackage(_)
                 if self.aliases.contains_key(&message.session()) =>

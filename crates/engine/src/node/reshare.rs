@@ -195,6 +195,27 @@ impl<St: NodeStore> NodeCore<St> {
         Ok(())
     }
 
+    /// Another member asks what became of reshare `session`: if this node concluded it on a
+    /// certificate, it hands the certificate over (it proves itself, so a coordinator that
+    /// withholds it cannot strand the other members). Only signer nodes ask.
+    pub(super) fn answer_status(
+        &mut self,
+        from: &NodeId,
+        session: SessionId,
+    ) -> Result<(), ProtocolError> {
+        if !self.setup.nodes.contains(from) {
+            return Err(Refusal::NotASignerNode(from.clone()).into());
+        }
+        match self.store.certificate(&session) {
+            Ok(Some(certificate)) => {
+                self.transmit(from.clone(), Message::ReshareCommit(certificate));
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(store_refusal(e)),
+        }
+    }
+
     /// Picks up every reshare the store records as unconcluded: each asks its coordinator for
     /// the outcome and waits for the certificate or the abort, keeping both epochs meanwhile.
     /// A record that cannot be resumed is kept for an operator.

@@ -6,7 +6,7 @@ use permafrost_keystore::{
     AuditEntry, ClientRequestRow, KeyStore, KeystoreError, ReshareConclusion, ShareRecord,
     ShareState,
 };
-use permafrost_wire::{Epoch, KeyId, SessionId};
+use permafrost_wire::{decode, encode, Epoch, KeyId, Message, ReshareCommit, SessionId};
 use zeroize::Zeroizing;
 
 use super::reshare::ReshareRecord;
@@ -77,14 +77,18 @@ pub trait NodeStore {
     /// Every unconcluded reshare record; one that does not decode comes back as an error.
     fn reshares(&self) -> Result<Vec<StoredReshare>, StoreError>;
     /// Concludes a reshare in one step: `change` to the key's shares, the record of `session`
-    /// forgotten, the session remembered as concluded, `audit` appended.
+    /// forgotten, the session remembered as concluded, the `certificate` it was concluded on
+    /// kept (to hand to a member that asks), `audit` appended.
     fn conclude_reshare(
         &mut self,
         key_id: &KeyId,
         change: ReshareConclusion,
         session: &SessionId,
+        certificate: Option<&ReshareCommit>,
         audit: &AuditEntry,
     ) -> Result<(), StoreError>;
+    /// The certificate reshare `session` was concluded on here, if any.
+    fn certificate(&self, session: &SessionId) -> Result<Option<ReshareCommit>, StoreError>;
     /// Remembers that this node concluded `session` (a DKG's end).
     fn conclude_session(&mut self, session: &SessionId) -> Result<(), StoreError>;
     /// Whether this node concluded `session` (a DKG, or a reshare through
@@ -201,15 +205,36 @@ impl NodeStore for KeyStore {
         key_id: &KeyId,
         change: ReshareConclusion,
         session: &SessionId,
+        certificate: Option<&ReshareCommit>,
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
-        Ok(KeyStore::conclude_reshare(
+        let frame = certificate
+            .map(|c| encode(&Message::ReshareCommit(c.clone())))
+            .transpose()
+            .map_err(|e| StoreError::Unreadable(format!("cannot encode a certificate: {e}")))?;
+        Ok(KeyStore::conclude_reshare_certified(
             self,
             key_id.as_str(),
             change,
             &session.0,
+            frame.as_deref(),
             audit,
         )?)
+    }
+
+    fn certificate(&self, session: &SessionId) -> Result<Option<ReshareCommit>, StoreError> {
+        let Some(frame) = KeyStore::certificate(self, &session.0)? else {
+            return Ok(None);
+        };
+        match decode(&frame) {
+            Ok(Message::ReshareCommit(commit)) if commit.session == *session => Ok(Some(commit)),
+            Ok(_) => Err(StoreError::Unreadable(format!(
+                "the certificate kept for {session} is not its commit"
+            ))),
+            Err(e) => Err(StoreError::Unreadable(format!(
+                "the certificate kept for {session} does not decode: {e}"
+            ))),
+        }
     }
 
     fn conclude_session(&mut self, session: &SessionId) -> Result<(), StoreError> {

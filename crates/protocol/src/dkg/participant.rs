@@ -445,6 +445,12 @@ impl<S: Suite> Session<S> for DkgParticipant<S> {
             Message::DkgAbort(abort) => {
                 self.check_from_coordinator(from)?;
                 self.check_session(&abort.session)?;
+                if matches!(self.state, State::AwaitCommit { .. }) {
+                    // Confirmed: the other members may have activated the key on its commit,
+                    // so an unsigned abort deletes nothing; the pending share is kept until
+                    // the commit, or until an operator discards it.
+                    return Err(Refusal::AwaitingCertificate.into());
+                }
                 self.fail(ProtocolError::Aborted {
                     coordinator: from.clone(),
                     culprits: abort.culprits,

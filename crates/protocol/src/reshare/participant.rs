@@ -236,14 +236,28 @@ impl<S: Suite> ResharePeer<S> {
         }
     }
 
-    /// Asks the coordinator what became of the session; asks again later if no answer comes.
+    /// Asks what became of the session, of the coordinator and of every other member (a
+    /// certificate proves itself, so any member that holds it may hand it over: a coordinator
+    /// that withholds it cannot strand this node); asks again later if no answer comes.
     fn ask_status(&mut self, now: Timestamp) {
-        self.outputs.push_back(Output::Send {
-            to: self.coordinator.clone(),
-            message: Message::ReshareStatus(ReshareStatus {
-                session: self.open.session,
-            }),
-        });
+        let me = self.me();
+        let members: BTreeSet<NodeId> = self
+            .checked
+            .old
+            .members()
+            .iter()
+            .chain(self.checked.new.members())
+            .filter(|n| **n != me)
+            .cloned()
+            .collect();
+        for to in std::iter::once(self.coordinator.clone()).chain(members) {
+            self.outputs.push_back(Output::Send {
+                to,
+                message: Message::ReshareStatus(ReshareStatus {
+                    session: self.open.session,
+                }),
+            });
+        }
         self.deadline = now.after(self.status_retry);
         self.status_retry = (self.status_retry * 2).min(MAX_STATUS_RETRY);
     }
@@ -593,11 +607,13 @@ impl<S: Suite> ResharePeer<S> {
             Event::ReshareCommitted {
                 key_id: p.key_id.clone(),
                 epoch: Epoch(p.epoch.0.saturating_add(1)),
+                certificate: commit,
             }
         } else {
             Event::ShareRetired {
                 key_id: p.key_id.clone(),
                 epoch: p.epoch,
+                certificate: commit,
             }
         };
         self.outputs.push_back(Output::Event(event));
@@ -654,11 +670,23 @@ impl<S: Suite> Session<S> for ResharePeer<S> {
             return Err(Refusal::WrongSession.into());
         }
         let from_coordinator = *from == self.coordinator;
+        let from_member = self.checked.old.contains(from) || self.checked.new.contains(from);
         match message {
             Message::ReshareShare(m) => self.handle_share(from, m),
             Message::ReshareDealingSet(m) if from_coordinator => self.handle_dealing_set(m),
             Message::ReshareDealerSet(m) if from_coordinator => self.handle_dealer_set(m),
-            Message::ReshareCommit(m) if from_coordinator => self.handle_commit(m),
+            // A certificate proves itself: a member that holds it may hand it over.
+            Message::ReshareCommit(m) if from_coordinator || from_member => self.handle_commit(m),
+            Message::ReshareAbort(_)
+                if from_coordinator
+                    && self.member.as_ref().is_some_and(|m| m.pending.is_some()) =>
+            {
+                // This node stored its new share and confirmed (or was about to): a certificate
+                // may exist, and the old-only members may have retired the old epoch on it, so
+                // an unsigned abort deletes nothing. Only the certificate, or an operator
+                // discarding the pending share, concludes the session here.
+                Err(Refusal::AwaitingCertificate.into())
+            }
             Message::ReshareAbort(m) if from_coordinator => {
                 self.fail(ProtocolError::Aborted {
                     coordinator: from.clone(),
