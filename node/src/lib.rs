@@ -97,6 +97,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         verifier: Arc::new(Libp2pVerifier),
         coordinators,
         nodes,
+        network_id: network.network_id.clone(),
         clients,
         peer_name: |node| identity::peer_id(node).map(|p| p.to_string()),
     };

@@ -181,7 +181,7 @@ async fn exercise_curve(
 async fn refused_without_approval(client: &Client, key: &KeyRecord) -> anyhow::Result<()> {
     let stranger = ClientKey::generate();
     match client
-        .sign_as(&stranger, &key.key_id, b"pay everything to mallory")
+        .sign_key_as(&stranger, key, b"pay everything to mallory")
         .await
     {
         Err(ApiError::Http {
@@ -212,7 +212,7 @@ async fn sign_epoch(
         let message = format!("demo settlement {curve} epoch {} #{i}", key.epoch);
         let started = Instant::now();
         let signed = client
-            .sign_as(approver, &key.key_id, message.as_bytes())
+            .sign_key_as(approver, key, message.as_bytes())
             .await
             .with_context(|| format!("signature {i} at epoch {}", key.epoch))?;
         let elapsed = started.elapsed();

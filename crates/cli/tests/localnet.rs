@@ -651,9 +651,10 @@ async fn signing_survives_two_killed_nodes_and_fails_fast_without_a_threshold() 
 /// Real processes, client authorization. The coordinator forwards whatever a request carries
 /// (it judges no approval), so each refusal here is the nodes' own: an unknown client key, a
 /// message other than the approved one, a replayed approval (also after the nodes restart),
-/// and a stale one are each 403 `client_not_authorized`, and nothing is signed; an approval
-/// from the listed client key signs, through the API and through the CLI, and so does the
-/// gateway key for requests that carry none. Each node's audit log records every decision.
+/// a stale one, and one made for another network id are each 403 `client_not_authorized`, and
+/// nothing is signed; an approval from the listed client key signs, through the API and
+/// through the CLI (which refuses to approve for a network id other than the one pinned), and
+/// so does the gateway key for requests that carry none. Each node's audit log records every decision.
 #[tokio::test(flavor = "multi_thread")]
 async fn nodes_sign_only_what_an_accepted_client_approved() {
     use permafrost_api::{ClientAuthorization, ClientKey, SignRequest};
@@ -670,7 +671,7 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
         })
         .await
         .unwrap();
-    let key_id = permafrost_wire::KeyId::new(key.key_id.clone()).unwrap();
+    assert!(key.network_id.starts_with("localnet-"), "{key:?}");
     let accepted = ClientKey::load(&dir.join("client.key")).unwrap();
     let body = |auth: &permafrost_wire::ClientAuthorization, message: &[u8]| SignRequest {
         message: permafrost_api::encode_hex(message),
@@ -694,7 +695,7 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
     };
 
     // The accepted client signs.
-    let approved = accepted.authorize(&key_id, b"pay 10 to alice");
+    let approved = accepted.authorize_key(&key, b"pay 10 to alice").unwrap();
     let signed = client
         .sign_request(&key.key_id, &body(&approved, b"pay 10 to alice"))
         .await
@@ -709,7 +710,7 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
         "already used in session",
     );
     // The approval with another message: tampered.
-    let fresh = accepted.authorize(&key_id, b"pay 10 to alice");
+    let fresh = accepted.authorize_key(&key, b"pay 10 to alice").unwrap();
     refused(
         client
             .sign_request(&key.key_id, &body(&fresh, b"pay 10000 to mallory"))
@@ -727,21 +728,40 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let stale = accepted.authorize_at(&key_id, b"old", [9; 16], now_ms - 600_000);
+    let stale = key
+        .with_approval_target(|target| {
+            accepted.authorize_at(target, b"old", [9; 16], now_ms - 600_000)
+        })
+        .unwrap();
     refused(
         client
             .sign_request(&key.key_id, &body(&stale, b"old"))
             .await,
         "from this node's clock",
     );
+    // An approval by the accepted client for this key id and group key on another network:
+    // the nodes refuse it.
+    let other_network = permafrost_api::KeyRecord {
+        network_id: format!("{}-other", key.network_id),
+        ..key.clone()
+    };
+    let elsewhere = accepted
+        .authorize_key(&other_network, b"pay 10 to alice")
+        .unwrap();
+    refused(
+        client
+            .sign_request(&key.key_id, &body(&elsewhere, b"pay 10 to alice"))
+            .await,
+        "does not verify over this network id, group key, key id and message",
+    );
     // A flood of refusals: a node audits at most 32 a second one by one and counts the rest.
     let flood: Vec<_> = (0..FLOOD)
         .map(|i| {
-            let (client, key_id) = (client.clone(), key.key_id.clone());
+            let (client, key) = (client.clone(), key.clone());
             tokio::spawn(async move {
                 let stranger = ClientKey::generate();
                 client
-                    .sign_as(&stranger, &key_id, format!("flood {i}").as_bytes())
+                    .sign_key_as(&stranger, &key, format!("flood {i}").as_bytes())
                     .await
             })
         })
@@ -783,10 +803,36 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
             &permafrost_api::encode_hex(b"from the cli"),
             "--client-key",
             dir.join("client.key").to_str().unwrap(),
+            "--network-id",
+            &key.network_id,
+            "--public-key",
+            &key.public_key,
         ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+    // Pinned to another network id, the CLI approves nothing and sends nothing.
+    let out = Command::new(BIN)
+        .args([
+            "--localnet",
+            dir.to_str().unwrap(),
+            "sign",
+            "--key",
+            &key.key_id,
+            "--message",
+            &permafrost_api::encode_hex(b"from the cli"),
+            "--client-key",
+            dir.join("client.key").to_str().unwrap(),
+            "--network-id",
+            "another-network",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not \"another-network\": nothing approved"),
+        "{out:?}"
+    );
     let from_cli: permafrost_api::SignResponse = serde_json::from_slice(&out.stdout).unwrap();
     verify_response(&key, b"from the cli", &from_cli, &all);
 
@@ -834,10 +880,11 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
         refusals.len()
     );
     // Every refusal node1 made is in its log, one by one or counted: the replay (twice), the
-    // tampered message, the unknown key, the stale approval, and the flood.
+    // tampered message, the unknown key, the stale approval, the other network's approval,
+    // and the flood.
     assert_eq!(
         refusals.len() as u64 + counted,
-        5 + FLOOD as u64,
+        6 + FLOOD as u64,
         "{refusals:#?}"
     );
     let mut per_second = std::collections::BTreeMap::new();

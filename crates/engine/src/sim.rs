@@ -17,7 +17,7 @@ use ed25519_dalek::{Signature as DalekSignature, Signer as _, SigningKey, Verify
 use frost_core::keys::PublicKeyPackage;
 use frost_core::Signature;
 use permafrost_wire::{
-    decode, encode, ClientAuthorization, Epoch, KeyId, Message, NodeId, SessionId,
+    decode, encode, ApprovalTarget, ClientAuthorization, Epoch, KeyId, Message, NodeId, SessionId,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRngCore, RngCore, SeedableRng};
@@ -86,6 +86,9 @@ impl IdentityVerifier for SimVerifier {
 pub fn sim_client() -> SigningKey {
     SigningKey::from_bytes(&[0xc1; 32])
 }
+
+/// The network id of every simulated network: nodes check that a client's approval is for it.
+pub const SIM_NETWORK_ID: &str = "permafrost-sim";
 
 /// A policy accepting [`sim_client`] for every key.
 pub fn sim_client_policy() -> ClientPolicy {
@@ -552,6 +555,7 @@ impl<S: Suite> Network<S> {
             verifier: Arc::new(SimVerifier),
             coordinators: self.coordinator_ids(),
             nodes,
+            network_id: SIM_NETWORK_ID.to_owned(),
             clients: sim_client_policy(),
             peer_name: |node| Some(node.to_string()),
         };
@@ -1057,11 +1061,38 @@ impl<S: Suite> Network<S> {
         }
     }
 
-    /// [`sim_client`]'s approval of signing `message` with `key_id` now (a fresh request id).
-    pub fn authorize(&mut self, key_id: &KeyId, message: &[u8]) -> ClientAuthorization {
+    /// [`sim_client`]'s approval of signing `message` with `key_id` (whose public key package
+    /// is `public_key_package`) on this network ([`SIM_NETWORK_ID`]) now, with a fresh request
+    /// id.
+    pub fn authorize(
+        &mut self,
+        key_id: &KeyId,
+        public_key_package: &PublicKeyPackage<S>,
+        message: &[u8],
+    ) -> ClientAuthorization {
+        // A public key package that was deserialized or made by a DKG always serializes.
+        let group_key = public_key_package
+            .verifying_key()
+            .serialize()
+            .unwrap_or_default();
+        let target = ApprovalTarget {
+            network_id: SIM_NETWORK_ID,
+            group_key: &group_key,
+            key_id,
+        };
+        self.authorize_for(&target, message)
+    }
+
+    /// [`sim_client`]'s approval of signing `message` for `target` (any network id, group key
+    /// and key id) now, with a fresh request id.
+    pub fn authorize_for(
+        &mut self,
+        target: &ApprovalTarget<'_>,
+        message: &[u8],
+    ) -> ClientAuthorization {
         let mut request_id = [0u8; 16];
         self.rng.fill_bytes(&mut request_id);
-        ClientAuthorization::sign(&sim_client(), key_id, message, request_id, self.now.0)
+        ClientAuthorization::sign(&sim_client(), target, message, request_id, self.now.0)
     }
 
     /// Runs one signing session over `committee` and returns the signature.
@@ -1076,7 +1107,7 @@ impl<S: Suite> Network<S> {
     ) -> Result<SignOutcome<S>, ProtocolError> {
         let mut session = [0u8; 32];
         self.rng.fill_bytes(&mut session);
-        let client = Some(self.authorize(key_id, message));
+        let client = Some(self.authorize(key_id, public_key_package, message));
         let session = SigningCoordinator::<S>::new(
             SessionId(session),
             key_id.clone(),
@@ -1103,7 +1134,7 @@ impl<S: Suite> Network<S> {
         committee: &[NodeId],
         message: &[u8],
     ) -> Result<SignOutcome<S>, ProtocolError> {
-        let client = self.authorize(key_id, message);
+        let client = self.authorize(key_id, public_key_package, message);
         self.sign_roast_as(
             coordinator,
             key_id,
