@@ -811,6 +811,8 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+    let from_cli: permafrost_api::SignResponse = serde_json::from_slice(&out.stdout).unwrap();
+    verify_response(&key, b"from the cli", &from_cli, &all);
     // Pinned to another network id, the CLI approves nothing and sends nothing.
     let out = Command::new(BIN)
         .args([
@@ -833,8 +835,6 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
         String::from_utf8_lossy(&out.stderr).contains("not \"another-network\": nothing approved"),
         "{out:?}"
     );
-    let from_cli: permafrost_api::SignResponse = serde_json::from_slice(&out.stdout).unwrap();
-    verify_response(&key, b"from the cli", &from_cli, &all);
 
     // Restarted nodes still refuse the replay: admitted request ids are on their disks.
     let mut restarted = Vec::new();
