@@ -21,7 +21,7 @@ use permafrost_protocol::ProtocolError;
 use permafrost_runtime::any::AnyEvent;
 use permafrost_runtime::identity;
 use permafrost_runtime::network::Network;
-use permafrost_wire::{KeyId, NodeId, OperatorApproval, MAX_APPROVALS};
+use permafrost_wire::{ApprovalTarget, KeyId, NodeId, OperatorApproval, MAX_APPROVALS};
 use rand_core::{OsRng, RngCore};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -207,11 +207,12 @@ async fn health(State(state): State<Arc<ApiState>>) -> Result<Json<Health>, ApiE
     }))
 }
 
-fn record(meta: &KeyMeta) -> KeyRecord {
+fn record(state: &ApiState, meta: &KeyMeta) -> KeyRecord {
     KeyRecord {
         key_id: meta.key_id.as_str().to_owned(),
         curve: meta.curve,
         public_key: hex::encode(&meta.public_key),
+        network_id: state.network.network_id.clone(),
         threshold: meta.threshold,
         nodes: meta.nodes.clone(),
         epoch: meta.epoch.0,
@@ -239,7 +240,7 @@ async fn list_keys(State(state): State<Arc<ApiState>>) -> Result<Json<KeyList>, 
         .keys()
         .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(KeyList {
-        keys: keys.iter().map(record).collect(),
+        keys: keys.iter().map(|meta| record(&state, meta)).collect(),
     }))
 }
 
@@ -247,7 +248,7 @@ async fn get_key(
     State(state): State<Arc<ApiState>>,
     Path(key_id): Path<String>,
 ) -> Result<Json<KeyRecord>, ApiError> {
-    Ok(Json(record(&lookup(&state, &key_id)?)))
+    Ok(Json(record(&state, &lookup(&state, &key_id)?)))
 }
 
 /// Names of nodes, for error messages.
@@ -444,7 +445,7 @@ async fn create_key(
     // The engine recorded the key before its commit went out.
     let meta = lookup(&state, key_id.as_str())?;
     state.metrics.keys_created.fetch_add(1, Ordering::Relaxed);
-    Ok((StatusCode::CREATED, Json(record(&meta))))
+    Ok((StatusCode::CREATED, Json(record(&state, &meta))))
 }
 
 async fn sign(
@@ -463,11 +464,17 @@ async fn sign(
             message.len()
         )));
     }
-    let key = meta.key_id.clone();
     // The coordinator does not judge the client's approval: every signer checks it.
     let client = match (&body.client, &state.gateway) {
         (Some(client), _) => client.to_wire().map_err(ApiError::bad_request)?,
-        (None, Some(gateway)) => gateway.authorize(&key, &message),
+        (None, Some(gateway)) => gateway.authorize(
+            &ApprovalTarget {
+                network_id: &state.network.network_id,
+                group_key: &meta.public_key,
+                key_id: &meta.key_id,
+            },
+            &message,
+        ),
         (None, None) => {
             return Err(ApiError::bad_request(
                 "the request carries no \"client\" authorization, and this coordinator has no gateway client key",
@@ -583,7 +590,7 @@ async fn reshare(
                 tracing::warn!(key = %key_id, excluded = %names(&state.network, &excluded), "dealers left out of the reshare");
             }
             // The engine recorded the new epoch before the certificate went out.
-            Ok(Json(record(&lookup(&state, &key_id)?)))
+            Ok(Json(record(&state, &lookup(&state, &key_id)?)))
         }
         Ok(_) => Err(ApiError::internal("unexpected reshare outcome")),
         Err(e) => {

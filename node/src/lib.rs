@@ -114,8 +114,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         verifier: Arc::new(Libp2pVerifier),
         coordinators,
         nodes,
-        clients,
         network_id: network.network_id.clone(),
+        clients,
         operators,
         peer_name: |node| identity::peer_id(node).map(|p| p.to_string()),
     };

@@ -149,25 +149,35 @@ impl Client {
         self.sign_request(key_id, &request).await
     }
 
-    /// `POST /v1/keys/{key_id}/sign` approved by `client` (a fresh request id, now).
+    /// `POST /v1/keys/{key_id}/sign` approved by `client` (a fresh request id, now). The
+    /// approval covers the key's group public key and the network id, so this first asks
+    /// `GET /v1/keys/{key_id}` for them; with the [`KeyRecord`] at hand, use
+    /// [`Client::sign_key_as`].
     pub async fn sign_as(
         &self,
         client: &ClientKey,
         key_id: &str,
         message: &[u8],
     ) -> Result<SignResponse, ApiError> {
-        let id =
-            permafrost_wire::KeyId::new(key_id.to_owned()).map_err(|_| ApiError::InvalidKeyId {
-                key_id: key_id.to_owned(),
-                reason: "not a valid key id",
-            })?;
+        let key = self.key(key_id).await?;
+        self.sign_key_as(client, &key, message).await
+    }
+
+    /// `POST /v1/keys/{key_id}/sign` for `key`, approved by `client` for `key`'s network id
+    /// and group public key (a fresh request id, now).
+    pub async fn sign_key_as(
+        &self,
+        client: &ClientKey,
+        key: &KeyRecord,
+        message: &[u8],
+    ) -> Result<SignResponse, ApiError> {
         let request = SignRequest {
             message: encode_hex(message),
             client: Some(ClientAuthorization::from_wire(
-                &client.authorize(&id, message),
+                &client.authorize_key(key, message)?,
             )),
         };
-        self.sign_request(key_id, &request).await
+        self.sign_request(&key.key_id, &request).await
     }
 
     /// `POST /v1/keys/{key_id}/sign` with a request body as given.

@@ -12,7 +12,9 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
-use permafrost_wire::{ClientAuthorization, KeyId, LifecycleAction, OperatorApproval};
+use permafrost_wire::{ApprovalTarget, ClientAuthorization, LifecycleAction, OperatorApproval};
+
+use crate::{ApiError, KeyRecord};
 use rand_core::{OsRng, RngCore};
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -119,11 +121,28 @@ impl ClientKey {
         hex::encode(self.public_key())
     }
 
-    /// Approves one signature of `message` with `key_id`, now, under a fresh random request id.
-    pub fn authorize(&self, key_id: &KeyId, message: &[u8]) -> ClientAuthorization {
+    /// Approves one signature of `message` with the key `target` names (network id, group key,
+    /// key id), now, under a fresh random request id.
+    pub fn authorize(&self, target: &ApprovalTarget<'_>, message: &[u8]) -> ClientAuthorization {
         let mut request_id = [0u8; 16];
         OsRng.fill_bytes(&mut request_id);
-        self.authorize_at(key_id, message, request_id, now_ms())
+        self.authorize_at(target, message, request_id, now_ms())
+    }
+
+    /// Approves one signature of `message` with the key of `key` (a [`KeyRecord`] as
+    /// `GET /v1/keys/{key_id}` answers it: its key id, `public_key` and `network_id`), now,
+    /// under a fresh random request id. Refuses a record whose key id or public key does not
+    /// decode.
+    ///
+    /// The approval is only as right as the record: a client that must not be fooled by its
+    /// coordinator pins the network id and each key's public key (from its own configuration,
+    /// or from the first answer) and checks the record against them.
+    pub fn authorize_key(
+        &self,
+        key: &KeyRecord,
+        message: &[u8],
+    ) -> Result<ClientAuthorization, ApiError> {
+        key.with_approval_target(|target| self.authorize(target, message))
     }
 
     /// Approves one DKG or reshare `action` on network `network_id` with this key as an
@@ -143,12 +162,12 @@ impl ClientKey {
     /// Unix epoch).
     pub fn authorize_at(
         &self,
-        key_id: &KeyId,
+        target: &ApprovalTarget<'_>,
         message: &[u8],
         request_id: [u8; 16],
         timestamp_ms: u64,
     ) -> ClientAuthorization {
-        ClientAuthorization::sign(&self.key, key_id, message, request_id, timestamp_ms)
+        ClientAuthorization::sign(&self.key, target, message, request_id, timestamp_ms)
     }
 }
 

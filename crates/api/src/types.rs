@@ -36,8 +36,12 @@ pub struct KeyRecord {
     #[serde(with = "crate::curve_name")]
     pub curve: Curve,
     /// The group public key, lowercase hex of frost's `VerifyingKey::serialize()`: 32 bytes
-    /// for ed25519, 33 (SEC1 compressed) for secp256k1 and secp256k1-tr. Never changes.
+    /// for ed25519, 33 (SEC1 compressed) for secp256k1 and secp256k1-tr. Never changes. A
+    /// client's approval covers these bytes.
     pub public_key: String,
+    /// The network id of the coordinator's network file (`network_id`). A client's approval
+    /// covers it (its UTF-8 bytes), so an approval made for one network is refused on another.
+    pub network_id: String,
     /// Signers needed for a signature (t) in the current epoch.
     pub threshold: u16,
     /// The committee of the current epoch, by node name.
@@ -48,6 +52,28 @@ pub struct KeyRecord {
     /// operator's approval of the next reshare names.
     #[serde(default)]
     pub public_key_package_digest: String,
+}
+
+impl KeyRecord {
+    /// The key id, group key and network id an approval to sign with this key is for, decoded
+    /// and checked: `f` gets them as a [`permafrost_wire::ApprovalTarget`].
+    pub fn with_approval_target<T>(
+        &self,
+        f: impl FnOnce(&permafrost_wire::ApprovalTarget<'_>) -> T,
+    ) -> Result<T, crate::ApiError> {
+        let key_id = permafrost_wire::KeyId::new(self.key_id.clone()).map_err(|_| {
+            crate::ApiError::InvalidKeyId {
+                key_id: self.key_id.clone(),
+                reason: "not a valid key id",
+            }
+        })?;
+        let group_key = crate::decode_hex("public_key", &self.public_key)?;
+        Ok(f(&permafrost_wire::ApprovalTarget {
+            network_id: &self.network_id,
+            group_key: &group_key,
+            key_id: &key_id,
+        }))
+    }
 }
 
 /// `GET /v1/keys`: every key.
@@ -71,9 +97,11 @@ pub struct SignRequest {
 }
 
 /// A client's approval of one signature (see `permafrost_wire::ClientAuthorization`): an
-/// ed25519 signature over `DOMAIN ‖ u32 BE len(key_id) ‖ key_id ‖ u32 BE len(message) ‖
-/// message ‖ request_id ‖ u64 BE timestamp_ms`, with `DOMAIN` =
-/// `permafrost/client-authorization/v1`.
+/// ed25519 signature over `DOMAIN ‖ u32 BE len(network_id) ‖ network_id ‖ u32 BE
+/// len(group_key) ‖ group_key ‖ u32 BE len(key_id) ‖ key_id ‖ u32 BE len(message) ‖ message ‖
+/// request_id ‖ u64 BE timestamp_ms`, with `DOMAIN` = `permafrost/client-authorization/v2`,
+/// `network_id` and `group_key` (decoded from hex) the [`KeyRecord`]'s `network_id` and
+/// `public_key`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientAuthorization {

@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use permafrost_api::{
-    codes, decode_hex, ApiError, Client, CreateKeyRequest, Curve, ErrorBody, Health, KeyList,
-    KeyRecord, NodeHealth, ReshareRequest, SignRequest, SignResponse,
+    codes, decode_hex, ApiError, Client, ClientKey, CreateKeyRequest, Curve, ErrorBody, Health,
+    KeyList, KeyRecord, NodeHealth, ReshareRequest, SignRequest, SignResponse,
 };
 
 const TOKEN: &str = "s3cret-token";
@@ -25,6 +25,7 @@ fn record(key_id: &str, epoch: u64) -> KeyRecord {
         key_id: key_id.into(),
         curve: Curve::Ed25519,
         public_key: "ab".repeat(32),
+        network_id: "net-1".into(),
         threshold: 2,
         nodes: vec!["node1".into(), "node2".into(), "node3".into()],
         epoch,
@@ -102,6 +103,16 @@ async fn sign(Path(key_id): Path<String>, Json(request): Json<SignRequest>) -> R
     }
     let message = decode_hex("message", &request.message).unwrap();
     assert_eq!(message, b"settle batch 42");
+    // A client's approval is for the key's network id and group key, as `GET` answers them.
+    if let Some(approval) = request.client {
+        let approval = approval.to_wire().unwrap();
+        let verified = record(&key_id, 0)
+            .with_approval_target(|target| approval.verify(target, &message))
+            .unwrap();
+        if let Err(why) = verified {
+            return error(StatusCode::FORBIDDEN, codes::CLIENT_NOT_AUTHORIZED, &why);
+        }
+    }
     // The API spelling of binary values is lowercase hex.
     assert_eq!(request.message, request.message.to_lowercase());
     Json(SignResponse {
@@ -249,6 +260,46 @@ async fn conflict_is_mapped() {
     assert_eq!(err.status(), Some(409));
     assert_eq!(err.code(), Some(codes::CONFLICT));
     assert!(err.to_string().contains("already running"), "{err}");
+}
+
+/// `sign_as` fetches the key first and approves for its network id and group key; an approval
+/// for a record of another network does not verify for this one.
+#[tokio::test]
+async fn sign_as_approves_for_the_keys_network_and_group_key() {
+    let (client, seen) = client().await;
+    let me = ClientKey::generate();
+    let signed = client
+        .sign_as(&me, "k-1", b"settle batch 42")
+        .await
+        .unwrap();
+    assert_eq!(signed.signers, ["node1", "node3"]);
+    let seen = seen.lock().unwrap().clone();
+    let at = seen.iter().position(|p| p == "/v1/keys/k-1").unwrap();
+    assert_eq!(seen[at + 1], "/v1/keys/k-1/sign", "{seen:?}");
+
+    let elsewhere = KeyRecord {
+        network_id: "net-2".into(),
+        ..record("k-1", 0)
+    };
+    let err = client
+        .sign_key_as(&me, &elsewhere, b"settle batch 42")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(codes::CLIENT_NOT_AUTHORIZED), "{err}");
+    assert!(err
+        .to_string()
+        .contains("does not verify over this network id, group key, key id and message"));
+    let bad = KeyRecord {
+        public_key: "zz".into(),
+        ..record("k-1", 0)
+    };
+    assert!(matches!(
+        client.sign_key_as(&me, &bad, b"settle batch 42").await,
+        Err(ApiError::InvalidHex {
+            field: "public_key",
+            ..
+        })
+    ));
 }
 
 #[tokio::test]

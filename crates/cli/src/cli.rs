@@ -58,6 +58,16 @@ pub enum Command {
         /// gateway key, if it has one.
         #[arg(long, env = "PERMAFROST_CLIENT_KEY", value_name = "FILE")]
         client_key: Option<PathBuf>,
+        /// With `--client-key`: the network id the approval must be for. The approval covers
+        /// the network id and the key's public key, which otherwise come from the coordinator
+        /// (`GET /v1/keys/{id}`); pinned, a different answer is refused before anything is
+        /// approved.
+        #[arg(long, value_name = "ID", requires = "client_key")]
+        network_id: Option<String>,
+        /// With `--client-key`: the key's group public key (hex) the approval must be for,
+        /// pinned like `--network-id`.
+        #[arg(long, value_name = "HEX", requires = "client_key")]
+        public_key: Option<String>,
     },
     /// Create or show a client key, which approves signatures (nodes list its public key in
     /// their `[clients]` config).
@@ -166,6 +176,10 @@ pub enum LocalnetCommand {
         /// The coordinator's HTTP API port on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 8700, value_name = "P")]
         api_port: u16,
+        /// The nodes do not list the coordinator's gateway operator key: every DKG and reshare
+        /// needs an approval made with DIR/operator.key (`--operator-key`), as in production.
+        #[arg(long)]
+        require_operator_approval: bool,
     },
 }
 
@@ -244,7 +258,16 @@ fn dispatch(target: commands::Target, command: Command) -> anyhow::Result<ExitCo
                 key,
                 message,
                 client_key,
-            } => commands::sign(&target, &key, &message, client_key.as_deref()).await,
+                network_id,
+                public_key,
+            } => {
+                let approver = client_key.as_deref().map(|file| commands::Approver {
+                    file,
+                    network_id: network_id.as_deref(),
+                    public_key: public_key.as_deref(),
+                });
+                commands::sign(&target, &key, &message, approver).await
+            }
             Command::ClientKey(KeyFileCommand::Create { file })
             | Command::OperatorKey(KeyFileCommand::Create { file }) => {
                 commands::create_key_file(&file)
@@ -262,7 +285,16 @@ fn dispatch(target: commands::Target, command: Command) -> anyhow::Result<ExitCo
                 nodes,
                 dir,
                 api_port,
-            }) => localnet::up(&dir, usize::from(nodes), api_port).await,
+                require_operator_approval,
+            }) => {
+                localnet::up(
+                    &dir,
+                    usize::from(nodes),
+                    api_port,
+                    !require_operator_approval,
+                )
+                .await
+            }
             Command::Demo => demo::run().await,
             Command::InternalNode(_) | Command::InternalCoordinator(_) => Err(anyhow::anyhow!(
                 "internal commands run without this runtime"

@@ -159,19 +159,49 @@ pub async fn show_key(target: &Target, key_id: &str) -> anyhow::Result<ExitCode>
     print_json(&target.client()?.key(key_id).await?)
 }
 
-/// `permafrost sign --key ID --message HEX [--client-key FILE]`.
+/// Who approves a `sign` and what it insists on: the client key file, and optionally the
+/// network id and public key the approval must be for.
+pub struct Approver<'a> {
+    /// `--client-key`.
+    pub file: &'a Path,
+    /// `--network-id`.
+    pub network_id: Option<&'a str>,
+    /// `--public-key`, hex.
+    pub public_key: Option<&'a str>,
+}
+
+/// `permafrost sign --key ID --message HEX [--client-key FILE [--network-id ID]
+/// [--public-key HEX]]`. With a client key, the key's group public key and the network id the
+/// approval covers come from `GET /v1/keys/{id}`, checked against the pinned ones if given.
 pub async fn sign(
     target: &Target,
     key_id: &str,
     message_hex: &str,
-    client_key: Option<&Path>,
+    approver: Option<Approver<'_>>,
 ) -> anyhow::Result<ExitCode> {
     let message = decode_hex("message", message_hex)?;
     let client = target.client()?;
-    let answer = match client_key {
-        Some(path) => {
-            let key = ClientKey::load(path)?;
-            client.sign_as(&key, key_id, &message).await?
+    let answer = match approver {
+        Some(approver) => {
+            let client_key = ClientKey::load(approver.file)?;
+            let key = client.key(key_id).await?;
+            if let Some(pinned) = approver.network_id {
+                anyhow::ensure!(
+                    key.network_id == pinned,
+                    "the coordinator says key {key_id} is on network {:?}, not {pinned:?}: nothing approved",
+                    key.network_id
+                );
+            }
+            if let Some(pinned) = approver.public_key {
+                let pinned = decode_hex("--public-key", pinned)?;
+                anyhow::ensure!(
+                    decode_hex("public_key", &key.public_key)? == pinned,
+                    "the coordinator says key {key_id} has public key {}, not {}: nothing approved",
+                    key.public_key,
+                    hex::encode(&pinned)
+                );
+            }
+            client.sign_key_as(&client_key, &key, &message).await?
         }
         None => client.sign(key_id, &message).await?,
     };

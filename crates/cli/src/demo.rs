@@ -53,7 +53,7 @@ pub async fn run() -> anyhow::Result<ExitCode> {
         dir.path().display()
     );
     let started = Instant::now();
-    let localnet = Localnet::start(dir.path(), NODES, 0, &shutdown).await?;
+    let localnet = Localnet::start(dir.path(), NODES, 0, true, &shutdown).await?;
     println!(
         "All {NODES} nodes connected in {} ms (API {})",
         started.elapsed().as_millis(),
@@ -184,7 +184,7 @@ async fn exercise_curve(
 async fn refused_without_approval(client: &Client, key: &KeyRecord) -> anyhow::Result<()> {
     let stranger = ClientKey::generate();
     match client
-        .sign_as(&stranger, &key.key_id, b"pay everything to mallory")
+        .sign_key_as(&stranger, key, b"pay everything to mallory")
         .await
     {
         Err(ApiError::Http {
@@ -215,7 +215,7 @@ async fn sign_epoch(
         let message = format!("demo settlement {curve} epoch {} #{i}", key.epoch);
         let started = Instant::now();
         let signed = client
-            .sign_as(approver, &key.key_id, message.as_bytes())
+            .sign_key_as(approver, key, message.as_bytes())
             .await
             .with_context(|| format!("signature {i} at epoch {}", key.epoch))?;
         let elapsed = started.elapsed();

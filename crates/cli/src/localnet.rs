@@ -149,6 +149,7 @@ impl Localnet {
         dir: &Path,
         nodes: usize,
         api_port: u16,
+        trust_gateway_operator: bool,
         shutdown: &Shutdown,
     ) -> anyhow::Result<Localnet> {
         if !NODE_RANGE.contains(&nodes) {
@@ -158,7 +159,7 @@ impl Localnet {
                 NODE_RANGE.end()
             );
         }
-        let plan = prepare(dir, nodes, api_port)?;
+        let plan = prepare(dir, nodes, api_port, trust_gateway_operator)?;
         let mut localnet = Localnet {
             dir: plan.dir,
             info: plan.info,
@@ -467,8 +468,14 @@ fn spawn(
 }
 
 /// Creates or reuses the directory: identities, passphrases, configs with fresh ports, the
-/// network file. Starts nothing.
-fn prepare(dir: &Path, nodes: usize, api_port: u16) -> anyhow::Result<Plan> {
+/// network file. Starts nothing. The nodes list the coordinator's gateway operator key in
+/// `[operators]` only if `trust_gateway_operator`; they always list `D/operator.key`.
+fn prepare(
+    dir: &Path,
+    nodes: usize,
+    api_port: u16,
+    trust_gateway_operator: bool,
+) -> anyhow::Result<Plan> {
     if api_port != 0 {
         TcpListener::bind(("127.0.0.1", api_port)).with_context(|| {
             format!(
@@ -544,10 +551,11 @@ fn prepare(dir: &Path, nodes: usize, api_port: u16) -> anyhow::Result<Plan> {
         client_key(&coordinator_dir.join(GATEWAY_KEY))?.public_hex(),
         client_key(&dir.join(CLIENT_KEY))?.public_hex(),
     ];
-    let accepted_operators = vec![
-        client_key(&coordinator_dir.join(GATEWAY_OPERATOR_KEY))?.public_hex(),
-        client_key(&dir.join(OPERATOR_KEY))?.public_hex(),
-    ];
+    let gateway_operator = client_key(&coordinator_dir.join(GATEWAY_OPERATOR_KEY))?.public_hex();
+    let mut accepted_operators = vec![client_key(&dir.join(OPERATOR_KEY))?.public_hex()];
+    if trust_gateway_operator {
+        accepted_operators.push(gateway_operator);
+    }
 
     let mut processes = Vec::new();
     let mut node_entries = Vec::new();
@@ -736,14 +744,20 @@ fn write_private(path: &Path, contents: &[u8], replace: bool) -> anyhow::Result<
 }
 
 /// `permafrost localnet up`.
-pub async fn up(dir: &Path, nodes: usize, api_port: u16) -> anyhow::Result<ExitCode> {
+pub async fn up(
+    dir: &Path,
+    nodes: usize,
+    api_port: u16,
+    trust_gateway_operator: bool,
+) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::on_signals()?;
     eprintln!(
         "starting {nodes} nodes and a coordinator in {}",
         dir.display()
     );
     let started = Instant::now();
-    let mut localnet = Localnet::start(dir, nodes, api_port, &shutdown).await?;
+    let mut localnet =
+        Localnet::start(dir, nodes, api_port, trust_gateway_operator, &shutdown).await?;
     print_summary(&localnet, started.elapsed());
     let outcome = localnet.run_until(&shutdown).await;
     eprintln!("stopping the localnet");
@@ -784,6 +798,7 @@ fn print_summary(localnet: &Localnet, took: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use permafrost_protocol::lifecycle::OperatorKey;
 
     fn refused(result: anyhow::Result<Plan>) -> String {
         match result {
@@ -792,11 +807,30 @@ mod tests {
         }
     }
 
+    /// With `--require-operator-approval` the nodes list only the user's operator key.
+    #[test]
+    fn prepare_without_the_gateway_operator_lists_only_yours() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = prepare(tmp.path(), 2, 0, false).unwrap();
+        let yours = OperatorKey(
+            client_key(&tmp.path().join(OPERATOR_KEY))
+                .unwrap()
+                .public_key(),
+        );
+        for node in &plan.info.nodes {
+            let config =
+                permafrost_node::NodeConfig::load(&tmp.path().join(&node.name).join(NODE_CONFIG))
+                    .unwrap();
+            let operators = config.operators.policy().unwrap().all_keys;
+            assert_eq!(operators, [yours].into_iter().collect());
+        }
+    }
+
     #[test]
     fn prepare_writes_configs_the_node_and_coordinator_accept() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("ln");
-        let plan = prepare(&dir, 3, 0).unwrap();
+        let plan = prepare(&dir, 3, 0, true).unwrap();
         assert_eq!(plan.processes.len(), 4);
         assert_eq!(plan.processes[0].0, COORDINATOR);
 
@@ -808,10 +842,17 @@ mod tests {
         assert_eq!(network.nodes.len(), 3);
         assert_eq!(network.coordinators.len(), 1);
 
+        let operator = |path: &Path| OperatorKey(client_key(path).unwrap().public_key());
+        let (gateway, yours) = (
+            operator(&dir.join(COORDINATOR).join(GATEWAY_OPERATOR_KEY)),
+            operator(&dir.join(OPERATOR_KEY)),
+        );
         for (i, node) in plan.info.nodes.iter().enumerate() {
             assert_eq!(node.name, format!("node{}", i + 1));
             let config =
                 permafrost_node::NodeConfig::load(&dir.join(&node.name).join(NODE_CONFIG)).unwrap();
+            let operators = config.operators.policy().unwrap().all_keys;
+            assert_eq!(operators, [gateway, yours].into_iter().collect());
             assert_eq!(config.listen, node.addr);
             assert_eq!(config.passphrase().unwrap().len(), 64);
             assert_eq!(
@@ -856,12 +897,12 @@ mod tests {
     #[test]
     fn prepare_again_reuses_identities_token_and_network_id() {
         let tmp = tempfile::tempdir().unwrap();
-        let first = prepare(tmp.path(), 2, 0).unwrap();
+        let first = prepare(tmp.path(), 2, 0, true).unwrap();
         let network_id = NetworkFile::load(&tmp.path().join(NETWORK_FILE))
             .unwrap()
             .network_id;
         let passphrase = std::fs::read(tmp.path().join("node1/passphrase")).unwrap();
-        let second = prepare(tmp.path(), 2, 0).unwrap();
+        let second = prepare(tmp.path(), 2, 0, true).unwrap();
         assert_eq!(first.info.token, second.info.token);
         let ids = |plan: &Plan| -> Vec<String> {
             plan.info.nodes.iter().map(|n| n.peer_id.clone()).collect()
@@ -878,7 +919,7 @@ mod tests {
             passphrase
         );
 
-        let error = refused(prepare(tmp.path(), 3, 0));
+        let error = refused(prepare(tmp.path(), 3, 0, true));
         assert!(error.contains("localnet of 2 nodes"), "{error}");
     }
 
@@ -886,16 +927,16 @@ mod tests {
     fn prepare_refuses_a_foreign_directory_and_a_running_localnet() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("notes.txt"), "mine").unwrap();
-        let error = refused(prepare(tmp.path(), 2, 0));
+        let error = refused(prepare(tmp.path(), 2, 0, true));
         assert!(error.contains("not empty"), "{error}");
 
         // A localnet.json naming a live process (this test) is refused; a stale one is not.
         let running = tempfile::tempdir().unwrap();
-        let mut plan = prepare(running.path(), 2, 0).unwrap();
+        let mut plan = prepare(running.path(), 2, 0, true).unwrap();
         plan.info.coordinator.pid = std::process::id();
         let info = serde_json::to_string(&plan.info).unwrap();
         std::fs::write(running.path().join(INFO_FILE), &info).unwrap();
-        let error = refused(prepare(running.path(), 2, 0));
+        let error = refused(prepare(running.path(), 2, 0, true));
         assert!(error.contains("already running"), "{error}");
 
         plan.info.coordinator.pid = u32::MAX - 1;
@@ -904,7 +945,7 @@ mod tests {
         }
         let info = serde_json::to_string(&plan.info).unwrap();
         std::fs::write(running.path().join(INFO_FILE), &info).unwrap();
-        prepare(running.path(), 2, 0).unwrap();
+        prepare(running.path(), 2, 0, true).unwrap();
         assert!(!running.path().join(INFO_FILE).exists());
     }
 

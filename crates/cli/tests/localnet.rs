@@ -7,6 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use permafrost_api::{ApiError, Client, CreateKeyRequest, Curve, LocalnetInfo};
+use permafrost_node::PendingCommand;
 
 const BIN: &str = env!("CARGO_BIN_EXE_permafrost");
 const START_DEADLINE: Duration = Duration::from_secs(90);
@@ -76,22 +77,25 @@ impl Drop for Running {
 /// Starts `permafrost localnet up` with `nodes` nodes in `logs/localnet` on a free API port;
 /// returns the process and the localnet directory.
 fn localnet_up(logs: &Path, nodes: usize) -> (Running, PathBuf) {
+    localnet_up_with(logs, nodes, &[], "localnet")
+}
+
+/// `permafrost localnet up` in `logs/localnet` with `extra` arguments, logging as `name`.
+fn localnet_up_with(logs: &Path, nodes: usize, extra: &[&str], name: &str) -> (Running, PathBuf) {
     let dir = logs.join("localnet");
     let nodes = nodes.to_string();
-    let localnet = Running::start(
-        &[
-            "localnet",
-            "up",
-            "--nodes",
-            &nodes,
-            "--dir",
-            dir.to_str().unwrap(),
-            "--api-port",
-            "0",
-        ],
-        logs,
+    let mut args = vec![
         "localnet",
-    );
+        "up",
+        "--nodes",
+        &nodes,
+        "--dir",
+        dir.to_str().unwrap(),
+        "--api-port",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    let localnet = Running::start(&args, logs, name);
     (localnet, dir)
 }
 
@@ -113,11 +117,17 @@ impl UpLocalnet {
     /// the tests' networks apart.
     #[allow(clippy::await_holding_lock)]
     async fn start(nodes: usize, timeout: Duration) -> UpLocalnet {
+        Self::start_with(nodes, timeout, &[]).await
+    }
+
+    /// [`start`](Self::start) with `extra` arguments to `localnet up`.
+    #[allow(clippy::await_holding_lock)]
+    async fn start_with(nodes: usize, timeout: Duration, extra: &[&str]) -> UpLocalnet {
         let serial = ONE_NETWORK_AT_A_TIME
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let tmp = tempfile::tempdir().unwrap();
-        let (mut localnet, dir) = localnet_up(tmp.path(), nodes);
+        let (mut localnet, dir) = localnet_up_with(tmp.path(), nodes, extra, "localnet");
         let info = await_info(&mut localnet, &dir).await;
         let client = Client::from_localnet(&info).unwrap().with_timeout(timeout);
         UpLocalnet {
@@ -404,6 +414,20 @@ async fn await_info(localnet: &mut Running, dir: &Path) -> LocalnetInfo {
     }
 }
 
+/// Stops `pid` with SIGTERM and waits until it is gone.
+fn terminate(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let until = Instant::now() + STOP_DEADLINE;
+    while alive(pid) {
+        assert!(Instant::now() < until, "pid {pid} survived SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn sigkill(pid: u32) {
     let status = Command::new("kill")
         .args(["-KILL", &pid.to_string()])
@@ -561,6 +585,50 @@ async fn reshare_on_localnet_evicts_a_node_and_survives_sigkill() {
         Err(_) => assert_eq!(current.epoch, 2),
     }
     sign_and_verify(client, &current, b"after the crash", &second).await;
+    // A reshare that failed after members stored their new shares leaves those shares
+    // pending (no certificate exists, and an unsigned abort deletes nothing): an operator
+    // discards them, each node stopped, before the key can be reshared again.
+    let mut restarted = vec![restarted];
+    if outcome.is_err() {
+        drop(restarted.pop());
+        let next = current.epoch + 1;
+        for name in second.iter().filter(|n| **n != "node2") {
+            terminate(pid_of(name));
+        }
+        let mut discarded = 0;
+        for name in second {
+            drop(open_node_keystore(dir, name));
+            let config = dir.join(name).join("node.toml");
+            let mut out = Vec::new();
+            permafrost_node::run_pending(
+                &PendingCommand::Show {
+                    config: config.clone(),
+                },
+                &mut out,
+                &mut std::io::sink(),
+            )
+            .unwrap();
+            if String::from_utf8_lossy(&out).contains(&format!("epoch {next}: pending")) {
+                permafrost_node::run_pending(
+                    &PendingCommand::Discard {
+                        config,
+                        key: key.key_id.clone(),
+                        epoch: next,
+                        yes: true,
+                    },
+                    &mut std::io::sink(),
+                    &mut std::io::sink(),
+                )
+                .unwrap();
+                discarded += 1;
+            }
+            restarted.push(restart_node(dir, net.logs(), name));
+        }
+        println!("pending shares discarded by the operator: {discarded}");
+        for name in second {
+            await_connected(client, name, true).await;
+        }
+    }
     // Every new member must deal and confirm: node2 can only if it holds exactly the epoch
     // the coordinator records.
     let after = client.reshare(&key.key_id, &refresh).await.unwrap();
@@ -658,9 +726,10 @@ async fn signing_survives_two_killed_nodes_and_fails_fast_without_a_threshold() 
 /// Real processes, client authorization. The coordinator forwards whatever a request carries
 /// (it judges no approval), so each refusal here is the nodes' own: an unknown client key, a
 /// message other than the approved one, a replayed approval (also after the nodes restart),
-/// and a stale one are each 403 `client_not_authorized`, and nothing is signed; an approval
-/// from the listed client key signs, through the API and through the CLI, and so does the
-/// gateway key for requests that carry none. Each node's audit log records every decision.
+/// a stale one, and one made for another network id are each 403 `client_not_authorized`, and
+/// nothing is signed; an approval from the listed client key signs, through the API and
+/// through the CLI (which refuses to approve for a network id other than the one pinned), and
+/// so does the gateway key for requests that carry none. Each node's audit log records every decision.
 #[tokio::test(flavor = "multi_thread")]
 async fn nodes_sign_only_what_an_accepted_client_approved() {
     use permafrost_api::{ClientAuthorization, ClientKey, SignRequest};
@@ -679,7 +748,7 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
         })
         .await
         .unwrap();
-    let key_id = permafrost_wire::KeyId::new(key.key_id.clone()).unwrap();
+    assert!(key.network_id.starts_with("localnet-"), "{key:?}");
     let accepted = ClientKey::load(&dir.join("client.key")).unwrap();
     let body = |auth: &permafrost_wire::ClientAuthorization, message: &[u8]| SignRequest {
         message: permafrost_api::encode_hex(message),
@@ -703,7 +772,7 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
     };
 
     // The accepted client signs.
-    let approved = accepted.authorize(&key_id, b"pay 10 to alice");
+    let approved = accepted.authorize_key(&key, b"pay 10 to alice").unwrap();
     let signed = client
         .sign_request(&key.key_id, &body(&approved, b"pay 10 to alice"))
         .await
@@ -718,7 +787,7 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
         "already used in session",
     );
     // The approval with another message: tampered.
-    let fresh = accepted.authorize(&key_id, b"pay 10 to alice");
+    let fresh = accepted.authorize_key(&key, b"pay 10 to alice").unwrap();
     refused(
         client
             .sign_request(&key.key_id, &body(&fresh, b"pay 10000 to mallory"))
@@ -736,21 +805,40 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let stale = accepted.authorize_at(&key_id, b"old", [9; 16], now_ms - 600_000);
+    let stale = key
+        .with_approval_target(|target| {
+            accepted.authorize_at(target, b"old", [9; 16], now_ms - 600_000)
+        })
+        .unwrap();
     refused(
         client
             .sign_request(&key.key_id, &body(&stale, b"old"))
             .await,
         "from this node's clock",
     );
+    // An approval by the accepted client for this key id and group key on another network:
+    // the nodes refuse it.
+    let other_network = permafrost_api::KeyRecord {
+        network_id: format!("{}-other", key.network_id),
+        ..key.clone()
+    };
+    let elsewhere = accepted
+        .authorize_key(&other_network, b"pay 10 to alice")
+        .unwrap();
+    refused(
+        client
+            .sign_request(&key.key_id, &body(&elsewhere, b"pay 10 to alice"))
+            .await,
+        "does not verify over this network id, group key, key id and message",
+    );
     // A flood of refusals: a node audits at most 32 a second one by one and counts the rest.
     let flood: Vec<_> = (0..FLOOD)
         .map(|i| {
-            let (client, key_id) = (client.clone(), key.key_id.clone());
+            let (client, key) = (client.clone(), key.clone());
             tokio::spawn(async move {
                 let stranger = ClientKey::generate();
                 client
-                    .sign_as(&stranger, &key_id, format!("flood {i}").as_bytes())
+                    .sign_key_as(&stranger, &key, format!("flood {i}").as_bytes())
                     .await
             })
         })
@@ -792,12 +880,38 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
             &permafrost_api::encode_hex(b"from the cli"),
             "--client-key",
             dir.join("client.key").to_str().unwrap(),
+            "--network-id",
+            &key.network_id,
+            "--public-key",
+            &key.public_key,
         ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let from_cli: permafrost_api::SignResponse = serde_json::from_slice(&out.stdout).unwrap();
     verify_response(&key, b"from the cli", &from_cli, &all);
+    // Pinned to another network id, the CLI approves nothing and sends nothing.
+    let out = Command::new(BIN)
+        .args([
+            "--localnet",
+            dir.to_str().unwrap(),
+            "sign",
+            "--key",
+            &key.key_id,
+            "--message",
+            &permafrost_api::encode_hex(b"from the cli"),
+            "--client-key",
+            dir.join("client.key").to_str().unwrap(),
+            "--network-id",
+            "another-network",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not \"another-network\": nothing approved"),
+        "{out:?}"
+    );
 
     // Restarted nodes still refuse the replay: admitted request ids are on their disks.
     let mut restarted = Vec::new();
@@ -843,10 +957,11 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
         refusals.len()
     );
     // Every refusal node1 made is in its log, one by one or counted: the replay (twice), the
-    // tampered message, the unknown key, the stale approval, and the flood.
+    // tampered message, the unknown key, the stale approval, the other network's approval,
+    // and the flood.
     assert_eq!(
         refusals.len() as u64 + counted,
-        5 + FLOOD as u64,
+        6 + FLOOD as u64,
         "{refusals:#?}"
     );
     let mut per_second = std::collections::BTreeMap::new();
@@ -870,4 +985,118 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
         );
     }
     assert!(refusals.iter().any(|r| r.contains(&stranger.public_hex())));
+}
+
+/// Runs the `permafrost` CLI against the localnet in `dir`.
+fn cli(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(["--localnet", dir.to_str().unwrap()])
+        .args(args)
+        .env_remove("PERMAFROST_CLIENT_KEY")
+        .output()
+        .unwrap()
+}
+
+/// Real processes, operator approval: on a localnet whose nodes do not list the coordinator's
+/// gateway operator key, a DKG and a reshare asked for without approvals are 403 and change
+/// nothing on any node's disk (read after stopping the localnet); approved with the localnet's
+/// operator key (`--operator-key`), both run and the key signs.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_an_operators_approval_changes_a_key_on_the_localnet() {
+    let mut net =
+        UpLocalnet::start_with(3, Duration::from_secs(90), &["--require-operator-approval"]).await;
+    let dir = net.dir.clone();
+    let operator = dir.join("operator.key");
+    let operator = operator.to_str().unwrap();
+    let all = ["node1", "node2", "node3"];
+    let create = ["keys", "create", "--curve", "secp256k1", "--threshold", "2"];
+
+    let refused = cli(&dir, &create);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.starts_with("error: operator_not_approved: "),
+        "{stderr}"
+    );
+
+    let created = cli(&dir, &[&create[..], &["--operator-key", operator]].concat());
+    assert!(
+        created.status.success(),
+        "{created:?}\n{}",
+        net.localnet.output()
+    );
+    let key: permafrost_api::KeyRecord = serde_json::from_slice(&created.stdout).unwrap();
+    assert_eq!((key.epoch, key.threshold), (0, 2));
+    sign_and_verify(&net.client, &key, b"created with approval", &all).await;
+
+    let reshare = [
+        "reshare",
+        "--key",
+        &key.key_id,
+        "--threshold",
+        "3",
+        "--nodes",
+        "node1,node2,node3",
+    ];
+    let refused = cli(&dir, &reshare);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.starts_with("error: operator_not_approved: "),
+        "{stderr}"
+    );
+
+    // Every node's disk: the key's epoch-0 share, ACTIVE, and no reshare record.
+    let status = Command::new("kill")
+        .args(["-TERM", &net.localnet.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = net.localnet.wait(STOP_DEADLINE);
+    assert!(status.success(), "{status}\n{}", net.localnet.output());
+    for name in all {
+        let store = open_node_keystore(&dir, name);
+        let shares: Vec<_> = store
+            .shares()
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.key_id, m.epoch, m.state))
+            .collect();
+        assert_eq!(
+            shares,
+            vec![(
+                key.key_id.clone(),
+                0,
+                permafrost_keystore::ShareState::Active
+            )],
+            "{name}"
+        );
+        assert!(store.reshares().unwrap().is_empty(), "{name}");
+    }
+
+    // Up again on the same directory: approved, the reshare commits.
+    let (localnet, _) = localnet_up_with(
+        net.logs(),
+        3,
+        &["--require-operator-approval"],
+        "localnet-again",
+    );
+    net.localnet = localnet;
+    net.info = await_info(&mut net.localnet, &dir).await;
+    net.client = Client::from_localnet(&net.info)
+        .unwrap()
+        .with_timeout(Duration::from_secs(90));
+    let reshared = cli(
+        &dir,
+        &[&reshare[..], &["--operator-key", operator]].concat(),
+    );
+    assert!(
+        reshared.status.success(),
+        "{reshared:?}\n{}",
+        net.localnet.output()
+    );
+    let reshared: permafrost_api::KeyRecord = serde_json::from_slice(&reshared.stdout).unwrap();
+    assert_eq!((reshared.epoch, reshared.threshold), (1, 3));
+    assert_eq!(reshared.public_key, key.public_key);
+    sign_and_verify(&net.client, &reshared, b"reshared with approval", &all).await;
 }

@@ -166,12 +166,15 @@ impl StoredShare {
 pub enum AnyEvent {
     /// Store this share as PENDING before anything after it is carried out.
     KeyPending(StoredShare),
-    /// Promote the PENDING share of this key to ACTIVE.
+    /// Promote the PENDING share of this key to ACTIVE, if its public key package is the
+    /// committed one.
     KeyActivated {
         /// The key.
         key_id: KeyId,
         /// Its epoch.
         epoch: Epoch,
+        /// The committed public key package's digest (`T("public-key-package")`).
+        public_key_package: permafrost_wire::Digest,
     },
     /// Coordinator: the key exists.
     KeyCreated {
@@ -350,7 +353,15 @@ impl<S: Suite, T: Session<S> + Send> AnySession for Erased<S, T> {
 fn convert_event<S: Suite>(event: Event<S>) -> AnyEvent {
     let converted = match event {
         Event::KeyPending(share) => StoredShare::from_share(&share).map(AnyEvent::KeyPending),
-        Event::KeyActivated { key_id, epoch } => Ok(AnyEvent::KeyActivated { key_id, epoch }),
+        Event::KeyActivated {
+            key_id,
+            epoch,
+            public_key_package,
+        } => Ok(AnyEvent::KeyActivated {
+            key_id,
+            epoch,
+            public_key_package,
+        }),
         Event::KeyCreated {
             key_id,
             committee,

@@ -17,8 +17,8 @@ use ed25519_dalek::{Signature as DalekSignature, Signer as _, SigningKey, Verify
 use frost_core::keys::PublicKeyPackage;
 use frost_core::Signature;
 use permafrost_wire::{
-    decode, encode, ClientAuthorization, Epoch, KeyId, LifecycleAction, Message, MessageKind,
-    NodeId, OperatorApproval, SessionId,
+    decode, encode, ApprovalTarget, ClientAuthorization, Epoch, KeyId, LifecycleAction, Message,
+    MessageKind, NodeId, OperatorApproval, SessionId,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRngCore, RngCore, SeedableRng};
@@ -89,6 +89,9 @@ pub fn sim_client() -> SigningKey {
     SigningKey::from_bytes(&[0xc1; 32])
 }
 
+/// The network id of every simulated network: nodes check that a client's approval is for it.
+pub const SIM_NETWORK_ID: &str = "permafrost-sim";
+
 /// A policy accepting [`sim_client`] for every key.
 pub fn sim_client_policy() -> ClientPolicy {
     let mut policy = ClientPolicy::default();
@@ -97,9 +100,6 @@ pub fn sim_client_policy() -> ClientPolicy {
         .insert(ClientKey(sim_client().verifying_key().to_bytes()));
     policy
 }
-
-/// The network id of every simulated network.
-pub const SIM_NETWORK_ID: &str = "sim";
 
 /// The operator every simulated node accepts by default: the gateway operator key of every
 /// simulated coordinator, so a DKG or reshare asked for without approvals is approved with it.
@@ -599,8 +599,8 @@ impl<S: Suite> Network<S> {
             verifier: Arc::new(SimVerifier),
             coordinators: self.coordinator_ids(),
             nodes,
+            network_id: SIM_NETWORK_ID.to_owned(),
             clients: sim_client_policy(),
-            network_id: SIM_NETWORK_ID.into(),
             operators: sim_operator_policy(),
             peer_name: |node| Some(node.to_string()),
         };
@@ -1147,11 +1147,38 @@ impl<S: Suite> Network<S> {
         OperatorApproval::sign(operator, SIM_NETWORK_ID, action, request_id, self.now.0)
     }
 
-    /// [`sim_client`]'s approval of signing `message` with `key_id` now (a fresh request id).
-    pub fn authorize(&mut self, key_id: &KeyId, message: &[u8]) -> ClientAuthorization {
+    /// [`sim_client`]'s approval of signing `message` with `key_id` (whose public key package
+    /// is `public_key_package`) on this network ([`SIM_NETWORK_ID`]) now, with a fresh request
+    /// id.
+    pub fn authorize(
+        &mut self,
+        key_id: &KeyId,
+        public_key_package: &PublicKeyPackage<S>,
+        message: &[u8],
+    ) -> ClientAuthorization {
+        // A public key package that was deserialized or made by a DKG always serializes.
+        let group_key = public_key_package
+            .verifying_key()
+            .serialize()
+            .unwrap_or_default();
+        let target = ApprovalTarget {
+            network_id: SIM_NETWORK_ID,
+            group_key: &group_key,
+            key_id,
+        };
+        self.authorize_for(&target, message)
+    }
+
+    /// [`sim_client`]'s approval of signing `message` for `target` (any network id, group key
+    /// and key id) now, with a fresh request id.
+    pub fn authorize_for(
+        &mut self,
+        target: &ApprovalTarget<'_>,
+        message: &[u8],
+    ) -> ClientAuthorization {
         let mut request_id = [0u8; 16];
         self.rng.fill_bytes(&mut request_id);
-        ClientAuthorization::sign(&sim_client(), key_id, message, request_id, self.now.0)
+        ClientAuthorization::sign(&sim_client(), target, message, request_id, self.now.0)
     }
 
     /// Runs one signing session over `committee` and returns the signature.
@@ -1166,7 +1193,7 @@ impl<S: Suite> Network<S> {
     ) -> Result<SignOutcome<S>, ProtocolError> {
         let mut session = [0u8; 32];
         self.rng.fill_bytes(&mut session);
-        let client = Some(self.authorize(key_id, message));
+        let client = Some(self.authorize(key_id, public_key_package, message));
         let session = SigningCoordinator::<S>::new(
             SessionId(session),
             key_id.clone(),
@@ -1193,7 +1220,7 @@ impl<S: Suite> Network<S> {
         committee: &[NodeId],
         message: &[u8],
     ) -> Result<SignOutcome<S>, ProtocolError> {
-        let client = self.authorize(key_id, message);
+        let client = self.authorize(key_id, public_key_package, message);
         self.sign_roast_as(
             coordinator,
             key_id,

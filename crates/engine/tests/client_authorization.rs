@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use common::*;
 use ed25519_dalek::SigningKey;
-use permafrost_engine::sim::{sim_client_policy, Network, SignOutcome};
+use permafrost_engine::sim::{sim_client, sim_client_policy, Network, SignOutcome, SIM_NETWORK_ID};
 use permafrost_protocol::sign::client::{ClientKey, ClientPolicy};
-use permafrost_protocol::wire::{ClientAuthorization, Epoch, NodeId};
+use permafrost_protocol::wire::{ApprovalTarget, ClientAuthorization, Epoch, NodeId};
 use permafrost_protocol::{ProtocolError, Refusal, Suite};
 
 /// Client-authorization refusals each node made.
@@ -71,7 +71,7 @@ fn refused_by_all<S: Suite>(
 fn a_message_the_client_did_not_approve_is_refused_by_every_node<S: Suite>() {
     let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(60, 3, 5);
     let before = net.shares_produced(None);
-    let approved = net.authorize(&key, b"pay 10 to alice");
+    let approved = net.authorize(&key, &pkp, b"pay 10 to alice");
     let result = net.sign_roast_as(
         &coordinator,
         &key,
@@ -83,7 +83,7 @@ fn a_message_the_client_did_not_approve_is_refused_by_every_node<S: Suite>() {
     );
     refused_by_all(&mut net, result, &nodes, "does not verify", before);
     // A coordinator that alters the approval's timestamp (to dodge staleness) breaks it too.
-    let mut altered = net.authorize(&key, b"pay 10 to alice");
+    let mut altered = net.authorize(&key, &pkp, b"pay 10 to alice");
     altered.timestamp_ms += 1;
     let result = net.sign_roast_as(
         &coordinator,
@@ -96,7 +96,7 @@ fn a_message_the_client_did_not_approve_is_refused_by_every_node<S: Suite>() {
     );
     refused_by_all(&mut net, result, &nodes, "does not verify", before);
     // The approved message itself signs.
-    let approved = net.authorize(&key, b"pay 10 to alice");
+    let approved = net.authorize(&key, &pkp, b"pay 10 to alice");
     let outcome = net
         .sign_roast_as(
             &coordinator,
@@ -118,16 +118,161 @@ fn an_unknown_client_key_is_refused_by_every_node<S: Suite>() {
     let before = net.shares_produced(None);
     let stranger = SigningKey::from_bytes(&[0x5e; 32]);
     let now = net.now().0;
-    let auth = ClientAuthorization::sign(&stranger, &key, b"m", [1; 16], now);
+    let group_key = pkp.verifying_key().serialize().unwrap();
+    let target = ApprovalTarget {
+        network_id: SIM_NETWORK_ID,
+        group_key: &group_key,
+        key_id: &key,
+    };
+    let auth = ClientAuthorization::sign(&stranger, &target, b"m", [1; 16], now);
     let result = net.sign_roast_as(&coordinator, &key, Epoch(0), &pkp, &nodes, b"m", auth);
     refused_by_all(&mut net, result, &nodes, "is not accepted", before);
+}
+
+/// What every node says of an approval made for another network, group key or domain.
+const NOT_FOR_THIS_KEY: &str =
+    "does not verify over this network id, group key, key id and message";
+
+/// The same client key is accepted on another network too: an approval it made there (right
+/// key id, right group key, right message) is refused on this one by every node; the same
+/// approval made for this network signs.
+fn an_approval_for_another_network_is_refused_by_every_node<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(64, 3, 5);
+    let before = net.shares_produced(None);
+    let group_key = pkp.verifying_key().serialize().unwrap();
+    let elsewhere = ApprovalTarget {
+        network_id: "permafrost-sim-2",
+        group_key: &group_key,
+        key_id: &key,
+    };
+    let approval = net.authorize_for(&elsewhere, b"pay 10 to alice");
+    let result = net.sign_roast_as(
+        &coordinator,
+        &key,
+        Epoch(0),
+        &pkp,
+        &nodes,
+        b"pay 10 to alice",
+        approval,
+    );
+    refused_by_all(&mut net, result, &nodes, NOT_FOR_THIS_KEY, before);
+
+    let here = ApprovalTarget {
+        network_id: SIM_NETWORK_ID,
+        ..elsewhere
+    };
+    let approval = net.authorize_for(&here, b"pay 10 to alice");
+    let outcome = net
+        .sign_roast_as(
+            &coordinator,
+            &key,
+            Epoch(0),
+            &pkp,
+            &nodes,
+            b"pay 10 to alice",
+            approval,
+        )
+        .unwrap();
+    verify_independently(&pkp, b"pay 10 to alice", &outcome.signature);
+}
+
+/// An approval for the same key id under another group key is refused by every node: one
+/// made on another network (same network id, same key id, another DKG), and one made for
+/// another key of this network with the other key's group key.
+fn an_approval_for_another_group_key_is_refused_by_every_node<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(65, 3, 5);
+    // Another network with a key of the same id: another group key.
+    let (mut other_net, _, _, other_key, other_pkp) = network_with_key::<S>(66, 3, 5);
+    assert_eq!(other_key, key);
+    assert_ne!(other_pkp.verifying_key(), pkp.verifying_key());
+    let replayed = other_net.authorize(&other_key, &other_pkp, b"pay 10 to alice");
+    let before = net.shares_produced(None);
+    let result = net.sign_roast_as(
+        &coordinator,
+        &key,
+        Epoch(0),
+        &pkp,
+        &nodes,
+        b"pay 10 to alice",
+        replayed,
+    );
+    refused_by_all(&mut net, result, &nodes, NOT_FOR_THIS_KEY, before);
+
+    // A second key here: an approval for its key id with the first key's group key.
+    let second = key_id("key-2");
+    let second_pkp = net.run_dkg(&coordinator, &second, 3, &nodes).unwrap();
+    let group_key = pkp.verifying_key().serialize().unwrap();
+    let mixed = ApprovalTarget {
+        network_id: SIM_NETWORK_ID,
+        group_key: &group_key,
+        key_id: &second,
+    };
+    let approval = net.authorize_for(&mixed, b"m");
+    let before = net.shares_produced(None);
+    let result = net.sign_roast_as(
+        &coordinator,
+        &second,
+        Epoch(0),
+        &second_pkp,
+        &nodes,
+        b"m",
+        approval,
+    );
+    refused_by_all(&mut net, result, &nodes, NOT_FOR_THIS_KEY, before);
+
+    // Made for the second key's own group key, it signs.
+    let approval = net.authorize(&second, &second_pkp, b"m");
+    let outcome = net
+        .sign_roast_as(
+            &coordinator,
+            &second,
+            Epoch(0),
+            &second_pkp,
+            &nodes,
+            b"m",
+            approval,
+        )
+        .unwrap();
+    verify_independently(&second_pkp, b"m", &outcome.signature);
+}
+
+/// An approval made the version-1 way (domain `permafrost/client-authorization/v1`, not bound
+/// to a network or group key) by an accepted client is refused by every node.
+fn an_approval_of_the_v1_domain_is_refused_by_every_node<S: Suite>() {
+    use ed25519_dalek::Signer as _;
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(67, 3, 5);
+    let before = net.shares_produced(None);
+    let (message, request_id, timestamp_ms) = (b"pay 10 to alice", [3u8; 16], net.now().0);
+    let mut v1 = b"permafrost/client-authorization/v1".to_vec();
+    for part in [key.as_str().as_bytes(), &message[..]] {
+        v1.extend_from_slice(&u32::try_from(part.len()).unwrap().to_be_bytes());
+        v1.extend_from_slice(part);
+    }
+    v1.extend_from_slice(&request_id);
+    v1.extend_from_slice(&timestamp_ms.to_be_bytes());
+    let approval = ClientAuthorization {
+        public_key: sim_client().verifying_key().to_bytes(),
+        request_id,
+        timestamp_ms,
+        signature: sim_client().sign(&v1).to_bytes().to_vec(),
+    };
+    let result = net.sign_roast_as(
+        &coordinator,
+        &key,
+        Epoch(0),
+        &pkp,
+        &nodes,
+        message,
+        approval,
+    );
+    refused_by_all(&mut net, result, &nodes, NOT_FOR_THIS_KEY, before);
 }
 
 /// An approval used once cannot be used again in another request; one that is too old is
 /// refused.
 fn replayed_and_stale_approvals_are_refused<S: Suite>() {
     let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(62, 3, 5);
-    let auth = net.authorize(&key, b"once");
+    let auth = net.authorize(&key, &pkp, b"once");
     let outcome = net
         .sign_roast_as(
             &coordinator,
@@ -146,7 +291,7 @@ fn replayed_and_stale_approvals_are_refused<S: Suite>() {
     let result = net.sign_roast_as(&coordinator, &key, Epoch(0), &pkp, &nodes, b"once", auth);
     refused_by_all(&mut net, result, &nodes, "already used in session", before);
 
-    let old = net.authorize(&key, b"later");
+    let old = net.authorize(&key, &pkp, b"later");
     net.advance(Duration::from_secs(121));
     let before = net.shares_produced(None);
     let result = net.sign_roast_as(&coordinator, &key, Epoch(0), &pkp, &nodes, b"later", old);
@@ -204,4 +349,7 @@ per_suite!(
     an_unknown_client_key_is_refused_by_every_node,
     replayed_and_stale_approvals_are_refused,
     each_node_applies_its_own_policy,
+    an_approval_for_another_network_is_refused_by_every_node,
+    an_approval_for_another_group_key_is_refused_by_every_node,
+    an_approval_of_the_v1_domain_is_refused_by_every_node,
 );

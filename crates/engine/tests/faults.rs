@@ -385,14 +385,14 @@ fn replayed_and_reused_packages_are_refused<S: Suite>() {
 /// Requests and packages naming the wrong key, the wrong epoch or an unknown session are
 /// refused, and the coordinator hears why.
 fn wrong_key_epoch_or_session_is_refused<S: Suite>() {
-    let (mut net, nodes, coordinator, key, _) = network_with_key::<S>(29, 2, 3);
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(29, 2, 3);
     let target = nodes[0].clone();
     let request = SignRequest {
         session: SessionId([1; 32]),
         key_id: key.clone(),
         epoch: Epoch(1),
         message: b"m".to_vec(),
-        client: Some(net.authorize(&key, b"m")),
+        client: Some(net.authorize(&key, &pkp, b"m")),
     };
     net.inject(&coordinator, &target, Message::SignRequest(request.clone()));
     let mut wrong_key = request.clone();
@@ -475,7 +475,7 @@ fn restarted_signer_voids_its_commitment<S: Suite>() {
         key.clone(),
         Epoch(0),
         b"restart".to_vec(),
-        Some(net.authorize(&key, b"restart")),
+        Some(net.authorize(&key, &pkp, b"restart")),
         pkp.clone(),
         committee,
         net.now(),

@@ -20,8 +20,9 @@ use std::time::Duration;
 use common::*;
 use ed25519_dalek::SigningKey;
 use frost_core::keys::PublicKeyPackage;
+use permafrost_engine::any::StoredShare;
 use permafrost_engine::deadlines;
-use permafrost_engine::node::{discard_pending, NodeNotice};
+use permafrost_engine::node::{discard_pending, NodeNotice, NodeStore};
 use permafrost_engine::sim::{Fault, Network, SimVerifier};
 use permafrost_protocol::dkg::DkgCoordinator;
 use permafrost_protocol::lifecycle::{reshare_action, OperatorKey, OperatorPolicy};
@@ -758,7 +759,44 @@ fn a_dkg_abort_after_confirmation_deletes_nothing<S: Suite>() {
     verify_independently(&pkp, b"m", &outcome.signature);
 }
 
+/// A DKG commit activates only the pending share it certifies: a node whose pending share on
+/// disk is another key's (as if a second DKG of the key id had written it) refuses to activate
+/// it and says so; the members whose share is the committed one activate.
+fn activation_checks_the_stored_package_against_the_commit<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(312, 3);
+    let other = key_id("other");
+    net.run_dkg(&coordinator, &other, 2, &nodes).unwrap();
+    let victim = nodes[0].clone();
+    let key = key_id("certified");
+    let v = victim.clone();
+    net.set_faults(move |env| match &env.message {
+        Message::DkgCommit(_) if env.to == v => Fault::Delay(Duration::from_secs(5)),
+        _ => Fault::Deliver,
+    });
+    net.run_dkg(&coordinator, &key, 2, &nodes).unwrap();
+    // The commit to the victim is still in flight: swap its pending share for another key's.
+    let foreign = net.node(&victim).unwrap().active_share(&other).unwrap();
+    let mut stored = StoredShare::from_share(&foreign).unwrap();
+    stored.key_id = key.clone();
+    net.node_mut(&victim)
+        .unwrap()
+        .core_mut()
+        .unwrap()
+        .store_mut()
+        .put_pending(&stored)
+        .unwrap();
+    let mark = net.notices.len();
+    net.run(Duration::from_secs(10));
+    assert!(net.notices[mark..].iter().any(|(n, notice)| *n == victim
+        && matches!(notice, NodeNotice::ActivationRefused { why, .. } if why.contains("not the committed one"))));
+    assert!(net.node(&victim).unwrap().active_share(&key).is_none());
+    for node in &nodes[1..] {
+        assert!(net.node(node).unwrap().active_share(&key).is_some());
+    }
+}
+
 per_suite!(
+    activation_checks_the_stored_package_against_the_commit,
     commit_to_the_old_members_and_abort_to_the_new_ones_still_signs,
     an_abort_or_timeout_after_confirmation_keeps_the_pending_share,
     a_dkg_abort_after_confirmation_deletes_nothing,

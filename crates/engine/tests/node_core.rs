@@ -317,7 +317,7 @@ fn crash_after_admission_keeps_the_request_id<S: Suite>() {
         matches!(n, NodeNotice::ClientRequestAdmitted { .. })
     });
     let message = b"pay 10";
-    let approval = net.authorize(&key, message);
+    let approval = net.authorize(&key, &pkp, message);
     let outcome = net
         .sign_roast_as(
             &coordinator,
@@ -352,7 +352,7 @@ fn crash_after_admission_keeps_the_request_id<S: Suite>() {
 fn client_request_ids_survive_a_restart<S: Suite>() {
     let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(108, 3, 5);
     let message = b"pay 20";
-    let approval = net.authorize(&key, message);
+    let approval = net.authorize(&key, &pkp, message);
     net.sign_roast_as(
         &coordinator,
         &key,

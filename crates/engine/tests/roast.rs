@@ -197,7 +197,7 @@ fn spent_commitment_in_a_second_package_is_refused<S: Suite>() {
     assert_eq!(net.shares_produced(Some(&target)), 1);
 
     // The coordinator asks again in the same session (as ROAST does): a fresh commitment.
-    let client = Some(net.authorize(&key, b"once"));
+    let client = Some(net.authorize(&key, &pkp, b"once"));
     net.inject(
         &coordinator,
         &target,
@@ -288,7 +288,7 @@ fn restarted_signer_is_passed_over<S: Suite>() {
         key.clone(),
         Epoch(0),
         b"restart".to_vec(),
-        Some(net.authorize(&key, b"restart")),
+        Some(net.authorize(&key, &pkp, b"restart")),
         pkp.clone(),
         nodes.clone(),
         net.now(),
@@ -394,7 +394,7 @@ fn too_few_reachable_fails_naming_who<S: Suite>() {
 /// entries are not even valid points. Through the network, a package of 2 × committee
 /// commitments is refused too. No share, and the live nonce survives.
 fn oversized_package_is_refused_before_arithmetic<S: Suite>() {
-    let (mut net, nodes, coordinator, key, _pkp) = network_with_key::<S>(48, 2, 3);
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(48, 2, 3);
     let target = nodes[0].clone();
     let share = net
         .node(&target)
@@ -478,7 +478,7 @@ fn oversized_package_is_refused_before_arithmetic<S: Suite>() {
 
     // Through the wire: 6 commitments (2 × the committee) fit the frame and are refused.
     let request = SignRequest {
-        client: Some(net.authorize(&key, b"m")),
+        client: Some(net.authorize(&key, &pkp, b"m")),
         ..request
     };
     net.inject(&coordinator, &target, Message::SignRequest(request));

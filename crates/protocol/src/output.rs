@@ -56,12 +56,15 @@ pub enum Event<S: Suite> {
     /// DKG member: a new share is ready but not active. Store it as PENDING, durably, before
     /// carrying out any later output (the confirmation that follows promises it is stored).
     KeyPending(KeyShare<S>),
-    /// DKG member: every member confirmed the same key; promote the PENDING share to ACTIVE.
+    /// DKG member: every member confirmed the same key; promote the PENDING share to ACTIVE,
+    /// if its public key package is the committed one.
     KeyActivated {
         /// The key.
         key_id: KeyId,
         /// Its epoch.
         epoch: Epoch,
+        /// The committed public key package's digest (`T("public-key-package")`).
+        public_key_package: permafrost_wire::Digest,
     },
     /// DKG coordinator: every member confirmed; the key exists. Record it durably before the
     /// outputs after this event (the commit to every member) are carried out.

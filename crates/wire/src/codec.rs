@@ -13,8 +13,9 @@ use crate::message::*;
 use crate::WireError;
 
 /// The wire version this build speaks. 2: `SignRequest.client` and `SignRefusal.unauthorized`
-/// (client authorization); nodes and coordinators of version 1 cannot talk to it.
-pub const WIRE_VERSION: u16 = 2;
+/// (client authorization). 3: the client's approval is bound to the network id and the group
+/// key (`permafrost/client-authorization/v2`). Frames of any other version are refused.
+pub const WIRE_VERSION: u16 = 3;
 /// Bytes before the body: version (2) and kind (1).
 pub const FRAME_HEADER_LEN: usize = 3;
 /// No frame of any kind may be longer than this.
@@ -191,7 +192,10 @@ pub fn decode(frame: &[u8]) -> Result<Message, WireError> {
     };
     let version = u16::from_be_bytes([*v0, *v1]);
     if version != WIRE_VERSION {
-        return Err(WireError::UnsupportedVersion(version));
+        return Err(WireError::UnsupportedVersion {
+            got: version,
+            expected: WIRE_VERSION,
+        });
     }
     let kind = MessageKind::from_tag(*tag)?;
     if frame.len() > kind.max_frame_len() {

@@ -19,8 +19,13 @@ pub enum WireError {
     #[error("frame of {0} bytes is shorter than the header")]
     Truncated(usize),
     /// The frame was written by a wire version this build does not speak.
-    #[error("unsupported wire version {0}")]
-    UnsupportedVersion(u16),
+    #[error("frame of wire version {got}, but this build speaks only wire version {expected}: run the same Permafrost release on every node and coordinator")]
+    UnsupportedVersion {
+        /// The frame's version.
+        got: u16,
+        /// The version this build speaks ([`WIRE_VERSION`](crate::WIRE_VERSION)).
+        expected: u16,
+    },
     /// The kind byte names no message.
     #[error("unknown message kind {0}")]
     UnknownKind(u8),

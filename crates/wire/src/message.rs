@@ -138,10 +138,28 @@ pub struct SignRequest {
     pub client: Option<ClientAuthorization>,
 }
 
-/// A client's ed25519 signature approving one signature: key `key_id` signs `message`, once
-/// (request id `request_id`), around time `timestamp_ms`. The coordinator only carries it; each
-/// signer verifies it against its own list of accepted client keys, so a coordinator cannot get
-/// anything signed that a client did not approve.
+/// What a client's approval is bound to besides the message: the network, the key's group
+/// public key and its key id. An approval made for one of them does not verify for another, so
+/// it cannot be replayed on another network that lists the same client key, nor for a key id
+/// recreated with another group key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApprovalTarget<'a> {
+    /// The network id every process of the network is configured with (`network_id` of the
+    /// network file), as UTF-8 bytes.
+    pub network_id: &'a str,
+    /// The key's group public key: frost's `VerifyingKey::serialize()` of the epoch's public
+    /// key package, the bytes the HTTP API shows as `public_key` (32 bytes for ed25519, 33 SEC1
+    /// compressed for secp256k1 and secp256k1-tr). A reshare does not change it.
+    pub group_key: &'a [u8],
+    /// The key id.
+    pub key_id: &'a KeyId,
+}
+
+/// A client's ed25519 signature approving one signature: key `key_id` (with this group key, on
+/// this network; see [`ApprovalTarget`]) signs `message`, once (request id `request_id`),
+/// around time `timestamp_ms`. The coordinator only carries it; each signer verifies it against
+/// its own list of accepted client keys, so a coordinator cannot get anything signed that a
+/// client did not approve.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientAuthorization {
     /// The client's ed25519 public key.
@@ -156,22 +174,42 @@ pub struct ClientAuthorization {
 }
 
 impl ClientAuthorization {
-    /// Domain separation for the client's signature.
-    pub const DOMAIN: &'static [u8] = b"permafrost/client-authorization/v1";
+    /// Domain separation for the client's signature. Version 2 added the network id and the
+    /// group key; an approval made under `permafrost/client-authorization/v1` does not verify.
+    pub const DOMAIN: &'static [u8] = b"permafrost/client-authorization/v2";
 
-    /// The bytes a client signs: `DOMAIN ‖ u32 BE len(key_id) ‖ key_id ‖ u32 BE len(message) ‖
-    /// message ‖ request_id ‖ u64 BE timestamp_ms`.
+    /// The bytes a client signs:
+    ///
+    /// ```text
+    /// DOMAIN
+    ///   ‖ u32 BE len(network_id) ‖ network_id
+    ///   ‖ u32 BE len(group_key)  ‖ group_key
+    ///   ‖ u32 BE len(key_id)     ‖ key_id
+    ///   ‖ u32 BE len(message)    ‖ message
+    ///   ‖ request_id (16)        ‖ u64 BE timestamp_ms
+    /// ```
+    ///
+    /// Every variable-length field carries its length, so no two different inputs give the
+    /// same bytes.
     pub fn signed_bytes(
-        key_id: &KeyId,
+        target: &ApprovalTarget<'_>,
         message: &[u8],
         request_id: &[u8; 16],
         timestamp_ms: u64,
     ) -> Vec<u8> {
-        let key = key_id.as_str().as_bytes();
-        let mut out = Vec::with_capacity(Self::DOMAIN.len() + 8 + key.len() + message.len() + 24);
+        let parts = [
+            target.network_id.as_bytes(),
+            target.group_key,
+            target.key_id.as_str().as_bytes(),
+            message,
+        ];
+        let mut out = Vec::with_capacity(
+            Self::DOMAIN.len() + parts.iter().map(|p| 4 + p.len()).sum::<usize>() + 24,
+        );
         out.extend_from_slice(Self::DOMAIN);
-        for part in [key, message] {
-            // Both are far below 4 GiB (no frame is over 1 MiB).
+        for part in parts {
+            // Far below 4 GiB in practice (no frame is over 1 MiB, ids and keys are short);
+            // a longer part saturates the prefix rather than panic.
             out.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
             out.extend_from_slice(part);
         }
@@ -180,17 +218,17 @@ impl ClientAuthorization {
         out
     }
 
-    /// `signing_key`'s approval of signing `message` with `key_id`, once (`request_id`), at
-    /// `timestamp_ms`.
+    /// `signing_key`'s approval of signing `message` with the key `target` names, once
+    /// (`request_id`), at `timestamp_ms`.
     pub fn sign(
         signing_key: &ed25519_dalek::SigningKey,
-        key_id: &KeyId,
+        target: &ApprovalTarget<'_>,
         message: &[u8],
         request_id: [u8; 16],
         timestamp_ms: u64,
     ) -> Self {
         use ed25519_dalek::Signer as _;
-        let signed = Self::signed_bytes(key_id, message, &request_id, timestamp_ms);
+        let signed = Self::signed_bytes(target, message, &request_id, timestamp_ms);
         ClientAuthorization {
             public_key: signing_key.verifying_key().to_bytes(),
             request_id,
@@ -199,20 +237,21 @@ impl ClientAuthorization {
         }
     }
 
-    /// Checks the signature (strict ed25519) over exactly `key_id` and `message`, sizes first.
-    /// The error says what is wrong.
-    pub fn verify(&self, key_id: &KeyId, message: &[u8]) -> Result<(), String> {
+    /// Checks the signature (strict ed25519) over exactly `target` and `message`, sizes first.
+    /// The error says what is wrong; a signature cannot tell which signed field differs, so a
+    /// mismatch of any of them (or an approval of the v1 domain) gets the same error.
+    pub fn verify(&self, target: &ApprovalTarget<'_>, message: &[u8]) -> Result<(), String> {
         let signature: [u8; 64] =
             self.signature.as_slice().try_into().map_err(|_| {
                 format!("client signature of {} bytes, not 64", self.signature.len())
             })?;
         let key = ed25519_dalek::VerifyingKey::from_bytes(&self.public_key)
             .map_err(|_| "client public key is not a valid ed25519 key".to_string())?;
-        let signed = Self::signed_bytes(key_id, message, &self.request_id, self.timestamp_ms);
+        let signed = Self::signed_bytes(target, message, &self.request_id, self.timestamp_ms);
         key.verify_strict(&signed, &ed25519_dalek::Signature::from_bytes(&signature))
             .map_err(|_| {
                 format!(
-                    "client signature of {} does not verify over this key id and message",
+                    "client signature of {} does not verify over this network id, group key, key id and message",
                     hex::encode(self.public_key)
                 )
             })

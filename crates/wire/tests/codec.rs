@@ -262,11 +262,36 @@ fn wrong_version_and_unknown_kind_are_refused() {
     frame[1] = 99;
     assert!(matches!(
         decode(&frame),
-        Err(WireError::UnsupportedVersion(_))
+        Err(WireError::UnsupportedVersion { got: 99, .. })
     ));
     let mut frame = encode(&every_kind()[0]).unwrap();
     frame[2] = 200;
     assert!(matches!(decode(&frame), Err(WireError::UnknownKind(200))));
+}
+
+/// A frame of the previous wire version (2: approvals not bound to the network and group key)
+/// is refused before its body is read, with an error naming both versions.
+#[test]
+fn a_frame_of_the_previous_wire_version_is_refused() {
+    assert_eq!(WIRE_VERSION, 3);
+    for message in every_kind() {
+        let mut frame = encode(&message).unwrap();
+        assert_eq!(frame[0..2], 3u16.to_be_bytes());
+        frame[0..2].copy_from_slice(&2u16.to_be_bytes());
+        let error = decode(&frame).unwrap_err();
+        assert_eq!(
+            error,
+            WireError::UnsupportedVersion {
+                got: 2,
+                expected: 3
+            }
+        );
+        let text = error.to_string();
+        assert!(
+            text.contains("wire version 2") && text.contains("wire version 3"),
+            "{text}"
+        );
+    }
 }
 
 #[test]
@@ -322,43 +347,147 @@ proptest! {
     }
 }
 
-/// A client's authorization verifies over exactly the key id and message it was made for;
-/// changing any signed field, or the signature, makes it fail.
+fn target<'a>(network_id: &'a str, group_key: &'a [u8], key_id: &'a KeyId) -> ApprovalTarget<'a> {
+    ApprovalTarget {
+        network_id,
+        group_key,
+        key_id,
+    }
+}
+
+/// A client's authorization verifies over exactly the network id, group key, key id and
+/// message it was made for; changing any signed field, or the signature, makes it fail.
 #[test]
 fn client_authorizations_verify_only_for_what_they_approve() {
     let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
     let key_id = KeyId::new("key-1").unwrap();
-    let auth = ClientAuthorization::sign(&key, &key_id, b"pay 10", [1; 16], 1_000);
-    assert_eq!(auth.verify(&key_id, b"pay 10"), Ok(()));
-    assert!(auth.verify(&key_id, b"pay 11").is_err());
+    let group_key = [2u8; 33];
+    let approved = target("net-a", &group_key, &key_id);
+    let auth = ClientAuthorization::sign(&key, &approved, b"pay 10", [1; 16], 1_000);
+    assert_eq!(auth.verify(&approved, b"pay 10"), Ok(()));
+    assert!(auth.verify(&approved, b"pay 11").is_err());
+    let other_id = KeyId::new("key-2").unwrap();
     assert!(auth
-        .verify(&KeyId::new("key-2").unwrap(), b"pay 10")
+        .verify(&target("net-a", &group_key, &other_id), b"pay 10")
+        .is_err());
+    // Another network, or another group key under the same key id: refused, saying so.
+    let error = auth
+        .verify(&target("net-b", &group_key, &key_id), b"pay 10")
+        .unwrap_err();
+    assert!(
+        error.contains("does not verify over this network id, group key, key id and message"),
+        "{error}"
+    );
+    let mut other_group_key = group_key;
+    other_group_key[32] ^= 1;
+    assert!(auth
+        .verify(&target("net-a", &other_group_key, &key_id), b"pay 10")
+        .is_err());
+    assert!(auth
+        .verify(&target("net-a", &group_key[..32], &key_id), b"pay 10")
         .is_err());
     let mut changed = auth.clone();
     changed.request_id[0] ^= 1;
-    assert!(changed.verify(&key_id, b"pay 10").is_err());
+    assert!(changed.verify(&approved, b"pay 10").is_err());
     let mut changed = auth.clone();
     changed.timestamp_ms += 1;
-    assert!(changed.verify(&key_id, b"pay 10").is_err());
+    assert!(changed.verify(&approved, b"pay 10").is_err());
     let mut changed = auth.clone();
     changed.signature[10] ^= 1;
-    assert!(changed.verify(&key_id, b"pay 10").is_err());
+    assert!(changed.verify(&approved, b"pay 10").is_err());
     let mut changed = auth.clone();
     changed.signature.push(0);
     assert!(changed
-        .verify(&key_id, b"pay 10")
+        .verify(&approved, b"pay 10")
         .unwrap_err()
         .contains("65 bytes"));
     let mut changed = auth;
     changed.public_key = ed25519_dalek::SigningKey::from_bytes(&[8; 32])
         .verifying_key()
         .to_bytes();
-    assert!(changed.verify(&key_id, b"pay 10").is_err());
-    // The signed bytes separate fields by length: moving a byte between key id and message
-    // changes them.
+    assert!(changed.verify(&approved, b"pay 10").is_err());
+}
+
+/// An approval signed the version-1 way (domain v1, no network id or group key) does not
+/// verify, for the same key id and message.
+#[test]
+fn a_v1_approval_does_not_verify() {
+    use ed25519_dalek::Signer as _;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let key_id = KeyId::new("key-1").unwrap();
+    let (message, request_id, timestamp_ms) = (b"pay 10", [1u8; 16], 1_000u64);
+    let mut v1 = b"permafrost/client-authorization/v1".to_vec();
+    for part in [key_id.as_str().as_bytes(), message] {
+        v1.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        v1.extend_from_slice(part);
+    }
+    v1.extend_from_slice(&request_id);
+    v1.extend_from_slice(&timestamp_ms.to_be_bytes());
+    let auth = ClientAuthorization {
+        public_key: key.verifying_key().to_bytes(),
+        request_id,
+        timestamp_ms,
+        signature: key.sign(&v1).to_bytes().to_vec(),
+    };
+    let group_key = [2u8; 32];
+    for network_id in ["", "net-a"] {
+        for group_key in [&group_key[..], &[]] {
+            assert!(auth
+                .verify(&target(network_id, group_key, &key_id), message)
+                .unwrap_err()
+                .contains("does not verify"));
+        }
+    }
+}
+
+/// The signed bytes: the v2 domain, then each variable-length field with its u32 length, so
+/// that bytes moved between neighbouring fields always change them, and a change of the
+/// network id or of the group key changes them.
+#[test]
+fn signed_bytes_cover_every_field_and_separate_them_by_length() {
+    let key_id = KeyId::new("k").unwrap();
+    let bytes = ClientAuthorization::signed_bytes(
+        &target("net", &[0xaa, 0xbb], &key_id),
+        b"msg",
+        &[7; 16],
+        0x0102,
+    );
+    let mut expected = b"permafrost/client-authorization/v2".to_vec();
+    expected.extend_from_slice(&[0, 0, 0, 3]);
+    expected.extend_from_slice(b"net");
+    expected.extend_from_slice(&[0, 0, 0, 2, 0xaa, 0xbb]);
+    expected.extend_from_slice(&[0, 0, 0, 1]);
+    expected.extend_from_slice(b"k");
+    expected.extend_from_slice(&[0, 0, 0, 3]);
+    expected.extend_from_slice(b"msg");
+    expected.extend_from_slice(&[7; 16]);
+    expected.extend_from_slice(&0x0102u64.to_be_bytes());
+    assert_eq!(bytes, expected);
+    assert_eq!(
+        ClientAuthorization::DOMAIN,
+        b"permafrost/client-authorization/v2"
+    );
+
+    let signed = |network_id: &str, group_key: &[u8], key_id: &str, message: &[u8]| {
+        ClientAuthorization::signed_bytes(
+            &target(network_id, group_key, &KeyId::new(key_id).unwrap()),
+            message,
+            &[0; 16],
+            0,
+        )
+    };
+    let base = signed("net-a", &[1; 32], "k", b"m");
+    assert_ne!(base, signed("net-b", &[1; 32], "k", b"m"), "network id");
+    assert_ne!(base, signed("net-a", &[2; 32], "k", b"m"), "group key");
+    // A byte moved across each boundary between variable-length fields.
+    assert_ne!(signed("ab", b"c", "k", b"m"), signed("a", b"bc", "k", b"m"));
+    assert_ne!(signed("n", b"gk", "k", b"m"), signed("n", b"g", "kk", b"m"));
+    assert_ne!(signed("n", b"g", "ab", b"c"), signed("n", b"g", "a", b"bc"));
+    assert_ne!(signed("n", b"", "k", b"m"), signed("", b"n", "k", b"m"));
+    // Together: the same concatenation of field bytes, split differently.
     assert_ne!(
-        ClientAuthorization::signed_bytes(&KeyId::new("ab").unwrap(), b"c", &[0; 16], 0),
-        ClientAuthorization::signed_bytes(&KeyId::new("a").unwrap(), b"bc", &[0; 16], 0)
+        signed("ab", b"cd", "e", b"f"),
+        signed("a", b"bcd", "ef", b"")
     );
 }
 

@@ -147,5 +147,11 @@ fn sixteen_mib_inputs_are_refused_before_decoding() {
         Err(WireError::Oversized { len, .. }) if len == MAX_FRAME_LEN + 1
     ));
     huge.truncate(MAX_FRAME_LEN);
-    assert_eq!(decode(&huge), Err(WireError::UnsupportedVersion(0)));
+    assert_eq!(
+        decode(&huge),
+        Err(WireError::UnsupportedVersion {
+            got: 0,
+            expected: WIRE_VERSION
+        })
+    );
 }

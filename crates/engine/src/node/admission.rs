@@ -1,4 +1,5 @@
-//! Admission of signing requests: the client's approval checked by the gate, a new request id
+//! Admission of signing requests: the client's approval checked by the gate (for this node's
+//! network id and the group key of the share that would sign), a new request id
 //! and its audit entry written to the store (one step) before the signer commits, and every
 //! refusal audited — at most [`AUDITED_REFUSALS_PER_SECOND`] one by one, the rest counted.
 
@@ -74,7 +75,11 @@ impl<St: NodeStore> NodeCore<St> {
         request: &SignRequest,
         now: Timestamp,
     ) -> Result<(), Refusal> {
-        let decision = match self.gate.check(request, now) {
+        let checked = self.signer_group_key(request).and_then(|group_key| {
+            self.gate
+                .check(request, &self.setup.network_id, group_key, now)
+        });
+        let decision = match checked {
             Ok(Admission::Again) => return Ok(()),
             Ok(Admission::New(admitted)) => self.persist_admission(from, request, admitted, now),
             Err(refusal) => Err(refusal),
@@ -107,6 +112,22 @@ impl<St: NodeStore> NodeCore<St> {
             }
         }
         decision
+    }
+
+    /// The group key a client's approval of `request` must be for: that of the share the
+    /// running signer of the key would sign with. A request for another epoch is refused here,
+    /// as the signer would refuse it, before any request id is spent on it.
+    fn signer_group_key(&self, request: &SignRequest) -> Result<&[u8], Refusal> {
+        let Some(signer) = self.signer_keys.get(&request.key_id) else {
+            return Err(Refusal::WrongKey);
+        };
+        if signer.epoch != request.epoch {
+            return Err(Refusal::WrongEpoch {
+                expected: signer.epoch,
+                got: request.epoch,
+            });
+        }
+        Ok(&signer.group_key)
     }
 
     /// Starts a new second of the refusal audit cap, writing one entry for the refusals of the

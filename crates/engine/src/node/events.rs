@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use permafrost_keystore::{AuditKind, ReshareConclusion, ShareState};
-use permafrost_protocol::{ProtocolError, Timestamp};
+use permafrost_protocol::{digest_bytes, ProtocolError, Timestamp};
 use permafrost_wire::{Epoch, KeyId, ReshareCommit, SessionId};
 
 use super::{audit, NodeNotice, NodeOutput, NodeSetup, NodeStore, ReshareRecord, StoreError};
@@ -62,10 +62,39 @@ impl<St: NodeStore> EventContext<'_, St> {
         };
         match event {
             AnyEvent::KeyPending(share) => self.store_pending(&share),
-            AnyEvent::KeyActivated { key_id, epoch } => {
+            AnyEvent::KeyActivated {
+                key_id,
+                epoch,
+                public_key_package,
+            } => {
                 let Route::Session(session) = route else {
                     return Handled::Abort;
                 };
+                // The share on disk must be the one the commit certifies (never another DKG's).
+                let stored = match self.store.share(&key_id, epoch) {
+                    Ok(Some((ShareState::Pending, share))) => {
+                        digest_bytes("public-key-package", &share.public_key_package)
+                    }
+                    Ok(_) => {
+                        self.notice(NodeNotice::ActivationRefused {
+                            key_id,
+                            epoch,
+                            why: "no pending share of this epoch is stored".into(),
+                        });
+                        return Handled::Abort;
+                    }
+                    Err(e) => return self.failed("reading the pending share", &key_id, e),
+                };
+                if stored != public_key_package {
+                    self.notice(NodeNotice::ActivationRefused {
+                        key_id,
+                        epoch,
+                        why:
+                            "the stored pending share's public key package is not the committed one"
+                                .into(),
+                    });
+                    return Handled::Abort;
+                }
                 let entry = audit::entry(
                     self.now,
                     AuditKind::Dkg,

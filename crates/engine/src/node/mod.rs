@@ -56,14 +56,23 @@ pub struct NodeSetup {
     /// The signer nodes (`[[nodes]]` of the network file): the only parties a committee may
     /// name. A coordinator identity never is one.
     pub nodes: BTreeSet<NodeId>,
+    /// The network id every process of the network is configured with (`network_id` of the
+    /// network file): client and operator approvals are bound to it.
+    pub network_id: String,
     /// The client keys whose approval a signing request needs.
     pub clients: ClientPolicy,
-    /// The network id (operator approvals are made for it).
-    pub network_id: String,
     /// The operator keys whose approval a DKG or reshare needs, and this node's floors.
     pub operators: OperatorPolicy,
     /// How the audit log names a peer (e.g. its PeerId), if it can.
     pub peer_name: fn(&NodeId) -> Option<String>,
+}
+
+/// The share a running signer signs with, as far as client authorization needs it.
+struct SignerKey {
+    /// Its epoch.
+    epoch: Epoch,
+    /// The group key of its public key package (`VerifyingKey::serialize()`).
+    group_key: Vec<u8>,
 }
 
 /// What the core wants done, in order.
@@ -101,6 +110,9 @@ pub struct NodeCore<St: NodeStore> {
     /// Operator approval of DKG and reshare opens; the request ids it admitted are also in
     /// the store.
     operators: OperatorGate,
+    /// The epoch and group key each running signer signs with: a client's approval must be
+    /// for that group key.
+    signer_keys: BTreeMap<KeyId, SignerKey>,
     /// The audit-rate cap on refusals.
     refusals: RefusalAudit,
     outputs: VecDeque<NodeOutput>,
@@ -127,6 +139,7 @@ impl<St: NodeStore> NodeCore<St> {
             ),
             gate,
             operators,
+            signer_keys: BTreeMap::new(),
             refusals: RefusalAudit::default(),
             outputs: VecDeque::new(),
         };
@@ -336,6 +349,7 @@ impl<St: NodeStore> NodeCore<St> {
                 FollowUp::StartSigner(key_id, epoch) => self.start_signer(&key_id, epoch),
                 FollowUp::StopSigner(key_id) => {
                     self.sessions.remove(&Route::Signer(key_id.clone()));
+                    self.signer_keys.remove(&key_id);
                     self.notice(NodeNotice::SignerStopped { key_id });
                 }
             }
@@ -385,15 +399,20 @@ impl<St: NodeStore> NodeCore<St> {
 
     fn start_signer(&mut self, key_id: &KeyId, epoch: Epoch) {
         let started = match self.store.share(key_id, epoch) {
-            Ok(Some((_, share))) => any::signer(&share).map(|signer| (signer, share.curve)),
+            Ok(Some((_, share))) => any::signer(&share).and_then(|signer| {
+                let group_key = any::group_key_of(share.curve, &share.public_key_package)?;
+                Ok((signer, share.curve, group_key))
+            }),
             Ok(None) => Err(ProtocolError::Frost("no such share".into())),
             Err(e) => Err(ProtocolError::Frost(e.to_string())),
         };
         match started {
-            Ok((signer, curve)) => {
+            Ok((signer, curve, group_key)) => {
                 let mut ignore = |_: &Route, _: any::AnyOutput| Handled::Continue;
                 self.sessions
                     .insert(Route::Signer(key_id.clone()), signer, &mut ignore);
+                self.signer_keys
+                    .insert(key_id.clone(), SignerKey { epoch, group_key });
                 self.notice(NodeNotice::SignerReady {
                     key_id: key_id.clone(),
                     epoch,

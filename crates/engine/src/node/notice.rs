@@ -79,6 +79,16 @@ pub enum NodeNotice {
         /// The key.
         key_id: KeyId,
     },
+    /// A DKG commit arrived, but the pending share on disk is not the committed one (or is
+    /// missing): nothing is activated.
+    ActivationRefused {
+        /// The key.
+        key_id: KeyId,
+        /// The epoch.
+        epoch: Epoch,
+        /// Why.
+        why: String,
+    },
     /// A DKG's commit never arrived: its pending share is kept for an operator (the others
     /// may have activated the key).
     DkgShareKept {
@@ -214,6 +224,7 @@ impl NodeNotice {
             self,
             NodeNotice::StoreFailed { .. }
                 | NodeNotice::TwoActiveEpochs { .. }
+                | NodeNotice::ActivationRefused { .. }
                 | NodeNotice::SignerNotStarted { .. }
                 | NodeNotice::ReshareNotResumed { .. }
                 | NodeNotice::DkgShareKept { .. }
@@ -257,6 +268,7 @@ impl std::fmt::Display for NodeNotice {
             NodeNotice::SignerStopped { key_id } => write!(f, "key {key_id}: signer stopped, this node no longer holds the key"),
             NodeNotice::SharePending { key_id, epoch } => write!(f, "key {key_id} epoch {epoch}: share stored as pending"),
             NodeNotice::PendingOverActiveRefused { key_id, epoch } => write!(f, "key {key_id} epoch {epoch}: refusing to store a pending share over the active share of the same epoch"),
+            NodeNotice::ActivationRefused { key_id, epoch, why } => write!(f, "key {key_id} epoch {epoch}: commit not activated: {why}"),
             NodeNotice::KeyActivated { key_id, epoch } => write!(f, "key {key_id} epoch {epoch}: active"),
             NodeNotice::DkgShareDiscarded { key_id } => write!(f, "key {key_id}: DKG failed, its pending share deleted"),
             NodeNotice::DkgShareKept { key_id } => write!(f, "key {key_id}: DKG commit never arrived; the pending share is kept"),
@@ -266,7 +278,7 @@ impl std::fmt::Display for NodeNotice {
             NodeNotice::Dealt { key_id, session } => write!(f, "key {key_id}: dealt in reshare {session}"),
             NodeNotice::ReshareCommitted { key_id, epoch } => write!(f, "key {key_id}: reshare committed, epoch {epoch} active, older epochs deleted"),
             NodeNotice::ShareRetired { key_id, epoch } => write!(f, "key {key_id}: left the committee, epoch {epoch} share deleted"),
-            NodeNotice::ReshareAborted { key_id, session, error } => write!(f, "key {key_id}: reshare {session} aborted, pending share deleted, old epoch kept: {error}"),
+            NodeNotice::ReshareAborted { key_id, session, error } => write!(f, "key {key_id}: reshare {session} aborted before this node stored a new share; old epoch kept: {error}"),
             NodeNotice::ClientRequestAdmitted { key_id, session } => write!(f, "key {key_id}: client request admitted in session {session}"),
             NodeNotice::ShareProduced { key_id, epoch } => write!(f, "key {key_id} epoch {epoch}: signature share produced"),
             NodeNotice::SessionFailed { route, error } => write!(f, "session {route:?} failed: {error}"),

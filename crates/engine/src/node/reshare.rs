@@ -135,13 +135,20 @@ impl<St: NodeStore> NodeCore<St> {
             )));
         }
         let me = self.node_id().clone();
-        // The old share, if this node holds the epoch being reshared.
+        // The old share, if this node holds the epoch being reshared in force (a PENDING share
+        // of it, one no certificate concluded, is not the key's).
         let old = match self
             .store
             .share(&p.key_id, p.epoch)
             .map_err(store_refusal)?
         {
-            Some((_, share)) => Some(share),
+            Some((ShareState::Active, share)) => Some(share),
+            Some(_) if p.old_committee.contains(&me) => {
+                return Err(ProtocolError::InvalidParameters(format!(
+                    "this node's share of key {} epoch {} is not active (pending, kept for an operator)",
+                    p.key_id, p.epoch
+                )));
+            }
             None if p.old_committee.contains(&me) => {
                 return Err(Refusal::WrongEpoch {
                     expected: self.active_epoch(&p.key_id).unwrap_or(Epoch(0)),
@@ -149,7 +156,7 @@ impl<St: NodeStore> NodeCore<St> {
                 }
                 .into());
             }
-            None => None,
+            Some(_) | None => None,
         };
         if !p.old_committee.contains(&me) && self.holds_key(&p.key_id) {
             return Err(ProtocolError::InvalidParameters(format!(

@@ -407,10 +407,12 @@ impl<S: Suite> DkgParticipant<S> {
                 .into());
             }
         }
+        let public_key_package = confirm.public_key_package;
         self.state = State::Done;
         self.outputs.push_back(Output::Event(Event::KeyActivated {
             key_id: self.open.key_id.clone(),
             epoch: Epoch(0),
+            public_key_package,
         }));
         Ok(())
     }

@@ -3,10 +3,13 @@
 //!
 //! A [`SignRequest`] carries a
 //! [`ClientAuthorization`](permafrost_wire::ClientAuthorization): the client's ed25519 public
-//! key and its signature over (key id, message, request id, timestamp). A [`ClientGate`] admits
-//! a request only if
+//! key and its signature over (network id, group key, key id, message, request id, timestamp).
+//! A [`ClientGate`] admits a request only if
 //! - the client key is in the node's [`ClientPolicy`], for all keys or for this key;
-//! - the signature verifies over exactly this key id and message;
+//! - the signature verifies over exactly this node's network id, the group key of the key and
+//!   epoch the node signs with, this key id and this message (so an approval made for another
+//!   network listing the same client key, or for a key id recreated with another group key,
+//!   does not verify);
 //! - the timestamp is within the policy's clock skew of the node's clock;
 //! - the request id was not seen before in another signing session (the same session may ask
 //!   again: ROAST asks a signer once per attempt).
@@ -20,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
-use permafrost_wire::{KeyId, SessionId, SignRequest};
+use permafrost_wire::{ApprovalTarget, KeyId, SessionId, SignRequest};
 
 use crate::{Refusal, Timestamp};
 
@@ -144,9 +147,17 @@ impl ClientGate {
         self.seen.len()
     }
 
-    /// Decides on `request` at time `now` without changing anything. A refusal is always
-    /// [`Refusal::ClientNotAuthorized`], saying why.
-    pub fn check(&self, request: &SignRequest, now: Timestamp) -> Result<Admission, Refusal> {
+    /// Decides on `request` at time `now` without changing anything: the approval must be for
+    /// `network_id` (this node's) and `group_key` (the group key of the share that would sign,
+    /// `VerifyingKey::serialize()`). A refusal is always [`Refusal::ClientNotAuthorized`],
+    /// saying why.
+    pub fn check(
+        &self,
+        request: &SignRequest,
+        network_id: &str,
+        group_key: &[u8],
+        now: Timestamp,
+    ) -> Result<Admission, Refusal> {
         let refuse = |why: String| Err(Refusal::ClientNotAuthorized(why));
         // What the signer would refuse anyway, first and cheaply: no signature is verified and
         // no request id is spent on it.
@@ -161,7 +172,12 @@ impl ClientGate {
                 request.key_id
             ));
         }
-        auth.verify(&request.key_id, &request.message)
+        let target = ApprovalTarget {
+            network_id,
+            group_key,
+            key_id: &request.key_id,
+        };
+        auth.verify(&target, &request.message)
             .map_err(Refusal::ClientNotAuthorized)?;
         let skew = duration_ms(self.policy.max_clock_skew);
         let distance = now.0.abs_diff(auth.timestamp_ms);
@@ -219,6 +235,9 @@ mod tests {
     use super::*;
     use permafrost_wire::ClientAuthorization;
 
+    const NETWORK: &str = "net-1";
+    const GROUP_KEY: [u8; 32] = [0x6b; 32];
+
     fn authorize(
         key: &ed25519_dalek::SigningKey,
         key_id: &KeyId,
@@ -226,7 +245,21 @@ mod tests {
         request_id: [u8; 16],
         timestamp_ms: u64,
     ) -> ClientAuthorization {
-        ClientAuthorization::sign(key, key_id, message, request_id, timestamp_ms)
+        let target = ApprovalTarget {
+            network_id: NETWORK,
+            group_key: &GROUP_KEY,
+            key_id,
+        };
+        ClientAuthorization::sign(key, &target, message, request_id, timestamp_ms)
+    }
+
+    /// The gate of a node of network [`NETWORK`] whose share has group key [`GROUP_KEY`].
+    fn check(
+        gate: &ClientGate,
+        request: &SignRequest,
+        now: Timestamp,
+    ) -> Result<Admission, Refusal> {
+        gate.check(request, NETWORK, &GROUP_KEY, now)
     }
 
     fn key(seed: u8) -> ed25519_dalek::SigningKey {
@@ -268,19 +301,19 @@ mod tests {
         let mut gate = gate_for(&client);
         let now = Timestamp(1_000_000);
         let first = request(&client, 1, 9, now.0);
-        let Ok(Admission::New(admitted)) = gate.check(&first, now) else {
+        let Ok(Admission::New(admitted)) = check(&gate, &first, now) else {
             panic!("a fresh request is admitted");
         };
         // Not recorded yet: still new.
-        assert!(matches!(gate.check(&first, now), Ok(Admission::New(_))));
+        assert!(matches!(check(&gate, &first, now), Ok(Admission::New(_))));
         gate.record(admitted, now);
-        assert_eq!(gate.check(&first, now), Ok(Admission::Again));
+        assert_eq!(check(&gate, &first, now), Ok(Admission::Again));
         refused(
-            gate.check(&request(&client, 2, 9, now.0), now),
+            check(&gate, &request(&client, 2, 9, now.0), now),
             "already used in session",
         );
         assert!(matches!(
-            gate.check(&request(&client, 2, 10, now.0), now),
+            check(&gate, &request(&client, 2, 10, now.0), now),
             Ok(Admission::New(_))
         ));
     }
@@ -291,35 +324,48 @@ mod tests {
         let gate = gate_for(&client);
         let now = Timestamp(10_000_000);
         refused(
-            gate.check(&request(&key(2), 1, 1, now.0), now),
+            check(&gate, &request(&key(2), 1, 1, now.0), now),
             "is not accepted",
         );
         let mut tampered = request(&client, 1, 1, now.0);
         tampered.message = b"pay 1000".to_vec();
-        refused(gate.check(&tampered, now), "does not verify");
+        refused(check(&gate, &tampered, now), "does not verify");
         let mut other_key = request(&client, 1, 1, now.0);
         other_key.key_id = KeyId::new("k2").unwrap();
-        refused(gate.check(&other_key, now), "does not verify");
+        refused(check(&gate, &other_key, now), "does not verify");
         let mut short = request(&client, 1, 1, now.0);
         if let Some(auth) = short.client.as_mut() {
             auth.signature.truncate(10);
         }
-        refused(gate.check(&short, now), "not 64");
+        refused(check(&gate, &short, now), "not 64");
         let skew = 120_000;
         refused(
-            gate.check(&request(&client, 1, 1, now.0 - skew - 1), now),
+            check(&gate, &request(&client, 1, 1, now.0 - skew - 1), now),
             "from this node's clock",
         );
         refused(
-            gate.check(&request(&client, 1, 1, now.0 + skew + 1), now),
+            check(&gate, &request(&client, 1, 1, now.0 + skew + 1), now),
             "from this node's clock",
         );
-        assert!(gate
-            .check(&request(&client, 1, 1, now.0 - skew), now)
-            .is_ok());
+        assert!(check(&gate, &request(&client, 1, 1, now.0 - skew), now).is_ok());
         let mut none = request(&client, 1, 1, now.0);
         none.client = None;
-        refused(gate.check(&none, now), "no client authorization");
+        refused(check(&gate, &none, now), "no client authorization");
+    }
+
+    /// An approval made for another network, or for another group key under the same key id,
+    /// does not verify here.
+    #[test]
+    fn refuses_approvals_for_another_network_or_group_key() {
+        let client = key(1);
+        let gate = gate_for(&client);
+        let now = Timestamp(10_000_000);
+        let approved = request(&client, 1, 1, now.0);
+        assert!(gate.check(&approved, NETWORK, &GROUP_KEY, now).is_ok());
+        let why = "does not verify over this network id, group key, key id and message";
+        refused(gate.check(&approved, "net-2", &GROUP_KEY, now), why);
+        refused(gate.check(&approved, NETWORK, &[0x6c; 32], now), why);
+        refused(gate.check(&approved, NETWORK, &[0x6b; 33], now), why);
     }
 
     #[test]
@@ -332,12 +378,12 @@ mod tests {
         );
         let gate = ClientGate::new(policy);
         let now = Timestamp(5_000_000);
-        assert!(gate.check(&request(&client, 1, 1, now.0), now).is_ok());
+        assert!(check(&gate, &request(&client, 1, 1, now.0), now).is_ok());
         let mut other = request(&client, 1, 1, now.0);
         let key_id = KeyId::new("k2").unwrap();
         other.client = Some(authorize(&client, &key_id, &other.message, [1; 16], now.0));
         other.key_id = key_id;
-        refused(gate.check(&other, now), "is not accepted for key k2");
+        refused(check(&gate, &other, now), "is not accepted for key k2");
     }
 
     #[test]
@@ -346,7 +392,7 @@ mod tests {
         let mut gate = gate_for(&client);
         let now = Timestamp(1_000_000);
         for id in 0..10 {
-            if let Ok(Admission::New(a)) = gate.check(&request(&client, id, id, now.0), now) {
+            if let Ok(Admission::New(a)) = check(&gate, &request(&client, id, id, now.0), now) {
                 gate.record(a, now);
             }
         }
@@ -355,17 +401,17 @@ mod tests {
         // retention has passed.
         let later = Timestamp(now.0 + 120_001);
         refused(
-            gate.check(&request(&client, 99, 1, now.0), later),
+            check(&gate, &request(&client, 99, 1, now.0), later),
             "from this node's clock",
         );
         let fresh = request(&client, 50, 50, later.0);
-        if let Ok(Admission::New(a)) = gate.check(&fresh, later) {
+        if let Ok(Admission::New(a)) = check(&gate, &fresh, later) {
             gate.record(a, later);
         }
         assert_eq!(gate.remembered(), 11);
         let much_later = Timestamp(now.0 + 600_001);
         let fresh = request(&client, 51, 51, much_later.0);
-        if let Ok(Admission::New(a)) = gate.check(&fresh, much_later) {
+        if let Ok(Admission::New(a)) = check(&gate, &fresh, much_later) {
             gate.record(a, much_later);
         }
         assert_eq!(gate.remembered(), 2);
@@ -379,7 +425,7 @@ mod tests {
         let now = Timestamp(1_000_000);
         let mut gate = gate_for(&client);
         let first = request(&client, 1, 7, now.0);
-        let Ok(Admission::New(admitted)) = gate.check(&first, now) else {
+        let Ok(Admission::New(admitted)) = check(&gate, &first, now) else {
             panic!("admitted");
         };
         gate.record(admitted.clone(), now);
@@ -391,7 +437,7 @@ mod tests {
         assert_eq!(restarted.policy().max_clock_skew, REQUEST_ID_RETENTION);
         restarted.record(admitted, later);
         refused(
-            restarted.check(&request(&client, 2, 7, now.0), later),
+            check(&restarted, &request(&client, 2, 7, now.0), later),
             "already used in session",
         );
     }
