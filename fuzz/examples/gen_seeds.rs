@@ -280,7 +280,7 @@ fn reshare_seeds(dir: &Path, secp: &Frost) -> Result<()> {
         culprits: vec![node(1)?],
         reason: "dealer sent a bad share".into(),
     }))?;
-    frame(dir, "reshare_status", Message::ReshareStatus(ReshareStatus { session }))?;
+    frame(dir, "session_status", Message::SessionStatus(SessionStatus { session }))?;
     Ok(())
 }
 

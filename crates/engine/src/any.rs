@@ -175,6 +175,8 @@ pub enum AnyEvent {
         epoch: Epoch,
         /// The committed public key package's digest (`T("public-key-package")`).
         public_key_package: permafrost_wire::Digest,
+        /// The commit.
+        certificate: permafrost_wire::DkgCommit,
     },
     /// Coordinator: the key exists.
     KeyCreated {
@@ -357,10 +359,12 @@ fn convert_event<S: Suite>(event: Event<S>) -> AnyEvent {
             key_id,
             epoch,
             public_key_package,
+            certificate,
         } => Ok(AnyEvent::KeyActivated {
             key_id,
             epoch,
             public_key_package,
+            certificate,
         }),
         Event::KeyCreated {
             key_id,

@@ -728,14 +728,15 @@ fn an_abort_or_timeout_after_confirmation_keeps_the_pending_share<S: Suite>() {
 }
 
 /// A DKG whose commit the coordinator sends to two members and replaces with an abort for the
-/// third: the third refuses the abort and keeps its pending share (the others activated, so
-/// its share is part of the key); the key signs.
+/// third, for good: the third refuses the abort and keeps its pending share, asks the other
+/// members when the commit is overdue, gets the commit from them and activates; the key signs
+/// with all three.
 fn a_dkg_abort_after_confirmation_deletes_nothing<S: Suite>() {
     let (mut net, nodes, coordinator) = Network::<S>::with_nodes(311, 3);
     let victim = nodes[2].clone();
-    let v = victim.clone();
+    let (v, c) = (victim.clone(), coordinator.clone());
     net.set_faults(move |env| match &env.message {
-        Message::DkgCommit(commit) if env.to == v => {
+        Message::DkgCommit(commit) if env.to == v && env.from == c => {
             Fault::Replace(Message::DkgAbort(permafrost_protocol::wire::DkgAbort {
                 session: commit.session,
                 culprits: vec![],
@@ -751,12 +752,20 @@ fn a_dkg_abort_after_confirmation_deletes_nothing<S: Suite>() {
     assert!(refusals_at(&net, mark, &victim)
         .iter()
         .any(|e| matches!(e, ProtocolError::Refused(Refusal::AwaitingCertificate))));
-    assert!(net.node(&victim).unwrap().pending_share(&key).is_some());
-    net.clear_faults();
-    let outcome = net
-        .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes[..2], b"m")
-        .unwrap();
-    verify_independently(&pkp, b"m", &outcome.signature);
+    assert_eq!(
+        net.node(&victim)
+            .unwrap()
+            .active_share(&key)
+            .map(|s| s.epoch),
+        Some(Epoch(0)),
+        "the victim did not activate on the commit the others handed over"
+    );
+    for signers in [&nodes[1..], &nodes[..2]] {
+        let outcome = net
+            .sign_roast(&coordinator, &key, Epoch(0), &pkp, signers, b"m")
+            .unwrap();
+        verify_independently(&pkp, b"m", &outcome.signature);
+    }
 }
 
 /// A DKG commit activates only the pending share it certifies: a node whose pending share on
@@ -795,7 +804,62 @@ fn activation_checks_the_stored_package_against_the_commit<S: Suite>() {
     }
 }
 
+/// A key whose DKG commit reached no member (the coordinator recorded it and sent nothing): its
+/// members hold PENDING shares, and a reshare of it is refused by every one of them (a pending
+/// share is not the key's until a commit says so), dealing nothing.
+fn a_reshare_of_a_pending_epoch_is_refused<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(313, 3);
+    net.set_faults(|env| match env.message {
+        Message::DkgCommit(_) => Fault::Drop,
+        _ => Fault::Deliver,
+    });
+    let key = key_id("never-committed");
+    net.run_dkg(&coordinator, &key, 2, &nodes).unwrap();
+    net.run(Duration::from_secs(5));
+    net.clear_faults();
+    for node in &nodes {
+        assert!(net.node(node).unwrap().pending_share(&key).is_some());
+    }
+    let share = net.node(&nodes[0]).unwrap().pending_share(&key).unwrap();
+    let mut dealers = nodes.clone();
+    dealers.sort();
+    let proposal = ReshareProposal {
+        key_id: key.clone(),
+        curve: S::CURVE,
+        epoch: Epoch(0),
+        attempt: 0,
+        old_committee: share.committee.clone(),
+        old_public_key_package: share.public_key_package.serialize().unwrap(),
+        new_committee: dealers.clone(),
+        new_threshold: 2,
+        dealers,
+    };
+    let sent = Sent::watch(&mut net, &nodes);
+    let mark = net.refused.len();
+    let approvals = reshare_approvals(&mut net, &proposal);
+    let open = Message::ReshareOpen(ReshareOpen {
+        session: session_id(&proposal),
+        proposal,
+        approvals,
+    });
+    for node in &nodes {
+        net.inject(&coordinator, node, open.clone());
+    }
+    net.run(Duration::from_secs(1));
+    for node in &nodes {
+        assert!(
+            refusals_at(&net, mark, node)
+                .iter()
+                .any(|e| e.to_string().contains("is not active")),
+            "{node}: {:?}",
+            refusals_at(&net, mark, node)
+        );
+    }
+    assert_eq!(sent.count(MessageKind::ReshareShare), 0);
+}
+
 per_suite!(
+    a_reshare_of_a_pending_epoch_is_refused,
     activation_checks_the_stored_package_against_the_commit,
     commit_to_the_old_members_and_abort_to_the_new_ones_still_signs,
     an_abort_or_timeout_after_confirmation_keeps_the_pending_share,

@@ -458,7 +458,7 @@ fn a_second_unconcluded_reshare_is_refused<S: Suite>() {
     // The first reshare's commit never reaches `member`, so it stays unconcluded there.
     let m = member.clone();
     let sent = Sent::watch_with(&mut net, move |env| match &env.message {
-        Message::ReshareCommit(_) | Message::ReshareStatus(_) if env.to == m || env.from == m => {
+        Message::ReshareCommit(_) | Message::SessionStatus(_) if env.to == m || env.from == m => {
             Fault::Drop
         }
         _ => Fault::Deliver,
@@ -469,7 +469,7 @@ fn a_second_unconcluded_reshare_is_refused<S: Suite>() {
     assert!(net.node(&member).unwrap().has_reshare_record(&first));
     let mut second = reshare_proposal(&net, &key, &member, &nodes, 3, &nodes);
     second.attempt = 1;
-    let statuses = sent.count(&member, MessageKind::ReshareStatus);
+    let statuses = sent.count(&member, MessageKind::SessionStatus);
     let before = net.refused.len();
     let second = net.start_reshare(&coordinator, second).unwrap();
     net.run(Duration::from_millis(200));
@@ -481,7 +481,7 @@ fn a_second_unconcluded_reshare_is_refused<S: Suite>() {
     assert!(refusal.contains("not concluded here yet"), "{refusal}");
     assert!(refusal.contains(&first.to_string()), "{refusal}");
     assert!(!net.node(&member).unwrap().has_reshare_record(&second));
-    assert!(sent.count(&member, MessageKind::ReshareStatus) > statuses);
+    assert!(sent.count(&member, MessageKind::SessionStatus) > statuses);
 }
 
 /// Each persistence point of a reshare, with a failed write there: nothing that depends on the

@@ -46,9 +46,9 @@ const IDENTITY_AAD: &[u8] = b"permafrost/keystore/identity/v1";
 /// concluded, so an open replayed for it is refused (a node never takes part twice under one
 /// session id, so it cannot be made to sign two different dealings under one).
 const CONCLUDED: TableDefinition<&[u8], ()> = TableDefinition::new("concluded_sessions");
-/// `reshare_certificates`: reshare session id → the commit certificate this node concluded it
-/// on (its wire frame), handed to a member that asks for the outcome.
-const CERTIFICATES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("reshare_certificates");
+/// `session_certificates`: DKG or reshare session id → the commit certificate this node
+/// concluded it on (its wire frame), handed to a member that asks for the outcome.
+const CERTIFICATES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("session_certificates");
 /// How far around a bad audit row [`KeyStore::verify_audit`] looks for where it belongs.
 const REORDER_WINDOW: u64 = 8;
 /// Most expired client requests forgotten per admission (amortised pruning).
@@ -417,11 +417,15 @@ impl KeyStore {
         key_id: &str,
         epoch: u64,
         session: &[u8; 32],
+        certificate: Option<&[u8]>,
         audit: &AuditEntry,
     ) -> Result<(), KeystoreError> {
         let audit = format::encode_audit_body(audit).map_err(too_long)?;
         self.write("activating a share", |txn, dir| {
             self.set_state_in(txn, dir, key_id, epoch, ShareState::Active)?;
+            if let Some(certificate) = certificate {
+                keep_certificate_in(txn, dir, session, certificate)?;
+            }
             conclude_in(txn, dir, session)?;
             append_audit_in(txn, dir, &self.chain, &audit)?;
             Ok(())
@@ -705,10 +709,7 @@ impl KeyStore {
                 .remove(session.as_slice())
                 .map_err(|e| storage(dir, "deleting a reshare record", e))?;
             if let Some(certificate) = certificate {
-                txn.open_table(CERTIFICATES)
-                    .map_err(|e| storage(dir, "opening the certificates table", e))?
-                    .insert(session.as_slice(), certificate)
-                    .map_err(|e| storage(dir, "keeping a reshare certificate", e))?;
+                keep_certificate_in(txn, dir, session, certificate)?;
             }
             conclude_in(txn, dir, session)?;
             append_audit_in(txn, dir, &self.chain, &audit)?;
@@ -716,7 +717,7 @@ impl KeyStore {
         })
     }
 
-    /// The certificate reshare `session` was concluded on here, if any.
+    /// The certificate DKG or reshare `session` was concluded on here, if any.
     pub fn certificate(&self, session: &[u8; 32]) -> Result<Option<Vec<u8>>, KeystoreError> {
         let txn = self.read()?;
         let Some(table) = self.open_read_table(&txn, CERTIFICATES)? else {
@@ -724,7 +725,7 @@ impl KeyStore {
         };
         Ok(table
             .get(session.as_slice())
-            .map_err(|e| storage(&self.dir, "reading a reshare certificate", e))?
+            .map_err(|e| storage(&self.dir, "reading a certificate", e))?
             .map(|v| v.value().to_vec()))
     }
 
@@ -1108,6 +1109,20 @@ impl ClientRequestRow {
             expires_unix_ms: u64::from_be_bytes(value.get(32..40)?.try_into().ok()?),
         })
     }
+}
+
+/// Keeps `certificate` (opaque bytes) as the one `session` was concluded on.
+fn keep_certificate_in(
+    txn: &WriteTransaction,
+    dir: &Path,
+    session: &[u8; 32],
+    certificate: &[u8],
+) -> Result<(), KeystoreError> {
+    txn.open_table(CERTIFICATES)
+        .map_err(|e| storage(dir, "opening the certificates table", e))?
+        .insert(session.as_slice(), certificate)
+        .map_err(|e| storage(dir, "keeping a certificate", e))?;
+    Ok(())
 }
 
 /// How a reshare ends for this node's shares of the key ([`KeyStore::conclude_reshare`]).

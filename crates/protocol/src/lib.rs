@@ -38,7 +38,7 @@ pub use identity::{statement, IdentityVerifier, NodeIdentity};
 pub use output::{Event, KeyShare, Output};
 pub use permafrost_wire as wire;
 pub use suite::Suite;
-pub use time::Timestamp;
+pub use time::{Timestamp, MAX_STATUS_RETRY, STATUS_RETRY};
 
 use permafrost_wire::{Message, NodeId};
 use rand_core::CryptoRngCore;

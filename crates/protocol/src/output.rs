@@ -65,6 +65,8 @@ pub enum Event<S: Suite> {
         epoch: Epoch,
         /// The committed public key package's digest (`T("public-key-package")`).
         public_key_package: permafrost_wire::Digest,
+        /// The commit (kept, to hand to a member that asks).
+        certificate: permafrost_wire::DkgCommit,
     },
     /// DKG coordinator: every member confirmed; the key exists. Record it durably before the
     /// outputs after this event (the commit to every member) are carried out.
@@ -140,7 +142,7 @@ pub enum Event<S: Suite> {
         /// Dealers left out of H because some member rejected their dealing.
         excluded: Vec<NodeId>,
         /// The commit certificate, to keep and to send again to a member that asks
-        /// ([`permafrost_wire::ReshareStatus`]). Record it durably before carrying out the
+        /// ([`permafrost_wire::SessionStatus`]). Record it durably before carrying out the
         /// outputs after this event: they send it.
         certificate: permafrost_wire::ReshareCommit,
     },

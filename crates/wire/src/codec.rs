@@ -120,7 +120,7 @@ messages! {
     36 => ReshareConfirm, 4 * KIB;
     37 => ReshareCommit, MAX_FRAME_LEN;
     38 => ReshareAbort, 16 * KIB;
-    39 => ReshareStatus, 4 * KIB;
+    39 => SessionStatus, 4 * KIB;
 }
 
 fn encode_body<T: Serialize>(kind: MessageKind, value: &T) -> Result<Vec<u8>, WireError> {

@@ -454,12 +454,15 @@ pub struct ReshareAbort {
     pub reason: String,
 }
 
-/// Member → coordinator, after a restart or when a commit is overdue: what became of reshare
-/// `session`? The coordinator answers by sending the session's [`ReshareCommit`] or
-/// [`ReshareAbort`] again, once it has recorded one; a session it never recorded gets neither
-/// (the member then keeps both epochs for an operator).
+/// Member → coordinator and → the other members, after a restart or when a commit is overdue:
+/// what became of DKG or reshare `session`? The coordinator answers a reshare by sending its
+/// recorded [`ReshareCommit`] or [`ReshareAbort`] again; a session it never recorded gets
+/// neither. A member answers with the certificate ([`DkgCommit`] or [`ReshareCommit`]) it
+/// concluded the session on, if any: a certificate proves itself, so a coordinator that
+/// withholds it cannot strand the others. Until a certificate comes, a member that confirmed
+/// keeps its pending share (an operator decides).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReshareStatus {
-    /// The reshare session.
+pub struct SessionStatus {
+    /// The DKG or reshare session.
     pub session: SessionId,
 }

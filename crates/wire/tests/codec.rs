@@ -164,7 +164,7 @@ fn every_kind() -> Vec<Message> {
             culprits: vec![node(1)],
             reason: "dealer sent a bad share".into(),
         }),
-        Message::ReshareStatus(ReshareStatus { session: session() }),
+        Message::SessionStatus(SessionStatus { session: session() }),
     ]
 }
 

@@ -395,7 +395,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
             return Err(Refusal::NotInCommittee(from.clone()).into());
         }
         match &message {
-            Message::ReshareStatus(status) => return self.answer_status(from, status.session),
+            Message::SessionStatus(status) => return self.answer_status(from, status.session),
             Message::DkgRound1(_)
             | Message::DkgConfirm(_)
             | Message::DkgComplaint(_)

@@ -52,7 +52,7 @@ pub enum ReshareState {
 }
 
 /// What the coordinator records of a reshare: enough to answer a member that asks what
-/// became of it (`ReshareStatus`) after any crash.
+/// became of it (`SessionStatus`) after any crash.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReshareEntry {
     /// The session.

@@ -66,6 +66,7 @@ impl<St: NodeStore> EventContext<'_, St> {
                 key_id,
                 epoch,
                 public_key_package,
+                certificate,
             } => {
                 let Route::Session(session) = route else {
                     return Handled::Abort;
@@ -104,7 +105,10 @@ impl<St: NodeStore> EventContext<'_, St> {
                     None,
                     "key activated".into(),
                 );
-                if let Err(e) = self.store.activate(&key_id, epoch, session, &entry) {
+                if let Err(e) = self
+                    .store
+                    .activate(&key_id, epoch, session, &certificate, &entry)
+                {
                     return self.failed("activating a share", &key_id, e);
                 }
                 self.notice(NodeNotice::KeyActivated {

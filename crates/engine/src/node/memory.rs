@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use permafrost_keystore::{
     AuditEntry, ClientRequestRow, KeystoreError, ReshareConclusion, ShareState,
 };
-use permafrost_wire::{Epoch, KeyId, ReshareCommit, SessionId};
+use permafrost_wire::{DkgCommit, Epoch, KeyId, Message, ReshareCommit, SessionId};
 
 use super::reshare::ReshareRecord;
 use super::store::{AuditDurability, NodeStore, ShareSummary, StoreError, StoredReshare};
@@ -19,7 +19,7 @@ pub struct MemoryNodeStore {
     shares: BTreeMap<(KeyId, Epoch), (ShareState, StoredShare)>,
     reshares: BTreeMap<SessionId, ReshareRecord>,
     concluded: std::collections::BTreeSet<SessionId>,
-    certificates: BTreeMap<SessionId, ReshareCommit>,
+    certificates: BTreeMap<SessionId, Message>,
     client_requests: BTreeMap<([u8; 32], [u8; 16]), ClientRequestRow>,
     /// The audit log, each entry with whether it is durable yet.
     audit: Vec<(AuditEntry, bool)>,
@@ -143,6 +143,7 @@ impl NodeStore for MemoryNodeStore {
         key_id: &KeyId,
         epoch: Epoch,
         session: &SessionId,
+        certificate: &DkgCommit,
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
         if !self.shares.contains_key(&(key_id.clone(), epoch)) {
@@ -156,6 +157,8 @@ impl NodeStore for MemoryNodeStore {
         if let Some((state, _)) = self.shares.get_mut(&(key_id.clone(), epoch)) {
             *state = ShareState::Active;
         }
+        self.certificates
+            .insert(*session, Message::DkgCommit(certificate.clone()));
         self.concluded.insert(*session);
         self.push_audit(audit, true);
         Ok(())
@@ -234,14 +237,15 @@ impl NodeStore for MemoryNodeStore {
         }
         self.reshares.remove(session);
         if let Some(certificate) = certificate {
-            self.certificates.insert(*session, certificate.clone());
+            self.certificates
+                .insert(*session, Message::ReshareCommit(certificate.clone()));
         }
         self.concluded.insert(*session);
         self.push_audit(audit, true);
         Ok(())
     }
 
-    fn certificate(&self, session: &SessionId) -> Result<Option<ReshareCommit>, StoreError> {
+    fn certificate(&self, session: &SessionId) -> Result<Option<Message>, StoreError> {
         Ok(self.certificates.get(session).cloned())
     }
 

@@ -259,7 +259,7 @@ impl<St: NodeStore> NodeCore<St> {
                 }
                 return self.open_reshare(from.clone(), open.clone(), now, rng);
             }
-            Message::ReshareStatus(status) => {
+            Message::SessionStatus(status) => {
                 return self.answer_status(from, status.session);
             }
             Message::SignRequest(_) | Message::SignPackage(_)
@@ -311,6 +311,27 @@ impl<St: NodeStore> NodeCore<St> {
             }
         }
         self.deliver(&route, from, message, now, rng)
+    }
+
+    /// Another member asks what became of DKG or reshare `session`: if this node concluded it
+    /// on a certificate, it hands the certificate over (it proves itself, so a coordinator that
+    /// withholds it cannot strand the other members). Only signer nodes ask.
+    pub(super) fn answer_status(
+        &mut self,
+        from: &NodeId,
+        session: SessionId,
+    ) -> Result<(), ProtocolError> {
+        if !self.setup.nodes.contains(from) {
+            return Err(Refusal::NotASignerNode(from.clone()).into());
+        }
+        match self.store.certificate(&session) {
+            Ok(Some(certificate)) => {
+                self.transmit(from.clone(), certificate);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(reshare::store_refusal(e)),
+        }
     }
 
     /// Delivers one message to a session and carries out what follows.

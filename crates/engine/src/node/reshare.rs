@@ -8,7 +8,7 @@ use std::time::Duration;
 use permafrost_keystore::ShareState;
 use permafrost_protocol::{lifecycle, ProtocolError, Refusal, Timestamp};
 use permafrost_wire::{
-    decode, encode, Epoch, KeyId, Message, NodeId, ReshareOpen, ReshareStatus, SessionId,
+    decode, encode, Epoch, KeyId, Message, NodeId, ReshareOpen, SessionId, SessionStatus,
 };
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
@@ -127,7 +127,7 @@ impl<St: NodeStore> NodeCore<St> {
             // Ask again now, so that the next attempt finds this one concluded.
             self.transmit(
                 record.coordinator.clone(),
-                Message::ReshareStatus(ReshareStatus { session: other }),
+                Message::SessionStatus(SessionStatus { session: other }),
             );
             return Err(ProtocolError::InvalidParameters(format!(
                 "reshare {other} of key {} is not concluded here yet",
@@ -200,27 +200,6 @@ impl<St: NodeStore> NodeCore<St> {
             let _ = self.deliver(&Route::Session(session), &from, message, now, rng);
         }
         Ok(())
-    }
-
-    /// Another member asks what became of reshare `session`: if this node concluded it on a
-    /// certificate, it hands the certificate over (it proves itself, so a coordinator that
-    /// withholds it cannot strand the other members). Only signer nodes ask.
-    pub(super) fn answer_status(
-        &mut self,
-        from: &NodeId,
-        session: SessionId,
-    ) -> Result<(), ProtocolError> {
-        if !self.setup.nodes.contains(from) {
-            return Err(Refusal::NotASignerNode(from.clone()).into());
-        }
-        match self.store.certificate(&session) {
-            Ok(Some(certificate)) => {
-                self.transmit(from.clone(), Message::ReshareCommit(certificate));
-                Ok(())
-            }
-            Ok(None) => Ok(()),
-            Err(e) => Err(store_refusal(e)),
-        }
     }
 
     /// Picks up every reshare the store records as unconcluded: each asks its coordinator for

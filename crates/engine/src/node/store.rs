@@ -6,7 +6,7 @@ use permafrost_keystore::{
     AuditEntry, ClientRequestRow, KeyStore, KeystoreError, ReshareConclusion, ShareRecord,
     ShareState,
 };
-use permafrost_wire::{decode, encode, Epoch, KeyId, Message, ReshareCommit, SessionId};
+use permafrost_wire::{decode, encode, DkgCommit, Epoch, KeyId, Message, ReshareCommit, SessionId};
 use zeroize::Zeroizing;
 
 use super::reshare::ReshareRecord;
@@ -61,13 +61,14 @@ pub trait NodeStore {
     ) -> Result<Option<(ShareState, StoredShare)>, StoreError>;
     /// Stores `share` as PENDING (replacing a PENDING share of the same epoch).
     fn put_pending(&mut self, share: &StoredShare) -> Result<(), StoreError>;
-    /// Promotes the PENDING share of `epoch` to ACTIVE (a DKG's end), with `audit`, and
-    /// remembers `session` as concluded, in one step.
+    /// Promotes the PENDING share of `epoch` to ACTIVE (a DKG's end), with `audit`, keeps the
+    /// `certificate` it was activated on, and remembers `session` as concluded, in one step.
     fn activate(
         &mut self,
         key_id: &KeyId,
         epoch: Epoch,
         session: &SessionId,
+        certificate: &DkgCommit,
         audit: &AuditEntry,
     ) -> Result<(), StoreError>;
     /// Deletes the PENDING share of `epoch`, if there is one.
@@ -87,8 +88,9 @@ pub trait NodeStore {
         certificate: Option<&ReshareCommit>,
         audit: &AuditEntry,
     ) -> Result<(), StoreError>;
-    /// The certificate reshare `session` was concluded on here, if any.
-    fn certificate(&self, session: &SessionId) -> Result<Option<ReshareCommit>, StoreError>;
+    /// The certificate (a `DkgCommit` or a `ReshareCommit`) DKG or reshare `session` was
+    /// concluded on here, if any.
+    fn certificate(&self, session: &SessionId) -> Result<Option<Message>, StoreError>;
     /// Remembers that this node concluded `session` (a DKG's end).
     fn conclude_session(&mut self, session: &SessionId) -> Result<(), StoreError>;
     /// Whether this node concluded `session` (a DKG, or a reshare through
@@ -171,9 +173,12 @@ impl NodeStore for KeyStore {
         key_id: &KeyId,
         epoch: Epoch,
         session: &SessionId,
+        certificate: &DkgCommit,
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
-        Ok(self.activate_share(key_id.as_str(), epoch.0, &session.0, audit)?)
+        let frame = encode(&Message::DkgCommit(certificate.clone()))
+            .map_err(|e| StoreError::Unreadable(format!("cannot encode a certificate: {e}")))?;
+        Ok(self.activate_share(key_id.as_str(), epoch.0, &session.0, Some(&frame), audit)?)
     }
 
     fn delete_pending(&mut self, key_id: &KeyId, epoch: Epoch) -> Result<(), StoreError> {
@@ -222,12 +227,16 @@ impl NodeStore for KeyStore {
         )?)
     }
 
-    fn certificate(&self, session: &SessionId) -> Result<Option<ReshareCommit>, StoreError> {
+    fn certificate(&self, session: &SessionId) -> Result<Option<Message>, StoreError> {
         let Some(frame) = KeyStore::certificate(self, &session.0)? else {
             return Ok(None);
         };
         match decode(&frame) {
-            Ok(Message::ReshareCommit(commit)) if commit.session == *session => Ok(Some(commit)),
+            Ok(message @ (Message::ReshareCommit(_) | Message::DkgCommit(_)))
+                if message.session() == *session =>
+            {
+                Ok(Some(message))
+            }
             Ok(_) => Err(StoreError::Unreadable(format!(
                 "the certificate kept for {session} is not its commit"
             ))),

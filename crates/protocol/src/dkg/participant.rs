@@ -6,7 +6,7 @@ use frost_core::keys::dkg::{self, round1, round2};
 use frost_core::{Error as FrostError, Identifier};
 use permafrost_wire::{
     Digest, DkgComplaint, DkgConfirm, DkgOpen, DkgRound1, DkgRound1Set, DkgRound2, Epoch, Message,
-    NodeId, SecretBytes, SessionId,
+    NodeId, SecretBytes, SessionId, SessionStatus,
 };
 use rand_core::CryptoRngCore;
 
@@ -33,6 +33,8 @@ pub struct DkgParticipant<S: Suite> {
     round2_received: BTreeMap<NodeId, DkgRound2>,
     state: State<S>,
     deadline: Timestamp,
+    /// Wait before the next status question, once the commit is overdue.
+    status_retry: Duration,
     outputs: VecDeque<Output<S>>,
 }
 
@@ -95,6 +97,7 @@ impl<S: Suite> DkgParticipant<S> {
             round2_received: BTreeMap::new(),
             state: State::AwaitRound1Set { secret },
             deadline: now.after(timeout),
+            status_retry: crate::STATUS_RETRY,
             outputs,
         })
     }
@@ -119,6 +122,29 @@ impl<S: Suite> DkgParticipant<S> {
         } else {
             Err(Refusal::WrongSession)
         }
+    }
+
+    /// Asks what became of the session, of the coordinator and of every other member; asks
+    /// again later (with backoff) if no commit comes.
+    fn ask_status(&mut self, now: Timestamp) {
+        let me = self.me().clone();
+        let others: Vec<NodeId> = self
+            .committee
+            .members()
+            .iter()
+            .filter(|n| **n != me)
+            .cloned()
+            .collect();
+        for to in std::iter::once(self.coordinator.clone()).chain(others) {
+            self.outputs.push_back(Output::Send {
+                to,
+                message: Message::SessionStatus(SessionStatus {
+                    session: self.open.session,
+                }),
+            });
+        }
+        self.deadline = now.after(self.status_retry);
+        self.status_retry = (self.status_retry * 2).min(crate::MAX_STATUS_RETRY);
     }
 
     fn check_from_coordinator(&self, from: &NodeId) -> Result<(), Refusal> {
@@ -413,6 +439,7 @@ impl<S: Suite> DkgParticipant<S> {
             key_id: self.open.key_id.clone(),
             epoch: Epoch(0),
             public_key_package,
+            certificate: commit,
         }));
         Ok(())
     }
@@ -440,7 +467,11 @@ impl<S: Suite> Session<S> for DkgParticipant<S> {
                 self.handle_round2(from, share)
             }
             Message::DkgCommit(commit) => {
-                self.check_from_coordinator(from)?;
+                // A commit proves itself (every member's signed confirmation, all equal to
+                // this member's): the coordinator or any member that holds it may hand it over.
+                if self.committee.identifier(from).is_none() {
+                    self.check_from_coordinator(from)?;
+                }
                 self.check_session(&commit.session)?;
                 self.handle_commit(commit)
             }
@@ -468,6 +499,12 @@ impl<S: Suite> Session<S> for DkgParticipant<S> {
         if now < self.deadline {
             return;
         }
+        if let State::AwaitCommit { .. } = self.state {
+            // Confirmed: the others may activate on a commit this member has not seen, so it
+            // never gives up on its own; it asks the coordinator and every other member.
+            self.ask_status(now);
+            return;
+        }
         let (phase, silent) = match &self.state {
             State::Done => return,
             State::AwaitRound1Set { .. } => ("DKG round-1 relay", vec![self.coordinator.clone()]),
@@ -479,7 +516,7 @@ impl<S: Suite> Session<S> for DkgParticipant<S> {
                     .missing(|n| *n == me || received.contains_key(n));
                 ("DKG round-2 shares", silent)
             }
-            State::AwaitCommit { .. } => ("DKG commit", vec![self.coordinator.clone()]),
+            State::AwaitCommit { .. } => return,
         };
         self.fail(ProtocolError::Timeout { phase, silent });
     }

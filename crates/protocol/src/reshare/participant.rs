@@ -6,8 +6,8 @@ use frost_core::keys::{SigningShare, VerifiableSecretSharingCommitment};
 use frost_core::Identifier;
 use permafrost_wire::{
     Epoch, Message, MessageKind, NodeId, ReshareCommit, ReshareConfirm, ReshareDealerSet,
-    ReshareDealing, ReshareDealingSet, ReshareOpen, ReshareReport, ReshareShare, ReshareStatus,
-    SecretBytes, SessionId,
+    ReshareDealing, ReshareDealingSet, ReshareOpen, ReshareReport, ReshareShare, SecretBytes,
+    SessionId, SessionStatus,
 };
 use rand_core::CryptoRngCore;
 
@@ -25,13 +25,6 @@ use crate::{
 
 /// How long a reshare may take before it fails naming the silent parties.
 pub const DEFAULT_RESHARE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// First wait before a member whose share may have been committed asks the coordinator for the
-/// outcome again; doubled after every unanswered question, up to [`MAX_STATUS_RETRY`].
-pub const STATUS_RETRY: Duration = Duration::from_secs(5);
-
-/// Longest wait between two questions about an outcome.
-pub const MAX_STATUS_RETRY: Duration = Duration::from_secs(300);
 
 /// One node's side of a reshare: dealer (if it holds an old share and is in the dealer set),
 /// new member (if it is in the new committee), or both; an old member outside both only waits
@@ -151,7 +144,7 @@ impl<S: Suite> ResharePeer<S> {
             member,
             finished: false,
             deadline: now.after(timeout),
-            status_retry: STATUS_RETRY,
+            status_retry: crate::time::STATUS_RETRY,
             outputs: VecDeque::new(),
         };
         if peer.checked.dealers.contains(&me) && !already_dealt {
@@ -219,7 +212,7 @@ impl<S: Suite> ResharePeer<S> {
             member,
             finished: false,
             deadline: now,
-            status_retry: STATUS_RETRY,
+            status_retry: crate::time::STATUS_RETRY,
             outputs: VecDeque::new(),
         };
         peer.ask_status(now);
@@ -253,13 +246,13 @@ impl<S: Suite> ResharePeer<S> {
         for to in std::iter::once(self.coordinator.clone()).chain(members) {
             self.outputs.push_back(Output::Send {
                 to,
-                message: Message::ReshareStatus(ReshareStatus {
+                message: Message::SessionStatus(SessionStatus {
                     session: self.open.session,
                 }),
             });
         }
         self.deadline = now.after(self.status_retry);
-        self.status_retry = (self.status_retry * 2).min(MAX_STATUS_RETRY);
+        self.status_retry = (self.status_retry * 2).min(crate::time::MAX_STATUS_RETRY);
     }
 
     /// The session id.
