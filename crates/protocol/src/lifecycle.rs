@@ -2,7 +2,7 @@
 //! every node that takes part in a DKG or a reshare checks on its own that an operator it
 //! accepts approved exactly that action, and that the action keeps to its own floors.
 //!
-//! A [`DkgOpen`] or [`ReshareOpen`] carries [`OperatorApproval`]s: ed25519 signatures over the
+//! A [`DkgOpen`] or [`ReshareOpen`](permafrost_wire::ReshareOpen) carries [`OperatorApproval`]s: ed25519 signatures over the
 //! network id and the [`LifecycleAction`] (what, which key and curve, which epoch and old public
 //! key package, the committee and threshold afterwards), a request id and a timestamp. An
 //! [`OperatorGate`] admits an open only if
