@@ -3,7 +3,7 @@
 //! recorded outcome sent again to a member that asks, and reshares a previous run left
 //! running recorded as aborted.
 
-use permafrost_protocol::{lifecycle, ProtocolError, Refusal, Timestamp};
+use permafrost_protocol::{lifecycle, ProtocolError, Timestamp};
 use permafrost_wire::{
     Epoch, KeyId, Message, NodeId, OperatorApproval, ReshareAbort, ReshareProposal, SessionId,
 };
@@ -205,7 +205,11 @@ impl<M: MetadataStore> CoordinatorCore<M> {
             .store
             .reshare(&session)
             .map_err(|e| ProtocolError::Frost(e.to_string()))?
-            .ok_or(Refusal::UnknownSession)?;
+            .ok_or_else(|| {
+                ProtocolError::InvalidParameters(format!(
+                    "this coordinator recorded no reshare {session} (a DKG's commit is handed over by the members that activated it)"
+                ))
+            })?;
         let outcome = match entry.state {
             // It gets the outcome with everyone else.
             ReshareState::Running => return Ok(()),
