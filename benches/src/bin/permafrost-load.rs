@@ -1,7 +1,9 @@
 //! `permafrost-load`: the end-to-end load tool. Against a running network (a localnet's
 //! `localnet.json`, or `--api`/`--token`), for each curve: times one DKG, then sends
-//! `--requests` sign requests (`--concurrency` at a time) through the HTTP API, verifies every
-//! signature independently, and prints median, p99 and throughput. With `--reshares N`, it
+//! `--requests` sign requests through the HTTP API keeping `--concurrency` in flight, verifies
+//! every signature independently, and prints p50, p99, p99.9, throughput and the failed
+//! requests by answer; with `--localnet`, also the CPU per signature summed over the
+//! localnet's processes (from /proc) and their peak RSS. With `--reshares N`, it
 //! also times N reshares per curve of a fresh key held by all nodes but the last with the
 //! given threshold t, to every node with t + 1 ((3,5) → (4,6) on a 6-node localnet), checking
 //! the public key is unchanged and the new epoch signs.
@@ -13,12 +15,13 @@
 //! cargo run --release -p permafrost-benches --bin permafrost-load -- --localnet /tmp/pf6 --requests 0 --reshares 5
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use permafrost_api::{Client, CreateKeyRequest, LocalnetInfo, ReshareRequest};
+use permafrost_api::{ApiError, Client, CreateKeyRequest, LocalnetInfo, ReshareRequest};
 use permafrost_verifiers::Curve;
 
 #[derive(Parser)]
@@ -106,63 +109,136 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// What a run of sign requests gave: the latencies of those that signed, and the failed ones
+/// counted by their answer (HTTP status and code, or the transport error).
+struct SignRun {
+    latencies: Vec<Duration>,
+    failures: BTreeMap<String, usize>,
+    wall: Duration,
+}
+
+/// Sends `args.requests` sign requests keeping `args.concurrency` in flight (a new one starts
+/// as soon as one ends). A failed request is counted and the run goes on; a signature that
+/// does not verify independently ends it with an error.
 async fn sign_all(
     client: &Client,
     key_id: &str,
     public_key: &[u8],
     curve: Curve,
     args: &Args,
-) -> Result<(Vec<Duration>, Duration)> {
+) -> Result<SignRun> {
     let started = Instant::now();
-    let mut latencies = Vec::with_capacity(args.requests);
+    let mut run = SignRun {
+        latencies: Vec::with_capacity(args.requests),
+        failures: BTreeMap::new(),
+        wall: Duration::ZERO,
+    };
+    let mut in_flight = tokio::task::JoinSet::new();
     let mut next = 0usize;
-    while next < args.requests {
-        let batch: Vec<usize> = (next..(next + args.concurrency).min(args.requests)).collect();
-        next += batch.len();
-        let tasks = batch.into_iter().map(|i| {
-            let client = client.clone();
-            let key_id = key_id.to_owned();
-            async move {
+    loop {
+        while next < args.requests && in_flight.len() < args.concurrency.max(1) {
+            let (client, key_id, i) = (client.clone(), key_id.to_owned(), next);
+            next += 1;
+            in_flight.spawn(async move {
                 let message = format!("load {curve} {i}").into_bytes();
                 let t = Instant::now();
                 let answer = client.sign(&key_id, &message).await;
                 (message, t.elapsed(), answer)
+            });
+        }
+        let Some(done) = in_flight.join_next().await else {
+            break;
+        };
+        let (message, elapsed, answer) = done.context("a sign task panicked")?;
+        match answer {
+            Ok(answer) => {
+                let signature = hex::decode(&answer.signature)?;
+                permafrost_verifiers::verify(curve, public_key, &message, &signature).map_err(
+                    |e| anyhow::anyhow!("signature failed independent verification: {e}"),
+                )?;
+                run.latencies.push(elapsed);
             }
-        });
-        for (message, elapsed, answer) in futures_join(tasks).await {
-            let answer = answer.context("sign request failed")?;
-            let signature = hex::decode(&answer.signature)?;
-            permafrost_verifiers::verify(curve, public_key, &message, &signature)
-                .map_err(|e| anyhow::anyhow!("signature failed independent verification: {e}"))?;
-            latencies.push(elapsed);
+            Err(error) => {
+                let kind = match &error {
+                    ApiError::Http { status, code, .. } => format!("HTTP {status} {code}"),
+                    other => other.to_string(),
+                };
+                *run.failures.entry(kind).or_default() += 1;
+            }
         }
     }
-    Ok((latencies, started.elapsed()))
+    run.wall = started.elapsed();
+    Ok(run)
 }
 
-/// Runs the futures as tasks and collects what they return.
-async fn futures_join<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
+/// CPU time (user + system) and peak resident memory of the localnet's processes, read from
+/// /proc (Linux); `None` where it cannot be read.
+struct Processes {
+    pids: Vec<(String, u32)>,
+}
+
+impl Processes {
+    fn of(info: &LocalnetInfo) -> Self {
+        let mut pids = vec![("coordinator".to_string(), info.coordinator.pid)];
+        pids.extend(info.nodes.iter().map(|n| (n.name.clone(), n.pid)));
+        Processes { pids }
     }
-    out
+
+    /// utime + stime of every process, in clock ticks, summed.
+    fn cpu_ticks(&self) -> Option<u64> {
+        self.pids.iter().map(|(_, pid)| cpu_ticks(*pid)).sum()
+    }
+
+    /// VmHWM (peak resident set) of each process, KiB.
+    fn peak_rss_kib(&self) -> Vec<(String, Option<u64>)> {
+        self.pids
+            .iter()
+            .map(|(name, pid)| {
+                let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find_map(|l| l.strip_prefix("VmHWM:"))
+                            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    });
+                (name.clone(), rss)
+            })
+            .collect()
+    }
+}
+
+/// utime + stime of `pid` in clock ticks (fields 14 and 15 of /proc/PID/stat, counted after
+/// the parenthesised command name, which may contain spaces).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After ")": state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux where it cannot be read).
+fn ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    let mut processes = None;
     let (api, token) = match &args.localnet {
         Some(dir) => {
             let text = std::fs::read(dir.join("localnet.json")).context("reading localnet.json")?;
             let info: LocalnetInfo = serde_json::from_slice(&text)?;
+            processes = Some(Processes::of(&info));
             (info.api, info.token)
         }
         None => match (&args.api, &args.token) {
@@ -178,9 +254,18 @@ async fn main() -> Result<()> {
         health.nodes.iter().filter(|n| n.connected).count()
     );
     println!(
-        "{:<13} {:>9} {:>10} {:>10} {:>10} {:>9}",
-        "curve", "DKG ms", "sign p50", "sign p99", "sign max", "sig/s"
+        "{:<13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>12}",
+        "curve",
+        "DKG ms",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "sig/s",
+        "failed",
+        "CPU ms/sig"
     );
+    let ticks = ticks_per_second();
     for curve in Curve::ALL {
         let t = Instant::now();
         let key = client
@@ -195,21 +280,49 @@ async fn main() -> Result<()> {
             .context("DKG failed")?;
         let dkg = t.elapsed();
         let public_key = hex::decode(&key.public_key)?;
-        let (mut latencies, total) =
-            sign_all(&client, &key.key_id, &public_key, curve, &args).await?;
-        latencies.sort();
+        let cpu_before = processes.as_ref().and_then(Processes::cpu_ticks);
+        let mut run = sign_all(&client, &key.key_id, &public_key, curve, &args).await?;
+        let cpu_after = processes.as_ref().and_then(Processes::cpu_ticks);
+        run.latencies.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let signed = run.latencies.len();
+        // CPU of every localnet process over the signing run, per signature made.
+        let cpu = match (cpu_before, cpu_after) {
+            (Some(a), Some(b)) if signed > 0 => format!(
+                "{:.2}",
+                b.saturating_sub(a) as f64 / ticks * 1e3 / signed as f64
+            ),
+            _ => "-".into(),
+        };
+        let l = &run.latencies;
         println!(
-            "{:<13} {:>9.1} {:>10.2} {:>10.2} {:>10.2} {:>9.1}",
+            "{:<13} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>8} {:>12}",
             curve.as_str(),
             ms(dkg),
-            ms(percentile(&latencies, 50.0)),
-            ms(percentile(&latencies, 99.0)),
-            ms(*latencies.last().unwrap_or(&Duration::ZERO)),
-            latencies.len() as f64 / total.as_secs_f64()
+            ms(percentile(l, 50.0)),
+            ms(percentile(l, 99.0)),
+            ms(percentile(l, 99.9)),
+            ms(*l.last().unwrap_or(&Duration::ZERO)),
+            signed as f64 / run.wall.as_secs_f64(),
+            run.failures.values().sum::<usize>(),
+            cpu
         );
+        for (kind, count) in &run.failures {
+            println!("    {count} failed: {kind}");
+        }
     }
-    println!("({} requests per curve, concurrency {}, threshold {} of {nodes}; every signature verified independently)", args.requests, args.concurrency, args.threshold);
+    println!("({} requests per curve, {} in flight, threshold {} of {nodes}; every signature verified independently; latencies of the signed ones; CPU summed over the localnet's processes, this tool left out)", args.requests, args.concurrency, args.threshold);
+    if let Some(processes) = &processes {
+        let rss: Vec<String> = processes
+            .peak_rss_kib()
+            .into_iter()
+            .map(|(name, kib)| match kib {
+                Some(kib) => format!("{name} {:.1} MiB", kib as f64 / 1024.0),
+                None => format!("{name} -"),
+            })
+            .collect();
+        println!("peak RSS: {}", rss.join(", "));
+    }
     if args.reshares > 0 {
         let names: Vec<String> = health.nodes.iter().map(|n| n.name.clone()).collect();
         println!();
