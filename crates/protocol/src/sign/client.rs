@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use permafrost_wire::{ApprovalTarget, KeyId, SessionId, SignRequest};
 
+use crate::request_ids::RequestIds;
 use crate::{Refusal, Timestamp};
 
 /// The default largest difference between a client's timestamp and the node's clock.
@@ -119,10 +120,8 @@ pub enum Admission {
 #[derive(Debug, Default)]
 pub struct ClientGate {
     policy: ClientPolicy,
-    /// (client, request id) → the admission.
-    seen: BTreeMap<(ClientKey, [u8; 16]), AdmittedRequest>,
-    /// (expiry, client, request id), for forgetting in time order.
-    expiry: BTreeSet<(u64, ClientKey, [u8; 16])>,
+    /// The request ids admitted, until their timestamps are stale.
+    seen: RequestIds,
 }
 
 impl ClientGate {
@@ -132,8 +131,7 @@ impl ClientGate {
         policy.max_clock_skew = policy.max_clock_skew.min(REQUEST_ID_RETENTION);
         ClientGate {
             policy,
-            seen: BTreeMap::new(),
-            expiry: BTreeSet::new(),
+            seen: RequestIds::default(),
         }
     }
 
@@ -187,12 +185,11 @@ impl ClientGate {
                 auth.timestamp_ms, distance
             ));
         }
-        match self.seen.get(&(client, auth.request_id)) {
-            Some(seen) if seen.session == request.session => Ok(Admission::Again),
-            Some(seen) => refuse(format!(
-                "request id {} of client {client} was already used in session {}",
+        match self.seen.session_of(&client.0, &auth.request_id) {
+            Some(session) if session == request.session => Ok(Admission::Again),
+            Some(session) => refuse(format!(
+                "request id {} of client {client} was already used in session {session}",
                 hex::encode(auth.request_id),
-                seen.session
             )),
             None => Ok(Admission::New(AdmittedRequest {
                 client,
@@ -209,24 +206,13 @@ impl ClientGate {
     /// Remembers an admitted request id (after the caller made it durable), and forgets those
     /// whose timestamps are stale at `now`.
     pub fn record(&mut self, admitted: AdmittedRequest, now: Timestamp) {
-        self.forget_expired(now);
-        if admitted.expires_ms < now.0 {
-            return;
-        }
-        self.expiry
-            .insert((admitted.expires_ms, admitted.client, admitted.request_id));
-        self.seen
-            .insert((admitted.client, admitted.request_id), admitted);
-    }
-
-    fn forget_expired(&mut self, now: Timestamp) {
-        while let Some(&(expires, client, id)) = self.expiry.first() {
-            if expires >= now.0 {
-                break;
-            }
-            self.expiry.pop_first();
-            self.seen.remove(&(client, id));
-        }
+        self.seen.record(
+            admitted.client.0,
+            admitted.request_id,
+            admitted.session,
+            admitted.expires_ms,
+            now,
+        );
     }
 }
 
