@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use common::*;
 use permafrost_engine::coordinator::{MemoryMetadataStore, MetadataStore, ReshareState};
-use permafrost_engine::node::discard_pending;
 use permafrost_engine::sim::Network;
 use permafrost_protocol::wire::{Epoch, KeyId, Message, NodeId, SignRefusal};
 use permafrost_protocol::{ProtocolError, Refusal, Suite};
@@ -93,14 +92,8 @@ fn a_reshare_commit_is_recorded_before_its_certificate<S: Suite>() {
 
 /// An operator discards `key`'s pending share of `epoch` on every node of `nodes`.
 fn discard_everywhere<S: Suite>(net: &mut Network<S>, nodes: &[NodeId], key: &KeyId, epoch: Epoch) {
-    let now = net.now();
     for node in nodes {
-        let discarded = net
-            .node_mut(node)
-            .unwrap()
-            .operate(now, |store| discard_pending(store, key, epoch, now))
-            .unwrap()
-            .unwrap();
+        let discarded = discard_as_operator(net, node, key, epoch);
         assert_eq!((&discarded.key_id, discarded.epoch), (key, epoch));
         assert!(discarded.reshare.is_some());
     }

@@ -22,7 +22,7 @@ use ed25519_dalek::SigningKey;
 use frost_core::keys::PublicKeyPackage;
 use permafrost_engine::any::StoredShare;
 use permafrost_engine::deadlines;
-use permafrost_engine::node::{discard_pending, NodeNotice, NodeStore};
+use permafrost_engine::node::{NodeNotice, NodeStore};
 use permafrost_engine::sim::{Fault, Network, SimVerifier};
 use permafrost_protocol::dkg::DkgCoordinator;
 use permafrost_protocol::lifecycle::{reshare_action, OperatorKey, OperatorPolicy};
@@ -701,14 +701,8 @@ fn an_abort_or_timeout_after_confirmation_keeps_the_pending_share<S: Suite>() {
         .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"old epoch")
         .unwrap();
     verify_independently(&pkp, b"old epoch", &outcome.signature);
-    let now = net.now();
     for node in &nodes {
-        let discarded = net
-            .node_mut(node)
-            .unwrap()
-            .operate(now, |store| discard_pending(store, &key, Epoch(1), now))
-            .unwrap()
-            .unwrap();
+        let discarded = discard_as_operator(&mut net, node, &key, Epoch(1));
         assert_eq!(discarded.reshare, Some(session));
         let n = net.node(node).unwrap();
         assert!(n.pending_share(&key).is_none());

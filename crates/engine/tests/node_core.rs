@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use permafrost_engine::deadlines;
-use permafrost_engine::node::{discard_pending, NodeNotice};
+use permafrost_engine::node::NodeNotice;
 use permafrost_engine::sim::{Envelope, Fault, Network, SimVerifier};
 use permafrost_protocol::dkg::DkgCoordinator;
 use permafrost_protocol::wire::{
@@ -128,14 +128,8 @@ fn dkg_crash_after_the_pending_share<S: Suite>() {
             "{node} lost its pending share"
         );
     }
-    let now = net.now();
     for node in &nodes {
-        let discarded = net
-            .node_mut(node)
-            .unwrap()
-            .operate(now, |store| discard_pending(store, &key, Epoch(0), now))
-            .unwrap()
-            .unwrap();
+        let discarded = discard_as_operator(&mut net, node, &key, Epoch(0));
         assert_eq!(discarded.reshare, None);
         assert!(net.node(node).unwrap().pending_share(&key).is_none());
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use frost_core::keys::PublicKeyPackage;
-use permafrost_engine::node::{discard_pending, NodeNotice};
+use permafrost_engine::node::NodeNotice;
 use permafrost_engine::sim::{Fault, Network};
 use permafrost_protocol::wire::{Epoch, KeyId, Message, NodeId, SessionId};
 use permafrost_protocol::{Event, Suite};
@@ -96,7 +96,6 @@ impl<S: Suite> Setup<S> {
                     || (aborted && node.pending_share(&key).is_some())
             })
         });
-        let now = self.net.now();
         for node in &everyone {
             let n = self.net.node(node).unwrap();
             if n.has_reshare_record(&session) && n.pending_share(&self.key).is_some() {
@@ -105,15 +104,7 @@ impl<S: Suite> Setup<S> {
                     self.nodes.contains(node).then_some(Epoch(0)),
                     "{node} kept its pending share but not its old epoch"
                 );
-                let discarded = self
-                    .net
-                    .node_mut(node)
-                    .unwrap()
-                    .operate(now, |store| {
-                        discard_pending(store, &self.key, Epoch(1), now)
-                    })
-                    .unwrap()
-                    .unwrap();
+                let discarded = discard_as_operator(&mut self.net, node, &self.key, Epoch(1));
                 assert_eq!(discarded.reshare, Some(session));
             }
         }

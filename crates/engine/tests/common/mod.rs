@@ -135,3 +135,21 @@ pub fn reshare_approvals<S: Suite>(
     let action = permafrost_protocol::lifecycle::reshare_action(proposal);
     vec![net.approve(&sim_operator(), &action)]
 }
+
+/// An operator's `pending discard` of `key`'s pending share of `epoch` on the stopped `node`
+/// (the node restarts on its store afterwards); returns what was deleted.
+pub fn discard_as_operator<S: Suite>(
+    net: &mut Network<S>,
+    node: &NodeId,
+    key: &KeyId,
+    epoch: Epoch,
+) -> permafrost_engine::node::PendingShare {
+    let now = net.now();
+    net.node_mut(node)
+        .unwrap()
+        .operate(now, |store| {
+            permafrost_engine::node::discard_pending(store, key, epoch, now)
+        })
+        .unwrap()
+        .unwrap()
+}
