@@ -7,7 +7,7 @@
 //! network_file = "network.toml"
 //! tokens = ["change-me"]                        # bearer tokens accepted by the API
 //! body_limit_bytes = 1048576
-//! # rate_limit = { burst = 512, per_second = 256 }  # per node, inbound protocol messages
+//! # rate_limit = { burst = 512, per_second = 4096 }  # per node, inbound protocol messages
 //! # gateway_client_key_file = "gateway.key"   # approves sign requests that carry no client
 //! # gateway_operator_key_file = "operator.key" # approves DKGs and reshares that carry no approvals
 //! ```
@@ -40,7 +40,7 @@ pub struct CoordinatorConfig {
     /// Largest accepted request body.
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
-    /// Per-peer limit on inbound protocol messages (default: a burst of 512, then 256/s).
+    /// Per-peer limit on inbound protocol messages (default: a burst of 512, then 4096/s).
     #[serde(default)]
     pub rate_limit: Option<permafrost_runtime::network::RateLimitConfig>,
     /// A client key (`permafrost client-key create`) the coordinator approves sign requests

@@ -58,7 +58,7 @@ pub struct NodeConfig {
     /// A file holding the keystore passphrase; without it, `$PERMAFROST_PASSPHRASE`.
     #[serde(default)]
     pub passphrase_file: Option<PathBuf>,
-    /// Per-peer limit on inbound protocol messages (default: a burst of 512, then 256/s).
+    /// Per-peer limit on inbound protocol messages (default: a burst of 512, then 4096/s).
     #[serde(default)]
     pub rate_limit: Option<permafrost_runtime::network::RateLimitConfig>,
     /// The clients whose signing requests this node accepts (default: none).

@@ -62,6 +62,9 @@ pub enum NodeError {
 /// How often deadlines are checked.
 const TICK: Duration = Duration::from_millis(100);
 
+/// Most inbound requests handled in one batch (one keystore sync for all their shares).
+const MAX_BATCH: usize = 256;
+
 /// Runs a node until `shutdown` completes: the network and the clock feed the node core
 /// ([`NodeCore`], every rule of the node), and what the core asks for is sent and logged.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
@@ -146,7 +149,18 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         tokio::select! {
             () = &mut shutdown => break,
             request = inbound.recv() => match request {
-                Some(request) => shell.handle_request(request),
+                Some(request) => {
+                    // Everything that arrived meanwhile goes in the same batch: one sync of
+                    // the keystore for all of its signature shares (group commit).
+                    let mut batch = vec![request];
+                    while batch.len() < MAX_BATCH {
+                        match inbound.try_recv() {
+                            Ok(request) => batch.push(request),
+                            Err(_) => break,
+                        }
+                    }
+                    shell.handle_requests(batch);
+                }
                 None => break,
             },
             _ = ticker.tick() => shell.tick(),
@@ -165,10 +179,20 @@ struct Shell {
 }
 
 impl Shell {
-    fn handle_request(&mut self, request: InboundRequest) {
-        let outcome = self.dispatch(request.peer, &request.payload);
+    /// Handles a batch of requests, then syncs once and sends what they produced; each is
+    /// answered after that.
+    fn handle_requests(&mut self, batch: Vec<InboundRequest>) {
+        let outcomes: Vec<_> = batch
+            .into_iter()
+            .map(|request| {
+                let outcome = self.dispatch(request.peer, &request.payload);
+                (request, outcome)
+            })
+            .collect();
         self.carry_out();
-        driver::answer(request, outcome);
+        for (request, outcome) in outcomes {
+            driver::answer(request, outcome);
+        }
     }
 
     fn dispatch(&mut self, peer: PeerId, payload: &[u8]) -> Result<(), ProtocolError> {
@@ -186,8 +210,10 @@ impl Shell {
         }
     }
 
-    /// Sends what the core queued and logs what it noticed, in order.
+    /// Syncs the store for the shares waiting on it, then sends what the core queued and logs
+    /// what it noticed, in order.
     fn carry_out(&mut self) {
+        self.core.flush();
         while let Some(output) = self.core.poll_output() {
             match output {
                 NodeOutput::Transmit { to, message } => {

@@ -51,6 +51,19 @@ struct Args {
     /// Reshares to time per curve: (t, n−1) → (t+1, n), each of a fresh key.
     #[arg(long, default_value_t = 0)]
     reshares: usize,
+    /// Only these curves (repeat the flag; all three by default).
+    #[arg(long = "curve", value_parser = parse_curve)]
+    curves: Vec<Curve>,
+    /// Signatures measured in this process to price the FROST operations alone.
+    #[arg(long, default_value_t = 500)]
+    in_process: u32,
+}
+
+fn parse_curve(s: &str) -> Result<Curve, String> {
+    Curve::ALL
+        .into_iter()
+        .find(|c| c.as_str() == s)
+        .ok_or_else(|| format!("unknown curve {s:?} (ed25519, secp256k1, secp256k1-tr)"))
 }
 
 /// Times `count` reshares of fresh keys from the first n−1 nodes with `threshold` to all n
@@ -172,16 +185,24 @@ async fn sign_all(
 }
 
 /// CPU time (user + system) and peak resident memory of the localnet's processes, read from
-/// /proc (Linux); `None` where it cannot be read.
+/// /proc (Linux); `None` where it cannot be read. And the bytes the nodes keep on disk.
 struct Processes {
     pids: Vec<(String, u32)>,
+    /// Each node's data directory.
+    node_dirs: Vec<PathBuf>,
 }
 
 impl Processes {
-    fn of(info: &LocalnetInfo) -> Self {
+    fn of(info: &LocalnetInfo, dir: &std::path::Path) -> Self {
         let mut pids = vec![("coordinator".to_string(), info.coordinator.pid)];
         pids.extend(info.nodes.iter().map(|n| (n.name.clone(), n.pid)));
-        Processes { pids }
+        let node_dirs = info.nodes.iter().map(|n| dir.join(&n.name)).collect();
+        Processes { pids, node_dirs }
+    }
+
+    /// Bytes in the nodes' data directories, summed.
+    fn node_disk_bytes(&self) -> u64 {
+        self.node_dirs.iter().map(|d| dir_bytes(d)).sum()
     }
 
     /// utime + stime of every process, in clock ticks, summed.
@@ -205,6 +226,21 @@ impl Processes {
             })
             .collect()
     }
+}
+
+/// Bytes of the files under `dir` (0 where it cannot be read).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => dir_bytes(&entry.path()),
+            Ok(_) => entry.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// utime + stime of `pid` in clock ticks (fields 14 and 15 of /proc/PID/stat, counted after
@@ -238,7 +274,7 @@ async fn main() -> Result<()> {
         Some(dir) => {
             let text = std::fs::read(dir.join("localnet.json")).context("reading localnet.json")?;
             let info: LocalnetInfo = serde_json::from_slice(&text)?;
-            processes = Some(Processes::of(&info));
+            processes = Some(Processes::of(&info, dir));
             (info.api, info.token)
         }
         None => match (&args.api, &args.token) {
@@ -254,7 +290,7 @@ async fn main() -> Result<()> {
         health.nodes.iter().filter(|n| n.connected).count()
     );
     println!(
-        "{:<13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>12}",
+        "{:<13} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>10} {:>9} {:>6} {:>10}",
         "curve",
         "DKG ms",
         "p50 ms",
@@ -263,10 +299,19 @@ async fn main() -> Result<()> {
         "max ms",
         "sig/s",
         "failed",
-        "CPU ms/sig"
+        "CPU ms/sig",
+        "FROST ms",
+        "ratio",
+        "disk B/sig"
     );
     let ticks = ticks_per_second();
-    for curve in Curve::ALL {
+    let curves = if args.curves.is_empty() {
+        Curve::ALL.to_vec()
+    } else {
+        args.curves.clone()
+    };
+    let members = u16::try_from(nodes).context("too many nodes")?;
+    for curve in curves.iter().copied() {
         let t = Instant::now();
         let key = client
             .create_key(&CreateKeyRequest {
@@ -281,22 +326,43 @@ async fn main() -> Result<()> {
         let dkg = t.elapsed();
         let public_key = hex::decode(&key.public_key)?;
         let cpu_before = processes.as_ref().and_then(Processes::cpu_ticks);
+        let disk_before = processes.as_ref().map(Processes::node_disk_bytes);
         let mut run = sign_all(&client, &key.key_id, &public_key, curve, &args).await?;
         let cpu_after = processes.as_ref().and_then(Processes::cpu_ticks);
+        let disk_after = processes.as_ref().map(Processes::node_disk_bytes);
+        // The same operations in this process, measured now (the network is idle).
+        let frost = permafrost_benches::frost_cost::per_signature(
+            curve,
+            args.threshold,
+            members,
+            args.in_process,
+        )?;
         run.latencies.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let signed = run.latencies.len();
         // CPU of every localnet process over the signing run, per signature made.
-        let cpu = match (cpu_before, cpu_after) {
-            (Some(a), Some(b)) if signed > 0 => format!(
-                "{:.2}",
-                b.saturating_sub(a) as f64 / ticks * 1e3 / signed as f64
+        let cpu_ms = match (cpu_before, cpu_after) {
+            (Some(a), Some(b)) if signed > 0 => {
+                Some(b.saturating_sub(a) as f64 / ticks * 1e3 / signed as f64)
+            }
+            _ => None,
+        };
+        let frost_ms = ms(frost);
+        let (cpu, ratio) = match cpu_ms {
+            Some(c) => (format!("{c:.2}"), format!("{:.1}", c / frost_ms)),
+            None => ("-".into(), "-".into()),
+        };
+        // Bytes the nodes' data directories grew by, per signature and per node.
+        let disk = match (disk_before, disk_after) {
+            (Some(a), Some(b)) if signed > 0 && nodes > 0 => format!(
+                "{:.0}",
+                b.saturating_sub(a) as f64 / signed as f64 / nodes as f64
             ),
             _ => "-".into(),
         };
         let l = &run.latencies;
         println!(
-            "{:<13} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>8} {:>12}",
+            "{:<13} {:>7.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>7} {:>10} {:>9.3} {:>6} {:>10}",
             curve.as_str(),
             ms(dkg),
             ms(percentile(l, 50.0)),
@@ -305,13 +371,16 @@ async fn main() -> Result<()> {
             ms(*l.last().unwrap_or(&Duration::ZERO)),
             signed as f64 / run.wall.as_secs_f64(),
             run.failures.values().sum::<usize>(),
-            cpu
+            cpu,
+            frost_ms,
+            ratio,
+            disk
         );
         for (kind, count) in &run.failures {
             println!("    {count} failed: {kind}");
         }
     }
-    println!("({} requests per curve, {} in flight, threshold {} of {nodes}; every signature verified independently; latencies of the signed ones; CPU summed over the localnet's processes, this tool left out)", args.requests, args.concurrency, args.threshold);
+    println!("({} requests per curve, {} in flight, threshold {} of {nodes}; every signature verified independently; latencies of the signed ones; CPU summed over the localnet's processes, this tool left out; FROST ms: the same operations (t commits, t shares, aggregate, verify) in this process, mean of {}; ratio = CPU ÷ FROST; disk: growth of the nodes' data directories per signature per node)", args.requests, args.concurrency, args.threshold, args.in_process);
     if let Some(processes) = &processes {
         let rss: Vec<String> = processes
             .peak_rss_kib()
@@ -338,7 +407,7 @@ async fn main() -> Result<()> {
             "{:<13} {:>10} {:>10} {:>10}",
             "curve", "p50 ms", "min ms", "max ms"
         );
-        for curve in Curve::ALL {
+        for curve in curves.iter().copied() {
             let times =
                 time_reshares(&client, curve, &names, args.threshold, args.reshares).await?;
             let ms = |d: Duration| d.as_secs_f64() * 1e3;

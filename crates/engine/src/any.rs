@@ -502,9 +502,10 @@ pub fn roast_coordinator(
     committee: Vec<NodeId>,
     now: Timestamp,
     timeout: std::time::Duration,
+    parsed: &mut ParsedPackages,
 ) -> Result<Box<dyn AnySession>, ProtocolError> {
     with_suite!(curve, S => {
-        let pkp = PublicKeyPackage::<S>::deserialize(public_key_package).map_err(frost_err)?;
+        let pkp = parsed.get::<S>(&key_id, epoch, public_key_package)?;
         let c = RoastCoordinator::<S>::new(
             request,
             key_id,
@@ -519,6 +520,47 @@ pub fn roast_coordinator(
         )?;
         Ok(erase::<S, _>(c))
     })
+}
+
+/// Public key packages already parsed, by key and epoch, so that a signature does not decode
+/// the group key and every verifying share again (a point decompression each). An entry is
+/// used only if its bytes are exactly the ones asked for; at most [`ParsedPackages::CAPACITY`]
+/// are kept (beyond that, an arbitrary one is forgotten).
+#[derive(Default)]
+pub struct ParsedPackages {
+    packages: std::collections::BTreeMap<(KeyId, Epoch), ParsedPackage>,
+}
+
+/// A package's bytes and its parsed form (a `PublicKeyPackage` of the key's suite).
+type ParsedPackage = (Vec<u8>, Box<dyn std::any::Any + Send>);
+
+impl ParsedPackages {
+    /// Most packages kept.
+    pub const CAPACITY: usize = 4096;
+
+    /// The package `bytes` of `key_id` at `epoch`, parsed as suite `S`.
+    pub fn get<S: Suite>(
+        &mut self,
+        key_id: &KeyId,
+        epoch: Epoch,
+        bytes: &[u8],
+    ) -> Result<PublicKeyPackage<S>, ProtocolError> {
+        let slot = (key_id.clone(), epoch);
+        if let Some((cached, parsed)) = self.packages.get(&slot) {
+            if cached.as_slice() == bytes {
+                if let Some(package) = parsed.downcast_ref::<PublicKeyPackage<S>>() {
+                    return Ok(package.clone());
+                }
+            }
+        }
+        let package = PublicKeyPackage::<S>::deserialize(bytes).map_err(frost_err)?;
+        if self.packages.len() >= Self::CAPACITY && !self.packages.contains_key(&slot) {
+            self.packages.pop_first();
+        }
+        self.packages
+            .insert(slot, (bytes.to_vec(), Box::new(package.clone())));
+        Ok(package)
+    }
 }
 
 /// The signer service for a stored share.

@@ -156,6 +156,8 @@ struct InFlight {
 /// crash. `None` while a restart failed (the node is down).
 pub struct SimNode<S: Suite> {
     core: Option<NodeCore<MemoryNodeStore>>,
+    /// Leaves signature shares held (no sync) after each message, until a test flushes.
+    hold_syncs: bool,
     _suite: PhantomData<fn() -> S>,
 }
 
@@ -168,6 +170,16 @@ impl<S: Suite> SimNode<S> {
     /// The node's core, to feed it directly or change its store.
     pub fn core_mut(&mut self) -> Option<&mut NodeCore<MemoryNodeStore>> {
         self.core.as_mut()
+    }
+
+    /// With `true`, the node no longer syncs its store after a message: its signature shares
+    /// stay held (a crash then is a crash between the writes and the sync). With `false` it
+    /// syncs after each message again, starting now.
+    pub fn hold_syncs(&mut self, hold: bool) {
+        self.hold_syncs = hold;
+        if let (false, Some(core)) = (hold, self.core.as_mut()) {
+            core.flush();
+        }
     }
 
     /// The node's store.
@@ -444,8 +456,16 @@ impl<S: Suite> Party<S> {
         rng: &mut dyn CryptoRngCore,
     ) -> Result<(), ProtocolError> {
         match self {
+            // Each message is a batch of its own: the shares it produced are released at once
+            // (a crash between the write and the sync is tested on the core directly).
             Party::Node(n) => match n.core.as_mut() {
-                Some(core) => core.handle_message(from, message, now, rng),
+                Some(core) => {
+                    let result = core.handle_message(from, message, now, rng);
+                    if !n.hold_syncs {
+                        core.flush();
+                    }
+                    result
+                }
                 None => Err(ProtocolError::Frost("the node is down".into())),
             },
             Party::Coordinator(c) => c.handle_message(from, message, now, rng),
@@ -624,6 +644,7 @@ impl<S: Suite> Network<S> {
             id.clone(),
             Party::Node(Box::new(SimNode {
                 core,
+                hold_syncs: false,
                 _suite: PhantomData,
             })),
         );

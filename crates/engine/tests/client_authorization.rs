@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use ed25519_dalek::SigningKey;
+use permafrost_engine::node::NodeNotice;
 use permafrost_engine::sim::{sim_client, sim_client_policy, Network, SignOutcome, SIM_NETWORK_ID};
 use permafrost_protocol::sign::client::{ClientKey, ClientPolicy};
 use permafrost_protocol::wire::{ApprovalTarget, ClientAuthorization, Epoch, NodeId};
@@ -273,6 +274,7 @@ fn an_approval_of_the_v1_domain_is_refused_by_every_node<S: Suite>() {
 fn replayed_and_stale_approvals_are_refused<S: Suite>() {
     let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(62, 3, 5);
     let auth = net.authorize(&key, &pkp, b"once");
+    let mark = net.notices.len();
     let outcome = net
         .sign_roast_as(
             &coordinator,
@@ -287,9 +289,27 @@ fn replayed_and_stale_approvals_are_refused<S: Suite>() {
     verify_independently(&pkp, b"once", &outcome.signature);
     // Let the request's last messages land and its unused nonces expire.
     net.run(Duration::from_secs(11));
+    // Only the nodes asked (t of them, as ROAST asks no more unless one fails) admitted the
+    // approval: they refuse its replay, and so no t can sign it.
+    let admitted: Vec<NodeId> = nodes
+        .iter()
+        .filter(|node| {
+            net.notices[mark..].iter().any(|(n, notice)| {
+                n == *node && matches!(notice, NodeNotice::ClientRequestAdmitted { .. })
+            })
+        })
+        .cloned()
+        .collect();
+    assert_eq!(admitted.len(), 3, "{admitted:?}");
     let before = net.shares_produced(None);
     let result = net.sign_roast_as(&coordinator, &key, Epoch(0), &pkp, &nodes, b"once", auth);
-    refused_by_all(&mut net, result, &nodes, "already used in session", before);
+    refused_by_all(
+        &mut net,
+        result,
+        &admitted,
+        "already used in session",
+        before,
+    );
 
     let old = net.authorize(&key, &pkp, b"later");
     net.advance(Duration::from_secs(121));

@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use common::*;
 use permafrost_engine::deadlines;
-use permafrost_engine::node::NodeNotice;
+use permafrost_engine::node::{NodeNotice, NodeStore};
 use permafrost_engine::sim::{Envelope, Fault, Network, SimVerifier};
+use permafrost_keystore::AuditKind;
 use permafrost_protocol::dkg::DkgCoordinator;
 use permafrost_protocol::wire::{
     ClientAuthorization, Epoch, KeyId, Message, MessageKind, NodeId, SessionId,
@@ -301,10 +302,12 @@ fn no_pending_share_over_an_active_one<S: Suite>() {
 
 // ---- Signing admission ----------------------------------------------------------------------
 
-/// A crash right after a client request is admitted (request id and audit entry durable),
-/// before the commitment leaves: ROAST signs with the others, and the restarted node still
-/// refuses the same approval in another session.
-fn crash_after_admission_keeps_the_request_id<S: Suite>() {
+/// A crash right after a client request is admitted, before anything is synced: ROAST signs
+/// with the others. The admission was not synced, so the restarted node has forgotten it — and
+/// it released nothing on it: the approval made no share of this node. The nodes that signed
+/// synced their admissions before their shares left, so a replay of the approval in another
+/// session is refused by them, also after a restart, and yields no share anywhere.
+fn crash_after_admission_releases_nothing<S: Suite>() {
     let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(107, 3, 5);
     let victim = nodes[0].clone();
     net.crash_on(&victim, |n| {
@@ -312,6 +315,11 @@ fn crash_after_admission_keeps_the_request_id<S: Suite>() {
     });
     let message = b"pay 10";
     let approval = net.authorize(&key, &pkp, message);
+    let remembered = |net: &Network<S>| {
+        let store = net.node(&victim).unwrap().store().unwrap();
+        store.client_requests(0).unwrap().len()
+    };
+    let before = remembered(&net);
     let outcome = net
         .sign_roast_as(
             &coordinator,
@@ -330,16 +338,130 @@ fn crash_after_admission_keeps_the_request_id<S: Suite>() {
         "the crash point was never reached"
     );
     assert!(!outcome.signers.contains(&victim));
-    assert_replay_refused(
-        &mut net,
+    assert_eq!(net.shares_produced(Some(&victim)), 0);
+    assert_eq!(
+        remembered(&net),
+        before,
+        "an unsynced admission survived the crash"
+    );
+    for node in &outcome.signers {
+        net.crash_and_restart(node);
+    }
+    let produced = net.shares_produced(None);
+    let replay = net.sign_roast_as(
         &coordinator,
         &key,
+        Epoch(0),
         &pkp,
         &nodes,
         message,
         approval,
-        &victim,
     );
+    assert!(
+        matches!(replay, Err(ProtocolError::ClientNotAuthorized { .. })),
+        "{replay:?}"
+    );
+    assert_eq!(net.shares_produced(None), produced);
+}
+
+/// Group commit, through the node core: a node computes its share but crashes before the sync
+/// that would release it. No share leaves; after the restart neither its admission nor the
+/// share's audit entry is on its disk (they were never promised to anyone), its nonce is gone,
+/// and ROAST signs with the others. The other nodes' shares left only after their sync: their
+/// share audit entries are durable.
+fn a_crash_before_the_sync_releases_no_share<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(112, 3, 5);
+    let victim = nodes[0].clone();
+    net.node_mut(&victim).unwrap().hold_syncs(true);
+    let sent = Sent::watch(&mut net);
+    let remembered = |net: &Network<S>| {
+        let store = net.node(&victim).unwrap().store().unwrap();
+        store.client_requests(0).unwrap().len()
+    };
+    let before = remembered(&net);
+    let message = b"pay 30";
+    let client = Some(net.authorize(&key, &pkp, message));
+    let request = SessionId([12; 32]);
+    let roast = permafrost_protocol::sign::RoastCoordinator::<S>::new(
+        request,
+        key.clone(),
+        Epoch(0),
+        message.to_vec(),
+        client,
+        pkp.clone(),
+        nodes.clone(),
+        net.now(),
+        deadlines::SIGNING,
+        deadlines::SIGNING_ATTEMPT,
+    )
+    .unwrap();
+    net.start(&coordinator, Box::new(roast), request);
+    let v = victim.clone();
+    net.run_until(Duration::from_secs(1), |n| {
+        n.node(&v)
+            .and_then(|node| node.core())
+            .is_some_and(|core| core.held_shares() == 1)
+    });
+    let core = net.node(&victim).unwrap().core().unwrap();
+    assert_eq!(core.held_shares(), 1, "the victim computed no share");
+    let unsynced: Vec<_> = core
+        .store()
+        .audit_entries()
+        .filter(|(e, durable)| {
+            !durable && matches!(e.kind, AuditKind::ClientRequest | AuditKind::SignatureShare)
+        })
+        .map(|(e, _)| e.kind.clone())
+        .collect();
+    assert_eq!(
+        unsynced,
+        vec![AuditKind::ClientRequest, AuditKind::SignatureShare],
+        "the admission and the share's audit entry are written, not synced"
+    );
+    assert_eq!(sent.count(&victim, MessageKind::SignShare), 0);
+
+    net.crash_and_restart(&victim);
+    let store = net.node(&victim).unwrap().store().unwrap();
+    assert!(
+        store
+            .audit_entries()
+            .all(|(e, _)| !matches!(e.kind, AuditKind::ClientRequest | AuditKind::SignatureShare)),
+        "an unsynced write survived the crash"
+    );
+    assert_eq!(remembered(&net), before, "an unsynced admission survived");
+    assert_eq!(net.node(&victim).unwrap().open_signing_sessions(), 0);
+
+    net.run_until(deadlines::SIGNING, |n| {
+        n.events.iter().any(|(at, e)| {
+            *at == coordinator
+                && matches!(
+                    e,
+                    permafrost_protocol::Event::Failed(_)
+                        | permafrost_protocol::Event::SignatureReady { .. }
+                )
+        })
+    });
+    let signers = net
+        .events
+        .iter()
+        .find_map(|(_, e)| match e {
+            permafrost_protocol::Event::SignatureReady {
+                signature, signers, ..
+            } => {
+                verify_independently(&pkp, message, signature);
+                Some(signers.clone())
+            }
+            permafrost_protocol::Event::Failed(err) => panic!("{err}"),
+            _ => None,
+        })
+        .unwrap();
+    assert!(!signers.contains(&victim));
+    assert_eq!(sent.count(&victim, MessageKind::SignShare), 0);
+    for signer in &signers {
+        let store = net.node(signer).unwrap().store().unwrap();
+        assert!(store
+            .audit_entries()
+            .any(|(e, durable)| durable && e.kind == AuditKind::SignatureShare));
+    }
 }
 
 /// Request ids survive a restart of every node: a replayed approval is refused by all.
@@ -401,7 +523,8 @@ fn assert_replay_refused<S: Suite>(
 /// with the others.
 fn failed_admission_write_releases_no_commitment<S: Suite>() {
     let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(109, 3, 5);
-    let victim = nodes[4].clone();
+    // The first signature asks the committee's first t (the coordinator rotates from there).
+    let victim = nodes[0].clone();
     let sent = Sent::watch(&mut net);
     let mark = net.notices.len();
     fail_write(&mut net, &victim, "admit_client_request", 0);
@@ -620,7 +743,8 @@ per_suite!(
     dkg_failed_activation_is_named,
     dkg_opens_only_from_a_coordinator_for_a_new_key,
     no_pending_share_over_an_active_one,
-    crash_after_admission_keeps_the_request_id,
+    crash_after_admission_releases_nothing,
+    a_crash_before_the_sync_releases_no_share,
     client_request_ids_survive_a_restart,
     failed_admission_write_releases_no_commitment,
     failed_share_audit_releases_no_share,

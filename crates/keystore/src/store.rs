@@ -748,11 +748,16 @@ impl KeyStore {
         })
     }
 
-    /// Admits a client's signing request in one durable transaction: remembers `request` (so
-    /// the same request id is refused in another session, across restarts, until it expires)
-    /// and appends `audit`. Also forgets a few requests that expired before `now_unix_ms`.
-    /// Fails with [`KeystoreError::Conflict`] if the request id is already remembered for
-    /// another session, changing nothing.
+    /// Admits a client's signing request in one transaction: remembers `request` (so the same
+    /// request id is refused in another session, across restarts, until it expires) and appends
+    /// `audit`. Also forgets a few requests that expired before `now_unix_ms`. Fails with
+    /// [`KeystoreError::Conflict`] if the request id is already remembered for another session,
+    /// changing nothing.
+    ///
+    /// **Not synced** (redb `Durability::None`): the admission is durable once
+    /// [`sync`](Self::sync) or any other durable write returns, and lost in a crash before that.
+    /// The node syncs before any signature share leaves it, so a share never goes out on an
+    /// admission a crash could forget; concurrent requests share one sync (group commit).
     pub fn admit_client_request(
         &self,
         request: &ClientRequestRow,
@@ -760,64 +765,68 @@ impl KeyStore {
         now_unix_ms: u64,
     ) -> Result<(), KeystoreError> {
         let audit = format::encode_audit_body(audit).map_err(too_long)?;
-        self.write("admitting a client request", |txn, dir| {
-            let mut requests = txn
-                .open_table(CLIENT_REQUESTS)
-                .map_err(|e| storage(dir, "opening the client requests table", e))?;
-            let mut expiry = txn
-                .open_table(CLIENT_REQUEST_EXPIRY)
-                .map_err(|e| storage(dir, "opening the client requests table", e))?;
-            // Forget a few expired ones first.
-            let mut expired = Vec::new();
-            for item in expiry
-                .iter()
-                .map_err(|e| storage(dir, "listing client requests", e))?
-                .take(PRUNE_PER_WRITE)
-            {
-                let (key, _) = item.map_err(|e| storage(dir, "listing client requests", e))?;
-                let key = key.value().to_vec();
-                match key.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
-                    Some(at) if u64::from_be_bytes(at) < now_unix_ms => expired.push(key),
-                    _ => break,
+        self.write_with(
+            Durability::None,
+            "admitting a client request",
+            |txn, dir| {
+                let mut requests = txn
+                    .open_table(CLIENT_REQUESTS)
+                    .map_err(|e| storage(dir, "opening the client requests table", e))?;
+                let mut expiry = txn
+                    .open_table(CLIENT_REQUEST_EXPIRY)
+                    .map_err(|e| storage(dir, "opening the client requests table", e))?;
+                // Forget a few expired ones first.
+                let mut expired = Vec::new();
+                for item in expiry
+                    .iter()
+                    .map_err(|e| storage(dir, "listing client requests", e))?
+                    .take(PRUNE_PER_WRITE)
+                {
+                    let (key, _) = item.map_err(|e| storage(dir, "listing client requests", e))?;
+                    let key = key.value().to_vec();
+                    match key.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+                        Some(at) if u64::from_be_bytes(at) < now_unix_ms => expired.push(key),
+                        _ => break,
+                    }
                 }
-            }
-            for key in expired {
-                expiry
-                    .remove(key.as_slice())
-                    .map_err(|e| storage(dir, "forgetting a client request", e))?;
-                if let Some(id) = key.get(8..) {
-                    requests
-                        .remove(id)
+                for key in expired {
+                    expiry
+                        .remove(key.as_slice())
                         .map_err(|e| storage(dir, "forgetting a client request", e))?;
+                    if let Some(id) = key.get(8..) {
+                        requests
+                            .remove(id)
+                            .map_err(|e| storage(dir, "forgetting a client request", e))?;
+                    }
                 }
-            }
-            let id = request.id();
-            if let Some(existing) = requests
-                .get(id.as_slice())
-                .map_err(|e| storage(dir, "reading a client request", e))?
-            {
-                if existing.value().get(..32) != Some(request.session.as_slice()) {
-                    return Err(KeystoreError::Conflict(format!(
-                        "request id {} of client {} was already admitted in another session",
-                        hex::encode(request.request_id),
-                        hex::encode(request.client)
-                    )));
+                let id = request.id();
+                if let Some(existing) = requests
+                    .get(id.as_slice())
+                    .map_err(|e| storage(dir, "reading a client request", e))?
+                {
+                    if existing.value().get(..32) != Some(request.session.as_slice()) {
+                        return Err(KeystoreError::Conflict(format!(
+                            "request id {} of client {} was already admitted in another session",
+                            hex::encode(request.request_id),
+                            hex::encode(request.client)
+                        )));
+                    }
                 }
-            }
-            let mut value = request.session.to_vec();
-            value.extend_from_slice(&request.expires_unix_ms.to_be_bytes());
-            requests
-                .insert(id.as_slice(), value.as_slice())
-                .map_err(|e| storage(dir, "writing a client request", e))?;
-            let mut by_time = request.expires_unix_ms.to_be_bytes().to_vec();
-            by_time.extend_from_slice(&id);
-            expiry
-                .insert(by_time.as_slice(), ())
-                .map_err(|e| storage(dir, "writing a client request", e))?;
-            drop((requests, expiry));
-            append_audit_in(txn, dir, &self.chain, &audit)?;
-            Ok(())
-        })
+                let mut value = request.session.to_vec();
+                value.extend_from_slice(&request.expires_unix_ms.to_be_bytes());
+                requests
+                    .insert(id.as_slice(), value.as_slice())
+                    .map_err(|e| storage(dir, "writing a client request", e))?;
+                let mut by_time = request.expires_unix_ms.to_be_bytes().to_vec();
+                by_time.extend_from_slice(&id);
+                expiry
+                    .insert(by_time.as_slice(), ())
+                    .map_err(|e| storage(dir, "writing a client request", e))?;
+                drop((requests, expiry));
+                append_audit_in(txn, dir, &self.chain, &audit)?;
+                Ok(())
+            },
+        )
     }
 
     /// Every remembered client request that has not expired at `now_unix_ms`.
@@ -1009,6 +1018,12 @@ impl KeyStore {
             }
         }
         Ok(AuditProblem::Edited)
+    }
+
+    /// Makes every write before it durable (one fsync for all the unsynced writes: admissions
+    /// and lazily appended audit entries). Returns once they are on disk.
+    pub fn sync(&self) -> Result<(), KeystoreError> {
+        self.write("syncing", |_, _| Ok(()))
     }
 
     /// Runs `body` in one write transaction and commits it durably (fsync, two-phase commit).

@@ -44,11 +44,11 @@ pub struct NetConfig {
     /// once) without reaching the application, and the refusals are logged with the peer id,
     /// at most once per 10 s per peer. `None` turns the limit off.
     ///
-    /// The default, [`RateLimit::DEFAULT`] (a burst of 512, then 256 requests per second), is
-    /// far above what the protocols need: a signing session costs each link two requests
-    /// each way (request and package, or commitment and share), so it allows 256 signing
-    /// sessions started at once and 128 per second sustained per peer, while a burst never
-    /// fills more than half of the default inbound queue.
+    /// The default, [`RateLimit::DEFAULT`] (a burst of 512, then 4096 requests per second),
+    /// follows the throughput the network is built for: a signing session costs each link it
+    /// uses two requests each way (request and package, or commitment and share), so it
+    /// allows 256 signing sessions started at once and 2,048 per second sustained per peer,
+    /// while a burst never fills more than half of the default inbound queue.
     pub inbound_rate_limit: Option<RateLimit>,
 }
 

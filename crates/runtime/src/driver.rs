@@ -3,7 +3,7 @@
 //! back, and inbound requests are answered with the core's verdict ([`answer`]).
 
 use permafrost_net::{Client, InboundRequest};
-use permafrost_protocol::ProtocolError;
+use permafrost_protocol::{ProtocolError, Refusal};
 use permafrost_wire::{encode, Message, MessageKind, NodeId, SessionId};
 
 use crate::identity::peer_id;
@@ -92,7 +92,13 @@ impl Sender<'_> {
                 Ok(answer) if answer.is_empty() => {}
                 Ok(answer) => {
                     let refusal = String::from_utf8_lossy(&answer).into_owned();
-                    tracing::info!(%peer, kind, %refusal, "message refused by peer");
+                    if signing(what.0) {
+                        // Late commitments and shares of a signature already made are refused
+                        // in the normal run of ROAST: not worth a line per signature.
+                        tracing::debug!(%peer, kind, %refusal, "message refused by peer");
+                    } else {
+                        tracing::info!(%peer, kind, %refusal, "message refused by peer");
+                    }
                     let open = matches!(what.0, MessageKind::DkgOpen | MessageKind::ReshareOpen);
                     if let (Some(tx), true) = (report, open) {
                         let _ = tx.send(Undelivered {
@@ -130,9 +136,40 @@ pub fn answer(request: InboundRequest, outcome: Result<(), ProtocolError>) {
     let answer = match outcome {
         Ok(()) => Vec::new(),
         Err(e) => {
-            tracing::info!(peer = %request.peer, error = %e, "message refused");
+            if late(&e) {
+                tracing::debug!(peer = %request.peer, error = %e, "message refused");
+            } else {
+                tracing::info!(peer = %request.peer, error = %e, "message refused");
+            }
             e.to_string().into_bytes()
         }
     };
     request.respond(answer);
+}
+
+/// Whether `kind` belongs to a signature (whose late copies are refused in the normal run).
+fn signing(kind: MessageKind) -> bool {
+    matches!(
+        kind,
+        MessageKind::SignRequest
+            | MessageKind::SignCommitment
+            | MessageKind::SignPackage
+            | MessageKind::SignShare
+            | MessageKind::SignRefusal
+    )
+}
+
+/// Whether a refusal only says the message came late or twice (its session ended, or its
+/// nonce was used): the normal run of ROAST, logged at DEBUG.
+fn late(error: &ProtocolError) -> bool {
+    matches!(
+        error,
+        ProtocolError::Refused(
+            Refusal::Finished
+                | Refusal::UnknownSession
+                | Refusal::WrongSession
+                | Refusal::NonceConsumed
+                | Refusal::SessionExists
+        )
+    )
 }

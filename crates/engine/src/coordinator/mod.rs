@@ -11,6 +11,7 @@
 //! given once the commit's deliveries ended ([`CoordinatorOutput::Done::after_deliveries`]), so
 //! that a member stopped right after the answer has the new epoch in force.
 
+mod preference;
 mod reshare;
 mod store;
 
@@ -30,6 +31,7 @@ use rand_core::CryptoRngCore;
 
 use crate::any::{self, AnyEvent, AnyOutput};
 use crate::sessions::{Handled, Route, Sessions};
+use preference::SignerPreference;
 
 /// The caller's name for a request, echoed in its answer.
 pub type RequestId = u64;
@@ -229,6 +231,12 @@ pub struct CoordinatorCore<M: MetadataStore> {
     running: BTreeMap<SessionId, (Running, Option<RequestId>)>,
     /// Test-signature session id → its reshare session.
     aliases: BTreeMap<SessionId, SessionId>,
+    /// The order in which signatures ask the signers.
+    preference: SignerPreference,
+    /// Public key packages parsed once per key and epoch.
+    parsed: any::ParsedPackages,
+    /// The time of the latest input.
+    now: Timestamp,
     outputs: VecDeque<CoordinatorOutput>,
 }
 
@@ -243,6 +251,9 @@ impl<M: MetadataStore> CoordinatorCore<M> {
             sessions: Sessions::new(),
             running: BTreeMap::new(),
             aliases: BTreeMap::new(),
+            preference: SignerPreference::default(),
+            parsed: any::ParsedPackages::default(),
+            now: Timestamp(0),
             outputs: VecDeque::new(),
         };
         core.abort_unfinished_reshares()?;
@@ -272,6 +283,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
     /// No longer counts `node` as a signer node (it was removed from the network file).
     pub fn remove_node(&mut self, node: &NodeId) {
         self.setup.nodes.remove(node);
+        self.preference.forget(node);
     }
 
     /// The next thing to do, in order.
@@ -286,6 +298,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
 
     /// Lets time pass for every session.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.now = self.now.max(now);
         self.drive(|sessions, handler| sessions.tick(now, handler));
     }
 
@@ -312,6 +325,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         now: Timestamp,
         rng: &mut dyn CryptoRngCore,
     ) {
+        self.now = self.now.max(now);
         let mut nonce = [0u8; 32];
         rng.fill_bytes(&mut nonce);
         let mut committee = committee;
@@ -348,7 +362,8 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         }
     }
 
-    /// Runs one ROAST signing request: every reachable member of `committee` is asked; a
+    /// Runs one ROAST signing request: `t` members of `committee` are asked (in the order of
+    /// [`preference`](self): rotating, those in trouble last), others only as needed; a
     /// signature comes out as long as `t` of them answer honestly before the deadline.
     #[allow(clippy::too_many_arguments)]
     pub fn sign(
@@ -361,9 +376,13 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         now: Timestamp,
         rng: &mut dyn CryptoRngCore,
     ) {
+        self.now = self.now.max(now);
         let mut session = [0u8; 32];
         rng.fill_bytes(&mut session);
         let session = SessionId(session);
+        let committee = self
+            .preference
+            .order(&committee, now, crate::deadlines::SIGNING_ATTEMPT);
         let started = any::roast_coordinator(
             key.curve,
             session,
@@ -375,6 +394,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
             committee,
             now,
             crate::deadlines::SIGNING,
+            &mut self.parsed,
         );
         match started {
             Ok(signing) => self.start(session, signing, Running::Signing, request),
@@ -394,6 +414,8 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         if !self.setup.nodes.contains_key(from) {
             return Err(Refusal::NotInCommittee(from.clone()).into());
         }
+        self.now = self.now.max(now);
+        self.preference.heard(from);
         match &message {
             Message::SessionStatus(status) => return self.answer_status(from, status.session),
             Message::DkgRound1(_)
@@ -425,6 +447,8 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         now: Timestamp,
         rng: &mut dyn CryptoRngCore,
     ) {
+        self.now = self.now.max(now);
+        self.preference.unreachable(to, now);
         if kind != MessageKind::SignRequest {
             return;
         }
@@ -538,6 +562,8 @@ impl<M: MetadataStore> CoordinatorCore<M> {
             store: &mut self.store,
             setup: &self.setup,
             running: &mut self.running,
+            preference: &mut self.preference,
+            now: self.now,
             outputs: &mut self.outputs,
         };
         let result = f(&mut self.sessions, &mut |route, output| {
@@ -560,6 +586,8 @@ struct Finisher<'a, M: MetadataStore> {
     store: &'a mut M,
     setup: &'a CoordinatorSetup,
     running: &'a mut BTreeMap<SessionId, (Running, Option<RequestId>)>,
+    preference: &'a mut SignerPreference,
+    now: Timestamp,
     outputs: &'a mut VecDeque<CoordinatorOutput>,
 }
 
@@ -575,6 +603,7 @@ impl<M: MetadataStore> Finisher<'_, M> {
                     self.running.get(&session),
                     Some((Running::Dkg { .. } | Running::Reshare(_), _))
                 );
+                self.preference.sent(&to, &message, self.now);
                 self.outputs.push_back(CoordinatorOutput::Transmit {
                     to,
                     message,

@@ -56,6 +56,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         now: Timestamp,
         rng: &mut dyn CryptoRngCore,
     ) -> Option<SessionId> {
+        self.now = self.now.max(now);
         let started = self
             .approvals(&lifecycle::reshare_action(&proposal), approvals, now, rng)
             .and_then(|approvals| self.start_reshare(request, proposal, approvals, now));

@@ -25,6 +25,8 @@ pub(super) struct EventContext<'a, St: NodeStore> {
     pub(super) dkg_keys: &'a BTreeMap<SessionId, KeyId>,
     pub(super) reshares: &'a BTreeMap<SessionId, ReshareRecord>,
     pub(super) outputs: &'a mut VecDeque<NodeOutput>,
+    /// Signature shares held until the store is synced ([`NodeCore::flush`](super::NodeCore::flush)).
+    pub(super) held: &'a mut Vec<NodeOutput>,
     pub(super) follow: Vec<FollowUp>,
     pub(super) now: Timestamp,
 }
@@ -34,7 +36,16 @@ impl<St: NodeStore> EventContext<'_, St> {
     pub(super) fn handle(&mut self, route: &Route, output: AnyOutput) -> Handled {
         match output {
             AnyOutput::Send { to, message } => {
-                self.outputs.push_back(NodeOutput::Transmit { to, message });
+                // A share leaves only once its admission and audit entry are durable: it waits
+                // for the next sync, which the shell runs once for all the shares of a batch.
+                let output = NodeOutput::Transmit { to, message };
+                match output {
+                    NodeOutput::Transmit {
+                        message: permafrost_wire::Message::SignShare(_),
+                        ..
+                    } => self.held.push(output),
+                    _ => self.outputs.push_back(output),
+                }
                 Handled::Continue
             }
             AnyOutput::Event(event) => self.event(route, event),
@@ -187,7 +198,8 @@ impl<St: NodeStore> EventContext<'_, St> {
                 message_digest,
                 requester,
             } => {
-                // The audit record is durable before the share is sent.
+                // The audit record is written now and synced before the share is sent (the
+                // share is held until then: see `handle` above).
                 let entry = audit::entry(
                     self.now,
                     AuditKind::SignatureShare,
@@ -199,7 +211,7 @@ impl<St: NodeStore> EventContext<'_, St> {
                 );
                 if let Err(e) = self
                     .store
-                    .append_audit(&entry, super::AuditDurability::Durable)
+                    .append_audit(&entry, super::AuditDurability::Lazy)
                 {
                     return self.failed("auditing a signature share (share not sent)", &key_id, e);
                 }

@@ -102,7 +102,13 @@ impl<St: NodeStore> NodeCore<St> {
                 committee.join(", ")
             ),
         );
-        match self.store.admit_client_request(&row, &entry, now.0) {
+        // Durable before the node deals or stores anything of the session (an approval is
+        // rare: no group commit here).
+        let admitted = self
+            .store
+            .admit_client_request(&row, &entry, now.0)
+            .and_then(|()| self.store.sync());
+        match admitted {
             Ok(()) => {
                 self.operators.record(approved, now);
                 self.notice(NodeNotice::LifecycleApproved {

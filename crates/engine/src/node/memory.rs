@@ -20,7 +20,8 @@ pub struct MemoryNodeStore {
     reshares: BTreeMap<SessionId, ReshareRecord>,
     concluded: std::collections::BTreeSet<SessionId>,
     certificates: BTreeMap<SessionId, Message>,
-    client_requests: BTreeMap<([u8; 32], [u8; 16]), ClientRequestRow>,
+    /// Admitted client requests, each with whether it is durable yet.
+    client_requests: BTreeMap<([u8; 32], [u8; 16]), (ClientRequestRow, bool)>,
     /// The audit log, each entry with whether it is durable yet.
     audit: Vec<(AuditEntry, bool)>,
     /// Writes to fail (each changes nothing): the operation, and how many writes of it succeed
@@ -36,13 +37,13 @@ impl MemoryNodeStore {
 
     /// Lets `after` more writes of `operation` succeed, then makes the next one fail, changing
     /// nothing. The operations: "put_pending", "activate", "delete_pending", "put_reshare",
-    /// "conclude_reshare", "conclude_session", "admit_client_request", "append_audit".
+    /// "conclude_reshare", "conclude_session", "admit_client_request", "append_audit", "sync".
     pub fn fail_write(&mut self, operation: &'static str, after: usize) {
         self.failing_writes.push((operation, after));
     }
 
-    /// What a crash leaves: audit entries that were written lazily and not yet made durable by
-    /// a later durable write are gone.
+    /// What a crash leaves: audit entries and client admissions that were written lazily and
+    /// not yet made durable by a sync or a later durable write are gone.
     pub fn crash(&mut self) {
         let durable = self
             .audit
@@ -50,6 +51,17 @@ impl MemoryNodeStore {
             .rposition(|(_, d)| *d)
             .map_or(0, |i| i + 1);
         self.audit.truncate(durable);
+        self.client_requests.retain(|_, (_, durable)| *durable);
+    }
+
+    /// Every lazy write so far is durable (a sync or a durable write happened).
+    fn make_durable(&mut self) {
+        for (_, d) in &mut self.audit {
+            *d = true;
+        }
+        for (_, d) in self.client_requests.values_mut() {
+            *d = true;
+        }
     }
 
     /// Every share of `key_id` with its state, by epoch.
@@ -59,6 +71,11 @@ impl MemoryNodeStore {
             .filter(|((k, _), _)| k == key_id)
             .map(|((_, e), (state, share))| (*e, *state, share))
             .collect()
+    }
+
+    /// The audit log, each entry with whether it is durable yet.
+    pub fn audit_entries(&self) -> impl Iterator<Item = (&AuditEntry, bool)> {
+        self.audit.iter().map(|(entry, durable)| (entry, *durable))
     }
 
     /// Whether a reshare record of `session` is stored.
@@ -100,9 +117,7 @@ impl MemoryNodeStore {
 
     fn push_audit(&mut self, entry: &AuditEntry, durable: bool) {
         if durable {
-            for (_, d) in &mut self.audit {
-                *d = true;
-            }
+            self.make_durable();
         }
         self.audit.push((entry.clone(), durable));
     }
@@ -266,7 +281,7 @@ impl NodeStore for MemoryNodeStore {
         now_unix_ms: u64,
     ) -> Result<(), StoreError> {
         let id = (request.client, request.request_id);
-        if let Some(known) = self.client_requests.get(&id) {
+        if let Some((known, _)) = self.client_requests.get(&id) {
             if known.expires_unix_ms > now_unix_ms && known.session != request.session {
                 return Err(KeystoreError::Conflict(format!(
                     "request id {} already used in session {}",
@@ -278,9 +293,9 @@ impl NodeStore for MemoryNodeStore {
         }
         self.write("admit_client_request")?;
         self.client_requests
-            .retain(|_, row| row.expires_unix_ms > now_unix_ms);
-        self.client_requests.insert(id, request.clone());
-        self.push_audit(audit, true);
+            .retain(|_, (row, _)| row.expires_unix_ms > now_unix_ms);
+        self.client_requests.insert(id, (request.clone(), false));
+        self.push_audit(audit, false);
         Ok(())
     }
 
@@ -288,6 +303,7 @@ impl NodeStore for MemoryNodeStore {
         Ok(self
             .client_requests
             .values()
+            .map(|(row, _)| row)
             .filter(|row| row.expires_unix_ms > now_unix_ms)
             .cloned()
             .collect())
@@ -300,6 +316,12 @@ impl NodeStore for MemoryNodeStore {
     ) -> Result<(), StoreError> {
         self.write("append_audit")?;
         self.push_audit(entry, durability == AuditDurability::Durable);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.write("sync")?;
+        self.make_durable();
         Ok(())
     }
 }

@@ -116,6 +116,8 @@ pub struct NodeCore<St: NodeStore> {
     /// The audit-rate cap on refusals.
     refusals: RefusalAudit,
     outputs: VecDeque<NodeOutput>,
+    /// Signature shares waiting for the store's next sync ([`flush`](Self::flush)).
+    held: Vec<NodeOutput>,
 }
 
 impl<St: NodeStore> NodeCore<St> {
@@ -142,6 +144,7 @@ impl<St: NodeStore> NodeCore<St> {
             signer_keys: BTreeMap::new(),
             refusals: RefusalAudit::default(),
             outputs: VecDeque::new(),
+            held: Vec::new(),
         };
         core.restore_client_requests(now)?;
         core.load_active_shares()?;
@@ -212,8 +215,34 @@ impl<St: NodeStore> NodeCore<St> {
     }
 
     /// The next thing to do: a message to send or a notice, in the order they happened.
+    /// Signature shares come out only after [`flush`](Self::flush).
     pub fn poll_output(&mut self) -> Option<NodeOutput> {
         self.outputs.pop_front()
+    }
+
+    /// Group commit: syncs the store once for every admission and share audit entry written
+    /// since the last flush, then releases the signature shares that waited for it. The shell
+    /// calls it after each batch of messages (all those that arrived together), so under load
+    /// many signatures share one sync. If the sync fails, the shares are dropped, not sent
+    /// (their signing attempts stall and ROAST moves on), and the failure is noticed.
+    pub fn flush(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        match self.store.sync() {
+            Ok(()) => self.outputs.extend(held),
+            Err(error) => self.notice(NodeNotice::StoreFailed {
+                operation: "syncing admissions and share audit entries (shares not sent)",
+                key_id: None,
+                error,
+            }),
+        }
+    }
+
+    /// Signature shares waiting for the next [`flush`](Self::flush).
+    pub fn held_shares(&self) -> usize {
+        self.held.len()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
@@ -358,6 +387,7 @@ impl<St: NodeStore> NodeCore<St> {
             dkg_keys: &self.dkg_keys,
             reshares: &self.reshares,
             outputs: &mut self.outputs,
+            held: &mut self.held,
             follow: Vec::new(),
             now: self.now,
         };

@@ -96,7 +96,8 @@ pub trait NodeStore {
     /// Whether this node concluded `session` (a DKG, or a reshare through
     /// [`conclude_reshare`](Self::conclude_reshare)).
     fn session_concluded(&self, session: &SessionId) -> Result<bool, StoreError>;
-    /// Remembers a client request id with its audit entry, in one step; a request id already
+    /// Remembers a client request id with its audit entry, in one step, **without syncing**:
+    /// durable at the next [`sync`](Self::sync) (or durable write). A request id already
     /// remembered for another session is a [`KeystoreError::Conflict`] and changes nothing.
     fn admit_client_request(
         &mut self,
@@ -112,6 +113,9 @@ pub trait NodeStore {
         entry: &AuditEntry,
         durability: AuditDurability,
     ) -> Result<(), StoreError>;
+    /// Makes every write before it durable (admissions, lazily appended audit entries): one
+    /// sync for all of them.
+    fn sync(&mut self) -> Result<(), StoreError>;
 }
 
 /// The keystore's `public` column of a share: its [`PublicShareInfo`] as JSON.
@@ -282,5 +286,9 @@ impl NodeStore for KeyStore {
             AuditDurability::Lazy => self.append_audit_lazily(entry)?,
         };
         Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(KeyStore::sync(self)?)
     }
 }

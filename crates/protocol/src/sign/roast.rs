@@ -4,7 +4,9 @@ use std::time::Duration;
 use frost_core::keys::PublicKeyPackage;
 use frost_core::round1::SigningCommitments;
 use frost_core::round2::SignatureShare;
-use frost_core::{aggregate, verify_signature_share, Identifier, SigningPackage};
+use frost_core::{
+    aggregate_custom, verify_signature_share, CheaterDetection, Identifier, SigningPackage,
+};
 use permafrost_wire::{
     ClientAuthorization, Digest, Epoch, KeyId, Message, MessageKind, NodeId, SessionId,
     SignPackage, SignRequest,
@@ -21,17 +23,26 @@ const MAX_COMMITMENT_LEN: usize = 256;
 const MAX_SHARE_LEN: usize = 128;
 
 /// The coordinator's side of one signature with ROAST (Ruffing et al., CCS 2022): robust
-/// asynchronous retries over FROST.
+/// asynchronous retries over FROST, asking no more signers than it needs.
 ///
-/// Every committee member is asked for a commitment. Members holding one fresh commitment are
-/// *ready*; as soon as `t` are ready, an attempt starts with those `t` (a signing package to
-/// each). Each share is verified on arrival: a bad one makes its sender a culprit, out for good
-/// (and its attempt can no longer complete); a valid one makes its sender ready again once it
-/// has sent a fresh commitment (the coordinator asks it again, in the same request, right
-/// away). A member that refuses is out; a silent one simply never becomes ready again. So
-/// every failed attempt holds a member that is silent, refused or cheated, each such member
-/// spoils at most one attempt, and with at most `n − t` of them a signature comes out after at
-/// most `n − t + 1` attempts.
+/// **Who is asked.** The first `t` members of the committee, in the order the caller gives it
+/// (its preference), are asked for a commitment. Another member is asked only when fewer than
+/// `t` could still complete a signature: one refused, cheated, could not be reached, let an
+/// attempt's deadline pass, or left a request for a commitment unanswered for the attempt
+/// timeout. So in the common case exactly `t` members are asked, and no commitment or share
+/// arrives that nobody needs.
+///
+/// **Attempts.** Members holding one fresh commitment are *ready*; as soon as `t` are ready, an
+/// attempt starts with those `t` (a signing package to each). Shares are collected and
+/// aggregated when all `t` are in; frost verifies the aggregate signature and, only when it
+/// fails, each share, naming every member whose share is invalid (a *culprit*, out for good). A
+/// share that cannot be parsed makes its sender a culprit at once. An attempt that can no longer
+/// complete (one of its signers refused, cheated or stalled) is *doomed*: the shares it holds are
+/// verified one by one (a cheater there is named, so it cannot spoil a second attempt), and its
+/// members with a valid share are asked for a fresh commitment and become ready again. So every
+/// failed attempt holds a member that is silent, refused or cheated, each such member spoils at
+/// most one attempt, and with at most `n − t` of them a signature comes out after at most
+/// `n − t + 1` attempts.
 ///
 /// On the wire every message of the request carries the request's session id (so a driver
 /// routes them all here), and a share names the package it was computed on by its digest
@@ -46,6 +57,8 @@ pub struct RoastCoordinator<S: Suite> {
     public_key_package: PublicKeyPackage<S>,
     committee: Committee<S>,
     threshold: usize,
+    /// The members in the order they are asked.
+    preference: Vec<Identifier<S>>,
     members: BTreeMap<Identifier<S>, Member<S>>,
     /// Ready members, in the order they became ready.
     ready: VecDeque<Identifier<S>>,
@@ -55,7 +68,8 @@ pub struct RoastCoordinator<S: Suite> {
     unauthorized: BTreeSet<NodeId>,
     culprits: BTreeMap<NodeId, String>,
     disputed: BTreeSet<NodeId>,
-    /// Members that let an attempt's deadline pass without answering.
+    /// Members that let an attempt's deadline, or a request for a commitment, pass without
+    /// answering.
     stalled: BTreeSet<NodeId>,
     attempt_timeout: Duration,
     deadline: Timestamp,
@@ -68,20 +82,21 @@ struct Member<S: Suite> {
     state: MemberState<S>,
     /// Commitments already put in a package; a copy arriving again is a stale duplicate.
     used: Vec<SigningCommitments<S>>,
-    /// Package digests of the attempts this member gave a valid share in.
+    /// Package digests of the attempts this member gave a share in.
     answered: Vec<Digest>,
 }
 
 enum MemberState<S: Suite> {
-    /// Asked for a commitment; none has arrived.
-    Asked,
+    /// Not asked yet: held in reserve until fewer than `t` others can complete a signature.
+    Reserve,
+    /// Asked for a commitment, none has arrived; `late` once the attempt timeout passed.
+    Asked { late_at: Timestamp, late: bool },
     /// Holds one fresh commitment (and is in the ready queue).
     Ready(SigningCommitments<S>),
-    /// In attempt `attempt`, its share awaited; `next` is a fresh commitment that arrived first.
-    Signing {
-        attempt: usize,
-        next: Option<SigningCommitments<S>>,
-    },
+    /// In attempt `attempt`, its share awaited.
+    Signing { attempt: usize },
+    /// Gave its share in attempt `attempt`, which has not completed yet.
+    Answered { attempt: usize },
     /// Refused, proven to cheat, or disputed: never asked again in this request.
     Excluded,
 }
@@ -91,18 +106,22 @@ struct Attempt<S: Suite> {
     package: SigningPackage<S>,
     digest: Digest,
     signers: BTreeSet<Identifier<S>>,
+    /// Shares received, verified only if the aggregate fails or the attempt is doomed.
     shares: BTreeMap<Identifier<S>, SignatureShare<S>>,
     deadline: Timestamp,
     /// Its deadline has been dealt with.
     stalled: bool,
+    /// It can no longer complete: one of its signers refused, cheated or stalled.
+    doomed: bool,
 }
 
 impl<S: Suite> RoastCoordinator<S> {
-    /// Starts a ROAST request signing `message` with key `key_id` at `epoch`, asking every
-    /// member of `committee` with the client's authorization `client` (which every signer
-    /// checks). `request` must be fresh randomness; it is the session id of every message of
-    /// the request. The request fails at `now + timeout`; an attempt's signers that
-    /// have not answered within `attempt_timeout` are reported as stalled.
+    /// Starts a ROAST request signing `message` with key `key_id` at `epoch`, asking the first
+    /// `t` members of `committee` (in the given order, then the others as needed) with the
+    /// client's authorization `client` (which every signer checks). `request` must be fresh
+    /// randomness; it is the session id of every message of the request. The request fails at
+    /// `now + timeout`; an attempt's signers (or an asked member) that have not answered within
+    /// `attempt_timeout` are reported as stalled and replaced.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         request: SessionId,
@@ -116,21 +135,28 @@ impl<S: Suite> RoastCoordinator<S> {
         timeout: Duration,
         attempt_timeout: Duration,
     ) -> Result<Self, ProtocolError> {
+        let order = committee.clone();
         let (committee, threshold) =
             check_signing_parameters(committee, &message, &public_key_package)?;
         let mut members = BTreeMap::new();
-        for id in committee.identifiers() {
-            if let Some(node) = committee.node(&id) {
-                members.insert(
-                    id,
-                    Member {
-                        node: node.clone(),
-                        state: MemberState::Asked,
-                        used: Vec::new(),
-                        answered: Vec::new(),
-                    },
-                );
+        let mut preference = Vec::new();
+        for node in &order {
+            let Some(id) = committee.identifier(node) else {
+                continue;
+            };
+            if members.contains_key(&id) {
+                continue;
             }
+            preference.push(id);
+            members.insert(
+                id,
+                Member {
+                    node: node.clone(),
+                    state: MemberState::Reserve,
+                    used: Vec::new(),
+                    answered: Vec::new(),
+                },
+            );
         }
         let mut coordinator = RoastCoordinator {
             request,
@@ -141,6 +167,7 @@ impl<S: Suite> RoastCoordinator<S> {
             public_key_package,
             committee,
             threshold,
+            preference,
             members,
             ready: VecDeque::new(),
             attempts: Vec::new(),
@@ -154,9 +181,7 @@ impl<S: Suite> RoastCoordinator<S> {
             finished: false,
             outputs: VecDeque::new(),
         };
-        for node in coordinator.committee.members().to_vec() {
-            coordinator.ask(node);
-        }
+        coordinator.replenish(now);
         Ok(coordinator)
     }
 
@@ -175,9 +200,22 @@ impl<S: Suite> RoastCoordinator<S> {
         self.culprits.keys().cloned().collect()
     }
 
-    /// Members that let an attempt's deadline pass without answering, sorted.
+    /// Members that let an attempt's deadline, or a request for a commitment, pass without
+    /// answering, sorted.
     pub fn stalled(&self) -> Vec<NodeId> {
         self.stalled.iter().cloned().collect()
+    }
+
+    /// Members asked for a commitment so far (once or more), sorted.
+    pub fn asked(&self) -> Vec<NodeId> {
+        let mut asked: Vec<NodeId> = self
+            .members
+            .values()
+            .filter(|m| !matches!(m.state, MemberState::Reserve))
+            .map(|m| m.node.clone())
+            .collect();
+        asked.sort();
+        asked
     }
 
     /// The id of attempt number `attempt` of `request`.
@@ -187,9 +225,17 @@ impl<S: Suite> RoastCoordinator<S> {
         SessionId(t.finish().0)
     }
 
-    fn ask(&mut self, to: NodeId) {
+    /// Asks member `id` for a (fresh) commitment.
+    fn ask(&mut self, id: Identifier<S>, now: Timestamp) {
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        member.state = MemberState::Asked {
+            late_at: now.after(self.attempt_timeout),
+            late: false,
+        };
         self.outputs.push_back(Output::Send {
-            to,
+            to: member.node.clone(),
             message: Message::SignRequest(SignRequest {
                 session: self.request,
                 key_id: self.key_id.clone(),
@@ -198,6 +244,48 @@ impl<S: Suite> RoastCoordinator<S> {
                 client: self.client.clone(),
             }),
         });
+    }
+
+    /// Members that may still give a share without anyone else being asked: asked and not
+    /// late, ready, or in (or answered in) an attempt that can still complete.
+    fn prospective(&self) -> usize {
+        self.members
+            .values()
+            .filter(|m| match m.state {
+                MemberState::Asked { late, .. } => !late,
+                MemberState::Ready(_) => true,
+                MemberState::Signing { attempt } | MemberState::Answered { attempt } => {
+                    self.attempts.get(attempt).is_some_and(|a| !a.doomed)
+                }
+                MemberState::Reserve | MemberState::Excluded => false,
+            })
+            .count()
+    }
+
+    /// Asks members in reserve, in order of preference, until `t` may give a share (or none is
+    /// left in reserve).
+    fn replenish(&mut self, now: Timestamp) {
+        if self.finished {
+            return;
+        }
+        let mut missing = self.threshold.saturating_sub(self.prospective());
+        let reserve: Vec<Identifier<S>> = self
+            .preference
+            .iter()
+            .filter(|id| {
+                self.members
+                    .get(id)
+                    .is_some_and(|m| matches!(m.state, MemberState::Reserve))
+            })
+            .copied()
+            .collect();
+        for id in reserve {
+            if missing == 0 {
+                break;
+            }
+            self.ask(id, now);
+            missing -= 1;
+        }
     }
 
     fn fail(&mut self, error: ProtocolError) {
@@ -220,7 +308,7 @@ impl<S: Suite> RoastCoordinator<S> {
             .members
             .get_mut(&id)
             .ok_or_else(|| Refusal::NotInCommittee(from.clone()))?;
-        if matches!(member.state, MemberState::Excluded) {
+        if matches!(member.state, MemberState::Excluded | MemberState::Reserve) {
             return Err(Refusal::Unexpected(MessageKind::SignCommitment).into());
         }
         if bytes.len() > MAX_COMMITMENT_LEN {
@@ -235,33 +323,19 @@ impl<S: Suite> RoastCoordinator<S> {
         if member.used.contains(&commitment) {
             return Ok(()); // a late copy of a commitment already used
         }
-        match &mut member.state {
-            MemberState::Asked => {
+        match &member.state {
+            MemberState::Asked { .. } => {
                 member.state = MemberState::Ready(commitment);
                 self.ready.push_back(id);
                 self.start_attempts(now);
                 Ok(())
             }
-            MemberState::Ready(held)
-            | MemberState::Signing {
-                next: Some(held), ..
-            } => {
-                if *held == commitment {
-                    Ok(())
-                } else {
-                    Err(Refusal::Malformed(format!(
-                        "{} sent a second commitment while one is unused",
-                        member.node
-                    ))
-                    .into())
-                }
-            }
-            MemberState::Signing { next, .. } => {
-                // Its next commitment overtook its share: keep it for when the share arrives.
-                *next = Some(commitment);
-                Ok(())
-            }
-            MemberState::Excluded => Err(Refusal::Unexpected(MessageKind::SignCommitment).into()),
+            MemberState::Ready(held) if *held == commitment => Ok(()),
+            _ => Err(Refusal::Malformed(format!(
+                "{} sent a commitment it was not asked for",
+                member.node
+            ))
+            .into()),
         }
     }
 
@@ -284,10 +358,7 @@ impl<S: Suite> RoastCoordinator<S> {
             };
             if let MemberState::Ready(commitment) = member.state {
                 member.used.push(commitment);
-                member.state = MemberState::Signing {
-                    attempt: number,
-                    next: None,
-                };
+                member.state = MemberState::Signing { attempt: number };
                 chosen.insert(id, commitment);
             }
         }
@@ -318,6 +389,7 @@ impl<S: Suite> RoastCoordinator<S> {
             shares: BTreeMap::new(),
             deadline: now.after(self.attempt_timeout),
             stalled: false,
+            doomed: false,
         });
     }
 
@@ -334,9 +406,9 @@ impl<S: Suite> RoastCoordinator<S> {
             .get(&id)
             .ok_or_else(|| Refusal::NotInCommittee(from.clone()))?;
         if member.answered.contains(&digest) {
-            return Ok(()); // a copy of a share already verified
+            return Ok(()); // a copy of a share already received
         }
-        let MemberState::Signing { attempt, .. } = member.state else {
+        let MemberState::Signing { attempt } = member.state else {
             return Err(Refusal::Unexpected(MessageKind::SignShare).into());
         };
         if bytes.len() > MAX_SHARE_LEN {
@@ -353,79 +425,84 @@ impl<S: Suite> RoastCoordinator<S> {
             // A share on a package this member was not sent: it lies, or its package was
             // altered on the way. Not proof against it, but its share is useless and it must
             // not spoil attempt after attempt: out, as disputed.
-            self.exclude(id);
             self.disputed.insert(from.clone());
-            self.check_enough();
+            self.exclude(id, now);
             return Ok(());
         }
         let share = match SignatureShare::<S>::deserialize(bytes) {
             Ok(share) => share,
             Err(e) => {
-                self.convict(id, format!("unparsable signature share: {e}"));
+                self.convict(id, format!("unparsable signature share: {e}"), now);
                 return Ok(());
             }
         };
-        let Some(verifying_share) = self.public_key_package.verifying_shares().get(&id) else {
-            return Err(Refusal::Unexpected(MessageKind::SignShare).into());
-        };
-        if verify_signature_share(
-            id,
-            verifying_share,
-            &share,
-            &current.package,
-            self.public_key_package.verifying_key(),
-        )
-        .is_err()
-        {
-            self.convict(id, "invalid signature share".into());
-            return Ok(());
+        if let Some(member) = self.members.get_mut(&id) {
+            member.answered.push(digest);
+            member.state = MemberState::Answered { attempt };
         }
-        let complete = match self.attempts.get_mut(attempt) {
-            Some(a) => {
-                a.shares.insert(id, share);
-                a.shares.len() == a.signers.len()
-            }
-            None => false,
-        };
-        if complete {
-            self.aggregate(attempt);
-            return Ok(());
-        }
-        // Ready again once it holds a fresh commitment.
-        let Some(member) = self.members.get_mut(&id) else {
+        let Some(a) = self.attempts.get_mut(attempt) else {
             return Ok(());
         };
-        member.answered.push(digest);
-        let next = match &mut member.state {
-            MemberState::Signing { next, .. } => next.take(),
-            _ => None,
-        };
-        match next {
-            Some(commitment) => {
-                member.state = MemberState::Ready(commitment);
-                self.ready.push_back(id);
-                self.start_attempts(now);
+        a.shares.insert(id, share);
+        if a.shares.len() == a.signers.len() {
+            // Complete (even if it was given up for a late share: the signature still counts).
+            self.aggregate(attempt, now);
+        } else if a.doomed {
+            // Its attempt cannot complete: judge the share alone, and make its sender ready
+            // for the next attempt if it is valid.
+            if self.verify_share(attempt, id) {
+                self.ask(id, now);
             }
-            None => {
-                member.state = MemberState::Asked;
-                self.ask(from.clone());
-            }
+            self.replenish(now);
+            self.check_enough();
         }
         Ok(())
     }
 
-    fn aggregate(&mut self, attempt: usize) {
+    /// Verifies the share of `id` in attempt `attempt` alone; an invalid one convicts its
+    /// sender. Whether it is valid.
+    fn verify_share(&mut self, attempt: usize, id: Identifier<S>) -> bool {
+        let Some(a) = self.attempts.get(attempt) else {
+            return false;
+        };
+        let (Some(share), Some(verifying_share)) = (
+            a.shares.get(&id),
+            self.public_key_package.verifying_shares().get(&id),
+        ) else {
+            return false;
+        };
+        let valid = verify_signature_share(
+            id,
+            verifying_share,
+            share,
+            &a.package,
+            self.public_key_package.verifying_key(),
+        )
+        .is_ok();
+        if !valid {
+            if let Some(node) = self.committee.node(&id).cloned() {
+                self.culprits.insert(node, "invalid signature share".into());
+            }
+            if let Some(member) = self.members.get_mut(&id) {
+                member.state = MemberState::Excluded;
+            }
+            self.ready.retain(|r| *r != id);
+        }
+        valid
+    }
+
+    /// All shares of `attempt` are in: aggregates them (frost verifies the signature, and only
+    /// if it is invalid, each share). Invalid shares convict their senders and doom the attempt.
+    fn aggregate(&mut self, attempt: usize, now: Timestamp) {
         let Some(a) = self.attempts.get(attempt) else {
             return;
         };
-        let result =
-            aggregate(&a.package, &a.shares, &self.public_key_package).and_then(|signature| {
-                self.public_key_package
-                    .verifying_key()
-                    .verify(&self.message, &signature)
-                    .map(|()| signature)
-            });
-        match result {
+        match aggregate_custom(
+            &a.package,
+            &a.shares,
+            &self.public_key_package,
+            CheaterDetection::AllCheaters,
+        ) {
             Ok(signature) => {
                 let mut signers: Vec<NodeId> = a
                     .signers
@@ -440,25 +517,87 @@ impl<S: Suite> RoastCoordinator<S> {
                     culprits: self.culprits(),
                 }));
             }
-            // Every share verified, so this is a local fault, not any signer's.
+            Err(frost_core::Error::InvalidSignatureShare { culprits }) if !culprits.is_empty() => {
+                for id in &culprits {
+                    if let Some(node) = self.committee.node(id).cloned() {
+                        self.culprits.insert(node, "invalid signature share".into());
+                    }
+                    if let Some(member) = self.members.get_mut(id) {
+                        member.state = MemberState::Excluded;
+                    }
+                }
+                // Every other share was verified and is valid: those members are ready again
+                // once they hold a fresh commitment.
+                let honest: Vec<Identifier<S>> = a
+                    .signers
+                    .iter()
+                    .filter(|id| !culprits.contains(id))
+                    .copied()
+                    .collect();
+                if let Some(a) = self.attempts.get_mut(attempt) {
+                    a.doomed = true;
+                }
+                for id in honest {
+                    if self
+                        .members
+                        .get(&id)
+                        .is_some_and(|m| matches!(m.state, MemberState::Answered { .. }))
+                    {
+                        self.ask(id, now);
+                    }
+                }
+                self.replenish(now);
+                self.check_enough();
+            }
+            // Every share is valid, yet no signature: a local fault, not any signer's.
             Err(e) => self.fail(ProtocolError::Frost(e.to_string())),
         }
     }
 
-    /// Takes a member out for good; an attempt it was in can no longer complete.
-    fn exclude(&mut self, id: Identifier<S>) {
+    /// `attempt` can no longer complete: its shares are judged one by one, and members with a
+    /// valid one are asked for a fresh commitment; then others are asked if fewer than `t` may
+    /// still give a share.
+    fn doom(&mut self, attempt: usize, now: Timestamp) {
+        let Some(a) = self.attempts.get_mut(attempt) else {
+            return;
+        };
+        if a.doomed {
+            return;
+        }
+        a.doomed = true;
+        let answered: Vec<Identifier<S>> = a.shares.keys().copied().collect();
+        for id in answered {
+            let answered_here = self.members.get(&id).is_some_and(
+                |m| matches!(m.state, MemberState::Answered { attempt: x } if x == attempt),
+            );
+            if answered_here && self.verify_share(attempt, id) {
+                self.ask(id, now);
+            }
+        }
+    }
+
+    /// Takes a member out for good; an attempt it was signing in can no longer complete.
+    fn exclude(&mut self, id: Identifier<S>, now: Timestamp) {
+        let signing_in = match self.members.get(&id).map(|m| &m.state) {
+            Some(MemberState::Signing { attempt }) => Some(*attempt),
+            _ => None,
+        };
         if let Some(member) = self.members.get_mut(&id) {
             member.state = MemberState::Excluded;
         }
         self.ready.retain(|r| *r != id);
+        if let Some(attempt) = signing_in {
+            self.doom(attempt, now);
+        }
+        self.replenish(now);
+        self.check_enough();
     }
 
-    fn convict(&mut self, id: Identifier<S>, reason: String) {
+    fn convict(&mut self, id: Identifier<S>, reason: String, now: Timestamp) {
         if let Some(node) = self.committee.node(&id).cloned() {
             self.culprits.insert(node, reason);
         }
-        self.exclude(id);
-        self.check_enough();
+        self.exclude(id, now);
     }
 
     fn handle_refusal(
@@ -467,6 +606,7 @@ impl<S: Suite> RoastCoordinator<S> {
         id: Identifier<S>,
         reason: String,
         unauthorized: bool,
+        now: Timestamp,
     ) {
         let excluded = self
             .members
@@ -479,8 +619,9 @@ impl<S: Suite> RoastCoordinator<S> {
         if unauthorized {
             self.unauthorized.insert(from.clone());
         }
-        self.exclude(id);
-        self.check_enough();
+        // A member that refuses after giving its share still completes that attempt: the share
+        // stays in it.
+        self.exclude(id, now);
     }
 
     /// Fails as soon as fewer than `t` members are left that could still sign.
@@ -488,15 +629,18 @@ impl<S: Suite> RoastCoordinator<S> {
         if self.finished {
             return;
         }
-        // A member still counts while it may sign, or while a valid share of its own sits in an
-        // attempt (a member that refuses, or cannot be reached, after giving its share can
-        // still complete that attempt).
+        // A member still counts while it may sign, or while a share of its own sits in an
+        // attempt that may complete (a member that refuses, or cannot be reached, after giving
+        // its share can still complete that attempt).
         let possible = self
             .members
             .iter()
             .filter(|(id, m)| {
                 !matches!(m.state, MemberState::Excluded)
-                    || self.attempts.iter().any(|a| a.shares.contains_key(id))
+                    || self
+                        .attempts
+                        .iter()
+                        .any(|a| !a.doomed && a.shares.contains_key(id))
             })
             .count();
         if possible >= self.threshold {
@@ -544,7 +688,12 @@ impl<S: Suite> RoastCoordinator<S> {
         let mut silent: Vec<NodeId> = self
             .members
             .values()
-            .filter(|m| matches!(m.state, MemberState::Asked | MemberState::Signing { .. }))
+            .filter(|m| {
+                matches!(
+                    m.state,
+                    MemberState::Asked { .. } | MemberState::Signing { .. }
+                )
+            })
             .map(|m| m.node.clone())
             .collect();
         silent.sort();
@@ -580,7 +729,7 @@ impl<S: Suite> Session<S> for RoastCoordinator<S> {
                 self.handle_share(from, id, m.package, &m.share, now)
             }
             Message::SignRefusal(m) => {
-                self.handle_refusal(from, id, m.reason, m.unauthorized);
+                self.handle_refusal(from, id, m.reason, m.unauthorized, now);
                 Ok(())
             }
             other => Err(Refusal::Unexpected(other.kind()).into()),
@@ -598,6 +747,7 @@ impl<S: Suite> Session<S> for RoastCoordinator<S> {
             };
             return self.fail(error);
         }
+        let mut doomed = Vec::new();
         for (number, attempt) in self.attempts.iter_mut().enumerate() {
             if attempt.stalled || now < attempt.deadline {
                 continue;
@@ -605,13 +755,27 @@ impl<S: Suite> Session<S> for RoastCoordinator<S> {
             attempt.stalled = true;
             for id in &attempt.signers {
                 let owes = self.members.get(id).is_some_and(
-                    |m| matches!(m.state, MemberState::Signing { attempt: a, .. } if a == number),
+                    |m| matches!(m.state, MemberState::Signing { attempt: a } if a == number),
                 );
                 if let (true, Some(node)) = (owes, self.committee.node(id)) {
                     self.stalled.insert(node.clone());
+                    doomed.push(number);
                 }
             }
         }
+        for member in self.members.values_mut() {
+            if let MemberState::Asked { late_at, late } = &mut member.state {
+                if !*late && now >= *late_at {
+                    *late = true;
+                    self.stalled.insert(member.node.clone());
+                }
+            }
+        }
+        for attempt in doomed {
+            self.doom(attempt, now);
+        }
+        self.replenish(now);
+        self.check_enough();
     }
 
     fn poll_output(&mut self) -> Option<Output<S>> {
@@ -622,10 +786,18 @@ impl<S: Suite> Session<S> for RoastCoordinator<S> {
         if self.finished {
             return None;
         }
+        let asked = self.members.values().filter_map(|m| match m.state {
+            MemberState::Asked {
+                late_at,
+                late: false,
+            } => Some(late_at),
+            _ => None,
+        });
         self.attempts
             .iter()
             .filter(|a| !a.stalled)
             .map(|a| a.deadline)
+            .chain(asked)
             .chain(std::iter::once(self.deadline))
             .min()
     }

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use frost_core::round1::{self, SigningCommitments, SigningNonces};
@@ -44,6 +44,10 @@ pub struct Signer<S: Suite> {
     /// Signs only reshare test messages (a PENDING share inside a reshare) instead of never.
     reshare_test: bool,
     sessions: BTreeMap<SessionId, Slot<S>>,
+    /// Every session by the time it expires, so expiry costs nothing per message.
+    expiries: BTreeSet<(Timestamp, SessionId)>,
+    /// Sessions holding a live nonce.
+    live: usize,
     outputs: VecDeque<Output<S>>,
 }
 
@@ -82,6 +86,8 @@ impl<S: Suite> Signer<S> {
             limits,
             reshare_test: false,
             sessions: BTreeMap::new(),
+            expiries: BTreeSet::new(),
+            live: 0,
             outputs: VecDeque::new(),
         })
     }
@@ -103,10 +109,7 @@ impl<S: Suite> Signer<S> {
 
     /// Sessions holding a live (unused, unexpired) nonce.
     pub fn open_sessions(&self) -> usize {
-        self.sessions
-            .values()
-            .filter(|s| matches!(s.state, SlotState::Committed { .. }))
-            .count()
+        self.live
     }
 
     fn check_key(
@@ -169,8 +172,12 @@ impl<S: Suite> Signer<S> {
             nonces,
             commitments,
         };
+        self.live += 1;
+        self.expiries.insert((expires, request.session));
         match self.sessions.get_mut(&request.session) {
             Some(slot) => {
+                // Only a consumed slot gets a fresh nonce (a live one is answered above).
+                self.expiries.remove(&(slot.expires, request.session));
                 slot.state = state;
                 slot.issued += 1;
                 slot.expires = expires;
@@ -271,6 +278,7 @@ impl<S: Suite> Signer<S> {
         else {
             return Err(Refusal::NonceConsumed);
         };
+        self.live -= 1;
         slot.consumed.push(commitments);
         let share = round2::sign(&signing_package, &nonces, &self.share.key_package)
             .map_err(|e| Refusal::Malformed(format!("cannot sign: {e}")))?;
@@ -296,7 +304,17 @@ impl<S: Suite> Signer<S> {
 
     /// Forgets sessions whose time is up; their nonces are zeroized as they drop.
     fn expire(&mut self, now: Timestamp) {
-        self.sessions.retain(|_, slot| slot.expires > now);
+        while let Some(&(expires, session)) = self.expiries.first() {
+            if expires > now {
+                break;
+            }
+            self.expiries.pop_first();
+            if let Some(slot) = self.sessions.remove(&session) {
+                if matches!(slot.state, SlotState::Committed { .. }) {
+                    self.live -= 1;
+                }
+            }
+        }
     }
 
     fn session_of(message: &Message) -> Option<SessionId> {
@@ -350,7 +368,7 @@ impl<S: Suite> Session<S> for Signer<S> {
     }
 
     fn poll_timeout(&self) -> Option<Timestamp> {
-        self.sessions.values().map(|s| s.expires).min()
+        self.expiries.first().map(|(expires, _)| *expires)
     }
 
     fn is_finished(&self) -> bool {
