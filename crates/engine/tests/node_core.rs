@@ -364,11 +364,11 @@ fn crash_after_admission_releases_nothing<S: Suite>() {
     assert_eq!(net.shares_produced(None), produced);
 }
 
-/// Group commit, through the node core: a node computes its share but crashes before the sync
-/// that would release it. No share leaves; after the restart neither its admission nor the
-/// share's audit entry is on its disk (they were never promised to anyone), its nonce is gone,
-/// and ROAST signs with the others. The other nodes' shares left only after their sync: their
-/// share audit entries are durable.
+/// Group commit, through the node core: a node computes its share but crashes before the flush
+/// that would write and sync its admission and the share's audit entry, and then release the
+/// share. No share leaves; after the restart neither entry is on its disk (they were never
+/// promised to anyone), its nonce is gone, and ROAST signs with the others. The other nodes'
+/// shares left only after their flush: their share audit entries are durable.
 fn a_crash_before_the_sync_releases_no_share<S: Suite>() {
     let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(112, 3, 5);
     let victim = nodes[0].clone();
@@ -404,18 +404,11 @@ fn a_crash_before_the_sync_releases_no_share<S: Suite>() {
     });
     let core = net.node(&victim).unwrap().core().unwrap();
     assert_eq!(core.held_shares(), 1, "the victim computed no share");
-    let unsynced: Vec<_> = core
-        .store()
-        .audit_entries()
-        .filter(|(e, durable)| {
-            !durable && matches!(e.kind, AuditKind::ClientRequest | AuditKind::SignatureShare)
-        })
-        .map(|(e, _)| e.kind.clone())
-        .collect();
-    assert_eq!(
-        unsynced,
-        vec![AuditKind::ClientRequest, AuditKind::SignatureShare],
-        "the admission and the share's audit entry are written, not synced"
+    assert!(
+        core.store()
+            .audit_entries()
+            .all(|(e, _)| !matches!(e.kind, AuditKind::ClientRequest | AuditKind::SignatureShare)),
+        "the admission and the share's audit entry wait for the flush, unwritten"
     );
     assert_eq!(sent.count(&victim, MessageKind::SignShare), 0);
 
@@ -519,50 +512,33 @@ fn assert_replay_refused<S: Suite>(
     assert_eq!(net.shares_produced(Some(node)), shares);
 }
 
-/// A failed admission write: no commitment, a refusal naming the failure, and ROAST signs
-/// with the others.
-fn failed_admission_write_releases_no_commitment<S: Suite>() {
+/// A failed batch write (the admissions and share records of one flush): the shares waiting on
+/// it are never sent, the failure is named, and ROAST signs with the others. The commitment
+/// went out before (it reveals nothing); its nonce was consumed for the withheld share.
+fn failed_batch_write_releases_no_share<S: Suite>() {
     let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(109, 3, 5);
     // The first signature asks the committee's first t (the coordinator rotates from there).
     let victim = nodes[0].clone();
     let sent = Sent::watch(&mut net);
     let mark = net.notices.len();
-    fail_write(&mut net, &victim, "admit_client_request", 0);
+    // The flush after the request (admission, not synced) passes; the one that would release
+    // the share fails.
+    fail_write(&mut net, &victim, "write_batch", 1);
     let signers = signs(&mut net, &coordinator, &key, Epoch(0), &pkp, &nodes, b"m");
     assert!(!signers.contains(&victim));
-    assert_eq!(sent.count(&victim, MessageKind::SignCommitment), 0);
-    assert_eq!(sent.count(&victim, MessageKind::SignRefusal), 1);
-    assert!(write_failed(
-        &net,
-        mark,
-        &victim,
-        "admitting a client request"
-    ));
-}
-
-/// A failed audit write of a signature share: the share is never sent, the failure is named,
-/// and ROAST's next attempt signs without the node.
-fn failed_share_audit_releases_no_share<S: Suite>() {
-    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(110, 2, 3);
-    let victim = nodes[0].clone();
-    // The third node's commitment comes late, so the first attempt asks the victim.
-    let late = nodes[2].clone();
-    let sent = Sent::watch_with(&mut net, move |env| match env.message {
-        Message::SignCommitment(_) if env.from == late => Fault::Delay(Duration::from_millis(500)),
-        _ => Fault::Deliver,
-    });
-    let mark = net.notices.len();
-    fail_write(&mut net, &victim, "append_audit", 0);
-    let signers = signs(&mut net, &coordinator, &key, Epoch(0), &pkp, &nodes, b"m");
-    assert!(write_failed(
-        &net,
-        mark,
-        &victim,
-        "auditing a signature share"
-    ));
-    assert!(!signers.contains(&victim), "{signers:?}");
+    assert_eq!(sent.count(&victim, MessageKind::SignCommitment), 1);
+    assert_eq!(net.shares_produced(Some(&victim)), 1);
     assert_eq!(sent.count(&victim, MessageKind::SignShare), 0);
-    assert_eq!(net.shares_produced(Some(&victim)), 0);
+    assert!(write_failed(
+        &net,
+        mark,
+        &victim,
+        "share audit entries (shares not sent)"
+    ));
+    let store = net.node(&victim).unwrap().store().unwrap();
+    assert!(store
+        .audit_entries()
+        .all(|(e, _)| e.kind != AuditKind::SignatureShare));
 }
 
 // ---- Reshare --------------------------------------------------------------------------------
@@ -746,8 +722,7 @@ per_suite!(
     crash_after_admission_releases_nothing,
     a_crash_before_the_sync_releases_no_share,
     client_request_ids_survive_a_restart,
-    failed_admission_write_releases_no_commitment,
-    failed_share_audit_releases_no_share,
+    failed_batch_write_releases_no_share,
     a_second_unconcluded_reshare_is_refused,
     a_recorded_reshare_is_not_joined_twice,
     failed_reshare_writes_release_nothing,

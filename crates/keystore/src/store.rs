@@ -768,62 +768,45 @@ impl KeyStore {
         self.write_with(
             Durability::None,
             "admitting a client request",
+            |txn, dir| admit_in(txn, dir, &self.chain, request, &audit, now_unix_ms),
+        )
+    }
+
+    /// Group commit: writes `admissions` (as [`admit_client_request`](Self::admit_client_request)
+    /// would, each with its audit entry) and appends `audits`, all in **one** transaction,
+    /// synced before this returns when `durable` (else durable at the next sync). A request id
+    /// already remembered for another session fails the whole batch with
+    /// [`KeystoreError::Conflict`], changing nothing.
+    pub fn write_batch(
+        &self,
+        admissions: &[(ClientRequestRow, AuditEntry)],
+        audits: &[AuditEntry],
+        durable: bool,
+        now_unix_ms: u64,
+    ) -> Result<(), KeystoreError> {
+        let admissions = admissions
+            .iter()
+            .map(|(row, entry)| Ok((row, format::encode_audit_body(entry).map_err(too_long)?)))
+            .collect::<Result<Vec<_>, KeystoreError>>()?;
+        let audits = audits
+            .iter()
+            .map(|entry| format::encode_audit_body(entry).map_err(too_long))
+            .collect::<Result<Vec<_>, KeystoreError>>()?;
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        self.write_with(
+            durability,
+            "writing a batch of admissions and audit entries",
             |txn, dir| {
-                let mut requests = txn
-                    .open_table(CLIENT_REQUESTS)
-                    .map_err(|e| storage(dir, "opening the client requests table", e))?;
-                let mut expiry = txn
-                    .open_table(CLIENT_REQUEST_EXPIRY)
-                    .map_err(|e| storage(dir, "opening the client requests table", e))?;
-                // Forget a few expired ones first.
-                let mut expired = Vec::new();
-                for item in expiry
-                    .iter()
-                    .map_err(|e| storage(dir, "listing client requests", e))?
-                    .take(PRUNE_PER_WRITE)
-                {
-                    let (key, _) = item.map_err(|e| storage(dir, "listing client requests", e))?;
-                    let key = key.value().to_vec();
-                    match key.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
-                        Some(at) if u64::from_be_bytes(at) < now_unix_ms => expired.push(key),
-                        _ => break,
-                    }
+                for (row, audit) in &admissions {
+                    admit_in(txn, dir, &self.chain, row, audit, now_unix_ms)?;
                 }
-                for key in expired {
-                    expiry
-                        .remove(key.as_slice())
-                        .map_err(|e| storage(dir, "forgetting a client request", e))?;
-                    if let Some(id) = key.get(8..) {
-                        requests
-                            .remove(id)
-                            .map_err(|e| storage(dir, "forgetting a client request", e))?;
-                    }
+                for audit in &audits {
+                    append_audit_in(txn, dir, &self.chain, audit)?;
                 }
-                let id = request.id();
-                if let Some(existing) = requests
-                    .get(id.as_slice())
-                    .map_err(|e| storage(dir, "reading a client request", e))?
-                {
-                    if existing.value().get(..32) != Some(request.session.as_slice()) {
-                        return Err(KeystoreError::Conflict(format!(
-                            "request id {} of client {} was already admitted in another session",
-                            hex::encode(request.request_id),
-                            hex::encode(request.client)
-                        )));
-                    }
-                }
-                let mut value = request.session.to_vec();
-                value.extend_from_slice(&request.expires_unix_ms.to_be_bytes());
-                requests
-                    .insert(id.as_slice(), value.as_slice())
-                    .map_err(|e| storage(dir, "writing a client request", e))?;
-                let mut by_time = request.expires_unix_ms.to_be_bytes().to_vec();
-                by_time.extend_from_slice(&id);
-                expiry
-                    .insert(by_time.as_slice(), ())
-                    .map_err(|e| storage(dir, "writing a client request", e))?;
-                drop((requests, expiry));
-                append_audit_in(txn, dir, &self.chain, &audit)?;
                 Ok(())
             },
         )
@@ -1181,6 +1164,74 @@ fn conclude_in(
 /// Appends the encoded entry `body` to the audit log, chained to the last row: its row is
 /// `2 ‖ HMAC(chain key, seq ‖ last row's MAC ‖ body) ‖ body` (the first row chains to
 /// [`AUDIT_GENESIS`]). Every writer of the audit table goes through here.
+/// Remembers a client request (forgetting a few expired ones first) and appends its audit
+/// entry, in `txn`. A request id remembered for another session is a conflict.
+fn admit_in(
+    txn: &WriteTransaction,
+    dir: &Path,
+    chain: &ChainKey,
+    request: &ClientRequestRow,
+    audit: &[u8],
+    now_unix_ms: u64,
+) -> Result<(), KeystoreError> {
+    let mut requests = txn
+        .open_table(CLIENT_REQUESTS)
+        .map_err(|e| storage(dir, "opening the client requests table", e))?;
+    let mut expiry = txn
+        .open_table(CLIENT_REQUEST_EXPIRY)
+        .map_err(|e| storage(dir, "opening the client requests table", e))?;
+    // Forget a few expired ones first.
+    let mut expired = Vec::new();
+    for item in expiry
+        .iter()
+        .map_err(|e| storage(dir, "listing client requests", e))?
+        .take(PRUNE_PER_WRITE)
+    {
+        let (key, _) = item.map_err(|e| storage(dir, "listing client requests", e))?;
+        let key = key.value().to_vec();
+        match key.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+            Some(at) if u64::from_be_bytes(at) < now_unix_ms => expired.push(key),
+            _ => break,
+        }
+    }
+    for key in expired {
+        expiry
+            .remove(key.as_slice())
+            .map_err(|e| storage(dir, "forgetting a client request", e))?;
+        if let Some(id) = key.get(8..) {
+            requests
+                .remove(id)
+                .map_err(|e| storage(dir, "forgetting a client request", e))?;
+        }
+    }
+    let id = request.id();
+    if let Some(existing) = requests
+        .get(id.as_slice())
+        .map_err(|e| storage(dir, "reading a client request", e))?
+    {
+        if existing.value().get(..32) != Some(request.session.as_slice()) {
+            return Err(KeystoreError::Conflict(format!(
+                "request id {} of client {} was already admitted in another session",
+                hex::encode(request.request_id),
+                hex::encode(request.client)
+            )));
+        }
+    }
+    let mut value = request.session.to_vec();
+    value.extend_from_slice(&request.expires_unix_ms.to_be_bytes());
+    requests
+        .insert(id.as_slice(), value.as_slice())
+        .map_err(|e| storage(dir, "writing a client request", e))?;
+    let mut by_time = request.expires_unix_ms.to_be_bytes().to_vec();
+    by_time.extend_from_slice(&id);
+    expiry
+        .insert(by_time.as_slice(), ())
+        .map_err(|e| storage(dir, "writing a client request", e))?;
+    drop((requests, expiry));
+    append_audit_in(txn, dir, chain, audit)?;
+    Ok(())
+}
+
 fn append_audit_in(
     txn: &WriteTransaction,
     dir: &Path,

@@ -846,6 +846,73 @@ fn client_entry(detail: &str) -> AuditEntry {
     }
 }
 
+/// Group commit: a batch of admissions and audit entries is one transaction. A replayed request
+/// id anywhere in it fails the whole batch, writing nothing; a durable batch is on disk with
+/// the chain intact, in order, after a reopen.
+#[test]
+fn a_batch_is_written_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let row = |id: u8, session: u8| permafrost_keystore::ClientRequestRow {
+        client: [2; 32],
+        request_id: [id; 16],
+        session: [session; 32],
+        expires_unix_ms: 10_000,
+    };
+    let share = |detail: &str| AuditEntry {
+        kind: AuditKind::SignatureShare,
+        ..client_entry(detail)
+    };
+    {
+        let store = open(dir.path());
+        store
+            .write_batch(
+                &[
+                    (row(1, 1), client_entry("a")),
+                    (row(2, 2), client_entry("b")),
+                ],
+                &[share("share a"), share("share b")],
+                true,
+                0,
+            )
+            .unwrap();
+        let audited = store.audit().unwrap().len();
+        // Request 1 again in another session: the batch fails, and its fresh request 3 and its
+        // share entry are not written either.
+        let err = store
+            .write_batch(
+                &[
+                    (row(3, 3), client_entry("c")),
+                    (row(1, 4), client_entry("replay")),
+                ],
+                &[share("share c")],
+                true,
+                0,
+            )
+            .unwrap_err();
+        assert!(matches!(err, KeystoreError::Conflict(_)), "{err}");
+        assert_eq!(store.audit().unwrap().len(), audited);
+        assert_eq!(store.client_requests(0).unwrap().len(), 2);
+        // Not durable by itself: made durable by the next sync.
+        store
+            .write_batch(&[(row(5, 5), client_entry("e"))], &[], false, 0)
+            .unwrap();
+        store.sync().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(
+        store.client_requests(0).unwrap(),
+        vec![row(1, 1), row(2, 2), row(5, 5)]
+    );
+    let details: Vec<String> = store
+        .audit()
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.detail)
+        .collect();
+    assert_eq!(details, vec!["a", "b", "share a", "share b", "e"]);
+    assert!(store.verify_audit().unwrap().is_intact());
+}
+
 #[test]
 fn client_requests_are_admitted_once_per_session_survive_reopen_and_expire() {
     let dir = tempfile::tempdir().unwrap();

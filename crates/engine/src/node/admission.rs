@@ -1,9 +1,10 @@
 //! Admission of signing requests: the client's approval checked by the gate (for this node's
-//! network id and the group key of the share that would sign), a new request id
-//! and its audit entry written to the store (one step) before the signer commits, and every
-//! refusal audited — at most [`AUDITED_REFUSALS_PER_SECOND`] one by one, the rest counted.
+//! network id and the group key of the share that would sign), a new request id and its audit
+//! entry staged before the signer commits (written with their batch, and synced before any
+//! share of the batch leaves: [`NodeCore::flush`]), and every refusal audited — at most
+//! [`AUDITED_REFUSALS_PER_SECOND`] one by one, the rest counted.
 
-use permafrost_keystore::{AuditKind, ClientRequestRow, KeystoreError};
+use permafrost_keystore::{AuditKind, ClientRequestRow};
 use permafrost_protocol::sign::client::{
     Admission, AdmittedRequest, ClientKey, REQUEST_ID_RETENTION,
 };
@@ -66,8 +67,9 @@ impl<St: NodeStore> NodeCore<St> {
         Ok(())
     }
 
-    /// Decides on a signing request's client authorization. An admission is written to the
-    /// store (request id and audit entry, one step) before the signer commits; a refusal is
+    /// Decides on a signing request's client authorization. An admission is staged (request id
+    /// and audit entry) before the signer commits, and written with its batch at the next
+    /// [`flush`](NodeCore::flush), synced before any share of the batch leaves; a refusal is
     /// audited too.
     pub(super) fn admit(
         &mut self,
@@ -81,7 +83,10 @@ impl<St: NodeStore> NodeCore<St> {
         });
         let decision = match checked {
             Ok(Admission::Again) => return Ok(()),
-            Ok(Admission::New(admitted)) => self.persist_admission(from, request, admitted, now),
+            Ok(Admission::New(admitted)) => {
+                self.stage_admission(from, request, admitted, now);
+                Ok(())
+            }
             Err(refusal) => Err(refusal),
         };
         if let Err(refusal) = &decision {
@@ -164,13 +169,13 @@ impl<St: NodeStore> NodeCore<St> {
         }
     }
 
-    fn persist_admission(
+    fn stage_admission(
         &mut self,
         from: &NodeId,
         request: &SignRequest,
         admitted: AdmittedRequest,
         now: Timestamp,
-    ) -> Result<(), Refusal> {
+    ) {
         let row = ClientRequestRow {
             client: admitted.client.0,
             request_id: admitted.request_id,
@@ -185,28 +190,14 @@ impl<St: NodeStore> NodeCore<St> {
             admitted.session
         );
         let entry = self.request_audit_entry(AuditKind::ClientRequest, from, request, detail, now);
-        match self.store.admit_client_request(&row, &entry, now.0) {
-            Ok(()) => {
-                self.gate.record(admitted, now);
-                self.notice(NodeNotice::ClientRequestAdmitted {
-                    key_id: request.key_id.clone(),
-                    session: request.session,
-                });
-                Ok(())
-            }
-            Err(StoreError::Keystore(KeystoreError::Conflict(why))) => {
-                Err(Refusal::ClientNotAuthorized(why))
-            }
-            Err(error) => {
-                let refusal = Refusal::Limit(format!("cannot record the request: {error}"));
-                self.notice(NodeNotice::StoreFailed {
-                    operation: "admitting a client request",
-                    key_id: Some(request.key_id.clone()),
-                    error,
-                });
-                Err(refusal)
-            }
-        }
+        // Written with the batch's other admissions and share records at the next flush, which
+        // syncs before any share of the batch leaves; the gate refuses a replay from now on.
+        self.staged.admissions.push((row, entry));
+        self.gate.record(admitted, now);
+        self.notice(NodeNotice::ClientRequestAdmitted {
+            key_id: request.key_id.clone(),
+            session: request.session,
+        });
     }
 
     fn request_audit_entry(

@@ -27,6 +27,8 @@ pub(super) struct EventContext<'a, St: NodeStore> {
     pub(super) outputs: &'a mut VecDeque<NodeOutput>,
     /// Signature shares held until the store is synced ([`NodeCore::flush`](super::NodeCore::flush)).
     pub(super) held: &'a mut Vec<NodeOutput>,
+    /// Audit entries of signature shares, written at the next flush.
+    pub(super) staged_audits: &'a mut Vec<permafrost_keystore::AuditEntry>,
     pub(super) follow: Vec<FollowUp>,
     pub(super) now: Timestamp,
 }
@@ -198,9 +200,9 @@ impl<St: NodeStore> EventContext<'_, St> {
                 message_digest,
                 requester,
             } => {
-                // The audit record is written now and synced before the share is sent (the
-                // share is held until then: see `handle` above).
-                let entry = audit::entry(
+                // The audit record is written and synced at the next flush, before the share
+                // is sent (the share is held until then: see `handle` above).
+                self.staged_audits.push(audit::entry(
                     self.now,
                     AuditKind::SignatureShare,
                     Some(&key_id),
@@ -208,13 +210,7 @@ impl<St: NodeStore> EventContext<'_, St> {
                     Some(message_digest),
                     (self.setup.peer_name)(&requester),
                     "signature share produced".into(),
-                );
-                if let Err(e) = self
-                    .store
-                    .append_audit(&entry, super::AuditDurability::Lazy)
-                {
-                    return self.failed("auditing a signature share (share not sent)", &key_id, e);
-                }
+                ));
                 self.notice(NodeNotice::ShareProduced { key_id, epoch });
                 Handled::Continue
             }

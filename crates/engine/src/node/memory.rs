@@ -37,7 +37,7 @@ impl MemoryNodeStore {
 
     /// Lets `after` more writes of `operation` succeed, then makes the next one fail, changing
     /// nothing. The operations: "put_pending", "activate", "delete_pending", "put_reshare",
-    /// "conclude_reshare", "conclude_session", "admit_client_request", "append_audit", "sync".
+    /// "conclude_reshare", "conclude_session", "admit_client_request", "append_audit", "sync", "write_batch".
     pub fn fail_write(&mut self, operation: &'static str, after: usize) {
         self.failing_writes.push((operation, after));
     }
@@ -322,6 +322,47 @@ impl NodeStore for MemoryNodeStore {
     fn sync(&mut self) -> Result<(), StoreError> {
         self.write("sync")?;
         self.make_durable();
+        Ok(())
+    }
+
+    fn write_batch(
+        &mut self,
+        admissions: &[(ClientRequestRow, AuditEntry)],
+        audits: &[AuditEntry],
+        durable: bool,
+        now_unix_ms: u64,
+    ) -> Result<(), StoreError> {
+        for (request, _) in admissions {
+            if let Some((known, _)) = self
+                .client_requests
+                .get(&(request.client, request.request_id))
+            {
+                if known.expires_unix_ms > now_unix_ms && known.session != request.session {
+                    return Err(KeystoreError::Conflict(format!(
+                        "request id {} already used in session {}",
+                        hex::encode(request.request_id),
+                        hex::encode(known.session)
+                    ))
+                    .into());
+                }
+            }
+        }
+        self.write("write_batch")?;
+        self.client_requests
+            .retain(|_, (row, _)| row.expires_unix_ms > now_unix_ms);
+        for (request, entry) in admissions {
+            self.client_requests.insert(
+                (request.client, request.request_id),
+                (request.clone(), false),
+            );
+            self.audit.push((entry.clone(), false));
+        }
+        for entry in audits {
+            self.audit.push((entry.clone(), false));
+        }
+        if durable {
+            self.make_durable();
+        }
         Ok(())
     }
 }

@@ -116,8 +116,23 @@ pub struct NodeCore<St: NodeStore> {
     /// The audit-rate cap on refusals.
     refusals: RefusalAudit,
     outputs: VecDeque<NodeOutput>,
-    /// Signature shares waiting for the store's next sync ([`flush`](Self::flush)).
+    /// Admissions and share audit entries to write at the next [`flush`](Self::flush).
+    staged: Staged,
+    /// Signature shares waiting for the next [`flush`](Self::flush) to make their admissions
+    /// and audit entries durable.
     held: Vec<NodeOutput>,
+}
+
+/// What the next [`NodeCore::flush`] writes, in one step.
+#[derive(Default)]
+struct Staged {
+    /// Client requests admitted, each with its audit entry.
+    admissions: Vec<(
+        permafrost_keystore::ClientRequestRow,
+        permafrost_keystore::AuditEntry,
+    )>,
+    /// Audit entries of signature shares produced.
+    audits: Vec<permafrost_keystore::AuditEntry>,
 }
 
 impl<St: NodeStore> NodeCore<St> {
@@ -144,6 +159,7 @@ impl<St: NodeStore> NodeCore<St> {
             signer_keys: BTreeMap::new(),
             refusals: RefusalAudit::default(),
             outputs: VecDeque::new(),
+            staged: Staged::default(),
             held: Vec::new(),
         };
         core.restore_client_requests(now)?;
@@ -220,20 +236,31 @@ impl<St: NodeStore> NodeCore<St> {
         self.outputs.pop_front()
     }
 
-    /// Group commit: syncs the store once for every admission and share audit entry written
-    /// since the last flush, then releases the signature shares that waited for it. The shell
-    /// calls it after each batch of messages (all those that arrived together), so under load
-    /// many signatures share one sync. If the sync fails, the shares are dropped, not sent
-    /// (their signing attempts stall and ROAST moves on), and the failure is noticed.
+    /// Group commit: writes every admission and share audit entry staged since the last flush
+    /// in one step — synced when signature shares wait on it — and then releases those shares.
+    /// The shell calls it after each batch of messages (all those that arrived together), so
+    /// under load many signatures share one write and one sync. If the write fails, the shares
+    /// are dropped, not sent (their signing attempts stall and ROAST moves on), the staged
+    /// entries are lost with them (nothing was released on them), and the failure is noticed.
     pub fn flush(&mut self) {
-        if self.held.is_empty() {
+        if self.held.is_empty()
+            && self.staged.admissions.is_empty()
+            && self.staged.audits.is_empty()
+        {
             return;
         }
         let held = std::mem::take(&mut self.held);
-        match self.store.sync() {
+        let staged = std::mem::take(&mut self.staged);
+        let written = self.store.write_batch(
+            &staged.admissions,
+            &staged.audits,
+            !held.is_empty(),
+            self.now.0,
+        );
+        match written {
             Ok(()) => self.outputs.extend(held),
             Err(error) => self.notice(NodeNotice::StoreFailed {
-                operation: "syncing admissions and share audit entries (shares not sent)",
+                operation: "writing admissions and share audit entries (shares not sent)",
                 key_id: None,
                 error,
             }),
@@ -388,6 +415,7 @@ impl<St: NodeStore> NodeCore<St> {
             reshares: &self.reshares,
             outputs: &mut self.outputs,
             held: &mut self.held,
+            staged_audits: &mut self.staged.audits,
             follow: Vec::new(),
             now: self.now,
         };

@@ -116,6 +116,17 @@ pub trait NodeStore {
     /// Makes every write before it durable (admissions, lazily appended audit entries): one
     /// sync for all of them.
     fn sync(&mut self) -> Result<(), StoreError>;
+    /// Group commit: remembers `admissions` (each with its audit entry, as
+    /// [`admit_client_request`](Self::admit_client_request)) and appends `audits`, in one
+    /// step, durable before it returns when `durable` (and with everything written before).
+    /// A request id remembered for another session fails the whole batch, changing nothing.
+    fn write_batch(
+        &mut self,
+        admissions: &[(ClientRequestRow, AuditEntry)],
+        audits: &[AuditEntry],
+        durable: bool,
+        now_unix_ms: u64,
+    ) -> Result<(), StoreError>;
 }
 
 /// The keystore's `public` column of a share: its [`PublicShareInfo`] as JSON.
@@ -290,5 +301,21 @@ impl NodeStore for KeyStore {
 
     fn sync(&mut self) -> Result<(), StoreError> {
         Ok(KeyStore::sync(self)?)
+    }
+
+    fn write_batch(
+        &mut self,
+        admissions: &[(ClientRequestRow, AuditEntry)],
+        audits: &[AuditEntry],
+        durable: bool,
+        now_unix_ms: u64,
+    ) -> Result<(), StoreError> {
+        Ok(KeyStore::write_batch(
+            self,
+            admissions,
+            audits,
+            durable,
+            now_unix_ms,
+        )?)
     }
 }
