@@ -533,7 +533,97 @@ fn a_refusal_after_a_share_does_not_spoil_its_attempt<S: Suite>() {
     assert!(outcome.signers.contains(&leaving));
 }
 
+/// The coordinator asks t members, not n: a signature asks exactly t for a commitment, and
+/// nothing arrives that nobody needed. A member that stays silent among the first t is
+/// replaced after the attempt timeout (one more is asked), and the signature comes out without
+/// it.
+fn only_t_are_asked_and_a_silent_one_is_replaced<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(51, 3, 5);
+    let asked: Arc<Mutex<Vec<NodeId>>> = Arc::default();
+    let log = asked.clone();
+    net.set_faults(move |env| {
+        if matches!(env.message, Message::SignRequest(_)) {
+            log.lock().unwrap().push(env.to.clone());
+        }
+        Fault::Deliver
+    });
+    let refused_before = net.refused.len();
+    let outcome = net
+        .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"just t")
+        .unwrap();
+    verify_independently(&pkp, b"just t", &outcome.signature);
+    net.run(Duration::from_secs(1));
+    let mut first: Vec<NodeId> = asked.lock().unwrap().clone();
+    first.sort();
+    assert_eq!(first, outcome.signers, "asked {first:?}");
+    assert_eq!(
+        net.refused.len(),
+        refused_before,
+        "late messages were refused"
+    );
+
+    // The first in the order is silent: after the attempt timeout one more is asked.
+    let silent = nodes[0].clone();
+    asked.lock().unwrap().clear();
+    let (log, quiet) = (asked.clone(), silent.clone());
+    net.set_faults(move |env| {
+        if matches!(env.message, Message::SignRequest(_)) {
+            log.lock().unwrap().push(env.to.clone());
+        }
+        if env.to == quiet {
+            Fault::Drop
+        } else {
+            Fault::Deliver
+        }
+    });
+    let request = SessionId([51; 32]);
+    let roast = RoastCoordinator::<S>::new(
+        request,
+        key.clone(),
+        Epoch(0),
+        b"one silent".to_vec(),
+        Some(net.authorize(&key, &pkp, b"one silent")),
+        pkp.clone(),
+        nodes.clone(),
+        net.now(),
+        deadlines::SIGNING,
+        deadlines::SIGNING_ATTEMPT,
+    )
+    .unwrap();
+    let started = net.now();
+    let mark = net.events.len();
+    net.start(&coordinator, Box::new(roast), request);
+    net.run_until(deadlines::SIGNING, |n| {
+        n.events[mark..].iter().any(|(at, e)| {
+            *at == coordinator && matches!(e, Event::Failed(_) | Event::SignatureReady { .. })
+        })
+    });
+    let signers = net.events[mark..]
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::SignatureReady {
+                signature, signers, ..
+            } => {
+                verify_independently(&pkp, b"one silent", signature);
+                Some(signers.clone())
+            }
+            Event::Failed(err) => panic!("{err}"),
+            _ => None,
+        })
+        .unwrap();
+    assert!(!signers.contains(&silent));
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(asked[..3], nodes[..3], "the first t in order");
+    assert_eq!(asked.len(), 4, "one more, not all: {asked:?}");
+    let waited = net.now().0 - started.0;
+    assert!(
+        waited >= deadlines::SIGNING_ATTEMPT.as_millis() as u64,
+        "asked another before the attempt timeout ({waited} ms)"
+    );
+}
+
 per_suite!(
+    only_t_are_asked_and_a_silent_one_is_replaced,
     a_refusal_after_a_share_does_not_spoil_its_attempt,
     silent_signers_cost_at_most_n_minus_t_plus_1_attempts,
     garbage_shares_are_named_and_signing_completes,
