@@ -541,6 +541,39 @@ fn failed_batch_write_releases_no_share<S: Suite>() {
         .all(|(e, _)| e.kind != AuditKind::SignatureShare));
 }
 
+/// A batch whose write fails keeps its admissions for the next flush: the share made later
+/// under such an admission leaves only once the admission is on disk with it.
+fn a_failed_batch_keeps_its_admissions_for_the_next<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(113, 3, 5);
+    let victim = nodes[0].clone();
+    let remembered = |net: &Network<S>| {
+        let store = net.node(&victim).unwrap().store().unwrap();
+        store.client_requests(0).unwrap().len()
+    };
+    let before = remembered(&net);
+    let sent = Sent::watch(&mut net);
+    let mark = net.notices.len();
+    // The flush after the request (the admission alone) fails.
+    fail_write(&mut net, &victim, "write_batch", 0);
+    let signers = signs(&mut net, &coordinator, &key, Epoch(0), &pkp, &nodes, b"m");
+    assert!(write_failed(&net, mark, &victim, "share audit entries"));
+    assert!(signers.contains(&victim), "{signers:?}");
+    assert_eq!(sent.count(&victim, MessageKind::SignShare), 1);
+    assert_eq!(remembered(&net), before + 1, "the admission was lost");
+    let store = net.node(&victim).unwrap().store().unwrap();
+    let durable: Vec<AuditKind> = store
+        .audit_entries()
+        .filter(|(e, durable)| {
+            *durable && matches!(e.kind, AuditKind::ClientRequest | AuditKind::SignatureShare)
+        })
+        .map(|(e, _)| e.kind.clone())
+        .collect();
+    assert_eq!(
+        durable,
+        vec![AuditKind::ClientRequest, AuditKind::SignatureShare]
+    );
+}
+
 // ---- Reshare --------------------------------------------------------------------------------
 
 /// A node refuses a second reshare of a key while one is unconcluded on it, names the first,
@@ -723,6 +756,7 @@ per_suite!(
     a_crash_before_the_sync_releases_no_share,
     client_request_ids_survive_a_restart,
     failed_batch_write_releases_no_share,
+    a_failed_batch_keeps_its_admissions_for_the_next,
     a_second_unconcluded_reshare_is_refused,
     a_recorded_reshare_is_not_joined_twice,
     failed_reshare_writes_release_nothing,

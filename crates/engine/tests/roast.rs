@@ -622,7 +622,129 @@ fn only_t_are_asked_and_a_silent_one_is_replaced<S: Suite>() {
     );
 }
 
+/// A member that gave a bad share in an attempt given up for another member's silence is named
+/// when the attempt is given up (its share is judged then), and is not put in a later
+/// attempt; the signature comes out with the honest members.
+fn a_cheater_in_a_given_up_attempt_is_named_at_once<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(53, 2, 4);
+    let (silent, cheat) = (nodes[0].clone(), nodes[1].clone());
+    let (s, c) = (silent.clone(), cheat.clone());
+    net.set_faults(move |env| match &env.message {
+        // The silent member never gives its share; the cheat gives a bad one.
+        Message::SignShare(_) if env.from == s => Fault::Drop,
+        Message::SignShare(m) if env.from == c => {
+            let mut forged = m.clone();
+            let one = <<S::Group as Group>::Field as Field>::one();
+            forged.share = <<S::Group as Group>::Field as Field>::serialize(&one)
+                .as_ref()
+                .to_vec();
+            Fault::Replace(Message::SignShare(forged))
+        }
+        _ => Fault::Deliver,
+    });
+    let request = SessionId([53; 32]);
+    let roast = RoastCoordinator::<S>::new(
+        request,
+        key.clone(),
+        Epoch(0),
+        b"cheat".to_vec(),
+        Some(net.authorize(&key, &pkp, b"cheat")),
+        pkp.clone(),
+        nodes.clone(),
+        net.now(),
+        deadlines::SIGNING,
+        deadlines::SIGNING_ATTEMPT,
+    )
+    .unwrap();
+    let mark = net.events.len();
+    net.start(&coordinator, Box::new(roast), request);
+    net.run_until(deadlines::SIGNING, |n| {
+        n.events[mark..].iter().any(|(at, e)| {
+            *at == coordinator && matches!(e, Event::Failed(_) | Event::SignatureReady { .. })
+        })
+    });
+    let (signers, culprits) = net.events[mark..]
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::SignatureReady {
+                signature,
+                signers,
+                culprits,
+            } => {
+                verify_independently(&pkp, b"cheat", signature);
+                Some((signers.clone(), culprits.clone()))
+            }
+            Event::Failed(err) => panic!("{err}"),
+            _ => None,
+        })
+        .unwrap();
+    let mut honest = nodes[2..].to_vec();
+    honest.sort();
+    assert_eq!(signers, honest);
+    assert!(culprits.contains(&cheat), "{culprits:?}");
+}
+
+/// A signer asked again in its session in the same millisecond as it signed (a fresh nonce for
+/// ROAST's next attempt) still lets that nonce expire: it is not kept for ever.
+fn a_nonce_asked_for_again_at_once_still_expires<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(54, 2, 3);
+    let share = |n: &NodeId| net.node(n).unwrap().active_share(&key).unwrap().clone();
+    let mut signers: Vec<Signer<S>> = nodes[..2]
+        .iter()
+        .map(|n| Signer::new(share(n), SignerLimits::default()).unwrap())
+        .collect();
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let session = SessionId([54; 32]);
+    let request = Message::SignRequest(SignRequest {
+        session,
+        key_id: key.clone(),
+        epoch: Epoch(0),
+        message: b"m".to_vec(),
+        client: Some(net.authorize(&key, &pkp, b"m")),
+    });
+    let at = Timestamp(1_000);
+    let mut commitments = std::collections::BTreeMap::new();
+    for (signer, node) in signers.iter_mut().zip(&nodes) {
+        signer
+            .handle_message(&coordinator, request.clone(), at, &mut rng)
+            .unwrap();
+        let Some(Output::Send {
+            message: Message::SignCommitment(c),
+            ..
+        }) = signer.poll_output()
+        else {
+            panic!("no commitment");
+        };
+        let id = permafrost_protocol::wire::participant_identifier::<S>(node).unwrap();
+        commitments.insert(
+            id,
+            SigningCommitments::<S>::deserialize(&c.commitment).unwrap(),
+        );
+    }
+    let package = SignPackage {
+        session,
+        key_id: key.clone(),
+        epoch: Epoch(0),
+        package: SigningPackage::new(commitments, b"m").serialize().unwrap(),
+    };
+    let first = &mut signers[0];
+    first
+        .handle_message(&coordinator, Message::SignPackage(package), at, &mut rng)
+        .unwrap();
+    first
+        .handle_message(&coordinator, request, at, &mut rng)
+        .unwrap();
+    assert_eq!(first.open_sessions(), 1);
+    let later = at.after(SignerLimits::default().session_timeout);
+    assert_eq!(first.poll_timeout(), Some(later));
+    first.handle_timeout(later);
+    assert_eq!(first.open_sessions(), 0, "the fresh nonce never expires");
+    assert_eq!(first.poll_timeout(), None);
+}
+
 per_suite!(
+    a_cheater_in_a_given_up_attempt_is_named_at_once,
+    a_nonce_asked_for_again_at_once_still_expires,
     only_t_are_asked_and_a_silent_one_is_replaced,
     a_refusal_after_a_share_does_not_spoil_its_attempt,
     silent_signers_cost_at_most_n_minus_t_plus_1_attempts,

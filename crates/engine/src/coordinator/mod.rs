@@ -415,7 +415,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
             return Err(Refusal::NotInCommittee(from.clone()).into());
         }
         self.now = self.now.max(now);
-        self.preference.heard(from);
+        self.preference.heard(from, &message);
         match &message {
             Message::SessionStatus(status) => return self.answer_status(from, status.session),
             Message::DkgRound1(_)

@@ -26,8 +26,10 @@ pub(super) struct SignerPreference {
 
 #[derive(Default)]
 struct Answers {
-    /// When the oldest message awaiting this node's answer was sent.
-    owed_since: Option<Timestamp>,
+    /// When the oldest signing request awaiting this node's commitment was sent.
+    commitment_owed_since: Option<Timestamp>,
+    /// When the oldest signing package awaiting this node's share was sent.
+    share_owed_since: Option<Timestamp>,
     /// Until when it counts as unreachable.
     unreachable_until: Option<Timestamp>,
     /// When it was last asked first although in trouble.
@@ -73,23 +75,46 @@ impl SignerPreference {
     pub(super) fn in_trouble(&self, node: &NodeId, now: Timestamp, patience: Duration) -> bool {
         self.nodes.get(node).is_some_and(|a| {
             a.unreachable_until.is_some_and(|until| now < until)
-                || a.owed_since
-                    .is_some_and(|since| now >= since.after(patience))
+                || [a.commitment_owed_since, a.share_owed_since]
+                    .into_iter()
+                    .flatten()
+                    .any(|since| now >= since.after(patience))
         })
     }
 
-    /// A message went to `to` at `now`; a signing request or package awaits an answer.
+    /// A message went to `to` at `now`: a signing request awaits a commitment, a package a
+    /// share.
     pub(super) fn sent(&mut self, to: &NodeId, message: &Message, now: Timestamp) {
-        if matches!(message, Message::SignRequest(_) | Message::SignPackage(_)) {
-            let answers = self.nodes.entry(to.clone()).or_default();
-            answers.owed_since.get_or_insert(now);
-        }
+        let request = match message {
+            Message::SignRequest(_) => true,
+            Message::SignPackage(_) => false,
+            _ => return,
+        };
+        let answers = self.nodes.entry(to.clone()).or_default();
+        let owed = if request {
+            &mut answers.commitment_owed_since
+        } else {
+            &mut answers.share_owed_since
+        };
+        owed.get_or_insert(now);
     }
 
-    /// `from` answered: it owes nothing older, and it is reachable.
-    pub(super) fn heard(&mut self, from: &NodeId) {
-        if let Some(answers) = self.nodes.get_mut(from) {
-            *answers = Answers::default();
+    /// `from` sent `message`: it is reachable, and a commitment, a share or a refusal answers
+    /// what it owed of that kind (so a node that commits but withholds its shares stays in
+    /// trouble).
+    pub(super) fn heard(&mut self, from: &NodeId, message: &Message) {
+        let Some(answers) = self.nodes.get_mut(from) else {
+            return;
+        };
+        answers.unreachable_until = None;
+        match message {
+            Message::SignCommitment(_) => answers.commitment_owed_since = None,
+            Message::SignShare(_) => answers.share_owed_since = None,
+            Message::SignRefusal(_) => {
+                answers.commitment_owed_since = None;
+                answers.share_owed_since = None;
+            }
+            _ => {}
         }
     }
 
@@ -109,7 +134,9 @@ impl SignerPreference {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use permafrost_wire::{Epoch, KeyId, SessionId, SignRequest};
+    use permafrost_wire::{
+        Epoch, KeyId, SessionId, SessionStatus, SignCommitment, SignPackage, SignRequest,
+    };
 
     fn nodes(n: u8) -> Vec<NodeId> {
         (1..=n).map(|i| NodeId::new(vec![i]).unwrap()).collect()
@@ -125,7 +152,50 @@ mod tests {
         })
     }
 
+    fn commitment() -> Message {
+        Message::SignCommitment(SignCommitment {
+            session: SessionId([0; 32]),
+            key_id: KeyId::new("k").unwrap(),
+            epoch: Epoch(0),
+            commitment: vec![],
+        })
+    }
+
+    fn package() -> Message {
+        Message::SignPackage(SignPackage {
+            session: SessionId([0; 32]),
+            key_id: KeyId::new("k").unwrap(),
+            epoch: Epoch(0),
+            package: vec![],
+        })
+    }
+
     const PATIENCE: Duration = Duration::from_secs(2);
+
+    /// A node that answers requests with commitments but withholds its shares stays in
+    /// trouble.
+    #[test]
+    fn withholding_shares_is_trouble_even_while_committing() {
+        let mut p = SignerPreference::default();
+        let c = nodes(2);
+        p.sent(&c[0], &package(), Timestamp(0));
+        for at in [100, 1_000, 3_000] {
+            p.sent(&c[0], &request(), Timestamp(at));
+            p.heard(&c[0], &commitment());
+        }
+        assert!(p.in_trouble(&c[0], Timestamp(3_000), PATIENCE));
+        p.heard(
+            &c[0],
+            &Message::SignShare(permafrost_wire::SignShare {
+                session: SessionId([0; 32]),
+                key_id: KeyId::new("k").unwrap(),
+                epoch: Epoch(0),
+                share: vec![],
+                package: permafrost_wire::Digest([0; 32]),
+            }),
+        );
+        assert!(!p.in_trouble(&c[0], Timestamp(3_000), PATIENCE));
+    }
 
     #[test]
     fn the_start_rotates_over_the_committee() {
@@ -156,7 +226,15 @@ mod tests {
         }
         // Probed again after the interval.
         assert_eq!(p.order(&c, Timestamp(12_000), PATIENCE)[0], c[0]);
-        p.heard(&c[0]);
+        // Another kind of message answers no signing request; a commitment does.
+        p.heard(
+            &c[0],
+            &Message::SessionStatus(SessionStatus {
+                session: SessionId([1; 32]),
+            }),
+        );
+        assert!(p.in_trouble(&c[0], Timestamp(12_001), PATIENCE));
+        p.heard(&c[0], &commitment());
         assert!(!p.in_trouble(&c[0], Timestamp(12_001), PATIENCE));
 
         p.unreachable(&c[1], Timestamp(20_000));

@@ -83,6 +83,14 @@ impl<St: NodeStore> NodeCore<St> {
         });
         let decision = match checked {
             Ok(Admission::Again) => return Ok(()),
+            Ok(Admission::New(_))
+                if self.staged.admissions.len() >= super::MAX_STAGED_ADMISSIONS =>
+            {
+                Err(Refusal::Limit(format!(
+                    "{} admissions wait for the keystore",
+                    self.staged.admissions.len()
+                )))
+            }
             Ok(Admission::New(admitted)) => {
                 self.stage_admission(from, request, admitted, now);
                 Ok(())

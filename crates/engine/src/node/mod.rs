@@ -121,7 +121,15 @@ pub struct NodeCore<St: NodeStore> {
     /// Signature shares waiting for the next [`flush`](Self::flush) to make their admissions
     /// and audit entries durable.
     held: Vec<NodeOutput>,
+    /// Signing sessions whose admission the store refused as a replay after the gate had let
+    /// it through (the store and the gate disagree): no share of theirs is ever released.
+    /// Each is kept until the request ids' retention has passed.
+    revoked: BTreeMap<SessionId, Timestamp>,
 }
+
+/// Most admissions staged at once: beyond it (the store cannot keep up, or keeps failing),
+/// signing requests are refused until a flush writes them.
+pub const MAX_STAGED_ADMISSIONS: usize = 4096;
 
 /// What the next [`NodeCore::flush`] writes, in one step.
 #[derive(Default)]
@@ -161,6 +169,7 @@ impl<St: NodeStore> NodeCore<St> {
             outputs: VecDeque::new(),
             staged: Staged::default(),
             held: Vec::new(),
+            revoked: BTreeMap::new(),
         };
         core.restore_client_requests(now)?;
         core.load_active_shares()?;
@@ -239,9 +248,12 @@ impl<St: NodeStore> NodeCore<St> {
     /// Group commit: writes every admission and share audit entry staged since the last flush
     /// in one step — synced when signature shares wait on it — and then releases those shares.
     /// The shell calls it after each batch of messages (all those that arrived together), so
-    /// under load many signatures share one write and one sync. If the write fails, the shares
-    /// are dropped, not sent (their signing attempts stall and ROAST moves on), the staged
-    /// entries are lost with them (nothing was released on them), and the failure is noticed.
+    /// under load many signatures share one write and one sync.
+    ///
+    /// If the write fails, no share is released (their signing attempts stall and ROAST moves
+    /// on) and the failure is noticed. The admissions stay staged and go with the next flush,
+    /// so that no later share of theirs leaves before they are on disk; if the store refused
+    /// them as replays, their sessions are revoked instead: none of their shares is released.
     pub fn flush(&mut self) {
         if self.held.is_empty()
             && self.staged.admissions.is_empty()
@@ -249,21 +261,39 @@ impl<St: NodeStore> NodeCore<St> {
         {
             return;
         }
+        let now = self.now;
+        self.revoked.retain(|_, until| *until > now);
         let held = std::mem::take(&mut self.held);
-        let staged = std::mem::take(&mut self.staged);
-        let written = self.store.write_batch(
-            &staged.admissions,
-            &staged.audits,
-            !held.is_empty(),
-            self.now.0,
-        );
+        let audits = std::mem::take(&mut self.staged.audits);
+        let written =
+            self.store
+                .write_batch(&self.staged.admissions, &audits, !held.is_empty(), now.0);
         match written {
-            Ok(()) => self.outputs.extend(held),
-            Err(error) => self.notice(NodeNotice::StoreFailed {
-                operation: "writing admissions and share audit entries (shares not sent)",
-                key_id: None,
-                error,
-            }),
+            Ok(()) => {
+                self.staged.admissions.clear();
+                let revoked = &self.revoked;
+                self.outputs.extend(held.into_iter().filter(|output| {
+                    !matches!(output, NodeOutput::Transmit {
+                        message: Message::SignShare(share),
+                        ..
+                    } if revoked.contains_key(&share.session))
+                }));
+            }
+            Err(error) => {
+                if let StoreError::Keystore(permafrost_keystore::KeystoreError::Conflict(_)) =
+                    &error
+                {
+                    let until = now.after(permafrost_protocol::sign::client::REQUEST_ID_RETENTION);
+                    for (row, _) in std::mem::take(&mut self.staged.admissions) {
+                        self.revoked.insert(SessionId(row.session), until);
+                    }
+                }
+                self.notice(NodeNotice::StoreFailed {
+                    operation: "writing admissions and share audit entries (shares not sent)",
+                    key_id: None,
+                    error,
+                });
+            }
         }
     }
 

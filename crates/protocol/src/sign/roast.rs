@@ -227,6 +227,9 @@ impl<S: Suite> RoastCoordinator<S> {
 
     /// Asks member `id` for a (fresh) commitment.
     fn ask(&mut self, id: Identifier<S>, now: Timestamp) {
+        if self.finished {
+            return;
+        }
         let Some(member) = self.members.get_mut(&id) else {
             return;
         };
@@ -341,6 +344,14 @@ impl<S: Suite> RoastCoordinator<S> {
 
     /// Starts attempts while `t` members are ready.
     fn start_attempts(&mut self, now: Timestamp) {
+        // The queue may hold members excluded since they became ready: drop them first, so
+        // that an attempt always gets t commitments.
+        let members = &self.members;
+        self.ready.retain(|id| {
+            members
+                .get(id)
+                .is_some_and(|m| matches!(m.state, MemberState::Ready(_)))
+        });
         while !self.finished && self.ready.len() >= self.threshold {
             self.start_attempt(now);
         }
@@ -448,9 +459,9 @@ impl<S: Suite> RoastCoordinator<S> {
             // Complete (even if it was given up for a late share: the signature still counts).
             self.aggregate(attempt, now);
         } else if a.doomed {
-            // Its attempt cannot complete: judge the share alone, and make its sender ready
-            // for the next attempt if it is valid.
-            if self.verify_share(attempt, id) {
+            // Its attempt was given up: judge the share alone, and make its sender ready for
+            // the next attempt if it is valid.
+            if self.judge_share(attempt, id, now) {
                 self.ask(id, now);
             }
             self.replenish(now);
@@ -460,8 +471,8 @@ impl<S: Suite> RoastCoordinator<S> {
     }
 
     /// Verifies the share of `id` in attempt `attempt` alone; an invalid one convicts its
-    /// sender. Whether it is valid.
-    fn verify_share(&mut self, attempt: usize, id: Identifier<S>) -> bool {
+    /// sender (also one already out for a refusal). Whether it is valid.
+    fn judge_share(&mut self, attempt: usize, id: Identifier<S>, now: Timestamp) -> bool {
         let Some(a) = self.attempts.get(attempt) else {
             return false;
         };
@@ -480,13 +491,7 @@ impl<S: Suite> RoastCoordinator<S> {
         )
         .is_ok();
         if !valid {
-            if let Some(node) = self.committee.node(&id).cloned() {
-                self.culprits.insert(node, "invalid signature share".into());
-            }
-            if let Some(member) = self.members.get_mut(&id) {
-                member.state = MemberState::Excluded;
-            }
-            self.ready.retain(|r| *r != id);
+            self.convict(id, "invalid signature share".into(), now);
         }
         valid
     }
@@ -518,14 +523,6 @@ impl<S: Suite> RoastCoordinator<S> {
                 }));
             }
             Err(frost_core::Error::InvalidSignatureShare { culprits }) if !culprits.is_empty() => {
-                for id in &culprits {
-                    if let Some(node) = self.committee.node(id).cloned() {
-                        self.culprits.insert(node, "invalid signature share".into());
-                    }
-                    if let Some(member) = self.members.get_mut(id) {
-                        member.state = MemberState::Excluded;
-                    }
-                }
                 // Every other share was verified and is valid: those members are ready again
                 // once they hold a fresh commitment.
                 let honest: Vec<Identifier<S>> = a
@@ -537,12 +534,14 @@ impl<S: Suite> RoastCoordinator<S> {
                 if let Some(a) = self.attempts.get_mut(attempt) {
                     a.doomed = true;
                 }
+                for id in &culprits {
+                    self.convict(*id, "invalid signature share".into(), now);
+                }
                 for id in honest {
-                    if self
-                        .members
-                        .get(&id)
-                        .is_some_and(|m| matches!(m.state, MemberState::Answered { .. }))
-                    {
+                    let answered_here = self.members.get(&id).is_some_and(
+                        |m| matches!(m.state, MemberState::Answered { attempt: x } if x == attempt),
+                    );
+                    if answered_here {
                         self.ask(id, now);
                     }
                 }
@@ -554,9 +553,10 @@ impl<S: Suite> RoastCoordinator<S> {
         }
     }
 
-    /// `attempt` can no longer complete: its shares are judged one by one, and members with a
-    /// valid one are asked for a fresh commitment; then others are asked if fewer than `t` may
-    /// still give a share.
+    /// `attempt` is given up (one of its signers is out or stalled): its shares are judged one
+    /// by one — an invalid one convicts its sender, whatever its state — and members with a
+    /// valid one that wait on this attempt are asked for a fresh commitment. (If the missing
+    /// shares still arrive, the attempt completes all the same.)
     fn doom(&mut self, attempt: usize, now: Timestamp) {
         let Some(a) = self.attempts.get_mut(attempt) else {
             return;
@@ -565,12 +565,19 @@ impl<S: Suite> RoastCoordinator<S> {
             return;
         }
         a.doomed = true;
-        let answered: Vec<Identifier<S>> = a.shares.keys().copied().collect();
-        for id in answered {
+        let held: Vec<Identifier<S>> = a.shares.keys().copied().collect();
+        for id in held {
+            let convicted = self
+                .committee
+                .node(&id)
+                .is_some_and(|node| self.culprits.contains_key(node));
+            if convicted {
+                continue;
+            }
             let answered_here = self.members.get(&id).is_some_and(
                 |m| matches!(m.state, MemberState::Answered { attempt: x } if x == attempt),
             );
-            if answered_here && self.verify_share(attempt, id) {
+            if self.judge_share(attempt, id, now) && answered_here {
                 self.ask(id, now);
             }
         }
@@ -593,6 +600,7 @@ impl<S: Suite> RoastCoordinator<S> {
         self.check_enough();
     }
 
+    /// Names `id` a culprit (also when it is already out, for a refusal) and takes it out.
     fn convict(&mut self, id: Identifier<S>, reason: String, now: Timestamp) {
         if let Some(node) = self.committee.node(&id).cloned() {
             self.culprits.insert(node, reason);
@@ -632,17 +640,16 @@ impl<S: Suite> RoastCoordinator<S> {
         // A member still counts while it may sign, or while a share of its own sits in an
         // attempt that may complete (a member that refuses, or cannot be reached, after giving
         // its share can still complete that attempt).
-        let possible = self
-            .members
-            .iter()
-            .filter(|(id, m)| {
-                !matches!(m.state, MemberState::Excluded)
-                    || self
-                        .attempts
-                        .iter()
-                        .any(|a| !a.doomed && a.shares.contains_key(id))
-            })
-            .count();
+        let possible =
+            self.members
+                .iter()
+                .filter(|(id, m)| {
+                    !matches!(m.state, MemberState::Excluded)
+                        || self.attempts.iter().enumerate().any(|(number, a)| {
+                            a.shares.contains_key(id) && self.may_complete(number)
+                        })
+                })
+                .count();
         if possible >= self.threshold {
             return;
         }
@@ -681,6 +688,19 @@ impl<S: Suite> RoastCoordinator<S> {
                 reasons.join("; ")
             ),
         });
+    }
+
+    /// Whether attempt `number` can still complete: each of its signers has given its share or
+    /// still owes it (is *Signing* in it). A given-up attempt can, if its late shares arrive.
+    fn may_complete(&self, number: usize) -> bool {
+        self.attempts.get(number).is_some_and(|a| {
+            a.signers.iter().all(|id| {
+                a.shares.contains_key(id)
+                    || self.members.get(id).is_some_and(
+                        |m| matches!(m.state, MemberState::Signing { attempt } if attempt == number),
+                    )
+            })
+        })
     }
 
     /// Members that owe an answer: asked and silent, or in an attempt without a share.

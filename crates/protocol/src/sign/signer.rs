@@ -173,16 +173,18 @@ impl<S: Suite> Signer<S> {
             commitments,
         };
         self.live += 1;
-        self.expiries.insert((expires, request.session));
         match self.sessions.get_mut(&request.session) {
             Some(slot) => {
-                // Only a consumed slot gets a fresh nonce (a live one is answered above).
+                // Only a consumed slot gets a fresh nonce (a live one is answered above). Its
+                // old expiry goes before the new one is indexed: both may be the same instant.
                 self.expiries.remove(&(slot.expires, request.session));
+                self.expiries.insert((expires, request.session));
                 slot.state = state;
                 slot.issued += 1;
                 slot.expires = expires;
             }
             None => {
+                self.expiries.insert((expires, request.session));
                 self.sessions.insert(
                     request.session,
                     Slot {
