@@ -380,22 +380,15 @@ fn a_crash_before_the_sync_releases_no_share<S: Suite>() {
     };
     let before = remembered(&net);
     let message = b"pay 30";
-    let client = Some(net.authorize(&key, &pkp, message));
-    let request = SessionId([12; 32]);
-    let roast = permafrost_protocol::sign::RoastCoordinator::<S>::new(
-        request,
-        key.clone(),
-        Epoch(0),
-        message.to_vec(),
-        client,
-        pkp.clone(),
-        nodes.clone(),
-        net.now(),
-        deadlines::SIGNING,
-        deadlines::SIGNING_ATTEMPT,
-    )
-    .unwrap();
-    net.start(&coordinator, Box::new(roast), request);
+    let mark = start_roast(
+        &mut net,
+        &coordinator,
+        &key,
+        &pkp,
+        &nodes,
+        message,
+        SessionId([12; 32]),
+    );
     let v = victim.clone();
     net.run_until(Duration::from_secs(1), |n| {
         n.node(&v)
@@ -423,30 +416,7 @@ fn a_crash_before_the_sync_releases_no_share<S: Suite>() {
     assert_eq!(remembered(&net), before, "an unsynced admission survived");
     assert_eq!(net.node(&victim).unwrap().open_signing_sessions(), 0);
 
-    net.run_until(deadlines::SIGNING, |n| {
-        n.events.iter().any(|(at, e)| {
-            *at == coordinator
-                && matches!(
-                    e,
-                    permafrost_protocol::Event::Failed(_)
-                        | permafrost_protocol::Event::SignatureReady { .. }
-                )
-        })
-    });
-    let signers = net
-        .events
-        .iter()
-        .find_map(|(_, e)| match e {
-            permafrost_protocol::Event::SignatureReady {
-                signature, signers, ..
-            } => {
-                verify_independently(&pkp, message, signature);
-                Some(signers.clone())
-            }
-            permafrost_protocol::Event::Failed(err) => panic!("{err}"),
-            _ => None,
-        })
-        .unwrap();
+    let (signers, _) = roast_outcome(&mut net, &coordinator, mark, &pkp, message).unwrap();
     assert!(!signers.contains(&victim));
     assert_eq!(sent.count(&victim, MessageKind::SignShare), 0);
     for signer in &signers {

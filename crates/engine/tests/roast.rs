@@ -14,11 +14,11 @@ use frost_core::round1::SigningCommitments;
 use frost_core::{Field, Group, Identifier, SigningPackage};
 use permafrost_engine::deadlines;
 use permafrost_engine::sim::{Envelope, Fault, Network};
-use permafrost_protocol::sign::{RoastCoordinator, Signer, SignerLimits};
+use permafrost_protocol::sign::{Signer, SignerLimits};
 use permafrost_protocol::wire::{
     encode, Epoch, Message, NodeId, SessionId, SignPackage, SignRefusal, SignRequest,
 };
-use permafrost_protocol::{Event, Output, ProtocolError, Refusal, Session, Suite, Timestamp};
+use permafrost_protocol::{Output, ProtocolError, Refusal, Session, Suite, Timestamp};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -282,47 +282,24 @@ fn restarted_signer_is_passed_over<S: Suite>() {
     let recorded = faults_counting_attempts(&mut net, move |env| {
         ready_order(&order, 60, env).unwrap_or(Fault::Deliver)
     });
-    let request = SessionId([9; 32]);
-    let roast = RoastCoordinator::<S>::new(
-        request,
-        key.clone(),
-        Epoch(0),
-        b"restart".to_vec(),
-        Some(net.authorize(&key, &pkp, b"restart")),
-        pkp.clone(),
-        nodes.clone(),
-        net.now(),
-        deadlines::SIGNING,
-        deadlines::SIGNING_ATTEMPT,
-    )
-    .unwrap();
     let started = net.now();
-    net.start(&coordinator, Box::new(roast), request);
+    let mark = start_roast(
+        &mut net,
+        &coordinator,
+        &key,
+        &pkp,
+        &nodes,
+        b"restart",
+        SessionId([9; 32]),
+    );
     let r = restarting.clone();
     net.run_until(Duration::from_secs(1), |n| {
         n.node(&r).unwrap().open_signing_sessions() > 0
     });
     net.crash_and_restart(&restarting);
     assert_eq!(net.node(&restarting).unwrap().open_signing_sessions(), 0);
-    net.run_until(deadlines::SIGNING, |n| {
-        n.events.iter().any(|(at, e)| {
-            *at == coordinator && matches!(e, Event::Failed(_) | Event::SignatureReady { .. })
-        })
-    });
-    let (signers, culprits, signature) = net
-        .events
-        .iter()
-        .find_map(|(_, e)| match e {
-            Event::SignatureReady {
-                signature,
-                signers,
-                culprits,
-            } => Some((signers.clone(), culprits.clone(), *signature)),
-            Event::Failed(err) => panic!("{err}"),
-            _ => None,
-        })
-        .unwrap();
-    verify_independently(&pkp, b"restart", &signature);
+    let (signers, culprits) =
+        roast_outcome(&mut net, &coordinator, mark, &pkp, b"restart").unwrap();
     assert!(refusals_at(&net, &restarting).contains(&Refusal::UnknownSession));
     assert!(!signers.contains(&restarting));
     assert!(culprits.is_empty());
@@ -576,41 +553,17 @@ fn only_t_are_asked_and_a_silent_one_is_replaced<S: Suite>() {
             Fault::Deliver
         }
     });
-    let request = SessionId([51; 32]);
-    let roast = RoastCoordinator::<S>::new(
-        request,
-        key.clone(),
-        Epoch(0),
-        b"one silent".to_vec(),
-        Some(net.authorize(&key, &pkp, b"one silent")),
-        pkp.clone(),
-        nodes.clone(),
-        net.now(),
-        deadlines::SIGNING,
-        deadlines::SIGNING_ATTEMPT,
-    )
-    .unwrap();
     let started = net.now();
-    let mark = net.events.len();
-    net.start(&coordinator, Box::new(roast), request);
-    net.run_until(deadlines::SIGNING, |n| {
-        n.events[mark..].iter().any(|(at, e)| {
-            *at == coordinator && matches!(e, Event::Failed(_) | Event::SignatureReady { .. })
-        })
-    });
-    let signers = net.events[mark..]
-        .iter()
-        .find_map(|(_, e)| match e {
-            Event::SignatureReady {
-                signature, signers, ..
-            } => {
-                verify_independently(&pkp, b"one silent", signature);
-                Some(signers.clone())
-            }
-            Event::Failed(err) => panic!("{err}"),
-            _ => None,
-        })
-        .unwrap();
+    let mark = start_roast(
+        &mut net,
+        &coordinator,
+        &key,
+        &pkp,
+        &nodes,
+        b"one silent",
+        SessionId([51; 32]),
+    );
+    let (signers, _) = roast_outcome(&mut net, &coordinator, mark, &pkp, b"one silent").unwrap();
     assert!(!signers.contains(&silent));
     let asked = asked.lock().unwrap().clone();
     assert_eq!(asked[..3], nodes[..3], "the first t in order");
@@ -642,42 +595,16 @@ fn a_cheater_in_a_given_up_attempt_is_named_at_once<S: Suite>() {
         }
         _ => Fault::Deliver,
     });
-    let request = SessionId([53; 32]);
-    let roast = RoastCoordinator::<S>::new(
-        request,
-        key.clone(),
-        Epoch(0),
-        b"cheat".to_vec(),
-        Some(net.authorize(&key, &pkp, b"cheat")),
-        pkp.clone(),
-        nodes.clone(),
-        net.now(),
-        deadlines::SIGNING,
-        deadlines::SIGNING_ATTEMPT,
-    )
-    .unwrap();
-    let mark = net.events.len();
-    net.start(&coordinator, Box::new(roast), request);
-    net.run_until(deadlines::SIGNING, |n| {
-        n.events[mark..].iter().any(|(at, e)| {
-            *at == coordinator && matches!(e, Event::Failed(_) | Event::SignatureReady { .. })
-        })
-    });
-    let (signers, culprits) = net.events[mark..]
-        .iter()
-        .find_map(|(_, e)| match e {
-            Event::SignatureReady {
-                signature,
-                signers,
-                culprits,
-            } => {
-                verify_independently(&pkp, b"cheat", signature);
-                Some((signers.clone(), culprits.clone()))
-            }
-            Event::Failed(err) => panic!("{err}"),
-            _ => None,
-        })
-        .unwrap();
+    let mark = start_roast(
+        &mut net,
+        &coordinator,
+        &key,
+        &pkp,
+        &nodes,
+        b"cheat",
+        SessionId([53; 32]),
+    );
+    let (signers, culprits) = roast_outcome(&mut net, &coordinator, mark, &pkp, b"cheat").unwrap();
     let mut honest = nodes[2..].to_vec();
     honest.sort();
     assert_eq!(signers, honest);

@@ -92,6 +92,31 @@ impl MemoryNodeStore {
             .insert((key_id, share.epoch), (ShareState::Active, share));
     }
 
+    /// A request id remembered (and not expired at `now_unix_ms`) for another session is a
+    /// replay: [`KeystoreError::Conflict`].
+    fn refuse_replay(
+        &self,
+        request: &ClientRequestRow,
+        now_unix_ms: u64,
+    ) -> Result<(), StoreError> {
+        match self
+            .client_requests
+            .get(&(request.client, request.request_id))
+        {
+            Some((known, _))
+                if known.expires_unix_ms > now_unix_ms && known.session != request.session =>
+            {
+                Err(KeystoreError::Conflict(format!(
+                    "request id {} already used in session {}",
+                    hex::encode(request.request_id),
+                    hex::encode(known.session)
+                ))
+                .into())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Fails a write if asked to.
     fn write(&mut self, operation: &'static str) -> Result<(), StoreError> {
         let mut failing = None;
@@ -280,18 +305,9 @@ impl NodeStore for MemoryNodeStore {
         audit: &AuditEntry,
         now_unix_ms: u64,
     ) -> Result<(), StoreError> {
-        let id = (request.client, request.request_id);
-        if let Some((known, _)) = self.client_requests.get(&id) {
-            if known.expires_unix_ms > now_unix_ms && known.session != request.session {
-                return Err(KeystoreError::Conflict(format!(
-                    "request id {} already used in session {}",
-                    hex::encode(request.request_id),
-                    hex::encode(known.session)
-                ))
-                .into());
-            }
-        }
+        self.refuse_replay(request, now_unix_ms)?;
         self.write("admit_client_request")?;
+        let id = (request.client, request.request_id);
         self.client_requests
             .retain(|_, (row, _)| row.expires_unix_ms > now_unix_ms);
         self.client_requests.insert(id, (request.clone(), false));
@@ -333,19 +349,7 @@ impl NodeStore for MemoryNodeStore {
         now_unix_ms: u64,
     ) -> Result<(), StoreError> {
         for (request, _) in admissions {
-            if let Some((known, _)) = self
-                .client_requests
-                .get(&(request.client, request.request_id))
-            {
-                if known.expires_unix_ms > now_unix_ms && known.session != request.session {
-                    return Err(KeystoreError::Conflict(format!(
-                        "request id {} already used in session {}",
-                        hex::encode(request.request_id),
-                        hex::encode(known.session)
-                    ))
-                    .into());
-                }
-            }
+            self.refuse_replay(request, now_unix_ms)?;
         }
         self.write("write_batch")?;
         self.client_requests

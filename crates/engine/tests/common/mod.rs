@@ -153,3 +153,67 @@ pub fn discard_as_operator<S: Suite>(
         .unwrap()
         .unwrap()
 }
+
+/// Starts a ROAST request at `coordinator` over `committee` in that order (the first t are
+/// asked first), built as the coordinator core would but without its rotation, so a test
+/// chooses who is asked. Returns the mark of the network's events to read its outcome from.
+pub fn start_roast<S: Suite>(
+    net: &mut Network<S>,
+    coordinator: &NodeId,
+    key: &KeyId,
+    pkp: &PublicKeyPackage<S>,
+    committee: &[NodeId],
+    message: &[u8],
+    request: permafrost_protocol::wire::SessionId,
+) -> usize {
+    let roast = permafrost_protocol::sign::RoastCoordinator::<S>::new(
+        request,
+        key.clone(),
+        Epoch(0),
+        message.to_vec(),
+        Some(net.authorize(key, pkp, message)),
+        pkp.clone(),
+        committee.to_vec(),
+        net.now(),
+        permafrost_engine::deadlines::SIGNING,
+        permafrost_engine::deadlines::SIGNING_ATTEMPT,
+    )
+    .unwrap();
+    let mark = net.events.len();
+    net.start(coordinator, Box::new(roast), request);
+    mark
+}
+
+/// What a ROAST request started at `mark` came to, once it ends (within its deadline): the
+/// signature, verified independently against `message`, its signers and the culprits named.
+pub fn roast_outcome<S: Suite>(
+    net: &mut Network<S>,
+    coordinator: &NodeId,
+    mark: usize,
+    pkp: &PublicKeyPackage<S>,
+    message: &[u8],
+) -> Result<(Vec<NodeId>, Vec<NodeId>), permafrost_protocol::ProtocolError> {
+    use permafrost_protocol::Event;
+    net.run_until(permafrost_engine::deadlines::SIGNING, |n| {
+        n.events[mark..].iter().any(|(at, e)| {
+            at == coordinator && matches!(e, Event::Failed(_) | Event::SignatureReady { .. })
+        })
+    });
+    let outcome = net.events[mark..]
+        .iter()
+        .filter(|(at, _)| at == coordinator)
+        .find_map(|(_, e)| match e {
+            Event::SignatureReady {
+                signature,
+                signers,
+                culprits,
+            } => Some(Ok((*signature, signers.clone(), culprits.clone()))),
+            Event::Failed(err) => Some(Err(err.clone())),
+            _ => None,
+        })
+        .expect("the request did not end within its deadline");
+    outcome.map(|(signature, signers, culprits)| {
+        verify_independently(pkp, message, &signature);
+        (signers, culprits)
+    })
+}
