@@ -656,3 +656,54 @@ pub fn group_key_of(curve: Curve, public_key_package: &[u8]) -> Result<Vec<u8>, 
         pkp.verifying_key().serialize().map_err(frost_err)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use frost_core::keys::{generate_with_dealer, IdentifierList};
+
+    fn package<S: Suite>() -> (PublicKeyPackage<S>, Vec<u8>) {
+        let (_, package) =
+            generate_with_dealer::<S, _>(3, 2, IdentifierList::Default, &mut rand_core::OsRng)
+                .unwrap();
+        let bytes = package.serialize().unwrap();
+        (package, bytes)
+    }
+
+    /// A cached package is used only for exactly the bytes it was parsed from, and in the
+    /// suite it was parsed as; anything else is parsed anew (a key recreated with another
+    /// package under the same id and epoch gets its own).
+    #[test]
+    fn a_parsed_package_is_reused_only_for_its_own_bytes() {
+        let key = KeyId::new("k").unwrap();
+        let mut parsed = ParsedPackages::default();
+        let (first, first_bytes) = package::<Ed25519>();
+        let (second, second_bytes) = package::<Ed25519>();
+        assert_eq!(
+            parsed.get::<Ed25519>(&key, Epoch(0), &first_bytes).unwrap(),
+            first
+        );
+        assert_eq!(
+            parsed.get::<Ed25519>(&key, Epoch(0), &first_bytes).unwrap(),
+            first
+        );
+        assert_eq!(
+            parsed
+                .get::<Ed25519>(&key, Epoch(0), &second_bytes)
+                .unwrap(),
+            second
+        );
+        // Bytes of another suite under the same slot: parsed as that suite, not downcast.
+        let (third, third_bytes) = package::<Secp256k1>();
+        assert_eq!(
+            parsed
+                .get::<Secp256k1>(&key, Epoch(0), &third_bytes)
+                .unwrap(),
+            third
+        );
+        assert!(parsed
+            .get::<Ed25519>(&key, Epoch(1), b"not a package")
+            .is_err());
+    }
+}
