@@ -1,9 +1,11 @@
 //! `permafrost-load`: the end-to-end load tool. Against a running network (a localnet's
-//! `localnet.json`, or `--api`/`--token`), for each curve: times one DKG, then sends
-//! `--requests` sign requests through the HTTP API keeping `--concurrency` in flight, verifies
-//! every signature independently, and prints p50, p99, p99.9, throughput and the failed
-//! requests by answer; with `--localnet`, also the CPU per signature summed over the
-//! localnet's processes (from /proc) and their peak RSS. With `--reshares N`, it
+//! `localnet.json`, or `--api`/`--token`), for each curve (or those given with `--curve`):
+//! times one DKG, then sends `--requests` sign requests through the HTTP API keeping
+//! `--concurrency` in flight (or, with `--rate`, offering a fixed rate), verifies every
+//! signature independently, and prints p50, p99, p99.9, throughput and the failed requests by
+//! answer, beside the in-process cost of the same FROST operations; with `--localnet`, also the
+//! CPU per signature summed over the localnet's processes (from /proc), the ratio of the two,
+//! the nodes' disk growth per signature and the processes' peak RSS (docs/BENCHMARKS.md). With `--reshares N`, it
 //! also times N reshares per curve of a fresh key held by all nodes but the last with the
 //! given threshold t, to every node with t + 1 ((3,5) → (4,6) on a 6-node localnet), checking
 //! the public key is unchanged and the new epoch signs.
@@ -48,6 +50,12 @@ struct Args {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
+    /// Offer a fixed rate instead: start this many requests per second whatever the answers
+    /// (open loop; latency counted from each request's scheduled start, so a stalled network
+    /// shows as latency, not as a lower rate). `--concurrency` then caps the requests in
+    /// flight; a request that would exceed it is counted as failed ("over the in-flight cap").
+    #[arg(long)]
+    rate: Option<f64>,
     /// Reshares to time per curve: (t, n−1) → (t+1, n), each of a fresh key.
     #[arg(long, default_value_t = 0)]
     reshares: usize,
@@ -131,8 +139,9 @@ struct SignRun {
 }
 
 /// Sends `args.requests` sign requests keeping `args.concurrency` in flight (a new one starts
-/// as soon as one ends). A failed request is counted and the run goes on; a signature that
-/// does not verify independently ends it with an error.
+/// as soon as one ends), or, with `--rate`, starting them at that fixed rate. A failed request
+/// is counted and the run goes on; a signature that does not verify independently ends it with
+/// an error.
 async fn sign_all(
     client: &Client,
     key_id: &str,
@@ -148,18 +157,53 @@ async fn sign_all(
     };
     let mut in_flight = tokio::task::JoinSet::new();
     let mut next = 0usize;
+    let spawn = |in_flight: &mut tokio::task::JoinSet<_>, i: usize, scheduled: Instant| {
+        let (client, key_id) = (client.clone(), key_id.to_owned());
+        in_flight.spawn(async move {
+            let message = format!("load {curve} {i}").into_bytes();
+            let answer = client.sign(&key_id, &message).await;
+            (message, scheduled.elapsed(), answer)
+        });
+    };
+    let interval = match args.rate {
+        Some(rate) if rate > 0.0 => Some(Duration::from_secs_f64(1.0 / rate)),
+        Some(rate) => bail!("--rate must be above 0, not {rate}"),
+        None => None,
+    };
     loop {
-        while next < args.requests && in_flight.len() < args.concurrency.max(1) {
-            let (client, key_id, i) = (client.clone(), key_id.to_owned(), next);
-            next += 1;
-            in_flight.spawn(async move {
-                let message = format!("load {curve} {i}").into_bytes();
-                let t = Instant::now();
-                let answer = client.sign(&key_id, &message).await;
-                (message, t.elapsed(), answer)
-            });
-        }
-        let Some(done) = in_flight.join_next().await else {
+        let done = match interval {
+            None => {
+                while next < args.requests && in_flight.len() < args.concurrency.max(1) {
+                    spawn(&mut in_flight, next, Instant::now());
+                    next += 1;
+                }
+                in_flight.join_next().await
+            }
+            Some(interval) => {
+                // Open loop: request i is due at started + i × interval.
+                let due = started + interval.mul_f64(next as f64);
+                if next < args.requests && Instant::now() >= due {
+                    if in_flight.len() < args.concurrency.max(1) {
+                        spawn(&mut in_flight, next, due);
+                    } else {
+                        *run.failures
+                            .entry("over the in-flight cap".into())
+                            .or_default() += 1;
+                    }
+                    next += 1;
+                    continue;
+                }
+                if next < args.requests {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(due.into()) => continue,
+                        done = in_flight.join_next(), if !in_flight.is_empty() => done,
+                    }
+                } else {
+                    in_flight.join_next().await
+                }
+            }
+        };
+        let Some(done) = done else {
             break;
         };
         let (message, elapsed, answer) = done.context("a sign task panicked")?;
@@ -380,7 +424,14 @@ async fn main() -> Result<()> {
             println!("    {count} failed: {kind}");
         }
     }
-    println!("({} requests per curve, {} in flight, threshold {} of {nodes}; every signature verified independently; latencies of the signed ones; CPU summed over the localnet's processes, this tool left out; FROST ms: the same operations (t commits, t shares, aggregate, verify) in this process, mean of {}; ratio = CPU ÷ FROST; disk: growth of the nodes' data directories per signature per node)", args.requests, args.concurrency, args.threshold, args.in_process);
+    let offered = match args.rate {
+        Some(rate) => format!(
+            "offered at {rate} per second, at most {} in flight",
+            args.concurrency
+        ),
+        None => format!("{} in flight", args.concurrency),
+    };
+    println!("({} requests per curve, {offered}, threshold {} of {nodes}; every signature verified independently; latencies of the signed ones; CPU summed over the localnet's processes, this tool left out; FROST ms: the same operations (t commits, t shares, aggregate, verify) in this process, mean of {}; ratio = CPU ÷ FROST; disk: growth of the nodes' data directories per signature per node)", args.requests, args.threshold, args.in_process);
     if let Some(processes) = &processes {
         let rss: Vec<String> = processes
             .peak_rss_kib()
