@@ -16,7 +16,7 @@ use permafrost_engine::deadlines;
 use permafrost_engine::sim::{Envelope, Fault, Network};
 use permafrost_protocol::sign::{Signer, SignerLimits};
 use permafrost_protocol::wire::{
-    encode, Epoch, Message, NodeId, SessionId, SignPackage, SignRefusal, SignRequest,
+    encode, Epoch, Message, NodeId, SessionId, SignPackage, SignRefusal, SignRequest, SignShare,
 };
 use permafrost_protocol::{Output, ProtocolError, Refusal, Session, Suite, Timestamp};
 use rand_chacha::ChaCha20Rng;
@@ -71,6 +71,17 @@ fn refusals_at<S: Suite>(net: &Network<S>, node: &NodeId) -> Vec<Refusal> {
 /// commitment.
 fn swapped<S: Suite>(c: &SigningCommitments<S>) -> SigningCommitments<S> {
     SigningCommitments::new(*c.binding(), *c.hiding())
+}
+
+/// `share` with its scalar replaced by 1: it parses, but does not verify.
+fn wrong_share<S: Suite>(share: &SignShare) -> Message {
+    let one = <<S::Group as Group>::Field as Field>::one();
+    Message::SignShare(SignShare {
+        share: <<S::Group as Group>::Field as Field>::serialize(&one)
+            .as_ref()
+            .to_vec(),
+        ..share.clone()
+    })
 }
 
 /// `package` with the commitment of one member other than `keep` altered.
@@ -146,14 +157,7 @@ fn garbage_shares_are_named_and_signing_completes<S: Suite>() {
     let order: Vec<NodeId> = nodes.clone();
     let (w, u) = (wrong.clone(), unparsable.clone());
     let recorded = faults_counting_attempts(&mut net, move |env| match &env.message {
-        Message::SignShare(m) if env.from == w => {
-            let mut forged = m.clone();
-            let one = <<S::Group as Group>::Field as Field>::one();
-            forged.share = <<S::Group as Group>::Field as Field>::serialize(&one)
-                .as_ref()
-                .to_vec();
-            Fault::Replace(Message::SignShare(forged))
-        }
+        Message::SignShare(m) if env.from == w => Fault::Replace(wrong_share::<S>(m)),
         Message::SignShare(m) if env.from == u => {
             let mut forged = m.clone();
             forged.share = vec![0xff; 7];
@@ -585,14 +589,7 @@ fn a_cheater_in_a_given_up_attempt_is_named_at_once<S: Suite>() {
     net.set_faults(move |env| match &env.message {
         // The silent member never gives its share; the cheat gives a bad one.
         Message::SignShare(_) if env.from == s => Fault::Drop,
-        Message::SignShare(m) if env.from == c => {
-            let mut forged = m.clone();
-            let one = <<S::Group as Group>::Field as Field>::one();
-            forged.share = <<S::Group as Group>::Field as Field>::serialize(&one)
-                .as_ref()
-                .to_vec();
-            Fault::Replace(Message::SignShare(forged))
-        }
+        Message::SignShare(m) if env.from == c => Fault::Replace(wrong_share::<S>(m)),
         _ => Fault::Deliver,
     });
     let mark = start_roast(

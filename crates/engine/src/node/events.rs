@@ -40,13 +40,12 @@ impl<St: NodeStore> EventContext<'_, St> {
             AnyOutput::Send { to, message } => {
                 // A share leaves only once its admission and audit entry are durable: it waits
                 // for the next sync, which the shell runs once for all the shares of a batch.
+                let share = matches!(message, permafrost_wire::Message::SignShare(_));
                 let output = NodeOutput::Transmit { to, message };
-                match output {
-                    NodeOutput::Transmit {
-                        message: permafrost_wire::Message::SignShare(_),
-                        ..
-                    } => self.held.push(output),
-                    _ => self.outputs.push_back(output),
+                if share {
+                    self.held.push(output);
+                } else {
+                    self.outputs.push_back(output);
                 }
                 Handled::Continue
             }

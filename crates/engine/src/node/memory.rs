@@ -117,6 +117,20 @@ impl MemoryNodeStore {
         }
     }
 
+    /// Remembers `admissions` (not durable yet), each with its audit entry, after forgetting
+    /// the requests expired at `now_unix_ms`.
+    fn remember(&mut self, admissions: &[(ClientRequestRow, AuditEntry)], now_unix_ms: u64) {
+        self.client_requests
+            .retain(|_, (row, _)| row.expires_unix_ms > now_unix_ms);
+        for (request, entry) in admissions {
+            self.client_requests.insert(
+                (request.client, request.request_id),
+                (request.clone(), false),
+            );
+            self.push_audit(entry, false);
+        }
+    }
+
     /// Fails a write if asked to.
     fn write(&mut self, operation: &'static str) -> Result<(), StoreError> {
         let mut failing = None;
@@ -307,11 +321,7 @@ impl NodeStore for MemoryNodeStore {
     ) -> Result<(), StoreError> {
         self.refuse_replay(request, now_unix_ms)?;
         self.write("admit_client_request")?;
-        let id = (request.client, request.request_id);
-        self.client_requests
-            .retain(|_, (row, _)| row.expires_unix_ms > now_unix_ms);
-        self.client_requests.insert(id, (request.clone(), false));
-        self.push_audit(audit, false);
+        self.remember(&[(request.clone(), audit.clone())], now_unix_ms);
         Ok(())
     }
 
@@ -352,15 +362,7 @@ impl NodeStore for MemoryNodeStore {
             self.refuse_replay(request, now_unix_ms)?;
         }
         self.write("write_batch")?;
-        self.client_requests
-            .retain(|_, (row, _)| row.expires_unix_ms > now_unix_ms);
-        for (request, entry) in admissions {
-            self.client_requests.insert(
-                (request.client, request.request_id),
-                (request.clone(), false),
-            );
-            self.audit.push((entry.clone(), false));
-        }
+        self.remember(admissions, now_unix_ms);
         for entry in audits {
             self.audit.push((entry.clone(), false));
         }
