@@ -205,6 +205,29 @@ fn wire_seeds(dir: &Path, ed: &Frost, secp: &Frost) -> Result<()> {
         session,
         reason: "key not held".into(),
         unauthorized: false,
+        commitment_unknown: true,
+    }))?;
+    frame(dir, "commitments_request", Message::CommitmentsRequest(CommitmentsRequest {
+        session,
+        key_id: KeyId::new("custody-hot-1")?,
+        epoch: Epoch(2),
+        count: 64,
+    }))?;
+    frame(dir, "commitment_batch", Message::CommitmentBatch(CommitmentBatch {
+        session,
+        key_id: KeyId::new("custody-hot-1")?,
+        epoch: Epoch(2),
+        commitments: vec![ed.commitment.clone(); 3],
+    }))?;
+    frame(dir, "sign_with_commitment", Message::SignWithCommitment(SignWithCommitment {
+        session,
+        key_id: KeyId::new("custody-hot-1")?,
+        epoch: Epoch(2),
+        message: b"settle batch 42".to_vec(),
+        client: None,
+        batch: SessionId([0x42; 32]),
+        index: 7,
+        package: ed.signing_package.clone(),
     }))?;
     reshare_seeds(dir, secp)
 }

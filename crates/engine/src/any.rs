@@ -298,6 +298,8 @@ pub trait AnySession: Send {
     fn is_finished(&self) -> bool;
     /// See [`Session::live_nonces`].
     fn live_nonces(&self) -> usize;
+    /// See [`Session::pooled_nonces`].
+    fn pooled_nonces(&self) -> usize;
 }
 
 struct Erased<S: Suite, T: Session<S>> {
@@ -349,6 +351,10 @@ impl<S: Suite, T: Session<S> + Send> AnySession for Erased<S, T> {
 
     fn live_nonces(&self) -> usize {
         self.inner.live_nonces()
+    }
+
+    fn pooled_nonces(&self) -> usize {
+        self.inner.pooled_nonces()
     }
 }
 
@@ -489,7 +495,7 @@ pub fn dkg_coordinator(
 
 /// A ROAST signing coordinator session (retries with other signers until a signature comes
 /// out) for a key whose public key package is `public_key_package`. `request` is the session id
-/// of every message of the request.
+/// of every message of the request; members with a `pooled` commitment sign in one round.
 #[allow(clippy::too_many_arguments)]
 pub fn roast_coordinator(
     curve: Curve,
@@ -500,6 +506,7 @@ pub fn roast_coordinator(
     client: Option<permafrost_wire::ClientAuthorization>,
     public_key_package: &[u8],
     committee: Vec<NodeId>,
+    pooled: std::collections::BTreeMap<NodeId, permafrost_protocol::sign::PooledCommitment>,
     now: Timestamp,
     timeout: std::time::Duration,
     parsed: &mut ParsedPackages,
@@ -514,6 +521,7 @@ pub fn roast_coordinator(
             client,
             pkp,
             committee,
+            pooled,
             now,
             timeout,
             crate::deadlines::SIGNING_ATTEMPT,

@@ -219,6 +219,11 @@ impl<S: Suite> SimNode<S> {
         self.core.as_ref().map_or(0, NodeCore::live_nonces)
     }
 
+    /// Nonces pooled ahead of time for one-round signing, over all keys.
+    pub fn pooled_nonces(&self) -> usize {
+        self.core.as_ref().map_or(0, NodeCore::pooled_nonces)
+    }
+
     /// Whether a reshare session is recorded on this node's disk.
     pub fn has_reshare_record(&self, session: &SessionId) -> bool {
         self.store().is_some_and(|s| s.has_reshare(session))

@@ -174,6 +174,7 @@ fn only_signer_nodes_take_part_or_are_heard<S: Suite>() {
         session: permafrost_protocol::wire::SessionId([7; 32]),
         reason: "spoofed".into(),
         unauthorized: false,
+        commitment_unknown: false,
     });
     net.inject(&stranger, &coordinator, refusal);
     net.run(Duration::from_millis(100));

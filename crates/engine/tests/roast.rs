@@ -330,6 +330,7 @@ fn too_few_reachable_fails_naming_who<S: Suite>() {
                 session: m.session,
                 reason: "policy".into(),
                 unauthorized: false,
+                commitment_unknown: false,
             }))
         }
         _ => Fault::Deliver,
@@ -498,6 +499,7 @@ fn a_refusal_after_a_share_does_not_spoil_its_attempt<S: Suite>() {
                     session: m.session,
                     reason: "going away".into(),
                     unauthorized: false,
+                    commitment_unknown: false,
                 }))
             } else {
                 Fault::Deliver

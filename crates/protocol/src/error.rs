@@ -33,6 +33,9 @@ pub enum Refusal {
     UnknownSession,
     /// The nonce of this session was already used: a replay or a second package.
     NonceConsumed,
+    /// A one-round signing message names a pooled commitment this signer does not hold (it
+    /// restarted since, the batch expired or was evicted, or the commitment was named before).
+    UnknownCommitment,
     /// A signing request reuses a session id this signer has already seen.
     SessionExists,
     /// The signing package's message is not the one approved at commitment time.
@@ -88,6 +91,9 @@ impl fmt::Display for Refusal {
             Refusal::Unexpected(k) => write!(f, "unexpected {} now", k.name()),
             Refusal::UnknownSession => f.write_str("no commitment for this session"),
             Refusal::NonceConsumed => f.write_str("nonce already consumed (replayed package)"),
+            Refusal::UnknownCommitment => f.write_str(
+                "no such pooled commitment (restarted, expired, evicted or already used)",
+            ),
             Refusal::SessionExists => f.write_str("session id already used"),
             Refusal::MessageNotApproved => f.write_str("message differs from the approved one"),
             Refusal::CommitmentMismatch => f.write_str("package lacks this signer's commitment"),

@@ -75,8 +75,15 @@ pub trait Session<S: Suite> {
     /// Whether the session has reached its end (success or failure).
     fn is_finished(&self) -> bool;
 
-    /// How many secret nonces the session holds in memory (a signer's open commitments).
+    /// How many secret nonces the session holds in memory for signing sessions (a signer's
+    /// open commitments).
     fn live_nonces(&self) -> usize {
+        0
+    }
+
+    /// How many secret nonces the session holds in memory ahead of time, for one-round signing
+    /// (a signer's pooled commitments).
+    fn pooled_nonces(&self) -> usize {
         0
     }
 }

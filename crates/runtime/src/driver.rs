@@ -156,11 +156,15 @@ fn signing(kind: MessageKind) -> bool {
             | MessageKind::SignPackage
             | MessageKind::SignShare
             | MessageKind::SignRefusal
+            | MessageKind::SignWithCommitment
+            | MessageKind::CommitmentsRequest
+            | MessageKind::CommitmentBatch
     )
 }
 
 /// Whether a refusal only says the message came late or twice (its session ended, or its
-/// nonce was used): the normal run of ROAST, logged at DEBUG.
+/// nonce was used), or named a pooled commitment lost in a restart: the normal run of ROAST,
+/// logged at DEBUG.
 fn late(error: &ProtocolError) -> bool {
     matches!(
         error,
@@ -169,6 +173,7 @@ fn late(error: &ProtocolError) -> bool {
                 | Refusal::UnknownSession
                 | Refusal::WrongSession
                 | Refusal::NonceConsumed
+                | Refusal::UnknownCommitment
                 | Refusal::SessionExists
         )
     )

@@ -3,7 +3,7 @@
 //! Decoding checks, in order and before touching the body: the frame length against
 //! [`MAX_FRAME_LEN`], the version, the kind, and the frame length against the cap of that kind.
 //! The body is then decoded by bincode 2 with a byte budget of the kind's cap (rounded up to
-//! 4, 16, 64 or 128 KiB, or 1 MiB), so a length prefix inside the body cannot make the decoder
+//! 4, 16, 64, 128 or 256 KiB, or 1 MiB), so a length prefix inside the body cannot make the decoder
 //! allocate more than that; trailing bytes are an error.
 
 use bincode::config::{Configuration, Limit, Varint};
@@ -14,8 +14,10 @@ use crate::WireError;
 
 /// The wire version this build speaks. 2: `SignRequest.client` and `SignRefusal.unauthorized`
 /// (client authorization). 3: the client's approval is bound to the network id and the group
-/// key (`permafrost/client-authorization/v2`). Frames of any other version are refused.
-pub const WIRE_VERSION: u16 = 3;
+/// key (`permafrost/client-authorization/v2`). 4: one-round signing from commitment pools
+/// ([`CommitmentsRequest`], [`CommitmentBatch`], [`SignWithCommitment`],
+/// `SignRefusal.commitment_unknown`). Frames of any other version are refused.
+pub const WIRE_VERSION: u16 = 4;
 /// Bytes before the body: version (2) and kind (1).
 pub const FRAME_HEADER_LEN: usize = 3;
 /// No frame of any kind may be longer than this.
@@ -111,6 +113,9 @@ messages! {
     22 => SignPackage, 128 * KIB;
     23 => SignShare, 4 * KIB;
     24 => SignRefusal, 4 * KIB;
+    25 => CommitmentsRequest, 4 * KIB;
+    26 => CommitmentBatch, 64 * KIB;
+    27 => SignWithCommitment, 256 * KIB;
     30 => ReshareOpen, 64 * KIB;
     31 => ReshareDealing, 16 * KIB;
     32 => ReshareDealingSet, MAX_FRAME_LEN;
@@ -141,6 +146,7 @@ fn decode_body<T: DeserializeOwned>(kind: MessageKind, body: &[u8]) -> Result<T,
         cap if cap <= 16 * KIB => decode_from_slice(body, body_config::<{ 16 * KIB }>()),
         cap if cap <= 64 * KIB => decode_from_slice(body, body_config::<{ 64 * KIB }>()),
         cap if cap <= 128 * KIB => decode_from_slice(body, body_config::<{ 128 * KIB }>()),
+        cap if cap <= 256 * KIB => decode_from_slice(body, body_config::<{ 256 * KIB }>()),
         _ => decode_from_slice(body, body_config::<MAX_FRAME_LEN>()),
     };
     let (value, read) = decoded.map_err(|e| WireError::Malformed {

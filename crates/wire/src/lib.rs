@@ -15,6 +15,7 @@
 //!     session: SessionId([7; 32]),
 //!     reason: "key not held".into(),
 //!     unauthorized: false,
+//!     commitment_unknown: false,
 //! });
 //! let frame = encode(&message).unwrap();
 //! assert_eq!(decode(&frame).unwrap(), message);

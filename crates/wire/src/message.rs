@@ -313,6 +313,80 @@ pub struct SignRefusal {
     /// replayed request id, stale timestamp), not about this node's availability: asking again
     /// will not help.
     pub unauthorized: bool,
+    /// The refusal of a [`SignWithCommitment`] whose pooled commitment the signer does not
+    /// hold (it restarted, the batch expired or was evicted, or the commitment was already
+    /// named once): the coordinator's pool of this signer is stale. Asking the signer for a
+    /// fresh commitment (two rounds) may still work.
+    pub commitment_unknown: bool,
+}
+
+/// Coordinator → signer: generate `count` commitments ahead of time for one-round signing with
+/// key `key_id` at `epoch`. The nonces stay in the signer's memory only, each usable once, by
+/// this coordinator only, and void after a restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitmentsRequest {
+    /// The batch's id: fresh randomness chosen by the coordinator; names the batch in
+    /// [`SignWithCommitment::batch`].
+    pub session: SessionId,
+    /// The key.
+    pub key_id: KeyId,
+    /// Its epoch.
+    pub epoch: Epoch,
+    /// How many commitments (at most the signer's batch cap).
+    pub count: u16,
+}
+
+/// Signer → coordinator: the batch of commitments asked for, in order; commitment `i` is named
+/// by `(session, i)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitmentBatch {
+    /// The batch's id, as asked.
+    pub session: SessionId,
+    /// The key.
+    pub key_id: KeyId,
+    /// Its epoch.
+    pub epoch: Epoch,
+    /// `SigningCommitments::serialize()` of each.
+    pub commitments: Vec<Vec<u8>>,
+}
+
+/// Coordinator → signer: one-round signing. The [`SignRequest`] of session `session` and, at
+/// once, the signing package to sign, which holds the signer's pooled commitment
+/// `(batch, index)`. The signer admits the request as it would a [`SignRequest`], takes the
+/// pooled nonce out of its pool (whatever happens next, it is never used again), checks the
+/// package as it would a [`SignPackage`], and answers with a [`SignShare`]. Later attempts of
+/// the same session go by [`SignRequest`] and [`SignPackage`] (two rounds).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignWithCommitment {
+    /// The signing session.
+    pub session: SessionId,
+    /// The key to sign with.
+    pub key_id: KeyId,
+    /// Its epoch.
+    pub epoch: Epoch,
+    /// The message to sign.
+    pub message: Vec<u8>,
+    /// The client's approval, as in [`SignRequest::client`].
+    pub client: Option<ClientAuthorization>,
+    /// The batch the pooled commitment came in ([`CommitmentBatch::session`]).
+    pub batch: SessionId,
+    /// Its position in the batch.
+    pub index: u16,
+    /// `SigningPackage::serialize()`.
+    pub package: Vec<u8>,
+}
+
+impl SignWithCommitment {
+    /// The signing request it carries (what a node admits).
+    pub fn sign_request(&self) -> SignRequest {
+        SignRequest {
+            session: self.session,
+            key_id: self.key_id.clone(),
+            epoch: self.epoch,
+            message: self.message.clone(),
+            client: self.client.clone(),
+        }
+    }
 }
 
 /// What a reshare changes: key `key_id` at `epoch`, held by `old_committee` with the public key

@@ -111,7 +111,7 @@ fn every_kind() -> Vec<Message> {
         }),
         Message::SignShare(SignShare {
             session: session(),
-            key_id,
+            key_id: key_id.clone(),
             epoch: Epoch(3),
             share: vec![3; 36],
             package: Digest([4; 32]),
@@ -120,6 +120,29 @@ fn every_kind() -> Vec<Message> {
             session: session(),
             reason: "unknown key".into(),
             unauthorized: true,
+            commitment_unknown: true,
+        }),
+        Message::CommitmentsRequest(CommitmentsRequest {
+            session: session(),
+            key_id: key_id.clone(),
+            epoch: Epoch(3),
+            count: 64,
+        }),
+        Message::CommitmentBatch(CommitmentBatch {
+            session: session(),
+            key_id: key_id.clone(),
+            epoch: Epoch(3),
+            commitments: vec![vec![1; 70]; 64],
+        }),
+        Message::SignWithCommitment(SignWithCommitment {
+            session: session(),
+            key_id,
+            epoch: Epoch(3),
+            message: b"settle".to_vec(),
+            client: None,
+            batch: SessionId([8; 32]),
+            index: 17,
+            package: vec![2; 300],
         }),
         Message::ReshareOpen(ReshareOpen {
             session: session(),
@@ -198,7 +221,7 @@ fn reshare_confirm() -> ReshareConfirm {
 #[test]
 fn every_kind_round_trips_and_every_truncation_fails() {
     let all = every_kind();
-    assert_eq!(all.len(), 23, "a new message kind needs an example here");
+    assert_eq!(all.len(), 26, "a new message kind needs an example here");
     for message in all {
         let frame = encode(&message).unwrap();
         assert_eq!(frame[0..2], WIRE_VERSION.to_be_bytes());
@@ -269,26 +292,26 @@ fn wrong_version_and_unknown_kind_are_refused() {
     assert!(matches!(decode(&frame), Err(WireError::UnknownKind(200))));
 }
 
-/// A frame of the previous wire version (2: approvals not bound to the network and group key)
-/// is refused before its body is read, with an error naming both versions.
+/// A frame of the previous wire version (3: no one-round signing, a `SignRefusal` without
+/// `commitment_unknown`) is refused before its body is read, with an error naming both versions.
 #[test]
 fn a_frame_of_the_previous_wire_version_is_refused() {
-    assert_eq!(WIRE_VERSION, 3);
+    assert_eq!(WIRE_VERSION, 4);
     for message in every_kind() {
         let mut frame = encode(&message).unwrap();
-        assert_eq!(frame[0..2], 3u16.to_be_bytes());
-        frame[0..2].copy_from_slice(&2u16.to_be_bytes());
+        assert_eq!(frame[0..2], 4u16.to_be_bytes());
+        frame[0..2].copy_from_slice(&3u16.to_be_bytes());
         let error = decode(&frame).unwrap_err();
         assert_eq!(
             error,
             WireError::UnsupportedVersion {
-                got: 2,
-                expected: 3
+                got: 3,
+                expected: 4
             }
         );
         let text = error.to_string();
         assert!(
-            text.contains("wire version 2") && text.contains("wire version 3"),
+            text.contains("wire version 3") && text.contains("wire version 4"),
             "{text}"
         );
     }

@@ -11,10 +11,12 @@
 //! given once the commit's deliveries ended ([`CoordinatorOutput::Done::after_deliveries`]), so
 //! that a member stopped right after the answer has the new epoch in force.
 
+mod pools;
 mod preference;
 mod reshare;
 mod store;
 
+pub use pools::{MAX_POOLED, POOL_BATCH, POOL_TARGET};
 pub use store::{
     KeyMeta, MemoryMetadataStore, MetadataError, MetadataStore, ReshareEntry, ReshareState,
 };
@@ -22,6 +24,7 @@ pub use store::{
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use permafrost_protocol::sign::PooledCommitment;
 use permafrost_protocol::{IdentityVerifier, ProtocolError, Refusal, Timestamp};
 use permafrost_wire::{
     ClientAuthorization, Curve, Digest, Epoch, KeyId, LifecycleAction, LifecycleKind, Message,
@@ -31,6 +34,7 @@ use rand_core::CryptoRngCore;
 
 use crate::any::{self, AnyEvent, AnyOutput};
 use crate::sessions::{Handled, Route, Sessions};
+use pools::CommitmentPools;
 use preference::SignerPreference;
 
 /// The caller's name for a request, echoed in its answer.
@@ -235,6 +239,8 @@ pub struct CoordinatorCore<M: MetadataStore> {
     preference: SignerPreference,
     /// Public key packages parsed once per key and epoch.
     parsed: any::ParsedPackages,
+    /// Commitments the signers made ahead of time, for one-round signing.
+    pools: CommitmentPools,
     /// The time of the latest input.
     now: Timestamp,
     outputs: VecDeque<CoordinatorOutput>,
@@ -253,6 +259,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
             aliases: BTreeMap::new(),
             preference: SignerPreference::default(),
             parsed: any::ParsedPackages::default(),
+            pools: CommitmentPools::default(),
             now: Timestamp(0),
             outputs: VecDeque::new(),
         };
@@ -284,6 +291,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
     pub fn remove_node(&mut self, node: &NodeId) {
         self.setup.nodes.remove(node);
         self.preference.forget(node);
+        self.pools.forget_node(node);
     }
 
     /// The next thing to do, in order.
@@ -299,6 +307,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
     /// Lets time pass for every session.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.now = self.now.max(now);
+        self.pools.expire(now);
         self.drive(|sessions, handler| sessions.tick(now, handler));
     }
 
@@ -364,7 +373,10 @@ impl<M: MetadataStore> CoordinatorCore<M> {
 
     /// Runs one ROAST signing request: `t` members of `committee` are asked (in the order of
     /// [`preference`](self): rotating, those in trouble last), others only as needed; a
-    /// signature comes out as long as `t` of them answer honestly before the deadline.
+    /// signature comes out as long as `t` of them answer honestly before the deadline. Each of
+    /// the first `t` with a pooled commitment is asked in one round (request and package at
+    /// once); then the pools of the committee's members that are not in trouble are topped
+    /// up.
     #[allow(clippy::too_many_arguments)]
     pub fn sign(
         &mut self,
@@ -383,6 +395,23 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         let committee = self
             .preference
             .order(&committee, now, crate::deadlines::SIGNING_ATTEMPT);
+        let pooled: BTreeMap<NodeId, PooledCommitment> = committee
+            .iter()
+            .take(usize::from(key.threshold))
+            .filter_map(|node| {
+                let pooled = self.pools.take(&key.key_id, key.epoch, node, now)?;
+                Some((node.clone(), pooled))
+            })
+            .collect();
+        let healthy: Vec<NodeId> = committee
+            .iter()
+            .filter(|node| {
+                !self
+                    .preference
+                    .in_trouble(node, now, crate::deadlines::SIGNING_ATTEMPT)
+            })
+            .cloned()
+            .collect();
         let started = any::roast_coordinator(
             key.curve,
             session,
@@ -392,13 +421,25 @@ impl<M: MetadataStore> CoordinatorCore<M> {
             client,
             &key.public_key_package,
             committee,
+            pooled,
             now,
             crate::deadlines::SIGNING,
             &mut self.parsed,
         );
         match started {
             Ok(signing) => self.start(session, signing, Running::Signing, request),
-            Err(e) => self.done(request, Err(e)),
+            Err(e) => return self.done(request, Err(e)),
+        }
+        for (to, batch) in self
+            .pools
+            .top_up(&key.key_id, key.epoch, &healthy, now, rng)
+        {
+            self.outputs.push_back(CoordinatorOutput::Transmit {
+                to,
+                session: batch.session,
+                message: Message::CommitmentsRequest(batch),
+                tracked: false,
+            });
         }
     }
 
@@ -418,6 +459,16 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         self.preference.heard(from, &message);
         match &message {
             Message::SessionStatus(status) => return self.answer_status(from, status.session),
+            Message::CommitmentBatch(_) => {
+                let Message::CommitmentBatch(batch) = message else {
+                    return Ok(());
+                };
+                return self.pools.accept(from, batch).map_err(Into::into);
+            }
+            Message::SignRefusal(refusal) if refusal.commitment_unknown => {
+                // It lost its pooled nonces (it restarted): none of its pools is any good.
+                self.pools.forget_node(from);
+            }
             Message::DkgRound1(_)
             | Message::DkgConfirm(_)
             | Message::DkgComplaint(_)
@@ -434,8 +485,8 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         self.drive(|sessions, handler| sessions.deliver(&route, from, message, now, rng, handler))
     }
 
-    /// A message that could not reach `to` (the dial failed). A signing request that did not
-    /// arrive is as good as refused: ROAST moves on without the member, and fails at once if
+    /// A message that could not reach `to` (the dial failed). A signing request (one round or
+    /// two) that did not arrive is as good as refused: ROAST moves on without the member, and fails at once if
     /// fewer than t are left, rather than at its deadline. (A package that does not arrive is
     /// left to the attempt's timeout: the member may hold a share of an attempt.)
     pub fn handle_undelivered(
@@ -449,7 +500,13 @@ impl<M: MetadataStore> CoordinatorCore<M> {
     ) {
         self.now = self.now.max(now);
         self.preference.unreachable(to, now);
-        if kind != MessageKind::SignRequest {
+        if kind == MessageKind::CommitmentsRequest {
+            return self.pools.undelivered(&session);
+        }
+        if !matches!(
+            kind,
+            MessageKind::SignRequest | MessageKind::SignWithCommitment
+        ) {
             return;
         }
         let route = Route::Session(session);
@@ -460,6 +517,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
             session,
             reason: format!("not reachable: {error}"),
             unauthorized: false,
+            commitment_unknown: false,
         });
         let _ = self
             .drive(|sessions, handler| sessions.deliver(&route, to, refusal, now, rng, handler));

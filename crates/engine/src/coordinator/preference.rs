@@ -82,12 +82,12 @@ impl SignerPreference {
         })
     }
 
-    /// A message went to `to` at `now`: a signing request awaits a commitment, a package a
-    /// share.
+    /// A message went to `to` at `now`: a signing request awaits a commitment, a package (or
+    /// a one-round request) a share.
     pub(super) fn sent(&mut self, to: &NodeId, message: &Message, now: Timestamp) {
         let request = match message {
             Message::SignRequest(_) => true,
-            Message::SignPackage(_) => false,
+            Message::SignPackage(_) | Message::SignWithCommitment(_) => false,
             _ => return,
         };
         let answers = self.nodes.entry(to.clone()).or_default();

@@ -203,6 +203,11 @@ impl<St: NodeStore> NodeCore<St> {
         self.sessions.iter().map(|(_, s)| s.live_nonces()).sum()
     }
 
+    /// Secret nonces held in memory ahead of time for one-round signing, over all keys.
+    pub fn pooled_nonces(&self) -> usize {
+        self.sessions.iter().map(|(_, s)| s.pooled_nonces()).sum()
+    }
+
     /// Whether a signer runs for `key_id`.
     pub fn signs_for(&self, key_id: &KeyId) -> bool {
         self.sessions.contains(&Route::Signer(key_id.clone()))
@@ -348,7 +353,7 @@ impl<St: NodeStore> NodeCore<St> {
             Message::SessionStatus(status) => {
                 return self.answer_status(from, status.session);
             }
-            Message::SignRequest(_) | Message::SignPackage(_)
+            Message::SignRequest(_) | Message::SignPackage(_) | Message::SignWithCommitment(_)
                 if self.aliases.contains_key(&message.session()) =>
             {
                 let session = self.aliases[&message.session()];
@@ -356,6 +361,8 @@ impl<St: NodeStore> NodeCore<St> {
             }
             Message::SignRequest(m) => Route::Signer(m.key_id.clone()),
             Message::SignPackage(m) => Route::Signer(m.key_id.clone()),
+            Message::SignWithCommitment(m) => Route::Signer(m.key_id.clone()),
+            Message::CommitmentsRequest(m) => Route::Signer(m.key_id.clone()),
             Message::DkgRound1Set(_)
             | Message::DkgRound2(_)
             | Message::DkgCommit(_)
@@ -379,12 +386,18 @@ impl<St: NodeStore> NodeCore<St> {
             }
             let checked = if !self.sessions.contains(&route) {
                 Err(Refusal::WrongKey)
-            } else if let Message::SignRequest(request) = &message {
-                self.admit(from, request, now)
             } else {
-                Ok(())
+                match &message {
+                    Message::SignRequest(request) => self.admit(from, request, now),
+                    Message::SignWithCommitment(m) => self.admit(from, &m.sign_request(), now),
+                    _ => Ok(()),
+                }
             };
             if let Err(refusal) = checked {
+                if let Message::CommitmentsRequest(_) = &message {
+                    // No signing session to refuse: the answer to the request says it.
+                    return Err(refusal.into());
+                }
                 // Tell the coordinator now rather than let it wait for its deadline.
                 self.transmit(
                     from.clone(),

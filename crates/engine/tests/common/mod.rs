@@ -174,6 +174,7 @@ pub fn start_roast<S: Suite>(
         Some(net.authorize(key, pkp, message)),
         pkp.clone(),
         committee.to_vec(),
+        std::collections::BTreeMap::new(),
         net.now(),
         permafrost_engine::deadlines::SIGNING,
         permafrost_engine::deadlines::SIGNING_ATTEMPT,

@@ -14,7 +14,9 @@ mod signer;
 
 pub use coordinator::SigningCoordinator;
 pub use roast::RoastCoordinator;
-pub use signer::{Signer, SignerLimits};
+pub use signer::{
+    Signer, SignerLimits, DEFAULT_MAX_POOLED, DEFAULT_POOL_LIFETIME, POOL_USE_WITHIN,
+};
 
 use std::time::Duration;
 
@@ -33,6 +35,23 @@ pub fn package_digest(package: &[u8]) -> Digest {
     crate::hash::digest_bytes("sign/package", package)
 }
 
+/// Most commitments one [`CommitmentsRequest`](permafrost_wire::CommitmentsRequest) may ask
+/// for.
+pub const MAX_POOL_BATCH: u16 = 128;
+
+/// A commitment a signer generated ahead of time (one-round signing), as the coordinator holds
+/// it: where it came from and its bytes. It names a nonce in the signer's memory that the
+/// signer uses once, on the first package that names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PooledCommitment {
+    /// The batch it came in.
+    pub batch: SessionId,
+    /// Its position in the batch.
+    pub index: u16,
+    /// `SigningCommitments::serialize()`.
+    pub commitment: Vec<u8>,
+}
+
 /// How long a signing session may take before it fails naming the silent signers.
 pub const DEFAULT_SIGN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -45,6 +64,7 @@ pub fn refusal_message(session: SessionId, refusal: &Refusal) -> SignRefusal {
         session,
         reason: refusal.to_string(),
         unauthorized: matches!(refusal, Refusal::ClientNotAuthorized(_)),
+        commitment_unknown: matches!(refusal, Refusal::UnknownCommitment),
     }
 }
 

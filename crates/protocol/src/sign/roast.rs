@@ -9,11 +9,11 @@ use frost_core::{
 };
 use permafrost_wire::{
     ClientAuthorization, Digest, Epoch, KeyId, Message, MessageKind, NodeId, SessionId,
-    SignPackage, SignRequest,
+    SignPackage, SignRefusal, SignRequest, SignWithCommitment,
 };
 use rand_core::CryptoRngCore;
 
-use super::{check_key, check_signing_parameters, package_digest};
+use super::{check_key, check_signing_parameters, package_digest, PooledCommitment};
 use crate::hash::Transcript;
 use crate::{Committee, Event, Output, ProtocolError, Refusal, Session, Suite, Timestamp};
 
@@ -43,6 +43,14 @@ const MAX_SHARE_LEN: usize = 128;
 /// failed attempt holds a member that is silent, refused or cheated, each such member spoils at
 /// most one attempt, and with at most `n − t` of them a signature comes out after at most
 /// `n − t + 1` attempts.
+///
+/// **One round.** The caller may hand over commitments the signers made ahead of time
+/// ([`PooledCommitment`]): a member holding one is ready at once, without being asked, and
+/// its attempt sends it the request and the package in one [`SignWithCommitment`]. With `t` of
+/// them the first attempt starts at once and the request takes one round trip. A member that
+/// no longer holds the pooled nonce refuses with `commitment_unknown` (it restarted): its
+/// attempt is given up and it is asked for a fresh commitment, once; any other refusal, a
+/// silence or a bad share is dealt with as in two rounds.
 ///
 /// On the wire every message of the request carries the request's session id (so a driver
 /// routes them all here), and a share names the package it was computed on by its digest
@@ -84,6 +92,12 @@ struct Member<S: Suite> {
     used: Vec<SigningCommitments<S>>,
     /// Package digests of the attempts this member gave a share in.
     answered: Vec<Digest>,
+    /// The pooled commitment its `Ready` commitment is (batch, index), until it is sent.
+    pooled: Option<(SessionId, u16)>,
+    /// The attempt it was sent its pooled commitment in.
+    pooled_in: Option<usize>,
+    /// It said it no longer holds its pooled nonce (asked again once for a fresh one).
+    pool_failed: bool,
 }
 
 enum MemberState<S: Suite> {
@@ -121,7 +135,8 @@ impl<S: Suite> RoastCoordinator<S> {
     /// client's authorization `client` (which every signer checks). `request` must be fresh
     /// randomness; it is the session id of every message of the request. The request fails at
     /// `now + timeout`; an attempt's signers (or an asked member) that have not answered within
-    /// `attempt_timeout` are reported as stalled and replaced.
+    /// `attempt_timeout` are reported as stalled and replaced. Members with a commitment in
+    /// `pooled` are ready at once (one round); one that does not parse is ignored.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         request: SessionId,
@@ -131,6 +146,7 @@ impl<S: Suite> RoastCoordinator<S> {
         client: Option<ClientAuthorization>,
         public_key_package: PublicKeyPackage<S>,
         committee: Vec<NodeId>,
+        pooled: BTreeMap<NodeId, PooledCommitment>,
         now: Timestamp,
         timeout: Duration,
         attempt_timeout: Duration,
@@ -155,6 +171,9 @@ impl<S: Suite> RoastCoordinator<S> {
                     state: MemberState::Reserve,
                     used: Vec::new(),
                     answered: Vec::new(),
+                    pooled: None,
+                    pooled_in: None,
+                    pool_failed: false,
                 },
             );
         }
@@ -181,8 +200,31 @@ impl<S: Suite> RoastCoordinator<S> {
             finished: false,
             outputs: VecDeque::new(),
         };
+        coordinator.take_pooled(pooled);
         coordinator.replenish(now);
+        coordinator.start_attempts(now);
         Ok(coordinator)
+    }
+
+    /// Makes the members with a pooled commitment ready, in the order of preference.
+    fn take_pooled(&mut self, mut pooled: BTreeMap<NodeId, PooledCommitment>) {
+        for id in self.preference.clone() {
+            let Some(member) = self.members.get_mut(&id) else {
+                continue;
+            };
+            let Some(p) = pooled.remove(&member.node) else {
+                continue;
+            };
+            if p.commitment.len() > MAX_COMMITMENT_LEN {
+                continue;
+            }
+            let Ok(commitment) = SigningCommitments::<S>::deserialize(&p.commitment) else {
+                continue;
+            };
+            member.state = MemberState::Ready(commitment);
+            member.pooled = Some((p.batch, p.index));
+            self.ready.push_back(id);
+        }
     }
 
     /// The request's session id (carried by every message of the request).
@@ -380,17 +422,35 @@ impl<S: Suite> RoastCoordinator<S> {
         };
         let signers: BTreeSet<_> = package.signing_commitments().keys().copied().collect();
         for id in &signers {
-            if let Some(to) = self.committee.node(id) {
-                self.outputs.push_back(Output::Send {
-                    to: to.clone(),
-                    message: Message::SignPackage(SignPackage {
+            let Some(member) = self.members.get_mut(id) else {
+                continue;
+            };
+            let message = match member.pooled.take() {
+                // One round: the request and the package at once.
+                Some((batch, index)) => {
+                    member.pooled_in = Some(number);
+                    Message::SignWithCommitment(SignWithCommitment {
                         session: self.request,
                         key_id: self.key_id.clone(),
                         epoch: self.epoch,
+                        message: self.message.clone(),
+                        client: self.client.clone(),
+                        batch,
+                        index,
                         package: bytes.clone(),
-                    }),
-                });
-            }
+                    })
+                }
+                None => Message::SignPackage(SignPackage {
+                    session: self.request,
+                    key_id: self.key_id.clone(),
+                    epoch: self.epoch,
+                    package: bytes.clone(),
+                }),
+            };
+            self.outputs.push_back(Output::Send {
+                to: member.node.clone(),
+                message,
+            });
         }
         self.attempts.push(Attempt {
             id: Self::attempt_id(&self.request, number as u64),
@@ -612,16 +672,35 @@ impl<S: Suite> RoastCoordinator<S> {
         &mut self,
         from: &NodeId,
         id: Identifier<S>,
-        reason: String,
-        unauthorized: bool,
+        refusal: SignRefusal,
         now: Timestamp,
     ) {
-        let excluded = self
-            .members
-            .get(&id)
-            .is_none_or(|m| matches!(m.state, MemberState::Excluded));
-        if excluded {
+        let SignRefusal {
+            reason,
+            unauthorized,
+            commitment_unknown,
+            ..
+        } = refusal;
+        let Some(member) = self.members.get_mut(&id) else {
             return;
+        };
+        if matches!(member.state, MemberState::Excluded) {
+            return;
+        }
+        if let (true, MemberState::Signing { attempt }, false) =
+            (commitment_unknown, &member.state, member.pool_failed)
+        {
+            if member.pooled_in == Some(*attempt) {
+                // Its pooled nonce is gone (it restarted): that attempt cannot complete, but a
+                // fresh commitment may. Once only, so a member saying so again is out.
+                let attempt = *attempt;
+                member.pool_failed = true;
+                self.ask(id, now);
+                self.doom(attempt, now);
+                self.replenish(now);
+                self.check_enough();
+                return;
+            }
         }
         self.refused.insert(from.clone(), reason);
         if unauthorized {
@@ -749,7 +828,7 @@ impl<S: Suite> Session<S> for RoastCoordinator<S> {
                 self.handle_share(from, id, m.package, &m.share, now)
             }
             Message::SignRefusal(m) => {
-                self.handle_refusal(from, id, m.reason, m.unauthorized, now);
+                self.handle_refusal(from, id, m, now);
                 Ok(())
             }
             other => Err(Refusal::Unexpected(other.kind()).into()),

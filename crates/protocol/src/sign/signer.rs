@@ -4,12 +4,13 @@ use std::time::Duration;
 use frost_core::round1::{self, SigningCommitments, SigningNonces};
 use frost_core::{round2, SigningPackage};
 use permafrost_wire::{
-    Message, NodeId, SessionId, SignCommitment, SignPackage, SignRequest, SignShare,
+    CommitmentBatch, CommitmentsRequest, Epoch, KeyId, Message, NodeId, SessionId, SignCommitment,
+    SignPackage, SignRequest, SignShare, SignWithCommitment,
 };
 use rand_core::CryptoRngCore;
 use sha2::{Digest as _, Sha256};
 
-use super::package_digest;
+use super::{package_digest, MAX_POOL_BATCH};
 use crate::{
     Committee, Event, KeyShare, Output, ProtocolError, Refusal, Session, Suite, Timestamp,
 };
@@ -21,6 +22,11 @@ pub struct SignerLimits {
     pub session_timeout: Duration,
     /// Most sessions with a live nonce at once.
     pub max_open_sessions: usize,
+    /// Most pooled (ahead-of-time) nonces held at once, over all coordinators; a new batch
+    /// beyond it evicts the oldest batches.
+    pub max_pooled: usize,
+    /// How long a pooled nonce stays usable.
+    pub pool_lifetime: Duration,
 }
 
 impl Default for SignerLimits {
@@ -28,15 +34,29 @@ impl Default for SignerLimits {
         SignerLimits {
             session_timeout: super::DEFAULT_SIGN_TIMEOUT,
             max_open_sessions: 1024,
+            max_pooled: DEFAULT_MAX_POOLED,
+            pool_lifetime: DEFAULT_POOL_LIFETIME,
         }
     }
 }
 
+/// Default of [`SignerLimits::max_pooled`].
+pub const DEFAULT_MAX_POOLED: usize = 1024;
+
+/// Default of [`SignerLimits::pool_lifetime`]. A coordinator uses pooled commitments for less
+/// time than this ([`POOL_USE_WITHIN`]), so it does not name one the signer already dropped.
+pub const DEFAULT_POOL_LIFETIME: Duration = Duration::from_secs(300);
+
+/// How long after asking for a batch a coordinator still uses its commitments.
+pub const POOL_USE_WITHIN: Duration = Duration::from_secs(240);
+
 /// A node's signing service for one key share at one epoch.
 ///
-/// Nonces live in memory only, one per session id; a nonce is marked consumed before the share
-/// is computed and is never used again. A new `Signer` (after a restart) knows no session, so
-/// every commitment handed out before is void.
+/// Nonces live in memory only: one per session id (two-round signing), and pooled ones made
+/// ahead of time in batches for a coordinator (one-round signing), each named by its batch and
+/// position. A nonce is taken out, or marked consumed, before the share is computed and is
+/// never used again. A new `Signer` (after a restart) knows no session and no pool, so every
+/// commitment handed out before is void.
 pub struct Signer<S: Suite> {
     share: KeyShare<S>,
     committee: Committee<S>,
@@ -48,7 +68,20 @@ pub struct Signer<S: Suite> {
     expiries: BTreeSet<(Timestamp, SessionId)>,
     /// Sessions holding a live nonce.
     live: usize,
+    /// Pooled nonces by (coordinator, batch).
+    pool: BTreeMap<(NodeId, SessionId), Batch<S>>,
+    /// The batches in the order they were made (so also the order they expire).
+    pool_order: VecDeque<(NodeId, SessionId)>,
+    /// Pooled nonces not used yet.
+    pooled: usize,
     outputs: VecDeque<Output<S>>,
+}
+
+/// One batch of pooled nonces; a used one is `None`.
+struct Batch<S: Suite> {
+    nonces: Vec<Option<(SigningNonces<S>, SigningCommitments<S>)>>,
+    left: usize,
+    expires: Timestamp,
 }
 
 /// One session at this signer. A session holds at most one live nonce at a time; after it is
@@ -88,6 +121,9 @@ impl<S: Suite> Signer<S> {
             sessions: BTreeMap::new(),
             expiries: BTreeSet::new(),
             live: 0,
+            pool: BTreeMap::new(),
+            pool_order: VecDeque::new(),
+            pooled: 0,
             outputs: VecDeque::new(),
         })
     }
@@ -112,11 +148,12 @@ impl<S: Suite> Signer<S> {
         self.live
     }
 
-    fn check_key(
-        &self,
-        key_id: &permafrost_wire::KeyId,
-        epoch: permafrost_wire::Epoch,
-    ) -> Result<(), Refusal> {
+    /// Nonces pooled ahead of time (one-round signing), not used yet.
+    pub fn pooled_nonces(&self) -> usize {
+        self.pooled
+    }
+
+    fn check_key(&self, key_id: &KeyId, epoch: Epoch) -> Result<(), Refusal> {
         super::check_key(&self.share.key_id, self.share.epoch, key_id, epoch)
     }
 
@@ -225,35 +262,7 @@ impl<S: Suite> Signer<S> {
         if matches!(slot.state, SlotState::Consumed) {
             return Err(Refusal::NonceConsumed);
         }
-        // Sizes first, from the raw bytes: no point is decoded for a package of the wrong shape.
-        let threshold = usize::from(*self.share.key_package.min_signers());
-        let claimed = crate::serialized::claimed_count(&package.package)
-            .ok_or_else(|| Refusal::Malformed("signing package header".into()))?;
-        if claimed > self.committee.len() as u64 || claimed != threshold as u64 {
-            return Err(Refusal::CommitmentSet(format!(
-                "{claimed} commitments; the coordinator selects exactly {threshold} of {}",
-                self.committee.len()
-            )));
-        }
-        let signing_package = SigningPackage::<S>::deserialize(&package.package)
-            .map_err(|e| Refusal::Malformed(format!("signing package: {e}")))?;
-        if signing_package.signing_commitments().len() as u64 != claimed {
-            return Err(Refusal::CommitmentSet(
-                "a member's commitment is listed twice".into(),
-            ));
-        }
-        if *signing_package.message() != slot.message {
-            return Err(Refusal::MessageNotApproved);
-        }
-        if let Some(stranger) = signing_package
-            .signing_commitments()
-            .keys()
-            .find(|id| self.committee.node(id).is_none())
-        {
-            return Err(Refusal::CommitmentSet(format!(
-                "commitment from a non-member {stranger:?}"
-            )));
-        }
+        let signing_package = self.check_package(&package.package, &slot.message)?;
         let me = self.share.key_package.identifier();
         let mine = signing_package.signing_commitment(me);
         let SlotState::Committed { commitments, .. } = &slot.state else {
@@ -269,7 +278,6 @@ impl<S: Suite> Signer<S> {
         }
         // Every check passed. Consume the nonce *before* signing: whatever happens next, it is
         // never used again.
-        let message_digest: [u8; 32] = Sha256::digest(&slot.message).into();
         let Some(slot) = self.sessions.get_mut(&package.session) else {
             return Err(Refusal::UnknownSession);
         };
@@ -280,28 +288,236 @@ impl<S: Suite> Signer<S> {
         else {
             return Err(Refusal::NonceConsumed);
         };
-        self.live -= 1;
         slot.consumed.push(commitments);
-        let share = round2::sign(&signing_package, &nonces, &self.share.key_package)
+        let message_digest: [u8; 32] = Sha256::digest(&slot.message).into();
+        self.live -= 1;
+        let signed = Signed {
+            session: package.session,
+            package: &package.package,
+            message_digest,
+        };
+        self.produce_share(from, signed, &signing_package, nonces)
+    }
+
+    /// Checks a signing package for this signer, sizes first from the raw bytes (no point is
+    /// decoded for a package of the wrong shape): exactly `t` commitments, all of members, the
+    /// approved `message`.
+    fn check_package(&self, bytes: &[u8], message: &[u8]) -> Result<SigningPackage<S>, Refusal> {
+        let threshold = usize::from(*self.share.key_package.min_signers());
+        let claimed = crate::serialized::claimed_count(bytes)
+            .ok_or_else(|| Refusal::Malformed("signing package header".into()))?;
+        if claimed > self.committee.len() as u64 || claimed != threshold as u64 {
+            return Err(Refusal::CommitmentSet(format!(
+                "{claimed} commitments; the coordinator selects exactly {threshold} of {}",
+                self.committee.len()
+            )));
+        }
+        let signing_package = SigningPackage::<S>::deserialize(bytes)
+            .map_err(|e| Refusal::Malformed(format!("signing package: {e}")))?;
+        if signing_package.signing_commitments().len() as u64 != claimed {
+            return Err(Refusal::CommitmentSet(
+                "a member's commitment is listed twice".into(),
+            ));
+        }
+        if signing_package.message() != message {
+            return Err(Refusal::MessageNotApproved);
+        }
+        if let Some(stranger) = signing_package
+            .signing_commitments()
+            .keys()
+            .find(|id| self.committee.node(id).is_none())
+        {
+            return Err(Refusal::CommitmentSet(format!(
+                "commitment from a non-member {stranger:?}"
+            )));
+        }
+        Ok(signing_package)
+    }
+
+    /// Computes the share with `nonces` (already taken out of every slot and pool: they are
+    /// dropped, zeroized, whatever happens) and queues its audit event and the share for `to`.
+    fn produce_share(
+        &mut self,
+        to: &NodeId,
+        signed: Signed<'_>,
+        signing_package: &SigningPackage<S>,
+        nonces: SigningNonces<S>,
+    ) -> Result<(), Refusal> {
+        let share = round2::sign(signing_package, &nonces, &self.share.key_package)
             .map_err(|e| Refusal::Malformed(format!("cannot sign: {e}")))?;
         drop(nonces);
         self.outputs.push_back(Output::Event(Event::ShareProduced {
             key_id: self.share.key_id.clone(),
             epoch: self.share.epoch,
-            message_digest,
-            requester: from.clone(),
+            message_digest: signed.message_digest,
+            requester: to.clone(),
         }));
         self.outputs.push_back(Output::Send {
-            to: from.clone(),
+            to: to.clone(),
             message: Message::SignShare(SignShare {
-                session: package.session,
-                key_id: package.key_id,
-                epoch: package.epoch,
+                session: signed.session,
+                key_id: self.share.key_id.clone(),
+                epoch: self.share.epoch,
                 share: share.serialize(),
-                package: package_digest(&package.package),
+                package: package_digest(signed.package),
             }),
         });
         Ok(())
+    }
+
+    /// Makes a batch of pooled nonces for the coordinator `from` (one-round signing): at most
+    /// [`MAX_POOL_BATCH`]; the oldest batches are evicted to stay within
+    /// [`SignerLimits::max_pooled`].
+    fn handle_commitments_request(
+        &mut self,
+        from: &NodeId,
+        request: CommitmentsRequest,
+        now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<(), Refusal> {
+        self.check_key(&request.key_id, request.epoch)?;
+        if self.reshare_test {
+            return Err(Refusal::Unexpected(
+                permafrost_wire::MessageKind::CommitmentsRequest,
+            ));
+        }
+        let count = usize::from(request.count);
+        if count == 0 || request.count > MAX_POOL_BATCH || count > self.limits.max_pooled {
+            return Err(Refusal::Limit(format!(
+                "a batch of {count} commitments; 1 to {} are made at once",
+                usize::from(MAX_POOL_BATCH).min(self.limits.max_pooled)
+            )));
+        }
+        let name = (from.clone(), request.session);
+        if self.pool.contains_key(&name) {
+            return Err(Refusal::SessionExists);
+        }
+        self.expire_pool(now);
+        while self.pooled + count > self.limits.max_pooled {
+            let Some(oldest) = self.pool_order.pop_front() else {
+                break;
+            };
+            if let Some(batch) = self.pool.remove(&oldest) {
+                self.pooled -= batch.left;
+            }
+        }
+        let mut rng = rng;
+        let mut nonces = Vec::with_capacity(count);
+        let mut commitments = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (nonce, commitment) =
+                round1::commit::<S, _>(self.share.key_package.signing_share(), &mut rng);
+            commitments.push(
+                commitment
+                    .serialize()
+                    .map_err(|e| Refusal::Malformed(e.to_string()))?,
+            );
+            nonces.push(Some((nonce, commitment)));
+        }
+        self.pool.insert(
+            name.clone(),
+            Batch {
+                nonces,
+                left: count,
+                expires: now.after(self.limits.pool_lifetime),
+            },
+        );
+        self.pool_order.push_back(name);
+        self.pooled += count;
+        self.outputs.push_back(Output::Send {
+            to: from.clone(),
+            message: Message::CommitmentBatch(CommitmentBatch {
+                session: request.session,
+                key_id: request.key_id,
+                epoch: request.epoch,
+                commitments,
+            }),
+        });
+        Ok(())
+    }
+
+    /// One-round signing: the request and the package at once, on a pooled nonce. The nonce is
+    /// taken out of the pool first (whatever happens next, it is never used again); then the
+    /// request is checked as a [`SignRequest`] would be, the package as a [`SignPackage`]
+    /// would be, and the package must hold exactly the pooled commitment. The session is then
+    /// known with its nonce consumed, so the coordinator may ask again in it (two rounds).
+    fn handle_with_commitment(
+        &mut self,
+        from: &NodeId,
+        m: SignWithCommitment,
+        now: Timestamp,
+    ) -> Result<(), Refusal> {
+        self.check_key(&m.key_id, m.epoch)?;
+        self.expire(now);
+        self.expire_pool(now);
+        let (nonces, pooled) = self.take_pooled(from, m.batch, m.index)?;
+        super::check_requested_message(&m.message, self.reshare_test)?;
+        if self.sessions.contains_key(&m.session) {
+            return Err(Refusal::SessionExists);
+        }
+        let signing_package = self.check_package(&m.package, &m.message)?;
+        let me = self.share.key_package.identifier();
+        if signing_package.signing_commitment(me).as_ref() != Some(&pooled) {
+            return Err(Refusal::CommitmentMismatch);
+        }
+        let expires = now.after(self.limits.session_timeout);
+        self.expiries.insert((expires, m.session));
+        self.sessions.insert(
+            m.session,
+            Slot {
+                state: SlotState::Consumed,
+                message: m.message.clone(),
+                coordinator: from.clone(),
+                consumed: vec![pooled],
+                issued: 1,
+                expires,
+            },
+        );
+        let signed = Signed {
+            session: m.session,
+            package: &m.package,
+            message_digest: Sha256::digest(&m.message).into(),
+        };
+        self.produce_share(from, signed, &signing_package, nonces)
+    }
+
+    /// Takes pooled nonce `(batch, index)` of coordinator `from` out of the pool.
+    fn take_pooled(
+        &mut self,
+        from: &NodeId,
+        batch: SessionId,
+        index: u16,
+    ) -> Result<(SigningNonces<S>, SigningCommitments<S>), Refusal> {
+        let name = (from.clone(), batch);
+        let held = self
+            .pool
+            .get_mut(&name)
+            .and_then(|b| b.nonces.get_mut(usize::from(index)))
+            .and_then(Option::take)
+            .ok_or(Refusal::UnknownCommitment)?;
+        self.pooled -= 1;
+        if let Some(b) = self.pool.get_mut(&name) {
+            b.left -= 1;
+            if b.left == 0 {
+                self.pool.remove(&name);
+                self.pool_order.retain(|n| *n != name);
+            }
+        }
+        Ok(held)
+    }
+
+    /// Drops pooled batches whose time is up; their nonces are zeroized as they drop.
+    fn expire_pool(&mut self, now: Timestamp) {
+        while let Some(name) = self.pool_order.front() {
+            match self.pool.get(name) {
+                Some(batch) if batch.expires > now => break,
+                Some(batch) => self.pooled -= batch.left,
+                None => {}
+            }
+            if let Some(name) = self.pool_order.pop_front() {
+                self.pool.remove(&name);
+            }
+        }
     }
 
     /// Forgets sessions whose time is up; their nonces are zeroized as they drop.
@@ -319,13 +535,24 @@ impl<S: Suite> Signer<S> {
         }
     }
 
+    /// The signing session a refusal of `message` is sent for (none for a batch request: its
+    /// refusal is the answer to the request itself).
     fn session_of(message: &Message) -> Option<SessionId> {
         match message {
             Message::SignRequest(m) => Some(m.session),
             Message::SignPackage(m) => Some(m.session),
+            Message::SignWithCommitment(m) => Some(m.session),
             _ => None,
         }
     }
+}
+
+/// What a share is computed for: its session, the package bytes (named by digest in the
+/// share), and the message's digest (for the audit).
+struct Signed<'a> {
+    session: SessionId,
+    package: &'a [u8],
+    message_digest: [u8; 32],
 }
 
 impl<S: Suite> Session<S> for Signer<S> {
@@ -343,6 +570,8 @@ impl<S: Suite> Session<S> for Signer<S> {
                 self.expire(now);
                 self.handle_package(from, m)
             }
+            Message::SignWithCommitment(m) => self.handle_with_commitment(from, m, now),
+            Message::CommitmentsRequest(m) => self.handle_commitments_request(from, m, now, rng),
             other => Err(Refusal::Unexpected(other.kind())),
         };
         let tell_coordinator = !matches!(
@@ -363,6 +592,7 @@ impl<S: Suite> Session<S> for Signer<S> {
 
     fn handle_timeout(&mut self, now: Timestamp) {
         self.expire(now);
+        self.expire_pool(now);
     }
 
     fn poll_output(&mut self) -> Option<Output<S>> {
@@ -370,7 +600,17 @@ impl<S: Suite> Session<S> for Signer<S> {
     }
 
     fn poll_timeout(&self) -> Option<Timestamp> {
-        self.expiries.first().map(|(expires, _)| *expires)
+        let pool = self
+            .pool_order
+            .front()
+            .and_then(|name| self.pool.get(name))
+            .map(|batch| batch.expires);
+        self.expiries
+            .first()
+            .map(|(expires, _)| *expires)
+            .into_iter()
+            .chain(pool)
+            .min()
     }
 
     fn is_finished(&self) -> bool {
@@ -379,5 +619,9 @@ impl<S: Suite> Session<S> for Signer<S> {
 
     fn live_nonces(&self) -> usize {
         self.open_sessions()
+    }
+
+    fn pooled_nonces(&self) -> usize {
+        Signer::pooled_nonces(self)
     }
 }

@@ -1,0 +1,329 @@
+//! Commitment pools: what makes signing one round. The coordinator asks each signer ahead of
+//! time for batches of commitments ([`CommitmentsRequest`]) and keeps them per (key, epoch,
+//! node); a signature then takes one pooled commitment from each of the `t` signers it asks
+//! first, and sends each the request and the signing package at once. A pool is topped up as it
+//! drains; when one is empty, that signer is asked in two rounds as before.
+//!
+//! A pooled commitment is used at most once here (it is taken out of the pool), and the signer
+//! refuses a second use anyway: its nonce is taken out of its memory on first use. A signer
+//! that restarted has lost every pooled nonce; its first refusal saying so empties its pools
+//! here.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use permafrost_protocol::sign::{PooledCommitment, MAX_POOL_BATCH, POOL_USE_WITHIN};
+use permafrost_protocol::{Refusal, Timestamp};
+use permafrost_wire::SessionId;
+use permafrost_wire::{CommitmentBatch, CommitmentsRequest, Epoch, KeyId, MessageKind, NodeId};
+use rand_core::CryptoRngCore;
+
+/// Commitments kept per (key, epoch, node) once topped up.
+pub const POOL_TARGET: usize = 128;
+
+/// Commitments asked for at once; a pool is topped up when it holds at most
+/// `POOL_TARGET - POOL_BATCH`.
+pub const POOL_BATCH: u16 = 64;
+
+/// Most pooled commitments kept over every key and node (about 100 bytes each); beyond it,
+/// pools are not topped up and signatures go in two rounds.
+pub const MAX_POOLED: usize = 65_536;
+
+/// How long a batch asked for is waited for before it may be asked again.
+pub const BATCH_ANSWER_WITHIN: Duration = Duration::from_secs(2);
+
+/// Longest serialized commitment kept (two points and a header).
+const MAX_COMMITMENT_LEN: usize = 256;
+
+/// The pools of every (key, epoch, node), and the batches asked for.
+#[derive(Default)]
+pub(super) struct CommitmentPools {
+    pools: BTreeMap<(KeyId, Epoch, NodeId), VecDeque<Pooled>>,
+    asked: BTreeMap<SessionId, Asked>,
+    /// Commitments pooled, plus those asked for and not in yet.
+    total: usize,
+    /// When [`expire`](Self::expire) last looked at every pool.
+    swept: Option<Timestamp>,
+}
+
+/// How often [`CommitmentPools::expire`] looks at every pool.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+struct Pooled {
+    commitment: PooledCommitment,
+    use_until: Timestamp,
+}
+
+struct Asked {
+    key_id: KeyId,
+    epoch: Epoch,
+    node: NodeId,
+    count: u16,
+    at: Timestamp,
+}
+
+impl CommitmentPools {
+    /// One pooled commitment of `node` for `key_id` at `epoch`, taken out of its pool.
+    pub(super) fn take(
+        &mut self,
+        key_id: &KeyId,
+        epoch: Epoch,
+        node: &NodeId,
+        now: Timestamp,
+    ) -> Option<PooledCommitment> {
+        let slot = (key_id.clone(), epoch, node.clone());
+        let pool = self.pools.get_mut(&slot)?;
+        let mut found = None;
+        while let Some(pooled) = pool.pop_front() {
+            self.total -= 1;
+            if now < pooled.use_until {
+                found = Some(pooled.commitment);
+                break;
+            }
+        }
+        if pool.is_empty() {
+            self.pools.remove(&slot);
+        }
+        found
+    }
+
+    /// The batch requests that top up the pools of `key_id` at `epoch` on `nodes`: one for each
+    /// node whose pool, with what is already asked for, holds at most
+    /// `POOL_TARGET - POOL_BATCH`, within [`MAX_POOLED`] over all.
+    pub(super) fn top_up(
+        &mut self,
+        key_id: &KeyId,
+        epoch: Epoch,
+        nodes: &[NodeId],
+        now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Vec<(NodeId, CommitmentsRequest)> {
+        let mut requests = Vec::new();
+        for node in nodes {
+            let slot = (key_id.clone(), epoch, node.clone());
+            let pooled = self.pools.get(&slot).map_or(0, VecDeque::len);
+            let coming: usize = self
+                .asked
+                .values()
+                .filter(|a| a.key_id == *key_id && a.epoch == epoch && a.node == *node)
+                .map(|a| usize::from(a.count))
+                .sum();
+            let batch = usize::from(POOL_BATCH);
+            if pooled + coming > POOL_TARGET - batch || self.total + batch > MAX_POOLED {
+                continue;
+            }
+            let mut id = [0u8; 32];
+            rng.fill_bytes(&mut id);
+            let session = SessionId(id);
+            self.asked.insert(
+                session,
+                Asked {
+                    key_id: key_id.clone(),
+                    epoch,
+                    node: node.clone(),
+                    count: POOL_BATCH,
+                    at: now,
+                },
+            );
+            self.total += batch;
+            requests.push((
+                node.clone(),
+                CommitmentsRequest {
+                    session,
+                    key_id: key_id.clone(),
+                    epoch,
+                    count: POOL_BATCH.min(MAX_POOL_BATCH),
+                },
+            ));
+        }
+        requests
+    }
+
+    /// Pools the batch `from` sent, if it is one asked of it and holds what was asked for.
+    /// A commitment is parsed only when it is used (one that does not parse then leaves its
+    /// signer to be asked in two rounds).
+    pub(super) fn accept(&mut self, from: &NodeId, batch: CommitmentBatch) -> Result<(), Refusal> {
+        let asked = match self.asked.get(&batch.session) {
+            Some(a) if a.node == *from => a,
+            _ => return Err(Refusal::Unexpected(MessageKind::CommitmentBatch)),
+        };
+        if asked.key_id != batch.key_id || asked.epoch != batch.epoch {
+            return Err(Refusal::WrongKey);
+        }
+        let count = usize::from(asked.count);
+        let use_until = asked.at.after(POOL_USE_WITHIN);
+        let slot = (asked.key_id.clone(), asked.epoch, asked.node.clone());
+        self.asked.remove(&batch.session);
+        self.total -= count;
+        if batch.commitments.len() != count {
+            return Err(Refusal::Malformed(format!(
+                "a batch of {} commitments, {count} asked for",
+                batch.commitments.len()
+            )));
+        }
+        if batch
+            .commitments
+            .iter()
+            .any(|c| c.len() > MAX_COMMITMENT_LEN)
+        {
+            return Err(Refusal::Limit(format!(
+                "a commitment over {MAX_COMMITMENT_LEN} bytes"
+            )));
+        }
+        if self.total + count > MAX_POOLED {
+            return Ok(());
+        }
+        let pool = self.pools.entry(slot).or_default();
+        for (index, commitment) in batch.commitments.into_iter().enumerate() {
+            let Ok(index) = u16::try_from(index) else {
+                break;
+            };
+            pool.push_back(Pooled {
+                commitment: PooledCommitment {
+                    batch: batch.session,
+                    index,
+                    commitment,
+                },
+                use_until,
+            });
+            self.total += 1;
+        }
+        Ok(())
+    }
+
+    /// Batch request `session` did not reach its node: it may be asked again.
+    pub(super) fn undelivered(&mut self, session: &SessionId) {
+        if let Some(asked) = self.asked.remove(session) {
+            self.total -= usize::from(asked.count);
+        }
+    }
+
+    /// Forgets every pool of `node` (it lost its pooled nonces, or left the network).
+    pub(super) fn forget_node(&mut self, node: &NodeId) {
+        let total = &mut self.total;
+        self.pools.retain(|(_, _, n), pool| {
+            let keep = n != node;
+            if !keep {
+                *total -= pool.len();
+            }
+            keep
+        });
+    }
+
+    /// Forgets batches not answered in time and commitments past their use (looking at most
+    /// once a [`SWEEP_INTERVAL`]).
+    pub(super) fn expire(&mut self, now: Timestamp) {
+        if self.swept.is_some_and(|at| now < at.after(SWEEP_INTERVAL)) {
+            return;
+        }
+        self.swept = Some(now);
+        let total = &mut self.total;
+        self.asked.retain(|_, a| {
+            let keep = now < a.at.after(BATCH_ANSWER_WITHIN);
+            if !keep {
+                *total -= usize::from(a.count);
+            }
+            keep
+        });
+        self.pools.retain(|_, pool| {
+            while pool.front().is_some_and(|p| now >= p.use_until) {
+                pool.pop_front();
+                *total -= 1;
+            }
+            !pool.is_empty()
+        });
+    }
+
+    /// Pooled commitments of `node` for `key_id` at `epoch`.
+    #[cfg(test)]
+    pub(super) fn len(&self, key_id: &KeyId, epoch: Epoch, node: &NodeId) -> usize {
+        self.pools
+            .get(&(key_id.clone(), epoch, node.clone()))
+            .map_or(0, VecDeque::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+    use std::collections::BTreeSet;
+
+    fn node(i: u8) -> NodeId {
+        NodeId::new(vec![i; 8]).unwrap()
+    }
+
+    fn answer(request: &CommitmentsRequest, count: usize) -> CommitmentBatch {
+        CommitmentBatch {
+            session: request.session,
+            key_id: request.key_id.clone(),
+            epoch: request.epoch,
+            commitments: (0..count).map(|i| vec![i as u8; 40]).collect(),
+        }
+    }
+
+    #[test]
+    fn only_the_batch_asked_of_a_node_is_pooled_and_each_commitment_is_taken_once() {
+        let mut pools = CommitmentPools::default();
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let key = KeyId::new("k").unwrap();
+        let (a, b) = (node(1), node(2));
+        let now = Timestamp(1_000);
+        let asked = pools.top_up(&key, Epoch(0), &[a.clone(), b.clone()], now, &mut rng);
+        assert_eq!(asked.len(), 2);
+        // Up to the target with what is asked for: one more batch, then none.
+        let more = pools.top_up(&key, Epoch(0), std::slice::from_ref(&a), now, &mut rng);
+        assert_eq!(more.len(), 1);
+        assert!(pools
+            .top_up(&key, Epoch(0), std::slice::from_ref(&a), now, &mut rng)
+            .is_empty());
+        let (to_a, request_a) = &asked[0];
+        assert_eq!(*to_a, a);
+        // Another node cannot answer for a; a short batch is refused and not pooled.
+        assert!(pools.accept(&b, answer(request_a, 64)).is_err());
+        assert!(pools.accept(&a, answer(&asked[1].1, 64)).is_err());
+        assert!(pools.accept(&a, answer(&more[0].1, 10)).is_err());
+        assert_eq!(pools.len(&key, Epoch(0), &a), 0);
+        pools.accept(&a, answer(request_a, 64)).unwrap();
+        assert_eq!(pools.len(&key, Epoch(0), &a), 64);
+        // Answered once only.
+        assert!(pools.accept(&a, answer(request_a, 64)).is_err());
+        let mut seen = BTreeSet::new();
+        while let Some(taken) = pools.take(&key, Epoch(0), &a, now) {
+            assert!(seen.insert((taken.batch, taken.index)));
+        }
+        assert_eq!(seen.len(), 64);
+        assert_eq!(pools.len(&key, Epoch(0), &a), 0);
+    }
+
+    #[test]
+    fn stale_pools_and_unanswered_batches_are_forgotten() {
+        let mut pools = CommitmentPools::default();
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let key = KeyId::new("k").unwrap();
+        let a = node(1);
+        let now = Timestamp(1_000);
+        let asked = pools.top_up(&key, Epoch(0), std::slice::from_ref(&a), now, &mut rng);
+        pools.accept(&a, answer(&asked[0].1, 64)).unwrap();
+        // Topped up while at most TARGET - BATCH are pooled: 64 is that.
+        let more = pools.top_up(&key, Epoch(0), std::slice::from_ref(&a), now, &mut rng);
+        assert_eq!(more.len(), 1);
+        // Not answered in time: may be asked again.
+        pools.expire(now.after(BATCH_ANSWER_WITHIN));
+        assert_eq!(pools.total, 64);
+        assert!(pools.accept(&a, answer(&more[0].1, 64)).is_err());
+        // The node restarted: its pools go.
+        pools.forget_node(&a);
+        assert_eq!(pools.len(&key, Epoch(0), &a), 0);
+        assert_eq!(pools.total, 0);
+        // Past their use, commitments are not handed out.
+        let asked = pools.top_up(&key, Epoch(0), std::slice::from_ref(&a), now, &mut rng);
+        pools.accept(&a, answer(&asked[0].1, 64)).unwrap();
+        assert!(pools
+            .take(&key, Epoch(0), &a, now.after(POOL_USE_WITHIN))
+            .is_none());
+        assert_eq!(pools.total, 0);
+    }
+}

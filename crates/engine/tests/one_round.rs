@@ -1,0 +1,471 @@
+//! One-round signing from commitment pools, through the production node and coordinator
+//! cores: once the pools are filled a signature is one message to each of `t` signers; a
+//! pooled nonce is used at most once across refills, retries and restarts; an exhausted pool
+//! falls back to two rounds; a signer that refuses, cheats or stays silent in one round is
+//! replaced by ROAST and named.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use frost_core::{Field, Group};
+use permafrost_engine::sim::{Envelope, Fault, Network};
+use permafrost_protocol::sign::{Signer, SignerLimits, MAX_POOL_BATCH};
+use permafrost_protocol::wire::{
+    CommitmentsRequest, Epoch, Message, MessageKind, NodeId, SessionId, SignRefusal, SignShare,
+    SignWithCommitment,
+};
+use permafrost_protocol::{Output, ProtocolError, Refusal, Session, Suite, Timestamp};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+/// Every message sent, in order.
+type Log = Arc<Mutex<Vec<Envelope>>>;
+
+/// Records every message, then applies `hook`.
+fn record<S: Suite>(
+    net: &mut Network<S>,
+    mut hook: impl FnMut(&Envelope) -> Fault + 'static,
+) -> Log {
+    let log: Log = Arc::default();
+    let seen = log.clone();
+    net.set_faults(move |env| {
+        seen.lock().unwrap().push(env.clone());
+        hook(env)
+    });
+    log
+}
+
+/// How many messages of `kind` the log holds from `from` (any if `None`) to anyone.
+fn count(log: &Log, kind: MessageKind, to: Option<&NodeId>) -> usize {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.message.kind() == kind && to.is_none_or(|t| e.to == *t))
+        .count()
+}
+
+fn refusals_at<S: Suite>(net: &Network<S>, node: &NodeId) -> Vec<Refusal> {
+    net.refused
+        .iter()
+        .filter(|r| r.at == *node)
+        .filter_map(|r| match &r.error {
+            ProtocolError::Refused(refusal) => Some(refusal.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A network with a 3-of-5 key whose pools are filled: one signature made (two rounds, as no
+/// pool exists yet), and time for the batches it asked for to arrive.
+fn network_with_pools<S: Suite>(
+    seed: u64,
+) -> (
+    Network<S>,
+    Vec<NodeId>,
+    NodeId,
+    permafrost_protocol::wire::KeyId,
+    frost_core::keys::PublicKeyPackage<S>,
+) {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(seed, 3, 5);
+    let outcome = net
+        .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"first")
+        .unwrap();
+    verify_independently(&pkp, b"first", &outcome.signature);
+    net.run(Duration::from_millis(500));
+    for node in &nodes {
+        assert!(
+            net.node(node).unwrap().pooled_nonces() > 0,
+            "{node} holds no pooled nonce"
+        );
+    }
+    (net, nodes, coordinator, key, pkp)
+}
+
+/// The first signature goes in two rounds and asks every member for a batch; every later one
+/// is one message to each of `t` signers and one share back, also after the pools were
+/// topped up several times over.
+fn signatures_after_the_first_take_one_round<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(300, 3, 5);
+    let log = record(&mut net, |_| Fault::Deliver);
+    net.sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"first")
+        .unwrap();
+    net.run(Duration::from_millis(500));
+    assert_eq!(count(&log, MessageKind::SignRequest, None), 3);
+    assert_eq!(count(&log, MessageKind::CommitmentsRequest, None), 5);
+    assert_eq!(count(&log, MessageKind::CommitmentBatch, None), 5);
+
+    log.lock().unwrap().clear();
+    let signatures = 150; // more than a pool holds: it is topped up on the way
+    for i in 0..signatures {
+        let message = format!("one round {i}").into_bytes();
+        let outcome = net
+            .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, &message)
+            .unwrap();
+        verify_independently(&pkp, &message, &outcome.signature);
+        assert_eq!(outcome.signers.len(), 3);
+    }
+    assert_eq!(count(&log, MessageKind::SignRequest, None), 0);
+    assert_eq!(count(&log, MessageKind::SignPackage, None), 0);
+    assert_eq!(count(&log, MessageKind::SignCommitment, None), 0);
+    assert_eq!(
+        count(&log, MessageKind::SignWithCommitment, None),
+        3 * signatures
+    );
+    assert_eq!(count(&log, MessageKind::SignShare, None), 3 * signatures);
+    assert!(count(&log, MessageKind::CommitmentBatch, None) > 0);
+}
+
+/// A pooled nonce is used at most once. Every batch and every commitment handed out is
+/// distinct, and each one named once; a one-round request naming a used commitment again (in
+/// a new session, with a fresh approval of the same message) is refused and makes no share;
+/// a restarted signer refuses the commitments it handed out before, and the signature still
+/// comes out (the signer asked again in two rounds, or another one).
+fn a_nonce_is_used_once_across_refills_retries_and_restarts<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_pools::<S>(301);
+    let log = record(&mut net, |_| Fault::Deliver);
+    for i in 0..100 {
+        let message = format!("refills {i}").into_bytes();
+        net.sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, &message)
+            .unwrap();
+    }
+    net.run(Duration::from_millis(500));
+    let sent = log.lock().unwrap().clone();
+    let batches: Vec<SessionId> = sent
+        .iter()
+        .filter_map(|e| match &e.message {
+            Message::CommitmentsRequest(m) => Some(m.session),
+            _ => None,
+        })
+        .collect();
+    assert!(batches.len() >= 2, "the pools were never topped up");
+    assert_eq!(batches.iter().collect::<BTreeSet<_>>().len(), batches.len());
+    let commitments: Vec<&Vec<u8>> = sent
+        .iter()
+        .filter_map(|e| match &e.message {
+            Message::CommitmentBatch(m) => Some(m.commitments.iter()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(
+        commitments.iter().collect::<BTreeSet<_>>().len(),
+        commitments.len(),
+        "a commitment was handed out twice"
+    );
+    let named: Vec<(NodeId, SessionId, u16)> = sent
+        .iter()
+        .filter_map(|e| match &e.message {
+            Message::SignWithCommitment(m) => Some((e.to.clone(), m.batch, m.index)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(named.len(), 300);
+    assert_eq!(named.iter().collect::<BTreeSet<_>>().len(), named.len());
+
+    // The coordinator (or anyone holding its messages) names a used commitment again, in a
+    // new session with a fresh approval of the same message: refused, no share.
+    let Some(used) = sent.iter().rev().find_map(|e| match &e.message {
+        Message::SignWithCommitment(m) => Some((e.to.clone(), m.clone())),
+        _ => None,
+    }) else {
+        panic!("no one-round request sent");
+    };
+    let (target, mut again) = used;
+    again.session = SessionId([0x5e; 32]);
+    again.client = Some(net.authorize(&key, &pkp, &again.message));
+    let shares = net.shares_produced(Some(&target));
+    net.inject(&coordinator, &target, Message::SignWithCommitment(again));
+    net.run(Duration::from_millis(100));
+    assert!(refusals_at(&net, &target).contains(&Refusal::UnknownCommitment));
+    assert_eq!(net.shares_produced(Some(&target)), shares);
+
+    // A restart voids every pooled nonce: the coordinator's pool of that node is stale. (Not
+    // the node above: its refusal already emptied its pools at the coordinator.)
+    let Some(restarted) = nodes.iter().find(|n| **n != target).cloned() else {
+        panic!("one node only");
+    };
+    net.crash_and_restart(&restarted);
+    assert_eq!(net.node(&restarted).unwrap().pooled_nonces(), 0);
+    log.lock().unwrap().clear();
+    let mark = net.refused.len();
+    let stale = |net: &Network<S>| {
+        net.refused[mark..]
+            .iter()
+            .filter(|r| {
+                r.at == restarted
+                    && matches!(r.error, ProtocolError::Refused(Refusal::UnknownCommitment))
+            })
+            .count()
+    };
+    for i in 0..10 {
+        let message = format!("after restart {i}").into_bytes();
+        let outcome = net
+            .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, &message)
+            .unwrap();
+        verify_independently(&pkp, &message, &outcome.signature);
+    }
+    // Its first refusal emptied its pools at the coordinator (no second one); it was asked
+    // again in two rounds, and for a fresh batch.
+    assert_eq!(
+        stale(&net),
+        1,
+        "the restarted node was not asked in one round once"
+    );
+    assert!(count(&log, MessageKind::SignRequest, Some(&restarted)) >= 1);
+    assert!(count(&log, MessageKind::CommitmentsRequest, Some(&restarted)) >= 1);
+}
+
+/// A signer whose batches stop arriving drains its pool; it is then asked in two rounds while
+/// the others still go in one, and every signature comes out.
+fn an_exhausted_pool_falls_back_to_two_rounds<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_pools::<S>(302);
+    let starved = nodes[1].clone();
+    let s = starved.clone();
+    let log = record(&mut net, move |env| match &env.message {
+        Message::CommitmentBatch(_) if env.from == s => Fault::Drop,
+        _ => Fault::Deliver,
+    });
+    let mut signed = 0;
+    while count(&log, MessageKind::SignRequest, Some(&starved)) == 0 {
+        assert!(signed < 400, "the starved pool never ran dry");
+        let message = format!("drain {signed}").into_bytes();
+        let outcome = net
+            .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, &message)
+            .unwrap();
+        verify_independently(&pkp, &message, &outcome.signature);
+        signed += 1;
+    }
+    assert!(signed > 10, "the pool ran dry after {signed} signatures");
+    // Mixed from now on: the starved signer in two rounds, the others in one.
+    log.lock().unwrap().clear();
+    for i in 0..10 {
+        let message = format!("mixed {i}").into_bytes();
+        let outcome = net
+            .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, &message)
+            .unwrap();
+        verify_independently(&pkp, &message, &outcome.signature);
+    }
+    assert!(count(&log, MessageKind::SignRequest, Some(&starved)) > 0);
+    assert_eq!(
+        count(&log, MessageKind::SignWithCommitment, Some(&starved)),
+        0
+    );
+    let others: usize = nodes
+        .iter()
+        .filter(|n| **n != starved)
+        .map(|n| count(&log, MessageKind::SignWithCommitment, Some(n)))
+        .sum();
+    assert!(others > 0, "the others left one round too");
+}
+
+/// `share` with its scalar replaced by 1: it parses, but does not verify.
+fn wrong_share<S: Suite>(share: &SignShare) -> Message {
+    let one = <<S::Group as Group>::Field as Field>::one();
+    Message::SignShare(SignShare {
+        share: <<S::Group as Group>::Field as Field>::serialize(&one)
+            .as_ref()
+            .to_vec(),
+        ..share.clone()
+    })
+}
+
+/// In one round, a signer that refuses, one that gives a bad share and one that stays silent
+/// are each replaced by ROAST: the signature comes out without them, the cheat named a culprit.
+/// When too many refuse or stay silent, the request fails naming exactly them.
+fn one_round_signers_that_fail_are_replaced_and_named<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_pools::<S>(303);
+    for (case, bad) in nodes.iter().take(3).enumerate() {
+        let b = bad.clone();
+        let log = record(&mut net, move |env| match &env.message {
+            Message::SignShare(m) if env.from == b => match case {
+                0 => Fault::Replace(Message::SignRefusal(SignRefusal {
+                    session: m.session,
+                    reason: "not today".into(),
+                    unauthorized: false,
+                    commitment_unknown: false,
+                })),
+                1 => Fault::Replace(wrong_share::<S>(m)),
+                _ => Fault::Drop,
+            },
+            _ => Fault::Deliver,
+        });
+        // Sign until the bad signer is among the first t (the order rotates).
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            assert!(tries <= 10, "case {case}: {bad} never asked");
+            log.lock().unwrap().clear();
+            let message = format!("case {case} try {tries}").into_bytes();
+            let outcome = net
+                .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, &message)
+                .unwrap();
+            verify_independently(&pkp, &message, &outcome.signature);
+            if count(&log, MessageKind::SignWithCommitment, Some(bad)) == 0 {
+                continue;
+            }
+            assert!(!outcome.signers.contains(bad), "case {case}");
+            if case == 1 {
+                assert_eq!(outcome.culprits, vec![bad.clone()]);
+            } else {
+                assert!(outcome.culprits.is_empty(), "case {case}");
+            }
+            break;
+        }
+        net.clear_faults();
+        net.run(Duration::from_secs(3));
+    }
+
+    // Three of five refuse (in one round or two): the request fails naming them.
+    let refusing: Vec<NodeId> = nodes[..3].to_vec();
+    let r = refusing.clone();
+    net.set_faults(move |env| {
+        let session = match &env.message {
+            Message::SignShare(m) => m.session,
+            Message::SignCommitment(m) => m.session,
+            _ => return Fault::Deliver,
+        };
+        if !r.contains(&env.from) {
+            return Fault::Deliver;
+        }
+        Fault::Replace(Message::SignRefusal(SignRefusal {
+            session,
+            reason: "not today".into(),
+            unauthorized: false,
+            commitment_unknown: false,
+        }))
+    });
+    match net.sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"refused") {
+        Err(ProtocolError::TooFewSigners { refused, .. }) => {
+            assert_eq!(refused, refusing, "{refused:?}");
+        }
+        other => panic!("expected too few signers, got {other:?}"),
+    }
+    net.clear_faults();
+    net.run(Duration::from_secs(3));
+
+    // Three of five silent: the request fails at its deadline naming them.
+    let silent: Vec<NodeId> = nodes[2..].to_vec();
+    let q = silent.clone();
+    net.set_faults(move |env| {
+        if q.contains(&env.to) || q.contains(&env.from) {
+            Fault::Drop
+        } else {
+            Fault::Deliver
+        }
+    });
+    match net.sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"silent") {
+        Err(ProtocolError::Timeout { silent: named, .. }) => {
+            assert_eq!(named, silent, "{named:?}");
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+/// What a coordinator can make a signer hold ahead of time is bounded: batches of at most
+/// `MAX_POOL_BATCH`, at most `max_pooled` nonces (a new batch evicts the oldest, whose
+/// commitments are refused from then on), for `pool_lifetime`; a batch id is never reused; and
+/// one coordinator cannot name (or burn) another's pooled commitments.
+fn pooled_nonces_are_bounded_and_kept_per_coordinator<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(304, 2, 3);
+    let share = net.node(&nodes[0]).unwrap().active_share(&key).unwrap();
+    let limits = SignerLimits {
+        max_pooled: 100,
+        pool_lifetime: Duration::from_secs(5),
+        ..SignerLimits::default()
+    };
+    let mut signer = Signer::<S>::new(share, limits).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(4);
+    let at = Timestamp(1_000);
+    let ask = |batch: u8, count: u16| {
+        Message::CommitmentsRequest(CommitmentsRequest {
+            session: SessionId([batch; 32]),
+            key_id: key.clone(),
+            epoch: Epoch(0),
+            count,
+        })
+    };
+    for count in [0, MAX_POOL_BATCH + 1] {
+        let refused = signer.handle_message(&coordinator, ask(1, count), at, &mut rng);
+        assert!(
+            matches!(refused, Err(ProtocolError::Refused(Refusal::Limit(_)))),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(signer.pooled_nonces(), 0);
+    let batch = |signer: &mut Signer<S>, id: u8, rng: &mut ChaCha20Rng| {
+        signer
+            .handle_message(&coordinator, ask(id, 64), at, rng)
+            .unwrap();
+        match signer.poll_output() {
+            Some(Output::Send {
+                message: Message::CommitmentBatch(b),
+                ..
+            }) => b.commitments,
+            other => panic!("no batch: {other:?}"),
+        }
+    };
+    let first = batch(&mut signer, 1, &mut rng);
+    assert_eq!(first.len(), 64);
+    assert_eq!(signer.pooled_nonces(), 64);
+    let again = signer.handle_message(&coordinator, ask(1, 64), at, &mut rng);
+    assert!(matches!(
+        again,
+        Err(ProtocolError::Refused(Refusal::SessionExists))
+    ));
+    // A second batch would exceed 100: the first is evicted.
+    batch(&mut signer, 2, &mut rng);
+    assert_eq!(signer.pooled_nonces(), 64);
+    let client = net.authorize(&key, &pkp, b"m");
+    let name = |batch: u8, index: u16, session: u8| {
+        Message::SignWithCommitment(SignWithCommitment {
+            session: SessionId([session; 32]),
+            key_id: key.clone(),
+            epoch: Epoch(0),
+            message: b"m".to_vec(),
+            client: Some(client.clone()),
+            batch: SessionId([batch; 32]),
+            index,
+            package: Vec::new(),
+        })
+    };
+    let evicted = signer.handle_message(&coordinator, name(1, 0, 10), at, &mut rng);
+    assert!(matches!(
+        evicted,
+        Err(ProtocolError::Refused(Refusal::UnknownCommitment))
+    ));
+    // Another coordinator names the second batch: unknown to it, and nothing is burnt.
+    let other = nodes[1].clone();
+    let foreign = signer.handle_message(&other, name(2, 0, 11), at, &mut rng);
+    assert!(matches!(
+        foreign,
+        Err(ProtocolError::Refused(Refusal::UnknownCommitment))
+    ));
+    assert_eq!(signer.pooled_nonces(), 64);
+    // Named once, even in a request that fails its checks (an empty package): gone.
+    let bad = signer.handle_message(&coordinator, name(2, 0, 12), at, &mut rng);
+    assert!(bad.is_err());
+    assert_eq!(signer.pooled_nonces(), 63);
+    let twice = signer.handle_message(&coordinator, name(2, 0, 13), at, &mut rng);
+    assert!(matches!(
+        twice,
+        Err(ProtocolError::Refused(Refusal::UnknownCommitment))
+    ));
+    // Their time runs out.
+    let later = at.after(Duration::from_secs(5));
+    assert_eq!(signer.poll_timeout(), Some(later));
+    signer.handle_timeout(later);
+    assert_eq!(signer.pooled_nonces(), 0);
+}
+
+per_suite!(
+    pooled_nonces_are_bounded_and_kept_per_coordinator,
+    signatures_after_the_first_take_one_round,
+    a_nonce_is_used_once_across_refills_retries_and_restarts,
+    an_exhausted_pool_falls_back_to_two_rounds,
+    one_round_signers_that_fail_are_replaced_and_named,
+);
