@@ -22,6 +22,12 @@ use crate::record::{AuditEntry, ShareMeta, ShareRecord, ShareState};
 /// File name of the database inside the keystore directory.
 pub const DATABASE_FILE_NAME: &str = "keystore.redb";
 
+/// The database's page cache. redb's default is 1 GiB, and its cache grows with the pages a
+/// node touches, so the process's memory grew with the file (by tens of MiB over 100,000
+/// signatures); a keystore's working set (the shares, the recent client request ids, the
+/// audit log's tail) is far smaller.
+pub const DATABASE_CACHE_BYTES: usize = 16 << 20;
+
 /// `meta`: format version, KDF parameters, salt, check value.
 const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
 /// `shares`: encoded (key id, epoch) → encoded share row.
@@ -1388,12 +1394,15 @@ fn open_database(dir: &Path, db_path: &Path) -> Result<Database, KeystoreError> 
             Err(e) => return Err(storage(dir, "creating the database file", e)),
         }
     };
-    let db = Database::create(db_path).map_err(|e| match e {
-        DatabaseError::DatabaseAlreadyOpen => KeystoreError::AlreadyOpen {
-            path: dir.to_path_buf(),
-        },
-        other => storage(dir, "opening the database", other),
-    })?;
+    let db = Database::builder()
+        .set_cache_size(DATABASE_CACHE_BYTES)
+        .create(db_path)
+        .map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => KeystoreError::AlreadyOpen {
+                path: dir.to_path_buf(),
+            },
+            other => storage(dir, "opening the database", other),
+        })?;
     if created {
         sync_dir(dir)?;
     }

@@ -39,7 +39,9 @@ impl<St: NodeStore> NodeCore<St> {
     /// Reloads the client and operator request ids admitted before, so a replay is refused.
     pub(super) fn restore_client_requests(&mut self, now: Timestamp) -> Result<(), StoreError> {
         let retention = u64::try_from(REQUEST_ID_RETENTION.as_millis()).unwrap_or(u64::MAX);
-        let rows = self.store.client_requests(now.0)?;
+        let mut rows = self.store.client_requests(now.0)?;
+        // In expiry order, so that the gates forget them as they expire (see `RequestIds`).
+        rows.sort_by_key(|row| row.expires_unix_ms);
         let count = rows.len();
         for row in rows {
             // The table holds operator approvals' request ids too: both gates remember all.
