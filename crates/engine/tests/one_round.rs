@@ -7,17 +7,17 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use frost_core::{Field, Group};
+use frost_core::{Field, Group, SigningPackage};
 use permafrost_engine::sim::{Envelope, Fault, Network};
 use permafrost_protocol::sign::{Signer, SignerLimits, MAX_POOL_BATCH};
 use permafrost_protocol::wire::{
-    CommitmentsRequest, Epoch, Message, MessageKind, NodeId, SessionId, SignRefusal, SignShare,
-    SignWithCommitment,
+    participant_identifier, CommitmentsRequest, Epoch, Message, MessageKind, NodeId, SessionId,
+    SignRefusal, SignShare, SignWithCommitment,
 };
 use permafrost_protocol::{Output, ProtocolError, Refusal, Session, Suite, Timestamp};
 use rand_chacha::ChaCha20Rng;
@@ -58,6 +58,37 @@ fn refusals_at<S: Suite>(net: &Network<S>, node: &NodeId) -> Vec<Refusal> {
             _ => None,
         })
         .collect()
+}
+
+/// Asserts that no node's commitment appears in two different signing packages sent (one
+/// round or two): each nonce is asked to sign at most one package.
+fn assert_no_commitment_in_two_packages<S: Suite>(sent: &[Envelope], nodes: &[NodeId]) {
+    let mut packages: BTreeMap<(NodeId, Vec<u8>), BTreeSet<Vec<u8>>> = BTreeMap::new();
+    for env in sent {
+        let bytes = match &env.message {
+            Message::SignWithCommitment(m) => &m.package,
+            Message::SignPackage(m) => &m.package,
+            _ => continue,
+        };
+        let package = SigningPackage::<S>::deserialize(bytes).unwrap();
+        for node in nodes {
+            let id = participant_identifier::<S>(node).unwrap();
+            if let Some(commitment) = package.signing_commitment(&id) {
+                packages
+                    .entry((node.clone(), commitment.serialize().unwrap()))
+                    .or_default()
+                    .insert(bytes.clone());
+            }
+        }
+    }
+    assert!(!packages.is_empty());
+    for ((node, _), in_packages) in packages {
+        assert_eq!(
+            in_packages.len(),
+            1,
+            "a commitment of {node} was put in two packages"
+        );
+    }
 }
 
 /// A network with a 3-of-5 key whose pools are filled: one signature made (two rounds, as no
@@ -127,14 +158,37 @@ fn signatures_after_the_first_take_one_round<S: Suite>() {
 /// comes out (the signer asked again in two rounds, or another one).
 fn a_nonce_is_used_once_across_refills_retries_and_restarts<S: Suite>() {
     let (mut net, nodes, coordinator, key, pkp) = network_with_pools::<S>(301);
-    let log = record(&mut net, |_| Fault::Deliver);
+    // Every seventh one-round request is delivered twice (a retransmission).
+    let mut one_round = 0;
+    let log = record(&mut net, move |env| match &env.message {
+        Message::SignWithCommitment(_) => {
+            one_round += 1;
+            if one_round % 7 == 0 {
+                Fault::Duplicate
+            } else {
+                Fault::Deliver
+            }
+        }
+        _ => Fault::Deliver,
+    });
     for i in 0..100 {
         let message = format!("refills {i}").into_bytes();
         net.sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, &message)
             .unwrap();
+        if i == 60 {
+            // The coordinator restarts: its pools are gone; the nodes still hold the batches.
+            net.restart_coordinator(&coordinator);
+        }
     }
     net.run(Duration::from_millis(500));
     let sent = log.lock().unwrap().clone();
+    assert_no_commitment_in_two_packages::<S>(&sent, &nodes);
+    for node in &nodes {
+        assert!(
+            !refusals_at(&net, node).contains(&Refusal::UnknownCommitment),
+            "{node} was named a commitment it did not hold"
+        );
+    }
     let batches: Vec<SessionId> = sent
         .iter()
         .filter_map(|e| match &e.message {
@@ -164,8 +218,17 @@ fn a_nonce_is_used_once_across_refills_retries_and_restarts<S: Suite>() {
             _ => None,
         })
         .collect();
-    assert_eq!(named.len(), 300);
+    // Each pooled commitment named once by the coordinator, before and after its restart
+    // (after it, a few signatures went in two rounds while the pools filled again).
     assert_eq!(named.iter().collect::<BTreeSet<_>>().len(), named.len());
+    assert!(named.len() >= 3 * 90, "{} one-round requests", named.len());
+    // The copies were refused as replays of their sessions, without an answer.
+    let replays = net
+        .refused
+        .iter()
+        .filter(|r| matches!(r.error, ProtocolError::Refused(Refusal::SessionExists)))
+        .count();
+    assert!(replays >= 30, "{replays} copies refused");
 
     // The coordinator (or anyone holding its messages) names a used commitment again, in a
     // new session with a fresh approval of the same message: refused, no share.
@@ -261,6 +324,59 @@ fn an_exhausted_pool_falls_back_to_two_rounds<S: Suite>() {
         .map(|n| count(&log, MessageKind::SignWithCommitment, Some(n)))
         .sum();
     assert!(others > 0, "the others left one round too");
+
+    // Its batches arrive again: the batches asked for and lost are forgotten (no timeout of
+    // any session is needed for that), and it is back to one round.
+    let log = record(&mut net, |_| Fault::Deliver);
+    net.advance(Duration::from_secs(3));
+    for i in 0..20 {
+        let message = format!("recovered {i}").into_bytes();
+        let outcome = net
+            .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, &message)
+            .unwrap();
+        verify_independently(&pkp, &message, &outcome.signature);
+    }
+    assert!(count(&log, MessageKind::CommitmentsRequest, Some(&starved)) > 0);
+    assert!(count(&log, MessageKind::SignWithCommitment, Some(&starved)) > 0);
+}
+
+/// A one-round request delivered twice changes nothing: the copy is refused without an answer
+/// (the session exists), the pooled nonce is not touched again, the coordinator keeps the
+/// node's pools, and every signature comes out with the node among its signers when asked.
+fn a_duplicated_one_round_request_changes_nothing<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_pools::<S>(305);
+    let twice = nodes[0].clone();
+    let t = twice.clone();
+    let log = record(&mut net, move |env| match &env.message {
+        Message::SignWithCommitment(_) if env.to == t => Fault::Duplicate,
+        _ => Fault::Deliver,
+    });
+    let mark = net.refused.len();
+    let mut signed_by_it = 0;
+    for i in 0..10 {
+        let message = format!("twice {i}").into_bytes();
+        let before = count(&log, MessageKind::SignWithCommitment, Some(&twice));
+        let outcome = net
+            .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, &message)
+            .unwrap();
+        verify_independently(&pkp, &message, &outcome.signature);
+        if count(&log, MessageKind::SignWithCommitment, Some(&twice)) > before {
+            assert!(outcome.signers.contains(&twice), "try {i}");
+            signed_by_it += 1;
+        }
+    }
+    assert!(signed_by_it > 0, "never asked in one round");
+    let refused: Vec<&ProtocolError> = net.refused[mark..]
+        .iter()
+        .filter(|r| r.at == twice)
+        .map(|r| &r.error)
+        .collect();
+    assert!(refused
+        .iter()
+        .all(|e| matches!(e, ProtocolError::Refused(Refusal::SessionExists))));
+    assert_eq!(refused.len(), signed_by_it);
+    assert_eq!(count(&log, MessageKind::SignRequest, Some(&twice)), 0);
+    assert_eq!(count(&log, MessageKind::SignRefusal, None), 0);
 }
 
 /// `share` with its scalar replaced by 1: it parses, but does not verify.
@@ -467,5 +583,6 @@ per_suite!(
     signatures_after_the_first_take_one_round,
     a_nonce_is_used_once_across_refills_retries_and_restarts,
     an_exhausted_pool_falls_back_to_two_rounds,
+    a_duplicated_one_round_request_changes_nothing,
     one_round_signers_that_fail_are_replaced_and_named,
 );

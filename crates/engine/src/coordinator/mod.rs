@@ -389,6 +389,9 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         rng: &mut dyn CryptoRngCore,
     ) {
         self.now = self.now.max(now);
+        // Batches asked for and never answered are forgotten here too: on a network where
+        // every signature ends well inside its deadlines, no timeout may ever come due.
+        self.pools.expire(now);
         let mut session = [0u8; 32];
         rng.fill_bytes(&mut session);
         let session = SessionId(session);

@@ -49,8 +49,10 @@ const MAX_SHARE_LEN: usize = 128;
 /// its attempt sends it the request and the package in one [`SignWithCommitment`]. With `t` of
 /// them the first attempt starts at once and the request takes one round trip. A member that
 /// no longer holds the pooled nonce refuses with `commitment_unknown` (it restarted): its
-/// attempt is given up and it is asked for a fresh commitment, once; any other refusal, a
-/// silence or a bad share is dealt with as in two rounds.
+/// attempt is given up and it is asked for a fresh commitment (a member is sent at most one
+/// pooled commitment per request, so this happens at most once per member; the same word
+/// again, once it moved on, is ignored); any other refusal, a silence or a bad share is dealt
+/// with as in two rounds.
 ///
 /// On the wire every message of the request carries the request's session id (so a driver
 /// routes them all here), and a share names the package it was computed on by its digest
@@ -94,10 +96,8 @@ struct Member<S: Suite> {
     answered: Vec<Digest>,
     /// The pooled commitment its `Ready` commitment is (batch, index), until it is sent.
     pooled: Option<(SessionId, u16)>,
-    /// The attempt it was sent its pooled commitment in.
+    /// The attempt it was sent its pooled commitment in (its first; at most one per request).
     pooled_in: Option<usize>,
-    /// It said it no longer holds its pooled nonce (asked again once for a fresh one).
-    pool_failed: bool,
 }
 
 enum MemberState<S: Suite> {
@@ -173,7 +173,6 @@ impl<S: Suite> RoastCoordinator<S> {
                     answered: Vec::new(),
                     pooled: None,
                     pooled_in: None,
-                    pool_failed: false,
                 },
             );
         }
@@ -206,9 +205,13 @@ impl<S: Suite> RoastCoordinator<S> {
         Ok(coordinator)
     }
 
-    /// Makes the members with a pooled commitment ready, in the order of preference.
+    /// Makes the members with a pooled commitment ready, in the order of preference, at most
+    /// `t` of them (more would start several attempts at once).
     fn take_pooled(&mut self, mut pooled: BTreeMap<NodeId, PooledCommitment>) {
         for id in self.preference.clone() {
+            if self.ready.len() >= self.threshold {
+                break;
+            }
             let Some(member) = self.members.get_mut(&id) else {
                 continue;
             };
@@ -687,20 +690,21 @@ impl<S: Suite> RoastCoordinator<S> {
         if matches!(member.state, MemberState::Excluded) {
             return;
         }
-        if let (true, MemberState::Signing { attempt }, false) =
-            (commitment_unknown, &member.state, member.pool_failed)
-        {
-            if member.pooled_in == Some(*attempt) {
+        if let (true, Some(pooled_in)) = (commitment_unknown, member.pooled_in) {
+            match member.state {
                 // Its pooled nonce is gone (it restarted): that attempt cannot complete, but a
-                // fresh commitment may. Once only, so a member saying so again is out.
-                let attempt = *attempt;
-                member.pool_failed = true;
-                self.ask(id, now);
-                self.doom(attempt, now);
-                self.replenish(now);
-                self.check_enough();
-                return;
+                // fresh commitment may.
+                MemberState::Signing { attempt } if attempt == pooled_in => {
+                    self.ask(id, now);
+                    self.doom(attempt, now);
+                    self.replenish(now);
+                    self.check_enough();
+                }
+                // A late or duplicated word about the one pooled attempt, which the member has
+                // moved on from (it answered, or was asked again): nothing to do.
+                _ => {}
             }
+            return;
         }
         self.refused.insert(from.clone(), reason);
         if unauthorized {

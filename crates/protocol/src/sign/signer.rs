@@ -436,11 +436,14 @@ impl<S: Suite> Signer<S> {
         Ok(())
     }
 
-    /// One-round signing: the request and the package at once, on a pooled nonce. The nonce is
-    /// taken out of the pool first (whatever happens next, it is never used again); then the
-    /// request is checked as a [`SignRequest`] would be, the package as a [`SignPackage`]
-    /// would be, and the package must hold exactly the pooled commitment. The session is then
-    /// known with its nonce consumed, so the coordinator may ask again in it (two rounds).
+    /// One-round signing: the request and the package at once, on a pooled nonce. A session
+    /// this signer already knows is refused without an answer and without touching the pool
+    /// (a duplicated message: a one-round request only ever opens a session). Otherwise the
+    /// nonce is taken out of the pool first (whatever happens next, it is never used again);
+    /// then the request is checked as a [`SignRequest`] would be, the package as a
+    /// [`SignPackage`] would be, and the package must hold exactly the pooled commitment. The
+    /// session is then known with its nonce consumed, so the coordinator may ask again in it
+    /// (two rounds).
     fn handle_with_commitment(
         &mut self,
         from: &NodeId,
@@ -450,11 +453,11 @@ impl<S: Suite> Signer<S> {
         self.check_key(&m.key_id, m.epoch)?;
         self.expire(now);
         self.expire_pool(now);
-        let (nonces, pooled) = self.take_pooled(from, m.batch, m.index)?;
-        super::check_requested_message(&m.message, self.reshare_test)?;
         if self.sessions.contains_key(&m.session) {
             return Err(Refusal::SessionExists);
         }
+        let (nonces, pooled) = self.take_pooled(from, m.batch, m.index)?;
+        super::check_requested_message(&m.message, self.reshare_test)?;
         let signing_package = self.check_package(&m.package, &m.message)?;
         let me = self.share.key_package.identifier();
         if signing_package.signing_commitment(me).as_ref() != Some(&pooled) {
