@@ -53,7 +53,11 @@ fn frost<C: Ciphersuite>(rng: &mut ChaCha20Rng) -> Result<Frost> {
         packages1.insert(*id, package);
     }
     let others = |me: &Identifier<C>| -> BTreeMap<_, _> {
-        packages1.iter().filter(|(id, _)| *id != me).map(|(id, p)| (*id, p.clone())).collect()
+        packages1
+            .iter()
+            .filter(|(id, _)| *id != me)
+            .map(|(id, p)| (*id, p.clone()))
+            .collect()
     };
     let mut secrets2 = BTreeMap::new();
     let mut received: BTreeMap<Identifier<C>, BTreeMap<Identifier<C>, dkg::round2::Package<C>>> =
@@ -85,7 +89,10 @@ fn frost<C: Ciphersuite>(rng: &mut ChaCha20Rng) -> Result<Frost> {
     let signing_package = SigningPackage::new(commitments.clone(), b"permafrost fuzz seed");
     let mut shares = BTreeMap::new();
     for id in signers {
-        shares.insert(*id, round2::sign(&signing_package, &nonces[id], &key_packages[id])?);
+        shares.insert(
+            *id,
+            round2::sign(&signing_package, &nonces[id], &key_packages[id])?,
+        );
     }
     let signature = frost_core::aggregate(&signing_package, &shares, &pkp)?;
 
@@ -116,7 +123,12 @@ fn wire_seeds(dir: &Path, ed: &Frost, secp: &Frost) -> Result<()> {
     let committee = vec![node(1)?, node(2)?, node(3)?];
     let key_id = KeyId::new("key-0001")?;
     let round1 = |from: u8, package: &[u8]| -> Result<DkgRound1> {
-        Ok(DkgRound1 { session, from: node(from)?, package: package.to_vec(), signature: vec![0xa5; 64] })
+        Ok(DkgRound1 {
+            session,
+            from: node(from)?,
+            package: package.to_vec(),
+            signature: vec![0xa5; 64],
+        })
     };
     let round2 = DkgRound2 {
         session,
@@ -134,101 +146,161 @@ fn wire_seeds(dir: &Path, ed: &Frost, secp: &Frost) -> Result<()> {
             signature: vec![0x33; 64],
         })
     };
-    frame(dir, "dkg_open", Message::DkgOpen(DkgOpen {
-        session,
-        key_id: key_id.clone(),
-        curve: Curve::Secp256k1Tr,
-        threshold: 2,
-        committee: committee.clone(),
-        nonce: [0x42; 32],
-        approvals: vec![OperatorApproval {
-            public_key: [0x0b; 32],
-            request_id: [0x0c; 16],
-            timestamp_ms: 1_700_000_000_000,
-            signature: vec![0x0d; 64],
-        }],
-    }))?;
-    frame(dir, "dkg_round1", Message::DkgRound1(round1(1, &ed.round1)?))?;
-    frame(dir, "dkg_round1_set", Message::DkgRound1Set(DkgRound1Set {
-        session,
-        packages: vec![round1(1, &secp.round1)?, round1(2, &secp.round1)?, round1(3, &secp.round1)?],
-    }))?;
+    frame(
+        dir,
+        "dkg_open",
+        Message::DkgOpen(DkgOpen {
+            session,
+            key_id: key_id.clone(),
+            curve: Curve::Secp256k1Tr,
+            threshold: 2,
+            committee: committee.clone(),
+            nonce: [0x42; 32],
+            approvals: vec![OperatorApproval {
+                public_key: [0x0b; 32],
+                request_id: [0x0c; 16],
+                timestamp_ms: 1_700_000_000_000,
+                signature: vec![0x0d; 64],
+            }],
+        }),
+    )?;
+    frame(
+        dir,
+        "dkg_round1",
+        Message::DkgRound1(round1(1, &ed.round1)?),
+    )?;
+    frame(
+        dir,
+        "dkg_round1_set",
+        Message::DkgRound1Set(DkgRound1Set {
+            session,
+            packages: vec![
+                round1(1, &secp.round1)?,
+                round1(2, &secp.round1)?,
+                round1(3, &secp.round1)?,
+            ],
+        }),
+    )?;
     frame(dir, "dkg_round2", Message::DkgRound2(round2.clone()))?;
     frame(dir, "dkg_confirm", Message::DkgConfirm(confirm(2)?))?;
-    frame(dir, "dkg_complaint", Message::DkgComplaint(DkgComplaint {
-        session,
-        from: node(2)?,
-        evidence: round2.clone(),
-        conflicting: Some(round2),
-    }))?;
-    frame(dir, "dkg_commit", Message::DkgCommit(DkgCommit {
-        session,
-        confirms: vec![confirm(1)?, confirm(2)?, confirm(3)?],
-    }))?;
-    frame(dir, "dkg_abort", Message::DkgAbort(DkgAbort {
-        session,
-        culprits: vec![node(3)?],
-        reason: "round-2 share inconsistent with commitment".into(),
-    }))?;
-    frame(dir, "sign_request", Message::SignRequest(SignRequest {
-        session,
-        key_id: key_id.clone(),
-        epoch: Epoch(1),
-        message: b"transfer 10 BTC".to_vec(),
-        client: Some(ClientAuthorization {
-            public_key: [0x3b; 32],
-            request_id: [0x42; 16],
-            timestamp_ms: 1_790_000_000_000,
-            signature: vec![0x5c; 64],
+    frame(
+        dir,
+        "dkg_complaint",
+        Message::DkgComplaint(DkgComplaint {
+            session,
+            from: node(2)?,
+            evidence: round2.clone(),
+            conflicting: Some(round2),
         }),
-    }))?;
-    frame(dir, "sign_commitment", Message::SignCommitment(SignCommitment {
-        session,
-        key_id: key_id.clone(),
-        epoch: Epoch(0),
-        commitment: secp.commitment.clone(),
-    }))?;
-    frame(dir, "sign_package", Message::SignPackage(SignPackage {
-        session,
-        key_id: key_id.clone(),
-        epoch: Epoch(300),
-        package: ed.signing_package.clone(),
-    }))?;
-    frame(dir, "sign_share", Message::SignShare(SignShare {
-        session,
-        key_id,
-        epoch: Epoch(u64::MAX),
-        share: ed.share.clone(),
-        package: Digest([0x66; 32]),
-    }))?;
-    frame(dir, "sign_refusal", Message::SignRefusal(SignRefusal {
-        session,
-        reason: "key not held".into(),
-        unauthorized: false,
-        commitment_unknown: true,
-    }))?;
-    frame(dir, "commitments_request", Message::CommitmentsRequest(CommitmentsRequest {
-        session,
-        key_id: KeyId::new("custody-hot-1")?,
-        epoch: Epoch(2),
-        count: 64,
-    }))?;
-    frame(dir, "commitment_batch", Message::CommitmentBatch(CommitmentBatch {
-        session,
-        key_id: KeyId::new("custody-hot-1")?,
-        epoch: Epoch(2),
-        commitments: vec![ed.commitment.clone(); 3],
-    }))?;
-    frame(dir, "sign_with_commitment", Message::SignWithCommitment(SignWithCommitment {
-        session,
-        key_id: KeyId::new("custody-hot-1")?,
-        epoch: Epoch(2),
-        message: b"settle batch 42".to_vec(),
-        client: None,
-        batch: SessionId([0x42; 32]),
-        index: 7,
-        package: ed.signing_package.clone(),
-    }))?;
+    )?;
+    frame(
+        dir,
+        "dkg_commit",
+        Message::DkgCommit(DkgCommit {
+            session,
+            confirms: vec![confirm(1)?, confirm(2)?, confirm(3)?],
+        }),
+    )?;
+    frame(
+        dir,
+        "dkg_abort",
+        Message::DkgAbort(DkgAbort {
+            session,
+            culprits: vec![node(3)?],
+            reason: "round-2 share inconsistent with commitment".into(),
+        }),
+    )?;
+    frame(
+        dir,
+        "sign_request",
+        Message::SignRequest(SignRequest {
+            session,
+            key_id: key_id.clone(),
+            epoch: Epoch(1),
+            message: b"transfer 10 BTC".to_vec(),
+            client: Some(ClientAuthorization {
+                public_key: [0x3b; 32],
+                request_id: [0x42; 16],
+                timestamp_ms: 1_790_000_000_000,
+                signature: vec![0x5c; 64],
+            }),
+        }),
+    )?;
+    frame(
+        dir,
+        "sign_commitment",
+        Message::SignCommitment(SignCommitment {
+            session,
+            key_id: key_id.clone(),
+            epoch: Epoch(0),
+            commitment: secp.commitment.clone(),
+        }),
+    )?;
+    frame(
+        dir,
+        "sign_package",
+        Message::SignPackage(SignPackage {
+            session,
+            key_id: key_id.clone(),
+            epoch: Epoch(300),
+            package: ed.signing_package.clone(),
+        }),
+    )?;
+    frame(
+        dir,
+        "sign_share",
+        Message::SignShare(SignShare {
+            session,
+            key_id,
+            epoch: Epoch(u64::MAX),
+            share: ed.share.clone(),
+            package: Digest([0x66; 32]),
+        }),
+    )?;
+    frame(
+        dir,
+        "sign_refusal",
+        Message::SignRefusal(SignRefusal {
+            session,
+            reason: "key not held".into(),
+            unauthorized: false,
+            commitment_unknown: true,
+        }),
+    )?;
+    frame(
+        dir,
+        "commitments_request",
+        Message::CommitmentsRequest(CommitmentsRequest {
+            session,
+            key_id: KeyId::new("custody-hot-1")?,
+            epoch: Epoch(2),
+            count: 64,
+        }),
+    )?;
+    frame(
+        dir,
+        "commitment_batch",
+        Message::CommitmentBatch(CommitmentBatch {
+            session,
+            key_id: KeyId::new("custody-hot-1")?,
+            epoch: Epoch(2),
+            commitments: vec![ed.commitment.clone(); 3],
+        }),
+    )?;
+    frame(
+        dir,
+        "sign_with_commitment",
+        Message::SignWithCommitment(SignWithCommitment {
+            session,
+            key_id: KeyId::new("custody-hot-1")?,
+            epoch: Epoch(2),
+            message: b"settle batch 42".to_vec(),
+            client: None,
+            batch: SessionId([0x42; 32]),
+            index: 7,
+            package: ed.signing_package.clone(),
+        }),
+    )?;
     reshare_seeds(dir, secp)
 }
 
@@ -270,46 +342,77 @@ fn reshare_seeds(dir: &Path, secp: &Frost) -> Result<()> {
             signature: vec![0x33; 64],
         })
     };
-    frame(dir, "reshare_open", Message::ReshareOpen(ReshareOpen {
+    frame(
+        dir,
+        "reshare_open",
+        Message::ReshareOpen(ReshareOpen {
             session,
             proposal,
             approvals: Vec::new(),
-        }))?;
+        }),
+    )?;
     frame(dir, "reshare_dealing", Message::ReshareDealing(dealing(1)?))?;
-    frame(dir, "reshare_dealing_set", Message::ReshareDealingSet(ReshareDealingSet {
-        session,
-        dealings: vec![dealing(1)?, dealing(2)?],
-    }))?;
-    frame(dir, "reshare_share", Message::ReshareShare(ReshareShare {
-        session,
-        from: node(1)?,
-        to: node(4)?,
-        share: SecretBytes::new(secp.signing_share.clone()),
-        signature: vec![0x55; 64],
-    }))?;
+    frame(
+        dir,
+        "reshare_dealing_set",
+        Message::ReshareDealingSet(ReshareDealingSet {
+            session,
+            dealings: vec![dealing(1)?, dealing(2)?],
+        }),
+    )?;
+    frame(
+        dir,
+        "reshare_share",
+        Message::ReshareShare(ReshareShare {
+            session,
+            from: node(1)?,
+            to: node(4)?,
+            share: SecretBytes::new(secp.signing_share.clone()),
+            signature: vec![0x55; 64],
+        }),
+    )?;
     frame(dir, "reshare_report", Message::ReshareReport(report(4)?))?;
-    frame(dir, "reshare_dealer_set", Message::ReshareDealerSet(ReshareDealerSet {
-        session,
-        reports: vec![report(2)?, report(3)?, report(4)?, report(5)?],
-    }))?;
+    frame(
+        dir,
+        "reshare_dealer_set",
+        Message::ReshareDealerSet(ReshareDealerSet {
+            session,
+            reports: vec![report(2)?, report(3)?, report(4)?, report(5)?],
+        }),
+    )?;
     frame(dir, "reshare_confirm", Message::ReshareConfirm(confirm(5)?))?;
-    frame(dir, "reshare_commit", Message::ReshareCommit(ReshareCommit {
-        session,
-        confirms: vec![confirm(2)?, confirm(3)?, confirm(4)?, confirm(5)?],
-        test_signature: secp.signature.clone(),
-    }))?;
-    frame(dir, "reshare_abort", Message::ReshareAbort(ReshareAbort {
-        session,
-        culprits: vec![node(1)?],
-        reason: "dealer sent a bad share".into(),
-    }))?;
-    frame(dir, "session_status", Message::SessionStatus(SessionStatus { session }))?;
+    frame(
+        dir,
+        "reshare_commit",
+        Message::ReshareCommit(ReshareCommit {
+            session,
+            confirms: vec![confirm(2)?, confirm(3)?, confirm(4)?, confirm(5)?],
+            test_signature: secp.signature.clone(),
+        }),
+    )?;
+    frame(
+        dir,
+        "reshare_abort",
+        Message::ReshareAbort(ReshareAbort {
+            session,
+            culprits: vec![node(1)?],
+            reason: "dealer sent a bad share".into(),
+        }),
+    )?;
+    frame(
+        dir,
+        "session_status",
+        Message::SessionStatus(SessionStatus { session }),
+    )?;
     Ok(())
 }
 
 fn network_seeds(dir: &Path, root: &Path) -> Result<()> {
     let peer = |i: u8| -> Result<String> {
-        Ok(Keypair::ed25519_from_bytes([i; 32])?.public().to_peer_id().to_string())
+        Ok(Keypair::ed25519_from_bytes([i; 32])?
+            .public()
+            .to_peer_id()
+            .to_string())
     };
     let valid = format!(
         "network_id = \"fuzz-net\"\n\n\
@@ -334,21 +437,51 @@ fn network_seeds(dir: &Path, root: &Path) -> Result<()> {
 fn api_seeds(dir: &Path) -> Result<()> {
     for (name, body) in [
         ("create_key", r#"{"curve":"secp256k1-tr","threshold":2}"#),
-        ("create_key_nodes", r#"{"curve":"ed25519","threshold":2,"nodes":["node1","node2","node3"]}"#),
-        ("create_key_secp", r#"{"curve":"secp256k1","threshold":65535,"nodes":[]}"#),
+        (
+            "create_key_nodes",
+            r#"{"curve":"ed25519","threshold":2,"nodes":["node1","node2","node3"]}"#,
+        ),
+        (
+            "create_key_secp",
+            r#"{"curve":"secp256k1","threshold":65535,"nodes":[]}"#,
+        ),
         ("sign", r#"{"message":"48656c6c6f2c20776f726c6421"}"#),
-        ("sign_client", r#"{"message":"00","client":{"public_key":"3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29","request_id":"000102030405060708090a0b0c0d0e0f","timestamp_ms":1790000000000,"signature":"abababababababababababababababababababababababababababababababababababababababababababababababababababababababababababababababab"}}"#),
+        (
+            "sign_client",
+            r#"{"message":"00","client":{"public_key":"3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29","request_id":"000102030405060708090a0b0c0d0e0f","timestamp_ms":1790000000000,"signature":"abababababababababababababababababababababababababababababababababababababababababababababababababababababababababababababababab"}}"#,
+        ),
         ("sign_upper", r#"{"message":"DEADBEEF"}"#),
         ("sign_escaped", r#"{"message":"\u0030\u0031"}"#),
-        ("reshare", r#"{"threshold":3,"nodes":["node1","node2","node4","node5"]}"#),
+        (
+            "reshare",
+            r#"{"threshold":3,"nodes":["node1","node2","node4","node5"]}"#,
+        ),
         ("hex", "00ff10Ab"),
         // Answers, as the client parses them.
-        ("key_record", r#"{"key_id":"k-1","curve":"secp256k1-tr","public_key":"02aa","threshold":2,"nodes":["node1","node2"],"epoch":0}"#),
-        ("key_list", r#"{"keys":[{"key_id":"k-1","curve":"ed25519","public_key":"aa","threshold":2,"nodes":["node1"],"epoch":3}]}"#),
-        ("sign_response", r#"{"signature":"00ff","public_key":"02aa","epoch":1,"signers":["node1","node3"]}"#),
-        ("health", r#"{"status":"ok","nodes":[{"name":"node1","peer_id":"12D3KooW","connected":true}]}"#),
-        ("error_body", r#"{"error":{"code":"bad_request","message":"invalid hex in \"message\""}}"#),
-        ("localnet", r#"{"api":"http://127.0.0.1:8700","token":"t","coordinator":{"pid":42},"nodes":[{"name":"node1","peer_id":"p","addr":"/ip4/127.0.0.1/tcp/1","pid":43}]}"#),
+        (
+            "key_record",
+            r#"{"key_id":"k-1","curve":"secp256k1-tr","public_key":"02aa","threshold":2,"nodes":["node1","node2"],"epoch":0}"#,
+        ),
+        (
+            "key_list",
+            r#"{"keys":[{"key_id":"k-1","curve":"ed25519","public_key":"aa","threshold":2,"nodes":["node1"],"epoch":3}]}"#,
+        ),
+        (
+            "sign_response",
+            r#"{"signature":"00ff","public_key":"02aa","epoch":1,"signers":["node1","node3"]}"#,
+        ),
+        (
+            "health",
+            r#"{"status":"ok","nodes":[{"name":"node1","peer_id":"12D3KooW","connected":true}]}"#,
+        ),
+        (
+            "error_body",
+            r#"{"error":{"code":"bad_request","message":"invalid hex in \"message\""}}"#,
+        ),
+        (
+            "localnet",
+            r#"{"api":"http://127.0.0.1:8700","token":"t","coordinator":{"pid":42},"nodes":[{"name":"node1","peer_id":"p","addr":"/ip4/127.0.0.1/tcp/1","pid":43}]}"#,
+        ),
     ] {
         write(dir, name, body.as_bytes())?;
     }
@@ -381,7 +514,10 @@ fn main() -> Result<()> {
     let tr = frost::<frost_secp256k1_tr::Secp256K1Sha256TR>(&mut rng)?;
 
     wire_seeds(&seeds.join("wire_decode"), &ed, &secp)?;
-    network_seeds(&seeds.join("network_file"), fuzz.parent().ok_or("no repo root")?)?;
+    network_seeds(
+        &seeds.join("network_file"),
+        fuzz.parent().ok_or("no repo root")?,
+    )?;
     api_seeds(&seeds.join("api_bodies"))?;
     let dir = seeds.join("frost_packages");
     frost_seeds(&dir, "ed25519", &ed)?;

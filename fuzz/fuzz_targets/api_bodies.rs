@@ -12,15 +12,23 @@ use permafrost_api::{
 };
 use serde::{de::DeserializeOwned, Serialize};
 
-fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(data: &[u8]) -> Option<T> {
+fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
+    data: &[u8],
+) -> Option<T> {
     let value: T = serde_json::from_slice(data).ok()?;
     let json = match serde_json::to_vec(&value) {
         Ok(json) => json,
-        Err(e) => panic!("a parsed {} does not serialize: {e}", std::any::type_name::<T>()),
+        Err(e) => panic!(
+            "a parsed {} does not serialize: {e}",
+            std::any::type_name::<T>()
+        ),
     };
     match serde_json::from_slice::<T>(&json) {
         Ok(again) => assert_eq!(again, value),
-        Err(e) => panic!("a re-serialized {} does not parse: {e}", std::any::type_name::<T>()),
+        Err(e) => panic!(
+            "a re-serialized {} does not parse: {e}",
+            std::any::type_name::<T>()
+        ),
     }
     Some(value)
 }

@@ -16,11 +16,17 @@ macro_rules! check {
         if let Ok($v) = <$ty>::$de($data) {
             let bytes: Vec<u8> = match $ser {
                 Ok(bytes) => bytes,
-                Err(e) => panic!("a deserialized {} does not serialize: {e:?}", stringify!($ty)),
+                Err(e) => panic!(
+                    "a deserialized {} does not serialize: {e:?}",
+                    stringify!($ty)
+                ),
             };
             match <$ty>::$de(&bytes) {
                 Ok(again) => assert!(again == $v, "round trip changed a {}", stringify!($ty)),
-                Err(e) => panic!("a re-serialized {} does not deserialize: {e:?}", stringify!($ty)),
+                Err(e) => panic!(
+                    "a re-serialized {} does not deserialize: {e:?}",
+                    stringify!($ty)
+                ),
             }
         }
     };
@@ -32,15 +38,26 @@ fn suite<C: Ciphersuite>(data: &[u8]) {
     // signer), signature shares (signer → coordinator).
     check!(data, SigningCommitments<C>, deserialize, |v| v.serialize());
     check!(data, SigningPackage<C>, deserialize, |v| v.serialize());
-    check!(data, SignatureShare<C>, deserialize, |v| Ok::<_, E<C>>(v.serialize()));
+    check!(data, SignatureShare<C>, deserialize, |v| Ok::<_, E<C>>(
+        v.serialize()
+    ));
     // DKG: round-1 packages (broadcast), round-2 packages (secret, member → member).
-    check!(data, dkg::round1::Package<C>, deserialize, |v| v.serialize());
-    check!(data, dkg::round2::Package<C>, deserialize, |v| v.serialize());
+    check!(data, dkg::round1::Package<C>, deserialize, |v| v
+        .serialize());
+    check!(data, dkg::round2::Package<C>, deserialize, |v| v
+        .serialize());
     // Public key packages (reshare proposals carry the old one).
     check!(data, PublicKeyPackage<C>, deserialize, |v| v.serialize());
     // Reshare: Feldman commitments, dealt shares, the commit's test signature.
-    check!(data, VerifiableSecretSharingCommitment<C>, deserialize_whole, |v| v.serialize_whole());
-    check!(data, SigningShare<C>, deserialize, |v| Ok::<_, E<C>>(v.serialize()));
+    check!(
+        data,
+        VerifiableSecretSharingCommitment<C>,
+        deserialize_whole,
+        |v| v.serialize_whole()
+    );
+    check!(data, SigningShare<C>, deserialize, |v| Ok::<_, E<C>>(
+        v.serialize()
+    ));
     check!(data, Signature<C>, deserialize, |v| v.serialize());
 }
 

@@ -38,7 +38,12 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(again, message, "round trip changed a {}", kind.name());
     match encode(&again) {
-        Ok(frame2) => assert_eq!(frame2, frame, "encoding of a {} is not canonical", kind.name()),
+        Ok(frame2) => assert_eq!(
+            frame2,
+            frame,
+            "encoding of a {} is not canonical",
+            kind.name()
+        ),
         Err(e) => panic!("a round-tripped {} does not re-encode: {e}", kind.name()),
     }
 });
