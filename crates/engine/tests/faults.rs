@@ -331,17 +331,6 @@ fn sign_capturing_package<S: Suite>(
     package
 }
 
-fn refusals_at<S: Suite>(net: &Network<S>, node: &NodeId) -> Vec<Refusal> {
-    net.refused
-        .iter()
-        .filter(|r| r.at == *node)
-        .filter_map(|r| match &r.error {
-            ProtocolError::Refused(refusal) => Some(refusal.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 /// A replayed signing package, a second package in the same session and a package in
 /// another session carrying the old commitment are all refused; no second share is made.
 fn replayed_and_reused_packages_are_refused<S: Suite>() {

@@ -49,17 +49,6 @@ fn count(log: &Log, kind: MessageKind, to: Option<&NodeId>) -> usize {
         .count()
 }
 
-fn refusals_at<S: Suite>(net: &Network<S>, node: &NodeId) -> Vec<Refusal> {
-    net.refused
-        .iter()
-        .filter(|r| r.at == *node)
-        .filter_map(|r| match &r.error {
-            ProtocolError::Refused(refusal) => Some(refusal.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Asserts that no node's commitment appears in two different signing packages sent (one
 /// round or two): each nonce is asked to sign at most one package.
 fn assert_no_commitment_in_two_packages<S: Suite>(sent: &[Envelope], nodes: &[NodeId]) {

@@ -56,17 +56,6 @@ fn ready_order(order: &[NodeId], step: u64, env: &Envelope) -> Option<Fault> {
     }
 }
 
-fn refusals_at<S: Suite>(net: &Network<S>, node: &NodeId) -> Vec<Refusal> {
-    net.refused
-        .iter()
-        .filter(|r| r.at == *node)
-        .filter_map(|r| match &r.error {
-            ProtocolError::Refused(refusal) => Some(refusal.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The same commitment with its two nonce commitments swapped: valid points, another
 /// commitment.
 fn swapped<S: Suite>(c: &SigningCommitments<S>) -> SigningCommitments<S> {

@@ -7,7 +7,7 @@ use permafrost_engine::sim::{sim_operator, Network};
 use permafrost_protocol::wire::{
     Digest, Epoch, KeyId, LifecycleAction, LifecycleKind, NodeId, OperatorApproval, ReshareProposal,
 };
-use permafrost_protocol::Suite;
+use permafrost_protocol::{ProtocolError, Refusal, Suite};
 
 pub type Ed25519 = frost_ed25519::Ed25519Sha512;
 pub type Secp256k1 = frost_secp256k1::Secp256K1Sha256;
@@ -38,6 +38,18 @@ macro_rules! per_suite {
 
 pub fn key_id(name: &str) -> KeyId {
     KeyId::new(name).unwrap()
+}
+
+/// The refusals `node` made so far, in order.
+pub fn refusals_at<S: Suite>(net: &Network<S>, node: &NodeId) -> Vec<Refusal> {
+    net.refused
+        .iter()
+        .filter(|r| r.at == *node)
+        .filter_map(|r| match &r.error {
+            ProtocolError::Refused(refusal) => Some(refusal.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Checks a signature with the independent (non-frost) verifier of its scheme.
