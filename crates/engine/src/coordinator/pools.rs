@@ -12,7 +12,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use permafrost_protocol::sign::{PooledCommitment, MAX_POOL_BATCH, POOL_USE_WITHIN};
+use permafrost_protocol::sign::{
+    PooledCommitment, MAX_COMMITMENT_LEN, MAX_POOL_BATCH, POOL_USE_WITHIN,
+};
 use permafrost_protocol::{Refusal, Timestamp};
 use permafrost_wire::SessionId;
 use permafrost_wire::{CommitmentBatch, CommitmentsRequest, Epoch, KeyId, MessageKind, NodeId};
@@ -31,9 +33,6 @@ pub const MAX_POOLED: usize = 65_536;
 
 /// How long a batch asked for is waited for before it may be asked again.
 pub const BATCH_ANSWER_WITHIN: Duration = Duration::from_secs(2);
-
-/// Longest serialized commitment kept (two points and a header).
-const MAX_COMMITMENT_LEN: usize = 256;
 
 /// The pools of every (key, epoch, node), and the batches asked for.
 #[derive(Default)]

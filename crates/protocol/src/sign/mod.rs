@@ -35,6 +35,10 @@ pub fn package_digest(package: &[u8]) -> Digest {
     crate::hash::digest_bytes("sign/package", package)
 }
 
+/// Longest serialized commitment a coordinator accepts before it is parsed (two points and a
+/// header), from a `SignCommitment` or in a `CommitmentBatch`.
+pub const MAX_COMMITMENT_LEN: usize = 256;
+
 /// Most commitments one [`CommitmentsRequest`](permafrost_wire::CommitmentsRequest) may ask
 /// for.
 pub const MAX_POOL_BATCH: u16 = 128;

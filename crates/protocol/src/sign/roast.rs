@@ -13,12 +13,12 @@ use permafrost_wire::{
 };
 use rand_core::CryptoRngCore;
 
-use super::{check_key, check_signing_parameters, package_digest, PooledCommitment};
+use super::{
+    check_key, check_signing_parameters, package_digest, PooledCommitment, MAX_COMMITMENT_LEN,
+};
 use crate::hash::Transcript;
 use crate::{Committee, Event, Output, ProtocolError, Refusal, Session, Suite, Timestamp};
 
-/// Longest serialized commitment accepted before it is parsed (two points and a header).
-const MAX_COMMITMENT_LEN: usize = 256;
 /// Longest serialized signature share accepted before it is parsed (one scalar).
 const MAX_SHARE_LEN: usize = 128;
 
@@ -218,10 +218,7 @@ impl<S: Suite> RoastCoordinator<S> {
             let Some(p) = pooled.remove(&member.node) else {
                 continue;
             };
-            if p.commitment.len() > MAX_COMMITMENT_LEN {
-                continue;
-            }
-            let Ok(commitment) = SigningCommitments::<S>::deserialize(&p.commitment) else {
+            let Ok(commitment) = parse_commitment::<S>(&p.commitment) else {
                 continue;
             };
             member.state = MemberState::Ready(commitment);
@@ -359,15 +356,7 @@ impl<S: Suite> RoastCoordinator<S> {
         if matches!(member.state, MemberState::Excluded | MemberState::Reserve) {
             return Err(Refusal::Unexpected(MessageKind::SignCommitment).into());
         }
-        if bytes.len() > MAX_COMMITMENT_LEN {
-            return Err(Refusal::Limit(format!(
-                "commitment of {} bytes exceeds {MAX_COMMITMENT_LEN}",
-                bytes.len()
-            ))
-            .into());
-        }
-        let commitment = SigningCommitments::<S>::deserialize(bytes)
-            .map_err(|e| Refusal::Malformed(format!("commitment: {e}")))?;
+        let commitment = parse_commitment::<S>(bytes)?;
         if member.used.contains(&commitment) {
             return Ok(()); // a late copy of a commitment already used
         }
@@ -802,6 +791,19 @@ impl<S: Suite> RoastCoordinator<S> {
         silent.sort();
         silent
     }
+}
+
+/// A member's commitment, refused before it is parsed if it is longer than
+/// [`MAX_COMMITMENT_LEN`].
+fn parse_commitment<S: Suite>(bytes: &[u8]) -> Result<SigningCommitments<S>, Refusal> {
+    if bytes.len() > MAX_COMMITMENT_LEN {
+        return Err(Refusal::Limit(format!(
+            "commitment of {} bytes exceeds {MAX_COMMITMENT_LEN}",
+            bytes.len()
+        )));
+    }
+    SigningCommitments::<S>::deserialize(bytes)
+        .map_err(|e| Refusal::Malformed(format!("commitment: {e}")))
 }
 
 impl<S: Suite> Session<S> for RoastCoordinator<S> {

@@ -393,14 +393,7 @@ impl<S: Suite> Signer<S> {
             return Err(Refusal::SessionExists);
         }
         self.expire_pool(now);
-        while self.pooled + count > self.limits.max_pooled {
-            let Some(oldest) = self.pool_order.pop_front() else {
-                break;
-            };
-            if let Some(batch) = self.pool.remove(&oldest) {
-                self.pooled -= batch.left;
-            }
-        }
+        while self.pooled + count > self.limits.max_pooled && self.drop_oldest_batch() {}
         let mut rng = rng;
         let mut nonces = Vec::with_capacity(count);
         let mut commitments = Vec::with_capacity(count);
@@ -511,16 +504,24 @@ impl<S: Suite> Signer<S> {
 
     /// Drops pooled batches whose time is up; their nonces are zeroized as they drop.
     fn expire_pool(&mut self, now: Timestamp) {
-        while let Some(name) = self.pool_order.front() {
-            match self.pool.get(name) {
-                Some(batch) if batch.expires > now => break,
-                Some(batch) => self.pooled -= batch.left,
-                None => {}
-            }
-            if let Some(name) = self.pool_order.pop_front() {
-                self.pool.remove(&name);
-            }
+        while self
+            .pool_order
+            .front()
+            .is_some_and(|name| self.pool.get(name).is_none_or(|b| b.expires <= now))
+        {
+            self.drop_oldest_batch();
         }
+    }
+
+    /// Drops the oldest pooled batch, if any (its nonces are zeroized as they drop).
+    fn drop_oldest_batch(&mut self) -> bool {
+        let Some(oldest) = self.pool_order.pop_front() else {
+            return false;
+        };
+        if let Some(batch) = self.pool.remove(&oldest) {
+            self.pooled -= batch.left;
+        }
+        true
     }
 
     /// Forgets sessions whose time is up; their nonces are zeroized as they drop.
