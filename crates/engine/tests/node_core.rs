@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use permafrost_engine::deadlines;
-use permafrost_engine::node::{NodeNotice, NodeStore};
+use permafrost_engine::node::NodeNotice;
 use permafrost_engine::sim::{Envelope, Fault, Network, SimVerifier};
 use permafrost_keystore::AuditKind;
 use permafrost_protocol::dkg::DkgCoordinator;
@@ -315,11 +315,7 @@ fn crash_after_admission_releases_nothing<S: Suite>() {
     });
     let message = b"pay 10";
     let approval = net.authorize(&key, &pkp, message);
-    let remembered = |net: &Network<S>| {
-        let store = net.node(&victim).unwrap().store().unwrap();
-        store.client_requests(0).unwrap().len()
-    };
-    let before = remembered(&net);
+    let before = remembered_requests(&net, &victim);
     let outcome = net
         .sign_roast_as(
             &coordinator,
@@ -340,7 +336,7 @@ fn crash_after_admission_releases_nothing<S: Suite>() {
     assert!(!outcome.signers.contains(&victim));
     assert_eq!(net.shares_produced(Some(&victim)), 0);
     assert_eq!(
-        remembered(&net),
+        remembered_requests(&net, &victim),
         before,
         "an unsynced admission survived the crash"
     );
@@ -385,11 +381,7 @@ fn a_crash_before_the_sync_releases_no_share<S: Suite>() {
     let victim = nodes[0].clone();
     net.node_mut(&victim).unwrap().hold_syncs(true);
     let sent = Sent::watch(&mut net);
-    let remembered = |net: &Network<S>| {
-        let store = net.node(&victim).unwrap().store().unwrap();
-        store.client_requests(0).unwrap().len()
-    };
-    let before = remembered(&net);
+    let before = remembered_requests(&net, &victim);
     let message = b"pay 30";
     let mark = start_roast(
         &mut net,
@@ -424,7 +416,11 @@ fn a_crash_before_the_sync_releases_no_share<S: Suite>() {
             .all(|(e, _)| !matches!(e.kind, AuditKind::ClientRequest | AuditKind::SignatureShare)),
         "an unsynced write survived the crash"
     );
-    assert_eq!(remembered(&net), before, "an unsynced admission survived");
+    assert_eq!(
+        remembered_requests(&net, &victim),
+        before,
+        "an unsynced admission survived"
+    );
     assert_eq!(net.node(&victim).unwrap().open_signing_sessions(), 0);
 
     let (signers, _) = roast_outcome(&mut net, &coordinator, mark, &pkp, message).unwrap();
@@ -527,11 +523,7 @@ fn failed_batch_write_releases_no_share<S: Suite>() {
 fn a_failed_batch_keeps_its_admissions_for_the_next<S: Suite>() {
     let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(113, 3, 5);
     let victim = nodes[0].clone();
-    let remembered = |net: &Network<S>| {
-        let store = net.node(&victim).unwrap().store().unwrap();
-        store.client_requests(0).unwrap().len()
-    };
-    let before = remembered(&net);
+    let before = remembered_requests(&net, &victim);
     let sent = Sent::watch(&mut net);
     let mark = net.notices.len();
     // The flush after the request (the admission alone) fails.
@@ -540,7 +532,11 @@ fn a_failed_batch_keeps_its_admissions_for_the_next<S: Suite>() {
     assert!(write_failed(&net, mark, &victim, "share audit entries"));
     assert!(signers.contains(&victim), "{signers:?}");
     assert_eq!(sent.count(&victim, MessageKind::SignShare), 1);
-    assert_eq!(remembered(&net), before + 1, "the admission was lost");
+    assert_eq!(
+        remembered_requests(&net, &victim),
+        before + 1,
+        "the admission was lost"
+    );
     let store = net.node(&victim).unwrap().store().unwrap();
     let durable: Vec<AuditKind> = store
         .audit_entries()

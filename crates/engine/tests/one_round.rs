@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use frost_core::{Field, Group, SigningPackage};
+use frost_core::SigningPackage;
 use permafrost_engine::sim::{Envelope, Fault, Network};
 use permafrost_protocol::sign::{Signer, SignerLimits, MAX_POOL_BATCH};
 use permafrost_protocol::wire::{
     participant_identifier, CommitmentsRequest, Epoch, Message, MessageKind, NodeId, SessionId,
-    SignRefusal, SignShare, SignWithCommitment,
+    SignRefusal, SignWithCommitment,
 };
 use permafrost_protocol::{Output, ProtocolError, Refusal, Session, Suite, Timestamp};
 use rand_chacha::ChaCha20Rng;
@@ -368,14 +368,13 @@ fn a_duplicated_one_round_request_changes_nothing<S: Suite>() {
     assert_eq!(count(&log, MessageKind::SignRefusal, None), 0);
 }
 
-/// `share` with its scalar replaced by 1: it parses, but does not verify.
-fn wrong_share<S: Suite>(share: &SignShare) -> Message {
-    let one = <<S::Group as Group>::Field as Field>::one();
-    Message::SignShare(SignShare {
-        share: <<S::Group as Group>::Field as Field>::serialize(&one)
-            .as_ref()
-            .to_vec(),
-        ..share.clone()
+/// A plain refusal of `session` (not about the client, not about a pooled commitment).
+fn not_today(session: SessionId) -> Message {
+    Message::SignRefusal(SignRefusal {
+        session,
+        reason: "not today".into(),
+        unauthorized: false,
+        commitment_unknown: false,
     })
 }
 
@@ -388,12 +387,7 @@ fn one_round_signers_that_fail_are_replaced_and_named<S: Suite>() {
         let b = bad.clone();
         let log = record(&mut net, move |env| match &env.message {
             Message::SignShare(m) if env.from == b => match case {
-                0 => Fault::Replace(Message::SignRefusal(SignRefusal {
-                    session: m.session,
-                    reason: "not today".into(),
-                    unauthorized: false,
-                    commitment_unknown: false,
-                })),
+                0 => Fault::Replace(not_today(m.session)),
                 1 => Fault::Replace(wrong_share::<S>(m)),
                 _ => Fault::Drop,
             },
@@ -437,12 +431,7 @@ fn one_round_signers_that_fail_are_replaced_and_named<S: Suite>() {
         if !r.contains(&env.from) {
             return Fault::Deliver;
         }
-        Fault::Replace(Message::SignRefusal(SignRefusal {
-            session,
-            reason: "not today".into(),
-            unauthorized: false,
-            commitment_unknown: false,
-        }))
+        Fault::Replace(not_today(session))
     });
     match net.sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"refused") {
         Err(ProtocolError::TooFewSigners { refused, .. }) => {

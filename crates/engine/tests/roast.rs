@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use common::*;
 use frost_core::round1::SigningCommitments;
-use frost_core::{Field, Group, Identifier, SigningPackage};
+use frost_core::{Identifier, SigningPackage};
 use permafrost_engine::deadlines;
 use permafrost_engine::sim::{Envelope, Fault, Network};
 use permafrost_protocol::sign::{Signer, SignerLimits};
 use permafrost_protocol::wire::{
-    encode, Epoch, Message, NodeId, SessionId, SignPackage, SignRefusal, SignRequest, SignShare,
+    encode, Epoch, Message, NodeId, SessionId, SignPackage, SignRefusal, SignRequest,
 };
 use permafrost_protocol::{Output, ProtocolError, Refusal, Session, Suite, Timestamp};
 use rand_chacha::ChaCha20Rng;
@@ -60,17 +60,6 @@ fn ready_order(order: &[NodeId], step: u64, env: &Envelope) -> Option<Fault> {
 /// commitment.
 fn swapped<S: Suite>(c: &SigningCommitments<S>) -> SigningCommitments<S> {
     SigningCommitments::new(*c.binding(), *c.hiding())
-}
-
-/// `share` with its scalar replaced by 1: it parses, but does not verify.
-fn wrong_share<S: Suite>(share: &SignShare) -> Message {
-    let one = <<S::Group as Group>::Field as Field>::one();
-    Message::SignShare(SignShare {
-        share: <<S::Group as Group>::Field as Field>::serialize(&one)
-            .as_ref()
-            .to_vec(),
-        ..share.clone()
-    })
 }
 
 /// `package` with the commitment of one member other than `keep` altered.

@@ -2,10 +2,11 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use frost_core::keys::PublicKeyPackage;
-use frost_core::Signature;
+use frost_core::{Field, Group, Signature};
 use permafrost_engine::sim::{sim_operator, Network};
 use permafrost_protocol::wire::{
-    Digest, Epoch, KeyId, LifecycleAction, LifecycleKind, NodeId, OperatorApproval, ReshareProposal,
+    Digest, Epoch, KeyId, LifecycleAction, LifecycleKind, Message, NodeId, OperatorApproval,
+    ReshareProposal, SignShare,
 };
 use permafrost_protocol::{ProtocolError, Refusal, Suite};
 
@@ -50,6 +51,24 @@ pub fn refusals_at<S: Suite>(net: &Network<S>, node: &NodeId) -> Vec<Refusal> {
             _ => None,
         })
         .collect()
+}
+
+/// `share` with its scalar replaced by 1: it parses, but does not verify.
+pub fn wrong_share<S: Suite>(share: &SignShare) -> Message {
+    let one = <<S::Group as Group>::Field as Field>::one();
+    Message::SignShare(SignShare {
+        share: <<S::Group as Group>::Field as Field>::serialize(&one)
+            .as_ref()
+            .to_vec(),
+        ..share.clone()
+    })
+}
+
+/// Client request ids `node`'s store remembers now.
+pub fn remembered_requests<S: Suite>(net: &Network<S>, node: &NodeId) -> usize {
+    use permafrost_engine::node::NodeStore as _;
+    let store = net.node(node).unwrap().store().unwrap();
+    store.client_requests(0).unwrap().len()
 }
 
 /// Checks a signature with the independent (non-frost) verifier of its scheme.
