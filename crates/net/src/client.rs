@@ -1,19 +1,21 @@
 //! The handles the rest of the process holds: [`Client`] to send, [`InboundRequest`] to answer.
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::Arc;
 
 use libp2p::{Multiaddr, PeerId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
+use crate::frame::Kind;
+use crate::inbound::Answer;
+use crate::outbound::Links;
 use crate::NetError;
 
-/// A command for the swarm task. Every command carries its reply channel.
+/// A command for the swarm task. Every command but `Dial` carries its reply channel.
 pub(crate) enum Command {
-    Request {
+    /// Dial `peer` at its static addresses unless connected or dialing already.
+    Dial {
         peer: PeerId,
-        payload: Vec<u8>,
-        reply: oneshot::Sender<Result<Vec<u8>, NetError>>,
     },
     ListenAddrs {
         reply: oneshot::Sender<Vec<Multiaddr>>,
@@ -38,11 +40,8 @@ pub(crate) enum Command {
 pub struct Client {
     pub(crate) local_peer_id: PeerId,
     pub(crate) commands: mpsc::Sender<Command>,
-    pub(crate) max_message_bytes: usize,
-    /// Upper bound on a whole request: connection establishment plus the request timeout,
-    /// plus a margin. The swarm reports sooner in every normal case; this only guarantees
-    /// that [`Client::request`] cannot wait forever.
-    pub(crate) request_deadline: Duration,
+    /// The link to each configured peer.
+    pub(crate) links: Arc<Links>,
 }
 
 impl fmt::Debug for Client {
@@ -61,9 +60,11 @@ impl Client {
 
     /// Sends `payload` to `peer` and waits for its response.
     ///
-    /// If no connection to `peer` is open, it is dialed at its static addresses from
-    /// [`NetConfig::peers`](crate::NetConfig::peers) (on every request, so a failed dial never
-    /// loses them).
+    /// The request travels on the link's long-lived stream to `peer`, opened by the first
+    /// request; if no connection to `peer` is open, it is dialed at its static addresses from
+    /// [`NetConfig::peers`](crate::NetConfig::peers) (every time, so a failed dial never loses
+    /// them). It waits at most the connection timeout for a stream, then
+    /// [`NetConfig::request_timeout`](crate::NetConfig::request_timeout) for the answer.
     ///
     /// # Errors
     ///
@@ -74,24 +75,7 @@ impl Client {
     /// response (it refused the request, dropped it, or was not allowed to talk to us), and
     /// [`NetError::Shutdown`] once the task has stopped.
     pub async fn request(&self, peer: PeerId, payload: Vec<u8>) -> Result<Vec<u8>, NetError> {
-        if payload.len() > self.max_message_bytes {
-            return Err(NetError::TooLarge {
-                len: payload.len(),
-                cap: self.max_message_bytes,
-            });
-        }
-        let (reply, response) = oneshot::channel();
-        self.send(Command::Request {
-            peer,
-            payload,
-            reply,
-        })
-        .await?;
-        match tokio::time::timeout(self.request_deadline, response).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(NetError::Shutdown),
-            Err(_) => Err(NetError::Timeout(peer)),
-        }
+        self.links.request(peer, payload).await
     }
 
     /// The addresses this node actually listens on (with port 0 resolved).
@@ -151,23 +135,21 @@ impl Client {
 /// A request received from an allowlisted peer. Answer it with [`InboundRequest::respond`].
 ///
 /// Dropping it without responding makes the requester get an error at once; holding it past
-/// the request timeout makes the requester time out.
+/// the request timeout makes the requester time out (a later answer is dropped there).
 pub struct InboundRequest {
     /// The authenticated sender (the Noise channel proves it).
     pub peer: PeerId,
     /// The request bytes, at most `max_message_bytes` long.
     pub payload: Vec<u8>,
-    pub(crate) responder: oneshot::Sender<Vec<u8>>,
+    pub(crate) responder: Responder,
 }
 
 impl InboundRequest {
-    /// Sends `payload` back to the requester. A response over `max_message_bytes`, or one
-    /// given after the request timed out or its connection closed, is dropped (and logged) and
-    /// the requester gets an error.
+    /// Sends `payload` back to the requester. A response over `max_message_bytes` is refused
+    /// instead (and logged), and the requester gets an error; one given after the requester
+    /// gave up, or after the stream closed, is dropped.
     pub fn respond(self, payload: Vec<u8>) {
-        // Fails only if the swarm task has stopped or given up on this request; the
-        // requester has then already been told.
-        let _ = self.responder.send(payload);
+        self.responder.answer(payload);
     }
 }
 
@@ -178,5 +160,42 @@ impl fmt::Debug for InboundRequest {
             .field("peer", &self.peer)
             .field("payload_len", &self.payload.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// The way back to a request's stream: answers it once, and refuses it if dropped unanswered.
+pub(crate) struct Responder {
+    pub(crate) id: u64,
+    pub(crate) answers: mpsc::UnboundedSender<Answer>,
+    /// The request's place among its stream's unanswered ones; `None` once answered.
+    pub(crate) slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Responder {
+    fn answer(mut self, body: Vec<u8>) {
+        self.send(Kind::Answer, body);
+    }
+
+    /// Refuses the request with `reason`, which the requester sees.
+    pub(crate) fn refuse(mut self, reason: String) {
+        self.send(Kind::Refused, reason.into_bytes());
+    }
+
+    fn send(&mut self, kind: Kind, body: Vec<u8>) {
+        if let Some(slot) = self.slot.take() {
+            // Fails only once the stream's writer has stopped: the requester has been told.
+            let _ = self.answers.send(Answer {
+                id: self.id,
+                kind,
+                body,
+                _slot: slot,
+            });
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.send(Kind::Refused, b"dropped without an answer".to_vec());
     }
 }

@@ -3,27 +3,26 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::ops::ControlFlow;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::StreamExt;
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{
-    self, InboundFailure, OutboundFailure, OutboundRequestId, ProtocolSupport,
-};
-use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     allow_block_list, connection_limits, identify, noise, ping, tcp, yamux, Multiaddr, PeerId,
     Swarm, SwarmBuilder,
 };
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, trace, warn};
 
+use crate::addresses::StaticAddresses;
 use crate::client::{Command, InboundRequest};
-use crate::codec::{FrameCodec, FrameTooLarge, PROTOCOL};
-use crate::rate_limit::{PeerRateLimits, Verdict, REFUSAL_LOG_INTERVAL};
+use crate::frame::PROTOCOL;
+use crate::inbound::{self, InboundContext};
+use crate::outbound::{LinkContext, Links};
+use crate::rate_limit::PeerRateLimits;
 use crate::{Client, NetConfig, NetError};
 
 /// Prefix of the Noise prologue; the network id follows it.
@@ -38,8 +37,6 @@ const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const MAX_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`start`] waits for every listener to report its address.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Slack added to a request's deadline on the client side, beyond the swarm's own timeouts.
-const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
 /// Capacity of the command channel between the clients and the task.
 const COMMAND_QUEUE: usize = 256;
 /// Established connections allowed per peer (one each way when both dial at once).
@@ -53,17 +50,11 @@ const EXTRA_CONNECTIONS: u32 = 8;
 struct Behaviour {
     allowlist: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
     limits: connection_limits::Behaviour,
-    request_response: request_response::Behaviour<FrameCodec>,
+    addresses: StaticAddresses,
+    streams: libp2p_stream::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
 }
-
-/// The result of waiting for the application to answer an inbound request.
-type PendingResponse = (
-    PeerId,
-    request_response::ResponseChannel<Vec<u8>>,
-    Result<Result<Vec<u8>, oneshot::error::RecvError>, tokio::time::error::Elapsed>,
-);
 
 /// Starts the network: builds the swarm, listens on every [`NetConfig::listen`] address,
 /// spawns the swarm task on the current tokio runtime and returns once every listener has
@@ -111,7 +102,12 @@ pub async fn start(
         }
     }
     let connection_timeout = config.request_timeout.min(MAX_CONNECTION_TIMEOUT);
-    let mut swarm = build_swarm(&config, &peers, connection_timeout)?;
+    let streams = libp2p_stream::Behaviour::new();
+    let mut control = streams.new_control();
+    let incoming = control
+        .accept(PROTOCOL)
+        .map_err(|e| NetError::Transport(format!("cannot serve {PROTOCOL}: {e}")))?;
+    let mut swarm = build_swarm(&config, &peers, connection_timeout, streams)?;
 
     let mut listeners = HashSet::new();
     for addr in &config.listen {
@@ -124,18 +120,14 @@ pub async fn start(
 
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue);
+    let (stop_accepting, stop) = watch::channel(false);
     let mut event_loop = EventLoop {
         swarm,
         commands: command_rx,
-        inbound: inbound_tx,
+        inbound: inbound_tx.clone(),
         local_peer_id,
         peers,
-        max_message_bytes: config.max_message_bytes,
-        request_timeout: config.request_timeout,
-        rate_limits: PeerRateLimits::new(config.inbound_rate_limit),
-        pending_requests: HashMap::new(),
-        pending_responses: FuturesUnordered::new(),
-        last_dial_error: HashMap::new(),
+        _stop_accepting: stop_accepting,
         commands_open: true,
         inbound_open: true,
     };
@@ -146,13 +138,31 @@ pub async fn start(
         peers = event_loop.peers.len(),
         "network started"
     );
+    let inbound_context = InboundContext {
+        peers: event_loop.peers.keys().copied().collect(),
+        max_message_bytes: config.max_message_bytes,
+        rate_limits: Mutex::new(PeerRateLimits::new(config.inbound_rate_limit)),
+        queue: inbound_tx,
+        streams: Mutex::new(HashMap::new()),
+    };
+    tokio::spawn(inbound::accept(incoming, Arc::new(inbound_context), stop));
+    let links = Links::new(
+        local_peer_id,
+        event_loop.peers.keys().copied(),
+        &control,
+        LinkContext {
+            max_message_bytes: config.max_message_bytes,
+            request_timeout: config.request_timeout,
+            open_timeout: connection_timeout,
+            commands: command_tx.clone(),
+        },
+    );
     tokio::spawn(event_loop.run());
 
     let client = Client {
         local_peer_id,
         commands: command_tx,
-        max_message_bytes: config.max_message_bytes,
-        request_deadline: connection_timeout + config.request_timeout + DEADLINE_MARGIN,
+        links: Arc::new(links),
     };
     Ok((client, inbound_rx))
 }
@@ -185,6 +195,7 @@ fn build_swarm(
     config: &NetConfig,
     peers: &HashMap<PeerId, Vec<Multiaddr>>,
     connection_timeout: Duration,
+    streams: libp2p_stream::Behaviour,
 ) -> Result<Swarm<Behaviour>, NetError> {
     let local_peer_id = config.keypair.public().to_peer_id();
     let prologue = [PROLOGUE_PREFIX, config.network_id.as_bytes()].concat();
@@ -202,11 +213,7 @@ fn build_swarm(
         .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
         .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
         .with_max_established(Some(max_established));
-    let request_response = request_response::Behaviour::with_codec(
-        FrameCodec::new(config.max_message_bytes),
-        [(PROTOCOL, ProtocolSupport::Full)],
-        request_response::Config::default().with_request_timeout(config.request_timeout),
-    );
+    let addresses = StaticAddresses::new(peers.clone());
 
     let swarm = SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
@@ -221,7 +228,8 @@ fn build_swarm(
         .with_behaviour(|key| Behaviour {
             allowlist,
             limits: connection_limits::Behaviour::new(limits),
-            request_response,
+            addresses,
+            streams,
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
                     .with_agent_version(format!("permafrost-net/{}", env!("CARGO_PKG_VERSION")))
@@ -245,16 +253,8 @@ struct EventLoop {
     local_peer_id: PeerId,
     /// The allowlist and the static addresses.
     peers: HashMap<PeerId, Vec<Multiaddr>>,
-    max_message_bytes: usize,
-    request_timeout: Duration,
-    /// The per-peer token buckets on inbound requests.
-    rate_limits: PeerRateLimits,
-    /// Outbound requests waiting for their response or failure.
-    pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, NetError>>>,
-    /// Inbound requests handed to the application, waiting for its answer.
-    pending_responses: FuturesUnordered<BoxFuture<'static, PendingResponse>>,
-    /// The last dial error per peer, to explain `OutboundFailure::DialFailure`.
-    last_dial_error: HashMap<PeerId, String>,
+    /// Dropped with the loop: stops accepting inbound streams.
+    _stop_accepting: watch::Sender<bool>,
     /// False once every `Client` is dropped.
     commands_open: bool,
     /// False once the inbound receiver is dropped.
@@ -315,7 +315,6 @@ impl EventLoop {
                     }
                     None => self.commands_open = false,
                 },
-                Some(done) = self.pending_responses.next() => self.finish_response(done),
                 () = self.inbound.closed(), if self.inbound_open => self.inbound_open = false,
             }
             if !self.commands_open && !self.inbound_open {
@@ -335,11 +334,7 @@ impl EventLoop {
     /// Serves one command; `Break` carries the reply of a shutdown request.
     fn handle_command(&mut self, command: Command) -> ControlFlow<oneshot::Sender<()>> {
         match command {
-            Command::Request {
-                peer,
-                payload,
-                reply,
-            } => self.send_request(peer, payload, reply),
+            Command::Dial { peer } => self.dial(peer),
             Command::ListenAddrs { reply } => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
             }
@@ -355,31 +350,18 @@ impl EventLoop {
         ControlFlow::Continue(())
     }
 
-    fn send_request(
-        &mut self,
-        peer: PeerId,
-        payload: Vec<u8>,
-        reply: oneshot::Sender<Result<Vec<u8>, NetError>>,
-    ) {
-        let Some(addrs) = self.peers.get(&peer) else {
-            let _ = reply.send(Err(NetError::UnknownPeer(peer)));
-            return;
-        };
-        if peer == self.local_peer_id {
-            let _ = reply.send(Err(NetError::Unreachable {
-                peer,
-                reason: "cannot send a request to the local peer".into(),
-            }));
+    /// Dials `peer` unless connected or dialing already (its static addresses come from
+    /// [`StaticAddresses`]).
+    fn dial(&mut self, peer: PeerId) {
+        if peer == self.local_peer_id || !self.peers.contains_key(&peer) {
             return;
         }
-        // The static addresses go with every request: a failed dial never loses them.
-        let request_id = self
-            .swarm
-            .behaviour_mut()
-            .request_response
-            .send_request_with_addresses(&peer, payload, addrs.clone());
-        trace!(%peer, %request_id, "request queued");
-        self.pending_requests.insert(request_id, reply);
+        let opts = DialOpts::peer_id(peer)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if let Err(error) = self.swarm.dial(opts) {
+            trace!(%peer, %error, "dial not started");
+        }
     }
 
     fn dial_all(&mut self) {
@@ -396,9 +378,6 @@ impl EventLoop {
 
     fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::Behaviour(BehaviourEvent::RequestResponse(event)) => {
-                self.handle_request_response(event)
-            }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => match event {
                 identify::Event::Received { peer_id, info, .. } => debug!(
                     peer = %peer_id,
@@ -417,13 +396,14 @@ impl EventLoop {
             },
             SwarmEvent::Behaviour(BehaviourEvent::Allowlist(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::Addresses(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::Streams(())) => {}
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 endpoint,
                 num_established,
                 ..
             } => {
-                self.last_dial_error.remove(&peer_id);
                 info!(
                     peer = %peer_id,
                     address = %endpoint.get_remote_address(),
@@ -460,11 +440,7 @@ impl EventLoop {
                 "incoming connection refused or failed"
             ),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                let reason = error.to_string();
-                warn!(peer = ?peer_id, error = %reason, "outgoing connection failed");
-                if let Some(peer) = peer_id {
-                    self.last_dial_error.insert(peer, reason);
-                }
+                warn!(peer = ?peer_id, %error, "outgoing connection failed")
             }
             SwarmEvent::Dialing { peer_id, .. } => debug!(peer = ?peer_id, "dialing"),
             SwarmEvent::NewListenAddr { address, .. } => info!(%address, "listening"),
@@ -479,164 +455,6 @@ impl EventLoop {
             },
             SwarmEvent::ListenerError { error, .. } => warn!(%error, "listener error"),
             other => trace!(event = ?other, "swarm event"),
-        }
-    }
-
-    fn handle_request_response(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => self.on_inbound_request(peer, request, channel),
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    // The codec has already refused any response over the cap.
-                    if let Some(reply) = self.pending_requests.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
-                    }
-                }
-            },
-            request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                debug!(%peer, %request_id, %error, "request failed");
-                let error = self.outbound_error(peer, error);
-                if let Some(reply) = self.pending_requests.remove(&request_id) {
-                    let _ = reply.send(Err(error));
-                }
-            }
-            request_response::Event::InboundFailure {
-                peer,
-                request_id,
-                error: InboundFailure::ResponseOmission,
-                ..
-            } => {
-                // A request refused here (rate limit, full queue, unanswered): already logged,
-                // and at most once per interval for a flooding peer.
-                trace!(%peer, %request_id, "inbound request refused without a response")
-            }
-            request_response::Event::InboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => debug!(%peer, %request_id, %error, "inbound request failed"),
-            request_response::Event::ResponseSent {
-                peer, request_id, ..
-            } => trace!(%peer, %request_id, "response sent"),
-        }
-    }
-
-    fn outbound_error(&self, peer: PeerId, error: OutboundFailure) -> NetError {
-        match error {
-            OutboundFailure::DialFailure => NetError::Unreachable {
-                peer,
-                reason: self
-                    .last_dial_error
-                    .get(&peer)
-                    .cloned()
-                    .unwrap_or_else(|| "dial failed".into()),
-            },
-            OutboundFailure::Timeout => NetError::Timeout(peer),
-            OutboundFailure::ConnectionClosed => NetError::Remote {
-                peer,
-                reason: "connection closed before a response was received".into(),
-            },
-            OutboundFailure::UnsupportedProtocols => NetError::Remote {
-                peer,
-                reason: format!("remote does not support {PROTOCOL}"),
-            },
-            OutboundFailure::Io(error) => match FrameTooLarge::find(&error) {
-                Some(FrameTooLarge { len, cap }) => NetError::TooLarge { len, cap },
-                None if error.kind() == std::io::ErrorKind::UnexpectedEof => NetError::Remote {
-                    peer,
-                    reason: "remote closed the stream without a response".into(),
-                },
-                None => NetError::Remote {
-                    peer,
-                    reason: error.to_string(),
-                },
-            },
-        }
-    }
-
-    fn on_inbound_request(
-        &mut self,
-        peer: PeerId,
-        payload: Vec<u8>,
-        channel: request_response::ResponseChannel<Vec<u8>>,
-    ) {
-        // The allowlist refuses unknown peers at connection time; this is the second check.
-        if !self.peers.contains_key(&peer) {
-            warn!(%peer, "refusing a request from a peer outside the allowlist");
-            return;
-        }
-        // Over the peer's rate limit: refused like a full queue, before the application sees
-        // it. Logged at most once per interval per peer, with the count since the last line.
-        if let Verdict::Refuse { log } = self.rate_limits.check(peer, Instant::now()) {
-            if let Some(refused) = log {
-                warn!(
-                    %peer,
-                    refused,
-                    interval_secs = REFUSAL_LOG_INTERVAL.as_secs(),
-                    "peer exceeds its inbound rate limit; refusing its requests"
-                );
-            }
-            return;
-        }
-        let (responder, response) = oneshot::channel();
-        let request = InboundRequest {
-            peer,
-            payload,
-            responder,
-        };
-        // Never wait on the application here: a full queue refuses the request, and dropping
-        // `channel` tells the requester at once.
-        match self.inbound.try_send(request) {
-            Ok(()) => {
-                let timeout = self.request_timeout;
-                self.pending_responses.push(Box::pin(async move {
-                    let answer = tokio::time::timeout(timeout, response).await;
-                    (peer, channel, answer)
-                }));
-            }
-            Err(TrySendError::Full(_)) => warn!(
-                %peer,
-                capacity = self.inbound.max_capacity(),
-                "inbound request queue full; refusing the request"
-            ),
-            Err(TrySendError::Closed(_)) => {
-                debug!(%peer, "no inbound request receiver; refusing the request")
-            }
-        }
-    }
-
-    fn finish_response(&mut self, (peer, channel, answer): PendingResponse) {
-        match answer {
-            Ok(Ok(response)) if response.len() > self.max_message_bytes => warn!(
-                %peer,
-                len = response.len(),
-                cap = self.max_message_bytes,
-                "response exceeds the message cap; dropping it"
-            ),
-            Ok(Ok(response)) => {
-                if self
-                    .swarm
-                    .behaviour_mut()
-                    .request_response
-                    .send_response(channel, response)
-                    .is_err()
-                {
-                    debug!(%peer, "response came after the request timed out or its connection closed");
-                }
-            }
-            Ok(Err(_)) => debug!(%peer, "inbound request dropped without a response"),
-            Err(_) => debug!(%peer, "inbound request not answered within the request timeout"),
         }
     }
 }

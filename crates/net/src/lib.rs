@@ -8,12 +8,15 @@
 //! - Allowlist: only [`NetConfig::peers`] may connect; any other peer is refused when its
 //!   connection is established, before a single request is read. Connection limits cap
 //!   connections per peer, pending handshakes and the total.
-//! - Request-response on `/permafrost/req/1`: one frame per request and per response, a
-//!   `u32` big-endian length and the bytes, refused if longer than
-//!   [`NetConfig::max_message_bytes`] before any buffer is reserved.
-//! - One tokio task owns the swarm. A cloneable [`Client`] sends it commands; inbound
-//!   requests arrive on a bounded channel as [`InboundRequest`]s, and when it is full new
-//!   requests are refused rather than queued.
+//! - Requests and answers on `/permafrost/link/1`: one long-lived stream per peer and
+//!   direction, opened by the first request, carrying many requests, each one frame (a `u32`
+//!   big-endian length, a request id, a kind and the bytes) answered by id, in any order. A
+//!   body longer than [`NetConfig::max_message_bytes`] is refused before any buffer is
+//!   reserved. No stream is opened, and no protocol negotiated, per message.
+//! - One tokio task owns the swarm (connections, dials, identify, ping); requests and answers
+//!   do not pass through it. A cloneable [`Client`] writes requests on the links itself;
+//!   inbound requests arrive on a bounded channel as [`InboundRequest`]s, and when it is full
+//!   new requests are refused rather than queued.
 //! - Per-peer rate limit on inbound requests ([`NetConfig::inbound_rate_limit`]): a token
 //!   bucket per peer; a request over the limit is refused before it reaches the channel, so
 //!   one flooding peer cannot crowd the others out.
@@ -43,11 +46,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod addresses;
 mod client;
-mod codec;
 mod config;
 mod error;
 mod event_loop;
+mod frame;
+mod inbound;
+mod outbound;
 mod rate_limit;
 
 pub use client::{Client, InboundRequest};

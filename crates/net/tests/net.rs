@@ -2,7 +2,7 @@
 //! per-peer rate limits.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -154,6 +154,290 @@ async fn allowlisted_peers_exchange_requests_both_ways() {
     a.shutdown().await;
     b.shutdown().await;
     eprintln!("both_ways: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_peers_opening_links_at_once_lose_no_request() {
+    const PEERS: usize = 8;
+    const REQUESTS: usize = 20;
+    let server_key = Keypair::generate_ed25519();
+    let server_id = server_key.public().to_peer_id();
+    let keys: Vec<Keypair> = (0..PEERS).map(|_| Keypair::generate_ed25519()).collect();
+    let (_server, server_inbound, server_addr) = start_node(config(
+        &server_key,
+        keys.iter().map(|key| peer(key, vec![])).collect(),
+    ))
+    .await;
+    echo(server_inbound, b"s:");
+    let mut clients = Vec::new();
+    for key in &keys {
+        let (client, _inbound, _) = start_node(config(
+            key,
+            vec![peer(&server_key, vec![server_addr.clone()])],
+        ))
+        .await;
+        clients.push(client);
+    }
+    // Connected first, so that every peer's first requests open their streams together and
+    // they reach the server in the same instant; each request must be answered all the same.
+    for client in &clients {
+        within(client.dial_all()).await.unwrap();
+    }
+    for client in &clients {
+        within(async {
+            while client.connected_peers().await.unwrap().is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+    }
+    let tasks: Vec<_> = clients
+        .iter()
+        .flat_map(|client| {
+            (0..REQUESTS).map(move |i| {
+                let client = client.clone();
+                tokio::spawn(async move { client.request(server_id, vec![i as u8]).await })
+            })
+        })
+        .collect();
+    for (n, task) in tasks.into_iter().enumerate() {
+        let i = (n % REQUESTS) as u8;
+        assert_eq!(within(task).await.unwrap(), Ok(vec![b's', b':', i]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_in_any_order_reach_their_own_requests() {
+    const REQUESTS: usize = 200;
+    let (server_key, client_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let server_id = server_key.public().to_peer_id();
+    let (_server, mut server_inbound, server_addr) =
+        start_node(config(&server_key, vec![peer(&client_key, vec![])])).await;
+    let (client, _client_inbound, _) = start_node(config(
+        &client_key,
+        vec![peer(&server_key, vec![server_addr])],
+    ))
+    .await;
+
+    // Every request is in flight at once; the server holds them all, then answers them in
+    // reverse order of arrival, each with its own payload doubled.
+    let tasks: Vec<_> = (0..REQUESTS)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let payload = format!("request {i}").into_bytes();
+                (payload.clone(), client.request(server_id, payload).await)
+            })
+        })
+        .collect();
+    let mut held = Vec::new();
+    while held.len() < REQUESTS {
+        held.push(within(server_inbound.recv()).await.unwrap());
+    }
+    let distinct: HashSet<Vec<u8>> = held.iter().map(|r| r.payload.clone()).collect();
+    assert_eq!(distinct.len(), REQUESTS, "every request arrived once");
+    for request in held.into_iter().rev() {
+        let answer = [request.payload.clone(), request.payload.clone()].concat();
+        request.respond(answer);
+    }
+    for task in tasks {
+        let (payload, answer) = within(task).await.unwrap();
+        assert_eq!(answer.unwrap(), [payload.clone(), payload].concat());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_on_a_peer_that_goes_away_fail_at_once() {
+    let (server_key, client_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let server_id = server_key.public().to_peer_id();
+    let (server, mut server_inbound, server_addr) =
+        start_node(config(&server_key, vec![peer(&client_key, vec![])])).await;
+    let (client, _client_inbound, _) = start_node(config(
+        &client_key,
+        vec![peer(&server_key, vec![server_addr])],
+    ))
+    .await;
+
+    // Three requests are held by the server; then it stops. With the default 30 s request
+    // timeout, only the end of the link can fail them this soon.
+    let tasks: Vec<_> = (0..3u8)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.request(server_id, vec![i]).await })
+        })
+        .collect();
+    let mut held = Vec::new();
+    while held.len() < 3 {
+        held.push(within(server_inbound.recv()).await.unwrap());
+    }
+    let stopped = Instant::now();
+    within(server.shutdown()).await;
+    for task in tasks {
+        let error = within(task).await.unwrap().unwrap_err();
+        assert!(
+            matches!(&error, NetError::Remote { peer, .. } if *peer == server_id),
+            "{error:?}"
+        );
+    }
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopped.elapsed()
+    );
+    drop(held);
+    // The next request finds the peer gone: nothing listens at its address any more.
+    let error = within(client.request(server_id, b"anyone?".to_vec()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, NetError::Unreachable { peer, .. } if *peer == server_id),
+        "{error:?}"
+    );
+}
+
+/// A peer that speaks the link protocol by hand: it opens streams and writes frames as it
+/// pleases (here: never reading its answers).
+async fn raw_peer(key: &Keypair, server: PeerId, addr: Multiaddr) -> libp2p_stream::Control {
+    use futures::StreamExt;
+    use libp2p::swarm::dial_opts::DialOpts;
+    let prologue = format!("permafrost/v1/{NETWORK}").into_bytes();
+    let streams = libp2p_stream::Behaviour::new();
+    let control = streams.new_control();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            move |key: &Keypair| libp2p::noise::Config::new(key).map(|n| n.with_prologue(prologue)),
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| streams)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(WAIT))
+        .build();
+    swarm
+        .dial(DialOpts::peer_id(server).addresses(vec![addr]).build())
+        .unwrap();
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    control
+}
+
+/// `count` request frames of the link protocol, ids from `first`, each with a one-byte body.
+fn request_frames(first: u64, count: u64) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for id in first..first + count {
+        bytes.extend_from_slice(&10u32.to_be_bytes());
+        bytes.extend_from_slice(&id.to_be_bytes());
+        bytes.push(0); // a request
+        bytes.push(7);
+    }
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_does_not_read_its_answers_stalls_only_itself() {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    const UNANSWERED: usize = 1024;
+    const STREAMS: usize = 4;
+    let (server_key, raw_key, other_key) = (
+        Keypair::generate_ed25519(),
+        Keypair::generate_ed25519(),
+        Keypair::generate_ed25519(),
+    );
+    let (server_id, raw_id) = (
+        server_key.public().to_peer_id(),
+        raw_key.public().to_peer_id(),
+    );
+    let mut server_config = config(
+        &server_key,
+        vec![peer(&raw_key, vec![]), peer(&other_key, vec![])],
+    );
+    server_config.inbound_queue = 8192;
+    server_config.inbound_rate_limit = None;
+    let (_server, mut server_inbound, server_addr) = start_node(server_config).await;
+    // The application holds the raw peer's requests and answers everyone else's at once.
+    let (held_tx, mut held) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(request) = server_inbound.recv().await {
+            if request.peer == raw_id {
+                let _ = held_tx.send(request);
+            } else {
+                request.respond(b"ok".to_vec());
+            }
+        }
+    });
+    let (other, _other_inbound, _) = start_node(config(
+        &other_key,
+        vec![peer(&server_key, vec![server_addr.clone()])],
+    ))
+    .await;
+
+    // 1,500 requests on one stream, none of whose answers is ever read.
+    let mut control = raw_peer(&raw_key, server_id, server_addr).await;
+    let protocol = libp2p::StreamProtocol::new("/permafrost/link/1");
+    let mut first = within(control.open_stream(server_id, protocol.clone()))
+        .await
+        .unwrap();
+    within(first.write_all(&request_frames(0, 1500)))
+        .await
+        .unwrap();
+    within(first.flush()).await.unwrap();
+    let mut requests = Vec::new();
+    while requests.len() < UNANSWERED {
+        requests.push(within(held.recv()).await.unwrap());
+    }
+    // The stream is read no further while they are unanswered; the other peer is served.
+    assert_eq!(
+        within(other.request(server_id, b"me?".to_vec())).await,
+        Ok(b"ok".to_vec())
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(held.is_empty(), "nothing past the bound is read");
+    // Each answer frees one place: ten answers let exactly ten more in.
+    for request in requests.drain(..10) {
+        request.respond(b"answer".to_vec());
+    }
+    for _ in 0..10 {
+        requests.push(within(held.recv()).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(held.is_empty());
+
+    // Five more streams, one request each: three fit beside the first, two are closed.
+    let mut extra = Vec::new();
+    for i in 0..5 {
+        let mut stream = within(control.open_stream(server_id, protocol.clone()))
+            .await
+            .unwrap();
+        // A refused stream may be closed before the write: that is checked below.
+        let _ = within(stream.write_all(&request_frames(10_000 + i, 1))).await;
+        let _ = within(stream.flush()).await;
+        extra.push(stream);
+    }
+    for _ in 0..STREAMS - 1 {
+        requests.push(within(held.recv()).await.unwrap());
+    }
+    let mut closed = 0;
+    for stream in &mut extra {
+        // An accepted stream begins with the server's ready frame (kind 3), then stays silent
+        // (its request is held); a refused one ends without it.
+        let mut ready = [0u8; 13];
+        match within(stream.read_exact(&mut ready)).await {
+            Ok(()) => assert_eq!(ready[12], 3, "a ready frame"),
+            Err(_) => closed += 1,
+        }
+    }
+    assert_eq!(
+        closed,
+        5 - (STREAMS - 1),
+        "streams beyond the bound are closed"
+    );
+    assert!(held.is_empty());
+    drop(requests);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
