@@ -202,10 +202,20 @@ fn word(text: &str) -> String {
     }
 }
 
-/// `seq time kind key=… epoch=… peer=… detail`, one line.
+/// `seq time kind key=… epoch=… peer=… [client=… request=… timestamp=… session=…] detail`,
+/// one line.
 fn text_line(seq: u64, entry: &AuditEntry) -> String {
+    let client = entry.client.as_ref().map_or_else(String::new, |client| {
+        format!(
+            " client={} request={} timestamp={} session={}",
+            hex::encode(client.public_key),
+            hex::encode(client.request_id),
+            client.timestamp_ms,
+            hex::encode(client.session)
+        )
+    });
     format!(
-        "{seq} {} {} key={} epoch={} peer={} {:?}",
+        "{seq} {} {} key={} epoch={} peer={}{client} {:?}",
         utc(entry.time_unix_ms),
         kind_name(&entry.kind),
         word(&entry.key_id),
@@ -226,6 +236,12 @@ fn json_line(seq: u64, entry: &AuditEntry) -> String {
         "epoch": entry.epoch,
         "peer": entry.requester,
         "message_digest": entry.message_digest.map(hex::encode),
+        "client": entry.client.as_ref().map(|client| serde_json::json!({
+            "public_key": hex::encode(client.public_key),
+            "request_id": hex::encode(client.request_id),
+            "timestamp_ms": client.timestamp_ms,
+            "session": hex::encode(client.session),
+        })),
         "detail": entry.detail,
     })
     .to_string()
@@ -284,6 +300,7 @@ mod tests {
             message_digest: Some([0xab; 32]),
             requester: Some("12D3KooW".into()),
             detail: "wrong epoch\n2 forged".into(),
+            client: None,
         };
         let line = text_line(7, &entry);
         assert!(!line.contains('\n'), "{line}");

@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use permafrost_keystore::{AuditEntry, AuditKind, KdfParams, KeyStore, DATABASE_FILE_NAME};
+use permafrost_keystore::{
+    AuditClient, AuditEntry, AuditKind, KdfParams, KeyStore, DATABASE_FILE_NAME,
+};
 use redb::ReadableTable;
 
 const BIN: &str = env!("CARGO_BIN_EXE_permafrost-node");
@@ -59,6 +61,7 @@ fn entry(i: u64) -> AuditEntry {
         message_digest: Some([i as u8; 32]),
         requester: Some("12D3KooWcoordinator".into()),
         detail: format!("signed {i}"),
+        client: None,
     }
 }
 
@@ -86,9 +89,22 @@ fn show_prints_entries_and_verify_names_a_tampered_one() {
     let config = initialised(dir.path());
     {
         let store = keystore(dir.path());
-        for i in 1..=3 {
+        for i in 1..=2 {
             store.append_audit(&entry(i)).unwrap();
         }
+        // A one-round signature's entry: the share, with the client approval.
+        store
+            .append_audit(&AuditEntry {
+                detail: String::new(),
+                client: Some(AuditClient {
+                    public_key: [0xc1; 32],
+                    request_id: [0x5e; 16],
+                    timestamp_ms: 1_700_000_000_002,
+                    session: [0x77; 32],
+                }),
+                ..entry(3)
+            })
+            .unwrap();
     }
     let verify = node(&["audit", "verify", "--config", &config]);
     assert!(verify.status.success(), "{}", text(&verify.stderr));
@@ -111,6 +127,21 @@ fn show_prints_entries_and_verify_names_a_tampered_one() {
         serde_json::from_str(text(&json.stdout).lines().next().unwrap()).unwrap();
     assert_eq!(first["seq"], 1);
     assert_eq!(first["detail"], "signed 1");
+    assert_eq!(first["client"], serde_json::Value::Null);
+    assert_eq!(
+        lines[2],
+        format!(
+            "3 2023-11-14T22:13:20.003Z signature-share key=k-1 epoch=0 peer=12D3KooWcoordinator \
+             client={} request={} timestamp=1700000000002 session={} \"\"",
+            "c1".repeat(32),
+            "5e".repeat(16),
+            "77".repeat(32)
+        )
+    );
+    let third: serde_json::Value =
+        serde_json::from_str(text(&json.stdout).lines().nth(2).unwrap()).unwrap();
+    assert_eq!(third["client"]["request_id"], "5e".repeat(16));
+    assert_eq!(third["client"]["timestamp_ms"], 1_700_000_000_002u64);
 
     // Entry 2's detail edited on disk.
     {
@@ -121,7 +152,8 @@ fn show_prints_entries_and_verify_names_a_tampered_one() {
                 .open_table(redb::TableDefinition::<u64, &[u8]>::new("audit"))
                 .unwrap();
             let mut row = table.get(2).unwrap().unwrap().value().to_vec();
-            let last = row.len() - 1;
+            // The last byte of the detail, before the (absent) client field.
+            let last = row.len() - 2;
             row[last] = b'9';
             table.insert(2, row.as_slice()).unwrap();
         }

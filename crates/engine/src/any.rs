@@ -200,6 +200,8 @@ pub enum AnyEvent {
     },
     /// Signer: a share was produced (audit).
     ShareProduced {
+        /// The signing session.
+        session: SessionId,
         /// The key.
         key_id: KeyId,
         /// Its epoch.
@@ -400,11 +402,13 @@ fn convert_event<S: Suite>(event: Event<S>) -> AnyEvent {
             })
             .map_err(frost_err),
         Event::ShareProduced {
+            session,
             key_id,
             epoch,
             message_digest,
             requester,
         } => Ok(AnyEvent::ShareProduced {
+            session,
             key_id,
             epoch,
             message_digest,

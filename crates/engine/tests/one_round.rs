@@ -14,6 +14,7 @@ use std::time::Duration;
 use common::*;
 use frost_core::SigningPackage;
 use permafrost_engine::sim::{Envelope, Fault, Network};
+use permafrost_keystore::AuditKind;
 use permafrost_protocol::sign::{Signer, SignerLimits, MAX_POOL_BATCH};
 use permafrost_protocol::wire::{
     participant_identifier, CommitmentsRequest, Epoch, Message, MessageKind, NodeId, SessionId,
@@ -138,6 +139,27 @@ fn signatures_after_the_first_take_one_round<S: Suite>() {
     );
     assert_eq!(count(&log, MessageKind::SignShare, None), 3 * signatures);
     assert!(count(&log, MessageKind::CommitmentBatch, None) > 0);
+
+    // One audit entry per one-round signature on each signer: its admission, which says the
+    // share was made too (written together); the first signature, in two rounds, has two.
+    for node in &nodes {
+        let store = net.node(node).unwrap().store().unwrap();
+        let (mut folded, mut admissions, mut bare_shares) = (BTreeSet::new(), 0, 0);
+        for (entry, durable) in store.audit_entries() {
+            assert!(durable, "{entry:?}");
+            match (&entry.kind, &entry.client) {
+                (AuditKind::SignatureShare, Some(client)) => {
+                    assert!(folded.insert(client.session), "one entry per session");
+                }
+                (AuditKind::ClientRequest, Some(_)) => admissions += 1,
+                (AuditKind::SignatureShare, None) => bare_shares += 1,
+                _ => {}
+            }
+        }
+        let one_round = count(&log, MessageKind::SignWithCommitment, Some(node));
+        assert_eq!(folded.len(), one_round, "{node}");
+        assert!(admissions <= 1 && admissions == bare_shares, "{node}");
+    }
 }
 
 /// A pooled nonce is used at most once. Every batch and every commitment handed out is

@@ -6,14 +6,18 @@
 //! panic or a large allocation.
 
 use crate::crypto::{KdfParams, MAC_LEN};
-use crate::record::{AuditEntry, AuditKind, ShareState};
+use crate::record::{AuditClient, AuditEntry, AuditKind, ShareState};
 
 /// Version of the store as a whole, in the meta table under [`META_FORMAT_VERSION`].
 pub(crate) const FORMAT_VERSION: u8 = 1;
 /// First byte of every share row value.
 pub(crate) const SHARE_ROW_VERSION: u8 = 1;
-/// First byte of every audit row value: 2, the MAC-chained row.
-pub(crate) const AUDIT_ROW_VERSION: u8 = 2;
+/// First byte of every audit row written now: 3, the MAC-chained row whose body ends with the
+/// client approval in binary fields.
+pub(crate) const AUDIT_ROW_VERSION: u8 = 3;
+/// First byte of a MAC-chained row without the client field (written before version 3, and
+/// by the migration of unchained rows); read, never written again but by that migration.
+pub(crate) const AUDIT_ROW_VERSION_V2: u8 = 2;
 /// First byte of an audit row written before the MAC chain (read only to migrate it).
 pub(crate) const AUDIT_ROW_VERSION_V1: u8 = 1;
 /// The "previous MAC" of the first audit row.
@@ -282,8 +286,11 @@ pub(crate) fn share_aad(
 }
 
 /// Audit entry body (what the chain MAC covers after the sequence number and the previous
-/// MAC): `u64 BE time ‖ kind ‖ lp(key_id) ‖ u64 BE epoch ‖ opt(digest[32]) ‖
-/// opt(lp(requester)) ‖ lp(detail)`, where `opt(x)` is `0` or `1 ‖ x`.
+/// MAC), as version 3 writes it: `u64 BE time ‖ kind ‖ lp(key_id) ‖ u64 BE epoch ‖
+/// opt(digest[32]) ‖ opt(lp(requester)) ‖ lp(detail) ‖ opt(client)`, where `opt(x)` is `0` or
+/// `1 ‖ x`, and `client` is `public_key[32] ‖ request_id[16] ‖ u64 BE timestamp_ms ‖
+/// session[32]`. A version 2 body is the same without `opt(client)`. Decoding is strict (no
+/// byte left over, none missing), so a row whose version byte was changed does not decode.
 pub(crate) fn encode_audit_body(entry: &AuditEntry) -> Result<Vec<u8>, TooLong> {
     let mut w = Writer::default();
     w.u64(entry.time_unix_ms);
@@ -305,14 +312,25 @@ pub(crate) fn encode_audit_body(entry: &AuditEntry) -> Result<Vec<u8>, TooLong> 
         }
     }
     w.prefixed(entry.detail.as_bytes(), "detail")?;
+    match &entry.client {
+        None => w.u8(0),
+        Some(client) => {
+            w.u8(1);
+            w.raw(&client.public_key);
+            w.raw(&client.request_id);
+            w.u64(client.timestamp_ms);
+            w.raw(&client.session);
+        }
+    }
     Ok(w.out)
 }
 
-/// Audit table value (row version 2): `version (2) ‖ mac[32] ‖ body`, where `mac` is
-/// `HMAC-SHA256(chain key, u64 BE seq ‖ previous row's mac ‖ body)` (see [`audit_mac_input`]).
-pub(crate) fn encode_audit_row(mac: &[u8; MAC_LEN], body: &[u8]) -> Vec<u8> {
+/// Audit table value: `version ‖ mac[32] ‖ body`, where `mac` is `HMAC-SHA256(chain key, u64
+/// BE seq ‖ previous row's mac ‖ body)` (see [`audit_mac_input`]) and `version` says how the
+/// body is laid out ([`AUDIT_ROW_VERSION`] for a body of [`encode_audit_body`]).
+pub(crate) fn encode_audit_row(version: u8, mac: &[u8; MAC_LEN], body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + MAC_LEN + body.len());
-    out.push(AUDIT_ROW_VERSION);
+    out.push(version);
     out.extend_from_slice(mac);
     out.extend_from_slice(body);
     out
@@ -327,38 +345,44 @@ pub(crate) fn audit_mac_input<'a>(
     [seq, previous, body]
 }
 
-/// A stored audit row split into its MAC and its (still encoded) body.
+/// A stored audit row split into its version, its MAC and its (still encoded) body.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct AuditRow<'a> {
+    pub(crate) version: u8,
     pub(crate) mac: [u8; MAC_LEN],
     pub(crate) body: &'a [u8],
 }
 
-/// Splits a version 2 audit row; does not verify the MAC or decode the body.
+/// Splits a chained (version 2 or 3) audit row; does not verify the MAC or decode the body.
 pub(crate) fn split_audit_row(bytes: &[u8]) -> Result<AuditRow<'_>, DecodeError> {
     let mut r = Reader::new(bytes);
     let version = r.u8("audit row version")?;
-    if version != AUDIT_ROW_VERSION {
+    if version != AUDIT_ROW_VERSION && version != AUDIT_ROW_VERSION_V2 {
         return Err(DecodeError(format!(
-            "audit row version {version} is not supported (expected {AUDIT_ROW_VERSION})"
+            "audit row version {version} is not supported (expected {AUDIT_ROW_VERSION_V2} or \
+             {AUDIT_ROW_VERSION})"
         )));
     }
     let mac = r.array::<MAC_LEN>("audit chain MAC")?;
-    Ok(AuditRow { mac, body: r.rest })
+    Ok(AuditRow {
+        version,
+        mac,
+        body: r.rest,
+    })
 }
 
-/// A version 2 audit row: its MAC and its decoded entry (the MAC is not verified).
+/// A chained audit row: its MAC and its decoded entry (the MAC is not verified).
 pub(crate) fn decode_audit_row(bytes: &[u8]) -> Result<([u8; MAC_LEN], AuditEntry), DecodeError> {
     let row = split_audit_row(bytes)?;
-    Ok((row.mac, decode_audit_body(row.body)?))
+    Ok((row.mac, decode_audit_body(row.version, row.body)?))
 }
 
-/// A version 1 (unchained, before the MAC chain) audit row: `1 ‖ body` (the migration chains
-/// its body as stored, without decoding it).
+/// A version 1 (unchained, before the MAC chain) audit row: `1 ‖ body`, the body laid out as
+/// in version 2 (the migration chains its body as stored, without decoding it).
 #[cfg(test)]
 pub(crate) fn decode_audit_row_v1(bytes: &[u8]) -> Result<AuditEntry, DecodeError> {
     match bytes.split_first() {
-        Some((&AUDIT_ROW_VERSION_V1, body)) => decode_audit_body(body),
+        Some((&AUDIT_ROW_VERSION_V1, body)) => decode_audit_body(AUDIT_ROW_VERSION_V2, body),
         Some((other, _)) => Err(DecodeError(format!(
             "audit row version {other} is not the unchained version {AUDIT_ROW_VERSION_V1}"
         ))),
@@ -422,8 +446,9 @@ fn presence(r: &mut Reader<'_>, what: &str) -> Result<bool, DecodeError> {
     }
 }
 
-/// Inverse of [`encode_audit_body`].
-pub(crate) fn decode_audit_body(bytes: &[u8]) -> Result<AuditEntry, DecodeError> {
+/// Inverse of [`encode_audit_body`] for a body of row `version` (a version 2 body has no
+/// client field).
+pub(crate) fn decode_audit_body(version: u8, bytes: &[u8]) -> Result<AuditEntry, DecodeError> {
     let mut r = Reader::new(bytes);
     let time_unix_ms = r.u64("time")?;
     let kind = kind_from_byte(r.u8("kind")?)?;
@@ -440,6 +465,16 @@ pub(crate) fn decode_audit_body(bytes: &[u8]) -> Result<AuditEntry, DecodeError>
         None
     };
     let detail = r.string("detail")?;
+    let client = if version >= AUDIT_ROW_VERSION && presence(&mut r, "client")? {
+        Some(AuditClient {
+            public_key: r.array::<32>("client public key")?,
+            request_id: r.array::<16>("client request id")?,
+            timestamp_ms: r.u64("client timestamp")?,
+            session: r.array::<32>("client session")?,
+        })
+    } else {
+        None
+    };
     r.finish("audit entry")?;
     Ok(AuditEntry {
         time_unix_ms,
@@ -449,6 +484,7 @@ pub(crate) fn decode_audit_body(bytes: &[u8]) -> Result<AuditEntry, DecodeError>
         message_digest,
         requester,
         detail,
+        client,
     })
 }
 
@@ -493,6 +529,13 @@ mod tests {
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn decode_hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     /// Golden encodings: a change here is a change of the on-disk format.
@@ -541,32 +584,71 @@ mod tests {
             message_digest: Some([0x11; 32]),
             requester: Some("c".into()),
             detail: "ok".into(),
+            client: None,
         };
         let body = encode_audit_body(&entry).unwrap();
-        assert_eq!(
-            hex(&body),
-            format!(
-                "{}03{}{}01{}01{}{}",
-                "0000000000000001",
-                "000000016b",
-                "0000000000000002",
-                "11".repeat(32),
-                "0000000163",
-                "000000026f6b"
-            )
+        let v2_body = format!(
+            "{}03{}{}01{}01{}{}",
+            "0000000000000001",
+            "000000016b",
+            "0000000000000002",
+            "11".repeat(32),
+            "0000000163",
+            "000000026f6b"
         );
-        assert_eq!(decode_audit_body(&body).unwrap(), entry);
-        let row = encode_audit_row(&[0x22; MAC_LEN], &body);
-        assert_eq!(hex(&row), format!("02{}{}", "22".repeat(32), hex(&body)));
+        assert_eq!(hex(&body), format!("{v2_body}00"));
+        assert_eq!(decode_audit_body(AUDIT_ROW_VERSION, &body).unwrap(), entry);
+        let row = encode_audit_row(AUDIT_ROW_VERSION, &[0x22; MAC_LEN], &body);
+        assert_eq!(hex(&row), format!("03{}{}", "22".repeat(32), hex(&body)));
         assert_eq!(
             decode_audit_row(&row).unwrap(),
             ([0x22; MAC_LEN], entry.clone())
         );
-        // The unchained row that version 1 wrote: `01 ‖ body`.
-        let v1 = [&[1u8][..], &body].concat();
+        // A version 2 row (before the client field) still reads, with no client.
+        let v2_body = decode_hex(&v2_body);
+        let v2_row = encode_audit_row(AUDIT_ROW_VERSION_V2, &[0x22; MAC_LEN], &v2_body);
+        assert_eq!(
+            decode_audit_row(&v2_row).unwrap(),
+            ([0x22; MAC_LEN], entry.clone())
+        );
+        // A changed version byte makes either row undecodable.
+        let mut relabelled = row.clone();
+        relabelled[0] = AUDIT_ROW_VERSION_V2;
+        assert!(decode_audit_row(&relabelled).is_err());
+        let mut relabelled = v2_row.clone();
+        relabelled[0] = AUDIT_ROW_VERSION;
+        assert!(decode_audit_row(&relabelled).is_err());
+        // The unchained row that version 1 wrote: `01 ‖ body` (the version 2 layout).
+        let v1 = [&[1u8][..], &v2_body].concat();
         assert_eq!(decode_audit_row_v1(&v1).unwrap(), entry);
         assert!(decode_audit_row(&v1).is_err());
         assert!(decode_audit_row_v1(&row).is_err());
+        // The client approval: 88 bytes of fixed fields.
+        let with_client = AuditEntry {
+            client: Some(AuditClient {
+                public_key: [0x33; 32],
+                request_id: [0x44; 16],
+                timestamp_ms: 5,
+                session: [0x55; 32],
+            }),
+            ..entry.clone()
+        };
+        let body = encode_audit_body(&with_client).unwrap();
+        assert_eq!(
+            hex(&body),
+            format!(
+                "{}01{}{}{}{}",
+                hex(&v2_body),
+                "33".repeat(32),
+                "44".repeat(16),
+                "0000000000000005",
+                "55".repeat(32)
+            )
+        );
+        assert_eq!(
+            decode_audit_body(AUDIT_ROW_VERSION, &body).unwrap(),
+            with_client
+        );
         assert_eq!(
             hex(&chain_record_payload(258, 3)),
             "0100000000000001020000000000000003"
@@ -606,12 +688,24 @@ mod tests {
             message_digest: None,
             requester: None,
             detail: String::new(),
+            client: Some(AuditClient {
+                public_key: [1; 32],
+                request_id: [2; 16],
+                timestamp_ms: 3,
+                session: [4; 32],
+            }),
         })
         .unwrap();
         for cut in 0..entry.len() {
-            assert!(decode_audit_body(&entry[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                decode_audit_body(AUDIT_ROW_VERSION, &entry[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
-        let row = encode_audit_row(&[0; MAC_LEN], &entry);
+        let mut longer = entry.clone();
+        longer.push(0);
+        assert!(decode_audit_body(AUDIT_ROW_VERSION, &longer).is_err());
+        let row = encode_audit_row(AUDIT_ROW_VERSION, &[0; MAC_LEN], &entry);
         for cut in 0..row.len() {
             assert!(decode_audit_row(&row[..cut]).is_err(), "cut at {cut}");
         }
@@ -673,7 +767,8 @@ mod tests {
         fn decoders_never_panic_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = decode_share_row(&bytes);
             let _ = decode_share_key(&bytes);
-            let _ = decode_audit_body(&bytes);
+            let _ = decode_audit_body(AUDIT_ROW_VERSION, &bytes);
+            let _ = decode_audit_body(AUDIT_ROW_VERSION_V2, &bytes);
             let _ = decode_audit_row(&bytes);
             let _ = decode_audit_row_v1(&bytes);
             let _ = decode_chain_record(&bytes);
@@ -684,13 +779,14 @@ mod tests {
         #[test]
         fn decoders_never_panic_behind_a_valid_header(
             state in 1u8..=3,
-            kind in 1u8..=4,
+            kind in 1u8..=5,
+            version in AUDIT_ROW_VERSION_V2..=AUDIT_ROW_VERSION,
             tail in proptest::collection::vec(any::<u8>(), 0..256),
         ) {
             let mut row = vec![SHARE_ROW_VERSION, state];
             row.extend_from_slice(&tail);
             let _ = decode_share_row(&row);
-            let mut entry = vec![AUDIT_ROW_VERSION];
+            let mut entry = vec![version];
             entry.extend_from_slice(&[0; MAC_LEN]);
             entry.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, kind]);
             entry.extend_from_slice(&tail);
@@ -722,9 +818,13 @@ mod tests {
             message_digest in proptest::option::of(any::<[u8; 32]>()),
             requester in proptest::option::of(".{0,32}"),
             detail in ".{0,64}",
+            client in proptest::option::of(any::<([u8; 32], [u8; 16], u64, [u8; 32])>()),
         ) {
-            let entry = AuditEntry { time_unix_ms, kind, key_id, epoch, message_digest, requester, detail };
-            let encoded = encode_audit_row(&[7; MAC_LEN], &encode_audit_body(&entry).unwrap());
+            let client = client.map(|(public_key, request_id, timestamp_ms, session)| AuditClient {
+                public_key, request_id, timestamp_ms, session,
+            });
+            let entry = AuditEntry { time_unix_ms, kind, key_id, epoch, message_digest, requester, detail, client };
+            let encoded = encode_audit_row(AUDIT_ROW_VERSION, &[7; MAC_LEN], &encode_audit_body(&entry).unwrap());
             prop_assert_eq!(decode_audit_row(&encoded).unwrap(), ([7; MAC_LEN], entry));
         }
     }

@@ -76,11 +76,14 @@
 //! **`audit`** (`u64` → `&[u8]`), sequence number (from 1, consecutive) → entry, never
 //! rewritten (except once by the migration below):
 //!
-//! - value (row version 2): `version (2) ‖ mac(32) ‖ body`, with `body = u64 time_unix_ms ‖
-//!   kind ‖ lp(key_id) ‖ u64 epoch ‖ opt(digest(32)) ‖ opt(lp(requester)) ‖ lp(detail)`,
-//!   where `kind` is `1` DKG, `2` reshare, `3` signature share, `4` refused, `5` client
-//!   request, and `opt(x)` is `0` or `1 ‖ x`. Audit entries are stored in clear (they hold no
-//!   secret);
+//! - value (row version 3): `version (3) ‖ mac(32) ‖ body`, with `body = u64 time_unix_ms ‖
+//!   kind ‖ lp(key_id) ‖ u64 epoch ‖ opt(digest(32)) ‖ opt(lp(requester)) ‖ lp(detail) ‖
+//!   opt(client)`, where `kind` is `1` DKG, `2` reshare, `3` signature share, `4` refused,
+//!   `5` client request, `client = public_key(32) ‖ request_id(16) ‖ u64 timestamp_ms ‖
+//!   session(32)`, and `opt(x)` is `0` or `1 ‖ x`. Rows written before version 3 (version 2:
+//!   the same body without `opt(client)`) are read as they are and never rewritten; decoding
+//!   is strict, so a row whose version byte was changed does not decode. Audit entries are
+//!   stored in clear (they hold no secret);
 //! - `mac = HMAC-SHA256(chain key, u64 seq ‖ previous row's mac ‖ body)`, the first row
 //!   chaining to 32 zero bytes, and `chain key = HMAC-SHA256(KEK, "permafrost/audit-chain/v1")`.
 //!   [`KeyStore::verify_audit`] walks the chain and names the first entry edited, removed,
@@ -90,8 +93,9 @@
 //! The meta table also holds **`"audit_chain"`**: `1 ‖ u64 rechained_at_unix_ms ‖ u64
 //! rechained ‖ HMAC-SHA256(chain key, "permafrost-keystore/audit-chain-record/v1" ‖ the 17
 //! bytes before)`, written when the store is created (`0, 0`) or when an audit log of the
-//! previous layout (row version 1: `1 ‖ body`, no MAC) is chained on open: if the record is
-//! missing and every audit row is version 1, opening chains them in order in one transaction,
+//! previous layout (row version 1: `1 ‖ body`, no MAC) is chained on open (into version 2
+//! rows, the body as stored): if the record is missing and every audit row is version 1,
+//! opening chains them in order in one transaction,
 //! keeping their sequence numbers, and records when and how many
 //! ([`KeyStore::audit_migrated_on_open`]). A store with the record is never migrated again,
 //! so a version 1 row planted later is reported, not chained.
@@ -112,7 +116,7 @@ mod store;
 pub use audit::{AuditFault, AuditMigration, AuditProblem, AuditVerification};
 pub use crypto::KdfParams;
 pub use error::KeystoreError;
-pub use record::{AuditEntry, AuditKind, ShareMeta, ShareRecord, ShareState};
+pub use record::{AuditClient, AuditEntry, AuditKind, ShareMeta, ShareRecord, ShareState};
 pub use store::{
     ClientRequestRow, KeyStore, ReshareConclusion, ReshareRow, DATABASE_FILE_NAME, LAZY_FLUSH_EVERY,
 };

@@ -133,4 +133,21 @@ pub struct AuditEntry {
     /// Free-form detail for the operator. Never put secrets here: audit entries are not
     /// encrypted.
     pub detail: String,
+    /// The client approval behind a signing request, for an admission (`ClientRequest`) or a
+    /// share produced for an approved request (`SignatureShare`); kept as fixed-size binary
+    /// fields, not text.
+    pub client: Option<AuditClient>,
+}
+
+/// The client approval of a signing request, as the audit log keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditClient {
+    /// The client's Ed25519 public key.
+    pub public_key: [u8; 32],
+    /// The request id the client chose.
+    pub request_id: [u8; 16],
+    /// The approval's timestamp, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// The signing session the request was admitted in.
+    pub session: [u8; 32],
 }

@@ -14,8 +14,8 @@ use crate::audit::{AuditFault, AuditMigration, AuditProblem, AuditVerification};
 use crate::crypto::{self, ChainKey, KdfParams, OpenError, KEK_LEN, MAC_LEN};
 use crate::error::KeystoreError;
 use crate::format::{
-    self, DecodeError, ShareRow, TooLong, AUDIT_GENESIS, AUDIT_ROW_VERSION_V1, FORMAT_VERSION,
-    SALT_LEN,
+    self, DecodeError, ShareRow, TooLong, AUDIT_GENESIS, AUDIT_ROW_VERSION_V1,
+    AUDIT_ROW_VERSION_V2, FORMAT_VERSION, SALT_LEN,
 };
 use crate::record::{AuditEntry, ShareMeta, ShareRecord, ShareState};
 
@@ -241,7 +241,10 @@ impl KeyStore {
                     body,
                 ));
                 audit
-                    .insert(*seq, format::encode_audit_row(&mac, body).as_slice())
+                    .insert(
+                        *seq,
+                        format::encode_audit_row(AUDIT_ROW_VERSION_V2, &mac, body).as_slice(),
+                    )
                     .map_err(|e| storage(dir, "rewriting the audit log", e))?;
                 previous = mac;
             }
@@ -962,7 +965,7 @@ impl KeyStore {
                 outcome.fault = fault(self.diagnose(&table, seq, &row)?);
                 break;
             }
-            if let Err(e) = format::decode_audit_body(row.body) {
+            if let Err(e) = format::decode_audit_body(row.version, row.body) {
                 outcome.fault = fault(AuditProblem::Undecodable(e.0));
                 break;
             }
@@ -1280,7 +1283,10 @@ fn append_audit_in(
         body,
     ));
     table
-        .insert(seq, format::encode_audit_row(&mac, body).as_slice())
+        .insert(
+            seq,
+            format::encode_audit_row(format::AUDIT_ROW_VERSION, &mac, body).as_slice(),
+        )
         .map_err(|e| storage(dir, "writing the audit log", e))?;
     Ok(seq)
 }

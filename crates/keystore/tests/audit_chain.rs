@@ -32,6 +32,7 @@ fn entry(i: u64) -> AuditEntry {
         message_digest: Some([i as u8; 32]),
         requester: Some("coordinator".into()),
         detail: format!("entry {i}"),
+        client: None,
     }
 }
 
@@ -112,8 +113,9 @@ fn an_edited_entry_is_named() {
     let dir = log_with(5);
     edit_raw(dir.path(), |txn| {
         let mut row = raw_row(txn, 3);
-        // The last byte is the last byte of the detail ("entry 3").
-        let last = row.len() - 1;
+        // The byte before the last (the absent client field) is the last byte of the detail
+        // ("entry 3").
+        let last = row.len() - 2;
         row[last] = b'9';
         put_raw_row(txn, 3, &row);
     });
@@ -267,9 +269,11 @@ fn downgrade_to_unchained(dir: &Path) {
             })
             .collect();
         for (seq, row) in rows {
-            assert_eq!(row[0], 2);
+            // Version 3 rows without a client field: the previous body is the same but for
+            // the last byte (the absent client field).
+            assert_eq!((row[0], row[row.len() - 1]), (3, 0));
             let mut v1 = vec![1u8];
-            v1.extend_from_slice(&row[33..]);
+            v1.extend_from_slice(&row[33..row.len() - 1]);
             table.insert(seq, v1.as_slice()).unwrap();
         }
         drop(table);
@@ -298,6 +302,11 @@ fn an_unchained_log_is_migrated_on_open_and_then_verifies() {
         store.append_audit(&entry(5)).unwrap();
         assert_intact(&store, 5);
     }
+    // The migrated rows are version 2 (no client field), the new one version 3: one chain.
+    edit_raw(dir.path(), |txn| {
+        let versions: Vec<u8> = (1..=5).map(|seq| raw_row(txn, seq)[0]).collect();
+        assert_eq!(versions, vec![2, 2, 2, 2, 3]);
+    });
     // Once only: the next open migrates nothing, and the log still verifies.
     let store = open(dir.path());
     assert_eq!(store.audit_migrated_on_open(), None);

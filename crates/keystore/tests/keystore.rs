@@ -501,6 +501,7 @@ fn audit_entries_append_in_order_and_survive_reopen() {
             message_digest: None,
             requester: Some("coordinator".into()),
             detail: "dkg complete".into(),
+            client: None,
         },
         AuditEntry {
             time_unix_ms: 1_700_000_000_001,
@@ -510,6 +511,7 @@ fn audit_entries_append_in_order_and_survive_reopen() {
             message_digest: Some([0xab; 32]),
             requester: Some("coordinator".into()),
             detail: String::new(),
+            client: None,
         },
         AuditEntry {
             time_unix_ms: 1_700_000_000_002,
@@ -519,6 +521,7 @@ fn audit_entries_append_in_order_and_survive_reopen() {
             message_digest: Some([0xcd; 32]),
             requester: None,
             detail: "wrong epoch".into(),
+            client: None,
         },
     ];
     {
@@ -644,6 +647,7 @@ fn concurrent_writers_lose_nothing() {
                             message_digest: None,
                             requester: None,
                             detail: String::new(),
+                            client: None,
                         })
                         .unwrap();
                 }
@@ -696,6 +700,7 @@ fn reshare_audit(detail: &str) -> AuditEntry {
         message_digest: None,
         requester: None,
         detail: detail.into(),
+        client: None,
     }
 }
 
@@ -843,6 +848,7 @@ fn client_entry(detail: &str) -> AuditEntry {
         message_digest: Some([7; 32]),
         requester: Some("coordinator".into()),
         detail: detail.into(),
+        client: None,
     }
 }
 

@@ -4,7 +4,7 @@ use frost_core::{
     keys::{KeyPackage, PublicKeyPackage},
     Signature,
 };
-use permafrost_wire::{Epoch, KeyId, Message, NodeId};
+use permafrost_wire::{Epoch, KeyId, Message, NodeId, SessionId};
 
 use crate::{ProtocolError, Suite};
 
@@ -90,6 +90,8 @@ pub enum Event<S: Suite> {
     },
     /// Signer: a signature share was produced (for the audit log).
     ShareProduced {
+        /// The signing session.
+        session: SessionId,
         /// The key.
         key_id: KeyId,
         /// Its epoch.

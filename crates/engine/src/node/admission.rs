@@ -192,14 +192,14 @@ impl<St: NodeStore> NodeCore<St> {
             session: admitted.session.0,
             expires_unix_ms: admitted.expires_ms,
         };
-        let detail = format!(
-            "client {} request {} (timestamp {}) admitted in session {}",
-            admitted.client,
-            hex::encode(admitted.request_id),
-            admitted.timestamp_ms,
-            admitted.session
-        );
-        let entry = self.request_audit_entry(AuditKind::ClientRequest, from, request, detail, now);
+        let mut entry =
+            self.request_audit_entry(AuditKind::ClientRequest, from, request, String::new(), now);
+        entry.client = Some(permafrost_keystore::AuditClient {
+            public_key: admitted.client.0,
+            request_id: admitted.request_id,
+            timestamp_ms: admitted.timestamp_ms,
+            session: admitted.session.0,
+        });
         // Written with the batch's other admissions and share records at the next flush, which
         // syncs before any share of the batch leaves; the gate refuses a replay from now on.
         self.staged.admissions.push((row, entry));

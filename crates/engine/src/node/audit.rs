@@ -22,5 +22,6 @@ pub(super) fn entry(
         message_digest,
         requester,
         detail,
+        client: None,
     }
 }

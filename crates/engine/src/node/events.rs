@@ -27,8 +27,8 @@ pub(super) struct EventContext<'a, St: NodeStore> {
     pub(super) outputs: &'a mut VecDeque<NodeOutput>,
     /// Signature shares held until the store is synced ([`NodeCore::flush`](super::NodeCore::flush)).
     pub(super) held: &'a mut Vec<NodeOutput>,
-    /// Audit entries of signature shares, written at the next flush.
-    pub(super) staged_audits: &'a mut Vec<permafrost_keystore::AuditEntry>,
+    /// Audit entries of signature shares, by session, written at the next flush.
+    pub(super) staged_audits: &'a mut Vec<(SessionId, permafrost_keystore::AuditEntry)>,
     pub(super) follow: Vec<FollowUp>,
     pub(super) now: Timestamp,
 }
@@ -194,6 +194,7 @@ impl<St: NodeStore> EventContext<'_, St> {
                 Handled::Continue
             }
             AnyEvent::ShareProduced {
+                session,
                 key_id,
                 epoch,
                 message_digest,
@@ -201,14 +202,17 @@ impl<St: NodeStore> EventContext<'_, St> {
             } => {
                 // The audit record is written and synced at the next flush, before the share
                 // is sent (the share is held until then: see `handle` above).
-                self.staged_audits.push(audit::entry(
-                    self.now,
-                    AuditKind::SignatureShare,
-                    Some(&key_id),
-                    epoch,
-                    Some(message_digest),
-                    (self.setup.peer_name)(&requester),
-                    "signature share produced".into(),
+                self.staged_audits.push((
+                    session,
+                    audit::entry(
+                        self.now,
+                        AuditKind::SignatureShare,
+                        Some(&key_id),
+                        epoch,
+                        Some(message_digest),
+                        (self.setup.peer_name)(&requester),
+                        String::new(),
+                    ),
                 ));
                 self.notice(NodeNotice::ShareProduced { key_id, epoch });
                 Handled::Continue

@@ -31,7 +31,7 @@ pub use store::{AuditDurability, NodeStore, ShareSummary, StoreError, StoredResh
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use permafrost_keystore::ShareState;
+use permafrost_keystore::{AuditKind, ShareState};
 use permafrost_protocol::lifecycle::{OperatorGate, OperatorPolicy};
 use permafrost_protocol::reshare::Identities;
 use permafrost_protocol::sign::client::{ClientGate, ClientPolicy};
@@ -139,8 +139,45 @@ struct Staged {
         permafrost_keystore::ClientRequestRow,
         permafrost_keystore::AuditEntry,
     )>,
-    /// Audit entries of signature shares produced.
-    audits: Vec<permafrost_keystore::AuditEntry>,
+    /// Audit entries of signature shares produced, by session.
+    audits: Vec<(SessionId, permafrost_keystore::AuditEntry)>,
+}
+
+/// The audit entries a flush writes: one per admission, and one per share produced, except
+/// that a share produced in the session of an admission of the same batch (a one-round
+/// signature) is recorded in that admission's entry, which then says `SignatureShare` and
+/// keeps the client's approval: one entry per one-round signature instead of two. The staged
+/// admissions themselves are left as they are, for a retry after a failed write (whose shares
+/// are not released).
+fn fold_shares_into_admissions(
+    admissions: &[(
+        permafrost_keystore::ClientRequestRow,
+        permafrost_keystore::AuditEntry,
+    )],
+    shares: Vec<(SessionId, permafrost_keystore::AuditEntry)>,
+) -> (
+    Vec<(
+        permafrost_keystore::ClientRequestRow,
+        permafrost_keystore::AuditEntry,
+    )>,
+    Vec<permafrost_keystore::AuditEntry>,
+) {
+    let mut admissions = admissions.to_vec();
+    let by_session: BTreeMap<[u8; 32], usize> = admissions
+        .iter()
+        .enumerate()
+        .map(|(i, (row, _))| (row.session, i))
+        .collect();
+    let mut unfolded = Vec::new();
+    for (session, share) in shares {
+        match by_session.get(&session.0) {
+            Some(&i) if admissions[i].1.kind == AuditKind::ClientRequest => {
+                admissions[i].1.kind = AuditKind::SignatureShare;
+            }
+            _ => unfolded.push(share),
+        }
+    }
+    (admissions, unfolded)
 }
 
 impl<St: NodeStore> NodeCore<St> {
@@ -269,10 +306,13 @@ impl<St: NodeStore> NodeCore<St> {
         let now = self.now;
         self.revoked.retain(|_, until| *until > now);
         let held = std::mem::take(&mut self.held);
-        let audits = std::mem::take(&mut self.staged.audits);
-        let written =
-            self.store
-                .write_batch(&self.staged.admissions, &audits, !held.is_empty(), now.0);
+        let (admissions, audits) = fold_shares_into_admissions(
+            &self.staged.admissions,
+            std::mem::take(&mut self.staged.audits),
+        );
+        let written = self
+            .store
+            .write_batch(&admissions, &audits, !held.is_empty(), now.0);
         match written {
             Ok(()) => {
                 self.staged.admissions.clear();

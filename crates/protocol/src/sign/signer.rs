@@ -347,6 +347,7 @@ impl<S: Suite> Signer<S> {
             .map_err(|e| Refusal::Malformed(format!("cannot sign: {e}")))?;
         drop(nonces);
         self.outputs.push_back(Output::Event(Event::ShareProduced {
+            session: signed.session,
             key_id: self.share.key_id.clone(),
             epoch: self.share.epoch,
             message_digest: signed.message_digest,
