@@ -10,6 +10,8 @@
 //! # rate_limit = { burst = 512, per_second = 4096 }  # per node, inbound protocol messages
 //! # gateway_client_key_file = "gateway.key"   # approves sign requests that carry no client
 //! # gateway_operator_key_file = "operator.key" # approves DKGs and reshares that carry no approvals
+//! # probe_interval_ms = 1000    # liveness probe of every node
+//! # unhealthy_after_ms = 3000   # a node whose last answered probe is older is unhealthy
 //! ```
 
 use std::net::SocketAddr;
@@ -21,6 +23,14 @@ use crate::CoordinatorError;
 
 fn default_body_limit() -> usize {
     1 << 20
+}
+
+fn default_probe_interval_ms() -> u64 {
+    CoordinatorConfig::DEFAULT_PROBE_INTERVAL_MS
+}
+
+fn default_unhealthy_after_ms() -> u64 {
+    CoordinatorConfig::DEFAULT_UNHEALTHY_AFTER_MS
 }
 
 /// The coordinator's configuration.
@@ -54,9 +64,21 @@ pub struct CoordinatorConfig {
     /// Without it, such requests are 400.
     #[serde(default)]
     pub gateway_operator_key_file: Option<PathBuf>,
+    /// How often every node is sent a liveness probe, in milliseconds (at least 100).
+    #[serde(default = "default_probe_interval_ms")]
+    pub probe_interval_ms: u64,
+    /// A node whose last answered probe is older than this (in milliseconds, at least
+    /// `probe_interval_ms`) is reported unhealthy; it is also each probe's timeout.
+    #[serde(default = "default_unhealthy_after_ms")]
+    pub unhealthy_after_ms: u64,
 }
 
 impl CoordinatorConfig {
+    /// Default `probe_interval_ms`: a probe of every node each second.
+    pub const DEFAULT_PROBE_INTERVAL_MS: u64 = 1000;
+    /// Default `unhealthy_after_ms`: a node unanswered for 3 s is unhealthy.
+    pub const DEFAULT_UNHEALTHY_AFTER_MS: u64 = 3000;
+
     /// Reads a config file; relative paths are relative to the file's directory.
     pub fn load(path: &Path) -> Result<Self, CoordinatorError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -81,6 +103,15 @@ impl CoordinatorConfig {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
+        }
+        if config.probe_interval_ms < 100 || config.unhealthy_after_ms < config.probe_interval_ms {
+            return Err(CoordinatorError::Config(format!(
+                "{}: probe_interval_ms must be at least 100 and unhealthy_after_ms at least \
+                 probe_interval_ms (got {} and {})",
+                path.display(),
+                config.probe_interval_ms,
+                config.unhealthy_after_ms
+            )));
         }
         Ok(config)
     }

@@ -43,6 +43,8 @@ pub struct ApiState {
     pub(crate) metrics: Metrics,
     /// Approves sign requests that carry no client authorization.
     pub(crate) gateway: Option<permafrost_api::ClientKey>,
+    /// The nodes' liveness probes.
+    pub(crate) probes: Arc<crate::probe::Probes>,
 }
 
 /// Counters for `/metrics`.
@@ -145,7 +147,9 @@ pub fn router(state: Arc<ApiState>, body_limit: usize) -> Router {
         })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(body_limit));
-    api.with_state(state)
+    // For load balancers: no token, and nothing in the answer but the verdict.
+    let public = Router::new().route("/v1/ready", get(ready));
+    public.merge(api).with_state(state)
 }
 
 fn token_digest(token: &str) -> [u8; 32] {
@@ -190,14 +194,26 @@ async fn health(State(state): State<Arc<ApiState>>) -> Result<Json<Health>, ApiE
         .connected_peers()
         .await
         .map_err(|e| ApiError::internal(format!("network: {e}")))?;
+    let now = std::time::Instant::now();
     let nodes = state
         .network
         .nodes
         .iter()
-        .map(|m| NodeHealth {
-            name: m.name.clone().unwrap_or_default(),
-            peer_id: m.peer_id.to_string(),
-            connected: connected.contains(&m.peer_id),
+        .map(|m| {
+            let probe = state.probes.status(&m.peer_id, now);
+            NodeHealth {
+                name: m.name.clone().unwrap_or_default(),
+                peer_id: m.peer_id.to_string(),
+                connected: connected.contains(&m.peer_id),
+                healthy: probe.healthy,
+                last_round_trip_us: probe
+                    .last_round_trip
+                    .map(|rtt| u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX)),
+                last_probe_age_ms: probe
+                    .last_success_age
+                    .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+                probe_error: probe.last_error,
+            }
         })
         .collect();
     Ok(Json(Health {
@@ -205,6 +221,40 @@ async fn health(State(state): State<Arc<ApiState>>) -> Result<Json<Health>, ApiE
         network_id: state.network.network_id.clone(),
         nodes,
     }))
+}
+
+/// `GET /v1/ready`: 200 when at least the threshold of every key's committee is healthy
+/// (with no key yet: when at least one node is), 503 otherwise.
+async fn ready(State(state): State<Arc<ApiState>>) -> Response {
+    let now = std::time::Instant::now();
+    let healthy: std::collections::BTreeSet<NodeId> = state
+        .network
+        .nodes
+        .iter()
+        .filter(|m| state.probes.status(&m.peer_id, now).healthy)
+        .filter_map(|m| identity::node_id(&m.peer_id).ok())
+        .collect();
+    let ready = match state.store.keys() {
+        Ok(keys) if keys.is_empty() => !healthy.is_empty(),
+        Ok(keys) => keys.iter().all(|key| {
+            let up = key
+                .committee
+                .iter()
+                .filter(|m| healthy.contains(*m))
+                .count();
+            up >= usize::from(key.threshold)
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: cannot list the keys");
+            false
+        }
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(permafrost_api::Ready { ready })).into_response()
 }
 
 fn record(state: &ApiState, meta: &KeyMeta) -> KeyRecord {

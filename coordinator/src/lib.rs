@@ -9,6 +9,7 @@
 mod config;
 mod engine;
 mod http;
+mod probe;
 mod store;
 
 pub use config::CoordinatorConfig;
@@ -17,6 +18,7 @@ pub use permafrost_engine::coordinator::KeyMeta;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use permafrost_net::{NetConfig, PeerId};
 use permafrost_runtime::identity;
@@ -54,6 +56,7 @@ pub struct Coordinator {
     pub peer_id: PeerId,
     stop_engine: Option<oneshot::Sender<()>>,
     stop_api: Option<oneshot::Sender<()>>,
+    stop_probes: Option<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
     client: permafrost_net::Client,
 }
@@ -143,6 +146,14 @@ impl Coordinator {
             stop_engine_rx,
         ));
 
+        let probes = Arc::new(probe::Probes::new(
+            network.nodes.iter().map(|node| node.peer_id),
+            Duration::from_millis(config.probe_interval_ms),
+            Duration::from_millis(config.unhealthy_after_ms),
+        ));
+        let (stop_probes, stop_probes_rx) = oneshot::channel();
+        let prober = probe::spawn(client.clone(), Arc::clone(&probes), stop_probes_rx);
+
         let state = Arc::new(http::ApiState {
             tokens: http::token_digests(&config.tokens),
             store,
@@ -152,6 +163,7 @@ impl Coordinator {
             commands,
             metrics: http::Metrics::default(),
             gateway,
+            probes,
         });
         let listener = tokio::net::TcpListener::bind(config.api_listen)
             .await
@@ -179,7 +191,8 @@ impl Coordinator {
             peer_id: me,
             stop_engine: Some(stop_engine),
             stop_api: Some(stop_api),
-            tasks: vec![engine, api],
+            stop_probes: Some(stop_probes),
+            tasks: vec![engine, api, prober],
             client,
         })
     }
@@ -190,6 +203,9 @@ impl Coordinator {
             let _ = stop.send(());
         }
         if let Some(stop) = self.stop_engine.take() {
+            let _ = stop.send(());
+        }
+        if let Some(stop) = self.stop_probes.take() {
             let _ = stop.send(());
         }
         for task in self.tasks.drain(..) {

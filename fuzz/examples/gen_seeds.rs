@@ -404,6 +404,7 @@ fn reshare_seeds(dir: &Path, secp: &Frost) -> Result<()> {
         "session_status",
         Message::SessionStatus(SessionStatus { session }),
     )?;
+    frame(dir, "probe", Message::Probe(Probe { session }))?;
     Ok(())
 }
 

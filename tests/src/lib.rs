@@ -193,6 +193,8 @@ impl Cluster {
             rate_limit: None,
             gateway_client_key_file: Some(gateway_key),
             gateway_operator_key_file: Some(gateway_operator),
+            probe_interval_ms: CoordinatorConfig::DEFAULT_PROBE_INTERVAL_MS,
+            unhealthy_after_ms: CoordinatorConfig::DEFAULT_UNHEALTHY_AFTER_MS,
         };
         Cluster {
             dir,

@@ -7,6 +7,7 @@
 //! | method and path | body | answer |
 //! |---|---|---|
 //! | `GET /v1/health` | — | [`Health`] |
+//! | `GET /v1/ready` (no token) | — | [`Ready`] (200, or 503 when not ready) |
 //! | `POST /v1/keys` | [`CreateKeyRequest`] | 201 [`KeyRecord`] |
 //! | `GET /v1/keys` | — | [`KeyList`] |
 //! | `GET /v1/keys/{key_id}` | — | [`KeyRecord`] |
@@ -62,5 +63,5 @@ pub use localnet::{LocalnetInfo, LocalnetNode, ProcessInfo};
 pub use permafrost_wire::Curve;
 pub use types::{
     ClientAuthorization, CreateKeyRequest, Health, KeyList, KeyRecord, NodeHealth,
-    OperatorApproval, ReshareRequest, SignRequest, SignResponse,
+    OperatorApproval, Ready, ReshareRequest, SignRequest, SignResponse,
 };

@@ -248,6 +248,28 @@ pub struct NodeHealth {
     pub name: String,
     /// Its libp2p PeerId (base58).
     pub peer_id: String,
-    /// Whether the coordinator has a live connection to it.
+    /// Whether the coordinator has a libp2p connection to it open (not a probe: see
+    /// `healthy`).
     pub connected: bool,
+    /// The node answered a liveness probe (from its main loop) within the coordinator's
+    /// `unhealthy_after_ms` (3 s by default): it is up and serving.
+    #[serde(default)]
+    pub healthy: bool,
+    /// Round trip of the last successful probe, in microseconds.
+    #[serde(default)]
+    pub last_round_trip_us: Option<u64>,
+    /// How long ago the last successful probe was sent, in milliseconds.
+    #[serde(default)]
+    pub last_probe_age_ms: Option<u64>,
+    /// Why the last probe failed, if it failed after the last success.
+    #[serde(default)]
+    pub probe_error: Option<String>,
+}
+
+/// `GET /v1/ready`: whether the coordinator can sign with every key now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    /// At least the threshold of every key's committee is healthy (with no key yet: at least
+    /// one node is).
+    pub ready: bool,
 }

@@ -53,6 +53,10 @@ async fn health() -> Json<Health> {
             name: "node1".into(),
             peer_id: "12D3KooWnode1".into(),
             connected: true,
+            healthy: true,
+            last_round_trip_us: Some(420),
+            last_probe_age_ms: Some(300),
+            probe_error: None,
         }],
         network_id: String::new(),
     })

@@ -4,7 +4,7 @@
 use permafrost_api::{
     codes, decode_hex, encode_hex, ApiError, ClientAuthorization, CreateKeyRequest, Curve,
     ErrorBody, Health, KeyList, KeyRecord, LocalnetInfo, LocalnetNode, NodeHealth, ProcessInfo,
-    ReshareRequest, SignRequest, SignResponse,
+    Ready, ReshareRequest, SignRequest, SignResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -227,15 +227,41 @@ fn health() {
     round_trip(
         &Health {
             status: "ok".into(),
-            nodes: vec![NodeHealth {
-                name: "node1".into(),
-                peer_id: "12D3KooWabc".into(),
-                connected: true,
-            }],
+            nodes: vec![
+                NodeHealth {
+                    name: "node1".into(),
+                    peer_id: "12D3KooWabc".into(),
+                    connected: true,
+                    healthy: true,
+                    last_round_trip_us: Some(412),
+                    last_probe_age_ms: Some(640),
+                    probe_error: None,
+                },
+                NodeHealth {
+                    name: "node2".into(),
+                    peer_id: "12D3KooWdef".into(),
+                    connected: true,
+                    healthy: false,
+                    last_round_trip_us: None,
+                    last_probe_age_ms: None,
+                    probe_error: Some("no answer within 3000 ms".into()),
+                },
+            ],
             network_id: "custody-1".into(),
         },
-        json!({"status":"ok","network_id":"custody-1","nodes":[{"name":"node1","peer_id":"12D3KooWabc","connected":true}]}),
+        json!({"status":"ok","network_id":"custody-1","nodes":[
+            {"name":"node1","peer_id":"12D3KooWabc","connected":true,"healthy":true,
+             "last_round_trip_us":412,"last_probe_age_ms":640,"probe_error":null},
+            {"name":"node2","peer_id":"12D3KooWdef","connected":true,"healthy":false,
+             "last_round_trip_us":null,"last_probe_age_ms":null,
+             "probe_error":"no answer within 3000 ms"}]}),
     );
+    // A coordinator of an earlier build sends no probe fields: a node is then not healthy.
+    let old: Health = serde_json::from_value(json!({"status":"ok","nodes":[
+        {"name":"node1","peer_id":"12D3KooWabc","connected":true}]}))
+    .unwrap();
+    assert!(!old.nodes[0].healthy);
+    round_trip(&Ready { ready: false }, json!({"ready":false}));
 }
 
 #[test]

@@ -95,8 +95,13 @@ pub enum Command {
         #[arg(long = "operator-key", value_name = "FILE")]
         operator_keys: Vec<PathBuf>,
     },
-    /// Show the coordinator's health and which nodes it is connected to.
-    Health,
+    /// Show the coordinator's health: each node's connection and liveness probe. A table on a
+    /// terminal; JSON with `--json` or when the output is not a terminal.
+    Health {
+        /// Print JSON even on a terminal.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a network of nodes and a coordinator on this machine.
     #[command(subcommand)]
     Localnet(LocalnetCommand),
@@ -280,7 +285,7 @@ fn dispatch(target: commands::Target, command: Command) -> anyhow::Result<ExitCo
                 nodes,
                 operator_keys,
             } => commands::reshare(&target, &key, threshold, nodes, &operator_keys).await,
-            Command::Health => commands::health(&target).await,
+            Command::Health { json } => commands::health(&target, json).await,
             Command::Localnet(LocalnetCommand::Up {
                 nodes,
                 dir,

@@ -276,6 +276,120 @@ pub async fn reshare(
 }
 
 /// `permafrost health`.
-pub async fn health(target: &Target) -> anyhow::Result<ExitCode> {
-    print_json(&target.client()?.health().await?)
+pub async fn health(target: &Target, json: bool) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let health = target.client()?.health().await?;
+    if json || !std::io::stdout().is_terminal() {
+        return print_json(&health);
+    }
+    print!("{}", health_table(&health));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The health as a table for people: one line per node, in natural order of their names
+/// (`node2` before `node10`).
+pub fn health_table(health: &Health) -> String {
+    let mut nodes: Vec<&permafrost_api::NodeHealth> = health.nodes.iter().collect();
+    nodes.sort_by_key(|node| natural_key(&node.name));
+    let mut out = format!(
+        "coordinator {} · network {}\n",
+        health.status, health.network_id
+    );
+    out.push_str(&format!(
+        "{:<12} {:<9} {:<9} {:>12} {:>10}  {}\n",
+        "NODE", "HEALTHY", "CONNECTED", "ROUND TRIP", "LAST OK", "PROBE ERROR"
+    ));
+    for node in nodes {
+        let yes_no = |b: bool| if b { "yes" } else { "NO" };
+        let rtt = node.last_round_trip_us.map_or_else(
+            || "-".to_owned(),
+            |us| format!("{:.2} ms", us as f64 / 1000.0),
+        );
+        let age = node.last_probe_age_ms.map_or_else(
+            || "never".to_owned(),
+            |ms| format!("{:.1} s ago", ms as f64 / 1000.0),
+        );
+        out.push_str(&format!(
+            "{:<12} {:<9} {:<9} {:>12} {:>10}  {}\n",
+            node.name,
+            yes_no(node.healthy),
+            yes_no(node.connected),
+            rtt,
+            age,
+            node.probe_error.as_deref().unwrap_or("")
+        ));
+    }
+    out
+}
+
+/// Sorts names with numbers in them as people do: the digits compare as numbers.
+fn natural_key(name: &str) -> Vec<(String, u64)> {
+    let mut parts = Vec::new();
+    let mut text = String::new();
+    let mut digits = String::new();
+    for c in name.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            if !digits.is_empty() {
+                parts.push((
+                    std::mem::take(&mut text),
+                    digits.parse().unwrap_or(u64::MAX),
+                ));
+                digits.clear();
+            }
+            text.push(c);
+        }
+    }
+    parts.push((text, digits.parse().unwrap_or(0)));
+    parts
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, healthy: bool) -> permafrost_api::NodeHealth {
+        permafrost_api::NodeHealth {
+            name: name.into(),
+            peer_id: format!("12D3KooW{name}"),
+            connected: true,
+            healthy,
+            last_round_trip_us: healthy.then_some(1_250),
+            last_probe_age_ms: Some(if healthy { 400 } else { 4_100 }),
+            probe_error: (!healthy).then(|| "no answer within 3000 ms".to_owned()),
+        }
+    }
+
+    #[test]
+    fn the_health_table_lists_nodes_in_natural_order() {
+        let health = Health {
+            status: "ok".into(),
+            network_id: "custody-1".into(),
+            nodes: vec![
+                node("node10", true),
+                node("node2", false),
+                node("node1", true),
+            ],
+        };
+        let table = health_table(&health);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5, "{table}");
+        assert_eq!(lines[0], "coordinator ok · network custody-1");
+        let names: Vec<&str> = lines[2..]
+            .iter()
+            .map(|l| l.split_whitespace().next().unwrap())
+            .collect();
+        assert_eq!(names, ["node1", "node2", "node10"]);
+        assert!(
+            lines[2].contains("yes") && lines[2].contains("1.25 ms"),
+            "{table}"
+        );
+        assert!(
+            lines[3].contains("NO") && lines[3].contains("4.1 s ago"),
+            "{table}"
+        );
+        assert!(lines[3].ends_with("no answer within 3000 ms"), "{table}");
+    }
 }

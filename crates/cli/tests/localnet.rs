@@ -428,6 +428,41 @@ fn terminate(pid: u32) {
     }
 }
 
+/// Sends `signal` (`STOP`, `CONT`) to `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Polls the health until `node`'s `healthy` is `want`; returns how long that took.
+async fn until_healthy_is(client: &Client, node: &str, want: bool) -> Duration {
+    let started = Instant::now();
+    loop {
+        let health = client.health().await.unwrap();
+        let found = health.nodes.iter().find(|n| n.name == node).unwrap();
+        if found.healthy == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{node} still healthy={} after 15 s: {found:?}",
+            found.healthy
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `GET /v1/ready` (no token): its status code and `ready`.
+async fn ready(api: &str) -> (u16, bool) {
+    let answer = reqwest::get(format!("{api}/v1/ready")).await.unwrap();
+    let status = answer.status().as_u16();
+    let body: serde_json::Value = answer.json().await.unwrap();
+    (status, body["ready"].as_bool().unwrap())
+}
+
 fn sigkill(pid: u32) {
     let status = Command::new("kill")
         .args(["-KILL", &pid.to_string()])
@@ -1103,4 +1138,60 @@ async fn only_an_operators_approval_changes_a_key_on_the_localnet() {
     assert_eq!((reshared.epoch, reshared.threshold), (1, 3));
     assert_eq!(reshared.public_key, key.public_key);
     sign_and_verify(&net.client, &reshared, b"reshared with approval", &all).await;
+}
+
+/// The coordinator's liveness probe sees through an open connection: a paused (SIGSTOP) node
+/// turns unhealthy within `unhealthy_after` (3 s by default) while its connection stays up, and
+/// healthy again after SIGCONT; readiness follows the keys' thresholds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_turns_unhealthy_and_back() {
+    let net = UpLocalnet::start(3, Duration::from_secs(30)).await;
+    let (client, info) = (&net.client, &net.info);
+    for node in ["node1", "node2", "node3"] {
+        until_healthy_is(client, node, true).await;
+    }
+    let health = client.health().await.unwrap();
+    for node in &health.nodes {
+        assert!(node.last_round_trip_us.is_some_and(|us| us > 0), "{node:?}");
+        assert!(
+            node.last_probe_age_ms.is_some_and(|ms| ms <= 3000),
+            "{node:?}"
+        );
+        assert_eq!(node.probe_error, None, "{node:?}");
+    }
+    // No key yet: ready while any node is healthy. A 3-of-3 key: ready while all three are.
+    assert_eq!(ready(&info.api).await, (200, true));
+    client
+        .create_key(&CreateKeyRequest {
+            curve: Curve::Ed25519,
+            threshold: 3,
+            nodes: None,
+            key_id: None,
+            approvals: Vec::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(ready(&info.api).await, (200, true));
+
+    let pid = info.nodes.iter().find(|n| n.name == "node2").unwrap().pid;
+    signal(pid, "STOP");
+    let took = until_healthy_is(client, "node2", false).await;
+    println!("node2 paused: unhealthy after {took:?}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    let health = client.health().await.unwrap();
+    let node2 = health.nodes.iter().find(|n| n.name == "node2").unwrap();
+    assert!(node2.connected, "the connection stays open: {node2:?}");
+    assert!(node2.last_probe_age_ms.unwrap() > 3000, "{node2:?}");
+    assert!(
+        health.nodes.iter().filter(|n| n.healthy).count() == 2,
+        "{health:?}"
+    );
+    // The 3-of-3 key cannot be signed with now.
+    assert_eq!(ready(&info.api).await, (503, false));
+
+    signal(pid, "CONT");
+    let took = until_healthy_is(client, "node2", true).await;
+    println!("node2 resumed: healthy after {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(ready(&info.api).await, (200, true));
 }

@@ -19,7 +19,7 @@ use permafrost_engine::sim::{Envelope, Fault, Network, SimVerifier};
 use permafrost_keystore::AuditKind;
 use permafrost_protocol::dkg::DkgCoordinator;
 use permafrost_protocol::wire::{
-    ClientAuthorization, Epoch, KeyId, Message, MessageKind, NodeId, SessionId,
+    ClientAuthorization, Epoch, KeyId, Message, MessageKind, NodeId, Probe, SessionId,
 };
 use permafrost_protocol::{ProtocolError, Refusal, Session, Suite};
 
@@ -55,6 +55,11 @@ impl Sent {
             .iter()
             .filter(|(f, k, _)| f == from && *k == kind)
             .count()
+    }
+
+    /// Every message `from` sent, of any kind.
+    fn total(&self, from: &NodeId) -> usize {
+        self.0.borrow().iter().filter(|(f, _, _)| f == from).count()
     }
 }
 
@@ -730,7 +735,46 @@ fn failed_reshare_conclusion_keeps_both_epochs<S: Suite>() {
     );
 }
 
+/// A liveness probe is answered (accepted) from a coordinator and refused from anyone else;
+/// it changes nothing on the node: no message out, no audit entry.
+fn a_probe_is_taken_from_a_coordinator_only<S: Suite>() {
+    let (mut net, nodes, coordinator, _, _) = network_with_key::<S>(130, 2, 3);
+    let node = nodes[0].clone();
+    let audit_before = net
+        .node(&node)
+        .unwrap()
+        .store()
+        .unwrap()
+        .audit_entries()
+        .count();
+    let sent = Sent::watch(&mut net);
+    let probe = |byte: u8| {
+        Message::Probe(Probe {
+            session: SessionId([byte; 32]),
+        })
+    };
+    net.inject(&coordinator, &node, probe(1));
+    net.run(Duration::from_millis(100));
+    assert!(refusals_at(&net, &node).is_empty(), "{:?}", net.refused);
+    net.inject(&nodes[1], &node, probe(2));
+    net.run(Duration::from_millis(100));
+    assert_eq!(
+        refusals_at(&net, &node),
+        vec![Refusal::NotFromCoordinator(nodes[1].clone())]
+    );
+    assert_eq!(sent.total(&node), 0, "a probe makes the node send nothing");
+    let audit_after = net
+        .node(&node)
+        .unwrap()
+        .store()
+        .unwrap()
+        .audit_entries()
+        .count();
+    assert_eq!(audit_after, audit_before);
+}
+
 per_suite!(
+    a_probe_is_taken_from_a_coordinator_only,
     dkg_crash_after_the_pending_share,
     dkg_crash_after_activation,
     dkg_failed_pending_write_releases_nothing,

@@ -147,6 +147,18 @@ struct Waiting {
     reply: Reply,
 }
 
+/// Removes request `id` from its link's waiting requests when dropped.
+struct Forget<'a> {
+    link: &'a Link,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.link.waiting().remove(&self.id);
+    }
+}
+
 impl Link {
     fn new(peer: PeerId, control: libp2p_stream::Control) -> Self {
         Link {
@@ -178,6 +190,9 @@ impl Link {
         })?;
         drop(payload);
         let (reply, answer) = oneshot::channel();
+        // However this request ends (answered, failed, timed out, or its future dropped by the
+        // caller), it waits no more.
+        let _forget = Forget { link: &self, id };
         self.write(context, id, &frame, reply).await?;
         match tokio::time::timeout(context.request_timeout, answer).await {
             Ok(Ok(result)) => result,
@@ -185,10 +200,7 @@ impl Link {
                 peer,
                 reason: "the link closed before an answer arrived".into(),
             }),
-            Err(_) => {
-                self.waiting().remove(&id);
-                Err(NetError::Timeout(peer))
-            }
+            Err(_) => Err(NetError::Timeout(peer)),
         }
     }
 

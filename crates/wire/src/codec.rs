@@ -16,7 +16,8 @@ use crate::WireError;
 /// (client authorization). 3: the client's approval is bound to the network id and the group
 /// key (`permafrost/client-authorization/v2`). 4: one-round signing from commitment pools
 /// ([`CommitmentsRequest`], [`CommitmentBatch`], [`SignWithCommitment`],
-/// `SignRefusal.commitment_unknown`). Frames of any other version are refused.
+/// `SignRefusal.commitment_unknown`; later in version 4, [`Probe`], which a node of an earlier
+/// build refuses as an unknown kind). Frames of any other version are refused.
 pub const WIRE_VERSION: u16 = 4;
 /// Bytes before the body: version (2) and kind (1).
 pub const FRAME_HEADER_LEN: usize = 3;
@@ -126,6 +127,7 @@ messages! {
     37 => ReshareCommit, MAX_FRAME_LEN;
     38 => ReshareAbort, 16 * KIB;
     39 => SessionStatus, 4 * KIB;
+    50 => Probe, 4 * KIB;
 }
 
 fn encode_body<T: Serialize>(kind: MessageKind, value: &T) -> Result<Vec<u8>, WireError> {

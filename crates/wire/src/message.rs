@@ -528,6 +528,17 @@ pub struct ReshareAbort {
     pub reason: String,
 }
 
+/// Coordinator → node: a liveness probe. The node's core answers it (an empty
+/// acknowledgement) from its main loop, so a node whose process is paused, or whose loop is
+/// stuck, fails it although its connection stays open; the coordinator's health reports the
+/// last successful round trip of each node. It changes nothing on the node, and a node takes
+/// it only from a coordinator of its network file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    /// The probe's id, chosen by the coordinator (no session exists).
+    pub session: SessionId,
+}
+
 /// Member → coordinator and → the other members, after a restart or when a commit is overdue:
 /// what became of DKG or reshare `session`? The coordinator answers a reshare by sending its
 /// recorded [`ReshareCommit`] or [`ReshareAbort`] again; a session it never recorded gets

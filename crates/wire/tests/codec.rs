@@ -188,6 +188,7 @@ fn every_kind() -> Vec<Message> {
             reason: "dealer sent a bad share".into(),
         }),
         Message::SessionStatus(SessionStatus { session: session() }),
+        Message::Probe(Probe { session: session() }),
     ]
 }
 
@@ -221,7 +222,7 @@ fn reshare_confirm() -> ReshareConfirm {
 #[test]
 fn every_kind_round_trips_and_every_truncation_fails() {
     let all = every_kind();
-    assert_eq!(all.len(), 26, "a new message kind needs an example here");
+    assert_eq!(all.len(), 27, "a new message kind needs an example here");
     for message in all {
         let frame = encode(&message).unwrap();
         assert_eq!(frame[0..2], WIRE_VERSION.to_be_bytes());

@@ -393,6 +393,14 @@ impl<St: NodeStore> NodeCore<St> {
             Message::SessionStatus(status) => {
                 return self.answer_status(from, status.session);
             }
+            Message::Probe(_) => {
+                // A liveness probe: accepted by this loop (the acknowledgement is the answer),
+                // changing nothing.
+                if !from_coordinator {
+                    return Err(Refusal::NotFromCoordinator(from.clone()).into());
+                }
+                return Ok(());
+            }
             Message::SignRequest(_) | Message::SignPackage(_) | Message::SignWithCommitment(_)
                 if self.aliases.contains_key(&message.session()) =>
             {
