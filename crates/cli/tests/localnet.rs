@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use permafrost_api::{ApiError, Client, CreateKeyRequest, Curve, LocalnetInfo};
+use permafrost_api::{ApiError, Client, CreateKeyRequest, Curve, KeyRecord, LocalnetInfo};
 use permafrost_node::PendingCommand;
 
 const BIN: &str = env!("CARGO_BIN_EXE_permafrost");
@@ -269,16 +269,7 @@ async fn localnet_up_serves_the_api_and_stops_on_sigterm() {
     }
 
     // A 2-of-3 taproot key.
-    let key = client
-        .create_key(&CreateKeyRequest {
-            curve: Curve::Secp256k1Tr,
-            threshold: 2,
-            nodes: None,
-            key_id: None,
-            approvals: Vec::new(),
-        })
-        .await
-        .unwrap();
+    let key = create_key(&client, Curve::Secp256k1Tr, 2).await;
     assert!(!key.key_id.is_empty());
     assert_eq!(key.curve, Curve::Secp256k1Tr);
     assert_eq!(key.threshold, 2);
@@ -498,6 +489,20 @@ async fn await_connected(client: &Client, name: &str, connected: bool) {
 }
 
 /// Signs `message` (approved by the coordinator's gateway key) and checks the answer.
+/// Creates a key of `curve` and `threshold` on every node (the gateway operator key approves).
+async fn create_key(client: &Client, curve: Curve, threshold: u16) -> KeyRecord {
+    client
+        .create_key(&CreateKeyRequest {
+            curve,
+            threshold,
+            nodes: None,
+            key_id: None,
+            approvals: Vec::new(),
+        })
+        .await
+        .unwrap()
+}
+
 async fn sign_and_verify(
     client: &Client,
     key: &permafrost_api::KeyRecord,
@@ -697,16 +702,7 @@ async fn signing_survives_two_killed_nodes_and_fails_fast_without_a_threshold() 
     let (client, dir, info) = (&net.client, &net.dir, &net.info);
     let pid_of = |name: &str| info.nodes.iter().find(|n| n.name == name).unwrap().pid;
     let all = ["node1", "node2", "node3", "node4", "node5"];
-    let key = client
-        .create_key(&CreateKeyRequest {
-            curve: Curve::Secp256k1Tr,
-            threshold: 3,
-            nodes: None,
-            key_id: None,
-            approvals: Vec::new(),
-        })
-        .await
-        .unwrap();
+    let key = create_key(client, Curve::Secp256k1Tr, 3).await;
 
     // A stream of requests; node4 and node5 die along the way.
     let stream = {
@@ -773,16 +769,7 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
     let net = UpLocalnet::start(3, Duration::from_secs(60)).await;
     let (client, dir, info) = (&net.client, &net.dir, &net.info);
     let all = ["node1", "node2", "node3"];
-    let key = client
-        .create_key(&CreateKeyRequest {
-            curve: Curve::Ed25519,
-            threshold: 2,
-            nodes: None,
-            key_id: None,
-            approvals: Vec::new(),
-        })
-        .await
-        .unwrap();
+    let key = create_key(client, Curve::Ed25519, 2).await;
     assert!(key.network_id.starts_with("localnet-"), "{key:?}");
     let accepted = ClientKey::load(&dir.join("client.key")).unwrap();
     let body = |auth: &permafrost_wire::ClientAuthorization, message: &[u8]| SignRequest {
@@ -1161,16 +1148,7 @@ async fn a_paused_node_turns_unhealthy_and_back() {
     }
     // No key yet: ready while any node is healthy. A 3-of-3 key: ready while all three are.
     assert_eq!(ready(&info.api).await, (200, true));
-    client
-        .create_key(&CreateKeyRequest {
-            curve: Curve::Ed25519,
-            threshold: 3,
-            nodes: None,
-            key_id: None,
-            approvals: Vec::new(),
-        })
-        .await
-        .unwrap();
+    create_key(client, Curve::Ed25519, 3).await;
     assert_eq!(ready(&info.api).await, (200, true));
 
     let pid = info.nodes.iter().find(|n| n.name == "node2").unwrap().pid;

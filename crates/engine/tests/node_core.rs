@@ -740,13 +740,11 @@ fn failed_reshare_conclusion_keeps_both_epochs<S: Suite>() {
 fn a_probe_is_taken_from_a_coordinator_only<S: Suite>() {
     let (mut net, nodes, coordinator, _, _) = network_with_key::<S>(130, 2, 3);
     let node = nodes[0].clone();
-    let audit_before = net
-        .node(&node)
-        .unwrap()
-        .store()
-        .unwrap()
-        .audit_entries()
-        .count();
+    let audit_entries = |net: &Network<S>| {
+        let store = net.node(&node).unwrap().store().unwrap();
+        store.audit_entries().count()
+    };
+    let audit_before = audit_entries(&net);
     let sent = Sent::watch(&mut net);
     let probe = |byte: u8| {
         Message::Probe(Probe {
@@ -763,14 +761,7 @@ fn a_probe_is_taken_from_a_coordinator_only<S: Suite>() {
         vec![Refusal::NotFromCoordinator(nodes[1].clone())]
     );
     assert_eq!(sent.total(&node), 0, "a probe makes the node send nothing");
-    let audit_after = net
-        .node(&node)
-        .unwrap()
-        .store()
-        .unwrap()
-        .audit_entries()
-        .count();
-    assert_eq!(audit_after, audit_before);
+    assert_eq!(audit_entries(&net), audit_before);
 }
 
 per_suite!(

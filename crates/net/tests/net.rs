@@ -76,6 +76,25 @@ async fn start_node(config: NetConfig) -> (Client, mpsc::Receiver<InboundRequest
     (client, inbound, addrs[0].clone())
 }
 
+/// A server with default settings and a client that lists it: the server's handle, its
+/// inbound requests and id, and the client.
+async fn server_and_client() -> (Client, mpsc::Receiver<InboundRequest>, PeerId, Client) {
+    let (server_key, client_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (server, server_inbound, server_addr) =
+        start_node(config(&server_key, vec![peer(&client_key, vec![])])).await;
+    let (client, _client_inbound, _) = start_node(config(
+        &client_key,
+        vec![peer(&server_key, vec![server_addr])],
+    ))
+    .await;
+    (
+        server,
+        server_inbound,
+        server_key.public().to_peer_id(),
+        client,
+    )
+}
+
 /// Answers every request with `tag` followed by the request bytes.
 fn echo(mut inbound: mpsc::Receiver<InboundRequest>, tag: &'static [u8]) {
     tokio::spawn(async move {
@@ -209,15 +228,7 @@ async fn many_peers_opening_links_at_once_lose_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_in_any_order_reach_their_own_requests() {
     const REQUESTS: usize = 200;
-    let (server_key, client_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
-    let server_id = server_key.public().to_peer_id();
-    let (_server, mut server_inbound, server_addr) =
-        start_node(config(&server_key, vec![peer(&client_key, vec![])])).await;
-    let (client, _client_inbound, _) = start_node(config(
-        &client_key,
-        vec![peer(&server_key, vec![server_addr])],
-    ))
-    .await;
+    let (_server, mut server_inbound, server_id, client) = server_and_client().await;
 
     // Every request is in flight at once; the server holds them all, then answers them in
     // reverse order of arrival, each with its own payload doubled.
@@ -248,15 +259,7 @@ async fn answers_in_any_order_reach_their_own_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_waiting_on_a_peer_that_goes_away_fail_at_once() {
-    let (server_key, client_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
-    let server_id = server_key.public().to_peer_id();
-    let (server, mut server_inbound, server_addr) =
-        start_node(config(&server_key, vec![peer(&client_key, vec![])])).await;
-    let (client, _client_inbound, _) = start_node(config(
-        &client_key,
-        vec![peer(&server_key, vec![server_addr])],
-    ))
-    .await;
+    let (server, mut server_inbound, server_id, client) = server_and_client().await;
 
     // Three requests are held by the server; then it stops. With the default 30 s request
     // timeout, only the end of the link can fail them this soon.
