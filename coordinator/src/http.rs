@@ -45,6 +45,8 @@ pub struct ApiState {
     pub(crate) gateway: Option<permafrost_api::ClientKey>,
     /// The nodes' liveness probes.
     pub(crate) probes: Arc<crate::probe::Probes>,
+    /// The last readiness verdict, and when it was made.
+    pub(crate) ready: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
 
 /// Counters for `/metrics`.
@@ -223,10 +225,31 @@ async fn health(State(state): State<Arc<ApiState>>) -> Result<Json<Health>, ApiE
     }))
 }
 
-/// `GET /v1/ready`: 200 when at least the threshold of every key's committee is healthy
-/// (with no key yet: when at least one node is), 503 otherwise.
+/// `GET /v1/ready`: 200 when at least one key has its threshold of healthy committee members
+/// (with no key yet: when at least one node is healthy), 503 otherwise. Anyone may ask (no
+/// token), so the verdict is computed at most once per probe interval and served from memory
+/// meanwhile.
 async fn ready(State(state): State<Arc<ApiState>>) -> Response {
     let now = std::time::Instant::now();
+    let cached = *state.ready.lock().unwrap_or_else(|e| e.into_inner());
+    let ready = match cached {
+        Some((at, ready)) if now.saturating_duration_since(at) < state.probes.interval() => ready,
+        _ => {
+            let ready = readiness(&state, now);
+            *state.ready.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, ready));
+            ready
+        }
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(permafrost_api::Ready { ready })).into_response()
+}
+
+/// Whether any key can be signed with now (see [`ready`]).
+fn readiness(state: &ApiState, now: std::time::Instant) -> bool {
     let healthy: std::collections::BTreeSet<NodeId> = state
         .network
         .nodes
@@ -234,9 +257,9 @@ async fn ready(State(state): State<Arc<ApiState>>) -> Response {
         .filter(|m| state.probes.status(&m.peer_id, now).healthy)
         .filter_map(|m| identity::node_id(&m.peer_id).ok())
         .collect();
-    let ready = match state.store.keys() {
+    match state.store.keys() {
         Ok(keys) if keys.is_empty() => !healthy.is_empty(),
-        Ok(keys) => keys.iter().all(|key| {
+        Ok(keys) => keys.iter().any(|key| {
             let up = key
                 .committee
                 .iter()
@@ -248,13 +271,7 @@ async fn ready(State(state): State<Arc<ApiState>>) -> Response {
             tracing::warn!(error = %e, "readiness: cannot list the keys");
             false
         }
-    };
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(permafrost_api::Ready { ready })).into_response()
+    }
 }
 
 fn record(state: &ApiState, meta: &KeyMeta) -> KeyRecord {

@@ -164,6 +164,7 @@ impl Coordinator {
             metrics: http::Metrics::default(),
             gateway,
             probes,
+            ready: std::sync::Mutex::new(None),
         });
         let listener = tokio::net::TcpListener::bind(config.api_listen)
             .await

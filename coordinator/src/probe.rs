@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use permafrost_net::{Client, PeerId};
+use permafrost_net::{Client, NetError, PeerId};
 use permafrost_wire::{encode, Message, Probe, SessionId};
 use rand_core::{OsRng, RngCore};
 use tokio::sync::oneshot;
@@ -63,6 +63,11 @@ impl Probes {
                     .collect(),
             ),
         }
+    }
+
+    /// How often every node is probed.
+    pub fn interval(&self) -> Duration {
+        self.interval
     }
 
     fn nodes(&self) -> MutexGuard<'_, HashMap<PeerId, NodeProbes>> {
@@ -154,6 +159,9 @@ async fn probe(client: Client, probes: Arc<Probes>, peer: PeerId) {
         Ok(frame) => {
             match tokio::time::timeout(probes.unhealthy_after, client.request(peer, frame)).await {
                 Ok(Ok(answer)) if answer.is_empty() => Ok(sent.elapsed()),
+                // Its rate limit for this coordinator or its inbound queue is full under load: its
+                // process is up and answering, so it is not reported down at the busiest moment.
+                Ok(Err(NetError::Busy { .. })) => Ok(sent.elapsed()),
                 Ok(Ok(refusal)) => Err(format!(
                     "probe refused: {}",
                     String::from_utf8_lossy(&refusal)

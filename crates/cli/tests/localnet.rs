@@ -446,12 +446,25 @@ async fn until_healthy_is(client: &Client, node: &str, want: bool) -> Duration {
     }
 }
 
-/// `GET /v1/ready` (no token): its status code and `ready`.
-async fn ready(api: &str) -> (u16, bool) {
-    let answer = reqwest::get(format!("{api}/v1/ready")).await.unwrap();
-    let status = answer.status().as_u16();
-    let body: serde_json::Value = answer.json().await.unwrap();
-    (status, body["ready"].as_bool().unwrap())
+/// Polls `GET /v1/ready` (no token) until `ready` is `want` (the verdict is cached for a probe
+/// interval); checks the status code goes with it.
+async fn until_ready_is(api: &str, want: bool) {
+    let started = Instant::now();
+    loop {
+        let answer = reqwest::get(format!("{api}/v1/ready")).await.unwrap();
+        let status = answer.status().as_u16();
+        let body: serde_json::Value = answer.json().await.unwrap();
+        let ready = body["ready"].as_bool().unwrap();
+        assert_eq!(status, if ready { 200 } else { 503 }, "{body}");
+        if ready == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still ready={ready} after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn sigkill(pid: u32) {
@@ -1146,10 +1159,11 @@ async fn a_paused_node_turns_unhealthy_and_back() {
         );
         assert_eq!(node.probe_error, None, "{node:?}");
     }
-    // No key yet: ready while any node is healthy. A 3-of-3 key: ready while all three are.
-    assert_eq!(ready(&info.api).await, (200, true));
+    // No key yet: ready while any node is healthy. Then one 3-of-3 key: ready while it can be
+    // signed with, so while all three are.
+    until_ready_is(&info.api, true).await;
     create_key(client, Curve::Ed25519, 3).await;
-    assert_eq!(ready(&info.api).await, (200, true));
+    until_ready_is(&info.api, true).await;
 
     let pid = info.nodes.iter().find(|n| n.name == "node2").unwrap().pid;
     signal(pid, "STOP");
@@ -1165,11 +1179,11 @@ async fn a_paused_node_turns_unhealthy_and_back() {
         "{health:?}"
     );
     // The 3-of-3 key cannot be signed with now.
-    assert_eq!(ready(&info.api).await, (503, false));
+    until_ready_is(&info.api, false).await;
 
     signal(pid, "CONT");
     let took = until_healthy_is(client, "node2", true).await;
     println!("node2 resumed: healthy after {took:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
-    assert_eq!(ready(&info.api).await, (200, true));
+    until_ready_is(&info.api, true).await;
 }

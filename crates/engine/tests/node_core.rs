@@ -764,7 +764,70 @@ fn a_probe_is_taken_from_a_coordinator_only<S: Suite>() {
     assert_eq!(audit_entries(&net), audit_before);
 }
 
+/// A malicious coordinator sends, in one batch of the victim, the session's request for `m1`
+/// and a second request in the same session for `m2` (another approval, admitted, then
+/// refused by the signer: the session exists). The victim signs `m1`. The audit log must say a
+/// share was produced for `m1`, and never for `m2`.
+fn a_folded_share_keeps_the_message_it_signed<S: Suite>() {
+    use permafrost_protocol::wire::SignRequest;
+    use sha2::{Digest as _, Sha256};
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(140, 2, 3);
+    let victim = nodes[0].clone();
+    let (m1, m2) = (b"pay alice 100".to_vec(), b"harmless".to_vec());
+    let second_approval = net.authorize(&key, &pkp, &m2);
+    net.node_mut(&victim).unwrap().hold_syncs(true);
+    let (v, c, second) = (victim.clone(), coordinator.clone(), m2.clone());
+    let mut done = false;
+    net.set_faults(move |env| match &env.message {
+        Message::SignRequest(r) if !done && env.to == v && env.from == c => {
+            done = true;
+            Fault::DeliverAlso(Message::SignRequest(SignRequest {
+                message: second.clone(),
+                client: Some(second_approval.clone()),
+                ..r.clone()
+            }))
+        }
+        _ => Fault::Deliver,
+    });
+    start_roast(
+        &mut net,
+        &coordinator,
+        &key,
+        &pkp,
+        &nodes,
+        &m1,
+        SessionId([9; 32]),
+    );
+    net.run(Duration::from_millis(300));
+    assert!(net.node(&victim).unwrap().core().unwrap().held_shares() > 0);
+    net.node_mut(&victim).unwrap().hold_syncs(false);
+    let (d1, d2): ([u8; 32], [u8; 32]) = (Sha256::digest(&m1).into(), Sha256::digest(&m2).into());
+    let store = net.node(&victim).unwrap().store().unwrap();
+    let entries: Vec<(AuditKind, Option<[u8; 32]>)> = store
+        .audit_entries()
+        .filter(|(e, _)| matches!(e.kind, AuditKind::ClientRequest | AuditKind::SignatureShare))
+        .map(|(e, _)| (e.kind.clone(), e.message_digest))
+        .collect();
+    assert!(
+        !entries.contains(&(AuditKind::SignatureShare, Some(d2))),
+        "the log says m2 was signed, but only m1 was: {entries:?}"
+    );
+    assert!(
+        entries.contains(&(AuditKind::SignatureShare, Some(d1))),
+        "the share of m1 is not in the log: {entries:?}"
+    );
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|(kind, _)| *kind == AuditKind::ClientRequest)
+            .count(),
+        2,
+        "both admissions stay in the log: {entries:?}"
+    );
+}
+
 per_suite!(
+    a_folded_share_keeps_the_message_it_signed,
     a_probe_is_taken_from_a_coordinator_only,
     dkg_crash_after_the_pending_share,
     dkg_crash_after_activation,

@@ -181,6 +181,11 @@ impl Responder {
         self.send(Kind::Refused, reason.into_bytes());
     }
 
+    /// Refuses the request because this node is busy (rate limit, full queue).
+    pub(crate) fn busy(mut self, reason: String) {
+        self.send(Kind::Busy, reason.into_bytes());
+    }
+
     fn send(&mut self, kind: Kind, body: Vec<u8>) {
         if let Some(slot) = self.slot.take() {
             // Fails only once the stream's writer has stopped: the requester has been told.

@@ -31,12 +31,22 @@ pub enum NetError {
         reason: String,
     },
     /// The request reached a connection to the peer but no valid response came back: the
-    /// connection closed, the remote refused or dropped the request, or a frame was malformed.
+    /// connection closed, the remote refused or dropped the request (other than for being
+    /// busy: [`NetError::Busy`]), or a frame was malformed.
     #[error("request to peer {peer} failed: {reason}")]
     Remote {
         /// The peer that did not answer.
         peer: PeerId,
         /// What went wrong.
+        reason: String,
+    },
+    /// The peer refused the request unread because it is busy: its rate limit for this node,
+    /// or its inbound queue, is full. Its process is up; the request was not handed on.
+    #[error("peer {peer} is busy: {reason}")]
+    Busy {
+        /// The busy peer.
+        peer: PeerId,
+        /// Its reason.
         reason: String,
     },
     /// The network task has stopped (after [`Client::shutdown`](crate::Client::shutdown)).

@@ -37,6 +37,12 @@ const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const MAX_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`start`] waits for every listener to report its address.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Every connection is pinged this often; a ping unanswered within [`PING_TIMEOUT`] closes
+/// the connection (it may be dead without either side knowing), so a connection that died
+/// silently is given up within 10 s.
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// See [`PING_INTERVAL`].
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Capacity of the command channel between the clients and the task.
 const COMMAND_QUEUE: usize = 256;
 /// Established connections allowed per peer (one each way when both dial at once).
@@ -236,7 +242,11 @@ fn build_swarm(
                     // Dial only the operator-configured addresses, never ones a peer advertises.
                     .with_cache_size(0),
             ),
-            ping: ping::Behaviour::new(ping::Config::new()),
+            ping: ping::Behaviour::new(
+                ping::Config::new()
+                    .with_interval(PING_INTERVAL)
+                    .with_timeout(PING_TIMEOUT),
+            ),
         })
         .map_err(|e| match e {})?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
@@ -392,6 +402,13 @@ impl EventLoop {
             },
             SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => match event.result {
                 Ok(rtt) => trace!(peer = %event.peer, ?rtt, "ping"),
+                Err(ping::Failure::Timeout) => {
+                    // A connection whose pings time out may be dead without either side
+                    // knowing (a host gone without a reset): close it, so the links move to
+                    // another connection or dial again instead of writing into it.
+                    warn!(peer = %event.peer, "ping timed out; closing the connection");
+                    self.swarm.close_connection(event.connection);
+                }
                 Err(error) => debug!(peer = %event.peer, %error, "ping failed"),
             },
             SwarmEvent::Behaviour(BehaviourEvent::Allowlist(never)) => match never {},

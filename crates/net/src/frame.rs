@@ -33,6 +33,10 @@ pub(crate) enum Kind {
     /// The request was not handed to the application (rate limit, full queue, too large) or
     /// the application dropped it: the body is the reason, as UTF-8 text.
     Refused,
+    /// The request was not handed to the application because the peer is busy (its rate limit
+    /// for this node, or its inbound queue, is full): the body is the reason. The peer's
+    /// process is up.
+    Busy,
     /// The first frame on every stream, from the peer that accepted it (id 0, no body): it is
     /// serving the stream. No request is written before it, so a stream dropped before it was
     /// served (libp2p drops an inbound stream when several arrive at once) loses nothing and
@@ -47,6 +51,7 @@ impl Kind {
             Kind::Answer => 1,
             Kind::Refused => 2,
             Kind::Ready => 3,
+            Kind::Busy => 4,
         }
     }
 
@@ -56,6 +61,7 @@ impl Kind {
             1 => Ok(Kind::Answer),
             2 => Ok(Kind::Refused),
             3 => Ok(Kind::Ready),
+            4 => Ok(Kind::Busy),
             other => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("unknown frame kind {other}"),
@@ -167,6 +173,7 @@ mod tests {
             (7, Kind::Answer, b"x"),
             (u64::MAX, Kind::Refused, &[7u8; 1024][..]),
             (0, Kind::Ready, b""),
+            (9, Kind::Busy, b"over the rate limit"),
         ] {
             let bytes = encode(id, kind, body).unwrap();
             assert_eq!(bytes.len(), 13 + body.len());
@@ -256,7 +263,7 @@ mod tests {
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
         // An unknown kind.
         let mut bytes = encode(1, Kind::Answer, b"").unwrap();
-        bytes[12] = 4;
+        bytes[12] = 5;
         let error = block_on(read_header(&mut Cursor::new(bytes))).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
         // Truncated header and body.

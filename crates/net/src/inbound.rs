@@ -202,7 +202,7 @@ async fn read_request(
                 "peer exceeds its inbound rate limit; refusing its requests"
             );
         }
-        responder.refuse("over the rate limit".into());
+        responder.busy("over the rate limit".into());
         return Ok(());
     }
     // Never wait on the application here: a full queue refuses the request at once.
@@ -218,7 +218,7 @@ async fn read_request(
                 capacity = context.queue.max_capacity(),
                 "inbound request queue full; refusing the request"
             );
-            request.responder.refuse("the inbound queue is full".into());
+            request.responder.busy("the inbound queue is full".into());
         }
         Err(TrySendError::Closed(request)) => {
             debug!(%peer, "no inbound request receiver; refusing the request");

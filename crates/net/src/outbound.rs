@@ -1,15 +1,25 @@
 //! Requests to peers: one long-lived stream per peer, many requests on it.
 //!
-//! Each configured peer has a [`Link`]. The first request opens a stream to the peer (dialing
-//! its static addresses if no connection is up); later requests reuse it, each one frame,
-//! written by the requesting task itself (no hop through the swarm task). A task per stream
-//! reads the answers and hands each to its waiting request by id. When the stream ends, every
-//! request still waiting on it fails at once, and the next request opens a new stream.
+//! Each configured peer has a [`Link`] with a writing task of its own. A request registers as
+//! waiting, hands its frame to that task and waits for its answer; the task opens a stream to
+//! the peer when it has none (dialing its static addresses if no connection is up) and writes
+//! the frames one after the other, so a caller that gives up never leaves a frame half
+//! written. A task per stream reads the answers and hands each to its request by id.
+//!
+//! What a failed request reports is what the link knows:
+//! - [`NetError::Unreachable`] only when nothing of the request was written: no stream could
+//!   be opened (every request queued meanwhile fails with it at once), or the request gave up
+//!   before its turn came;
+//! - [`NetError::Remote`] when the stream ended after the request was written (the peer may
+//!   have taken it), or the peer refused it;
+//! - [`NetError::Timeout`] when it was written and no answer came in time. A stream on which
+//!   nothing at all was read since such a request was written is given up (the connection may
+//!   be dead without either side knowing): the next request opens another.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::io::{ReadHalf, WriteHalf};
 use futures::{AsyncReadExt, AsyncWriteExt};
@@ -54,22 +64,38 @@ pub(crate) struct Links {
 }
 
 impl Links {
-    /// A link to each of `peers` except `local_peer_id`, opening streams through `control`.
+    /// A link to each of `peers` except `local_peer_id`, opening streams through `control`;
+    /// spawns each link's writing task on the current tokio runtime.
     pub(crate) fn new(
         local_peer_id: PeerId,
         peers: impl IntoIterator<Item = PeerId>,
         control: &libp2p_stream::Control,
         context: LinkContext,
     ) -> Self {
+        let context = Arc::new(context);
         let links = peers
             .into_iter()
             .filter(|peer| *peer != local_peer_id)
-            .map(|peer| (peer, Arc::new(Link::new(peer, control.clone()))))
+            .map(|peer| {
+                let (queue, frames) = mpsc::unbounded_channel();
+                let link = Arc::new(Link {
+                    peer,
+                    next_id: AtomicU64::new(0),
+                    waiting: Mutex::new(HashMap::new()),
+                    queue,
+                });
+                tokio::spawn(Arc::clone(&link).write_frames(
+                    frames,
+                    control.clone(),
+                    Arc::clone(&context),
+                ));
+                (peer, link)
+            })
             .collect();
         Links {
             local_peer_id,
             links,
-            context: Arc::new(context),
+            context,
         }
     }
 
@@ -99,7 +125,7 @@ impl Links {
         if self.context.commands.is_closed() {
             return Err(NetError::Shutdown);
         }
-        let result = Arc::clone(link).request(&self.context, payload).await;
+        let result = link.request(&self.context, payload).await;
         // Once the swarm task is gone, every failure is the shutdown's.
         match result {
             Err(_) if self.context.commands.is_closed() => Err(NetError::Shutdown),
@@ -113,38 +139,55 @@ struct Link {
     peer: PeerId,
     /// The ids of this link's requests; never reused, across streams too.
     next_id: AtomicU64,
-    /// The open stream's writing half, behind an async lock: one frame is written at a time.
-    writer: tokio::sync::Mutex<Writer>,
-    /// Requests written and waiting for their answer, by id.
+    /// Requests registered and not answered yet, by id.
     waiting: Mutex<HashMap<u64, Waiting>>,
+    /// Frames for the writing task.
+    queue: mpsc::UnboundedSender<Outgoing>,
 }
 
-struct Writer {
-    control: libp2p_stream::Control,
-    open: Option<OpenStream>,
-    /// Counts the streams opened, to tell which requests were written on which.
-    streams_opened: u64,
+/// A request's frame on its way to the writing task.
+struct Outgoing {
+    id: u64,
+    frame: Vec<u8>,
+}
+
+struct Waiting {
+    reply: Reply,
+    /// Set by the writing task as it writes the frame; `None` while it is queued.
+    written: Option<Written>,
+}
+
+/// Where and when a request's frame was written.
+struct Written {
+    stream: Arc<StreamState>,
+    /// Microseconds since the stream was opened.
+    at_us: u64,
+}
+
+/// What the writing task, the reading task and the requests share about one stream.
+struct StreamState {
+    generation: u64,
+    opened: Instant,
+    /// Set once the stream is given up: by its reader when it ends, or by a request that got
+    /// no answer while nothing at all was read on it.
+    ended: AtomicBool,
+    /// When the reader last read a frame, in microseconds since `opened`.
+    last_read_us: AtomicU64,
+}
+
+impl StreamState {
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
 }
 
 /// A stream in use: its writing half, and the task reading its answers.
 struct OpenStream {
     write: WriteHalf<Stream>,
-    generation: u64,
-    /// Set by the reading task when the stream has ended.
-    ended: Arc<AtomicBool>,
+    state: Arc<StreamState>,
     reader: AbortHandle,
-}
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        // Dropping both halves resets the stream.
-        self.reader.abort();
-    }
-}
-
-struct Waiting {
-    generation: u64,
-    reply: Reply,
+    /// No frame was written on it yet.
+    fresh: bool,
 }
 
 /// Removes request `id` from its link's waiting requests when dropped.
@@ -160,28 +203,11 @@ impl Drop for Forget<'_> {
 }
 
 impl Link {
-    fn new(peer: PeerId, control: libp2p_stream::Control) -> Self {
-        Link {
-            peer,
-            next_id: AtomicU64::new(0),
-            writer: tokio::sync::Mutex::new(Writer {
-                control,
-                open: None,
-                streams_opened: 0,
-            }),
-            waiting: Mutex::new(HashMap::new()),
-        }
-    }
-
     fn waiting(&self) -> MutexGuard<'_, HashMap<u64, Waiting>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn request(
-        self: Arc<Self>,
-        context: &LinkContext,
-        payload: Vec<u8>,
-    ) -> Result<Vec<u8>, NetError> {
+    async fn request(&self, context: &LinkContext, payload: Vec<u8>) -> Result<Vec<u8>, NetError> {
         let peer = self.peer;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = frame::encode(id, Kind::Request, &payload).map_err(|e| NetError::Remote {
@@ -189,90 +215,136 @@ impl Link {
             reason: e.to_string(),
         })?;
         drop(payload);
-        let (reply, answer) = oneshot::channel();
+        let (reply, mut answer) = oneshot::channel();
+        self.waiting().insert(
+            id,
+            Waiting {
+                reply,
+                written: None,
+            },
+        );
         // However this request ends (answered, failed, timed out, or its future dropped by the
-        // caller), it waits no more.
-        let _forget = Forget { link: &self, id };
-        self.write(context, id, &frame, reply).await?;
-        match tokio::time::timeout(context.request_timeout, answer).await {
+        // caller), it waits no more, and a frame not written yet never will be.
+        let _forget = Forget { link: self, id };
+        if self.queue.send(Outgoing { id, frame }).is_err() {
+            return Err(NetError::Shutdown);
+        }
+        let budget = context.open_timeout + context.request_timeout;
+        match tokio::time::timeout(budget, &mut answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(NetError::Remote {
                 peer,
                 reason: "the link closed before an answer arrived".into(),
             }),
-            Err(_) => Err(NetError::Timeout(peer)),
+            Err(_) => {
+                let entry = self.waiting().remove(&id);
+                match entry {
+                    // Answered as the time ran out.
+                    None => answer.try_recv().unwrap_or(Err(NetError::Timeout(peer))),
+                    Some(Waiting { written: None, .. }) => Err(NetError::Unreachable {
+                        peer,
+                        reason: format!(
+                            "not sent within {budget:?}: no stream to the peer was open, or \
+                             the link was busy"
+                        ),
+                    }),
+                    Some(Waiting {
+                        written: Some(written),
+                        ..
+                    }) => {
+                        if written.stream.last_read_us.load(Ordering::Acquire) <= written.at_us {
+                            // Nothing at all came back on this stream since: give it up.
+                            debug!(%peer, generation = written.stream.generation, "no frame read on the link since a request timed out; opening another stream");
+                            written.stream.ended.store(true, Ordering::Release);
+                        }
+                        Err(NetError::Timeout(peer))
+                    }
+                }
+            }
         }
     }
 
-    /// Writes one request frame, opening a stream if none is open. A stream that turns out to
-    /// be dead at the first write is replaced once: nothing of the frame was delivered on it.
-    async fn write(
-        self: &Arc<Self>,
-        context: &LinkContext,
-        id: u64,
-        frame: &[u8],
-        mut reply: Reply,
-    ) -> Result<(), NetError> {
-        let peer = self.peer;
-        let deadline = tokio::time::Instant::now() + context.open_timeout + context.request_timeout;
-        let mut writer = tokio::time::timeout_at(deadline, self.writer.lock())
-            .await
-            .map_err(|_| NetError::Timeout(peer))?;
-        let mut reused = false;
-        loop {
-            if writer
-                .open
-                .as_ref()
-                .is_some_and(|open| open.ended.load(Ordering::Acquire))
-            {
-                writer.open = None;
-            }
-            let open = match writer.open.take() {
-                Some(open) => {
-                    reused = true;
-                    open
+    /// The link's writing task: writes each queued frame whose request still waits, opening
+    /// a stream when there is none (or the last one ended), until every sender is gone.
+    async fn write_frames(
+        self: Arc<Self>,
+        mut frames: mpsc::UnboundedReceiver<Outgoing>,
+        mut control: libp2p_stream::Control,
+        context: Arc<LinkContext>,
+    ) {
+        let mut streams_opened = 0u64;
+        let mut open: Option<OpenStream> = None;
+        while let Some(next) = frames.recv().await {
+            let mut retried = false;
+            loop {
+                if !self.waiting().contains_key(&next.id) {
+                    break; // gave up (or dropped) before its turn: never written
                 }
-                None => self.open(&mut writer, context).await?,
-            };
-            let generation = open.generation;
-            self.waiting().insert(id, Waiting { generation, reply });
-            let mut open = open;
-            let written = tokio::time::timeout_at(deadline, async {
-                open.write.write_all(frame).await?;
-                open.write.flush().await
-            })
-            .await;
-            match written {
-                Ok(Ok(())) => {
-                    writer.open = Some(open);
-                    return Ok(());
+                if let Some(stale) = open.take_if(|o| o.state.ended.load(Ordering::Acquire)) {
+                    self.retire(stale, "the stream was given up");
                 }
-                Ok(Err(error)) => {
-                    debug!(%peer, %error, "writing to the link failed; closing its stream");
-                    // Gone already if the reading task failed it first.
-                    let mine = self.waiting().remove(&id);
-                    drop(open);
-                    self.fail(generation, &format!("the link's stream failed: {error}"));
-                    match mine {
-                        Some(waiting) if reused => {
-                            reply = waiting.reply;
-                            reused = false;
-                            continue;
+                let mut stream = match open.take() {
+                    Some(stream) => stream,
+                    None => match self.open(&mut control, &context, &mut streams_opened).await {
+                        Ok(stream) => stream,
+                        Err(error) => {
+                            // Nothing was written: this request and every one queued
+                            // meanwhile fail at once, with the reason.
+                            self.fail_unwritten(next.id, &error);
+                            while let Ok(queued) = frames.try_recv() {
+                                self.fail_unwritten(queued.id, &error);
+                            }
+                            break;
                         }
-                        _ => {
-                            return Err(NetError::Remote {
-                                peer,
-                                reason: format!("cannot write to the link: {error}"),
-                            })
-                        }
+                    },
+                };
+                let at_us = stream.state.now_us();
+                match self.waiting().get_mut(&next.id) {
+                    Some(waiting) => {
+                        waiting.written = Some(Written {
+                            stream: Arc::clone(&stream.state),
+                            at_us,
+                        })
+                    }
+                    None => {
+                        open = Some(stream);
+                        break;
                     }
                 }
-                Err(_) => {
-                    drop(open);
-                    self.fail(generation, "the link's stream stalled on a write");
-                    return Err(NetError::Timeout(peer));
+                let written = tokio::time::timeout(context.request_timeout, async {
+                    stream.write.write_all(&next.frame).await?;
+                    stream.write.flush().await
+                })
+                .await;
+                match written {
+                    Ok(Ok(())) => {
+                        stream.fresh = false;
+                        open = Some(stream);
+                        break;
+                    }
+                    Ok(Err(error)) if !stream.fresh && !retried => {
+                        // A stream found dead at this write: none of the frame reached the
+                        // peer whole, so it goes again on a new stream, once.
+                        debug!(peer = %self.peer, %error, "writing to the link failed; opening another stream");
+                        if let Some(waiting) = self.waiting().get_mut(&next.id) {
+                            waiting.written = None;
+                        }
+                        self.retire(stream, &format!("the link's stream failed: {error}"));
+                        retried = true;
+                    }
+                    Ok(Err(error)) => {
+                        self.retire(stream, &format!("cannot write to the link: {error}"));
+                        break;
+                    }
+                    Err(_) => {
+                        self.retire(stream, "the link's stream stalled on a write");
+                        break;
+                    }
                 }
             }
+        }
+        if let Some(stream) = open.take() {
+            self.retire(stream, "the link is closed");
         }
     }
 
@@ -281,15 +353,16 @@ impl Link {
     /// unserved) is opened again, with a short random pause, until the open timeout.
     async fn open(
         self: &Arc<Self>,
-        writer: &mut Writer,
+        control: &mut libp2p_stream::Control,
         context: &LinkContext,
+        streams_opened: &mut u64,
     ) -> Result<OpenStream, NetError> {
         let peer = self.peer;
         let deadline = tokio::time::Instant::now() + context.open_timeout;
         let mut attempt: u32 = 0;
         let (read, write) = loop {
             attempt += 1;
-            let stream = self.open_stream(writer, context, deadline).await?;
+            let stream = self.open_stream(control, context, deadline).await?;
             let (mut read, write) = stream.split();
             match tokio::time::timeout_at(deadline, frame::read_header(&mut read)).await {
                 Ok(Ok(header)) if header.kind == Kind::Ready && header.body_len == 0 => {
@@ -313,34 +386,36 @@ impl Link {
                 }
             }
         };
-        writer.streams_opened += 1;
-        let generation = writer.streams_opened;
-        trace!(%peer, generation, attempt, "link stream opened");
-        let ended = Arc::new(AtomicBool::new(false));
+        *streams_opened += 1;
+        let state = Arc::new(StreamState {
+            generation: *streams_opened,
+            opened: Instant::now(),
+            ended: AtomicBool::new(false),
+            last_read_us: AtomicU64::new(0),
+        });
+        trace!(%peer, generation = state.generation, attempt, "link stream opened");
         let reader = tokio::spawn(Arc::clone(self).read_answers(
             read,
-            generation,
-            Arc::clone(&ended),
+            Arc::clone(&state),
             context.max_message_bytes,
         ))
         .abort_handle();
         Ok(OpenStream {
             write,
-            generation,
-            ended,
+            state,
             reader,
+            fresh: true,
         })
     }
 
     /// Opens one stream, dialing first if needed.
     async fn open_stream(
         &self,
-        writer: &mut Writer,
+        control: &mut libp2p_stream::Control,
         context: &LinkContext,
         deadline: tokio::time::Instant,
     ) -> Result<Stream, NetError> {
         let peer = self.peer;
-        let control = &mut writer.control;
         let dial = async {
             // The stream request registers first; then a dial with the static addresses makes
             // sure a connection is attempted (a no-op when one is up or being dialed).
@@ -384,8 +459,7 @@ impl Link {
     async fn read_answers(
         self: Arc<Self>,
         mut read: ReadHalf<Stream>,
-        generation: u64,
-        ended: Arc<AtomicBool>,
+        state: Arc<StreamState>,
         cap: usize,
     ) {
         let peer = self.peer;
@@ -394,6 +468,7 @@ impl Link {
                 Ok(header) => header,
                 Err(error) => break error.to_string(),
             };
+            state.last_read_us.store(state.now_us(), Ordering::Release);
             let result = match header.kind {
                 Kind::Request | Kind::Ready => {
                     break format!("the peer sent a {:?} frame on our stream", header.kind)
@@ -409,6 +484,10 @@ impl Link {
                 }
                 kind => match frame::read_body(&mut read, header.body_len).await {
                     Ok(body) if kind == Kind::Answer => Ok(body),
+                    Ok(body) if kind == Kind::Busy => Err(NetError::Busy {
+                        peer,
+                        reason: frame::reason(&body),
+                    }),
                     Ok(body) => Err(NetError::Remote {
                         peer,
                         reason: format!("refused: {}", frame::reason(&body)),
@@ -424,21 +503,35 @@ impl Link {
                 None => trace!(%peer, id = header.id, "answer for no waiting request"),
             }
         };
-        ended.store(true, Ordering::Release);
-        debug!(%peer, generation, reason = %why, "link stream ended");
+        state.ended.store(true, Ordering::Release);
+        debug!(%peer, generation = state.generation, reason = %why, "link stream ended");
         self.fail(
-            generation,
+            state.generation,
             &format!("connection closed before an answer arrived: {why}"),
         );
     }
 
-    /// Fails every request written on stream `generation`.
+    /// Gives up `stream`: its reader stops, both halves are dropped (the stream is reset),
+    /// and every request written on it fails.
+    fn retire(&self, stream: OpenStream, reason: &str) {
+        stream.state.ended.store(true, Ordering::Release);
+        stream.reader.abort();
+        let generation = stream.state.generation;
+        drop(stream);
+        self.fail(generation, reason);
+    }
+
+    /// Fails every request written on stream `generation` (the peer may have taken them).
     fn fail(&self, generation: u64, reason: &str) {
         let failed: Vec<Waiting> = {
             let mut waiting = self.waiting();
             let ids: Vec<u64> = waiting
                 .iter()
-                .filter(|(_, w)| w.generation == generation)
+                .filter(|(_, w)| {
+                    w.written
+                        .as_ref()
+                        .is_some_and(|written| written.stream.generation == generation)
+                })
                 .map(|(id, _)| *id)
                 .collect();
             ids.iter().filter_map(|id| waiting.remove(id)).collect()
@@ -448,6 +541,17 @@ impl Link {
                 peer: self.peer,
                 reason: reason.to_owned(),
             }));
+        }
+    }
+
+    /// Fails request `id` with `error` if its frame was not written.
+    fn fail_unwritten(&self, id: u64, error: &NetError) {
+        let mut waiting = self.waiting();
+        if waiting.get(&id).is_some_and(|w| w.written.is_none()) {
+            if let Some(request) = waiting.remove(&id) {
+                drop(waiting);
+                let _ = request.reply.send(Err(error.clone()));
+            }
         }
     }
 }

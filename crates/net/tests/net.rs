@@ -443,6 +443,247 @@ async fn a_peer_that_does_not_read_its_answers_stalls_only_itself() {
     drop(requests);
 }
 
+/// A caller that gives up on a request while its frame waits for the peer's credit (the probe
+/// does, after 3 s) takes nothing down with it: the requests written before it on the same
+/// stream are all answered once the peer answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_given_up_during_its_write_leaves_the_others_answered() {
+    const HELD: usize = 1024;
+    let (server_key, client_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let server_id = server_key.public().to_peer_id();
+    let mut server_config = config(&server_key, vec![peer(&client_key, vec![])]);
+    server_config.inbound_queue = 8192;
+    server_config.inbound_rate_limit = None;
+    let (_server, mut server_inbound, server_addr) = start_node(server_config).await;
+    let mut client_config = config(&client_key, vec![peer(&server_key, vec![server_addr])]);
+    client_config.request_timeout = Duration::from_secs(20);
+    let (client, _client_inbound, _) = start_node(client_config).await;
+
+    // 1,024 requests held by the server: it reads the stream no further.
+    let tasks: Vec<_> = (0..HELD)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .request(server_id, (i as u32).to_be_bytes().to_vec())
+                    .await
+            })
+        })
+        .collect();
+    let mut held = Vec::new();
+    while held.len() < HELD {
+        held.push(within(server_inbound.recv()).await.unwrap());
+    }
+    // A large request now waits for credit; its caller gives up after 500 ms.
+    let given_up = timeout(
+        Duration::from_millis(500),
+        client.request(server_id, vec![0u8; 1 << 20]),
+    )
+    .await;
+    assert!(
+        given_up.is_err(),
+        "the write was still waiting: {given_up:?}"
+    );
+    for request in held.drain(..) {
+        let answer = [b"answer ".as_slice(), &request.payload].concat();
+        request.respond(answer);
+    }
+    // Every one of the 1,024 is answered, well before its 20 s timeout.
+    let started = Instant::now();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let answer = timeout(Duration::from_secs(5), task)
+            .await
+            .expect("still waiting")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            answer,
+            [b"answer ".as_slice(), &(i as u32).to_be_bytes()].concat()
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// A peer whose host accepts TCP but never speaks: one open is tried for all the requests
+/// queued meanwhile, and when it fails every one of them is reported unreachable (nothing of
+/// it was sent) at once, not one after the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_behind_a_failing_open_are_all_reported_unreachable() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let (silent_key, client_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let silent_id = silent_key.public().to_peer_id();
+    let mut client_config = config(&client_key, vec![peer(&silent_key, vec![loopback(port)])]);
+    // Opening a stream (the dial included) may take min(request_timeout, 10 s) = 1 s.
+    client_config.request_timeout = Duration::from_secs(1);
+    let (client, _inbound, _) = start_node(client_config).await;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..6u8)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.request(silent_id, vec![i]).await })
+        })
+        .collect();
+    for task in tasks {
+        let error = within(task).await.unwrap().unwrap_err();
+        assert!(
+            matches!(&error, NetError::Unreachable { peer, .. } if *peer == silent_id),
+            "{error:?}"
+        );
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1800), "{took:?}");
+}
+
+/// A TCP relay to `to` that can be frozen: it then forwards nothing more, either way, and
+/// closes nothing (a host that vanished, a partition, a NAT that forgot the mapping).
+async fn freezable_relay(
+    to: std::net::SocketAddr,
+) -> (Multiaddr, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let frozen = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let flag = Arc::clone(&frozen);
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(to).await else {
+                continue;
+            };
+            let (inbound_read, inbound_write) = inbound.into_split();
+            let (outbound_read, outbound_write) = outbound.into_split();
+            tokio::spawn(forward(inbound_read, outbound_write, Arc::clone(&flag)));
+            tokio::spawn(forward(outbound_read, inbound_write, Arc::clone(&flag)));
+        }
+    });
+    (loopback(port), frozen)
+}
+
+/// Copies `from` to `to` until either ends, or forever nothing once `frozen` is set.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let read = from.read(&mut buf).await;
+        while frozen.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The listen address of a node as a socket address.
+fn socket_addr(addr: &Multiaddr) -> std::net::SocketAddr {
+    use libp2p::multiaddr::Protocol;
+    let (mut ip, mut port) = (None, None);
+    for protocol in addr {
+        match protocol {
+            Protocol::Ip4(v4) => ip = Some(std::net::IpAddr::V4(v4)),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    (ip.unwrap(), port.unwrap()).into()
+}
+
+/// A connection that dies silently (no FIN, no RST) is given up: a request that gets no
+/// answer while nothing at all is read on its stream retires the stream, and failed pings close
+/// the connection, so once the peer is back (on a new connection) requests reach it again
+/// within seconds, not after TCP's own give-up (about 15 minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_connection_is_given_up_once_the_peer_is_back() {
+    let (server_key, client_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (server_id, client_id) = (
+        server_key.public().to_peer_id(),
+        client_key.public().to_peer_id(),
+    );
+    let (server1, server1_inbound, server1_addr) =
+        start_node(config(&server_key, vec![peer(&client_key, vec![])])).await;
+    echo(server1_inbound, b"");
+    let (relay, frozen) = freezable_relay(socket_addr(&server1_addr)).await;
+    let mut client_config = config(&client_key, vec![peer(&server_key, vec![relay])]);
+    client_config.request_timeout = Duration::from_secs(1);
+    let (client, mut client_inbound, client_addr) = start_node(client_config).await;
+    assert_eq!(
+        within(client.request(server_id, b"one".to_vec())).await,
+        Ok(b"one".to_vec())
+    );
+
+    // The path dies silently; the server restarts and dials the client: it is back.
+    frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+    within(server1.shutdown()).await;
+    let (server2, server2_inbound, _) = start_node(config(
+        &server_key,
+        vec![peer(&client_key, vec![client_addr])],
+    ))
+    .await;
+    echo(server2_inbound, b"");
+    within(server2.dial_all()).await.unwrap();
+    within(async {
+        while !server2
+            .connected_peers()
+            .await
+            .unwrap()
+            .contains(&client_id)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let to_client = tokio::spawn({
+        let server2 = server2.clone();
+        async move { server2.request(client_id, b"hi".to_vec()).await }
+    });
+    within(client_inbound.recv())
+        .await
+        .unwrap()
+        .respond(b"hello".to_vec());
+    assert_eq!(within(to_client).await.unwrap(), Ok(b"hello".to_vec()));
+    // The client's requests reach the server again within the ping's 10 s, whichever
+    // connection its next stream goes on.
+    let started = Instant::now();
+    let mut errors = Vec::new();
+    loop {
+        match timeout(WAIT, client.request(server_id, b"again".to_vec())).await {
+            Ok(Ok(answer)) => {
+                assert_eq!(answer, b"again");
+                break;
+            }
+            Ok(Err(e)) => errors.push(e),
+            Err(_) => panic!("a request outlived its deadline"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the peer is back, but {} requests in a row failed: {errors:?}",
+            errors.len()
+        );
+    }
+    eprintln!(
+        "reached again after {:?} and {} failed requests",
+        started.elapsed(),
+        errors.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dial_all_connects_configured_peers() {
     let (a_key, b_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
@@ -739,7 +980,7 @@ async fn full_inbound_queue_refuses_new_requests() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, NetError::Remote { peer, .. } if peer == server_id),
+        matches!(error, NetError::Busy { peer, .. } if peer == server_id),
         "{error:?}"
     );
     assert!(sent.elapsed() < Duration::from_secs(1));
@@ -931,7 +1172,7 @@ async fn flooding_peer_is_cut_while_another_peer_is_served() {
                             assert_eq!(answer, b"ok");
                             served += 1;
                         }
-                        Err(NetError::Remote { peer, .. }) if peer == server_id => refused += 1,
+                        Err(NetError::Busy { peer, .. }) if peer == server_id => refused += 1,
                         Err(other) => panic!("unexpected error for the flooder: {other:?}"),
                     }
                 }

@@ -146,9 +146,13 @@ struct Staged {
 /// The audit entries a flush writes: one per admission, and one per share produced, except
 /// that a share produced in the session of an admission of the same batch (a one-round
 /// signature) is recorded in that admission's entry, which then says `SignatureShare` and
-/// keeps the client's approval: one entry per one-round signature instead of two. The staged
-/// admissions themselves are left as they are, for a retry after a failed write (whose shares
-/// are not released).
+/// keeps the client's approval: one entry per one-round signature instead of two. A share is
+/// folded only into the one admission of its session in the batch, and only if that admission
+/// names the same key, epoch, message digest and requester: a session with two admissions (a
+/// coordinator that sent a second request in it, which the signer refused) or any difference
+/// keeps both entries as they are, so the log never says a message was signed that was not.
+/// The staged admissions themselves are left as they are, for a retry after a failed write
+/// (whose shares are not released).
 fn fold_shares_into_admissions(
     admissions: &[(
         permafrost_keystore::ClientRequestRow,
@@ -163,21 +167,38 @@ fn fold_shares_into_admissions(
     Vec<permafrost_keystore::AuditEntry>,
 ) {
     let mut admissions = admissions.to_vec();
-    let by_session: BTreeMap<[u8; 32], usize> = admissions
-        .iter()
-        .enumerate()
-        .map(|(i, (row, _))| (row.session, i))
-        .collect();
+    let mut by_session: BTreeMap<[u8; 32], Vec<usize>> = BTreeMap::new();
+    for (i, (row, _)) in admissions.iter().enumerate() {
+        by_session.entry(row.session).or_default().push(i);
+    }
     let mut unfolded = Vec::new();
     for (session, share) in shares {
-        match by_session.get(&session.0) {
-            Some(&i) if admissions[i].1.kind == AuditKind::ClientRequest => {
+        let only = match by_session.get(&session.0).map(Vec::as_slice) {
+            Some(&[i]) => Some(i),
+            _ => None,
+        };
+        match only {
+            Some(i) if same_request(&admissions[i].1, &share) => {
                 admissions[i].1.kind = AuditKind::SignatureShare;
             }
             _ => unfolded.push(share),
         }
     }
     (admissions, unfolded)
+}
+
+/// Whether a share's entry is about the request an admission's entry admitted: an admission
+/// not folded yet, for the same key, epoch, message and requester.
+fn same_request(
+    admission: &permafrost_keystore::AuditEntry,
+    share: &permafrost_keystore::AuditEntry,
+) -> bool {
+    admission.kind == AuditKind::ClientRequest
+        && admission.key_id == share.key_id
+        && admission.epoch == share.epoch
+        && admission.message_digest.is_some()
+        && admission.message_digest == share.message_digest
+        && admission.requester == share.requester
 }
 
 impl<St: NodeStore> NodeCore<St> {
