@@ -59,7 +59,9 @@ pub(crate) struct LinkContext {
 /// The links to every configured peer but this node.
 pub(crate) struct Links {
     local_peer_id: PeerId,
-    links: HashMap<PeerId, Arc<Link>>,
+    /// Each peer's link, and the queue of its writing task: dropping the `Links` closes the
+    /// queues, which ends the writing tasks (and with them the streams and their readers).
+    links: HashMap<PeerId, (Arc<Link>, mpsc::UnboundedSender<Outgoing>)>,
     context: Arc<LinkContext>,
 }
 
@@ -82,14 +84,13 @@ impl Links {
                     peer,
                     next_id: AtomicU64::new(0),
                     waiting: Mutex::new(HashMap::new()),
-                    queue,
                 });
                 tokio::spawn(Arc::clone(&link).write_frames(
                     frames,
                     control.clone(),
                     Arc::clone(&context),
                 ));
-                (peer, link)
+                (peer, (link, queue))
             })
             .collect();
         Links {
@@ -112,7 +113,7 @@ impl Links {
                 cap,
             });
         }
-        let Some(link) = self.links.get(&peer) else {
+        let Some((link, queue)) = self.links.get(&peer) else {
             return Err(if peer == self.local_peer_id {
                 NetError::Unreachable {
                     peer,
@@ -125,7 +126,7 @@ impl Links {
         if self.context.commands.is_closed() {
             return Err(NetError::Shutdown);
         }
-        let result = link.request(&self.context, payload).await;
+        let result = link.request(&self.context, queue, payload).await;
         // Once the swarm task is gone, every failure is the shutdown's.
         match result {
             Err(_) if self.context.commands.is_closed() => Err(NetError::Shutdown),
@@ -141,8 +142,6 @@ struct Link {
     next_id: AtomicU64,
     /// Requests registered and not answered yet, by id.
     waiting: Mutex<HashMap<u64, Waiting>>,
-    /// Frames for the writing task.
-    queue: mpsc::UnboundedSender<Outgoing>,
 }
 
 /// A request's frame on its way to the writing task.
@@ -155,6 +154,10 @@ struct Waiting {
     reply: Reply,
     /// Set by the writing task as it writes the frame; `None` while it is queued.
     written: Option<Written>,
+    /// Some bytes of the frame may have left: set with `written`, and cleared only when a
+    /// write was refused before it accepted a single byte. While it is set the request never
+    /// fails as `Unreachable`, and is never written again.
+    sent: bool,
 }
 
 /// Where and when a request's frame was written.
@@ -190,6 +193,38 @@ struct OpenStream {
     fresh: bool,
 }
 
+/// What [`Link::mark_written`] found.
+enum Mark {
+    Written,
+    /// The request gave up before its turn.
+    Gone,
+    /// The stream's reader has ended.
+    StreamEnded,
+}
+
+/// Writes `frame` whole and flushes it. On failure, also says how many bytes the stream had
+/// accepted (0: none of the frame left).
+async fn write_frame(
+    write: &mut WriteHalf<Stream>,
+    frame: &[u8],
+) -> Result<(), (std::io::Error, usize)> {
+    let mut accepted = 0;
+    while accepted < frame.len() {
+        match write.write(&frame[accepted..]).await {
+            Ok(0) => {
+                return Err((
+                    std::io::Error::new(std::io::ErrorKind::WriteZero, "the stream took nothing"),
+                    accepted,
+                ))
+            }
+            Ok(n) => accepted += n,
+            Err(error) => return Err((error, accepted)),
+        }
+    }
+    // A failed flush may leave the whole frame at the peer: never a retry.
+    write.flush().await.map_err(|error| (error, frame.len()))
+}
+
 /// Removes request `id` from its link's waiting requests when dropped.
 struct Forget<'a> {
     link: &'a Link,
@@ -207,7 +242,12 @@ impl Link {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn request(&self, context: &LinkContext, payload: Vec<u8>) -> Result<Vec<u8>, NetError> {
+    async fn request(
+        &self,
+        context: &LinkContext,
+        queue: &mpsc::UnboundedSender<Outgoing>,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, NetError> {
         let peer = self.peer;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = frame::encode(id, Kind::Request, &payload).map_err(|e| NetError::Remote {
@@ -221,12 +261,13 @@ impl Link {
             Waiting {
                 reply,
                 written: None,
+                sent: false,
             },
         );
         // However this request ends (answered, failed, timed out, or its future dropped by the
         // caller), it waits no more, and a frame not written yet never will be.
         let _forget = Forget { link: self, id };
-        if self.queue.send(Outgoing { id, frame }).is_err() {
+        if queue.send(Outgoing { id, frame }).is_err() {
             return Err(NetError::Shutdown);
         }
         let budget = context.open_timeout + context.request_timeout;
@@ -241,18 +282,18 @@ impl Link {
                 match entry {
                     // Answered as the time ran out.
                     None => answer.try_recv().unwrap_or(Err(NetError::Timeout(peer))),
-                    Some(Waiting { written: None, .. }) => Err(NetError::Unreachable {
+                    Some(Waiting { sent: false, .. }) => Err(NetError::Unreachable {
                         peer,
                         reason: format!(
                             "not sent within {budget:?}: no stream to the peer was open, or \
                              the link was busy"
                         ),
                     }),
-                    Some(Waiting {
-                        written: Some(written),
-                        ..
-                    }) => {
-                        if written.stream.last_read_us.load(Ordering::Acquire) <= written.at_us {
+                    Some(Waiting { written, .. }) => {
+                        let silent = written
+                            .as_ref()
+                            .filter(|w| w.stream.last_read_us.load(Ordering::Acquire) <= w.at_us);
+                        if let Some(written) = silent {
                             // Nothing at all came back on this stream since: give it up.
                             debug!(%peer, generation = written.stream.generation, "no frame read on the link since a request timed out; opening another stream");
                             written.stream.ended.store(true, Ordering::Release);
@@ -265,7 +306,8 @@ impl Link {
     }
 
     /// The link's writing task: writes each queued frame whose request still waits, opening
-    /// a stream when there is none (or the last one ended), until every sender is gone.
+    /// a stream when there is none (or the last one ended), until the queue closes (the
+    /// `Links` are dropped).
     async fn write_frames(
         self: Arc<Self>,
         mut frames: mpsc::UnboundedReceiver<Outgoing>,
@@ -298,23 +340,22 @@ impl Link {
                         }
                     },
                 };
-                let at_us = stream.state.now_us();
-                match self.waiting().get_mut(&next.id) {
-                    Some(waiting) => {
-                        waiting.written = Some(Written {
-                            stream: Arc::clone(&stream.state),
-                            at_us,
-                        })
-                    }
-                    None => {
+                match self.mark_written(next.id, &stream.state) {
+                    Mark::Written => {}
+                    Mark::Gone => {
                         open = Some(stream);
                         break;
                     }
+                    Mark::StreamEnded => {
+                        // Its reader ended meanwhile: a new stream, for this frame too.
+                        self.retire(stream, "the stream ended");
+                        continue;
+                    }
                 }
-                let written = tokio::time::timeout(context.request_timeout, async {
-                    stream.write.write_all(&next.frame).await?;
-                    stream.write.flush().await
-                })
+                let written = tokio::time::timeout(
+                    context.request_timeout,
+                    write_frame(&mut stream.write, &next.frame),
+                )
                 .await;
                 match written {
                     Ok(Ok(())) => {
@@ -322,17 +363,18 @@ impl Link {
                         open = Some(stream);
                         break;
                     }
-                    Ok(Err(error)) if !stream.fresh && !retried => {
-                        // A stream found dead at this write: none of the frame reached the
-                        // peer whole, so it goes again on a new stream, once.
+                    Ok(Err((error, 0))) if !stream.fresh && !retried => {
+                        // A stream found dead at this write, which it refused before taking a
+                        // byte: the frame goes again on a new stream, once.
                         debug!(peer = %self.peer, %error, "writing to the link failed; opening another stream");
                         if let Some(waiting) = self.waiting().get_mut(&next.id) {
                             waiting.written = None;
+                            waiting.sent = false;
                         }
                         self.retire(stream, &format!("the link's stream failed: {error}"));
                         retried = true;
                     }
-                    Ok(Err(error)) => {
+                    Ok(Err((error, _))) => {
                         self.retire(stream, &format!("cannot write to the link: {error}"));
                         break;
                     }
@@ -345,6 +387,27 @@ impl Link {
         }
         if let Some(stream) = open.take() {
             self.retire(stream, "the link is closed");
+        }
+    }
+
+    /// Marks request `id` as written on `stream` (and sent), unless it gave up, or the stream's
+    /// reader ended: both are checked under the lock the reader fails its requests under, so
+    /// a request is never written on a stream that no reader will answer on.
+    fn mark_written(&self, id: u64, stream: &Arc<StreamState>) -> Mark {
+        let mut waiting = self.waiting();
+        if stream.ended.load(Ordering::Acquire) {
+            return Mark::StreamEnded;
+        }
+        match waiting.get_mut(&id) {
+            Some(request) => {
+                request.written = Some(Written {
+                    stream: Arc::clone(stream),
+                    at_us: stream.now_us(),
+                });
+                request.sent = true;
+                Mark::Written
+            }
+            None => Mark::Gone,
         }
     }
 
@@ -495,18 +558,31 @@ impl Link {
                     Err(error) => break error.to_string(),
                 },
             };
-            match self.waiting().remove(&header.id) {
+            // Only a request written on this stream takes an answer from it.
+            let answered = {
+                let mut waiting = self.waiting();
+                let on_this_stream = waiting.get(&header.id).is_some_and(|w| {
+                    w.written
+                        .as_ref()
+                        .is_some_and(|written| written.stream.generation == state.generation)
+                });
+                if on_this_stream {
+                    waiting.remove(&header.id)
+                } else {
+                    None
+                }
+            };
+            match answered {
                 Some(waiting) => {
                     let _ = waiting.reply.send(result);
                 }
-                // It timed out, or the peer answers an id it was never sent.
-                None => trace!(%peer, id = header.id, "answer for no waiting request"),
+                // It timed out, or the peer answers an id it was not sent on this stream.
+                None => trace!(%peer, id = header.id, "answer for no request of this stream"),
             }
         };
-        state.ended.store(true, Ordering::Release);
         debug!(%peer, generation = state.generation, reason = %why, "link stream ended");
-        self.fail(
-            state.generation,
+        self.end(
+            &state,
             &format!("connection closed before an answer arrived: {why}"),
         );
     }
@@ -514,17 +590,19 @@ impl Link {
     /// Gives up `stream`: its reader stops, both halves are dropped (the stream is reset),
     /// and every request written on it fails.
     fn retire(&self, stream: OpenStream, reason: &str) {
-        stream.state.ended.store(true, Ordering::Release);
         stream.reader.abort();
-        let generation = stream.state.generation;
+        let state = Arc::clone(&stream.state);
         drop(stream);
-        self.fail(generation, reason);
+        self.end(&state, reason);
     }
 
-    /// Fails every request written on stream `generation` (the peer may have taken them).
-    fn fail(&self, generation: u64, reason: &str) {
+    /// Marks `stream` ended and fails every request written on it (the peer may have taken
+    /// them), both under the waiting lock, so no request is marked written on it afterwards.
+    fn end(&self, stream: &StreamState, reason: &str) {
+        let generation = stream.generation;
         let failed: Vec<Waiting> = {
             let mut waiting = self.waiting();
+            stream.ended.store(true, Ordering::Release);
             let ids: Vec<u64> = waiting
                 .iter()
                 .filter(|(_, w)| {
@@ -544,10 +622,10 @@ impl Link {
         }
     }
 
-    /// Fails request `id` with `error` if its frame was not written.
+    /// Fails request `id` with `error` if nothing of its frame was sent.
     fn fail_unwritten(&self, id: u64, error: &NetError) {
         let mut waiting = self.waiting();
-        if waiting.get(&id).is_some_and(|w| w.written.is_none()) {
+        if waiting.get(&id).is_some_and(|w| !w.sent) {
             if let Some(request) = waiting.remove(&id) {
                 drop(waiting);
                 let _ = request.reply.send(Err(error.clone()));

@@ -684,6 +684,35 @@ async fn a_silently_dead_connection_is_given_up_once_the_peer_is_back() {
     );
 }
 
+/// Dropping every handle stops the network, links and all: the node's listen port is free
+/// again soon after, also when the node has a peer (whose link has tasks of its own) and has
+/// sent it requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_handle_stops_the_network() {
+    // The client's inbound receiver is dropped already; it sends the server a request, so its
+    // link to the server has a stream, a writing task and a reader.
+    let (_server, mut server_inbound, server_id, client) = server_and_client().await;
+    let request = tokio::spawn({
+        let client = client.clone();
+        async move { client.request(server_id, b"hi".to_vec()).await }
+    });
+    within(server_inbound.recv())
+        .await
+        .unwrap()
+        .respond(b"hello".to_vec());
+    assert_eq!(within(request).await.unwrap(), Ok(b"hello".to_vec()));
+    let addr = within(client.listen_addrs()).await.unwrap()[0].clone();
+    drop(client);
+    let started = Instant::now();
+    while std::net::TcpListener::bind(socket_addr(&addr)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the network still listens 5 s after every handle was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dial_all_connects_configured_peers() {
     let (a_key, b_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
