@@ -152,12 +152,20 @@ struct Outgoing {
 
 struct Waiting {
     reply: Reply,
-    /// Set by the writing task as it writes the frame; `None` while it is queued.
+    /// Set by the writing task just before it writes the frame (some bytes of it may have
+    /// left from then on), and cleared only when that write was refused before the stream
+    /// took a single byte; `None` while it is queued. While it is set the request never fails
+    /// as `Unreachable`, and is never written again.
     written: Option<Written>,
-    /// Some bytes of the frame may have left: set with `written`, and cleared only when a
-    /// write was refused before it accepted a single byte. While it is set the request never
-    /// fails as `Unreachable`, and is never written again.
-    sent: bool,
+}
+
+impl Waiting {
+    /// Whether its frame was written on stream `generation`.
+    fn written_on(&self, generation: u64) -> bool {
+        self.written
+            .as_ref()
+            .is_some_and(|written| written.stream.generation == generation)
+    }
 }
 
 /// Where and when a request's frame was written.
@@ -261,7 +269,6 @@ impl Link {
             Waiting {
                 reply,
                 written: None,
-                sent: false,
             },
         );
         // However this request ends (answered, failed, timed out, or its future dropped by the
@@ -282,21 +289,22 @@ impl Link {
                 match entry {
                     // Answered as the time ran out.
                     None => answer.try_recv().unwrap_or(Err(NetError::Timeout(peer))),
-                    Some(Waiting { sent: false, .. }) => Err(NetError::Unreachable {
+                    Some(Waiting { written: None, .. }) => Err(NetError::Unreachable {
                         peer,
                         reason: format!(
                             "not sent within {budget:?}: no stream to the peer was open, or \
                              the link was busy"
                         ),
                     }),
-                    Some(Waiting { written, .. }) => {
-                        let silent = written
-                            .as_ref()
-                            .filter(|w| w.stream.last_read_us.load(Ordering::Acquire) <= w.at_us);
-                        if let Some(written) = silent {
+                    Some(Waiting {
+                        written: Some(written),
+                        ..
+                    }) => {
+                        let stream = &written.stream;
+                        if stream.last_read_us.load(Ordering::Acquire) <= written.at_us {
                             // Nothing at all came back on this stream since: give it up.
-                            debug!(%peer, generation = written.stream.generation, "no frame read on the link since a request timed out; opening another stream");
-                            written.stream.ended.store(true, Ordering::Release);
+                            debug!(%peer, generation = stream.generation, "no frame read on the link since a request timed out; opening another stream");
+                            stream.ended.store(true, Ordering::Release);
                         }
                         Err(NetError::Timeout(peer))
                     }
@@ -369,7 +377,6 @@ impl Link {
                         debug!(peer = %self.peer, %error, "writing to the link failed; opening another stream");
                         if let Some(waiting) = self.waiting().get_mut(&next.id) {
                             waiting.written = None;
-                            waiting.sent = false;
                         }
                         self.retire(stream, &format!("the link's stream failed: {error}"));
                         retried = true;
@@ -390,7 +397,7 @@ impl Link {
         }
     }
 
-    /// Marks request `id` as written on `stream` (and sent), unless it gave up, or the stream's
+    /// Marks request `id` as written on `stream`, unless it gave up, or the stream's
     /// reader ended: both are checked under the lock the reader fails its requests under, so
     /// a request is never written on a stream that no reader will answer on.
     fn mark_written(&self, id: u64, stream: &Arc<StreamState>) -> Mark {
@@ -404,7 +411,6 @@ impl Link {
                     stream: Arc::clone(stream),
                     at_us: stream.now_us(),
                 });
-                request.sent = true;
                 Mark::Written
             }
             None => Mark::Gone,
@@ -561,11 +567,9 @@ impl Link {
             // Only a request written on this stream takes an answer from it.
             let answered = {
                 let mut waiting = self.waiting();
-                let on_this_stream = waiting.get(&header.id).is_some_and(|w| {
-                    w.written
-                        .as_ref()
-                        .is_some_and(|written| written.stream.generation == state.generation)
-                });
+                let on_this_stream = waiting
+                    .get(&header.id)
+                    .is_some_and(|w| w.written_on(state.generation));
                 if on_this_stream {
                     waiting.remove(&header.id)
                 } else {
@@ -605,11 +609,7 @@ impl Link {
             stream.ended.store(true, Ordering::Release);
             let ids: Vec<u64> = waiting
                 .iter()
-                .filter(|(_, w)| {
-                    w.written
-                        .as_ref()
-                        .is_some_and(|written| written.stream.generation == generation)
-                })
+                .filter(|(_, w)| w.written_on(generation))
                 .map(|(id, _)| *id)
                 .collect();
             ids.iter().filter_map(|id| waiting.remove(id)).collect()
@@ -625,7 +625,7 @@ impl Link {
     /// Fails request `id` with `error` if nothing of its frame was sent.
     fn fail_unwritten(&self, id: u64, error: &NetError) {
         let mut waiting = self.waiting();
-        if waiting.get(&id).is_some_and(|w| !w.sent) {
+        if waiting.get(&id).is_some_and(|w| w.written.is_none()) {
             if let Some(request) = waiting.remove(&id) {
                 drop(waiting);
                 let _ = request.reply.send(Err(error.clone()));
