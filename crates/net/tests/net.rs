@@ -95,6 +95,25 @@ async fn server_and_client() -> (Client, mpsc::Receiver<InboundRequest>, PeerId,
     )
 }
 
+/// `from` sends `payload` to `to`, which takes it from `inbound` (it must be that request) and
+/// answers `answer`; returns what `from` got.
+async fn round_trip(
+    from: &Client,
+    to: PeerId,
+    inbound: &mut mpsc::Receiver<InboundRequest>,
+    payload: &[u8],
+    answer: Vec<u8>,
+) -> Result<Vec<u8>, NetError> {
+    let request = tokio::spawn({
+        let (from, payload) = (from.clone(), payload.to_vec());
+        async move { from.request(to, payload).await }
+    });
+    let received = within(inbound.recv()).await.unwrap();
+    assert_eq!(received.payload, payload);
+    received.respond(answer);
+    within(request).await.unwrap()
+}
+
 /// Answers every request with `tag` followed by the request bytes.
 fn echo(mut inbound: mpsc::Receiver<InboundRequest>, tag: &'static [u8]) {
     tokio::spawn(async move {
@@ -649,15 +668,17 @@ async fn a_silently_dead_connection_is_given_up_once_the_peer_is_back() {
         }
     })
     .await;
-    let to_client = tokio::spawn({
-        let server2 = server2.clone();
-        async move { server2.request(client_id, b"hi".to_vec()).await }
-    });
-    within(client_inbound.recv())
-        .await
-        .unwrap()
-        .respond(b"hello".to_vec());
-    assert_eq!(within(to_client).await.unwrap(), Ok(b"hello".to_vec()));
+    assert_eq!(
+        round_trip(
+            &server2,
+            client_id,
+            &mut client_inbound,
+            b"hi",
+            b"hello".to_vec()
+        )
+        .await,
+        Ok(b"hello".to_vec())
+    );
     // The client's requests reach the server again within the ping's 10 s, whichever
     // connection its next stream goes on.
     let started = Instant::now();
@@ -692,15 +713,17 @@ async fn dropping_every_handle_stops_the_network() {
     // The client's inbound receiver is dropped already; it sends the server a request, so its
     // link to the server has a stream, a writing task and a reader.
     let (_server, mut server_inbound, server_id, client) = server_and_client().await;
-    let request = tokio::spawn({
-        let client = client.clone();
-        async move { client.request(server_id, b"hi".to_vec()).await }
-    });
-    within(server_inbound.recv())
-        .await
-        .unwrap()
-        .respond(b"hello".to_vec());
-    assert_eq!(within(request).await.unwrap(), Ok(b"hello".to_vec()));
+    assert_eq!(
+        round_trip(
+            &client,
+            server_id,
+            &mut server_inbound,
+            b"hi",
+            b"hello".to_vec()
+        )
+        .await,
+        Ok(b"hello".to_vec())
+    );
     let addr = within(client.listen_addrs()).await.unwrap()[0].clone();
     drop(client);
     let started = Instant::now();
@@ -863,14 +886,15 @@ async fn oversized_requests_and_responses_are_refused() {
     assert_nothing_received(&mut capped_inbound, Duration::from_millis(200)).await;
 
     // A response over the requester's cap: its codec refuses the frame.
-    let request = tokio::spawn({
-        let small = small.clone();
-        async move { small.request(roomy_id, b"big answer please".to_vec()).await }
-    });
-    let inbound = within(roomy_inbound.recv()).await.unwrap();
-    assert_eq!(inbound.payload, b"big answer please");
-    inbound.respond(vec![7; 2000]);
-    let error = within(request).await.unwrap().unwrap_err();
+    let error = round_trip(
+        &small,
+        roomy_id,
+        &mut roomy_inbound,
+        b"big answer please",
+        vec![7; 2000],
+    )
+    .await
+    .unwrap_err();
     eprintln!("response over the requester's cap: {error}");
     assert_eq!(
         error,
@@ -881,15 +905,9 @@ async fn oversized_requests_and_responses_are_refused() {
     );
 
     // A response over the responder's own cap: it is dropped and the requester errors.
-    let request = tokio::spawn({
-        let big = big.clone();
-        async move { big.request(capped_id, b"x".to_vec()).await }
-    });
-    within(capped_inbound.recv())
+    let error = round_trip(&big, capped_id, &mut capped_inbound, b"x", vec![7; 2000])
         .await
-        .unwrap()
-        .respond(vec![7; 2000]);
-    let error = within(request).await.unwrap().unwrap_err();
+        .unwrap_err();
     eprintln!("response over the responder's cap: {error}");
     assert!(
         matches!(error, NetError::Remote { peer, .. } if peer == capped_id),
@@ -897,15 +915,17 @@ async fn oversized_requests_and_responses_are_refused() {
     );
 
     // Every connection still works for messages within the caps.
-    let request = tokio::spawn({
-        let big = big.clone();
-        async move { big.request(capped_id, vec![1; 1024]).await }
-    });
-    within(capped_inbound.recv())
-        .await
-        .unwrap()
-        .respond(vec![2; 1024]);
-    assert_eq!(within(request).await.unwrap().unwrap(), vec![2; 1024]);
+    assert_eq!(
+        round_trip(
+            &big,
+            capped_id,
+            &mut capped_inbound,
+            &[1; 1024],
+            vec![2; 1024]
+        )
+        .await,
+        Ok(vec![2; 1024])
+    );
     eprintln!("size caps: {:?}", started.elapsed());
 }
 
@@ -966,15 +986,14 @@ async fn unanswered_requests_fail_within_the_timeout() {
     assert!(waited < Duration::from_millis(900), "{waited:?}");
 
     // The connection is still good afterwards.
-    let request = tokio::spawn({
-        let client = client.clone();
-        async move { client.request(server_id, b"answer me".to_vec()).await }
-    });
-    within(server_inbound.recv())
-        .await
-        .unwrap()
-        .respond(b"ok".to_vec());
-    let result = within(request).await.unwrap();
+    let result = round_trip(
+        &client,
+        server_id,
+        &mut server_inbound,
+        b"answer me",
+        b"ok".to_vec(),
+    )
+    .await;
     assert_eq!(result, Ok(b"ok".to_vec()));
     eprintln!("timeouts: {:?}", started.elapsed());
 }
@@ -1295,12 +1314,15 @@ async fn sixteen_mib_request_is_refused_by_the_default_cap() {
     assert_nothing_received(&mut server_inbound, Duration::from_millis(200)).await;
 
     // The server still serves requests within the cap from the same peer.
-    let request = tokio::spawn({
-        let hostile = hostile.clone();
-        async move { hostile.request(server_id, b"small".to_vec()).await }
-    });
-    let inbound = within(server_inbound.recv()).await.unwrap();
-    assert_eq!(inbound.payload, b"small");
-    inbound.respond(b"ok".to_vec());
-    assert_eq!(within(request).await.unwrap(), Ok(b"ok".to_vec()));
+    assert_eq!(
+        round_trip(
+            &hostile,
+            server_id,
+            &mut server_inbound,
+            b"small",
+            b"ok".to_vec()
+        )
+        .await,
+        Ok(b"ok".to_vec())
+    );
 }
