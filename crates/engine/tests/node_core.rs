@@ -96,22 +96,6 @@ fn write_failed<S: Suite>(net: &Network<S>, mark: usize, node: &NodeId, operatio
     })
 }
 
-fn signs<S: Suite>(
-    net: &mut Network<S>,
-    coordinator: &NodeId,
-    key: &KeyId,
-    epoch: Epoch,
-    pkp: &frost_core::keys::PublicKeyPackage<S>,
-    committee: &[NodeId],
-    message: &[u8],
-) -> Vec<NodeId> {
-    let outcome = net
-        .sign_roast(coordinator, key, epoch, pkp, committee, message)
-        .unwrap_or_else(|e| panic!("signing failed: {e}"));
-    verify_independently(pkp, message, &outcome.signature);
-    outcome.signers
-}
-
 // ---- DKG ------------------------------------------------------------------------------------
 
 /// A crash right after the PENDING share is written, before the confirmation leaves: the DKG

@@ -93,10 +93,15 @@ fn network_with_pools<S: Suite>(
     frost_core::keys::PublicKeyPackage<S>,
 ) {
     let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(seed, 3, 5);
-    let outcome = net
-        .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"first")
-        .unwrap();
-    verify_independently(&pkp, b"first", &outcome.signature);
+    signs(
+        &mut net,
+        &coordinator,
+        &key,
+        Epoch(0),
+        &pkp,
+        &nodes,
+        b"first",
+    );
     net.run(Duration::from_millis(500));
     for node in &nodes {
         assert!(
@@ -124,11 +129,16 @@ fn signatures_after_the_first_take_one_round<S: Suite>() {
     let signatures = 150; // more than a pool holds: it is topped up on the way
     for i in 0..signatures {
         let message = format!("one round {i}").into_bytes();
-        let outcome = net
-            .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, &message)
-            .unwrap();
-        verify_independently(&pkp, &message, &outcome.signature);
-        assert_eq!(outcome.signers.len(), 3);
+        let signers = signs(
+            &mut net,
+            &coordinator,
+            &key,
+            Epoch(0),
+            &pkp,
+            &nodes,
+            &message,
+        );
+        assert_eq!(signers.len(), 3);
     }
     assert_eq!(count(&log, MessageKind::SignRequest, None), 0);
     assert_eq!(count(&log, MessageKind::SignPackage, None), 0);
@@ -184,8 +194,15 @@ fn a_nonce_is_used_once_across_refills_retries_and_restarts<S: Suite>() {
     });
     for i in 0..100 {
         let message = format!("refills {i}").into_bytes();
-        net.sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, &message)
-            .unwrap();
+        signs(
+            &mut net,
+            &coordinator,
+            &key,
+            Epoch(0),
+            &pkp,
+            &nodes,
+            &message,
+        );
         if i == 60 {
             // The coordinator restarts: its pools are gone; the nodes still hold the batches.
             net.restart_coordinator(&coordinator);
@@ -278,10 +295,15 @@ fn a_nonce_is_used_once_across_refills_retries_and_restarts<S: Suite>() {
     };
     for i in 0..10 {
         let message = format!("after restart {i}").into_bytes();
-        let outcome = net
-            .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, &message)
-            .unwrap();
-        verify_independently(&pkp, &message, &outcome.signature);
+        signs(
+            &mut net,
+            &coordinator,
+            &key,
+            Epoch(0),
+            &pkp,
+            &nodes,
+            &message,
+        );
     }
     // Its first refusal emptied its pools at the coordinator (no second one); it was asked
     // again in two rounds, and for a fresh batch.
@@ -308,10 +330,15 @@ fn an_exhausted_pool_falls_back_to_two_rounds<S: Suite>() {
     while count(&log, MessageKind::SignRequest, Some(&starved)) == 0 {
         assert!(signed < 400, "the starved pool never ran dry");
         let message = format!("drain {signed}").into_bytes();
-        let outcome = net
-            .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, &message)
-            .unwrap();
-        verify_independently(&pkp, &message, &outcome.signature);
+        signs(
+            &mut net,
+            &coordinator,
+            &key,
+            Epoch(0),
+            &pkp,
+            &nodes,
+            &message,
+        );
         signed += 1;
     }
     assert!(signed > 10, "the pool ran dry after {signed} signatures");
@@ -319,10 +346,15 @@ fn an_exhausted_pool_falls_back_to_two_rounds<S: Suite>() {
     log.lock().unwrap().clear();
     for i in 0..10 {
         let message = format!("mixed {i}").into_bytes();
-        let outcome = net
-            .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, &message)
-            .unwrap();
-        verify_independently(&pkp, &message, &outcome.signature);
+        signs(
+            &mut net,
+            &coordinator,
+            &key,
+            Epoch(0),
+            &pkp,
+            &nodes,
+            &message,
+        );
     }
     assert!(count(&log, MessageKind::SignRequest, Some(&starved)) > 0);
     assert_eq!(
@@ -342,10 +374,15 @@ fn an_exhausted_pool_falls_back_to_two_rounds<S: Suite>() {
     net.advance(Duration::from_secs(3));
     for i in 0..20 {
         let message = format!("recovered {i}").into_bytes();
-        let outcome = net
-            .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, &message)
-            .unwrap();
-        verify_independently(&pkp, &message, &outcome.signature);
+        signs(
+            &mut net,
+            &coordinator,
+            &key,
+            Epoch(0),
+            &pkp,
+            &nodes,
+            &message,
+        );
     }
     assert!(count(&log, MessageKind::CommitmentsRequest, Some(&starved)) > 0);
     assert!(count(&log, MessageKind::SignWithCommitment, Some(&starved)) > 0);
@@ -367,12 +404,17 @@ fn a_duplicated_one_round_request_changes_nothing<S: Suite>() {
     for i in 0..10 {
         let message = format!("twice {i}").into_bytes();
         let before = count(&log, MessageKind::SignWithCommitment, Some(&twice));
-        let outcome = net
-            .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, &message)
-            .unwrap();
-        verify_independently(&pkp, &message, &outcome.signature);
+        let signers = signs(
+            &mut net,
+            &coordinator,
+            &key,
+            Epoch(0),
+            &pkp,
+            &nodes,
+            &message,
+        );
         if count(&log, MessageKind::SignWithCommitment, Some(&twice)) > before {
-            assert!(outcome.signers.contains(&twice), "try {i}");
+            assert!(signers.contains(&twice), "try {i}");
             signed_by_it += 1;
         }
     }

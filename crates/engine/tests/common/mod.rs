@@ -87,6 +87,24 @@ pub fn verify_independently<S: Suite>(
     });
 }
 
+/// Signs `message` with ROAST through the coordinator core (it must succeed), checks the
+/// signature with the independent verifier, and returns the signers.
+pub fn signs<S: Suite>(
+    net: &mut Network<S>,
+    coordinator: &NodeId,
+    key: &KeyId,
+    epoch: Epoch,
+    pkp: &PublicKeyPackage<S>,
+    committee: &[NodeId],
+    message: &[u8],
+) -> Vec<NodeId> {
+    let outcome = net
+        .sign_roast(coordinator, key, epoch, pkp, committee, message)
+        .unwrap_or_else(|e| panic!("signing failed: {e}"));
+    verify_independently(pkp, message, &outcome.signature);
+    outcome.signers
+}
+
 /// A network with a DKG done: (network, sorted nodes, coordinator, key id, public key package).
 pub fn network_with_key<S: Suite>(
     seed: u64,
