@@ -13,6 +13,7 @@ use permafrost_net::{Client, InboundRequest};
 use permafrost_protocol::ProtocolError;
 use permafrost_runtime::driver::{self, Outbox, Undelivered};
 use permafrost_runtime::identity;
+use permafrost_runtime::process::SESSION_LOG_TARGET;
 use permafrost_wire::{
     decode, ClientAuthorization, Curve, KeyId, NodeId, OperatorApproval, SessionId,
 };
@@ -68,6 +69,15 @@ pub enum Command {
     },
 }
 
+/// A command and the id of the HTTP request that gave it, which the logs tie to the session
+/// opened for it.
+pub struct Traced {
+    /// The HTTP request's id (`None` outside a request).
+    pub request_id: Option<String>,
+    /// The command.
+    pub command: Command,
+}
+
 const TICK: Duration = Duration::from_millis(100);
 
 /// Runs the engine until the command channel closes or `stop` fires.
@@ -75,7 +85,7 @@ pub async fn run(
     client: Client,
     core: CoordinatorCore<MetadataDb>,
     mut inbound: mpsc::Receiver<InboundRequest>,
-    mut commands: mpsc::Receiver<Command>,
+    mut commands: mpsc::Receiver<Traced>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let (undelivered_tx, mut undelivered) = mpsc::unbounded_channel();
@@ -87,6 +97,8 @@ pub async fn run(
         next_request: 0,
         replies: BTreeMap::new(),
         deliveries: BTreeMap::new(),
+        traces: BTreeMap::new(),
+        session_requests: BTreeMap::new(),
     };
     shell.carry_out();
     let mut ticker = tokio::time::interval(TICK);
@@ -116,14 +128,28 @@ struct Shell {
     replies: BTreeMap<RequestId, oneshot::Sender<Outcome>>,
     /// Deliveries of DKG and reshare messages, by session, until the session's answer.
     deliveries: BTreeMap<SessionId, Vec<JoinHandle<()>>>,
+    /// The HTTP request id of each request waiting for its outcome (for the logs).
+    traces: BTreeMap<RequestId, String>,
+    /// The request each running session was opened for (for the logs).
+    session_requests: BTreeMap<SessionId, RequestId>,
 }
 
 impl Shell {
-    fn command(&mut self, command: Command) {
+    fn command(&mut self, traced: Traced) {
         let now = permafrost_runtime::now();
         let request = self.next_request;
         self.next_request += 1;
-        match command {
+        let request_id = traced
+            .request_id
+            .unwrap_or_else(|| format!("internal-{request}"));
+        let span = tracing::debug_span!(
+            target: SESSION_LOG_TARGET,
+            "request",
+            request_id = %request_id,
+        );
+        let _entered = span.enter();
+        self.traces.insert(request, request_id);
+        match traced.command {
             Command::CreateKey {
                 curve,
                 key_id,
@@ -180,8 +206,31 @@ impl Shell {
     fn dispatch(&mut self, request: &InboundRequest) -> Result<(), ProtocolError> {
         let from = identity::node_id(&request.peer)?;
         let message = decode(&request.payload)?;
+        let session = message.session();
+        let span = tracing::debug_span!(
+            target: SESSION_LOG_TARGET,
+            "session",
+            %session,
+            request_id = self.request_id_of(&session),
+            kind = ?message.kind(),
+            from = %request.peer,
+        );
+        let _entered = span.enter();
+        tracing::debug!(target: SESSION_LOG_TARGET, "message received");
         self.core
             .handle_message(&from, message, permafrost_runtime::now(), &mut OsRng)
+    }
+
+    /// The HTTP request id of the request `session` was opened for, if it still waits.
+    fn request_id_of(&self, session: &SessionId) -> Option<&str> {
+        let request = self.session_requests.get(session)?;
+        self.traces.get(request).map(String::as_str)
+    }
+
+    /// Forgets the ids of a request that was answered or given up.
+    fn forget_trace(&mut self, request: RequestId) {
+        self.traces.remove(&request);
+        self.session_requests.retain(|_, r| *r != request);
     }
 
     fn undelivered(&mut self, failed: Undelivered) {
@@ -212,6 +261,7 @@ impl Shell {
             .collect();
         for request in gone {
             self.replies.remove(&request);
+            self.forget_trace(request);
             self.core.cancel(request);
         }
         let now = permafrost_runtime::now();
@@ -244,10 +294,45 @@ impl Shell {
                     outcome,
                     after_deliveries,
                 } => answers.push((request, outcome, after_deliveries)),
-                CoordinatorOutput::Notice(notice) => log(&notice),
+                CoordinatorOutput::Notice(notice) => {
+                    if let CoordinatorNotice::SessionOpened {
+                        request, session, ..
+                    } = &notice
+                    {
+                        self.session_requests.insert(*session, *request);
+                    }
+                    let request_id = notice
+                        .session()
+                        .and_then(|session| self.request_id_of(&session));
+                    log(&notice, request_id);
+                }
             }
         }
         for (request, outcome, after) in answers {
+            if let Some(request) = request {
+                let request_id = self.traces.get(&request).map(String::as_str);
+                let session = self
+                    .session_requests
+                    .iter()
+                    .find(|(_, r)| **r == request)
+                    .map(|(session, _)| tracing::field::display(session));
+                match &outcome {
+                    Ok(_) => tracing::debug!(
+                        target: SESSION_LOG_TARGET,
+                        request_id,
+                        session,
+                        "request done"
+                    ),
+                    Err(error) => tracing::debug!(
+                        target: SESSION_LOG_TARGET,
+                        request_id,
+                        session,
+                        %error,
+                        "request failed"
+                    ),
+                }
+                self.forget_trace(request);
+            }
             let reply = request.and_then(|r| self.replies.remove(&r));
             let deliveries = after
                 .and_then(|session| self.deliveries.remove(&session))
@@ -273,13 +358,18 @@ impl Shell {
     }
 }
 
-/// Writes a notice to the log at the level its meaning calls for.
-fn log(notice: &CoordinatorNotice) {
+/// Writes a notice to the log at the level its meaning calls for, with the session it concerns
+/// and the HTTP request id of the request it serves as fields; routine ones (once per
+/// signature) are DEBUG events of the session target.
+fn log(notice: &CoordinatorNotice, request_id: Option<&str>) {
+    let session = notice.session().map(tracing::field::display);
     if notice.is_error() {
-        tracing::error!("{notice}");
+        tracing::error!(session, request_id, "{notice}");
     } else if notice.is_warning() {
-        tracing::warn!("{notice}");
+        tracing::warn!(session, request_id, "{notice}");
+    } else if notice.is_routine() {
+        tracing::debug!(target: SESSION_LOG_TARGET, session, request_id, "{notice}");
     } else {
-        tracing::info!("{notice}");
+        tracing::info!(session, request_id, "{notice}");
     }
 }

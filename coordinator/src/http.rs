@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::{Command, Outcome};
+use crate::engine::{Command, Outcome, Traced};
 use crate::store::MetadataDb;
 use permafrost_engine::coordinator::{KeyMeta, MetadataStore};
 
@@ -39,7 +39,7 @@ pub struct ApiState {
     /// Keys with a reshare running (a second one is 409).
     pub(crate) resharing: std::sync::Mutex<std::collections::BTreeSet<String>>,
     pub(crate) client: Client,
-    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) commands: mpsc::Sender<Traced>,
     pub(crate) metrics: Metrics,
     /// Approves sign requests that carry no client authorization.
     pub(crate) gateway: Option<permafrost_api::ClientKey>,
@@ -70,7 +70,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -147,11 +147,17 @@ pub fn router(state: Arc<ApiState>, body_limit: usize) -> Router {
                 "method not allowed on this path",
             )
         })
+        .layer(middleware::from_fn(crate::request_id::refuse_malformed))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(body_limit));
     // For load balancers: no token, and nothing in the answer but the verdict.
-    let public = Router::new().route("/v1/ready", get(ready));
-    public.merge(api).with_state(state)
+    let public = Router::new()
+        .route("/v1/ready", get(ready))
+        .layer(middleware::from_fn(crate::request_id::refuse_malformed));
+    public
+        .merge(api)
+        .layer(middleware::from_fn(crate::request_id::layer))
+        .with_state(state)
 }
 
 fn token_digest(token: &str) -> [u8; 32] {
@@ -371,9 +377,13 @@ async fn run_command(
     limit: Duration,
 ) -> Result<AnyEvent, ApiError> {
     let (reply, answer) = oneshot::channel();
+    let traced = Traced {
+        request_id: crate::request_id::current(),
+        command: make(reply),
+    };
     state
         .commands
-        .send(make(reply))
+        .send(traced)
         .await
         .map_err(|_| ApiError::internal("the coordinator is stopping"))?;
     match tokio::time::timeout(limit, answer).await {

@@ -10,6 +10,7 @@ mod config;
 mod engine;
 mod http;
 mod probe;
+mod request_id;
 mod store;
 
 pub use config::CoordinatorConfig;

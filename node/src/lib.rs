@@ -31,6 +31,7 @@ use permafrost_protocol::ProtocolError;
 use permafrost_runtime::driver::{self, Outbox};
 use permafrost_runtime::identity::{self, Libp2pIdentity, Libp2pVerifier};
 use permafrost_runtime::network::{Member, NetworkFile, RateLimitConfig};
+use permafrost_runtime::process::SESSION_LOG_TARGET;
 use permafrost_wire::{decode, NodeId};
 use rand_core::OsRng;
 use thiserror::Error;
@@ -198,6 +199,15 @@ impl Shell {
     fn dispatch(&mut self, peer: PeerId, payload: &[u8]) -> Result<(), ProtocolError> {
         let message = decode(payload)?;
         let from = identity::node_id(&peer)?;
+        let span = tracing::debug_span!(
+            target: SESSION_LOG_TARGET,
+            "session",
+            session = %message.session(),
+            kind = ?message.kind(),
+            from = %peer,
+        );
+        let _entered = span.enter();
+        tracing::debug!(target: SESSION_LOG_TARGET, "message received");
         self.core
             .handle_message(&from, message, permafrost_runtime::now(), &mut OsRng)
     }
@@ -225,16 +235,19 @@ impl Shell {
     }
 }
 
-/// Writes a notice to the log at the level its meaning calls for.
+/// Writes a notice to the log at the level its meaning calls for, with the session it
+/// concerns as a field; routine ones (once per signature) are DEBUG events of the session
+/// target.
 fn log(notice: &NodeNotice) {
+    let session = notice.session().map(tracing::field::display);
     if notice.is_error() {
-        tracing::error!("{notice}");
+        tracing::error!(session, "{notice}");
     } else if notice.is_warning() {
-        tracing::warn!("{notice}");
+        tracing::warn!(session, "{notice}");
     } else if notice.is_routine() {
-        tracing::debug!("{notice}");
+        tracing::debug!(target: SESSION_LOG_TARGET, session, "{notice}");
     } else {
-        tracing::info!("{notice}");
+        tracing::info!(session, "{notice}");
     }
 }
 

@@ -23,10 +23,17 @@ struct Running {
 
 impl Running {
     fn start(args: &[&str], logs: &Path, name: &str) -> Running {
+        Self::start_with_env(args, &[], logs, name)
+    }
+
+    /// [`start`](Self::start) with environment variables `env` set (the localnet's processes
+    /// inherit them).
+    fn start_with_env(args: &[&str], env: &[(&str, &str)], logs: &Path, name: &str) -> Running {
         let stdout = logs.join(format!("{name}.stdout"));
         let stderr = logs.join(format!("{name}.stderr"));
         let child = Command::new(BIN)
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("PERMAFROST_API")
             .env_remove("PERMAFROST_TOKEN")
             .stdin(Stdio::null())
@@ -77,11 +84,18 @@ impl Drop for Running {
 /// Starts `permafrost localnet up` with `nodes` nodes in `logs/localnet` on a free API port;
 /// returns the process and the localnet directory.
 fn localnet_up(logs: &Path, nodes: usize) -> (Running, PathBuf) {
-    localnet_up_with(logs, nodes, &[], "localnet")
+    localnet_up_with(logs, nodes, &[], &[], "localnet")
 }
 
-/// `permafrost localnet up` in `logs/localnet` with `extra` arguments, logging as `name`.
-fn localnet_up_with(logs: &Path, nodes: usize, extra: &[&str], name: &str) -> (Running, PathBuf) {
+/// `permafrost localnet up` in `logs/localnet` with `extra` arguments and the environment
+/// variables `env`, logging as `name`.
+fn localnet_up_with(
+    logs: &Path,
+    nodes: usize,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    name: &str,
+) -> (Running, PathBuf) {
     let dir = logs.join("localnet");
     let nodes = nodes.to_string();
     let mut args = vec![
@@ -95,7 +109,7 @@ fn localnet_up_with(logs: &Path, nodes: usize, extra: &[&str], name: &str) -> (R
         "0",
     ];
     args.extend_from_slice(extra);
-    let localnet = Running::start(&args, logs, name);
+    let localnet = Running::start_with_env(&args, env, logs, name);
     (localnet, dir)
 }
 
@@ -117,17 +131,23 @@ impl UpLocalnet {
     /// the tests' networks apart.
     #[allow(clippy::await_holding_lock)]
     async fn start(nodes: usize, timeout: Duration) -> UpLocalnet {
-        Self::start_with(nodes, timeout, &[]).await
+        Self::start_with(nodes, timeout, &[], &[]).await
     }
 
-    /// [`start`](Self::start) with `extra` arguments to `localnet up`.
+    /// [`start`](Self::start) with `extra` arguments to `localnet up` and the environment
+    /// variables `env` (for its processes too).
     #[allow(clippy::await_holding_lock)]
-    async fn start_with(nodes: usize, timeout: Duration, extra: &[&str]) -> UpLocalnet {
+    async fn start_with(
+        nodes: usize,
+        timeout: Duration,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> UpLocalnet {
         let serial = ONE_NETWORK_AT_A_TIME
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let tmp = tempfile::tempdir().unwrap();
-        let (mut localnet, dir) = localnet_up_with(tmp.path(), nodes, extra, "localnet");
+        let (mut localnet, dir) = localnet_up_with(tmp.path(), nodes, extra, env, "localnet");
         let info = await_info(&mut localnet, &dir).await;
         let client = Client::from_localnet(&info).unwrap().with_timeout(timeout);
         UpLocalnet {
@@ -1048,8 +1068,13 @@ fn cli(dir: &Path, args: &[&str]) -> std::process::Output {
 /// operator key (`--operator-key`), both run and the key signs.
 #[tokio::test(flavor = "multi_thread")]
 async fn only_an_operators_approval_changes_a_key_on_the_localnet() {
-    let mut net =
-        UpLocalnet::start_with(3, Duration::from_secs(90), &["--require-operator-approval"]).await;
+    let mut net = UpLocalnet::start_with(
+        3,
+        Duration::from_secs(90),
+        &["--require-operator-approval"],
+        &[],
+    )
+    .await;
     let dir = net.dir.clone();
     let operator = dir.join("operator.key");
     let operator = operator.to_str().unwrap();
@@ -1124,6 +1149,7 @@ async fn only_an_operators_approval_changes_a_key_on_the_localnet() {
         net.logs(),
         3,
         &["--require-operator-approval"],
+        &[],
         "localnet-again",
     );
     net.localnet = localnet;
@@ -1192,4 +1218,150 @@ async fn a_paused_node_turns_unhealthy_and_back() {
     println!("node2 resumed: healthy after {took:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
     until_ready_is(&info.api, true).await;
+}
+
+/// One signature, one trace: with JSON logs and the session target on, the coordinator logs
+/// the caller's `X-Request-Id` beside the id of the session it opened, and every signer that
+/// took part logs that session id. The answer returns the request id (a made-up one when the
+/// caller gave none); a malformed one is refused before anything runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_signature_is_followed_through_every_log_by_its_session_id() {
+    let net = UpLocalnet::start_with(
+        3,
+        Duration::from_secs(30),
+        &[],
+        &[
+            ("PERMAFROST_LOG_FORMAT", "json"),
+            ("RUST_LOG", "info,permafrost::session=debug"),
+        ],
+    )
+    .await;
+    let key = create_key(&net.client, Curve::Secp256k1, 2).await;
+    let http = reqwest::Client::new();
+    let sign_url = format!("{}/v1/keys/{}/sign", net.info.api, key.key_id);
+    let message = b"followed through the logs";
+    let body = serde_json::json!({ "message": hex::encode(message) });
+
+    let request_id = "trace-e2e-0001";
+    let answer = http
+        .post(&sign_url)
+        .bearer_auth(&net.info.token)
+        .header("x-request-id", request_id)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["x-request-id"], request_id);
+    let signed: permafrost_api::SignResponse = answer.json().await.unwrap();
+    verify_response(&key, message, &signed, &["node1", "node2", "node3"]);
+
+    // The coordinator's log ties the request id to one session id ...
+    let coordinator_log = net.dir.join("coordinator").join("coordinator.log");
+    let session = wait_for_log(&coordinator_log, |line| {
+        (field(line, "request_id") == Some(request_id))
+            .then(|| field(line, "session").map(str::to_owned))
+            .flatten()
+    })
+    .await;
+    assert_eq!(
+        session.len(),
+        64,
+        "a session id is 32 bytes, hex: {session}"
+    );
+    // ... which every signer logged.
+    for signer in &signed.signers {
+        let log = net.dir.join(signer).join(format!("{signer}.log"));
+        wait_for_log(&log, |line| {
+            (field(line, "session") == Some(session.as_str())).then_some(())
+        })
+        .await;
+    }
+
+    // No id given: one is made up and returned.
+    let answer = http
+        .get(format!("{}/v1/keys", net.info.api))
+        .bearer_auth(&net.info.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let made_up = answer.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(made_up.len(), 32, "{made_up}");
+    assert!(made_up.bytes().all(|b| b.is_ascii_hexdigit()), "{made_up}");
+
+    // A malformed id: 400, and no signing session is opened for it.
+    let sessions_before = count_log_lines(&coordinator_log, "signing session");
+    let answer = http
+        .post(&sign_url)
+        .bearer_auth(&net.info.token)
+        .header("x-request-id", "not a valid id")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    let error: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "bad_request", "{error}");
+    // Without a token it is the 401 it always was: the token is checked first.
+    let answer = http
+        .post(&sign_url)
+        .header("x-request-id", "not a valid id")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        count_log_lines(&coordinator_log, "signing session"),
+        sessions_before
+    );
+}
+
+/// A field of a JSON log line: among the event's fields, or the fields of the spans it
+/// happened in.
+fn field<'a>(line: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    line["fields"][name]
+        .as_str()
+        .or_else(|| line["span"][name].as_str())
+        .or_else(|| {
+            line["spans"]
+                .as_array()?
+                .iter()
+                .find_map(|span| span[name].as_str())
+        })
+}
+
+/// Reads the JSON lines of `log` until `found` finds what it looks for (10 s at most).
+async fn wait_for_log<T>(log: &Path, found: impl Fn(&serde_json::Value) -> Option<T>) -> T {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let hit = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find_map(|line| found(&line));
+        if let Some(hit) = hit {
+            return hit;
+        }
+        assert!(
+            Instant::now() < until,
+            "not found in {}:\n{text}",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How many lines of `log` contain `text`.
+fn count_log_lines(log: &Path, text: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains(text))
+        .count()
 }

@@ -1,13 +1,36 @@
 //! What every Permafrost binary does at start and stop: logging, and waiting for a signal.
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`); as JSON lines when `json`.
+/// The log target of the events that follow one session (a signature, a DKG, a reshare)
+/// through every process: each carries the session id, and on the coordinator the request id
+/// of the HTTP request that started it. They are DEBUG events (a busy network signs hundreds
+/// of times a second), turned on with `RUST_LOG=info,permafrost::session=debug`.
+pub const SESSION_LOG_TARGET: &str = "permafrost::session";
+
+/// The environment variable that chooses the log format: `json` (JSON lines, for log
+/// shippers) or `text`. `--log-json` chooses JSON too. Children inherit it, so
+/// `PERMAFROST_LOG_FORMAT=json permafrost localnet up …` logs every process as JSON.
+pub const LOG_FORMAT_ENV: &str = "PERMAFROST_LOG_FORMAT";
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`); as JSON lines when `json` or when
+/// [`LOG_FORMAT_ENV`] says `json`.
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = if json {
+    let from_env = match std::env::var(LOG_FORMAT_ENV) {
+        Ok(format) if format == "json" => true,
+        Ok(format) if format == "text" => false,
+        Ok(format) => {
+            eprintln!(
+                "{LOG_FORMAT_ENV}={format:?}: expected \"json\" or \"text\"; logging as text"
+            );
+            false
+        }
+        Err(_) => false,
+    };
+    let _ = if json || from_env {
         builder.json().try_init()
     } else {
         builder.try_init()

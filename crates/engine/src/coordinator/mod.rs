@@ -91,6 +91,16 @@ pub enum CoordinatorOutput {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum CoordinatorNotice {
+    /// A session was opened for a request: the shell ties the request's own id (the HTTP
+    /// request id) to the session id every node logs.
+    SessionOpened {
+        /// The request.
+        request: RequestId,
+        /// The session.
+        session: SessionId,
+        /// What it is: `"dkg"`, `"signing"` or `"reshare"`.
+        purpose: &'static str,
+    },
     /// A key was created and recorded.
     KeyCreated {
         /// The key.
@@ -166,11 +176,39 @@ impl CoordinatorNotice {
                 | CoordinatorNotice::ReshareAbortedAtStart { .. }
         )
     }
+
+    /// Whether it is routine, once per signature (logged at DEBUG, not INFO).
+    pub fn is_routine(&self) -> bool {
+        matches!(self, CoordinatorNotice::SessionOpened { .. })
+    }
+
+    /// The session it concerns, if it concerns one.
+    pub fn session(&self) -> Option<SessionId> {
+        match self {
+            CoordinatorNotice::SessionOpened { session, .. }
+            | CoordinatorNotice::ReshareStarted { session, .. }
+            | CoordinatorNotice::ReshareAborted { session, .. }
+            | CoordinatorNotice::ReshareAbortedAtStart { session, .. }
+            | CoordinatorNotice::ReshareOutcomeResent { session, .. }
+            | CoordinatorNotice::StoreFailed { session, .. } => Some(*session),
+            CoordinatorNotice::KeyCreated { .. } | CoordinatorNotice::ReshareCommitted { .. } => {
+                None
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for CoordinatorNotice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            CoordinatorNotice::SessionOpened {
+                request,
+                session,
+                purpose,
+            } => write!(
+                f,
+                "{purpose} session {session} opened for request {request}"
+            ),
             CoordinatorNotice::KeyCreated { key_id, nodes } => {
                 write!(f, "key {key_id} created on {}", nodes.join(", "))
             }
@@ -597,6 +635,16 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         running: Running,
         request: RequestId,
     ) {
+        let purpose = match running {
+            Running::Dkg { .. } => "dkg",
+            Running::Signing => "signing",
+            Running::Reshare(_) => "reshare",
+        };
+        self.notice(CoordinatorNotice::SessionOpened {
+            request,
+            session,
+            purpose,
+        });
         self.running.insert(session, (running, Some(request)));
         self.drive(|sessions, handler| sessions.insert(Route::Session(session), s, handler));
     }

@@ -161,6 +161,8 @@ pub enum NodeNotice {
     },
     /// A signature share was produced (its audit entry is durable).
     ShareProduced {
+        /// The signing session.
+        session: SessionId,
         /// The key.
         key_id: KeyId,
         /// The epoch.
@@ -253,6 +255,44 @@ impl NodeNotice {
             NodeNotice::ShareProduced { .. } | NodeNotice::ClientRequestAdmitted { .. }
         )
     }
+
+    /// The session it concerns, if it concerns one: the id that follows one signature, DKG
+    /// or reshare through the logs of every process.
+    pub fn session(&self) -> Option<SessionId> {
+        match self {
+            NodeNotice::ReshareJoined { session, .. }
+            | NodeNotice::ReshareResumed { session, .. }
+            | NodeNotice::ReshareNotResumed { session, .. }
+            | NodeNotice::Dealt { session, .. }
+            | NodeNotice::ReshareAborted { session, .. }
+            | NodeNotice::ClientRequestAdmitted { session, .. }
+            | NodeNotice::ShareProduced { session, .. }
+            | NodeNotice::SigningRefused { session, .. }
+            | NodeNotice::LifecycleApproved { session, .. }
+            | NodeNotice::LifecycleRefused { session, .. } => Some(*session),
+            NodeNotice::SessionFailed {
+                route: Route::Session(session),
+                ..
+            } => Some(*session),
+            NodeNotice::ClientRequestsReloaded { .. }
+            | NodeNotice::PendingShareKept { .. }
+            | NodeNotice::TwoActiveEpochs { .. }
+            | NodeNotice::SignerReady { .. }
+            | NodeNotice::SignerNotStarted { .. }
+            | NodeNotice::SignerStopped { .. }
+            | NodeNotice::SharePending { .. }
+            | NodeNotice::PendingOverActiveRefused { .. }
+            | NodeNotice::KeyActivated { .. }
+            | NodeNotice::DkgShareDiscarded { .. }
+            | NodeNotice::ActivationRefused { .. }
+            | NodeNotice::DkgShareKept { .. }
+            | NodeNotice::ReshareCommitted { .. }
+            | NodeNotice::ShareRetired { .. }
+            | NodeNotice::SessionFailed { .. }
+            | NodeNotice::RefusalsOverCap { .. }
+            | NodeNotice::StoreFailed { .. } => None,
+        }
+    }
 }
 
 impl std::fmt::Display for NodeNotice {
@@ -280,7 +320,7 @@ impl std::fmt::Display for NodeNotice {
             NodeNotice::ShareRetired { key_id, epoch } => write!(f, "key {key_id}: left the committee, epoch {epoch} share deleted"),
             NodeNotice::ReshareAborted { key_id, session, error } => write!(f, "key {key_id}: reshare {session} aborted before this node stored a new share; old epoch kept: {error}"),
             NodeNotice::ClientRequestAdmitted { key_id, session } => write!(f, "key {key_id}: client request admitted in session {session}"),
-            NodeNotice::ShareProduced { key_id, epoch } => write!(f, "key {key_id} epoch {epoch}: signature share produced"),
+            NodeNotice::ShareProduced { session, key_id, epoch } => write!(f, "key {key_id} epoch {epoch}: signature share produced in session {session}"),
             NodeNotice::SessionFailed { route, error } => write!(f, "session {route:?} failed: {error}"),
             NodeNotice::SigningRefused { key_id, session, refusal } => write!(f, "key {key_id}: signing request of session {session} refused: {refusal}"),
             NodeNotice::LifecycleApproved { key_id, session, operator } => write!(f, "key {key_id}: session {session} approved by operator {operator}"),
