@@ -52,3 +52,24 @@ impl Visitor<'_> for CurveVisitor {
             .ok_or_else(|| de::Error::invalid_value(de::Unexpected::Str(value), &self))
     }
 }
+
+/// The OpenAPI schema of a curve's API name, `Curve` in the document: a string, one of
+/// [`Curve::ALL`]'s names. A type only for the schema: fields of type [`Curve`] say
+/// `#[schema(value_type = CurveName)]`.
+pub struct CurveName;
+
+impl utoipa::PartialSchema for CurveName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(Curve::ALL.iter().map(|curve| curve.as_str())))
+            .description(Some("The signature scheme."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for CurveName {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Curve")
+    }
+}

@@ -1,9 +1,10 @@
 //! The API's error body, its codes, and the client's error type.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The body of every failed request: `{"error":{"code":"…","message":"…"}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// What went wrong.
     pub error: ErrorDetail,
@@ -22,12 +23,22 @@ impl ErrorBody {
 }
 
 /// The inside of an [`ErrorBody`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// A stable, machine-readable code: one of [`codes`].
+    #[schema(schema_with = code_schema)]
     pub code: String,
     /// A human-readable explanation, naming the culprit where there is one.
     pub message: String,
+}
+
+/// The schema of [`ErrorDetail::code`]: a string, one of [`codes::STATUSES`]' codes.
+fn code_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(codes::STATUSES.iter().map(|(code, _)| *code)))
+        .description(Some("A stable, machine-readable code."))
+        .build()
 }
 
 /// The error codes of [`ErrorDetail::code`], each with its HTTP status.

@@ -2,15 +2,20 @@
 
 use permafrost_wire::Curve;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::curve_name::CurveName;
 
 /// `POST /v1/keys`: run a DKG for a new key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     /// The signature scheme.
     #[serde(with = "crate::curve_name")]
+    #[schema(value_type = CurveName)]
     pub curve: Curve,
     /// Signers needed for a signature (t).
+    #[schema(minimum = 2)]
     pub threshold: u16,
     /// The committee, by node name; `None` (field absent) means every node of the network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -19,25 +24,30 @@ pub struct CreateKeyRequest {
     /// coordinator picks one.
     /// Operator approvals name the key id, so a request with approvals must give it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(?!\\.\\.?$)[A-Za-z0-9._-]{1,64}$")]
     pub key_id: Option<String>,
     /// Operators' approvals of this DKG, checked by every member against its own list. Empty,
     /// the coordinator approves with its gateway operator key, if it has one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 16)]
     pub approvals: Vec<OperatorApproval>,
 }
 
 /// A key as the coordinator knows it: the answer of `POST /v1/keys` (201),
 /// `GET /v1/keys/{key_id}` and `POST /v1/keys/{key_id}/reshare`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct KeyRecord {
     /// The opaque key id.
+    #[schema(pattern = "^[!-~]{1,64}$")]
     pub key_id: String,
     /// The signature scheme.
     #[serde(with = "crate::curve_name")]
+    #[schema(value_type = CurveName)]
     pub curve: Curve,
     /// The group public key, lowercase hex of frost's `VerifyingKey::serialize()`: 32 bytes
     /// for ed25519, 33 (SEC1 compressed) for secp256k1 and secp256k1-tr. Never changes. A
     /// client's approval covers these bytes.
+    #[schema(pattern = "^[0-9a-f]{64}([0-9a-f]{2})?$")]
     pub public_key: String,
     /// The network id of the coordinator's network file (`network_id`). A client's approval
     /// covers it (its UTF-8 bytes), so an approval made for one network is refused on another.
@@ -50,7 +60,9 @@ pub struct KeyRecord {
     pub epoch: u64,
     /// SHA-256 of the current epoch's serialized public key package, lowercase hex: what an
     /// operator's approval of the next reshare names.
+    // Always sent; `default` only lets this client read older coordinators.
     #[serde(default)]
+    #[schema(required = true, pattern = "^[0-9a-f]{64}$")]
     pub public_key_package_digest: String,
 }
 
@@ -77,17 +89,18 @@ impl KeyRecord {
 }
 
 /// `GET /v1/keys`: every key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct KeyList {
     /// The keys.
     pub keys: Vec<KeyRecord>,
 }
 
 /// `POST /v1/keys/{key_id}/sign`: sign one message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignRequest {
-    /// The message, hex.
+    /// The message, hex (either case), at most 64 KiB once decoded.
+    #[schema(pattern = "^([0-9a-fA-F]{2})*$", max_length = 131072)]
     pub message: String,
     /// The client's approval, checked by every signer node. Without it, the coordinator
     /// approves with its own gateway client key, if it has one (and nodes accept that key only
@@ -102,17 +115,20 @@ pub struct SignRequest {
 /// request_id ‖ u64 BE timestamp_ms`, with `DOMAIN` = `permafrost/client-authorization/v2`,
 /// `network_id` and `group_key` (decoded from hex) the [`KeyRecord`]'s `network_id` and
 /// `public_key`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientAuthorization {
     /// The client's ed25519 public key, 32 bytes hex.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub public_key: String,
     /// 16 bytes hex, unique per approval: nodes refuse an id they saw in another request.
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub request_id: String,
     /// When the client approved, milliseconds since the Unix epoch; nodes refuse one more
     /// than their configured skew (default 120 s) from their clock.
     pub timestamp_ms: u64,
     /// The ed25519 signature, 64 bytes hex.
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
     pub signature: String,
 }
 
@@ -144,12 +160,14 @@ impl ClientAuthorization {
 }
 
 /// The answer of `POST /v1/keys/{key_id}/sign`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SignResponse {
     /// Lowercase hex of frost's `Signature::serialize()`: 64 bytes (RFC 8032) for ed25519,
     /// 65 (`R ‖ z`) for secp256k1, 64 (BIP-340) for secp256k1-tr.
+    #[schema(pattern = "^[0-9a-f]{128}([0-9a-f]{2})?$")]
     pub signature: String,
     /// The group public key the signature verifies under, lowercase hex.
+    #[schema(pattern = "^[0-9a-f]{64}([0-9a-f]{2})?$")]
     pub public_key: String,
     /// The epoch whose shares made the signature.
     pub epoch: u64,
@@ -157,22 +175,26 @@ pub struct SignResponse {
     pub signers: Vec<String>,
     /// Members that sent a signature share that does not verify, by name: ROAST left them out
     /// and signed with others (empty when nobody cheated).
+    // Always sent; `default` only lets this client read older coordinators.
     #[serde(default)]
+    #[schema(required = true)]
     pub culprits: Vec<String>,
 }
 
 /// `POST /v1/keys/{key_id}/reshare`: move the key to a new committee and/or threshold.
 /// The answer is the [`KeyRecord`] of the new epoch, once committed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReshareRequest {
     /// The new threshold.
+    #[schema(minimum = 2)]
     pub threshold: u16,
     /// The new committee, by node name.
     pub nodes: Vec<String>,
     /// Operators' approvals of this reshare, checked by every old and new member against its
     /// own list. Empty, the coordinator approves with its gateway operator key, if it has one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 16)]
     pub approvals: Vec<OperatorApproval>,
 }
 
@@ -182,17 +204,20 @@ pub struct ReshareRequest {
 /// package digest (zero for a DKG) ‖ u16 BE threshold ‖ u32 BE committee size`, each member's
 /// node id (its libp2p PeerId bytes) as `u32 BE length ‖ bytes` in sorted order, and last
 /// `request_id ‖ u64 BE timestamp_ms`; `DOMAIN` = `permafrost/operator-approval/v1`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OperatorApproval {
     /// The operator's ed25519 public key, 32 bytes hex.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub public_key: String,
     /// 16 bytes hex, unique per approval: nodes refuse an id they saw in another session.
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub request_id: String,
     /// When the operator approved, milliseconds since the Unix epoch; nodes refuse one more
     /// than their configured skew (default 120 s) from their clock.
     pub timestamp_ms: u64,
     /// The ed25519 signature, 64 bytes hex.
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
     pub signature: String,
 }
 
@@ -230,23 +255,27 @@ fn fixed<const N: usize>(
 }
 
 /// `GET /v1/health`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     /// `"ok"` when the coordinator is serving.
     pub status: String,
     /// The network id (operator approvals name it).
+    // Always sent; `default` only lets this client read older coordinators.
     #[serde(default)]
+    #[schema(required = true)]
     pub network_id: String,
     /// Every node of the network file.
     pub nodes: Vec<NodeHealth>,
 }
 
-/// One node in [`Health`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One node in [`Health`]. The coordinator sends every field (`null` where there is no value
+/// yet); `default` only lets this client read older coordinators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NodeHealth {
     /// The node's name in the network file.
     pub name: String,
     /// Its libp2p PeerId (base58).
+    #[schema(pattern = "^[1-9A-HJ-NP-Za-km-z]+$")]
     pub peer_id: String,
     /// Whether the coordinator has a libp2p connection to it open (not a probe: see
     /// `healthy`).
@@ -254,20 +283,24 @@ pub struct NodeHealth {
     /// The node answered a liveness probe (from its main loop) within the coordinator's
     /// `unhealthy_after_ms` (3 s by default): it is up and serving.
     #[serde(default)]
+    #[schema(required = true)]
     pub healthy: bool,
     /// Round trip of the last successful probe, in microseconds.
     #[serde(default)]
+    #[schema(required = true)]
     pub last_round_trip_us: Option<u64>,
     /// How long ago the last successful probe was sent, in milliseconds.
     #[serde(default)]
+    #[schema(required = true)]
     pub last_probe_age_ms: Option<u64>,
     /// Why the last probe failed, if it failed after the last success.
     #[serde(default)]
+    #[schema(required = true)]
     pub probe_error: Option<String>,
 }
 
 /// `GET /v1/ready`: whether the coordinator can sign with every key now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Ready {
     /// At least the threshold of every key's committee is healthy (with no key yet: at least
     /// one node is).
