@@ -153,6 +153,7 @@ pub fn router(state: Arc<ApiState>, body_limit: usize) -> Router {
     // For load balancers: no token, and nothing in the answer but the verdict.
     let public = Router::new()
         .route("/v1/ready", get(ready))
+        .route("/v1/openapi.json", get(crate::openapi::serve))
         .layer(middleware::from_fn(crate::request_id::refuse_malformed));
     public
         .merge(api)
@@ -196,6 +197,14 @@ async fn authenticate(
     next.run(request).await
 }
 
+#[utoipa::path(get, path = "/v1/health", tag = "status", security(("bearer" = [])),
+    summary = "Whether the coordinator serves, and each node's connection and liveness probe",
+    responses(
+        (status = 200, body = Health, description = "The coordinator and every node of the network file"),
+        (status = 400, body = ErrorBody, description = "A malformed X-Request-Id"),
+        (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"),
+        (status = 500, body = ErrorBody, description = "The network task is down"),
+    ))]
 async fn health(State(state): State<Arc<ApiState>>) -> Result<Json<Health>, ApiError> {
     let connected = state
         .client
@@ -231,6 +240,13 @@ async fn health(State(state): State<Arc<ApiState>>) -> Result<Json<Health>, ApiE
     }))
 }
 
+#[utoipa::path(get, path = "/v1/ready", tag = "status",
+    summary = "For load balancers: whether a key can be signed with now (no token)",
+    responses(
+        (status = 200, body = permafrost_api::Ready, description = "Ready: at least one key has its threshold of healthy committee members (with no key yet: a node is healthy)"),
+        (status = 400, body = ErrorBody, description = "A malformed X-Request-Id"),
+        (status = 503, body = permafrost_api::Ready, description = "Not ready"),
+    ))]
 /// `GET /v1/ready`: 200 when at least one key has its threshold of healthy committee members
 /// (with no key yet: when at least one node is healthy), 503 otherwise. Anyone may ask (no
 /// token), so the verdict is computed at most once per probe interval and served from memory
@@ -307,6 +323,14 @@ fn lookup(state: &ApiState, key_id: &str) -> Result<KeyMeta, ApiError> {
         .ok_or_else(|| ApiError::not_found(key_id))
 }
 
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", security(("bearer" = [])),
+    summary = "Every key, sorted by key id",
+    responses(
+        (status = 200, body = KeyList, description = "The keys"),
+        (status = 400, body = ErrorBody, description = "A malformed X-Request-Id"),
+        (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"),
+        (status = 500, body = ErrorBody, description = "The metadata database failed"),
+    ))]
 async fn list_keys(State(state): State<Arc<ApiState>>) -> Result<Json<KeyList>, ApiError> {
     let keys = state
         .store
@@ -317,6 +341,16 @@ async fn list_keys(State(state): State<Arc<ApiState>>) -> Result<Json<KeyList>, 
     }))
 }
 
+#[utoipa::path(get, path = "/v1/keys/{key_id}", tag = "keys", security(("bearer" = [])),
+    summary = "One key",
+    params(("key_id" = String, Path, description = "The key's id")),
+    responses(
+        (status = 200, body = KeyRecord, description = "The key's current epoch"),
+        (status = 400, body = ErrorBody, description = "A malformed X-Request-Id"),
+        (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"),
+        (status = 404, body = ErrorBody, description = "No key of this id"),
+        (status = 500, body = ErrorBody, description = "The metadata database failed"),
+    ))]
 async fn get_key(
     State(state): State<Arc<ApiState>>,
     Path(key_id): Path<String>,
@@ -453,6 +487,21 @@ fn committee(
     Ok(members)
 }
 
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", security(("bearer" = [])),
+    summary = "Create a key: run a DKG",
+    request_body = CreateKeyRequest,
+    responses(
+        (status = 201, body = KeyRecord, description = "The DKG committed"),
+        (status = 400, body = ErrorBody, description = "Bad JSON or Content-Type, an unknown field, unknown or repeated node, threshold outside 2..=n, a bad key_id or approval, approvals without key_id, no approvals and no gateway operator key"),
+        (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"),
+        (status = 403, body = ErrorBody, description = "A member refused under its life-cycle policy (operator_not_approved)"),
+        (status = 409, body = ErrorBody, description = "The key_id is taken (conflict), or a member refused for another reason (refused_by_node)"),
+        (status = 413, body = ErrorBody, description = "The body is over the limit"),
+        (status = 500, body = ErrorBody, description = "A fault of the coordinator"),
+        (status = 502, body = ErrorBody, description = "A member misbehaved; the message names it"),
+        (status = 503, body = ErrorBody, description = "Members did not answer in time"),
+        (status = 504, body = ErrorBody, description = "No outcome before the deadline"),
+    ))]
 async fn create_key(
     State(state): State<Arc<ApiState>>,
     ApiJson(body): ApiJson<CreateKeyRequest>,
@@ -525,6 +574,21 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(record(&state, &meta))))
 }
 
+#[utoipa::path(post, path = "/v1/keys/{key_id}/sign", tag = "keys", security(("bearer" = [])),
+    summary = "Sign one message",
+    params(("key_id" = String, Path, description = "The key's id")),
+    request_body = permafrost_api::SignRequest,
+    responses(
+        (status = 200, body = SignResponse, description = "The signature"),
+        (status = 400, body = ErrorBody, description = "Bad JSON or Content-Type, an unknown field, bad hex, a message over 64 KiB, a malformed client approval, no client approval and no gateway client key"),
+        (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"),
+        (status = 403, body = ErrorBody, description = "The nodes refused the client approval (client_not_authorized)"),
+        (status = 404, body = ErrorBody, description = "No key of this id"),
+        (status = 413, body = ErrorBody, description = "The body is over the limit"),
+        (status = 500, body = ErrorBody, description = "A fault of the coordinator"),
+        (status = 503, body = ErrorBody, description = "Fewer than the threshold of signers answered or were left"),
+        (status = 504, body = ErrorBody, description = "No outcome before the deadline"),
+    ))]
 async fn sign(
     State(state): State<Arc<ApiState>>,
     Path(key_id): Path<String>,
@@ -630,6 +694,23 @@ impl Drop for ResharingGuard<'_> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/keys/{key_id}/reshare", tag = "keys", security(("bearer" = [])),
+    summary = "Move the key to a new committee and/or threshold",
+    params(("key_id" = String, Path, description = "The key's id")),
+    request_body = ReshareRequest,
+    responses(
+        (status = 200, body = KeyRecord, description = "The new epoch, committed"),
+        (status = 400, body = ErrorBody, description = "Bad JSON or Content-Type, an unknown field, unknown or repeated node, threshold outside 2..=n, a bad approval, no approvals and no gateway operator key"),
+        (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"),
+        (status = 403, body = ErrorBody, description = "A new member refused under its life-cycle policy (operator_not_approved)"),
+        (status = 404, body = ErrorBody, description = "No key of this id"),
+        (status = 409, body = ErrorBody, description = "A reshare of this key is running (conflict), or a new member refused for another reason (refused_by_node)"),
+        (status = 413, body = ErrorBody, description = "The body is over the limit"),
+        (status = 500, body = ErrorBody, description = "A fault of the coordinator"),
+        (status = 502, body = ErrorBody, description = "A member misbehaved; the message names it"),
+        (status = 503, body = ErrorBody, description = "Too few dealers or members answered in time"),
+        (status = 504, body = ErrorBody, description = "No outcome before the deadline"),
+    ))]
 async fn reshare(
     State(state): State<Arc<ApiState>>,
     Path(key_id): Path<String>,
@@ -680,6 +761,13 @@ async fn reshare(
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "status", security(("bearer" = [])),
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, body = String, content_type = "text/plain; version=0.0.4", description = "Prometheus text format"),
+        (status = 400, body = ErrorBody, description = "A malformed X-Request-Id"),
+        (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"),
+    ))]
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     let m = &state.metrics;
     let connected = state

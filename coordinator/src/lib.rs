@@ -9,6 +9,7 @@
 mod config;
 mod engine;
 mod http;
+mod openapi;
 mod probe;
 mod request_id;
 mod store;
