@@ -214,9 +214,254 @@ fn http_status(error: &ApiError) -> Option<u16> {
     error.status()
 }
 
+/// `docs/openapi.json`, the API's OpenAPI document as committed.
+const OPENAPI_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+
+/// The API's OpenAPI document: checks an answer against what it declares for the answer's
+/// path, method and status.
+struct ApiDocument {
+    doc: serde_json::Value,
+}
+
+impl ApiDocument {
+    fn parse(text: &str) -> ApiDocument {
+        ApiDocument {
+            doc: serde_json::from_str(text).unwrap(),
+        }
+    }
+
+    /// The operation `method` (lowercase) on the path `template` (as the document spells it,
+    /// `{key_id}` included).
+    fn operation(&self, method: &str, template: &str) -> Result<&serde_json::Value, String> {
+        self.doc["paths"][template]
+            .get(method)
+            .ok_or_else(|| format!("{method} {template} is not in the document"))
+    }
+
+    /// A validator for `schema`, one of the document's schemas: its `$ref`s resolve into the
+    /// document's components.
+    fn validator(&self, schema: &serde_json::Value) -> jsonschema::Validator {
+        let mut root = schema.clone();
+        root.as_object_mut()
+            .unwrap_or_else(|| panic!("not a schema object: {schema}"))
+            .insert("components".into(), self.doc["components"].clone());
+        jsonschema::draft202012::new(&root).unwrap_or_else(|e| panic!("{schema}: {e}"))
+    }
+
+    /// Whether the request body schema of `method template` accepts `body`.
+    fn accepts_request(&self, method: &str, template: &str, body: &serde_json::Value) -> bool {
+        let operation = self.operation(method, template).unwrap();
+        let schema = &operation["requestBody"]["content"]["application/json"]["schema"];
+        self.validator(schema).is_valid(body)
+    }
+
+    /// Checks an answer of `method template` against the document: its status is one the
+    /// operation declares, its content type is the one declared for that status, and its body
+    /// is valid under that schema. Returns the body (JSON, or a JSON string for text).
+    fn check(
+        &self,
+        method: &str,
+        template: &str,
+        status: u16,
+        content_type: &str,
+        body: &str,
+    ) -> Result<serde_json::Value, String> {
+        let operation = self.operation(method, template)?;
+        let response = operation["responses"]
+            .get(status.to_string())
+            .ok_or_else(|| format!("{method} {template}: status {status} is not documented"))?;
+        let media = response["content"].get(content_type).ok_or_else(|| {
+            format!(
+                "{method} {template} {status}: content type {content_type:?} is not documented \
+                 ({})",
+                response["content"]
+            )
+        })?;
+        let value = if content_type == "application/json" {
+            serde_json::from_str(body).map_err(|e| format!("not JSON ({e}): {body}"))?
+        } else {
+            serde_json::Value::String(body.to_owned())
+        };
+        let errors: Vec<String> = self
+            .validator(&media["schema"])
+            .iter_errors(&value)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        if errors.is_empty() {
+            Ok(value)
+        } else {
+            Err(format!(
+                "{method} {template} {status}: the body does not match the document: {errors:?}\n{body}"
+            ))
+        }
+    }
+}
+
+/// A request body for [`CheckedApi::call`].
+enum Body {
+    None,
+    /// JSON, sent with `Content-Type: application/json`.
+    Json(serde_json::Value),
+    /// Bytes, sent with the given `Content-Type` (or none).
+    Raw(Option<&'static str>, Vec<u8>),
+}
+
+/// Raw requests to a localnet's API whose every answer is checked against the OpenAPI document
+/// the coordinator serves, which is checked to be `docs/openapi.json` byte for byte.
+struct CheckedApi {
+    api: String,
+    token: String,
+    http: reqwest::Client,
+    doc: ApiDocument,
+}
+
+impl CheckedApi {
+    /// Fetches `GET /v1/openapi.json` (no token) and compares it with the committed file.
+    async fn new(info: &LocalnetInfo) -> CheckedApi {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(90))
+            .build()
+            .unwrap();
+        let answer = http
+            .get(format!("{}/v1/openapi.json", info.api))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 200);
+        let content_type = answer.headers()[reqwest::header::CONTENT_TYPE].clone();
+        let served = answer.text().await.unwrap();
+        let committed = std::fs::read_to_string(OPENAPI_FILE).unwrap();
+        assert!(
+            served == committed,
+            "the coordinator serves another document than docs/openapi.json: regenerate the file \
+             with PERMAFROST_UPDATE_OPENAPI=1 cargo test -p permafrost-coordinator --lib openapi"
+        );
+        let doc = ApiDocument::parse(&served);
+        doc.check(
+            "get",
+            "/v1/openapi.json",
+            200,
+            content_type.to_str().unwrap(),
+            &served,
+        )
+        .unwrap();
+        CheckedApi {
+            api: info.api.clone(),
+            token: info.token.clone(),
+            http,
+            doc,
+        }
+    }
+
+    /// Sends `method` to the path `template` with `{key_id}` replaced by `key_id`, with the
+    /// token when `token` is set; fails the test unless the answer is one the document
+    /// declares. Returns the status and the body.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        template: &str,
+        key_id: &str,
+        token: bool,
+        body: Body,
+    ) -> (u16, serde_json::Value) {
+        let path = template.replace("{key_id}", key_id);
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.api));
+        if token {
+            request = request.bearer_auth(&self.token);
+        }
+        request = match body {
+            Body::None => request,
+            Body::Json(value) => request.json(&value),
+            Body::Raw(Some(content_type), bytes) => request
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(bytes),
+            Body::Raw(None, bytes) => request.body(bytes),
+        };
+        let answer = request.send().await.unwrap();
+        let status = answer.status().as_u16();
+        let content_type = answer
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let text = answer.text().await.unwrap();
+        let method = method.as_str().to_ascii_lowercase();
+        let value = self
+            .doc
+            .check(&method, template, status, &content_type, &text)
+            .unwrap_or_else(|e| panic!("{e}"));
+        (status, value)
+    }
+}
+
 /// The two tests each start a network of processes on ports picked by the OS; run them one
 /// at a time so one cannot be handed a port the other just picked but has not bound yet.
 static ONE_NETWORK_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The check is not vacuous: against the committed document it refuses an undocumented status,
+/// an undocumented content type, a missing field, uppercase hex, an unknown curve and an error
+/// code of another status, and it accepts the documented answers.
+#[test]
+fn the_document_check_refuses_what_the_document_does_not_declare() {
+    let doc = ApiDocument::parse(&std::fs::read_to_string(OPENAPI_FILE).unwrap());
+    let json = "application/json";
+    let record = serde_json::json!({
+        "key_id": "k-1", "curve": "ed25519", "public_key": "ab".repeat(32),
+        "network_id": "n", "threshold": 2, "nodes": ["node1", "node2"], "epoch": 0,
+        "public_key_package_digest": "cd".repeat(32),
+    });
+    let good = record.to_string();
+    let key = "/v1/keys/{key_id}";
+    doc.check("get", key, 200, json, &good).unwrap();
+    doc.check("get", "/v1/ready", 503, json, r#"{"ready":false}"#)
+        .unwrap();
+    let not_found = r#"{"error":{"code":"not_found","message":"no key"}}"#;
+    doc.check("get", key, 404, json, not_found).unwrap();
+
+    let refused = [
+        doc.check("get", key, 409, json, &good),
+        doc.check("get", "/v1/ready", 401, json, not_found),
+        doc.check("delete", key, 200, json, &good),
+        doc.check("get", key, 200, "text/plain", &good),
+        doc.check("get", key, 400, json, not_found),
+        doc.check(
+            "get",
+            key,
+            404,
+            json,
+            r#"{"error":{"code":"bad_request","message":"no key"}}"#,
+        ),
+    ];
+    for (i, outcome) in refused.iter().enumerate() {
+        assert!(outcome.is_err(), "case {i}: {outcome:?}");
+    }
+    let mut missing = record.clone();
+    missing.as_object_mut().unwrap().remove("epoch");
+    let mut upper = record.clone();
+    upper["public_key"] = "AB".repeat(32).into();
+    let mut curve = record.clone();
+    curve["curve"] = "p256".into();
+    for bad in [missing, upper, curve] {
+        assert!(
+            doc.check("get", key, 200, json, &bad.to_string()).is_err(),
+            "{bad}"
+        );
+    }
+
+    // Requests: unknown fields and unknown curves are refused, as the coordinator refuses them.
+    let create = serde_json::json!({"curve": "secp256k1-tr", "threshold": 2});
+    assert!(doc.accepts_request("post", "/v1/keys", &create));
+    let mut unknown = create.clone();
+    unknown["colour"] = "red".into();
+    assert!(!doc.accepts_request("post", "/v1/keys", &unknown));
+    assert!(!doc.accepts_request(
+        "post",
+        "/v1/keys",
+        &serde_json::json!({"curve": "p256", "threshold": 2})
+    ));
+}
 
 // Holding the guard across awaits is the point: the lock spans the whole test, and the only
 // other holder is a synchronous test.
@@ -335,6 +580,8 @@ async fn localnet_up_serves_the_api_and_stops_on_sigterm() {
     let error = client.sign("k-no-such-key", message).await.unwrap_err();
     assert_eq!(http_status(&error), Some(404), "{error}");
 
+    answers_match_the_openapi_document(&info, &key).await;
+
     // The CLI's own API commands against this localnet.
     let show = Command::new(BIN)
         .args([
@@ -383,6 +630,146 @@ async fn localnet_up_serves_the_api_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!info_path.exists(), "localnet.json is left behind");
+}
+
+/// Real requests to a localnet with a 2-of-3 `key` on node1..node3: every answer, successes
+/// and errors, is one the OpenAPI document declares for its path, method and status, with a
+/// body valid under its schema. Reshares `key` to 3-of-3.
+async fn answers_match_the_openapi_document(info: &LocalnetInfo, key: &KeyRecord) {
+    use reqwest::Method;
+    let api = CheckedApi::new(info).await;
+    let id = key.key_id.as_str();
+
+    let (status, health) = api
+        .call(Method::GET, "/v1/health", "", true, Body::None)
+        .await;
+    assert_eq!(
+        (status, health["nodes"].as_array().unwrap().len()),
+        (200, 3)
+    );
+    let (status, ready) = api
+        .call(Method::GET, "/v1/ready", "", false, Body::None)
+        .await;
+    assert_eq!(ready["ready"], status == 200, "{ready}");
+    let (status, list) = api
+        .call(Method::GET, "/v1/keys", "", true, Body::None)
+        .await;
+    assert_eq!(status, 200);
+    assert!(list["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["key_id"] == id));
+    let (status, record) = api
+        .call(Method::GET, "/v1/keys/{key_id}", id, true, Body::None)
+        .await;
+    assert_eq!((status, record), (200, serde_json::to_value(key).unwrap()));
+    let sign = serde_json::json!({ "message": permafrost_api::encode_hex(b"checked") });
+    assert!(api
+        .doc
+        .accepts_request("post", "/v1/keys/{key_id}/sign", &sign));
+    let (status, signed) = api
+        .call(
+            Method::POST,
+            "/v1/keys/{key_id}/sign",
+            id,
+            true,
+            Body::Json(sign),
+        )
+        .await;
+    assert_eq!(
+        (status, &signed["public_key"]),
+        (200, &key.public_key.clone().into())
+    );
+    let reshare = serde_json::json!({"threshold": 3, "nodes": ["node1", "node2", "node3"]});
+    assert!(api
+        .doc
+        .accepts_request("post", "/v1/keys/{key_id}/reshare", &reshare));
+    let (status, reshared) = api
+        .call(
+            Method::POST,
+            "/v1/keys/{key_id}/reshare",
+            id,
+            true,
+            Body::Json(reshare),
+        )
+        .await;
+    assert_eq!(
+        (status, &reshared["epoch"], &reshared["threshold"]),
+        (200, &1.into(), &3.into())
+    );
+    let (status, _) = api
+        .call(Method::GET, "/metrics", "", true, Body::None)
+        .await;
+    assert_eq!(status, 200);
+
+    // Errors, each with the code its status carries (the document says which).
+    let code = |body: &serde_json::Value| body["error"]["code"].as_str().unwrap().to_owned();
+    let (status, body) = api
+        .call(Method::GET, "/v1/health", "", false, Body::None)
+        .await;
+    assert_eq!((status, code(&body)), (401, "unauthorized".into()));
+    let create = serde_json::json!({"curve": "ed25519", "threshold": 2});
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/v1/keys",
+            "",
+            false,
+            Body::Json(create.clone()),
+        )
+        .await;
+    assert_eq!((status, code(&body)), (401, "unauthorized".into()));
+    for path in [
+        "/v1/keys/{key_id}",
+        "/v1/keys/{key_id}/sign",
+        "/v1/keys/{key_id}/reshare",
+    ] {
+        let (method, body) = if path == "/v1/keys/{key_id}" {
+            (Method::GET, Body::None)
+        } else {
+            (Method::POST, Body::Json(create.clone()))
+        };
+        let (status, body) = api.call(method, path, "k-no-such-key", true, body).await;
+        assert_eq!((status, code(&body)), (404, "not_found".into()), "{path}");
+    }
+    let bad_requests = [
+        Body::Raw(Some("application/json"), b"{\"curve\":".to_vec()),
+        Body::Raw(None, create.to_string().into_bytes()),
+        Body::Json(serde_json::json!({"curve": "ed25519", "threshold": 2, "colour": "red"})),
+        Body::Json(serde_json::json!({"curve": "p256", "threshold": 2})),
+        Body::Json(serde_json::json!({"curve": "ed25519", "threshold": 4})),
+    ];
+    for body in bad_requests {
+        let (status, body) = api.call(Method::POST, "/v1/keys", "", true, body).await;
+        assert_eq!((status, code(&body)), (400, "bad_request".into()), "{body}");
+    }
+    let taken = serde_json::json!({"curve": "ed25519", "threshold": 2, "key_id": id});
+    let (status, body) = api
+        .call(Method::POST, "/v1/keys", "", true, Body::Json(taken))
+        .await;
+    assert_eq!((status, code(&body)), (409, "conflict".into()));
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/v1/keys/{key_id}/sign",
+            id,
+            true,
+            Body::Json(serde_json::json!({"message": "zz"})),
+        )
+        .await;
+    assert_eq!((status, code(&body)), (400, "bad_request".into()));
+    let huge = serde_json::json!({"message": "00".repeat(600 * 1024)});
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/v1/keys/{key_id}/sign",
+            id,
+            true,
+            Body::Json(huge),
+        )
+        .await;
+    assert_eq!((status, code(&body)), (413, "payload_too_large".into()));
 }
 
 #[test]
@@ -467,13 +854,13 @@ async fn until_healthy_is(client: &Client, node: &str, want: bool) -> Duration {
 }
 
 /// Polls `GET /v1/ready` (no token) until `ready` is `want` (the verdict is cached for a probe
-/// interval); checks the status code goes with it.
-async fn until_ready_is(api: &str, want: bool) {
+/// interval); checks the status code goes with it, and each answer against the document.
+async fn until_ready_is(api: &CheckedApi, want: bool) {
     let started = Instant::now();
     loop {
-        let answer = reqwest::get(format!("{api}/v1/ready")).await.unwrap();
-        let status = answer.status().as_u16();
-        let body: serde_json::Value = answer.json().await.unwrap();
+        let (status, body) = api
+            .call(reqwest::Method::GET, "/v1/ready", "", false, Body::None)
+            .await;
         let ready = body["ready"].as_bool().unwrap();
         assert_eq!(status, if ready { 200 } else { 503 }, "{body}");
         if ready == want {
@@ -1179,6 +1566,7 @@ async fn only_an_operators_approval_changes_a_key_on_the_localnet() {
 async fn a_paused_node_turns_unhealthy_and_back() {
     let net = UpLocalnet::start(3, Duration::from_secs(30)).await;
     let (client, info) = (&net.client, &net.info);
+    let api = CheckedApi::new(info).await;
     for node in ["node1", "node2", "node3"] {
         until_healthy_is(client, node, true).await;
     }
@@ -1193,9 +1581,9 @@ async fn a_paused_node_turns_unhealthy_and_back() {
     }
     // No key yet: ready while any node is healthy. Then one 3-of-3 key: ready while it can be
     // signed with, so while all three are.
-    until_ready_is(&info.api, true).await;
+    until_ready_is(&api, true).await;
     create_key(client, Curve::Ed25519, 3).await;
-    until_ready_is(&info.api, true).await;
+    until_ready_is(&api, true).await;
 
     let pid = info.nodes.iter().find(|n| n.name == "node2").unwrap().pid;
     signal(pid, "STOP");
@@ -1211,13 +1599,13 @@ async fn a_paused_node_turns_unhealthy_and_back() {
         "{health:?}"
     );
     // The 3-of-3 key cannot be signed with now.
-    until_ready_is(&info.api, false).await;
+    until_ready_is(&api, false).await;
 
     signal(pid, "CONT");
     let took = until_healthy_is(client, "node2", true).await;
     println!("node2 resumed: healthy after {took:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
-    until_ready_is(&info.api, true).await;
+    until_ready_is(&api, true).await;
 }
 
 /// One signature, one trace: with JSON logs and the session target on, the coordinator logs
