@@ -66,11 +66,7 @@ pub struct Coordinator {
 impl Coordinator {
     /// Starts the network, the protocol engine and the HTTP API.
     pub async fn start(config: CoordinatorConfig) -> Result<Self, CoordinatorError> {
-        if config.tokens.is_empty() || config.tokens.iter().any(|t| t.len() < 16) {
-            return Err(CoordinatorError::Config(
-                "tokens: at least one, each at least 16 characters".into(),
-            ));
-        }
+        let tokens = config.api_tokens()?;
         let keypair = identity::load_identity_file(&config.identity_path())
             .map_err(|e| CoordinatorError::Identity(e.to_string()))?;
         let me = keypair.public().to_peer_id();
@@ -157,7 +153,7 @@ impl Coordinator {
         let prober = probe::spawn(client.clone(), Arc::clone(&probes), stop_probes_rx);
 
         let state = Arc::new(http::ApiState {
-            tokens: http::token_digests(&config.tokens),
+            tokens: http::token_digests(&tokens),
             store,
             network,
             resharing: std::sync::Mutex::new(std::collections::BTreeSet::new()),

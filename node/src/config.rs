@@ -4,7 +4,8 @@
 //! data_dir = "/var/lib/permafrost"        # identity.key and the keystore live here
 //! listen = "/ip4/0.0.0.0/tcp/7000"
 //! network_file = "network.toml"           # relative paths are relative to this file
-//! passphrase_file = "/etc/permafrost/passphrase"   # optional; else $PERMAFROST_PASSPHRASE
+//! passphrase_file = "passphrase"        # optional; else $PERMAFROST_PASSPHRASE; a relative
+//!                                        # path is under $CREDENTIALS_DIRECTORY when set
 //!
 //! # The clients whose signing requests this node accepts (ed25519 public keys, hex). With
 //! # none listed, the node signs nothing.
@@ -36,6 +37,9 @@ use permafrost_protocol::lifecycle::{
 use permafrost_protocol::sign::client::{
     ClientKey, ClientPolicy, DEFAULT_MAX_CLOCK_SKEW, REQUEST_ID_RETENTION,
 };
+use permafrost_runtime::credentials::{
+    credentials_directory, refuse_if_readable_by_others, resolve_secret_path,
+};
 use permafrost_wire::KeyId;
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -55,7 +59,8 @@ pub struct NodeConfig {
     pub listen: String,
     /// The network file.
     pub network_file: PathBuf,
-    /// A file holding the keystore passphrase; without it, `$PERMAFROST_PASSPHRASE`.
+    /// A file holding the keystore passphrase; without it, `$PERMAFROST_PASSPHRASE`. A relative
+    /// path is under `$CREDENTIALS_DIRECTORY` when the process has that variable.
     #[serde(default)]
     pub passphrase_file: Option<PathBuf>,
     /// Per-peer limit on inbound protocol messages (default: a burst of 512, then 4096/s).
@@ -199,8 +204,20 @@ fn clock_skew(section: &str, secs: Option<u64>) -> Result<Duration, NodeError> {
 }
 
 impl NodeConfig {
-    /// Reads a config file; relative paths in it are taken relative to the file's directory.
+    /// Reads a config file; relative paths in it are taken relative to the file's directory,
+    /// except `passphrase_file`, which is taken relative to `$CREDENTIALS_DIRECTORY` when the
+    /// process has that variable (systemd's `LoadCredential=`; see
+    /// [`permafrost_runtime::credentials`]).
     pub fn load(path: &Path) -> Result<Self, NodeError> {
+        Self::load_with_credentials(path, credentials_directory().as_deref())
+    }
+
+    /// [`NodeConfig::load`] with the credentials directory given (`None`: there is none)
+    /// rather than read from `$CREDENTIALS_DIRECTORY`.
+    pub fn load_with_credentials(
+        path: &Path,
+        credentials: Option<&Path>,
+    ) -> Result<Self, NodeError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| NodeError::Config(format!("cannot read {}: {e}", path.display())))?;
         let mut config: NodeConfig = toml::from_str(&text)
@@ -214,7 +231,7 @@ impl NodeConfig {
         absolute(&mut config.data_dir);
         absolute(&mut config.network_file);
         if let Some(p) = config.passphrase_file.as_mut() {
-            absolute(p);
+            resolve_secret_path(p, base, credentials);
         }
         Ok(config)
     }
@@ -251,26 +268,79 @@ impl NodeConfig {
     }
 }
 
-/// A passphrase file others can read protects nothing: refuse it, as ssh does for keys.
-/// Refuses a secret file (`what`: "passphrase file", "identity file") that group or others
-/// may read.
-pub(crate) fn refuse_if_readable_by_others(path: &Path, what: &str) -> Result<(), String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "{what} {} is accessible by group or others (mode {:o}); chmod 600 it",
-                path.display(),
-                mode & 0o777
-            ));
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A node.toml in a fresh directory with `passphrase_file = "passphrase"`.
+    fn config_file(dir: &Path) -> PathBuf {
+        let path = dir.join("node.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"data\"\nlisten = \"/ip4/127.0.0.1/tcp/0\"\n\
+             network_file = \"network.toml\"\npassphrase_file = \"passphrase\"\n",
+        )
+        .unwrap();
+        path
+    }
+
+    fn write_secret(path: &Path, contents: &str, mode: u32) {
+        std::fs::write(path, contents).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
         }
     }
-    #[cfg(not(unix))]
-    let _ = (path, what);
-    Ok(())
+
+    /// Under systemd's `LoadCredential=passphrase:…` the passphrase is read from the credentials
+    /// directory (mode 0400 there), not from beside the config; the other relative paths stay
+    /// beside the config.
+    #[test]
+    fn a_relative_passphrase_file_is_read_from_the_credentials_directory() {
+        let etc = tempfile::tempdir().unwrap();
+        let credentials = tempfile::tempdir().unwrap();
+        write_secret(&etc.path().join("passphrase"), "beside the config\n", 0o600);
+        write_secret(
+            &credentials.path().join("passphrase"),
+            "from systemd\n",
+            0o400,
+        );
+        let config =
+            NodeConfig::load_with_credentials(&config_file(etc.path()), Some(credentials.path()))
+                .unwrap();
+        assert_eq!(
+            config.passphrase_file.as_deref(),
+            Some(credentials.path().join("passphrase").as_path())
+        );
+        assert_eq!(config.data_dir, etc.path().join("data"));
+        assert_eq!(config.network_file, etc.path().join("network.toml"));
+        assert_eq!(config.passphrase().unwrap().as_str(), "from systemd");
+    }
+
+    #[test]
+    fn without_a_credentials_directory_the_passphrase_file_is_beside_the_config() {
+        let etc = tempfile::tempdir().unwrap();
+        write_secret(&etc.path().join("passphrase"), "beside the config\n", 0o600);
+        let config = NodeConfig::load_with_credentials(&config_file(etc.path()), None).unwrap();
+        assert_eq!(config.passphrase().unwrap().as_str(), "beside the config");
+    }
+
+    /// A credential that is not there (a unit without its `LoadCredential=`) is an error naming
+    /// the path it was looked for at, not a fallback to another file.
+    #[test]
+    fn a_missing_credential_is_an_error_naming_where_it_was_looked_for() {
+        let etc = tempfile::tempdir().unwrap();
+        let credentials = tempfile::tempdir().unwrap();
+        write_secret(&etc.path().join("passphrase"), "beside the config\n", 0o600);
+        let config =
+            NodeConfig::load_with_credentials(&config_file(etc.path()), Some(credentials.path()))
+                .unwrap();
+        let error = config.passphrase().unwrap_err().to_string();
+        assert!(
+            error.contains(&credentials.path().join("passphrase").display().to_string()),
+            "{error}"
+        );
+    }
 }

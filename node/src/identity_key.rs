@@ -8,9 +8,9 @@ use std::path::Path;
 
 use permafrost_keystore::KeyStore;
 use permafrost_net::{Keypair, PeerId};
+use permafrost_runtime::credentials::refuse_if_readable_by_others;
 use permafrost_runtime::identity;
 
-use crate::config::refuse_if_readable_by_others;
 use crate::NodeError;
 
 /// The public file beside the data: the node's PeerId, for operators and tools.

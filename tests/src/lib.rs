@@ -189,6 +189,7 @@ impl Cluster {
             api_listen: "127.0.0.1:0".parse().expect("addr"),
             network_file: dir.path().join("network.toml"),
             tokens: vec![token.clone()],
+            tokens_file: None,
             body_limit_bytes: 1 << 20,
             rate_limit: None,
             gateway_client_key_file: Some(gateway_key),

@@ -9,6 +9,8 @@
 //!   trait, with their outputs in curve-neutral bytes.
 //! - [`driver`]: the IO between a core and the network: sends what the core queued over
 //!   `permafrost-net`, reports failed dials, answers inbound requests.
+//! - [`credentials`]: where a secret file named in a config is found (systemd's credentials
+//!   directory), and the refusal of one that others can read.
 //!
 //! [`NodeIdentity`]: permafrost_protocol::NodeIdentity
 //! [`IdentityVerifier`]: permafrost_protocol::IdentityVerifier
@@ -16,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub use permafrost_engine::any;
+pub mod credentials;
 pub mod driver;
 pub mod identity;
 pub mod network;
