@@ -214,7 +214,11 @@ impl<St: NodeStore> EventContext<'_, St> {
                         String::new(),
                     ),
                 ));
-                self.notice(NodeNotice::ShareProduced { key_id, epoch });
+                self.notice(NodeNotice::ShareProduced {
+                    key_id,
+                    epoch,
+                    session,
+                });
                 Handled::Continue
             }
             AnyEvent::Failed(error) => {

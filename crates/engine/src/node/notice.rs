@@ -165,6 +165,8 @@ pub enum NodeNotice {
         key_id: KeyId,
         /// The epoch.
         epoch: Epoch,
+        /// The signing session.
+        session: SessionId,
     },
     /// A session failed.
     SessionFailed {
@@ -280,7 +282,7 @@ impl std::fmt::Display for NodeNotice {
             NodeNotice::ShareRetired { key_id, epoch } => write!(f, "key {key_id}: left the committee, epoch {epoch} share deleted"),
             NodeNotice::ReshareAborted { key_id, session, error } => write!(f, "key {key_id}: reshare {session} aborted before this node stored a new share; old epoch kept: {error}"),
             NodeNotice::ClientRequestAdmitted { key_id, session } => write!(f, "key {key_id}: client request admitted in session {session}"),
-            NodeNotice::ShareProduced { key_id, epoch } => write!(f, "key {key_id} epoch {epoch}: signature share produced"),
+            NodeNotice::ShareProduced { key_id, epoch, .. } => write!(f, "key {key_id} epoch {epoch}: signature share produced"),
             NodeNotice::SessionFailed { route, error } => write!(f, "session {route:?} failed: {error}"),
             NodeNotice::SigningRefused { key_id, session, refusal } => write!(f, "key {key_id}: signing request of session {session} refused: {refusal}"),
             NodeNotice::LifecycleApproved { key_id, session, operator } => write!(f, "key {key_id}: session {session} approved by operator {operator}"),
