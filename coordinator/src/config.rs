@@ -12,6 +12,7 @@
 //! # gateway_operator_key_file = "operator.key" # approves DKGs and reshares that carry no approvals
 //! # probe_interval_ms = 1000    # liveness probe of every node
 //! # unhealthy_after_ms = 3000   # a node whose last answered probe is older is unhealthy
+//! # metrics_listen = "127.0.0.1:9100"  # GET /metrics without a token (off when absent)
 //! ```
 
 use std::net::SocketAddr;
@@ -71,6 +72,10 @@ pub struct CoordinatorConfig {
     /// `probe_interval_ms`) is reported unhealthy; it is also each probe's timeout.
     #[serde(default = "default_unhealthy_after_ms")]
     pub unhealthy_after_ms: u64,
+    /// Where to serve `GET /metrics` for Prometheus, without a token (port 0 picks a free
+    /// port). Absent: no such listener (the API's `/metrics`, behind the token, stays).
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl CoordinatorConfig {
@@ -124,5 +129,39 @@ impl CoordinatorConfig {
     /// The metadata database.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("coordinator.redb")
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+data_dir = "."
+listen = "/ip4/127.0.0.1/tcp/0"
+api_listen = "127.0.0.1:0"
+network_file = "network.toml"
+tokens = ["0123456789abcdef"]
+"#;
+
+    fn load(text: &str) -> Result<CoordinatorConfig, CoordinatorError> {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("coordinator.toml");
+        std::fs::write(&path, text).unwrap();
+        CoordinatorConfig::load(&path)
+    }
+
+    #[test]
+    fn metrics_listen_is_off_unless_given_and_must_be_an_address() {
+        assert_eq!(load(BASE).unwrap().metrics_listen, None);
+        let on = load(&format!("{BASE}metrics_listen = \"127.0.0.1:9100\"\n")).unwrap();
+        assert_eq!(on.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        let Err(CoordinatorError::Config(error)) =
+            load(&format!("{BASE}metrics_listen = \"localhost\"\n"))
+        else {
+            panic!("a bad address was accepted");
+        };
+        assert!(error.contains("metrics_listen"), "{error}");
     }
 }

@@ -4,6 +4,7 @@
 //! logs the core's notices.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use permafrost_engine::coordinator::{
@@ -20,6 +21,7 @@ use rand_core::OsRng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::metrics::CoordinatorMetrics;
 use crate::store::MetadataDb;
 
 pub use permafrost_engine::coordinator::Outcome;
@@ -77,6 +79,7 @@ pub async fn run(
     mut inbound: mpsc::Receiver<InboundRequest>,
     mut commands: mpsc::Receiver<Command>,
     mut stop: oneshot::Receiver<()>,
+    metrics: Arc<CoordinatorMetrics>,
 ) {
     let (undelivered_tx, mut undelivered) = mpsc::unbounded_channel();
     let mut outbox = Outbox::new(client);
@@ -87,6 +90,7 @@ pub async fn run(
         next_request: 0,
         replies: BTreeMap::new(),
         deliveries: BTreeMap::new(),
+        metrics,
     };
     shell.carry_out();
     let mut ticker = tokio::time::interval(TICK);
@@ -116,6 +120,8 @@ struct Shell {
     replies: BTreeMap<RequestId, oneshot::Sender<Outcome>>,
     /// Deliveries of DKG and reshare messages, by session, until the session's answer.
     deliveries: BTreeMap<SessionId, Vec<JoinHandle<()>>>,
+    /// The pools' depths and how signers were asked go here.
+    metrics: Arc<CoordinatorMetrics>,
 }
 
 impl Shell {
@@ -154,6 +160,7 @@ impl Shell {
                     now,
                     &mut OsRng,
                 );
+                self.metrics.signer_asks(self.core.signer_asks());
             }
             Command::Reshare {
                 key_id,
@@ -203,6 +210,7 @@ impl Shell {
     }
 
     fn tick(&mut self) {
+        self.metrics.pools(&self.core.pooled_commitments());
         // An HTTP client that gave up: its session runs on to its own deadline, unanswered.
         let gone: Vec<RequestId> = self
             .replies

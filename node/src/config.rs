@@ -5,6 +5,7 @@
 //! listen = "/ip4/0.0.0.0/tcp/7000"
 //! network_file = "network.toml"           # relative paths are relative to this file
 //! passphrase_file = "/etc/permafrost/passphrase"   # optional; else $PERMAFROST_PASSPHRASE
+//! # metrics_listen = "127.0.0.1:9101"    # optional: GET /metrics for Prometheus (off when absent)
 //!
 //! # The clients whose signing requests this node accepts (ed25519 public keys, hex). With
 //! # none listed, the node signs nothing.
@@ -26,6 +27,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use std::time::Duration;
@@ -61,6 +63,10 @@ pub struct NodeConfig {
     /// Per-peer limit on inbound protocol messages (default: a burst of 512, then 4096/s).
     #[serde(default)]
     pub rate_limit: Option<permafrost_runtime::network::RateLimitConfig>,
+    /// Where to serve `GET /metrics` for Prometheus (port 0 picks a free port). Absent: no
+    /// metrics listener.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// The clients whose signing requests this node accepts (default: none).
     #[serde(default)]
     pub clients: ClientsConfig,
@@ -273,4 +279,35 @@ pub(crate) fn refuse_if_readable_by_others(path: &Path, what: &str) -> Result<()
     #[cfg(not(unix))]
     let _ = (path, what);
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+data_dir = "."
+listen = "/ip4/127.0.0.1/tcp/0"
+network_file = "network.toml"
+"#;
+
+    fn load(text: &str) -> Result<NodeConfig, NodeError> {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("node.toml");
+        std::fs::write(&path, text).unwrap();
+        NodeConfig::load(&path)
+    }
+
+    #[test]
+    fn metrics_listen_is_off_unless_given_and_must_be_an_address() {
+        assert_eq!(load(BASE).unwrap().metrics_listen, None);
+        let on = load(&format!("{BASE}metrics_listen = \"127.0.0.1:9101\"\n")).unwrap();
+        assert_eq!(on.metrics_listen, Some("127.0.0.1:9101".parse().unwrap()));
+        let Err(NodeError::Config(error)) = load(&format!("{BASE}metrics_listen = \"9101\"\n"))
+        else {
+            panic!("a bad address was accepted");
+        };
+        assert!(error.contains("metrics_listen"), "{error}");
+    }
 }

@@ -9,6 +9,7 @@
 //!   trait, with their outputs in curve-neutral bytes.
 //! - [`driver`]: the IO between a core and the network: sends what the core queued over
 //!   `permafrost-net`, reports failed dials, answers inbound requests.
+//! - [`metrics`]: the Prometheus registry, the `GET /metrics` listener and the shared labels.
 //!
 //! [`NodeIdentity`]: permafrost_protocol::NodeIdentity
 //! [`IdentityVerifier`]: permafrost_protocol::IdentityVerifier
@@ -18,6 +19,7 @@
 pub use permafrost_engine::any;
 pub mod driver;
 pub mod identity;
+pub mod metrics;
 pub mod network;
 pub mod process;
 
