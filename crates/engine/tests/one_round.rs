@@ -127,10 +127,10 @@ fn signatures_after_the_first_take_one_round<S: Suite>() {
     assert_eq!(count(&log, MessageKind::CommitmentBatch, None), 5);
     // What the coordinator's metrics read: its first t signers asked in two rounds, and now
     // a batch pooled for every member.
-    let core = |net: &Network<S>| net.coordinator(&coordinator).unwrap().core().unwrap();
-    let asks = core(&net).signer_asks();
+    let core = net.coordinator(&coordinator).unwrap().core().unwrap();
+    let asks = core.signer_asks();
     assert_eq!((asks.one_round, asks.two_round), (0, 3));
-    let pooled = core(&net).pooled_commitments();
+    let pooled = core.pooled_commitments();
     assert_eq!(pooled.len(), 5, "{pooled:?}");
     assert!(pooled
         .values()
@@ -160,7 +160,12 @@ fn signatures_after_the_first_take_one_round<S: Suite>() {
     );
     assert_eq!(count(&log, MessageKind::SignShare, None), 3 * signatures);
     assert!(count(&log, MessageKind::CommitmentBatch, None) > 0);
-    let asks = core(&net).signer_asks();
+    let asks = net
+        .coordinator(&coordinator)
+        .unwrap()
+        .core()
+        .unwrap()
+        .signer_asks();
     assert_eq!((asks.one_round, asks.two_round), (3 * signatures as u64, 3));
 
     // One audit entry per one-round signature on each signer: its admission, which says the
