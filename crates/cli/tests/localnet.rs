@@ -358,7 +358,7 @@ async fn localnet_up_serves_the_api_and_stops_on_sigterm() {
         "{missing:?}"
     );
 
-    check_metrics(&info, &key, &answers).await;
+    check_metrics(&info, &client, &key, &answers).await;
 
     // SIGTERM stops the localnet and every process it started.
     let status = Command::new("kill")
@@ -476,6 +476,7 @@ fn exported_names(scrape: &prometheus_parse::Scrape) -> std::collections::BTreeS
 /// and every metric the Grafana dashboard queries is one of theirs.
 async fn check_metrics(
     info: &LocalnetInfo,
+    client: &Client,
     key: &KeyRecord,
     answers: &[permafrost_api::SignResponse],
 ) {
@@ -491,6 +492,10 @@ async fn check_metrics(
         ["node1", "node2", "node3"]
     );
 
+    // Every node answers its probes (so the health gauges below read 1).
+    for node in urls.nodes.keys() {
+        until_healthy_is(client, node, true).await;
+    }
     // The coordinator: its own listener and the API's /metrics (token) serve one registry.
     let coordinator = scrape(&urls.coordinator, None).await;
     let through_api = scrape(&info.api, Some(&info.token)).await;
@@ -642,23 +647,18 @@ async fn check_metrics(
             value(&node, "permafrost_node_store_failures_total", &[]),
             0.0
         );
-        // A gauge for every peer; the coordinator's connection at least is open (it probes).
-        for other in urls.nodes.keys().filter(|other| *other != name) {
-            let connected = value(&node, "permafrost_peer_connected", &[("peer", other)]);
-            assert!(connected == 0.0 || connected == 1.0, "{connected}");
-        }
+        // A 0/1 gauge for every peer: the other nodes and the coordinator.
         let peers: Vec<f64> = samples(&node, "permafrost_peer_connected", &[])
             .map(|s| match s.value {
                 prometheus_parse::Value::Gauge(v) => v,
                 ref other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(
-            peers.len(),
-            urls.nodes.len(),
-            "the other nodes and the coordinator"
+        assert_eq!(peers.len(), urls.nodes.len(), "{name}: {peers:?}");
+        assert!(
+            peers.iter().all(|v| *v == 0.0 || *v == 1.0),
+            "{name}: {peers:?}"
         );
-        assert!(peers.iter().sum::<f64>() >= 1.0, "{name}: {peers:?}");
         shares += signed;
         names.extend(exported_names(&node));
     }
