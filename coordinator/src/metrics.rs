@@ -423,7 +423,7 @@ mod tests {
             Curve::Secp256k1,
             Outcome::Ok,
             Duration::from_millis(30),
-            &[node.clone()],
+            std::slice::from_ref(&node),
         );
         metrics.signer_asks(SignerAsks {
             one_round: 2,
