@@ -13,6 +13,7 @@
 //! # gateway_operator_key_file = "operator.key" # approves DKGs and reshares that carry no approvals
 //! # probe_interval_ms = 1000    # liveness probe of every node
 //! # unhealthy_after_ms = 3000   # a node whose last answered probe is older is unhealthy
+//! # metrics_listen = "127.0.0.1:9100"  # GET /metrics without a token (off when absent)
 //! ```
 //!
 //! The secret files (`tokens_file`, `gateway_client_key_file`, `gateway_operator_key_file`)
@@ -85,6 +86,10 @@ pub struct CoordinatorConfig {
     /// `probe_interval_ms`) is reported unhealthy; it is also each probe's timeout.
     #[serde(default = "default_unhealthy_after_ms")]
     pub unhealthy_after_ms: u64,
+    /// Where to serve `GET /metrics` for Prometheus, without a token (port 0 picks a free
+    /// port). Absent: no such listener (the API's `/metrics`, behind the token, stays).
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl CoordinatorConfig {
@@ -190,13 +195,14 @@ impl std::fmt::Debug for CoordinatorConfig {
             .field("gateway_operator_key_file", &self.gateway_operator_key_file)
             .field("probe_interval_ms", &self.probe_interval_ms)
             .field("unhealthy_after_ms", &self.unhealthy_after_ms)
+            .field("metrics_listen", &self.metrics_listen)
             .finish()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     const TOKEN_A: &str = "inline-token-0123456789";
@@ -299,5 +305,20 @@ mod tests {
         let debug = format!("{config:?}");
         assert!(!debug.contains(TOKEN_A), "{debug}");
         assert!(debug.contains("<1 redacted>"), "{debug}");
+    }
+
+    #[test]
+    fn metrics_listen_is_off_unless_given_and_must_be_an_address() {
+        let etc = tempfile::tempdir().unwrap();
+        let load = |extra: &str| {
+            CoordinatorConfig::load_with_credentials(&config_file(etc.path(), extra), None)
+        };
+        assert_eq!(load("").unwrap().metrics_listen, None);
+        let on = load("metrics_listen = \"127.0.0.1:9100\"\n").unwrap();
+        assert_eq!(on.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        let Err(CoordinatorError::Config(error)) = load("metrics_listen = \"localhost\"\n") else {
+            panic!("a bad address was accepted");
+        };
+        assert!(error.contains("metrics_listen"), "{error}");
     }
 }

@@ -4,6 +4,7 @@
 //! logs the core's notices.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use permafrost_engine::coordinator::{
@@ -21,6 +22,7 @@ use rand_core::OsRng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::metrics::CoordinatorMetrics;
 use crate::store::MetadataDb;
 
 pub use permafrost_engine::coordinator::Outcome;
@@ -87,6 +89,7 @@ pub async fn run(
     mut inbound: mpsc::Receiver<InboundRequest>,
     mut commands: mpsc::Receiver<Traced>,
     mut stop: oneshot::Receiver<()>,
+    metrics: Arc<CoordinatorMetrics>,
 ) {
     let (undelivered_tx, mut undelivered) = mpsc::unbounded_channel();
     let mut outbox = Outbox::new(client);
@@ -99,6 +102,7 @@ pub async fn run(
         deliveries: BTreeMap::new(),
         traces: BTreeMap::new(),
         session_requests: BTreeMap::new(),
+        metrics,
     };
     shell.carry_out();
     let mut ticker = tokio::time::interval(TICK);
@@ -132,6 +136,8 @@ struct Shell {
     traces: BTreeMap<RequestId, String>,
     /// The request each running session was opened for (for the logs).
     session_requests: BTreeMap<SessionId, RequestId>,
+    /// The pools' depths and how signers were asked go here.
+    metrics: Arc<CoordinatorMetrics>,
 }
 
 impl Shell {
@@ -180,6 +186,7 @@ impl Shell {
                     now,
                     &mut OsRng,
                 );
+                self.metrics.signer_asks(self.core.signer_asks());
             }
             Command::Reshare {
                 key_id,
@@ -252,6 +259,7 @@ impl Shell {
     }
 
     fn tick(&mut self) {
+        self.metrics.pools(&self.core.pooled_commitments());
         // An HTTP client that gave up: its session runs on to its own deadline, unanswered.
         let gone: Vec<RequestId> = self
             .replies

@@ -1,9 +1,8 @@
 //! The HTTP API of design section 6: JSON over HTTP, bearer tokens, JSON errors with the
 //! listed status codes, never a 500 for a client's mistake.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{header, StatusCode};
@@ -20,14 +19,16 @@ use permafrost_protocol::sign::MAX_SIGN_MESSAGE_LEN;
 use permafrost_protocol::ProtocolError;
 use permafrost_runtime::any::AnyEvent;
 use permafrost_runtime::identity;
+use permafrost_runtime::metrics::Outcome as MetricOutcome;
 use permafrost_runtime::network::Network;
-use permafrost_wire::{ApprovalTarget, KeyId, NodeId, OperatorApproval, MAX_APPROVALS};
+use permafrost_wire::{ApprovalTarget, Curve, KeyId, NodeId, OperatorApproval, MAX_APPROVALS};
 use rand_core::{OsRng, RngCore};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{Command, Outcome, Traced};
+use crate::metrics::{CoordinatorMetrics, SessionKind};
 use crate::store::MetadataDb;
 use permafrost_engine::coordinator::{KeyMeta, MetadataStore};
 
@@ -40,25 +41,16 @@ pub struct ApiState {
     pub(crate) resharing: std::sync::Mutex<std::collections::BTreeSet<String>>,
     pub(crate) client: Client,
     pub(crate) commands: mpsc::Sender<Traced>,
-    pub(crate) metrics: Metrics,
+    /// What `/metrics` reports, updated as requests end.
+    pub(crate) metrics: Arc<CoordinatorMetrics>,
+    /// Every metric of this process, for `/metrics`.
+    pub(crate) registry: Arc<permafrost_runtime::metrics::Registry>,
     /// Approves sign requests that carry no client authorization.
     pub(crate) gateway: Option<permafrost_api::ClientKey>,
     /// The nodes' liveness probes.
     pub(crate) probes: Arc<crate::probe::Probes>,
     /// The last readiness verdict, and when it was made.
     pub(crate) ready: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
-}
-
-/// Counters for `/metrics`.
-#[derive(Default)]
-pub struct Metrics {
-    keys_created: AtomicU64,
-    dkg_failures: AtomicU64,
-    signatures: AtomicU64,
-    sign_failures: AtomicU64,
-    reshares: AtomicU64,
-    reshare_failures: AtomicU64,
-    rejected_requests: AtomicU64,
 }
 
 /// An API error: status, stable code, message.
@@ -103,8 +95,29 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(ErrorCode(self.code));
+        response
     }
+}
+
+/// The code of an error answer, for [`count_refusals`].
+#[derive(Clone, Copy)]
+struct ErrorCode(&'static str);
+
+/// Counts the requests answered with a 4xx error, by code.
+async fn count_refusals(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    if response.status().is_client_error() {
+        if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
+            state.metrics.api_refused(code);
+        }
+    }
+    response
 }
 
 /// `Json` whose rejections are our JSON errors: 413 over the body limit, 400 otherwise.
@@ -157,6 +170,10 @@ pub fn router(state: Arc<ApiState>, body_limit: usize) -> Router {
         .layer(middleware::from_fn(crate::request_id::refuse_malformed));
     public
         .merge(api)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_refusals,
+        ))
         .layer(middleware::from_fn(crate::request_id::layer))
         .with_state(state)
 }
@@ -183,10 +200,6 @@ async fn authenticate(
     // Comparing digests keeps the comparison independent of where a guess first differs.
     let ok = presented.is_some_and(|p| state.tokens.iter().fold(false, |acc, t| acc | (*t == p)));
     if !ok {
-        state
-            .metrics
-            .rejected_requests
-            .fetch_add(1, Ordering::Relaxed);
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             codes::UNAUTHORIZED,
@@ -405,11 +418,16 @@ fn session_error(network: &Network, error: &ProtocolError) -> ApiError {
     }
 }
 
+/// Runs a session of `kind` on a key of `curve` through the engine and waits at most `limit`
+/// for its outcome, which goes into the metrics with its latency and culprits.
 async fn run_command(
     state: &ApiState,
+    kind: SessionKind,
+    curve: Curve,
     make: impl FnOnce(oneshot::Sender<Outcome>) -> Command,
     limit: Duration,
 ) -> Result<AnyEvent, ApiError> {
+    let started = Instant::now();
     let (reply, answer) = oneshot::channel();
     let traced = Traced {
         request_id: crate::request_id::current(),
@@ -420,7 +438,19 @@ async fn run_command(
         .send(traced)
         .await
         .map_err(|_| ApiError::internal("the coordinator is stopping"))?;
-    match tokio::time::timeout(limit, answer).await {
+    let answer = tokio::time::timeout(limit, answer).await;
+    let (outcome, culprits) = match &answer {
+        Ok(Ok(Ok(AnyEvent::SignatureReady { culprits, .. }))) => {
+            (MetricOutcome::Ok, culprits.clone())
+        }
+        Ok(Ok(Ok(_))) => (MetricOutcome::Ok, Vec::new()),
+        Ok(Ok(Err(error))) => (metric_outcome(error), error.culprits()),
+        Ok(Err(_)) | Err(_) => (MetricOutcome::Failed, Vec::new()),
+    };
+    state
+        .metrics
+        .session_ended(kind, curve, outcome, started.elapsed(), &culprits);
+    match answer {
         Ok(Ok(Ok(event))) => Ok(event),
         Ok(Ok(Err(error))) => Err(session_error(&state.network, &error)),
         Ok(Err(_)) => Err(ApiError::internal("session dropped")),
@@ -429,6 +459,17 @@ async fn run_command(
             codes::TIMEOUT,
             "the session did not finish before its deadline",
         )),
+    }
+}
+
+/// A failed session's outcome label: `refused` when members (or the approvals they check)
+/// refused it, `failed` otherwise.
+fn metric_outcome(error: &ProtocolError) -> MetricOutcome {
+    match error {
+        ProtocolError::SignersRefused { .. }
+        | ProtocolError::ClientNotAuthorized { .. }
+        | ProtocolError::OpenRefused { .. } => MetricOutcome::Refused,
+        _ => MetricOutcome::Failed,
     }
 }
 
@@ -553,6 +594,8 @@ async fn create_key(
     let (curve, threshold) = (body.curve, body.threshold);
     let event = run_command(
         &state,
+        SessionKind::Dkg,
+        curve,
         |reply| Command::CreateKey {
             curve,
             key_id: key_id.clone(),
@@ -564,13 +607,9 @@ async fn create_key(
         permafrost_engine::deadlines::DKG + Duration::from_secs(5),
     )
     .await;
-    if let Err(e) = event {
-        state.metrics.dkg_failures.fetch_add(1, Ordering::Relaxed);
-        return Err(e);
-    }
+    event?;
     // The engine recorded the key before its commit went out.
     let meta = lookup(&state, key_id.as_str())?;
-    state.metrics.keys_created.fetch_add(1, Ordering::Relaxed);
     Ok((StatusCode::CREATED, Json(record(&state, &meta))))
 }
 
@@ -622,8 +661,11 @@ async fn sign(
             ))
         }
     };
-    let outcome = run_command(
+    let curve = meta.curve;
+    let event = run_command(
         &state,
+        SessionKind::Sign,
+        curve,
         |reply| Command::Sign {
             key: meta.clone(),
             message,
@@ -632,14 +674,7 @@ async fn sign(
         },
         permafrost_engine::deadlines::SIGNING + Duration::from_secs(5),
     )
-    .await;
-    let event = match outcome {
-        Ok(e) => e,
-        Err(e) => {
-            state.metrics.sign_failures.fetch_add(1, Ordering::Relaxed);
-            return Err(e);
-        }
-    };
+    .await?;
     let AnyEvent::SignatureReady {
         signature,
         signers,
@@ -651,7 +686,6 @@ async fn sign(
     if !culprits.is_empty() {
         tracing::warn!(key = %meta.key_id, culprits = %names(&state.network, &culprits), "signature made without members that sent bad shares");
     }
-    state.metrics.signatures.fetch_add(1, Ordering::Relaxed);
     let name = |n: &NodeId| node_name(&state.network, n);
     Ok(Json(SignResponse {
         signature: hex::encode(signature),
@@ -721,12 +755,15 @@ async fn reshare(
     let ApiJson(body) = body?;
     let members = committee(&state.network, &body.nodes, body.threshold)?;
     let _guard = ResharingGuard::take(&state, &key_id)?;
-    let key = lookup(&state, &key_id)?.key_id;
+    let meta = lookup(&state, &key_id)?;
+    let (key, curve) = (meta.key_id, meta.curve);
     let committee = node_ids(&members)?;
     let threshold = body.threshold;
     let approvals = approvals(&body.approvals)?;
     let outcome = run_command(
         &state,
+        SessionKind::Reshare,
+        curve,
         |reply| Command::Reshare {
             key_id: key,
             committee,
@@ -740,60 +777,26 @@ async fn reshare(
             + permafrost_engine::deadlines::SIGNING
             + Duration::from_secs(60),
     )
-    .await;
+    .await?;
     match outcome {
-        Ok(AnyEvent::KeyReshared { excluded, .. }) => {
-            state.metrics.reshares.fetch_add(1, Ordering::Relaxed);
+        AnyEvent::KeyReshared { excluded, .. } => {
             if !excluded.is_empty() {
                 tracing::warn!(key = %key_id, excluded = %names(&state.network, &excluded), "dealers left out of the reshare");
             }
             // The engine recorded the new epoch before the certificate went out.
             Ok(Json(record(&state, &lookup(&state, &key_id)?)))
         }
-        Ok(_) => Err(ApiError::internal("unexpected reshare outcome")),
-        Err(e) => {
-            state
-                .metrics
-                .reshare_failures
-                .fetch_add(1, Ordering::Relaxed);
-            Err(e)
-        }
+        _ => Err(ApiError::internal("unexpected reshare outcome")),
     }
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "status", security(("bearer" = [])),
     summary = "Prometheus metrics",
     responses(
-        (status = 200, body = String, content_type = "text/plain; version=0.0.4", description = "Prometheus text format"),
+        (status = 200, body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", description = "OpenMetrics text format: every metric of this process, the same registry as `metrics_listen`"),
         (status = 400, body = ErrorBody, description = "A malformed X-Request-Id"),
         (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"),
     ))]
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
-    let m = &state.metrics;
-    let connected = state
-        .client
-        .connected_peers()
-        .await
-        .map(|p| p.len())
-        .unwrap_or(0);
-    let keys = state.store.keys().map(|k| k.len()).unwrap_or(0);
-    let body = format!(
-        "# TYPE permafrost_keys gauge\npermafrost_keys {keys}\n\
-         # TYPE permafrost_peers_connected gauge\npermafrost_peers_connected {connected}\n\
-         # TYPE permafrost_keys_created_total counter\npermafrost_keys_created_total {}\n\
-         # TYPE permafrost_dkg_failures_total counter\npermafrost_dkg_failures_total {}\n\
-         # TYPE permafrost_signatures_total counter\npermafrost_signatures_total {}\n\
-         # TYPE permafrost_sign_failures_total counter\npermafrost_sign_failures_total {}\n\
-         # TYPE permafrost_reshares_total counter\npermafrost_reshares_total {}\n\
-         # TYPE permafrost_reshare_failures_total counter\npermafrost_reshare_failures_total {}\n\
-         # TYPE permafrost_unauthorized_requests_total counter\npermafrost_unauthorized_requests_total {}\n",
-        m.keys_created.load(Ordering::Relaxed),
-        m.dkg_failures.load(Ordering::Relaxed),
-        m.signatures.load(Ordering::Relaxed),
-        m.sign_failures.load(Ordering::Relaxed),
-        m.reshares.load(Ordering::Relaxed),
-        m.reshare_failures.load(Ordering::Relaxed),
-        m.rejected_requests.load(Ordering::Relaxed),
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    permafrost_runtime::metrics::response(&state.registry)
 }

@@ -9,6 +9,7 @@
 mod config;
 mod engine;
 mod http;
+mod metrics;
 mod openapi;
 mod probe;
 mod request_id;
@@ -48,14 +49,21 @@ pub enum CoordinatorError {
     /// The API could not bind.
     #[error("api: {0}")]
     Api(String),
+    /// The metrics listener (`metrics_listen`) could not bind.
+    #[error("metrics: {0}")]
+    Metrics(String),
 }
 
 /// A running coordinator.
 pub struct Coordinator {
     /// Where the HTTP API listens.
     pub api_addr: SocketAddr,
+    /// Where `GET /metrics` is served without a token (`metrics_listen`), if configured.
+    pub metrics_addr: Option<SocketAddr>,
     /// Its PeerId.
     pub peer_id: PeerId,
+    metrics_listener: Option<permafrost_runtime::metrics::MetricsListener>,
+    _peer_watch: permafrost_runtime::metrics::PeerWatch,
     stop_engine: Option<oneshot::Sender<()>>,
     stop_api: Option<oneshot::Sender<()>>,
     stop_probes: Option<oneshot::Sender<()>>,
@@ -111,6 +119,7 @@ impl Coordinator {
                     .unwrap_or_else(|| member.peer_id.to_string()),
             );
         }
+        let node_names = nodes.clone();
         let setup = permafrost_engine::coordinator::CoordinatorSetup {
             verifier: Arc::new(identity::Libp2pVerifier),
             nodes,
@@ -134,6 +143,44 @@ impl Coordinator {
             .map_err(|e| CoordinatorError::Network(e.to_string()))?;
         let _ = client.dial_all().await;
 
+        let probes = Arc::new(probe::Probes::new(
+            network.nodes.iter().map(|node| node.peer_id),
+            Duration::from_millis(config.probe_interval_ms),
+            Duration::from_millis(config.unhealthy_after_ms),
+        ));
+        let mut registry = permafrost_runtime::metrics::registry();
+        let metrics = Arc::new(metrics::CoordinatorMetrics::register(
+            &mut registry,
+            node_names,
+            network
+                .nodes
+                .iter()
+                .map(|m| {
+                    let name = m.name.clone().unwrap_or_else(|| m.peer_id.to_string());
+                    (m.peer_id, name)
+                })
+                .collect(),
+            Arc::clone(&probes),
+            store.clone(),
+        ));
+        let peer_watch = permafrost_runtime::metrics::PeerWatch::start(
+            &mut registry,
+            client.clone(),
+            &network,
+            &me,
+        );
+        let registry = Arc::new(registry);
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                permafrost_runtime::metrics::MetricsListener::start(addr, Arc::clone(&registry))
+                    .await
+                    .map_err(|e| {
+                        CoordinatorError::Metrics(format!("cannot bind metrics_listen {addr}: {e}"))
+                    })?,
+            ),
+            None => None,
+        };
+
         let (commands, command_rx) = mpsc::channel(256);
         let (stop_engine, stop_engine_rx) = oneshot::channel();
         let engine = tokio::spawn(engine::run(
@@ -142,12 +189,7 @@ impl Coordinator {
             inbound,
             command_rx,
             stop_engine_rx,
-        ));
-
-        let probes = Arc::new(probe::Probes::new(
-            network.nodes.iter().map(|node| node.peer_id),
-            Duration::from_millis(config.probe_interval_ms),
-            Duration::from_millis(config.unhealthy_after_ms),
+            Arc::clone(&metrics),
         ));
         let (stop_probes, stop_probes_rx) = oneshot::channel();
         let prober = probe::spawn(client.clone(), Arc::clone(&probes), stop_probes_rx);
@@ -159,7 +201,8 @@ impl Coordinator {
             resharing: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             client: client.clone(),
             commands,
-            metrics: http::Metrics::default(),
+            metrics,
+            registry,
             gateway,
             probes,
             ready: std::sync::Mutex::new(None),
@@ -184,10 +227,14 @@ impl Coordinator {
                 tracing::error!(error = %e, "HTTP API stopped");
             }
         });
-        tracing::info!(peer_id = %me, api = %api_addr, "coordinator started");
+        let metrics_addr = metrics_listener.as_ref().map(|l| l.addr());
+        tracing::info!(peer_id = %me, api = %api_addr, metrics = ?metrics_addr, "coordinator started");
         Ok(Coordinator {
             api_addr,
+            metrics_addr,
             peer_id: me,
+            metrics_listener,
+            _peer_watch: peer_watch,
             stop_engine: Some(stop_engine),
             stop_api: Some(stop_api),
             stop_probes: Some(stop_probes),
@@ -200,6 +247,9 @@ impl Coordinator {
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop_api.take() {
             let _ = stop.send(());
+        }
+        if let Some(listener) = self.metrics_listener.take() {
+            listener.stop().await;
         }
         if let Some(stop) = self.stop_engine.take() {
             let _ = stop.send(());

@@ -6,6 +6,7 @@
 //! network_file = "network.toml"           # relative paths are relative to this file
 //! passphrase_file = "passphrase"        # optional; else $PERMAFROST_PASSPHRASE; a relative
 //!                                        # path is under $CREDENTIALS_DIRECTORY when set
+//! # metrics_listen = "127.0.0.1:9101"    # optional: GET /metrics for Prometheus (off when absent)
 //!
 //! # The clients whose signing requests this node accepts (ed25519 public keys, hex). With
 //! # none listed, the node signs nothing.
@@ -27,6 +28,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use std::time::Duration;
@@ -66,6 +68,10 @@ pub struct NodeConfig {
     /// Per-peer limit on inbound protocol messages (default: a burst of 512, then 4096/s).
     #[serde(default)]
     pub rate_limit: Option<permafrost_runtime::network::RateLimitConfig>,
+    /// Where to serve `GET /metrics` for Prometheus (port 0 picks a free port). Absent: no
+    /// metrics listener.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// The clients whose signing requests this node accepts (default: none).
     #[serde(default)]
     pub clients: ClientsConfig,
@@ -270,7 +276,7 @@ impl NodeConfig {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     /// A node.toml in a fresh directory with `passphrase_file = "passphrase"`.
@@ -342,5 +348,30 @@ mod tests {
             error.contains(&credentials.path().join("passphrase").display().to_string()),
             "{error}"
         );
+    }
+
+    const BASE: &str = r#"
+data_dir = "."
+listen = "/ip4/127.0.0.1/tcp/0"
+network_file = "network.toml"
+"#;
+
+    fn load(text: &str) -> Result<NodeConfig, NodeError> {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("node.toml");
+        std::fs::write(&path, text).unwrap();
+        NodeConfig::load(&path)
+    }
+
+    #[test]
+    fn metrics_listen_is_off_unless_given_and_must_be_an_address() {
+        assert_eq!(load(BASE).unwrap().metrics_listen, None);
+        let on = load(&format!("{BASE}metrics_listen = \"127.0.0.1:9101\"\n")).unwrap();
+        assert_eq!(on.metrics_listen, Some("127.0.0.1:9101".parse().unwrap()));
+        let Err(NodeError::Config(error)) = load(&format!("{BASE}metrics_listen = \"9101\"\n"))
+        else {
+            panic!("a bad address was accepted");
+        };
+        assert!(error.contains("metrics_listen"), "{error}");
     }
 }

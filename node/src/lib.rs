@@ -13,6 +13,7 @@
 mod audit_command;
 mod config;
 mod identity_key;
+mod metrics;
 mod pending_command;
 
 pub use audit_command::{run_audit, AuditCommand, AuditOutcome};
@@ -22,7 +23,7 @@ pub use pending_command::{run_pending, PendingCommand};
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use permafrost_engine::node::{NodeCore, NodeNotice, NodeOutput, NodeSetup, StoreError};
 use permafrost_keystore::{KeyStore, KeystoreError};
@@ -58,6 +59,9 @@ pub enum NodeError {
     /// The network file is unusable, or does not list this node.
     #[error("network: {0}")]
     Network(String),
+    /// The metrics listener (`metrics_listen`) could not bind.
+    #[error("metrics: {0}")]
+    Metrics(String),
 }
 
 /// How often deadlines are checked.
@@ -133,11 +137,34 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let (client, mut inbound) = permafrost_net::start(net_config)
         .await
         .map_err(|e| NodeError::Network(e.to_string()))?;
-    tracing::info!(node = %name, peer_id = %me, "node started");
+    let mut registry = permafrost_runtime::metrics::registry();
+    let metrics = metrics::NodeMetrics::register(&mut registry);
+    // Unless metrics are served, the registry is dropped and nothing watches the peers.
+    let (metrics_listener, _peer_watch) = match config.metrics_listen {
+        Some(addr) => {
+            let watch = permafrost_runtime::metrics::PeerWatch::start(
+                &mut registry,
+                client.clone(),
+                &network,
+                &me,
+            );
+            let listener =
+                permafrost_runtime::metrics::MetricsListener::start(addr, Arc::new(registry))
+                    .await
+                    .map_err(|e| {
+                        NodeError::Metrics(format!("cannot bind metrics_listen {addr}: {e}"))
+                    })?;
+            (Some(listener), Some(watch))
+        }
+        None => (None, None),
+    };
+    let metrics_addr = metrics_listener.as_ref().map(|l| l.addr());
+    tracing::info!(node = %name, peer_id = %me, metrics = ?metrics_addr, "node started");
 
     let mut shell = Shell {
         core: NodeCore::open(setup, keystore, permafrost_runtime::now())?,
         outbox: Outbox::new(client.clone()),
+        metrics,
     };
     shell.carry_out();
     if let Err(e) = client.dial_all().await {
@@ -168,15 +195,21 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         }
     }
     tracing::info!(node = %name, "node stopping");
+    if let Some(listener) = metrics_listener {
+        listener.stop().await;
+    }
     client.shutdown().await;
     Ok(())
 }
 
-/// The IO around the node core: inbound requests in, messages out, notices to the log.
+/// The IO around the node core: inbound requests in, messages out, notices to the log and
+/// the metrics.
 struct Shell {
     core: NodeCore<KeyStore>,
     /// Sends what the core queued.
     outbox: Outbox,
+    /// Counts the notices and times the group commits.
+    metrics: metrics::NodeMetrics,
 }
 
 impl Shell {
@@ -213,6 +246,7 @@ impl Shell {
     }
 
     fn tick(&mut self) {
+        self.metrics.prune(Instant::now());
         let now = permafrost_runtime::now();
         if self.core.poll_timeout().is_some_and(|due| due <= now) {
             self.core.handle_timeout(now);
@@ -223,13 +257,20 @@ impl Shell {
     /// Syncs the store for the shares waiting on it, then sends what the core queued and logs
     /// what it noticed, in order.
     fn carry_out(&mut self) {
-        self.core.flush();
+        if self.core.has_unflushed() {
+            let started = Instant::now();
+            self.core.flush();
+            self.metrics.keystore_commit(started.elapsed());
+        }
         while let Some(output) = self.core.poll_output() {
             match output {
                 NodeOutput::Transmit { to, message } => {
                     self.outbox.send(to, message);
                 }
-                NodeOutput::Notice(notice) => log(&notice),
+                NodeOutput::Notice(notice) => {
+                    self.metrics.notice(&notice, Instant::now());
+                    log(&notice);
+                }
             }
         }
     }

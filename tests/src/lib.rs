@@ -196,6 +196,7 @@ impl Cluster {
             gateway_operator_key_file: Some(gateway_operator),
             probe_interval_ms: CoordinatorConfig::DEFAULT_PROBE_INTERVAL_MS,
             unhealthy_after_ms: CoordinatorConfig::DEFAULT_UNHEALTHY_AFTER_MS,
+            metrics_listen: None,
         };
         Cluster {
             dir,

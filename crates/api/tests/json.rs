@@ -3,8 +3,8 @@
 
 use permafrost_api::{
     codes, decode_hex, encode_hex, ApiError, ClientAuthorization, CreateKeyRequest, Curve,
-    ErrorBody, Health, KeyList, KeyRecord, LocalnetInfo, LocalnetNode, NodeHealth, ProcessInfo,
-    Ready, ReshareRequest, SignRequest, SignResponse,
+    ErrorBody, Health, KeyList, KeyRecord, LocalnetInfo, LocalnetMetrics, LocalnetNode, NodeHealth,
+    ProcessInfo, Ready, ReshareRequest, SignRequest, SignResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -311,7 +311,9 @@ fn localnet_file() {
             addr: "/ip4/127.0.0.1/tcp/9001".into(),
             pid: 101,
         }],
+        metrics: None,
     };
+    // A file written before metrics existed reads as one without them.
     round_trip(
         &info,
         json!({
@@ -319,6 +321,23 @@ fn localnet_file() {
             "token": "tok",
             "coordinator": {"pid": 100},
             "nodes": [{"name":"node1","peer_id":"12D3KooWabc","addr":"/ip4/127.0.0.1/tcp/9001","pid":101}],
+        }),
+    );
+    let with_metrics = LocalnetInfo {
+        metrics: Some(LocalnetMetrics {
+            coordinator: "http://127.0.0.1:9100".into(),
+            nodes: [("node1".to_owned(), "http://127.0.0.1:9101".to_owned())].into(),
+        }),
+        ..info
+    };
+    round_trip(
+        &with_metrics,
+        json!({
+            "api": "http://127.0.0.1:8700",
+            "token": "tok",
+            "coordinator": {"pid": 100},
+            "nodes": [{"name":"node1","peer_id":"12D3KooWabc","addr":"/ip4/127.0.0.1/tcp/9001","pid":101}],
+            "metrics": {"coordinator": "http://127.0.0.1:9100", "nodes": {"node1": "http://127.0.0.1:9101"}},
         }),
     );
 }

@@ -10,9 +10,10 @@
 //!                                the node's first start moves it into its encrypted keystore
 //! D/node{i}/peer_id              the node's PeerId (public)
 //! D/node{i}/passphrase           random keystore passphrase, mode 0600
-//! D/node{i}/node.toml            data_dir ".", listen on a free loopback port
+//! D/node{i}/node.toml            data_dir ".", listen and metrics_listen on free loopback ports
 //! D/node{i}/node{i}.log          the process's stdout and stderr
-//! D/coordinator/identity.key, coordinator.toml (API token, mode 0600), coordinator.log
+//! D/coordinator/identity.key, coordinator.toml (API token, mode 0600; metrics_listen on a
+//!                                free loopback port), coordinator.log
 //! D/coordinator/gateway.key      the gateway client key: approves sign requests without a client
 //! D/coordinator/operator.key     the gateway operator key: approves DKGs and reshares without
 //!                                approvals
@@ -38,7 +39,7 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use permafrost_api::{Client, Health, LocalnetInfo, LocalnetNode, ProcessInfo};
+use permafrost_api::{Client, Health, LocalnetInfo, LocalnetMetrics, LocalnetNode, ProcessInfo};
 use permafrost_runtime::network::{CoordinatorEntry, NetworkFile, NodeEntry};
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
@@ -79,6 +80,7 @@ struct NodeToml {
     listen: String,
     network_file: String,
     passphrase_file: String,
+    metrics_listen: String,
     clients: AcceptedKeysToml,
     operators: AcceptedKeysToml,
 }
@@ -102,6 +104,8 @@ struct CoordinatorToml {
     gateway_client_key_file: Option<String>,
     #[serde(default)]
     gateway_operator_key_file: Option<String>,
+    #[serde(default)]
+    metrics_listen: Option<String>,
 }
 
 /// One started process.
@@ -530,10 +534,15 @@ fn prepare(
         None
     };
 
-    // One free port per node, one for the coordinator's libp2p listener, and the API port
-    // if asked to pick it. All are held until all are chosen, so none is chosen twice.
-    let ports = free_ports(nodes + 1 + usize::from(api_port == 0))?;
+    // One free port per node, one for the coordinator's libp2p listener, one per process for
+    // its metrics, and the API port if asked to pick it. All are held until all are chosen,
+    // so none is chosen twice.
+    let ports = free_ports(2 * (nodes + 1) + usize::from(api_port == 0))?;
     let (node_ports, rest) = ports.split_at(nodes);
+    let (metrics_ports, rest) = rest.split_at(nodes + 1);
+    let (coordinator_metrics_port, node_metrics_ports) = metrics_ports
+        .split_first()
+        .context("no metrics port for the coordinator")?;
     let coordinator_port = rest
         .first()
         .copied()
@@ -542,6 +551,10 @@ fn prepare(
         rest.get(1).copied().context("no port for the API")?
     } else {
         api_port
+    };
+    let mut metrics = LocalnetMetrics {
+        coordinator: format!("http://127.0.0.1:{coordinator_metrics_port}"),
+        nodes: Default::default(),
     };
 
     let coordinator_dir = dir.join(COORDINATOR);
@@ -560,7 +573,7 @@ fn prepare(
     let mut processes = Vec::new();
     let mut node_entries = Vec::new();
     let mut node_infos = Vec::new();
-    for (i, port) in (1..=nodes).zip(node_ports) {
+    for ((i, port), metrics_port) in (1..=nodes).zip(node_ports).zip(node_metrics_ports) {
         let name = format!("node{i}");
         let node_dir = dir.join(&name);
         std::fs::create_dir_all(&node_dir)
@@ -576,6 +589,7 @@ fn prepare(
             listen: addr.clone(),
             network_file: format!("../{NETWORK_FILE}"),
             passphrase_file: "passphrase".into(),
+            metrics_listen: format!("127.0.0.1:{metrics_port}"),
             clients: AcceptedKeysToml {
                 all_keys: accepted_clients.clone(),
             },
@@ -590,6 +604,9 @@ fn prepare(
             config_path,
             node_dir.join(format!("{name}.log")),
         ));
+        metrics
+            .nodes
+            .insert(name.clone(), format!("http://127.0.0.1:{metrics_port}"));
         node_entries.push(NodeEntry {
             name: name.clone(),
             peer_id: peer_id.clone(),
@@ -624,6 +641,7 @@ fn prepare(
         tokens: vec![token.clone()],
         gateway_client_key_file: Some(GATEWAY_KEY.into()),
         gateway_operator_key_file: Some(GATEWAY_OPERATOR_KEY.into()),
+        metrics_listen: Some(format!("127.0.0.1:{coordinator_metrics_port}")),
     };
     write_private(
         &coordinator_config_path,
@@ -661,6 +679,7 @@ fn prepare(
             token,
             coordinator: ProcessInfo { pid: 0 },
             nodes: node_infos,
+            metrics: Some(metrics),
         },
         processes,
     })
@@ -784,6 +803,12 @@ fn print_summary(localnet: &Localnet, took: Duration) {
             node.name, node.pid, node.addr, node.peer_id
         );
     }
+    if let Some(metrics) = &info.metrics {
+        println!("  metrics     coordinator {}/metrics", metrics.coordinator);
+        for (name, url) in &metrics.nodes {
+            println!("              {name:<11} {url}/metrics");
+        }
+    }
     println!("  logs        {}/*/*.log", localnet.dir().display());
     println!();
     println!("export PERMAFROST_API={}", info.api);
@@ -880,6 +905,23 @@ mod tests {
         ports.sort();
         ports.dedup();
         assert_eq!(ports.len(), 4, "every process has its own port");
+
+        // Every process serves metrics on its own port, and localnet.json says where.
+        let metrics = plan.info.metrics.clone().unwrap();
+        let coordinator_metrics = coordinator.metrics_listen.unwrap();
+        assert_eq!(metrics.coordinator, format!("http://{coordinator_metrics}"));
+        let mut metrics_ports = vec![coordinator_metrics.port(), coordinator.api_listen.port()];
+        for node in &plan.info.nodes {
+            let config =
+                permafrost_node::NodeConfig::load(&dir.join(&node.name).join(NODE_CONFIG)).unwrap();
+            let listen = config.metrics_listen.unwrap();
+            assert_eq!(metrics.nodes[&node.name], format!("http://{listen}"));
+            metrics_ports.push(listen.port());
+        }
+        metrics_ports.sort();
+        metrics_ports.dedup();
+        assert_eq!(metrics_ports.len(), 5, "every listener has its own port");
+        assert!(!metrics_ports.contains(&0));
 
         #[cfg(unix)]
         {

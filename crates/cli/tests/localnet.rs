@@ -561,6 +561,19 @@ async fn localnet_up_serves_the_api_and_stops_on_sigterm() {
         permafrost_verifiers::verify(Curve::Secp256k1Tr, &public_key, b"other", &signature)
             .is_err()
     );
+    // More signatures: every process's metrics count them (checked below).
+    let mut answers = vec![signed];
+    for i in 1..SIGNATURES {
+        let message = format!("settlement batch {}", 42 + i);
+        let signed = client.sign(&key.key_id, message.as_bytes()).await.unwrap();
+        verify_response(
+            &key,
+            message.as_bytes(),
+            &signed,
+            &["node1", "node2", "node3"],
+        );
+        answers.push(signed);
+    }
 
     // 401 without a token, and with a wrong one.
     let answer = reqwest::get(format!("{}/v1/health", info.api))
@@ -611,6 +624,8 @@ async fn localnet_up_serves_the_api_and_stops_on_sigterm() {
         String::from_utf8_lossy(&missing.stderr).starts_with("error: not_found: "),
         "{missing:?}"
     );
+
+    check_metrics(&info, &client, &key, &answers).await;
 
     // SIGTERM stops the localnet and every process it started.
     let status = Command::new("kill")
@@ -789,6 +804,325 @@ fn demo_runs_every_curve_and_exits_zero() {
             .find(|line| line.split_whitespace().next() == Some(curve))
             .unwrap_or_else(|| panic!("no table row for {curve}\n{output}"));
         assert!(row.contains("yes 6/6"), "{row}\n{output}");
+    }
+}
+
+/// Signatures made by `localnet_up_serves_the_api_and_stops_on_sigterm` before it reads the
+/// metrics.
+const SIGNATURES: usize = 5;
+
+/// Scrapes `{base}/metrics` (with `token`, if given) and parses it with a Prometheus text
+/// parser.
+async fn scrape(base: &str, token: Option<&str>) -> prometheus_parse::Scrape {
+    let mut request = reqwest::Client::new().get(format!("{base}/metrics"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let answer = request
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200, "{base}/metrics");
+    let text = answer.text().await.unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).unwrap()
+}
+
+/// The samples of metric `name` whose labels include `labels`.
+fn samples<'a>(
+    scrape: &'a prometheus_parse::Scrape,
+    name: &'a str,
+    labels: &'a [(&'a str, &'a str)],
+) -> impl Iterator<Item = &'a prometheus_parse::Sample> {
+    scrape.samples.iter().filter(move |s| {
+        s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+    })
+}
+
+/// The value of the one sample of `name` with `labels` (a counter, a gauge; the parser reads
+/// an OpenMetrics `_total` sample as untyped).
+fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found: Vec<_> = samples(scrape, name, labels).collect();
+    assert_eq!(found.len(), 1, "{name} {labels:?}: {found:?}");
+    match found[0].value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        ref other => panic!("{name} {labels:?} is not a number: {other:?}"),
+    }
+}
+
+/// The number of observations of histogram `name` with `labels` (its `+Inf` bucket).
+fn observations(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found: Vec<_> = samples(scrape, name, labels).collect();
+    assert_eq!(found.len(), 1, "{name} {labels:?}: {found:?}");
+    let prometheus_parse::Value::Histogram(buckets) = &found[0].value else {
+        panic!("{name} is not a histogram: {:?}", found[0]);
+    };
+    buckets
+        .iter()
+        .find(|b| b.less_than == f64::INFINITY)
+        .map(|b| b.count)
+        .unwrap_or_else(|| panic!("{name} has no +Inf bucket: {buckets:?}"))
+}
+
+/// Every metric name a scrape holds, as queries name them (`x_total`, `x`, `x_bucket`, …).
+fn exported_names(scrape: &prometheus_parse::Scrape) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for sample in &scrape.samples {
+        if let prometheus_parse::Value::Histogram(_) = sample.value {
+            names.insert(format!("{}_bucket", sample.metric));
+        }
+        names.insert(sample.metric.clone());
+    }
+    names
+}
+
+/// After `answers` (every signature of `key` so far, all of them successful), the coordinator
+/// and every signer say so in their metrics, scraped from the addresses in `localnet.json`;
+/// and every metric the Grafana dashboard queries is one of theirs.
+async fn check_metrics(
+    info: &LocalnetInfo,
+    client: &Client,
+    key: &KeyRecord,
+    answers: &[permafrost_api::SignResponse],
+) {
+    let n = answers.len() as f64;
+    let curve = key.curve.as_str();
+    let ok = [("curve", curve), ("outcome", "ok")];
+    let urls = info
+        .metrics
+        .as_ref()
+        .expect("localnet.json lists the metrics listeners");
+    assert_eq!(
+        urls.nodes.keys().collect::<Vec<_>>(),
+        ["node1", "node2", "node3"]
+    );
+
+    // Every node answers its probes (so the health gauges below read 1).
+    for node in urls.nodes.keys() {
+        until_healthy_is(client, node, true).await;
+    }
+    // The coordinator: its own listener and the API's /metrics (token) serve one registry.
+    let coordinator = scrape(&urls.coordinator, None).await;
+    let through_api = scrape(&info.api, Some(&info.token)).await;
+    for scrape in [&coordinator, &through_api] {
+        assert_eq!(
+            value(scrape, "permafrost_coordinator_signatures_total", &ok),
+            n
+        );
+        assert_eq!(
+            observations(
+                scrape,
+                "permafrost_coordinator_signature_duration_seconds",
+                &ok
+            ),
+            n
+        );
+    }
+    for outcome in ["failed", "refused"] {
+        let labels = [("curve", curve), ("outcome", outcome)];
+        assert_eq!(
+            value(
+                &coordinator,
+                "permafrost_coordinator_signatures_total",
+                &labels
+            ),
+            0.0
+        );
+    }
+    assert_eq!(
+        value(&coordinator, "permafrost_coordinator_dkgs_total", &ok),
+        1.0
+    );
+    assert_eq!(
+        observations(
+            &coordinator,
+            "permafrost_coordinator_dkg_duration_seconds",
+            &ok
+        ),
+        1.0
+    );
+    assert_eq!(value(&coordinator, "permafrost_coordinator_keys", &[]), 1.0);
+    // The first t signers of every signature were asked, in one round or in two.
+    let asks: f64 = ["one_round", "two_round"]
+        .iter()
+        .map(|mode| {
+            value(
+                &coordinator,
+                "permafrost_coordinator_signer_asks_total",
+                &[("mode", mode)],
+            )
+        })
+        .sum();
+    assert_eq!(asks, n * f64::from(key.threshold));
+    // Two requests without a good token, three for a key that does not exist.
+    let refused = |reason| {
+        value(
+            &coordinator,
+            "permafrost_coordinator_api_refused_total",
+            &[("reason", reason)],
+        )
+    };
+    assert_eq!(refused("unauthorized"), 2.0);
+    assert_eq!(refused("not_found"), 3.0);
+    for node in urls.nodes.keys() {
+        let node = [("node", node.as_str())];
+        assert_eq!(
+            value(&coordinator, "permafrost_coordinator_node_healthy", &node),
+            1.0
+        );
+        let rtt = value(
+            &coordinator,
+            "permafrost_coordinator_node_probe_round_trip_seconds",
+            &node,
+        );
+        assert!(rtt > 0.0 && rtt < 3.0, "{rtt}");
+        assert!(
+            value(
+                &coordinator,
+                "permafrost_coordinator_node_probe_age_seconds",
+                &node
+            ) < 3.0
+        );
+        assert!(
+            value(
+                &coordinator,
+                "permafrost_coordinator_commitment_pool_depth",
+                &node
+            ) >= 0.0
+        );
+        let culprits = [node[0], ("session", "sign")];
+        assert_eq!(
+            value(
+                &coordinator,
+                "permafrost_coordinator_culprits_total",
+                &culprits
+            ),
+            0.0
+        );
+        assert_eq!(
+            value(
+                &coordinator,
+                "permafrost_peer_connected",
+                &[("peer", node[0].1)]
+            ),
+            1.0
+        );
+    }
+
+    // Each signer: as many shares as the answers name it among the signers.
+    let mut names = exported_names(&coordinator);
+    let mut shares = 0.0;
+    for (name, url) in &urls.nodes {
+        let signed = answers
+            .iter()
+            .filter(|a| a.signers.iter().any(|s| s == name))
+            .count() as f64;
+        let node = scrape(url, None).await;
+        let curve = [("curve", curve)];
+        assert_eq!(
+            value(&node, "permafrost_node_shares_total", &curve),
+            signed,
+            "{name}"
+        );
+        assert_eq!(
+            observations(&node, "permafrost_node_share_duration_seconds", &curve),
+            signed,
+            "{name}"
+        );
+        assert!(
+            value(
+                &node,
+                "permafrost_node_client_requests_admitted_total",
+                &curve
+            ) >= signed
+        );
+        assert_eq!(
+            value(&node, "permafrost_node_dkgs_total", &[("outcome", "ok")]),
+            1.0
+        );
+        assert_eq!(value(&node, "permafrost_node_signers", &[]), 1.0);
+        assert!(
+            observations(
+                &node,
+                "permafrost_node_keystore_commit_duration_seconds",
+                &[]
+            ) >= 1.0
+        );
+        assert_eq!(
+            value(&node, "permafrost_node_store_failures_total", &[]),
+            0.0
+        );
+        // A gauge for every peer (the other nodes and the coordinator), each 1: every node
+        // dials every peer at start, and the gauges are read once a second.
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let peers: Vec<f64> =
+                samples(&scrape(url, None).await, "permafrost_peer_connected", &[])
+                    .map(|s| match s.value {
+                        prometheus_parse::Value::Gauge(v) => v,
+                        ref other => panic!("{other:?}"),
+                    })
+                    .collect();
+            assert_eq!(peers.len(), urls.nodes.len(), "{name}: {peers:?}");
+            if peers.iter().all(|v| *v == 1.0) {
+                break;
+            }
+            assert!(Instant::now() < until, "{name}: {peers:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        shares += signed;
+        names.extend(exported_names(&node));
+    }
+    assert_eq!(
+        shares,
+        n * f64::from(key.threshold),
+        "t shares per signature"
+    );
+
+    // The dashboard queries only what the processes export.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/grafana/permafrost.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut queried = std::collections::BTreeSet::new();
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 8, "{exprs:?}");
+    for expr in &exprs {
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("permafrost_") {
+            let end = rest[at..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .map_or(rest.len(), |e| at + e);
+            queried.insert(rest[at..end].to_owned());
+            rest = &rest[end..];
+        }
+    }
+    let unknown: Vec<_> = queried.difference(&names).collect();
+    assert!(
+        unknown.is_empty(),
+        "the dashboard queries {unknown:?}, which no process exports"
+    );
+}
+
+/// Every `expr` string in a Grafana dashboard.
+fn collect_exprs(value: &serde_json::Value, into: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match v {
+                    serde_json::Value::String(expr) if k == "expr" => into.push(expr.clone()),
+                    other => collect_exprs(other, into),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, into)),
+        _ => {}
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use frost_core::SigningPackage;
+use permafrost_engine::coordinator::POOL_BATCH;
 use permafrost_engine::sim::{Envelope, Fault, Network};
 use permafrost_keystore::AuditKind;
 use permafrost_protocol::sign::{Signer, SignerLimits, MAX_POOL_BATCH};
@@ -124,6 +125,16 @@ fn signatures_after_the_first_take_one_round<S: Suite>() {
     assert_eq!(count(&log, MessageKind::SignRequest, None), 3);
     assert_eq!(count(&log, MessageKind::CommitmentsRequest, None), 5);
     assert_eq!(count(&log, MessageKind::CommitmentBatch, None), 5);
+    // What the coordinator's metrics read: its first t signers asked in two rounds, and now
+    // a batch pooled for every member.
+    let core = net.coordinator(&coordinator).unwrap().core().unwrap();
+    let asks = core.signer_asks();
+    assert_eq!((asks.one_round, asks.two_round), (0, 3));
+    let pooled = core.pooled_commitments();
+    assert_eq!(pooled.len(), 5, "{pooled:?}");
+    assert!(pooled
+        .values()
+        .all(|depth| *depth == usize::from(POOL_BATCH)));
 
     log.lock().unwrap().clear();
     let signatures = 150; // more than a pool holds: it is topped up on the way
@@ -149,6 +160,13 @@ fn signatures_after_the_first_take_one_round<S: Suite>() {
     );
     assert_eq!(count(&log, MessageKind::SignShare, None), 3 * signatures);
     assert!(count(&log, MessageKind::CommitmentBatch, None) > 0);
+    let asks = net
+        .coordinator(&coordinator)
+        .unwrap()
+        .core()
+        .unwrap()
+        .signer_asks();
+    assert_eq!((asks.one_round, asks.two_round), (3 * signatures as u64, 3));
 
     // One audit entry per one-round signature on each signer: its admission, which says the
     // share was made too (written together); the first signature, in two rounds, has two.

@@ -74,6 +74,65 @@ impl Refusal {
     /// How the text of a [`Refusal::NotApproved`] starts, so that a coordinator that only
     /// sees a refusal's text can tell it apart.
     pub const NOT_APPROVED: &'static str = "life-cycle action not approved";
+
+    /// Every [`label`](Self::label), one per kind of refusal.
+    pub const LABELS: [&'static str; 24] = [
+        "wrong_session",
+        "wrong_key",
+        "wrong_epoch",
+        "not_in_committee",
+        "not_from_coordinator",
+        "sender_mismatch",
+        "bad_signature",
+        "unexpected",
+        "unknown_session",
+        "nonce_consumed",
+        "unknown_commitment",
+        "session_exists",
+        "message_not_approved",
+        "commitment_mismatch",
+        "commitment_set",
+        "package_mismatch",
+        "malformed",
+        "limit",
+        "finished",
+        "client_not_authorized",
+        "not_a_signer_node",
+        "session_concluded",
+        "awaiting_certificate",
+        "not_approved",
+    ];
+
+    /// A stable short name of the refusal's kind (`wrong_epoch`, `client_not_authorized`, …),
+    /// without its details: a metrics label, the same for every refusal of that kind.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::WrongSession => "wrong_session",
+            Refusal::WrongKey => "wrong_key",
+            Refusal::WrongEpoch { .. } => "wrong_epoch",
+            Refusal::NotInCommittee(_) => "not_in_committee",
+            Refusal::NotFromCoordinator(_) => "not_from_coordinator",
+            Refusal::SenderMismatch => "sender_mismatch",
+            Refusal::BadSignature(_) => "bad_signature",
+            Refusal::Unexpected(_) => "unexpected",
+            Refusal::UnknownSession => "unknown_session",
+            Refusal::NonceConsumed => "nonce_consumed",
+            Refusal::UnknownCommitment => "unknown_commitment",
+            Refusal::SessionExists => "session_exists",
+            Refusal::MessageNotApproved => "message_not_approved",
+            Refusal::CommitmentMismatch => "commitment_mismatch",
+            Refusal::CommitmentSet(_) => "commitment_set",
+            Refusal::PackageMismatch => "package_mismatch",
+            Refusal::Malformed(_) => "malformed",
+            Refusal::Limit(_) => "limit",
+            Refusal::Finished => "finished",
+            Refusal::ClientNotAuthorized(_) => "client_not_authorized",
+            Refusal::NotASignerNode(_) => "not_a_signer_node",
+            Refusal::SessionConcluded => "session_concluded",
+            Refusal::AwaitingCertificate => "awaiting_certificate",
+            Refusal::NotApproved(_) => "not_approved",
+        }
+    }
 }
 
 impl fmt::Display for Refusal {
@@ -282,5 +341,56 @@ impl ProtocolError {
 impl From<Refusal> for ProtocolError {
     fn from(r: Refusal) -> Self {
         ProtocolError::Refused(r)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// Every kind of refusal has its own label, in snake case, whatever its details say.
+    #[test]
+    fn refusal_labels_are_distinct_and_detail_free() {
+        let node = NodeId::new([7u8; 4]).unwrap();
+        let every = [
+            Refusal::WrongSession,
+            Refusal::WrongKey,
+            Refusal::WrongEpoch {
+                expected: Epoch(1),
+                got: Epoch(2),
+            },
+            Refusal::NotInCommittee(node.clone()),
+            Refusal::NotFromCoordinator(node.clone()),
+            Refusal::SenderMismatch,
+            Refusal::BadSignature(node.clone()),
+            Refusal::Unexpected(MessageKind::Probe),
+            Refusal::UnknownSession,
+            Refusal::NonceConsumed,
+            Refusal::UnknownCommitment,
+            Refusal::SessionExists,
+            Refusal::MessageNotApproved,
+            Refusal::CommitmentMismatch,
+            Refusal::CommitmentSet("x".into()),
+            Refusal::PackageMismatch,
+            Refusal::Malformed("x".into()),
+            Refusal::Limit("x".into()),
+            Refusal::Finished,
+            Refusal::ClientNotAuthorized("x".into()),
+            Refusal::NotASignerNode(node),
+            Refusal::SessionConcluded,
+            Refusal::AwaitingCertificate,
+            Refusal::NotApproved("x".into()),
+        ];
+        let labels: std::collections::BTreeSet<&str> = every.iter().map(Refusal::label).collect();
+        assert_eq!(labels.len(), every.len(), "{labels:?}");
+        assert_eq!(labels, Refusal::LABELS.into_iter().collect());
+        assert!(labels
+            .iter()
+            .all(|l| l.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+        assert_eq!(
+            Refusal::Limit("one".into()).label(),
+            Refusal::Limit("two".into()).label()
+        );
     }
 }

@@ -11,6 +11,7 @@
 //!   `permafrost-net`, reports failed dials, answers inbound requests.
 //! - [`credentials`]: where a secret file named in a config is found (systemd's credentials
 //!   directory), and the refusal of one that others can read.
+//! - [`metrics`]: the Prometheus registry, the `GET /metrics` listener and the shared labels.
 //!
 //! [`NodeIdentity`]: permafrost_protocol::NodeIdentity
 //! [`IdentityVerifier`]: permafrost_protocol::IdentityVerifier
@@ -21,6 +22,7 @@ pub use permafrost_engine::any;
 pub mod credentials;
 pub mod driver;
 pub mod identity;
+pub mod metrics;
 pub mod network;
 pub mod process;
 

@@ -254,6 +254,16 @@ impl std::fmt::Display for CoordinatorNotice {
     }
 }
 
+/// How the first `t` signers of the signatures so far were asked: in one round (with a
+/// pooled commitment of theirs) or in two (their pool was empty), since the core opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SignerAsks {
+    /// Signers asked in one round.
+    pub one_round: u64,
+    /// Signers asked in two rounds.
+    pub two_round: u64,
+}
+
 /// What a running session is, for what is done at its end.
 enum Running {
     /// A DKG: its key is recorded before the commit goes.
@@ -279,6 +289,8 @@ pub struct CoordinatorCore<M: MetadataStore> {
     parsed: any::ParsedPackages,
     /// Commitments the signers made ahead of time, for one-round signing.
     pools: CommitmentPools,
+    /// How the first `t` signers of each signature were asked.
+    asks: SignerAsks,
     /// The time of the latest input.
     now: Timestamp,
     outputs: VecDeque<CoordinatorOutput>,
@@ -298,6 +310,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
             preference: SignerPreference::default(),
             parsed: any::ParsedPackages::default(),
             pools: CommitmentPools::default(),
+            asks: SignerAsks::default(),
             now: Timestamp(0),
             outputs: VecDeque::new(),
         };
@@ -330,6 +343,17 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         self.setup.nodes.remove(node);
         self.preference.forget(node);
         self.pools.forget_node(node);
+    }
+
+    /// The commitments pooled for each node (over every key and epoch), for one-round
+    /// signing.
+    pub fn pooled_commitments(&self) -> BTreeMap<NodeId, usize> {
+        self.pools.depths()
+    }
+
+    /// How the first `t` signers of every signature so far were asked.
+    pub fn signer_asks(&self) -> SignerAsks {
+        self.asks
     }
 
     /// The next thing to do, in order.
@@ -444,6 +468,11 @@ impl<M: MetadataStore> CoordinatorCore<M> {
                 Some((node.clone(), pooled))
             })
             .collect();
+        let first = committee.len().min(usize::from(key.threshold));
+        let asks = SignerAsks {
+            one_round: u64::try_from(pooled.len()).unwrap_or(u64::MAX),
+            two_round: u64::try_from(first.saturating_sub(pooled.len())).unwrap_or(u64::MAX),
+        };
         let healthy: Vec<NodeId> = committee
             .iter()
             .filter(|node| {
@@ -468,7 +497,11 @@ impl<M: MetadataStore> CoordinatorCore<M> {
             &mut self.parsed,
         );
         match started {
-            Ok(signing) => self.start(session, signing, Running::Signing, request),
+            Ok(signing) => {
+                self.asks.one_round += asks.one_round;
+                self.asks.two_round += asks.two_round;
+                self.start(session, signing, Running::Signing, request)
+            }
             Err(e) => return self.done(request, Err(e)),
         }
         for (to, batch) in self

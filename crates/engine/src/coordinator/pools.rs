@@ -190,6 +190,15 @@ impl CommitmentPools {
         Ok(())
     }
 
+    /// The commitments pooled for each node, over every key and epoch.
+    pub(super) fn depths(&self) -> BTreeMap<NodeId, usize> {
+        let mut depths: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for ((_, _, node), pool) in &self.pools {
+            *depths.entry(node.clone()).or_default() += pool.len();
+        }
+        depths
+    }
+
     /// Batch request `session` did not reach its node: it may be asked again.
     pub(super) fn undelivered(&mut self, session: &SessionId) {
         if let Some(asked) = self.asked.remove(session) {

@@ -318,10 +318,7 @@ impl<St: NodeStore> NodeCore<St> {
     /// so that no later share of theirs leaves before they are on disk; if the store refused
     /// them as replays, their sessions are revoked instead: none of their shares is released.
     pub fn flush(&mut self) {
-        if self.held.is_empty()
-            && self.staged.admissions.is_empty()
-            && self.staged.audits.is_empty()
-        {
+        if !self.has_unflushed() {
             return;
         }
         let now = self.now;
@@ -361,6 +358,14 @@ impl<St: NodeStore> NodeCore<St> {
                 });
             }
         }
+    }
+
+    /// Whether the next [`flush`](Self::flush) has anything to write (it returns at once
+    /// otherwise).
+    pub fn has_unflushed(&self) -> bool {
+        !(self.held.is_empty()
+            && self.staged.admissions.is_empty()
+            && self.staged.audits.is_empty())
     }
 
     /// Signature shares waiting for the next [`flush`](Self::flush).
