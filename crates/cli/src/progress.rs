@@ -38,6 +38,7 @@ impl Progress {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             bar.set_style(style(SPINNER));
+            bar.set_message("starting");
             bar.enable_steady_tick(TICK);
             Progress {
                 sink: Sink::Terminal(bar),
