@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use permafrost_api::{ApiError, Curve};
 
+use crate::output::Format;
 use crate::{commands, demo, internal, localnet};
 
 /// The API base URL when neither `--api` nor `PERMAFROST_API` says otherwise.
@@ -34,6 +35,10 @@ pub struct Cli {
     /// Take the API URL and token from DIR/localnet.json (overrides --api and --token).
     #[arg(long, global = true, value_name = "DIR")]
     pub localnet: Option<PathBuf>,
+    /// Print the API's JSON answer even on a terminal (it is printed whenever standard output
+    /// is not a terminal; on a terminal, tables and sentences).
+    #[arg(long, global = true)]
+    pub json: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -51,8 +56,12 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         key: String,
         /// The message, hex.
-        #[arg(long, value_name = "HEX")]
-        message: String,
+        #[arg(long, value_name = "HEX", required_unless_present = "message_file")]
+        message: Option<String>,
+        /// Read the message's bytes, as they are, from FILE (`-`: standard input); at most
+        /// 64 KiB, the API's limit.
+        #[arg(long, value_name = "FILE", conflicts_with = "message")]
+        message_file: Option<PathBuf>,
         /// Approve the signature with this client key file (`permafrost client-key create`);
         /// the nodes must list its public key. Without it, the coordinator approves with its
         /// gateway key, if it has one.
@@ -97,11 +106,7 @@ pub enum Command {
     },
     /// Show the coordinator's health: each node's connection and liveness probe. A table on a
     /// terminal; JSON with `--json` or when the output is not a terminal.
-    Health {
-        /// Print JSON even on a terminal.
-        #[arg(long)]
-        json: bool,
-    },
+    Health,
     /// Run a network of nodes and a coordinator on this machine.
     #[command(subcommand)]
     Localnet(LocalnetCommand),
@@ -221,7 +226,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 token: cli.token,
                 localnet: cli.localnet,
             };
-            dispatch(target, command)
+            dispatch(target, Format::for_stdout(cli.json), command)
         }
     };
     match result {
@@ -233,7 +238,11 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn dispatch(target: commands::Target, command: Command) -> anyhow::Result<ExitCode> {
+fn dispatch(
+    target: commands::Target,
+    format: Format,
+    command: Command,
+) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -254,38 +263,45 @@ fn dispatch(target: commands::Target, command: Command) -> anyhow::Result<ExitCo
                     nodes,
                     key_id,
                     &operator_keys,
+                    format,
                 )
                 .await
             }
-            Command::Keys(KeysCommand::List) => commands::list_keys(&target).await,
-            Command::Keys(KeysCommand::Show { id }) => commands::show_key(&target, &id).await,
+            Command::Keys(KeysCommand::List) => commands::list_keys(&target, format).await,
+            Command::Keys(KeysCommand::Show { id }) => {
+                commands::show_key(&target, &id, format).await
+            }
             Command::Sign {
                 key,
                 message,
+                message_file,
                 client_key,
                 network_id,
                 public_key,
             } => {
+                let source = commands::MessageSource::from_args(message, message_file)?;
                 let approver = client_key.as_deref().map(|file| commands::Approver {
                     file,
                     network_id: network_id.as_deref(),
                     public_key: public_key.as_deref(),
                 });
-                commands::sign(&target, &key, &message, approver).await
+                commands::sign(&target, &key, &source, approver, format).await
             }
             Command::ClientKey(KeyFileCommand::Create { file })
             | Command::OperatorKey(KeyFileCommand::Create { file }) => {
-                commands::create_key_file(&file)
+                commands::create_key_file(&file, format)
             }
             Command::ClientKey(KeyFileCommand::Show { file })
-            | Command::OperatorKey(KeyFileCommand::Show { file }) => commands::show_key_file(&file),
+            | Command::OperatorKey(KeyFileCommand::Show { file }) => {
+                commands::show_key_file(&file, format)
+            }
             Command::Reshare {
                 key,
                 threshold,
                 nodes,
                 operator_keys,
-            } => commands::reshare(&target, &key, threshold, nodes, &operator_keys).await,
-            Command::Health { json } => commands::health(&target, json).await,
+            } => commands::reshare(&target, &key, threshold, nodes, &operator_keys, format).await,
+            Command::Health => commands::health(&target, format).await,
             Command::Localnet(LocalnetCommand::Up {
                 nodes,
                 dir,
@@ -389,6 +405,72 @@ mod tests {
             cli.command,
             Command::Localnet(LocalnetCommand::Up { api_port: 8700, .. })
         ));
+    }
+
+    #[test]
+    fn sign_takes_exactly_one_message_source() {
+        let sign = |extra: &[&str]| {
+            let mut args = vec!["permafrost", "sign", "--key", "k"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+        };
+        let source = |extra: &[&str]| {
+            let Command::Sign {
+                message,
+                message_file,
+                ..
+            } = sign(extra).unwrap().command
+            else {
+                panic!("not sign");
+            };
+            commands::MessageSource::from_args(message, message_file).unwrap()
+        };
+        assert_eq!(
+            source(&["--message", "00ff"]),
+            commands::MessageSource::Hex("00ff".into())
+        );
+        assert_eq!(
+            source(&["--message-file", "m.bin"]),
+            commands::MessageSource::File("m.bin".into())
+        );
+        assert_eq!(
+            source(&["--message-file", "-"]),
+            commands::MessageSource::Stdin
+        );
+        let both = sign(&["--message", "00", "--message-file", "-"])
+            .err()
+            .unwrap();
+        assert_eq!(both.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(both.to_string().contains("--message-file"), "{both}");
+        let neither = sign(&[]).err().unwrap();
+        assert_eq!(
+            neither.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        assert!(neither.to_string().contains("--message"), "{neither}");
+    }
+
+    #[test]
+    fn json_is_an_option_of_every_command() {
+        for args in [
+            &["permafrost", "--json", "health"][..],
+            &["permafrost", "health", "--json"],
+            &["permafrost", "keys", "list", "--json"],
+            &[
+                "permafrost",
+                "sign",
+                "--key",
+                "k",
+                "--message",
+                "00",
+                "--json",
+            ],
+            &["permafrost", "client-key", "show", "--file", "f", "--json"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert!(cli.json, "{args:?}");
+        }
+        assert!(!Cli::try_parse_from(["permafrost", "health"]).unwrap().json);
     }
 
     #[test]

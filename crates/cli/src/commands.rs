@@ -1,17 +1,24 @@
 //! The API commands: `keys create|list|show`, `sign`, `reshare`, `health`, and
-//! `client-key|operator-key create|show`. Each prints the JSON answer,
-//! pretty; an API error comes back as [`permafrost_api::ApiError`] for the caller to print.
+//! `client-key|operator-key create|show`. Each prints its answer in the [`Format`] it is
+//! given: the API's JSON, pretty, or for people (see [`crate::output`]); an API error comes
+//! back as [`permafrost_api::ApiError`] for the caller to print.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::Context;
 use permafrost_api::{
     decode_hex, Client, ClientKey, CreateKeyRequest, Curve, Health, LocalnetInfo, ReshareRequest,
 };
+use permafrost_protocol::sign::MAX_SIGN_MESSAGE_LEN;
 use permafrost_wire::{Digest, Epoch, KeyId, LifecycleAction, LifecycleKind, NodeId};
 use rand_core::{OsRng, RngCore};
 use serde::Serialize;
+
+use crate::output::{self, Format};
+use crate::progress::Progress;
 
 /// Where the API is and how to authenticate, from the global options. No `Debug`: it holds
 /// the token.
@@ -54,11 +61,6 @@ pub fn read_localnet_info(dir: &Path) -> anyhow::Result<LocalnetInfo> {
         .with_context(|| format!("{} is not a localnet file", path.display()))
 }
 
-fn print_json(value: &impl Serialize) -> anyhow::Result<ExitCode> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(ExitCode::SUCCESS)
-}
-
 /// `permafrost keys create`: with operator keys, the CLI names the key id and the committee
 /// itself and signs the DKG with each key (the nodes check the approvals, not the coordinator).
 pub async fn create_key(
@@ -68,6 +70,7 @@ pub async fn create_key(
     nodes: Option<Vec<String>>,
     key_id: Option<String>,
     operator_keys: &[PathBuf],
+    format: Format,
 ) -> anyhow::Result<ExitCode> {
     let client = target.client()?;
     let mut request = CreateKeyRequest {
@@ -99,7 +102,8 @@ pub async fn create_key(
         };
         request.approvals = approve(&health.network_id, &action, operator_keys)?;
     }
-    print_json(&client.create_key(&request).await?)
+    let key = client.create_key(&request).await?;
+    output::print(format, &key, |key| output::key_record("created key", key))
 }
 
 /// The node ids of the nodes named `names`, sorted (as the protocol orders a committee).
@@ -150,13 +154,15 @@ fn approve(
 }
 
 /// `permafrost keys list`.
-pub async fn list_keys(target: &Target) -> anyhow::Result<ExitCode> {
-    print_json(&target.client()?.keys().await?)
+pub async fn list_keys(target: &Target, format: Format) -> anyhow::Result<ExitCode> {
+    let list = target.client()?.keys().await?;
+    output::print(format, &list, output::key_list_table)
 }
 
 /// `permafrost keys show ID`.
-pub async fn show_key(target: &Target, key_id: &str) -> anyhow::Result<ExitCode> {
-    print_json(&target.client()?.key(key_id).await?)
+pub async fn show_key(target: &Target, key_id: &str, format: Format) -> anyhow::Result<ExitCode> {
+    let key = target.client()?.key(key_id).await?;
+    output::print(format, &key, |key| output::key_record("key", key))
 }
 
 /// Who approves a `sign` and what it insists on: the client key file, and optionally the
@@ -170,16 +176,83 @@ pub struct Approver<'a> {
     pub public_key: Option<&'a str>,
 }
 
-/// `permafrost sign --key ID --message HEX [--client-key FILE [--network-id ID]
-/// [--public-key HEX]]`. With a client key, the key's group public key and the network id the
-/// approval covers come from `GET /v1/keys/{id}`, checked against the pinned ones if given.
+/// Where `sign` takes the message from: exactly one of `--message HEX` and
+/// `--message-file PATH` (`-`: standard input).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageSource {
+    /// `--message`: the bytes in hex.
+    Hex(String),
+    /// `--message-file PATH`: the file's bytes, as they are.
+    File(PathBuf),
+    /// `--message-file -`: standard input's bytes, as they are.
+    Stdin,
+}
+
+impl MessageSource {
+    /// The source `--message` or `--message-file` names; an error unless exactly one is given.
+    pub fn from_args(hex: Option<String>, file: Option<PathBuf>) -> anyhow::Result<Self> {
+        match (hex, file) {
+            (Some(hex), None) => Ok(MessageSource::Hex(hex)),
+            (None, Some(file)) if file.as_os_str() == "-" => Ok(MessageSource::Stdin),
+            (None, Some(file)) => Ok(MessageSource::File(file)),
+            _ => anyhow::bail!("give the message with exactly one of --message and --message-file"),
+        }
+    }
+
+    /// The message's bytes: decoded from hex, or read from the file or standard input, never
+    /// more than the API's limit of [`MAX_SIGN_MESSAGE_LEN`] bytes (a longer one is an error
+    /// before anything is approved or sent).
+    pub fn read(&self) -> anyhow::Result<Vec<u8>> {
+        let message = match self {
+            MessageSource::Hex(hex) => decode_hex("message", hex)?,
+            MessageSource::File(path) => {
+                let file = std::fs::File::open(path)
+                    .with_context(|| format!("cannot open the message file {}", path.display()))?;
+                read_capped(file).with_context(|| format!("cannot read {}", self.name()))?
+            }
+            MessageSource::Stdin => read_capped(std::io::stdin().lock())
+                .with_context(|| format!("cannot read {}", self.name()))?,
+        };
+        anyhow::ensure!(
+            message.len() <= MAX_SIGN_MESSAGE_LEN,
+            "the message from {} is longer than {MAX_SIGN_MESSAGE_LEN} bytes, the API's limit: \
+             nothing was approved or sent",
+            self.name()
+        );
+        Ok(message)
+    }
+
+    /// Where the message comes from, for errors.
+    fn name(&self) -> String {
+        match self {
+            MessageSource::Hex(_) => "--message".to_owned(),
+            MessageSource::File(path) => path.display().to_string(),
+            MessageSource::Stdin => "standard input".to_owned(),
+        }
+    }
+}
+
+/// Reads `reader` to its end, but no more than one byte past the message limit.
+fn read_capped(reader: impl Read) -> std::io::Result<Vec<u8>> {
+    let mut message = Vec::new();
+    reader
+        .take(MAX_SIGN_MESSAGE_LEN as u64 + 1)
+        .read_to_end(&mut message)?;
+    Ok(message)
+}
+
+/// `permafrost sign --key ID (--message HEX | --message-file PATH|-) [--client-key FILE
+/// [--network-id ID] [--public-key HEX]]`. With a client key, the key's group public key and
+/// the network id the approval covers come from `GET /v1/keys/{id}`, checked against the
+/// pinned ones if given.
 pub async fn sign(
     target: &Target,
     key_id: &str,
-    message_hex: &str,
+    source: &MessageSource,
     approver: Option<Approver<'_>>,
+    format: Format,
 ) -> anyhow::Result<ExitCode> {
-    let message = decode_hex("message", message_hex)?;
+    let message = source.read()?;
     let client = target.client()?;
     let answer = match approver {
         Some(approver) => {
@@ -205,7 +278,7 @@ pub async fn sign(
         }
         None => client.sign(key_id, &message).await?,
     };
-    print_json(&answer)
+    output::print(format, &answer, output::signature)
 }
 
 /// The public key of a client or operator key, as `client-key|operator-key create|show`
@@ -216,33 +289,38 @@ struct KeyFileInfo {
     public_key: String,
 }
 
+impl KeyFileInfo {
+    fn print(key: &ClientKey, file: &Path, format: Format) -> anyhow::Result<ExitCode> {
+        let info = KeyFileInfo {
+            file: file.display().to_string(),
+            public_key: key.public_hex(),
+        };
+        output::print(format, &info, |info| {
+            format!("{}: public key {}\n", info.file, info.public_key)
+        })
+    }
+}
+
 /// `permafrost client-key|operator-key create --file FILE`.
-pub fn create_key_file(file: &Path) -> anyhow::Result<ExitCode> {
-    let key = ClientKey::create_file(file)?;
-    print_json(&KeyFileInfo {
-        file: file.display().to_string(),
-        public_key: key.public_hex(),
-    })
+pub fn create_key_file(file: &Path, format: Format) -> anyhow::Result<ExitCode> {
+    KeyFileInfo::print(&ClientKey::create_file(file)?, file, format)
 }
 
 /// `permafrost client-key|operator-key show --file FILE`.
-pub fn show_key_file(file: &Path) -> anyhow::Result<ExitCode> {
-    let key = ClientKey::load(file)?;
-    print_json(&KeyFileInfo {
-        file: file.display().to_string(),
-        public_key: key.public_hex(),
-    })
+pub fn show_key_file(file: &Path, format: Format) -> anyhow::Result<ExitCode> {
+    KeyFileInfo::print(&ClientKey::load(file)?, file, format)
 }
 
 /// `permafrost reshare --key ID --threshold T --nodes a,b,c [--operator-key FILE …]`: with
 /// operator keys, the CLI reads the key's current epoch and public key package digest and signs
-/// the reshare with each key.
+/// the reshare with each key. While the reshare runs, progress on standard error.
 pub async fn reshare(
     target: &Target,
     key_id: &str,
     threshold: u16,
     nodes: Vec<String>,
     operator_keys: &[PathBuf],
+    format: Format,
 ) -> anyhow::Result<ExitCode> {
     let client = target.client()?;
     let mut approvals = Vec::new();
@@ -267,82 +345,31 @@ pub async fn reshare(
         };
         approvals = approve(&health.network_id, &action, operator_keys)?;
     }
+    let progress = Progress::on_stderr();
+    progress.step(format!(
+        "resharing key {key_id} to {threshold} of {}: waiting for the commit",
+        output::natural_list(&nodes)
+    ));
+    let started = Instant::now();
     let request = ReshareRequest {
         threshold,
         nodes,
         approvals,
     };
-    print_json(&client.reshare(key_id, &request).await?)
+    let key = client.reshare(key_id, &request).await?;
+    progress.line(format!(
+        "key {key_id} reshared: epoch {} committed in {:.1} s",
+        key.epoch,
+        started.elapsed().as_secs_f64()
+    ));
+    progress.finish();
+    output::print(format, &key, |key| output::key_record("reshared key", key))
 }
 
 /// `permafrost health`.
-pub async fn health(target: &Target, json: bool) -> anyhow::Result<ExitCode> {
-    use std::io::IsTerminal;
+pub async fn health(target: &Target, format: Format) -> anyhow::Result<ExitCode> {
     let health = target.client()?.health().await?;
-    if json || !std::io::stdout().is_terminal() {
-        return print_json(&health);
-    }
-    print!("{}", health_table(&health));
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The health as a table for people: one line per node, in natural order of their names
-/// (`node2` before `node10`).
-pub fn health_table(health: &Health) -> String {
-    let mut nodes: Vec<&permafrost_api::NodeHealth> = health.nodes.iter().collect();
-    nodes.sort_by_key(|node| natural_key(&node.name));
-    let mut out = format!(
-        "coordinator {} · network {}\n",
-        health.status, health.network_id
-    );
-    out.push_str(&format!(
-        "{:<12} {:<9} {:<9} {:>12} {:>10}  {}\n",
-        "NODE", "HEALTHY", "CONNECTED", "ROUND TRIP", "LAST OK", "PROBE ERROR"
-    ));
-    for node in nodes {
-        let yes_no = |b: bool| if b { "yes" } else { "NO" };
-        let rtt = node.last_round_trip_us.map_or_else(
-            || "-".to_owned(),
-            |us| format!("{:.2} ms", us as f64 / 1000.0),
-        );
-        let age = node.last_probe_age_ms.map_or_else(
-            || "never".to_owned(),
-            |ms| format!("{:.1} s ago", ms as f64 / 1000.0),
-        );
-        out.push_str(&format!(
-            "{:<12} {:<9} {:<9} {:>12} {:>10}  {}\n",
-            node.name,
-            yes_no(node.healthy),
-            yes_no(node.connected),
-            rtt,
-            age,
-            node.probe_error.as_deref().unwrap_or("")
-        ));
-    }
-    out
-}
-
-/// Sorts names with numbers in them as people do: the digits compare as numbers.
-fn natural_key(name: &str) -> Vec<(String, u64)> {
-    let mut parts = Vec::new();
-    let mut text = String::new();
-    let mut digits = String::new();
-    for c in name.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-        } else {
-            if !digits.is_empty() {
-                parts.push((
-                    std::mem::take(&mut text),
-                    digits.parse().unwrap_or(u64::MAX),
-                ));
-                digits.clear();
-            }
-            text.push(c);
-        }
-    }
-    parts.push((text, digits.parse().unwrap_or(0)));
-    parts
+    output::print(format, &health, output::health_table)
 }
 
 #[cfg(test)]
@@ -350,46 +377,81 @@ fn natural_key(name: &str) -> Vec<(String, u64)> {
 mod tests {
     use super::*;
 
-    fn node(name: &str, healthy: bool) -> permafrost_api::NodeHealth {
-        permafrost_api::NodeHealth {
-            name: name.into(),
-            peer_id: format!("12D3KooW{name}"),
-            connected: true,
-            healthy,
-            last_round_trip_us: healthy.then_some(1_250),
-            last_probe_age_ms: Some(if healthy { 400 } else { 4_100 }),
-            probe_error: (!healthy).then(|| "no answer within 3000 ms".to_owned()),
+    fn refused(source: &MessageSource) -> String {
+        match source.read() {
+            Ok(message) => panic!("read {} bytes", message.len()),
+            Err(e) => format!("{e:#}"),
         }
     }
 
     #[test]
-    fn the_health_table_lists_nodes_in_natural_order() {
-        let health = Health {
-            status: "ok".into(),
-            network_id: "custody-1".into(),
-            nodes: vec![
-                node("node10", true),
-                node("node2", false),
-                node("node1", true),
-            ],
-        };
-        let table = health_table(&health);
-        let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 5, "{table}");
-        assert_eq!(lines[0], "coordinator ok · network custody-1");
-        let names: Vec<&str> = lines[2..]
-            .iter()
-            .map(|l| l.split_whitespace().next().unwrap())
-            .collect();
-        assert_eq!(names, ["node1", "node2", "node10"]);
-        assert!(
-            lines[2].contains("yes") && lines[2].contains("1.25 ms"),
-            "{table}"
+    fn the_message_is_one_of_hex_a_file_or_standard_input() {
+        assert_eq!(
+            MessageSource::from_args(Some("00ff".into()), None).unwrap(),
+            MessageSource::Hex("00ff".into())
         );
-        assert!(
-            lines[3].contains("NO") && lines[3].contains("4.1 s ago"),
-            "{table}"
+        assert_eq!(
+            MessageSource::from_args(None, Some("-".into())).unwrap(),
+            MessageSource::Stdin
         );
-        assert!(lines[3].ends_with("no answer within 3000 ms"), "{table}");
+        assert_eq!(
+            MessageSource::from_args(None, Some("m.bin".into())).unwrap(),
+            MessageSource::File("m.bin".into())
+        );
+        for (hex, file) in [
+            (None, None),
+            (Some("00".to_owned()), Some(PathBuf::from("-"))),
+        ] {
+            let error = MessageSource::from_args(hex, file).unwrap_err().to_string();
+            assert!(error.contains("exactly one of"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_message_file_is_read_as_bytes_up_to_the_api_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Not UTF-8, with a NUL and a trailing newline: the bytes are signed as they are.
+        let binary: Vec<u8> = (0..=255u8).chain([b'\n']).collect();
+        let path = tmp.path().join("binary");
+        std::fs::write(&path, &binary).unwrap();
+        assert_eq!(MessageSource::File(path).read().unwrap(), binary);
+
+        let path = tmp.path().join("largest");
+        std::fs::write(&path, vec![7u8; MAX_SIGN_MESSAGE_LEN]).unwrap();
+        assert_eq!(
+            MessageSource::File(path).read().unwrap().len(),
+            MAX_SIGN_MESSAGE_LEN
+        );
+
+        let path = tmp.path().join("too-long");
+        std::fs::write(&path, vec![7u8; MAX_SIGN_MESSAGE_LEN + 1]).unwrap();
+        let error = refused(&MessageSource::File(path.clone()));
+        assert!(
+            error.contains(&path.display().to_string())
+                && error.contains("longer than 65536 bytes")
+                && error.contains("nothing was approved or sent"),
+            "{error}"
+        );
+
+        let error = refused(&MessageSource::File(tmp.path().join("missing")));
+        assert!(error.contains("cannot open the message file"), "{error}");
+    }
+
+    #[test]
+    fn a_hex_message_is_decoded_and_capped_too() {
+        assert_eq!(
+            MessageSource::Hex("00ff10".into()).read().unwrap(),
+            [0x00, 0xff, 0x10]
+        );
+        let error = refused(&MessageSource::Hex("zz".into()));
+        assert!(error.contains("message"), "{error}");
+        let error = refused(&MessageSource::Hex("ab".repeat(MAX_SIGN_MESSAGE_LEN + 1)));
+        assert!(error.contains("from --message is longer than"), "{error}");
+    }
+
+    #[test]
+    fn reading_stops_one_byte_past_the_limit() {
+        let read = read_capped(std::io::repeat(1)).unwrap();
+        assert_eq!(read.len(), MAX_SIGN_MESSAGE_LEN + 1);
     }
 }

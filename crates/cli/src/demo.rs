@@ -6,7 +6,8 @@
 //! (`D/client.key`, which every node lists), and a request approved by a key no node lists
 //! must be refused by the nodes (403). Every signature is checked with `permafrost_verifiers`
 //! (standard, non-FROST verifiers) against the one public key, which the reshare must not
-//! change. Prints a table and exits 0 only if every step succeeded and every signature verified.
+//! change. Reports each step as progress on standard error, then prints a table on standard
+//! output, and exits 0 only if every step succeeded and every signature verified.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -18,6 +19,8 @@ use permafrost_api::{
 };
 
 use crate::localnet::Localnet;
+use crate::output::{natural_list, Align, Table};
+use crate::progress::Progress;
 use crate::shutdown::Shutdown;
 
 /// Nodes in the demo's localnet.
@@ -44,33 +47,35 @@ struct CurveReport {
 /// `permafrost demo`.
 pub async fn run() -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::on_signals()?;
+    let progress = Progress::on_stderr();
     let dir = tempfile::Builder::new()
         .prefix("permafrost-demo-")
         .tempdir()
         .context("cannot create a temporary directory")?;
-    println!(
+    progress.line(format!(
         "Starting a localnet of {NODES} nodes and a coordinator in {}",
         dir.path().display()
-    );
+    ));
     let started = Instant::now();
-    let localnet = Localnet::start(dir.path(), NODES, 0, true, &shutdown).await?;
-    println!(
+    let localnet = Localnet::start(dir.path(), NODES, 0, true, &shutdown, &progress).await?;
+    progress.line(format!(
         "All {NODES} nodes connected in {} ms (API {})",
         started.elapsed().as_millis(),
         localnet.info().api
-    );
-    println!();
+    ));
 
     let approver = ClientKey::load(&dir.path().join(crate::localnet::CLIENT_KEY))?;
     let outcome = tokio::select! {
-        outcome = exercise(&localnet, &approver) => outcome,
+        outcome = exercise(&localnet, &approver, &progress) => outcome,
         () = shutdown.wait() => Err(anyhow::anyhow!("interrupted")),
     };
+    progress.step("stopping the localnet");
     localnet.stop().await;
     drop(dir);
+    progress.finish();
 
     let reports = outcome?;
-    print_table(&reports);
+    print!("{}", table(&reports));
     let failures: Vec<String> = reports
         .iter()
         .filter_map(|r| r.as_ref().err().map(|(curve, e)| format!("{curve}: {e:#}")))
@@ -93,19 +98,22 @@ pub async fn run() -> anyhow::Result<ExitCode> {
 
 type CurveOutcome = Result<CurveReport, (Curve, anyhow::Error)>;
 
-async fn exercise(localnet: &Localnet, approver: &ClientKey) -> anyhow::Result<Vec<CurveOutcome>> {
+async fn exercise(
+    localnet: &Localnet,
+    approver: &ClientKey,
+    progress: &Progress,
+) -> anyhow::Result<Vec<CurveOutcome>> {
     let client = Client::from_localnet(localnet.info())?;
     let mut reports = Vec::new();
     for curve in Curve::ALL {
-        let report = exercise_curve(&client, approver, curve)
+        let report = exercise_curve(&client, approver, curve, progress)
             .await
             .map_err(|e| (curve, e));
         if let Err((_, e)) = &report {
-            println!("{curve}: FAILED: {e:#}");
+            progress.line(format!("{curve}: FAILED: {e:#}"));
         }
         reports.push(report);
     }
-    println!();
     Ok(reports)
 }
 
@@ -117,6 +125,7 @@ async fn exercise_curve(
     client: &Client,
     approver: &ClientKey,
     curve: Curve,
+    progress: &Progress,
 ) -> anyhow::Result<CurveReport> {
     let request = CreateKeyRequest {
         curve,
@@ -125,17 +134,21 @@ async fn exercise_curve(
         key_id: None,
         approvals: Vec::new(),
     };
+    progress.step(format!(
+        "{curve}: DKG of a {THRESHOLD}-of-{} key",
+        FIRST_COMMITTEE.len()
+    ));
     let started = Instant::now();
     let key = client.create_key(&request).await.context("DKG")?;
     let dkg = started.elapsed();
-    println!(
+    progress.line(format!(
         "{curve}: {}-of-{} key on {} created in {} ms, public key {}",
         key.threshold,
         key.nodes.len(),
-        key.nodes.join(","),
+        natural_list(&key.nodes),
         dkg.as_millis(),
         key.public_key
-    );
+    ));
     let mut report = CurveReport {
         curve,
         public_key: key.public_key.clone(),
@@ -144,9 +157,16 @@ async fn exercise_curve(
         signs: Vec::new(),
         verified: 0,
     };
-    sign_epoch(client, approver, &key, &mut report).await?;
-    refused_without_approval(client, &key).await?;
+    sign_epoch(client, approver, &key, &mut report, progress).await?;
+    progress.step(format!(
+        "{curve}: a request approved by an unknown client key"
+    ));
+    refused_without_approval(client, &key, progress).await?;
 
+    progress.step(format!(
+        "{curve}: resharing to {RESHARED_THRESHOLD}-of-{}, waiting for the commit",
+        SECOND_COMMITTEE.len()
+    ));
     let started = Instant::now();
     let reshared = client
         .reshare(
@@ -167,21 +187,25 @@ async fn exercise_curve(
             reshared.public_key
         );
     }
-    println!(
+    progress.line(format!(
         "{curve}: reshared in {} ms to {}-of-{} on {} (node5 evicted), epoch {}, same public key",
         report.reshare.as_millis(),
         reshared.threshold,
         reshared.nodes.len(),
-        reshared.nodes.join(","),
+        natural_list(&reshared.nodes),
         reshared.epoch
-    );
-    sign_epoch(client, approver, &reshared, &mut report).await?;
+    ));
+    sign_epoch(client, approver, &reshared, &mut report, progress).await?;
     Ok(report)
 }
 
 /// A request approved by a client key no node lists must be refused by the nodes themselves
 /// (the coordinator forwards it): 403 `client_not_authorized`.
-async fn refused_without_approval(client: &Client, key: &KeyRecord) -> anyhow::Result<()> {
+async fn refused_without_approval(
+    client: &Client,
+    key: &KeyRecord,
+    progress: &Progress,
+) -> anyhow::Result<()> {
     let stranger = ClientKey::generate();
     match client
         .sign_key_as(&stranger, key, b"pay everything to mallory")
@@ -190,10 +214,10 @@ async fn refused_without_approval(client: &Client, key: &KeyRecord) -> anyhow::R
         Err(ApiError::Http {
             status: 403, code, ..
         }) if code == codes::CLIENT_NOT_AUTHORIZED => {
-            println!(
+            progress.line(format!(
                 "{}: a request approved by an unknown client key: refused by the nodes (403 {code})",
                 key.curve
-            );
+            ));
             Ok(())
         }
         Ok(_) => bail!("the nodes signed a request no accepted client approved"),
@@ -208,11 +232,16 @@ async fn sign_epoch(
     approver: &ClientKey,
     key: &KeyRecord,
     report: &mut CurveReport,
+    progress: &Progress,
 ) -> anyhow::Result<()> {
     let curve = key.curve;
     let public_key = decode_hex("public_key", &key.public_key)?;
     for i in 1..=SIGNATURES {
         let message = format!("demo settlement {curve} epoch {} #{i}", key.epoch);
+        progress.step(format!(
+            "{curve}: signature {i} of {SIGNATURES} at epoch {}",
+            key.epoch
+        ));
         let started = Instant::now();
         let signed = client
             .sign_key_as(approver, key, message.as_bytes())
@@ -243,13 +272,13 @@ async fn sign_epoch(
             );
         }
         report.verified += 1;
-        println!(
+        progress.line(format!(
             "  epoch {} signature {i}: {:>4} ms, signers {}, verified ({})",
             key.epoch,
             elapsed.as_millis(),
-            signed.signers.join(","),
+            natural_list(&signed.signers),
             standard(curve)
-        );
+        ));
     }
     Ok(())
 }
@@ -269,25 +298,68 @@ fn median(durations: &[Duration]) -> Duration {
     sorted.get(sorted.len() / 2).copied().unwrap_or_default()
 }
 
-fn print_table(reports: &[CurveOutcome]) {
-    println!(
-        "{:<13} {:>7} {:>11} {:>14}  {:<9} public key (unchanged by the reshare)",
-        "curve", "DKG ms", "reshare ms", "sign ms median", "verified"
-    );
+/// The demo's result: one row per curve.
+fn table(reports: &[CurveOutcome]) -> String {
+    let mut table = Table::new(&[
+        ("curve", Align::Left),
+        ("DKG ms", Align::Right),
+        ("reshare ms", Align::Right),
+        ("sign ms median", Align::Right),
+        ("verified", Align::Left),
+        ("public key (unchanged by the reshare)", Align::Left),
+    ]);
     for report in reports {
         match report {
-            Ok(r) => {
-                println!(
-                    "{:<13} {:>7} {:>11} {:>14}  {:<9} {}",
-                    r.curve.as_str(),
-                    r.dkg.as_millis(),
-                    r.reshare.as_millis(),
-                    median(&r.signs).as_millis(),
-                    format!("yes {}/{}", r.verified, 2 * SIGNATURES),
-                    r.public_key
-                );
-            }
-            Err((curve, _)) => println!("{:<13} FAILED", curve.as_str()),
+            Ok(r) => table.row(vec![
+                r.curve.as_str().to_owned(),
+                r.dkg.as_millis().to_string(),
+                r.reshare.as_millis().to_string(),
+                median(&r.signs).as_millis().to_string(),
+                format!("yes {}/{}", r.verified, 2 * SIGNATURES),
+                r.public_key.clone(),
+            ]),
+            Err((curve, _)) => table.row(vec![curve.as_str().to_owned(), "FAILED".to_owned()]),
         }
+    }
+    table.render()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_has_a_row_per_curve_and_marks_failures() {
+        let ms = Duration::from_millis;
+        let reports: Vec<CurveOutcome> = vec![
+            Ok(CurveReport {
+                curve: Curve::Ed25519,
+                public_key: "ab".repeat(32),
+                dkg: ms(1234),
+                reshare: ms(2345),
+                signs: vec![ms(30), ms(10), ms(20), ms(50), ms(40), ms(60)],
+                verified: 2 * SIGNATURES,
+            }),
+            Err((Curve::Secp256k1, anyhow::anyhow!("DKG failed"))),
+        ];
+        let text = table(&reports);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("curve"), "{text}");
+        let row: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            row,
+            [
+                "ed25519",
+                "1234",
+                "2345",
+                "40",
+                "yes",
+                "6/6",
+                &"ab".repeat(32)
+            ]
+        );
+        assert_eq!(lines[2], "secp256k1  FAILED");
     }
 }

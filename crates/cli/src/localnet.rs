@@ -45,6 +45,7 @@ use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, ChildStdin, Command};
 
+use crate::progress::Progress;
 use crate::shutdown::Shutdown;
 
 /// The file `localnet up` writes once the network is up.
@@ -148,13 +149,14 @@ impl Localnet {
     ///
     /// `api_port` 0 picks a free port. Fails, having stopped everything it started, when a
     /// process exits early, when not every node is connected within [`START_DEADLINE`], or
-    /// when `shutdown` fires first.
+    /// when `shutdown` fires first. Reports each stage to `progress`.
     pub async fn start(
         dir: &Path,
         nodes: usize,
         api_port: u16,
         trust_gateway_operator: bool,
         shutdown: &Shutdown,
+        progress: &Progress,
     ) -> anyhow::Result<Localnet> {
         if !NODE_RANGE.contains(&nodes) {
             bail!(
@@ -163,7 +165,9 @@ impl Localnet {
                 NODE_RANGE.end()
             );
         }
+        progress.step("creating or reusing identities and configs");
         let plan = prepare(dir, nodes, api_port, trust_gateway_operator)?;
+        progress.line("identities and configs ready");
         let mut localnet = Localnet {
             dir: plan.dir,
             info: plan.info,
@@ -171,8 +175,12 @@ impl Localnet {
             info_written: false,
         };
         let started = async {
+            progress.step("starting the processes");
             localnet.spawn_all(&plan.processes)?;
-            localnet.await_connected(shutdown).await?;
+            progress.line(format!(
+                "started the coordinator and {nodes} nodes, each in its own process"
+            ));
+            localnet.await_connected(shutdown, progress).await?;
             localnet.write_info()
         };
         match started.await {
@@ -310,12 +318,18 @@ impl Localnet {
         Ok(())
     }
 
-    async fn await_connected(&mut self, shutdown: &Shutdown) -> anyhow::Result<()> {
+    /// Waits until the coordinator reports every node connected, counting them on `progress`.
+    async fn await_connected(
+        &mut self,
+        shutdown: &Shutdown,
+        progress: &Progress,
+    ) -> anyhow::Result<()> {
         let client = Client::new(self.info.api.clone(), self.info.token.clone())?
             .with_timeout(HEALTH_TIMEOUT);
         let deadline = Instant::now() + START_DEADLINE;
         let mut ticker = tokio::time::interval(POLL_INTERVAL);
         let mut last: Result<Health, String>;
+        progress.step("waiting for the coordinator's API");
         loop {
             tokio::select! {
                 () = shutdown.wait() => bail!("interrupted while starting"),
@@ -324,12 +338,18 @@ impl Localnet {
             self.check_alive()?;
             last = client.health().await.map_err(|e| e.to_string());
             if let Ok(health) = &last {
-                let all = self
+                let connected = self
                     .info
                     .nodes
                     .iter()
-                    .all(|n| health.nodes.iter().any(|h| h.name == n.name && h.connected));
-                if all {
+                    .filter(|n| health.nodes.iter().any(|h| h.name == n.name && h.connected))
+                    .count();
+                progress.count(
+                    "nodes connected to the coordinator",
+                    connected as u64,
+                    self.info.nodes.len() as u64,
+                );
+                if connected == self.info.nodes.len() {
                     return Ok(());
                 }
             }
@@ -770,13 +790,22 @@ pub async fn up(
     trust_gateway_operator: bool,
 ) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::on_signals()?;
-    eprintln!(
+    let progress = Progress::on_stderr();
+    progress.line(format!(
         "starting {nodes} nodes and a coordinator in {}",
         dir.display()
-    );
+    ));
     let started = Instant::now();
-    let mut localnet =
-        Localnet::start(dir, nodes, api_port, trust_gateway_operator, &shutdown).await?;
+    let mut localnet = Localnet::start(
+        dir,
+        nodes,
+        api_port,
+        trust_gateway_operator,
+        &shutdown,
+        &progress,
+    )
+    .await?;
+    progress.finish();
     print_summary(&localnet, started.elapsed());
     let outcome = localnet.run_until(&shutdown).await;
     eprintln!("stopping the localnet");

@@ -10,6 +10,8 @@ mod commands;
 mod demo;
 mod internal;
 mod localnet;
+mod output;
+mod progress;
 mod shutdown;
 
 use std::process::ExitCode;

@@ -1775,12 +1775,142 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
 
 /// Runs the `permafrost` CLI against the localnet in `dir`.
 fn cli(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
+    cli_command(dir, args).output().unwrap()
+}
+
+/// Runs the `permafrost` CLI against the localnet in `dir` with `input` on its standard input.
+fn cli_with_input(dir: &Path, args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cli_command(dir, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The `permafrost` CLI against the localnet in `dir`, not started.
+fn cli_command(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
         .args(["--localnet", dir.to_str().unwrap()])
         .args(args)
-        .env_remove("PERMAFROST_CLIENT_KEY")
-        .output()
-        .unwrap()
+        .env_remove("PERMAFROST_CLIENT_KEY");
+    command
+}
+
+/// The CLI for scripts, end to end (standard output is not a terminal here): `keys list`,
+/// `keys show` and `health` print the API's answer as pretty JSON, with or without `--json`;
+/// `sign` takes the message's bytes, as they are, from a file or from standard input, and the
+/// signature verifies over exactly those bytes; a message over the API's limit is refused
+/// before anything is sent; `localnet up` reports its progress as plain lines on standard
+/// error.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_prints_json_for_scripts_and_signs_a_message_file_or_stdin() {
+    let net = UpLocalnet::start(2, Duration::from_secs(60)).await;
+    let (client, dir) = (&net.client, &net.dir);
+    let key = create_key(client, Curve::Ed25519, 2).await;
+
+    for args in [&["keys", "list"][..], &["--json", "keys", "list"]] {
+        let out = cli(dir, args);
+        assert!(out.status.success(), "{out:?}");
+        let keys = client.keys().await.unwrap();
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            pretty(&keys),
+            "{args:?}"
+        );
+    }
+    let out = cli(dir, &["keys", "show", &key.key_id, "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), pretty(&key));
+    let out = cli(dir, &["health"]);
+    assert!(out.status.success(), "{out:?}");
+    let health: permafrost_api::Health = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(health.nodes.len(), 2, "{health:?}");
+
+    // Binary bytes (not UTF-8, a NUL, a trailing newline), from a file and from stdin.
+    let message: Vec<u8> = (0..=255u8).rev().chain(*b"\r\n").collect();
+    let file = net.logs().join("message.bin");
+    std::fs::write(&file, &message).unwrap();
+    let all = ["node1", "node2"];
+    let out = cli(
+        dir,
+        &[
+            "sign",
+            "--key",
+            &key.key_id,
+            "--message-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let signed: permafrost_api::SignResponse = serde_json::from_slice(&out.stdout).unwrap();
+    verify_response(&key, &message, &signed, &all);
+    let from_stdin = b"settle batch 42\n\xff";
+    let out = cli_with_input(
+        dir,
+        &[
+            "sign",
+            "--key",
+            &key.key_id,
+            "--message-file",
+            "-",
+            "--client-key",
+            dir.join("client.key").to_str().unwrap(),
+        ],
+        from_stdin,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let signed: permafrost_api::SignResponse = serde_json::from_slice(&out.stdout).unwrap();
+    verify_response(&key, from_stdin, &signed, &all);
+
+    // One byte over the API's limit: refused by the CLI, with nothing on standard output.
+    let too_long = net.logs().join("too-long.bin");
+    std::fs::write(&too_long, vec![b'x'; 64 * 1024 + 1]).unwrap();
+    let out = cli(
+        dir,
+        &[
+            "sign",
+            "--key",
+            &key.key_id,
+            "--message-file",
+            too_long.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: the message from ")
+            && stderr.contains("is longer than 65536 bytes"),
+        "{stderr}"
+    );
+
+    // Progress of `localnet up`: plain lines, no spinner, no control characters.
+    let progress = std::fs::read_to_string(&net.localnet.stderr).unwrap();
+    for line in [
+        "starting 2 nodes and a coordinator in ",
+        "identities and configs ready",
+        "started the coordinator and 2 nodes, each in its own process",
+        "nodes connected to the coordinator: 2/2",
+    ] {
+        assert!(
+            progress.lines().any(|l| l.starts_with(line)),
+            "no {line:?} in\n{progress}"
+        );
+    }
+    assert!(
+        !progress.contains(['\r', '\x1b']),
+        "control characters in {progress:?}"
+    );
+}
+
+/// `value` as the CLI prints JSON: pretty, one line feed after it.
+fn pretty(value: &impl serde::Serialize) -> String {
+    format!("{}\n", serde_json::to_string_pretty(value).unwrap())
 }
 
 /// Real processes, operator approval: on a localnet whose nodes do not list the coordinator's
