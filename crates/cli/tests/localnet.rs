@@ -1622,8 +1622,10 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
     for request in flood {
         refused(request.await.unwrap(), "is not accepted");
     }
-    // Let the nodes write the count of the refusals over the cap (on their next tick).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Let the nodes write the count of the refusals over the cap (at the next second), and
+    // sync it (a second after it is written): node1 is SIGKILLed below, and may sign nothing
+    // meanwhile whose sync would carry them.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     // Malformed approvals are the client's mistake: 400 before any node is asked.
     let mut short = ClientAuthorization::from_wire(&fresh);
     short.signature.truncate(10);

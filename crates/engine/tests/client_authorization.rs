@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use common::*;
 use ed25519_dalek::SigningKey;
-use permafrost_engine::node::NodeNotice;
+use permafrost_engine::node::{NodeNotice, REFUSAL_SYNC_WITHIN};
 use permafrost_engine::sim::{sim_client, sim_client_policy, Network, SignOutcome, SIM_NETWORK_ID};
+use permafrost_keystore::AuditKind;
 use permafrost_protocol::sign::client::{ClientKey, ClientPolicy};
 use permafrost_protocol::wire::{ApprovalTarget, ClientAuthorization, Epoch, NodeId};
 use permafrost_protocol::{ProtocolError, Refusal, Suite};
@@ -363,7 +364,63 @@ fn each_node_applies_its_own_policy<S: Suite>() {
     );
 }
 
+/// Refusals are audited without a sync of their own (a flood of them costs no sync each), and
+/// synced within `REFUSAL_SYNC_WITHIN`: right after a refusal its entry is not yet durable, a
+/// second later it is, and a crash then keeps it. No signature happens meanwhile, so no other
+/// write could have synced it.
+fn audited_refusals_are_synced_within_a_second<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(61, 3, 5);
+    let approved = net.authorize(&key, &pkp, b"pay 10 to alice");
+    let result = net.sign_roast_as(
+        &coordinator,
+        &key,
+        Epoch(0),
+        &pkp,
+        &nodes,
+        b"pay 10000 to mallory",
+        approved,
+    );
+    assert!(
+        matches!(result, Err(ProtocolError::ClientNotAuthorized { .. })),
+        "{result:?}"
+    );
+    // Each node's refusal entries, with whether each is durable.
+    let refusals = |net: &Network<S>, node: &NodeId| -> Vec<bool> {
+        net.node(node)
+            .unwrap()
+            .store()
+            .unwrap()
+            .audit_entries()
+            .filter(|(entry, _)| entry.kind == AuditKind::Refused)
+            .map(|(_, durable)| durable)
+            .collect()
+    };
+    let unsynced: usize = nodes
+        .iter()
+        .map(|n| refusals(&net, n).iter().filter(|d| !**d).count())
+        .sum();
+    assert!(unsynced >= 3, "the refusals are written lazily: {unsynced}");
+
+    net.run(REFUSAL_SYNC_WITHIN + Duration::from_millis(200));
+    let mut kept = Vec::new();
+    for node in &nodes {
+        let entries = refusals(&net, node);
+        assert!(
+            entries.iter().all(|durable| *durable),
+            "{node}: {entries:?}"
+        );
+        kept.push(entries.len());
+    }
+    assert!(kept.iter().sum::<usize>() >= 3, "{kept:?}");
+    let now = net.now();
+    for (node, count) in nodes.iter().zip(&kept) {
+        net.node_mut(node).unwrap().crash_and_restart(now).unwrap();
+        assert_eq!(refusals(&net, node).len(), *count, "{node} lost refusals");
+    }
+}
+
 per_suite!(
+    audited_refusals_are_synced_within_a_second,
     a_message_the_client_did_not_approve_is_refused_by_every_node,
     an_unknown_client_key_is_refused_by_every_node,
     replayed_and_stale_approvals_are_refused,

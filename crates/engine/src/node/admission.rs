@@ -20,18 +20,31 @@ use super::{audit, NodeCore, NodeNotice, NodeStore};
 /// cannot grow the audit log faster than this).
 pub const AUDITED_REFUSALS_PER_SECOND: u32 = 32;
 
+/// How long a refusal written lazily (without a sync) may wait for one: the node syncs this
+/// long after the first unsynced refusal, so a crash loses at most about the last second's
+/// refusals however few there are (a busy node's signatures sync them sooner).
+pub const REFUSAL_SYNC_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Refusals audited in the current second, and those counted but not written one by one.
 #[derive(Default)]
 pub(super) struct RefusalAudit {
     second: u64,
     written: u32,
     unwritten: u64,
+    /// When the first refusal written lazily since the last timed sync was written.
+    unsynced_since: Option<Timestamp>,
 }
 
 impl RefusalAudit {
-    /// When the count of unwritten refusals is due to be written.
+    /// When the count of unwritten refusals is due to be written, or the refusals written
+    /// lazily are due to be synced, whichever comes first.
     pub(super) fn next_flush(&self) -> Option<Timestamp> {
-        (self.unwritten > 0).then(|| Timestamp(self.second.saturating_add(1).saturating_mul(1000)))
+        let count = (self.unwritten > 0)
+            .then(|| Timestamp(self.second.saturating_add(1).saturating_mul(1000)));
+        let sync = self
+            .unsynced_since
+            .map(|since| since.after(REFUSAL_SYNC_WITHIN));
+        count.into_iter().chain(sync).min()
     }
 }
 
@@ -115,7 +128,7 @@ impl<St: NodeStore> NodeCore<St> {
                     refusal.to_string(),
                     now,
                 );
-                if let Err(error) = self.store.append_audit(&entry, AuditDurability::Lazy) {
+                if let Err(error) = self.append_refusal(&entry, now) {
                     self.notice(NodeNotice::StoreFailed {
                         operation: "auditing a refusal",
                         key_id: Some(request.key_id.clone()),
@@ -170,9 +183,40 @@ impl<St: NodeStore> NodeCore<St> {
                 "{unwritten} further signing requests refused, not written one by one (at most {AUDITED_REFUSALS_PER_SECOND} a second are)"
             ),
         );
-        if let Err(error) = self.store.append_audit(&entry, AuditDurability::Lazy) {
+        if let Err(error) = self.append_refusal(&entry, now) {
             self.notice(NodeNotice::StoreFailed {
                 operation: "auditing a count of refusals",
+                key_id: None,
+                error,
+            });
+        }
+    }
+
+    /// Appends a refusal's audit entry lazily (no sync of its own: a flood of refusals costs
+    /// no sync each), to be synced within [`REFUSAL_SYNC_WITHIN`].
+    pub(super) fn append_refusal(
+        &mut self,
+        entry: &permafrost_keystore::AuditEntry,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.store.append_audit(entry, AuditDurability::Lazy)?;
+        self.refusals.unsynced_since.get_or_insert(now);
+        Ok(())
+    }
+
+    /// Syncs the refusals written lazily once the first of them has waited
+    /// [`REFUSAL_SYNC_WITHIN`].
+    pub(super) fn sync_refusals(&mut self, now: Timestamp) {
+        let Some(since) = self.refusals.unsynced_since else {
+            return;
+        };
+        if now < since.after(REFUSAL_SYNC_WITHIN) {
+            return;
+        }
+        self.refusals.unsynced_since = None;
+        if let Err(error) = self.store.sync() {
+            self.notice(NodeNotice::StoreFailed {
+                operation: "syncing the audited refusals",
                 key_id: None,
                 error,
             });

@@ -7,7 +7,7 @@ use permafrost_protocol::lifecycle::ApprovedAction;
 use permafrost_protocol::{ProtocolError, Refusal, Timestamp};
 use permafrost_wire::{LifecycleAction, LifecycleKind, NodeId, OperatorApproval, SessionId};
 
-use super::store::{AuditDurability, StoreError};
+use super::store::StoreError;
 use super::{audit, NodeCore, NodeNotice, NodeStore};
 
 impl<St: NodeStore> NodeCore<St> {
@@ -52,7 +52,7 @@ impl<St: NodeStore> NodeCore<St> {
                 action.kind.as_str()
             ),
         );
-        if let Err(error) = self.store.append_audit(&entry, AuditDurability::Lazy) {
+        if let Err(error) = self.append_refusal(&entry, self.now) {
             self.notice(NodeNotice::StoreFailed {
                 operation: "auditing a refused open",
                 key_id: Some(action.key_id.clone()),

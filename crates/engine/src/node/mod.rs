@@ -22,6 +22,7 @@ mod pending;
 mod reshare;
 mod store;
 
+pub use admission::{AUDITED_REFUSALS_PER_SECOND, REFUSAL_SYNC_WITHIN};
 pub use memory::MemoryNodeStore;
 pub use notice::NodeNotice;
 pub use pending::{discard_pending, pending_shares, PendingShare};
@@ -387,6 +388,7 @@ impl<St: NodeStore> NodeCore<St> {
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.now = self.now.max(now);
         self.flush_refusal_count(now);
+        self.sync_refusals(now);
         self.drive(|sessions, handler| sessions.tick(now, handler));
         self.early.expire(now);
     }
