@@ -732,11 +732,32 @@ fn load_peer_id(dir: &Path) -> anyhow::Result<String> {
 }
 
 /// `count` distinct free loopback TCP ports: bound to port 0 together, read, released.
+/// Where the localnet's ports are picked: below Linux's default range of ephemeral ports
+/// (32768-60999), which the kernel hands to outgoing connections. A port from that range, free
+/// when picked, can be taken by any outgoing connection while its process is down (a node
+/// restarted after a crash, say), and the process then cannot listen on it again.
+const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
+/// `count` distinct ports of [`PORT_RANGE`] that are free now (each bound once to check).
 fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners = (0..count)
-        .map(|_| TcpListener::bind(("127.0.0.1", 0)))
-        .collect::<Result<Vec<_>, _>>()
-        .context("cannot find a free port")?;
+    let span = u32::from(PORT_RANGE.end - PORT_RANGE.start);
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 0..count.saturating_mul(64).max(256) {
+        if listeners.len() == count {
+            break;
+        }
+        let offset = u16::try_from(OsRng.next_u32() % span).unwrap_or(0);
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", PORT_RANGE.start + offset)) {
+            listeners.push(listener);
+        }
+    }
+    if listeners.len() < count {
+        bail!(
+            "cannot find {count} free ports in {}..{}",
+            PORT_RANGE.start,
+            PORT_RANGE.end
+        );
+    }
     listeners
         .iter()
         .map(|l| Ok(l.local_addr()?.port()))

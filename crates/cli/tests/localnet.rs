@@ -593,8 +593,6 @@ async fn localnet_up_serves_the_api_and_stops_on_sigterm() {
     let error = client.sign("k-no-such-key", message).await.unwrap_err();
     assert_eq!(http_status(&error), Some(404), "{error}");
 
-    answers_match_the_openapi_document(&info, &key).await;
-
     // The CLI's own API commands against this localnet.
     let show = Command::new(BIN)
         .args([
@@ -626,6 +624,8 @@ async fn localnet_up_serves_the_api_and_stops_on_sigterm() {
     );
 
     check_metrics(&info, &client, &key, &answers).await;
+    // After the metrics check: the document's checks sign, reshare and refuse more.
+    answers_match_the_openapi_document(&info, &key).await;
 
     // SIGTERM stops the localnet and every process it started.
     let status = Command::new("kill")
