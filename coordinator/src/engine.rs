@@ -16,7 +16,7 @@ use permafrost_runtime::driver::{self, Outbox, Undelivered};
 use permafrost_runtime::identity;
 use permafrost_runtime::process::SESSION_LOG_TARGET;
 use permafrost_wire::{
-    decode, ClientAuthorization, Curve, KeyId, NodeId, OperatorApproval, SessionId,
+    decode, ClientAuthorization, Curve, DerivationPath, KeyId, NodeId, OperatorApproval, SessionId,
 };
 use rand_core::OsRng;
 use tokio::sync::{mpsc, oneshot};
@@ -50,6 +50,8 @@ pub enum Command {
         key: KeyMeta,
         /// Message.
         message: Vec<u8>,
+        /// The child key to sign with (empty: the key itself).
+        path: DerivationPath,
         /// The client's approval, which every signer checks.
         client: ClientAuthorization,
         /// Where the outcome goes.
@@ -172,6 +174,7 @@ impl Shell {
             Command::Sign {
                 key,
                 message,
+                path,
                 client,
                 reply,
             } => {
@@ -181,6 +184,7 @@ impl Shell {
                     request,
                     &key,
                     message,
+                    path,
                     Some(client),
                     committee,
                     now,

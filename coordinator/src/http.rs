@@ -4,24 +4,28 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use permafrost_api::{
-    codes, CreateKeyRequest, ErrorBody, ErrorDetail, Health, KeyList, KeyRecord, NodeHealth,
-    ReshareRequest, SignResponse,
+    codes, ChildKey, CreateKeyRequest, ErrorBody, ErrorDetail, Health, KeyList, KeyRecord,
+    NodeHealth, ReshareRequest, SignResponse,
 };
 use permafrost_net::{Client, PeerId};
+use permafrost_protocol::derive::ExtendedPublicKey;
 use permafrost_protocol::sign::MAX_SIGN_MESSAGE_LEN;
 use permafrost_protocol::ProtocolError;
 use permafrost_runtime::any::AnyEvent;
 use permafrost_runtime::identity;
 use permafrost_runtime::metrics::Outcome as MetricOutcome;
 use permafrost_runtime::network::Network;
-use permafrost_wire::{ApprovalTarget, Curve, KeyId, NodeId, OperatorApproval, MAX_APPROVALS};
+use permafrost_wire::{
+    ApprovalTarget, Curve, DerivationPath, KeyId, NodeId, OperatorApproval, MAX_APPROVALS,
+};
 use rand_core::{OsRng, RngCore};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -148,6 +152,7 @@ pub fn router(state: Arc<ApiState>, body_limit: usize) -> Router {
         .route("/v1/keys", post(create_key).get(list_keys))
         .route("/v1/keys/{key_id}", get(get_key))
         .route("/v1/keys/{key_id}/sign", post(sign))
+        .route("/v1/keys/{key_id}/derive", get(derive))
         .route("/v1/keys/{key_id}/reshare", post(reshare))
         .route("/metrics", get(metrics))
         .fallback(|| async {
@@ -310,6 +315,7 @@ fn readiness(state: &ApiState, now: std::time::Instant) -> bool {
 }
 
 fn record(state: &ApiState, meta: &KeyMeta) -> KeyRecord {
+    let extended = ExtendedPublicKey::new(meta.curve, &meta.key_id, meta.public_key.clone());
     KeyRecord {
         key_id: meta.key_id.as_str().to_owned(),
         curve: meta.curve,
@@ -321,7 +327,28 @@ fn record(state: &ApiState, meta: &KeyMeta) -> KeyRecord {
         public_key_package_digest: hex::encode(
             permafrost_protocol::lifecycle::public_key_package_digest(&meta.public_key_package).0,
         ),
+        chain_code: hex::encode(extended.chain_code.0),
+        xpub: extended.xpub(),
     }
+}
+
+/// A `path` from a request (`m/0/17`; absent: the key itself), or a 400 saying what is wrong.
+fn parse_path(path: Option<&str>) -> Result<DerivationPath, ApiError> {
+    match path {
+        None => Ok(DerivationPath::ROOT),
+        Some(text) => text
+            .parse()
+            .map_err(|e: permafrost_wire::WireError| ApiError::bad_request(format!("path: {e}"))),
+    }
+}
+
+/// The child of `meta` at `path`, or a 400 for the index BIP-32 calls invalid.
+fn child_key(
+    meta: &KeyMeta,
+    path: &DerivationPath,
+) -> Result<permafrost_runtime::any::ChildKey, ApiError> {
+    permafrost_runtime::any::derive_child(meta.curve, &meta.key_id, &meta.public_key, path)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// The key a path names; whatever the path's form, a key that does not exist is 404.
@@ -369,6 +396,44 @@ async fn get_key(
     Path(key_id): Path<String>,
 ) -> Result<Json<KeyRecord>, ApiError> {
     Ok(Json(record(&state, &lookup(&state, &key_id)?)))
+}
+
+/// The query of `GET /v1/keys/{key_id}/derive`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeriveQuery {
+    path: String,
+}
+
+#[utoipa::path(get, path = "/v1/keys/{key_id}/derive", tag = "keys", security(("bearer" = [])),
+    summary = "A child key",
+    params(
+        ("key_id" = String, Path, description = "The key's id"),
+        ("path" = String, Query, description = "The child's path, as m/0/17: non-hardened indices below 2^31, at most 16 levels", pattern = "^m(/(0|[1-9][0-9]{0,9})){0,16}$"),
+    ),
+    responses(
+        (status = 200, body = ChildKey, description = "The child key, as every signer derives it"),
+        (status = 400, body = ErrorBody, description = "No path, a malformed or hardened path, an unknown query parameter, or a malformed X-Request-Id"),
+        (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"),
+        (status = 404, body = ErrorBody, description = "No key of this id"),
+        (status = 500, body = ErrorBody, description = "The metadata database failed"),
+    ))]
+async fn derive(
+    State(state): State<Arc<ApiState>>,
+    Path(key_id): Path<String>,
+    query: Result<Query<DeriveQuery>, QueryRejection>,
+) -> Result<Json<ChildKey>, ApiError> {
+    // A path naming no key is 404 whatever the query.
+    let meta = lookup(&state, &key_id)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let path = parse_path(Some(&query.path))?;
+    let child = child_key(&meta, &path)?;
+    Ok(Json(ChildKey {
+        key_id: meta.key_id.as_str().to_owned(),
+        path: path.to_string(),
+        public_key: hex::encode(&child.public_key),
+        internal_key: child.internal_key.as_ref().map(hex::encode),
+    }))
 }
 
 /// Names of nodes, for error messages.
@@ -619,7 +684,7 @@ async fn create_key(
     request_body = permafrost_api::SignRequest,
     responses(
         (status = 200, body = SignResponse, description = "The signature"),
-        (status = 400, body = ErrorBody, description = "Bad JSON or Content-Type, an unknown field, bad hex, a message over 64 KiB, a malformed client approval, no client approval and no gateway client key"),
+        (status = 400, body = ErrorBody, description = "Bad JSON or Content-Type, an unknown field, bad hex, a message over 64 KiB, a malformed or hardened path, a malformed client approval, no client approval and no gateway client key"),
         (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"),
         (status = 403, body = ErrorBody, description = "The nodes refused the client approval (client_not_authorized)"),
         (status = 404, body = ErrorBody, description = "No key of this id"),
@@ -644,6 +709,9 @@ async fn sign(
             message.len()
         )));
     }
+    let path = parse_path(body.path.as_deref())?;
+    // The key the signature will verify under; the signers each derive it on their own.
+    let child = child_key(&meta, &path)?;
     // The coordinator does not judge the client's approval: every signer checks it.
     let client = match (&body.client, &state.gateway) {
         (Some(client), _) => client.to_wire().map_err(ApiError::bad_request)?,
@@ -652,6 +720,7 @@ async fn sign(
                 network_id: &state.network.network_id,
                 group_key: &meta.public_key,
                 key_id: &meta.key_id,
+                path: &path,
             },
             &message,
         ),
@@ -669,6 +738,7 @@ async fn sign(
         |reply| Command::Sign {
             key: meta.clone(),
             message,
+            path: path.clone(),
             client,
             reply,
         },
@@ -689,7 +759,8 @@ async fn sign(
     let name = |n: &NodeId| node_name(&state.network, n);
     Ok(Json(SignResponse {
         signature: hex::encode(signature),
-        public_key: hex::encode(&meta.public_key),
+        public_key: hex::encode(&child.public_key),
+        path: path.to_string(),
         epoch: meta.epoch.0,
         signers: signers.iter().map(name).collect(),
         culprits: culprits.iter().map(name).collect(),

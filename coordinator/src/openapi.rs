@@ -34,6 +34,7 @@ use crate::http;
         http::list_keys,
         http::get_key,
         http::sign,
+        http::derive,
         http::reshare,
         http::metrics,
         serve,

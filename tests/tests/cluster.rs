@@ -300,10 +300,16 @@ async fn strangers_and_other_networks_are_refused() {
     let request = permafrost_wire::encode(&permafrost_wire::Message::SignRequest(
         permafrost_wire::SignRequest {
             session: permafrost_wire::SessionId([7; 32]),
-            client: Some(cluster.client_key().authorize_key(&key, b"steal").unwrap()),
+            client: Some(
+                cluster
+                    .client_key()
+                    .authorize_key(&key, &permafrost_wire::DerivationPath::ROOT, b"steal")
+                    .unwrap(),
+            ),
             key_id,
             epoch: permafrost_wire::Epoch(0),
             message: b"steal".to_vec(),
+            path: permafrost_wire::DerivationPath::ROOT,
         },
     ))
     .unwrap();

@@ -7,8 +7,9 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    codes, encode_hex, ApiError, ClientAuthorization, ClientKey, CreateKeyRequest, ErrorBody,
-    Health, KeyList, KeyRecord, LocalnetInfo, ReshareRequest, SignRequest, SignResponse,
+    codes, encode_hex, ApiError, ChildKey, ClientAuthorization, ClientKey, CreateKeyRequest,
+    DerivationPath, ErrorBody, Health, KeyList, KeyRecord, LocalnetInfo, ReshareRequest,
+    SignRequest, SignResponse,
 };
 
 /// The default per-request deadline. Generous because a DKG or a reshare answers only once
@@ -142,11 +143,30 @@ impl Client {
     /// `POST /v1/keys/{key_id}/sign`: a threshold signature over `message` (sent as hex),
     /// approved by the coordinator's gateway client key.
     pub async fn sign(&self, key_id: &str, message: &[u8]) -> Result<SignResponse, ApiError> {
+        self.sign_at(key_id, &DerivationPath::ROOT, message).await
+    }
+
+    /// `POST /v1/keys/{key_id}/sign` with the child key at `path`, approved by the
+    /// coordinator's gateway client key.
+    pub async fn sign_at(
+        &self,
+        key_id: &str,
+        path: &DerivationPath,
+        message: &[u8],
+    ) -> Result<SignResponse, ApiError> {
         let request = SignRequest {
             message: encode_hex(message),
+            path: path_field(path),
             client: None,
         };
         self.sign_request(key_id, &request).await
+    }
+
+    /// `GET /v1/keys/{key_id}/derive?path=…`: the child key at `path`.
+    pub async fn derive(&self, key_id: &str, path: &DerivationPath) -> Result<ChildKey, ApiError> {
+        // A path is `m` and `/digits`: nothing in it needs escaping in a query.
+        self.get(&format!("{}?path={path}", key_path(key_id, "/derive")?))
+            .await
     }
 
     /// `POST /v1/keys/{key_id}/sign` approved by `client` (a fresh request id, now). The
@@ -160,21 +180,25 @@ impl Client {
         message: &[u8],
     ) -> Result<SignResponse, ApiError> {
         let key = self.key(key_id).await?;
-        self.sign_key_as(client, &key, message).await
+        self.sign_key_as(client, &key, &DerivationPath::ROOT, message)
+            .await
     }
 
-    /// `POST /v1/keys/{key_id}/sign` for `key`, approved by `client` for `key`'s network id
-    /// and group public key (a fresh request id, now).
+    /// `POST /v1/keys/{key_id}/sign` for `key`'s child at `path` (the key itself for the
+    /// empty path), approved by `client` for `key`'s network id and group public key and this
+    /// path (a fresh request id, now).
     pub async fn sign_key_as(
         &self,
         client: &ClientKey,
         key: &KeyRecord,
+        path: &DerivationPath,
         message: &[u8],
     ) -> Result<SignResponse, ApiError> {
         let request = SignRequest {
             message: encode_hex(message),
+            path: path_field(path),
             client: Some(ClientAuthorization::from_wire(
-                &client.authorize_key(key, message)?,
+                &client.authorize_key(key, path, message)?,
             )),
         };
         self.sign_request(&key.key_id, &request).await
@@ -267,6 +291,11 @@ impl Client {
 
 /// The path of one key (plus `suffix`), with the key id percent-encoded so that no id can
 /// reach another route: only `[A-Za-z0-9._~-]` stay as they are.
+/// The `path` field of a sign request: absent for the key itself.
+fn path_field(path: &DerivationPath) -> Option<String> {
+    (!path.is_root()).then(|| path.to_string())
+}
+
 fn key_path(key_id: &str, suffix: &str) -> Result<String, ApiError> {
     let invalid = |reason| ApiError::InvalidKeyId {
         key_id: key_id.to_owned(),

@@ -12,7 +12,9 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
-use permafrost_wire::{ApprovalTarget, ClientAuthorization, LifecycleAction, OperatorApproval};
+use permafrost_wire::{
+    ApprovalTarget, ClientAuthorization, DerivationPath, LifecycleAction, OperatorApproval,
+};
 
 use crate::{ApiError, KeyRecord};
 use rand_core::{OsRng, RngCore};
@@ -129,10 +131,10 @@ impl ClientKey {
         self.authorize_at(target, message, request_id, now_ms())
     }
 
-    /// Approves one signature of `message` with the key of `key` (a [`KeyRecord`] as
-    /// `GET /v1/keys/{key_id}` answers it: its key id, `public_key` and `network_id`), now,
-    /// under a fresh random request id. Refuses a record whose key id or public key does not
-    /// decode.
+    /// Approves one signature of `message` with the child at `path` (the key itself for the
+    /// empty path) of the key of `key` (a [`KeyRecord`] as `GET /v1/keys/{key_id}` answers it:
+    /// its key id, `public_key` and `network_id`), now, under a fresh random request id.
+    /// Refuses a record whose key id or public key does not decode.
     ///
     /// The approval is only as right as the record: a client that must not be fooled by its
     /// coordinator pins the network id and each key's public key (from its own configuration,
@@ -140,9 +142,10 @@ impl ClientKey {
     pub fn authorize_key(
         &self,
         key: &KeyRecord,
+        path: &DerivationPath,
         message: &[u8],
     ) -> Result<ClientAuthorization, ApiError> {
-        key.with_approval_target(|target| self.authorize(target, message))
+        key.with_approval_target(path, |target| self.authorize(target, message))
     }
 
     /// Approves one DKG or reshare `action` on network `network_id` with this key as an

@@ -60,8 +60,8 @@ pub use client::{Client, DEFAULT_TIMEOUT, MAX_RESPONSE_BYTES};
 pub use client_key::{ClientKey, ClientKeyError};
 pub use error::{codes, ApiError, ErrorBody, ErrorDetail};
 pub use localnet::{LocalnetInfo, LocalnetMetrics, LocalnetNode, ProcessInfo};
-pub use permafrost_wire::Curve;
+pub use permafrost_wire::{Curve, DerivationPath};
 pub use types::{
-    ClientAuthorization, CreateKeyRequest, Health, KeyList, KeyRecord, NodeHealth,
+    ChildKey, ClientAuthorization, CreateKeyRequest, Health, KeyList, KeyRecord, NodeHealth,
     OperatorApproval, Ready, ReshareRequest, SignRequest, SignResponse,
 };

@@ -64,13 +64,27 @@ pub struct KeyRecord {
     #[serde(default)]
     #[schema(required = true, pattern = "^[0-9a-f]{64}$")]
     pub public_key_package_digest: String,
+    /// The key's chain code, lowercase hex (32 bytes): with `public_key`, it determines every
+    /// child key (`GET /v1/keys/{key_id}/derive`). Never changes.
+    // Always sent; `default` only lets this client read older coordinators.
+    #[serde(default)]
+    #[schema(required = true, pattern = "^[0-9a-f]{64}$")]
+    pub chain_code: String,
+    /// The extended public key (`public_key` and `chain_code`) as a BIP-32 depth-0 mainnet
+    /// `xpub`, for secp256k1 and secp256k1-tr (`null` for ed25519): a wallet derives every
+    /// child key from it (`tr(<xpub>/<path>)` for secp256k1-tr).
+    #[serde(default)]
+    #[schema(required = true)]
+    pub xpub: Option<String>,
 }
 
 impl KeyRecord {
-    /// The key id, group key and network id an approval to sign with this key is for, decoded
-    /// and checked: `f` gets them as a [`permafrost_wire::ApprovalTarget`].
+    /// The key id, group key and network id an approval to sign with this key's child at
+    /// `path` (the key itself for the empty path) is for, decoded and checked: `f` gets them as
+    /// a [`permafrost_wire::ApprovalTarget`].
     pub fn with_approval_target<T>(
         &self,
+        path: &permafrost_wire::DerivationPath,
         f: impl FnOnce(&permafrost_wire::ApprovalTarget<'_>) -> T,
     ) -> Result<T, crate::ApiError> {
         let key_id = permafrost_wire::KeyId::new(self.key_id.clone()).map_err(|_| {
@@ -84,6 +98,7 @@ impl KeyRecord {
             network_id: &self.network_id,
             group_key: &group_key,
             key_id: &key_id,
+            path,
         }))
     }
 }
@@ -102,6 +117,11 @@ pub struct SignRequest {
     /// The message, hex (either case), at most 64 KiB once decoded.
     #[schema(pattern = "^([0-9a-fA-F]{2})*$", max_length = 131072)]
     pub message: String,
+    /// The child key to sign with, as `m/0/17`: non-hardened indices below 2^31, at most 16
+    /// levels. Absent (or `m`): the key itself. The client's approval covers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^m(/(0|[1-9][0-9]{0,9})){0,16}$")]
+    pub path: Option<String>,
     /// The client's approval, checked by every signer node. Without it, the coordinator
     /// approves with its own gateway client key, if it has one (and nodes accept that key only
     /// if their config lists it).
@@ -114,7 +134,8 @@ pub struct SignRequest {
 /// len(group_key) ‖ group_key ‖ u32 BE len(key_id) ‖ key_id ‖ u32 BE len(message) ‖ message ‖
 /// request_id ‖ u64 BE timestamp_ms`, with `DOMAIN` = `permafrost/client-authorization/v2`,
 /// `network_id` and `group_key` (decoded from hex) the [`KeyRecord`]'s `network_id` and
-/// `public_key`.
+/// `public_key` (the key's own, also for a child key). For a child key, `‖ "path" ‖ u8 depth ‖
+/// depth × u32 BE index` follows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientAuthorization {
@@ -166,9 +187,15 @@ pub struct SignResponse {
     /// 65 (`R ‖ z`) for secp256k1, 64 (BIP-340) for secp256k1-tr.
     #[schema(pattern = "^[0-9a-f]{128}([0-9a-f]{2})?$")]
     pub signature: String,
-    /// The group public key the signature verifies under, lowercase hex.
+    /// The public key the signature verifies under, lowercase hex: the key's own, or the
+    /// child key's for a `path`.
     #[schema(pattern = "^[0-9a-f]{64}([0-9a-f]{2})?$")]
     pub public_key: String,
+    /// The child key signed for, as `m/0/17` (`m`: the key itself).
+    // Always sent; `default` only lets this client read older coordinators.
+    #[serde(default = "root_path")]
+    #[schema(required = true)]
+    pub path: String,
     /// The epoch whose shares made the signature.
     pub epoch: u64,
     /// The nodes whose shares made the signature, by name.
@@ -179,6 +206,29 @@ pub struct SignResponse {
     #[serde(default)]
     #[schema(required = true)]
     pub culprits: Vec<String>,
+}
+
+fn root_path() -> String {
+    "m".into()
+}
+
+/// `GET /v1/keys/{key_id}/derive?path=m/0/17`: a child key, as every signer derives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChildKey {
+    /// The key's id.
+    #[schema(pattern = "^[!-~]{1,64}$")]
+    pub key_id: String,
+    /// The path, as `m/0/17`.
+    pub path: String,
+    /// The child's public key, lowercase hex, in the form of the key's `public_key`: what a
+    /// signature for this child verifies under (for secp256k1-tr the BIP-341 output key,
+    /// tweaked from `internal_key` with no script path, as BIP-86 does).
+    #[schema(pattern = "^[0-9a-f]{64}([0-9a-f]{2})?$")]
+    pub public_key: String,
+    /// For secp256k1-tr below the key itself: the BIP-86 internal key (33 bytes SEC1,
+    /// lowercase hex), the BIP-32 child of the `xpub`. `null` otherwise.
+    #[schema(pattern = "^[0-9a-f]{66}$")]
+    pub internal_key: Option<String>,
 }
 
 /// `POST /v1/keys/{key_id}/reshare`: move the key to a new committee and/or threshold.

@@ -4,15 +4,16 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use permafrost_api::{
-    codes, decode_hex, ApiError, Client, ClientKey, CreateKeyRequest, Curve, ErrorBody, Health,
-    KeyList, KeyRecord, NodeHealth, ReshareRequest, SignRequest, SignResponse,
+    codes, decode_hex, ApiError, ChildKey, Client, ClientKey, CreateKeyRequest, Curve,
+    DerivationPath, ErrorBody, Health, KeyList, KeyRecord, NodeHealth, ReshareRequest, SignRequest,
+    SignResponse,
 };
 
 const TOKEN: &str = "s3cret-token";
@@ -30,6 +31,8 @@ fn record(key_id: &str, epoch: u64) -> KeyRecord {
         nodes: vec!["node1".into(), "node2".into(), "node3".into()],
         epoch,
         public_key_package_digest: String::new(),
+        chain_code: "cd".repeat(32),
+        xpub: None,
     }
 }
 
@@ -107,11 +110,13 @@ async fn sign(Path(key_id): Path<String>, Json(request): Json<SignRequest>) -> R
     }
     let message = decode_hex("message", &request.message).unwrap();
     assert_eq!(message, b"settle batch 42");
-    // A client's approval is for the key's network id and group key, as `GET` answers them.
+    // A client's approval is for the key's network id and group key, as `GET` answers them,
+    // and for the path asked.
+    let path: DerivationPath = request.path.as_deref().unwrap_or("m").parse().unwrap();
     if let Some(approval) = request.client {
         let approval = approval.to_wire().unwrap();
         let verified = record(&key_id, 0)
-            .with_approval_target(|target| approval.verify(target, &message))
+            .with_approval_target(&path, |target| approval.verify(target, &message))
             .unwrap();
         if let Err(why) = verified {
             return error(StatusCode::FORBIDDEN, codes::CLIENT_NOT_AUTHORIZED, &why);
@@ -122,9 +127,25 @@ async fn sign(Path(key_id): Path<String>, Json(request): Json<SignRequest>) -> R
     Json(SignResponse {
         signature: "cd".repeat(64),
         public_key: "ab".repeat(32),
+        path: path.to_string(),
         epoch: 0,
         signers: vec!["node1".into(), "node3".into()],
         culprits: vec![],
+    })
+    .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct DeriveQuery {
+    path: String,
+}
+
+async fn derive(Path(key_id): Path<String>, Query(query): Query<DeriveQuery>) -> Response {
+    Json(ChildKey {
+        key_id,
+        path: query.path,
+        public_key: "ef".repeat(32),
+        internal_key: None,
     })
     .into_response()
 }
@@ -151,6 +172,7 @@ async fn serve() -> (String, Seen) {
         .route("/v1/keys", post(create_key).get(keys))
         .route("/v1/keys/{key_id}", get(key))
         .route("/v1/keys/{key_id}/sign", post(sign))
+        .route("/v1/keys/{key_id}/derive", get(derive))
         .route("/v1/keys/{key_id}/reshare", post(reshare))
         .layer(middleware::from_fn_with_state(seen.clone(), auth));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -271,6 +293,7 @@ async fn conflict_is_mapped() {
 #[tokio::test]
 async fn sign_as_approves_for_the_keys_network_and_group_key() {
     let (client, seen) = client().await;
+    let client_seen = seen.clone();
     let me = ClientKey::generate();
     let signed = client
         .sign_as(&me, "k-1", b"settle batch 42")
@@ -285,20 +308,37 @@ async fn sign_as_approves_for_the_keys_network_and_group_key() {
         network_id: "net-2".into(),
         ..record("k-1", 0)
     };
+    let root = DerivationPath::ROOT;
     let err = client
-        .sign_key_as(&me, &elsewhere, b"settle batch 42")
+        .sign_key_as(&me, &elsewhere, &root, b"settle batch 42")
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(codes::CLIENT_NOT_AUTHORIZED), "{err}");
     assert!(err
         .to_string()
-        .contains("does not verify over this network id, group key, key id and message"));
+        .contains("does not verify over this network id, group key, key id, path and message"));
+    // A child key's approval covers its path: the request carries it, and it verifies.
+    let child: DerivationPath = "m/7/9".parse().unwrap();
+    let signed = client
+        .sign_key_as(&me, &record("k-1", 0), &child, b"settle batch 42")
+        .await
+        .unwrap();
+    assert_eq!(signed.path, "m/7/9");
+    let derived = client.derive("k-1", &child).await.unwrap();
+    assert_eq!(derived.path, "m/7/9");
+    let seen = client_seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|p| p == "/v1/keys/k-1/derive?path=m/7/9"),
+        "{seen:?}"
+    );
     let bad = KeyRecord {
         public_key: "zz".into(),
         ..record("k-1", 0)
     };
     assert!(matches!(
-        client.sign_key_as(&me, &bad, b"settle batch 42").await,
+        client
+            .sign_key_as(&me, &bad, &root, b"settle batch 42")
+            .await,
         Err(ApiError::InvalidHex {
             field: "public_key",
             ..

@@ -30,6 +30,8 @@ fn record() -> KeyRecord {
         nodes: vec!["node1".into(), "node2".into(), "node3".into()],
         epoch: 0,
         public_key_package_digest: "ab".repeat(32),
+        chain_code: "cd".repeat(32),
+        xpub: Some("xpub661MyMwAqRbc".into()),
     }
 }
 
@@ -125,6 +127,8 @@ fn key_record_and_list() {
         "nodes": ["node1", "node2", "node3"],
         "epoch": 0,
         "public_key_package_digest": "ab".repeat(32),
+        "chain_code": "cd".repeat(32),
+        "xpub": "xpub661MyMwAqRbc",
     });
     round_trip(&record(), expected.clone());
     round_trip(
@@ -141,9 +145,18 @@ fn sign_bodies() {
     round_trip(
         &SignRequest {
             message: "deadbeef".into(),
+            path: None,
             client: None,
         },
         json!({"message":"deadbeef"}),
+    );
+    round_trip(
+        &SignRequest {
+            message: "deadbeef".into(),
+            path: Some("m/0/17".into()),
+            client: None,
+        },
+        json!({"message":"deadbeef","path":"m/0/17"}),
     );
     let client = ClientAuthorization {
         public_key: "11".repeat(32),
@@ -154,6 +167,7 @@ fn sign_bodies() {
     round_trip(
         &SignRequest {
             message: "deadbeef".into(),
+            path: None,
             client: Some(client.clone()),
         },
         json!({"message":"deadbeef","client":{
@@ -190,6 +204,7 @@ fn sign_bodies() {
         &SignResponse {
             signature: "ab".repeat(64),
             public_key: "cd".repeat(32),
+            path: "m/3".into(),
             epoch: 1,
             signers: vec!["node1".into(), "node4".into()],
             culprits: vec!["node2".into()],
@@ -197,6 +212,7 @@ fn sign_bodies() {
         json!({
             "signature": "ab".repeat(64),
             "public_key": "cd".repeat(32),
+            "path": "m/3",
             "epoch": 1,
             "signers": ["node1", "node4"],
             "culprits": ["node2"],
@@ -208,6 +224,7 @@ fn sign_bodies() {
     }))
     .unwrap();
     assert!(old.culprits.is_empty());
+    assert_eq!(old.path, "m");
 }
 
 #[test]

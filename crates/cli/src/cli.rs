@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use permafrost_api::{ApiError, Curve};
+use permafrost_api::{ApiError, Curve, DerivationPath};
 
 use crate::output::Format;
 use crate::{commands, demo, internal, localnet};
@@ -62,6 +62,10 @@ pub enum Command {
         /// 64 KiB, the API's limit.
         #[arg(long, value_name = "FILE", conflicts_with = "message")]
         message_file: Option<PathBuf>,
+        /// Sign with the key's child at this path (`m/0/17`: non-hardened indices, at most 16
+        /// levels); the approval covers it. Default: the key itself.
+        #[arg(long, value_name = "PATH", default_value = "m")]
+        path: DerivationPath,
         /// Approve the signature with this client key file (`permafrost client-key create`);
         /// the nodes must list its public key. Without it, the coordinator approves with its
         /// gateway key, if it has one.
@@ -151,6 +155,14 @@ pub enum KeysCommand {
     Show {
         /// The key id.
         id: String,
+    },
+    /// Show a child key: the public key a signature with `sign --path` verifies under.
+    Derive {
+        /// The key id.
+        id: String,
+        /// The child's path, `m/0/17` (non-hardened indices, at most 16 levels).
+        #[arg(long, value_name = "PATH")]
+        path: DerivationPath,
     },
 }
 
@@ -271,10 +283,14 @@ fn dispatch(
             Command::Keys(KeysCommand::Show { id }) => {
                 commands::show_key(&target, &id, format).await
             }
+            Command::Keys(KeysCommand::Derive { id, path }) => {
+                commands::derive_key(&target, &id, &path, format).await
+            }
             Command::Sign {
                 key,
                 message,
                 message_file,
+                path,
                 client_key,
                 network_id,
                 public_key,
@@ -285,7 +301,7 @@ fn dispatch(
                     network_id: network_id.as_deref(),
                     public_key: public_key.as_deref(),
                 });
-                commands::sign(&target, &key, &source, approver, format).await
+                commands::sign(&target, &key, &path, &source, approver, format).await
             }
             Command::ClientKey(KeyFileCommand::Create { file })
             | Command::OperatorKey(KeyFileCommand::Create { file }) => {

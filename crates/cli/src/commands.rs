@@ -13,7 +13,9 @@ use permafrost_api::{
     decode_hex, Client, ClientKey, CreateKeyRequest, Curve, Health, LocalnetInfo, ReshareRequest,
 };
 use permafrost_protocol::sign::MAX_SIGN_MESSAGE_LEN;
-use permafrost_wire::{Digest, Epoch, KeyId, LifecycleAction, LifecycleKind, NodeId};
+use permafrost_wire::{
+    DerivationPath, Digest, Epoch, KeyId, LifecycleAction, LifecycleKind, NodeId,
+};
 use rand_core::{OsRng, RngCore};
 use serde::Serialize;
 
@@ -165,6 +167,17 @@ pub async fn show_key(target: &Target, key_id: &str, format: Format) -> anyhow::
     output::print(format, &key, |key| output::key_record("key", key))
 }
 
+/// `permafrost keys derive ID --path PATH`.
+pub async fn derive_key(
+    target: &Target,
+    key_id: &str,
+    path: &DerivationPath,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let child = target.client()?.derive(key_id, path).await?;
+    output::print(format, &child, output::child_key)
+}
+
 /// Who approves a `sign` and what it insists on: the client key file, and optionally the
 /// network id and public key the approval must be for.
 pub struct Approver<'a> {
@@ -241,13 +254,14 @@ fn read_capped(reader: impl Read) -> std::io::Result<Vec<u8>> {
     Ok(message)
 }
 
-/// `permafrost sign --key ID (--message HEX | --message-file PATH|-) [--client-key FILE
-/// [--network-id ID] [--public-key HEX]]`. With a client key, the key's group public key and
-/// the network id the approval covers come from `GET /v1/keys/{id}`, checked against the
-/// pinned ones if given.
+/// `permafrost sign --key ID (--message HEX | --message-file PATH|-) [--path PATH]
+/// [--client-key FILE [--network-id ID] [--public-key HEX]]`. With a client key, the key's
+/// group public key and the network id the approval covers come from `GET /v1/keys/{id}`,
+/// checked against the pinned ones if given.
 pub async fn sign(
     target: &Target,
     key_id: &str,
+    path: &DerivationPath,
     source: &MessageSource,
     approver: Option<Approver<'_>>,
     format: Format,
@@ -274,9 +288,11 @@ pub async fn sign(
                     hex::encode(&pinned)
                 );
             }
-            client.sign_key_as(&client_key, &key, &message).await?
+            client
+                .sign_key_as(&client_key, &key, path, &message)
+                .await?
         }
-        None => client.sign(key_id, &message).await?,
+        None => client.sign_at(key_id, path, &message).await?,
     };
     output::print(format, &answer, output::signature)
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use permafrost_api::{
-    codes, decode_hex, ApiError, Client, ClientKey, CreateKeyRequest, Curve, KeyRecord,
-    ReshareRequest,
+    codes, decode_hex, ApiError, Client, ClientKey, CreateKeyRequest, Curve, DerivationPath,
+    KeyRecord, ReshareRequest,
 };
 
 use crate::localnet::Localnet;
@@ -208,7 +208,12 @@ async fn refused_without_approval(
 ) -> anyhow::Result<()> {
     let stranger = ClientKey::generate();
     match client
-        .sign_key_as(&stranger, key, b"pay everything to mallory")
+        .sign_key_as(
+            &stranger,
+            key,
+            &DerivationPath::ROOT,
+            b"pay everything to mallory",
+        )
         .await
     {
         Err(ApiError::Http {
@@ -244,7 +249,7 @@ async fn sign_epoch(
         ));
         let started = Instant::now();
         let signed = client
-            .sign_key_as(approver, key, message.as_bytes())
+            .sign_key_as(approver, key, &DerivationPath::ROOT, message.as_bytes())
             .await
             .with_context(|| format!("signature {i} at epoch {}", key.epoch))?;
         let elapsed = started.elapsed();

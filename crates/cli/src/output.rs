@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use permafrost_api::{Health, KeyList, KeyRecord, SignResponse};
+use permafrost_api::{ChildKey, Health, KeyList, KeyRecord, SignResponse};
 use serde::Serialize;
 
 /// How a command prints its answer.
@@ -257,7 +257,24 @@ pub fn key_record(headline: &str, key: &KeyRecord) -> String {
             ("public key", key.public_key.clone()),
             ("network", key.network_id.clone()),
             ("package digest", key.public_key_package_digest.clone()),
+            ("chain code", key.chain_code.clone()),
+            ("xpub", key.xpub.clone().unwrap_or_else(|| "-".into())),
         ])
+    )
+}
+
+/// A child key for people: its key and path, then the public key (and the internal key for
+/// taproot).
+pub fn child_key(child: &ChildKey) -> String {
+    let mut fields = vec![("public key", child.public_key.clone())];
+    if let Some(internal) = &child.internal_key {
+        fields.push(("internal key", internal.clone()));
+    }
+    format!(
+        "key {} at {}\n{}",
+        child.key_id,
+        child.path,
+        Table::fields(&fields)
     )
 }
 
@@ -268,6 +285,9 @@ pub fn signature(signed: &SignResponse) -> String {
         ("signature", signed.signature.clone()),
         ("public key", signed.public_key.clone()),
     ];
+    if signed.path != "m" {
+        fields.push(("path", signed.path.clone()));
+    }
     if !signed.culprits.is_empty() {
         fields.push((
             "culprits",
@@ -317,6 +337,8 @@ mod tests {
             nodes: names(nodes),
             epoch: 3,
             public_key_package_digest: "cd".repeat(32),
+            chain_code: "ef".repeat(32),
+            xpub: Some("xpub661MyMwAqRbc".into()),
         }
     }
 
@@ -447,7 +469,9 @@ mod tests {
         assert_eq!(lines[2], format!("  public key      02{}", "ab".repeat(32)));
         assert_eq!(lines[3], "  network         custody-1");
         assert_eq!(lines[4], format!("  package digest  {}", "cd".repeat(32)));
-        assert_eq!(lines.len(), 5, "{text}");
+        assert_eq!(lines[5], format!("  chain code      {}", "ef".repeat(32)));
+        assert_eq!(lines[6], "  xpub            xpub661MyMwAqRbc");
+        assert_eq!(lines.len(), 7, "{text}");
     }
 
     #[test]
@@ -455,6 +479,7 @@ mod tests {
         let mut signed = SignResponse {
             signature: "ef".repeat(64),
             public_key: "02ab".into(),
+            path: "m".into(),
             epoch: 1,
             signers: names(&["node10", "node9", "node1"]),
             culprits: Vec::new(),

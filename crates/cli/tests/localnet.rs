@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use permafrost_api::{ApiError, Client, CreateKeyRequest, Curve, KeyRecord, LocalnetInfo};
+use permafrost_api::{
+    ApiError, Client, CreateKeyRequest, Curve, DerivationPath, KeyRecord, LocalnetInfo,
+};
 use permafrost_node::PendingCommand;
 
 const BIN: &str = env!("CARGO_BIN_EXE_permafrost");
@@ -1526,8 +1528,10 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
     let key = create_key(client, Curve::Ed25519, 2).await;
     assert!(key.network_id.starts_with("localnet-"), "{key:?}");
     let accepted = ClientKey::load(&dir.join("client.key")).unwrap();
+    let root = DerivationPath::ROOT;
     let body = |auth: &permafrost_wire::ClientAuthorization, message: &[u8]| SignRequest {
         message: permafrost_api::encode_hex(message),
+        path: None,
         client: Some(ClientAuthorization::from_wire(auth)),
     };
     let refused = |outcome: Result<permafrost_api::SignResponse, ApiError>, why: &str| match outcome
@@ -1548,7 +1552,9 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
     };
 
     // The accepted client signs.
-    let approved = accepted.authorize_key(&key, b"pay 10 to alice").unwrap();
+    let approved = accepted
+        .authorize_key(&key, &root, b"pay 10 to alice")
+        .unwrap();
     let signed = client
         .sign_request(&key.key_id, &body(&approved, b"pay 10 to alice"))
         .await
@@ -1563,7 +1569,9 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
         "already used in session",
     );
     // The approval with another message: tampered.
-    let fresh = accepted.authorize_key(&key, b"pay 10 to alice").unwrap();
+    let fresh = accepted
+        .authorize_key(&key, &root, b"pay 10 to alice")
+        .unwrap();
     refused(
         client
             .sign_request(&key.key_id, &body(&fresh, b"pay 10000 to mallory"))
@@ -1582,7 +1590,7 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
         .unwrap()
         .as_millis() as u64;
     let stale = key
-        .with_approval_target(|target| {
+        .with_approval_target(&root, |target| {
             accepted.authorize_at(target, b"old", [9; 16], now_ms - 600_000)
         })
         .unwrap();
@@ -1599,14 +1607,54 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
         ..key.clone()
     };
     let elsewhere = accepted
-        .authorize_key(&other_network, b"pay 10 to alice")
+        .authorize_key(&other_network, &root, b"pay 10 to alice")
         .unwrap();
     refused(
         client
             .sign_request(&key.key_id, &body(&elsewhere, b"pay 10 to alice"))
             .await,
-        "does not verify over this network id, group key, key id and message",
+        "does not verify over this network id, group key, key id, path and message",
     );
+    // An approval for one child key, sent for another child (or for the key itself): refused.
+    let child: DerivationPath = "m/0/1".parse().unwrap();
+    let for_child = accepted
+        .authorize_key(&key, &child, b"pay 10 to alice")
+        .unwrap();
+    for path in [Some("m/0/2"), None] {
+        refused(
+            client
+                .sign_request(
+                    &key.key_id,
+                    &SignRequest {
+                        path: path.map(str::to_owned),
+                        ..body(&for_child, b"pay 10 to alice")
+                    },
+                )
+                .await,
+            "does not verify",
+        );
+    }
+    // The same approval for the child it names signs, under that child's key.
+    let signed = client
+        .sign_request(
+            &key.key_id,
+            &SignRequest {
+                path: Some("m/0/1".into()),
+                ..body(&for_child, b"pay 10 to alice")
+            },
+        )
+        .await
+        .unwrap();
+    let child_key = client.derive(&key.key_id, &child).await.unwrap();
+    assert_eq!(signed.public_key, child_key.public_key);
+    assert_eq!(signed.path, "m/0/1");
+    permafrost_verifiers::verify(
+        key.curve,
+        &hex::decode(&child_key.public_key).unwrap(),
+        b"pay 10 to alice",
+        &hex::decode(&signed.signature).unwrap(),
+    )
+    .unwrap();
     // A flood of refusals: a node audits at most 32 a second one by one and counts the rest.
     let flood: Vec<_> = (0..FLOOD)
         .map(|i| {
@@ -1614,7 +1662,12 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
             tokio::spawn(async move {
                 let stranger = ClientKey::generate();
                 client
-                    .sign_key_as(&stranger, &key, format!("flood {i}").as_bytes())
+                    .sign_key_as(
+                        &stranger,
+                        &key,
+                        &DerivationPath::ROOT,
+                        format!("flood {i}").as_bytes(),
+                    )
                     .await
             })
         })
@@ -1634,6 +1687,7 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
             &key.key_id,
             &SignRequest {
                 message: "00".into(),
+                path: None,
                 client: Some(short),
             },
         )

@@ -498,8 +498,9 @@ pub fn dkg_coordinator(
 }
 
 /// A ROAST signing coordinator session (retries with other signers until a signature comes
-/// out) for a key whose public key package is `public_key_package`. `request` is the session id
-/// of every message of the request; members with a `pooled` commitment sign in one round.
+/// out) for the child at `path` (the key itself for the empty path) of a key whose public key
+/// package is `public_key_package`. `request` is the session id of every message of the
+/// request; members with a `pooled` commitment sign in one round.
 #[allow(clippy::too_many_arguments)]
 pub fn roast_coordinator(
     curve: Curve,
@@ -507,6 +508,7 @@ pub fn roast_coordinator(
     key_id: KeyId,
     epoch: Epoch,
     message: Vec<u8>,
+    path: permafrost_wire::DerivationPath,
     client: Option<permafrost_wire::ClientAuthorization>,
     public_key_package: &[u8],
     committee: Vec<NodeId>,
@@ -522,8 +524,9 @@ pub fn roast_coordinator(
             key_id,
             epoch,
             message,
+            path,
             client,
-            pkp,
+            &pkp,
             committee,
             pooled,
             now,
@@ -531,6 +534,39 @@ pub fn roast_coordinator(
             crate::deadlines::SIGNING_ATTEMPT,
         )?;
         Ok(erase::<S, _>(c))
+    })
+}
+
+/// A child key as the API shows it: what [`derive_child`] gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildKey {
+    /// The path.
+    pub path: permafrost_wire::DerivationPath,
+    /// The key a signature for this child verifies under, `VerifyingKey::serialize()`.
+    pub public_key: Vec<u8>,
+    /// For secp256k1-tr, the BIP-86 internal key the output key `public_key` was tweaked from
+    /// (`None` for the key itself, and for the other curves, where it is `public_key`).
+    pub internal_key: Option<Vec<u8>>,
+}
+
+/// The child at `path` of key `key_id` on `curve` whose group key is `group_key`
+/// (`VerifyingKey::serialize()`), as every signer derives it.
+pub fn derive_child(
+    curve: Curve,
+    key_id: &KeyId,
+    group_key: &[u8],
+    path: &permafrost_wire::DerivationPath,
+) -> Result<ChildKey, ProtocolError> {
+    with_suite!(curve, S => {
+        let root = frost_core::VerifyingKey::<S>::deserialize(group_key).map_err(frost_err)?;
+        let child = permafrost_protocol::derive::Derivation::of_key(key_id, &root, path)?;
+        let public_key = child.verifying_key().serialize().map_err(frost_err)?;
+        let internal_key = if curve == Curve::Secp256k1Tr && !path.is_root() {
+            Some(child.derived_key().serialize().map_err(frost_err)?)
+        } else {
+            None
+        };
+        Ok(ChildKey { path: path.clone(), public_key, internal_key })
     })
 }
 

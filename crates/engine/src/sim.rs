@@ -17,8 +17,8 @@ use ed25519_dalek::{Signature as DalekSignature, Signer as _, SigningKey, Verify
 use frost_core::keys::PublicKeyPackage;
 use frost_core::Signature;
 use permafrost_wire::{
-    decode, encode, ApprovalTarget, ClientAuthorization, Epoch, KeyId, LifecycleAction, Message,
-    MessageKind, NodeId, OperatorApproval, SessionId,
+    decode, encode, ApprovalTarget, ClientAuthorization, DerivationPath, Epoch, KeyId,
+    LifecycleAction, Message, MessageKind, NodeId, OperatorApproval, SessionId,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRngCore, RngCore, SeedableRng};
@@ -1182,6 +1182,17 @@ impl<S: Suite> Network<S> {
         public_key_package: &PublicKeyPackage<S>,
         message: &[u8],
     ) -> ClientAuthorization {
+        self.authorize_path(key_id, public_key_package, &DerivationPath::ROOT, message)
+    }
+
+    /// [`Network::authorize`] for the child key at `path`.
+    pub fn authorize_path(
+        &mut self,
+        key_id: &KeyId,
+        public_key_package: &PublicKeyPackage<S>,
+        path: &DerivationPath,
+        message: &[u8],
+    ) -> ClientAuthorization {
         // A public key package that was deserialized or made by a DKG always serializes.
         let group_key = public_key_package
             .verifying_key()
@@ -1191,6 +1202,7 @@ impl<S: Suite> Network<S> {
             network_id: SIM_NETWORK_ID,
             group_key: &group_key,
             key_id,
+            path,
         };
         self.authorize_for(&target, message)
     }
@@ -1258,6 +1270,32 @@ impl<S: Suite> Network<S> {
         )
     }
 
+    /// [`Network::sign_roast`] with the child key at `path`, approved by [`sim_client`] for
+    /// that path.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign_roast_at(
+        &mut self,
+        coordinator: &NodeId,
+        key_id: &KeyId,
+        epoch: Epoch,
+        public_key_package: &PublicKeyPackage<S>,
+        committee: &[NodeId],
+        path: &DerivationPath,
+        message: &[u8],
+    ) -> Result<SignOutcome<S>, ProtocolError> {
+        let client = self.authorize_path(key_id, public_key_package, path, message);
+        self.sign_roast_path_as(
+            coordinator,
+            key_id,
+            epoch,
+            public_key_package,
+            committee,
+            path,
+            message,
+            client,
+        )
+    }
+
     /// [`Network::sign_roast`] with the request carrying `client` as its authorization, as a
     /// (possibly malicious) coordinator may build it.
     #[allow(clippy::too_many_arguments)]
@@ -1268,6 +1306,32 @@ impl<S: Suite> Network<S> {
         epoch: Epoch,
         public_key_package: &PublicKeyPackage<S>,
         committee: &[NodeId],
+        message: &[u8],
+        client: ClientAuthorization,
+    ) -> Result<SignOutcome<S>, ProtocolError> {
+        self.sign_roast_path_as(
+            coordinator,
+            key_id,
+            epoch,
+            public_key_package,
+            committee,
+            &DerivationPath::ROOT,
+            message,
+            client,
+        )
+    }
+
+    /// [`Network::sign_roast_as`] for the child key at `path`: the coordinator asks for that
+    /// child, whatever `client` approved.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign_roast_path_as(
+        &mut self,
+        coordinator: &NodeId,
+        key_id: &KeyId,
+        epoch: Epoch,
+        public_key_package: &PublicKeyPackage<S>,
+        committee: &[NodeId],
+        path: &DerivationPath,
         message: &[u8],
         client: ClientAuthorization,
     ) -> Result<SignOutcome<S>, ProtocolError> {
@@ -1287,13 +1351,14 @@ impl<S: Suite> Network<S> {
             epoch,
         };
         let mark = self.events.len();
-        let (now, message) = (self.now, message.to_vec());
+        let (now, message, path) = (self.now, message.to_vec(), path.clone());
         let mut rng = ChaCha20Rng::seed_from_u64(self.rng.next_u64());
         self.coordinator_core(coordinator, |core, request| {
             core.sign(
                 request,
                 &key,
                 message,
+                path,
                 Some(client),
                 key.committee.clone(),
                 now,

@@ -14,7 +14,9 @@ use permafrost_engine::node::{NodeNotice, REFUSAL_SYNC_WITHIN};
 use permafrost_engine::sim::{sim_client, sim_client_policy, Network, SignOutcome, SIM_NETWORK_ID};
 use permafrost_keystore::AuditKind;
 use permafrost_protocol::sign::client::{ClientKey, ClientPolicy};
-use permafrost_protocol::wire::{ApprovalTarget, ClientAuthorization, Epoch, NodeId};
+use permafrost_protocol::wire::{
+    ApprovalTarget, ClientAuthorization, DerivationPath, Epoch, NodeId,
+};
 use permafrost_protocol::{ProtocolError, Refusal, Suite};
 
 /// Client-authorization refusals each node made.
@@ -124,6 +126,7 @@ fn an_unknown_client_key_is_refused_by_every_node<S: Suite>() {
         network_id: SIM_NETWORK_ID,
         group_key: &group_key,
         key_id: &key,
+        path: &DerivationPath::ROOT,
     };
     let auth = ClientAuthorization::sign(&stranger, &target, b"m", [1; 16], now);
     let result = net.sign_roast_as(&coordinator, &key, Epoch(0), &pkp, &nodes, b"m", auth);
@@ -132,7 +135,7 @@ fn an_unknown_client_key_is_refused_by_every_node<S: Suite>() {
 
 /// What every node says of an approval made for another network, group key or domain.
 const NOT_FOR_THIS_KEY: &str =
-    "does not verify over this network id, group key, key id and message";
+    "does not verify over this network id, group key, key id, path and message";
 
 /// The same client key is accepted on another network too: an approval it made there (right
 /// key id, right group key, right message) is refused on this one by every node; the same
@@ -145,6 +148,7 @@ fn an_approval_for_another_network_is_refused_by_every_node<S: Suite>() {
         network_id: "permafrost-sim-2",
         group_key: &group_key,
         key_id: &key,
+        path: &DerivationPath::ROOT,
     };
     let approval = net.authorize_for(&elsewhere, b"pay 10 to alice");
     let result = net.sign_roast_as(
@@ -207,6 +211,7 @@ fn an_approval_for_another_group_key_is_refused_by_every_node<S: Suite>() {
         network_id: SIM_NETWORK_ID,
         group_key: &group_key,
         key_id: &second,
+        path: &DerivationPath::ROOT,
     };
     let approval = net.authorize_for(&mixed, b"m");
     let before = net.shares_produced(None);

@@ -377,6 +377,7 @@ fn wrong_key_epoch_or_session_is_refused<S: Suite>() {
     let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(29, 2, 3);
     let target = nodes[0].clone();
     let request = SignRequest {
+        path: Default::default(),
         session: SessionId([1; 32]),
         key_id: key.clone(),
         epoch: Epoch(1),

@@ -599,6 +599,7 @@ fn pooled_nonces_are_bounded_and_kept_per_coordinator<S: Suite>() {
     let client = net.authorize(&key, &pkp, b"m");
     let name = |batch: u8, index: u16, session: u8| {
         Message::SignWithCommitment(SignWithCommitment {
+            path: Default::default(),
             session: SessionId([session; 32]),
             key_id: key.clone(),
             epoch: Epoch(0),

@@ -184,6 +184,7 @@ fn spent_commitment_in_a_second_package_is_refused<S: Suite>() {
         &coordinator,
         &target,
         Message::SignRequest(SignRequest {
+            path: Default::default(),
             session: first.session,
             key_id: key.clone(),
             epoch: Epoch(0),
@@ -366,6 +367,7 @@ fn oversized_package_is_refused_before_arithmetic<S: Suite>() {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let session = SessionId([5; 32]);
     let request = SignRequest {
+        path: Default::default(),
         session,
         key_id: key.clone(),
         epoch: Epoch(0),
@@ -600,6 +602,7 @@ fn a_nonce_asked_for_again_at_once_still_expires<S: Suite>() {
     let mut rng = ChaCha20Rng::seed_from_u64(2);
     let session = SessionId([54; 32]);
     let request = Message::SignRequest(SignRequest {
+        path: Default::default(),
         session,
         key_id: key.clone(),
         epoch: Epoch(0),

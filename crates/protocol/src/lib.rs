@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 mod committee;
+pub mod derive;
 pub mod dkg;
 mod error;
 mod hash;

@@ -18,7 +18,7 @@ use crate::WireError;
 /// ([`CommitmentsRequest`], [`CommitmentBatch`], [`SignWithCommitment`],
 /// `SignRefusal.commitment_unknown`; later in version 4, [`Probe`], which a node of an earlier
 /// build refuses as an unknown kind). Frames of any other version are refused.
-pub const WIRE_VERSION: u16 = 4;
+pub const WIRE_VERSION: u16 = 5;
 /// Bytes before the body: version (2) and kind (1).
 pub const FRAME_HEADER_LEN: usize = 3;
 /// No frame of any kind may be longer than this.

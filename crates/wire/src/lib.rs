@@ -29,6 +29,7 @@ mod error;
 mod ids;
 mod message;
 mod operator;
+mod path;
 
 pub use codec::{
     decode, encode, Message, MessageKind, FRAME_HEADER_LEN, MAX_FRAME_LEN, WIRE_VERSION,
@@ -40,3 +41,4 @@ pub use ids::{
 };
 pub use message::*;
 pub use operator::{LifecycleAction, LifecycleKind, OperatorApproval, MAX_APPROVALS};
+pub use path::{DerivationPath, HARDENED_OFFSET, MAX_PATH_DEPTH};

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{Curve, Digest, Epoch, KeyId, NodeId, SecretBytes, SessionId};
 use crate::operator::OperatorApproval;
+use crate::path::DerivationPath;
 
 /// Coordinator → every committee member: open a DKG session.
 ///
@@ -132,6 +133,10 @@ pub struct SignRequest {
     pub epoch: Epoch,
     /// The message to sign; the signer approves it here and signs nothing else in this session.
     pub message: Vec<u8>,
+    /// The child key to sign with: the key itself for the empty path. Each signer derives the
+    /// child share from its own share, so a coordinator cannot make it sign for a key other
+    /// than the one derived from the path the client approved.
+    pub path: DerivationPath,
     /// The client's approval of this signature, checked by every signer against its own list
     /// of accepted client keys. `None` only for a reshare's test signature, which ordinary
     /// signers refuse anyway.
@@ -139,9 +144,9 @@ pub struct SignRequest {
 }
 
 /// What a client's approval is bound to besides the message: the network, the key's group
-/// public key and its key id. An approval made for one of them does not verify for another, so
-/// it cannot be replayed on another network that lists the same client key, nor for a key id
-/// recreated with another group key.
+/// public key, its key id and the child key's derivation path. An approval made for one of them
+/// does not verify for another, so it cannot be replayed on another network that lists the same
+/// client key, for a key id recreated with another group key, or for another child key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ApprovalTarget<'a> {
     /// The network id every process of the network is configured with (`network_id` of the
@@ -153,6 +158,8 @@ pub struct ApprovalTarget<'a> {
     pub group_key: &'a [u8],
     /// The key id.
     pub key_id: &'a KeyId,
+    /// The child key: the key itself for the empty path.
+    pub path: &'a DerivationPath,
 }
 
 /// A client's ed25519 signature approving one signature: key `key_id` (with this group key, on
@@ -187,10 +194,13 @@ impl ClientAuthorization {
     ///   ‖ u32 BE len(key_id)     ‖ key_id
     ///   ‖ u32 BE len(message)    ‖ message
     ///   ‖ request_id (16)        ‖ u64 BE timestamp_ms
+    ///  [‖ "path" ‖ u8 depth ‖ depth × u32 BE index]   only for a child key
     /// ```
     ///
-    /// Every variable-length field carries its length, so no two different inputs give the
-    /// same bytes.
+    /// `group_key` is always the key's own group key (the parent of every child key). For the
+    /// key itself (the empty path) the path part is absent, so approvals made before child keys
+    /// existed keep their meaning. Every variable-length field carries its length and the path
+    /// part follows fixed-size fields, so no two different inputs give the same bytes.
     pub fn signed_bytes(
         target: &ApprovalTarget<'_>,
         message: &[u8],
@@ -215,6 +225,15 @@ impl ClientAuthorization {
         }
         out.extend_from_slice(request_id);
         out.extend_from_slice(&timestamp_ms.to_be_bytes());
+        if !target.path.is_root() {
+            let indices = target.path.indices();
+            out.extend_from_slice(b"path");
+            // At most MAX_PATH_DEPTH (16) levels, checked when the path was made.
+            out.push(u8::try_from(indices.len()).unwrap_or(u8::MAX));
+            for index in indices {
+                out.extend_from_slice(&index.to_be_bytes());
+            }
+        }
         out
     }
 
@@ -251,7 +270,7 @@ impl ClientAuthorization {
         key.verify_strict(&signed, &ed25519_dalek::Signature::from_bytes(&signature))
             .map_err(|_| {
                 format!(
-                    "client signature of {} does not verify over this network id, group key, key id and message",
+                    "client signature of {} does not verify over this network id, group key, key id, path and message",
                     hex::encode(self.public_key)
                 )
             })
@@ -366,6 +385,8 @@ pub struct SignWithCommitment {
     pub epoch: Epoch,
     /// The message to sign.
     pub message: Vec<u8>,
+    /// The child key to sign with, as in [`SignRequest::path`].
+    pub path: DerivationPath,
     /// The client's approval, as in [`SignRequest::client`].
     pub client: Option<ClientAuthorization>,
     /// The batch the pooled commitment came in ([`CommitmentBatch::session`]).
@@ -384,6 +405,7 @@ impl SignWithCommitment {
             key_id: self.key_id.clone(),
             epoch: self.epoch,
             message: self.message.clone(),
+            path: self.path.clone(),
             client: self.client.clone(),
         }
     }

@@ -86,6 +86,7 @@ fn every_kind() -> Vec<Message> {
             reason: "bad share".into(),
         }),
         Message::SignRequest(SignRequest {
+            path: Default::default(),
             session: session(),
             key_id: key_id.clone(),
             epoch: Epoch(3),
@@ -135,6 +136,7 @@ fn every_kind() -> Vec<Message> {
             commitments: vec![vec![1; 70]; 64],
         }),
         Message::SignWithCommitment(SignWithCommitment {
+            path: Default::default(),
             session: session(),
             key_id,
             epoch: Epoch(3),
@@ -376,7 +378,59 @@ fn target<'a>(network_id: &'a str, group_key: &'a [u8], key_id: &'a KeyId) -> Ap
         network_id,
         group_key,
         key_id,
+        path: &ROOT,
     }
+}
+
+static ROOT: DerivationPath = DerivationPath::ROOT;
+
+/// An approval covers its child key's path: it does not verify for another child, a parent,
+/// a grandchild or the key itself, nor an approval of the key itself for any child. For the
+/// key itself the signed bytes are those of approvals made before child keys existed; for a
+/// child, the path follows them.
+#[test]
+fn client_authorizations_cover_the_child_key_path() {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let key_id = KeyId::new("key-1").unwrap();
+    let group_key = [2u8; 33];
+    let root = target("net-a", &group_key, &key_id);
+    let paths: Vec<DerivationPath> = ["m", "m/0", "m/0/1", "m/0/2", "m/0/1/0", "m/1/0", "m/256"]
+        .iter()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    for approved in &paths {
+        let approved_target = ApprovalTarget {
+            path: approved,
+            ..root
+        };
+        let auth = ClientAuthorization::sign(&key, &approved_target, b"pay 10", [1; 16], 1_000);
+        for asked in &paths {
+            let asked_target = ApprovalTarget {
+                path: asked,
+                ..root
+            };
+            assert_eq!(
+                auth.verify(&asked_target, b"pay 10").is_ok(),
+                asked == approved,
+                "approved {approved}, asked {asked}"
+            );
+        }
+    }
+    let v2 = ClientAuthorization::signed_bytes(&root, b"pay 10", &[1; 16], 1_000);
+    let child: DerivationPath = "m/0/256".parse().unwrap();
+    let with_path = ClientAuthorization::signed_bytes(
+        &ApprovalTarget {
+            path: &child,
+            ..root
+        },
+        b"pay 10",
+        &[1; 16],
+        1_000,
+    );
+    let mut expected = v2.clone();
+    expected.extend_from_slice(b"path\x02\x00\x00\x00\x00\x00\x00\x01\x00");
+    assert_eq!(with_path, expected);
+    assert!(v2.ends_with(&1_000u64.to_be_bytes()));
 }
 
 /// A client's authorization verifies over exactly the network id, group key, key id and
@@ -399,7 +453,7 @@ fn client_authorizations_verify_only_for_what_they_approve() {
         .verify(&target("net-b", &group_key, &key_id), b"pay 10")
         .unwrap_err();
     assert!(
-        error.contains("does not verify over this network id, group key, key id and message"),
+        error.contains("does not verify over this network id, group key, key id, path and message"),
         "{error}"
     );
     let mut other_group_key = group_key;

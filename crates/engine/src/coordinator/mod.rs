@@ -27,8 +27,8 @@ use std::sync::Arc;
 use permafrost_protocol::sign::PooledCommitment;
 use permafrost_protocol::{IdentityVerifier, ProtocolError, Refusal, Timestamp};
 use permafrost_wire::{
-    ClientAuthorization, Curve, Digest, Epoch, KeyId, LifecycleAction, LifecycleKind, Message,
-    MessageKind, NodeId, OperatorApproval, SessionId, SignRefusal,
+    ClientAuthorization, Curve, DerivationPath, Digest, Epoch, KeyId, LifecycleAction,
+    LifecycleKind, Message, MessageKind, NodeId, OperatorApproval, SessionId, SignRefusal,
 };
 use rand_core::CryptoRngCore;
 
@@ -438,13 +438,16 @@ impl<M: MetadataStore> CoordinatorCore<M> {
     /// signature comes out as long as `t` of them answer honestly before the deadline. Each of
     /// the first `t` with a pooled commitment is asked in one round (request and package at
     /// once); then the pools of the committee's members that are not in trouble are topped
-    /// up.
+    /// up. The signature is for the child at `path` (the key itself for the empty path): the
+    /// signers derive their child shares and this coordinator the child public key package,
+    /// each on its own.
     #[allow(clippy::too_many_arguments)]
     pub fn sign(
         &mut self,
         request: RequestId,
         key: &KeyMeta,
         message: Vec<u8>,
+        path: DerivationPath,
         client: Option<ClientAuthorization>,
         committee: Vec<NodeId>,
         now: Timestamp,
@@ -488,6 +491,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
             key.key_id.clone(),
             key.epoch,
             message,
+            path,
             client,
             &key.public_key_package,
             committee,

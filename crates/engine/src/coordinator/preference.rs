@@ -144,6 +144,7 @@ mod tests {
 
     fn request() -> Message {
         Message::SignRequest(SignRequest {
+            path: Default::default(),
             session: SessionId([0; 32]),
             key_id: KeyId::new("k").unwrap(),
             epoch: Epoch(0),

@@ -7,9 +7,9 @@
 //! A [`ClientGate`] admits a request only if
 //! - the client key is in the node's [`ClientPolicy`], for all keys or for this key;
 //! - the signature verifies over exactly this node's network id, the group key of the key and
-//!   epoch the node signs with, this key id and this message (so an approval made for another
-//!   network listing the same client key, or for a key id recreated with another group key,
-//!   does not verify);
+//!   epoch the node signs with, this key id, this child-key path and this message (so an
+//!   approval made for another network listing the same client key, for a key id recreated
+//!   with another group key, or for another child key, does not verify);
 //! - the timestamp is within the policy's clock skew of the node's clock;
 //! - the request id was not seen before in another signing session (the same session may ask
 //!   again: ROAST asks a signer once per attempt).
@@ -174,6 +174,7 @@ impl ClientGate {
             network_id,
             group_key,
             key_id: &request.key_id,
+            path: &request.path,
         };
         auth.verify(&target, &request.message)
             .map_err(Refusal::ClientNotAuthorized)?;
@@ -235,6 +236,7 @@ mod tests {
             network_id: NETWORK,
             group_key: &GROUP_KEY,
             key_id,
+            path: &permafrost_wire::DerivationPath::ROOT,
         };
         ClientAuthorization::sign(key, &target, message, request_id, timestamp_ms)
     }
@@ -256,6 +258,7 @@ mod tests {
         let key_id = KeyId::new("k1").unwrap();
         let message = b"pay 10".to_vec();
         SignRequest {
+            path: Default::default(),
             session: SessionId([session; 32]),
             client: Some(authorize(signer, &key_id, &message, [id; 16], ts)),
             key_id,
@@ -348,7 +351,7 @@ mod tests {
         let now = Timestamp(10_000_000);
         let approved = request(&client, 1, 1, now.0);
         assert!(gate.check(&approved, NETWORK, &GROUP_KEY, now).is_ok());
-        let why = "does not verify over this network id, group key, key id and message";
+        let why = "does not verify over this network id, group key, key id, path and message";
         refused(gate.check(&approved, "net-2", &GROUP_KEY, now), why);
         refused(gate.check(&approved, NETWORK, &[0x6c; 32], now), why);
         refused(gate.check(&approved, NETWORK, &[0x6b; 33], now), why);

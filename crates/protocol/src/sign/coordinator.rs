@@ -6,8 +6,8 @@ use frost_core::round1::SigningCommitments;
 use frost_core::round2::SignatureShare;
 use frost_core::{aggregate, verify_signature_share, Identifier, SigningPackage};
 use permafrost_wire::{
-    ClientAuthorization, Digest, Epoch, KeyId, Message, MessageKind, NodeId, SessionId,
-    SignPackage, SignRequest,
+    ClientAuthorization, DerivationPath, Digest, Epoch, KeyId, Message, MessageKind, NodeId,
+    SessionId, SignPackage, SignRequest,
 };
 use rand_core::CryptoRngCore;
 
@@ -64,6 +64,7 @@ impl<S: Suite> SigningCoordinator<S> {
             key_id: key_id.clone(),
             epoch,
             message: message.clone(),
+            path: DerivationPath::ROOT,
             client,
         };
         let outputs = committee

@@ -8,14 +8,15 @@ use frost_core::{
     aggregate_custom, verify_signature_share, CheaterDetection, Identifier, SigningPackage,
 };
 use permafrost_wire::{
-    ClientAuthorization, Digest, Epoch, KeyId, Message, MessageKind, NodeId, SessionId,
-    SignPackage, SignRefusal, SignRequest, SignWithCommitment,
+    ClientAuthorization, DerivationPath, Digest, Epoch, KeyId, Message, MessageKind, NodeId,
+    SessionId, SignPackage, SignRefusal, SignRequest, SignWithCommitment,
 };
 use rand_core::CryptoRngCore;
 
 use super::{
     check_key, check_signing_parameters, package_digest, PooledCommitment, MAX_COMMITMENT_LEN,
 };
+use crate::derive::Derivation;
 use crate::hash::Transcript;
 use crate::{Committee, Event, Output, ProtocolError, Refusal, Session, Suite, Timestamp};
 
@@ -63,7 +64,10 @@ pub struct RoastCoordinator<S: Suite> {
     key_id: KeyId,
     epoch: Epoch,
     message: Vec<u8>,
+    /// The child key signed for (empty: the key itself).
+    path: DerivationPath,
     client: Option<ClientAuthorization>,
+    /// The public key package of the child key signed for.
     public_key_package: PublicKeyPackage<S>,
     committee: Committee<S>,
     threshold: usize,
@@ -130,7 +134,9 @@ struct Attempt<S: Suite> {
 }
 
 impl<S: Suite> RoastCoordinator<S> {
-    /// Starts a ROAST request signing `message` with key `key_id` at `epoch`, asking the first
+    /// Starts a ROAST request signing `message` with the child at `path` (the key itself for
+    /// the empty path) of key `key_id` at `epoch`, whose public key package is
+    /// `public_key_package`, asking the first
     /// `t` members of `committee` (in the given order, then the others as needed) with the
     /// client's authorization `client` (which every signer checks). `request` must be fresh
     /// randomness; it is the session id of every message of the request. The request fails at
@@ -143,8 +149,9 @@ impl<S: Suite> RoastCoordinator<S> {
         key_id: KeyId,
         epoch: Epoch,
         message: Vec<u8>,
+        path: DerivationPath,
         client: Option<ClientAuthorization>,
-        public_key_package: PublicKeyPackage<S>,
+        public_key_package: &PublicKeyPackage<S>,
         committee: Vec<NodeId>,
         pooled: BTreeMap<NodeId, PooledCommitment>,
         now: Timestamp,
@@ -153,7 +160,10 @@ impl<S: Suite> RoastCoordinator<S> {
     ) -> Result<Self, ProtocolError> {
         let order = committee.clone();
         let (committee, threshold) =
-            check_signing_parameters(committee, &message, &public_key_package)?;
+            check_signing_parameters(committee, &message, public_key_package)?;
+        let public_key_package =
+            Derivation::of_key(&key_id, public_key_package.verifying_key(), &path)?
+                .public_key_package(public_key_package);
         let mut members = BTreeMap::new();
         let mut preference = Vec::new();
         for node in &order {
@@ -181,6 +191,7 @@ impl<S: Suite> RoastCoordinator<S> {
             key_id,
             epoch,
             message,
+            path,
             client,
             public_key_package,
             committee,
@@ -286,6 +297,7 @@ impl<S: Suite> RoastCoordinator<S> {
                 key_id: self.key_id.clone(),
                 epoch: self.epoch,
                 message: self.message.clone(),
+                path: self.path.clone(),
                 client: self.client.clone(),
             }),
         });
@@ -426,6 +438,7 @@ impl<S: Suite> RoastCoordinator<S> {
                         key_id: self.key_id.clone(),
                         epoch: self.epoch,
                         message: self.message.clone(),
+                        path: self.path.clone(),
                         client: self.client.clone(),
                         batch,
                         index,

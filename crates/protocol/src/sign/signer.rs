@@ -4,13 +4,14 @@ use std::time::Duration;
 use frost_core::round1::{self, SigningCommitments, SigningNonces};
 use frost_core::{round2, SigningPackage};
 use permafrost_wire::{
-    CommitmentBatch, CommitmentsRequest, Epoch, KeyId, Message, NodeId, SessionId, SignCommitment,
-    SignPackage, SignRequest, SignShare, SignWithCommitment,
+    CommitmentBatch, CommitmentsRequest, DerivationPath, Epoch, KeyId, Message, NodeId, SessionId,
+    SignCommitment, SignPackage, SignRequest, SignShare, SignWithCommitment,
 };
 use rand_core::CryptoRngCore;
 use sha2::{Digest as _, Sha256};
 
 use super::{package_digest, MAX_POOL_BATCH};
+use crate::derive::Derivation;
 use crate::{
     Committee, Event, KeyShare, Output, ProtocolError, Refusal, Session, Suite, Timestamp,
 };
@@ -90,6 +91,8 @@ struct Batch<S: Suite> {
 struct Slot<S: Suite> {
     state: SlotState<S>,
     message: Vec<u8>,
+    /// The child key approved (empty: the key itself); the session signs for no other.
+    path: DerivationPath,
     coordinator: NodeId,
     /// Commitments whose nonces were consumed in this session; a package holding one again is
     /// a replay and is refused without an answer.
@@ -169,8 +172,13 @@ impl<S: Suite> Signer<S> {
         self.expire(now);
         let issued = match self.sessions.get(&request.session) {
             None => 0,
-            // Only the session's coordinator may ask again, and only for the approved message.
-            Some(slot) if slot.coordinator != *from || slot.message != request.message => {
+            // Only the session's coordinator may ask again, and only for the approved message
+            // and child key.
+            Some(slot)
+                if slot.coordinator != *from
+                    || slot.message != request.message
+                    || slot.path != request.path =>
+            {
                 return Err(Refusal::SessionExists);
             }
             // Asked again while a nonce is live (a retransmitted or duplicated request): the
@@ -227,6 +235,7 @@ impl<S: Suite> Signer<S> {
                     Slot {
                         state,
                         message: request.message.clone(),
+                        path: request.path.clone(),
                         coordinator: from.clone(),
                         consumed: Vec::new(),
                         issued: 1,
@@ -290,11 +299,13 @@ impl<S: Suite> Signer<S> {
         };
         slot.consumed.push(commitments);
         let message_digest: [u8; 32] = Sha256::digest(&slot.message).into();
+        let path = slot.path.clone();
         self.live -= 1;
         let signed = Signed {
             session: package.session,
             package: &package.package,
             message_digest,
+            path: &path,
         };
         self.produce_share(from, signed, &signing_package, nonces)
     }
@@ -343,9 +354,19 @@ impl<S: Suite> Signer<S> {
         signing_package: &SigningPackage<S>,
         nonces: SigningNonces<S>,
     ) -> Result<(), Refusal> {
-        let share = round2::sign(signing_package, &nonces, &self.share.key_package)
+        // The child share is derived here, from this node's own share and the approved path:
+        // a coordinator cannot name another child key than the client approved.
+        let derivation = Derivation::of_key(
+            &self.share.key_id,
+            self.share.public_key_package.verifying_key(),
+            signed.path,
+        )
+        .map_err(|e| Refusal::Malformed(e.to_string()))?;
+        let key_package = derivation.key_package(&self.share.key_package);
+        let share = round2::sign(signing_package, &nonces, &key_package)
             .map_err(|e| Refusal::Malformed(format!("cannot sign: {e}")))?;
         drop(nonces);
+        drop(key_package);
         self.outputs.push_back(Output::Event(Event::ShareProduced {
             session: signed.session,
             key_id: self.share.key_id.clone(),
@@ -464,6 +485,7 @@ impl<S: Suite> Signer<S> {
             Slot {
                 state: SlotState::Consumed,
                 message: m.message.clone(),
+                path: m.path.clone(),
                 coordinator: from.clone(),
                 consumed: vec![pooled],
                 issued: 1,
@@ -474,6 +496,7 @@ impl<S: Suite> Signer<S> {
             session: m.session,
             package: &m.package,
             message_digest: Sha256::digest(&m.message).into(),
+            path: &m.path,
         };
         self.produce_share(from, signed, &signing_package, nonces)
     }
@@ -558,6 +581,8 @@ struct Signed<'a> {
     session: SessionId,
     package: &'a [u8],
     message_digest: [u8; 32],
+    /// The child key approved.
+    path: &'a DerivationPath,
 }
 
 impl<S: Suite> Session<S> for Signer<S> {
