@@ -202,16 +202,23 @@ fn word(text: &str) -> String {
     }
 }
 
-/// `seq time kind key=… epoch=… peer=… [client=… request=… timestamp=… session=…] detail`,
-/// one line.
+/// A child-key derivation path as `m/0/17` (`m` for the key itself).
+fn path_text(path: &[u32]) -> String {
+    let indices: String = path.iter().map(|index| format!("/{index}")).collect();
+    format!("m{indices}")
+}
+
+/// `seq time kind key=… epoch=… peer=… [client=… request=… timestamp=… session=… path=…]
+/// detail`, one line.
 fn text_line(seq: u64, entry: &AuditEntry) -> String {
     let client = entry.client.as_ref().map_or_else(String::new, |client| {
         format!(
-            " client={} request={} timestamp={} session={}",
+            " client={} request={} timestamp={} session={} path={}",
             hex::encode(client.public_key),
             hex::encode(client.request_id),
             client.timestamp_ms,
-            hex::encode(client.session)
+            hex::encode(client.session),
+            path_text(&client.path)
         )
     });
     format!(
@@ -241,6 +248,7 @@ fn json_line(seq: u64, entry: &AuditEntry) -> String {
             "request_id": hex::encode(client.request_id),
             "timestamp_ms": client.timestamp_ms,
             "session": hex::encode(client.session),
+            "path": path_text(&client.path),
         })),
         "detail": entry.detail,
     })
@@ -314,5 +322,40 @@ mod tests {
         assert_eq!(json["kind"], "refused");
         assert_eq!(json["peer"], "12D3KooW");
         assert_eq!(json["message_digest"], "ab".repeat(32));
+    }
+
+    #[test]
+    fn a_client_approval_prints_its_path() {
+        assert_eq!(path_text(&[]), "m");
+        assert_eq!(path_text(&[0, 17]), "m/0/17");
+        assert_eq!(path_text(&[2_147_483_647]), "m/2147483647");
+        let entry = AuditEntry {
+            time_unix_ms: 1_700_000_000_000,
+            kind: AuditKind::ClientRequest,
+            key_id: "k".into(),
+            epoch: 0,
+            message_digest: None,
+            requester: None,
+            detail: String::new(),
+            client: Some(permafrost_keystore::AuditClient {
+                public_key: [1; 32],
+                request_id: [2; 16],
+                timestamp_ms: 3,
+                session: [4; 32],
+                path: vec![0, 17],
+            }),
+        };
+        assert_eq!(
+            text_line(1, &entry),
+            format!(
+                "1 2023-11-14T22:13:20.000Z client-request key=k epoch=0 peer=- client={} \
+                 request={} timestamp=3 session={} path=m/0/17 \"\"",
+                "01".repeat(32),
+                "02".repeat(16),
+                "04".repeat(32)
+            )
+        );
+        let json: serde_json::Value = serde_json::from_str(&json_line(1, &entry)).unwrap();
+        assert_eq!(json["client"]["path"], "m/0/17");
     }
 }

@@ -101,21 +101,38 @@ fn show_prints_entries_and_verify_names_a_tampered_one() {
                     request_id: [0x5e; 16],
                     timestamp_ms: 1_700_000_000_002,
                     session: [0x77; 32],
+                    path: vec![0, 17],
                 }),
                 ..entry(3)
+            })
+            .unwrap();
+        // An admission for the key itself: the empty path.
+        store
+            .append_audit(&AuditEntry {
+                kind: AuditKind::ClientRequest,
+                message_digest: None,
+                detail: String::new(),
+                client: Some(AuditClient {
+                    public_key: [0xc1; 32],
+                    request_id: [0x5f; 16],
+                    timestamp_ms: 1_700_000_000_004,
+                    session: [0x78; 32],
+                    path: Vec::new(),
+                }),
+                ..entry(4)
             })
             .unwrap();
     }
     let verify = node(&["audit", "verify", "--config", &config]);
     assert!(verify.status.success(), "{}", text(&verify.stderr));
     let stdout = text(&verify.stdout);
-    assert!(stdout.contains("audit log verified: 3 entries"), "{stdout}");
-    assert!(stdout.contains("last entry: 3"), "{stdout}");
+    assert!(stdout.contains("audit log verified: 4 entries"), "{stdout}");
+    assert!(stdout.contains("last entry: 4"), "{stdout}");
 
     let show = node(&["audit", "show", "--config", &config]);
     assert!(show.status.success(), "{}", text(&show.stderr));
     let lines: Vec<String> = text(&show.stdout).lines().map(str::to_owned).collect();
-    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines.len(), 4, "{lines:?}");
     assert_eq!(
         lines[0],
         "1 2023-11-14T22:13:20.001Z signature-share key=k-1 epoch=0 peer=12D3KooWcoordinator \
@@ -132,16 +149,30 @@ fn show_prints_entries_and_verify_names_a_tampered_one() {
         lines[2],
         format!(
             "3 2023-11-14T22:13:20.003Z signature-share key=k-1 epoch=0 peer=12D3KooWcoordinator \
-             client={} request={} timestamp=1700000000002 session={} \"\"",
+             client={} request={} timestamp=1700000000002 session={} path=m/0/17 \"\"",
             "c1".repeat(32),
             "5e".repeat(16),
             "77".repeat(32)
+        )
+    );
+    assert_eq!(
+        lines[3],
+        format!(
+            "4 2023-11-14T22:13:20.004Z client-request key=k-1 epoch=0 peer=12D3KooWcoordinator \
+             client={} request={} timestamp=1700000000004 session={} path=m \"\"",
+            "c1".repeat(32),
+            "5f".repeat(16),
+            "78".repeat(32)
         )
     );
     let third: serde_json::Value =
         serde_json::from_str(text(&json.stdout).lines().nth(2).unwrap()).unwrap();
     assert_eq!(third["client"]["request_id"], "5e".repeat(16));
     assert_eq!(third["client"]["timestamp_ms"], 1_700_000_000_002u64);
+    assert_eq!(third["client"]["path"], "m/0/17");
+    let fourth: serde_json::Value =
+        serde_json::from_str(text(&json.stdout).lines().nth(3).unwrap()).unwrap();
+    assert_eq!(fourth["client"]["path"], "m");
 
     // Entry 2's detail edited on disk.
     {
@@ -170,7 +201,7 @@ fn show_prints_entries_and_verify_names_a_tampered_one() {
         "{}",
         text(&show.stderr)
     );
-    assert_eq!(text(&show.stdout).lines().count(), 3);
+    assert_eq!(text(&show.stdout).lines().count(), 4);
 }
 
 fn redb_database(dir: &Path) -> redb::Database {

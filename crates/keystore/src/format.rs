@@ -12,12 +12,19 @@ use crate::record::{AuditClient, AuditEntry, AuditKind, ShareState};
 pub(crate) const FORMAT_VERSION: u8 = 1;
 /// First byte of every share row value.
 pub(crate) const SHARE_ROW_VERSION: u8 = 1;
-/// First byte of every audit row written now: 3, the MAC-chained row whose body ends with the
-/// client approval in binary fields.
-pub(crate) const AUDIT_ROW_VERSION: u8 = 3;
+/// First byte of every audit row written now: 4, the MAC-chained row whose body ends with the
+/// client approval in binary fields, including the child-key derivation path it approved.
+pub(crate) const AUDIT_ROW_VERSION: u8 = 4;
+/// First byte of a MAC-chained row whose client approval has no derivation path (written
+/// before version 4); read as an empty path, never written again.
+pub(crate) const AUDIT_ROW_VERSION_V3: u8 = 3;
 /// First byte of a MAC-chained row without the client field (written before version 3, and
 /// by the migration of unchained rows); read, never written again but by that migration.
 pub(crate) const AUDIT_ROW_VERSION_V2: u8 = 2;
+/// Most indices in the child-key derivation path of an audit row's client approval.
+pub const MAX_AUDIT_PATH_DEPTH: usize = 16;
+/// The first hardened BIP-32 index (2^31): every index of an audited path is below it.
+const HARDENED_INDEX: u32 = 1 << 31;
 /// First byte of an audit row written before the MAC chain (read only to migrate it).
 pub(crate) const AUDIT_ROW_VERSION_V1: u8 = 1;
 /// The "previous MAC" of the first audit row.
@@ -65,6 +72,22 @@ pub(crate) struct DecodeError(pub(crate) String);
 /// A field too long for its 32-bit length prefix; names the field.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct TooLong(pub(crate) &'static str);
+
+/// Why an audit entry cannot be encoded.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AuditEncodeError {
+    /// A field too long for its 32-bit length prefix.
+    TooLong(TooLong),
+    /// The client approval's child-key path cannot be recorded: deeper than
+    /// [`MAX_AUDIT_PATH_DEPTH`], or with a hardened index. The message says which.
+    InvalidPath(String),
+}
+
+impl From<TooLong> for AuditEncodeError {
+    fn from(e: TooLong) -> Self {
+        AuditEncodeError::TooLong(e)
+    }
+}
 
 /// Cursor over stored bytes.
 struct Reader<'a> {
@@ -141,6 +164,10 @@ struct Writer {
 impl Writer {
     fn u8(&mut self, v: u8) {
         self.out.push(v);
+    }
+
+    fn u32(&mut self, v: u32) {
+        self.out.extend_from_slice(&v.to_be_bytes());
     }
 
     fn u64(&mut self, v: u64) {
@@ -286,12 +313,22 @@ pub(crate) fn share_aad(
 }
 
 /// Audit entry body (what the chain MAC covers after the sequence number and the previous
-/// MAC), as version 3 writes it: `u64 BE time ‖ kind ‖ lp(key_id) ‖ u64 BE epoch ‖
+/// MAC), as version 4 writes it: `u64 BE time ‖ kind ‖ lp(key_id) ‖ u64 BE epoch ‖
 /// opt(digest[32]) ‖ opt(lp(requester)) ‖ lp(detail) ‖ opt(client)`, where `opt(x)` is `0` or
 /// `1 ‖ x`, and `client` is `public_key[32] ‖ request_id[16] ‖ u64 BE timestamp_ms ‖
-/// session[32]`. A version 2 body is the same without `opt(client)`. Decoding is strict (no
-/// byte left over, none missing), so a row whose version byte was changed does not decode.
-pub(crate) fn encode_audit_body(entry: &AuditEntry) -> Result<Vec<u8>, TooLong> {
+/// session[32] ‖ u8 count ‖ count × u32 BE index`, the approved child-key derivation path
+/// (at most [`MAX_AUDIT_PATH_DEPTH`] indices, each below 2^31; none for the key itself).
+///
+/// A version 3 body is the same without the path (`client` ends with `session`; read as an
+/// empty path), a version 2 body the same without `opt(client)`. Decoding is strict (no byte
+/// left over, none missing, the path's count and indices in range), so a row whose version
+/// byte was changed does not decode, with one exception that changes nothing: an entry
+/// without a client approval has the same body in versions 3 and 4, so it reads the same
+/// under either byte.
+///
+/// A path deeper than [`MAX_AUDIT_PATH_DEPTH`] or with a hardened index is an
+/// [`AuditEncodeError::InvalidPath`], and nothing is encoded.
+pub(crate) fn encode_audit_body(entry: &AuditEntry) -> Result<Vec<u8>, AuditEncodeError> {
     let mut w = Writer::default();
     w.u64(entry.time_unix_ms);
     w.u8(kind_byte(&entry.kind));
@@ -320,9 +357,36 @@ pub(crate) fn encode_audit_body(entry: &AuditEntry) -> Result<Vec<u8>, TooLong> 
             w.raw(&client.request_id);
             w.u64(client.timestamp_ms);
             w.raw(&client.session);
+            let count = check_path(&client.path).map_err(AuditEncodeError::InvalidPath)?;
+            w.u8(count);
+            for index in &client.path {
+                w.u32(*index);
+            }
         }
     }
     Ok(w.out)
+}
+
+/// Whether `path` can be recorded (at most [`MAX_AUDIT_PATH_DEPTH`] indices, all
+/// non-hardened), and if so its length as the count byte. The error completes "the client key
+/// path …".
+fn check_path(path: &[u32]) -> Result<u8, String> {
+    let count = u8::try_from(path.len())
+        .ok()
+        .filter(|count| usize::from(*count) <= MAX_AUDIT_PATH_DEPTH)
+        .ok_or_else(|| {
+            format!(
+                "has {} indices, more than {MAX_AUDIT_PATH_DEPTH}",
+                path.len()
+            )
+        })?;
+    if let Some((position, index)) = path.iter().enumerate().find(|(_, i)| **i >= HARDENED_INDEX) {
+        return Err(format!(
+            "has the hardened index {index} (at position {position}); only indices below \
+             2^31 are allowed"
+        ));
+    }
+    Ok(count)
 }
 
 /// Audit table value: `version ‖ mac[32] ‖ body`, where `mac` is `HMAC-SHA256(chain key, u64
@@ -353,14 +417,17 @@ pub(crate) struct AuditRow<'a> {
     pub(crate) body: &'a [u8],
 }
 
-/// Splits a chained (version 2 or 3) audit row; does not verify the MAC or decode the body.
+/// Splits a chained (version 2, 3 or 4) audit row; does not verify the MAC or decode the body.
 pub(crate) fn split_audit_row(bytes: &[u8]) -> Result<AuditRow<'_>, DecodeError> {
     let mut r = Reader::new(bytes);
     let version = r.u8("audit row version")?;
-    if version != AUDIT_ROW_VERSION && version != AUDIT_ROW_VERSION_V2 {
+    if !matches!(
+        version,
+        AUDIT_ROW_VERSION_V2 | AUDIT_ROW_VERSION_V3 | AUDIT_ROW_VERSION
+    ) {
         return Err(DecodeError(format!(
-            "audit row version {version} is not supported (expected {AUDIT_ROW_VERSION_V2} or \
-             {AUDIT_ROW_VERSION})"
+            "audit row version {version} is not supported (expected {AUDIT_ROW_VERSION_V2}, \
+             {AUDIT_ROW_VERSION_V3} or {AUDIT_ROW_VERSION})"
         )));
     }
     let mac = r.array::<MAC_LEN>("audit chain MAC")?;
@@ -388,6 +455,59 @@ pub(crate) fn decode_audit_row_v1(bytes: &[u8]) -> Result<AuditEntry, DecodeErro
         ))),
         None => Err(DecodeError("empty audit row".into())),
     }
+}
+
+/// An audit entry body as the builds before version 4 wrote it, for row `version` 2 (no
+/// client field) or 3 (the client field without a path): the encoder of those builds, kept to
+/// write old rows in tests. An entry that does not fit the layout (a client in version 2, a
+/// path in version 3, another version) is an error.
+#[cfg(test)]
+pub(crate) fn encode_audit_body_before_v4(
+    version: u8,
+    entry: &AuditEntry,
+) -> Result<Vec<u8>, String> {
+    if version != AUDIT_ROW_VERSION_V2 && version != AUDIT_ROW_VERSION_V3 {
+        return Err(format!("version {version} is not an old audit row version"));
+    }
+    let mut w = Writer::default();
+    w.u64(entry.time_unix_ms);
+    w.u8(kind_byte(&entry.kind));
+    w.prefixed(entry.key_id.as_bytes(), "key id")
+        .map_err(|e| e.0.to_owned())?;
+    w.u64(entry.epoch);
+    match &entry.message_digest {
+        None => w.u8(0),
+        Some(digest) => {
+            w.u8(1);
+            w.raw(digest);
+        }
+    }
+    match &entry.requester {
+        None => w.u8(0),
+        Some(requester) => {
+            w.u8(1);
+            w.prefixed(requester.as_bytes(), "requester")
+                .map_err(|e| e.0.to_owned())?;
+        }
+    }
+    w.prefixed(entry.detail.as_bytes(), "detail")
+        .map_err(|e| e.0.to_owned())?;
+    match (&entry.client, version) {
+        (None, AUDIT_ROW_VERSION_V2) => {}
+        (None, _) => w.u8(0),
+        (Some(_), AUDIT_ROW_VERSION_V2) => return Err("version 2 has no client field".into()),
+        (Some(client), _) => {
+            if !client.path.is_empty() {
+                return Err("version 3 has no client key path".into());
+            }
+            w.u8(1);
+            w.raw(&client.public_key);
+            w.raw(&client.request_id);
+            w.u64(client.timestamp_ms);
+            w.raw(&client.session);
+        }
+    }
+    Ok(w.out)
 }
 
 /// Meta `audit_chain` value, the record that the audit log is chained:
@@ -447,8 +567,19 @@ fn presence(r: &mut Reader<'_>, what: &str) -> Result<bool, DecodeError> {
 }
 
 /// Inverse of [`encode_audit_body`] for a body of row `version` (a version 2 body has no
-/// client field).
+/// client field, a version 3 client field has no path). A version [`split_audit_row`] does
+/// not accept is an error.
 pub(crate) fn decode_audit_body(version: u8, bytes: &[u8]) -> Result<AuditEntry, DecodeError> {
+    let (has_client, has_path) = match version {
+        AUDIT_ROW_VERSION_V2 => (false, false),
+        AUDIT_ROW_VERSION_V3 => (true, false),
+        AUDIT_ROW_VERSION => (true, true),
+        other => {
+            return Err(DecodeError(format!(
+                "audit row version {other} is not supported"
+            )))
+        }
+    };
     let mut r = Reader::new(bytes);
     let time_unix_ms = r.u64("time")?;
     let kind = kind_from_byte(r.u8("kind")?)?;
@@ -465,12 +596,17 @@ pub(crate) fn decode_audit_body(version: u8, bytes: &[u8]) -> Result<AuditEntry,
         None
     };
     let detail = r.string("detail")?;
-    let client = if version >= AUDIT_ROW_VERSION && presence(&mut r, "client")? {
+    let client = if has_client && presence(&mut r, "client")? {
         Some(AuditClient {
             public_key: r.array::<32>("client public key")?,
             request_id: r.array::<16>("client request id")?,
             timestamp_ms: r.u64("client timestamp")?,
             session: r.array::<32>("client session")?,
+            path: if has_path {
+                decode_path(&mut r)?
+            } else {
+                Vec::new()
+            },
         })
     } else {
         None
@@ -486,6 +622,23 @@ pub(crate) fn decode_audit_body(version: u8, bytes: &[u8]) -> Result<AuditEntry,
         detail,
         client,
     })
+}
+
+/// The client key path of a version 4 body: `u8 count ‖ count × u32 BE index`, the count at
+/// most [`MAX_AUDIT_PATH_DEPTH`] and every index below 2^31.
+fn decode_path(r: &mut Reader<'_>) -> Result<Vec<u32>, DecodeError> {
+    let count = usize::from(r.u8("client key path length")?);
+    if count > MAX_AUDIT_PATH_DEPTH {
+        return Err(DecodeError(format!(
+            "client key path has {count} indices, more than {MAX_AUDIT_PATH_DEPTH}"
+        )));
+    }
+    let mut path = Vec::with_capacity(count);
+    for _ in 0..count {
+        path.push(r.u32("client key path index")?);
+    }
+    check_path(&path).map_err(|why| DecodeError(format!("client key path {why}")))?;
+    Ok(path)
 }
 
 /// Meta `kdf` value: `algorithm (1 = Argon2id v0x13) ‖ u32 BE m_cost_kib ‖ u32 BE t_cost ‖
@@ -574,9 +727,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn golden_audit_and_kdf() {
-        let entry = AuditEntry {
+    fn plain_entry() -> AuditEntry {
+        AuditEntry {
             time_unix_ms: 1,
             kind: AuditKind::SignatureShare,
             key_id: "k".into(),
@@ -585,7 +737,29 @@ mod tests {
             requester: Some("c".into()),
             detail: "ok".into(),
             client: None,
-        };
+        }
+    }
+
+    fn client(path: Vec<u32>) -> AuditClient {
+        AuditClient {
+            public_key: [0x33; 32],
+            request_id: [0x44; 16],
+            timestamp_ms: 5,
+            session: [0x55; 32],
+            path,
+        }
+    }
+
+    fn entry_with_path(path: Vec<u32>) -> AuditEntry {
+        AuditEntry {
+            client: Some(client(path)),
+            ..plain_entry()
+        }
+    }
+
+    #[test]
+    fn golden_audit_and_kdf() {
+        let entry = plain_entry();
         let body = encode_audit_body(&entry).unwrap();
         let v2_body = format!(
             "{}03{}{}01{}01{}{}",
@@ -599,55 +773,69 @@ mod tests {
         assert_eq!(hex(&body), format!("{v2_body}00"));
         assert_eq!(decode_audit_body(AUDIT_ROW_VERSION, &body).unwrap(), entry);
         let row = encode_audit_row(AUDIT_ROW_VERSION, &[0x22; MAC_LEN], &body);
-        assert_eq!(hex(&row), format!("03{}{}", "22".repeat(32), hex(&body)));
+        assert_eq!(hex(&row), format!("04{}{}", "22".repeat(32), hex(&body)));
         assert_eq!(
             decode_audit_row(&row).unwrap(),
             ([0x22; MAC_LEN], entry.clone())
         );
         // A version 2 row (before the client field) still reads, with no client.
         let v2_body = decode_hex(&v2_body);
+        assert_eq!(
+            encode_audit_body_before_v4(AUDIT_ROW_VERSION_V2, &entry).unwrap(),
+            v2_body
+        );
         let v2_row = encode_audit_row(AUDIT_ROW_VERSION_V2, &[0x22; MAC_LEN], &v2_body);
         assert_eq!(
             decode_audit_row(&v2_row).unwrap(),
             ([0x22; MAC_LEN], entry.clone())
         );
-        // A changed version byte makes either row undecodable.
-        let mut relabelled = row.clone();
-        relabelled[0] = AUDIT_ROW_VERSION_V2;
-        assert!(decode_audit_row(&relabelled).is_err());
-        let mut relabelled = v2_row.clone();
-        relabelled[0] = AUDIT_ROW_VERSION;
-        assert!(decode_audit_row(&relabelled).is_err());
         // The unchained row that version 1 wrote: `01 ‖ body` (the version 2 layout).
         let v1 = [&[1u8][..], &v2_body].concat();
         assert_eq!(decode_audit_row_v1(&v1).unwrap(), entry);
         assert!(decode_audit_row(&v1).is_err());
         assert!(decode_audit_row_v1(&row).is_err());
-        // The client approval: 88 bytes of fixed fields.
-        let with_client = AuditEntry {
-            client: Some(AuditClient {
-                public_key: [0x33; 32],
-                request_id: [0x44; 16],
-                timestamp_ms: 5,
-                session: [0x55; 32],
-            }),
-            ..entry.clone()
-        };
-        let body = encode_audit_body(&with_client).unwrap();
-        assert_eq!(
-            hex(&body),
-            format!(
-                "{}01{}{}{}{}",
-                hex(&v2_body),
-                "33".repeat(32),
-                "44".repeat(16),
-                "0000000000000005",
-                "55".repeat(32)
-            )
+        // The client approval: 88 bytes of fixed fields, then the path: a count byte and a
+        // u32 per index (none for the key itself).
+        let client_hex = format!(
+            "01{}{}{}{}",
+            "33".repeat(32),
+            "44".repeat(16),
+            "0000000000000005",
+            "55".repeat(32)
         );
+        let with_client = entry_with_path(Vec::new());
+        let body = encode_audit_body(&with_client).unwrap();
+        assert_eq!(hex(&body), format!("{}{client_hex}00", hex(&v2_body)));
         assert_eq!(
             decode_audit_body(AUDIT_ROW_VERSION, &body).unwrap(),
             with_client
+        );
+        // m/0/17/2147483647 (the last non-hardened index).
+        let with_path = entry_with_path(vec![0, 17, 0x7fff_ffff]);
+        let body = encode_audit_body(&with_path).unwrap();
+        assert_eq!(
+            hex(&body),
+            format!(
+                "{}{client_hex}03{}{}{}",
+                hex(&v2_body),
+                "00000000",
+                "00000011",
+                "7fffffff"
+            )
+        );
+        let row = encode_audit_row(AUDIT_ROW_VERSION, &[0x22; MAC_LEN], &body);
+        assert_eq!(
+            decode_audit_row(&row).unwrap(),
+            ([0x22; MAC_LEN], with_path)
+        );
+        // A version 3 row, as the previous build wrote it: the client field ends with the
+        // session. It reads with an empty path.
+        let v3_body = encode_audit_body_before_v4(AUDIT_ROW_VERSION_V3, &with_client).unwrap();
+        assert_eq!(hex(&v3_body), format!("{}{client_hex}", hex(&v2_body)));
+        let v3_row = encode_audit_row(AUDIT_ROW_VERSION_V3, &[0x22; MAC_LEN], &v3_body);
+        assert_eq!(
+            decode_audit_row(&v3_row).unwrap(),
+            ([0x22; MAC_LEN], with_client)
         );
         assert_eq!(
             hex(&chain_record_payload(258, 3)),
@@ -661,6 +849,157 @@ mod tests {
             decode_kdf(&encode_kdf(&KdfParams::default())).unwrap(),
             KdfParams::default()
         );
+    }
+
+    /// A row relabelled with any other version byte does not decode, except an entry without
+    /// a client approval between versions 3 and 4, whose bodies are the same bytes: it reads
+    /// as the same entry.
+    #[test]
+    fn a_changed_version_byte_does_not_decode() {
+        let plain = plain_entry();
+        let approved = entry_with_path(Vec::new());
+        let derived = entry_with_path(vec![0, 17]);
+        let old =
+            |version, entry: &AuditEntry| encode_audit_body_before_v4(version, entry).unwrap();
+        let rows = [
+            (
+                AUDIT_ROW_VERSION_V2,
+                old(AUDIT_ROW_VERSION_V2, &plain),
+                &plain,
+            ),
+            (
+                AUDIT_ROW_VERSION_V3,
+                old(AUDIT_ROW_VERSION_V3, &plain),
+                &plain,
+            ),
+            (
+                AUDIT_ROW_VERSION_V3,
+                old(AUDIT_ROW_VERSION_V3, &approved),
+                &approved,
+            ),
+            (
+                AUDIT_ROW_VERSION,
+                encode_audit_body(&plain).unwrap(),
+                &plain,
+            ),
+            (
+                AUDIT_ROW_VERSION,
+                encode_audit_body(&approved).unwrap(),
+                &approved,
+            ),
+            (
+                AUDIT_ROW_VERSION,
+                encode_audit_body(&derived).unwrap(),
+                &derived,
+            ),
+        ];
+        let mut exceptions = 0;
+        for (version, body, entry) in &rows {
+            let row = encode_audit_row(*version, &[9; MAC_LEN], body);
+            assert_eq!(decode_audit_row(&row).unwrap().1, **entry);
+            for other in (0..=u8::MAX).filter(|other| other != version) {
+                let mut relabelled = row.clone();
+                relabelled[0] = other;
+                let decoded = decode_audit_row(&relabelled);
+                let same_layout = entry.client.is_none()
+                    && [*version, other].contains(&AUDIT_ROW_VERSION_V3)
+                    && [*version, other].contains(&AUDIT_ROW_VERSION);
+                if same_layout {
+                    assert_eq!(decoded.unwrap().1, **entry);
+                    exceptions += 1;
+                } else {
+                    assert!(
+                        decoded.is_err(),
+                        "version {version} relabelled {other} decodes: {decoded:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(exceptions, 2);
+    }
+
+    #[test]
+    fn a_path_that_cannot_be_recorded_is_not_encoded() {
+        // 16 indices, the last the largest non-hardened one: the deepest path recorded.
+        let mut deepest: Vec<u32> = (0..15).collect();
+        deepest.push(HARDENED_INDEX - 1);
+        let entry = entry_with_path(deepest);
+        let body = encode_audit_body(&entry).unwrap();
+        assert_eq!(decode_audit_body(AUDIT_ROW_VERSION, &body).unwrap(), entry);
+
+        let too_deep = encode_audit_body(&entry_with_path((0..17).collect()));
+        assert_eq!(
+            too_deep,
+            Err(AuditEncodeError::InvalidPath(
+                "has 17 indices, more than 16".into()
+            ))
+        );
+        // Far too deep for the count byte.
+        assert!(matches!(
+            encode_audit_body(&entry_with_path(vec![0; 300])),
+            Err(AuditEncodeError::InvalidPath(_))
+        ));
+        for hardened in [HARDENED_INDEX, HARDENED_INDEX + 17, u32::MAX] {
+            let refused = encode_audit_body(&entry_with_path(vec![0, hardened]));
+            let Err(AuditEncodeError::InvalidPath(why)) = refused else {
+                panic!("hardened index {hardened} encoded: {refused:?}");
+            };
+            assert!(
+                why.contains(&format!("hardened index {hardened} (at position 1)")),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_path_that_cannot_be_recorded_does_not_decode() {
+        // A version 4 body up to the path's count byte.
+        let mut head = encode_audit_body(&entry_with_path(Vec::new())).unwrap();
+        assert_eq!(head.pop(), Some(0));
+        let body = |count: u8, indices: &[u32], extra: &[u8]| {
+            let mut body = head.clone();
+            body.push(count);
+            for index in indices {
+                body.extend_from_slice(&index.to_be_bytes());
+            }
+            body.extend_from_slice(extra);
+            decode_audit_body(AUDIT_ROW_VERSION, &body)
+        };
+        let error = |result: Result<AuditEntry, DecodeError>| result.unwrap_err().0;
+
+        // Well-formed: what the cases below break.
+        assert_eq!(
+            body(2, &[0, 17], &[]).unwrap(),
+            entry_with_path(vec![0, 17])
+        );
+        let sixteen: Vec<u32> = (0..16).collect();
+        assert_eq!(body(16, &sixteen, &[]).unwrap(), entry_with_path(sixteen));
+        // Depth 17 (with 17 indices present), and the largest count.
+        let seventeen: Vec<u32> = (0..17).collect();
+        assert_eq!(
+            error(body(17, &seventeen, &[])),
+            "client key path has 17 indices, more than 16"
+        );
+        assert!(error(body(255, &[], &[])).contains("255 indices"));
+        // A hardened index, first or last.
+        let hardened = error(body(2, &[17, HARDENED_INDEX], &[]));
+        assert!(
+            hardened.contains("hardened index 2147483648 (at position 1)"),
+            "{hardened}"
+        );
+        assert!(error(body(1, &[u32::MAX], &[])).contains("hardened"));
+        // Truncated: an index missing, an index cut short, the count byte missing.
+        assert!(error(body(2, &[0], &[])).contains("truncated client key path index"));
+        assert!(error(body(1, &[], &[0, 0, 0])).contains("truncated client key path index"));
+        assert!(error(decode_audit_body(AUDIT_ROW_VERSION, &head))
+            .contains("truncated client key path length"));
+        // One byte too many, after an empty path or after the last index.
+        assert!(error(body(0, &[], &[0])).contains("1 unexpected trailing bytes"));
+        assert!(error(body(2, &[0, 17], &[0])).contains("1 unexpected trailing bytes"));
+        // Every other count for the indices present is refused too.
+        for count in (0..=u8::MAX).filter(|count| *count != 2) {
+            assert!(body(count, &[0, 17], &[]).is_err(), "count {count}");
+        }
     }
 
     #[test]
@@ -693,6 +1032,7 @@ mod tests {
                 request_id: [2; 16],
                 timestamp_ms: 3,
                 session: [4; 32],
+                path: vec![5, 0x7fff_ffff],
             }),
         })
         .unwrap();
@@ -768,6 +1108,7 @@ mod tests {
             let _ = decode_share_row(&bytes);
             let _ = decode_share_key(&bytes);
             let _ = decode_audit_body(AUDIT_ROW_VERSION, &bytes);
+            let _ = decode_audit_body(AUDIT_ROW_VERSION_V3, &bytes);
             let _ = decode_audit_body(AUDIT_ROW_VERSION_V2, &bytes);
             let _ = decode_audit_row(&bytes);
             let _ = decode_audit_row_v1(&bytes);
@@ -818,14 +1159,39 @@ mod tests {
             message_digest in proptest::option::of(any::<[u8; 32]>()),
             requester in proptest::option::of(".{0,32}"),
             detail in ".{0,64}",
-            client in proptest::option::of(any::<([u8; 32], [u8; 16], u64, [u8; 32])>()),
+            client in proptest::option::of((
+                any::<([u8; 32], [u8; 16], u64, [u8; 32])>(),
+                proptest::collection::vec(0..HARDENED_INDEX, 0..=MAX_AUDIT_PATH_DEPTH),
+            )),
         ) {
-            let client = client.map(|(public_key, request_id, timestamp_ms, session)| AuditClient {
-                public_key, request_id, timestamp_ms, session,
+            let client = client.map(|((public_key, request_id, timestamp_ms, session), path)| AuditClient {
+                public_key, request_id, timestamp_ms, session, path,
             });
             let entry = AuditEntry { time_unix_ms, kind, key_id, epoch, message_digest, requester, detail, client };
             let encoded = encode_audit_row(AUDIT_ROW_VERSION, &[7; MAC_LEN], &encode_audit_body(&entry).unwrap());
             prop_assert_eq!(decode_audit_row(&encoded).unwrap(), ([7; MAC_LEN], entry));
+        }
+
+        /// Any path encodes exactly when it is at most 16 indices, all below 2^31, and then
+        /// reads back the same.
+        #[test]
+        fn a_path_encodes_iff_it_can_be_recorded(
+            path in proptest::collection::vec(
+                prop_oneof![0..HARDENED_INDEX, HARDENED_INDEX..=u32::MAX, Just(HARDENED_INDEX)],
+                0..=20,
+            ),
+        ) {
+            let recordable =
+                path.len() <= MAX_AUDIT_PATH_DEPTH && path.iter().all(|i| *i < HARDENED_INDEX);
+            let entry = entry_with_path(path);
+            match encode_audit_body(&entry) {
+                Ok(body) => {
+                    prop_assert!(recordable);
+                    prop_assert_eq!(decode_audit_body(AUDIT_ROW_VERSION, &body).unwrap(), entry);
+                }
+                Err(AuditEncodeError::InvalidPath(_)) => prop_assert!(!recordable),
+                Err(other) => prop_assert!(false, "{:?}", other),
+            }
         }
     }
 }

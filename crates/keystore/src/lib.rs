@@ -76,14 +76,20 @@
 //! **`audit`** (`u64` → `&[u8]`), sequence number (from 1, consecutive) → entry, never
 //! rewritten (except once by the migration below):
 //!
-//! - value (row version 3): `version (3) ‖ mac(32) ‖ body`, with `body = u64 time_unix_ms ‖
+//! - value (row version 4): `version (4) ‖ mac(32) ‖ body`, with `body = u64 time_unix_ms ‖
 //!   kind ‖ lp(key_id) ‖ u64 epoch ‖ opt(digest(32)) ‖ opt(lp(requester)) ‖ lp(detail) ‖
 //!   opt(client)`, where `kind` is `1` DKG, `2` reshare, `3` signature share, `4` refused,
 //!   `5` client request, `client = public_key(32) ‖ request_id(16) ‖ u64 timestamp_ms ‖
-//!   session(32)`, and `opt(x)` is `0` or `1 ‖ x`. Rows written before version 3 (version 2:
-//!   the same body without `opt(client)`) are read as they are and never rewritten; decoding
-//!   is strict, so a row whose version byte was changed does not decode. Audit entries are
-//!   stored in clear (they hold no secret);
+//!   session(32) ‖ u8 count ‖ count × u32 index` (the child-key derivation path the client
+//!   approved, [`AuditClient::path`]: at most [`MAX_AUDIT_PATH_DEPTH`] (16) indices, each
+//!   below 2^31, none for the key itself), and `opt(x)` is `0` or `1 ‖ x`. Rows written
+//!   before version 4 are read as they are and never rewritten: version 3 is the same body
+//!   without the path (`client` ends with `session`, read as an empty path), version 2 the
+//!   same without `opt(client)`; one chain may hold rows of all three. Decoding is strict (no
+//!   byte missing or left over, the path's count and indices in range), so a row whose version
+//!   byte was changed does not decode, except that an entry without a client approval has the
+//!   same body in versions 3 and 4 and reads the same under either. Audit entries are stored
+//!   in clear (they hold no secret);
 //! - `mac = HMAC-SHA256(chain key, u64 seq ‖ previous row's mac ‖ body)`, the first row
 //!   chaining to 32 zero bytes, and `chain key = HMAC-SHA256(KEK, "permafrost/audit-chain/v1")`.
 //!   [`KeyStore::verify_audit`] walks the chain and names the first entry edited, removed,
@@ -116,6 +122,7 @@ mod store;
 pub use audit::{AuditFault, AuditMigration, AuditProblem, AuditVerification};
 pub use crypto::KdfParams;
 pub use error::KeystoreError;
+pub use format::MAX_AUDIT_PATH_DEPTH;
 pub use record::{AuditClient, AuditEntry, AuditKind, ShareMeta, ShareRecord, ShareState};
 pub use store::{
     ClientRequestRow, KeyStore, ReshareConclusion, ReshareRow, DATABASE_FILE_NAME, LAZY_FLUSH_EVERY,

@@ -150,4 +150,12 @@ pub struct AuditClient {
     pub timestamp_ms: u64,
     /// The signing session the request was admitted in.
     pub session: [u8; 32],
+    /// The child-key derivation path the client approved (BIP-32 indices, all non-hardened);
+    /// empty for the key itself.
+    ///
+    /// The audit log records at most [`MAX_AUDIT_PATH_DEPTH`](crate::MAX_AUDIT_PATH_DEPTH)
+    /// indices, each below 2^31: writing an entry with a longer path or a hardened index is
+    /// [`KeystoreError::InvalidInput`](crate::KeystoreError::InvalidInput) and writes nothing.
+    /// Entries written before the path was recorded (row version 3) read with an empty path.
+    pub path: Vec<u32>,
 }

@@ -14,7 +14,7 @@ use crate::audit::{AuditFault, AuditMigration, AuditProblem, AuditVerification};
 use crate::crypto::{self, ChainKey, KdfParams, OpenError, KEK_LEN, MAC_LEN};
 use crate::error::KeystoreError;
 use crate::format::{
-    self, DecodeError, ShareRow, TooLong, AUDIT_GENESIS, AUDIT_ROW_VERSION_V1,
+    self, AuditEncodeError, DecodeError, ShareRow, TooLong, AUDIT_GENESIS, AUDIT_ROW_VERSION_V1,
     AUDIT_ROW_VERSION_V2, FORMAT_VERSION, SALT_LEN,
 };
 use crate::record::{AuditEntry, ShareMeta, ShareRecord, ShareState};
@@ -429,7 +429,7 @@ impl KeyStore {
         certificate: Option<&[u8]>,
         audit: &AuditEntry,
     ) -> Result<(), KeystoreError> {
-        let audit = format::encode_audit_body(audit).map_err(too_long)?;
+        let audit = format::encode_audit_body(audit).map_err(unencodable_audit)?;
         self.write("activating a share", |txn, dir| {
             self.set_state_in(txn, dir, key_id, epoch, ShareState::Active)?;
             if let Some(certificate) = certificate {
@@ -523,7 +523,7 @@ impl KeyStore {
     /// entry, then consecutive). Fsynced before this returns. Entries are never modified or
     /// removed by this crate. Audit entries are stored unencrypted.
     pub fn append_audit(&self, entry: &AuditEntry) -> Result<u64, KeystoreError> {
-        let value = format::encode_audit_body(entry).map_err(too_long)?;
+        let value = format::encode_audit_body(entry).map_err(unencodable_audit)?;
         self.write("appending to the audit log", |txn, dir| {
             append_audit_in(txn, dir, &self.chain, &value)
         })
@@ -645,7 +645,7 @@ impl KeyStore {
         certificate: Option<&[u8]>,
         audit: &AuditEntry,
     ) -> Result<(), KeystoreError> {
-        let audit = format::encode_audit_body(audit).map_err(too_long)?;
+        let audit = format::encode_audit_body(audit).map_err(unencodable_audit)?;
         self.write("concluding a reshare", |txn, dir| {
             {
                 let mut shares = txn
@@ -743,7 +743,7 @@ impl KeyStore {
     /// this one — and lost in a crash before that. For refusals, which promise nothing to anyone,
     /// so that a flood of them does not cost a sync each.
     pub fn append_audit_lazily(&self, entry: &AuditEntry) -> Result<u64, KeystoreError> {
-        let value = format::encode_audit_body(entry).map_err(too_long)?;
+        let value = format::encode_audit_body(entry).map_err(unencodable_audit)?;
         let count = self
             .lazy_writes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -773,7 +773,7 @@ impl KeyStore {
         audit: &AuditEntry,
         now_unix_ms: u64,
     ) -> Result<(), KeystoreError> {
-        let audit = format::encode_audit_body(audit).map_err(too_long)?;
+        let audit = format::encode_audit_body(audit).map_err(unencodable_audit)?;
         self.write_with(
             Durability::None,
             "admitting a client request",
@@ -795,11 +795,16 @@ impl KeyStore {
     ) -> Result<(), KeystoreError> {
         let admissions = admissions
             .iter()
-            .map(|(row, entry)| Ok((row, format::encode_audit_body(entry).map_err(too_long)?)))
+            .map(|(row, entry)| {
+                Ok((
+                    row,
+                    format::encode_audit_body(entry).map_err(unencodable_audit)?,
+                ))
+            })
             .collect::<Result<Vec<_>, KeystoreError>>()?;
         let audits = audits
             .iter()
-            .map(|entry| format::encode_audit_body(entry).map_err(too_long))
+            .map(|entry| format::encode_audit_body(entry).map_err(unencodable_audit))
             .collect::<Result<Vec<_>, KeystoreError>>()?;
         let durability = if durable {
             Durability::Immediate
@@ -1247,6 +1252,18 @@ fn append_audit_in(
     chain: &ChainKey,
     body: &[u8],
 ) -> Result<u64, KeystoreError> {
+    append_audit_row_in(txn, dir, chain, format::AUDIT_ROW_VERSION, body)
+}
+
+/// Chains `body` to the last audit row as a row of `version` (always
+/// [`format::AUDIT_ROW_VERSION`] but in tests, which write older rows).
+fn append_audit_row_in(
+    txn: &WriteTransaction,
+    dir: &Path,
+    chain: &ChainKey,
+    version: u8,
+    body: &[u8],
+) -> Result<u64, KeystoreError> {
     let mut table = txn
         .open_table(AUDIT)
         .map_err(|e| storage(dir, "opening the audit table", e))?;
@@ -1285,7 +1302,7 @@ fn append_audit_in(
     table
         .insert(
             seq,
-            format::encode_audit_row(format::AUDIT_ROW_VERSION, &mac, body).as_slice(),
+            format::encode_audit_row(version, &mac, body).as_slice(),
         )
         .map_err(|e| storage(dir, "writing the audit log", e))?;
     Ok(seq)
@@ -1460,4 +1477,184 @@ fn too_long(e: TooLong) -> KeystoreError {
         "the {} is longer than the keystore format allows (4 GiB)",
         e.0
     ))
+}
+
+fn unencodable_audit(e: AuditEncodeError) -> KeystoreError {
+    match e {
+        AuditEncodeError::TooLong(e) => too_long(e),
+        AuditEncodeError::InvalidPath(why) => KeystoreError::InvalidInput(format!(
+            "the audit entry's client key path {why}: the audit log cannot record it"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{encode_audit_body_before_v4, AUDIT_ROW_VERSION, AUDIT_ROW_VERSION_V3};
+    use crate::record::{AuditClient, AuditKind};
+
+    fn open(dir: &Path) -> KeyStore {
+        KeyStore::open_with_params(dir, b"passphrase", KdfParams::FAST_INSECURE_FOR_TESTS).unwrap()
+    }
+
+    fn entry(i: u8, path: Option<Vec<u32>>) -> AuditEntry {
+        AuditEntry {
+            time_unix_ms: 1_700_000_000_000 + u64::from(i),
+            kind: AuditKind::SignatureShare,
+            key_id: "k".into(),
+            epoch: 1,
+            message_digest: Some([i; 32]),
+            requester: Some("coordinator".into()),
+            detail: format!("entry {i}"),
+            client: path.map(|path| AuditClient {
+                public_key: [0xc1; 32],
+                request_id: [i; 16],
+                timestamp_ms: 1_700_000_000_000,
+                session: [i; 32],
+                path,
+            }),
+        }
+    }
+
+    /// Appends a row of `version` with `body`, chained as the build that wrote that version
+    /// chained it.
+    fn append_old(store: &KeyStore, version: u8, body: &[u8]) -> u64 {
+        store
+            .write("appending an old audit row", |txn, dir| {
+                append_audit_row_in(txn, dir, &store.chain, version, body)
+            })
+            .unwrap()
+    }
+
+    fn versions(store: &KeyStore) -> Vec<u8> {
+        let txn = store.read().unwrap();
+        let table = store.open_read_table(&txn, AUDIT).unwrap().unwrap();
+        table
+            .iter()
+            .unwrap()
+            .map(|item| item.unwrap().1.value()[0])
+            .collect()
+    }
+
+    /// Rows of versions 2 and 3, written by the encoders of the builds before version 4 (as an
+    /// upgraded node finds them), then version 4 rows: one chain that verifies and reads back.
+    #[test]
+    fn old_rows_and_version_4_rows_verify_in_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let expected = vec![
+            entry(1, None),
+            entry(2, Some(Vec::new())),
+            entry(3, None),
+            entry(4, Some(vec![0, 17])),
+            entry(5, Some(Vec::new())),
+            entry(6, None),
+        ];
+        {
+            let store = open(dir.path());
+            let v2 = encode_audit_body_before_v4(AUDIT_ROW_VERSION_V2, &expected[0]).unwrap();
+            assert_eq!(append_old(&store, AUDIT_ROW_VERSION_V2, &v2), 1);
+            for (seq, entry) in (2..).zip(&expected[1..3]) {
+                let v3 = encode_audit_body_before_v4(AUDIT_ROW_VERSION_V3, entry).unwrap();
+                assert_eq!(append_old(&store, AUDIT_ROW_VERSION_V3, &v3), seq);
+            }
+            assert_eq!(store.append_audit(&expected[3]).unwrap(), 4);
+            assert_eq!(store.append_audit_lazily(&expected[4]).unwrap(), 5);
+        }
+        // Reopened, as after an upgrade: nothing is migrated, a new entry chains on.
+        let store = open(dir.path());
+        assert_eq!(store.audit_migrated_on_open(), None);
+        assert_eq!(store.append_audit(&expected[5]).unwrap(), 6);
+        assert_eq!(versions(&store), vec![2, 3, 3, 4, 4, 4]);
+        let outcome = store.verify_audit().unwrap();
+        assert_eq!(outcome.fault, None, "{outcome:?}");
+        assert_eq!((outcome.entries, outcome.verified), (6, 6));
+        let read: Vec<AuditEntry> = store.audit().unwrap().into_iter().map(|(_, e)| e).collect();
+        assert_eq!(read, expected);
+    }
+
+    /// In a mixed chain, a version 3 row with a client approval relabelled 4 (or a version 4
+    /// row relabelled 3) is reported undecodable, and an edited path is reported edited.
+    #[test]
+    fn a_relabelled_or_edited_row_in_a_mixed_chain_is_named() {
+        let relabel = |seq: u64, to: u8| {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open(dir.path());
+            let v3 = encode_audit_body_before_v4(AUDIT_ROW_VERSION_V3, &entry(1, Some(Vec::new())))
+                .unwrap();
+            append_old(&store, AUDIT_ROW_VERSION_V3, &v3);
+            store.append_audit(&entry(2, Some(vec![5]))).unwrap();
+            store
+                .write("editing", |txn, dir| {
+                    let mut table = txn
+                        .open_table(AUDIT)
+                        .map_err(|e| storage(dir, "opening", e))?;
+                    let mut row = table.get(seq).unwrap().unwrap().value().to_vec();
+                    if to == 0 {
+                        // The path's last byte: m/5 becomes m/6.
+                        *row.last_mut().unwrap() += 1;
+                    } else {
+                        row[0] = to;
+                    }
+                    table
+                        .insert(seq, row.as_slice())
+                        .map_err(|e| storage(dir, "writing", e))?;
+                    Ok(())
+                })
+                .unwrap();
+            store.verify_audit().unwrap().fault.unwrap()
+        };
+        for (seq, to) in [(1, AUDIT_ROW_VERSION), (2, AUDIT_ROW_VERSION_V3)] {
+            let fault = relabel(seq, to);
+            assert_eq!(fault.seq, Some(seq));
+            assert!(
+                matches!(fault.problem, AuditProblem::Undecodable(_)),
+                "{fault:?}"
+            );
+        }
+        let fault = relabel(2, 0);
+        assert_eq!((fault.seq, fault.problem), (Some(2), AuditProblem::Edited));
+    }
+
+    /// A path the log cannot record is refused before anything is written, in every writer
+    /// that takes an entry.
+    #[test]
+    fn an_unrecordable_path_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.append_audit(&entry(1, None)).unwrap();
+        for path in [(0..17).collect::<Vec<u32>>(), vec![1 << 31]] {
+            let bad = entry(2, Some(path));
+            let error = store.append_audit(&bad).unwrap_err();
+            assert!(
+                matches!(&error, KeystoreError::InvalidInput(why) if why.contains("client key path")),
+                "{error:?}"
+            );
+            assert!(matches!(
+                store.append_audit_lazily(&bad),
+                Err(KeystoreError::InvalidInput(_))
+            ));
+            let row = ClientRequestRow {
+                client: [0xc1; 32],
+                request_id: [9; 16],
+                session: [9; 32],
+                expires_unix_ms: u64::MAX,
+            };
+            assert!(matches!(
+                store.write_batch(&[(row.clone(), bad.clone())], &[], true, 0),
+                Err(KeystoreError::InvalidInput(_))
+            ));
+            assert!(matches!(
+                store.write_batch(&[], &[entry(3, None), bad.clone()], true, 0),
+                Err(KeystoreError::InvalidInput(_))
+            ));
+            assert!(matches!(
+                store.admit_client_request(&row, &bad, 0),
+                Err(KeystoreError::InvalidInput(_))
+            ));
+        }
+        assert_eq!(store.audit().unwrap().len(), 1);
+        assert!(store.client_requests(0).unwrap().is_empty());
+        assert!(store.verify_audit().unwrap().is_intact());
+    }
 }

@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use permafrost_keystore::{
-    AuditEntry, AuditFault, AuditKind, AuditProblem, KdfParams, KeyStore, KeystoreError,
-    DATABASE_FILE_NAME,
+    AuditClient, AuditEntry, AuditFault, AuditKind, AuditProblem, KdfParams, KeyStore,
+    KeystoreError, DATABASE_FILE_NAME,
 };
 use redb::{Database, ReadableTable, TableDefinition};
 
@@ -33,6 +33,20 @@ fn entry(i: u64) -> AuditEntry {
         requester: Some("coordinator".into()),
         detail: format!("entry {i}"),
         client: None,
+    }
+}
+
+/// Entry `i` with a client approval of the child key at `path`.
+fn entry_with_path(i: u64, path: Vec<u32>) -> AuditEntry {
+    AuditEntry {
+        client: Some(AuditClient {
+            public_key: [0xc1; 32],
+            request_id: [i as u8; 16],
+            timestamp_ms: 1_700_000_000_000,
+            session: [i as u8; 32],
+            path,
+        }),
+        ..entry(i)
     }
 }
 
@@ -269,9 +283,9 @@ fn downgrade_to_unchained(dir: &Path) {
             })
             .collect();
         for (seq, row) in rows {
-            // Version 3 rows without a client field: the previous body is the same but for
+            // Version 4 rows without a client field: the previous body is the same but for
             // the last byte (the absent client field).
-            assert_eq!((row[0], row[row.len() - 1]), (3, 0));
+            assert_eq!((row[0], row[row.len() - 1]), (4, 0));
             let mut v1 = vec![1u8];
             v1.extend_from_slice(&row[33..row.len() - 1]);
             table.insert(seq, v1.as_slice()).unwrap();
@@ -300,17 +314,22 @@ fn an_unchained_log_is_migrated_on_open_and_then_verifies() {
         assert_eq!(outcome.fault, None);
         assert_eq!(outcome.migrated, Some(migration));
         store.append_audit(&entry(5)).unwrap();
-        assert_intact(&store, 5);
+        store
+            .append_audit(&entry_with_path(6, vec![0, 17]))
+            .unwrap();
+        assert_intact(&store, 6);
     }
-    // The migrated rows are version 2 (no client field), the new one version 3: one chain.
+    // The migrated rows are version 2 (no client field), the new ones version 4: one chain.
     edit_raw(dir.path(), |txn| {
-        let versions: Vec<u8> = (1..=5).map(|seq| raw_row(txn, seq)[0]).collect();
-        assert_eq!(versions, vec![2, 2, 2, 2, 3]);
+        let versions: Vec<u8> = (1..=6).map(|seq| raw_row(txn, seq)[0]).collect();
+        assert_eq!(versions, vec![2, 2, 2, 2, 4, 4]);
     });
     // Once only: the next open migrates nothing, and the log still verifies.
     let store = open(dir.path());
     assert_eq!(store.audit_migrated_on_open(), None);
-    assert_intact(&store, 5);
+    assert_intact(&store, 6);
+    let last = store.audit().unwrap().pop().unwrap();
+    assert_eq!(last, (6, entry_with_path(6, vec![0, 17])));
     assert_eq!(store.verify_audit().unwrap().migrated.unwrap().entries, 4);
 }
 
