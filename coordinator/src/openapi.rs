@@ -228,6 +228,7 @@ mod tests {
             ("get", "/v1/health", true),
             ("get", "/v1/keys", true),
             ("get", "/v1/keys/{key_id}", true),
+            ("get", "/v1/keys/{key_id}/derive", true),
             ("get", "/v1/openapi.json", false),
             ("get", "/v1/ready", false),
             ("post", "/v1/keys", true),

@@ -366,7 +366,21 @@ impl CheckedApi {
         token: bool,
         body: Body,
     ) -> (u16, serde_json::Value) {
-        let path = template.replace("{key_id}", key_id);
+        self.call_with_query(method, template, key_id, "", token, body)
+            .await
+    }
+
+    /// [`CheckedApi::call`] with `query` (`?…`, or empty) after the path.
+    async fn call_with_query(
+        &self,
+        method: reqwest::Method,
+        template: &str,
+        key_id: &str,
+        query: &str,
+        token: bool,
+        body: Body,
+    ) -> (u16, serde_json::Value) {
+        let path = template.replace("{key_id}", key_id) + query;
         let mut request = self
             .http
             .request(method.clone(), format!("{}{path}", self.api));
@@ -681,6 +695,21 @@ async fn answers_match_the_openapi_document(info: &LocalnetInfo, key: &KeyRecord
         .call(Method::GET, "/v1/keys/{key_id}", id, true, Body::None)
         .await;
     assert_eq!((status, record), (200, serde_json::to_value(key).unwrap()));
+    let derive = "/v1/keys/{key_id}/derive";
+    let (status, child) = api
+        .call_with_query(Method::GET, derive, id, "?path=m/0/1", true, Body::None)
+        .await;
+    assert_eq!((status, &child["path"]), (200, &"m/0/1".into()), "{child}");
+    for bad in ["?path=m/0'", "", "?path=m/1&other=2"] {
+        let (status, error) = api
+            .call_with_query(Method::GET, derive, id, bad, true, Body::None)
+            .await;
+        assert_eq!(
+            (status, &error["error"]["code"]),
+            (400, &"bad_request".into()),
+            "{bad}"
+        );
+    }
     let sign = serde_json::json!({ "message": permafrost_api::encode_hex(b"checked") });
     assert!(api
         .doc
@@ -1787,7 +1816,8 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
         refusals.len()
     );
     // Every refusal node1 made is in its log, one by one or counted: the tampered message, the
-    // unknown key, the stale approval, the other network's approval and the flood (every
+    // unknown key, the stale approval, the other network's approval, the child approval sent
+    // for another child and for the key itself, and the flood (every
     // node sees each of those: the coordinator asks t = 2, and asks the third as soon as one
     // refuses), and the replay (twice) if node1 was among the two asked for the original.
     let replays = refusals
@@ -1797,7 +1827,7 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
     assert!(replays <= 2, "{refusals:#?}");
     assert_eq!(
         refusals.len() as u64 + counted,
-        4 + FLOOD as u64 + replays,
+        6 + FLOOD as u64 + replays,
         "{refusals:#?}"
     );
     let mut per_second = std::collections::BTreeMap::new();
@@ -2272,4 +2302,165 @@ fn count_log_lines(log: &Path, text: &str) -> usize {
         .lines()
         .filter(|line| line.contains(text))
         .count()
+}
+
+/// What a watch-only wallet derives from a key's exported `xpub` at `path` (for secp256k1-tr,
+/// `tr(<xpub>/<path>)`): the child public key in the API's form, and for taproot the internal
+/// key. Computed with the `bitcoin` crate, independently of Permafrost.
+fn wallet_child(key: &KeyRecord, path: &str) -> (String, Option<String>) {
+    use bitcoin::key::TapTweak as _;
+    use std::str::FromStr as _;
+    let secp = bitcoin::secp256k1::Secp256k1::verification_only();
+    let xpub = bitcoin::bip32::Xpub::from_str(key.xpub.as_deref().unwrap()).unwrap();
+    let path = bitcoin::bip32::DerivationPath::from_str(path).unwrap();
+    let child = xpub.derive_pub(&secp, &path).unwrap();
+    match key.curve {
+        Curve::Secp256k1 => (hex::encode(child.public_key.serialize()), None),
+        Curve::Secp256k1Tr => {
+            let (output, parity) = child.to_x_only_pub().tap_tweak(&secp, None);
+            let prefix = match parity {
+                bitcoin::secp256k1::Parity::Even => "02",
+                bitcoin::secp256k1::Parity::Odd => "03",
+            };
+            let output = format!(
+                "{prefix}{}",
+                hex::encode(output.to_x_only_public_key().serialize())
+            );
+            (output, Some(hex::encode(child.public_key.serialize())))
+        }
+        Curve::Ed25519 => unreachable!("BIP-32 does not cover ed25519"),
+    }
+}
+
+/// Child keys on a real network, every curve: a key's exported `xpub` gives a wallet the same
+/// child keys the API derives (checked with the `bitcoin` crate); the CLI and the API sign at
+/// two paths, each signature verifying independently under its child key only; a reshare
+/// (t 2 → 3) changes neither the chain code nor any child key, and the same paths sign again.
+#[tokio::test(flavor = "multi_thread")]
+async fn child_keys_derive_like_a_wallet_and_survive_a_reshare() {
+    let net = UpLocalnet::start(3, Duration::from_secs(60)).await;
+    let (client, dir) = (&net.client, &net.dir);
+    let all = ["node1", "node2", "node3"];
+    let paths = ["m/0/1", "m/7"];
+    for curve in Curve::ALL {
+        let key = create_key(client, curve, 2).await;
+        assert_eq!(key.chain_code.len(), 64);
+        assert_eq!(key.xpub.is_some(), curve != Curve::Ed25519, "{key:?}");
+        let mut before = Vec::new();
+        let mut current = key.clone();
+        for epoch in 0..2u64 {
+            if epoch == 1 {
+                let reshared = client
+                    .reshare(
+                        &key.key_id,
+                        &permafrost_api::ReshareRequest {
+                            threshold: 3,
+                            nodes: all.iter().map(|s| s.to_string()).collect(),
+                            approvals: Vec::new(),
+                        },
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!((reshared.epoch, reshared.threshold), (1, 3));
+                assert_eq!(reshared.public_key, key.public_key);
+                assert_eq!(reshared.chain_code, key.chain_code);
+                assert_eq!(reshared.xpub, key.xpub);
+                current = reshared;
+            }
+            let key = &current;
+            for (i, path) in paths.iter().enumerate() {
+                let at: DerivationPath = path.parse().unwrap();
+                let child = client.derive(&key.key_id, &at).await.unwrap();
+                assert_eq!(child.path, *path);
+                if curve != Curve::Ed25519 {
+                    let (public_key, internal_key) = wallet_child(key, path);
+                    assert_eq!(child.public_key, public_key, "{curve} {path}");
+                    assert_eq!(child.internal_key, internal_key, "{curve} {path}");
+                }
+                assert_ne!(child.public_key, key.public_key);
+                if epoch == 0 {
+                    before.push(child.public_key.clone());
+                } else {
+                    assert_eq!(child.public_key, before[i], "{curve} {path} changed");
+                }
+                // The first path through the CLI (`sign --path`), the second through the API.
+                let message = format!("epoch {epoch} at {path}");
+                let signed = if i == 0 {
+                    let out = cli(
+                        dir,
+                        &[
+                            "--json",
+                            "sign",
+                            "--key",
+                            &key.key_id,
+                            "--path",
+                            path,
+                            "--message",
+                            &hex::encode(&message),
+                        ],
+                    );
+                    assert!(out.status.success(), "{out:?}");
+                    serde_json::from_slice::<permafrost_api::SignResponse>(&out.stdout).unwrap()
+                } else {
+                    client
+                        .sign_at(&key.key_id, &at, message.as_bytes())
+                        .await
+                        .unwrap()
+                };
+                assert_eq!((signed.path.as_str(), signed.epoch), (*path, epoch));
+                assert_eq!(signed.public_key, child.public_key);
+                let signature = hex::decode(&signed.signature).unwrap();
+                let verify = |public_key: &str| {
+                    permafrost_verifiers::verify(
+                        curve,
+                        &hex::decode(public_key).unwrap(),
+                        message.as_bytes(),
+                        &signature,
+                    )
+                };
+                verify(&child.public_key).unwrap();
+                assert!(verify(&key.public_key).is_err());
+            }
+        }
+        // The CLI shows the same child key.
+        let out = cli(
+            dir,
+            &["--json", "keys", "derive", &key.key_id, "--path", paths[1]],
+        );
+        assert!(out.status.success(), "{out:?}");
+        let shown: permafrost_api::ChildKey = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(shown.public_key, before[1]);
+    }
+    // Bad paths are the client's mistake: 400, nothing derived or signed.
+    let key = create_key(client, Curve::Secp256k1, 2).await;
+    for bad in ["m/0'", "0/1", "m/2147483648", "m//1"] {
+        let url = format!(
+            "{}/v1/keys/{}/derive?path={bad}",
+            client.base_url(),
+            key.key_id
+        );
+        let status = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(&net.info.token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 400, "{bad}");
+        let signed = client
+            .sign_request(
+                &key.key_id,
+                &permafrost_api::SignRequest {
+                    message: "00".into(),
+                    path: Some(bad.into()),
+                    client: None,
+                },
+            )
+            .await;
+        assert_eq!(
+            signed.as_ref().err().and_then(http_status),
+            Some(400),
+            "{bad}: {signed:?}"
+        );
+    }
 }

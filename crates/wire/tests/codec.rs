@@ -295,26 +295,26 @@ fn wrong_version_and_unknown_kind_are_refused() {
     assert!(matches!(decode(&frame), Err(WireError::UnknownKind(200))));
 }
 
-/// A frame of the previous wire version (3: no one-round signing, a `SignRefusal` without
-/// `commitment_unknown`) is refused before its body is read, with an error naming both versions.
+/// A frame of the previous wire version (4: no child-key path in signing requests) is refused
+/// before its body is read, with an error naming both versions.
 #[test]
 fn a_frame_of_the_previous_wire_version_is_refused() {
-    assert_eq!(WIRE_VERSION, 4);
+    assert_eq!(WIRE_VERSION, 5);
     for message in every_kind() {
         let mut frame = encode(&message).unwrap();
-        assert_eq!(frame[0..2], 4u16.to_be_bytes());
-        frame[0..2].copy_from_slice(&3u16.to_be_bytes());
+        assert_eq!(frame[0..2], 5u16.to_be_bytes());
+        frame[0..2].copy_from_slice(&4u16.to_be_bytes());
         let error = decode(&frame).unwrap_err();
         assert_eq!(
             error,
             WireError::UnsupportedVersion {
-                got: 3,
-                expected: 4
+                got: 4,
+                expected: 5
             }
         );
         let text = error.to_string();
         assert!(
-            text.contains("wire version 3") && text.contains("wire version 4"),
+            text.contains("wire version 4") && text.contains("wire version 5"),
             "{text}"
         );
     }

@@ -243,7 +243,7 @@ impl<St: NodeStore> NodeCore<St> {
             request_id: admitted.request_id,
             timestamp_ms: admitted.timestamp_ms,
             session: admitted.session.0,
-            path: Vec::new(),
+            path: request.path.indices().to_vec(),
         });
         // Written with the batch's other admissions and share records at the next flush, which
         // syncs before any share of the batch leaves; the gate refuses a replay from now on.
