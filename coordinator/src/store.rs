@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use permafrost_engine::coordinator::{KeyMeta, MetadataError, MetadataStore, ReshareEntry};
+use permafrost_engine::coordinator::{
+    KeyMeta, MetadataError, MetadataStore, ReshareEntry, RotationPolicy,
+};
 use permafrost_wire::{KeyId, SessionId};
 use redb::{Database, ReadableTable, TableDefinition};
 
@@ -16,6 +18,8 @@ const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys/v2");
 /// Reshares by session id: [`ReshareEntry`] as JSON (running, committed with the certificate,
 /// or aborted).
 const RESHARES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("reshares/v2");
+/// Rotation policies by key id: [`RotationPolicy`] as JSON.
+const ROTATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("rotations/v1");
 
 /// The metadata database; clones share it (the engine writes, the HTTP API reads).
 #[derive(Clone)]
@@ -42,6 +46,7 @@ impl MetadataDb {
             let tx = db.begin_write().map_err(storage)?;
             tx.open_table(KEYS).map_err(storage)?;
             tx.open_table(RESHARES).map_err(storage)?;
+            tx.open_table(ROTATIONS).map_err(storage)?;
             migrate_v1(&tx)?;
             tx.commit().map_err(storage)?;
             Ok::<_, MetadataError>(db)
@@ -271,6 +276,39 @@ impl MetadataStore for MetadataDb {
         entry: &ReshareEntry,
     ) -> Result<(), MetadataError> {
         self.write(Some(meta), Some(entry))
+    }
+
+    fn rotations(&self) -> Result<Vec<RotationPolicy>, MetadataError> {
+        let tx = self.db.begin_read().map_err(storage)?;
+        let table = tx.open_table(ROTATIONS).map_err(storage)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(storage)? {
+            let (_, v) = entry.map_err(storage)?;
+            out.push(serde_json::from_slice(v.value()).map_err(unreadable)?);
+        }
+        Ok(out)
+    }
+
+    fn put_rotation(&mut self, policy: &RotationPolicy) -> Result<(), MetadataError> {
+        let value = serde_json::to_vec(policy).map_err(storage)?;
+        let tx = self.db.begin_write().map_err(storage)?;
+        tx.open_table(ROTATIONS)
+            .map_err(storage)?
+            .insert(policy.key_id.as_str(), value.as_slice())
+            .map_err(storage)?;
+        tx.commit().map_err(storage)
+    }
+
+    fn delete_rotation(&mut self, key_id: &KeyId) -> Result<bool, MetadataError> {
+        let tx = self.db.begin_write().map_err(storage)?;
+        let removed = tx
+            .open_table(ROTATIONS)
+            .map_err(storage)?
+            .remove(key_id.as_str())
+            .map_err(storage)?
+            .is_some();
+        tx.commit().map_err(storage)?;
+        Ok(removed)
     }
 }
 

@@ -687,13 +687,28 @@ pub fn resume_reshare_peer(
 pub fn reshare_coordinator(
     proposal: ReshareProposal,
     approvals: Vec<OperatorApproval>,
+    rotation: Option<u64>,
     verifier: Arc<dyn IdentityVerifier>,
     now: Timestamp,
     timeout: std::time::Duration,
 ) -> Result<(SessionId, SessionId, Box<dyn AnySession>), ProtocolError> {
     with_suite!(proposal.curve, S => {
-        let c = ReshareCoordinator::<S>::new(proposal, approvals, verifier, now, timeout)?;
+        let c = ReshareCoordinator::<S>::new(proposal, approvals, rotation, verifier, now, timeout)?;
         Ok((c.session(), c.test_session(), erase::<S, _>(c)))
+    })
+}
+
+/// The group key (`VerifyingKey::serialize()`) and the threshold of a public key package.
+pub fn package_facts(
+    curve: Curve,
+    public_key_package: &[u8],
+) -> Result<(Vec<u8>, u16), ProtocolError> {
+    with_suite!(curve, S => {
+        let pkp = PublicKeyPackage::<S>::deserialize(public_key_package).map_err(frost_err)?;
+        let threshold = pkp
+            .min_signers()
+            .ok_or_else(|| ProtocolError::InvalidParameters("public key package without a threshold".into()))?;
+        Ok((pkp.verifying_key().serialize().map_err(frost_err)?, threshold))
     })
 }
 

@@ -728,6 +728,61 @@ impl<S: Suite> Network<S> {
         self.pump();
     }
 
+    /// Takes coordinator `coordinator` down for `down` of virtual time (the nodes go on), then
+    /// starts it again on its metadata, as [`Network::restart_coordinator`] does.
+    pub fn coordinator_down(&mut self, coordinator: &NodeId, down: Duration) {
+        let parts = match self.parties.get_mut(coordinator) {
+            Some(Party::Coordinator(c)) => {
+                c.sessions.clear();
+                c.aliases.clear();
+                c.outputs.clear();
+                c.core.take().map(CoordinatorCore::into_parts)
+            }
+            _ => None,
+        };
+        self.advance(down);
+        if let (Some(Party::Coordinator(c)), Some((setup, store))) =
+            (self.parties.get_mut(coordinator), parts)
+        {
+            c.core = CoordinatorCore::open(setup, store).ok();
+        }
+        self.pump();
+    }
+
+    /// Sets `key_id`'s rotation policy at `coordinator` (every `every_secs`, approved by
+    /// `approvals`, or by the coordinator's gateway operator key if there are none).
+    pub fn set_rotation(
+        &mut self,
+        coordinator: &NodeId,
+        key_id: &KeyId,
+        every_secs: u64,
+        approvals: Vec<OperatorApproval>,
+    ) -> Result<crate::coordinator::RotationPolicy, ProtocolError> {
+        let now = self.now;
+        let mut rng = ChaCha20Rng::seed_from_u64(self.rng.next_u64());
+        self.coordinator_core(coordinator, |core, _| {
+            core.set_rotation(key_id, every_secs, approvals, now, &mut rng)
+        })?
+    }
+
+    /// `key_id`'s rotation policy at `coordinator`.
+    pub fn coordinator_core_policy(
+        &mut self,
+        coordinator: &NodeId,
+        key_id: &KeyId,
+    ) -> Result<Option<crate::coordinator::RotationPolicy>, ProtocolError> {
+        self.coordinator_core(coordinator, |core, _| core.rotation(key_id))?
+    }
+
+    /// Removes `key_id`'s rotation policy at `coordinator`; whether it had one.
+    pub fn clear_rotation(
+        &mut self,
+        coordinator: &NodeId,
+        key_id: &KeyId,
+    ) -> Result<bool, ProtocolError> {
+        self.coordinator_core(coordinator, |core, _| core.clear_rotation(key_id))?
+    }
+
     /// Signature shares produced, by `node` or by every node: counted from the nodes' notices,
     /// each written after its audit entry was durable.
     pub fn shares_produced(&self, node: Option<&NodeId>) -> usize {

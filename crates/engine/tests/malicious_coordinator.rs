@@ -118,6 +118,7 @@ fn a_reshare_to_coordinator_identities_is_refused<S: Suite>() {
     let reshare = ReshareCoordinator::<S>::new(
         proposal,
         Vec::new(),
+        None,
         Arc::new(SimVerifier),
         net.now(),
         deadlines::RESHARE,
@@ -312,6 +313,7 @@ fn an_epoch_without_a_next_is_refused<S: Suite>() {
     let mut proposal = reshare_proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
     proposal.epoch = Epoch(u64::MAX);
     let open = Message::ReshareOpen(ReshareOpen {
+        rotation: None,
         session: session_id(&proposal),
         proposal,
         approvals: Vec::new(),
@@ -832,6 +834,7 @@ fn a_reshare_of_a_pending_epoch_is_refused<S: Suite>() {
     let mark = net.refused.len();
     let approvals = reshare_approvals(&mut net, &proposal);
     let open = Message::ReshareOpen(ReshareOpen {
+        rotation: None,
         session: session_id(&proposal),
         proposal,
         approvals,

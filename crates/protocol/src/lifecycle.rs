@@ -116,6 +116,48 @@ pub fn reshare_action(proposal: &ReshareProposal) -> LifecycleAction {
     }
 }
 
+/// The standing rotation policy a scheduled refresh `proposal` runs under: refresh key
+/// `proposal.key_id` (group key `group_key`, `VerifyingKey::serialize()`) every `every_secs`,
+/// keeping the committee and threshold the proposal gives. A member accepts the policy's
+/// approvals for this proposal only if it is such a refresh (see
+/// [`OperatorGate::check_standing`]).
+pub fn rotation_action(
+    proposal: &ReshareProposal,
+    group_key: &[u8],
+    every_secs: u64,
+) -> LifecycleAction {
+    rotation_policy_action(
+        &proposal.key_id,
+        proposal.curve,
+        group_key,
+        proposal.new_committee.clone(),
+        proposal.new_threshold,
+        every_secs,
+    )
+}
+
+/// The action an operator signs to approve a standing rotation policy: refresh key `key_id`
+/// on `curve` (group key `group_key`) every `every_secs`, keeping `committee` (sorted) and
+/// `threshold`.
+pub fn rotation_policy_action(
+    key_id: &KeyId,
+    curve: permafrost_wire::Curve,
+    group_key: &[u8],
+    committee: Vec<permafrost_wire::NodeId>,
+    threshold: u16,
+    every_secs: u64,
+) -> LifecycleAction {
+    LifecycleAction {
+        kind: LifecycleKind::Rotation { every_secs },
+        key_id: key_id.clone(),
+        curve,
+        epoch: Epoch(0),
+        old_public_key_package: Digest(Sha256::digest(group_key).into()),
+        committee,
+        threshold,
+    }
+}
+
 /// The digest an approval names a public key package by: SHA-256 of its serialized bytes.
 pub fn public_key_package_digest(package: &[u8]) -> Digest {
     Digest(Sha256::digest(package).into())
@@ -233,6 +275,96 @@ impl OperatorGate {
             return refuse(format!(
                 "no approval of this {} of key {} from an operator key this node lists ({} carried)",
                 action.kind.as_str(),
+                action.key_id,
+                approvals.len()
+            ));
+        }
+        refuse(reasons.join("; "))
+    }
+
+    /// Decides on a scheduled refresh `proposal` (old threshold `old_threshold`) carried with
+    /// the approvals of the standing rotation policy `action` (see [`rotation_action`]): the
+    /// refresh must keep the committee (same members, and every old member deals) and the
+    /// threshold, keep to this node's floors, and one approval must be from an operator key
+    /// this node lists, verify over exactly this network and policy, and not be dated in the
+    /// future beyond the clock skew. A standing approval is used again at every run, so no
+    /// request id is spent and its age does not matter. Returns the approving operator and the
+    /// approval's timestamp.
+    pub fn check_standing(
+        &self,
+        proposal: &ReshareProposal,
+        old_threshold: u16,
+        action: &LifecycleAction,
+        approvals: &[OperatorApproval],
+        now: Timestamp,
+    ) -> Result<(OperatorKey, u64), Refusal> {
+        let refuse = |why: String| Err(Refusal::NotApproved(why));
+        let LifecycleKind::Rotation { every_secs } = action.kind else {
+            return refuse("not a rotation policy".into());
+        };
+        if proposal.new_committee != proposal.old_committee {
+            return refuse(
+                "a rotation under a standing policy keeps the committee; this reshare changes it"
+                    .into(),
+            );
+        }
+        if proposal.dealers != proposal.old_committee {
+            return refuse(
+                "a rotation under a standing policy is dealt by every member of the committee"
+                    .into(),
+            );
+        }
+        if proposal.new_threshold != old_threshold {
+            return refuse(format!(
+                "a rotation under a standing policy keeps the threshold; this reshare changes it from {old_threshold} to {}",
+                proposal.new_threshold
+            ));
+        }
+        if every_secs < permafrost_wire::MIN_ROTATION_SECS {
+            return refuse(format!(
+                "a rotation every {every_secs} s is more often than every {} s",
+                permafrost_wire::MIN_ROTATION_SECS
+            ));
+        }
+        if action.threshold < self.policy.min_threshold
+            || action.committee.len() < self.policy.min_committee
+        {
+            return refuse(format!(
+                "threshold {} of {} is below this node's floors ({} of {})",
+                action.threshold,
+                action.committee.len(),
+                self.policy.min_threshold,
+                self.policy.min_committee
+            ));
+        }
+        if approvals.len() > MAX_APPROVALS {
+            return refuse(format!(
+                "{} approvals, at most {MAX_APPROVALS} are accepted",
+                approvals.len()
+            ));
+        }
+        let skew = u64::try_from(self.policy.max_clock_skew.as_millis()).unwrap_or(u64::MAX);
+        let mut reasons = Vec::new();
+        for approval in approvals {
+            let operator = OperatorKey(approval.public_key);
+            if !self.policy.accepts(&operator, &action.key_id) {
+                continue;
+            }
+            if approval.timestamp_ms > now.0.saturating_add(skew) {
+                reasons.push(format!(
+                    "the rotation policy of operator {operator} is dated {} ms ahead of this node's clock",
+                    approval.timestamp_ms - now.0
+                ));
+                continue;
+            }
+            match approval.verify(&self.network_id, action) {
+                Ok(()) => return Ok((operator, approval.timestamp_ms)),
+                Err(why) => reasons.push(why),
+            }
+        }
+        if reasons.is_empty() {
+            return refuse(format!(
+                "no rotation policy of key {} from an operator key this node lists ({} carried)",
                 action.key_id,
                 approvals.len()
             ));

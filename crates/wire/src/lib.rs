@@ -40,5 +40,7 @@ pub use ids::{
     MAX_KEY_ID_LEN, MAX_NODE_ID_LEN,
 };
 pub use message::*;
-pub use operator::{LifecycleAction, LifecycleKind, OperatorApproval, MAX_APPROVALS};
+pub use operator::{
+    LifecycleAction, LifecycleKind, OperatorApproval, MAX_APPROVALS, MIN_ROTATION_SECS,
+};
 pub use path::{DerivationPath, HARDENED_OFFSET, MAX_PATH_DEPTH};

@@ -447,6 +447,11 @@ pub struct ReshareOpen {
     /// Operators' approvals of this reshare (not part of the session id): each old and new
     /// member requires one from an operator key it lists.
     pub approvals: Vec<OperatorApproval>,
+    /// `Some(every_secs)`: a scheduled refresh under a standing rotation policy, and
+    /// `approvals` are the policy's (a [`LifecycleKind::Rotation`](crate::LifecycleKind)
+    /// action refreshing every `every_secs`), which each member accepts only for a refresh
+    /// that keeps the committee and threshold.
+    pub rotation: Option<u64>,
 }
 
 /// Dealer → coordinator, relayed in [`ReshareDealingSet`]: the Feldman commitment to the

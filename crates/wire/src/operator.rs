@@ -1,4 +1,5 @@
-//! Operator approvals of a key's life-cycle actions (a DKG, a reshare).
+//! Operator approvals of a key's life-cycle actions (a DKG, a reshare, a standing policy of
+//! scheduled share rotations).
 //!
 //! The coordinator only carries them: every node that takes part checks, against its own list
 //! of operator keys, that an operator approved exactly the action it is asked to join. What an
@@ -18,7 +19,18 @@ pub enum LifecycleKind {
     Dkg,
     /// Move a key to a new committee and/or threshold, or refresh its shares.
     Reshare,
+    /// A standing approval: refresh the key's shares every `every_secs` seconds, keeping its
+    /// committee and threshold. Each scheduled refresh is an ordinary reshare that every member
+    /// checks against it; it approves no other change.
+    Rotation {
+        /// The interval between two refreshes, in seconds (at least
+        /// [`MIN_ROTATION_SECS`]).
+        every_secs: u64,
+    },
 }
+
+/// The shortest interval a rotation policy may have.
+pub const MIN_ROTATION_SECS: u64 = 60;
 
 impl LifecycleKind {
     /// The action's name in the signed bytes and in messages.
@@ -26,12 +38,15 @@ impl LifecycleKind {
         match self {
             LifecycleKind::Dkg => "dkg",
             LifecycleKind::Reshare => "reshare",
+            LifecycleKind::Rotation { .. } => "rotation",
         }
     }
 }
 
 /// What an operator approves: one DKG or one reshare of one key, with the committee and
-/// threshold that will hold it afterwards.
+/// threshold that will hold it afterwards; or a standing policy of refreshes that keep the
+/// committee and threshold (then `epoch` is 0 and `old_public_key_package` is the SHA-256 of
+/// the key's group key, which no refresh changes).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LifecycleAction {
     /// DKG or reshare.
@@ -40,10 +55,10 @@ pub struct LifecycleAction {
     pub key_id: KeyId,
     /// Its curve.
     pub curve: Curve,
-    /// 0 for a DKG; the epoch being reshared for a reshare.
+    /// 0 for a DKG and a rotation policy; the epoch being reshared for a reshare.
     pub epoch: Epoch,
     /// SHA-256 of the public key package of `epoch` (all zero for a DKG): binds the old
-    /// committee and the group key.
+    /// committee and the group key. For a rotation policy, SHA-256 of the group key.
     pub old_public_key_package: Digest,
     /// The committee that holds the key afterwards, sorted.
     pub committee: Vec<NodeId>,
@@ -72,8 +87,8 @@ impl OperatorApproval {
 
     /// The bytes an operator signs: `DOMAIN`, then each of network id, action name, key id and
     /// curve name as `u32 BE length ‖ bytes`, then `u64 BE epoch ‖ 32-byte old package digest ‖
-    /// u16 BE threshold ‖ u32 BE committee size`, each member as `u32 BE length ‖ node id`, and
-    /// last `request_id ‖ u64 BE timestamp_ms`.
+    /// u16 BE threshold ‖ u32 BE committee size`, each member as `u32 BE length ‖ node id`, for
+    /// a rotation policy `u64 BE every_secs`, and last `request_id ‖ u64 BE timestamp_ms`.
     pub fn signed_bytes(
         network_id: &str,
         action: &LifecycleAction,
@@ -98,6 +113,9 @@ impl OperatorApproval {
         out.extend_from_slice(&members.to_be_bytes());
         for member in &action.committee {
             put(&mut out, member.as_bytes());
+        }
+        if let LifecycleKind::Rotation { every_secs } = action.kind {
+            out.extend_from_slice(&every_secs.to_be_bytes());
         }
         out.extend_from_slice(request_id);
         out.extend_from_slice(&timestamp_ms.to_be_bytes());

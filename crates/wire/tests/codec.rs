@@ -147,6 +147,7 @@ fn every_kind() -> Vec<Message> {
             package: vec![2; 300],
         }),
         Message::ReshareOpen(ReshareOpen {
+            rotation: None,
             session: session(),
             proposal: ReshareProposal {
                 key_id: KeyId::new("key-1").unwrap(),

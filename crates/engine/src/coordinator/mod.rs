@@ -14,11 +14,14 @@
 mod pools;
 mod preference;
 mod reshare;
+mod rotation;
 mod store;
 
 pub use pools::{MAX_POOLED, POOL_BATCH, POOL_TARGET};
+pub use rotation::ROTATION_REQUEST;
 pub use store::{
     KeyMeta, MemoryMetadataStore, MetadataError, MetadataStore, ReshareEntry, ReshareState,
+    RotationPolicy,
 };
 
 use std::collections::{BTreeMap, VecDeque};
@@ -151,6 +154,21 @@ pub enum CoordinatorNotice {
         /// The session.
         session: SessionId,
     },
+    /// A scheduled rotation (a refresh under the key's rotation policy) started.
+    RotationStarted {
+        /// The key.
+        key_id: KeyId,
+        /// The reshare's session.
+        session: SessionId,
+    },
+    /// A scheduled rotation could not start, or failed; the next is due an interval after
+    /// it was due.
+    RotationFailed {
+        /// The key.
+        key_id: KeyId,
+        /// Why.
+        error: ProtocolError,
+    },
     /// A write failed; what depended on it was not done.
     StoreFailed {
         /// What was being written.
@@ -174,6 +192,7 @@ impl CoordinatorNotice {
             self,
             CoordinatorNotice::ReshareAborted { .. }
                 | CoordinatorNotice::ReshareAbortedAtStart { .. }
+                | CoordinatorNotice::RotationFailed { .. }
         )
     }
 
@@ -190,10 +209,11 @@ impl CoordinatorNotice {
             | CoordinatorNotice::ReshareAborted { session, .. }
             | CoordinatorNotice::ReshareAbortedAtStart { session, .. }
             | CoordinatorNotice::ReshareOutcomeResent { session, .. }
+            | CoordinatorNotice::RotationStarted { session, .. }
             | CoordinatorNotice::StoreFailed { session, .. } => Some(*session),
-            CoordinatorNotice::KeyCreated { .. } | CoordinatorNotice::ReshareCommitted { .. } => {
-                None
-            }
+            CoordinatorNotice::KeyCreated { .. }
+            | CoordinatorNotice::ReshareCommitted { .. }
+            | CoordinatorNotice::RotationFailed { .. } => None,
         }
     }
 }
@@ -245,6 +265,12 @@ impl std::fmt::Display for CoordinatorNotice {
                     "reshare {session}: outcome sent again to {to} on request"
                 )
             }
+            CoordinatorNotice::RotationStarted { key_id, session } => {
+                write!(f, "key {key_id}: scheduled rotation {session} started")
+            }
+            CoordinatorNotice::RotationFailed { key_id, error } => {
+                write!(f, "key {key_id}: scheduled rotation failed: {error}")
+            }
             CoordinatorNotice::StoreFailed {
                 operation,
                 session,
@@ -291,6 +317,10 @@ pub struct CoordinatorCore<M: MetadataStore> {
     pools: CommitmentPools,
     /// How the first `t` signers of each signature were asked.
     asks: SignerAsks,
+    /// The scheduled rotations running, by session.
+    rotating: BTreeMap<SessionId, KeyId>,
+    /// When the next scheduled rotation is due (kept in step with the store's policies).
+    rotation_due: Option<Timestamp>,
     /// The time of the latest input.
     now: Timestamp,
     outputs: VecDeque<CoordinatorOutput>,
@@ -311,10 +341,13 @@ impl<M: MetadataStore> CoordinatorCore<M> {
             parsed: any::ParsedPackages::default(),
             pools: CommitmentPools::default(),
             asks: SignerAsks::default(),
+            rotating: BTreeMap::new(),
+            rotation_due: None,
             now: Timestamp(0),
             outputs: VecDeque::new(),
         };
         core.abort_unfinished_reshares()?;
+        core.rotation_due = core.next_rotation();
         Ok(core)
     }
 
@@ -363,13 +396,20 @@ impl<M: MetadataStore> CoordinatorCore<M> {
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.sessions.next_deadline()
+        [self.sessions.next_deadline(), self.rotation_due]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Lets time pass for every session.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.now = self.now.max(now);
         self.pools.expire(now);
+        if self.rotation_due.is_some_and(|due| due <= now) {
+            self.run_due_rotations(now);
+            self.rotation_due = self.next_rotation();
+        }
         self.drive(|sessions, handler| sessions.tick(now, handler));
     }
 
@@ -709,6 +749,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
             setup: &self.setup,
             running: &mut self.running,
             preference: &mut self.preference,
+            rotating: &mut self.rotating,
             now: self.now,
             outputs: &mut self.outputs,
         };
@@ -733,6 +774,7 @@ struct Finisher<'a, M: MetadataStore> {
     setup: &'a CoordinatorSetup,
     running: &'a mut BTreeMap<SessionId, (Running, Option<RequestId>)>,
     preference: &'a mut SignerPreference,
+    rotating: &'a mut BTreeMap<SessionId, KeyId>,
     now: Timestamp,
     outputs: &'a mut VecDeque<CoordinatorOutput>,
 }
@@ -820,6 +862,7 @@ impl<M: MetadataStore> Finisher<'_, M> {
                 match reshare::record_commit(self.store, self.setup, running, &event) {
                     Ok(notice) => {
                         self.notice(notice);
+                        self.rotation_committed(&session);
                         self.done(request, Ok(event), Some(session));
                         Handled::Continue
                     }
@@ -841,11 +884,45 @@ impl<M: MetadataStore> Finisher<'_, M> {
                 Handled::Continue
             }
             (_, AnyEvent::Failed(error)) => {
+                if let Some(key_id) = self.rotating.remove(&session) {
+                    self.notice(CoordinatorNotice::RotationFailed {
+                        key_id,
+                        error: error.clone(),
+                    });
+                }
                 self.record_abort(session, &error);
                 self.done(request, Err(error), None);
                 Handled::Continue
             }
             _ => Handled::Continue,
+        }
+    }
+
+    /// Records that the scheduled rotation `session` (if it is one) committed, now.
+    fn rotation_committed(&mut self, session: &SessionId) {
+        let Some(key_id) = self.rotating.remove(session) else {
+            return;
+        };
+        let policy = self
+            .store
+            .rotations()
+            .map(|all| all.into_iter().find(|p| p.key_id == key_id));
+        let recorded = match policy {
+            Ok(Some(mut policy)) => {
+                policy.last_ms = Some(self.now.0);
+                self.store.put_rotation(&policy)
+            }
+            // Cleared meanwhile: nothing to record.
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
+            self.notice(CoordinatorNotice::RotationFailed {
+                key_id,
+                error: ProtocolError::Frost(format!(
+                    "the refresh committed, but its time cannot be recorded: {e}"
+                )),
+            });
         }
     }
 

@@ -59,7 +59,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         self.now = self.now.max(now);
         let started = self
             .approvals(&lifecycle::reshare_action(&proposal), approvals, now, rng)
-            .and_then(|approvals| self.start_reshare(request, proposal, approvals, now));
+            .and_then(|approvals| self.start_reshare(request, proposal, approvals, None, now));
         match started {
             Ok(session) => Some(session),
             Err(e) => {
@@ -79,7 +79,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
             })
     }
 
-    fn proposal(
+    pub(super) fn proposal(
         &self,
         key_id: &KeyId,
         committee: Vec<NodeId>,
@@ -119,7 +119,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         })
     }
 
-    fn known_key(&self, key_id: &KeyId) -> Result<KeyMeta, ProtocolError> {
+    pub(super) fn known_key(&self, key_id: &KeyId) -> Result<KeyMeta, ProtocolError> {
         self.store
             .key(key_id)
             .map_err(|e| ProtocolError::Frost(e.to_string()))?
@@ -144,11 +144,12 @@ impl<M: MetadataStore> CoordinatorCore<M> {
     /// One reshare per key at a time, whatever the caller thinks (two sessions for the same
     /// epoch would race to write the same next epoch on the members); members are signer
     /// nodes; recorded as running (durably) before the session starts.
-    fn start_reshare(
+    pub(super) fn start_reshare(
         &mut self,
         request: RequestId,
         proposal: ReshareProposal,
         approvals: Vec<OperatorApproval>,
+        rotation: Option<u64>,
         now: Timestamp,
     ) -> Result<SessionId, ProtocolError> {
         if let Some(other) = self.running_reshare(&proposal.key_id) {
@@ -166,6 +167,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         let (session, test_session, reshare) = any::reshare_coordinator(
             proposal,
             approvals,
+            rotation,
             self.setup.verifier.clone(),
             now,
             crate::deadlines::RESHARE,

@@ -2,7 +2,9 @@
 //! typed, behind the [`MetadataStore`] trait (redb in the coordinator, in memory in the
 //! simulator). No share ever enters it; losing it loses no key.
 
-use permafrost_wire::{Curve, Epoch, KeyId, NodeId, ReshareAbort, ReshareCommit, SessionId};
+use permafrost_wire::{
+    Curve, Epoch, KeyId, NodeId, OperatorApproval, ReshareAbort, ReshareCommit, SessionId,
+};
 use serde::{Deserialize, Serialize};
 
 /// Why the metadata store could not do what it was asked.
@@ -67,6 +69,27 @@ pub struct ReshareEntry {
     pub state: ReshareState,
 }
 
+/// A standing rotation policy of a key: refresh its shares every `every_secs`, keeping the
+/// committee and threshold it was approved for. The coordinator runs each refresh on
+/// schedule; every member checks it against the operators' `approvals` of the policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationPolicy {
+    /// The key.
+    pub key_id: KeyId,
+    /// The interval, in seconds.
+    pub every_secs: u64,
+    /// The committee every refresh keeps, sorted.
+    pub committee: Vec<NodeId>,
+    /// The threshold every refresh keeps.
+    pub threshold: u16,
+    /// Operators' approvals of the policy (a `LifecycleKind::Rotation` action).
+    pub approvals: Vec<OperatorApproval>,
+    /// When the last scheduled refresh committed, milliseconds since the Unix epoch.
+    pub last_ms: Option<u64>,
+    /// When the next one is due, milliseconds since the Unix epoch.
+    pub next_ms: u64,
+}
+
 /// The coordinator's metadata, as the operations its core performs. Every write is durable
 /// when it returns.
 pub trait MetadataStore {
@@ -85,6 +108,12 @@ pub trait MetadataStore {
     /// Records a committed reshare and the key's new epoch in one step.
     fn commit_reshare(&mut self, meta: &KeyMeta, entry: &ReshareEntry)
         -> Result<(), MetadataError>;
+    /// Every rotation policy, sorted by key id.
+    fn rotations(&self) -> Result<Vec<RotationPolicy>, MetadataError>;
+    /// Records (or replaces) a key's rotation policy.
+    fn put_rotation(&mut self, policy: &RotationPolicy) -> Result<(), MetadataError>;
+    /// Removes a key's rotation policy; whether there was one.
+    fn delete_rotation(&mut self, key_id: &KeyId) -> Result<bool, MetadataError>;
 }
 
 /// The coordinator's metadata in memory, for the simulator and tests: it survives a simulated
@@ -93,6 +122,7 @@ pub trait MetadataStore {
 pub struct MemoryMetadataStore {
     keys: std::collections::BTreeMap<KeyId, KeyMeta>,
     reshares: std::collections::BTreeMap<SessionId, ReshareEntry>,
+    rotations: std::collections::BTreeMap<KeyId, RotationPolicy>,
     failing_writes: usize,
 }
 
@@ -156,5 +186,20 @@ impl MetadataStore for MemoryMetadataStore {
         self.keys.insert(meta.key_id.clone(), meta.clone());
         self.reshares.insert(entry.session, entry.clone());
         Ok(())
+    }
+
+    fn rotations(&self) -> Result<Vec<RotationPolicy>, MetadataError> {
+        Ok(self.rotations.values().cloned().collect())
+    }
+
+    fn put_rotation(&mut self, policy: &RotationPolicy) -> Result<(), MetadataError> {
+        self.write("a rotation policy")?;
+        self.rotations.insert(policy.key_id.clone(), policy.clone());
+        Ok(())
+    }
+
+    fn delete_rotation(&mut self, key_id: &KeyId) -> Result<bool, MetadataError> {
+        self.write("removing a rotation policy")?;
+        Ok(self.rotations.remove(key_id).is_some())
     }
 }

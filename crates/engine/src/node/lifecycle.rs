@@ -2,13 +2,18 @@
 //! node's floors and on a valid approval from an operator key it lists; the approval's request
 //! id and the audit entry are durable (one step) before anything of the session happens.
 
-use permafrost_keystore::{AuditKind, ClientRequestRow, KeystoreError};
-use permafrost_protocol::lifecycle::ApprovedAction;
-use permafrost_protocol::{ProtocolError, Refusal, Timestamp};
-use permafrost_wire::{LifecycleAction, LifecycleKind, NodeId, OperatorApproval, SessionId};
+use std::time::Duration;
 
-use super::store::StoreError;
+use permafrost_keystore::{AuditKind, ClientRequestRow, KeystoreError};
+use permafrost_protocol::lifecycle::{self, ApprovedAction};
+use permafrost_protocol::{ProtocolError, Refusal, Timestamp};
+use permafrost_wire::{
+    LifecycleAction, LifecycleKind, NodeId, OperatorApproval, ReshareProposal, SessionId,
+};
+
+use super::store::{AuditDurability, StoreError};
 use super::{audit, NodeCore, NodeNotice, NodeStore};
+use crate::any;
 
 impl<St: NodeStore> NodeCore<St> {
     /// Decides on joining `session`, which asks for `action`, carried with `approvals` by
@@ -29,6 +34,101 @@ impl<St: NodeStore> NodeCore<St> {
             self.refuse_lifecycle(coordinator, session, action, refusal.clone(), now);
         }
         decision.map_err(ProtocolError::from)
+    }
+
+    /// Decides on joining the scheduled refresh `proposal` in `session`, carried by
+    /// `coordinator` with the approvals of a standing rotation policy of every `every_secs`
+    /// seconds: a refresh that keeps the committee and threshold, approved by an operator key
+    /// this node lists, and at least half an interval after the last scheduled refresh of the
+    /// key this node joined. The audit entry is durable before this returns `Ok`; a refusal is
+    /// audited.
+    pub(super) fn approve_rotation(
+        &mut self,
+        coordinator: &NodeId,
+        session: SessionId,
+        proposal: &ReshareProposal,
+        every_secs: u64,
+        approvals: &[OperatorApproval],
+        now: Timestamp,
+    ) -> Result<(), ProtocolError> {
+        let (group_key, old_threshold) =
+            any::package_facts(proposal.curve, &proposal.old_public_key_package)?;
+        let action = lifecycle::rotation_action(proposal, &group_key, every_secs);
+        let decision = self
+            .operators
+            .check_standing(proposal, old_threshold, &action, approvals, now)
+            .and_then(|(operator, approved_at)| {
+                let spacing = Duration::from_secs(every_secs / 2);
+                if let Some(last) = self.rotations.get(&proposal.key_id) {
+                    if now < last.after(spacing) {
+                        return Err(Refusal::NotApproved(format!(
+                            "the last scheduled refresh of key {} joined here was {} ms ago; the policy of every {every_secs} s allows the next after {} ms",
+                            proposal.key_id,
+                            now.0.saturating_sub(last.0),
+                            spacing.as_millis()
+                        )));
+                    }
+                }
+                self.persist_rotation(coordinator, session, &action, operator, approved_at, now)
+            });
+        match decision {
+            Ok(()) => {
+                self.rotations.insert(proposal.key_id.clone(), now);
+                Ok(())
+            }
+            Err(refusal) => {
+                self.refuse_lifecycle(coordinator, session, &action, refusal.clone(), now);
+                Err(refusal.into())
+            }
+        }
+    }
+
+    fn persist_rotation(
+        &mut self,
+        coordinator: &NodeId,
+        session: SessionId,
+        action: &LifecycleAction,
+        operator: permafrost_protocol::lifecycle::OperatorKey,
+        approved_at: u64,
+        now: Timestamp,
+    ) -> Result<(), Refusal> {
+        let LifecycleKind::Rotation { every_secs } = action.kind else {
+            return Err(Refusal::NotApproved("not a rotation policy".into()));
+        };
+        let committee: Vec<String> = action.committee.iter().map(ToString::to_string).collect();
+        let entry = audit::entry(
+            now,
+            AuditKind::Reshare,
+            Some(&action.key_id),
+            action.epoch,
+            None,
+            (self.setup.peer_name)(coordinator),
+            format!(
+                "scheduled refresh of session {session} approved by the standing rotation policy of operator {operator} (every {every_secs} s, approved at {approved_at}): threshold {} of [{}]",
+                action.threshold,
+                committee.join(", ")
+            ),
+        );
+        // Durable before the node deals anything of the session.
+        match self.store.append_audit(&entry, AuditDurability::Durable) {
+            Ok(()) => {
+                self.notice(NodeNotice::LifecycleApproved {
+                    key_id: action.key_id.clone(),
+                    session,
+                    operator: operator.to_string(),
+                });
+                Ok(())
+            }
+            Err(error) => {
+                let refusal = Refusal::Limit(format!("cannot record the approval: {error}"));
+                self.notice(NodeNotice::StoreFailed {
+                    operation: "recording a rotation policy's approval",
+                    key_id: Some(action.key_id.clone()),
+                    error,
+                });
+                Err(refusal)
+            }
+        }
     }
 
     /// Audits (lazily) and reports an open refused for `action`.
@@ -81,7 +181,7 @@ impl<St: NodeStore> NodeCore<St> {
         };
         let kind = match action.kind {
             LifecycleKind::Dkg => AuditKind::Dkg,
-            LifecycleKind::Reshare => AuditKind::Reshare,
+            LifecycleKind::Reshare | LifecycleKind::Rotation { .. } => AuditKind::Reshare,
         };
         let committee: Vec<String> = action.committee.iter().map(ToString::to_string).collect();
         let entry = audit::entry(

@@ -126,6 +126,9 @@ pub struct NodeCore<St: NodeStore> {
     /// it through (the store and the gate disagree): no share of theirs is ever released.
     /// Each is kept until the request ids' retention has passed.
     revoked: BTreeMap<SessionId, Timestamp>,
+    /// When this node last joined a scheduled refresh of each key under a standing rotation
+    /// policy (in memory: a restarted node allows the next one at once).
+    rotations: BTreeMap<KeyId, Timestamp>,
 }
 
 /// Most admissions staged at once: beyond it (the store cannot keep up, or keeps failing),
@@ -229,6 +232,7 @@ impl<St: NodeStore> NodeCore<St> {
             staged: Staged::default(),
             held: Vec::new(),
             revoked: BTreeMap::new(),
+            rotations: BTreeMap::new(),
         };
         core.restore_client_requests(now)?;
         core.load_active_shares()?;

@@ -174,13 +174,18 @@ impl<St: NodeStore> NodeCore<St> {
             crate::deadlines::RESHARE,
             rng,
         )?;
-        self.approve_lifecycle(
-            &coordinator,
-            session,
-            &lifecycle::reshare_action(p),
-            &open.approvals,
-            now,
-        )?;
+        match open.rotation {
+            None => self.approve_lifecycle(
+                &coordinator,
+                session,
+                &lifecycle::reshare_action(p),
+                &open.approvals,
+                now,
+            )?,
+            Some(every_secs) => {
+                self.approve_rotation(&coordinator, session, p, every_secs, &open.approvals, now)?
+            }
+        }
         let record = ReshareRecord {
             coordinator,
             dealt: false,
@@ -413,6 +418,7 @@ mod tests {
 
     fn open() -> ReshareOpen {
         ReshareOpen {
+            rotation: None,
             session: SessionId([3; 32]),
             proposal: ReshareProposal {
                 key_id: KeyId::new("k").unwrap(),

@@ -45,10 +45,13 @@ pub struct ReshareCoordinator<S: Suite> {
 }
 
 impl<S: Suite> ReshareCoordinator<S> {
-    /// Opens a reshare; queues a `ReshareOpen` for every old and new member.
+    /// Opens a reshare; queues a `ReshareOpen` for every old and new member. `rotation` is
+    /// `Some(every_secs)` for a scheduled refresh under a standing rotation policy, whose
+    /// approvals `approvals` then are.
     pub fn new(
         proposal: ReshareProposal,
         approvals: Vec<OperatorApproval>,
+        rotation: Option<u64>,
         verifier: Arc<dyn IdentityVerifier>,
         now: Timestamp,
         timeout: Duration,
@@ -57,6 +60,7 @@ impl<S: Suite> ReshareCoordinator<S> {
             session: session_id(&proposal),
             proposal,
             approvals,
+            rotation,
         };
         let checked = check_open::<S>(&open)?;
         let everyone: BTreeSet<NodeId> = checked
