@@ -526,7 +526,7 @@ pub fn roast_coordinator(
             message,
             path,
             client,
-            &pkp,
+            pkp,
             committee,
             pooled,
             now,

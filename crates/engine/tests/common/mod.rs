@@ -222,7 +222,7 @@ pub fn start_roast<S: Suite>(
         message.to_vec(),
         permafrost_protocol::wire::DerivationPath::ROOT,
         Some(net.authorize(key, pkp, message)),
-        pkp,
+        pkp.clone(),
         committee.to_vec(),
         std::collections::BTreeMap::new(),
         net.now(),

@@ -151,7 +151,7 @@ impl<S: Suite> RoastCoordinator<S> {
         message: Vec<u8>,
         path: DerivationPath,
         client: Option<ClientAuthorization>,
-        public_key_package: &PublicKeyPackage<S>,
+        public_key_package: PublicKeyPackage<S>,
         committee: Vec<NodeId>,
         pooled: BTreeMap<NodeId, PooledCommitment>,
         now: Timestamp,
@@ -160,10 +160,14 @@ impl<S: Suite> RoastCoordinator<S> {
     ) -> Result<Self, ProtocolError> {
         let order = committee.clone();
         let (committee, threshold) =
-            check_signing_parameters(committee, &message, public_key_package)?;
-        let public_key_package =
+            check_signing_parameters(committee, &message, &public_key_package)?;
+        // The key itself needs no derivation (the common case: nothing computed).
+        let public_key_package = if path.is_root() {
+            public_key_package
+        } else {
             Derivation::of_key(&key_id, public_key_package.verifying_key(), &path)?
-                .public_key_package(public_key_package);
+                .public_key_package(&public_key_package)
+        };
         let mut members = BTreeMap::new();
         let mut preference = Vec::new();
         for node in &order {

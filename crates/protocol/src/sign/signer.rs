@@ -354,19 +354,25 @@ impl<S: Suite> Signer<S> {
         signing_package: &SigningPackage<S>,
         nonces: SigningNonces<S>,
     ) -> Result<(), Refusal> {
-        // The child share is derived here, from this node's own share and the approved path:
-        // a coordinator cannot name another child key than the client approved.
-        let derivation = Derivation::of_key(
-            &self.share.key_id,
-            self.share.public_key_package.verifying_key(),
-            signed.path,
-        )
-        .map_err(|e| Refusal::Malformed(e.to_string()))?;
-        let key_package = derivation.key_package(&self.share.key_package);
-        let share = round2::sign(signing_package, &nonces, &key_package)
+        // A child share is derived here, from this node's own share and the approved path: a
+        // coordinator cannot name another child key than the client approved. The key itself
+        // (the common case) needs nothing derived.
+        let child = if signed.path.is_root() {
+            None
+        } else {
+            let derivation = Derivation::of_key(
+                &self.share.key_id,
+                self.share.public_key_package.verifying_key(),
+                signed.path,
+            )
+            .map_err(|e| Refusal::Malformed(e.to_string()))?;
+            Some(derivation.key_package(&self.share.key_package))
+        };
+        let key_package = child.as_ref().unwrap_or(&self.share.key_package);
+        let share = round2::sign(signing_package, &nonces, key_package)
             .map_err(|e| Refusal::Malformed(format!("cannot sign: {e}")))?;
         drop(nonces);
-        drop(key_package);
+        drop(child);
         self.outputs.push_back(Output::Event(Event::ShareProduced {
             session: signed.session,
             key_id: self.share.key_id.clone(),
