@@ -65,6 +65,10 @@ struct Args {
     /// Signatures measured in this process to price the FROST operations alone.
     #[arg(long, default_value_t = 500)]
     in_process: u32,
+    /// Sign with the key's child at this path (`m/0/17`) instead of the key itself; each
+    /// signature is checked under the child key the API derives.
+    #[arg(long, default_value = "m")]
+    path: permafrost_api::DerivationPath,
 }
 
 fn parse_curve(s: &str) -> Result<Curve, String> {
@@ -158,10 +162,10 @@ async fn sign_all(
     let mut in_flight = tokio::task::JoinSet::new();
     let mut next = 0usize;
     let spawn = |in_flight: &mut tokio::task::JoinSet<_>, i: usize, scheduled: Instant| {
-        let (client, key_id) = (client.clone(), key_id.to_owned());
+        let (client, key_id, path) = (client.clone(), key_id.to_owned(), args.path.clone());
         in_flight.spawn(async move {
             let message = format!("load {curve} {i}").into_bytes();
-            let answer = client.sign(&key_id, &message).await;
+            let answer = client.sign_at(&key_id, &path, &message).await;
             (message, scheduled.elapsed(), answer)
         });
     };
@@ -368,7 +372,12 @@ async fn main() -> Result<()> {
             .await
             .context("DKG failed")?;
         let dkg = t.elapsed();
-        let public_key = hex::decode(&key.public_key)?;
+        // The key the signatures verify under: the child's for a path.
+        let public_key = if args.path.is_root() {
+            hex::decode(&key.public_key)?
+        } else {
+            hex::decode(client.derive(&key.key_id, &args.path).await?.public_key)?
+        };
         let cpu_before = processes.as_ref().and_then(Processes::cpu_ticks);
         let disk_before = processes.as_ref().map(Processes::node_disk_bytes);
         let mut run = sign_all(&client, &key.key_id, &public_key, curve, &args).await?;

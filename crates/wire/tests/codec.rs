@@ -605,6 +605,26 @@ fn operator_approvals_bind_the_network_and_every_field_of_the_action() {
         change(&mut other);
         assert!(approval.verify("net-a", &other).is_err(), "{other:?}");
     }
+    // A rotation policy binds its interval, and its bytes are a reshare's with the kind's name
+    // and the interval: an approval of one is never one of the other.
+    let mut hourly = action();
+    hourly.kind = LifecycleKind::Rotation { every_secs: 3600 };
+    let policy = OperatorApproval::sign(&key, "net-a", &hourly, [4; 16], 1_000);
+    policy.verify("net-a", &hourly).unwrap();
+    for every_secs in [60, 3599, 3601] {
+        let mut other = hourly.clone();
+        other.kind = LifecycleKind::Rotation { every_secs };
+        assert!(policy.verify("net-a", &other).is_err(), "{every_secs}");
+    }
+    assert!(policy.verify("net-a", &action()).is_err());
+    assert!(approval.verify("net-a", &hourly).is_err());
+    let reshare_bytes = OperatorApproval::signed_bytes("net-a", &action(), &[0; 16], 0);
+    let rotation_bytes = OperatorApproval::signed_bytes("net-a", &hourly, &[0; 16], 0);
+    assert_eq!(
+        rotation_bytes.len(),
+        reshare_bytes.len() + "rotation".len() - "reshare".len() + 8
+    );
+    assert!(rotation_bytes[..rotation_bytes.len() - 24].ends_with(&3600u64.to_be_bytes()));
     // The length prefixes: moving bytes between the network id and the key id changes them.
     let mut shifted = action();
     shifted.key_id = KeyId::new("-1").unwrap();
