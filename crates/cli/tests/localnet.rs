@@ -427,6 +427,7 @@ fn the_document_check_refuses_what_the_document_does_not_declare() {
         "key_id": "k-1", "curve": "ed25519", "public_key": "ab".repeat(32),
         "network_id": "n", "threshold": 2, "nodes": ["node1", "node2"], "epoch": 0,
         "public_key_package_digest": "cd".repeat(32),
+        "chain_code": "ef".repeat(32), "xpub": null,
     });
     let good = record.to_string();
     let key = "/v1/keys/{key_id}";
