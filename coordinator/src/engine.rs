@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use permafrost_engine::coordinator::{
-    CoordinatorCore, CoordinatorNotice, CoordinatorOutput, KeyMeta, RequestId,
+    CoordinatorCore, CoordinatorNotice, CoordinatorOutput, KeyMeta, RequestId, RotationPolicy,
 };
 use permafrost_net::{Client, InboundRequest};
 use permafrost_protocol::ProtocolError;
@@ -70,6 +70,27 @@ pub enum Command {
         approvals: Vec<OperatorApproval>,
         /// Where the outcome goes.
         reply: oneshot::Sender<Outcome>,
+    },
+    /// Set (or replace) a key's rotation policy: refresh its shares every `every_secs`,
+    /// keeping its current committee and threshold. Answered at once, with the policy as
+    /// recorded.
+    SetRotation {
+        /// The key.
+        key_id: KeyId,
+        /// The interval, in seconds.
+        every_secs: u64,
+        /// Operators' approvals of the policy (none: the gateway operator key approves, if
+        /// configured).
+        approvals: Vec<OperatorApproval>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<RotationPolicy, ProtocolError>>,
+    },
+    /// Remove a key's rotation policy. Answered at once: whether it had one.
+    ClearRotation {
+        /// The key.
+        key_id: KeyId,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<bool, ProtocolError>>,
     },
 }
 
@@ -156,7 +177,6 @@ impl Shell {
             request_id = %request_id,
         );
         let _entered = span.enter();
-        self.traces.insert(request, request_id);
         match traced.command {
             Command::CreateKey {
                 curve,
@@ -166,6 +186,7 @@ impl Shell {
                 approvals,
                 reply,
             } => {
+                self.traces.insert(request, request_id);
                 self.replies.insert(request, reply);
                 self.core.create_key(
                     request, curve, key_id, threshold, committee, approvals, now, &mut OsRng,
@@ -178,6 +199,7 @@ impl Shell {
                 client,
                 reply,
             } => {
+                self.traces.insert(request, request_id);
                 self.replies.insert(request, reply);
                 let committee = key.committee.clone();
                 self.core.sign(
@@ -199,10 +221,45 @@ impl Shell {
                 approvals,
                 reply,
             } => {
+                self.traces.insert(request, request_id);
                 self.replies.insert(request, reply);
                 self.core.reshare(
                     request, &key_id, committee, threshold, approvals, now, &mut OsRng,
                 );
+            }
+            // Answered here and now: no session, so nothing to trace or wait for.
+            Command::SetRotation {
+                key_id,
+                every_secs,
+                approvals,
+                reply,
+            } => {
+                let outcome = self
+                    .core
+                    .set_rotation(&key_id, every_secs, approvals, now, &mut OsRng);
+                match &outcome {
+                    Ok(policy) => tracing::info!(
+                        key = %key_id,
+                        every_secs,
+                        next_ms = policy.next_ms,
+                        approvals = policy.approvals.len(),
+                        "rotation policy set"
+                    ),
+                    Err(error) => tracing::info!(key = %key_id, %error, "rotation policy refused"),
+                }
+                let _ = reply.send(outcome);
+            }
+            Command::ClearRotation { key_id, reply } => {
+                let outcome = self.core.clear_rotation(&key_id);
+                match &outcome {
+                    Ok(removed) => {
+                        tracing::info!(key = %key_id, removed, "rotation policy cleared")
+                    }
+                    Err(error) => {
+                        tracing::warn!(key = %key_id, %error, "rotation policy not cleared")
+                    }
+                }
+                let _ = reply.send(outcome);
             }
         }
         self.carry_out();

@@ -9,11 +9,11 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use permafrost_api::{
     codes, ChildKey, CreateKeyRequest, ErrorBody, ErrorDetail, Health, KeyList, KeyRecord,
-    NodeHealth, ReshareRequest, SignResponse,
+    NodeHealth, ReshareRequest, RotationRecord, RotationRequest, SignResponse,
 };
 use permafrost_net::{Client, PeerId};
 use permafrost_protocol::derive::ExtendedPublicKey;
@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::engine::{Command, Outcome, Traced};
 use crate::metrics::{CoordinatorMetrics, SessionKind};
 use crate::store::MetadataDb;
-use permafrost_engine::coordinator::{KeyMeta, MetadataStore};
+use permafrost_engine::coordinator::{KeyMeta, MetadataStore, RotationPolicy};
 
 /// Everything the handlers share.
 pub struct ApiState {
@@ -154,6 +154,10 @@ pub fn router(state: Arc<ApiState>, body_limit: usize) -> Router {
         .route("/v1/keys/{key_id}/sign", post(sign))
         .route("/v1/keys/{key_id}/derive", get(derive))
         .route("/v1/keys/{key_id}/reshare", post(reshare))
+        .route(
+            "/v1/keys/{key_id}/rotation",
+            put(set_rotation).delete(clear_rotation),
+        )
         .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such endpoint")
@@ -314,7 +318,23 @@ fn readiness(state: &ApiState, now: std::time::Instant) -> bool {
     }
 }
 
-fn record(state: &ApiState, meta: &KeyMeta) -> KeyRecord {
+/// Every rotation policy in the metadata database.
+fn rotations(state: &ApiState) -> Result<Vec<RotationPolicy>, ApiError> {
+    state
+        .store
+        .rotations()
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// The record of `meta`, with its rotation policy as the metadata database has it.
+fn key_record(state: &ApiState, meta: &KeyMeta) -> Result<KeyRecord, ApiError> {
+    let rotations = rotations(state)?;
+    let rotation = rotations.iter().find(|p| p.key_id == meta.key_id);
+    Ok(record(state, meta, rotation))
+}
+
+/// The record of `meta`, with `rotation`, its rotation policy if it has one.
+fn record(state: &ApiState, meta: &KeyMeta, rotation: Option<&RotationPolicy>) -> KeyRecord {
     let extended = ExtendedPublicKey::new(meta.curve, &meta.key_id, meta.public_key.clone());
     KeyRecord {
         key_id: meta.key_id.as_str().to_owned(),
@@ -329,6 +349,17 @@ fn record(state: &ApiState, meta: &KeyMeta) -> KeyRecord {
         ),
         chain_code: hex::encode(extended.chain_code.0),
         xpub: extended.xpub(),
+        rotation: rotation.map(|policy| RotationRecord {
+            every_secs: policy.every_secs,
+            last_ms: policy.last_ms,
+            next_ms: policy.next_ms,
+            threshold: policy.threshold,
+            nodes: policy
+                .committee
+                .iter()
+                .map(|node| node_name(&state.network, node))
+                .collect(),
+        }),
     }
 }
 
@@ -376,8 +407,15 @@ async fn list_keys(State(state): State<Arc<ApiState>>) -> Result<Json<KeyList>, 
         .store
         .keys()
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    let rotations = rotations(&state)?;
     Ok(Json(KeyList {
-        keys: keys.iter().map(|meta| record(&state, meta)).collect(),
+        keys: keys
+            .iter()
+            .map(|meta| {
+                let rotation = rotations.iter().find(|p| p.key_id == meta.key_id);
+                record(&state, meta, rotation)
+            })
+            .collect(),
     }))
 }
 
@@ -395,7 +433,7 @@ async fn get_key(
     State(state): State<Arc<ApiState>>,
     Path(key_id): Path<String>,
 ) -> Result<Json<KeyRecord>, ApiError> {
-    Ok(Json(record(&state, &lookup(&state, &key_id)?)))
+    Ok(Json(key_record(&state, &lookup(&state, &key_id)?)?))
 }
 
 /// The query of `GET /v1/keys/{key_id}/derive`.
@@ -675,7 +713,7 @@ async fn create_key(
     event?;
     // The engine recorded the key before its commit went out.
     let meta = lookup(&state, key_id.as_str())?;
-    Ok((StatusCode::CREATED, Json(record(&state, &meta))))
+    Ok((StatusCode::CREATED, Json(key_record(&state, &meta)?)))
 }
 
 #[utoipa::path(post, path = "/v1/keys/{key_id}/sign", tag = "keys", security(("bearer" = [])),
@@ -855,10 +893,93 @@ async fn reshare(
                 tracing::warn!(key = %key_id, excluded = %names(&state.network, &excluded), "dealers left out of the reshare");
             }
             // The engine recorded the new epoch before the certificate went out.
-            Ok(Json(record(&state, &lookup(&state, &key_id)?)))
+            Ok(Json(key_record(&state, &lookup(&state, &key_id)?)?))
         }
         _ => Err(ApiError::internal("unexpected reshare outcome")),
     }
+}
+
+/// Asks the engine for something it answers at once, with no session (a rotation policy).
+/// An error of the core is mapped as a session's would be (`InvalidParameters` is 400).
+async fn ask_engine<T>(
+    state: &ApiState,
+    make: impl FnOnce(oneshot::Sender<Result<T, ProtocolError>>) -> Command,
+) -> Result<T, ApiError> {
+    let (reply, answer) = oneshot::channel();
+    let traced = Traced {
+        request_id: crate::request_id::current(),
+        command: make(reply),
+    };
+    state
+        .commands
+        .send(traced)
+        .await
+        .map_err(|_| ApiError::internal("the coordinator is stopping"))?;
+    match answer.await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(session_error(&state.network, &error)),
+        Err(_) => Err(ApiError::internal(
+            "the coordinator's loop dropped the request",
+        )),
+    }
+}
+
+#[utoipa::path(put, path = "/v1/keys/{key_id}/rotation", tag = "keys", security(("bearer" = [])),
+    summary = "Set the key's scheduled share rotation: a refresh every `every_secs`, keeping its committee and threshold",
+    params(("key_id" = String, Path, description = "The key's id")),
+    request_body = RotationRequest,
+    responses(
+        (status = 200, body = KeyRecord, description = "The policy is recorded (replacing any earlier one): the key's record, with its `rotation`. The approvals are checked by every member at every refresh, not now"),
+        (status = 400, body = ErrorBody, description = "Bad JSON or Content-Type, an unknown field, `every_secs` under 60, more than 16 approvals or one of the wrong form, no approvals and no gateway operator key, or a malformed X-Request-Id"),
+        (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"),
+        (status = 404, body = ErrorBody, description = "No key of this id"),
+        (status = 413, body = ErrorBody, description = "The body is over the limit"),
+        (status = 500, body = ErrorBody, description = "The metadata database failed, or the coordinator's loop stopped"),
+    ))]
+async fn set_rotation(
+    State(state): State<Arc<ApiState>>,
+    Path(key_id): Path<String>,
+    body: Result<ApiJson<RotationRequest>, ApiError>,
+) -> Result<Json<KeyRecord>, ApiError> {
+    // A path naming no key is 404 whatever the body.
+    let meta = lookup(&state, &key_id)?;
+    let ApiJson(body) = body?;
+    let approvals = approvals(&body.approvals)?;
+    let (key, every_secs) = (meta.key_id, body.every_secs);
+    let policy = ask_engine(&state, |reply| Command::SetRotation {
+        key_id: key,
+        every_secs,
+        approvals,
+        reply,
+    })
+    .await?;
+    let meta = lookup(&state, &key_id)?;
+    Ok(Json(record(&state, &meta, Some(&policy))))
+}
+
+#[utoipa::path(delete, path = "/v1/keys/{key_id}/rotation", tag = "keys", security(("bearer" = [])),
+    summary = "Clear the key's scheduled share rotation",
+    params(("key_id" = String, Path, description = "The key's id")),
+    responses(
+        (status = 200, body = KeyRecord, description = "The key has no rotation policy (also when it had none): its record, `rotation` null. A refresh already running goes on to its end"),
+        (status = 400, body = ErrorBody, description = "A malformed X-Request-Id"),
+        (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"),
+        (status = 404, body = ErrorBody, description = "No key of this id"),
+        (status = 500, body = ErrorBody, description = "The metadata database failed, or the coordinator's loop stopped"),
+    ))]
+async fn clear_rotation(
+    State(state): State<Arc<ApiState>>,
+    Path(key_id): Path<String>,
+) -> Result<Json<KeyRecord>, ApiError> {
+    let meta = lookup(&state, &key_id)?;
+    let key = meta.key_id;
+    ask_engine(&state, |reply| Command::ClearRotation {
+        key_id: key,
+        reply,
+    })
+    .await?;
+    let meta = lookup(&state, &key_id)?;
+    Ok(Json(record(&state, &meta, None)))
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "status", security(("bearer" = [])),

@@ -22,8 +22,8 @@ use crate::http;
     info(
         title = "Permafrost coordinator API",
         description = "Threshold signatures (FROST) from a network of signer nodes: create keys \
-            (DKG), sign, reshare. JSON over HTTP; binary values are hex. Every route but \
-            `/v1/ready` and `/v1/openapi.json` needs `Authorization: Bearer <token>`. \
+            (DKG), sign, reshare, refresh on a schedule. JSON over HTTP; binary values are hex. \
+            Every route but `/v1/ready` and `/v1/openapi.json` needs `Authorization: Bearer <token>`. \
             Every error has the body `ErrorBody`; each error status lists the codes it carries. \
             The prose contract is docs/API.md.",
     ),
@@ -36,12 +36,14 @@ use crate::http;
         http::sign,
         http::derive,
         http::reshare,
+        http::set_rotation,
+        http::clear_rotation,
         http::metrics,
         serve,
     ),
     modifiers(&BearerToken, &ErrorCodesByStatus),
     tags(
-        (name = "keys", description = "Keys: create (DKG), read, sign, reshare"),
+        (name = "keys", description = "Keys: create (DKG), read, sign, reshare, scheduled rotation"),
         (name = "status", description = "Health, readiness, metrics and this document"),
     ),
 )]
@@ -224,6 +226,7 @@ mod tests {
         }
         operations.sort();
         let expected = [
+            ("delete", "/v1/keys/{key_id}/rotation", true),
             ("get", "/metrics", true),
             ("get", "/v1/health", true),
             ("get", "/v1/keys", true),
@@ -234,6 +237,7 @@ mod tests {
             ("post", "/v1/keys", true),
             ("post", "/v1/keys/{key_id}/reshare", true),
             ("post", "/v1/keys/{key_id}/sign", true),
+            ("put", "/v1/keys/{key_id}/rotation", true),
         ]
         .map(|(m, p, s)| (m.to_owned(), p.to_owned(), s));
         assert_eq!(operations, expected);

@@ -256,7 +256,7 @@ fn json_line(seq: u64, entry: &AuditEntry) -> String {
 }
 
 /// Milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (proleptic Gregorian).
-fn utc(unix_ms: u64) -> String {
+pub fn utc(unix_ms: u64) -> String {
     let secs = unix_ms / 1000;
     let days = secs / 86_400;
     let rem = secs % 86_400;

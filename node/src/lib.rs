@@ -16,7 +16,7 @@ mod identity_key;
 mod metrics;
 mod pending_command;
 
-pub use audit_command::{run_audit, AuditCommand, AuditOutcome};
+pub use audit_command::{run_audit, utc, AuditCommand, AuditOutcome};
 pub use config::{ClientsConfig, NodeConfig, PASSPHRASE_ENV};
 pub use pending_command::{run_pending, PendingCommand};
 

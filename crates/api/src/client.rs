@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use crate::{
     codes, encode_hex, ApiError, ChildKey, ClientAuthorization, ClientKey, CreateKeyRequest,
     DerivationPath, ErrorBody, Health, KeyList, KeyRecord, LocalnetInfo, ReshareRequest,
-    SignRequest, SignResponse,
+    RotationRequest, SignRequest, SignResponse,
 };
 
 /// The default per-request deadline. Generous because a DKG or a reshare answers only once
@@ -223,10 +223,34 @@ impl Client {
         self.post(&key_path(key_id, "/reshare")?, request).await
     }
 
+    /// `PUT /v1/keys/{key_id}/rotation`: sets (or replaces) the key's rotation policy, a
+    /// refresh of its shares every `request.every_secs` that keeps its current committee and
+    /// threshold; answers with the key's record, its `rotation` filled in. The coordinator
+    /// checks the approvals' form only: every member checks them at every refresh.
+    pub async fn set_rotation(
+        &self,
+        key_id: &str,
+        request: &RotationRequest,
+    ) -> Result<KeyRecord, ApiError> {
+        self.put(&key_path(key_id, "/rotation")?, request).await
+    }
+
+    /// `DELETE /v1/keys/{key_id}/rotation`: removes the key's rotation policy, if it has one;
+    /// answers with the key's record (`rotation` is `None`).
+    pub async fn clear_rotation(&self, key_id: &str) -> Result<KeyRecord, ApiError> {
+        self.delete(&key_path(key_id, "/rotation")?).await
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
         let url = format!("{}{path}", self.base);
         let request = self.http.get(&url);
         self.send(request, "GET", &url).await
+    }
+
+    async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        let url = format!("{}{path}", self.base);
+        let request = self.http.delete(&url);
+        self.send(request, "DELETE", &url).await
     }
 
     async fn post<B: serde::Serialize, T: DeserializeOwned>(
@@ -234,15 +258,33 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T, ApiError> {
+        self.with_body(reqwest::Method::POST, path, body).await
+    }
+
+    async fn put<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ApiError> {
+        self.with_body(reqwest::Method::PUT, path, body).await
+    }
+
+    /// A `method` request with `body` as JSON.
+    async fn with_body<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ApiError> {
         let url = format!("{}{path}", self.base);
         let body = serde_json::to_vec(body)
-            .map_err(|e| ApiError::Decode(format!("encoding the body of POST {url}: {e}")))?;
+            .map_err(|e| ApiError::Decode(format!("encoding the body of {method} {url}: {e}")))?;
         let request = self
             .http
-            .post(&url)
+            .request(method.clone(), &url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
-        self.send(request, "POST", &url).await
+        self.send(request, method.as_str(), &url).await
     }
 
     async fn send<T: DeserializeOwned>(

@@ -13,6 +13,8 @@
 //! | `GET /v1/keys/{key_id}` | — | [`KeyRecord`] |
 //! | `POST /v1/keys/{key_id}/sign` | [`SignRequest`] | [`SignResponse`] |
 //! | `POST /v1/keys/{key_id}/reshare` | [`ReshareRequest`] | [`KeyRecord`] |
+//! | `PUT /v1/keys/{key_id}/rotation` | [`RotationRequest`] | [`KeyRecord`] |
+//! | `DELETE /v1/keys/{key_id}/rotation` | — | [`KeyRecord`] |
 //!
 //! Failures are answered with an [`ErrorBody`] whose `code` is one of [`codes`].
 //! Binary values (public keys, signatures, messages) are lowercase hex: see
@@ -63,5 +65,6 @@ pub use localnet::{LocalnetInfo, LocalnetMetrics, LocalnetNode, ProcessInfo};
 pub use permafrost_wire::{Curve, DerivationPath};
 pub use types::{
     ChildKey, ClientAuthorization, CreateKeyRequest, Health, KeyList, KeyRecord, NodeHealth,
-    OperatorApproval, Ready, ReshareRequest, SignRequest, SignResponse,
+    OperatorApproval, Ready, ReshareRequest, RotationRecord, RotationRequest, SignRequest,
+    SignResponse,
 };

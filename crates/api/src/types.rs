@@ -34,7 +34,8 @@ pub struct CreateKeyRequest {
 }
 
 /// A key as the coordinator knows it: the answer of `POST /v1/keys` (201),
-/// `GET /v1/keys/{key_id}` and `POST /v1/keys/{key_id}/reshare`.
+/// `GET /v1/keys/{key_id}`, `POST /v1/keys/{key_id}/reshare` and `PUT|DELETE
+/// /v1/keys/{key_id}/rotation`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct KeyRecord {
     /// The opaque key id.
@@ -76,6 +77,36 @@ pub struct KeyRecord {
     #[serde(default)]
     #[schema(required = true)]
     pub xpub: Option<String>,
+    /// The key's scheduled share rotation (`PUT /v1/keys/{key_id}/rotation`), `null` when it
+    /// has none.
+    // Always sent; `default` only lets this client read older coordinators.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub rotation: Option<RotationRecord>,
+}
+
+/// A key's rotation policy, as [`KeyRecord::rotation`] shows it: the coordinator refreshes the
+/// key's shares every `every_secs`, each refresh keeping `threshold` and `nodes`, as the
+/// operators approved; every member checks each refresh against that approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RotationRecord {
+    /// The interval between two refreshes, in seconds.
+    #[schema(minimum = 60)]
+    pub every_secs: u64,
+    /// When the last scheduled refresh committed, milliseconds since the Unix epoch; `null`
+    /// before the first.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub last_ms: Option<u64>,
+    /// When the next one is due, milliseconds since the Unix epoch. A refresh that was due
+    /// while the coordinator was down runs once when it is back.
+    pub next_ms: u64,
+    /// The threshold every refresh keeps (the policy was approved for it).
+    pub threshold: u16,
+    /// The committee every refresh keeps, by node name, in the protocol's order (sorted by
+    /// node id). If a reshare has since changed the key's committee or threshold, the policy
+    /// no longer runs: set a new one.
+    pub nodes: Vec<String>,
 }
 
 impl KeyRecord {
@@ -248,12 +279,32 @@ pub struct ReshareRequest {
     pub approvals: Vec<OperatorApproval>,
 }
 
-/// An operator's approval of one DKG or reshare (see `permafrost_wire::OperatorApproval`): an
-/// ed25519 signature over `DOMAIN`, then network id, action (`dkg` or `reshare`), key id and
-/// curve name each as `u32 BE length ‖ bytes`, then `u64 BE epoch ‖ 32-byte old public key
-/// package digest (zero for a DKG) ‖ u16 BE threshold ‖ u32 BE committee size`, each member's
-/// node id (its libp2p PeerId bytes) as `u32 BE length ‖ bytes` in sorted order, and last
-/// `request_id ‖ u64 BE timestamp_ms`; `DOMAIN` = `permafrost/operator-approval/v1`.
+/// `PUT /v1/keys/{key_id}/rotation`: refresh the key's shares every `every_secs`, keeping its
+/// current committee and threshold. Replaces any policy the key had. The answer is the
+/// [`KeyRecord`] with its `rotation`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotationRequest {
+    /// The interval between two refreshes, in seconds; at least 60. The first refresh is due
+    /// this long after the policy is set.
+    #[schema(minimum = 60)]
+    pub every_secs: u64,
+    /// Operators' approvals of this policy (a `rotation` action, see [`OperatorApproval`]),
+    /// checked by every member at every refresh against its own list. Empty, the coordinator
+    /// approves with its gateway operator key, if it has one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 16)]
+    pub approvals: Vec<OperatorApproval>,
+}
+
+/// An operator's approval of one DKG or reshare, or of a standing rotation policy (see
+/// `permafrost_wire::OperatorApproval`): an ed25519 signature over `DOMAIN`, then network id,
+/// action (`dkg`, `reshare` or `rotation`), key id and curve name each as `u32 BE length ‖
+/// bytes`, then `u64 BE epoch ‖ 32-byte digest ‖ u16 BE threshold ‖ u32 BE committee size`,
+/// each member's node id (its libp2p PeerId bytes) as `u32 BE length ‖ bytes` in sorted order,
+/// for a rotation `u64 BE every_secs`, and last `request_id ‖ u64 BE timestamp_ms`; `DOMAIN` =
+/// `permafrost/operator-approval/v1`. The digest is the old public key package's (zero for a
+/// DKG); for a rotation the epoch is 0 and the digest is SHA-256 of the group public key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OperatorApproval {

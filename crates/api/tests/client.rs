@@ -8,12 +8,12 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use permafrost_api::{
     codes, decode_hex, ApiError, ChildKey, Client, ClientKey, CreateKeyRequest, Curve,
-    DerivationPath, ErrorBody, Health, KeyList, KeyRecord, NodeHealth, ReshareRequest, SignRequest,
-    SignResponse,
+    DerivationPath, ErrorBody, Health, KeyList, KeyRecord, NodeHealth, OperatorApproval,
+    ReshareRequest, RotationRecord, RotationRequest, SignRequest, SignResponse,
 };
 
 const TOKEN: &str = "s3cret-token";
@@ -33,6 +33,7 @@ fn record(key_id: &str, epoch: u64) -> KeyRecord {
         public_key_package_digest: String::new(),
         chain_code: "cd".repeat(32),
         xpub: None,
+        rotation: None,
     }
 }
 
@@ -164,6 +165,45 @@ async fn reshare(Path(key_id): Path<String>, Json(request): Json<ReshareRequest>
     Json(key).into_response()
 }
 
+/// `PUT …/rotation`: strict parsing, as the coordinator does; the answer's policy echoes the
+/// interval, and keeps 2 of as many nodes as approvals came (to show they arrived).
+async fn set_rotation(Path(key_id): Path<String>, body: String) -> Response {
+    if key_id != "k-1" && key_id != "a/b c" {
+        return error(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such key");
+    }
+    let request = match serde_json::from_str::<RotationRequest>(&body) {
+        Ok(request) => request,
+        Err(e) => return error(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, &e.to_string()),
+    };
+    if request.every_secs < 60 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            codes::BAD_REQUEST,
+            "a rotation every 59 s is more often than every 60 s",
+        );
+    }
+    let mut key = record(&key_id, 0);
+    key.rotation = Some(RotationRecord {
+        every_secs: request.every_secs,
+        last_ms: None,
+        next_ms: 1_790_000_000_000 + request.every_secs * 1000,
+        threshold: 2,
+        nodes: request
+            .approvals
+            .iter()
+            .map(|a| a.public_key.clone())
+            .collect(),
+    });
+    Json(key).into_response()
+}
+
+async fn clear_rotation(Path(key_id): Path<String>) -> Response {
+    if key_id != "k-1" {
+        return error(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such key");
+    }
+    Json(record(&key_id, 0)).into_response()
+}
+
 /// Starts the server on 127.0.0.1:0 and returns its base URL.
 async fn serve() -> (String, Seen) {
     let seen = Seen::default();
@@ -174,6 +214,10 @@ async fn serve() -> (String, Seen) {
         .route("/v1/keys/{key_id}/sign", post(sign))
         .route("/v1/keys/{key_id}/derive", get(derive))
         .route("/v1/keys/{key_id}/reshare", post(reshare))
+        .route(
+            "/v1/keys/{key_id}/rotation",
+            put(set_rotation).delete(clear_rotation),
+        )
         .layer(middleware::from_fn_with_state(seen.clone(), auth));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -239,6 +283,86 @@ async fn create_sign_reshare() {
     assert_eq!(reshared.epoch, 1);
     assert_eq!(reshared.threshold, 2);
     assert_eq!(reshared.public_key, key.public_key);
+}
+
+#[tokio::test]
+async fn rotation_is_set_with_put_and_cleared_with_delete() {
+    let (client, seen) = client().await;
+    let set = client
+        .set_rotation(
+            "k-1",
+            &RotationRequest {
+                every_secs: 3_600,
+                approvals: Vec::new(),
+            },
+        )
+        .await
+        .unwrap();
+    let rotation = set.rotation.unwrap();
+    assert_eq!(rotation.every_secs, 3_600);
+    assert_eq!(rotation.next_ms, 1_790_003_600_000);
+    assert!(rotation.nodes.is_empty());
+
+    // The approvals go in the body, as given.
+    let approval = OperatorApproval {
+        public_key: "11".repeat(32),
+        request_id: "22".repeat(16),
+        timestamp_ms: 1_790_000_000_000,
+        signature: "33".repeat(64),
+    };
+    let set = client
+        .set_rotation(
+            "a/b c",
+            &RotationRequest {
+                every_secs: 86_400,
+                approvals: vec![approval.clone(), approval],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(set.key_id, "a/b c");
+    assert_eq!(
+        set.rotation.unwrap().nodes,
+        ["11".repeat(32), "11".repeat(32)]
+    );
+
+    let error = client
+        .set_rotation(
+            "k-1",
+            &RotationRequest {
+                every_secs: 59,
+                approvals: Vec::new(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.status(), error.code()),
+        (Some(400), Some(codes::BAD_REQUEST))
+    );
+    assert!(error.to_string().contains("every 60 s"), "{error}");
+
+    let cleared = client.clear_rotation("k-1").await.unwrap();
+    assert_eq!(cleared.rotation, None);
+    let error = client.clear_rotation("k-404").await.unwrap_err();
+    assert_eq!(error.status(), Some(404));
+    let error = client
+        .set_rotation(
+            "k-404",
+            &RotationRequest {
+                every_secs: 60,
+                approvals: Vec::new(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), Some(404));
+
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|p| p == "/v1/keys/a%2Fb%20c/rotation"),
+        "{seen:?}"
+    );
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@
 use permafrost_api::{
     codes, decode_hex, encode_hex, ApiError, ClientAuthorization, CreateKeyRequest, Curve,
     ErrorBody, Health, KeyList, KeyRecord, LocalnetInfo, LocalnetMetrics, LocalnetNode, NodeHealth,
-    ProcessInfo, Ready, ReshareRequest, SignRequest, SignResponse,
+    OperatorApproval, ProcessInfo, Ready, ReshareRequest, RotationRecord, RotationRequest,
+    SignRequest, SignResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -32,6 +33,7 @@ fn record() -> KeyRecord {
         public_key_package_digest: "ab".repeat(32),
         chain_code: "cd".repeat(32),
         xpub: Some("xpub661MyMwAqRbc".into()),
+        rotation: None,
     }
 }
 
@@ -99,6 +101,9 @@ fn request_bodies_refuse_unknown_fields() {
         json!({"threshold":2,"nodes":[],"force":true})
     )
     .is_err());
+    let err = serde_json::from_value::<RotationRequest>(json!({"every_secs":60,"every":"1h"}))
+        .unwrap_err();
+    assert!(err.to_string().contains("every"), "{err}");
 }
 
 #[test]
@@ -129,6 +134,7 @@ fn key_record_and_list() {
         "public_key_package_digest": "ab".repeat(32),
         "chain_code": "cd".repeat(32),
         "xpub": "xpub661MyMwAqRbc",
+        "rotation": null,
     });
     round_trip(&record(), expected.clone());
     round_trip(
@@ -237,6 +243,88 @@ fn reshare_request() {
         },
         json!({"threshold":4,"nodes":["node1","node2"]}),
     );
+}
+
+fn approval() -> OperatorApproval {
+    OperatorApproval {
+        public_key: "11".repeat(32),
+        request_id: "22".repeat(16),
+        timestamp_ms: 1_790_000_000_000,
+        signature: "33".repeat(64),
+    }
+}
+
+#[test]
+fn rotation_request() {
+    // No approvals: the field is left out (the gateway operator key approves).
+    round_trip(
+        &RotationRequest {
+            every_secs: 86_400,
+            approvals: Vec::new(),
+        },
+        json!({"every_secs": 86_400}),
+    );
+    round_trip(
+        &RotationRequest {
+            every_secs: 3_600,
+            approvals: vec![approval()],
+        },
+        json!({"every_secs": 3_600, "approvals": [{
+            "public_key": "11".repeat(32),
+            "request_id": "22".repeat(16),
+            "timestamp_ms": 1_790_000_000_000u64,
+            "signature": "33".repeat(64),
+        }]}),
+    );
+    // `every_secs` is required, a whole non-negative number; unknown fields are refused.
+    for bad in [
+        json!({}),
+        json!({"approvals": []}),
+        json!({"every_secs": -60}),
+        json!({"every_secs": 60.5}),
+        json!({"every_secs": "3600"}),
+        json!({"every_secs": 3600, "committee": ["node1"]}),
+        json!({"every_secs": 3600, "approvals": [{"public_key": "11"}]}),
+    ] {
+        assert!(
+            serde_json::from_value::<RotationRequest>(bad.clone()).is_err(),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn key_record_with_a_rotation() {
+    let mut key = record();
+    key.rotation = Some(RotationRecord {
+        every_secs: 3_600,
+        last_ms: None,
+        next_ms: 1_790_003_600_000,
+        threshold: 3,
+        nodes: vec!["node1".into(), "node2".into(), "node3".into()],
+    });
+    let mut expected = serde_json::to_value(record()).unwrap();
+    expected["rotation"] = json!({
+        "every_secs": 3_600,
+        "last_ms": null,
+        "next_ms": 1_790_003_600_000u64,
+        "threshold": 3,
+        "nodes": ["node1", "node2", "node3"],
+    });
+    round_trip(&key, expected.clone());
+    if let Some(rotation) = key.rotation.as_mut() {
+        rotation.last_ms = Some(1_790_000_000_000);
+    }
+    expected["rotation"]["last_ms"] = json!(1_790_000_000_000u64);
+    round_trip(&key, expected.clone());
+    round_trip(&KeyList { keys: vec![key] }, json!({ "keys": [expected] }));
+
+    // A record from a coordinator without rotation policies reads as none.
+    let mut old = serde_json::to_value(record()).unwrap();
+    old.as_object_mut().unwrap().remove("rotation");
+    let old: KeyRecord = serde_json::from_value(old).unwrap();
+    assert_eq!(old.rotation, None);
+    assert_eq!(old, record());
 }
 
 #[test]

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use permafrost_api::{ApiError, Curve, DerivationPath};
 
 use crate::output::Format;
-use crate::{commands, demo, internal, localnet};
+use crate::{commands, demo, internal, interval, localnet};
 
 /// The API base URL when neither `--api` nor `PERMAFROST_API` says otherwise.
 pub const DEFAULT_API: &str = "http://127.0.0.1:8700";
@@ -164,6 +164,46 @@ pub enum KeysCommand {
         #[arg(long, value_name = "PATH")]
         path: DerivationPath,
     },
+    /// Show, set or clear a key's scheduled share rotation: a refresh of its shares, keeping
+    /// its committee and threshold, that the coordinator runs on schedule and every member
+    /// checks against the operators' approval of the policy.
+    #[command(subcommand)]
+    Rotation(RotationCommand),
+}
+
+/// `permafrost keys rotation …`.
+#[derive(Debug, Subcommand)]
+pub enum RotationCommand {
+    /// Refresh the key's shares every DURATION, keeping its current committee and threshold
+    /// (replaces any policy it had); the first refresh is due one interval from now. Prints
+    /// the key's rotation.
+    Set {
+        /// The key id.
+        #[arg(long, value_name = "ID")]
+        key: String,
+        /// The interval: `24h`, `90m`, `3600s`, `7d` or plain seconds; at least 60 s.
+        #[arg(long, value_name = "DURATION", value_parser = interval::parse_rotation_interval)]
+        every: u64,
+        /// Approve the policy with this operator key file (repeatable; `permafrost
+        /// operator-key create`); at every refresh, every member requires an approval of it
+        /// from a key it lists. Without any, the coordinator approves with its gateway
+        /// operator key, if it has one.
+        #[arg(long = "operator-key", value_name = "FILE")]
+        operator_keys: Vec<PathBuf>,
+    },
+    /// Show the key's rotation policy, or that it has none.
+    Show {
+        /// The key id.
+        #[arg(long, value_name = "ID")]
+        key: String,
+    },
+    /// Remove the key's rotation policy (nothing to do if it has none). A refresh already
+    /// running goes on to its end.
+    Clear {
+        /// The key id.
+        #[arg(long, value_name = "ID")]
+        key: String,
+    },
 }
 
 /// `permafrost client-key|operator-key …`.
@@ -286,6 +326,17 @@ fn dispatch(
             Command::Keys(KeysCommand::Derive { id, path }) => {
                 commands::derive_key(&target, &id, &path, format).await
             }
+            Command::Keys(KeysCommand::Rotation(RotationCommand::Set {
+                key,
+                every,
+                operator_keys,
+            })) => commands::set_rotation(&target, &key, every, &operator_keys, format).await,
+            Command::Keys(KeysCommand::Rotation(RotationCommand::Show { key })) => {
+                commands::show_rotation(&target, &key, format).await
+            }
+            Command::Keys(KeysCommand::Rotation(RotationCommand::Clear { key })) => {
+                commands::clear_rotation(&target, &key, format).await
+            }
             Command::Sign {
                 key,
                 message,
@@ -398,6 +449,73 @@ mod tests {
             "2"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn keys_rotation_parses_its_interval_and_operator_keys() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["permafrost", "keys", "rotation"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+        };
+        let cli = parse(&[
+            "set",
+            "--key",
+            "k-1",
+            "--every",
+            "24h",
+            "--operator-key",
+            "a.key",
+            "--operator-key",
+            "b.key",
+        ])
+        .unwrap();
+        let Command::Keys(KeysCommand::Rotation(RotationCommand::Set {
+            key,
+            every,
+            operator_keys,
+        })) = cli.command
+        else {
+            panic!("not keys rotation set: {:?}", cli.command);
+        };
+        assert_eq!((key.as_str(), every), ("k-1", 86_400));
+        assert_eq!(
+            operator_keys,
+            [PathBuf::from("a.key"), PathBuf::from("b.key")]
+        );
+        let Command::Keys(KeysCommand::Rotation(RotationCommand::Set { every, .. })) =
+            parse(&["set", "--key", "k", "--every", "3600"])
+                .unwrap()
+                .command
+        else {
+            panic!("not keys rotation set");
+        };
+        assert_eq!(every, 3_600);
+
+        // Under a minute: refused by the parser, saying why, before anything is sent.
+        let short = parse(&["set", "--key", "k", "--every", "59s"])
+            .err()
+            .unwrap();
+        assert_eq!(short.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(
+            short
+                .to_string()
+                .contains("shortest rotation interval, 60 s"),
+            "{short}"
+        );
+        let missing = parse(&["set", "--key", "k"]).err().unwrap();
+        assert_eq!(
+            missing.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        assert!(matches!(
+            parse(&["show", "--key", "k"]).unwrap().command,
+            Command::Keys(KeysCommand::Rotation(RotationCommand::Show { key })) if key == "k"
+        ));
+        assert!(matches!(
+            parse(&["clear", "--key", "k", "--json"]).unwrap().command,
+            Command::Keys(KeysCommand::Rotation(RotationCommand::Clear { key })) if key == "k"
+        ));
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! The API commands: `keys create|list|show`, `sign`, `reshare`, `health`, and
-//! `client-key|operator-key create|show`. Each prints its answer in the [`Format`] it is
-//! given: the API's JSON, pretty, or for people (see [`crate::output`]); an API error comes
-//! back as [`permafrost_api::ApiError`] for the caller to print.
+//! The API commands: `keys create|list|show|derive`, `keys rotation set|show|clear`, `sign`,
+//! `reshare`, `health`, and `client-key|operator-key create|show`. Each prints its answer in
+//! the [`Format`] it is given: the API's JSON, pretty, or for people (see [`crate::output`]);
+//! an API error comes back as [`permafrost_api::ApiError`] for the caller to print.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use permafrost_api::{
-    decode_hex, Client, ClientKey, CreateKeyRequest, Curve, Health, LocalnetInfo, ReshareRequest,
+    decode_hex, Client, ClientKey, CreateKeyRequest, Curve, Health, KeyRecord, LocalnetInfo,
+    ReshareRequest, RotationRequest,
 };
 use permafrost_protocol::sign::MAX_SIGN_MESSAGE_LEN;
 use permafrost_wire::{
@@ -134,19 +135,31 @@ fn approve(
     operator_keys: &[PathBuf],
 ) -> anyhow::Result<Vec<permafrost_api::OperatorApproval>> {
     let committee: Vec<String> = action.committee.iter().map(ToString::to_string).collect();
+    let what = match action.kind {
+        LifecycleKind::Rotation { every_secs } => format!(
+            "rotation of key {} ({}) every {every_secs} s, keeping threshold {} of [{}]",
+            action.key_id,
+            action.curve,
+            action.threshold,
+            committee.join(", ")
+        ),
+        kind => format!(
+            "{} of key {} ({}) at epoch {}, threshold {} of [{}]",
+            kind.as_str(),
+            action.key_id,
+            action.curve,
+            action.epoch,
+            action.threshold,
+            committee.join(", ")
+        ),
+    };
     operator_keys
         .iter()
         .map(|path| {
             let key = ClientKey::load(path)?;
             eprintln!(
-                "operator {} approves on network {network_id:?}: {} of key {} ({}) at epoch {}, threshold {} of [{}]",
+                "operator {} approves on network {network_id:?}: {what}",
                 key.public_hex(),
-                action.kind.as_str(),
-                action.key_id,
-                action.curve,
-                action.epoch,
-                action.threshold,
-                committee.join(", ")
             );
             Ok(permafrost_api::OperatorApproval::from_wire(
                 &key.approve(network_id, action),
@@ -176,6 +189,91 @@ pub async fn derive_key(
 ) -> anyhow::Result<ExitCode> {
     let child = target.client()?.derive(key_id, path).await?;
     output::print(format, &child, output::child_key)
+}
+
+/// `permafrost keys rotation set --key ID --every DURATION [--operator-key FILE …]`: with
+/// operator keys, the CLI reads the key (curve, group key, committee, threshold) and the
+/// network id, and signs the policy with each key: a refresh every `every_secs` that keeps the
+/// key's committee and threshold.
+pub async fn set_rotation(
+    target: &Target,
+    key_id: &str,
+    every_secs: u64,
+    operator_keys: &[PathBuf],
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let client = target.client()?;
+    let mut approved = None;
+    let mut approvals = Vec::new();
+    if !operator_keys.is_empty() {
+        let health = client.health().await?;
+        let key = client.key(key_id).await?;
+        let action = permafrost_protocol::lifecycle::rotation_policy_action(
+            &KeyId::new(key.key_id.clone())?,
+            key.curve,
+            &decode_hex("public_key", &key.public_key)?,
+            committee_ids(&health, &key.nodes)?,
+            key.threshold,
+            every_secs,
+        );
+        approvals = approve(&health.network_id, &action, operator_keys)?;
+        approved = Some(key);
+    }
+    let request = RotationRequest {
+        every_secs,
+        approvals,
+    };
+    let key = client.set_rotation(key_id, &request).await?;
+    if let Some(approved) = approved {
+        same_committee(&approved, &key)?;
+    }
+    output::print(format, &key, output::rotation)
+}
+
+/// Refuses `recorded` (the answer to a policy approved for `approved`'s committee and
+/// threshold) if its policy keeps another committee or threshold: every member would refuse
+/// each of its refreshes (the key was reshared in between).
+fn same_committee(approved: &KeyRecord, recorded: &KeyRecord) -> anyhow::Result<()> {
+    let sorted = |names: &[String]| {
+        let mut names = names.to_vec();
+        names.sort();
+        names
+    };
+    let Some(rotation) = &recorded.rotation else {
+        anyhow::bail!("the coordinator answered without the rotation policy it was asked to set");
+    };
+    anyhow::ensure!(
+        rotation.threshold == approved.threshold
+            && sorted(&rotation.nodes) == sorted(&approved.nodes),
+        "the coordinator recorded a policy keeping {} of [{}], but the operators approved {} of \
+         [{}] (was the key reshared meanwhile?): every refresh would be refused; set it again",
+        rotation.threshold,
+        output::natural_list(&rotation.nodes),
+        approved.threshold,
+        output::natural_list(&approved.nodes)
+    );
+    Ok(())
+}
+
+/// `permafrost keys rotation show --key ID`: the `rotation` of the key's record (JSON `null`
+/// when it has none).
+pub async fn show_rotation(
+    target: &Target,
+    key_id: &str,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let key = target.client()?.key(key_id).await?;
+    output::print(format, &key.rotation, |_| output::rotation(&key))
+}
+
+/// `permafrost keys rotation clear --key ID`.
+pub async fn clear_rotation(
+    target: &Target,
+    key_id: &str,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let key = target.client()?.clear_rotation(key_id).await?;
+    output::print(format, &key, output::rotation)
 }
 
 /// Who approves a `sign` and what it insists on: the client key file, and optionally the
@@ -463,6 +561,55 @@ mod tests {
         assert!(error.contains("message"), "{error}");
         let error = refused(&MessageSource::Hex("ab".repeat(MAX_SIGN_MESSAGE_LEN + 1)));
         assert!(error.contains("from --message is longer than"), "{error}");
+    }
+
+    fn key(threshold: u16, nodes: &[&str]) -> KeyRecord {
+        KeyRecord {
+            key_id: "k-1".into(),
+            curve: Curve::Ed25519,
+            public_key: "ab".repeat(32),
+            network_id: "n".into(),
+            threshold,
+            nodes: nodes.iter().map(|n| (*n).to_owned()).collect(),
+            epoch: 0,
+            public_key_package_digest: "cd".repeat(32),
+            chain_code: "ef".repeat(32),
+            xpub: None,
+            rotation: None,
+        }
+    }
+
+    #[test]
+    fn a_policy_recorded_for_another_committee_than_approved_is_an_error() {
+        let approved = key(2, &["node1", "node2", "node3"]);
+        let mut recorded = approved.clone();
+        let error = same_committee(&approved, &recorded)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("without the rotation policy"), "{error}");
+        recorded.rotation = Some(permafrost_api::RotationRecord {
+            every_secs: 3_600,
+            last_ms: None,
+            next_ms: 0,
+            threshold: 2,
+            // The same members in another order: the same committee.
+            nodes: vec!["node3".into(), "node1".into(), "node2".into()],
+        });
+        same_committee(&approved, &recorded).unwrap();
+        let mut other = recorded.clone();
+        if let Some(rotation) = other.rotation.as_mut() {
+            rotation.threshold = 3;
+        }
+        let error = same_committee(&approved, &other).unwrap_err().to_string();
+        assert!(
+            error.contains("keeping 3 of [node1, node2, node3]")
+                && error.contains("approved 2 of [node1, node2, node3]"),
+            "{error}"
+        );
+        if let Some(rotation) = recorded.rotation.as_mut() {
+            rotation.nodes.pop();
+        }
+        assert!(same_committee(&approved, &recorded).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod demo;
 mod internal;
+mod interval;
 mod localnet;
 mod output;
 mod progress;

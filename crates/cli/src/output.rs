@@ -4,9 +4,12 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use permafrost_api::{ChildKey, Health, KeyList, KeyRecord, SignResponse};
 use serde::Serialize;
+
+use crate::interval::{format_interval, format_span};
 
 /// How a command prints its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,8 +246,27 @@ pub fn key_list_table(list: &KeyList) -> String {
 }
 
 /// One key for people: `headline` (`key`, `created key`, …), its id, curve, threshold and
-/// epoch in a sentence, then the committee in natural order and the whole public key.
+/// epoch in a sentence, then the committee in natural order and the whole public key, and its
+/// rotation policy if it has one.
 pub fn key_record(headline: &str, key: &KeyRecord) -> String {
+    let mut fields = vec![
+        ("committee", natural_list(&key.nodes)),
+        ("public key", key.public_key.clone()),
+        ("network", key.network_id.clone()),
+        ("package digest", key.public_key_package_digest.clone()),
+        ("chain code", key.chain_code.clone()),
+        ("xpub", key.xpub.clone().unwrap_or_else(|| "-".into())),
+    ];
+    if let Some(rotation) = &key.rotation {
+        fields.push((
+            "rotation",
+            format!(
+                "every {}, next due {}",
+                format_interval(rotation.every_secs),
+                permafrost_node::utc(rotation.next_ms)
+            ),
+        ));
+    }
     format!(
         "{headline} {} ({}): {} of {}, epoch {}\n{}",
         key.key_id,
@@ -252,14 +274,62 @@ pub fn key_record(headline: &str, key: &KeyRecord) -> String {
         key.threshold,
         key.nodes.len(),
         key.epoch,
-        Table::fields(&[
-            ("committee", natural_list(&key.nodes)),
-            ("public key", key.public_key.clone()),
-            ("network", key.network_id.clone()),
-            ("package digest", key.public_key_package_digest.clone()),
-            ("chain code", key.chain_code.clone()),
-            ("xpub", key.xpub.clone().unwrap_or_else(|| "-".into())),
-        ])
+        Table::fields(&fields)
+    )
+}
+
+/// A key's rotation policy for people: a sentence, then the committee it keeps and when the
+/// next refresh is due and the last one committed; or that it has none.
+pub fn rotation(key: &KeyRecord) -> String {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    rotation_at(key, now_ms)
+}
+
+/// [`rotation`] at `now_ms` (milliseconds since the Unix epoch).
+fn rotation_at(key: &KeyRecord, now_ms: u64) -> String {
+    let Some(rotation) = &key.rotation else {
+        return format!("key {}: no rotation policy\n", key.key_id);
+    };
+    let when = |ms: u64| {
+        let relative = if ms >= now_ms {
+            format!("in {}", format_span((ms - now_ms) / 1000))
+        } else {
+            format!("{} ago", format_span((now_ms - ms) / 1000))
+        };
+        format!("{} ({relative})", permafrost_node::utc(ms))
+    };
+    let mut fields = vec![
+        ("committee", natural_list(&rotation.nodes)),
+        ("next", when(rotation.next_ms)),
+        (
+            "last",
+            rotation.last_ms.map_or_else(|| "never".into(), when),
+        ),
+    ];
+    let sorted = |names: &[String]| {
+        let mut names = names.to_vec();
+        names.sort();
+        names
+    };
+    if rotation.threshold != key.threshold || sorted(&rotation.nodes) != sorted(&key.nodes) {
+        fields.push((
+            "stale",
+            format!(
+                "the key is now {} of {}: every member refuses these refreshes; set the policy again",
+                key.threshold,
+                key.nodes.len()
+            ),
+        ));
+    }
+    format!(
+        "key {}: shares refreshed every {}, keeping {} of {}\n{}",
+        key.key_id,
+        format_interval(rotation.every_secs),
+        rotation.threshold,
+        rotation.nodes.len(),
+        Table::fields(&fields)
     )
 }
 
@@ -339,6 +409,18 @@ mod tests {
             public_key_package_digest: "cd".repeat(32),
             chain_code: "ef".repeat(32),
             xpub: Some("xpub661MyMwAqRbc".into()),
+            rotation: None,
+        }
+    }
+
+    /// A policy of every 24 h on `nodes`, 2 of them, next due at 2023-11-14T22:13:20Z.
+    fn policy(nodes: &[&str]) -> permafrost_api::RotationRecord {
+        permafrost_api::RotationRecord {
+            every_secs: 86_400,
+            last_ms: None,
+            next_ms: 1_700_000_000_000,
+            threshold: 2,
+            nodes: names(nodes),
         }
     }
 
@@ -472,6 +554,60 @@ mod tests {
         assert_eq!(lines[5], format!("  chain code      {}", "ef".repeat(32)));
         assert_eq!(lines[6], "  xpub            xpub661MyMwAqRbc");
         assert_eq!(lines.len(), 7, "{text}");
+
+        // With a rotation policy: one more line, when it runs.
+        let mut rotated = key("k-1", &["node10", "node2"]);
+        rotated.rotation = Some(policy(&["node2", "node10"]));
+        let text = key_record("key", &rotated);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 8, "{text}");
+        assert_eq!(lines[6], "  xpub            xpub661MyMwAqRbc");
+        assert_eq!(
+            lines[7],
+            "  rotation        every 1d, next due 2023-11-14T22:13:20.000Z"
+        );
+    }
+
+    #[test]
+    fn a_rotation_says_when_it_runs_or_that_there_is_none() {
+        let mut key = key("k-1", &["node10", "node2"]);
+        assert_eq!(rotation_at(&key, 0), "key k-1: no rotation policy\n");
+
+        key.rotation = Some(policy(&["node10", "node2"]));
+        let now = 1_700_000_000_000 - 3_598_000;
+        let text = rotation_at(&key, now);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "key k-1: shares refreshed every 1d, keeping 2 of 2"
+        );
+        assert_eq!(lines[1], "  committee  node2, node10");
+        assert_eq!(
+            lines[2],
+            "  next       2023-11-14T22:13:20.000Z (in 59m 58s)"
+        );
+        assert_eq!(lines[3], "  last       never");
+        assert_eq!(lines.len(), 4, "{text}");
+
+        // After a refresh (and past due): times in the past read "ago".
+        if let Some(rotation) = key.rotation.as_mut() {
+            rotation.last_ms = Some(1_700_000_000_000 - 86_400_000);
+        }
+        let text = rotation_at(&key, 1_700_000_000_000 + 90_000);
+        assert!(text.contains("(1m 30s ago)"), "{text}");
+        assert!(
+            text.contains("  last       2023-11-13T22:13:20.000Z (1d ago)"),
+            "{text}"
+        );
+
+        // Reshared to another threshold since: the policy no longer runs, and says so.
+        key.threshold = 1;
+        let text = rotation_at(&key, now);
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("  stale") && l.contains("the key is now 1 of 2")),
+            "{text}"
+        );
     }
 
     #[test]

@@ -426,12 +426,19 @@ fn the_document_check_refuses_what_the_document_does_not_declare() {
     let record = serde_json::json!({
         "key_id": "k-1", "curve": "ed25519", "public_key": "ab".repeat(32),
         "network_id": "n", "threshold": 2, "nodes": ["node1", "node2"], "epoch": 0,
-        "public_key_package_digest": "cd".repeat(32),
-        "chain_code": "ef".repeat(32), "xpub": null,
+        "public_key_package_digest": "cd".repeat(32), "chain_code": "ef".repeat(32),
+        "xpub": null, "rotation": null,
     });
     let good = record.to_string();
     let key = "/v1/keys/{key_id}";
     doc.check("get", key, 200, json, &good).unwrap();
+    let mut rotated = record.clone();
+    rotated["rotation"] = serde_json::json!({
+        "every_secs": 3600, "last_ms": null, "next_ms": 1_790_000_000_000u64,
+        "threshold": 2, "nodes": ["node1", "node2"],
+    });
+    doc.check("get", key, 200, json, &rotated.to_string())
+        .unwrap();
     doc.check("get", "/v1/ready", 503, json, r#"{"ready":false}"#)
         .unwrap();
     let not_found = r#"{"error":{"code":"not_found","message":"no key"}}"#;
@@ -460,7 +467,14 @@ fn the_document_check_refuses_what_the_document_does_not_declare() {
     upper["public_key"] = "AB".repeat(32).into();
     let mut curve = record.clone();
     curve["curve"] = "p256".into();
-    for bad in [missing, upper, curve] {
+    let mut no_rotation = record.clone();
+    no_rotation.as_object_mut().unwrap().remove("rotation");
+    let mut no_next = rotated.clone();
+    no_next["rotation"]
+        .as_object_mut()
+        .unwrap()
+        .remove("next_ms");
+    for bad in [missing, upper, curve, no_rotation, no_next] {
         assert!(
             doc.check("get", key, 200, json, &bad.to_string()).is_err(),
             "{bad}"
@@ -752,6 +766,73 @@ async fn answers_match_the_openapi_document(info: &LocalnetInfo, key: &KeyRecord
 
     // Errors, each with the code its status carries (the document says which).
     let code = |body: &serde_json::Value| body["error"]["code"].as_str().unwrap().to_owned();
+
+    // The rotation policy of the (now 3-of-3) key: set, refused, cleared, cleared again.
+    let rotation = "/v1/keys/{key_id}/rotation";
+    let every = serde_json::json!({"every_secs": 3600});
+    assert!(api.doc.accepts_request("put", rotation, &every));
+    for refused in [
+        serde_json::json!({"every_secs": 59}),
+        serde_json::json!({"every_secs": 3600, "every": "1h"}),
+        serde_json::json!({}),
+    ] {
+        assert!(
+            !api.doc.accepts_request("put", rotation, &refused),
+            "{refused}"
+        );
+    }
+    let (status, set) = api
+        .call(Method::PUT, rotation, id, true, Body::Json(every))
+        .await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(
+        (
+            &set["rotation"]["every_secs"],
+            &set["rotation"]["threshold"]
+        ),
+        (&3600.into(), &3.into()),
+        "{set}"
+    );
+    assert_eq!(set["rotation"]["last_ms"], serde_json::Value::Null, "{set}");
+    let (status, record) = api
+        .call(Method::GET, "/v1/keys/{key_id}", id, true, Body::None)
+        .await;
+    assert_eq!((status, &record), (200, &set));
+    let bad_rotations = [
+        Body::Json(serde_json::json!({"every_secs": 59})),
+        Body::Json(serde_json::json!({"every_secs": 3600, "every": "1h"})),
+        Body::Json(serde_json::json!({"every_secs": 3600, "approvals": [{
+            "public_key": "11", "request_id": "22".repeat(16),
+            "timestamp_ms": 1, "signature": "33".repeat(64)}]})),
+        Body::Raw(Some("application/json"), b"{\"every_secs\":".to_vec()),
+    ];
+    for body in bad_rotations {
+        let (status, body) = api.call(Method::PUT, rotation, id, true, body).await;
+        assert_eq!((status, code(&body)), (400, "bad_request".into()), "{body}");
+    }
+    let (status, record) = api
+        .call(Method::GET, "/v1/keys/{key_id}", id, true, Body::None)
+        .await;
+    assert_eq!(
+        (status, &record),
+        (200, &set),
+        "a refused PUT changed the policy"
+    );
+    for _ in 0..2 {
+        let (status, cleared) = api
+            .call(Method::DELETE, rotation, id, true, Body::None)
+            .await;
+        assert_eq!(
+            (status, &cleared["rotation"]),
+            (200, &serde_json::Value::Null),
+            "{cleared}"
+        );
+        assert_eq!(cleared["epoch"], set["epoch"]);
+    }
+    let (status, body) = api
+        .call(Method::DELETE, rotation, id, false, Body::None)
+        .await;
+    assert_eq!((status, code(&body)), (401, "unauthorized".into()));
     let (status, body) = api
         .call(Method::GET, "/v1/health", "", false, Body::None)
         .await;
@@ -767,18 +848,26 @@ async fn answers_match_the_openapi_document(info: &LocalnetInfo, key: &KeyRecord
         )
         .await;
     assert_eq!((status, code(&body)), (401, "unauthorized".into()));
-    for path in [
-        "/v1/keys/{key_id}",
-        "/v1/keys/{key_id}/sign",
-        "/v1/keys/{key_id}/reshare",
+    for (method, path) in [
+        (Method::GET, "/v1/keys/{key_id}"),
+        (Method::POST, "/v1/keys/{key_id}/sign"),
+        (Method::POST, "/v1/keys/{key_id}/reshare"),
+        (Method::PUT, "/v1/keys/{key_id}/rotation"),
+        (Method::DELETE, "/v1/keys/{key_id}/rotation"),
     ] {
-        let (method, body) = if path == "/v1/keys/{key_id}" {
-            (Method::GET, Body::None)
-        } else {
-            (Method::POST, Body::Json(create.clone()))
+        // A body the route refuses, where it takes one: the unknown key is found first.
+        let body = match method {
+            Method::POST | Method::PUT => Body::Json(create.clone()),
+            _ => Body::None,
         };
-        let (status, body) = api.call(method, path, "k-no-such-key", true, body).await;
-        assert_eq!((status, code(&body)), (404, "not_found".into()), "{path}");
+        let (status, body) = api
+            .call(method.clone(), path, "k-no-such-key", true, body)
+            .await;
+        assert_eq!(
+            (status, code(&body)),
+            (404, "not_found".into()),
+            "{method} {path}"
+        );
     }
     let bad_requests = [
         Body::Raw(Some("application/json"), b"{\"curve\":".to_vec()),
@@ -2464,4 +2553,218 @@ async fn child_keys_derive_like_a_wallet_and_survive_a_reshare() {
             "{bad}: {signed:?}"
         );
     }
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// A key's rotation policy on a real network, through the CLI and the Rust client: set (the
+/// gateway operator key approves, or an approval made with the localnet's operator key file,
+/// by the client or by `--operator-key`), shown in the key record with its interval, its next
+/// run an interval from now, and the committee and threshold it keeps; refused under 60 s (by
+/// the API, and by the CLI before anything is sent), 404 for an unknown key; cleared (twice:
+/// both 200). No refresh runs here: the shortest interval is a minute.
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_policy_is_set_shown_and_cleared_on_the_localnet() {
+    use permafrost_api::{OperatorApproval, RotationRequest};
+
+    let net = UpLocalnet::start(3, Duration::from_secs(60)).await;
+    let (client, dir) = (&net.client, &net.dir);
+    let key = create_key(client, Curve::Ed25519, 2).await;
+    assert_eq!(key.rotation, None);
+    let mut committee = key.nodes.clone();
+    committee.sort();
+    assert_eq!(committee, ["node1", "node2", "node3"]);
+
+    // Through the CLI, approved by the coordinator's gateway operator key.
+    let before = now_ms();
+    let out = cli(
+        dir,
+        &[
+            "keys",
+            "rotation",
+            "set",
+            "--key",
+            &key.key_id,
+            "--every",
+            "1h",
+        ],
+    );
+    let after = now_ms();
+    assert!(out.status.success(), "{out:?}");
+    let set: KeyRecord = serde_json::from_slice(&out.stdout).unwrap();
+    let rotation = set.rotation.clone().expect("no rotation in the answer");
+    assert_eq!(rotation.every_secs, 3_600);
+    assert_eq!(rotation.last_ms, None);
+    assert_eq!(rotation.threshold, 2);
+    let mut kept = rotation.nodes.clone();
+    kept.sort();
+    assert_eq!(kept, committee);
+    assert!(
+        rotation.next_ms + 60_000 >= before + 3_600_000
+            && rotation.next_ms <= after + 3_600_000 + 60_000,
+        "next_ms {} is not an hour after {before}..{after}",
+        rotation.next_ms
+    );
+    // The record of the key is unchanged but for its rotation, in every view of it.
+    assert_eq!(
+        KeyRecord {
+            rotation: None,
+            ..set.clone()
+        },
+        key
+    );
+    assert_eq!(client.key(&key.key_id).await.unwrap(), set);
+    let listed = client.keys().await.unwrap();
+    assert!(listed.keys.contains(&set), "{listed:?}");
+    let out = cli(dir, &["keys", "rotation", "show", "--key", &key.key_id]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        pretty(&set.rotation)
+    );
+
+    // Through the Rust client, approved with the localnet's operator key (the nodes list it).
+    let operator = permafrost_api::ClientKey::load(&dir.join("operator.key")).unwrap();
+    let health = client.health().await.unwrap();
+    let mut node_ids: Vec<permafrost_wire::NodeId> = key
+        .nodes
+        .iter()
+        .map(|name| {
+            let node = health.nodes.iter().find(|n| n.name == *name).unwrap();
+            permafrost_runtime::identity::node_id_of_text(&node.peer_id).unwrap()
+        })
+        .collect();
+    node_ids.sort();
+    let action = permafrost_protocol::lifecycle::rotation_policy_action(
+        &permafrost_wire::KeyId::new(key.key_id.clone()).unwrap(),
+        key.curve,
+        &hex::decode(&key.public_key).unwrap(),
+        node_ids,
+        key.threshold,
+        7_200,
+    );
+    let approval = operator.approve(&health.network_id, &action);
+    approval.verify(&health.network_id, &action).unwrap();
+    let request = RotationRequest {
+        every_secs: 7_200,
+        approvals: vec![OperatorApproval::from_wire(&approval)],
+    };
+    let before = now_ms();
+    let set = client.set_rotation(&key.key_id, &request).await.unwrap();
+    let rotation = set.rotation.clone().unwrap();
+    assert_eq!((rotation.every_secs, rotation.threshold), (7_200, 2));
+    assert!(
+        rotation.next_ms + 60_000 >= before + 7_200_000
+            && rotation.next_ms <= now_ms() + 7_200_000 + 60_000,
+        "{rotation:?}"
+    );
+    assert_eq!(client.key(&key.key_id).await.unwrap(), set);
+
+    // Through the CLI with --operator-key: it says on stderr what the operator approves.
+    let out = cli(
+        dir,
+        &[
+            "keys",
+            "rotation",
+            "set",
+            "--key",
+            &key.key_id,
+            "--every",
+            "90m",
+            "--operator-key",
+            dir.join("operator.key").to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "approves on network {:?}: rotation of key {} (ed25519) every 5400 s, keeping threshold 2 of [",
+            health.network_id, key.key_id
+        )),
+        "{stderr}"
+    );
+    let set: KeyRecord = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(set.rotation.as_ref().unwrap().every_secs, 5_400);
+
+    // Under a minute: 400 from the API, and the policy stays as it was.
+    let error = client
+        .set_rotation(
+            &key.key_id,
+            &RotationRequest {
+                every_secs: 59,
+                approvals: Vec::new(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (http_status(&error), error.code()),
+        (Some(400), Some("bad_request")),
+        "{error}"
+    );
+    assert!(error.to_string().contains("every 60 s"), "{error}");
+    assert_eq!(client.key(&key.key_id).await.unwrap(), set);
+    // The CLI refuses it before asking anything (a usage error, exit status 2).
+    let out = cli(
+        dir,
+        &[
+            "keys",
+            "rotation",
+            "set",
+            "--key",
+            &key.key_id,
+            "--every",
+            "59s",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("shortest rotation interval, 60 s"),
+        "{out:?}"
+    );
+    assert!(out.stdout.is_empty());
+
+    // An unknown key: 404, from both routes and the CLI.
+    let error = client
+        .set_rotation(
+            "k-no-such-key",
+            &RotationRequest {
+                every_secs: 3_600,
+                approvals: Vec::new(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(http_status(&error), Some(404), "{error}");
+    let error = client.clear_rotation("k-no-such-key").await.unwrap_err();
+    assert_eq!(http_status(&error), Some(404), "{error}");
+    let out = cli(dir, &["keys", "rotation", "show", "--key", "k-no-such-key"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("error: not_found: "),
+        "{out:?}"
+    );
+
+    // Cleared: the record's rotation is null; clearing again is still 200.
+    let cleared = client.clear_rotation(&key.key_id).await.unwrap();
+    assert_eq!(cleared.rotation, None);
+    assert_eq!(cleared, key);
+    assert_eq!(client.key(&key.key_id).await.unwrap().rotation, None);
+    let out = cli(dir, &["keys", "rotation", "clear", "--key", &key.key_id]);
+    assert!(out.status.success(), "{out:?}");
+    let again: KeyRecord = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again, key);
+    let out = cli(dir, &["keys", "rotation", "show", "--key", &key.key_id]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "null\n");
 }
