@@ -169,6 +169,22 @@ fn not_approved_by_every<S: Suite>(net: &Network<S>, mark: usize, nodes: &[NodeI
 /// every member keeps its share.
 fn a_policy_approves_refreshes_only<S: Suite>() {
     let (mut net, nodes, coordinator, key, _) = network_with_key::<S>(402, 3, 5);
+    // An approval of another policy (here, a reshare's) is refused when the policy is set.
+    let proposal = reshare_proposal(&net, &key, &nodes[0], &nodes, 3, &nodes);
+    let wrong = reshare_approvals(&mut net, &proposal);
+    let refused = net
+        .set_rotation(&coordinator, &key, HOUR, wrong)
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("not an approval of this rotation policy"),
+        "{refused}"
+    );
+    assert!(net
+        .coordinator_core_policy(&coordinator, &key)
+        .unwrap()
+        .is_none());
     let policy = net
         .set_rotation(&coordinator, &key, HOUR, Vec::new())
         .unwrap();

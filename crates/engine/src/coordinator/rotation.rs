@@ -21,8 +21,8 @@ impl<M: MetadataStore> CoordinatorCore<M> {
     /// Sets the rotation policy of `key_id`: refresh every `every_secs`, keeping the key's
     /// current committee and threshold, approved by `approvals` (operators' approvals of
     /// [`lifecycle::rotation_policy_action`]; none: the gateway operator key approves). The
-    /// first run is due `every_secs` from `now`. The coordinator does not judge the approvals:
-    /// every member does, at every run.
+    /// first run is due `every_secs` from `now`. The coordinator only refuses approvals that do
+    /// not verify over this policy; whose keys count is for every member to judge, at every run.
     pub fn set_rotation(
         &mut self,
         key_id: &KeyId,
@@ -49,6 +49,16 @@ impl<M: MetadataStore> CoordinatorCore<M> {
             every_secs,
         );
         let approvals = self.approvals(&action, approvals, now, rng)?;
+        // Which operator keys count is each member's business; an approval that does not even
+        // verify over this policy is the caller's mistake, refused now rather than at every run.
+        if let Some(why) = approvals
+            .iter()
+            .find_map(|a| a.verify(&self.setup.network_id, &action).err())
+        {
+            return Err(ProtocolError::InvalidParameters(format!(
+                "not an approval of this rotation policy: {why}"
+            )));
+        }
         let policy = RotationPolicy {
             key_id: key_id.clone(),
             every_secs,
