@@ -929,7 +929,7 @@ async fn ask_engine<T>(
     params(("key_id" = String, Path, description = "The key's id")),
     request_body = RotationRequest,
     responses(
-        (status = 200, body = KeyRecord, description = "The policy is recorded (replacing any earlier one): the key's record, with its `rotation`. The approvals are checked by every member at every refresh, not now"),
+        (status = 200, body = KeyRecord, description = "The policy is recorded (replacing any earlier one): the key's record, with its `rotation`. Every member checks the approvals at every refresh; here only that they verify over this policy"),
         (status = 400, body = ErrorBody, description = "Bad JSON or Content-Type, an unknown field, `every_secs` under 60, more than 16 approvals, one of the wrong form or that does not verify over this policy, no approvals and no gateway operator key, or a malformed X-Request-Id"),
         (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"),
         (status = 404, body = ErrorBody, description = "No key of this id"),
