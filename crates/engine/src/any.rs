@@ -557,11 +557,20 @@ pub fn derive_child(
     group_key: &[u8],
     path: &permafrost_wire::DerivationPath,
 ) -> Result<ChildKey, ProtocolError> {
+    // The key itself is its own child at `m`: nothing to decode or derive (every signature
+    // with the key itself asks this for its answer's public key).
+    if path.is_root() {
+        return Ok(ChildKey {
+            path: path.clone(),
+            public_key: group_key.to_vec(),
+            internal_key: None,
+        });
+    }
     with_suite!(curve, S => {
         let root = frost_core::VerifyingKey::<S>::deserialize(group_key).map_err(frost_err)?;
         let child = permafrost_protocol::derive::Derivation::of_key(key_id, &root, path)?;
         let public_key = child.verifying_key().serialize().map_err(frost_err)?;
-        let internal_key = if curve == Curve::Secp256k1Tr && !path.is_root() {
+        let internal_key = if curve == Curve::Secp256k1Tr {
             Some(child.derived_key().serialize().map_err(frost_err)?)
         } else {
             None
