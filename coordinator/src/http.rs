@@ -16,6 +16,7 @@ use permafrost_api::{
     NodeHealth, ReshareRequest, RotationRecord, RotationRequest, SignResponse,
 };
 use permafrost_net::{Client, PeerId};
+use permafrost_protocol::cache::BoundedCache;
 use permafrost_protocol::derive::ExtendedPublicKey;
 use permafrost_protocol::sign::MAX_SIGN_MESSAGE_LEN;
 use permafrost_protocol::ProtocolError;
@@ -55,7 +56,17 @@ pub struct ApiState {
     pub(crate) probes: Arc<crate::probe::Probes>,
     /// The last readiness verdict, and when it was made.
     pub(crate) ready: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
+    /// Child keys already derived for answers, by key and path (at most [`CHILD_KEYS_KEPT`]).
+    pub(crate) children:
+        std::sync::Mutex<BoundedCache<ChildSlot, permafrost_runtime::any::ChildKey>>,
 }
+
+/// Child keys the API keeps derived, over every key.
+pub(crate) const CHILD_KEYS_KEPT: usize = 4096;
+
+/// What a child key is derived from: the key (curve, id and group key, so a key recreated under
+/// the same id is derived anew) and the path.
+pub(crate) type ChildSlot = (Curve, KeyId, Vec<u8>, DerivationPath);
 
 /// An API error: status, stable code, message.
 #[derive(Debug)]
@@ -375,11 +386,29 @@ fn parse_path(path: Option<&str>) -> Result<DerivationPath, ApiError> {
 
 /// The child of `meta` at `path`, or a 400 for the index BIP-32 calls invalid.
 fn child_key(
+    state: &ApiState,
     meta: &KeyMeta,
     path: &DerivationPath,
 ) -> Result<permafrost_runtime::any::ChildKey, ApiError> {
-    permafrost_runtime::any::derive_child(meta.curve, &meta.key_id, &meta.public_key, path)
-        .map_err(|e| ApiError::bad_request(e.to_string()))
+    let derive = || {
+        permafrost_runtime::any::derive_child(meta.curve, &meta.key_id, &meta.public_key, path)
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    };
+    // The key itself derives nothing: no need for the cache.
+    if path.is_root() {
+        return derive();
+    }
+    let slot = (
+        meta.curve,
+        meta.key_id.clone(),
+        meta.public_key.clone(),
+        path.clone(),
+    );
+    let mut children = state
+        .children
+        .lock()
+        .map_err(|_| ApiError::internal("child key cache poisoned"))?;
+    children.get_or_try_insert(&slot, derive).cloned()
 }
 
 /// The key a path names; whatever the path's form, a key that does not exist is 404.
@@ -465,7 +494,7 @@ async fn derive(
     let meta = lookup(&state, &key_id)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let path = parse_path(Some(&query.path))?;
-    let child = child_key(&meta, &path)?;
+    let child = child_key(&state, &meta, &path)?;
     Ok(Json(ChildKey {
         key_id: meta.key_id.as_str().to_owned(),
         path: path.to_string(),
@@ -749,7 +778,7 @@ async fn sign(
     }
     let path = parse_path(body.path.as_deref())?;
     // The key the signature will verify under; the signers each derive it on their own.
-    let child = child_key(&meta, &path)?;
+    let child = child_key(&state, &meta, &path)?;
     // The coordinator does not judge the client's approval: every signer checks it.
     let client = match (&body.client, &state.gateway) {
         (Some(client), _) => client.to_wire().map_err(ApiError::bad_request)?,

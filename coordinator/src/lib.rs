@@ -206,6 +206,9 @@ impl Coordinator {
             gateway,
             probes,
             ready: std::sync::Mutex::new(None),
+            children: std::sync::Mutex::new(permafrost_protocol::cache::BoundedCache::new(
+                http::CHILD_KEYS_KEPT,
+            )),
         });
         let listener = tokio::net::TcpListener::bind(config.api_listen)
             .await

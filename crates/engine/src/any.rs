@@ -5,6 +5,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use frost_core::keys::{KeyPackage, PublicKeyPackage};
+use permafrost_protocol::cache::BoundedCache;
+use permafrost_protocol::derive::KeyAtPath;
 use permafrost_protocol::dkg::{DkgCoordinator, DkgParticipant};
 use permafrost_protocol::reshare::{IdentityVerifierAndKey, ReshareCoordinator, ResharePeer};
 use permafrost_protocol::sign::{RoastCoordinator, Signer, SignerLimits};
@@ -518,15 +520,14 @@ pub fn roast_coordinator(
     parsed: &mut ParsedPackages,
 ) -> Result<Box<dyn AnySession>, ProtocolError> {
     with_suite!(curve, S => {
-        let pkp = parsed.get::<S>(&key_id, epoch, public_key_package)?;
+        let key = parsed.get_at::<S>(&key_id, epoch, public_key_package, &path)?;
         let c = RoastCoordinator::<S>::new(
             request,
             key_id,
             epoch,
             message,
-            path,
+            key,
             client,
-            pkp,
             committee,
             pooled,
             now,
@@ -579,21 +580,35 @@ pub fn derive_child(
     })
 }
 
-/// Public key packages already parsed, by key and epoch, so that a signature does not decode
-/// the group key and every verifying share again (a point decompression each). An entry is
-/// used only if its bytes are exactly the ones asked for; at most [`ParsedPackages::CAPACITY`]
-/// are kept (beyond that, an arbitrary one is forgotten).
-#[derive(Default)]
+/// Public key packages already parsed, by key and epoch, and the child packages derived from
+/// them, by path, so that a signature neither decodes the group key and every verifying share
+/// again (a point decompression each) nor derives its child key again. An entry is used only
+/// if its package bytes are exactly the ones asked for; at most [`ParsedPackages::CAPACITY`]
+/// packages and [`ParsedPackages::CHILDREN`] children are kept (beyond that, the oldest are
+/// forgotten).
 pub struct ParsedPackages {
-    packages: std::collections::BTreeMap<(KeyId, Epoch), ParsedPackage>,
+    packages: BoundedCache<(KeyId, Epoch), ParsedPackage>,
+    children: BoundedCache<(KeyId, Epoch, permafrost_wire::DerivationPath), ParsedPackage>,
 }
 
-/// A package's bytes and its parsed form (a `PublicKeyPackage` of the key's suite).
+/// A key's package bytes and what was made of them (a `PublicKeyPackage` or a `KeyAtPath` of
+/// the key's suite).
 type ParsedPackage = (Vec<u8>, Box<dyn std::any::Any + Send>);
+
+impl Default for ParsedPackages {
+    fn default() -> Self {
+        ParsedPackages {
+            packages: BoundedCache::new(Self::CAPACITY),
+            children: BoundedCache::new(Self::CHILDREN),
+        }
+    }
+}
 
 impl ParsedPackages {
     /// Most packages kept.
     pub const CAPACITY: usize = 4096;
+    /// Most child packages kept, over every key.
+    pub const CHILDREN: usize = 4096;
 
     /// The package `bytes` of `key_id` at `epoch`, parsed as suite `S`.
     pub fn get<S: Suite>(
@@ -603,21 +618,44 @@ impl ParsedPackages {
         bytes: &[u8],
     ) -> Result<PublicKeyPackage<S>, ProtocolError> {
         let slot = (key_id.clone(), epoch);
-        if let Some((cached, parsed)) = self.packages.get(&slot) {
-            if cached.as_slice() == bytes {
-                if let Some(package) = parsed.downcast_ref::<PublicKeyPackage<S>>() {
-                    return Ok(package.clone());
-                }
-            }
+        if let Some(package) = kept::<PublicKeyPackage<S>>(self.packages.get(&slot), bytes) {
+            return Ok(package);
         }
         let package = PublicKeyPackage::<S>::deserialize(bytes).map_err(frost_err)?;
-        if self.packages.len() >= Self::CAPACITY && !self.packages.contains_key(&slot) {
-            self.packages.pop_first();
-        }
         self.packages
             .insert(slot, (bytes.to_vec(), Box::new(package.clone())));
         Ok(package)
     }
+
+    /// The key at `path` of key `key_id` at `epoch`, whose package is `bytes`, as suite `S`.
+    pub fn get_at<S: Suite>(
+        &mut self,
+        key_id: &KeyId,
+        epoch: Epoch,
+        bytes: &[u8],
+        path: &permafrost_wire::DerivationPath,
+    ) -> Result<KeyAtPath<S>, ProtocolError> {
+        if path.is_root() {
+            return KeyAtPath::derive(key_id, self.get::<S>(key_id, epoch, bytes)?, path);
+        }
+        let slot = (key_id.clone(), epoch, path.clone());
+        if let Some(child) = kept::<KeyAtPath<S>>(self.children.get(&slot), bytes) {
+            return Ok(child);
+        }
+        let child = KeyAtPath::derive(key_id, self.get::<S>(key_id, epoch, bytes)?, path)?;
+        self.children
+            .insert(slot, (bytes.to_vec(), Box::new(child.clone())));
+        Ok(child)
+    }
+}
+
+/// The value kept in `entry` if it was made from exactly `bytes` and is a `T`.
+fn kept<T: Clone + 'static>(entry: Option<&ParsedPackage>, bytes: &[u8]) -> Option<T> {
+    let (made_from, value) = entry?;
+    if made_from.as_slice() != bytes {
+        return None;
+    }
+    value.downcast_ref::<T>().cloned()
 }
 
 /// The signer service for a stored share.
@@ -777,5 +815,44 @@ mod tests {
         assert!(parsed
             .get::<Ed25519>(&key, Epoch(1), b"not a package")
             .is_err());
+    }
+
+    /// A child package kept is the one derived from exactly the package asked for: the same
+    /// bytes give it again, a recreated key's bytes give that key's own child; the key itself
+    /// is its package unchanged.
+    #[test]
+    fn a_kept_child_package_is_the_child_of_exactly_its_own_package() {
+        let key = KeyId::new("k").unwrap();
+        let path: permafrost_wire::DerivationPath = "m/0/17".parse().unwrap();
+        let mut parsed = ParsedPackages::default();
+        let (first, first_bytes) = package::<Secp256k1>();
+        let (second, second_bytes) = package::<Secp256k1>();
+        let child_of = |package: &PublicKeyPackage<Secp256k1>| {
+            KeyAtPath::derive(&key, package.clone(), &path)
+                .unwrap()
+                .package()
+                .clone()
+        };
+        for _ in 0..2 {
+            let got = parsed
+                .get_at::<Secp256k1>(&key, Epoch(0), &first_bytes, &path)
+                .unwrap();
+            assert_eq!(got.path(), &path);
+            assert_eq!(got.package(), &child_of(&first));
+            assert_ne!(got.package().verifying_key(), first.verifying_key());
+        }
+        let got = parsed
+            .get_at::<Secp256k1>(&key, Epoch(0), &second_bytes, &path)
+            .unwrap();
+        assert_eq!(got.package(), &child_of(&second));
+        let root = parsed
+            .get_at::<Secp256k1>(
+                &key,
+                Epoch(0),
+                &second_bytes,
+                &permafrost_wire::DerivationPath::ROOT,
+            )
+            .unwrap();
+        assert_eq!(root.package(), &second);
     }
 }

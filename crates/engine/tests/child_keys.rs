@@ -244,7 +244,31 @@ fn child_keys_are_unchanged_by_a_reshare<S: Suite>() {
     }
 }
 
+/// Signers and the coordinator keep recent child keys derived: signing at more paths than a
+/// signer keeps, then again at the first ones (forgotten, derived anew) and the last ones
+/// (kept), gives signatures under the right child key every time.
+fn kept_child_keys_sign_right_past_the_bound<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(304, 3, 5);
+    let paths: Vec<DerivationPath> = (0..permafrost_protocol::sign::CHILD_KEYS_KEPT + 4)
+        .map(|i| path(&format!("m/7/{i}")))
+        .collect();
+    let again = [&paths[0], &paths[1], &paths[paths.len() - 1], &paths[0]];
+    for (i, at) in paths.iter().chain(again).enumerate() {
+        signs_at(
+            &mut net,
+            &coordinator,
+            &key,
+            Epoch(0),
+            &pkp,
+            &nodes,
+            at,
+            format!("payment {i}").as_bytes(),
+        );
+    }
+}
+
 per_suite!(
+    kept_child_keys_sign_right_past_the_bound,
     signatures_under_child_keys_verify_independently,
     an_approval_for_one_path_is_refused_for_another,
     child_keys_are_unchanged_by_a_reshare,

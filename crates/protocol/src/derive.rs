@@ -127,6 +127,8 @@ pub struct Derivation<S: Suite> {
     tweak: Scalar<S>,
     /// The child key before the suite's finish (for taproot, the BIP-86 internal key).
     derived_key: VerifyingKey<S>,
+    /// `tweak·G`, the child key minus the parent key: added to every verifying share.
+    shift: <S::Group as Group>::Element,
     /// The child's chain code.
     pub chain_code: ChainCode,
 }
@@ -165,6 +167,9 @@ impl<S: Suite> Derivation<S> {
             path: path.clone(),
             tweak,
             derived_key: VerifyingKey::new(key),
+            // Every level added δ·G to the key: their sum is the key's shift, with no further
+            // multiplication.
+            shift: key - root.to_element(),
             chain_code: code,
         })
     }
@@ -203,11 +208,10 @@ impl<S: Suite> Derivation<S> {
         if self.path.is_root() {
             return parent.clone();
         }
-        let shift = <S::Group as Group>::generator() * self.tweak;
         let child = KeyPackage::new(
             *parent.identifier(),
             SigningShare::new(parent.signing_share().to_scalar() + self.tweak),
-            VerifyingShare::new(parent.verifying_share().to_element() + shift),
+            VerifyingShare::new(parent.verifying_share().to_element() + self.shift),
             self.derived_key,
             *parent.min_signers(),
         );
@@ -220,14 +224,52 @@ impl<S: Suite> Derivation<S> {
         if self.path.is_root() {
             return parent.clone();
         }
-        let shift = <S::Group as Group>::generator() * self.tweak;
         let shares: BTreeMap<_, _> = parent
             .verifying_shares()
             .iter()
-            .map(|(id, share)| (*id, VerifyingShare::new(share.to_element() + shift)))
+            .map(|(id, share)| (*id, VerifyingShare::new(share.to_element() + self.shift)))
             .collect();
         let child = PublicKeyPackage::new(shares, self.derived_key, parent.min_signers());
         S::finish_child_public_key_package(child)
+    }
+}
+
+/// The public key package a signature at a path is made and verified under: the key's own at
+/// `m`, the derived child's below it. Made only by [`KeyAtPath::derive`], so the package is
+/// always the path's.
+#[derive(Clone)]
+pub struct KeyAtPath<S: Suite> {
+    path: DerivationPath,
+    package: PublicKeyPackage<S>,
+}
+
+impl<S: Suite> KeyAtPath<S> {
+    /// The child at `path` of key `key_id`, whose public key package is `parent` (the key
+    /// itself, with nothing computed, for the empty path).
+    pub fn derive(
+        key_id: &KeyId,
+        parent: PublicKeyPackage<S>,
+        path: &DerivationPath,
+    ) -> Result<Self, ProtocolError> {
+        let package = if path.is_root() {
+            parent
+        } else {
+            Derivation::of_key(key_id, parent.verifying_key(), path)?.public_key_package(&parent)
+        };
+        Ok(KeyAtPath {
+            path: path.clone(),
+            package,
+        })
+    }
+
+    /// The path.
+    pub fn path(&self) -> &DerivationPath {
+        &self.path
+    }
+
+    /// The package signatures at the path are aggregated and verified under.
+    pub fn package(&self) -> &PublicKeyPackage<S> {
+        &self.package
     }
 }
 

@@ -220,9 +220,13 @@ pub fn start_roast<S: Suite>(
         key.clone(),
         Epoch(0),
         message.to_vec(),
-        permafrost_protocol::wire::DerivationPath::ROOT,
+        permafrost_protocol::derive::KeyAtPath::derive(
+            key,
+            pkp.clone(),
+            &permafrost_protocol::wire::DerivationPath::ROOT,
+        )
+        .unwrap(),
         Some(net.authorize(key, pkp, message)),
-        pkp.clone(),
         committee.to_vec(),
         std::collections::BTreeMap::new(),
         net.now(),

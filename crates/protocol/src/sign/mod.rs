@@ -15,7 +15,8 @@ mod signer;
 pub use coordinator::SigningCoordinator;
 pub use roast::RoastCoordinator;
 pub use signer::{
-    Signer, SignerLimits, DEFAULT_MAX_POOLED, DEFAULT_POOL_LIFETIME, POOL_USE_WITHIN,
+    Signer, SignerLimits, CHILD_KEYS_KEPT, DEFAULT_MAX_POOLED, DEFAULT_POOL_LIFETIME,
+    POOL_USE_WITHIN,
 };
 
 use std::time::Duration;

@@ -1,22 +1,21 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use frost_core::keys::PublicKeyPackage;
 use frost_core::round1::SigningCommitments;
 use frost_core::round2::SignatureShare;
 use frost_core::{
     aggregate_custom, verify_signature_share, CheaterDetection, Identifier, SigningPackage,
 };
 use permafrost_wire::{
-    ClientAuthorization, DerivationPath, Digest, Epoch, KeyId, Message, MessageKind, NodeId,
-    SessionId, SignPackage, SignRefusal, SignRequest, SignWithCommitment,
+    ClientAuthorization, Digest, Epoch, KeyId, Message, MessageKind, NodeId, SessionId,
+    SignPackage, SignRefusal, SignRequest, SignWithCommitment,
 };
 use rand_core::CryptoRngCore;
 
 use super::{
     check_key, check_signing_parameters, package_digest, PooledCommitment, MAX_COMMITMENT_LEN,
 };
-use crate::derive::Derivation;
+use crate::derive::KeyAtPath;
 use crate::hash::Transcript;
 use crate::{Committee, Event, Output, ProtocolError, Refusal, Session, Suite, Timestamp};
 
@@ -64,11 +63,9 @@ pub struct RoastCoordinator<S: Suite> {
     key_id: KeyId,
     epoch: Epoch,
     message: Vec<u8>,
-    /// The child key signed for (empty: the key itself).
-    path: DerivationPath,
     client: Option<ClientAuthorization>,
-    /// The public key package of the child key signed for.
-    public_key_package: PublicKeyPackage<S>,
+    /// The child key signed for (at `m`: the key itself) and its public key package.
+    key: KeyAtPath<S>,
     committee: Committee<S>,
     threshold: usize,
     /// The members in the order they are asked.
@@ -134,10 +131,8 @@ struct Attempt<S: Suite> {
 }
 
 impl<S: Suite> RoastCoordinator<S> {
-    /// Starts a ROAST request signing `message` with the child at `path` (the key itself for
-    /// the empty path) of key `key_id` at `epoch`, whose public key package is
-    /// `public_key_package`, asking the first
-    /// `t` members of `committee` (in the given order, then the others as needed) with the
+    /// Starts a ROAST request signing `message` with `key` (a child of key `key_id` at `epoch`,
+    /// or the key itself at `m`), asking the first `t` members of `committee` (in the given order, then the others as needed) with the
     /// client's authorization `client` (which every signer checks). `request` must be fresh
     /// randomness; it is the session id of every message of the request. The request fails at
     /// `now + timeout`; an attempt's signers (or an asked member) that have not answered within
@@ -149,9 +144,8 @@ impl<S: Suite> RoastCoordinator<S> {
         key_id: KeyId,
         epoch: Epoch,
         message: Vec<u8>,
-        path: DerivationPath,
+        key: KeyAtPath<S>,
         client: Option<ClientAuthorization>,
-        public_key_package: PublicKeyPackage<S>,
         committee: Vec<NodeId>,
         pooled: BTreeMap<NodeId, PooledCommitment>,
         now: Timestamp,
@@ -159,15 +153,7 @@ impl<S: Suite> RoastCoordinator<S> {
         attempt_timeout: Duration,
     ) -> Result<Self, ProtocolError> {
         let order = committee.clone();
-        let (committee, threshold) =
-            check_signing_parameters(committee, &message, &public_key_package)?;
-        // The key itself needs no derivation (the common case: nothing computed).
-        let public_key_package = if path.is_root() {
-            public_key_package
-        } else {
-            Derivation::of_key(&key_id, public_key_package.verifying_key(), &path)?
-                .public_key_package(&public_key_package)
-        };
+        let (committee, threshold) = check_signing_parameters(committee, &message, key.package())?;
         let mut members = BTreeMap::new();
         let mut preference = Vec::new();
         for node in &order {
@@ -195,9 +181,8 @@ impl<S: Suite> RoastCoordinator<S> {
             key_id,
             epoch,
             message,
-            path,
             client,
-            public_key_package,
+            key,
             committee,
             threshold,
             preference,
@@ -301,7 +286,7 @@ impl<S: Suite> RoastCoordinator<S> {
                 key_id: self.key_id.clone(),
                 epoch: self.epoch,
                 message: self.message.clone(),
-                path: self.path.clone(),
+                path: self.key.path().clone(),
                 client: self.client.clone(),
             }),
         });
@@ -442,7 +427,7 @@ impl<S: Suite> RoastCoordinator<S> {
                         key_id: self.key_id.clone(),
                         epoch: self.epoch,
                         message: self.message.clone(),
-                        path: self.path.clone(),
+                        path: self.key.path().clone(),
                         client: self.client.clone(),
                         batch,
                         index,
@@ -547,7 +532,7 @@ impl<S: Suite> RoastCoordinator<S> {
         };
         let (Some(share), Some(verifying_share)) = (
             a.shares.get(&id),
-            self.public_key_package.verifying_shares().get(&id),
+            self.key.package().verifying_shares().get(&id),
         ) else {
             return false;
         };
@@ -556,7 +541,7 @@ impl<S: Suite> RoastCoordinator<S> {
             verifying_share,
             share,
             &a.package,
-            self.public_key_package.verifying_key(),
+            self.key.package().verifying_key(),
         )
         .is_ok();
         if !valid {
@@ -574,7 +559,7 @@ impl<S: Suite> RoastCoordinator<S> {
         match aggregate_custom(
             &a.package,
             &a.shares,
-            &self.public_key_package,
+            self.key.package(),
             CheaterDetection::AllCheaters,
         ) {
             Ok(signature) => {

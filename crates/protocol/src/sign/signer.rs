@@ -1,6 +1,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
+use frost_core::keys::KeyPackage;
 use frost_core::round1::{self, SigningCommitments, SigningNonces};
 use frost_core::{round2, SigningPackage};
 use permafrost_wire::{
@@ -11,6 +12,7 @@ use rand_core::CryptoRngCore;
 use sha2::{Digest as _, Sha256};
 
 use super::{package_digest, MAX_POOL_BATCH};
+use crate::cache::BoundedCache;
 use crate::derive::Derivation;
 use crate::{
     Committee, Event, KeyShare, Output, ProtocolError, Refusal, Session, Suite, Timestamp,
@@ -75,8 +77,15 @@ pub struct Signer<S: Suite> {
     pool_order: VecDeque<(NodeId, SessionId)>,
     /// Pooled nonces not used yet.
     pooled: usize,
+    /// Child key packages already derived, by path (at most [`CHILD_KEYS_KEPT`]; each is
+    /// zeroized when forgotten, like the share it was derived from).
+    children: BoundedCache<DerivationPath, KeyPackage<S>>,
     outputs: VecDeque<Output<S>>,
 }
+
+/// Child key packages a signer keeps derived, so that signing again at a recent path costs no
+/// derivation.
+pub const CHILD_KEYS_KEPT: usize = 64;
 
 /// One batch of pooled nonces; a used one is `None`.
 struct Batch<S: Suite> {
@@ -127,6 +136,7 @@ impl<S: Suite> Signer<S> {
             pool: BTreeMap::new(),
             pool_order: VecDeque::new(),
             pooled: 0,
+            children: BoundedCache::new(CHILD_KEYS_KEPT),
             outputs: VecDeque::new(),
         })
     }
@@ -357,22 +367,23 @@ impl<S: Suite> Signer<S> {
         // A child share is derived here, from this node's own share and the approved path: a
         // coordinator cannot name another child key than the client approved. The key itself
         // (the common case) needs nothing derived.
-        let child = if signed.path.is_root() {
-            None
+        let key_package = if signed.path.is_root() {
+            &self.share.key_package
         } else {
-            let derivation = Derivation::of_key(
-                &self.share.key_id,
-                self.share.public_key_package.verifying_key(),
-                signed.path,
-            )
-            .map_err(|e| Refusal::Malformed(e.to_string()))?;
-            Some(derivation.key_package(&self.share.key_package))
+            let share = &self.share;
+            self.children.get_or_try_insert(signed.path, || {
+                Derivation::of_key(
+                    &share.key_id,
+                    share.public_key_package.verifying_key(),
+                    signed.path,
+                )
+                .map(|derivation| derivation.key_package(&share.key_package))
+                .map_err(|e| Refusal::Malformed(e.to_string()))
+            })?
         };
-        let key_package = child.as_ref().unwrap_or(&self.share.key_package);
         let share = round2::sign(signing_package, &nonces, key_package)
             .map_err(|e| Refusal::Malformed(format!("cannot sign: {e}")))?;
         drop(nonces);
-        drop(child);
         self.outputs.push_back(Output::Event(Event::ShareProduced {
             session: signed.session,
             key_id: self.share.key_id.clone(),
