@@ -252,10 +252,14 @@ impl Cluster {
         permafrost_api::ClientKey::load(&self.dir.path().join("client.key")).expect("client key")
     }
 
-    /// Waits until the coordinator reports every running node connected.
+    /// Waits until the coordinator reports every running node connected and answering: a
+    /// probe sent since this call began came back from it. A connection alone is not enough
+    /// after a restart: the coordinator may not have noticed yet that the old process's
+    /// connection died, and a message written to it is lost.
     pub async fn wait_connected(&self, limit: Duration) {
         let client = self.client();
-        let deadline = Instant::now() + limit;
+        let began = Instant::now();
+        let deadline = began + limit;
         loop {
             let running: Vec<&str> = self
                 .nodes
@@ -264,18 +268,25 @@ impl Cluster {
                 .map(|n| n.name.as_str())
                 .collect();
             if let Ok(health) = client.health().await {
-                let connected = health
+                let since = began.elapsed().as_millis();
+                let ready = health
                     .nodes
                     .iter()
-                    .filter(|n| n.connected && running.contains(&n.name.as_str()))
+                    .filter(|n| {
+                        n.connected
+                            && n.healthy
+                            && n.last_probe_age_ms
+                                .is_some_and(|age| u128::from(age) < since)
+                            && running.contains(&n.name.as_str())
+                    })
                     .count();
-                if connected == running.len() {
+                if ready == running.len() {
                     return;
                 }
             }
             assert!(
                 Instant::now() < deadline,
-                "nodes did not connect within {limit:?}"
+                "nodes did not connect and answer a probe within {limit:?}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
