@@ -12,10 +12,10 @@ use common::*;
 use frost_core::keys::PublicKeyPackage;
 use frost_core::Signature;
 use permafrost_engine::any;
-use permafrost_engine::sim::Network;
+use permafrost_engine::sim::{Fault, Network};
 use permafrost_keystore::AuditKind;
 use permafrost_protocol::derive::Derivation;
-use permafrost_protocol::wire::{DerivationPath, Epoch, KeyId, NodeId};
+use permafrost_protocol::wire::{DerivationPath, Epoch, KeyId, Message, NodeId};
 use permafrost_protocol::{ProtocolError, Refusal, Suite};
 
 fn path(text: &str) -> DerivationPath {
@@ -267,7 +267,52 @@ fn kept_child_keys_sign_right_past_the_bound<S: Suite>() {
     }
 }
 
+/// A signer that sends a bad share while the group signs for a child key is named, and only it:
+/// the coordinator checks each share against the child's verifying shares (against the key's
+/// own, every honest child share would fail too). ROAST then signs without it, under the child
+/// key, and the next request does not start with it.
+fn a_bad_share_under_a_child_key_is_named<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(305, 3, 5);
+    let cheater = nodes[0].clone();
+    let c = cheater.clone();
+    net.set_faults(move |env| match &env.message {
+        Message::SignShare(m) if env.from == c => Fault::Replace(wrong_share::<S>(m)),
+        _ => Fault::Deliver,
+    });
+    let at = path("m/0/17");
+    for round in 0..2 {
+        let message = format!("pay {round} at a child");
+        let outcome = net
+            .sign_roast_at(
+                &coordinator,
+                &key,
+                Epoch(0),
+                &pkp,
+                &nodes,
+                &at,
+                message.as_bytes(),
+            )
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(verifies::<S>(
+            &child_key(&key, &pkp, &at),
+            message.as_bytes(),
+            &outcome.signature
+        ));
+        // Named the first time; the second time the coordinator, which ranks members by how
+        // they answered, no longer asks it first.
+        let named = if round == 0 {
+            vec![cheater.clone()]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(outcome.culprits, named, "round {round}");
+        assert_eq!(outcome.signers.len(), 3);
+        assert!(!outcome.signers.contains(&cheater));
+    }
+}
+
 per_suite!(
+    a_bad_share_under_a_child_key_is_named,
     kept_child_keys_sign_right_past_the_bound,
     signatures_under_child_keys_verify_independently,
     an_approval_for_one_path_is_refused_for_another,
