@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use permafrost_engine::coordinator::{
     CoordinatorCore, CoordinatorNotice, CoordinatorOutput, KeyMeta, RequestId, RotationPolicy,
+    ROTATION_REQUEST,
 };
 use permafrost_net::{Client, InboundRequest};
 use permafrost_protocol::ProtocolError;
@@ -22,7 +23,7 @@ use rand_core::OsRng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::metrics::CoordinatorMetrics;
+use crate::metrics::{CoordinatorMetrics, RotationOutcome};
 use crate::store::MetadataDb;
 
 pub use permafrost_engine::coordinator::Outcome;
@@ -370,6 +371,15 @@ impl Shell {
                     {
                         self.session_requests.insert(*session, *request);
                     }
+                    match &notice {
+                        CoordinatorNotice::RotationStarted { .. } => {
+                            self.metrics.scheduled_rotation(RotationOutcome::Started)
+                        }
+                        CoordinatorNotice::RotationFailed { .. } => {
+                            self.metrics.scheduled_rotation(RotationOutcome::Failed)
+                        }
+                        _ => {}
+                    }
                     let request_id = notice
                         .session()
                         .and_then(|session| self.request_id_of(&session));
@@ -378,6 +388,10 @@ impl Shell {
             }
         }
         for (request, outcome, after) in answers {
+            // A scheduled run's end; its failure is counted from its notice.
+            if request == Some(ROTATION_REQUEST) && outcome.is_ok() {
+                self.metrics.scheduled_rotation(RotationOutcome::Committed);
+            }
             if let Some(request) = request {
                 let request_id = self.traces.get(&request).map(String::as_str);
                 let session = self

@@ -61,6 +61,40 @@ pub struct ModeLabel {
     pub mode: &'static str,
 }
 
+/// Label `outcome` of a scheduled rotation: `started`, `committed` or `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RotationLabel {
+    /// What became of it.
+    pub outcome: &'static str,
+}
+
+/// What became of a scheduled rotation run, for `coordinator_scheduled_rotations`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RotationOutcome {
+    /// A due run started.
+    Started,
+    /// A run committed.
+    Committed,
+    /// A due run could not start, a run failed, or a committed run's time was not recorded.
+    Failed,
+}
+
+impl RotationOutcome {
+    const ALL: [RotationOutcome; 3] = [
+        RotationOutcome::Started,
+        RotationOutcome::Committed,
+        RotationOutcome::Failed,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RotationOutcome::Started => "started",
+            RotationOutcome::Committed => "committed",
+            RotationOutcome::Failed => "failed",
+        }
+    }
+}
+
 /// A session's counter and latency histogram.
 struct Sessions {
     total: Family<CurveOutcome, Counter>,
@@ -111,6 +145,7 @@ pub struct CoordinatorMetrics {
     culprits: Family<CulpritLabels, Counter>,
     pool_depth: Family<NodeLabel, Gauge>,
     signer_asks: Family<ModeLabel, Counter>,
+    rotations: Family<RotationLabel, Counter>,
     /// The names of the network file's nodes.
     names: BTreeMap<NodeId, String>,
     /// The asks counted so far (the core counts since it opened).
@@ -135,6 +170,7 @@ impl CoordinatorMetrics {
             culprits: Family::default(),
             pool_depth: Family::default(),
             signer_asks: Family::default(),
+            rotations: Family::default(),
             names,
             asks_seen: std::sync::Mutex::new(SignerAsks::default()),
         };
@@ -160,6 +196,17 @@ impl CoordinatorMetrics {
              or in two (none pooled)",
             metrics.signer_asks.clone(),
         );
+        registry.register(
+            "coordinator_scheduled_rotations",
+            "Scheduled share rotations (refreshes run by a key's rotation policy, not by an API \
+             request), by outcome: started, committed, failed",
+            metrics.rotations.clone(),
+        );
+        for outcome in RotationOutcome::ALL {
+            let _ = metrics.rotations.get_or_create(&RotationLabel {
+                outcome: outcome.as_str(),
+            });
+        }
         for (code, status) in codes::STATUSES {
             if (400..500).contains(&status) {
                 let _ = metrics
@@ -221,6 +268,15 @@ impl CoordinatorMetrics {
                 })
                 .inc();
         }
+    }
+
+    /// A scheduled rotation run came to `outcome`.
+    pub fn scheduled_rotation(&self, outcome: RotationOutcome) {
+        self.rotations
+            .get_or_create(&RotationLabel {
+                outcome: outcome.as_str(),
+            })
+            .inc();
     }
 
     /// The API answered a request with the 4xx error `code`.
@@ -434,6 +490,8 @@ mod tests {
             two_round: 1,
         });
         metrics.pools(&[(node, 7)].into());
+        metrics.scheduled_rotation(RotationOutcome::Started);
+        metrics.scheduled_rotation(RotationOutcome::Committed);
         let text = permafrost_runtime::metrics::encode(&registry).unwrap();
         for expected in [
             "permafrost_coordinator_signatures_total{curve=\"secp256k1\",outcome=\"ok\"} 1",
@@ -442,6 +500,9 @@ mod tests {
             "permafrost_coordinator_signer_asks_total{mode=\"one_round\"} 3",
             "permafrost_coordinator_signer_asks_total{mode=\"two_round\"} 1",
             "permafrost_coordinator_commitment_pool_depth{node=\"node1\"} 7",
+            "permafrost_coordinator_scheduled_rotations_total{outcome=\"started\"} 1",
+            "permafrost_coordinator_scheduled_rotations_total{outcome=\"committed\"} 1",
+            "permafrost_coordinator_scheduled_rotations_total{outcome=\"failed\"} 0",
         ] {
             assert!(line(&text, expected).is_some(), "{expected} not in\n{text}");
         }
