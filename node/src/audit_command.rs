@@ -1,5 +1,5 @@
-//! `permafrost-node audit show|verify --config FILE`: read and check the node's audit log
-//! while the node is stopped.
+//! `permafrost-node audit show|verify|usage --config FILE`: read and check the node's audit
+//! log, and show the keystore's disk use, while the node is stopped.
 //!
 //! The keystore's database is locked by a running node; opening it here never waits for the
 //! lock: a locked keystore is an error telling the operator to stop the node first. A data
@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use permafrost_keystore::{
-    AuditEntry, AuditKind, AuditMigration, AuditVerification, KeyStore, KeystoreError,
+    AuditEntry, AuditKind, AuditMigration, AuditVerification, KeyStore, KeystoreError, TableUsage,
     DATABASE_FILE_NAME,
 };
 
@@ -35,6 +35,15 @@ pub enum AuditCommand {
     /// Prints "audit log verified: N entries" and exits 0, or names the first bad entry (edited,
     /// removed, reordered) and exits 2. Exit status 1: the log could not be read.
     Verify {
+        /// The node's config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Show how the keystore's disk is used, table by table (the node must be stopped).
+    ///
+    /// Per table: rows, bytes of keys and values, bytes of bookkeeping, bytes of partly
+    /// filled or free pages, and their sum per row; then the database file's size.
+    Usage {
         /// The node's config file.
         #[arg(long)]
         config: PathBuf,
@@ -93,7 +102,51 @@ pub fn run_audit(
                 .and_then(|entries| entries.last().cloned());
             report(&verification, last.as_ref(), out).map_err(io)
         }
+        AuditCommand::Usage { config } => {
+            let Some(store) = open(config, err)? else {
+                return Ok(AuditOutcome::Ok);
+            };
+            let file = NodeConfig::load(config)?
+                .keystore_path()
+                .join(DATABASE_FILE_NAME);
+            let file_bytes = std::fs::metadata(&file).map(|m| m.len()).map_err(|e| {
+                NodeError::Config(format!("cannot read the size of {}: {e}", file.display()))
+            })?;
+            write_usage(&store.usage()?, file_bytes, out).map_err(io)?;
+            Ok(AuditOutcome::Ok)
+        }
     }
+}
+
+/// Writes the table of `audit usage`.
+fn write_usage(tables: &[TableUsage], file_bytes: u64, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<22} {:>10} {:>12} {:>12} {:>12} {:>10}",
+        "table", "rows", "stored B", "metadata B", "unused B", "B per row"
+    )?;
+    for table in tables {
+        let per_row = match table.entries {
+            0 => "-".to_string(),
+            rows => format!("{:.0}", table.total_bytes() as f64 / rows as f64),
+        };
+        writeln!(
+            out,
+            "{:<22} {:>10} {:>12} {:>12} {:>12} {:>10}",
+            table.table,
+            table.entries,
+            table.stored_bytes,
+            table.metadata_bytes,
+            table.fragmented_bytes,
+            per_row
+        )?;
+    }
+    let in_tables: u64 = tables.iter().map(TableUsage::total_bytes).sum();
+    writeln!(
+        out,
+        "database file: {file_bytes} bytes, {in_tables} of them in tables (the rest is free \
+         space redb keeps for reuse, and its own bookkeeping)"
+    )
 }
 
 /// Writes the verdict of `verify`.

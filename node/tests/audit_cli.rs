@@ -243,3 +243,43 @@ fn a_wrong_passphrase_is_an_error_not_a_verdict() {
         text(&verify.stderr)
     );
 }
+
+/// `audit usage` lists the audit table with its rows and the file's size; on a data directory
+/// whose node never ran it creates nothing.
+#[test]
+fn usage_reports_the_tables_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = initialised(dir.path());
+    let usage = node(&["audit", "usage", "--config", &config]);
+    assert!(usage.status.success(), "{}", text(&usage.stderr));
+    assert!(!dir.path().join("data").join("keystore").exists());
+    {
+        let store = keystore(dir.path());
+        for i in 1..=25 {
+            store.append_audit(&entry(i)).unwrap();
+        }
+    }
+    let usage = node(&["audit", "usage", "--config", &config]);
+    assert!(usage.status.success(), "{}", text(&usage.stderr));
+    let out = text(&usage.stdout);
+    let audit = out
+        .lines()
+        .find(|l| l.starts_with("audit "))
+        .unwrap_or_else(|| panic!("no audit row in\n{out}"));
+    let columns: Vec<&str> = audit.split_whitespace().collect();
+    assert_eq!(columns[1], "25", "{out}");
+    let per_row: f64 = columns[5].parse().unwrap();
+    assert!(per_row > 50.0, "{out}");
+    let file = std::fs::metadata(
+        dir.path()
+            .join("data")
+            .join("keystore")
+            .join(DATABASE_FILE_NAME),
+    )
+    .unwrap()
+    .len();
+    assert!(
+        out.contains(&format!("database file: {file} bytes")),
+        "{out}"
+    );
+}

@@ -125,5 +125,6 @@ pub use error::KeystoreError;
 pub use format::MAX_AUDIT_PATH_DEPTH;
 pub use record::{AuditClient, AuditEntry, AuditKind, ShareMeta, ShareRecord, ShareState};
 pub use store::{
-    ClientRequestRow, KeyStore, ReshareConclusion, ReshareRow, DATABASE_FILE_NAME, LAZY_FLUSH_EVERY,
+    ClientRequestRow, KeyStore, ReshareConclusion, ReshareRow, TableUsage, DATABASE_FILE_NAME,
+    LAZY_FLUSH_EVERY,
 };

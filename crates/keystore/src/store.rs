@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{
     Database, DatabaseError, Durability, ReadTransaction, ReadableTable, ReadableTableMetadata,
-    TableDefinition, TableError, WriteTransaction,
+    TableDefinition, TableError, TableHandle, WriteTransaction,
 };
 use zeroize::Zeroizing;
 
@@ -1079,6 +1079,43 @@ impl KeyStore {
         }
     }
 
+    /// How the database's disk is used, table by table (redb's own accounting, from one read
+    /// transaction), tables that do not exist yet left out.
+    pub fn usage(&self) -> Result<Vec<TableUsage>, KeystoreError> {
+        let txn = self.read()?;
+        let mut tables = Vec::new();
+        tables.extend(self.table_usage(&txn, AUDIT)?);
+        tables.extend(self.table_usage(&txn, CLIENT_REQUESTS)?);
+        tables.extend(self.table_usage(&txn, CLIENT_REQUEST_EXPIRY)?);
+        tables.extend(self.table_usage(&txn, SHARES)?);
+        tables.extend(self.table_usage(&txn, RESHARES)?);
+        tables.extend(self.table_usage(&txn, CONCLUDED)?);
+        tables.extend(self.table_usage(&txn, CERTIFICATES)?);
+        tables.extend(self.table_usage(&txn, IDENTITY)?);
+        tables.extend(self.table_usage(&txn, META)?);
+        Ok(tables)
+    }
+
+    fn table_usage<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        txn: &ReadTransaction,
+        definition: TableDefinition<K, V>,
+    ) -> Result<Option<TableUsage>, KeystoreError> {
+        let Some(table) = self.open_read_table(txn, definition)? else {
+            return Ok(None);
+        };
+        let failed = |e| storage(&self.dir, "reading a table's disk use", e);
+        let stats = table.stats().map_err(failed)?;
+        Ok(Some(TableUsage {
+            table: definition.name().to_owned(),
+            entries: table.len().map_err(failed)?,
+            stored_bytes: stats.stored_bytes(),
+            metadata_bytes: stats.metadata_bytes(),
+            fragmented_bytes: stats.fragmented_bytes(),
+            pages: stats.leaf_pages() + stats.branch_pages(),
+        }))
+    }
+
     fn bad_share(&self, key_id: &str, epoch: u64, e: DecodeError) -> KeystoreError {
         corrupt(
             &self.dir,
@@ -1087,6 +1124,30 @@ impl KeyStore {
                 e.0
             ),
         )
+    }
+}
+
+/// Disk use of one keystore table ([`KeyStore::usage`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableUsage {
+    /// The table's name in the database.
+    pub table: String,
+    /// Rows.
+    pub entries: u64,
+    /// Bytes of its keys and values.
+    pub stored_bytes: u64,
+    /// Bytes of its branch pages' keys and other bookkeeping.
+    pub metadata_bytes: u64,
+    /// Bytes of its pages that hold nothing (partly filled and fragmented pages).
+    pub fragmented_bytes: u64,
+    /// Its pages (leaf and branch).
+    pub pages: u64,
+}
+
+impl TableUsage {
+    /// Every byte the table takes in the database file.
+    pub fn total_bytes(&self) -> u64 {
+        self.stored_bytes + self.metadata_bytes + self.fragmented_bytes
     }
 }
 

@@ -989,3 +989,40 @@ fn client_requests_are_admitted_once_per_session_survive_reopen_and_expire() {
     let store = open(dir.path());
     assert_eq!(store.audit().unwrap().len(), before + lazy + 1);
 }
+
+/// The disk use report counts every row of the tables a signature writes, and no table takes
+/// fewer bytes than its keys and values.
+#[test]
+fn disk_use_is_reported_by_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let row = |id: u8| permafrost_keystore::ClientRequestRow {
+        client: [2; 32],
+        request_id: [id; 16],
+        session: [id; 32],
+        expires_unix_ms: u64::MAX,
+    };
+    let before = store.usage().unwrap();
+    let audited = |usage: &[permafrost_keystore::TableUsage]| {
+        usage
+            .iter()
+            .find(|t| t.table == "audit")
+            .map_or(0, |t| t.entries)
+    };
+    let admissions: Vec<_> = (0..40u8)
+        .map(|id| (row(id), client_entry(&format!("request {id}"))))
+        .collect();
+    store.write_batch(&admissions, &[], true, 0).unwrap();
+    let usage = store.usage().unwrap();
+    assert_eq!(audited(&usage), audited(&before) + 40);
+    let requests = usage.iter().find(|t| t.table == "client_requests").unwrap();
+    assert_eq!(requests.entries, 40);
+    for table in &usage {
+        assert!(table.total_bytes() >= table.stored_bytes, "{table:?}");
+        if table.entries > 0 {
+            assert!(table.stored_bytes > 0 && table.pages > 0, "{table:?}");
+        }
+    }
+    let audit = usage.iter().find(|t| t.table == "audit").unwrap();
+    assert!(audit.stored_bytes >= 40 * 100, "{audit:?}");
+}
