@@ -371,14 +371,8 @@ impl Shell {
                     {
                         self.session_requests.insert(*session, *request);
                     }
-                    match &notice {
-                        CoordinatorNotice::RotationStarted { .. } => {
-                            self.metrics.scheduled_rotation(RotationOutcome::Started)
-                        }
-                        CoordinatorNotice::RotationFailed { .. } => {
-                            self.metrics.scheduled_rotation(RotationOutcome::Failed)
-                        }
-                        _ => {}
+                    if let CoordinatorNotice::RotationStarted { .. } = &notice {
+                        self.metrics.scheduled_rotation(RotationOutcome::Started);
                     }
                     let request_id = notice
                         .session()
@@ -388,9 +382,13 @@ impl Shell {
             }
         }
         for (request, outcome, after) in answers {
-            // A scheduled run's end; its failure is counted from its notice.
-            if request == Some(ROTATION_REQUEST) && outcome.is_ok() {
-                self.metrics.scheduled_rotation(RotationOutcome::Committed);
+            // A started scheduled run ends once: committed or failed.
+            if request == Some(ROTATION_REQUEST) {
+                self.metrics.scheduled_rotation(if outcome.is_ok() {
+                    RotationOutcome::Committed
+                } else {
+                    RotationOutcome::Failed
+                });
             }
             if let Some(request) = request {
                 let request_id = self.traces.get(&request).map(String::as_str);

@@ -404,10 +404,8 @@ fn child_key(
         meta.public_key.clone(),
         path.clone(),
     );
-    let mut children = state
-        .children
-        .lock()
-        .map_err(|_| ApiError::internal("child key cache poisoned"))?;
+    // A cache holds nothing a panic could leave half made: a poisoned lock is still usable.
+    let mut children = state.children.lock().unwrap_or_else(|e| e.into_inner());
     children.get_or_try_insert(&slot, derive).cloned()
 }
 

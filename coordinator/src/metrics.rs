@@ -75,7 +75,7 @@ pub enum RotationOutcome {
     Started,
     /// A run committed.
     Committed,
-    /// A due run could not start, a run failed, or a committed run's time was not recorded.
+    /// A started run failed (a due run that could not start is only logged).
     Failed,
 }
 

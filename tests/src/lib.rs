@@ -267,8 +267,9 @@ impl Cluster {
                 .filter(|n| n.is_running())
                 .map(|n| n.name.as_str())
                 .collect();
+            // Measured before asking: a probe counts only if sent after `began`.
+            let since = began.elapsed().as_millis();
             if let Ok(health) = client.health().await {
-                let since = began.elapsed().as_millis();
                 let ready = health
                     .nodes
                     .iter()

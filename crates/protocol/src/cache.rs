@@ -4,8 +4,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
-/// At most `capacity` entries; inserting into a full cache forgets the oldest insertion.
-/// Values are dropped when forgotten (a secret value's own `Drop` zeroizes it).
+/// At most `capacity` entries; inserting into a full cache forgets the oldest insertion (first
+/// in, first out: a hit does not renew an entry). Values are dropped when forgotten (a secret
+/// value's own `Drop` zeroizes it). Room for `capacity` entries is allocated up front, so the
+/// map never grows and never moves a value, which would leave a copy behind that no `Drop`
+/// clears.
 pub struct BoundedCache<K, V> {
     entries: HashMap<K, V>,
     /// Keys in the order they were inserted.
@@ -16,10 +19,12 @@ pub struct BoundedCache<K, V> {
 impl<K: Clone + Eq + Hash, V> BoundedCache<K, V> {
     /// An empty cache holding at most `capacity` entries (at least one).
     pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
         BoundedCache {
-            entries: HashMap::new(),
-            order: VecDeque::new(),
-            capacity: capacity.max(1),
+            // One more than the bound: an insertion happens before the oldest is forgotten.
+            entries: HashMap::with_capacity(capacity + 1),
+            order: VecDeque::with_capacity(capacity + 1),
+            capacity,
         }
     }
 
