@@ -162,9 +162,10 @@ fn signing(kind: MessageKind) -> bool {
     )
 }
 
-/// Whether a refusal only says the message came late or twice (its session ended, or its
-/// nonce was used), or named a pooled commitment lost in a restart: the normal run of ROAST,
-/// logged at DEBUG.
+/// Whether a refusal only says the message came late or twice (its session ended, its nonce
+/// was used, or its commitment came after the signers were chosen: a reshare's test signature
+/// asks every new member and uses the first t), or named a pooled commitment lost in a
+/// restart: the normal run of ROAST, logged at DEBUG.
 fn late(error: &ProtocolError) -> bool {
     matches!(
         error,
@@ -175,6 +176,24 @@ fn late(error: &ProtocolError) -> bool {
                 | Refusal::NonceConsumed
                 | Refusal::UnknownCommitment
                 | Refusal::SessionExists
+                | Refusal::Unexpected(MessageKind::SignCommitment)
         )
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A commitment that came after the signers were chosen is the normal run (DEBUG); a share
+    /// nobody asked for, or any other unexpected message, is worth a line at INFO.
+    #[test]
+    fn only_late_copies_are_quiet() {
+        let refused = |r: Refusal| ProtocolError::Refused(r);
+        assert!(late(&refused(Refusal::Unexpected(MessageKind::SignCommitment))));
+        assert!(late(&refused(Refusal::Finished)));
+        assert!(!late(&refused(Refusal::Unexpected(MessageKind::SignShare))));
+        assert!(!late(&refused(Refusal::Unexpected(MessageKind::DkgRound1))));
+        assert!(!late(&refused(Refusal::BadSignature(NodeId::new(b"n1".to_vec()).unwrap()))));
+    }
 }
