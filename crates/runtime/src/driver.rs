@@ -190,10 +190,14 @@ mod tests {
     #[test]
     fn only_late_copies_are_quiet() {
         let refused = |r: Refusal| ProtocolError::Refused(r);
-        assert!(late(&refused(Refusal::Unexpected(MessageKind::SignCommitment))));
+        assert!(late(&refused(Refusal::Unexpected(
+            MessageKind::SignCommitment
+        ))));
         assert!(late(&refused(Refusal::Finished)));
         assert!(!late(&refused(Refusal::Unexpected(MessageKind::SignShare))));
         assert!(!late(&refused(Refusal::Unexpected(MessageKind::DkgRound1))));
-        assert!(!late(&refused(Refusal::BadSignature(NodeId::new(b"n1".to_vec()).unwrap()))));
+        assert!(!late(&refused(Refusal::BadSignature(
+            NodeId::new(b"n1".to_vec()).unwrap()
+        ))));
     }
 }
