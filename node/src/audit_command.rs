@@ -41,8 +41,9 @@ pub enum AuditCommand {
     },
     /// Show how the keystore's disk is used, table by table (the node must be stopped).
     ///
-    /// Per table: rows, bytes of keys and values, bytes of bookkeeping, bytes of partly
-    /// filled or free pages, and their sum per row; then the database file's size.
+    /// Per table: entries (rows; the audit log's entries, several to a row), bytes of keys and
+    /// values, bytes of bookkeeping, bytes of partly filled or free pages, and their sum per
+    /// entry; then the database file's size.
     Usage {
         /// The node's config file.
         #[arg(long)]
@@ -123,12 +124,12 @@ fn write_usage(tables: &[TableUsage], file_bytes: u64, out: &mut dyn Write) -> s
     writeln!(
         out,
         "{:<22} {:>10} {:>12} {:>12} {:>12} {:>10}",
-        "table", "rows", "stored B", "metadata B", "unused B", "B per row"
+        "table", "entries", "stored B", "metadata B", "unused B", "B/entry"
     )?;
     for table in tables {
-        let per_row = match table.entries {
+        let per_entry = match table.entries {
             0 => "-".to_string(),
-            rows => format!("{:.0}", table.total_bytes() as f64 / rows as f64),
+            entries => format!("{:.0}", table.total_bytes() as f64 / entries as f64),
         };
         writeln!(
             out,
@@ -138,7 +139,7 @@ fn write_usage(tables: &[TableUsage], file_bytes: u64, out: &mut dyn Write) -> s
             table.stored_bytes,
             table.metadata_bytes,
             table.fragmented_bytes,
-            per_row
+            per_entry
         )?;
     }
     let in_tables: u64 = tables.iter().map(TableUsage::total_bytes).sum();

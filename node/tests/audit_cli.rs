@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use permafrost_keystore::raw_audit;
 use permafrost_keystore::{
     AuditClient, AuditEntry, AuditKind, KdfParams, KeyStore, DATABASE_FILE_NAME,
 };
@@ -174,19 +175,24 @@ fn show_prints_entries_and_verify_names_a_tampered_one() {
         serde_json::from_str(text(&json.stdout).lines().nth(3).unwrap()).unwrap();
     assert_eq!(fourth["client"]["path"], "m");
 
-    // Entry 2's detail edited on disk.
+    // Entry 2's detail edited on disk, in the block that holds it.
     {
         let db = redb_database(dir.path());
         let txn = db.begin_write().unwrap();
         {
             let mut table = txn
-                .open_table(redb::TableDefinition::<u64, &[u8]>::new("audit"))
+                .open_table(redb::TableDefinition::<u64, &[u8]>::new(
+                    raw_audit::AUDIT_TABLE,
+                ))
                 .unwrap();
-            let mut row = table.get(2).unwrap().unwrap().value().to_vec();
+            let block = table.get(1).unwrap().unwrap().value().to_vec();
+            let mut entries = raw_audit::entries_of_row(1, &block).unwrap();
             // The last byte of the detail, before the (absent) client field.
-            let last = row.len() - 2;
-            row[last] = b'9';
-            table.insert(2, row.as_slice()).unwrap();
+            let body = &mut entries[1].body;
+            let last = body.len() - 2;
+            body[last] = b'9';
+            let (key, block) = raw_audit::block_row(&entries).unwrap();
+            table.insert(key, block.as_slice()).unwrap();
         }
         txn.commit().unwrap();
     }
@@ -244,8 +250,8 @@ fn a_wrong_passphrase_is_an_error_not_a_verdict() {
     );
 }
 
-/// `audit usage` lists the audit table with its rows and the file's size; on a data directory
-/// whose node never ran it creates nothing.
+/// `audit usage` lists the audit table with its entries and the file's size; on a data
+/// directory whose node never ran it creates nothing.
 #[test]
 fn usage_reports_the_tables_and_the_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -268,8 +274,9 @@ fn usage_reports_the_tables_and_the_file() {
         .unwrap_or_else(|| panic!("no audit row in\n{out}"));
     let columns: Vec<&str> = audit.split_whitespace().collect();
     assert_eq!(columns[1], "25", "{out}");
-    let per_row: f64 = columns[5].parse().unwrap();
-    assert!(per_row > 50.0, "{out}");
+    // 25 entries of about 150 bytes in one block: one leaf page (and no branch page yet).
+    let per_entry: f64 = columns[5].parse().unwrap();
+    assert_eq!(per_entry, (4096.0_f64 / 25.0).round(), "{out}");
     let file = std::fs::metadata(
         dir.path()
             .join("data")

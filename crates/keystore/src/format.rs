@@ -5,15 +5,21 @@
 //! present before anything is copied), so a truncated or corrupted row is an error, never a
 //! panic or a large allocation.
 
+pub(crate) mod audit_block;
+
 use crate::crypto::{KdfParams, MAC_LEN};
 use crate::record::{AuditClient, AuditEntry, AuditKind, ShareState};
+
+pub(crate) use audit_block::{encode_block, extend_block, AUDIT_BLOCK_VERSION};
 
 /// Version of the store as a whole, in the meta table under [`META_FORMAT_VERSION`].
 pub(crate) const FORMAT_VERSION: u8 = 1;
 /// First byte of every share row value.
 pub(crate) const SHARE_ROW_VERSION: u8 = 1;
-/// First byte of every audit row written now: 4, the MAC-chained row whose body ends with the
-/// client approval in binary fields, including the child-key derivation path it approved.
+/// The layout of every audit entry's body written now (in a block, [`AUDIT_BLOCK_VERSION`]),
+/// and the first byte of a single-entry row of that body written before blocks: 4, the body
+/// that ends with the client approval in binary fields, including the child-key derivation
+/// path it approved.
 pub(crate) const AUDIT_ROW_VERSION: u8 = 4;
 /// First byte of a MAC-chained row whose client approval has no derivation path (written
 /// before version 4); read as an empty path, never written again.
@@ -439,9 +445,65 @@ pub(crate) fn split_audit_row(bytes: &[u8]) -> Result<AuditRow<'_>, DecodeError>
 }
 
 /// A chained audit row: its MAC and its decoded entry (the MAC is not verified).
+#[cfg(test)]
 pub(crate) fn decode_audit_row(bytes: &[u8]) -> Result<([u8; MAC_LEN], AuditEntry), DecodeError> {
     let row = split_audit_row(bytes)?;
     Ok((row.mac, decode_audit_body(row.version, row.body)?))
+}
+
+/// One audit entry as stored: its sequence number, its MAC (not verified) and the body the MAC
+/// covers, laid out as row `version` says (a block's entries have version 4 bodies).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct StoredAuditEntry {
+    pub(crate) seq: u64,
+    pub(crate) version: u8,
+    pub(crate) mac: [u8; MAC_LEN],
+    pub(crate) body: Vec<u8>,
+}
+
+/// The entries of the audit row stored under `key`: one for a single-entry row (versions 2 to
+/// 4), every entry of a block row (version 5), numbered from `key` on.
+pub(crate) fn audit_row_entries(
+    key: u64,
+    value: &[u8],
+) -> Result<Vec<StoredAuditEntry>, DecodeError> {
+    if value.first() == Some(&AUDIT_BLOCK_VERSION) {
+        let mut out = Vec::new();
+        for (i, entry) in audit_block::decode_block(value)?.into_iter().enumerate() {
+            let seq = u64::try_from(i)
+                .ok()
+                .and_then(|i| key.checked_add(i))
+                .ok_or_else(|| {
+                    DecodeError("an audit block numbers an entry past u64::MAX".into())
+                })?;
+            out.push(StoredAuditEntry {
+                seq,
+                version: audit_block::BLOCK_ENTRY_BODY_VERSION,
+                mac: entry.mac,
+                body: entry.body,
+            });
+        }
+        return Ok(out);
+    }
+    let row = split_audit_row(value)?;
+    Ok(vec![StoredAuditEntry {
+        seq: key,
+        version: row.version,
+        mac: row.mac,
+        body: row.body.to_vec(),
+    }])
+}
+
+/// The sequence number and MAC of the last entry of the audit row stored under `key`.
+pub(crate) fn audit_row_tail(key: u64, value: &[u8]) -> Result<(u64, [u8; MAC_LEN]), DecodeError> {
+    if value.first() == Some(&AUDIT_BLOCK_VERSION) {
+        let (count, mac) = audit_block::block_tail(value)?;
+        let seq = key
+            .checked_add(count - 1)
+            .ok_or_else(|| DecodeError("an audit block numbers an entry past u64::MAX".into()))?;
+        return Ok((seq, mac));
+    }
+    Ok((key, split_audit_row(value)?.mac))
 }
 
 /// A version 1 (unchained, before the MAC chain) audit row: `1 ‖ body`, the body laid out as
@@ -1114,6 +1176,12 @@ mod tests {
             let _ = decode_audit_row_v1(&bytes);
             let _ = decode_chain_record(&bytes);
             let _ = decode_kdf(&bytes);
+            let _ = audit_row_entries(1, &bytes);
+            let _ = audit_row_tail(u64::MAX, &bytes);
+            let mut block = vec![AUDIT_BLOCK_VERSION];
+            block.extend_from_slice(&bytes);
+            let _ = audit_row_entries(u64::MAX - 1, &block);
+            let _ = audit_row_tail(1, &block);
         }
 
         /// Random bytes behind a valid header reach the deeper fields and still never panic.
@@ -1170,6 +1238,79 @@ mod tests {
             let entry = AuditEntry { time_unix_ms, kind, key_id, epoch, message_digest, requester, detail, client };
             let encoded = encode_audit_row(AUDIT_ROW_VERSION, &[7; MAC_LEN], &encode_audit_body(&entry).unwrap());
             prop_assert_eq!(decode_audit_row(&encoded).unwrap(), ([7; MAC_LEN], entry));
+        }
+
+        /// Entries stored in a block read back as the same MACs and bodies, numbered from the
+        /// row's key, whether written at once or appended one by one; the block is shorter
+        /// than the rows it replaces whenever consecutive entries share a key id, requester or
+        /// client key; and every cut that is not at an entry's end is an error.
+        #[test]
+        fn audit_blocks_round_trip(
+            entries in proptest::collection::vec(
+                (
+                    any::<[u8; MAC_LEN]>(),
+                    kind_strategy(),
+                    prop_oneof![Just("k".to_owned()), ".{0,8}"],
+                    proptest::option::of(prop_oneof![Just("coordinator".to_owned()), ".{0,8}"]),
+                    proptest::option::of((
+                        prop_oneof![Just([0xc1; 32]), any::<[u8; 32]>()],
+                        proptest::collection::vec(0..HARDENED_INDEX, 0..=2),
+                    )),
+                ),
+                1..6,
+            ),
+            key in 1u64..1_000,
+        ) {
+            let mut stored = Vec::new();
+            for (i, (mac, kind, key_id, requester, client)) in entries.into_iter().enumerate() {
+                let entry = AuditEntry {
+                    time_unix_ms: 1_700_000_000_000 + i as u64,
+                    kind,
+                    key_id,
+                    epoch: 3,
+                    message_digest: Some([i as u8; 32]),
+                    requester,
+                    detail: String::new(),
+                    client: client.map(|(public_key, path)| AuditClient {
+                        public_key,
+                        request_id: [i as u8; 16],
+                        timestamp_ms: 9,
+                        session: [7; 32],
+                        path,
+                    }),
+                };
+                stored.push((mac, encode_audit_body(&entry).unwrap(), entry));
+            }
+            let pairs: Vec<(&[u8; MAC_LEN], &[u8])> =
+                stored.iter().map(|(mac, body, _)| (mac, body.as_slice())).collect();
+            let block = encode_block(&pairs).unwrap();
+            let mut appended = encode_block(&pairs[..1]).unwrap();
+            for (mac, body) in &pairs[1..] {
+                appended = extend_block(&appended, mac, body).unwrap().unwrap();
+            }
+            prop_assert_eq!(&appended, &block);
+            // One version byte for the block, one flags byte per entry, never more.
+            let single_rows: usize = pairs.iter().map(|(_, body)| 1 + MAC_LEN + body.len()).sum();
+            prop_assert!(block.len() <= single_rows + 1);
+            let read = audit_row_entries(key, &block).unwrap();
+            prop_assert_eq!(read.len(), stored.len());
+            for (i, (read, (mac, body, entry))) in read.iter().zip(&stored).enumerate() {
+                prop_assert_eq!(read.seq, key + i as u64);
+                prop_assert_eq!(read.version, AUDIT_ROW_VERSION);
+                prop_assert_eq!(&read.mac, mac);
+                prop_assert_eq!(&read.body, body);
+                prop_assert_eq!(&decode_audit_body(read.version, &read.body).unwrap(), entry);
+            }
+            prop_assert_eq!(
+                audit_row_tail(key, &block).unwrap(),
+                (key + stored.len() as u64 - 1, stored.last().unwrap().0)
+            );
+            let ends: Vec<usize> =
+                (1..=pairs.len()).map(|n| encode_block(&pairs[..n]).unwrap().len()).collect();
+            for cut in 0..block.len() {
+                let read = audit_row_entries(key, &block[..cut]);
+                prop_assert_eq!(read.is_ok(), ends.contains(&cut), "cut at {}", cut);
+            }
         }
 
         /// Any path encodes exactly when it is at most 16 indices, all below 2^31, and then

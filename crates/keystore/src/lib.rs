@@ -73,25 +73,35 @@
 //!   u64 epoch ‖ lp(identifier) ‖ lp(public)`. The state is not authenticated, so
 //!   [`KeyStore::set_state`] rewrites one byte without re-encrypting.
 //!
-//! **`audit`** (`u64` → `&[u8]`), sequence number (from 1, consecutive) → entry, never
-//! rewritten (except once by the migration below):
+//! **`audit`** (`u64` → `&[u8]`), the log of entries numbered from 1, consecutive. A row
+//! holds one entry (versions 2 to 4, under its sequence number) or a block of consecutive
+//! entries (version 5, under its first entry's number). Entries are never changed or removed
+//! (except once by the migration below); a block row is rewritten with each entry appended to
+//! it, until the next would take it past 4,080 bytes, so that it fills a 4 KiB page (rows of
+//! one entry each leave redb's pages of an append-only table half empty):
 //!
-//! - value (row version 4): `version (4) ‖ mac(32) ‖ body`, with `body = u64 time_unix_ms ‖
-//!   kind ‖ lp(key_id) ‖ u64 epoch ‖ opt(digest(32)) ‖ opt(lp(requester)) ‖ lp(detail) ‖
-//!   opt(client)`, where `kind` is `1` DKG, `2` reshare, `3` signature share, `4` refused,
-//!   `5` client request, `client = public_key(32) ‖ request_id(16) ‖ u64 timestamp_ms ‖
-//!   session(32) ‖ u8 count ‖ count × u32 index` (the child-key derivation path the client
-//!   approved, [`AuditClient::path`]: at most [`MAX_AUDIT_PATH_DEPTH`] (16) indices, each
-//!   below 2^31, none for the key itself), and `opt(x)` is `0` or `1 ‖ x`. Rows written
-//!   before version 4 are read as they are and never rewritten: version 3 is the same body
+//! - an entry's **body** (row version 4): `u64 time_unix_ms ‖ kind ‖ lp(key_id) ‖ u64 epoch ‖
+//!   opt(digest(32)) ‖ opt(lp(requester)) ‖ lp(detail) ‖ opt(client)`, where `kind` is `1`
+//!   DKG, `2` reshare, `3` signature share, `4` refused, `5` client request, `client =
+//!   public_key(32) ‖ request_id(16) ‖ u64 timestamp_ms ‖ session(32) ‖ u8 count ‖ count × u32
+//!   index` (the child-key derivation path the client approved, [`AuditClient::path`]: at
+//!   most [`MAX_AUDIT_PATH_DEPTH`] (16) indices, each below 2^31, none for the key itself), and
+//!   `opt(x)` is `0` or `1 ‖ x`;
+//! - a **block** row (written now): `5 ‖ entry ‖ entry ‖ …`, each entry `mac(32) ‖ flags ‖` its
+//!   body with the key id, the `opt(lp(requester))` and the client's public key left out when
+//!   `flags` bit 0, 1 or 2 says they are the previous entry's of the block (the first entry
+//!   sets none);
+//! - a single-entry row: `version ‖ mac(32) ‖ body`. Rows written before blocks are read as
+//!   they are and never rewritten: version 4 is the body above, version 3 the same body
 //!   without the path (`client` ends with `session`, read as an empty path), version 2 the
-//!   same without `opt(client)`; one chain may hold rows of all three. Decoding is strict (no
-//!   byte missing or left over, the path's count and indices in range), so a row whose version
-//!   byte was changed does not decode, except that an entry without a client approval has the
-//!   same body in versions 3 and 4 and reads the same under either. Audit entries are stored
-//!   in clear (they hold no secret);
-//! - `mac = HMAC-SHA256(chain key, u64 seq ‖ previous row's mac ‖ body)`, the first row
-//!   chaining to 32 zero bytes, and `chain key = HMAC-SHA256(KEK, "permafrost/audit-chain/v1")`.
+//!   same without `opt(client)`; one chain may hold rows of all four versions. Decoding is
+//!   strict (no byte missing or left over, the path's count and indices in range, no unknown
+//!   flag), so a row whose version byte was changed does not decode or fails its MAC, except
+//!   that an entry without a client approval has the same body in versions 3 and 4 and reads
+//!   the same under either. Audit entries are stored in clear (they hold no secret);
+//! - `mac = HMAC-SHA256(chain key, u64 seq ‖ previous entry's mac ‖ body)`, over the body
+//!   however it is stored, the first entry chaining to 32 zero bytes, and
+//!   `chain key = HMAC-SHA256(KEK, "permafrost/audit-chain/v1")`.
 //!   [`KeyStore::verify_audit`] walks the chain and names the first entry edited, removed,
 //!   reordered or undecodable. It cannot see the last entries removed (what remains is a valid
 //!   chain), nor a log rewritten by someone who has the passphrase.
@@ -116,6 +126,7 @@ mod audit;
 mod crypto;
 mod error;
 mod format;
+pub mod raw_audit;
 mod record;
 mod store;
 

@@ -863,15 +863,21 @@ impl KeyStore {
             .iter()
             .map_err(|e| storage(&self.dir, "reading the audit log", e))?
         {
-            let (seq, value) = item.map_err(|e| storage(&self.dir, "reading the audit log", e))?;
-            let seq = seq.value();
-            let (_, entry) = format::decode_audit_row(value.value()).map_err(|e| {
+            let (key, value) = item.map_err(|e| storage(&self.dir, "reading the audit log", e))?;
+            let key = key.value();
+            let undecodable = |seq: u64, e: format::DecodeError| {
                 corrupt(
                     &self.dir,
                     format!("audit entry {seq} does not decode: {}", e.0),
                 )
-            })?;
-            out.push((seq, entry));
+            };
+            for stored in
+                format::audit_row_entries(key, value.value()).map_err(|e| undecodable(key, e))?
+            {
+                let entry = format::decode_audit_body(stored.version, &stored.body)
+                    .map_err(|e| undecodable(stored.seq, e))?;
+                out.push((stored.seq, entry));
+            }
         }
         Ok(out)
     }
@@ -924,91 +930,126 @@ impl KeyStore {
         let Some(table) = self.open_read_table(&txn, AUDIT)? else {
             return Ok(outcome);
         };
-        outcome.entries = table
-            .len()
-            .map_err(|e| storage(&self.dir, "reading the audit log", e))?;
+        outcome.entries = self.count_audit_entries(&table)?;
         if outcome.fault.is_some() {
             return Ok(outcome);
         }
         let mut expected = 1u64;
         let mut previous = AUDIT_GENESIS;
-        for item in table
+        'rows: for item in table
             .iter()
             .map_err(|e| storage(&self.dir, "reading the audit log", e))?
         {
-            let (seq, value) = item.map_err(|e| storage(&self.dir, "reading the audit log", e))?;
-            let seq = seq.value();
-            let fault = |problem| {
-                Some(AuditFault {
-                    seq: Some(seq),
-                    problem,
-                })
-            };
-            if seq < expected {
-                outcome.fault = fault(AuditProblem::Inserted);
-                break;
-            }
-            if seq > expected {
+            let (key, value) = item.map_err(|e| storage(&self.dir, "reading the audit log", e))?;
+            let key = key.value();
+            if key < expected {
                 outcome.fault = Some(AuditFault {
-                    seq: Some(expected),
-                    problem: AuditProblem::Missing { through: seq - 1 },
+                    seq: Some(key),
+                    problem: AuditProblem::Inserted,
                 });
                 break;
             }
-            let row = match format::split_audit_row(value.value()) {
-                Ok(row) => row,
+            if key > expected {
+                outcome.fault = Some(AuditFault {
+                    seq: Some(expected),
+                    problem: AuditProblem::Missing { through: key - 1 },
+                });
+                break;
+            }
+            let entries = match format::audit_row_entries(key, value.value()) {
+                Ok(entries) => entries,
                 Err(e) => {
-                    outcome.fault = fault(AuditProblem::Undecodable(e.0));
+                    outcome.fault = Some(AuditFault {
+                        seq: Some(key),
+                        problem: AuditProblem::Undecodable(e.0),
+                    });
                     break;
                 }
             };
-            let seq_bytes = seq.to_be_bytes();
-            if !self.chain.verify(
-                &format::audit_mac_input(&seq_bytes, &previous, row.body),
-                &row.mac,
-            ) {
-                outcome.fault = fault(self.diagnose(&table, seq, &row)?);
-                break;
+            for stored in entries {
+                let fault = |problem| {
+                    Some(AuditFault {
+                        seq: Some(stored.seq),
+                        problem,
+                    })
+                };
+                let seq_bytes = stored.seq.to_be_bytes();
+                if !self.chain.verify(
+                    &format::audit_mac_input(&seq_bytes, &previous, &stored.body),
+                    &stored.mac,
+                ) {
+                    outcome.fault = fault(self.diagnose(&table, &stored)?);
+                    break 'rows;
+                }
+                if let Err(e) = format::decode_audit_body(stored.version, &stored.body) {
+                    outcome.fault = fault(AuditProblem::Undecodable(e.0));
+                    break 'rows;
+                }
+                previous = stored.mac;
+                outcome.verified += 1;
+                // seq < u64::MAX here: an entry numbered u64::MAX would be the last one.
+                expected = stored.seq.saturating_add(1);
             }
-            if let Err(e) = format::decode_audit_body(row.version, row.body) {
-                outcome.fault = fault(AuditProblem::Undecodable(e.0));
-                break;
-            }
-            previous = row.mac;
-            outcome.verified += 1;
-            // seq < u64::MAX here: a row numbered u64::MAX would be the last one.
-            expected = seq.saturating_add(1);
         }
         Ok(outcome)
     }
 
-    /// Why the row at `seq` fails its MAC: an authentic entry written under a nearby other
-    /// sequence number (chained to one of the nearby rows' MACs, or the genesis value) was
-    /// moved here; anything else was edited.
+    /// How many entries the audit table holds (a row that does not decode counts as one).
+    fn count_audit_entries(
+        &self,
+        table: &redb::ReadOnlyTable<u64, &[u8]>,
+    ) -> Result<u64, KeystoreError> {
+        let mut entries = 0u64;
+        for item in table
+            .iter()
+            .map_err(|e| storage(&self.dir, "reading the audit log", e))?
+        {
+            let (key, value) = item.map_err(|e| storage(&self.dir, "reading the audit log", e))?;
+            let key = key.value();
+            entries += match format::audit_row_tail(key, value.value()) {
+                Ok((last, _)) => last - key + 1,
+                Err(_) => 1,
+            };
+        }
+        Ok(entries)
+    }
+
+    /// Why `entry` fails its MAC: an authentic entry written under a nearby other sequence
+    /// number (chained to one of the nearby entries' MACs, or the genesis value) was moved
+    /// here; anything else was edited.
     fn diagnose(
         &self,
         table: &redb::ReadOnlyTable<u64, &[u8]>,
-        seq: u64,
-        row: &format::AuditRow<'_>,
+        entry: &format::StoredAuditEntry,
     ) -> Result<AuditProblem, KeystoreError> {
+        let seq = entry.seq;
         let low = seq.saturating_sub(REORDER_WINDOW).max(1);
         let high = seq.saturating_add(REORDER_WINDOW);
         let mut predecessors: Vec<[u8; MAC_LEN]> = vec![AUDIT_GENESIS];
+        // The rows holding entries low - 1 ..= high: the last row that starts before low - 1
+        // (a block reaching into the window), then every row that starts in it.
+        let first = table
+            .range(..low.saturating_sub(1))
+            .map_err(|e| storage(&self.dir, "reading the audit log", e))?
+            .next_back()
+            .transpose()
+            .map_err(|e| storage(&self.dir, "reading the audit log", e))?
+            .map_or(low.saturating_sub(1), |(key, _)| key.value());
         for item in table
-            .range(low.saturating_sub(1)..=high)
+            .range(first..=high)
             .map_err(|e| storage(&self.dir, "reading the audit log", e))?
         {
-            let (_, value) = item.map_err(|e| storage(&self.dir, "reading the audit log", e))?;
-            if let Ok(other) = format::split_audit_row(value.value()) {
-                predecessors.push(other.mac);
+            let (key, value) = item.map_err(|e| storage(&self.dir, "reading the audit log", e))?;
+            if let Ok(entries) = format::audit_row_entries(key.value(), value.value()) {
+                predecessors.extend(entries.iter().map(|other| other.mac));
             }
         }
         for written_as in (low..=high).filter(|s| *s != seq) {
             let seq_bytes = written_as.to_be_bytes();
             for previous in &predecessors {
                 if self.chain.verify(
-                    &format::audit_mac_input(&seq_bytes, previous, row.body),
-                    &row.mac,
+                    &format::audit_mac_input(&seq_bytes, previous, &entry.body),
+                    &entry.mac,
                 ) {
                     return Ok(AuditProblem::Reordered { written_as });
                 }
@@ -1084,7 +1125,12 @@ impl KeyStore {
     pub fn usage(&self) -> Result<Vec<TableUsage>, KeystoreError> {
         let txn = self.read()?;
         let mut tables = Vec::new();
-        tables.extend(self.table_usage(&txn, AUDIT)?);
+        if let Some(mut audit) = self.table_usage(&txn, AUDIT)? {
+            if let Some(table) = self.open_read_table(&txn, AUDIT)? {
+                audit.entries = self.count_audit_entries(&table)?;
+            }
+            tables.push(audit);
+        }
         tables.extend(self.table_usage(&txn, CLIENT_REQUESTS)?);
         tables.extend(self.table_usage(&txn, CLIENT_REQUEST_EXPIRY)?);
         tables.extend(self.table_usage(&txn, SHARES)?);
@@ -1132,7 +1178,7 @@ impl KeyStore {
 pub struct TableUsage {
     /// The table's name in the database.
     pub table: String,
-    /// Rows.
+    /// Rows; for `audit`, its entries (a row holds a block of them).
     pub entries: u64,
     /// Bytes of its keys and values.
     pub stored_bytes: u64,
@@ -1307,17 +1353,98 @@ fn admit_in(
     Ok(())
 }
 
+/// Appends the encoded (version 4) entry `body` to the audit log, chained to the last entry:
+/// `mac = HMAC(chain key, seq ‖ last entry's MAC ‖ body)` (the first entry chains to
+/// [`AUDIT_GENESIS`]). The entry goes into the last row if that is a block with room for it,
+/// which is rewritten with it, else into a new block row under `seq`. Every writer of the
+/// audit table goes through here.
 fn append_audit_in(
     txn: &WriteTransaction,
     dir: &Path,
     chain: &ChainKey,
     body: &[u8],
 ) -> Result<u64, KeystoreError> {
-    append_audit_row_in(txn, dir, chain, format::AUDIT_ROW_VERSION, body)
+    let mut table = txn
+        .open_table(AUDIT)
+        .map_err(|e| storage(dir, "opening the audit table", e))?;
+    let last = last_audit_row(&table, dir)?;
+    let (seq, previous) = next_in_chain(last.as_ref(), dir)?;
+    let mac = chain.mac(&format::audit_mac_input(
+        &seq.to_be_bytes(),
+        &previous,
+        body,
+    ));
+    let bad_block = |e: format::DecodeError| {
+        corrupt(
+            dir,
+            format!(
+                "the audit entry {seq} cannot be stored next to the last row: {}",
+                e.0
+            ),
+        )
+    };
+    let extended = match &last {
+        Some((key, value)) if value.first() == Some(&format::AUDIT_BLOCK_VERSION) => {
+            format::extend_block(value, &mac, body)
+                .map_err(bad_block)?
+                .map(|block| (*key, block))
+        }
+        _ => None,
+    };
+    let (key, row) = match extended {
+        Some(extended) => extended,
+        None => (
+            seq,
+            format::encode_block(&[(&mac, body)]).map_err(bad_block)?,
+        ),
+    };
+    table
+        .insert(key, row.as_slice())
+        .map_err(|e| storage(dir, "writing the audit log", e))?;
+    Ok(seq)
 }
 
-/// Chains `body` to the last audit row as a row of `version` (always
-/// [`format::AUDIT_ROW_VERSION`] but in tests, which write older rows).
+/// The audit table's last row (its key and value), if any.
+fn last_audit_row(
+    table: &redb::Table<'_, u64, &[u8]>,
+    dir: &Path,
+) -> Result<Option<(u64, Vec<u8>)>, KeystoreError> {
+    Ok(table
+        .last()
+        .map_err(|e| storage(dir, "reading the audit log", e))?
+        .map(|(key, value)| (key.value(), value.value().to_vec())))
+}
+
+/// The sequence number of the next audit entry after the last row `last` and the MAC it
+/// chains to.
+fn next_in_chain(
+    last: Option<&(u64, Vec<u8>)>,
+    dir: &Path,
+) -> Result<(u64, [u8; MAC_LEN]), KeystoreError> {
+    let Some((key, value)) = last else {
+        return Ok((1, AUDIT_GENESIS));
+    };
+    let (last, mac) = format::audit_row_tail(*key, value).map_err(|e| {
+        corrupt(
+            dir,
+            format!(
+                "the last audit row ({key}) does not decode, so nothing can be chained to it: {}",
+                e.0
+            ),
+        )
+    })?;
+    let seq = last.checked_add(1).ok_or_else(|| {
+        corrupt(
+            dir,
+            "the audit log's last sequence number is u64::MAX".into(),
+        )
+    })?;
+    Ok((seq, mac))
+}
+
+/// Chains `body` to the last audit entry as a single-entry row of the old `version` (2, 3 or
+/// 4), as the builds before audit blocks wrote it: for tests, which write such rows.
+#[cfg(test)]
 fn append_audit_row_in(
     txn: &WriteTransaction,
     dir: &Path,
@@ -1328,33 +1455,8 @@ fn append_audit_row_in(
     let mut table = txn
         .open_table(AUDIT)
         .map_err(|e| storage(dir, "opening the audit table", e))?;
-    let (seq, previous) = match table
-        .last()
-        .map_err(|e| storage(dir, "reading the audit log", e))?
-    {
-        None => (1, AUDIT_GENESIS),
-        Some((last, value)) => {
-            let last = last.value();
-            let previous = format::split_audit_row(value.value())
-                .map_err(|e| {
-                    corrupt(
-                        dir,
-                        format!(
-                            "the last audit entry ({last}) does not decode, so nothing can be                              chained to it: {}",
-                            e.0
-                        ),
-                    )
-                })?
-                .mac;
-            let seq = last.checked_add(1).ok_or_else(|| {
-                corrupt(
-                    dir,
-                    "the audit log's last sequence number is u64::MAX".into(),
-                )
-            })?;
-            (seq, previous)
-        }
-    };
+    let last = last_audit_row(&table, dir)?;
+    let (seq, previous) = next_in_chain(last.as_ref(), dir)?;
     let mac = chain.mac(&format::audit_mac_input(
         &seq.to_be_bytes(),
         &previous,
@@ -1599,7 +1701,8 @@ mod tests {
     }
 
     /// Rows of versions 2 and 3, written by the encoders of the builds before version 4 (as an
-    /// upgraded node finds them), then version 4 rows: one chain that verifies and reads back.
+    /// upgraded node finds them), then a block of version 4 bodies: one chain that verifies
+    /// and reads back.
     #[test]
     fn old_rows_and_version_4_rows_verify_in_one_chain() {
         let dir = tempfile::tempdir().unwrap();
@@ -1626,7 +1729,7 @@ mod tests {
         let store = open(dir.path());
         assert_eq!(store.audit_migrated_on_open(), None);
         assert_eq!(store.append_audit(&expected[5]).unwrap(), 6);
-        assert_eq!(versions(&store), vec![2, 3, 3, 4, 4, 4]);
+        assert_eq!(versions(&store), vec![2, 3, 3, 5]);
         let outcome = store.verify_audit().unwrap();
         assert_eq!(outcome.fault, None, "{outcome:?}");
         assert_eq!((outcome.entries, outcome.verified), (6, 6));
@@ -1635,7 +1738,8 @@ mod tests {
     }
 
     /// In a mixed chain, a version 3 row with a client approval relabelled 4 (or a version 4
-    /// row relabelled 3) is reported undecodable, and an edited path is reported edited.
+    /// row relabelled 3) is reported undecodable, a block relabelled as a single-entry row
+    /// fails its MAC, and an edited path is reported edited.
     #[test]
     fn a_relabelled_or_edited_row_in_a_mixed_chain_is_named() {
         let relabel = |seq: u64, to: u8| {
@@ -1644,7 +1748,10 @@ mod tests {
             let v3 = encode_audit_body_before_v4(AUDIT_ROW_VERSION_V3, &entry(1, Some(Vec::new())))
                 .unwrap();
             append_old(&store, AUDIT_ROW_VERSION_V3, &v3);
-            store.append_audit(&entry(2, Some(vec![5]))).unwrap();
+            let v4 = format::encode_audit_body(&entry(2, Some(vec![4]))).unwrap();
+            append_old(&store, AUDIT_ROW_VERSION, &v4);
+            store.append_audit(&entry(3, Some(vec![5]))).unwrap();
+            assert_eq!(versions(&store), vec![3, 4, 5]);
             store
                 .write("editing", |txn, dir| {
                     let mut table = txn
@@ -1673,8 +1780,55 @@ mod tests {
                 "{fault:?}"
             );
         }
-        let fault = relabel(2, 0);
-        assert_eq!((fault.seq, fault.problem), (Some(2), AuditProblem::Edited));
+        for to in [AUDIT_ROW_VERSION, AUDIT_ROW_VERSION_V3] {
+            let fault = relabel(3, to);
+            assert_eq!((fault.seq, fault.problem), (Some(3), AuditProblem::Edited));
+        }
+        let fault = relabel(3, 0);
+        assert_eq!((fault.seq, fault.problem), (Some(3), AuditProblem::Edited));
+    }
+
+    /// Entries go into blocks that each fill one page (below 4 KiB), and a block holds many
+    /// entries: the audit log costs far less than a row per entry.
+    #[test]
+    fn entries_fill_blocks_of_one_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        for i in 0..200u8 {
+            store
+                .append_audit(&entry(i, Some(vec![0, u32::from(i)])))
+                .unwrap();
+        }
+        let txn = store.read().unwrap();
+        let table = store.open_read_table(&txn, AUDIT).unwrap().unwrap();
+        let rows: Vec<(u64, usize)> = table
+            .iter()
+            .unwrap()
+            .map(|item| {
+                let (key, value) = item.unwrap();
+                (key.value(), value.value().len())
+            })
+            .collect();
+        drop((table, txn));
+        // About 160 bytes an entry here: at least 24 entries a block, and every block but the
+        // last within 150 bytes (one entry) of full.
+        assert!(rows.len() <= 9, "{rows:?}");
+        for (_, len) in &rows[..rows.len() - 1] {
+            assert!(
+                (format::audit_block::AUDIT_BLOCK_BYTES - 150
+                    ..=format::audit_block::AUDIT_BLOCK_BYTES)
+                    .contains(len),
+                "{rows:?}"
+            );
+        }
+        let seqs: Vec<u64> = store.audit().unwrap().iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
+        assert!(store.verify_audit().unwrap().is_intact());
+        let usage = store.usage().unwrap();
+        let audit = usage.iter().find(|t| t.table == "audit").unwrap();
+        // One page a block, and one branch page over them.
+        assert_eq!(audit.pages, rows.len() as u64 + 1, "{audit:?}");
+        assert_eq!(audit.total_bytes(), audit.pages * 4096, "{audit:?}");
     }
 
     /// A path the log cannot record is refused before anything is written, in every writer

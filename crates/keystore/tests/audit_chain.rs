@@ -1,10 +1,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The audit log's MAC chain: a clean log verifies (also across reopens and after migrating
-//! an unchained log); an entry edited, removed or swapped on disk, through redb directly, is
-//! named by its sequence number.
+//! an unchained log); an entry edited, removed or swapped on disk, through redb directly (the
+//! way someone with write access to the file but not the passphrase can), is named by its
+//! sequence number.
 
 use std::path::Path;
 
+use permafrost_keystore::raw_audit::{self, RawAuditEntry};
 use permafrost_keystore::{
     AuditClient, AuditEntry, AuditFault, AuditKind, AuditProblem, KdfParams, KeyStore,
     KeystoreError, DATABASE_FILE_NAME,
@@ -12,7 +14,7 @@ use permafrost_keystore::{
 use redb::{Database, ReadableTable, TableDefinition};
 
 const PASS: &[u8] = b"correct horse battery staple";
-const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new(raw_audit::AUDIT_TABLE);
 const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
 
 fn open(dir: &Path) -> KeyStore {
@@ -68,14 +70,79 @@ fn edit_raw(dir: &Path, edit: impl FnOnce(&redb::WriteTransaction)) {
     txn.commit().unwrap();
 }
 
-fn raw_row(txn: &redb::WriteTransaction, seq: u64) -> Vec<u8> {
-    let table = txn.open_table(AUDIT).unwrap();
-    let value = table.get(seq).unwrap().unwrap().value().to_vec();
-    value
-}
-
 fn put_raw_row(txn: &redb::WriteTransaction, seq: u64, value: &[u8]) {
     txn.open_table(AUDIT).unwrap().insert(seq, value).unwrap();
+}
+
+/// The audit table's rows: (key, first byte of the value).
+fn raw_versions(txn: &redb::WriteTransaction) -> Vec<(u64, u8)> {
+    let table = txn.open_table(AUDIT).unwrap();
+    let rows = table
+        .iter()
+        .unwrap()
+        .map(|item| {
+            let (key, value) = item.unwrap();
+            (key.value(), value.value()[0])
+        })
+        .collect();
+    rows
+}
+
+/// Every audit entry as stored, in order.
+fn raw_entries(txn: &redb::WriteTransaction) -> Vec<RawAuditEntry> {
+    let table = txn.open_table(AUDIT).unwrap();
+    let entries = table
+        .iter()
+        .unwrap()
+        .flat_map(|item| {
+            let (key, value) = item.unwrap();
+            raw_audit::entries_of_row(key.value(), value.value()).unwrap()
+        })
+        .collect();
+    entries
+}
+
+/// Removes every audit row.
+fn clear_audit(txn: &redb::WriteTransaction) {
+    let mut table = txn.open_table(AUDIT).unwrap();
+    let keys: Vec<u64> = table
+        .iter()
+        .unwrap()
+        .map(|item| item.unwrap().0.value())
+        .collect();
+    for key in keys {
+        table.remove(key).unwrap();
+    }
+}
+
+/// Stores `entries` as the keystore stores entries (one block per run of consecutive numbers).
+fn put_entries(txn: &redb::WriteTransaction, entries: &[RawAuditEntry]) {
+    let mut start = 0;
+    for end in 1..=entries.len() {
+        if end == entries.len() || entries[end].seq != entries[end - 1].seq + 1 {
+            let (key, value) = raw_audit::block_row(&entries[start..end]).unwrap();
+            put_raw_row(txn, key, &value);
+            start = end;
+        }
+    }
+}
+
+/// Rewrites a closed keystore's audit log after `edit` changed its entries.
+fn edit_entries(dir: &Path, edit: impl FnOnce(&mut Vec<RawAuditEntry>)) {
+    edit_raw(dir, |txn| {
+        let mut entries = raw_entries(txn);
+        edit(&mut entries);
+        clear_audit(txn);
+        put_entries(txn, &entries);
+    });
+}
+
+/// Swaps the contents of the entries at `a` and `b`, leaving their numbers in place.
+fn swap_contents(entries: &mut [RawAuditEntry], a: usize, b: usize) {
+    let (seq_a, seq_b) = (entries[a].seq, entries[b].seq);
+    entries.swap(a, b);
+    entries[a].seq = seq_a;
+    entries[b].seq = seq_b;
 }
 
 fn first_fault(dir: &Path) -> AuditFault {
@@ -125,13 +192,12 @@ fn a_log_written_across_reopens_verifies() {
 #[test]
 fn an_edited_entry_is_named() {
     let dir = log_with(5);
-    edit_raw(dir.path(), |txn| {
-        let mut row = raw_row(txn, 3);
+    edit_entries(dir.path(), |entries| {
         // The byte before the last (the absent client field) is the last byte of the detail
         // ("entry 3").
-        let last = row.len() - 2;
-        row[last] = b'9';
-        put_raw_row(txn, 3, &row);
+        let body = &mut entries[2].body;
+        let last = body.len() - 2;
+        body[last] = b'9';
     });
     let fault = first_fault(dir.path());
     assert_eq!(fault.seq, Some(3));
@@ -146,11 +212,7 @@ fn an_edited_entry_is_named() {
 #[test]
 fn an_edited_mac_is_named() {
     let dir = log_with(4);
-    edit_raw(dir.path(), |txn| {
-        let mut row = raw_row(txn, 2);
-        row[1] ^= 1;
-        put_raw_row(txn, 2, &row);
-    });
+    edit_entries(dir.path(), |entries| entries[1].mac[0] ^= 1);
     let fault = first_fault(dir.path());
     assert_eq!(fault.seq, Some(2));
     assert_eq!(fault.problem, AuditProblem::Edited);
@@ -159,8 +221,8 @@ fn an_edited_mac_is_named() {
 #[test]
 fn a_removed_entry_is_named() {
     let dir = log_with(5);
-    edit_raw(dir.path(), |txn| {
-        txn.open_table(AUDIT).unwrap().remove(3).unwrap();
+    edit_entries(dir.path(), |entries| {
+        entries.remove(2);
     });
     let fault = first_fault(dir.path());
     assert_eq!(fault.seq, Some(3));
@@ -169,8 +231,8 @@ fn a_removed_entry_is_named() {
 
     // The first entry removed.
     let dir = log_with(3);
-    edit_raw(dir.path(), |txn| {
-        txn.open_table(AUDIT).unwrap().remove(1).unwrap();
+    edit_entries(dir.path(), |entries| {
+        entries.remove(0);
     });
     assert_eq!(first_fault(dir.path()).seq, Some(1));
 }
@@ -178,11 +240,10 @@ fn a_removed_entry_is_named() {
 #[test]
 fn a_removed_entry_with_the_rest_renumbered_is_named() {
     let dir = log_with(5);
-    edit_raw(dir.path(), |txn| {
-        let (four, five) = (raw_row(txn, 4), raw_row(txn, 5));
-        put_raw_row(txn, 3, &four);
-        put_raw_row(txn, 4, &five);
-        txn.open_table(AUDIT).unwrap().remove(5).unwrap();
+    edit_entries(dir.path(), |entries| {
+        entries.remove(2);
+        entries[2].seq = 3;
+        entries[3].seq = 4;
     });
     let fault = first_fault(dir.path());
     assert_eq!(fault.seq, Some(3));
@@ -198,11 +259,7 @@ fn a_removed_entry_with_the_rest_renumbered_is_named() {
 #[test]
 fn two_swapped_entries_are_named() {
     let dir = log_with(6);
-    edit_raw(dir.path(), |txn| {
-        let (three, four) = (raw_row(txn, 3), raw_row(txn, 4));
-        put_raw_row(txn, 3, &four);
-        put_raw_row(txn, 4, &three);
-    });
+    edit_entries(dir.path(), |entries| swap_contents(entries, 2, 3));
     let fault = first_fault(dir.path());
     assert_eq!(fault.seq, Some(3));
     assert_eq!(fault.problem, AuditProblem::Reordered { written_as: 4 });
@@ -210,11 +267,7 @@ fn two_swapped_entries_are_named() {
 
     // Swapped with the first entry: the genesis value is a predecessor too.
     let dir = log_with(3);
-    edit_raw(dir.path(), |txn| {
-        let (one, two) = (raw_row(txn, 1), raw_row(txn, 2));
-        put_raw_row(txn, 1, &two);
-        put_raw_row(txn, 2, &one);
-    });
+    edit_entries(dir.path(), |entries| swap_contents(entries, 0, 1));
     let fault = first_fault(dir.path());
     assert_eq!(fault.seq, Some(1));
     assert_eq!(fault.problem, AuditProblem::Reordered { written_as: 2 });
@@ -222,8 +275,15 @@ fn two_swapped_entries_are_named() {
 
 #[test]
 fn an_inserted_or_undecodable_row_is_named() {
+    // Entry 2 replaced by a row too short to hold a MAC.
     let dir = log_with(2);
-    edit_raw(dir.path(), |txn| put_raw_row(txn, 2, &[2, 0, 1]));
+    edit_raw(dir.path(), |txn| {
+        let mut entries = raw_entries(txn);
+        entries.truncate(1);
+        clear_audit(txn);
+        put_entries(txn, &entries);
+        put_raw_row(txn, 2, &[2, 0, 1]);
+    });
     let fault = first_fault(dir.path());
     assert_eq!(fault.seq, Some(2));
     assert!(
@@ -236,10 +296,31 @@ fn an_inserted_or_undecodable_row_is_named() {
     assert!(matches!(error, KeystoreError::Corrupt(_)), "{error:?}");
     drop(store);
 
+    // A block whose first entry sets a flag that means nothing.
     let dir = log_with(2);
     edit_raw(dir.path(), |txn| {
-        let one = raw_row(txn, 1);
-        put_raw_row(txn, 0, &one);
+        let table = txn.open_table(AUDIT).unwrap();
+        let mut block = table.get(1).unwrap().unwrap().value().to_vec();
+        drop(table);
+        assert_eq!(block[0], 5);
+        block[1 + 32] = 0x80;
+        put_raw_row(txn, 1, &block);
+    });
+    let fault = first_fault(dir.path());
+    assert_eq!(fault.seq, Some(1));
+    assert!(
+        matches!(&fault.problem, AuditProblem::Undecodable(why) if why.contains("flags")),
+        "{fault:?}"
+    );
+
+    // A copy of entry 1 planted before it, as entry 0.
+    let dir = log_with(2);
+    edit_entries(dir.path(), |entries| {
+        let planted = RawAuditEntry {
+            seq: 0,
+            ..entries[0].clone()
+        };
+        entries.insert(0, planted);
     });
     let fault = first_fault(dir.path());
     assert_eq!(
@@ -253,18 +334,14 @@ fn a_log_from_another_keystore_does_not_verify() {
     // Same passphrase, other salt: another chain key.
     let theirs = log_with(2);
     let ours = log_with(2);
-    let rows: Vec<Vec<u8>> = {
+    let theirs: Vec<RawAuditEntry> = {
         let db = Database::create(theirs.path().join(DATABASE_FILE_NAME)).unwrap();
         let txn = db.begin_write().unwrap();
-        let rows = (1..=2).map(|s| raw_row(&txn, s)).collect();
+        let entries = raw_entries(&txn);
         txn.abort().unwrap();
-        rows
+        entries
     };
-    edit_raw(ours.path(), |txn| {
-        for (i, row) in rows.iter().enumerate() {
-            put_raw_row(txn, i as u64 + 1, row);
-        }
-    });
+    edit_entries(ours.path(), |entries| *entries = theirs);
     let fault = first_fault(ours.path());
     assert_eq!((fault.seq, fault.problem), (Some(1), AuditProblem::Edited));
 }
@@ -273,24 +350,16 @@ fn a_log_from_another_keystore_does_not_verify() {
 /// MAC) and removes the chain record: a keystore as the previous build left it.
 fn downgrade_to_unchained(dir: &Path) {
     edit_raw(dir, |txn| {
-        let mut table = txn.open_table(AUDIT).unwrap();
-        let rows: Vec<(u64, Vec<u8>)> = table
-            .iter()
-            .unwrap()
-            .map(|item| {
-                let (seq, value) = item.unwrap();
-                (seq.value(), value.value().to_vec())
-            })
-            .collect();
-        for (seq, row) in rows {
-            // Version 4 rows without a client field: the previous body is the same but for
+        let entries = raw_entries(txn);
+        clear_audit(txn);
+        for entry in entries {
+            // Version 4 bodies without a client field: the previous body is the same but for
             // the last byte (the absent client field).
-            assert_eq!((row[0], row[row.len() - 1]), (4, 0));
+            assert_eq!((entry.version, entry.body[entry.body.len() - 1]), (4, 0));
             let mut v1 = vec![1u8];
-            v1.extend_from_slice(&row[33..row.len() - 1]);
-            table.insert(seq, v1.as_slice()).unwrap();
+            v1.extend_from_slice(&entry.body[..entry.body.len() - 1]);
+            put_raw_row(txn, entry.seq, &v1);
         }
-        drop(table);
         txn.open_table(META)
             .unwrap()
             .remove(b"audit_chain".as_slice())
@@ -319,10 +388,12 @@ fn an_unchained_log_is_migrated_on_open_and_then_verifies() {
             .unwrap();
         assert_intact(&store, 6);
     }
-    // The migrated rows are version 2 (no client field), the new ones version 4: one chain.
+    // The migrated rows are version 2 (no client field), the new entries one block: one chain.
     edit_raw(dir.path(), |txn| {
-        let versions: Vec<u8> = (1..=6).map(|seq| raw_row(txn, seq)[0]).collect();
-        assert_eq!(versions, vec![2, 2, 2, 2, 4, 4]);
+        assert_eq!(
+            raw_versions(txn),
+            vec![(1, 2), (2, 2), (3, 2), (4, 2), (5, 5)]
+        );
     });
     // Once only: the next open migrates nothing, and the log still verifies.
     let store = open(dir.path());
@@ -349,10 +420,13 @@ fn unchained_rows_planted_in_a_chained_log_are_not_migrated() {
     let dir = log_with(3);
     // An unchained row in place of entry 2: the chain record stays, so no migration.
     edit_raw(dir.path(), |txn| {
-        let row = raw_row(txn, 2);
+        let entries = raw_entries(txn);
+        clear_audit(txn);
+        put_entries(txn, &entries[..1]);
         let mut v1 = vec![1u8];
-        v1.extend_from_slice(&row[33..]);
+        v1.extend_from_slice(&entries[1].body);
         put_raw_row(txn, 2, &v1);
+        put_entries(txn, &entries[2..]);
     });
     let store = open(dir.path());
     assert_eq!(store.audit_migrated_on_open(), None);
@@ -406,11 +480,7 @@ fn unchained_rows_planted_in_a_chained_log_are_not_migrated() {
 fn a_removed_tail_is_not_detectable_by_the_chain() {
     // Documented limit: deleting the last entries leaves a valid, shorter chain.
     let dir = log_with(5);
-    edit_raw(dir.path(), |txn| {
-        let mut table = txn.open_table(AUDIT).unwrap();
-        table.remove(5).unwrap();
-        table.remove(4).unwrap();
-    });
+    edit_entries(dir.path(), |entries| entries.truncate(3));
     let store = open(dir.path());
     assert_intact(&store, 3);
 }
