@@ -1367,13 +1367,7 @@ fn append_audit_in(
     let mut table = txn
         .open_table(AUDIT)
         .map_err(|e| storage(dir, "opening the audit table", e))?;
-    let last = last_audit_row(&table, dir)?;
-    let (seq, previous) = next_in_chain(last.as_ref(), dir)?;
-    let mac = chain.mac(&format::audit_mac_input(
-        &seq.to_be_bytes(),
-        &previous,
-        body,
-    ));
+    let (last, seq, mac) = chain_to_last(&table, dir, chain, body)?;
     let bad_block = |e: format::DecodeError| {
         corrupt(
             dir,
@@ -1404,11 +1398,32 @@ fn append_audit_in(
     Ok(seq)
 }
 
+/// An audit row as stored: its key and its value.
+type AuditRowBytes = (u64, Vec<u8>);
+
+/// Chains `body` to the audit log's last entry: the last row, the new entry's sequence number,
+/// and its MAC.
+fn chain_to_last(
+    table: &redb::Table<'_, u64, &[u8]>,
+    dir: &Path,
+    chain: &ChainKey,
+    body: &[u8],
+) -> Result<(Option<AuditRowBytes>, u64, [u8; MAC_LEN]), KeystoreError> {
+    let last = last_audit_row(table, dir)?;
+    let (seq, previous) = next_in_chain(last.as_ref(), dir)?;
+    let mac = chain.mac(&format::audit_mac_input(
+        &seq.to_be_bytes(),
+        &previous,
+        body,
+    ));
+    Ok((last, seq, mac))
+}
+
 /// The audit table's last row (its key and value), if any.
 fn last_audit_row(
     table: &redb::Table<'_, u64, &[u8]>,
     dir: &Path,
-) -> Result<Option<(u64, Vec<u8>)>, KeystoreError> {
+) -> Result<Option<AuditRowBytes>, KeystoreError> {
     Ok(table
         .last()
         .map_err(|e| storage(dir, "reading the audit log", e))?
@@ -1418,7 +1433,7 @@ fn last_audit_row(
 /// The sequence number of the next audit entry after the last row `last` and the MAC it
 /// chains to.
 fn next_in_chain(
-    last: Option<&(u64, Vec<u8>)>,
+    last: Option<&AuditRowBytes>,
     dir: &Path,
 ) -> Result<(u64, [u8; MAC_LEN]), KeystoreError> {
     let Some((key, value)) = last else {
@@ -1455,13 +1470,7 @@ fn append_audit_row_in(
     let mut table = txn
         .open_table(AUDIT)
         .map_err(|e| storage(dir, "opening the audit table", e))?;
-    let last = last_audit_row(&table, dir)?;
-    let (seq, previous) = next_in_chain(last.as_ref(), dir)?;
-    let mac = chain.mac(&format::audit_mac_input(
-        &seq.to_be_bytes(),
-        &previous,
-        body,
-    ));
+    let (_, seq, mac) = chain_to_last(&table, dir, chain, body)?;
     table
         .insert(
             seq,

@@ -67,28 +67,9 @@ impl<'a> Fields<'a> {
     /// decoded, not here).
     fn of_body(body: &'a [u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
-        let time = r.u64("time")?;
-        let kind = r.u8("kind")?;
-        let key_id = r.prefixed("key id")?;
-        let epoch = r.u64("epoch")?;
-        let digest = optional(&mut r, "message digest", |r| r.take(32, "message digest"))?;
-        let requester = optional(&mut r, "requester", |r| r.prefixed("requester"))?;
-        let detail = r.prefixed("detail")?;
-        let client = optional(&mut r, "client", |r| {
-            let public_key = take_client_key(r)?;
-            client_after_key(r, public_key)
-        })?;
+        let fields = Self::read(&mut r, 0, None)?;
         r.finish("audit entry")?;
-        Ok(Fields {
-            time,
-            kind,
-            key_id,
-            epoch,
-            digest,
-            requester,
-            detail,
-            client,
-        })
+        Ok(fields)
     }
 
     /// The version 4 body these fields make (the inverse of [`Fields::of_body`]).
@@ -160,6 +141,16 @@ impl<'a> Fields<'a> {
                 "audit block entry flags {flags:#04x} has unknown bits"
             )));
         }
+        Self::read(r, flags, before)
+    }
+
+    /// Reads the fields of a body, those that `flags` says are left out taken from `before`
+    /// (a version 4 body: no flags).
+    fn read(
+        r: &mut Reader<'a>,
+        flags: u8,
+        before: Option<&Fields<'a>>,
+    ) -> Result<Self, DecodeError> {
         let same = |bit: u8| -> Result<Option<&Fields<'a>>, DecodeError> {
             if flags & bit == 0 {
                 return Ok(None);
