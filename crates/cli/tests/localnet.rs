@@ -1881,7 +1881,10 @@ async fn nodes_sign_only_what_an_accepted_client_approved() {
     sign_and_verify(client, &key, b"after the restarts", &all).await;
 
     // node1's audit log: the admissions (an entry with the client approval: a client request,
-    // or a signature share made in the batch of its admission) and the refusals.
+    // or a signature share made in the batch of its admission) and the refusals. The replays'
+    // refusals are written lazily and synced a second after the first of them (OPERATIONS.md
+    // §9): wait for that sync before node1 is SIGKILLed, as for the flood above.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     drop(restarted);
     let store = open_node_keystore(dir, "node1");
     let audit = store.audit().unwrap();
