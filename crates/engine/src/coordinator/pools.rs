@@ -24,8 +24,11 @@ use rand_core::CryptoRngCore;
 pub const POOL_TARGET: usize = 64;
 
 /// Commitments asked for at once; a pool is topped up when it holds at most
-/// `POOL_TARGET - POOL_BATCH`.
-pub const POOL_BATCH: u16 = 16;
+/// `POOL_TARGET - POOL_BATCH`. Small, because a node makes a batch in one go and its curve
+/// arithmetic competes with the signatures in flight: batches of 16 (about 1.3 ms of CPU for
+/// secp256k1) put the sequential p99 at 5.2 ms, batches of 4 at 3.5–3.8 ms, for the same
+/// throughput at 32 in flight (BENCHMARKS.md).
+pub const POOL_BATCH: u16 = 4;
 
 /// Most pooled commitments kept over every key and node (about 100 bytes each); beyond it,
 /// pools are not topped up and signatures go in two rounds.
