@@ -528,7 +528,8 @@ fn session_error(network: &Network, error: &ProtocolError) -> ApiError {
     match error {
         ProtocolError::Timeout { .. }
         | ProtocolError::SignersRefused { .. }
-        | ProtocolError::TooFewSigners { .. } => {
+        | ProtocolError::TooFewSigners { .. }
+        | ProtocolError::MemberUnreachable { .. } => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, message)
         }
         ProtocolError::InvalidParameters(_) => ApiError::bad_request(message),

@@ -11,8 +11,8 @@ use permafrost_protocol::dkg::{DkgCoordinator, DkgParticipant};
 use permafrost_protocol::reshare::{IdentityVerifierAndKey, ReshareCoordinator, ResharePeer};
 use permafrost_protocol::sign::{RoastCoordinator, Signer, SignerLimits};
 use permafrost_protocol::{
-    Event, IdentityVerifier, KeyShare, NodeIdentity, Output, ProtocolError, Session, Suite,
-    Timestamp,
+    Event, IdentityVerifier, KeyShare, NodeIdentity, OpenFailure, Output, ProtocolError, Session,
+    Suite, Timestamp,
 };
 use permafrost_wire::{
     Curve, DkgOpen, Epoch, KeyId, Message, NodeId, OperatorApproval, ReshareCommit, ReshareOpen,
@@ -292,8 +292,8 @@ pub trait AnySession: Send {
     ) -> Result<(), ProtocolError>;
     /// See [`Session::handle_timeout`].
     fn handle_timeout(&mut self, now: Timestamp);
-    /// See [`Session::handle_open_refused`].
-    fn handle_open_refused(&mut self, from: &NodeId, reason: &str);
+    /// See [`Session::handle_open_failed`].
+    fn handle_open_failed(&mut self, from: &NodeId, failure: OpenFailure<'_>);
     /// See [`Session::poll_output`].
     fn poll_output(&mut self) -> Option<AnyOutput>;
     /// See [`Session::poll_timeout`].
@@ -333,8 +333,8 @@ impl<S: Suite, T: Session<S> + Send> AnySession for Erased<S, T> {
         self.inner.handle_timeout(now)
     }
 
-    fn handle_open_refused(&mut self, from: &NodeId, reason: &str) {
-        self.inner.handle_open_refused(from, reason)
+    fn handle_open_failed(&mut self, from: &NodeId, failure: OpenFailure<'_>) {
+        self.inner.handle_open_failed(from, failure)
     }
 
     fn poll_output(&mut self) -> Option<AnyOutput> {

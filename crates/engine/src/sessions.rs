@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use permafrost_protocol::{ProtocolError, Refusal, Timestamp};
+use permafrost_protocol::{OpenFailure, ProtocolError, Refusal, Timestamp};
 use permafrost_wire::{KeyId, Message, NodeId, SessionId};
 use rand_core::CryptoRngCore;
 
@@ -86,16 +86,16 @@ impl Sessions {
         result
     }
 
-    /// Tells the session at `route` that `from` refused its open, answering `reason`.
-    pub fn open_refused(
+    /// Tells the session at `route` that `from` did not take its open.
+    pub fn open_failed(
         &mut self,
         route: &Route,
         from: &NodeId,
-        reason: &str,
+        failure: OpenFailure<'_>,
         handler: OutputHandler,
     ) {
         if let Some(session) = self.sessions.get_mut(route) {
-            session.handle_open_refused(from, reason);
+            session.handle_open_failed(from, failure);
             self.drain(route, handler);
         }
     }

@@ -36,8 +36,8 @@ use permafrost_protocol::lifecycle::{OperatorKey, OperatorPolicy};
 use permafrost_protocol::sign::client::{ClientKey, ClientPolicy};
 use permafrost_protocol::sign::{SigningCoordinator, DEFAULT_SIGN_TIMEOUT};
 use permafrost_protocol::{
-    Event, IdentityVerifier, KeyShare, NodeIdentity, Output, ProtocolError, Session, Suite,
-    Timestamp,
+    Event, IdentityVerifier, KeyShare, NodeIdentity, OpenFailure, Output, ProtocolError, Session,
+    Suite, Timestamp,
 };
 
 /// An ed25519 identity; its node id is the 32-byte public key.
@@ -137,6 +137,9 @@ pub enum Fault {
     ReplaceBytes(Vec<u8>),
     /// Deliver the message and this one after it (an equivocating sender).
     DeliverAlso(Message),
+    /// Do not deliver it, and tell a coordinator that sent it that it could not (a failed
+    /// dial: the receiver is down or not listening yet).
+    Unreachable,
 }
 
 type FaultHook = Box<dyn FnMut(&Envelope) -> Fault>;
@@ -299,10 +302,30 @@ impl<S: Suite> SimCoordinator<S> {
     /// A member refused the open of `session`.
     fn open_refused(&mut self, from: &NodeId, kind: MessageKind, session: SessionId, reason: &str) {
         if let Some(raw) = self.sessions.get_mut(&session) {
-            raw.handle_open_refused(from, reason);
+            raw.handle_open_failed(from, OpenFailure::Refused(reason));
             self.collect();
         } else if let Some(core) = self.core.as_mut() {
             core.handle_open_refused(from, kind, session, reason);
+        }
+    }
+
+    /// A message of `kind` in `session` could not reach `to` (a failed dial).
+    fn undelivered(
+        &mut self,
+        to: &NodeId,
+        kind: MessageKind,
+        session: SessionId,
+        now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
+    ) {
+        let error = "unreachable (the simulator's fault hook)";
+        if let Some(raw) = self.sessions.get_mut(&session) {
+            if matches!(kind, MessageKind::DkgOpen | MessageKind::ReshareOpen) {
+                raw.handle_open_failed(to, OpenFailure::Unreachable(error));
+                self.collect();
+            }
+        } else if let Some(core) = self.core.as_mut() {
+            core.handle_undelivered(to, kind, session, error, now, rng);
         }
     }
 
@@ -871,6 +894,14 @@ impl<S: Suite> Network<S> {
         let Envelope { from, to, message } = envelope;
         let (frames, extra_delay) = match fault {
             Fault::Drop => return,
+            Fault::Unreachable => {
+                let (kind, session) = (message.kind(), message.session());
+                let mut rng = ChaCha20Rng::seed_from_u64(self.rng.next_u64());
+                if let Some(Party::Coordinator(c)) = self.parties.get_mut(&from) {
+                    c.undelivered(&to, kind, session, self.now, &mut rng);
+                }
+                return;
+            }
             Fault::Deliver => (vec![encode(&message)], 0),
             Fault::Duplicate => (vec![encode(&message), encode(&message)], 0),
             Fault::Delay(d) => (vec![encode(&message)], d.as_millis() as u64),

@@ -255,6 +255,64 @@ fn dkg_silent_member_is_named<S: Suite>() {
     assert!(net.now().0 >= DEFAULT_DKG_TIMEOUT.as_millis() as u64);
 }
 
+/// A member the DKG's open cannot reach (the dial fails: the node is down or not listening
+/// yet): the DKG ends at once, long before its deadline, naming that member; nothing is
+/// stored anywhere, and the same DKG succeeds once the member can be reached.
+fn dkg_unreachable_member_is_named_at_once<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(26, 4);
+    let down = nodes[1].clone();
+    let d = down.clone();
+    net.set_faults(move |env| {
+        if env.to == d {
+            Fault::Unreachable
+        } else {
+            Fault::Deliver
+        }
+    });
+    let started = net.now();
+    let error = dkg(&mut net, &coordinator, &nodes, 3).unwrap_err();
+    assert!(
+        matches!(error, ProtocolError::MemberUnreachable { ref node, .. } if *node == down),
+        "{error}"
+    );
+    assert_eq!(error.culprits(), vec![down]);
+    // run_dkg lets one more second pass after the outcome; the deadline is a minute.
+    assert!(
+        net.now().0 - started.0 <= 2_000,
+        "ended {} ms after the open",
+        net.now().0 - started.0
+    );
+    assert!(!anyone_active(&net, &nodes, &key_id("key-1")));
+    net.clear_faults();
+    dkg(&mut net, &coordinator, &nodes, 3).unwrap();
+}
+
+/// The DKG ends at once because a member cannot be reached, and its abort reaches another
+/// member before the open does: that member keeps the abort for the open, which it then ends,
+/// so the key can be created again right away (not refused as "already running here" until
+/// the dead DKG's deadline).
+fn dkg_abort_overtaking_its_open_ends_it<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(27, 4);
+    let (down, slow) = (nodes[1].clone(), nodes[2].clone());
+    let (d, s) = (down.clone(), slow.clone());
+    net.set_faults(move |env| match &env.message {
+        _ if env.to == d => Fault::Unreachable,
+        Message::DkgOpen(_) if env.to == s => Fault::Delay(Duration::from_millis(500)),
+        _ => Fault::Deliver,
+    });
+    let error = dkg(&mut net, &coordinator, &nodes, 3).unwrap_err();
+    assert_eq!(error.culprits(), vec![down], "{error}");
+    let aborted = member_failures(&net, &slow);
+    assert!(
+        aborted
+            .iter()
+            .any(|e| matches!(e, ProtocolError::Aborted { .. })),
+        "{slow} did not end the DKG on the abort that came first: {aborted:?}"
+    );
+    net.clear_faults();
+    dkg(&mut net, &coordinator, &nodes, 3).unwrap();
+}
+
 /// A relayed round-1 package altered in transit fails its originator's signature: refused
 /// by the member, which changes nothing there; no key activates.
 fn tampered_relay_is_refused<S: Suite>() {
@@ -516,6 +574,8 @@ per_suite!(
     dkg_equivocating_round1_is_named,
     dkg_disagreeing_confirmation_is_named,
     dkg_silent_member_is_named,
+    dkg_unreachable_member_is_named_at_once,
+    dkg_abort_overtaking_its_open_ends_it,
     tampered_relay_is_refused,
     signer_bad_share_is_named,
     replayed_and_reused_packages_are_refused,

@@ -463,6 +463,55 @@ fn bad_proposals_are_refused<S: Suite>() {
     }
 }
 
+/// A new member that the reshare's open cannot reach (the dial fails) ends the reshare at once,
+/// naming it, with every share where it was; a dealer that is not a new member and cannot be
+/// reached is one that does not deal: the reshare goes on without it. Reached again, the
+/// member takes part.
+fn unreachable_members<S: Suite>() {
+    let (mut net, nodes, coordinator, key, package) = network_with_key::<S>(83, 2, 4);
+    let down = nodes[3].clone();
+    let d = down.clone();
+    net.set_faults(move |env| {
+        if env.to == d {
+            Fault::Unreachable
+        } else {
+            Fault::Deliver
+        }
+    });
+    let refresh = reshare_proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
+    let started = net.now();
+    let error = net.run_reshare(&coordinator, refresh).unwrap_err();
+    assert!(
+        matches!(error, ProtocolError::MemberUnreachable { ref node, .. } if *node == down),
+        "{error}"
+    );
+    assert_eq!(error.culprits(), vec![down.clone()]);
+    assert!(
+        net.now().0 - started.0 < 1_000,
+        "ended {} ms after the open",
+        net.now().0 - started.0
+    );
+    for node in &nodes {
+        let state = net.node(node).unwrap();
+        assert_eq!(state.active_share(&key).unwrap().epoch, Epoch(0), "{node}");
+        assert!(state.pending_share(&key).is_none(), "{node}");
+    }
+
+    // Evicting the node that cannot be reached: it only deals, and the others are enough.
+    let staying = &nodes[..3];
+    let evict = reshare_proposal(&net, &key, &nodes[0], staying, 2, &nodes);
+    let reshared = net.run_reshare(&coordinator, evict).unwrap();
+    assert_eq!(reshared.verifying_key(), package.verifying_key());
+    sign(
+        &mut net,
+        &coordinator,
+        &key,
+        Epoch(1),
+        &reshared,
+        &staying[1..],
+    );
+}
+
 /// A coordinator cannot fake a commit certificate's test signature with the old shares: an
 /// ordinary signer refuses any message in the reshare test domain.
 fn ordinary_signers_refuse_reshare_test_messages<S: Suite>() {
@@ -495,4 +544,5 @@ per_suite!(
     dealer_with_inconsistent_share_is_excluded,
     dealer_sending_two_commitments_is_caught,
     bad_proposals_are_refused,
+    unreachable_members,
 );

@@ -178,6 +178,32 @@ impl fmt::Display for Refusal {
     }
 }
 
+/// Why a member did not take the open of a coordinator's DKG or reshare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenFailure<'a> {
+    /// It answered the open with this refusal.
+    Refused(&'a str),
+    /// The open never reached it (the dial failed), for this reason.
+    Unreachable(&'a str),
+}
+
+impl OpenFailure<'_> {
+    /// The error that ends a session because `node` did not take its open.
+    pub fn error(self, node: &NodeId) -> ProtocolError {
+        match self {
+            OpenFailure::Refused(reason) => ProtocolError::OpenRefused {
+                node: node.clone(),
+                reason: reason.to_owned(),
+                not_approved: reason.contains(Refusal::NOT_APPROVED),
+            },
+            OpenFailure::Unreachable(error) => ProtocolError::MemberUnreachable {
+                node: node.clone(),
+                error: error.to_owned(),
+            },
+        }
+    }
+}
+
 /// One error enum for the protocol crate. Variants that end a session name the nodes
 /// responsible; see [`ProtocolError::culprits`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -277,6 +303,17 @@ pub enum ProtocolError {
         /// Whether it was refused for lack of an operator approval or under a floor.
         not_approved: bool,
     },
+    /// A member the session cannot do without could not be reached with the open of a DKG or
+    /// reshare (the dial failed, so it never saw it): the session ended at once, before
+    /// anything was dealt, rather than at its deadline. Asking again once the member is up can
+    /// succeed.
+    #[error("{node} could not be reached to join: {error}")]
+    MemberUnreachable {
+        /// The member.
+        node: NodeId,
+        /// Why the open did not reach it.
+        error: String,
+    },
     /// The coordinator aborted the session.
     #[error(
         "aborted by coordinator {coordinator}: {reason} (culprits: {})",
@@ -318,6 +355,7 @@ impl ProtocolError {
             ProtocolError::Aborted { culprits, .. } => culprits.clone(),
             ProtocolError::SignersRefused { refused, .. } => refused.clone(),
             ProtocolError::ConfirmationMismatch { disagreeing, .. } => disagreeing.clone(),
+            ProtocolError::MemberUnreachable { node, .. } => vec![node.clone()],
             ProtocolError::TooFewSigners {
                 refused, culprits, ..
             } => {

@@ -34,7 +34,7 @@ mod suite;
 mod time;
 
 pub use committee::{Committee, MAX_COMMITTEE};
-pub use error::{ProtocolError, Refusal};
+pub use error::{OpenFailure, ProtocolError, Refusal};
 pub use hash::digest_bytes;
 pub use identity::{statement, IdentityVerifier, NodeIdentity};
 pub use output::{Event, KeyShare, Output};
@@ -60,11 +60,12 @@ pub trait Session<S: Suite> {
     /// Tells the session the time is `now`; deadlines that have passed take effect.
     fn handle_timeout(&mut self, now: Timestamp);
 
-    /// Tells a coordinator's session that `from` refused the session's open, answering
-    /// `reason`. The default ignores it (the session's deadline deals with silence); a DKG or
-    /// reshare coordinator ends the session at once when a member it cannot do without refused.
-    fn handle_open_refused(&mut self, from: &NodeId, reason: &str) {
-        let _ = (from, reason);
+    /// Tells a coordinator's session that `from` did not take the session's open: it refused
+    /// it, or the open could not reach it. The default ignores it (the session's deadline deals
+    /// with silence); a DKG or reshare coordinator ends the session at once when a member it
+    /// cannot do without did not take it.
+    fn handle_open_failed(&mut self, from: &NodeId, failure: OpenFailure<'_>) {
+        let _ = (from, failure);
     }
 
     /// The next thing to do, in order. A [`Event::KeyPending`] must be durable before the

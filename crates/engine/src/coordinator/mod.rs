@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use permafrost_protocol::sign::PooledCommitment;
-use permafrost_protocol::{IdentityVerifier, ProtocolError, Refusal, Timestamp};
+use permafrost_protocol::{IdentityVerifier, OpenFailure, ProtocolError, Refusal, Timestamp};
 use permafrost_wire::{
     ClientAuthorization, Curve, DerivationPath, Digest, Epoch, KeyId, LifecycleAction,
     LifecycleKind, Message, MessageKind, NodeId, OperatorApproval, SessionId, SignRefusal,
@@ -606,7 +606,9 @@ impl<M: MetadataStore> CoordinatorCore<M> {
     /// A message that could not reach `to` (the dial failed). A signing request (one round or
     /// two) that did not arrive is as good as refused: ROAST moves on without the member, and fails at once if
     /// fewer than t are left, rather than at its deadline. (A package that does not arrive is
-    /// left to the attempt's timeout: the member may hold a share of an attempt.)
+    /// left to the attempt's timeout: the member may hold a share of an attempt.) The open of
+    /// a DKG or reshare that did not arrive ends the session at once if it cannot go on
+    /// without that member (`MemberUnreachable`, naming it), as a refusal would.
     pub fn handle_undelivered(
         &mut self,
         to: &NodeId,
@@ -620,6 +622,9 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         self.preference.unreachable(to, now);
         if kind == MessageKind::CommitmentsRequest {
             return self.pools.undelivered(&session);
+        }
+        if matches!(kind, MessageKind::DkgOpen | MessageKind::ReshareOpen) {
+            return self.open_failed(to, session, OpenFailure::Unreachable(error));
         }
         if !matches!(
             kind,
@@ -654,12 +659,17 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         if !matches!(kind, MessageKind::DkgOpen | MessageKind::ReshareOpen) {
             return;
         }
+        self.open_failed(from, session, OpenFailure::Refused(reason));
+    }
+
+    /// `from` did not take the open of `session`.
+    fn open_failed(&mut self, from: &NodeId, session: SessionId, failure: OpenFailure<'_>) {
         let route = Route::Session(session);
         if !self.sessions.contains(&route) {
             return;
         }
         self.drive(|sessions, handler| {
-            sessions.open_refused(&route, from, reason, handler);
+            sessions.open_failed(&route, from, failure, handler);
         });
     }
 

@@ -443,10 +443,18 @@ impl<St: NodeStore> NodeCore<St> {
             Message::SignPackage(m) => Route::Signer(m.key_id.clone()),
             Message::SignWithCommitment(m) => Route::Signer(m.key_id.clone()),
             Message::CommitmentsRequest(m) => Route::Signer(m.key_id.clone()),
-            Message::DkgRound1Set(_)
-            | Message::DkgRound2(_)
-            | Message::DkgCommit(_)
-            | Message::DkgAbort(_) => Route::Session(message.session()),
+            Message::DkgRound1Set(_) | Message::DkgRound2(_) | Message::DkgCommit(_) => {
+                Route::Session(message.session())
+            }
+            // An abort sent right after its open can overtake it (the coordinator ends a DKG
+            // at once when a member cannot be reached): kept for the open, which it then ends.
+            Message::DkgAbort(_) => {
+                let route = Route::Session(message.session());
+                if self.sessions.contains(&route) {
+                    return self.deliver(&route, from, message, now, rng);
+                }
+                return self.keep_early(from.clone(), message, now);
+            }
             Message::ReshareShare(_)
             | Message::ReshareDealingSet(_)
             | Message::ReshareDealerSet(_)

@@ -284,9 +284,9 @@ impl<St: NodeStore> NodeCore<St> {
         self.drive(|sessions, handler| sessions.insert(Route::Session(session), peer, handler));
     }
 
-    /// A reshare message whose session is not open here: kept for its open, which may still be
-    /// on the way. Only a dealer's share comes from another node; what only a coordinator sends
-    /// is kept only from a coordinator.
+    /// A reshare message, or a DKG's abort, whose session is not open here: kept for its open,
+    /// which may still be on the way. Only a dealer's share comes from another node; what only
+    /// a coordinator sends is kept only from a coordinator.
     pub(super) fn keep_early(
         &mut self,
         from: NodeId,

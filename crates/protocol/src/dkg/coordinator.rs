@@ -16,7 +16,8 @@ use super::{
 };
 use crate::identity::statement;
 use crate::{
-    Committee, Event, IdentityVerifier, Output, ProtocolError, Refusal, Session, Suite, Timestamp,
+    Committee, Event, IdentityVerifier, OpenFailure, Output, ProtocolError, Refusal, Session,
+    Suite, Timestamp,
 };
 
 /// The coordinator's side of a DKG: it relays round-1 packages, checks every confirmation and
@@ -437,16 +438,13 @@ impl<S: Suite> Session<S> for DkgCoordinator<S> {
         }
     }
 
-    fn handle_open_refused(&mut self, from: &NodeId, reason: &str) {
-        // Every member is needed: a refusal ends the DKG before anything is confirmed.
+    fn handle_open_failed(&mut self, from: &NodeId, failure: OpenFailure<'_>) {
+        // Every member is needed: a refusal, or an open that could not reach it, ends the DKG
+        // before anything is confirmed.
         if self.finished || self.committee.identifier(from).is_none() || self.expected.is_some() {
             return;
         }
-        self.abort(ProtocolError::OpenRefused {
-            node: from.clone(),
-            reason: reason.to_owned(),
-            not_approved: reason.contains(Refusal::NOT_APPROVED),
-        });
+        self.abort(failure.error(from));
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {

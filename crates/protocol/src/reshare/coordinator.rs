@@ -17,7 +17,9 @@ use super::proposal::{
 use super::public_key_package_from_dealings;
 use crate::identity::statement;
 use crate::sign::{SigningCoordinator, DEFAULT_SIGN_TIMEOUT};
-use crate::{Event, IdentityVerifier, Output, ProtocolError, Refusal, Session, Suite, Timestamp};
+use crate::{
+    Event, IdentityVerifier, OpenFailure, Output, ProtocolError, Refusal, Session, Suite, Timestamp,
+};
 
 /// The coordinator's side of a reshare: relay the dealings that pass the public checks, relay
 /// the members' reports, check every confirmation against the public key package it derives
@@ -465,17 +467,13 @@ impl<S: Suite> Session<S> for ReshareCoordinator<S> {
         }
     }
 
-    fn handle_open_refused(&mut self, from: &NodeId, reason: &str) {
-        // Every new member is needed; a dealer that refuses is one that does not deal (the
-        // relay deadline goes on without it, as without a silent one).
+    fn handle_open_failed(&mut self, from: &NodeId, failure: OpenFailure<'_>) {
+        // Every new member is needed; a dealer that refuses or cannot be reached is one that
+        // does not deal (the relay deadline goes on without it, as without a silent one).
         if self.finished || !self.checked.new.members().contains(from) || self.expected.is_some() {
             return;
         }
-        self.abort(ProtocolError::OpenRefused {
-            node: from.clone(),
-            reason: reason.to_owned(),
-            not_approved: reason.contains(Refusal::NOT_APPROVED),
-        });
+        self.abort(failure.error(from));
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
