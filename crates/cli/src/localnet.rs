@@ -425,15 +425,21 @@ fn terminate(pid: u32) {
 }
 
 /// Whether a process with this pid is running. A zombie (exited, not yet reaped, which
-/// happens to orphans under a lazy init) does not count. Reads `/proc` where there is one,
-/// else asks `kill -0`.
+/// happens to orphans under a lazy init) does not count, but a zombie thread group leader
+/// whose other threads are still finishing does: they keep the process's files open (a
+/// SIGKILL waits for an fsync in progress), its keystore lock included. Reads `/proc` where
+/// there is one, else asks `kill -0`.
 fn alive(pid: u32) -> bool {
-    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // `pid (comm) S …`: the state follows the last `)`.
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next());
-        return !matches!(state, Some('Z' | 'X') | None);
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        return tasks.flatten().any(|task| {
+            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                // `pid (comm) S …`: the state follows the last `)`.
+                let state = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.trim_start().chars().next());
+                !matches!(state, Some('Z' | 'X') | None)
+            })
+        });
     }
     if Path::new("/proc/self/stat").exists() {
         return false;

@@ -196,14 +196,21 @@ fn open_node_keystore(dir: &Path, name: &str) -> permafrost_keystore::KeyStore {
     }
 }
 
-/// Whether `pid` is a running (not zombie) process.
+/// Whether process `pid` is still running: any of its threads is not a zombie.
 fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !matches!(
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next()),
-            Some('Z' | 'X') | None
-        ),
+    // A thread group's leader turns zombie as soon as it exits, while its other threads may
+    // still be finishing (a SIGKILL waits for an fsync in progress) and keep the process's
+    // files open, its keystore lock included: it is gone only when every thread is.
+    match std::fs::read_dir(format!("/proc/{pid}/task")) {
+        Ok(tasks) => tasks.flatten().any(|task| {
+            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                !matches!(
+                    stat.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.trim_start().chars().next()),
+                    Some('Z' | 'X') | None
+                )
+            })
+        }),
         Err(_) => Command::new("kill")
             .args(["-0", &pid.to_string()])
             .stderr(Stdio::null())
@@ -1344,21 +1351,34 @@ fn sigkill(pid: u32) {
 
 /// Waits until the coordinator reports `name` connected (or not, per `connected`).
 async fn await_connected(client: &Client, name: &str, connected: bool) {
-    let until = Instant::now() + START_DEADLINE;
+    let began = Instant::now();
+    let until = began + START_DEADLINE;
     loop {
+        // Measured before asking: a probe counts only if it was answered after `began`.
+        let since = began.elapsed().as_millis();
         if let Ok(health) = client.health().await {
+            // Connected means a connection that answered a probe since the wait began: right
+            // after a restart the coordinator can still show the dead process's connection,
+            // and a DKG or reshare message written there is lost (OPERATIONS.md §9).
+            let fresh = |n: &permafrost_api::NodeHealth| {
+                n.healthy
+                    && n.last_probe_age_ms
+                        .is_some_and(|age| u128::from(age) < since)
+            };
             if health
                 .nodes
                 .iter()
-                .any(|n| n.name == name && n.connected == connected)
+                .any(|n| n.name == name && n.connected == connected && (!connected || fresh(n)))
             {
                 return;
             }
         }
-        assert!(
-            Instant::now() < until,
-            "{name} never became connected={connected}"
-        );
+        if Instant::now() >= until {
+            let health = client.health().await;
+            panic!(
+                "{name} never became connected={connected} (a fresh probe answered): {health:?}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -1471,6 +1491,26 @@ async fn reshare_on_localnet_evicts_a_node_and_survives_sigkill() {
     // node5 dies; the localnet keeps running, and a refresh of the new committee completes.
     sigkill(pid_of("node5"));
     await_connected(client, "node5", false).await;
+    // A reshare that needs node5 back cannot dial its open to it: it ends at once, naming
+    // node5, and changes nothing.
+    let started = Instant::now();
+    let error = client
+        .reshare(
+            &key.key_id,
+            &permafrost_api::ReshareRequest {
+                threshold: 4,
+                nodes: first.iter().map(|s| s.to_string()).collect(),
+                approvals: Vec::new(),
+            },
+        )
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    println!("reshare to a committee with a dead node: {error} after {took:?}");
+    assert_eq!(http_status(&error), Some(503), "{error}");
+    assert!(error.to_string().contains("node5"), "{error}");
+    assert!(took < Duration::from_secs(5), "503 after {took:?}");
+    assert_eq!(client.key(&key.key_id).await.unwrap().epoch, 1);
     let refresh = permafrost_api::ReshareRequest {
         threshold: 4,
         nodes: second.iter().map(|s| s.to_string()).collect(),
