@@ -261,14 +261,7 @@ fn dkg_silent_member_is_named<S: Suite>() {
 fn dkg_unreachable_member_is_named_at_once<S: Suite>() {
     let (mut net, nodes, coordinator) = Network::<S>::with_nodes(26, 4);
     let down = nodes[1].clone();
-    let d = down.clone();
-    net.set_faults(move |env| {
-        if env.to == d {
-            Fault::Unreachable
-        } else {
-            Fault::Deliver
-        }
-    });
+    net.set_faults(unreachable(&down));
     let started = net.now();
     let error = dkg(&mut net, &coordinator, &nodes, 3).unwrap_err();
     assert!(

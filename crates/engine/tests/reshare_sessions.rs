@@ -470,14 +470,7 @@ fn bad_proposals_are_refused<S: Suite>() {
 fn unreachable_members<S: Suite>() {
     let (mut net, nodes, coordinator, key, package) = network_with_key::<S>(83, 2, 4);
     let down = nodes[3].clone();
-    let d = down.clone();
-    net.set_faults(move |env| {
-        if env.to == d {
-            Fault::Unreachable
-        } else {
-            Fault::Deliver
-        }
-    });
+    net.set_faults(unreachable(&down));
     let refresh = reshare_proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
     let started = net.now();
     let error = net.run_reshare(&coordinator, refresh).unwrap_err();

@@ -3,7 +3,7 @@
 
 use frost_core::keys::PublicKeyPackage;
 use frost_core::{Field, Group, Signature};
-use permafrost_engine::sim::{sim_operator, Network};
+use permafrost_engine::sim::{sim_operator, Envelope, Fault, Network};
 use permafrost_protocol::wire::{
     Digest, Epoch, KeyId, LifecycleAction, LifecycleKind, Message, NodeId, OperatorApproval,
     ReshareProposal, SignShare,
@@ -271,4 +271,17 @@ pub fn roast_outcome<S: Suite>(
         verify_independently(pkp, message, &signature);
         (signers, culprits)
     })
+}
+
+/// A fault hook under which `node` cannot be reached: the dial of every message to it fails
+/// (it is down, or not listening yet), and a coordinator that sent one is told.
+pub fn unreachable(node: &NodeId) -> impl FnMut(&Envelope) -> Fault + 'static {
+    let node = node.clone();
+    move |env| {
+        if env.to == node {
+            Fault::Unreachable
+        } else {
+            Fault::Deliver
+        }
+    }
 }
