@@ -972,11 +972,19 @@ fn samples<'a>(
 fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     let found: Vec<_> = samples(scrape, name, labels).collect();
     assert_eq!(found.len(), 1, "{name} {labels:?}: {found:?}");
-    match found[0].value {
+    number(found[0])
+}
+
+/// The value of a counter, gauge or untyped sample.
+fn number(sample: &prometheus_parse::Sample) -> f64 {
+    match sample.value {
         prometheus_parse::Value::Counter(v)
         | prometheus_parse::Value::Gauge(v)
         | prometheus_parse::Value::Untyped(v) => v,
-        ref other => panic!("{name} {labels:?} is not a number: {other:?}"),
+        ref other => panic!(
+            "{} {:?} is not a number: {other:?}",
+            sample.metric, sample.labels
+        ),
     }
 }
 
@@ -1014,10 +1022,7 @@ async fn signing_refusals(info: &LocalnetInfo, name: &str) -> u64 {
         .expect("localnet.json lists the metrics listeners");
     let scrape = scrape(&urls.nodes[name], None).await;
     let total: f64 = samples(&scrape, "permafrost_node_signing_refused_total", &[])
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
-            ref other => panic!("not a counter: {other:?}"),
-        })
+        .map(number)
         .sum();
     total as u64
 }

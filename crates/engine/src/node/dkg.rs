@@ -60,9 +60,7 @@ impl<St: NodeStore> NodeCore<St> {
         self.dkg_keys.insert(session, key_id);
         self.drive(|sessions, handler| sessions.insert(route, participant, handler));
         // An abort that overtook this open ends the DKG now.
-        for (from, message) in self.early.take(&session) {
-            let _ = self.deliver(&Route::Session(session), &from, message, now, rng);
-        }
+        self.deliver_early(session, now, rng);
         Ok(())
     }
 }

@@ -446,16 +446,11 @@ impl<St: NodeStore> NodeCore<St> {
             Message::DkgRound1Set(_) | Message::DkgRound2(_) | Message::DkgCommit(_) => {
                 Route::Session(message.session())
             }
-            // An abort sent right after its open can overtake it (the coordinator ends a DKG
-            // at once when a member cannot be reached): kept for the open, which it then ends.
-            Message::DkgAbort(_) => {
-                let route = Route::Session(message.session());
-                if self.sessions.contains(&route) {
-                    return self.deliver(&route, from, message, now, rng);
-                }
-                return self.keep_early(from.clone(), message, now);
-            }
-            Message::ReshareShare(_)
+            // Messages that can overtake their session's open: a dealer deals as soon as its
+            // own open arrives, and a DKG's abort is sent right after its open when a member
+            // cannot be reached. Kept for the open.
+            Message::DkgAbort(_)
+            | Message::ReshareShare(_)
             | Message::ReshareDealingSet(_)
             | Message::ReshareDealerSet(_)
             | Message::ReshareCommit(_)

@@ -201,10 +201,21 @@ impl<St: NodeStore> NodeCore<St> {
             session,
         });
         self.insert_reshare(session, record, peer);
+        self.deliver_early(session, now, rng);
+        Ok(())
+    }
+
+    /// Delivers to `session`, just opened here, the messages kept for it because they came
+    /// before its open.
+    pub(super) fn deliver_early(
+        &mut self,
+        session: SessionId,
+        now: Timestamp,
+        rng: &mut dyn CryptoRngCore,
+    ) {
         for (from, message) in self.early.take(&session) {
             let _ = self.deliver(&Route::Session(session), &from, message, now, rng);
         }
-        Ok(())
     }
 
     /// Picks up every reshare the store records as unconcluded: each asks its coordinator for
