@@ -362,7 +362,17 @@ fn a_flooded_early_buffer_still_keeps_real_dealings<S: Suite>() {
         reason: "forged".into(),
     });
     net.inject(&flooder, &fresh, commit);
+    // Nor is a DKG's abort kept for its open unless a coordinator sent it.
+    let dkg_abort = Message::DkgAbort(permafrost_protocol::wire::DkgAbort {
+        session: SessionId([8; 32]),
+        culprits: vec![],
+        reason: "forged".into(),
+    });
+    net.inject(&flooder, &fresh, dkg_abort);
     net.run(Duration::from_millis(100));
+    assert!(net.refused[mark..].iter().any(|r| r.at == fresh
+        && r.kind == MessageKind::DkgAbort.name()
+        && matches!(r.error, ProtocolError::Refused(Refusal::NotFromCoordinator(ref n)) if *n == flooder)));
     let refusals = refusals_at(&net, mark, &fresh);
     assert!(refusals.iter().any(
         |e| matches!(e, ProtocolError::Refused(Refusal::NotFromCoordinator(n)) if *n == flooder)
