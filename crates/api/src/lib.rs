@@ -61,7 +61,7 @@ pub use binary::{decode_hex, encode_hex};
 pub use client::{Client, DEFAULT_TIMEOUT, MAX_RESPONSE_BYTES};
 pub use client_key::{ClientKey, ClientKeyError};
 pub use error::{codes, ApiError, ErrorBody, ErrorDetail};
-pub use localnet::{LocalnetInfo, LocalnetMetrics, LocalnetNode, ProcessInfo};
+pub use localnet::{process_running, LocalnetInfo, LocalnetMetrics, LocalnetNode, ProcessInfo};
 pub use permafrost_wire::{Curve, DerivationPath};
 pub use types::{
     ChildKey, ClientAuthorization, CreateKeyRequest, Health, KeyList, KeyRecord, NodeHealth,

@@ -1,6 +1,8 @@
 //! `DIR/localnet.json`, written by `permafrost localnet up` once every process is up.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
@@ -49,4 +51,45 @@ pub struct LocalnetNode {
     pub addr: String,
     /// Its process id.
     pub pid: u32,
+}
+
+/// Whether process `pid` is running, for whoever manages or watches a localnet's processes. A
+/// zombie (exited, not yet reaped) does not count, but a zombie thread group leader whose other
+/// threads are still finishing does: a thread group's leader turns zombie as soon as it exits,
+/// and its other threads keep the process's files open (a SIGKILL waits for an fsync in
+/// progress), its keystore lock included. It is gone only when every thread is. Reads `/proc`
+/// where there is one, else asks `kill -0`.
+pub fn process_running(pid: u32) -> bool {
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        return tasks.flatten().any(|task| {
+            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                // `pid (comm) S …`: the state follows the last `)`.
+                let state = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.trim_start().chars().next());
+                !matches!(state, Some('Z' | 'X') | None)
+            })
+        });
+    }
+    if Path::new("/proc/self/stat").exists() {
+        return false;
+    }
+    Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_running_processes_are_running() {
+        assert!(process_running(std::process::id()));
+        assert!(!process_running(u32::MAX - 1));
+    }
 }

@@ -39,7 +39,9 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use permafrost_api::{Client, Health, LocalnetInfo, LocalnetMetrics, LocalnetNode, ProcessInfo};
+use permafrost_api::{
+    process_running, Client, Health, LocalnetInfo, LocalnetMetrics, LocalnetNode, ProcessInfo,
+};
 use permafrost_runtime::network::{CoordinatorEntry, NetworkFile, NodeEntry};
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
@@ -424,35 +426,6 @@ fn terminate(pid: u32) {
         .status();
 }
 
-/// Whether a process with this pid is running. A zombie (exited, not yet reaped, which
-/// happens to orphans under a lazy init) does not count, but a zombie thread group leader
-/// whose other threads are still finishing does: they keep the process's files open (a
-/// SIGKILL waits for an fsync in progress), its keystore lock included. Reads `/proc` where
-/// there is one, else asks `kill -0`.
-fn alive(pid: u32) -> bool {
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        return tasks.flatten().any(|task| {
-            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
-                // `pid (comm) S …`: the state follows the last `)`.
-                let state = stat
-                    .rsplit_once(')')
-                    .and_then(|(_, rest)| rest.trim_start().chars().next());
-                !matches!(state, Some('Z' | 'X') | None)
-            })
-        });
-    }
-    if Path::new("/proc/self/stat").exists() {
-        return false;
-    }
-    std::process::Command::new("kill")
-        .args(["-0", &pid.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 fn spawn(
     exe: &Path,
     subcommand: &str,
@@ -518,7 +491,7 @@ fn prepare(
         if let Ok(info) = crate::commands::read_localnet_info(dir) {
             let running: Vec<String> = std::iter::once(("coordinator", info.coordinator.pid))
                 .chain(info.nodes.iter().map(|n| (n.name.as_str(), n.pid)))
-                .filter(|(_, pid)| alive(*pid))
+                .filter(|(_, pid)| process_running(*pid))
                 .map(|(name, pid)| format!("{name} (pid {pid})"))
                 .collect();
             if !running.is_empty() {
@@ -1045,11 +1018,5 @@ mod tests {
         std::fs::write(running.path().join(INFO_FILE), &info).unwrap();
         prepare(running.path(), 2, 0, true).unwrap();
         assert!(!running.path().join(INFO_FILE).exists());
-    }
-
-    #[test]
-    fn only_running_processes_are_alive() {
-        assert!(alive(std::process::id()));
-        assert!(!alive(u32::MAX - 1));
     }
 }

@@ -7,7 +7,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use permafrost_api::{
-    ApiError, Client, CreateKeyRequest, Curve, DerivationPath, KeyRecord, LocalnetInfo,
+    process_running, ApiError, Client, CreateKeyRequest, Curve, DerivationPath, KeyRecord,
+    LocalnetInfo,
 };
 use permafrost_node::PendingCommand;
 
@@ -193,29 +194,6 @@ fn open_node_keystore(dir: &Path, name: &str) -> permafrost_keystore::KeyStore {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
-    }
-}
-
-/// Whether process `pid` is still running: any of its threads is not a zombie.
-fn alive(pid: u32) -> bool {
-    // A thread group's leader turns zombie as soon as it exits, while its other threads may
-    // still be finishing (a SIGKILL waits for an fsync in progress) and keep the process's
-    // files open, its keystore lock included: it is gone only when every thread is.
-    match std::fs::read_dir(format!("/proc/{pid}/task")) {
-        Ok(tasks) => tasks.flatten().any(|task| {
-            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
-                !matches!(
-                    stat.rsplit_once(')')
-                        .and_then(|(_, rest)| rest.trim_start().chars().next()),
-                    Some('Z' | 'X') | None
-                )
-            })
-        }),
-        Err(_) => Command::new("kill")
-            .args(["-0", &pid.to_string()])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success()),
     }
 }
 
@@ -541,7 +519,7 @@ async fn localnet_up_serves_the_api_and_stops_on_sigterm() {
     let mut pids: Vec<u32> = info.nodes.iter().map(|n| n.pid).collect();
     pids.push(info.coordinator.pid);
     for pid in &pids {
-        assert!(alive(*pid), "pid {pid} is not running");
+        assert!(process_running(*pid), "pid {pid} is not running");
     }
     #[cfg(unix)]
     {
@@ -674,11 +652,13 @@ async fn localnet_up_serves_the_api_and_stops_on_sigterm() {
     let status = localnet.wait(STOP_DEADLINE);
     assert!(status.success(), "{status}\n{}", localnet.output());
     let until = Instant::now() + STOP_DEADLINE;
-    while pids.iter().any(|pid| alive(*pid)) {
+    while pids.iter().any(|pid| process_running(*pid)) {
         assert!(
             Instant::now() < until,
             "still running after the localnet stopped: {:?}",
-            pids.iter().filter(|pid| alive(**pid)).collect::<Vec<_>>()
+            pids.iter()
+                .filter(|pid| process_running(**pid))
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -1303,7 +1283,7 @@ fn terminate(pid: u32) {
         .unwrap();
     assert!(status.success());
     let until = Instant::now() + STOP_DEADLINE;
-    while alive(pid) {
+    while process_running(pid) {
         assert!(Instant::now() < until, "pid {pid} survived SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -1364,7 +1344,7 @@ fn sigkill(pid: u32) {
         .unwrap();
     assert!(status.success());
     let until = Instant::now() + STOP_DEADLINE;
-    while alive(pid) {
+    while process_running(pid) {
         assert!(Instant::now() < until, "pid {pid} survived SIGKILL");
         std::thread::sleep(Duration::from_millis(20));
     }
