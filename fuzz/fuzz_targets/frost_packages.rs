@@ -1,13 +1,17 @@
 //! The FROST deserializers that `permafrost-protocol` (and the reshare code) apply to bytes
 //! received from the network, for each of the three ciphersuites. None may panic; whatever
-//! deserializes must serialize and deserialize back to the same value.
+//! deserializes must serialize and deserialize back to the same value. Commitments and signing
+//! packages are parsed by `permafrost-protocol`'s own parser, which must keep its contract with
+//! frost's deserializers (`permafrost_protocol::sign::agrees_with_frost`).
 #![no_main]
 
 use frost_core::keys::{dkg, PublicKeyPackage, SigningShare, VerifiableSecretSharingCommitment};
 use frost_core::round1::SigningCommitments;
 use frost_core::round2::SignatureShare;
-use frost_core::{Ciphersuite, Signature, SigningPackage};
+use frost_core::{Signature, SigningPackage};
 use libfuzzer_sys::fuzz_target;
+use permafrost_protocol::sign::agrees_with_frost;
+use permafrost_protocol::Suite;
 
 /// `$ty::deserialize(data)`; on success, checks the serialize → deserialize round trip.
 /// `$ser` turns the value into bytes (some `serialize()`s are fallible, some are not).
@@ -32,12 +36,15 @@ macro_rules! check {
     };
 }
 
-fn suite<C: Ciphersuite>(data: &[u8]) {
+fn suite<C: Suite>(data: &[u8]) {
     type E<C> = frost_core::Error<C>;
     // Signing: commitments (signer → coordinator), the signing package (coordinator →
     // signer), signature shares (signer → coordinator).
     check!(data, SigningCommitments<C>, deserialize, |v| v.serialize());
     check!(data, SigningPackage<C>, deserialize, |v| v.serialize());
+    if let Err(broken) = agrees_with_frost::<C>(data) {
+        panic!("the signing package parser broke its contract: {broken}");
+    }
     check!(data, SignatureShare<C>, deserialize, |v| Ok::<_, E<C>>(
         v.serialize()
     ));

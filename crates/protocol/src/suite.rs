@@ -1,5 +1,5 @@
 use frost_core::keys::{KeyPackage, PublicKeyPackage};
-use frost_core::{Ciphersuite, VerifyingKey};
+use frost_core::{Ciphersuite, Element, Group, GroupError, VerifyingKey};
 use permafrost_wire::Curve;
 
 use crate::derive::DerivationScheme;
@@ -11,6 +11,16 @@ pub trait Suite: Ciphersuite + Send + Sync + 'static {
 
     /// How a child key is derived, one level at a time (see [`crate::derive`]).
     const DERIVATION: DerivationScheme;
+
+    /// The 4 bytes that name this suite in frost's serialized packages, after the format
+    /// version byte (the big-endian CRC-32 of the ciphersuite id).
+    const FROST_SHORT_ID: [u8; 4];
+
+    /// Bytes of one serialized group element.
+    const ELEMENT_LEN: usize;
+
+    /// Bytes of one serialized scalar (an identifier).
+    const SCALAR_LEN: usize;
 
     /// Turns the public key package computed from the DKG commitments into the one frost's DKG
     /// hands the members (frost's `post_dkg` hook: the unspendable BIP-341 tweak for taproot,
@@ -32,19 +42,67 @@ pub trait Suite: Ciphersuite + Send + Sync + 'static {
     fn finish_child_public_key_package(package: PublicKeyPackage<Self>) -> PublicKeyPackage<Self> {
         package
     }
+
+    /// Decodes a group element that is *public* (a nonce commitment read from the wire),
+    /// accepting and refusing exactly what frost's `Group::deserialize` does: a malformed
+    /// encoding, the identity, an element outside the prime-order subgroup. It may take time
+    /// that depends on the element, which is why it is only for public ones.
+    fn decode_public_element(
+        bytes: &<Self::Group as Group>::Serialization,
+    ) -> Result<Element<Self>, GroupError> {
+        <Self::Group as Group>::deserialize(bytes)
+    }
 }
 
 impl Suite for frost_ed25519::Ed25519Sha512 {
     const CURVE: Curve = Curve::Ed25519;
     const DERIVATION: DerivationScheme = DerivationScheme::Ed25519Additive;
+    const FROST_SHORT_ID: [u8; 4] = [0xb1, 0x69, 0xf0, 0xda];
+    const ELEMENT_LEN: usize = 32;
+    const SCALAR_LEN: usize = 32;
     fn finish_dkg_public_key_package(package: PublicKeyPackage<Self>) -> PublicKeyPackage<Self> {
         package
+    }
+
+    /// frost checks the prime order with a constant-time multiplication by the group order ℓ,
+    /// about a quarter of a node's CPU per signature (two points per commitment, every
+    /// commitment of every package). A commitment is public, so this multiplies in variable
+    /// time instead: P is in the prime-order subgroup iff (ℓ − 1)·P + P is the identity, and
+    /// ℓ − 1 is a canonical scalar (−1). The identity is refused first, as frost does; a
+    /// non-canonical encoding decodes to a point of small or mixed order (RFC 8032 §5.1.3,
+    /// eprint 2020/1244), so it is refused by the order check, as in frost.
+    fn decode_public_element(
+        bytes: &<Self::Group as Group>::Serialization,
+    ) -> Result<Element<Self>, GroupError> {
+        use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+        use curve25519_dalek::traits::IsIdentity;
+        use curve25519_dalek::Scalar;
+        let point = CompressedEdwardsY(*bytes)
+            .decompress()
+            .ok_or(GroupError::MalformedElement)?;
+        if point.is_identity() {
+            return Err(GroupError::InvalidIdentityElement);
+        }
+        let order_minus_one = -Scalar::ONE;
+        let times_order = EdwardsPoint::vartime_double_scalar_mul_basepoint(
+            &order_minus_one,
+            &point,
+            &Scalar::ZERO,
+        ) + point;
+        if times_order.is_identity() {
+            Ok(point)
+        } else {
+            Err(GroupError::InvalidNonPrimeOrderElement)
+        }
     }
 }
 
 impl Suite for frost_secp256k1::Secp256K1Sha256 {
     const CURVE: Curve = Curve::Secp256k1;
     const DERIVATION: DerivationScheme = DerivationScheme::Bip32;
+    const FROST_SHORT_ID: [u8; 4] = [0xee, 0xd6, 0xb1, 0xb1];
+    const ELEMENT_LEN: usize = 33;
+    const SCALAR_LEN: usize = 32;
     fn finish_dkg_public_key_package(package: PublicKeyPackage<Self>) -> PublicKeyPackage<Self> {
         package
     }
@@ -53,6 +111,9 @@ impl Suite for frost_secp256k1::Secp256K1Sha256 {
 impl Suite for frost_secp256k1_tr::Secp256K1Sha256TR {
     const CURVE: Curve = Curve::Secp256k1Tr;
     const DERIVATION: DerivationScheme = DerivationScheme::Bip32;
+    const FROST_SHORT_ID: [u8; 4] = [0x23, 0x0f, 0x8a, 0xb3];
+    const ELEMENT_LEN: usize = 33;
+    const SCALAR_LEN: usize = 32;
     fn finish_dkg_public_key_package(package: PublicKeyPackage<Self>) -> PublicKeyPackage<Self> {
         use frost_secp256k1_tr::keys::Tweak;
         package.tweak::<&[u8]>(None)
@@ -69,5 +130,79 @@ impl Suite for frost_secp256k1_tr::Secp256K1Sha256TR {
     fn finish_child_public_key_package(package: PublicKeyPackage<Self>) -> PublicKeyPackage<Self> {
         use frost_secp256k1_tr::keys::Tweak;
         package.tweak::<&[u8]>(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use frost_core::round1::SigningCommitments;
+    use frost_core::{Field, Identifier};
+
+    /// The constants agree with frost's serialization of each suite.
+    fn layout_matches_frost<S: Suite>() {
+        let element = <S::Group as Group>::serialize(&<S::Group as Group>::generator()).unwrap();
+        assert_eq!(element.as_ref().len(), S::ELEMENT_LEN);
+        let scalar = <<S::Group as Group>::Field as Field>::serialize(
+            &<<S::Group as Group>::Field as Field>::one(),
+        );
+        assert_eq!(scalar.as_ref().len(), S::SCALAR_LEN);
+        assert_eq!(
+            Identifier::<S>::try_from(1u16).unwrap().serialize().len(),
+            S::SCALAR_LEN
+        );
+        let generator =
+            frost_core::round1::NonceCommitment::<S>::new(<S::Group as Group>::generator());
+        let commitment = SigningCommitments::<S>::new(generator, generator)
+            .serialize()
+            .unwrap();
+        assert_eq!(commitment[0], 0, "format version");
+        assert_eq!(
+            commitment[1..5],
+            S::FROST_SHORT_ID,
+            "{:02x?}",
+            &commitment[1..5]
+        );
+        assert_eq!(commitment.len(), 5 + 2 * S::ELEMENT_LEN);
+    }
+
+    /// ed25519's variable-time decoding gives what frost's gives, error kind included: on
+    /// random bytes (most are not points), on points with every small-order component and on
+    /// the small-order points themselves.
+    #[test]
+    fn ed25519_public_decoding_is_frosts() {
+        use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+        use rand_chacha::ChaCha20Rng;
+        use rand_core::{RngCore, SeedableRng};
+        type Ed = frost_ed25519::Ed25519Sha512;
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let mut inputs = Vec::new();
+        for _ in 0..2000 {
+            let mut bytes = [0u8; 32];
+            rng.fill_bytes(&mut bytes);
+            inputs.push(bytes);
+        }
+        for k in 1u64..40 {
+            let point = ED25519_BASEPOINT_POINT * curve25519_dalek::Scalar::from(k * 7919);
+            for torsion in EIGHT_TORSION {
+                inputs.push((point + torsion).compress().0);
+                inputs.push(torsion.compress().0);
+            }
+        }
+        let mut accepted = 0;
+        for bytes in inputs {
+            let ours = Ed::decode_public_element(&bytes);
+            let frost = <<Ed as Ciphersuite>::Group as Group>::deserialize(&bytes);
+            assert_eq!(ours, frost, "{bytes:02x?}");
+            accepted += usize::from(ours.is_ok());
+        }
+        assert!(accepted > 39, "{accepted}");
+    }
+
+    #[test]
+    fn layout_constants_match_frost() {
+        layout_matches_frost::<frost_ed25519::Ed25519Sha512>();
+        layout_matches_frost::<frost_secp256k1::Secp256K1Sha256>();
+        layout_matches_frost::<frost_secp256k1_tr::Secp256K1Sha256TR>();
     }
 }

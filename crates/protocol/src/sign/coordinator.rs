@@ -115,8 +115,7 @@ impl<S: Suite> SigningCoordinator<S> {
         if self.selected.is_some() {
             return Err(Refusal::Unexpected(MessageKind::SignCommitment).into());
         }
-        let commitment = SigningCommitments::<S>::deserialize(bytes)
-            .map_err(|e| Refusal::Malformed(format!("commitment: {e}")))?;
+        let commitment = super::package::parse_commitment::<S>(bytes)?;
         if let Some((_, previous)) = self.commitments.iter().find(|(i, _)| *i == id) {
             if *previous == commitment {
                 return Ok(());

@@ -9,6 +9,8 @@
 
 pub mod client;
 mod coordinator;
+mod package;
+pub use package::{agrees_with_frost, parse_commitment, parse_signing_package};
 mod roast;
 mod signer;
 

@@ -804,8 +804,7 @@ fn parse_commitment<S: Suite>(bytes: &[u8]) -> Result<SigningCommitments<S>, Ref
             bytes.len()
         )));
     }
-    SigningCommitments::<S>::deserialize(bytes)
-        .map_err(|e| Refusal::Malformed(format!("commitment: {e}")))
+    super::package::parse_commitment::<S>(bytes)
 }
 
 impl<S: Suite> Session<S> for RoastCoordinator<S> {

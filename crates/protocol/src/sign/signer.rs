@@ -281,12 +281,12 @@ impl<S: Suite> Signer<S> {
         if matches!(slot.state, SlotState::Consumed) {
             return Err(Refusal::NonceConsumed);
         }
-        let signing_package = self.check_package(&package.package, &slot.message)?;
-        let me = self.share.key_package.identifier();
-        let mine = signing_package.signing_commitment(me);
         let SlotState::Committed { commitments, .. } = &slot.state else {
             return Err(Refusal::NonceConsumed);
         };
+        let signing_package = self.check_package(&package.package, &slot.message, commitments)?;
+        let me = self.share.key_package.identifier();
+        let mine = signing_package.signing_commitment(me);
         if mine.as_ref() != Some(commitments) {
             if mine.is_some_and(|c| slot.consumed.contains(&c)) {
                 // One of this session's spent commitments again: a replay, or a coordinator
@@ -322,8 +322,14 @@ impl<S: Suite> Signer<S> {
 
     /// Checks a signing package for this signer, sizes first from the raw bytes (no point is
     /// decoded for a package of the wrong shape): exactly `t` commitments, all of members, the
-    /// approved `message`.
-    fn check_package(&self, bytes: &[u8], message: &[u8]) -> Result<SigningPackage<S>, Refusal> {
+    /// approved `message`. `mine` is the commitment this signer expects to find for itself: its
+    /// points are not checked again if they are there (the caller checks that they are).
+    fn check_package(
+        &self,
+        bytes: &[u8],
+        message: &[u8],
+        mine: &SigningCommitments<S>,
+    ) -> Result<SigningPackage<S>, Refusal> {
         let threshold = usize::from(*self.share.key_package.min_signers());
         let claimed = crate::serialized::claimed_count(bytes)
             .ok_or_else(|| Refusal::Malformed("signing package header".into()))?;
@@ -333,13 +339,8 @@ impl<S: Suite> Signer<S> {
                 self.committee.len()
             )));
         }
-        let signing_package = SigningPackage::<S>::deserialize(bytes)
-            .map_err(|e| Refusal::Malformed(format!("signing package: {e}")))?;
-        if signing_package.signing_commitments().len() as u64 != claimed {
-            return Err(Refusal::CommitmentSet(
-                "a member's commitment is listed twice".into(),
-            ));
-        }
+        let me = *self.share.key_package.identifier();
+        let signing_package = super::package::parse_signing_package(bytes, Some((me, mine)))?;
         if signing_package.message() != message {
             return Err(Refusal::MessageNotApproved);
         }
@@ -490,7 +491,7 @@ impl<S: Suite> Signer<S> {
         }
         let (nonces, pooled) = self.take_pooled(from, m.batch, m.index)?;
         super::check_requested_message(&m.message, self.reshare_test)?;
-        let signing_package = self.check_package(&m.package, &m.message)?;
+        let signing_package = self.check_package(&m.package, &m.message, &pooled)?;
         let me = self.share.key_package.identifier();
         if signing_package.signing_commitment(me).as_ref() != Some(&pooled) {
             return Err(Refusal::CommitmentMismatch);
