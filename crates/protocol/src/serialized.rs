@@ -1,13 +1,10 @@
 //! Sizes read from frost's serialized bytes before anything is decoded, so that a package of
 //! the wrong shape is refused without decoding a single point (no curve arithmetic).
 
-use frost_core::Group;
-
 use crate::Suite;
 
 /// The number of entries the first collection of a frost-serialized package claims — the
-/// commitments of a `SigningPackage`, the coefficient commitments of a DKG
-/// `round1::Package` — read without decoding any point. frost's postcard layout: format
+/// coefficient commitments of a DKG `round1::Package` — read without decoding any point. frost's postcard layout: format
 /// version `0` (1 byte) ‖ ciphersuite id (4 bytes) ‖ LEB128 varint count ‖ entries ‖ …. `None`
 /// if the bytes do not start that way.
 pub(crate) fn claimed_count(package: &[u8]) -> Option<u64> {
@@ -28,10 +25,7 @@ pub(crate) fn claimed_count(package: &[u8]) -> Option<u64> {
 /// The length of a `VerifiableSecretSharingCommitment::serialize_whole()` of `coefficients`
 /// coefficient commitments: one serialized group element each.
 pub(crate) fn whole_commitment_len<S: Suite>(coefficients: usize) -> usize {
-    let element = <S::Group as Group>::serialize(&<S::Group as Group>::generator())
-        .map(|e| e.as_ref().len())
-        .unwrap_or(0);
-    coefficients.saturating_mul(element)
+    coefficients.saturating_mul(S::ELEMENT_LEN)
 }
 
 #[cfg(test)]

@@ -68,9 +68,10 @@ impl Suite for frost_ed25519::Ed25519Sha512 {
     /// about a quarter of a node's CPU per signature (two points per commitment, every
     /// commitment of every package). A commitment is public, so this multiplies in variable
     /// time instead: P is in the prime-order subgroup iff (ℓ − 1)·P + P is the identity, and
-    /// ℓ − 1 is a canonical scalar (−1). The identity is refused first, as frost does; a
-    /// non-canonical encoding decodes to a point of small or mixed order (RFC 8032 §5.1.3,
-    /// eprint 2020/1244), so it is refused by the order check, as in frost.
+    /// ℓ − 1 is a canonical scalar (−1). The decoding and the order of the checks are frost's:
+    /// the identity is refused first; a non-canonical encoding decodes to the identity or to a
+    /// point of small or mixed order (RFC 8032 §5.1.3, eprint 2020/1244), so it is refused by
+    /// one check or the other, as in frost.
     fn decode_public_element(
         bytes: &<Self::Group as Group>::Serialization,
     ) -> Result<Element<Self>, GroupError> {
@@ -181,6 +182,18 @@ mod tests {
             let mut bytes = [0u8; 32];
             rng.fill_bytes(&mut bytes);
             inputs.push(bytes);
+        }
+        // y = 1 (the identity) and y = −1 (order 2), x = 0, with the sign bit set: not
+        // canonical; y = 0 with either sign bit (order 4).
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        let mut minus_one = [0xffu8; 32];
+        minus_one[0] = 0xec;
+        minus_one[31] = 0x7f;
+        for mut y in [one, minus_one, [0u8; 32]] {
+            inputs.push(y);
+            y[31] |= 0x80;
+            inputs.push(y);
         }
         for k in 1u64..40 {
             let point = ED25519_BASEPOINT_POINT * curve25519_dalek::Scalar::from(k * 7919);

@@ -5,7 +5,8 @@
 //! does not check again a commitment it made itself.
 //!
 //! What this accepts is a subset of what frost accepts, with the same result, and every
-//! serialization frost produces is in it (tests below and `tests/package_parser.rs`). It is
+//! serialization frost produces is in it (the tests below, and the `frost_packages` fuzz
+//! target, which checks [`agrees_with_frost`] on every input). It is
 //! stricter in that it takes only frost's own serialization of what it returns: no bytes after
 //! the package, no varint longer than it needs to be, members in frost's order and none listed
 //! twice (frost keeps the last of two entries). [`agrees_with_frost`] states the contract.
@@ -58,9 +59,29 @@ pub fn agrees_with_frost<S: Suite>(bytes: &[u8]) -> Result<(), String> {
     agree(
         "signing package",
         bytes,
-        parse_signing_package::<S>(bytes, None),
-        package,
-    )
+        parse_signing_package::<S>(bytes, None, None),
+        package.clone(),
+    )?;
+    // A signer's own commitment given as known changes nothing: each member's own, and each
+    // member given the next one's (bytes that are not its own commitment).
+    let entries: Vec<_> = package
+        .iter()
+        .flat_map(|(p, _)| p.signing_commitments().iter().map(|(id, c)| (*id, *c)))
+        .collect();
+    let others = entries
+        .iter()
+        .zip(entries.iter().cycle().skip(1))
+        .map(|((id, _), (_, next))| (*id, *next));
+    for (id, own) in entries.iter().copied().chain(others) {
+        let with_own = parse_signing_package::<S>(bytes, None, Some((id, &own)));
+        agree(
+            "signing package, own commitment given",
+            bytes,
+            with_own,
+            package.clone(),
+        )?;
+    }
+    Ok(())
 }
 
 /// Parses one member's `SigningCommitments::serialize()`: header ‖ hiding ‖ binding.
@@ -72,16 +93,24 @@ pub fn parse_commitment<S: Suite>(bytes: &[u8]) -> Result<SigningCommitments<S>,
 }
 
 /// Parses a `SigningPackage::serialize()`: header ‖ varint count ‖ count × (identifier ‖
-/// commitment) ‖ varint length ‖ message. `own` is this signer's identifier and the commitment
-/// it made: an entry of that identifier whose points are equal to it is not checked again (a
-/// point equal to one this signer made is in the group). Any other entry is checked in full.
+/// commitment) ‖ varint length ‖ message. With `expected`, a package of another number of
+/// commitments is refused before any point is decoded (`CommitmentSet`). `own` is this signer's
+/// identifier and the commitment it made: an entry of that identifier whose bytes are frost's
+/// serialization of that commitment is not decoded again (frost would decode them to it). Any
+/// other entry is decoded and checked in full.
 pub fn parse_signing_package<S: Suite>(
     bytes: &[u8],
+    expected: Option<usize>,
     own: Option<(Identifier<S>, &SigningCommitments<S>)>,
 ) -> Result<SigningPackage<S>, Refusal> {
     let mut reader = Reader::new(bytes, "signing package");
     reader.header::<S>()?;
     let count = reader.varint()?;
+    if let Some(expected) = expected.filter(|e| *e as u64 != count) {
+        return Err(Refusal::CommitmentSet(format!(
+            "{count} commitments where exactly {expected} are selected"
+        )));
+    }
     // Each entry takes at least one identifier's bytes: a count larger than what is left is
     // refused before anything is allocated for it.
     if count > (reader.left() / S::SCALAR_LEN) as u64 {
@@ -91,16 +120,16 @@ pub fn parse_signing_package<S: Suite>(
     for _ in 0..count {
         let id = Identifier::<S>::deserialize(reader.take(S::SCALAR_LEN)?)
             .map_err(|e| reader.malformed(&format!("identifier: {e}")))?;
-        match commitments.last_key_value() {
-            Some((last, _)) if *last == id => {
-                return Err(Refusal::CommitmentSet(
-                    "a member's commitment is listed twice".into(),
-                ))
-            }
-            Some((last, _)) if *last > id => {
-                return Err(reader.malformed("commitments out of order"))
-            }
-            _ => {}
+        if commitments.contains_key(&id) {
+            return Err(Refusal::CommitmentSet(
+                "a member's commitment is listed twice".into(),
+            ));
+        }
+        if commitments
+            .last_key_value()
+            .is_some_and(|(last, _)| *last > id)
+        {
+            return Err(reader.malformed("commitments out of order"));
         }
         let known = own.and_then(|(me, mine)| (me == id).then_some(mine));
         let commitment = reader.commitment::<S>(known)?;
@@ -247,11 +276,14 @@ mod tests {
         ] {
             let package = package::<S>(seed, t, message);
             let bytes = package.serialize().unwrap();
-            assert_eq!(parse_signing_package::<S>(&bytes, None).unwrap(), package);
+            assert_eq!(
+                parse_signing_package::<S>(&bytes, None, None).unwrap(),
+                package
+            );
             agrees_with_frost::<S>(&bytes).unwrap();
             // A signer's own entry, given as known, gives the same package.
             for (id, own) in package.signing_commitments() {
-                let parsed = parse_signing_package::<S>(&bytes, Some((*id, own))).unwrap();
+                let parsed = parse_signing_package::<S>(&bytes, None, Some((*id, own))).unwrap();
                 assert_eq!(parsed, package);
             }
             for commitment in package.signing_commitments().values() {
@@ -280,19 +312,40 @@ mod tests {
             .unwrap()
             .serialize()
             .unwrap();
+        let members: Vec<_> = package
+            .signing_commitments()
+            .iter()
+            .map(|(id, c)| (*id, *c))
+            .collect();
+        // Given each member's original commitment as its own, an edited package parses as it
+        // does without: refused as well, or to the same package.
+        let own_changes_nothing = |edited: &[u8]| {
+            let without = parse_signing_package::<S>(edited, None, None).ok();
+            for (id, own) in &members {
+                let with = parse_signing_package::<S>(edited, None, Some((*id, own))).ok();
+                assert_eq!(with, without, "{edited:02x?}");
+            }
+        };
         for bytes in [package.serialize().unwrap(), commitment] {
             for i in 0..bytes.len() {
                 for edit in [0x01u8, 0x02, 0x80, 0xff] {
                     let mut edited = bytes.clone();
                     edited[i] ^= edit;
                     agrees_with_frost::<S>(&edited).unwrap();
+                    own_changes_nothing(&edited);
                 }
                 agrees_with_frost::<S>(&bytes[..i]).unwrap();
+                // A byte inserted: frost takes a varint longer than it needs (0x83 0x00 for 3).
+                let mut inserted = bytes.clone();
+                inserted.insert(i, 0x00);
+                agrees_with_frost::<S>(&inserted).unwrap();
+                inserted[i] = 0x80;
+                agrees_with_frost::<S>(&inserted).unwrap();
             }
             let mut longer = bytes.clone();
             longer.push(0);
             agrees_with_frost::<S>(&longer).unwrap();
-            assert!(parse_signing_package::<S>(&longer, None).is_err());
+            assert!(parse_signing_package::<S>(&longer, None, None).is_err());
         }
     }
 
@@ -308,6 +361,33 @@ mod tests {
         [id.serialize(), commitment.serialize().unwrap()].concat()
     }
 
+    /// A count varint longer than it needs to be, which frost reads: refused.
+    fn long_varints<S: Suite>() {
+        let bytes = package::<S>(6, 3, b"m").serialize().unwrap();
+        assert_eq!(bytes[5], 3);
+        let longer = [&bytes[..5], &[0x83, 0x00], &bytes[6..]].concat();
+        assert!(SigningPackage::<S>::deserialize(&longer).is_ok());
+        assert!(matches!(
+            parse_signing_package::<S>(&longer, None, None),
+            Err(Refusal::Malformed(e)) if e.contains("varint longer than needed")
+        ));
+        agrees_with_frost::<S>(&longer).unwrap();
+        // Another count than the expected one is refused before any point is decoded: the
+        // entries here are garbage.
+        let garbage = [&bytes[..6], &[0xff; 300][..]].concat();
+        assert!(matches!(
+            parse_signing_package::<S>(&garbage, Some(2), None),
+            Err(Refusal::CommitmentSet(e)) if e.contains("exactly 2")
+        ));
+    }
+
+    #[test]
+    fn long_varints_and_unexpected_counts_are_refused() {
+        long_varints::<Ed>();
+        long_varints::<Secp>();
+        long_varints::<Tr>();
+    }
+
     /// Entries out of frost's order, or one member twice, are refused; frost takes both (a map
     /// of the last entries), so neither is frost's serialization of what it returns.
     fn order_and_duplicates<S: Suite>() {
@@ -321,7 +401,7 @@ mod tests {
             entry(entries[0].0, entries[0].1),
         );
         assert!(matches!(
-            parse_signing_package::<S>(&swapped, None),
+            parse_signing_package::<S>(&swapped, None, None),
             Err(Refusal::Malformed(e)) if e.contains("out of order")
         ));
         agrees_with_frost::<S>(&swapped).unwrap();
@@ -330,10 +410,19 @@ mod tests {
             entry(entries[0].0, entries[1].1),
         );
         assert!(matches!(
-            parse_signing_package::<S>(&twice, None),
+            parse_signing_package::<S>(&twice, None, None),
             Err(Refusal::CommitmentSet(_))
         ));
         agrees_with_frost::<S>(&twice).unwrap();
+        // Twice, with another member between: still a duplicate, not an order error.
+        let a = entry(entries[0].0, entries[0].1);
+        let b = entry(entries[1].0, entries[1].1);
+        let apart = [header, &[3], &a, &b, &a, &[1], b"m"].concat();
+        assert!(matches!(
+            parse_signing_package::<S>(&apart, None, None),
+            Err(Refusal::CommitmentSet(_))
+        ));
+        agrees_with_frost::<S>(&apart).unwrap();
         assert_eq!(
             body(
                 entry(entries[0].0, entries[0].1),
@@ -385,13 +474,23 @@ mod tests {
             15 + 38,
             "seven mixed-order points, eight of small order"
         );
-        for point in bad {
-            let mut edited = bytes.clone();
-            edited[at..at + 32].copy_from_slice(&point);
-            assert!(parse_signing_package::<Ed>(&edited, None).is_err());
-            assert!(parse_signing_package::<Ed>(&edited, Some((*id, own))).is_err());
-            agrees_with_frost::<Ed>(&edited).unwrap();
+        // In the hiding and in the binding slot of a signer's own entry.
+        for slot in [at, at + 32] {
+            for point in &bad {
+                let mut edited = bytes.clone();
+                edited[slot..slot + 32].copy_from_slice(point);
+                assert!(parse_signing_package::<Ed>(&edited, None, None).is_err());
+                assert!(parse_signing_package::<Ed>(&edited, None, Some((*id, own))).is_err());
+                agrees_with_frost::<Ed>(&edited).unwrap();
+            }
         }
+        // The signer's own points swapped between its two slots are decoded in full (and
+        // valid): the package parses, and its commitment is not the signer's.
+        let mut swapped = bytes.clone();
+        swapped[at..at + 32].copy_from_slice(&bytes[at + 32..at + 64]);
+        swapped[at + 32..at + 64].copy_from_slice(&bytes[at..at + 32]);
+        let parsed = parse_signing_package::<Ed>(&swapped, None, Some((*id, own))).unwrap();
+        assert_ne!(parsed.signing_commitment(id).as_ref(), Some(own));
     }
 
     fn random_edits<S: Suite>(edits: &[(usize, u8)], cut: usize) {

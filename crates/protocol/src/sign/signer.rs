@@ -320,10 +320,10 @@ impl<S: Suite> Signer<S> {
         self.produce_share(from, signed, &signing_package, nonces)
     }
 
-    /// Checks a signing package for this signer, sizes first from the raw bytes (no point is
-    /// decoded for a package of the wrong shape): exactly `t` commitments, all of members, the
-    /// approved `message`. `mine` is the commitment this signer expects to find for itself: its
-    /// points are not checked again if they are there (the caller checks that they are).
+    /// Checks a signing package for this signer: exactly `t` commitments, read from the count
+    /// before any point is decoded, all of members, the approved `message`. `mine` is the
+    /// commitment this signer expects to find for itself: it is not decoded again if it is
+    /// there (the caller checks that it is).
     fn check_package(
         &self,
         bytes: &[u8],
@@ -331,16 +331,9 @@ impl<S: Suite> Signer<S> {
         mine: &SigningCommitments<S>,
     ) -> Result<SigningPackage<S>, Refusal> {
         let threshold = usize::from(*self.share.key_package.min_signers());
-        let claimed = crate::serialized::claimed_count(bytes)
-            .ok_or_else(|| Refusal::Malformed("signing package header".into()))?;
-        if claimed > self.committee.len() as u64 || claimed != threshold as u64 {
-            return Err(Refusal::CommitmentSet(format!(
-                "{claimed} commitments; the coordinator selects exactly {threshold} of {}",
-                self.committee.len()
-            )));
-        }
         let me = *self.share.key_package.identifier();
-        let signing_package = super::package::parse_signing_package(bytes, Some((me, mine)))?;
+        let signing_package =
+            super::package::parse_signing_package(bytes, Some(threshold), Some((me, mine)))?;
         if signing_package.message() != message {
             return Err(Refusal::MessageNotApproved);
         }
