@@ -44,9 +44,10 @@ pub trait Suite: Ciphersuite + Send + Sync + 'static {
     }
 
     /// Decodes a group element that is *public* (a nonce commitment read from the wire),
-    /// accepting and refusing exactly what frost's `Group::deserialize` does: a malformed
-    /// encoding, the identity, an element outside the prime-order subgroup. It may take time
-    /// that depends on the element, which is why it is only for public ones.
+    /// refusing what frost's `Group::deserialize` refuses (a malformed encoding, the identity,
+    /// an element outside the prime-order subgroup), and accepting only frost's own encoding
+    /// of what it returns: frost also accepts a few other encodings of a point. It may take
+    /// time that depends on the element, which is why it is only for public ones.
     fn decode_public_element(
         bytes: &<Self::Group as Group>::Serialization,
     ) -> Result<Element<Self>, GroupError> {
@@ -107,6 +108,11 @@ impl Suite for frost_secp256k1::Secp256K1Sha256 {
     fn finish_dkg_public_key_package(package: PublicKeyPackage<Self>) -> PublicKeyPackage<Self> {
         package
     }
+    fn decode_public_element(
+        bytes: &<Self::Group as Group>::Serialization,
+    ) -> Result<Element<Self>, GroupError> {
+        decode_compressed_sec1::<Self>(bytes)
+    }
 }
 
 impl Suite for frost_secp256k1_tr::Secp256K1Sha256TR {
@@ -115,6 +121,11 @@ impl Suite for frost_secp256k1_tr::Secp256K1Sha256TR {
     const FROST_SHORT_ID: [u8; 4] = [0x23, 0x0f, 0x8a, 0xb3];
     const ELEMENT_LEN: usize = 33;
     const SCALAR_LEN: usize = 32;
+    fn decode_public_element(
+        bytes: &<Self::Group as Group>::Serialization,
+    ) -> Result<Element<Self>, GroupError> {
+        decode_compressed_sec1::<Self>(bytes)
+    }
     fn finish_dkg_public_key_package(package: PublicKeyPackage<Self>) -> PublicKeyPackage<Self> {
         use frost_secp256k1_tr::keys::Tweak;
         package.tweak::<&[u8]>(None)
@@ -131,6 +142,19 @@ impl Suite for frost_secp256k1_tr::Secp256K1Sha256TR {
     fn finish_child_public_key_package(package: PublicKeyPackage<Self>) -> PublicKeyPackage<Self> {
         use frost_secp256k1_tr::keys::Tweak;
         package.tweak::<&[u8]>(None)
+    }
+}
+
+/// A secp256k1 point in SEC1 compressed form, the only form frost writes: tag 2 or 3, then x.
+/// frost's decoder (through the `sec1` crate) also takes a 33-byte *compact* point (tag 5) and
+/// returns the point that tag 2 would name: that second encoding is refused here, so that one
+/// package has one encoding.
+fn decode_compressed_sec1<S: Suite>(
+    bytes: &<S::Group as Group>::Serialization,
+) -> Result<Element<S>, GroupError> {
+    match bytes.as_ref().first() {
+        Some(2 | 3) => <S::Group as Group>::deserialize(bytes),
+        _ => Err(GroupError::MalformedElement),
     }
 }
 
@@ -210,6 +234,63 @@ mod tests {
             accepted += usize::from(ours.is_ok());
         }
         assert!(accepted > 39, "{accepted}");
+    }
+
+    /// secp256k1's public decoding refuses exactly what frost refuses, and also every
+    /// encoding frost would not write (a compact point, tag 5, which frost takes); what it
+    /// accepts is frost's encoding of the result. x = p and x = p + 1 (not field elements)
+    /// are refused by both.
+    fn sec1_decoding<S: Suite>() {
+        use rand_chacha::ChaCha20Rng;
+        use rand_core::{RngCore, SeedableRng};
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let mut inputs = Vec::new();
+        let p = hex::decode("fffffffffffffffffffffffffffffffffffffffffffffffffffffffefffffc2f")
+            .unwrap();
+        let mut p_plus_one = p.clone();
+        p_plus_one[31] += 1;
+        for tag in [0u8, 1, 2, 3, 4, 5, 6, 7, 0xff] {
+            for _ in 0..200 {
+                let mut bytes = [0u8; 33];
+                rng.fill_bytes(&mut bytes[1..]);
+                bytes[0] = tag;
+                inputs.push(bytes.to_vec());
+            }
+            inputs.push([&[tag][..], &p].concat());
+            inputs.push([&[tag][..], &p_plus_one].concat());
+        }
+        let (mut accepted, mut compact) = (0, 0);
+        for bytes in inputs {
+            let Ok(serialization) = <S::Group as Group>::Serialization::try_from(bytes.as_slice())
+            else {
+                panic!("33 bytes are a secp256k1 serialization");
+            };
+            let ours = S::decode_public_element(&serialization);
+            let frost = <S::Group as Group>::deserialize(&serialization);
+            match (&ours, &frost) {
+                (Ok(point), Ok(theirs)) => {
+                    assert!(point == theirs);
+                    let again = <S::Group as Group>::serialize(point).unwrap();
+                    assert_eq!(again.as_ref(), bytes.as_slice());
+                    accepted += 1;
+                }
+                (Err(_), Ok(_)) => {
+                    assert_eq!(bytes[0], 5, "{bytes:02x?}");
+                    compact += 1;
+                }
+                (Ok(_), Err(_)) => panic!("accepted what frost refuses: {bytes:02x?}"),
+                (Err(_), Err(_)) => {}
+            }
+        }
+        // About half of all x are on the curve, for tags 2, 3 and 5.
+        assert!(accepted > 100, "{accepted}");
+        assert!(compact > 50, "frost took {compact} compact points");
+    }
+
+    #[test]
+    fn sec1_public_decoding_is_frosts_canonical_part() {
+        sec1_decoding::<frost_secp256k1::Secp256K1Sha256>();
+        sec1_decoding::<frost_secp256k1_tr::Secp256K1Sha256TR>();
     }
 
     #[test]
