@@ -4,9 +4,10 @@
 use crate::Suite;
 
 /// The number of entries the first collection of a frost-serialized package claims — the
-/// coefficient commitments of a DKG `round1::Package` — read without decoding any point. frost's postcard layout: format
-/// version `0` (1 byte) ‖ ciphersuite id (4 bytes) ‖ LEB128 varint count ‖ entries ‖ …. `None`
-/// if the bytes do not start that way.
+/// coefficient commitments of a DKG `round1::Package` — read without decoding any point.
+/// frost's postcard layout: format version `0` (1 byte) ‖ ciphersuite id (4 bytes) ‖ LEB128
+/// varint count ‖ entries ‖ …. `None` if the bytes do not start that way. Signing packages have
+/// their own, stricter reader (`sign::parse_signing_package`).
 pub(crate) fn claimed_count(package: &[u8]) -> Option<u64> {
     let (&version, rest) = package.split_first()?;
     if version != 0 {
