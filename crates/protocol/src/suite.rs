@@ -1,5 +1,5 @@
 use frost_core::keys::{KeyPackage, PublicKeyPackage};
-use frost_core::{Ciphersuite, Element, Group, GroupError, VerifyingKey};
+use frost_core::{Ciphersuite, Element, Group, GroupError, Scalar, VerifyingKey};
 use permafrost_wire::Curve;
 
 use crate::derive::DerivationScheme;
@@ -53,6 +53,17 @@ pub trait Suite: Ciphersuite + Send + Sync + 'static {
     ) -> Result<Element<Self>, GroupError> {
         <Self::Group as Group>::deserialize(bytes)
     }
+
+    /// RFC 9591's group commitment Σ (Dᵢ + ρᵢ·Eᵢ) of public commitments: each term is
+    /// (hiding Dᵢ, binding Eᵢ, binding factor ρᵢ). It may take time that depends on them.
+    fn group_commitment(terms: &[(Element<Self>, Element<Self>, Scalar<Self>)]) -> Element<Self>;
+
+    /// Whether a signer negates its nonces in a signature with group commitment `r`: BIP-340's
+    /// taproot signs with the nonce of the even-y point, as frost's `compute_signature_share`
+    /// for that suite does.
+    fn negates_nonces(_r: &Element<Self>) -> bool {
+        false
+    }
 }
 
 impl Suite for frost_ed25519::Ed25519Sha512 {
@@ -97,6 +108,19 @@ impl Suite for frost_ed25519::Ed25519Sha512 {
             Err(GroupError::InvalidNonPrimeOrderElement)
         }
     }
+
+    /// curve25519-dalek's vectorized variable-time multi-scalar multiplication (frost's generic
+    /// one adds single points).
+    fn group_commitment(terms: &[(Element<Self>, Element<Self>, Scalar<Self>)]) -> Element<Self> {
+        use curve25519_dalek::edwards::EdwardsPoint;
+        use curve25519_dalek::traits::VartimeMultiscalarMul;
+        let hiding: EdwardsPoint = terms.iter().map(|(d, _, _)| d).sum();
+        hiding
+            + EdwardsPoint::vartime_multiscalar_mul(
+                terms.iter().map(|(_, _, rho)| rho),
+                terms.iter().map(|(_, e, _)| e),
+            )
+    }
 }
 
 impl Suite for frost_secp256k1::Secp256K1Sha256 {
@@ -113,6 +137,9 @@ impl Suite for frost_secp256k1::Secp256K1Sha256 {
     ) -> Result<Element<Self>, GroupError> {
         decode_compressed_sec1::<Self>(bytes)
     }
+    fn group_commitment(terms: &[(Element<Self>, Element<Self>, Scalar<Self>)]) -> Element<Self> {
+        secp256k1_group_commitment(terms)
+    }
 }
 
 impl Suite for frost_secp256k1_tr::Secp256K1Sha256TR {
@@ -125,6 +152,15 @@ impl Suite for frost_secp256k1_tr::Secp256K1Sha256TR {
         bytes: &<Self::Group as Group>::Serialization,
     ) -> Result<Element<Self>, GroupError> {
         decode_compressed_sec1::<Self>(bytes)
+    }
+    fn group_commitment(terms: &[(Element<Self>, Element<Self>, Scalar<Self>)]) -> Element<Self> {
+        secp256k1_group_commitment(terms)
+    }
+    /// frost's `compute_signature_share` for this suite negates the nonces when the group
+    /// commitment's y is odd.
+    fn negates_nonces(r: &Element<Self>) -> bool {
+        use k256::elliptic_curve::point::AffineCoordinates;
+        r.to_affine().y_is_odd().into()
     }
     fn finish_dkg_public_key_package(package: PublicKeyPackage<Self>) -> PublicKeyPackage<Self> {
         use frost_secp256k1_tr::keys::Tweak;
@@ -143,6 +179,17 @@ impl Suite for frost_secp256k1_tr::Secp256K1Sha256TR {
         use frost_secp256k1_tr::keys::Tweak;
         package.tweak::<&[u8]>(None)
     }
+}
+
+/// Σ (Dᵢ + ρᵢ·Eᵢ) with k256's linear combination (one run of doublings for all terms).
+fn secp256k1_group_commitment(
+    terms: &[(k256::ProjectivePoint, k256::ProjectivePoint, k256::Scalar)],
+) -> k256::ProjectivePoint {
+    use k256::elliptic_curve::ops::LinearCombinationExt;
+    let hiding: k256::ProjectivePoint = terms.iter().map(|(d, _, _)| d).sum();
+    let binding: Vec<(k256::ProjectivePoint, k256::Scalar)> =
+        terms.iter().map(|(_, e, rho)| (*e, *rho)).collect();
+    hiding + k256::ProjectivePoint::lincomb_ext(binding.as_slice())
 }
 
 /// A secp256k1 point in SEC1 compressed form, the only form frost writes: tag 2 or 3, then x.

@@ -4,14 +4,14 @@ use std::time::Duration;
 use frost_core::keys::PublicKeyPackage;
 use frost_core::round1::SigningCommitments;
 use frost_core::round2::SignatureShare;
-use frost_core::{aggregate, verify_signature_share, Identifier, SigningPackage};
+use frost_core::{verify_signature_share, CheaterDetection, Identifier, SigningPackage};
 use permafrost_wire::{
     ClientAuthorization, DerivationPath, Digest, Epoch, KeyId, Message, MessageKind, NodeId,
     SessionId, SignPackage, SignRequest,
 };
 use rand_core::CryptoRngCore;
 
-use super::{check_key, check_signing_parameters, package_digest};
+use super::{check_key, check_signing_parameters, package_digest, WirePackage};
 use crate::{Committee, Event, Output, ProtocolError, Refusal, Session, Suite, Timestamp};
 
 /// The coordinator's side of one signing session: ask the committee for commitments, send a
@@ -34,7 +34,7 @@ pub struct SigningCoordinator<S: Suite> {
 }
 
 struct Selected<S: Suite> {
-    package: SigningPackage<S>,
+    package: WirePackage<S>,
     /// What the signers' shares must name (see [`super::package_digest`]).
     digest: Digest,
     signers: BTreeSet<Identifier<S>>,
@@ -143,6 +143,10 @@ impl<S: Suite> SigningCoordinator<S> {
             Err(e) => return self.fail(ProtocolError::Frost(e.to_string())),
         };
         let signers: BTreeSet<_> = package.signing_commitments().keys().copied().collect();
+        let package = match WirePackage::of_own(package, &bytes) {
+            Ok(p) => p,
+            Err(e) => return self.fail(ProtocolError::Frost(e.to_string())),
+        };
         for id in &signers {
             if let Some(to) = self.committee.node(id) {
                 self.outputs.push_back(Output::Send {
@@ -201,7 +205,7 @@ impl<S: Suite> SigningCoordinator<S> {
             id,
             verifying_share,
             &share,
-            &selected.package,
+            selected.package.package(),
             self.public_key_package.verifying_key(),
         )
         .is_err()
@@ -220,17 +224,13 @@ impl<S: Suite> SigningCoordinator<S> {
         let Some(selected) = &self.selected else {
             return;
         };
-        let result = aggregate(
+        // Every share was verified on arrival; the aggregate is verified once more, inside.
+        let result = super::round2::aggregate(
             &selected.package,
             &selected.shares,
             &self.public_key_package,
-        )
-        .and_then(|signature| {
-            self.public_key_package
-                .verifying_key()
-                .verify(&self.message, &signature)
-                .map(|()| signature)
-        });
+            CheaterDetection::FirstCheater,
+        );
         match result {
             Ok(signature) => {
                 let mut signers: Vec<NodeId> = selected

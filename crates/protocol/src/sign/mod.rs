@@ -10,8 +10,9 @@
 pub mod client;
 mod coordinator;
 mod package;
-pub use package::{agrees_with_frost, parse_commitment, parse_signing_package};
+pub use package::{agrees_with_frost, parse_commitment, parse_signing_package, WirePackage};
 mod roast;
+pub mod round2;
 mod signer;
 
 pub use coordinator::SigningCoordinator;

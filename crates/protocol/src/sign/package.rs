@@ -21,6 +21,9 @@ use crate::{Refusal, Suite};
 /// frost's serialization format version, the first byte of every package.
 const FORMAT_VERSION: u8 = 0;
 
+/// A commitment's (and a package's) header: the format version and the ciphersuite's id.
+const COMMITMENT_HEADER_LEN: usize = 1 + 4;
+
 /// The contract of [`parse_commitment`] and [`parse_signing_package`] against frost's
 /// deserializers, for any `bytes` (tests and the `frost_packages` fuzz target check it): what
 /// the parser accepts, frost accepts, with an equal result, and it is frost's own serialization
@@ -59,7 +62,7 @@ pub fn agrees_with_frost<S: Suite>(bytes: &[u8]) -> Result<(), String> {
     agree(
         "signing package",
         bytes,
-        parse_signing_package::<S>(bytes, None, None),
+        unwrap_checked(parse_signing_package::<S>(bytes, None, None))?,
         package.clone(),
     )?;
     // A signer's own commitment given as known changes nothing: each member's own, and each
@@ -73,7 +76,7 @@ pub fn agrees_with_frost<S: Suite>(bytes: &[u8]) -> Result<(), String> {
         .zip(entries.iter().cycle().skip(1))
         .map(|((id, _), (_, next))| (*id, *next));
     for (id, own) in entries.iter().copied().chain(others) {
-        let with_own = parse_signing_package::<S>(bytes, None, Some((id, &own)));
+        let with_own = unwrap_checked(parse_signing_package::<S>(bytes, None, Some((id, &own))))?;
         agree(
             "signing package, own commitment given",
             bytes,
@@ -84,12 +87,63 @@ pub fn agrees_with_frost<S: Suite>(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// The package read, once its encoded commitments are checked to be frost's encoding of it.
+fn unwrap_checked<S: Suite>(
+    read: Result<WirePackage<S>, Refusal>,
+) -> Result<Result<SigningPackage<S>, Refusal>, String> {
+    let Ok(read) = read else {
+        return Ok(read.map(|r| r.package));
+    };
+    let frost = frost_core::round1::encode_group_commitments(read.package.signing_commitments())
+        .map_err(|e| format!("frost cannot encode the commitments read: {e}"))?;
+    if frost != read.encoded_commitments {
+        return Err(format!(
+            "encoded commitments {:02x?} where frost encodes {frost:02x?}",
+            read.encoded_commitments
+        ));
+    }
+    Ok(Ok(read.package))
+}
+
 /// Parses one member's `SigningCommitments::serialize()`: header ‖ hiding ‖ binding.
 pub fn parse_commitment<S: Suite>(bytes: &[u8]) -> Result<SigningCommitments<S>, Refusal> {
     let mut reader = Reader::new(bytes, "commitment");
     let commitment = reader.commitment::<S>(None)?;
     reader.finish()?;
     Ok(commitment)
+}
+
+/// A signing package as it was read from the wire (or written by the coordinator), with the
+/// bytes frost hashes into the binding factors: each member's identifier and its two points,
+/// as they appear in the package (frost's `encode_group_commitments`), so that the second
+/// round encodes no point again ([`super::round2`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WirePackage<S: Suite> {
+    package: SigningPackage<S>,
+    encoded_commitments: Vec<u8>,
+}
+
+impl<S: Suite> WirePackage<S> {
+    /// A package this process serialized itself: `bytes` is `package.serialize()`. Fails only
+    /// if they do not have frost's layout.
+    pub(crate) fn of_own(package: SigningPackage<S>, bytes: &[u8]) -> Result<Self, Refusal> {
+        let layout = Layout::read::<S>(bytes, None)?;
+        Ok(Self {
+            package,
+            encoded_commitments: layout.encoded_commitments(),
+        })
+    }
+
+    /// The package.
+    pub fn package(&self) -> &SigningPackage<S> {
+        &self.package
+    }
+
+    /// Each member's identifier ‖ hiding point ‖ binding point, in the package's order: what
+    /// frost's `encode_group_commitments` writes for it.
+    pub fn encoded_commitments(&self) -> &[u8] {
+        &self.encoded_commitments
+    }
 }
 
 /// Parses a `SigningPackage::serialize()`: header ‖ varint count ‖ count × (identifier ‖
@@ -102,24 +156,12 @@ pub fn parse_signing_package<S: Suite>(
     bytes: &[u8],
     expected: Option<usize>,
     own: Option<(Identifier<S>, &SigningCommitments<S>)>,
-) -> Result<SigningPackage<S>, Refusal> {
-    let mut reader = Reader::new(bytes, "signing package");
-    reader.header::<S>()?;
-    let count = reader.varint()?;
-    if let Some(expected) = expected.filter(|e| *e as u64 != count) {
-        return Err(Refusal::CommitmentSet(format!(
-            "{count} commitments where exactly {expected} are selected"
-        )));
-    }
-    // Each entry takes at least one identifier's bytes: a count larger than what is left is
-    // refused before anything is allocated for it.
-    if count > (reader.left() / S::SCALAR_LEN) as u64 {
-        return Err(reader.malformed("more commitments claimed than the package holds"));
-    }
+) -> Result<WirePackage<S>, Refusal> {
+    let layout = Layout::read::<S>(bytes, expected)?;
     let mut commitments = BTreeMap::new();
-    for _ in 0..count {
-        let id = Identifier::<S>::deserialize(reader.take(S::SCALAR_LEN)?)
-            .map_err(|e| reader.malformed(&format!("identifier: {e}")))?;
+    for entry in &layout.entries {
+        let id = Identifier::<S>::deserialize(entry.identifier)
+            .map_err(|e| Refusal::Malformed(format!("signing package: identifier: {e}")))?;
         if commitments.contains_key(&id) {
             return Err(Refusal::CommitmentSet(
                 "a member's commitment is listed twice".into(),
@@ -129,20 +171,84 @@ pub fn parse_signing_package<S: Suite>(
             .last_key_value()
             .is_some_and(|(last, _)| *last > id)
         {
-            return Err(reader.malformed("commitments out of order"));
+            return Err(Refusal::Malformed(
+                "signing package: commitments out of order".into(),
+            ));
         }
         let known = own.and_then(|(me, mine)| (me == id).then_some(mine));
+        let mut reader = Reader::new(entry.commitment, "signing package");
         let commitment = reader.commitment::<S>(known)?;
+        reader.finish()?;
         commitments.insert(id, commitment);
     }
-    let message_len = reader.varint()?;
-    let message_len = usize::try_from(message_len)
-        .ok()
-        .filter(|len| *len <= reader.left())
-        .ok_or_else(|| reader.malformed("message longer than the package"))?;
-    let message = reader.take(message_len)?;
-    reader.finish()?;
-    Ok(SigningPackage::new(commitments, message))
+    Ok(WirePackage {
+        package: SigningPackage::new(commitments, layout.message),
+        encoded_commitments: layout.encoded_commitments(),
+    })
+}
+
+/// Where each part of a serialized signing package lies, read without decoding anything.
+struct Layout<'a> {
+    entries: Vec<Entry<'a>>,
+    message: &'a [u8],
+}
+
+/// One member's entry in a serialized signing package.
+struct Entry<'a> {
+    /// Its serialized identifier.
+    identifier: &'a [u8],
+    /// Its serialized commitment: header ‖ hiding ‖ binding.
+    commitment: &'a [u8],
+}
+
+impl<'a> Layout<'a> {
+    /// The header, the count (refused if it is not `expected`), each entry's identifier and
+    /// commitment (by length), the message, and nothing after it.
+    fn read<S: Suite>(bytes: &'a [u8], expected: Option<usize>) -> Result<Self, Refusal> {
+        let mut reader = Reader::new(bytes, "signing package");
+        reader.header::<S>()?;
+        let count = reader.varint()?;
+        if let Some(expected) = expected.filter(|e| *e as u64 != count) {
+            return Err(Refusal::CommitmentSet(format!(
+                "{count} commitments where exactly {expected} are selected"
+            )));
+        }
+        let entry_len = S::SCALAR_LEN + COMMITMENT_HEADER_LEN + 2 * S::ELEMENT_LEN;
+        // A count larger than what is left is refused before anything is allocated for it.
+        if count > (reader.left() / entry_len) as u64 {
+            return Err(reader.malformed("more commitments claimed than the package holds"));
+        }
+        let mut entries = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            entries.push(Entry {
+                identifier: reader.take(S::SCALAR_LEN)?,
+                commitment: reader.take(COMMITMENT_HEADER_LEN + 2 * S::ELEMENT_LEN)?,
+            });
+        }
+        let message_len = reader.varint()?;
+        let message_len = usize::try_from(message_len)
+            .ok()
+            .filter(|len| *len <= reader.left())
+            .ok_or_else(|| reader.malformed("message longer than the package"))?;
+        let message = reader.take(message_len)?;
+        reader.finish()?;
+        Ok(Self { entries, message })
+    }
+
+    /// frost's `encode_group_commitments`: identifier ‖ hiding ‖ binding, entry by entry.
+    fn encoded_commitments(&self) -> Vec<u8> {
+        let mut encoded = Vec::with_capacity(
+            self.entries
+                .iter()
+                .map(|e| e.identifier.len() + e.commitment.len())
+                .sum(),
+        );
+        for entry in &self.entries {
+            encoded.extend_from_slice(entry.identifier);
+            encoded.extend_from_slice(entry.commitment.get(COMMITMENT_HEADER_LEN..).unwrap_or(&[]));
+        }
+        encoded
+    }
 }
 
 /// A cursor over frost-serialized bytes; `what` names them in errors.
@@ -175,7 +281,7 @@ impl<'a> Reader<'a> {
 
     /// Format version and ciphersuite: the same header starts a package and each commitment.
     fn header<S: Suite>(&mut self) -> Result<(), Refusal> {
-        let header = self.take(5)?;
+        let header = self.take(COMMITMENT_HEADER_LEN)?;
         if header[0] != FORMAT_VERSION {
             return Err(self.malformed("unknown format version"));
         }
@@ -276,15 +382,18 @@ mod tests {
         ] {
             let package = package::<S>(seed, t, message);
             let bytes = package.serialize().unwrap();
+            let read = parse_signing_package::<S>(&bytes, None, None).unwrap();
+            assert_eq!(*read.package(), package);
             assert_eq!(
-                parse_signing_package::<S>(&bytes, None, None).unwrap(),
-                package
+                read.encoded_commitments(),
+                round1::encode_group_commitments(package.signing_commitments()).unwrap()
             );
+            assert_eq!(WirePackage::of_own(package.clone(), &bytes).unwrap(), read);
             agrees_with_frost::<S>(&bytes).unwrap();
             // A signer's own entry, given as known, gives the same package.
             for (id, own) in package.signing_commitments() {
                 let parsed = parse_signing_package::<S>(&bytes, None, Some((*id, own))).unwrap();
-                assert_eq!(parsed, package);
+                assert_eq!(parsed, read);
             }
             for commitment in package.signing_commitments().values() {
                 let bytes = commitment.serialize().unwrap();
@@ -490,7 +599,7 @@ mod tests {
         swapped[at..at + 32].copy_from_slice(&bytes[at + 32..at + 64]);
         swapped[at + 32..at + 64].copy_from_slice(&bytes[at..at + 32]);
         let parsed = parse_signing_package::<Ed>(&swapped, None, Some((*id, own))).unwrap();
-        assert_ne!(parsed.signing_commitment(id).as_ref(), Some(own));
+        assert_ne!(parsed.package().signing_commitment(id).as_ref(), Some(own));
     }
 
     fn random_edits<S: Suite>(edits: &[(usize, u8)], cut: usize) {

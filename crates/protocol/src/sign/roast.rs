@@ -3,9 +3,7 @@ use std::time::Duration;
 
 use frost_core::round1::SigningCommitments;
 use frost_core::round2::SignatureShare;
-use frost_core::{
-    aggregate_custom, verify_signature_share, CheaterDetection, Identifier, SigningPackage,
-};
+use frost_core::{verify_signature_share, CheaterDetection, Identifier, SigningPackage};
 use permafrost_wire::{
     ClientAuthorization, Digest, Epoch, KeyId, Message, MessageKind, NodeId, SessionId,
     SignPackage, SignRefusal, SignRequest, SignWithCommitment,
@@ -13,7 +11,8 @@ use permafrost_wire::{
 use rand_core::CryptoRngCore;
 
 use super::{
-    check_key, check_signing_parameters, package_digest, PooledCommitment, MAX_COMMITMENT_LEN,
+    check_key, check_signing_parameters, package_digest, PooledCommitment, WirePackage,
+    MAX_COMMITMENT_LEN,
 };
 use crate::derive::KeyAtPath;
 use crate::hash::Transcript;
@@ -118,7 +117,7 @@ enum MemberState<S: Suite> {
 
 struct Attempt<S: Suite> {
     id: SessionId,
-    package: SigningPackage<S>,
+    package: WirePackage<S>,
     digest: Digest,
     signers: BTreeSet<Identifier<S>>,
     /// Shares received, verified only if the aggregate fails or the attempt is doomed.
@@ -414,6 +413,10 @@ impl<S: Suite> RoastCoordinator<S> {
             Err(e) => return self.fail(ProtocolError::Frost(e.to_string())),
         };
         let signers: BTreeSet<_> = package.signing_commitments().keys().copied().collect();
+        let package = match WirePackage::of_own(package, &bytes) {
+            Ok(p) => p,
+            Err(e) => return self.fail(ProtocolError::Frost(e.to_string())),
+        };
         for id in &signers {
             let Some(member) = self.members.get_mut(id) else {
                 continue;
@@ -540,7 +543,7 @@ impl<S: Suite> RoastCoordinator<S> {
             id,
             verifying_share,
             share,
-            &a.package,
+            a.package.package(),
             self.key.package().verifying_key(),
         )
         .is_ok();
@@ -556,7 +559,7 @@ impl<S: Suite> RoastCoordinator<S> {
         let Some(a) = self.attempts.get(attempt) else {
             return;
         };
-        match aggregate_custom(
+        match super::round2::aggregate(
             &a.package,
             &a.shares,
             self.key.package(),

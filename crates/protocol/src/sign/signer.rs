@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use frost_core::keys::KeyPackage;
 use frost_core::round1::{self, SigningCommitments, SigningNonces};
-use frost_core::{round2, SigningPackage};
+
 use permafrost_wire::{
     CommitmentBatch, CommitmentsRequest, DerivationPath, Epoch, KeyId, Message, NodeId, SessionId,
     SignCommitment, SignPackage, SignRequest, SignShare, SignWithCommitment,
@@ -11,7 +11,7 @@ use permafrost_wire::{
 use rand_core::CryptoRngCore;
 use sha2::{Digest as _, Sha256};
 
-use super::{package_digest, MAX_POOL_BATCH};
+use super::{package_digest, WirePackage, MAX_POOL_BATCH};
 use crate::cache::BoundedCache;
 use crate::derive::Derivation;
 use crate::{
@@ -286,7 +286,7 @@ impl<S: Suite> Signer<S> {
         };
         let signing_package = self.check_package(&package.package, &slot.message, commitments)?;
         let me = self.share.key_package.identifier();
-        let mine = signing_package.signing_commitment(me);
+        let mine = signing_package.package().signing_commitment(me);
         if mine.as_ref() != Some(commitments) {
             if mine.is_some_and(|c| slot.consumed.contains(&c)) {
                 // One of this session's spent commitments again: a replay, or a coordinator
@@ -329,15 +329,16 @@ impl<S: Suite> Signer<S> {
         bytes: &[u8],
         message: &[u8],
         mine: &SigningCommitments<S>,
-    ) -> Result<SigningPackage<S>, Refusal> {
+    ) -> Result<WirePackage<S>, Refusal> {
         let threshold = usize::from(*self.share.key_package.min_signers());
         let me = *self.share.key_package.identifier();
         let signing_package =
             super::package::parse_signing_package(bytes, Some(threshold), Some((me, mine)))?;
-        if signing_package.message() != message {
+        if signing_package.package().message() != message {
             return Err(Refusal::MessageNotApproved);
         }
         if let Some(stranger) = signing_package
+            .package()
             .signing_commitments()
             .keys()
             .find(|id| self.committee.node(id).is_none())
@@ -355,7 +356,7 @@ impl<S: Suite> Signer<S> {
         &mut self,
         to: &NodeId,
         signed: Signed<'_>,
-        signing_package: &SigningPackage<S>,
+        signing_package: &WirePackage<S>,
         nonces: SigningNonces<S>,
     ) -> Result<(), Refusal> {
         // A child share is derived here, from this node's own share and the approved path: a
@@ -375,7 +376,7 @@ impl<S: Suite> Signer<S> {
                 .map_err(|e| Refusal::Malformed(e.to_string()))
             })?
         };
-        let share = round2::sign(signing_package, &nonces, key_package)
+        let share = super::round2::sign(signing_package, &nonces, key_package)
             .map_err(|e| Refusal::Malformed(format!("cannot sign: {e}")))?;
         drop(nonces);
         self.outputs.push_back(Output::Event(Event::ShareProduced {
@@ -486,7 +487,7 @@ impl<S: Suite> Signer<S> {
         super::check_requested_message(&m.message, self.reshare_test)?;
         let signing_package = self.check_package(&m.package, &m.message, &pooled)?;
         let me = self.share.key_package.identifier();
-        if signing_package.signing_commitment(me).as_ref() != Some(&pooled) {
+        if signing_package.package().signing_commitment(me).as_ref() != Some(&pooled) {
             return Err(Refusal::CommitmentMismatch);
         }
         let expires = now.after(self.limits.session_timeout);

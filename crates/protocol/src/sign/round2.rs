@@ -1,0 +1,317 @@
+//! FROST's second round on a package read from the wire: a signer's share and the coordinator's
+//! aggregate, equal to frost's `round2::sign` and `aggregate_custom` (the tests below compare
+//! them on every suite), computed with less work:
+//!
+//! - the binding factors are hashed from the commitments' bytes as they are in the package
+//!   ([`WirePackage::encoded_commitments`]), where frost encodes every point again (a field
+//!   inversion each);
+//! - the group commitment is the suite's fastest multi-scalar multiplication
+//!   ([`Suite::group_commitment`]: the points are public).
+//!
+//! The share's arithmetic is frost's (RFC 9591 §5.2): `z = d + e·ρ + λ·s·c`, with the suite's
+//! hooks applied as frost applies them (`pre_sign`, `challenge`, and BIP-340's negation of the
+//! nonces, [`Suite::negates_nonces`]). frost's `pre_commitment_sign` and
+//! `pre_commitment_aggregate` hooks are not called: none of the three suites overrides them. An
+//! aggregate that does not verify is handed to frost's own `aggregate_custom`, which finds the
+//! cheaters, so every error comes from frost. The secret scalars (nonces, share) are handled as
+//! frost's `compute_signature_share` handles them: copied into the arithmetic, not zeroized
+//! there; the nonces themselves are the caller's, consumed and zeroized on drop.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use frost_core::keys::{KeyPackage, PublicKeyPackage};
+use frost_core::round1::SigningNonces;
+use frost_core::round2::SignatureShare;
+use frost_core::{
+    aggregate_custom, CheaterDetection, Ciphersuite, Element, Error, Field, Group, Identifier,
+    Scalar, Signature, VerifyingKey,
+};
+
+use super::WirePackage;
+use crate::Suite;
+
+type ScalarField<S> = <<S as Ciphersuite>::Group as Group>::Field;
+
+/// ρᵢ of each member of `package`, in the package's order (RFC 9591 §4.4):
+/// H1(key ‖ H4(message) ‖ H5(encoded commitments) ‖ identifier).
+fn binding_factors<S: Suite>(
+    key: &VerifyingKey<S>,
+    package: &WirePackage<S>,
+) -> Result<Vec<Scalar<S>>, Error<S>> {
+    let mut input = Vec::with_capacity(256);
+    input.extend_from_slice(key.serialize()?.as_ref());
+    input.extend_from_slice(S::H4(package.package().message()).as_ref());
+    input.extend_from_slice(S::H5(package.encoded_commitments()).as_ref());
+    let prefix = input.len();
+    Ok(package
+        .package()
+        .signing_commitments()
+        .keys()
+        .map(|id| {
+            input.truncate(prefix);
+            input.extend_from_slice(id.serialize().as_ref());
+            S::H1(&input)
+        })
+        .collect())
+}
+
+/// R = Σ (Dᵢ + ρᵢ·Eᵢ) (RFC 9591 §4.5); an identity commitment is refused, as in frost.
+fn group_commitment<S: Suite>(
+    package: &WirePackage<S>,
+    factors: &[Scalar<S>],
+) -> Result<Element<S>, Error<S>> {
+    let identity = <S::Group as Group>::identity();
+    let mut terms = Vec::with_capacity(factors.len());
+    for (commitment, factor) in package
+        .package()
+        .signing_commitments()
+        .values()
+        .zip(factors)
+    {
+        let (hiding, binding) = (commitment.hiding().value(), commitment.binding().value());
+        if hiding == identity || binding == identity {
+            return Err(Error::IdentityCommitment);
+        }
+        terms.push((hiding, binding, *factor));
+    }
+    Ok(S::group_commitment(&terms))
+}
+
+/// This signer's share of `package` with `nonces` and `key_package`: frost's `round2::sign`.
+/// The caller consumes the nonces.
+pub fn sign<S: Suite>(
+    package: &WirePackage<S>,
+    nonces: &SigningNonces<S>,
+    key_package: &KeyPackage<S>,
+) -> Result<SignatureShare<S>, Error<S>> {
+    let signing_package = package.package();
+    let commitments = signing_package.signing_commitments();
+    if commitments.len() < usize::from(*key_package.min_signers()) {
+        return Err(Error::IncorrectNumberOfCommitments);
+    }
+    let me = key_package.identifier();
+    let own = commitments.get(me).ok_or(Error::MissingCommitment)?;
+    if nonces.commitments() != own {
+        return Err(Error::IncorrectCommitment);
+    }
+    let (hooked_package, nonces, key_package) = S::pre_sign(signing_package, nonces, key_package)?;
+    if matches!(hooked_package, Cow::Owned(_)) {
+        // A suite that rewrites the package before signing would not sign these bytes. None of
+        // the three does; frost signs what its hook returns.
+        return frost_core::round2::sign(signing_package, &nonces, &key_package);
+    }
+    let factors = binding_factors(key_package.verifying_key(), package)?;
+    let r = group_commitment(package, &factors)?;
+    let position = commitments
+        .keys()
+        .position(|id| id == me)
+        .ok_or(Error::MissingCommitment)?;
+    let rho = factors[position];
+    let lambda = frost_core::derive_interpolating_value(me, signing_package)?;
+    let challenge = S::challenge(&r, key_package.verifying_key(), signing_package.message())?;
+    let mut nonce = nonces.hiding().to_scalar() + nonces.binding().to_scalar() * rho;
+    if S::negates_nonces(&r) {
+        nonce = <ScalarField<S> as Field>::zero() - nonce;
+    }
+    let z = nonce + lambda * key_package.signing_share().to_scalar() * challenge.to_scalar();
+    SignatureShare::deserialize(<ScalarField<S> as Field>::serialize(&z).as_ref())
+}
+
+/// The signature of `package` from `shares`: frost's `aggregate_custom`. The signature is
+/// computed here and verified; only when it does not verify (or frost would refuse the
+/// inputs) does frost aggregate, find the cheaters with `detection`, and give its error.
+pub fn aggregate<S: Suite>(
+    package: &WirePackage<S>,
+    shares: &BTreeMap<Identifier<S>, SignatureShare<S>>,
+    public_keys: &PublicKeyPackage<S>,
+    detection: CheaterDetection,
+) -> Result<Signature<S>, Error<S>> {
+    match verified_aggregate(package, shares, public_keys) {
+        Ok(Some(signature)) => Ok(signature),
+        _ => aggregate_custom(package.package(), shares, public_keys, detection),
+    }
+}
+
+/// The aggregate signature, if frost would accept the inputs and it verifies.
+fn verified_aggregate<S: Suite>(
+    package: &WirePackage<S>,
+    shares: &BTreeMap<Identifier<S>, SignatureShare<S>>,
+    public_keys: &PublicKeyPackage<S>,
+) -> Result<Option<Signature<S>>, Error<S>> {
+    let signing_package = package.package();
+    let commitments = signing_package.signing_commitments();
+    let complete = commitments.len() == shares.len()
+        && commitments
+            .keys()
+            .all(|id| shares.contains_key(id) && public_keys.verifying_shares().contains_key(id))
+        && public_keys
+            .min_signers()
+            .is_none_or(|min| shares.len() >= usize::from(min));
+    if !complete {
+        return Ok(None);
+    }
+    let (hooked_package, shares, public_keys) =
+        S::pre_aggregate(signing_package, shares, public_keys)?;
+    if matches!(hooked_package, Cow::Owned(_)) {
+        return Ok(None);
+    }
+    let factors = binding_factors(public_keys.verifying_key(), package)?;
+    let r = group_commitment(package, &factors)?;
+    let mut z = <ScalarField<S> as Field>::zero();
+    for share in shares.values() {
+        let bytes = share.serialize();
+        let serialization = <ScalarField<S> as Field>::Serialization::try_from(bytes.as_slice())
+            .map_err(|_| Error::MalformedSignature)?;
+        z = z + <ScalarField<S> as Field>::deserialize(&serialization)?;
+    }
+    let signature = Signature::new(r, z);
+    Ok(public_keys
+        .verifying_key()
+        .verify(signing_package.message(), &signature)
+        .is_ok()
+        .then_some(signature))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::derive::Derivation;
+    use frost_core::keys::{generate_with_dealer, IdentifierList, KeyPackage};
+    use frost_core::{round1, SigningPackage};
+    use permafrost_wire::{DerivationPath, KeyId};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    type Ed = frost_ed25519::Ed25519Sha512;
+    type Secp = frost_secp256k1::Secp256K1Sha256;
+    type Tr = frost_secp256k1_tr::Secp256K1Sha256TR;
+
+    /// On random keys (also child keys), signer sets and messages, each share and the aggregate
+    /// equal frost's, bit for bit; a wrong share makes the aggregate frost's error naming it.
+    fn equal_to_frost<S: Suite>() {
+        let mut rng = ChaCha20Rng::seed_from_u64(0x5eed);
+        for (round, (n, t)) in [(3, 2), (5, 3), (5, 5), (7, 4), (3, 2), (5, 3)]
+            .into_iter()
+            .cycle()
+            .take(24)
+            .enumerate()
+        {
+            let (shares, public) =
+                generate_with_dealer::<S, _>(n, t, IdentifierList::Default, &mut rng).unwrap();
+            let public = S::finish_dkg_public_key_package(public);
+            let mut keys: BTreeMap<_, _> = shares
+                .into_iter()
+                .map(|(id, share)| {
+                    let key = S::finish_child_key_package(KeyPackage::try_from(share).unwrap());
+                    (id, key)
+                })
+                .collect();
+            let mut public = public;
+            if round % 3 == 2 {
+                // A child key: the same arithmetic on derived packages.
+                let path = DerivationPath::new(vec![7, 1]).unwrap();
+                let key_id = KeyId::new("child").unwrap();
+                let derivation =
+                    Derivation::of_key(&key_id, public.verifying_key(), &path).unwrap();
+                keys = keys
+                    .into_iter()
+                    .map(|(id, k)| (id, derivation.key_package(&k)))
+                    .collect();
+                public = derivation.public_key_package(&public);
+            }
+            let signers: Vec<_> = keys
+                .keys()
+                .copied()
+                .skip(round % 2)
+                .take(t.into())
+                .collect();
+            let mut nonces = BTreeMap::new();
+            let mut commitments = BTreeMap::new();
+            for id in &signers {
+                let (n, c) = round1::commit(keys[id].signing_share(), &mut rng);
+                nonces.insert(*id, n);
+                commitments.insert(*id, c);
+            }
+            let message = vec![round as u8; round * 7];
+            let package = SigningPackage::new(commitments, &message);
+            let bytes = package.serialize().unwrap();
+            let read = super::super::parse_signing_package::<S>(&bytes, None, None).unwrap();
+            let mut ours = BTreeMap::new();
+            for id in &signers {
+                let theirs = frost_core::round2::sign(&package, &nonces[id], &keys[id]).unwrap();
+                let share = sign(&read, &nonces[id], &keys[id]).unwrap();
+                assert_eq!(share, theirs, "round {round}");
+                ours.insert(*id, share);
+            }
+            let theirs =
+                aggregate_custom(&package, &ours, &public, CheaterDetection::AllCheaters).unwrap();
+            let signature = aggregate(&read, &ours, &public, CheaterDetection::AllCheaters);
+            assert_eq!(signature.unwrap(), theirs, "round {round}");
+            public.verifying_key().verify(&message, &theirs).unwrap();
+            // A share of another package: the aggregate fails as frost's does, naming it.
+            let cheater = signers[round % signers.len()];
+            let mut wrong = ours.clone();
+            wrong.insert(cheater, ours[&signers[(round + 1) % signers.len()]]);
+            let frost = aggregate_custom(&package, &wrong, &public, CheaterDetection::AllCheaters);
+            let ours = aggregate(&read, &wrong, &public, CheaterDetection::AllCheaters);
+            assert!(
+                matches!(&ours, Err(Error::InvalidSignatureShare { culprits }) if *culprits == vec![cheater]),
+                "{ours:?}"
+            );
+            assert_eq!(ours, frost);
+        }
+    }
+
+    #[test]
+    fn shares_and_aggregates_equal_frosts() {
+        equal_to_frost::<Ed>();
+        equal_to_frost::<Secp>();
+        equal_to_frost::<Tr>();
+    }
+
+    /// A signer refuses what frost's `round2::sign` refuses, with the same error.
+    fn refusals<S: Suite>() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let (shares, _) =
+            generate_with_dealer::<S, _>(5, 3, IdentifierList::Default, &mut rng).unwrap();
+        let keys: Vec<KeyPackage<S>> = shares
+            .into_values()
+            .map(|s| KeyPackage::try_from(s).unwrap())
+            .collect();
+        let committed: Vec<_> = keys
+            .iter()
+            .map(|k| round1::commit(k.signing_share(), &mut rng))
+            .collect();
+        let package_of = |members: &[usize]| {
+            let package = SigningPackage::new(
+                members
+                    .iter()
+                    .map(|m| (*keys[*m].identifier(), committed[*m].1))
+                    .collect(),
+                b"m",
+            );
+            let bytes = package.serialize().unwrap();
+            let read = super::super::parse_signing_package::<S>(&bytes, None, None).unwrap();
+            (package, read)
+        };
+        for (members, signer, nonce) in [
+            (&[0, 1][..], 0, 0), // fewer than t
+            (&[0, 1, 2], 3, 3),  // the signer is not in it
+            (&[0, 1, 2], 0, 1),  // another member's nonces
+        ] {
+            let (package, read) = package_of(members);
+            let theirs = frost_core::round2::sign(&package, &committed[nonce].0, &keys[signer]);
+            let ours = sign(&read, &committed[nonce].0, &keys[signer]);
+            assert!(theirs.is_err());
+            assert_eq!(ours, theirs);
+        }
+    }
+
+    #[test]
+    fn refusals_equal_frosts() {
+        refusals::<Ed>();
+        refusals::<Secp>();
+        refusals::<Tr>();
+    }
+}
