@@ -2,11 +2,13 @@
 //! Permafrost's (`permafrost_protocol::sign::round2`, which signers and coordinators run), on
 //! the same 3-of-5 package, per ciphersuite:
 //!
+//! - `round1_commit/<curve>/{frost,permafrost}`: one signer's nonces and commitment
+//!   (`round1::commit`, `Nonces::commit`).
 //! - `round2_sign/<curve>/{frost,permafrost}`: one signer's share (`round2::sign`).
 //! - `round2_aggregate/<curve>/{frost,permafrost}`: the aggregate of three valid shares,
 //!   verified (`aggregate_custom`).
 //!
-//! The package is parsed once, outside the timed loop, as a signer parses it.
+//! Permafrost's package is parsed once, outside the timed loop, as a signer parses it.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::BTreeMap;
@@ -15,7 +17,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use frost_core::keys::{generate_with_dealer, IdentifierList, KeyPackage};
 use frost_core::{aggregate_custom, round1, CheaterDetection, SigningPackage};
-use permafrost_protocol::sign::{parse_signing_package, round2};
+use permafrost_protocol::sign::{parse_signing_package, round2, Nonces};
 use permafrost_protocol::Suite;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -39,20 +41,40 @@ fn bench_round2<S: Suite>(c: &mut Criterion, curve: &str) {
             )
         })
         .collect();
+    // frost's nonces for frost's package, Permafrost's for its own: the same shape, one
+    // package each (a package holds its signers' commitments).
+    let mut frost_nonces = BTreeMap::new();
+    let mut frost_commitments = BTreeMap::new();
     let mut nonces = BTreeMap::new();
     let mut commitments = BTreeMap::new();
     for (id, key) in &keys {
         let (n, c) = round1::commit(key.signing_share(), &mut rng);
-        nonces.insert(*id, n);
-        commitments.insert(*id, c);
+        frost_nonces.insert(*id, n);
+        frost_commitments.insert(*id, c);
+        let ours = Nonces::commit(key.signing_share(), &mut rng).unwrap();
+        commitments.insert(*id, *ours.commitments());
+        nonces.insert(*id, ours);
     }
-    let package = SigningPackage::new(commitments, b"settle 1 BTC to the custodian");
-    let bytes = package.serialize().unwrap();
+    let message = b"settle 1 BTC to the custodian";
+    let frost_package = SigningPackage::new(frost_commitments, message);
+    let bytes = SigningPackage::new(commitments, message)
+        .serialize()
+        .unwrap();
     let read = parse_signing_package::<S>(&bytes, None, None).unwrap();
     let (id, key) = keys.iter().next().unwrap();
+    let mut group = c.benchmark_group("round1_commit");
+    group.bench_function(format!("{curve}/frost"), |b| {
+        b.iter(|| round1::commit(black_box(key.signing_share()), &mut rng))
+    });
+    group.bench_function(format!("{curve}/permafrost"), |b| {
+        b.iter(|| Nonces::<S>::commit(black_box(key.signing_share()), &mut rng).unwrap())
+    });
+    group.finish();
     let mut group = c.benchmark_group("round2_sign");
     group.bench_function(format!("{curve}/frost"), |b| {
-        b.iter(|| frost_core::round2::sign(black_box(&package), &nonces[id], key).unwrap())
+        b.iter(|| {
+            frost_core::round2::sign(black_box(&frost_package), &frost_nonces[id], key).unwrap()
+        })
     });
     group.bench_function(format!("{curve}/permafrost"), |b| {
         b.iter(|| round2::sign(black_box(&read), &nonces[id], key).unwrap())
@@ -62,12 +84,19 @@ fn bench_round2<S: Suite>(c: &mut Criterion, curve: &str) {
         .iter()
         .map(|(id, key)| (*id, round2::sign(&read, &nonces[id], key).unwrap()))
         .collect();
+    let frost_shares: BTreeMap<_, _> = keys
+        .iter()
+        .map(|(id, key)| {
+            let share = frost_core::round2::sign(&frost_package, &frost_nonces[id], key);
+            (*id, share.unwrap())
+        })
+        .collect();
     let mut group = c.benchmark_group("round2_aggregate");
     group.bench_function(format!("{curve}/frost"), |b| {
         b.iter(|| {
             aggregate_custom(
-                black_box(&package),
-                &shares,
+                black_box(&frost_package),
+                &frost_shares,
                 &public,
                 CheaterDetection::AllCheaters,
             )

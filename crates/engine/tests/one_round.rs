@@ -651,3 +651,64 @@ per_suite!(
     a_duplicated_one_round_request_changes_nothing,
     one_round_signers_that_fail_are_replaced_and_named,
 );
+
+/// In one round, a member's pooled commitments have a point outside the prime-order subgroup
+/// (ed25519): the coordinator pools them unchecked; when one goes into a package, the honest
+/// signers refuse it (their pooled nonces are gone with it), the coordinator checks the
+/// package, names that member, and asks the refusers for fresh commitments in two rounds: the
+/// signature comes out without it, and no honest member is named or left out.
+#[test]
+fn a_pooled_commitment_outside_the_group_is_named() {
+    type S = Ed25519;
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(304, 3, 5);
+    let bad = nodes[1].clone();
+    let b = bad.clone();
+    let log = record(&mut net, move |env| match &env.message {
+        Message::CommitmentBatch(m) if env.from == b => {
+            let mut forged = m.clone();
+            forged.commitments = m
+                .commitments
+                .iter()
+                .map(|c| ed25519_commitment_outside_the_group(c))
+                .collect();
+            Fault::Replace(Message::CommitmentBatch(forged))
+        }
+        _ => Fault::Deliver,
+    });
+    // The first signature (two rounds) fills the pools.
+    net.sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"first")
+        .unwrap();
+    net.run(Duration::from_millis(500));
+    // Sign until the bad member's pooled commitment is used (the order rotates).
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        assert!(tries <= 10, "{bad} never asked in one round");
+        log.lock().unwrap().clear();
+        let message = format!("try {tries}").into_bytes();
+        let outcome = net
+            .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, &message)
+            .unwrap();
+        verify_independently(&pkp, &message, &outcome.signature);
+        if count(&log, MessageKind::SignWithCommitment, Some(&bad)) == 0 {
+            assert!(outcome.culprits.is_empty());
+            continue;
+        }
+        assert_eq!(outcome.culprits, vec![bad.clone()]);
+        assert!(!outcome.signers.contains(&bad));
+        // The honest members of that attempt refused it and signed with fresh commitments.
+        let refusers: BTreeSet<NodeId> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e.message, Message::SignRefusal(_)) && e.from != bad)
+            .map(|e| e.from.clone())
+            .collect();
+        assert_eq!(refusers.len(), 2, "{refusers:?}");
+        for refuser in &refusers {
+            assert!(outcome.signers.contains(refuser), "{refuser} left out");
+            assert_eq!(count(&log, MessageKind::SignRequest, Some(refuser)), 1);
+        }
+        break;
+    }
+}

@@ -690,3 +690,51 @@ fn one_shot_coordinator_refuses_a_share_on_another_package() {
     );
     assert!(refusals_at(&net, &coordinator).contains(&Refusal::PackageMismatch));
 }
+
+/// A member's commitment has a point outside the prime-order subgroup (ed25519, the only suite
+/// with a cofactor), and it is first in line. The coordinator reads commitments without that
+/// check, so the point goes into the first attempt's package; every honest signer refuses the
+/// package; the first refusal makes the coordinator check the package, name that member and
+/// keep the refusers in (their nonces are still live: their commitments go into the next
+/// attempt). With a 3-of-4 key, two honest refusers left out would leave too few: the
+/// signature comes out from the other three, and only that member is named.
+#[test]
+fn a_commitment_outside_the_group_is_named_and_the_refusers_stay_in() {
+    type S = Ed25519;
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(50, 3, 4);
+    let bad = nodes[0].clone();
+    let b = bad.clone();
+    let recorded = faults_counting_attempts(&mut net, move |env| match &env.message {
+        Message::SignCommitment(m) if env.from == b => {
+            let mut forged = m.clone();
+            forged.commitment = ed25519_commitment_outside_the_group(&m.commitment);
+            Fault::Replace(Message::SignCommitment(forged))
+        }
+        _ => Fault::Deliver,
+    });
+    let request = SessionId([50; 32]);
+    let mark = start_roast(
+        &mut net,
+        &coordinator,
+        &key,
+        &pkp,
+        &nodes,
+        b"pay 6",
+        request,
+    );
+    let (signers, culprits) = roast_outcome(&mut net, &coordinator, mark, &pkp, b"pay 6").unwrap();
+    assert_eq!(culprits, vec![bad.clone()]);
+    assert_eq!(signers, nodes[1..].to_vec());
+    assert_eq!(attempts(&recorded), 2);
+    // The honest members of the first attempt refused its package for the point, and each
+    // signed the second with the commitment it had made for the first.
+    for honest in &nodes[1..3] {
+        assert!(
+            refusals_at(&net, honest)
+                .iter()
+                .any(|r| matches!(r, Refusal::Malformed(e) if e.contains("point"))),
+            "{honest}: {:?}",
+            refusals_at(&net, honest)
+        );
+    }
+}

@@ -1,3 +1,5 @@
+use std::borrow::Cow;
+
 use frost_core::keys::{KeyPackage, PublicKeyPackage};
 use frost_core::{Ciphersuite, Element, Group, GroupError, Scalar, VerifyingKey};
 use permafrost_wire::Curve;
@@ -51,12 +53,39 @@ pub trait Suite: Ciphersuite + Send + Sync + 'static {
     fn decode_public_element(
         bytes: &<Self::Group as Group>::Serialization,
     ) -> Result<Element<Self>, GroupError> {
-        <Self::Group as Group>::deserialize(bytes)
+        let element = Self::decode_public_element_of_any_order(bytes)?;
+        Self::check_prime_order(&element)?;
+        Ok(element)
     }
+
+    /// [`Suite::decode_public_element`] without its last check, that the element lies in the
+    /// prime-order subgroup ([`Suite::check_prime_order`]): for a coordinator, which checks
+    /// only when a signer refuses a package (every signer checks every point it is sent).
+    fn decode_public_element_of_any_order(
+        bytes: &<Self::Group as Group>::Serialization,
+    ) -> Result<Element<Self>, GroupError>;
+
+    /// Whether a decoded element lies in the prime-order subgroup, as frost requires of every
+    /// element it decodes (`InvalidNonPrimeOrderElement` if not). In variable time: for public
+    /// elements only.
+    fn check_prime_order(element: &Element<Self>) -> Result<(), GroupError>;
 
     /// RFC 9591's group commitment Σ (Dᵢ + ρᵢ·Eᵢ) of public commitments: each term is
     /// (hiding Dᵢ, binding Eᵢ, binding factor ρᵢ). It may take time that depends on them.
     fn group_commitment(terms: &[(Element<Self>, Element<Self>, Scalar<Self>)]) -> Element<Self>;
+
+    /// `scalar` × the group's generator, in constant time (the scalar may be a secret nonce),
+    /// with the suite's precomputed tables where it has them.
+    fn mul_generator(scalar: &Scalar<Self>) -> Element<Self>;
+
+    /// Overwrites a secret scalar with zero, in a way the compiler does not remove.
+    fn zeroize_scalar(scalar: &mut Scalar<Self>);
+
+    /// The key package a signer signs with: frost's `pre_sign` hook for the suite (taproot: the
+    /// key with an even y, BIP-340).
+    fn signing_key_package(key_package: &KeyPackage<Self>) -> Cow<'_, KeyPackage<Self>> {
+        Cow::Borrowed(key_package)
+    }
 
     /// Whether a signer negates its nonces in a signature with group commitment `r`: BIP-340's
     /// taproot signs with the nonce of the even-y point, as frost's `compute_signature_share`
@@ -76,34 +105,41 @@ impl Suite for frost_ed25519::Ed25519Sha512 {
         package
     }
 
-    /// frost checks the prime order with a constant-time multiplication by the group order ℓ,
-    /// about a quarter of a node's CPU per signature (two points per commitment, every
-    /// commitment of every package). A commitment is public, so this multiplies in variable
-    /// time instead: P is in the prime-order subgroup iff (ℓ − 1)·P + P is the identity, and
-    /// ℓ − 1 is a canonical scalar (−1). The decoding and the order of the checks are frost's:
-    /// the identity is refused first; a non-canonical encoding decodes to the identity or to a
-    /// point of small or mixed order (RFC 8032 §5.1.3, eprint 2020/1244), so it is refused by
-    /// one check or the other, as in frost.
-    fn decode_public_element(
+    /// The decoding and the order of the checks are frost's: the identity is refused first; a
+    /// non-canonical encoding decodes to the identity or to a point of small or mixed order
+    /// (RFC 8032 §5.1.3, eprint 2020/1244), so it is refused by one check or the other
+    /// ([`Suite::check_prime_order`]), as in frost.
+    fn decode_public_element_of_any_order(
         bytes: &<Self::Group as Group>::Serialization,
     ) -> Result<Element<Self>, GroupError> {
-        use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+        use curve25519_dalek::edwards::CompressedEdwardsY;
         use curve25519_dalek::traits::IsIdentity;
-        use curve25519_dalek::Scalar;
         let point = CompressedEdwardsY(*bytes)
             .decompress()
             .ok_or(GroupError::MalformedElement)?;
         if point.is_identity() {
             return Err(GroupError::InvalidIdentityElement);
         }
+        Ok(point)
+    }
+
+    /// frost checks the prime order with a constant-time multiplication by the group order ℓ,
+    /// about a quarter of a node's CPU per signature (two points per commitment, every
+    /// commitment of every package). A commitment is public, so this multiplies in variable
+    /// time instead: P is in the prime-order subgroup iff (ℓ − 1)·P + P is the identity, and
+    /// ℓ − 1 is a canonical scalar (−1).
+    fn check_prime_order(element: &Element<Self>) -> Result<(), GroupError> {
+        use curve25519_dalek::edwards::EdwardsPoint;
+        use curve25519_dalek::traits::IsIdentity;
+        use curve25519_dalek::Scalar;
         let order_minus_one = -Scalar::ONE;
         let times_order = EdwardsPoint::vartime_double_scalar_mul_basepoint(
             &order_minus_one,
-            &point,
+            element,
             &Scalar::ZERO,
-        ) + point;
+        ) + element;
         if times_order.is_identity() {
-            Ok(point)
+            Ok(())
         } else {
             Err(GroupError::InvalidNonPrimeOrderElement)
         }
@@ -121,6 +157,14 @@ impl Suite for frost_ed25519::Ed25519Sha512 {
                 terms.iter().map(|(_, e, _)| e),
             )
     }
+
+    fn mul_generator(scalar: &Scalar<Self>) -> Element<Self> {
+        curve25519_dalek::edwards::EdwardsPoint::mul_base(scalar)
+    }
+
+    fn zeroize_scalar(scalar: &mut Scalar<Self>) {
+        zeroize::Zeroize::zeroize(scalar);
+    }
 }
 
 impl Suite for frost_secp256k1::Secp256K1Sha256 {
@@ -132,13 +176,24 @@ impl Suite for frost_secp256k1::Secp256K1Sha256 {
     fn finish_dkg_public_key_package(package: PublicKeyPackage<Self>) -> PublicKeyPackage<Self> {
         package
     }
-    fn decode_public_element(
+    fn decode_public_element_of_any_order(
         bytes: &<Self::Group as Group>::Serialization,
     ) -> Result<Element<Self>, GroupError> {
         decode_compressed_sec1::<Self>(bytes)
     }
+    /// secp256k1 has prime order: every point is in the group.
+    fn check_prime_order(_element: &Element<Self>) -> Result<(), GroupError> {
+        Ok(())
+    }
     fn group_commitment(terms: &[(Element<Self>, Element<Self>, Scalar<Self>)]) -> Element<Self> {
         secp256k1_group_commitment(terms)
+    }
+    fn mul_generator(scalar: &Scalar<Self>) -> Element<Self> {
+        use k256::elliptic_curve::ops::MulByGenerator;
+        k256::ProjectivePoint::mul_by_generator(scalar)
+    }
+    fn zeroize_scalar(scalar: &mut Scalar<Self>) {
+        zeroize::Zeroize::zeroize(scalar);
     }
 }
 
@@ -148,13 +203,28 @@ impl Suite for frost_secp256k1_tr::Secp256K1Sha256TR {
     const FROST_SHORT_ID: [u8; 4] = [0x23, 0x0f, 0x8a, 0xb3];
     const ELEMENT_LEN: usize = 33;
     const SCALAR_LEN: usize = 32;
-    fn decode_public_element(
+    fn decode_public_element_of_any_order(
         bytes: &<Self::Group as Group>::Serialization,
     ) -> Result<Element<Self>, GroupError> {
         decode_compressed_sec1::<Self>(bytes)
     }
+    /// secp256k1 has prime order: every point is in the group.
+    fn check_prime_order(_element: &Element<Self>) -> Result<(), GroupError> {
+        Ok(())
+    }
     fn group_commitment(terms: &[(Element<Self>, Element<Self>, Scalar<Self>)]) -> Element<Self> {
         secp256k1_group_commitment(terms)
+    }
+    fn mul_generator(scalar: &Scalar<Self>) -> Element<Self> {
+        use k256::elliptic_curve::ops::MulByGenerator;
+        k256::ProjectivePoint::mul_by_generator(scalar)
+    }
+    fn zeroize_scalar(scalar: &mut Scalar<Self>) {
+        zeroize::Zeroize::zeroize(scalar);
+    }
+    fn signing_key_package(key_package: &KeyPackage<Self>) -> Cow<'_, KeyPackage<Self>> {
+        use frost_secp256k1_tr::keys::EvenY;
+        Cow::Owned(key_package.clone().into_even_y(None))
     }
     /// frost's `compute_signature_share` for this suite negates the nonces when the group
     /// commitment's y is odd.

@@ -285,3 +285,19 @@ pub fn unreachable(node: &NodeId) -> impl FnMut(&Envelope) -> Fault + 'static {
         }
     }
 }
+
+/// An ed25519 `SigningCommitments::serialize()` with a torsion point of order 8 added to its
+/// hiding point: a well-formed encoding of a point of mixed order, outside the prime-order
+/// subgroup (every signer refuses it; a coordinator reads it without the check).
+pub fn ed25519_commitment_outside_the_group(commitment: &[u8]) -> Vec<u8> {
+    use curve25519_dalek::constants::EIGHT_TORSION;
+    use curve25519_dalek::edwards::CompressedEdwardsY;
+    // header (format version, ciphersuite id) ‖ hiding ‖ binding
+    let hiding = 5..5 + 32;
+    let mut bytes = commitment.to_vec();
+    let point = CompressedEdwardsY(bytes[hiding.clone()].try_into().unwrap())
+        .decompress()
+        .unwrap();
+    bytes[hiding].copy_from_slice((point + EIGHT_TORSION[1]).compress().as_bytes());
+    bytes
+}

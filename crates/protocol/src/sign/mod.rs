@@ -10,13 +10,18 @@
 pub mod client;
 mod coordinator;
 mod package;
-pub use package::{agrees_with_frost, parse_commitment, parse_signing_package, WirePackage};
+pub use package::{
+    agrees_with_frost, outside_prime_order, parse_commitment, parse_commitment_of_any_order,
+    parse_signing_package, WirePackage,
+};
 mod roast;
+pub mod round1;
 pub mod round2;
 mod signer;
 
 pub use coordinator::SigningCoordinator;
 pub use roast::RoastCoordinator;
+pub use round1::Nonces;
 pub use signer::{
     Signer, SignerLimits, CHILD_KEYS_KEPT, DEFAULT_MAX_POOLED, DEFAULT_POOL_LIFETIME,
     POOL_USE_WITHIN,

@@ -28,7 +28,8 @@ const COMMITMENT_HEADER_LEN: usize = 1 + 4;
 /// deserializers, for any `bytes` (tests and the `frost_packages` fuzz target check it): what
 /// the parser accepts, frost accepts, with an equal result, and it is frost's own serialization
 /// of that result; what frost accepts and serializes back to the same bytes, the parser
-/// accepts. `Err` says how the parser broke it.
+/// accepts. [`parse_commitment_of_any_order`] accepts what [`parse_commitment`] accepts, with
+/// the same result, and beyond it only commitments [`outside_prime_order`]. `Err` says how the parser broke it.
 pub fn agrees_with_frost<S: Suite>(bytes: &[u8]) -> Result<(), String> {
     fn agree<T: PartialEq + std::fmt::Debug>(
         what: &str,
@@ -56,6 +57,21 @@ pub fn agrees_with_frost<S: Suite>(bytes: &[u8]) -> Result<(), String> {
         parse_commitment::<S>(bytes),
         commitment,
     )?;
+    // Without the prime-order check: the same where the parser accepts, and otherwise only
+    // what fails that check alone.
+    match (
+        parse_commitment::<S>(bytes),
+        parse_commitment_of_any_order::<S>(bytes),
+    ) {
+        (Ok(checked), Ok(any)) if checked == any && !outside_prime_order(&any) => {}
+        (Err(_), Ok(any)) if outside_prime_order(&any) => {}
+        (Err(_), Err(_)) => {}
+        (checked, any) => {
+            return Err(format!(
+                "commitment of any order: {any:?}, where the parser gives {checked:?}"
+            ))
+        }
+    }
     let package = SigningPackage::<S>::deserialize(bytes)
         .ok()
         .and_then(|p| Some((p.clone(), p.serialize().ok()?)));
@@ -76,7 +92,14 @@ pub fn agrees_with_frost<S: Suite>(bytes: &[u8]) -> Result<(), String> {
         .zip(entries.iter().cycle().skip(1))
         .map(|((id, _), (_, next))| (*id, *next));
     for (id, own) in entries.iter().copied().chain(others) {
-        let with_own = unwrap_checked(parse_signing_package::<S>(bytes, None, Some((id, &own))))?;
+        let serialized = own
+            .serialize()
+            .map_err(|e| format!("frost cannot serialize a commitment it read: {e}"))?;
+        let with_own = unwrap_checked(parse_signing_package::<S>(
+            bytes,
+            None,
+            Some((id, &own, &serialized)),
+        ))?;
         agree(
             "signing package, own commitment given",
             bytes,
@@ -108,9 +131,31 @@ fn unwrap_checked<S: Suite>(
 /// Parses one member's `SigningCommitments::serialize()`: header ‖ hiding ‖ binding.
 pub fn parse_commitment<S: Suite>(bytes: &[u8]) -> Result<SigningCommitments<S>, Refusal> {
     let mut reader = Reader::new(bytes, "commitment");
-    let commitment = reader.commitment::<S>(None)?;
+    let commitment = reader.commitment::<S>()?;
     reader.finish()?;
     Ok(commitment)
+}
+
+/// [`parse_commitment`] without the check that its points lie in the prime-order subgroup
+/// (for ed25519, the one check of the two that costs: a multiplication by the group order);
+/// [`outside_prime_order`] makes it later. For a coordinator: every signer checks every point
+/// of a package it is sent and refuses one outside the group, and only then need the
+/// coordinator know which member's it was.
+pub fn parse_commitment_of_any_order<S: Suite>(
+    bytes: &[u8],
+) -> Result<SigningCommitments<S>, Refusal> {
+    let mut reader = Reader::new(bytes, "commitment");
+    reader.check_order = false;
+    let commitment = reader.commitment::<S>()?;
+    reader.finish()?;
+    Ok(commitment)
+}
+
+/// Whether a point of `commitment` lies outside the prime-order subgroup (what
+/// [`parse_commitment`] refuses beyond [`parse_commitment_of_any_order`]).
+pub fn outside_prime_order<S: Suite>(commitment: &SigningCommitments<S>) -> bool {
+    S::check_prime_order(&commitment.hiding().value()).is_err()
+        || S::check_prime_order(&commitment.binding().value()).is_err()
 }
 
 /// A signing package as it was read from the wire (or written by the coordinator), with the
@@ -149,13 +194,13 @@ impl<S: Suite> WirePackage<S> {
 /// Parses a `SigningPackage::serialize()`: header ‖ varint count ‖ count × (identifier ‖
 /// commitment) ‖ varint length ‖ message. With `expected`, a package of another number of
 /// commitments is refused before any point is decoded (`CommitmentSet`). `own` is this signer's
-/// identifier and the commitment it made: an entry of that identifier whose bytes are frost's
-/// serialization of that commitment is not decoded again (frost would decode them to it). Any
-/// other entry is decoded and checked in full.
+/// identifier, the commitment it made and frost's serialization of it: an entry of that
+/// identifier with exactly those bytes is not decoded again (frost would decode them to that
+/// commitment). Any other entry is decoded and checked in full.
 pub fn parse_signing_package<S: Suite>(
     bytes: &[u8],
     expected: Option<usize>,
-    own: Option<(Identifier<S>, &SigningCommitments<S>)>,
+    own: Option<(Identifier<S>, &SigningCommitments<S>, &[u8])>,
 ) -> Result<WirePackage<S>, Refusal> {
     let layout = Layout::read::<S>(bytes, expected)?;
     let mut commitments = BTreeMap::new();
@@ -175,10 +220,15 @@ pub fn parse_signing_package<S: Suite>(
                 "signing package: commitments out of order".into(),
             ));
         }
-        let known = own.and_then(|(me, mine)| (me == id).then_some(mine));
-        let mut reader = Reader::new(entry.commitment, "signing package");
-        let commitment = reader.commitment::<S>(known)?;
-        reader.finish()?;
+        let commitment = match own {
+            Some((me, mine, serialized)) if me == id && entry.commitment == serialized => *mine,
+            _ => {
+                let mut reader = Reader::new(entry.commitment, "signing package");
+                let commitment = reader.commitment::<S>()?;
+                reader.finish()?;
+                commitment
+            }
+        };
         commitments.insert(id, commitment);
     }
     Ok(WirePackage {
@@ -255,11 +305,17 @@ impl<'a> Layout<'a> {
 struct Reader<'a> {
     bytes: &'a [u8],
     what: &'static str,
+    /// Points are checked to lie in the prime-order subgroup.
+    check_order: bool,
 }
 
 impl<'a> Reader<'a> {
     fn new(bytes: &'a [u8], what: &'static str) -> Self {
-        Self { bytes, what }
+        Self {
+            bytes,
+            what,
+            check_order: true,
+        }
     }
 
     fn malformed(&self, problem: &str) -> Refusal {
@@ -311,27 +367,23 @@ impl<'a> Reader<'a> {
         Err(self.malformed("varint overflows"))
     }
 
-    fn element<S: Suite>(&mut self, known: Option<Element<S>>) -> Result<Element<S>, Refusal> {
+    fn element<S: Suite>(&mut self) -> Result<Element<S>, Refusal> {
         let bytes = self.take(S::ELEMENT_LEN)?;
         let serialization = <S::Group as Group>::Serialization::try_from(bytes)
             .map_err(|_| self.malformed("element size"))?;
-        // frost decodes its own serialization of a valid point to that point.
-        if let Some(known) = known {
-            if <S::Group as Group>::serialize(&known).is_ok_and(|own| own.as_ref() == bytes) {
-                return Ok(known);
-            }
-        }
-        S::decode_public_element(&serialization).map_err(|e| self.malformed(&format!("point: {e}")))
+        let decoded = if self.check_order {
+            S::decode_public_element(&serialization)
+        } else {
+            S::decode_public_element_of_any_order(&serialization)
+        };
+        decoded.map_err(|e| self.malformed(&format!("point: {e}")))
     }
 
-    /// A `SigningCommitments`; with `known`, points equal to its own are not checked again.
-    fn commitment<S: Suite>(
-        &mut self,
-        known: Option<&SigningCommitments<S>>,
-    ) -> Result<SigningCommitments<S>, Refusal> {
+    /// A `SigningCommitments`.
+    fn commitment<S: Suite>(&mut self) -> Result<SigningCommitments<S>, Refusal> {
         self.header::<S>()?;
-        let hiding = self.element::<S>(known.map(|c| c.hiding().value()))?;
-        let binding = self.element::<S>(known.map(|c| c.binding().value()))?;
+        let hiding = self.element::<S>()?;
+        let binding = self.element::<S>()?;
         Ok(SigningCommitments::new(
             NonceCommitment::new(hiding),
             NonceCommitment::new(binding),
@@ -392,7 +444,12 @@ mod tests {
             agrees_with_frost::<S>(&bytes).unwrap();
             // A signer's own entry, given as known, gives the same package.
             for (id, own) in package.signing_commitments() {
-                let parsed = parse_signing_package::<S>(&bytes, None, Some((*id, own))).unwrap();
+                let parsed = parse_signing_package::<S>(
+                    &bytes,
+                    None,
+                    Some((*id, own, &own.serialize().unwrap())),
+                )
+                .unwrap();
                 assert_eq!(parsed, read);
             }
             for commitment in package.signing_commitments().values() {
@@ -431,7 +488,12 @@ mod tests {
         let own_changes_nothing = |edited: &[u8]| {
             let without = parse_signing_package::<S>(edited, None, None).ok();
             for (id, own) in &members {
-                let with = parse_signing_package::<S>(edited, None, Some((*id, own))).ok();
+                let with = parse_signing_package::<S>(
+                    edited,
+                    None,
+                    Some((*id, own, &own.serialize().unwrap())),
+                )
+                .ok();
                 assert_eq!(with, without, "{edited:02x?}");
             }
         };
@@ -589,7 +651,12 @@ mod tests {
                 let mut edited = bytes.clone();
                 edited[slot..slot + 32].copy_from_slice(point);
                 assert!(parse_signing_package::<Ed>(&edited, None, None).is_err());
-                assert!(parse_signing_package::<Ed>(&edited, None, Some((*id, own))).is_err());
+                assert!(parse_signing_package::<Ed>(
+                    &edited,
+                    None,
+                    Some((*id, own, &own.serialize().unwrap()))
+                )
+                .is_err());
                 agrees_with_frost::<Ed>(&edited).unwrap();
             }
         }
@@ -598,7 +665,12 @@ mod tests {
         let mut swapped = bytes.clone();
         swapped[at..at + 32].copy_from_slice(&bytes[at + 32..at + 64]);
         swapped[at + 32..at + 64].copy_from_slice(&bytes[at..at + 32]);
-        let parsed = parse_signing_package::<Ed>(&swapped, None, Some((*id, own))).unwrap();
+        let parsed = parse_signing_package::<Ed>(
+            &swapped,
+            None,
+            Some((*id, own, &own.serialize().unwrap())),
+        )
+        .unwrap();
         assert_ne!(parsed.package().signing_commitment(id).as_ref(), Some(own));
     }
 

@@ -127,6 +127,9 @@ struct Attempt<S: Suite> {
     stalled: bool,
     /// It can no longer complete: one of its signers refused, cheated or stalled.
     doomed: bool,
+    /// Whether its package holds a point outside the prime-order subgroup, once a refusal made
+    /// the coordinator check (see [`RoastCoordinator::convict_points_outside_the_group`]).
+    outside_the_group: Option<bool>,
 }
 
 impl<S: Suite> RoastCoordinator<S> {
@@ -458,6 +461,7 @@ impl<S: Suite> RoastCoordinator<S> {
             deadline: now.after(self.attempt_timeout),
             stalled: false,
             doomed: false,
+            outside_the_group: None,
         });
     }
 
@@ -665,6 +669,63 @@ impl<S: Suite> RoastCoordinator<S> {
         self.exclude(id, now);
     }
 
+    /// Checks, once per attempt, that every point of `attempt`'s package lies in the
+    /// prime-order subgroup (commitments are taken unchecked, [`parse_commitment`]); convicts
+    /// each member whose commitment has a point outside it and gives the attempt up. Whether
+    /// there was one.
+    fn convict_points_outside_the_group(&mut self, attempt: usize, now: Timestamp) -> bool {
+        let Some(a) = self.attempts.get_mut(attempt) else {
+            return false;
+        };
+        if let Some(found) = a.outside_the_group {
+            return found;
+        }
+        let outside: Vec<Identifier<S>> = a
+            .package
+            .package()
+            .signing_commitments()
+            .iter()
+            .filter(|(_, c)| super::package::outside_prime_order(c))
+            .map(|(id, _)| *id)
+            .collect();
+        a.outside_the_group = Some(!outside.is_empty());
+        if outside.is_empty() {
+            return false;
+        }
+        for id in outside {
+            self.convict(id, "commitment outside the prime-order group".into(), now);
+        }
+        self.doom(attempt, now);
+        true
+    }
+
+    /// Member `id` refused `attempt` for a reason not its own (another member's commitment):
+    /// it is ready again. Its nonce is still live in two rounds (a refused package consumes
+    /// none), so its commitment goes into the next attempt; a pooled one is gone with the
+    /// refused message, so it is asked for a fresh one.
+    fn excuse(&mut self, id: Identifier<S>, attempt: usize, now: Timestamp) {
+        let commitment = self
+            .attempts
+            .get(attempt)
+            .and_then(|a| a.package.package().signing_commitment(&id));
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        if !matches!(member.state, MemberState::Signing { attempt: a } if a == attempt) {
+            return;
+        }
+        match commitment {
+            Some(commitment) if member.pooled_in != Some(attempt) => {
+                member.state = MemberState::Ready(commitment);
+                self.ready.push_back(id);
+                self.start_attempts(now);
+            }
+            _ => self.ask(id, now),
+        }
+        self.replenish(now);
+        self.check_enough();
+    }
+
     fn handle_refusal(
         &mut self,
         from: &NodeId,
@@ -699,6 +760,14 @@ impl<S: Suite> RoastCoordinator<S> {
                 _ => {}
             }
             return;
+        }
+        if let MemberState::Signing { attempt } = member.state {
+            if self.convict_points_outside_the_group(attempt, now) {
+                // The package held another member's point outside the group: a refusal every
+                // honest signer owes it, so the refuser stays in.
+                self.excuse(id, attempt, now);
+                return;
+            }
         }
         self.refused.insert(from.clone(), reason);
         if unauthorized {
@@ -799,7 +868,10 @@ impl<S: Suite> RoastCoordinator<S> {
 }
 
 /// A member's commitment, refused before it is parsed if it is longer than
-/// [`MAX_COMMITMENT_LEN`].
+/// [`MAX_COMMITMENT_LEN`]. Its points are not checked to lie in the prime-order subgroup here:
+/// every signer checks every point of a package and refuses one outside it, and that refusal
+/// makes the coordinator check and name the member
+/// ([`RoastCoordinator::convict_points_outside_the_group`]).
 fn parse_commitment<S: Suite>(bytes: &[u8]) -> Result<SigningCommitments<S>, Refusal> {
     if bytes.len() > MAX_COMMITMENT_LEN {
         return Err(Refusal::Limit(format!(
@@ -807,7 +879,7 @@ fn parse_commitment<S: Suite>(bytes: &[u8]) -> Result<SigningCommitments<S>, Ref
             bytes.len()
         )));
     }
-    super::package::parse_commitment::<S>(bytes)
+    super::package::parse_commitment_of_any_order::<S>(bytes)
 }
 
 impl<S: Suite> Session<S> for RoastCoordinator<S> {

@@ -9,9 +9,10 @@
 //!   ([`Suite::group_commitment`]: the points are public).
 //!
 //! The share's arithmetic is frost's (RFC 9591 §5.2): `z = d + e·ρ + λ·s·c`, with the suite's
-//! hooks applied as frost applies them (`pre_sign`, `challenge`, and BIP-340's negation of the
-//! nonces, [`Suite::negates_nonces`]). frost's `pre_commitment_sign` and
-//! `pre_commitment_aggregate` hooks are not called: none of the three suites overrides them. An
+//! hooks applied as frost applies them (`pre_sign`, here [`Suite::signing_key_package`];
+//! `challenge`; BIP-340's negation of the nonces, [`Suite::negates_nonces`]) on the nonces of
+//! [`Nonces`]. frost's `pre_commitment_sign` and `pre_commitment_aggregate` hooks are not
+//! called: none of the three suites overrides them. An
 //! aggregate that does not verify is handed to frost's own `aggregate_custom`, which finds the
 //! cheaters, so every error comes from frost. The secret scalars (nonces, share) are handled as
 //! frost's `compute_signature_share` handles them: copied into the arithmetic, not zeroized
@@ -21,14 +22,13 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use frost_core::keys::{KeyPackage, PublicKeyPackage};
-use frost_core::round1::SigningNonces;
 use frost_core::round2::SignatureShare;
 use frost_core::{
     aggregate_custom, CheaterDetection, Ciphersuite, Element, Error, Field, Group, Identifier,
     Scalar, Signature, VerifyingKey,
 };
 
-use super::WirePackage;
+use super::{Nonces, WirePackage};
 use crate::Suite;
 
 type ScalarField<S> = <<S as Ciphersuite>::Group as Group>::Field;
@@ -82,7 +82,7 @@ fn group_commitment<S: Suite>(
 /// The caller consumes the nonces.
 pub fn sign<S: Suite>(
     package: &WirePackage<S>,
-    nonces: &SigningNonces<S>,
+    nonces: &Nonces<S>,
     key_package: &KeyPackage<S>,
 ) -> Result<SignatureShare<S>, Error<S>> {
     let signing_package = package.package();
@@ -95,12 +95,7 @@ pub fn sign<S: Suite>(
     if nonces.commitments() != own {
         return Err(Error::IncorrectCommitment);
     }
-    let (hooked_package, nonces, key_package) = S::pre_sign(signing_package, nonces, key_package)?;
-    if matches!(hooked_package, Cow::Owned(_)) {
-        // A suite that rewrites the package before signing would not sign these bytes. None of
-        // the three does; frost signs what its hook returns.
-        return frost_core::round2::sign(signing_package, &nonces, &key_package);
-    }
+    let key_package = S::signing_key_package(key_package);
     let factors = binding_factors(key_package.verifying_key(), package)?;
     let r = group_commitment(package, &factors)?;
     let position = commitments
@@ -110,7 +105,7 @@ pub fn sign<S: Suite>(
     let rho = factors[position];
     let lambda = frost_core::derive_interpolating_value(me, signing_package)?;
     let challenge = S::challenge(&r, key_package.verifying_key(), signing_package.message())?;
-    let mut nonce = nonces.hiding().to_scalar() + nonces.binding().to_scalar() * rho;
+    let mut nonce = nonces.hiding() + nonces.binding() * rho;
     if S::negates_nonces(&r) {
         nonce = <ScalarField<S> as Field>::zero() - nonce;
     }
@@ -187,6 +182,11 @@ mod tests {
     type Secp = frost_secp256k1::Secp256K1Sha256;
     type Tr = frost_secp256k1_tr::Secp256K1Sha256TR;
 
+    /// frost's nonces as [`Nonces`].
+    fn ours_of<S: Suite>(nonces: &frost_core::round1::SigningNonces<S>) -> Nonces<S> {
+        Nonces::from_scalars(nonces.hiding().to_scalar(), nonces.binding().to_scalar()).unwrap()
+    }
+
     /// On random keys (also child keys), signer sets and messages, each share and the aggregate
     /// equal frost's, bit for bit; a wrong share makes the aggregate frost's error naming it.
     fn equal_to_frost<S: Suite>() {
@@ -230,8 +230,8 @@ mod tests {
             let mut commitments = BTreeMap::new();
             for id in &signers {
                 let (n, c) = round1::commit(keys[id].signing_share(), &mut rng);
-                nonces.insert(*id, n);
                 commitments.insert(*id, c);
+                nonces.insert(*id, (ours_of(&n), n));
             }
             let message = vec![round as u8; round * 7];
             let package = SigningPackage::new(commitments, &message);
@@ -239,8 +239,8 @@ mod tests {
             let read = super::super::parse_signing_package::<S>(&bytes, None, None).unwrap();
             let mut ours = BTreeMap::new();
             for id in &signers {
-                let theirs = frost_core::round2::sign(&package, &nonces[id], &keys[id]).unwrap();
-                let share = sign(&read, &nonces[id], &keys[id]).unwrap();
+                let theirs = frost_core::round2::sign(&package, &nonces[id].1, &keys[id]).unwrap();
+                let share = sign(&read, &nonces[id].0, &keys[id]).unwrap();
                 assert_eq!(share, theirs, "round {round}");
                 ours.insert(*id, share);
             }
@@ -302,7 +302,7 @@ mod tests {
         ] {
             let (package, read) = package_of(members);
             let theirs = frost_core::round2::sign(&package, &committed[nonce].0, &keys[signer]);
-            let ours = sign(&read, &committed[nonce].0, &keys[signer]);
+            let ours = sign(&read, &ours_of(&committed[nonce].0), &keys[signer]);
             assert!(theirs.is_err());
             assert_eq!(ours, theirs);
         }

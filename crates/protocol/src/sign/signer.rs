@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use frost_core::keys::KeyPackage;
-use frost_core::round1::{self, SigningCommitments, SigningNonces};
+use frost_core::round1::SigningCommitments;
 
 use permafrost_wire::{
     CommitmentBatch, CommitmentsRequest, DerivationPath, Epoch, KeyId, Message, NodeId, SessionId,
@@ -11,7 +11,7 @@ use permafrost_wire::{
 use rand_core::CryptoRngCore;
 use sha2::{Digest as _, Sha256};
 
-use super::{package_digest, WirePackage, MAX_POOL_BATCH};
+use super::{package_digest, Nonces, WirePackage, MAX_POOL_BATCH};
 use crate::cache::BoundedCache;
 use crate::derive::Derivation;
 use crate::{
@@ -89,7 +89,7 @@ pub const CHILD_KEYS_KEPT: usize = 64;
 
 /// One batch of pooled nonces; a used one is `None`.
 struct Batch<S: Suite> {
-    nonces: Vec<Option<(SigningNonces<S>, SigningCommitments<S>)>>,
+    nonces: Vec<Option<Nonces<S>>>,
     left: usize,
     expires: Timestamp,
 }
@@ -113,10 +113,7 @@ struct Slot<S: Suite> {
 
 enum SlotState<S: Suite> {
     /// A live nonce and its commitment.
-    Committed {
-        nonces: SigningNonces<S>,
-        commitments: SigningCommitments<S>,
-    },
+    Committed { nonces: Nonces<S> },
     /// The last nonce is gone; any package for this session is refused until a new request.
     Consumed,
 }
@@ -194,12 +191,10 @@ impl<S: Suite> Signer<S> {
             // Asked again while a nonce is live (a retransmitted or duplicated request): the
             // same commitment again, never a second live nonce.
             Some(Slot {
-                state: SlotState::Committed { commitments, .. },
+                state: SlotState::Committed { nonces },
                 ..
             }) => {
-                let commitment = commitments
-                    .serialize()
-                    .map_err(|e| Refusal::Malformed(e.to_string()))?;
+                let commitment = nonces.serialized_commitments().to_vec();
                 self.send_commitment(from, request, commitment);
                 return Ok(());
             }
@@ -217,16 +212,11 @@ impl<S: Suite> Signer<S> {
             return Err(Refusal::Limit("too many open signing sessions".into()));
         }
         let mut rng = rng;
-        let (nonces, commitments) =
-            round1::commit::<S, _>(self.share.key_package.signing_share(), &mut rng);
-        let commitment = commitments
-            .serialize()
+        let nonces = Nonces::commit(self.share.key_package.signing_share(), &mut rng)
             .map_err(|e| Refusal::Malformed(e.to_string()))?;
+        let commitment = nonces.serialized_commitments().to_vec();
         let expires = now.after(self.limits.session_timeout);
-        let state = SlotState::Committed {
-            nonces,
-            commitments,
-        };
+        let state = SlotState::Committed { nonces };
         self.live += 1;
         match self.sessions.get_mut(&request.session) {
             Some(slot) => {
@@ -281,13 +271,13 @@ impl<S: Suite> Signer<S> {
         if matches!(slot.state, SlotState::Consumed) {
             return Err(Refusal::NonceConsumed);
         }
-        let SlotState::Committed { commitments, .. } = &slot.state else {
+        let SlotState::Committed { nonces } = &slot.state else {
             return Err(Refusal::NonceConsumed);
         };
-        let signing_package = self.check_package(&package.package, &slot.message, commitments)?;
+        let signing_package = self.check_package(&package.package, &slot.message, nonces)?;
         let me = self.share.key_package.identifier();
         let mine = signing_package.package().signing_commitment(me);
-        if mine.as_ref() != Some(commitments) {
+        if mine.as_ref() != Some(nonces.commitments()) {
             if mine.is_some_and(|c| slot.consumed.contains(&c)) {
                 // One of this session's spent commitments again: a replay, or a coordinator
                 // putting one commitment in two packages.
@@ -300,14 +290,12 @@ impl<S: Suite> Signer<S> {
         let Some(slot) = self.sessions.get_mut(&package.session) else {
             return Err(Refusal::UnknownSession);
         };
-        let SlotState::Committed {
-            nonces,
-            commitments,
-        } = std::mem::replace(&mut slot.state, SlotState::Consumed)
+        let SlotState::Committed { nonces } =
+            std::mem::replace(&mut slot.state, SlotState::Consumed)
         else {
             return Err(Refusal::NonceConsumed);
         };
-        slot.consumed.push(commitments);
+        slot.consumed.push(*nonces.commitments());
         let message_digest: [u8; 32] = Sha256::digest(&slot.message).into();
         let path = slot.path.clone();
         self.live -= 1;
@@ -328,12 +316,15 @@ impl<S: Suite> Signer<S> {
         &self,
         bytes: &[u8],
         message: &[u8],
-        mine: &SigningCommitments<S>,
+        mine: &Nonces<S>,
     ) -> Result<WirePackage<S>, Refusal> {
         let threshold = usize::from(*self.share.key_package.min_signers());
         let me = *self.share.key_package.identifier();
-        let signing_package =
-            super::package::parse_signing_package(bytes, Some(threshold), Some((me, mine)))?;
+        let signing_package = super::package::parse_signing_package(
+            bytes,
+            Some(threshold),
+            Some((me, mine.commitments(), mine.serialized_commitments())),
+        )?;
         if signing_package.package().message() != message {
             return Err(Refusal::MessageNotApproved);
         }
@@ -357,7 +348,7 @@ impl<S: Suite> Signer<S> {
         to: &NodeId,
         signed: Signed<'_>,
         signing_package: &WirePackage<S>,
-        nonces: SigningNonces<S>,
+        nonces: Nonces<S>,
     ) -> Result<(), Refusal> {
         // A child share is derived here, from this node's own share and the approved path: a
         // coordinator cannot name another child key than the client approved. The key itself
@@ -432,14 +423,10 @@ impl<S: Suite> Signer<S> {
         let mut nonces = Vec::with_capacity(count);
         let mut commitments = Vec::with_capacity(count);
         for _ in 0..count {
-            let (nonce, commitment) =
-                round1::commit::<S, _>(self.share.key_package.signing_share(), &mut rng);
-            commitments.push(
-                commitment
-                    .serialize()
-                    .map_err(|e| Refusal::Malformed(e.to_string()))?,
-            );
-            nonces.push(Some((nonce, commitment)));
+            let nonce = Nonces::commit(self.share.key_package.signing_share(), &mut rng)
+                .map_err(|e| Refusal::Malformed(e.to_string()))?;
+            commitments.push(nonce.serialized_commitments().to_vec());
+            nonces.push(Some(nonce));
         }
         self.pool.insert(
             name.clone(),
@@ -483,10 +470,11 @@ impl<S: Suite> Signer<S> {
         if self.sessions.contains_key(&m.session) {
             return Err(Refusal::SessionExists);
         }
-        let (nonces, pooled) = self.take_pooled(from, m.batch, m.index)?;
+        let nonces = self.take_pooled(from, m.batch, m.index)?;
         super::check_requested_message(&m.message, self.reshare_test)?;
-        let signing_package = self.check_package(&m.package, &m.message, &pooled)?;
+        let signing_package = self.check_package(&m.package, &m.message, &nonces)?;
         let me = self.share.key_package.identifier();
+        let pooled = *nonces.commitments();
         if signing_package.package().signing_commitment(me).as_ref() != Some(&pooled) {
             return Err(Refusal::CommitmentMismatch);
         }
@@ -519,7 +507,7 @@ impl<S: Suite> Signer<S> {
         from: &NodeId,
         batch: SessionId,
         index: u16,
-    ) -> Result<(SigningNonces<S>, SigningCommitments<S>), Refusal> {
+    ) -> Result<Nonces<S>, Refusal> {
         let name = (from.clone(), batch);
         let held = self
             .pool
