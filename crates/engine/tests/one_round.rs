@@ -42,7 +42,7 @@ fn record<S: Suite>(
     log
 }
 
-/// How many messages of `kind` the log holds from `from` (any if `None`) to anyone.
+/// How many messages of `kind` the log holds to `to` (to anyone if `None`).
 fn count(log: &Log, kind: MessageKind, to: Option<&NodeId>) -> usize {
     log.lock()
         .unwrap()

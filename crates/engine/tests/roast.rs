@@ -696,19 +696,26 @@ fn one_shot_coordinator_refuses_a_share_on_another_package() {
 /// check, so the point goes into the first attempt's package; every honest signer refuses the
 /// package; the first refusal makes the coordinator check the package, name that member and
 /// keep the refusers in (their nonces are still live: their commitments go into the next
-/// attempt). With a 3-of-4 key, two honest refusers left out would leave too few: the
-/// signature comes out from the other three, and only that member is named.
+/// attempt), asking only one more member. With a 3-of-5 key, two honest refusers left out
+/// would leave too few: the signature comes out from the next three, only that member is
+/// named, and the fifth is never asked.
 #[test]
 fn a_commitment_outside_the_group_is_named_and_the_refusers_stay_in() {
     type S = Ed25519;
-    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(50, 3, 4);
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(50, 3, 5);
     let bad = nodes[0].clone();
     let b = bad.clone();
+    let requests: Arc<Mutex<Vec<NodeId>>> = Arc::default();
+    let asked = requests.clone();
     let recorded = faults_counting_attempts(&mut net, move |env| match &env.message {
         Message::SignCommitment(m) if env.from == b => {
             let mut forged = m.clone();
             forged.commitment = ed25519_commitment_outside_the_group(&m.commitment);
             Fault::Replace(Message::SignCommitment(forged))
+        }
+        Message::SignRequest(_) => {
+            asked.lock().unwrap().push(env.to.clone());
+            Fault::Deliver
         }
         _ => Fault::Deliver,
     });
@@ -724,10 +731,36 @@ fn a_commitment_outside_the_group_is_named_and_the_refusers_stay_in() {
     );
     let (signers, culprits) = roast_outcome(&mut net, &coordinator, mark, &pkp, b"pay 6").unwrap();
     assert_eq!(culprits, vec![bad.clone()]);
-    assert_eq!(signers, nodes[1..].to_vec());
+    assert_eq!(signers, nodes[1..4].to_vec());
     assert_eq!(attempts(&recorded), 2);
     // The honest members of the first attempt refused its package for the point, and each
-    // signed the second with the commitment it had made for the first.
+    // signed the second with the commitment it had made for the first: asked once, the same
+    // commitment in both packages. The fourth was asked once, for the second attempt; the
+    // fifth never.
+    // A package is version ‖ suite ‖ count (one byte for 3) ‖ 3 × (identifier ‖ commitment of
+    // 5 + 2 × 32 bytes) ‖ message; the first one holds a point frost's decoder refuses.
+    let entry_of = |package: &[u8], id: &[u8]| -> Vec<u8> {
+        package[6..]
+            .chunks(32 + 5 + 64)
+            .take(3)
+            .find(|entry| entry[..32] == *id)
+            .unwrap()[32..]
+            .to_vec()
+    };
+    let packages: Vec<Vec<u8>> = recorded.lock().unwrap().iter().cloned().collect();
+    let requests = requests.lock().unwrap().clone();
+    for (i, node) in nodes.iter().enumerate() {
+        let expected = usize::from(i < 4);
+        let asked = requests.iter().filter(|n| *n == node).count();
+        assert_eq!(asked, expected, "{node}");
+    }
+    for honest in &nodes[1..3] {
+        let id = permafrost_protocol::wire::participant_identifier::<S>(honest)
+            .unwrap()
+            .serialize();
+        let used: BTreeSet<_> = packages.iter().map(|p| entry_of(p, &id)).collect();
+        assert_eq!(used.len(), 1, "{honest}: {} commitments", used.len());
+    }
     for honest in &nodes[1..3] {
         assert!(
             refusals_at(&net, honest)

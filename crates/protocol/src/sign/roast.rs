@@ -295,14 +295,19 @@ impl<S: Suite> RoastCoordinator<S> {
     }
 
     /// Members that may still give a share without anyone else being asked: asked and not
-    /// late, ready, or in (or answered in) an attempt that can still complete.
+    /// late, ready, or in (or answered in) an attempt that can still complete. A member sent
+    /// a package holding another's point outside the group counts too until the attempt's
+    /// deadline: its refusal, owed, makes it ready again ([`RoastCoordinator::excuse`]).
     fn prospective(&self) -> usize {
         self.members
             .values()
             .filter(|m| match m.state {
                 MemberState::Asked { late, .. } => !late,
                 MemberState::Ready(_) => true,
-                MemberState::Signing { attempt } | MemberState::Answered { attempt } => {
+                MemberState::Signing { attempt } => self.attempts.get(attempt).is_some_and(|a| {
+                    !a.doomed || (a.outside_the_group == Some(true) && !a.stalled)
+                }),
+                MemberState::Answered { attempt } => {
                     self.attempts.get(attempt).is_some_and(|a| !a.doomed)
                 }
                 MemberState::Reserve | MemberState::Excluded => false,

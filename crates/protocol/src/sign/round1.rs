@@ -20,15 +20,35 @@ use rand_core::{CryptoRng, RngCore};
 
 use crate::Suite;
 
-/// A signer's two secret nonces for one signature, and its commitment to them. Used once: the
-/// signer takes them out of its memory before it signs, and they are zeroized when dropped.
-/// Never serialized, never persisted, never printed.
+/// A signer's two secret nonces for one signature, and its commitment to them. Used once:
+/// [`super::round2::sign`] consumes them. Never serialized, never persisted, never printed.
 pub struct Nonces<S: Suite> {
-    hiding: Scalar<S>,
-    binding: Scalar<S>,
+    /// On the heap, so that moving the nonces (into a slot, out of a pool, into the signing)
+    /// leaves no copy of them behind; zeroized when dropped.
+    secret: Box<Secret<S>>,
     commitments: SigningCommitments<S>,
     /// `commitments.serialize()`.
     serialized: Vec<u8>,
+}
+
+/// The two nonces d and e.
+struct Secret<S: Suite> {
+    hiding: Scalar<S>,
+    binding: Scalar<S>,
+}
+
+impl<S: Suite> Secret<S> {
+    /// Overwrites both nonces with zero.
+    fn wipe(&mut self) {
+        S::zeroize_scalar(&mut self.hiding);
+        S::zeroize_scalar(&mut self.binding);
+    }
+}
+
+impl<S: Suite> Drop for Secret<S> {
+    fn drop(&mut self) {
+        self.wipe();
+    }
 }
 
 impl<S: Suite> Nonces<S> {
@@ -44,14 +64,14 @@ impl<S: Suite> Nonces<S> {
 
     /// Nonces with these values (for tests against frost).
     pub(crate) fn from_scalars(hiding: Scalar<S>, binding: Scalar<S>) -> Result<Self, Error<S>> {
+        let secret = Box::new(Secret { hiding, binding });
         let commitments = SigningCommitments::new(
-            NonceCommitment::new(S::mul_generator(&hiding)),
-            NonceCommitment::new(S::mul_generator(&binding)),
+            NonceCommitment::new(S::mul_generator(&secret.hiding)),
+            NonceCommitment::new(S::mul_generator(&secret.binding)),
         );
         let serialized = commitments.serialize()?;
         Ok(Self {
-            hiding,
-            binding,
+            secret,
             commitments,
             serialized,
         })
@@ -69,19 +89,12 @@ impl<S: Suite> Nonces<S> {
 
     /// The hiding nonce d.
     pub(crate) fn hiding(&self) -> Scalar<S> {
-        self.hiding
+        self.secret.hiding
     }
 
     /// The binding nonce e.
     pub(crate) fn binding(&self) -> Scalar<S> {
-        self.binding
-    }
-}
-
-impl<S: Suite> Drop for Nonces<S> {
-    fn drop(&mut self) {
-        S::zeroize_scalar(&mut self.hiding);
-        S::zeroize_scalar(&mut self.binding);
+        self.secret.binding
     }
 }
 
@@ -105,20 +118,23 @@ mod tests {
     type Secp = frost_secp256k1::Secp256K1Sha256;
     type Tr = frost_secp256k1_tr::Secp256K1Sha256TR;
 
-    /// The commitment to given nonces is frost's, and its bytes are frost's serialization of
-    /// it; fresh nonces are distinct, and so are their commitments.
+    /// From the same randomness, the nonces and the commitment are frost's (`round1::commit`),
+    /// and the bytes are frost's serialization of the commitment; fresh nonces are distinct,
+    /// and so are their commitments.
     fn commitments_are_frosts<S: Suite>() {
         let mut rng = ChaCha20Rng::seed_from_u64(11);
         let secret =
             SigningShare::<S>::new(<<S::Group as Group>::Field as Field>::random(&mut rng));
         let mut seen = std::collections::BTreeSet::new();
-        for _ in 0..64 {
-            let ours = Nonces::<S>::commit(&secret, &mut rng).unwrap();
-            let theirs = SigningNonces::<S>::from_nonces(
-                Nonce::from_scalar(ours.hiding()),
-                Nonce::from_scalar(ours.binding()),
-            );
-            assert_eq!(ours.commitments(), theirs.commitments());
+        for round in 0..64u64 {
+            let ours =
+                Nonces::<S>::commit(&secret, &mut ChaCha20Rng::seed_from_u64(round)).unwrap();
+            let (theirs, commitments) =
+                frost_core::round1::commit(&secret, &mut ChaCha20Rng::seed_from_u64(round));
+            assert!(ours.hiding() == theirs.hiding().to_scalar());
+            assert!(ours.binding() == theirs.binding().to_scalar());
+            assert_eq!(*ours.commitments(), commitments);
+            let theirs: SigningNonces<S> = theirs;
             assert_eq!(
                 ours.serialized_commitments(),
                 theirs.commitments().serialize().unwrap()
@@ -147,7 +163,7 @@ mod tests {
         commitments_are_frosts::<Tr>();
     }
 
-    /// Dropping the nonces zeroizes them.
+    /// What dropping the nonces runs zeroes both of them, where they lie.
     fn zeroized<S: Suite>() {
         let mut rng = ChaCha20Rng::seed_from_u64(12);
         let secret =
@@ -155,9 +171,7 @@ mod tests {
         let mut nonces = Nonces::<S>::commit(&secret, &mut rng).unwrap();
         let zero = <<S::Group as Group>::Field as Field>::zero();
         assert!(nonces.hiding() != zero && nonces.binding() != zero);
-        // What `drop` runs, on a value still in place to look at.
-        S::zeroize_scalar(&mut nonces.hiding);
-        S::zeroize_scalar(&mut nonces.binding);
+        nonces.secret.wipe();
         assert!(nonces.hiding() == zero && nonces.binding() == zero);
     }
 

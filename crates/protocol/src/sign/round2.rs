@@ -79,10 +79,10 @@ fn group_commitment<S: Suite>(
 }
 
 /// This signer's share of `package` with `nonces` and `key_package`: frost's `round2::sign`.
-/// The caller consumes the nonces.
+/// The nonces are consumed (zeroized as they drop), whatever the outcome.
 pub fn sign<S: Suite>(
     package: &WirePackage<S>,
-    nonces: &Nonces<S>,
+    nonces: Nonces<S>,
     key_package: &KeyPackage<S>,
 ) -> Result<SignatureShare<S>, Error<S>> {
     let signing_package = package.package();
@@ -191,6 +191,8 @@ mod tests {
     /// equal frost's, bit for bit; a wrong share makes the aggregate frost's error naming it.
     fn equal_to_frost<S: Suite>() {
         let mut rng = ChaCha20Rng::seed_from_u64(0x5eed);
+        // (nonces negated, key already even) of each signature: taproot must meet all four.
+        let mut parities = std::collections::BTreeSet::new();
         for (round, (n, t)) in [(3, 2), (5, 3), (5, 5), (7, 4), (3, 2), (5, 3)]
             .into_iter()
             .cycle()
@@ -239,8 +241,9 @@ mod tests {
             let read = super::super::parse_signing_package::<S>(&bytes, None, None).unwrap();
             let mut ours = BTreeMap::new();
             for id in &signers {
-                let theirs = frost_core::round2::sign(&package, &nonces[id].1, &keys[id]).unwrap();
-                let share = sign(&read, &nonces[id].0, &keys[id]).unwrap();
+                let (mine, frosts) = nonces.remove(id).unwrap();
+                let theirs = frost_core::round2::sign(&package, &frosts, &keys[id]).unwrap();
+                let share = sign(&read, mine, &keys[id]).unwrap();
                 assert_eq!(share, theirs, "round {round}");
                 ours.insert(*id, share);
             }
@@ -248,6 +251,9 @@ mod tests {
                 aggregate_custom(&package, &ours, &public, CheaterDetection::AllCheaters).unwrap();
             let signature = aggregate(&read, &ours, &public, CheaterDetection::AllCheaters);
             assert_eq!(signature.unwrap(), theirs, "round {round}");
+            let key = &keys[&signers[0]];
+            let even = S::signing_key_package(key).verifying_key() == key.verifying_key();
+            parities.insert((S::negates_nonces(theirs.R()), even));
             public.verifying_key().verify(&message, &theirs).unwrap();
             // A share of another package: the aggregate fails as frost's does, naming it.
             let cheater = signers[round % signers.len()];
@@ -261,6 +267,11 @@ mod tests {
             );
             assert_eq!(ours, frost);
         }
+        let expected = match S::CURVE {
+            permafrost_wire::Curve::Secp256k1Tr => 4,
+            _ => 1,
+        };
+        assert_eq!(parities.len(), expected, "{parities:?}");
     }
 
     #[test]
@@ -302,7 +313,7 @@ mod tests {
         ] {
             let (package, read) = package_of(members);
             let theirs = frost_core::round2::sign(&package, &committed[nonce].0, &keys[signer]);
-            let ours = sign(&read, &ours_of(&committed[nonce].0), &keys[signer]);
+            let ours = sign(&read, ours_of(&committed[nonce].0), &keys[signer]);
             assert!(theirs.is_err());
             assert_eq!(ours, theirs);
         }

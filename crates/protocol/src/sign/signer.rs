@@ -367,9 +367,8 @@ impl<S: Suite> Signer<S> {
                 .map_err(|e| Refusal::Malformed(e.to_string()))
             })?
         };
-        let share = super::round2::sign(signing_package, &nonces, key_package)
+        let share = super::round2::sign(signing_package, nonces, key_package)
             .map_err(|e| Refusal::Malformed(format!("cannot sign: {e}")))?;
-        drop(nonces);
         self.outputs.push_back(Output::Event(Event::ShareProduced {
             session: signed.session,
             key_id: self.share.key_id.clone(),
