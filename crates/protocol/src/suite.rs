@@ -167,6 +167,34 @@ impl Suite for frost_ed25519::Ed25519Sha512 {
     }
 }
 
+/// The arithmetic both secp256k1 suites share (their groups are the same: k256's points and
+/// scalars), in each one's `impl Suite`.
+macro_rules! secp256k1_arithmetic {
+    () => {
+        fn decode_public_element_of_any_order(
+            bytes: &<Self::Group as Group>::Serialization,
+        ) -> Result<Element<Self>, GroupError> {
+            decode_compressed_sec1::<Self>(bytes)
+        }
+        /// secp256k1 has prime order: every point is in the group.
+        fn check_prime_order(_element: &Element<Self>) -> Result<(), GroupError> {
+            Ok(())
+        }
+        fn group_commitment(
+            terms: &[(Element<Self>, Element<Self>, Scalar<Self>)],
+        ) -> Element<Self> {
+            secp256k1_group_commitment(terms)
+        }
+        fn mul_generator(scalar: &Scalar<Self>) -> Element<Self> {
+            use k256::elliptic_curve::ops::MulByGenerator;
+            k256::ProjectivePoint::mul_by_generator(scalar)
+        }
+        fn zeroize_scalar(scalar: &mut Scalar<Self>) {
+            zeroize::Zeroize::zeroize(scalar);
+        }
+    };
+}
+
 impl Suite for frost_secp256k1::Secp256K1Sha256 {
     const CURVE: Curve = Curve::Secp256k1;
     const DERIVATION: DerivationScheme = DerivationScheme::Bip32;
@@ -176,25 +204,7 @@ impl Suite for frost_secp256k1::Secp256K1Sha256 {
     fn finish_dkg_public_key_package(package: PublicKeyPackage<Self>) -> PublicKeyPackage<Self> {
         package
     }
-    fn decode_public_element_of_any_order(
-        bytes: &<Self::Group as Group>::Serialization,
-    ) -> Result<Element<Self>, GroupError> {
-        decode_compressed_sec1::<Self>(bytes)
-    }
-    /// secp256k1 has prime order: every point is in the group.
-    fn check_prime_order(_element: &Element<Self>) -> Result<(), GroupError> {
-        Ok(())
-    }
-    fn group_commitment(terms: &[(Element<Self>, Element<Self>, Scalar<Self>)]) -> Element<Self> {
-        secp256k1_group_commitment(terms)
-    }
-    fn mul_generator(scalar: &Scalar<Self>) -> Element<Self> {
-        use k256::elliptic_curve::ops::MulByGenerator;
-        k256::ProjectivePoint::mul_by_generator(scalar)
-    }
-    fn zeroize_scalar(scalar: &mut Scalar<Self>) {
-        zeroize::Zeroize::zeroize(scalar);
-    }
+    secp256k1_arithmetic!();
 }
 
 impl Suite for frost_secp256k1_tr::Secp256K1Sha256TR {
@@ -203,25 +213,7 @@ impl Suite for frost_secp256k1_tr::Secp256K1Sha256TR {
     const FROST_SHORT_ID: [u8; 4] = [0x23, 0x0f, 0x8a, 0xb3];
     const ELEMENT_LEN: usize = 33;
     const SCALAR_LEN: usize = 32;
-    fn decode_public_element_of_any_order(
-        bytes: &<Self::Group as Group>::Serialization,
-    ) -> Result<Element<Self>, GroupError> {
-        decode_compressed_sec1::<Self>(bytes)
-    }
-    /// secp256k1 has prime order: every point is in the group.
-    fn check_prime_order(_element: &Element<Self>) -> Result<(), GroupError> {
-        Ok(())
-    }
-    fn group_commitment(terms: &[(Element<Self>, Element<Self>, Scalar<Self>)]) -> Element<Self> {
-        secp256k1_group_commitment(terms)
-    }
-    fn mul_generator(scalar: &Scalar<Self>) -> Element<Self> {
-        use k256::elliptic_curve::ops::MulByGenerator;
-        k256::ProjectivePoint::mul_by_generator(scalar)
-    }
-    fn zeroize_scalar(scalar: &mut Scalar<Self>) {
-        zeroize::Zeroize::zeroize(scalar);
-    }
+    secp256k1_arithmetic!();
     fn signing_key_package(key_package: &KeyPackage<Self>) -> Cow<'_, KeyPackage<Self>> {
         use frost_secp256k1_tr::keys::EvenY;
         Cow::Owned(key_package.clone().into_even_y(None))
