@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use frost_core::round1::{NonceCommitment, SigningCommitments};
 use frost_core::{Element, Group, Identifier, SigningPackage};
 
-use crate::{Refusal, Suite};
+use crate::{ProtocolError, Refusal, Suite};
 
 /// frost's serialization format version, the first byte of every package.
 const FORMAT_VERSION: u8 = 0;
@@ -130,10 +130,7 @@ fn unwrap_checked<S: Suite>(
 
 /// Parses one member's `SigningCommitments::serialize()`: header ‖ hiding ‖ binding.
 pub fn parse_commitment<S: Suite>(bytes: &[u8]) -> Result<SigningCommitments<S>, Refusal> {
-    let mut reader = Reader::new(bytes, "commitment");
-    let commitment = reader.commitment::<S>()?;
-    reader.finish()?;
-    Ok(commitment)
+    read_commitment::<S>(bytes, "commitment", true)
 }
 
 /// [`parse_commitment`] without the check that its points lie in the prime-order subgroup
@@ -144,8 +141,18 @@ pub fn parse_commitment<S: Suite>(bytes: &[u8]) -> Result<SigningCommitments<S>,
 pub fn parse_commitment_of_any_order<S: Suite>(
     bytes: &[u8],
 ) -> Result<SigningCommitments<S>, Refusal> {
-    let mut reader = Reader::new(bytes, "commitment");
-    reader.check_order = false;
+    read_commitment::<S>(bytes, "commitment", false)
+}
+
+/// A commitment that is the whole of `bytes` (`what` names them in errors), its points checked
+/// to lie in the prime-order subgroup if `check_order`.
+fn read_commitment<S: Suite>(
+    bytes: &[u8],
+    what: &'static str,
+    check_order: bool,
+) -> Result<SigningCommitments<S>, Refusal> {
+    let mut reader = Reader::new(bytes, what);
+    reader.check_order = check_order;
     let commitment = reader.commitment::<S>()?;
     reader.finish()?;
     Ok(commitment)
@@ -169,14 +176,20 @@ pub struct WirePackage<S: Suite> {
 }
 
 impl<S: Suite> WirePackage<S> {
-    /// A package this process serialized itself: `bytes` is `package.serialize()`. Fails only
-    /// if they do not have frost's layout.
-    pub(crate) fn of_own(package: SigningPackage<S>, bytes: &[u8]) -> Result<Self, Refusal> {
-        let layout = Layout::read::<S>(bytes, None)?;
-        Ok(Self {
+    /// A package a coordinator writes: it with its bytes, and the bytes to send (frost's
+    /// serialization). Fails only if frost cannot serialize it.
+    pub(crate) fn write(package: SigningPackage<S>) -> Result<(Self, Vec<u8>), ProtocolError> {
+        let bytes = package
+            .serialize()
+            .map_err(|e| ProtocolError::Frost(e.to_string()))?;
+        let encoded_commitments = Layout::read::<S>(&bytes, None)
+            .map_err(|e| ProtocolError::Frost(e.to_string()))?
+            .encoded_commitments();
+        let written = Self {
             package,
-            encoded_commitments: layout.encoded_commitments(),
-        })
+            encoded_commitments,
+        };
+        Ok((written, bytes))
     }
 
     /// The package.
@@ -222,12 +235,7 @@ pub fn parse_signing_package<S: Suite>(
         }
         let commitment = match own {
             Some((me, mine, serialized)) if me == id && entry.commitment == serialized => *mine,
-            _ => {
-                let mut reader = Reader::new(entry.commitment, "signing package");
-                let commitment = reader.commitment::<S>()?;
-                reader.finish()?;
-                commitment
-            }
+            _ => read_commitment::<S>(entry.commitment, "signing package", true)?,
         };
         commitments.insert(id, commitment);
     }
@@ -440,7 +448,10 @@ mod tests {
                 read.encoded_commitments(),
                 round1::encode_group_commitments(package.signing_commitments()).unwrap()
             );
-            assert_eq!(WirePackage::of_own(package.clone(), &bytes).unwrap(), read);
+            assert_eq!(
+                WirePackage::write(package.clone()).unwrap(),
+                (read.clone(), bytes.clone())
+            );
             agrees_with_frost::<S>(&bytes).unwrap();
             // A signer's own entry, given as known, gives the same package.
             for (id, own) in package.signing_commitments() {

@@ -415,16 +415,17 @@ impl<S: Suite> RoastCoordinator<S> {
                 chosen.insert(id, commitment);
             }
         }
-        let package = SigningPackage::new(chosen, &self.message);
-        let bytes = match package.serialize() {
-            Ok(b) => b,
-            Err(e) => return self.fail(ProtocolError::Frost(e.to_string())),
+        let (package, bytes) = match WirePackage::write(SigningPackage::new(chosen, &self.message))
+        {
+            Ok(written) => written,
+            Err(e) => return self.fail(e),
         };
-        let signers: BTreeSet<_> = package.signing_commitments().keys().copied().collect();
-        let package = match WirePackage::of_own(package, &bytes) {
-            Ok(p) => p,
-            Err(e) => return self.fail(ProtocolError::Frost(e.to_string())),
-        };
+        let signers: BTreeSet<_> = package
+            .package()
+            .signing_commitments()
+            .keys()
+            .copied()
+            .collect();
         for id in &signers {
             let Some(member) = self.members.get_mut(id) else {
                 continue;
