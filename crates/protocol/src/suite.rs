@@ -74,6 +74,18 @@ pub trait Suite: Ciphersuite + Send + Sync + 'static {
     /// (hiding Dᵢ, binding Eᵢ, binding factor ρᵢ). It may take time that depends on them.
     fn group_commitment(terms: &[(Element<Self>, Element<Self>, Scalar<Self>)]) -> Element<Self>;
 
+    /// Whether a signature (R, z) with challenge c verifies under the key A: whether
+    /// z·G − c·A − R is the identity, frost's check (`VerifyingKey::verify_prehashed`, which
+    /// multiplies by the group's cofactor: 1 in all three suites, frost's ed25519 group being
+    /// the prime-order subgroup). It may take time that depends on its inputs: for a signature
+    /// and a key that are public.
+    fn signature_equation_holds(
+        z: &Scalar<Self>,
+        a: &Element<Self>,
+        c: &Scalar<Self>,
+        r: &Element<Self>,
+    ) -> bool;
+
     /// `scalar` × the group's generator, in constant time (the scalar may be a secret nonce),
     /// with the suite's precomputed tables where it has them.
     fn mul_generator(scalar: &Scalar<Self>) -> Element<Self>;
@@ -158,6 +170,19 @@ impl Suite for frost_ed25519::Ed25519Sha512 {
             )
     }
 
+    /// One variable-time double-base multiplication, −c·A + z·G, where frost multiplies twice
+    /// in constant time.
+    fn signature_equation_holds(
+        z: &Scalar<Self>,
+        a: &Element<Self>,
+        c: &Scalar<Self>,
+        r: &Element<Self>,
+    ) -> bool {
+        use curve25519_dalek::edwards::EdwardsPoint;
+        use curve25519_dalek::traits::IsIdentity;
+        (EdwardsPoint::vartime_double_scalar_mul_basepoint(&-c, a, z) - r).is_identity()
+    }
+
     fn mul_generator(scalar: &Scalar<Self>) -> Element<Self> {
         curve25519_dalek::edwards::EdwardsPoint::mul_base(scalar)
     }
@@ -184,6 +209,16 @@ macro_rules! secp256k1_arithmetic {
             terms: &[(Element<Self>, Element<Self>, Scalar<Self>)],
         ) -> Element<Self> {
             secp256k1_group_commitment(terms)
+        }
+        /// z·G − c·A as one linear combination (k256's `lincomb`: one run of doublings for
+        /// both), where frost multiplies twice.
+        fn signature_equation_holds(
+            z: &Scalar<Self>,
+            a: &Element<Self>,
+            c: &Scalar<Self>,
+            r: &Element<Self>,
+        ) -> bool {
+            secp256k1_signature_equation_holds(z, a, c, r)
         }
         fn mul_generator(scalar: &Scalar<Self>) -> Element<Self> {
             use k256::elliptic_curve::ops::MulByGenerator;
@@ -252,6 +287,21 @@ fn secp256k1_group_commitment(
     let binding: Vec<(k256::ProjectivePoint, k256::Scalar)> =
         terms.iter().map(|(_, e, rho)| (*e, *rho)).collect();
     hiding + k256::ProjectivePoint::lincomb_ext(binding.as_slice())
+}
+
+/// z·G − c·A − R = O on secp256k1 (whose cofactor is 1).
+fn secp256k1_signature_equation_holds(
+    z: &k256::Scalar,
+    a: &k256::ProjectivePoint,
+    c: &k256::Scalar,
+    r: &k256::ProjectivePoint,
+) -> bool {
+    use k256::elliptic_curve::group::Group as _;
+    use k256::elliptic_curve::ops::LinearCombination;
+    bool::from(
+        (k256::ProjectivePoint::lincomb(&k256::ProjectivePoint::GENERATOR, z, a, &-*c) - r)
+            .is_identity(),
+    )
 }
 
 /// A secp256k1 point in SEC1 compressed form, the only form frost writes: tag 2 or 3, then x.

@@ -6,7 +6,10 @@
 //!   ([`WirePackage::encoded_commitments`]), where frost encodes every point again (a field
 //!   inversion each);
 //! - the group commitment is the suite's fastest multi-scalar multiplication
-//!   ([`Suite::group_commitment`]: the points are public).
+//!   ([`Suite::group_commitment`]: the points are public);
+//! - the aggregate's verification is frost's equation as one variable-time double-base
+//!   multiplication ([`Suite::signature_equation_holds`]: the signature and the key are public),
+//!   where frost multiplies twice in constant time.
 //!
 //! The share's arithmetic is frost's (RFC 9591 §5.2): `z = d + e·ρ + λ·s·c`, with the suite's
 //! hooks applied as frost applies them (`pre_sign`, here [`Suite::signing_key_package`];
@@ -161,11 +164,31 @@ fn verified_aggregate<S: Suite>(
         z = z + <ScalarField<S> as Field>::deserialize(&serialization)?;
     }
     let signature = Signature::new(r, z);
-    Ok(public_keys
-        .verifying_key()
-        .verify(signing_package.message(), &signature)
-        .is_ok()
-        .then_some(signature))
+    Ok(verifies(
+        public_keys.verifying_key(),
+        signing_package.message(),
+        &signature,
+    )
+    .then_some(signature))
+}
+
+/// Whether `signature` of `message` verifies under `key`, as frost's `VerifyingKey::verify`
+/// decides: the suite's `pre_verify` hook (taproot: the key and R with even y), its challenge,
+/// and the verification equation, here in variable time ([`Suite::signature_equation_holds`]:
+/// the signature and the key are public).
+fn verifies<S: Suite>(key: &VerifyingKey<S>, message: &[u8], signature: &Signature<S>) -> bool {
+    let Ok((message, signature, key)) = S::pre_verify(message, signature, key) else {
+        return false;
+    };
+    let Ok(challenge) = S::challenge(signature.R(), &key, &message) else {
+        return false;
+    };
+    S::signature_equation_holds(
+        signature.z(),
+        &key.to_element(),
+        &challenge.to_scalar(),
+        signature.R(),
+    )
 }
 
 #[cfg(test)]
@@ -174,7 +197,7 @@ mod tests {
     use crate::derive::Derivation;
     use frost_core::keys::{generate_with_dealer, IdentifierList, KeyPackage};
     use frost_core::{round1, SigningPackage};
-    use permafrost_wire::{DerivationPath, KeyId};
+    use permafrost_wire::{Curve, DerivationPath, KeyId};
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
 
@@ -255,6 +278,7 @@ mod tests {
             let even = S::signing_key_package(key).verifying_key() == key.verifying_key();
             parities.insert((S::negates_nonces(theirs.R()), even));
             public.verifying_key().verify(&message, &theirs).unwrap();
+            verification_equal_to_frosts(public.verifying_key(), &message, &theirs);
             // A share of another package: the aggregate fails as frost's does, naming it.
             let cheater = signers[round % signers.len()];
             let mut wrong = ours.clone();
@@ -272,6 +296,76 @@ mod tests {
             _ => 1,
         };
         assert_eq!(parities.len(), expected, "{parities:?}");
+    }
+
+    /// [`verifies`] decides as frost's `VerifyingKey::verify` on a valid signature and on
+    /// variations of it: another message, the negated key, R moved or negated, z moved (taproot
+    /// accepts the negated key and R: only their x coordinates count).
+    fn verification_equal_to_frosts<S: Suite>(
+        key: &VerifyingKey<S>,
+        message: &[u8],
+        signature: &Signature<S>,
+    ) {
+        let generator = <S::Group as Group>::generator();
+        let identity = <S::Group as Group>::identity();
+        let one = <ScalarField<S> as Field>::one();
+        // What `Suite::signature_equation_holds` leaves out.
+        assert!(<S::Group as Group>::cofactor() == one);
+        let (r, z) = (*signature.R(), *signature.z());
+        let longer = [message, b"!"].concat();
+        let negated_key = VerifyingKey::new(identity - key.to_element());
+        let variants = [
+            (*key, message, Signature::new(r, z), true),
+            (*key, &longer[..], Signature::new(r, z), false),
+            (
+                negated_key,
+                message,
+                Signature::new(r, z),
+                S::CURVE == Curve::Secp256k1Tr,
+            ),
+            (*key, message, Signature::new(r + generator, z), false),
+            (
+                *key,
+                message,
+                Signature::new(identity - r, z),
+                S::CURVE == Curve::Secp256k1Tr,
+            ),
+            (*key, message, Signature::new(r, z + one), false),
+        ];
+        for (i, (key, message, signature, valid)) in variants.into_iter().enumerate() {
+            assert_eq!(verifies(&key, message, &signature), valid, "variant {i}");
+            assert_eq!(
+                key.verify(message, &signature).is_ok(),
+                valid,
+                "variant {i}"
+            );
+        }
+    }
+
+    /// frost's ed25519 verification has no cofactor (its group's cofactor is 1: every element
+    /// it decodes is in the prime-order subgroup): a signature whose R has a small-order
+    /// component, valid under the cofactored equation, is refused, by frost and by [`verifies`].
+    #[test]
+    fn ed25519_verification_is_frosts_without_the_cofactor() {
+        use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+        use curve25519_dalek::Scalar as DalekScalar;
+        let secret = DalekScalar::from(0x5eed_u64);
+        let nonce = DalekScalar::from(0xfeed_u64);
+        let key = VerifyingKey::<Ed>::new(ED25519_BASEPOINT_POINT * secret);
+        let message = b"pay 10";
+        for (i, torsion) in EIGHT_TORSION.iter().enumerate() {
+            let r = ED25519_BASEPOINT_POINT * nonce + torsion;
+            let challenge = Ed::challenge(&r, &key, message).unwrap().to_scalar();
+            let signature = Signature::<Ed>::new(r, nonce + challenge * secret);
+            // Only the first of the eight torsion points is the identity.
+            let valid = i == 0;
+            assert_eq!(
+                key.verify(message, &signature).is_ok(),
+                valid,
+                "torsion {i}"
+            );
+            assert_eq!(verifies(&key, message, &signature), valid, "torsion {i}");
+        }
     }
 
     #[test]
