@@ -76,9 +76,10 @@ pub trait Suite: Ciphersuite + Send + Sync + 'static {
 
     /// Whether a signature (R, z) with challenge c verifies under the key A: whether
     /// z·G − c·A − R is the identity, frost's check (`VerifyingKey::verify_prehashed`, which
-    /// multiplies by the group's cofactor: 1 in all three suites, frost's ed25519 group being
-    /// the prime-order subgroup). It may take time that depends on its inputs: for a signature
-    /// and a key that are public.
+    /// also multiplies by the group's cofactor: 1 in all three suites, so not done here). Exact
+    /// for any points, also ed25519 points with a small-order component (c·A is computed as
+    /// c·(−A), never as (−c)·A, which differs on them). It may take time that depends on its
+    /// inputs: for a signature and a key that are public.
     fn signature_equation_holds(
         z: &Scalar<Self>,
         a: &Element<Self>,
@@ -170,7 +171,7 @@ impl Suite for frost_ed25519::Ed25519Sha512 {
             )
     }
 
-    /// One variable-time double-base multiplication, −c·A + z·G, where frost multiplies twice
+    /// One variable-time double-base multiplication, c·(−A) + z·G, where frost multiplies twice
     /// in constant time.
     fn signature_equation_holds(
         z: &Scalar<Self>,
@@ -180,7 +181,7 @@ impl Suite for frost_ed25519::Ed25519Sha512 {
     ) -> bool {
         use curve25519_dalek::edwards::EdwardsPoint;
         use curve25519_dalek::traits::IsIdentity;
-        (EdwardsPoint::vartime_double_scalar_mul_basepoint(&-c, a, z) - r).is_identity()
+        (EdwardsPoint::vartime_double_scalar_mul_basepoint(c, &-a, z) - r).is_identity()
     }
 
     fn mul_generator(scalar: &Scalar<Self>) -> Element<Self> {
@@ -210,8 +211,8 @@ macro_rules! secp256k1_arithmetic {
         ) -> Element<Self> {
             secp256k1_group_commitment(terms)
         }
-        /// z·G − c·A as one linear combination (k256's `lincomb`: one run of doublings for
-        /// both), where frost multiplies twice.
+        /// z·G + c·(−A) as one linear combination (k256's `lincomb`, constant time: one run
+        /// of doublings for both), where frost multiplies twice.
         fn signature_equation_holds(
             z: &Scalar<Self>,
             a: &Element<Self>,
@@ -299,7 +300,7 @@ fn secp256k1_signature_equation_holds(
     use k256::elliptic_curve::group::Group as _;
     use k256::elliptic_curve::ops::LinearCombination;
     bool::from(
-        (k256::ProjectivePoint::lincomb(&k256::ProjectivePoint::GENERATOR, z, a, &-*c) - r)
+        (k256::ProjectivePoint::lincomb(&k256::ProjectivePoint::GENERATOR, z, &-*a, c) - r)
             .is_identity(),
     )
 }

@@ -7,9 +7,9 @@
 //!   inversion each);
 //! - the group commitment is the suite's fastest multi-scalar multiplication
 //!   ([`Suite::group_commitment`]: the points are public);
-//! - the aggregate's verification is frost's equation as one variable-time double-base
-//!   multiplication ([`Suite::signature_equation_holds`]: the signature and the key are public),
-//!   where frost multiplies twice in constant time.
+//! - the aggregate's verification is frost's equation as one double-base multiplication
+//!   ([`Suite::signature_equation_holds`]: in variable time for ed25519, the signature and the
+//!   key being public; k256's linear combination for secp256k1), where frost multiplies twice.
 //!
 //! The share's arithmetic is frost's (RFC 9591 §5.2): `z = d + e·ρ + λ·s·c`, with the suite's
 //! hooks applied as frost applies them (`pre_sign`, here [`Suite::signing_key_package`];
@@ -174,8 +174,8 @@ fn verified_aggregate<S: Suite>(
 
 /// Whether `signature` of `message` verifies under `key`, as frost's `VerifyingKey::verify`
 /// decides: the suite's `pre_verify` hook (taproot: the key and R with even y), its challenge,
-/// and the verification equation, here in variable time ([`Suite::signature_equation_holds`]:
-/// the signature and the key are public).
+/// and the verification equation as one double-base multiplication
+/// ([`Suite::signature_equation_holds`]; the signature and the key are public).
 fn verifies<S: Suite>(key: &VerifyingKey<S>, message: &[u8], signature: &Signature<S>) -> bool {
     let Ok((message, signature, key)) = S::pre_verify(message, signature, key) else {
         return false;
@@ -366,6 +366,31 @@ mod tests {
             );
             assert_eq!(verifies(&key, message, &signature), valid, "torsion {i}");
         }
+    }
+
+    /// A key with a small-order component (frost never decodes one, but the equation must not
+    /// depend on it): for each torsion point T and a range of messages, [`verifies`] decides as
+    /// frost does, accepting exactly when c·T is the identity — both outcomes occur.
+    #[test]
+    fn ed25519_verification_is_frosts_for_a_key_with_torsion() {
+        use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+        use curve25519_dalek::Scalar as DalekScalar;
+        let secret = DalekScalar::from(0x5eed_u64);
+        let nonce = DalekScalar::from(0xfeed_u64);
+        let r = ED25519_BASEPOINT_POINT * nonce;
+        let mut outcomes = std::collections::BTreeSet::new();
+        for torsion in &EIGHT_TORSION[1..] {
+            let key = VerifyingKey::<Ed>::new(ED25519_BASEPOINT_POINT * secret + torsion);
+            for m in 0..32u8 {
+                let message = [m; 9];
+                let challenge = Ed::challenge(&r, &key, &message).unwrap().to_scalar();
+                let signature = Signature::<Ed>::new(r, nonce + challenge * secret);
+                let frost = key.verify(&message, &signature).is_ok();
+                assert_eq!(verifies(&key, &message, &signature), frost, "message {m}");
+                outcomes.insert(frost);
+            }
+        }
+        assert_eq!(outcomes.len(), 2, "{outcomes:?}");
     }
 
     #[test]
