@@ -142,12 +142,7 @@ impl<S: Suite> SigningCoordinator<S> {
             Ok(written) => written,
             Err(e) => return self.fail(e),
         };
-        let signers: BTreeSet<_> = package
-            .package()
-            .signing_commitments()
-            .keys()
-            .copied()
-            .collect();
+        let signers = package.signers();
         for id in &signers {
             if let Some(to) = self.committee.node(id) {
                 self.outputs.push_back(Output::Send {

@@ -11,7 +11,7 @@
 //! the package, no varint longer than it needs to be, members in frost's order and none listed
 //! twice (frost keeps the last of two entries). [`agrees_with_frost`] states the contract.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use frost_core::round1::{NonceCommitment, SigningCommitments};
 use frost_core::{Element, Group, Identifier, SigningPackage};
@@ -190,6 +190,11 @@ impl<S: Suite> WirePackage<S> {
             encoded_commitments,
         };
         Ok((written, bytes))
+    }
+
+    /// The members whose commitments it holds: those asked to sign it.
+    pub(crate) fn signers(&self) -> BTreeSet<Identifier<S>> {
+        self.package.signing_commitments().keys().copied().collect()
     }
 
     /// The package.

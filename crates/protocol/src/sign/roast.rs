@@ -420,12 +420,7 @@ impl<S: Suite> RoastCoordinator<S> {
             Ok(written) => written,
             Err(e) => return self.fail(e),
         };
-        let signers: BTreeSet<_> = package
-            .package()
-            .signing_commitments()
-            .keys()
-            .copied()
-            .collect();
+        let signers = package.signers();
         for id in &signers {
             let Some(member) = self.members.get_mut(id) else {
                 continue;
