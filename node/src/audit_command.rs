@@ -228,6 +228,13 @@ pub(crate) fn open(config: &Path, err: &mut dyn Write) -> Result<Option<KeyStore
             migration.entries
         );
     }
+    if let Some(moved) = store.request_ids_migrated_on_open() {
+        let _ = writeln!(
+            err,
+            "note: this keystore was converted from format version 1 to 2 ({moved} admitted \
+             request ids moved into one table); builds before this one no longer open it"
+        );
+    }
     Ok(Some(store))
 }
 

@@ -88,6 +88,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
              chained (once); `permafrost-node audit verify` reports this migration"
         );
     }
+    if let Some(moved) = keystore.request_ids_migrated_on_open() {
+        tracing::warn!(
+            request_ids = moved,
+            "the keystore was converted from format version 1 to 2 (the admitted request ids \
+             in one table): builds before this one no longer open it"
+        );
+    }
     let keypair = identity_key::load(&config.data_dir, &keystore)?;
     let me = keypair.public().to_peer_id();
     let Some(name) = network.name_of(&me).map(str::to_owned) else {

@@ -57,8 +57,4 @@ pub enum KeystoreError {
     /// field longer than the on-disk format allows.
     #[error("invalid keystore input: {0}")]
     InvalidInput(String),
-    /// The write conflicts with what is stored (a client request id already admitted in
-    /// another session); nothing was changed.
-    #[error("conflict: {0}")]
-    Conflict(String),
 }

@@ -12,8 +12,12 @@ use crate::record::{AuditClient, AuditEntry, AuditKind, ShareState};
 
 pub(crate) use audit_block::{encode_block, extend_block, AUDIT_BLOCK_VERSION};
 
-/// Version of the store as a whole, in the meta table under [`META_FORMAT_VERSION`].
-pub(crate) const FORMAT_VERSION: u8 = 1;
+/// Version of the store as a whole, in the meta table under [`META_FORMAT_VERSION`]: 2 keeps
+/// the admitted request ids in one table ordered by expiry.
+pub(crate) const FORMAT_VERSION: u8 = 2;
+/// The version before: the admitted request ids in two tables (by id, and by expiry);
+/// migrated when opened.
+pub(crate) const FORMAT_VERSION_V1: u8 = 1;
 /// First byte of every share row value.
 pub(crate) const SHARE_ROW_VERSION: u8 = 1;
 /// The layout of every audit entry's body written now (in a block, [`AUDIT_BLOCK_VERSION`]),

@@ -44,7 +44,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! ## On-disk format (format version 1)
+//! ## On-disk format (format version 2)
 //!
 //! One redb database, `<dir>/keystore.redb` (file mode 0600, directory 0700 when created
 //! here). Integers are big-endian unless redb encodes them; `lp(x)` is `x` preceded by its
@@ -54,7 +54,7 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `"format_version"` | one byte, `1` |
+//! | `"format_version"` | one byte, `2` (`1` before `admitted_requests`; migrated on open, below) |
 //! | `"kdf"` | `algorithm (1 = Argon2id v0x13) ‖ u32 m_cost_kib ‖ u32 t_cost ‖ u32 p_cost` (13 bytes) |
 //! | `"salt"` | 16 random bytes |
 //! | `"check"` | `nonce(24) ‖ XChaCha20-Poly1305(KEK, nonce, "permafrost-keystore passphrase check", aad)`, with `aad = "permafrost-keystore/check/v1" ‖ salt ‖ kdf` |
@@ -115,6 +115,23 @@
 //! keeping their sequence numbers, and records when and how many
 //! ([`KeyStore::audit_migrated_on_open`]). A store with the record is never migrated again,
 //! so a version 1 row planted later is reported, not chained.
+//!
+//! **`admitted_requests`** (`&[u8]` → `&[u8]`), the client and operator request ids the node
+//! admitted ([`KeyStore::admit_client_request`], [`KeyStore::write_batch`]), until they
+//! expire:
+//!
+//! - key: `u64 expires_unix_ms ‖ approver public key(32) ‖ request id(16)`, so the table is in
+//!   the order the rows may be forgotten: a new row lands near its right edge, and each
+//!   admission first removes up to 16 rows expired before its time from its left edge;
+//! - value: the session id (32) the request was admitted in.
+//!
+//! It has no index by request id: the node refuses an id admitted before from memory (its
+//! gates, loaded from [`KeyStore::client_requests`] at start). Format version 1 kept the same
+//! rows in two tables, `client_requests` (`approver ‖ request id → session ‖ u64 expiry`) and
+//! `client_request_expiry` (`u64 expiry ‖ approver ‖ request id → ()`); opening a version 1
+//! store with its passphrase moves every row into `admitted_requests`, deletes both tables and
+//! writes version `2`, in one durable transaction, so that a build reading only version 1
+//! refuses the store rather than open it without its request ids.
 //!
 //! Every decoder checks lengths against the bytes present and rejects unknown versions,
 //! unknown enum bytes, invalid UTF-8 and trailing bytes: a damaged row is

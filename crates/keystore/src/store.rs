@@ -15,7 +15,7 @@ use crate::crypto::{self, ChainKey, KdfParams, OpenError, KEK_LEN, MAC_LEN};
 use crate::error::KeystoreError;
 use crate::format::{
     self, AuditEncodeError, DecodeError, ShareRow, TooLong, AUDIT_GENESIS, AUDIT_ROW_VERSION_V1,
-    AUDIT_ROW_VERSION_V2, FORMAT_VERSION, SALT_LEN,
+    AUDIT_ROW_VERSION_V2, FORMAT_VERSION, FORMAT_VERSION_V1, SALT_LEN,
 };
 use crate::record::{AuditEntry, ShareMeta, ShareRecord, ShareState};
 
@@ -36,10 +36,17 @@ const SHARES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("shares");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// `reshares`: session id → the caller's record of a reshare it joined and has not concluded.
 const RESHARES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("reshares");
-/// `client_requests`: client key (32) ‖ request id (16) → session id (32) ‖ u64 BE expiry.
-const CLIENT_REQUESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("client_requests");
-/// `client_request_expiry`: u64 BE expiry ‖ client key ‖ request id → (), to forget in order.
-const CLIENT_REQUEST_EXPIRY: TableDefinition<&[u8], ()> =
+/// `admitted_requests`: u64 BE expiry ‖ approver key (32) ‖ request id (16) → session id (32),
+/// every client and operator request id the node admitted, in the order they may be forgotten:
+/// a new one goes near the right edge, the expired ones leave from the left. The node looks
+/// ids up in memory (its gates, reloaded from here when it starts), never here.
+const ADMITTED_REQUESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("admitted_requests");
+/// Format version 1's `client_requests`: client key ‖ request id → session id ‖ u64 BE expiry
+/// (a lookup by id), migrated into [`ADMITTED_REQUESTS`] on open and deleted.
+const CLIENT_REQUESTS_V1: TableDefinition<&[u8], &[u8]> = TableDefinition::new("client_requests");
+/// Format version 1's `client_request_expiry`: u64 BE expiry ‖ client key ‖ request id → (),
+/// deleted by the same migration.
+const CLIENT_REQUEST_EXPIRY_V1: TableDefinition<&[u8], ()> =
     TableDefinition::new("client_request_expiry");
 /// `identity`: [`IDENTITY_ROW`] → the node's identity key (the libp2p key encoding), sealed
 /// like a share, with [`IDENTITY_AAD`] as associated data.
@@ -65,6 +72,8 @@ pub const LAZY_FLUSH_EVERY: u64 = 64;
 
 /// The contents of the meta table of an initialised store.
 struct Meta {
+    /// [`FORMAT_VERSION`], or an earlier one that opening migrates.
+    version: u8,
     params: KdfParams,
     kdf: Vec<u8>,
     salt: Vec<u8>,
@@ -90,6 +99,9 @@ pub struct KeyStore {
     params: KdfParams,
     /// How many unchained audit entries this open chained (a migration), if it did.
     migrated: Option<AuditMigration>,
+    /// How many admitted request ids this open moved from format version 1's tables, if it
+    /// migrated the store from that version.
+    migrated_requests: Option<u64>,
     /// Calls of [`KeyStore::append_audit_lazily`] so far.
     lazy_writes: std::sync::atomic::AtomicU64,
 }
@@ -178,10 +190,37 @@ impl KeyStore {
             dir,
             params: meta.params,
             migrated: None,
+            migrated_requests: None,
             lazy_writes: std::sync::atomic::AtomicU64::new(0),
         };
+        if meta.version == FORMAT_VERSION_V1 {
+            store.migrated_requests = Some(store.migrate_from_format_v1()?);
+        }
         store.migrated = store.chain_unchained_audit_log()?;
         Ok(store)
+    }
+
+    /// Brings a store of format version 1 to the current one, in one durable transaction:
+    /// the admitted request ids move from the two tables of version 1 (one by id, one by
+    /// expiry) into [`ADMITTED_REQUESTS`], and the format version becomes
+    /// [`FORMAT_VERSION`]. A build that reads only version 1 then refuses the store instead of
+    /// opening it without the ids it must not admit again. Returns how many ids it moved.
+    fn migrate_from_format_v1(&self) -> Result<u64, KeystoreError> {
+        self.write("migrating from format version 1", |txn, dir| {
+            let moved = migrate_request_tables_in(txn, dir)?;
+            txn.open_table(META)
+                .map_err(|e| storage(dir, "opening the meta table", e))?
+                .insert(format::META_FORMAT_VERSION, [FORMAT_VERSION].as_slice())
+                .map_err(|e| storage(dir, "writing the meta table", e))?;
+            Ok(moved)
+        })
+    }
+
+    /// If opening this keystore migrated it from format version 1: how many admitted request
+    /// ids it moved into the table of version 2. Callers should say so in their log (a build
+    /// before version 2 no longer opens the store).
+    pub fn request_ids_migrated_on_open(&self) -> Option<u64> {
+        self.migrated_requests
     }
 
     /// Migrates an audit log written before the MAC chain: if the keystore has no audit chain
@@ -302,6 +341,7 @@ impl KeyStore {
             dir,
             params,
             migrated: None,
+            migrated_requests: None,
             lazy_writes: std::sync::atomic::AtomicU64::new(0),
         };
         let chain_record = store.chain_record(0, 0);
@@ -757,11 +797,15 @@ impl KeyStore {
         })
     }
 
-    /// Admits a client's signing request in one transaction: remembers `request` (so the same
-    /// request id is refused in another session, across restarts, until it expires) and appends
-    /// `audit`. Also forgets a few requests that expired before `now_unix_ms`. Fails with
-    /// [`KeystoreError::Conflict`] if the request id is already remembered for another session,
-    /// changing nothing.
+    /// Admits a client's signing request (or an operator's approval) in one transaction:
+    /// remembers `request` until it expires, so that [`client_requests`](Self::client_requests)
+    /// returns it after a restart, and appends `audit`. Also forgets a few requests that expired
+    /// before `now_unix_ms`.
+    ///
+    /// It does not look the request id up: refusing an id admitted in another session is the
+    /// caller's rule (the node's gates, which remember every id [`client_requests`](
+    /// Self::client_requests) returns and each new one from the moment they admit it), so that
+    /// the keystore keeps one table in the order the ids expire and no index by id.
     ///
     /// **Not synced** (redb `Durability::None`): the admission is durable once
     /// [`sync`](Self::sync) or any other durable write returns, and lost in a crash before that.
@@ -783,9 +827,8 @@ impl KeyStore {
 
     /// Group commit: writes `admissions` (as [`admit_client_request`](Self::admit_client_request)
     /// would, each with its audit entry) and appends `audits`, all in **one** transaction,
-    /// synced before this returns when `durable` (else durable at the next sync). A request id
-    /// already remembered for another session fails the whole batch with
-    /// [`KeystoreError::Conflict`], changing nothing.
+    /// synced before this returns when `durable` (else durable at the next sync). An entry
+    /// that cannot be encoded fails the whole batch, changing nothing.
     pub fn write_batch(
         &self,
         admissions: &[(ClientRequestRow, AuditEntry)],
@@ -826,27 +869,25 @@ impl KeyStore {
         )
     }
 
-    /// Every remembered client request that has not expired at `now_unix_ms`.
+    /// Every remembered client request that has not expired at `now_unix_ms`, in the order
+    /// they expire.
     pub fn client_requests(
         &self,
         now_unix_ms: u64,
     ) -> Result<Vec<ClientRequestRow>, KeystoreError> {
         let txn = self.read()?;
-        let Some(table) = self.open_read_table(&txn, CLIENT_REQUESTS)? else {
+        let Some(table) = self.open_read_table(&txn, ADMITTED_REQUESTS)? else {
             return Ok(Vec::new());
         };
+        let failed = |e| storage(&self.dir, "listing admitted requests", e);
+        let from = now_unix_ms.to_be_bytes();
         let mut out = Vec::new();
-        for item in table
-            .iter()
-            .map_err(|e| storage(&self.dir, "listing client requests", e))?
-        {
-            let (key, value) =
-                item.map_err(|e| storage(&self.dir, "listing client requests", e))?;
-            let row = ClientRequestRow::from_parts(key.value(), value.value())
-                .ok_or_else(|| corrupt(&self.dir, "a client request row does not decode".into()))?;
-            if row.expires_unix_ms >= now_unix_ms {
-                out.push(row);
-            }
+        for item in table.range(from.as_slice()..).map_err(failed)? {
+            let (key, value) = item.map_err(failed)?;
+            let row = ClientRequestRow::from_row(key.value(), value.value()).ok_or_else(|| {
+                corrupt(&self.dir, "an admitted request row does not decode".into())
+            })?;
+            out.push(row);
         }
         Ok(out)
     }
@@ -1131,8 +1172,7 @@ impl KeyStore {
             }
             tables.push(audit);
         }
-        tables.extend(self.table_usage(&txn, CLIENT_REQUESTS)?);
-        tables.extend(self.table_usage(&txn, CLIENT_REQUEST_EXPIRY)?);
+        tables.extend(self.table_usage(&txn, ADMITTED_REQUESTS)?);
         tables.extend(self.table_usage(&txn, SHARES)?);
         tables.extend(self.table_usage(&txn, RESHARES)?);
         tables.extend(self.table_usage(&txn, CONCLUDED)?);
@@ -1214,18 +1254,43 @@ pub struct ClientRequestRow {
 }
 
 impl ClientRequestRow {
-    fn id(&self) -> Vec<u8> {
-        let mut id = self.client.to_vec();
-        id.extend_from_slice(&self.request_id);
-        id
+    /// Its key in [`ADMITTED_REQUESTS`]: expiry ‖ client ‖ request id.
+    fn key(&self) -> [u8; 56] {
+        let mut key = [0; 56];
+        key[..8].copy_from_slice(&self.expires_unix_ms.to_be_bytes());
+        key[8..40].copy_from_slice(&self.client);
+        key[40..].copy_from_slice(&self.request_id);
+        key
     }
 
-    fn from_parts(key: &[u8], value: &[u8]) -> Option<Self> {
+    /// The expiry a key of [`ADMITTED_REQUESTS`] begins with.
+    fn expiry_of(key: &[u8]) -> Option<u64> {
+        Some(u64::from_be_bytes(key.get(..8)?.try_into().ok()?))
+    }
+
+    /// A row of [`ADMITTED_REQUESTS`]; `None` unless both parts have their exact lengths.
+    fn from_row(key: &[u8], value: &[u8]) -> Option<Self> {
+        if key.len() != 56 || value.len() != 32 {
+            return None;
+        }
+        Some(ClientRequestRow {
+            client: key.get(8..40)?.try_into().ok()?,
+            request_id: key.get(40..)?.try_into().ok()?,
+            session: value.try_into().ok()?,
+            expires_unix_ms: Self::expiry_of(key)?,
+        })
+    }
+
+    /// A row of format version 1's `client_requests`.
+    fn from_v1(key: &[u8], value: &[u8]) -> Option<Self> {
+        if key.len() != 48 || value.len() != 40 {
+            return None;
+        }
         Some(ClientRequestRow {
             client: key.get(..32)?.try_into().ok()?,
-            request_id: key.get(32..48)?.try_into().ok()?,
+            request_id: key.get(32..)?.try_into().ok()?,
             session: value.get(..32)?.try_into().ok()?,
-            expires_unix_ms: u64::from_be_bytes(value.get(32..40)?.try_into().ok()?),
+            expires_unix_ms: u64::from_be_bytes(value.get(32..)?.try_into().ok()?),
         })
     }
 }
@@ -1285,8 +1350,9 @@ fn conclude_in(
 /// Appends the encoded entry `body` to the audit log, chained to the last row: its row is
 /// `2 ‖ HMAC(chain key, seq ‖ last row's MAC ‖ body) ‖ body` (the first row chains to
 /// [`AUDIT_GENESIS`]). Every writer of the audit table goes through here.
-/// Remembers a client request (forgetting a few expired ones first) and appends its audit
-/// entry, in `txn`. A request id remembered for another session is a conflict.
+/// Remembers an admitted request (forgetting a few expired ones first) and appends its audit
+/// entry, in `txn`. Whether the id was admitted before is the caller's question (the node's
+/// gates); the same row twice is one row.
 fn admit_in(
     txn: &WriteTransaction,
     dir: &Path,
@@ -1295,62 +1361,63 @@ fn admit_in(
     audit: &[u8],
     now_unix_ms: u64,
 ) -> Result<(), KeystoreError> {
-    let mut requests = txn
-        .open_table(CLIENT_REQUESTS)
-        .map_err(|e| storage(dir, "opening the client requests table", e))?;
-    let mut expiry = txn
-        .open_table(CLIENT_REQUEST_EXPIRY)
-        .map_err(|e| storage(dir, "opening the client requests table", e))?;
-    // Forget a few expired ones first.
-    let mut expired = Vec::new();
-    for item in expiry
-        .iter()
-        .map_err(|e| storage(dir, "listing client requests", e))?
-        .take(PRUNE_PER_WRITE)
-    {
-        let (key, _) = item.map_err(|e| storage(dir, "listing client requests", e))?;
-        let key = key.value().to_vec();
-        match key.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
-            Some(at) if u64::from_be_bytes(at) < now_unix_ms => expired.push(key),
-            _ => break,
+    let mut admitted = txn
+        .open_table(ADMITTED_REQUESTS)
+        .map_err(|e| storage(dir, "opening the admitted requests table", e))?;
+    for _ in 0..PRUNE_PER_WRITE {
+        let first = admitted
+            .first()
+            .map_err(|e| storage(dir, "listing admitted requests", e))?;
+        let expired = first.is_some_and(|(key, _)| {
+            ClientRequestRow::expiry_of(key.value()).is_some_and(|at| at < now_unix_ms)
+        });
+        if !expired {
+            break;
         }
+        admitted
+            .pop_first()
+            .map_err(|e| storage(dir, "forgetting an admitted request", e))?;
     }
-    for key in expired {
-        expiry
-            .remove(key.as_slice())
-            .map_err(|e| storage(dir, "forgetting a client request", e))?;
-        if let Some(id) = key.get(8..) {
-            requests
-                .remove(id)
-                .map_err(|e| storage(dir, "forgetting a client request", e))?;
-        }
-    }
-    let id = request.id();
-    if let Some(existing) = requests
-        .get(id.as_slice())
-        .map_err(|e| storage(dir, "reading a client request", e))?
-    {
-        if existing.value().get(..32) != Some(request.session.as_slice()) {
-            return Err(KeystoreError::Conflict(format!(
-                "request id {} of client {} was already admitted in another session",
-                hex::encode(request.request_id),
-                hex::encode(request.client)
-            )));
-        }
-    }
-    let mut value = request.session.to_vec();
-    value.extend_from_slice(&request.expires_unix_ms.to_be_bytes());
-    requests
-        .insert(id.as_slice(), value.as_slice())
-        .map_err(|e| storage(dir, "writing a client request", e))?;
-    let mut by_time = request.expires_unix_ms.to_be_bytes().to_vec();
-    by_time.extend_from_slice(&id);
-    expiry
-        .insert(by_time.as_slice(), ())
-        .map_err(|e| storage(dir, "writing a client request", e))?;
-    drop((requests, expiry));
+    admitted
+        .insert(request.key().as_slice(), request.session.as_slice())
+        .map_err(|e| storage(dir, "writing an admitted request", e))?;
+    drop(admitted);
     append_audit_in(txn, dir, chain, audit)?;
     Ok(())
+}
+
+/// Moves format version 1's two request tables into [`ADMITTED_REQUESTS`] and deletes them, in
+/// `txn`. Returns how many rows it moved.
+fn migrate_request_tables_in(txn: &WriteTransaction, dir: &Path) -> Result<u64, KeystoreError> {
+    const WHAT: &str = "migrating the client requests table";
+    let failed = |e: redb::Error| storage(dir, WHAT, e);
+    let mut moved = 0;
+    {
+        let old = txn
+            .open_table(CLIENT_REQUESTS_V1)
+            .map_err(|e| failed(e.into()))?;
+        let mut admitted = txn
+            .open_table(ADMITTED_REQUESTS)
+            .map_err(|e| failed(e.into()))?;
+        for item in old.iter().map_err(|e| failed(e.into()))? {
+            let (key, value) = item.map_err(|e| failed(e.into()))?;
+            let row = ClientRequestRow::from_v1(key.value(), value.value()).ok_or_else(|| {
+                corrupt(
+                    dir,
+                    "a client request row of format 1 does not decode".into(),
+                )
+            })?;
+            admitted
+                .insert(row.key().as_slice(), row.session.as_slice())
+                .map_err(|e| failed(e.into()))?;
+            moved += 1;
+        }
+    }
+    txn.delete_table(CLIENT_REQUESTS_V1)
+        .map_err(|e| failed(e.into()))?;
+    txn.delete_table(CLIENT_REQUEST_EXPIRY_V1)
+        .map_err(|e| failed(e.into()))?;
+    Ok(moved)
 }
 
 /// Appends the encoded (version 4) entry `body` to the audit log, chained to the last entry:
@@ -1518,16 +1585,18 @@ fn read_meta(dir: &Path, txn: &ReadTransaction) -> Result<Option<Meta>, Keystore
             .ok_or_else(|| corrupt(dir, format!("the meta table has no {name:?} entry")))?;
         Ok(value.value().to_vec())
     };
-    let version = field(format::META_FORMAT_VERSION)?;
-    if version != [FORMAT_VERSION] {
-        return Err(corrupt(
-            dir,
-            format!(
-                "format version {version:?} is not supported by this build (it reads version \
-                 {FORMAT_VERSION})"
-            ),
-        ));
-    }
+    let version = match field(format::META_FORMAT_VERSION)?.as_slice() {
+        [version @ (FORMAT_VERSION_V1 | FORMAT_VERSION)] => *version,
+        version => {
+            return Err(corrupt(
+                dir,
+                format!(
+                    "format version {version:?} is not supported by this build (it reads \
+                     versions {FORMAT_VERSION_V1} and {FORMAT_VERSION})"
+                ),
+            ))
+        }
+    };
     let kdf = field(format::META_KDF)?;
     let params = format::decode_kdf(&kdf)
         .map_err(|e| corrupt(dir, format!("the stored KDF parameters: {}", e.0)))?;
@@ -1546,6 +1615,7 @@ fn read_meta(dir: &Path, txn: &ReadTransaction) -> Result<Option<Meta>, Keystore
     }
     let check = field(format::META_CHECK)?;
     Ok(Some(Meta {
+        version,
         params,
         kdf,
         salt,
@@ -1838,6 +1908,121 @@ mod tests {
         // One page a block, and one branch page over them.
         assert_eq!(audit.pages, rows.len() as u64 + 1, "{audit:?}");
         assert_eq!(audit.total_bytes(), audit.pages * 4096, "{audit:?}");
+    }
+
+    /// A store of format version 1 is migrated when it is opened with its passphrase (not
+    /// before): every request id its two tables held is listed, in the order they expire, the
+    /// two tables are gone, and the store says version 2, which a build reading only
+    /// version 1 refuses.
+    #[test]
+    fn format_1_request_tables_are_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = |id: u8, expires_unix_ms: u64| ClientRequestRow {
+            client: [id; 32],
+            request_id: [id.wrapping_mul(7); 16],
+            session: [id.wrapping_add(1); 32],
+            expires_unix_ms,
+        };
+        let rows = [row(1, 9_000), row(2, 3_000), row(3, 5_000), row(4, 1_000)];
+        {
+            let store = open(dir.path());
+            store
+                .write("writing format 1", |txn, dir| {
+                    let failed = |e: redb::Error| storage(dir, "writing format 1", e);
+                    let mut by_id = txn
+                        .open_table(CLIENT_REQUESTS_V1)
+                        .map_err(|e| failed(e.into()))?;
+                    let mut by_expiry = txn
+                        .open_table(CLIENT_REQUEST_EXPIRY_V1)
+                        .map_err(|e| failed(e.into()))?;
+                    for row in &rows {
+                        let mut id = row.client.to_vec();
+                        id.extend_from_slice(&row.request_id);
+                        let mut value = row.session.to_vec();
+                        value.extend_from_slice(&row.expires_unix_ms.to_be_bytes());
+                        by_id
+                            .insert(id.as_slice(), value.as_slice())
+                            .map_err(|e| failed(e.into()))?;
+                        let mut by_time = row.expires_unix_ms.to_be_bytes().to_vec();
+                        by_time.extend_from_slice(&id);
+                        by_expiry
+                            .insert(by_time.as_slice(), ())
+                            .map_err(|e| failed(e.into()))?;
+                    }
+                    txn.open_table(META)
+                        .map_err(|e| failed(e.into()))?
+                        .insert(format::META_FORMAT_VERSION, [FORMAT_VERSION_V1].as_slice())
+                        .map_err(|e| failed(e.into()))?;
+                    Ok(())
+                })
+                .unwrap();
+        }
+        let version = |store: &KeyStore| {
+            let txn = store.read().unwrap();
+            let meta = store.open_read_table(&txn, META).unwrap().unwrap();
+            let version = meta.get(format::META_FORMAT_VERSION).unwrap().unwrap();
+            version.value().to_vec()
+        };
+        let old_tables = |store: &KeyStore| {
+            let txn = store.read().unwrap();
+            (
+                store
+                    .open_read_table(&txn, CLIENT_REQUESTS_V1)
+                    .unwrap()
+                    .is_some(),
+                store
+                    .open_read_table(&txn, CLIENT_REQUEST_EXPIRY_V1)
+                    .unwrap()
+                    .is_some(),
+            )
+        };
+        assert!(matches!(
+            KeyStore::open(dir.path(), b"not the passphrase"),
+            Err(KeystoreError::WrongPassphrase { .. })
+        ));
+        let store = open(dir.path());
+        assert_eq!(store.request_ids_migrated_on_open(), Some(4));
+        assert_eq!(version(&store), vec![FORMAT_VERSION]);
+        assert_eq!(FORMAT_VERSION, 2);
+        assert_eq!(old_tables(&store), (false, false));
+        let mut expected = rows.to_vec();
+        expected.sort_by_key(|row| row.expires_unix_ms);
+        assert_eq!(store.client_requests(0).unwrap(), expected);
+        assert_eq!(store.client_requests(4_000).unwrap(), expected[2..]);
+        // Admitting after the migration forgets the expired ones from the left.
+        store
+            .admit_client_request(&row(5, 20_000), &entry(1, None), 6_000)
+            .unwrap();
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(
+            store.client_requests(0).unwrap(),
+            vec![row(1, 9_000), row(5, 20_000)]
+        );
+        // Opened again: nothing left to migrate, the version stays.
+        assert_eq!(store.request_ids_migrated_on_open(), None);
+        assert_eq!(version(&store), vec![FORMAT_VERSION]);
+        drop(store);
+        // Before the migration the wrong passphrase changed nothing: shown on a second store.
+        let untouched = tempfile::tempdir().unwrap();
+        {
+            let store = open(untouched.path());
+            store
+                .write("writing format 1", |txn, dir| {
+                    txn.open_table(META)
+                        .map_err(|e| storage(dir, "writing format 1", e))?
+                        .insert(format::META_FORMAT_VERSION, [FORMAT_VERSION_V1].as_slice())
+                        .map_err(|e| storage(dir, "writing format 1", e))?;
+                    Ok(())
+                })
+                .unwrap();
+        }
+        assert!(KeyStore::open(untouched.path(), b"not the passphrase").is_err());
+        let db = Database::open(untouched.path().join(DATABASE_FILE_NAME)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        let stored = meta.get(format::META_FORMAT_VERSION).unwrap().unwrap();
+        assert_eq!(stored.value(), [FORMAT_VERSION_V1].as_slice());
     }
 
     /// A path the log cannot record is refused before anything is written, in every writer

@@ -881,22 +881,6 @@ fn a_batch_is_written_whole_or_not_at_all() {
                 0,
             )
             .unwrap();
-        let audited = store.audit().unwrap().len();
-        // Request 1 again in another session: the batch fails, and its fresh request 3 and its
-        // share entry are not written either.
-        let err = store
-            .write_batch(
-                &[
-                    (row(3, 3), client_entry("c")),
-                    (row(1, 4), client_entry("replay")),
-                ],
-                &[share("share c")],
-                true,
-                0,
-            )
-            .unwrap_err();
-        assert!(matches!(err, KeystoreError::Conflict(_)), "{err}");
-        assert_eq!(store.audit().unwrap().len(), audited);
         assert_eq!(store.client_requests(0).unwrap().len(), 2);
         // Not durable by itself: made durable by the next sync.
         store
@@ -920,7 +904,7 @@ fn a_batch_is_written_whole_or_not_at_all() {
 }
 
 #[test]
-fn client_requests_are_admitted_once_per_session_survive_reopen_and_expire() {
+fn admitted_requests_survive_reopen_in_expiry_order_and_expire() {
     let dir = tempfile::tempdir().unwrap();
     let row = |id: u8, session: u8, expires: u64| permafrost_keystore::ClientRequestRow {
         client: [1; 32],
@@ -933,31 +917,34 @@ fn client_requests_are_admitted_once_per_session_survive_reopen_and_expire() {
         store
             .admit_client_request(&row(1, 1, 1_000), &client_entry("a"), 0)
             .unwrap();
-        // The same request again in its session: fine (ROAST asks once per attempt).
+        // The same row again is one row (the store does not look ids up: the node's gates
+        // refuse an id admitted before, and remember what `client_requests` returns).
         store
             .admit_client_request(&row(1, 1, 1_000), &client_entry("a again"), 0)
             .unwrap();
-        let audited = store.audit().unwrap().len();
-        // In another session: refused, nothing written.
-        let err = store
-            .admit_client_request(&row(1, 2, 1_000), &client_entry("replay"), 0)
-            .unwrap_err();
-        assert!(matches!(err, KeystoreError::Conflict(_)), "{err}");
-        assert_eq!(store.audit().unwrap().len(), audited);
+        // Listed in the order they expire, whatever the order they came in.
         store
             .admit_client_request(&row(2, 3, 5_000), &client_entry("b"), 0)
+            .unwrap();
+        store
+            .admit_client_request(&row(9, 9, 3_000), &client_entry("z"), 0)
             .unwrap();
     }
     let store = open(dir.path());
     assert_eq!(
         store.client_requests(0).unwrap(),
-        vec![row(1, 1, 1_000), row(2, 3, 5_000)]
+        vec![row(1, 1, 1_000), row(9, 9, 3_000), row(2, 3, 5_000)]
+    );
+    // Expiring at `now` counts as not expired yet.
+    assert_eq!(
+        store.client_requests(3_000).unwrap(),
+        vec![row(9, 9, 3_000), row(2, 3, 5_000)]
     );
     assert_eq!(
-        store.client_requests(2_000).unwrap(),
+        store.client_requests(3_001).unwrap(),
         vec![row(2, 3, 5_000)]
     );
-    // A later admission forgets the expired one: its id is free again.
+    // A later admission forgets the expired ones (the row expiring at 1,000, at time 2,000).
     store
         .admit_client_request(&row(3, 4, 9_000), &client_entry("c"), 2_000)
         .unwrap();
@@ -968,7 +955,15 @@ fn client_requests_are_admitted_once_per_session_survive_reopen_and_expire() {
             2_000,
         )
         .unwrap();
-    assert_eq!(store.client_requests(0).unwrap().len(), 3);
+    assert_eq!(
+        store.client_requests(0).unwrap(),
+        vec![
+            row(9, 9, 3_000),
+            row(2, 3, 5_000),
+            row(1, 5, 9_000),
+            row(3, 4, 9_000)
+        ]
+    );
     // Refusals are audited without a sync each, are readable at once, and are on disk after
     // the next durable write.
     let before = store.audit().unwrap().len();
@@ -1015,7 +1010,10 @@ fn disk_use_is_reported_by_table() {
     store.write_batch(&admissions, &[], true, 0).unwrap();
     let usage = store.usage().unwrap();
     assert_eq!(audited(&usage), audited(&before) + 40);
-    let requests = usage.iter().find(|t| t.table == "client_requests").unwrap();
+    let requests = usage
+        .iter()
+        .find(|t| t.table == "admitted_requests")
+        .unwrap();
     assert_eq!(requests.entries, 40);
     for table in usage.iter().filter(|t| t.entries > 0) {
         assert!(table.stored_bytes > 0 && table.pages > 0, "{table:?}");

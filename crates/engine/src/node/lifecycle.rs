@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use permafrost_keystore::{AuditKind, ClientRequestRow, KeystoreError};
+use permafrost_keystore::{AuditKind, ClientRequestRow};
 use permafrost_protocol::lifecycle::{self, ApprovedAction};
 use permafrost_protocol::{ProtocolError, Refusal, Timestamp};
 use permafrost_wire::{
     LifecycleAction, LifecycleKind, NodeId, OperatorApproval, ReshareProposal, SessionId,
 };
 
-use super::store::{AuditDurability, StoreError};
+use super::store::AuditDurability;
 use super::{audit, NodeCore, NodeNotice, NodeStore};
 use crate::any;
 
@@ -217,9 +217,6 @@ impl<St: NodeStore> NodeCore<St> {
                     operator: approved.operator.to_string(),
                 });
                 Ok(())
-            }
-            Err(StoreError::Keystore(KeystoreError::Conflict(why))) => {
-                Err(Refusal::NotApproved(why))
             }
             Err(error) => {
                 let refusal = Refusal::Limit(format!("cannot record the approval: {error}"));

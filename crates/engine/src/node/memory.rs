@@ -13,6 +13,9 @@ use super::reshare::ReshareRecord;
 use super::store::{AuditDurability, NodeStore, ShareSummary, StoreError, StoredReshare};
 use crate::any::StoredShare;
 
+/// An admitted request's place in the store: expiry, approver, request id.
+type AdmittedKey = (u64, [u8; 32], [u8; 16]);
+
 /// A [`NodeStore`] in memory.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryNodeStore {
@@ -20,8 +23,9 @@ pub struct MemoryNodeStore {
     reshares: BTreeMap<SessionId, ReshareRecord>,
     concluded: std::collections::BTreeSet<SessionId>,
     certificates: BTreeMap<SessionId, Message>,
-    /// Admitted client requests, each with whether it is durable yet.
-    client_requests: BTreeMap<([u8; 32], [u8; 16]), (ClientRequestRow, bool)>,
+    /// Admitted client and operator requests by (expiry, approver, request id), as the
+    /// keystore orders them, each with whether it is durable yet.
+    client_requests: BTreeMap<AdmittedKey, (ClientRequestRow, bool)>,
     /// The audit log, each entry with whether it is durable yet.
     audit: Vec<(AuditEntry, bool)>,
     /// Writes to fail (each changes nothing): the operation, and how many writes of it succeed
@@ -92,39 +96,14 @@ impl MemoryNodeStore {
             .insert((key_id, share.epoch), (ShareState::Active, share));
     }
 
-    /// A request id remembered (and not expired at `now_unix_ms`) for another session is a
-    /// replay: [`KeystoreError::Conflict`].
-    fn refuse_replay(
-        &self,
-        request: &ClientRequestRow,
-        now_unix_ms: u64,
-    ) -> Result<(), StoreError> {
-        match self
-            .client_requests
-            .get(&(request.client, request.request_id))
-        {
-            Some((known, _))
-                if known.expires_unix_ms > now_unix_ms && known.session != request.session =>
-            {
-                Err(KeystoreError::Conflict(format!(
-                    "request id {} already used in session {}",
-                    hex::encode(request.request_id),
-                    hex::encode(known.session)
-                ))
-                .into())
-            }
-            _ => Ok(()),
-        }
-    }
-
     /// Remembers `admissions` (not durable yet), each with its audit entry, after forgetting
     /// the requests expired at `now_unix_ms`.
     fn remember(&mut self, admissions: &[(ClientRequestRow, AuditEntry)], now_unix_ms: u64) {
         self.client_requests
-            .retain(|_, (row, _)| row.expires_unix_ms > now_unix_ms);
+            .retain(|_, (row, _)| row.expires_unix_ms >= now_unix_ms);
         for (request, entry) in admissions {
             self.client_requests.insert(
-                (request.client, request.request_id),
+                (request.expires_unix_ms, request.client, request.request_id),
                 (request.clone(), false),
             );
             self.push_audit(entry, false);
@@ -319,7 +298,6 @@ impl NodeStore for MemoryNodeStore {
         audit: &AuditEntry,
         now_unix_ms: u64,
     ) -> Result<(), StoreError> {
-        self.refuse_replay(request, now_unix_ms)?;
         self.write("admit_client_request")?;
         self.remember(&[(request.clone(), audit.clone())], now_unix_ms);
         Ok(())
@@ -330,7 +308,7 @@ impl NodeStore for MemoryNodeStore {
             .client_requests
             .values()
             .map(|(row, _)| row)
-            .filter(|row| row.expires_unix_ms > now_unix_ms)
+            .filter(|row| row.expires_unix_ms >= now_unix_ms)
             .cloned()
             .collect())
     }
@@ -358,9 +336,6 @@ impl NodeStore for MemoryNodeStore {
         durable: bool,
         now_unix_ms: u64,
     ) -> Result<(), StoreError> {
-        for (request, _) in admissions {
-            self.refuse_replay(request, now_unix_ms)?;
-        }
         self.write("write_batch")?;
         self.remember(admissions, now_unix_ms);
         for entry in audits {

@@ -122,10 +122,6 @@ pub struct NodeCore<St: NodeStore> {
     /// Signature shares waiting for the next [`flush`](Self::flush) to make their admissions
     /// and audit entries durable.
     held: Vec<NodeOutput>,
-    /// Signing sessions whose admission the store refused as a replay after the gate had let
-    /// it through (the store and the gate disagree): no share of theirs is ever released.
-    /// Each is kept until the request ids' retention has passed.
-    revoked: BTreeMap<SessionId, Timestamp>,
     /// When this node last joined a scheduled refresh of each key under a standing rotation
     /// policy (in memory: a restarted node allows the next one at once).
     rotations: BTreeMap<KeyId, Timestamp>,
@@ -231,7 +227,6 @@ impl<St: NodeStore> NodeCore<St> {
             outputs: VecDeque::new(),
             staged: Staged::default(),
             held: Vec::new(),
-            revoked: BTreeMap::new(),
             rotations: BTreeMap::new(),
         };
         core.restore_client_requests(now)?;
@@ -320,14 +315,12 @@ impl<St: NodeStore> NodeCore<St> {
     ///
     /// If the write fails, no share is released (their signing attempts stall and ROAST moves
     /// on) and the failure is noticed. The admissions stay staged and go with the next flush,
-    /// so that no later share of theirs leaves before they are on disk; if the store refused
-    /// them as replays, their sessions are revoked instead: none of their shares is released.
+    /// so that no later share of theirs leaves before they are on disk.
     pub fn flush(&mut self) {
         if !self.has_unflushed() {
             return;
         }
         let now = self.now;
-        self.revoked.retain(|_, until| *until > now);
         let held = std::mem::take(&mut self.held);
         let (admissions, audits) = fold_shares_into_admissions(
             &self.staged.admissions,
@@ -339,23 +332,9 @@ impl<St: NodeStore> NodeCore<St> {
         match written {
             Ok(()) => {
                 self.staged.admissions.clear();
-                let revoked = &self.revoked;
-                self.outputs.extend(held.into_iter().filter(|output| {
-                    !matches!(output, NodeOutput::Transmit {
-                        message: Message::SignShare(share),
-                        ..
-                    } if revoked.contains_key(&share.session))
-                }));
+                self.outputs.extend(held);
             }
             Err(error) => {
-                if let StoreError::Keystore(permafrost_keystore::KeystoreError::Conflict(_)) =
-                    &error
-                {
-                    let until = now.after(permafrost_protocol::sign::client::REQUEST_ID_RETENTION);
-                    for (row, _) in std::mem::take(&mut self.staged.admissions) {
-                        self.revoked.insert(SessionId(row.session), until);
-                    }
-                }
                 self.notice(NodeNotice::StoreFailed {
                     operation: "writing admissions and share audit entries (shares not sent)",
                     key_id: None,

@@ -16,7 +16,7 @@ use crate::any::{PublicShareInfo, StoredShare};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The keystore failed or refused (a [`KeystoreError::Conflict`] changed nothing).
+    /// The keystore failed or refused.
     #[error(transparent)]
     Keystore(#[from] KeystoreError),
     /// Something stored does not decode (kept for an operator, never deleted).
@@ -96,16 +96,17 @@ pub trait NodeStore {
     /// Whether this node concluded `session` (a DKG, or a reshare through
     /// [`conclude_reshare`](Self::conclude_reshare)).
     fn session_concluded(&self, session: &SessionId) -> Result<bool, StoreError>;
-    /// Remembers a client request id with its audit entry, in one step, **without syncing**:
-    /// durable at the next [`sync`](Self::sync) (or durable write). A request id already
-    /// remembered for another session is a [`KeystoreError::Conflict`] and changes nothing.
+    /// Remembers a client (or operator) request id with its audit entry, in one step,
+    /// **without syncing**: durable at the next [`sync`](Self::sync) (or durable write). The
+    /// store does not look the id up: the node's gates refuse an id admitted before.
     fn admit_client_request(
         &mut self,
         request: &ClientRequestRow,
         audit: &AuditEntry,
         now_unix_ms: u64,
     ) -> Result<(), StoreError>;
-    /// The client request ids remembered and not expired at `now_unix_ms`.
+    /// The client and operator request ids remembered and not expired at `now_unix_ms`, in the
+    /// order they expire.
     fn client_requests(&self, now_unix_ms: u64) -> Result<Vec<ClientRequestRow>, StoreError>;
     /// Appends an audit entry.
     fn append_audit(
@@ -119,7 +120,7 @@ pub trait NodeStore {
     /// Group commit: remembers `admissions` (each with its audit entry, as
     /// [`admit_client_request`](Self::admit_client_request)) and appends `audits`, in one
     /// step, durable before it returns when `durable` (and with everything written before).
-    /// A request id remembered for another session fails the whole batch, changing nothing.
+    /// A batch that fails changes nothing.
     fn write_batch(
         &mut self,
         admissions: &[(ClientRequestRow, AuditEntry)],
