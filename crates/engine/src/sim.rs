@@ -191,10 +191,9 @@ impl<S: Suite> SimNode<S> {
     }
 
     /// Replaces the client keys this node accepts (the request ids it admitted are kept).
-    pub fn set_client_policy(&mut self, policy: ClientPolicy) -> Result<(), StoreError> {
-        match self.core.as_mut() {
-            Some(core) => core.set_client_policy(policy),
-            None => Ok(()),
+    pub fn set_client_policy(&mut self, policy: ClientPolicy) {
+        if let Some(core) = self.core.as_mut() {
+            core.set_client_policy(policy);
         }
     }
 

@@ -336,8 +336,7 @@ fn each_node_applies_its_own_policy<S: Suite>() {
     for node in &nodes[..2] {
         net.node_mut(node)
             .unwrap()
-            .set_client_policy(only_other.clone())
-            .unwrap();
+            .set_client_policy(only_other.clone());
     }
     let outcome = net
         .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"three agree")
@@ -351,10 +350,7 @@ fn each_node_applies_its_own_policy<S: Suite>() {
         key_id("key-2"),
         sim_client_policy().all_keys.into_iter().collect(),
     );
-    net.node_mut(&nodes[2])
-        .unwrap()
-        .set_client_policy(per_key)
-        .unwrap();
+    net.node_mut(&nodes[2]).unwrap().set_client_policy(per_key);
     let started = net.now();
     let result = net.sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"two agree");
     match result {

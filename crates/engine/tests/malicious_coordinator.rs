@@ -428,8 +428,7 @@ fn require_custodian<S: Suite>(
             .unwrap()
             .core_mut()
             .unwrap()
-            .set_operator_policy(policy)
-            .unwrap();
+            .set_operator_policy(policy);
     }
 }
 

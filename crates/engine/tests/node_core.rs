@@ -478,6 +478,54 @@ fn assert_replay_refused<S: Suite>(
     assert_eq!(net.shares_produced(Some(node)), shares);
 }
 
+/// Replacing a node's client policy keeps the request ids it admitted, also one staged and not
+/// yet written (a reload from the store would miss it): a replay of that approval in another
+/// session is still refused by the gate.
+fn a_policy_change_keeps_staged_request_ids<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(113, 3, 5);
+    let victim = nodes[0].clone();
+    net.node_mut(&victim).unwrap().hold_syncs(true);
+    let before = remembered_requests(&net, &victim);
+    let mark = net.notices.len();
+    let message = b"pay 40";
+    let approval = net.authorize(&key, &pkp, message);
+    let outcome = net
+        .sign_roast_as(
+            &coordinator,
+            &key,
+            Epoch(0),
+            &pkp,
+            &nodes,
+            message,
+            approval.clone(),
+        )
+        .unwrap();
+    verify_independently(&pkp, message, &outcome.signature);
+    assert!(
+        net.notices[mark..].iter().any(|(n, notice)| *n == victim
+            && matches!(notice, NodeNotice::ClientRequestAdmitted { .. })),
+        "the victim was not asked"
+    );
+    assert_eq!(
+        remembered_requests(&net, &victim),
+        before,
+        "the admission is staged, not written"
+    );
+    net.node_mut(&victim)
+        .unwrap()
+        .set_client_policy(permafrost_engine::sim::sim_client_policy());
+    assert_replay_refused(
+        &mut net,
+        &coordinator,
+        &key,
+        &pkp,
+        &nodes,
+        message,
+        approval,
+        &victim,
+    );
+}
+
 /// A failed batch write (the admissions and share records of one flush): the shares waiting on
 /// it are never sent, the failure is named, and ROAST signs with the others. The commitment
 /// went out before (it reveals nothing); its nonce was consumed for the withheld share.
@@ -822,6 +870,7 @@ per_suite!(
     crash_after_admission_releases_nothing,
     a_crash_before_the_sync_releases_no_share,
     client_request_ids_survive_a_restart,
+    a_policy_change_keeps_staged_request_ids,
     failed_batch_write_releases_no_share,
     a_failed_batch_keeps_its_admissions_for_the_next,
     a_second_unconcluded_reshare_is_refused,

@@ -57,4 +57,8 @@ pub enum KeystoreError {
     /// field longer than the on-disk format allows.
     #[error("invalid keystore input: {0}")]
     InvalidInput(String),
+    /// The write conflicts with what is stored: the same approval (approver, request id and
+    /// expiry) already admitted in another session. Nothing was changed.
+    #[error("conflict: {0}")]
+    Conflict(String),
 }

@@ -126,7 +126,10 @@
 //! - value: the session id (32) the request was admitted in.
 //!
 //! It has no index by request id: the node refuses an id admitted before from memory (its
-//! gates, loaded from [`KeyStore::client_requests`] at start). Format version 1 kept the same
+//! gates, loaded from [`KeyStore::client_requests`] at start). The one check made here costs
+//! no lookup: a row whose key is already stored with another session (the same approval
+//! admitted twice) is seen by the insert itself and fails the write
+//! ([`KeystoreError::Conflict`]). Format version 1 kept the same
 //! rows in two tables, `client_requests` (`approver ‖ request id → session ‖ u64 expiry`) and
 //! `client_request_expiry` (`u64 expiry ‖ approver ‖ request id → ()`); opening a version 1
 //! store with its passphrase moves every row into `admitted_requests`, deletes both tables and

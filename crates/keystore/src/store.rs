@@ -804,8 +804,10 @@ impl KeyStore {
     ///
     /// It does not look the request id up: refusing an id admitted in another session is the
     /// caller's rule (the node's gates, which remember every id [`client_requests`](
-    /// Self::client_requests) returns and each new one from the moment they admit it), so that
-    /// the keystore keeps one table in the order the ids expire and no index by id.
+    /// Self::client_requests) returns and each new one they admit), so that the keystore keeps
+    /// one table in the order the ids expire and no index by id. What it does refuse, at no
+    /// cost, is the same approval (approver, request id and expiry) in another session: a
+    /// [`KeystoreError::Conflict`], changing nothing.
     ///
     /// **Not synced** (redb `Durability::None`): the admission is durable once
     /// [`sync`](Self::sync) or any other durable write returns, and lost in a crash before that.
@@ -828,7 +830,8 @@ impl KeyStore {
     /// Group commit: writes `admissions` (as [`admit_client_request`](Self::admit_client_request)
     /// would, each with its audit entry) and appends `audits`, all in **one** transaction,
     /// synced before this returns when `durable` (else durable at the next sync). An entry
-    /// that cannot be encoded fails the whole batch, changing nothing.
+    /// that cannot be encoded, or an admission that is a [`KeystoreError::Conflict`], fails the
+    /// whole batch, changing nothing.
     pub fn write_batch(
         &self,
         admissions: &[(ClientRequestRow, AuditEntry)],
@@ -1347,12 +1350,11 @@ fn conclude_in(
     Ok(())
 }
 
-/// Appends the encoded entry `body` to the audit log, chained to the last row: its row is
-/// `2 ‖ HMAC(chain key, seq ‖ last row's MAC ‖ body) ‖ body` (the first row chains to
-/// [`AUDIT_GENESIS`]). Every writer of the audit table goes through here.
 /// Remembers an admitted request (forgetting a few expired ones first) and appends its audit
 /// entry, in `txn`. Whether the id was admitted before is the caller's question (the node's
-/// gates); the same row twice is one row.
+/// gates); the same row twice is one row. The one check made here costs no lookup: the row's
+/// key already present with another session (redb's insert returns what it replaces) is the
+/// same approval admitted twice, a [`KeystoreError::Conflict`].
 fn admit_in(
     txn: &WriteTransaction,
     dir: &Path,
@@ -1368,9 +1370,15 @@ fn admit_in(
         let first = admitted
             .first()
             .map_err(|e| storage(dir, "listing admitted requests", e))?;
-        let expired = first.is_some_and(|(key, _)| {
-            ClientRequestRow::expiry_of(key.value()).is_some_and(|at| at < now_unix_ms)
-        });
+        let expiry = first.map(|(key, _)| ClientRequestRow::expiry_of(key.value()));
+        let expired = match expiry {
+            None => false,
+            Some(expiry) => {
+                expiry
+                    .ok_or_else(|| corrupt(dir, "an admitted request row does not decode".into()))?
+                    < now_unix_ms
+            }
+        };
         if !expired {
             break;
         }
@@ -1378,9 +1386,17 @@ fn admit_in(
             .pop_first()
             .map_err(|e| storage(dir, "forgetting an admitted request", e))?;
     }
-    admitted
+    let replaced = admitted
         .insert(request.key().as_slice(), request.session.as_slice())
         .map_err(|e| storage(dir, "writing an admitted request", e))?;
+    if let Some(session) = replaced.filter(|s| s.value() != request.session.as_slice()) {
+        return Err(KeystoreError::Conflict(format!(
+            "request id {} of approver {} was already admitted in session {}",
+            hex::encode(request.request_id),
+            hex::encode(request.client),
+            hex::encode(session.value())
+        )));
+    }
     drop(admitted);
     append_audit_in(txn, dir, chain, audit)?;
     Ok(())
@@ -2018,11 +2034,62 @@ mod tests {
                 .unwrap();
         }
         assert!(KeyStore::open(untouched.path(), b"not the passphrase").is_err());
-        let db = Database::open(untouched.path().join(DATABASE_FILE_NAME)).unwrap();
+        {
+            let db = Database::open(untouched.path().join(DATABASE_FILE_NAME)).unwrap();
+            let txn = db.begin_read().unwrap();
+            let meta = txn.open_table(META).unwrap();
+            let stored = meta.get(format::META_FORMAT_VERSION).unwrap().unwrap();
+            assert_eq!(stored.value(), [FORMAT_VERSION_V1].as_slice());
+        }
+        // A version 1 store that never admitted a request (no request tables): migrated too.
+        let store = open(untouched.path());
+        assert_eq!(store.request_ids_migrated_on_open(), Some(0));
+        assert_eq!(version(&store), vec![FORMAT_VERSION]);
+        assert!(store.client_requests(0).unwrap().is_empty());
+    }
+
+    /// A row of format version 1 that does not decode stops the migration: the open fails as
+    /// corrupt, naming it, and the store is left as it was (still version 1, the row kept).
+    #[test]
+    fn a_format_1_row_that_does_not_decode_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path());
+            store
+                .write("writing format 1", |txn, dir| {
+                    let failed = |e: redb::Error| storage(dir, "writing format 1", e);
+                    txn.open_table(CLIENT_REQUESTS_V1)
+                        .map_err(|e| failed(e.into()))?
+                        .insert([1u8; 48].as_slice(), [2u8; 39].as_slice())
+                        .map_err(|e| failed(e.into()))?;
+                    txn.open_table(META)
+                        .map_err(|e| failed(e.into()))?
+                        .insert(format::META_FORMAT_VERSION, [FORMAT_VERSION_V1].as_slice())
+                        .map_err(|e| failed(e.into()))?;
+                    Ok(())
+                })
+                .unwrap();
+        }
+        let error = KeyStore::open_with_params(
+            dir.path(),
+            b"passphrase",
+            KdfParams::FAST_INSECURE_FOR_TESTS,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&error, KeystoreError::Corrupt(why) if why.contains("format 1 does not decode")),
+            "{error:?}"
+        );
+        let db = Database::open(dir.path().join(DATABASE_FILE_NAME)).unwrap();
         let txn = db.begin_read().unwrap();
         let meta = txn.open_table(META).unwrap();
         let stored = meta.get(format::META_FORMAT_VERSION).unwrap().unwrap();
         assert_eq!(stored.value(), [FORMAT_VERSION_V1].as_slice());
+        assert_eq!(
+            txn.open_table(CLIENT_REQUESTS_V1).unwrap().len().unwrap(),
+            1
+        );
+        assert!(txn.open_table(ADMITTED_REQUESTS).is_err());
     }
 
     /// A path the log cannot record is refused before anything is written, in every writer

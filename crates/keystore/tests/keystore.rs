@@ -852,9 +852,9 @@ fn client_entry(detail: &str) -> AuditEntry {
     }
 }
 
-/// Group commit: a batch of admissions and audit entries is one transaction. A replayed request
-/// id anywhere in it fails the whole batch, writing nothing; a durable batch is on disk with
-/// the chain intact, in order, after a reopen.
+/// Group commit: a batch of admissions and audit entries is one transaction. The same
+/// approval already admitted in another session anywhere in it fails the whole batch, writing
+/// nothing; a durable batch is on disk with the chain intact, in order, after a reopen.
 #[test]
 fn a_batch_is_written_whole_or_not_at_all() {
     let dir = tempfile::tempdir().unwrap();
@@ -881,7 +881,26 @@ fn a_batch_is_written_whole_or_not_at_all() {
                 0,
             )
             .unwrap();
-        assert_eq!(store.client_requests(0).unwrap().len(), 2);
+        let audited = store.audit().unwrap().len();
+        // Request 1's approval again in another session: the batch fails, and its fresh
+        // request 3 and its share entry are not written either.
+        let err = store
+            .write_batch(
+                &[
+                    (row(3, 3), client_entry("c")),
+                    (row(1, 4), client_entry("replay")),
+                ],
+                &[share("share c")],
+                true,
+                0,
+            )
+            .unwrap_err();
+        assert!(matches!(err, KeystoreError::Conflict(_)), "{err}");
+        assert_eq!(store.audit().unwrap().len(), audited);
+        assert_eq!(
+            store.client_requests(0).unwrap(),
+            vec![row(1, 1), row(2, 2)]
+        );
         // Not durable by itself: made durable by the next sync.
         store
             .write_batch(&[(row(5, 5), client_entry("e"))], &[], false, 0)
@@ -922,6 +941,14 @@ fn admitted_requests_survive_reopen_in_expiry_order_and_expire() {
         store
             .admit_client_request(&row(1, 1, 1_000), &client_entry("a again"), 0)
             .unwrap();
+        // The same approval (same expiry) in another session is what the store does see, at no
+        // cost: refused, nothing written.
+        let audited = store.audit().unwrap().len();
+        let err = store
+            .admit_client_request(&row(1, 2, 1_000), &client_entry("replay"), 0)
+            .unwrap_err();
+        assert!(matches!(err, KeystoreError::Conflict(_)), "{err}");
+        assert_eq!(store.audit().unwrap().len(), audited);
         // Listed in the order they expire, whatever the order they came in.
         store
             .admit_client_request(&row(2, 3, 5_000), &client_entry("b"), 0)

@@ -198,6 +198,13 @@ impl OperatorGate {
         }
     }
 
+    /// Applies `policy` from now on, remembering every request id admitted so far. A skew over
+    /// [`REQUEST_ID_RETENTION`] is lowered to it.
+    pub fn set_policy(&mut self, mut policy: OperatorPolicy) {
+        policy.max_clock_skew = policy.max_clock_skew.min(REQUEST_ID_RETENTION);
+        self.policy = policy;
+    }
+
     /// The policy applied.
     pub fn policy(&self) -> &OperatorPolicy {
         &self.policy
@@ -372,7 +379,7 @@ impl OperatorGate {
         refuse(reasons.join("; "))
     }
 
-    /// Remembers an admitted approval's request id (after the caller made it durable).
+    /// Remembers an admitted approval's request id (once the caller wrote it).
     pub fn record(&mut self, approved: &ApprovedAction, now: Timestamp) {
         self.seen.record(
             approved.operator.0,

@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use permafrost_keystore::{AuditKind, ClientRequestRow};
+use permafrost_keystore::{AuditKind, ClientRequestRow, KeystoreError};
 use permafrost_protocol::lifecycle::{self, ApprovedAction};
 use permafrost_protocol::{ProtocolError, Refusal, Timestamp};
 use permafrost_wire::{
     LifecycleAction, LifecycleKind, NodeId, OperatorApproval, ReshareProposal, SessionId,
 };
 
-use super::store::AuditDurability;
+use super::store::{AuditDurability, StoreError};
 use super::{audit, NodeCore, NodeNotice, NodeStore};
 use crate::any;
 
@@ -204,19 +204,23 @@ impl<St: NodeStore> NodeCore<St> {
         );
         // Durable before the node deals or stores anything of the session (an approval is
         // rare: no group commit here).
-        let admitted = self
-            .store
-            .admit_client_request(&row, &entry, now.0)
-            .and_then(|()| self.store.sync());
-        match admitted {
+        let admitted = self.store.admit_client_request(&row, &entry, now.0);
+        if admitted.is_ok() {
+            // Written (if not yet synced): the gate holds the id from now on, as the store
+            // does, also if the sync fails and the open is refused.
+            self.operators.record(approved, now);
+        }
+        match admitted.and_then(|()| self.store.sync()) {
             Ok(()) => {
-                self.operators.record(approved, now);
                 self.notice(NodeNotice::LifecycleApproved {
                     key_id: action.key_id.clone(),
                     session: approved.session,
                     operator: approved.operator.to_string(),
                 });
                 Ok(())
+            }
+            Err(StoreError::Keystore(KeystoreError::Conflict(why))) => {
+                Err(Refusal::NotApproved(why))
             }
             Err(error) => {
                 let refusal = Refusal::Limit(format!("cannot record the approval: {error}"));

@@ -96,6 +96,24 @@ impl MemoryNodeStore {
             .insert((key_id, share.epoch), (ShareState::Active, share));
     }
 
+    /// The same approval (approver, request id and expiry) stored for another session is a
+    /// [`KeystoreError::Conflict`], as in the keystore, which sees it when its insert replaces
+    /// a row.
+    fn refuse_same_approval(&self, request: &ClientRequestRow) -> Result<(), StoreError> {
+        let key = (request.expires_unix_ms, request.client, request.request_id);
+        match self.client_requests.get(&key) {
+            Some((known, _)) if known.session != request.session => {
+                Err(KeystoreError::Conflict(format!(
+                    "request id {} already admitted in session {}",
+                    hex::encode(request.request_id),
+                    hex::encode(known.session)
+                ))
+                .into())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Remembers `admissions` (not durable yet), each with its audit entry, after forgetting
     /// the requests expired at `now_unix_ms`.
     fn remember(&mut self, admissions: &[(ClientRequestRow, AuditEntry)], now_unix_ms: u64) {
@@ -298,6 +316,7 @@ impl NodeStore for MemoryNodeStore {
         audit: &AuditEntry,
         now_unix_ms: u64,
     ) -> Result<(), StoreError> {
+        self.refuse_same_approval(request)?;
         self.write("admit_client_request")?;
         self.remember(&[(request.clone(), audit.clone())], now_unix_ms);
         Ok(())
@@ -336,6 +355,21 @@ impl NodeStore for MemoryNodeStore {
         durable: bool,
         now_unix_ms: u64,
     ) -> Result<(), StoreError> {
+        let mut batch = BTreeMap::new();
+        for (request, _) in admissions {
+            self.refuse_same_approval(request)?;
+            let key = (request.expires_unix_ms, request.client, request.request_id);
+            if batch
+                .insert(key, request.session)
+                .is_some_and(|session| session != request.session)
+            {
+                return Err(KeystoreError::Conflict(format!(
+                    "request id {} admitted twice in one batch",
+                    hex::encode(request.request_id)
+                ))
+                .into());
+            }
+        }
         self.write("write_batch")?;
         self.remember(admissions, now_unix_ms);
         for entry in audits {

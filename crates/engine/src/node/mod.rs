@@ -122,6 +122,10 @@ pub struct NodeCore<St: NodeStore> {
     /// Signature shares waiting for the next [`flush`](Self::flush) to make their admissions
     /// and audit entries durable.
     held: Vec<NodeOutput>,
+    /// Signing sessions whose admission the store refused as a replay after the gate had let
+    /// it through (the store and the gate disagree): no share of theirs is ever released.
+    /// Each is kept until the request ids' retention has passed.
+    revoked: BTreeMap<SessionId, Timestamp>,
     /// When this node last joined a scheduled refresh of each key under a standing rotation
     /// policy (in memory: a restarted node allows the next one at once).
     rotations: BTreeMap<KeyId, Timestamp>,
@@ -227,6 +231,7 @@ impl<St: NodeStore> NodeCore<St> {
             outputs: VecDeque::new(),
             staged: Staged::default(),
             held: Vec::new(),
+            revoked: BTreeMap::new(),
             rotations: BTreeMap::new(),
         };
         core.restore_client_requests(now)?;
@@ -286,20 +291,18 @@ impl<St: NodeStore> NodeCore<St> {
         self.setup.nodes.remove(node);
     }
 
-    /// Replaces the client keys this node accepts; the request ids it admitted are reloaded
-    /// from the store.
-    pub fn set_client_policy(&mut self, policy: ClientPolicy) -> Result<(), StoreError> {
+    /// Replaces the client keys this node accepts; the gate keeps every request id it admitted
+    /// (also those staged and not yet written, which reloading from the store would miss).
+    pub fn set_client_policy(&mut self, policy: ClientPolicy) {
         self.setup.clients = policy.clone();
-        self.gate = ClientGate::new(policy);
-        self.restore_client_requests(self.now)
+        self.gate.set_policy(policy);
     }
 
-    /// Replaces the operator keys and floors this node applies; the request ids it admitted
-    /// are reloaded from the store.
-    pub fn set_operator_policy(&mut self, policy: OperatorPolicy) -> Result<(), StoreError> {
+    /// Replaces the operator keys and floors this node applies; the gate keeps every request
+    /// id it admitted.
+    pub fn set_operator_policy(&mut self, policy: OperatorPolicy) {
         self.setup.operators = policy.clone();
-        self.operators = OperatorGate::new(self.setup.network_id.clone(), policy);
-        self.restore_client_requests(self.now)
+        self.operators.set_policy(policy);
     }
 
     /// The next thing to do: a message to send or a notice, in the order they happened.
@@ -315,12 +318,17 @@ impl<St: NodeStore> NodeCore<St> {
     ///
     /// If the write fails, no share is released (their signing attempts stall and ROAST moves
     /// on) and the failure is noticed. The admissions stay staged and go with the next flush,
-    /// so that no later share of theirs leaves before they are on disk.
+    /// so that no later share of theirs leaves before they are on disk; if the store refused
+    /// one as the same approval admitted in another session (a `Conflict`: the gate forgot an
+    /// id the store still holds), every session admitted in the batch is revoked instead and
+    /// releases no share, and those admissions are dropped so that later batches can be
+    /// written.
     pub fn flush(&mut self) {
         if !self.has_unflushed() {
             return;
         }
         let now = self.now;
+        self.revoked.retain(|_, until| *until > now);
         let held = std::mem::take(&mut self.held);
         let (admissions, audits) = fold_shares_into_admissions(
             &self.staged.admissions,
@@ -332,9 +340,23 @@ impl<St: NodeStore> NodeCore<St> {
         match written {
             Ok(()) => {
                 self.staged.admissions.clear();
-                self.outputs.extend(held);
+                let revoked = &self.revoked;
+                self.outputs.extend(held.into_iter().filter(|output| {
+                    !matches!(output, NodeOutput::Transmit {
+                        message: Message::SignShare(share),
+                        ..
+                    } if revoked.contains_key(&share.session))
+                }));
             }
             Err(error) => {
+                if let StoreError::Keystore(permafrost_keystore::KeystoreError::Conflict(_)) =
+                    &error
+                {
+                    let until = now.after(permafrost_protocol::sign::client::REQUEST_ID_RETENTION);
+                    for (row, _) in std::mem::take(&mut self.staged.admissions) {
+                        self.revoked.insert(SessionId(row.session), until);
+                    }
+                }
                 self.notice(NodeNotice::StoreFailed {
                     operation: "writing admissions and share audit entries (shares not sent)",
                     key_id: None,

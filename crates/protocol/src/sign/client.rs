@@ -14,10 +14,11 @@
 //! - the request id was not seen before in another signing session (the same session may ask
 //!   again: ROAST asks a signer once per attempt).
 //!
-//! The gate is pure: [`ClientGate::check`] decides, and the caller makes the admission durable
-//! (the node writes it to its keystore with an audit entry) before [`ClientGate::record`] and
-//! before the signer answers. A restarted node rebuilds the gate from what it wrote, so a
-//! replay is refused across restarts too.
+//! The gate is pure: [`ClientGate::check`] decides, the caller records an admission with
+//! [`ClientGate::record`] as it stages it (so a replay is refused from then on), and makes it
+//! durable (the node writes it to its keystore with an audit entry) before the signer's share
+//! leaves. A restarted node rebuilds the gate from what it wrote, so a replay is refused across
+//! restarts too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -109,7 +110,8 @@ pub struct AdmittedRequest {
 /// What [`ClientGate::check`] decided for an acceptable request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Admission {
-    /// A request id not seen before: make it durable, then [`ClientGate::record`] it.
+    /// A request id not seen before: [`ClientGate::record`] it, and make it durable before
+    /// anything made under it leaves.
     New(AdmittedRequest),
     /// The same request again in the session that already admitted it (ROAST's next attempt,
     /// or a retransmission): nothing to record.
@@ -133,6 +135,13 @@ impl ClientGate {
             policy,
             seen: RequestIds::default(),
         }
+    }
+
+    /// Applies `policy` from now on, remembering every request id admitted so far (also those
+    /// staged and not yet written). A skew over [`REQUEST_ID_RETENTION`] is lowered to it.
+    pub fn set_policy(&mut self, mut policy: ClientPolicy) {
+        policy.max_clock_skew = policy.max_clock_skew.min(REQUEST_ID_RETENTION);
+        self.policy = policy;
     }
 
     /// The policy applied.
@@ -204,7 +213,7 @@ impl ClientGate {
         }
     }
 
-    /// Remembers an admitted request id (after the caller made it durable), and forgets those
+    /// Remembers an admitted request id (as the caller stages it), and forgets those
     /// whose timestamps are stale at `now`.
     pub fn record(&mut self, admitted: AdmittedRequest, now: Timestamp) {
         self.seen.record(
