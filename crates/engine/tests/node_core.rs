@@ -526,6 +526,73 @@ fn a_policy_change_keeps_staged_request_ids<S: Suite>() {
     );
 }
 
+/// The keystore's second line, from the attacker's side: an approval the gate does not
+/// remember but the store holds for another session (written here behind the running node's
+/// back, as a restored backup or a clock set back could leave it) is replayed by the
+/// coordinator. The gate admits it; the store's write refuses it (`Conflict`); the session is
+/// revoked, no share of it leaves the node, and ROAST signs with the others.
+fn the_store_refuses_an_approval_the_gate_forgot<S: Suite>() {
+    use permafrost_engine::node::NodeStore as _;
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(114, 3, 5);
+    let victim = nodes[0].clone();
+    let message = b"pay 50";
+    let approval = net.authorize(&key, &pkp, message);
+    let row = permafrost_keystore::ClientRequestRow {
+        client: approval.public_key,
+        request_id: approval.request_id,
+        session: [0xee; 32],
+        expires_unix_ms: approval.timestamp_ms
+            + permafrost_protocol::sign::client::REQUEST_ID_RETENTION.as_millis() as u64,
+    };
+    let entry = permafrost_keystore::AuditEntry {
+        time_unix_ms: approval.timestamp_ms,
+        kind: AuditKind::ClientRequest,
+        key_id: key.to_string(),
+        epoch: 0,
+        message_digest: None,
+        requester: None,
+        detail: "admitted elsewhere".into(),
+        client: None,
+    };
+    let store = net
+        .node_mut(&victim)
+        .unwrap()
+        .core_mut()
+        .unwrap()
+        .store_mut();
+    store
+        .admit_client_request(&row, &entry, approval.timestamp_ms)
+        .unwrap();
+    store.sync().unwrap();
+    let sent = Sent::watch(&mut net);
+    let mark = net.notices.len();
+    let outcome = net
+        .sign_roast_as(
+            &coordinator,
+            &key,
+            Epoch(0),
+            &pkp,
+            &nodes,
+            message,
+            approval,
+        )
+        .unwrap();
+    verify_independently(&pkp, message, &outcome.signature);
+    assert!(
+        net.notices[mark..].iter().any(|(n, notice)| *n == victim
+            && matches!(notice, NodeNotice::ClientRequestAdmitted { .. })),
+        "the gate did not admit it: the store's line was not reached"
+    );
+    assert!(
+        net.notices[mark..].iter().any(|(n, notice)| *n == victim
+            && matches!(notice, NodeNotice::StoreFailed { error, .. }
+                if error.to_string().contains("already admitted in session"))),
+        "the store did not refuse it"
+    );
+    assert!(!outcome.signers.contains(&victim));
+    assert_eq!(sent.count(&victim, MessageKind::SignShare), 0);
+}
+
 /// A failed batch write (the admissions and share records of one flush): the shares waiting on
 /// it are never sent, the failure is named, and ROAST signs with the others. The commitment
 /// went out before (it reveals nothing); its nonce was consumed for the withheld share.
@@ -871,6 +938,7 @@ per_suite!(
     a_crash_before_the_sync_releases_no_share,
     client_request_ids_survive_a_restart,
     a_policy_change_keeps_staged_request_ids,
+    the_store_refuses_an_approval_the_gate_forgot,
     failed_batch_write_releases_no_share,
     a_failed_batch_keeps_its_admissions_for_the_next,
     a_second_unconcluded_reshare_is_refused,
