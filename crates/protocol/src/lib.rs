@@ -28,6 +28,7 @@ pub mod lifecycle;
 mod output;
 pub mod request_ids;
 pub mod reshare;
+mod secp256k1_msm;
 mod serialized;
 pub mod sign;
 mod suite;

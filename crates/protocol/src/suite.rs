@@ -211,8 +211,9 @@ macro_rules! secp256k1_arithmetic {
         ) -> Element<Self> {
             secp256k1_group_commitment(terms)
         }
-        /// z·G + c·(−A) as one linear combination (k256's `lincomb`, constant time: one run
-        /// of doublings for both), where frost multiplies twice.
+        /// z·G + c·(−A) as one variable-time linear combination (`secp256k1_msm`: one run of
+        /// doublings for both; the signature and the key are public), where frost multiplies
+        /// twice in constant time.
         fn signature_equation_holds(
             z: &Scalar<Self>,
             a: &Element<Self>,
@@ -279,15 +280,15 @@ impl Suite for frost_secp256k1_tr::Secp256K1Sha256TR {
     }
 }
 
-/// Σ (Dᵢ + ρᵢ·Eᵢ) with k256's linear combination (one run of doublings for all terms).
+/// Σ Dᵢ, plus Σ ρᵢ·Eᵢ as one variable-time multi-scalar multiplication (`secp256k1_msm`: one
+/// run of doublings for all terms; the commitments and binding factors are public).
 fn secp256k1_group_commitment(
     terms: &[(k256::ProjectivePoint, k256::ProjectivePoint, k256::Scalar)],
 ) -> k256::ProjectivePoint {
-    use k256::elliptic_curve::ops::LinearCombinationExt;
     let hiding: k256::ProjectivePoint = terms.iter().map(|(d, _, _)| d).sum();
     let binding: Vec<(k256::ProjectivePoint, k256::Scalar)> =
         terms.iter().map(|(_, e, rho)| (*e, *rho)).collect();
-    hiding + k256::ProjectivePoint::lincomb_ext(binding.as_slice())
+    hiding + crate::secp256k1_msm::multiscalar_mul_vartime(&binding)
 }
 
 /// z·G − c·A − R = O on secp256k1 (whose cofactor is 1).
@@ -298,11 +299,11 @@ fn secp256k1_signature_equation_holds(
     r: &k256::ProjectivePoint,
 ) -> bool {
     use k256::elliptic_curve::group::Group as _;
-    use k256::elliptic_curve::ops::LinearCombination;
-    bool::from(
-        (k256::ProjectivePoint::lincomb(&k256::ProjectivePoint::GENERATOR, z, &-*a, c) - r)
-            .is_identity(),
-    )
+    let sum = crate::secp256k1_msm::multiscalar_mul_vartime(&[
+        (k256::ProjectivePoint::GENERATOR, *z),
+        (-*a, *c),
+    ]);
+    bool::from((sum - r).is_identity())
 }
 
 /// A secp256k1 point in SEC1 compressed form, the only form frost writes: tag 2 or 3, then x.
