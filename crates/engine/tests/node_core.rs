@@ -87,6 +87,13 @@ fn notices_since<S: Suite>(net: &Network<S>, mark: usize, node: &NodeId) -> Vec<
         .collect()
 }
 
+/// Whether `node` admitted a client request since `mark`.
+fn admitted<S: Suite>(net: &Network<S>, mark: usize, node: &NodeId) -> bool {
+    net.notices[mark..]
+        .iter()
+        .any(|(n, notice)| n == node && matches!(notice, NodeNotice::ClientRequestAdmitted { .. }))
+}
+
 /// Whether `node` reported a failed write of `operation` since `mark`.
 fn write_failed<S: Suite>(net: &Network<S>, mark: usize, node: &NodeId, operation: &str) -> bool {
     net.notices[mark..].iter().any(|(n, notice)| {
@@ -318,8 +325,7 @@ fn crash_after_admission_releases_nothing<S: Suite>() {
         .unwrap();
     verify_independently(&pkp, message, &outcome.signature);
     assert!(
-        net.notices.iter().any(|(n, notice)| *n == victim
-            && matches!(notice, NodeNotice::ClientRequestAdmitted { .. })),
+        admitted(&net, 0, &victim),
         "the crash point was never reached"
     );
     assert!(!outcome.signers.contains(&victim));
@@ -501,11 +507,7 @@ fn a_policy_change_keeps_staged_request_ids<S: Suite>() {
         )
         .unwrap();
     verify_independently(&pkp, message, &outcome.signature);
-    assert!(
-        net.notices[mark..].iter().any(|(n, notice)| *n == victim
-            && matches!(notice, NodeNotice::ClientRequestAdmitted { .. })),
-        "the victim was not asked"
-    );
+    assert!(admitted(&net, mark, &victim), "the victim was not asked");
     assert_eq!(
         remembered_requests(&net, &victim),
         before,
@@ -579,8 +581,7 @@ fn the_store_refuses_an_approval_the_gate_forgot<S: Suite>() {
         .unwrap();
     verify_independently(&pkp, message, &outcome.signature);
     assert!(
-        net.notices[mark..].iter().any(|(n, notice)| *n == victim
-            && matches!(notice, NodeNotice::ClientRequestAdmitted { .. })),
+        admitted(&net, mark, &victim),
         "the gate did not admit it: the store's line was not reached"
     );
     assert!(

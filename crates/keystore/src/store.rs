@@ -1926,6 +1926,51 @@ mod tests {
         assert_eq!(audit.total_bytes(), audit.pages * 4096, "{audit:?}");
     }
 
+    /// Makes the store in `dir` a store of format version 1 holding `by_id` in its
+    /// `client_requests` table (raw rows) and `by_expiry` in its `client_request_expiry`; a
+    /// table given no rows is not created (a version 1 store that never admitted a request).
+    fn write_format_1(dir: &Path, by_id: &[(Vec<u8>, Vec<u8>)], by_expiry: &[Vec<u8>]) {
+        let store = open(dir);
+        store
+            .write("writing format 1", |txn, dir| {
+                let failed = |e: redb::Error| storage(dir, "writing format 1", e);
+                if !by_id.is_empty() {
+                    let mut ids = txn
+                        .open_table(CLIENT_REQUESTS_V1)
+                        .map_err(|e| failed(e.into()))?;
+                    for (key, value) in by_id {
+                        ids.insert(key.as_slice(), value.as_slice())
+                            .map_err(|e| failed(e.into()))?;
+                    }
+                }
+                if !by_expiry.is_empty() {
+                    let mut expiries = txn
+                        .open_table(CLIENT_REQUEST_EXPIRY_V1)
+                        .map_err(|e| failed(e.into()))?;
+                    for key in by_expiry {
+                        expiries
+                            .insert(key.as_slice(), ())
+                            .map_err(|e| failed(e.into()))?;
+                    }
+                }
+                txn.open_table(META)
+                    .map_err(|e| failed(e.into()))?
+                    .insert(format::META_FORMAT_VERSION, [FORMAT_VERSION_V1].as_slice())
+                    .map_err(|e| failed(e.into()))?;
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// The format version stored in `dir`, read without opening the keystore.
+    fn stored_version(dir: &Path) -> Vec<u8> {
+        let db = Database::open(dir.join(DATABASE_FILE_NAME)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        let version = meta.get(format::META_FORMAT_VERSION).unwrap().unwrap();
+        version.value().to_vec()
+    }
+
     /// A store of format version 1 is migrated when it is opened with its passphrase (not
     /// before): every request id its two tables held is listed, in the order they expire, the
     /// two tables are gone, and the store says version 2, which a build reading only
@@ -1940,45 +1985,19 @@ mod tests {
             expires_unix_ms,
         };
         let rows = [row(1, 9_000), row(2, 3_000), row(3, 5_000), row(4, 1_000)];
-        {
-            let store = open(dir.path());
-            store
-                .write("writing format 1", |txn, dir| {
-                    let failed = |e: redb::Error| storage(dir, "writing format 1", e);
-                    let mut by_id = txn
-                        .open_table(CLIENT_REQUESTS_V1)
-                        .map_err(|e| failed(e.into()))?;
-                    let mut by_expiry = txn
-                        .open_table(CLIENT_REQUEST_EXPIRY_V1)
-                        .map_err(|e| failed(e.into()))?;
-                    for row in &rows {
-                        let mut id = row.client.to_vec();
-                        id.extend_from_slice(&row.request_id);
-                        let mut value = row.session.to_vec();
-                        value.extend_from_slice(&row.expires_unix_ms.to_be_bytes());
-                        by_id
-                            .insert(id.as_slice(), value.as_slice())
-                            .map_err(|e| failed(e.into()))?;
-                        let mut by_time = row.expires_unix_ms.to_be_bytes().to_vec();
-                        by_time.extend_from_slice(&id);
-                        by_expiry
-                            .insert(by_time.as_slice(), ())
-                            .map_err(|e| failed(e.into()))?;
-                    }
-                    txn.open_table(META)
-                        .map_err(|e| failed(e.into()))?
-                        .insert(format::META_FORMAT_VERSION, [FORMAT_VERSION_V1].as_slice())
-                        .map_err(|e| failed(e.into()))?;
-                    Ok(())
-                })
-                .unwrap();
-        }
-        let version = |store: &KeyStore| {
-            let txn = store.read().unwrap();
-            let meta = store.open_read_table(&txn, META).unwrap().unwrap();
-            let version = meta.get(format::META_FORMAT_VERSION).unwrap().unwrap();
-            version.value().to_vec()
-        };
+        let id = |row: &ClientRequestRow| [row.client.as_slice(), &row.request_id].concat();
+        let by_id: Vec<_> = rows
+            .iter()
+            .map(|row| {
+                let value = [row.session.as_slice(), &row.expires_unix_ms.to_be_bytes()].concat();
+                (id(row), value)
+            })
+            .collect();
+        let by_expiry: Vec<_> = rows
+            .iter()
+            .map(|row| [row.expires_unix_ms.to_be_bytes().as_slice(), &id(row)].concat())
+            .collect();
+        write_format_1(dir.path(), &by_id, &by_expiry);
         let old_tables = |store: &KeyStore| {
             let txn = store.read().unwrap();
             (
@@ -1996,9 +2015,10 @@ mod tests {
             KeyStore::open(dir.path(), b"not the passphrase"),
             Err(KeystoreError::WrongPassphrase { .. })
         ));
+        // The wrong passphrase changed nothing.
+        assert_eq!(stored_version(dir.path()), vec![FORMAT_VERSION_V1]);
         let store = open(dir.path());
         assert_eq!(store.request_ids_migrated_on_open(), Some(4));
-        assert_eq!(version(&store), vec![FORMAT_VERSION]);
         assert_eq!(FORMAT_VERSION, 2);
         assert_eq!(old_tables(&store), (false, false));
         let mut expected = rows.to_vec();
@@ -2010,6 +2030,7 @@ mod tests {
             .admit_client_request(&row(5, 20_000), &entry(1, None), 6_000)
             .unwrap();
         drop(store);
+        assert_eq!(stored_version(dir.path()), vec![FORMAT_VERSION]);
         let store = open(dir.path());
         assert_eq!(
             store.client_requests(0).unwrap(),
@@ -2017,35 +2038,17 @@ mod tests {
         );
         // Opened again: nothing left to migrate, the version stays.
         assert_eq!(store.request_ids_migrated_on_open(), None);
-        assert_eq!(version(&store), vec![FORMAT_VERSION]);
         drop(store);
-        // Before the migration the wrong passphrase changed nothing: shown on a second store.
-        let untouched = tempfile::tempdir().unwrap();
-        {
-            let store = open(untouched.path());
-            store
-                .write("writing format 1", |txn, dir| {
-                    txn.open_table(META)
-                        .map_err(|e| storage(dir, "writing format 1", e))?
-                        .insert(format::META_FORMAT_VERSION, [FORMAT_VERSION_V1].as_slice())
-                        .map_err(|e| storage(dir, "writing format 1", e))?;
-                    Ok(())
-                })
-                .unwrap();
-        }
-        assert!(KeyStore::open(untouched.path(), b"not the passphrase").is_err());
-        {
-            let db = Database::open(untouched.path().join(DATABASE_FILE_NAME)).unwrap();
-            let txn = db.begin_read().unwrap();
-            let meta = txn.open_table(META).unwrap();
-            let stored = meta.get(format::META_FORMAT_VERSION).unwrap().unwrap();
-            assert_eq!(stored.value(), [FORMAT_VERSION_V1].as_slice());
-        }
+        assert_eq!(stored_version(dir.path()), vec![FORMAT_VERSION]);
         // A version 1 store that never admitted a request (no request tables): migrated too.
-        let store = open(untouched.path());
+        let empty = tempfile::tempdir().unwrap();
+        write_format_1(empty.path(), &[], &[]);
+        let store = open(empty.path());
         assert_eq!(store.request_ids_migrated_on_open(), Some(0));
-        assert_eq!(version(&store), vec![FORMAT_VERSION]);
         assert!(store.client_requests(0).unwrap().is_empty());
+        assert_eq!(old_tables(&store), (false, false));
+        drop(store);
+        assert_eq!(stored_version(empty.path()), vec![FORMAT_VERSION]);
     }
 
     /// A row of format version 1 that does not decode stops the migration: the open fails as
@@ -2053,23 +2056,7 @@ mod tests {
     #[test]
     fn a_format_1_row_that_does_not_decode_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let store = open(dir.path());
-            store
-                .write("writing format 1", |txn, dir| {
-                    let failed = |e: redb::Error| storage(dir, "writing format 1", e);
-                    txn.open_table(CLIENT_REQUESTS_V1)
-                        .map_err(|e| failed(e.into()))?
-                        .insert([1u8; 48].as_slice(), [2u8; 39].as_slice())
-                        .map_err(|e| failed(e.into()))?;
-                    txn.open_table(META)
-                        .map_err(|e| failed(e.into()))?
-                        .insert(format::META_FORMAT_VERSION, [FORMAT_VERSION_V1].as_slice())
-                        .map_err(|e| failed(e.into()))?;
-                    Ok(())
-                })
-                .unwrap();
-        }
+        write_format_1(dir.path(), &[(vec![1u8; 48], vec![2u8; 39])], &[]);
         let error = KeyStore::open_with_params(
             dir.path(),
             b"passphrase",
@@ -2080,11 +2067,9 @@ mod tests {
             matches!(&error, KeystoreError::Corrupt(why) if why.contains("format 1 does not decode")),
             "{error:?}"
         );
+        assert_eq!(stored_version(dir.path()), vec![FORMAT_VERSION_V1]);
         let db = Database::open(dir.path().join(DATABASE_FILE_NAME)).unwrap();
         let txn = db.begin_read().unwrap();
-        let meta = txn.open_table(META).unwrap();
-        let stored = meta.get(format::META_FORMAT_VERSION).unwrap().unwrap();
-        assert_eq!(stored.value(), [FORMAT_VERSION_V1].as_slice());
         assert_eq!(
             txn.open_table(CLIENT_REQUESTS_V1).unwrap().len().unwrap(),
             1

@@ -189,13 +189,14 @@ pub struct OperatorGate {
 impl OperatorGate {
     /// A gate applying `policy` on network `network_id`, remembering nothing yet. A skew over
     /// [`REQUEST_ID_RETENTION`] is lowered to it.
-    pub fn new(network_id: impl Into<String>, mut policy: OperatorPolicy) -> Self {
-        policy.max_clock_skew = policy.max_clock_skew.min(REQUEST_ID_RETENTION);
-        OperatorGate {
+    pub fn new(network_id: impl Into<String>, policy: OperatorPolicy) -> Self {
+        let mut gate = OperatorGate {
             network_id: network_id.into(),
-            policy,
+            policy: OperatorPolicy::default(),
             seen: RequestIds::default(),
-        }
+        };
+        gate.set_policy(policy);
+        gate
     }
 
     /// Applies `policy` from now on, remembering every request id admitted so far. A skew over

@@ -16,6 +16,10 @@ use crate::any::StoredShare;
 /// An admitted request's place in the store: expiry, approver, request id.
 type AdmittedKey = (u64, [u8; 32], [u8; 16]);
 
+fn admitted_key(request: &ClientRequestRow) -> AdmittedKey {
+    (request.expires_unix_ms, request.client, request.request_id)
+}
+
 /// A [`NodeStore`] in memory.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryNodeStore {
@@ -96,22 +100,31 @@ impl MemoryNodeStore {
             .insert((key_id, share.epoch), (ShareState::Active, share));
     }
 
-    /// The same approval (approver, request id and expiry) stored for another session is a
-    /// [`KeystoreError::Conflict`], as in the keystore, which sees it when its insert replaces
-    /// a row.
-    fn refuse_same_approval(&self, request: &ClientRequestRow) -> Result<(), StoreError> {
-        let key = (request.expires_unix_ms, request.client, request.request_id);
-        match self.client_requests.get(&key) {
-            Some((known, _)) if known.session != request.session => {
-                Err(KeystoreError::Conflict(format!(
+    /// The same approval (approver, request id and expiry) stored, or earlier in `requests`,
+    /// for another session is a [`KeystoreError::Conflict`], as in the keystore, which sees it
+    /// when its insert replaces a row.
+    fn refuse_same_approvals<'a>(
+        &self,
+        requests: impl IntoIterator<Item = &'a ClientRequestRow>,
+    ) -> Result<(), StoreError> {
+        let mut earlier = BTreeMap::new();
+        for request in requests {
+            let key = admitted_key(request);
+            let known = earlier
+                .get(&key)
+                .copied()
+                .or_else(|| self.client_requests.get(&key).map(|(row, _)| row.session));
+            if let Some(session) = known.filter(|session| *session != request.session) {
+                return Err(KeystoreError::Conflict(format!(
                     "request id {} already admitted in session {}",
                     hex::encode(request.request_id),
-                    hex::encode(known.session)
+                    hex::encode(session)
                 ))
-                .into())
+                .into());
             }
-            _ => Ok(()),
+            earlier.insert(key, request.session);
         }
+        Ok(())
     }
 
     /// Remembers `admissions` (not durable yet), each with its audit entry, after forgetting
@@ -120,10 +133,8 @@ impl MemoryNodeStore {
         self.client_requests
             .retain(|_, (row, _)| row.expires_unix_ms >= now_unix_ms);
         for (request, entry) in admissions {
-            self.client_requests.insert(
-                (request.expires_unix_ms, request.client, request.request_id),
-                (request.clone(), false),
-            );
+            self.client_requests
+                .insert(admitted_key(request), (request.clone(), false));
             self.push_audit(entry, false);
         }
     }
@@ -316,7 +327,7 @@ impl NodeStore for MemoryNodeStore {
         audit: &AuditEntry,
         now_unix_ms: u64,
     ) -> Result<(), StoreError> {
-        self.refuse_same_approval(request)?;
+        self.refuse_same_approvals([request])?;
         self.write("admit_client_request")?;
         self.remember(&[(request.clone(), audit.clone())], now_unix_ms);
         Ok(())
@@ -355,21 +366,7 @@ impl NodeStore for MemoryNodeStore {
         durable: bool,
         now_unix_ms: u64,
     ) -> Result<(), StoreError> {
-        let mut batch = BTreeMap::new();
-        for (request, _) in admissions {
-            self.refuse_same_approval(request)?;
-            let key = (request.expires_unix_ms, request.client, request.request_id);
-            if batch
-                .insert(key, request.session)
-                .is_some_and(|session| session != request.session)
-            {
-                return Err(KeystoreError::Conflict(format!(
-                    "request id {} admitted twice in one batch",
-                    hex::encode(request.request_id)
-                ))
-                .into());
-            }
-        }
+        self.refuse_same_approvals(admissions.iter().map(|(request, _)| request))?;
         self.write("write_batch")?;
         self.remember(admissions, now_unix_ms);
         for entry in audits {

@@ -129,12 +129,10 @@ pub struct ClientGate {
 impl ClientGate {
     /// A gate applying `policy`, remembering nothing yet. A skew over [`REQUEST_ID_RETENTION`]
     /// is lowered to it.
-    pub fn new(mut policy: ClientPolicy) -> Self {
-        policy.max_clock_skew = policy.max_clock_skew.min(REQUEST_ID_RETENTION);
-        ClientGate {
-            policy,
-            seen: RequestIds::default(),
-        }
+    pub fn new(policy: ClientPolicy) -> Self {
+        let mut gate = ClientGate::default();
+        gate.set_policy(policy);
+        gate
     }
 
     /// Applies `policy` from now on, remembering every request id admitted so far (also those
