@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use permafrost_engine::coordinator::{
-    KeyMeta, MetadataError, MetadataStore, ReshareEntry, RotationPolicy,
+    KeyMeta, MetadataError, MetadataStore, ReshareEntry, ReshareState, RotationPolicy,
 };
-use permafrost_wire::{KeyId, SessionId};
-use redb::{Database, ReadableTable, TableDefinition};
+use permafrost_wire::{Epoch, KeyId, SessionId};
+use redb::{Database, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
 use crate::CoordinatorError;
 
@@ -18,6 +18,13 @@ const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys/v2");
 /// Reshares by session id: [`ReshareEntry`] as JSON (running, committed with the certificate,
 /// or aborted).
 const RESHARES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("reshares/v2");
+/// One past the highest reshare attempt recorded, by (key id, epoch): a proposal reads one
+/// row, not every reshare ever recorded (`RESHARES` keeps them all, with their certificates).
+const RESHARE_ATTEMPTS: TableDefinition<(&str, u64), u32> =
+    TableDefinition::new("reshare_attempts/v1");
+/// The session ids of the reshares recorded as running: a restarted coordinator aborts these
+/// without reading the concluded ones.
+const RUNNING_RESHARES: TableDefinition<&[u8], ()> = TableDefinition::new("running_reshares/v1");
 /// Rotation policies by key id: [`RotationPolicy`] as JSON.
 const ROTATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("rotations/v1");
 
@@ -44,10 +51,19 @@ impl MetadataDb {
             }
             let db = Database::create(path).map_err(storage)?;
             let tx = db.begin_write().map_err(storage)?;
+            let indexed = tx
+                .list_tables()
+                .map_err(storage)?
+                .any(|t| t.name() == RESHARE_ATTEMPTS.name());
             tx.open_table(KEYS).map_err(storage)?;
             tx.open_table(RESHARES).map_err(storage)?;
+            tx.open_table(RESHARE_ATTEMPTS).map_err(storage)?;
+            tx.open_table(RUNNING_RESHARES).map_err(storage)?;
             tx.open_table(ROTATIONS).map_err(storage)?;
             migrate_v1(&tx)?;
+            if !indexed {
+                index_reshares(&tx)?;
+            }
             tx.commit().map_err(storage)?;
             Ok::<_, MetadataError>(db)
         })();
@@ -75,9 +91,70 @@ impl MetadataDb {
                 .map_err(storage)?
                 .insert(entry.session.0.as_slice(), value.as_slice())
                 .map_err(storage)?;
+            index_reshare(&tx, entry)?;
         }
         tx.commit().map_err(storage)
     }
+
+    /// Every reshare recorded, running or concluded (a scan of the whole table; the
+    /// coordinator's own operations read the indexes).
+    #[cfg(test)]
+    fn reshares(&self) -> Result<Vec<ReshareEntry>, MetadataError> {
+        let tx = self.db.begin_read().map_err(storage)?;
+        let table = tx.open_table(RESHARES).map_err(storage)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(storage)? {
+            let (_, v) = entry.map_err(storage)?;
+            out.push(serde_json::from_slice(v.value()).map_err(unreadable)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Keeps the two reshare indexes in step with `entry`, in the transaction that writes it.
+fn index_reshare(tx: &WriteTransaction, entry: &ReshareEntry) -> Result<(), MetadataError> {
+    let mut attempts = tx.open_table(RESHARE_ATTEMPTS).map_err(storage)?;
+    let row = (entry.key_id.as_str(), entry.epoch.0);
+    let recorded = attempts.get(row).map_err(storage)?.map_or(0, |v| v.value());
+    // One past the highest attempt: an entry rewritten (running, then concluded) or an older
+    // attempt written late never lowers it.
+    let next = recorded.max(entry.attempt.saturating_add(1));
+    attempts.insert(row, next).map_err(storage)?;
+    let mut running = tx.open_table(RUNNING_RESHARES).map_err(storage)?;
+    if entry.state == ReshareState::Running {
+        running
+            .insert(entry.session.0.as_slice(), ())
+            .map_err(storage)?;
+    } else {
+        running
+            .remove(entry.session.0.as_slice())
+            .map_err(storage)?;
+    }
+    Ok(())
+}
+
+/// Builds both reshare indexes from every reshare recorded, once, when a database written
+/// before they existed is opened.
+fn index_reshares(tx: &WriteTransaction) -> Result<(), MetadataError> {
+    let entries: Vec<ReshareEntry> = {
+        let table = tx.open_table(RESHARES).map_err(storage)?;
+        let mut entries = Vec::new();
+        for row in table.iter().map_err(storage)? {
+            let (_, v) = row.map_err(storage)?;
+            entries.push(serde_json::from_slice(v.value()).map_err(unreadable)?);
+        }
+        entries
+    };
+    for entry in &entries {
+        index_reshare(tx, entry)?;
+    }
+    if !entries.is_empty() {
+        tracing::info!(
+            reshares = entries.len(),
+            "coordinator metadata: reshare indexes built"
+        );
+    }
+    Ok(())
 }
 
 /// The first format's tables: hex strings and PeerId strings, re-parsed on every read.
@@ -255,13 +332,31 @@ impl MetadataStore for MetadataDb {
         }
     }
 
-    fn reshares(&self) -> Result<Vec<ReshareEntry>, MetadataError> {
+    fn next_reshare_attempt(&self, key_id: &KeyId, epoch: Epoch) -> Result<u32, MetadataError> {
         let tx = self.db.begin_read().map_err(storage)?;
-        let table = tx.open_table(RESHARES).map_err(storage)?;
+        let table = tx.open_table(RESHARE_ATTEMPTS).map_err(storage)?;
+        Ok(table
+            .get((key_id.as_str(), epoch.0))
+            .map_err(storage)?
+            .map_or(0, |v| v.value()))
+    }
+
+    fn running_reshares(&self) -> Result<Vec<ReshareEntry>, MetadataError> {
+        let tx = self.db.begin_read().map_err(storage)?;
+        let running = tx.open_table(RUNNING_RESHARES).map_err(storage)?;
+        let reshares = tx.open_table(RESHARES).map_err(storage)?;
         let mut out = Vec::new();
-        for entry in table.iter().map_err(storage)? {
-            let (_, v) = entry.map_err(storage)?;
-            out.push(serde_json::from_slice(v.value()).map_err(unreadable)?);
+        for row in running.iter().map_err(storage)? {
+            let (session, _) = row.map_err(storage)?;
+            let entry = reshares
+                .get(session.value())
+                .map_err(storage)?
+                .ok_or_else(|| unreadable("a running reshare's index row names no reshare"))?;
+            let entry: ReshareEntry = serde_json::from_slice(entry.value()).map_err(unreadable)?;
+            // Concluded by a build that did not keep this index: no longer running.
+            if entry.state == ReshareState::Running {
+                out.push(entry);
+            }
         }
         Ok(out)
     }
@@ -318,6 +413,84 @@ mod tests {
     use super::*;
     use permafrost_engine::coordinator::ReshareState;
 
+    fn entry(session: u8, key: &str, epoch: u64, attempt: u32, running: bool) -> ReshareEntry {
+        let session = SessionId([session; 32]);
+        ReshareEntry {
+            session,
+            key_id: KeyId::new(key).unwrap(),
+            epoch: Epoch(epoch),
+            attempt,
+            state: if running {
+                ReshareState::Running
+            } else {
+                ReshareState::Aborted(permafrost_wire::ReshareAbort {
+                    session,
+                    culprits: Vec::new(),
+                    reason: "test".into(),
+                })
+            },
+        }
+    }
+
+    fn sessions(entries: Vec<ReshareEntry>) -> Vec<u8> {
+        entries.iter().map(|e| e.session.0[0]).collect()
+    }
+
+    #[test]
+    fn reshare_indexes_follow_every_write_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coordinator.redb");
+        let (k1, k2) = (KeyId::new("k-1").unwrap(), KeyId::new("k-2").unwrap());
+        let mut db = MetadataDb::open(&path).unwrap();
+        assert_eq!(db.next_reshare_attempt(&k1, Epoch(3)).unwrap(), 0);
+        db.put_reshare(&entry(1, "k-1", 3, 0, true)).unwrap();
+        assert_eq!(db.next_reshare_attempt(&k1, Epoch(3)).unwrap(), 1);
+        assert_eq!(db.next_reshare_attempt(&k1, Epoch(4)).unwrap(), 0);
+        assert_eq!(db.next_reshare_attempt(&k2, Epoch(3)).unwrap(), 0);
+        assert_eq!(sessions(db.running_reshares().unwrap()), vec![1]);
+        // Concluded: no longer running, its attempt still counted.
+        db.put_reshare(&entry(1, "k-1", 3, 0, false)).unwrap();
+        assert!(db.running_reshares().unwrap().is_empty());
+        assert_eq!(db.next_reshare_attempt(&k1, Epoch(3)).unwrap(), 1);
+        // A later attempt raises it; an earlier one written late does not lower it.
+        db.put_reshare(&entry(2, "k-1", 3, 2, true)).unwrap();
+        db.put_reshare(&entry(3, "k-1", 3, 1, false)).unwrap();
+        db.put_reshare(&entry(4, "k-2", 3, 0, true)).unwrap();
+        assert_eq!(db.next_reshare_attempt(&k1, Epoch(3)).unwrap(), 3);
+        assert_eq!(db.next_reshare_attempt(&k2, Epoch(3)).unwrap(), 1);
+        assert_eq!(sessions(db.running_reshares().unwrap()), vec![2, 4]);
+        drop(db);
+        let db = MetadataDb::open(&path).unwrap();
+        assert_eq!(db.next_reshare_attempt(&k1, Epoch(3)).unwrap(), 3);
+        assert_eq!(sessions(db.running_reshares().unwrap()), vec![2, 4]);
+        assert_eq!(db.reshares().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn a_database_without_reshare_indexes_is_indexed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coordinator.redb");
+        {
+            // As a build before the indexes wrote it: the reshares table alone.
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut table = tx.open_table(RESHARES).unwrap();
+                for e in [entry(7, "k-1", 2, 0, false), entry(8, "k-1", 2, 1, true)] {
+                    let value = serde_json::to_vec(&e).unwrap();
+                    table
+                        .insert(e.session.0.as_slice(), value.as_slice())
+                        .unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        }
+        let db = MetadataDb::open(&path).unwrap();
+        let k1 = KeyId::new("k-1").unwrap();
+        assert_eq!(db.next_reshare_attempt(&k1, Epoch(2)).unwrap(), 2);
+        assert_eq!(sessions(db.running_reshares().unwrap()), vec![8]);
+    }
+
     #[test]
     fn a_first_format_database_is_migrated_in_place() {
         let dir = tempfile::tempdir().unwrap();
@@ -364,5 +537,12 @@ mod tests {
         let db = MetadataDb::open(&path).unwrap();
         assert_eq!(db.keys().unwrap().len(), 1);
         assert_eq!(db.reshares().unwrap().len(), 1);
+        // The migrated reshare is indexed: running, attempt 1 taken.
+        assert_eq!(sessions(db.running_reshares().unwrap()), vec![5]);
+        assert_eq!(
+            db.next_reshare_attempt(&KeyId::new("k-1").unwrap(), permafrost_wire::Epoch(3))
+                .unwrap(),
+            2
+        );
     }
 }

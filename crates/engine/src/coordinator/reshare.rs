@@ -129,16 +129,9 @@ impl<M: MetadataStore> CoordinatorCore<M> {
     /// The next attempt number for a reshare of `key_id` at `epoch`: one past every attempt
     /// recorded, so a new attempt never reuses a session id.
     fn next_attempt(&self, key_id: &KeyId, epoch: Epoch) -> Result<u32, ProtocolError> {
-        let reshares = self
-            .store
-            .reshares()
-            .map_err(|e| ProtocolError::Frost(e.to_string()))?;
-        Ok(reshares
-            .iter()
-            .filter(|r| r.key_id == *key_id && r.epoch == epoch)
-            .map(|r| r.attempt.saturating_add(1))
-            .max()
-            .unwrap_or(0))
+        self.store
+            .next_reshare_attempt(key_id, epoch)
+            .map_err(|e| ProtocolError::Frost(e.to_string()))
     }
 
     /// One reshare per key at a time, whatever the caller thinks (two sessions for the same
@@ -234,10 +227,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
 
     /// Records every reshare a previous run left running as aborted.
     pub(super) fn abort_unfinished_reshares(&mut self) -> Result<(), MetadataError> {
-        for entry in self.store.reshares()? {
-            if entry.state != ReshareState::Running {
-                continue;
-            }
+        for entry in self.store.running_reshares()? {
             let (key_id, session) = (entry.key_id.clone(), entry.session);
             let entry = aborted(
                 entry,

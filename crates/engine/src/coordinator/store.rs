@@ -101,8 +101,13 @@ pub trait MetadataStore {
     fn put_key(&mut self, meta: &KeyMeta) -> Result<(), MetadataError>;
     /// One reshare.
     fn reshare(&self, session: &SessionId) -> Result<Option<ReshareEntry>, MetadataError>;
-    /// Every reshare recorded.
-    fn reshares(&self) -> Result<Vec<ReshareEntry>, MetadataError>;
+    /// One past the highest attempt recorded for `key_id` at `epoch` (0 if none), read
+    /// without the reshares of other keys and epochs: a proposal costs the same after a
+    /// million reshares as after one.
+    fn next_reshare_attempt(&self, key_id: &KeyId, epoch: Epoch) -> Result<u32, MetadataError>;
+    /// Every reshare recorded as running (a restarted coordinator records each aborted),
+    /// read without the concluded ones.
+    fn running_reshares(&self) -> Result<Vec<ReshareEntry>, MetadataError>;
     /// Records (or updates) a reshare.
     fn put_reshare(&mut self, entry: &ReshareEntry) -> Result<(), MetadataError>;
     /// Records a committed reshare and the key's new epoch in one step.
@@ -114,6 +119,16 @@ pub trait MetadataStore {
     fn put_rotation(&mut self, policy: &RotationPolicy) -> Result<(), MetadataError>;
     /// Removes a key's rotation policy; whether there was one.
     fn delete_rotation(&mut self, key_id: &KeyId) -> Result<bool, MetadataError>;
+}
+
+/// The attempt after `attempts` (the attempts recorded for one key and epoch): one past the
+/// highest, so that a new attempt never reuses a session id; 0 if there is none.
+fn next_attempt(attempts: impl IntoIterator<Item = u32>) -> u32 {
+    attempts
+        .into_iter()
+        .map(|a| a.saturating_add(1))
+        .max()
+        .unwrap_or(0)
 }
 
 /// The coordinator's metadata in memory, for the simulator and tests: it survives a simulated
@@ -167,8 +182,22 @@ impl MetadataStore for MemoryMetadataStore {
         Ok(self.reshares.get(session).cloned())
     }
 
-    fn reshares(&self) -> Result<Vec<ReshareEntry>, MetadataError> {
-        Ok(self.reshares.values().cloned().collect())
+    fn next_reshare_attempt(&self, key_id: &KeyId, epoch: Epoch) -> Result<u32, MetadataError> {
+        Ok(next_attempt(
+            self.reshares
+                .values()
+                .filter(|r| r.key_id == *key_id && r.epoch == epoch)
+                .map(|r| r.attempt),
+        ))
+    }
+
+    fn running_reshares(&self) -> Result<Vec<ReshareEntry>, MetadataError> {
+        Ok(self
+            .reshares
+            .values()
+            .filter(|r| r.state == ReshareState::Running)
+            .cloned()
+            .collect())
     }
 
     fn put_reshare(&mut self, entry: &ReshareEntry) -> Result<(), MetadataError> {
