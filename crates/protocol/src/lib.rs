@@ -33,6 +33,7 @@ mod serialized;
 pub mod sign;
 mod suite;
 mod time;
+pub mod vss;
 
 pub use committee::{Committee, MAX_COMMITTEE};
 pub use error::{OpenFailure, ProtocolError, Refusal};

@@ -87,6 +87,10 @@ pub trait Suite: Ciphersuite + Send + Sync + 'static {
         r: &Element<Self>,
     ) -> bool;
 
+    /// Σ kᵢ·Pᵢ over public points and public scalars (Feldman commitments, powers of
+    /// identifiers), in variable time: never with a secret.
+    fn public_linear_combination(terms: &[(Element<Self>, Scalar<Self>)]) -> Element<Self>;
+
     /// `scalar` × the group's generator, in constant time (the scalar may be a secret nonce),
     /// with the suite's precomputed tables where it has them.
     fn mul_generator(scalar: &Scalar<Self>) -> Element<Self>;
@@ -184,6 +188,16 @@ impl Suite for frost_ed25519::Ed25519Sha512 {
         (EdwardsPoint::vartime_double_scalar_mul_basepoint(c, &-a, z) - r).is_identity()
     }
 
+    /// curve25519-dalek's variable-time multi-scalar multiplication.
+    fn public_linear_combination(terms: &[(Element<Self>, Scalar<Self>)]) -> Element<Self> {
+        use curve25519_dalek::edwards::EdwardsPoint;
+        use curve25519_dalek::traits::VartimeMultiscalarMul;
+        EdwardsPoint::vartime_multiscalar_mul(
+            terms.iter().map(|(_, k)| k),
+            terms.iter().map(|(p, _)| p),
+        )
+    }
+
     fn mul_generator(scalar: &Scalar<Self>) -> Element<Self> {
         curve25519_dalek::edwards::EdwardsPoint::mul_base(scalar)
     }
@@ -221,6 +235,10 @@ macro_rules! secp256k1_arithmetic {
             r: &Element<Self>,
         ) -> bool {
             secp256k1_signature_equation_holds(z, a, c, r)
+        }
+        /// [`crate::secp256k1_msm`] (GLV split, width-5 NAF).
+        fn public_linear_combination(terms: &[(Element<Self>, Scalar<Self>)]) -> Element<Self> {
+            crate::secp256k1_msm::multiscalar_mul_vartime(terms)
         }
         fn mul_generator(scalar: &Scalar<Self>) -> Element<Self> {
             use k256::elliptic_curve::ops::MulByGenerator;

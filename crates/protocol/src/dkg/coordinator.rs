@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use frost_core::keys::dkg::{round1, round2, verify_proof_of_knowledge};
-use frost_core::keys::{PublicKeyPackage, SecretShare, VerifiableSecretSharingCommitment};
+use frost_core::keys::{PublicKeyPackage, VerifiableSecretSharingCommitment};
 use permafrost_wire::{
     Digest, DkgAbort, DkgCommit, DkgComplaint, DkgConfirm, DkgOpen, DkgRound1, DkgRound1Set, KeyId,
     Message, MessageKind, NodeId, OperatorApproval, SessionId,
@@ -213,7 +213,7 @@ impl<S: Suite> DkgCoordinator<S> {
             commitments.insert(id, &entry.commitment);
         }
         // The coordinator computes the public key package itself, to check every member's.
-        let public_key_package = match PublicKeyPackage::from_dkg_commitments(&commitments) {
+        let public_key_package = match crate::vss::dkg_public_key_package(&commitments) {
             Ok(p) => S::finish_dkg_public_key_package(p),
             Err(e) => return self.abort(ProtocolError::Frost(e.to_string())),
         };
@@ -391,9 +391,8 @@ impl<S: Suite> DkgCoordinator<S> {
         let guilty = match round2::Package::<S>::deserialize(evidence.share.expose()) {
             Err(_) => accused.clone(),
             Ok(share) => {
-                let check =
-                    SecretShare::new(complainer, *share.signing_share(), entry.commitment.clone());
-                if check.verify().is_err() {
+                if !crate::vss::share_matches(complainer, share.signing_share(), &entry.commitment)
+                {
                     accused.clone()
                 } else {
                     from.clone()

@@ -1,7 +1,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use frost_core::keys::{
-    CoefficientCommitment, KeyPackage, PublicKeyPackage, SecretShare, SigningShare,
+    CoefficientCommitment, KeyPackage, PublicKeyPackage, SigningShare,
     VerifiableSecretSharingCommitment, VerifyingShare,
 };
 use frost_core::{compute_lagrange_coefficient, Field, Group, Identifier, VerifyingKey};
@@ -116,10 +116,11 @@ pub fn check_dealing<S: Suite>(
         Some(c0) if c0.value() == dealer_verifying_share.to_element() => {}
         _ => return Err(DealingFault::WrongConstantTerm),
     }
-    SecretShare::new(recipient, *share, commitment.clone())
-        .verify()
-        .map(|_| ())
-        .map_err(|_| DealingFault::ShareMismatch)
+    if crate::vss::share_matches(recipient, share, commitment) {
+        Ok(())
+    } else {
+        Err(DealingFault::ShareMismatch)
+    }
 }
 
 fn lagrange_at_zero<S: Suite>(
@@ -148,7 +149,9 @@ pub fn public_key_package_from_dealings<S: Suite>(
     let dealers: BTreeSet<_> = commitments.keys().copied().collect();
     let lambdas = lagrange_at_zero::<S>(&dealers)?;
     let t = usize::from(new_threshold);
-    let mut combined: Vec<Element<S>> = vec![<S::Group as Group>::identity(); t];
+    // C'ₖ = Σᵢ λᵢ·Cᵢ,ₖ, one variable-time combination per coefficient (all public).
+    let mut terms: Vec<Vec<(Element<S>, Scalar<S>)>> =
+        vec![Vec::with_capacity(commitments.len()); t];
     for (i, commitment) in commitments {
         let coefficients = commitment.coefficients();
         if coefficients.len() != t {
@@ -161,9 +164,13 @@ pub fn public_key_package_from_dealings<S: Suite>(
             .copied()
             .ok_or_else(|| frost_err("missing lambda"))?;
         for (k, c) in coefficients.iter().enumerate() {
-            combined[k] = combined[k] + c.value() * lambda;
+            terms[k].push((c.value(), lambda));
         }
     }
+    let combined: Vec<Element<S>> = terms
+        .iter()
+        .map(|terms| S::public_linear_combination(terms))
+        .collect();
     if combined.first() != Some(&group_key.to_element()) {
         return Err(ProtocolError::Frost(
             "combined commitment does not commit to the group key".into(),
@@ -175,8 +182,7 @@ pub fn public_key_package_from_dealings<S: Suite>(
             .map(CoefficientCommitment::new)
             .collect(),
     );
-    let package =
-        PublicKeyPackage::from_commitment(new_committee, &commitment).map_err(frost_err)?;
+    let package = crate::vss::public_key_package(new_committee, &commitment).map_err(frost_err)?;
     // `from_commitment` recomputes the key from C'[0]; it must be exactly the old one,
     // parity included (secp256k1-tr stores the tweaked key as it is).
     if package.verifying_key() != group_key {
