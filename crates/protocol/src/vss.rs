@@ -7,10 +7,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use frost_core::keys::dkg::{round1, round2};
 use frost_core::keys::{
-    PublicKeyPackage, SigningShare, VerifiableSecretSharingCommitment, VerifyingShare,
+    KeyPackage, PublicKeyPackage, SigningShare, VerifiableSecretSharingCommitment, VerifyingShare,
 };
-use frost_core::{Element, Error, Field, Group, Identifier, VerifyingKey};
+use frost_core::{Ciphersuite, Element, Error, Field, Group, Identifier, VerifyingKey};
 
 use crate::Suite;
 
@@ -74,6 +75,65 @@ pub fn dkg_public_key_package<S: Suite>(
     let all: Vec<_> = commitments.values().copied().collect();
     let sum = frost_core::keys::sum_commitments(&all)?;
     public_key_package(&identifiers, &sum)
+}
+
+/// frost's `dkg::part3`, with its checks and errors in its order, each received share checked
+/// by [`share_matches`] and the public key package computed by [`dkg_public_key_package`]:
+/// the member's key package and the public key package, after the suite's `post_dkg` hook
+/// (taproot's tweak).
+pub fn dkg_part3<S: Suite>(
+    secret: &round2::SecretPackage<S>,
+    round1_packages: &BTreeMap<Identifier<S>, round1::Package<S>>,
+    round2_packages: &BTreeMap<Identifier<S>, round2::Package<S>>,
+) -> Result<(KeyPackage<S>, PublicKeyPackage<S>), Error<S>> {
+    let me = *secret.identifier();
+    if round1_packages.len() != usize::from(*secret.max_signers()).saturating_sub(1) {
+        return Err(Error::IncorrectNumberOfPackages);
+    }
+    if round1_packages.contains_key(&me) || round2_packages.contains_key(&me) {
+        return Err(Error::UnknownIdentifier);
+    }
+    if round1_packages.len() != round2_packages.len() {
+        return Err(Error::IncorrectNumberOfPackages);
+    }
+    if round1_packages
+        .keys()
+        .any(|id| !round2_packages.contains_key(id))
+    {
+        return Err(Error::IncorrectPackage);
+    }
+    let mut sum = <<S::Group as Group>::Field as Field>::zero();
+    for (sender, package) in round2_packages {
+        let commitment = round1_packages
+            .get(sender)
+            .ok_or(Error::PackageNotFound)?
+            .commitment();
+        if !share_matches(me, package.signing_share(), commitment) {
+            S::zeroize_scalar(&mut sum);
+            return Err(Error::InvalidSecretShare {
+                culprit: Some(*sender),
+            });
+        }
+        sum = sum + package.signing_share().to_scalar();
+    }
+    sum = sum + secret.secret_share();
+    let signing_share = SigningShare::new(sum);
+    let verifying_share = VerifyingShare::new(S::mul_generator(&sum));
+    S::zeroize_scalar(&mut sum);
+    let commitments: BTreeMap<_, _> = round1_packages
+        .iter()
+        .map(|(id, package)| (*id, package.commitment()))
+        .chain([(me, secret.commitment())])
+        .collect();
+    let public_key_package = dkg_public_key_package(&commitments)?;
+    let key_package = KeyPackage::new(
+        me,
+        signing_share,
+        verifying_share,
+        *public_key_package.verifying_key(),
+        *secret.min_signers(),
+    );
+    <S as Ciphersuite>::post_dkg(key_package, public_key_package)
 }
 
 #[cfg(test)]
@@ -164,6 +224,88 @@ mod tests {
                 assert!(t == 1 || !share_matches(elsewhere, &share, &commitment));
             }
         }
+    }
+
+    /// A whole DKG of four members, threshold 3: each member's key package and public key
+    /// package equal frost's `part3`; a share one off, a package missing, or one for the
+    /// member itself are refused with frost's error.
+    fn part3_equals_frost<S: Suite>() {
+        use frost_core::keys::dkg;
+        let mut rng = ChaCha20Rng::seed_from_u64(13);
+        let ids: Vec<Identifier<S>> = ["node1", "node2", "node3", "node4"]
+            .iter()
+            .map(|n| Identifier::derive(n.as_bytes()).unwrap())
+            .collect();
+        let mut secrets1 = BTreeMap::new();
+        let mut round1_all = BTreeMap::new();
+        for id in &ids {
+            let (secret, package) = dkg::part1::<S, _>(*id, 4, 3, &mut rng).unwrap();
+            secrets1.insert(*id, secret);
+            round1_all.insert(*id, package);
+        }
+        let mut secrets2 = BTreeMap::new();
+        let mut sent: BTreeMap<Identifier<S>, BTreeMap<Identifier<S>, dkg::round2::Package<S>>> =
+            BTreeMap::new();
+        for id in &ids {
+            let others: BTreeMap<_, _> = round1_all
+                .iter()
+                .filter(|(k, _)| *k != id)
+                .map(|(k, v)| (*k, v.clone()))
+                .collect();
+            let (secret, packages) = dkg::part2(secrets1[id].clone(), &others).unwrap();
+            secrets2.insert(*id, secret);
+            for (to, package) in packages {
+                sent.entry(to).or_default().insert(*id, package);
+            }
+        }
+        let one = <<S::Group as Group>::Field as Field>::one();
+        for id in &ids {
+            let round1: BTreeMap<_, _> = round1_all
+                .iter()
+                .filter(|(k, _)| *k != id)
+                .map(|(k, v)| (*k, v.clone()))
+                .collect();
+            let round2 = &sent[id];
+            let secret = &secrets2[id];
+            let ours = dkg_part3(secret, &round1, round2).unwrap();
+            assert_eq!(
+                ours,
+                dkg::part3(secret, &round1, round2).unwrap(),
+                "{:?}",
+                S::CURVE
+            );
+            let (culprit, _) = round2.iter().next().unwrap();
+            let mut bad = round2.clone();
+            let off = SigningShare::new(bad[culprit].signing_share().to_scalar() + one);
+            bad.insert(*culprit, dkg::round2::Package::new(off));
+            let refused = dkg_part3(secret, &round1, &bad).unwrap_err();
+            assert_eq!(
+                refused,
+                Error::InvalidSecretShare {
+                    culprit: Some(*culprit)
+                }
+            );
+            assert_eq!(refused, dkg::part3(secret, &round1, &bad).unwrap_err());
+            let mut missing = round2.clone();
+            missing.remove(culprit);
+            assert_eq!(
+                dkg_part3(secret, &round1, &missing).unwrap_err(),
+                dkg::part3(secret, &round1, &missing).unwrap_err()
+            );
+            let mut own = round2.clone();
+            own.insert(*id, round2[culprit].clone());
+            assert_eq!(
+                dkg_part3(secret, &round1, &own).unwrap_err(),
+                dkg::part3(secret, &round1, &own).unwrap_err()
+            );
+        }
+    }
+
+    #[test]
+    fn dkg_part3_equals_frosts() {
+        part3_equals_frost::<frost_ed25519::Ed25519Sha512>();
+        part3_equals_frost::<frost_secp256k1::Secp256K1Sha256>();
+        part3_equals_frost::<frost_secp256k1_tr::Secp256K1Sha256TR>();
     }
 
     #[test]

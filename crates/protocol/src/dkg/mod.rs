@@ -6,10 +6,10 @@
 //! 2. Each member runs `part1` and sends its signed round-1 package to the coordinator, which
 //!    checks the proof of knowledge and relays all n packages to every member.
 //! 3. Each member runs `part2` and sends every other member its signed round-2 share directly.
-//! 4. Each member runs `part3`, stores the share as PENDING and sends the coordinator a signed
-//!    confirmation: the digests of the round-1 packages it used and of the public key package
-//!    it computed. A member whose share does not verify sends a complaint with the signed share
-//!    as evidence instead.
+//! 4. Each member runs `part3` (frost's, as [`crate::vss::dkg_part3`]), stores the share as
+//!    PENDING and sends the coordinator a signed confirmation: the digests of the round-1
+//!    packages it used and of the public key package it computed. A member whose share does
+//!    not verify sends a complaint with the signed share as evidence instead.
 //! 5. When all n confirmations match what the coordinator relayed and the public key package
 //!    it computes itself, it relays them all in a `DkgCommit`; each member checks every
 //!    confirmation and activates the key. Any mismatch aborts the DKG, naming who disagreed.

@@ -342,7 +342,7 @@ impl<S: Suite> DkgParticipant<S> {
                 }
             }
         }
-        match dkg::part3(secret, round1, &shares) {
+        match crate::vss::dkg_part3(secret, round1, &shares) {
             Ok((key_package, public_key_package)) => {
                 let pkp_digest = match public_key_package_digest(&public_key_package) {
                     Ok(d) => d,

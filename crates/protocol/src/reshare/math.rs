@@ -78,11 +78,11 @@ pub fn deal<S: Suite>(
     for _ in 1..new_threshold {
         coefficients.push(<<S::Group as Group>::Field as Field>::random(&mut rng));
     }
-    let generator = <S::Group as Group>::generator();
+    // The coefficients are secret: multiplied in constant time, with the suite's tables.
     let commitment = VerifiableSecretSharingCommitment::new(
         coefficients
             .iter()
-            .map(|a| CoefficientCommitment::new(generator * *a))
+            .map(|a| CoefficientCommitment::new(S::mul_generator(a)))
             .collect(),
     );
     let shares = recipients
@@ -219,11 +219,12 @@ pub fn combine<S: Suite>(
         secret = secret + lambda * share.to_scalar();
     }
     let signing_share = SigningShare::new(secret);
+    S::zeroize_scalar(&mut secret);
     let verifying_share = *package
         .verifying_shares()
         .get(&me)
         .ok_or_else(|| ProtocolError::InvalidParameters("not a new member".into()))?;
-    if VerifyingShare::from(signing_share) != verifying_share {
+    if VerifyingShare::new(S::mul_generator(&signing_share.to_scalar())) != verifying_share {
         return Err(ProtocolError::Frost(
             "combined share does not match the new verifying share".into(),
         ));
