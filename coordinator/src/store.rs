@@ -102,13 +102,20 @@ impl MetadataDb {
     fn reshares(&self) -> Result<Vec<ReshareEntry>, MetadataError> {
         let tx = self.db.begin_read().map_err(storage)?;
         let table = tx.open_table(RESHARES).map_err(storage)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(storage)? {
-            let (_, v) = entry.map_err(storage)?;
-            out.push(serde_json::from_slice(v.value()).map_err(unreadable)?);
-        }
-        Ok(out)
+        decode_all(&table)
     }
+}
+
+/// Every value of `table`, decoded from JSON, in key order.
+fn decode_all<K: redb::Key + 'static, T: serde::de::DeserializeOwned>(
+    table: &impl ReadableTable<K, &'static [u8]>,
+) -> Result<Vec<T>, MetadataError> {
+    let mut out = Vec::new();
+    for row in table.iter().map_err(storage)? {
+        let (_, v) = row.map_err(storage)?;
+        out.push(serde_json::from_slice(v.value()).map_err(unreadable)?);
+    }
+    Ok(out)
 }
 
 /// Keeps the two reshare indexes in step with `entry`, in the transaction that writes it.
@@ -136,15 +143,7 @@ fn index_reshare(tx: &WriteTransaction, entry: &ReshareEntry) -> Result<(), Meta
 /// Builds both reshare indexes from every reshare recorded, once, when a database written
 /// before they existed is opened.
 fn index_reshares(tx: &WriteTransaction) -> Result<(), MetadataError> {
-    let entries: Vec<ReshareEntry> = {
-        let table = tx.open_table(RESHARES).map_err(storage)?;
-        let mut entries = Vec::new();
-        for row in table.iter().map_err(storage)? {
-            let (_, v) = row.map_err(storage)?;
-            entries.push(serde_json::from_slice(v.value()).map_err(unreadable)?);
-        }
-        entries
-    };
+    let entries: Vec<ReshareEntry> = decode_all(&tx.open_table(RESHARES).map_err(storage)?)?;
     for entry in &entries {
         index_reshare(tx, entry)?;
     }
@@ -309,12 +308,7 @@ impl MetadataStore for MetadataDb {
     fn keys(&self) -> Result<Vec<KeyMeta>, MetadataError> {
         let tx = self.db.begin_read().map_err(storage)?;
         let table = tx.open_table(KEYS).map_err(storage)?;
-        let mut keys = Vec::new();
-        for entry in table.iter().map_err(storage)? {
-            let (_, v) = entry.map_err(storage)?;
-            keys.push(serde_json::from_slice(v.value()).map_err(unreadable)?);
-        }
-        Ok(keys)
+        decode_all(&table)
     }
 
     fn put_key(&mut self, meta: &KeyMeta) -> Result<(), MetadataError> {
@@ -376,12 +370,7 @@ impl MetadataStore for MetadataDb {
     fn rotations(&self) -> Result<Vec<RotationPolicy>, MetadataError> {
         let tx = self.db.begin_read().map_err(storage)?;
         let table = tx.open_table(ROTATIONS).map_err(storage)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(storage)? {
-            let (_, v) = entry.map_err(storage)?;
-            out.push(serde_json::from_slice(v.value()).map_err(unreadable)?);
-        }
-        Ok(out)
+        decode_all(&table)
     }
 
     fn put_rotation(&mut self, policy: &RotationPolicy) -> Result<(), MetadataError> {
