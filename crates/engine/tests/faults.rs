@@ -354,6 +354,35 @@ fn signer_bad_share_is_named<S: Suite>() {
     assert!(error.to_string().contains("invalid signature share"));
 }
 
+/// A signer returns a share that does not verify while another stays silent: at the deadline
+/// the coordinator checks the shares it holds and names the cheater, not the silent one (the
+/// shares are verified with the aggregate, not one by one on arrival).
+fn bad_share_is_named_before_the_silent<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(28, 3, 5);
+    let (cheater, quiet) = (nodes[0].clone(), nodes[1].clone());
+    let (c, q) = (cheater.clone(), quiet.clone());
+    net.set_faults(move |env| match &env.message {
+        Message::SignShare(m) if env.from == c => {
+            let mut forged = m.clone();
+            forged.share = <<S::Group as Group>::Field as Field>::serialize(&one::<S>())
+                .as_ref()
+                .to_vec();
+            Fault::Replace(Message::SignShare(forged))
+        }
+        Message::SignShare(_) if env.from == q => Fault::Drop,
+        _ => Fault::Deliver,
+    });
+    let committee = nodes[..3].to_vec();
+    let error = net
+        .sign(&coordinator, &key, Epoch(0), &pkp, &committee, b"pay")
+        .unwrap_err();
+    assert_eq!(error.culprits(), vec![cheater], "{error}");
+    assert!(
+        error.to_string().contains("invalid signature share"),
+        "{error}"
+    );
+}
+
 /// Captures the first signing package sent to `target` during a signature, and returns it.
 fn sign_capturing_package<S: Suite>(
     net: &mut Network<S>,
@@ -571,6 +600,7 @@ per_suite!(
     dkg_abort_overtaking_its_open_ends_it,
     tampered_relay_is_refused,
     signer_bad_share_is_named,
+    bad_share_is_named_before_the_silent,
     replayed_and_reused_packages_are_refused,
     wrong_key_epoch_or_session_is_refused,
     silent_signers_are_named,

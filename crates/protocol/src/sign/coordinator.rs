@@ -183,7 +183,7 @@ impl<S: Suite> SigningCoordinator<S> {
             return Err(Refusal::PackageMismatch.into());
         }
         if selected.shares.contains_key(&id) {
-            return Ok(()); // a duplicate of a share already verified
+            return Ok(()); // a copy of a share already held: the first one counts
         }
         let share = match SignatureShare::<S>::deserialize(bytes) {
             Ok(s) => s,
@@ -194,21 +194,11 @@ impl<S: Suite> SigningCoordinator<S> {
                 return Ok(());
             }
         };
-        let Some(verifying_share) = self.public_key_package.verifying_shares().get(&id) else {
+        if !self.public_key_package.verifying_shares().contains_key(&id) {
             return Err(Refusal::NotInCommittee(from.clone()).into());
-        };
-        if verify_signature_share(
-            id,
-            verifying_share,
-            &share,
-            selected.package.package(),
-            self.public_key_package.verifying_key(),
-        )
-        .is_err()
-        {
-            self.fail(ProtocolError::misbehaviour(from, "invalid signature share"));
-            return Ok(());
         }
+        // Verified with the others: the aggregate first, each share only if it is invalid
+        // (or, at the deadline, the shares held, before blaming the silent).
         selected.shares.insert(id, share);
         if selected.shares.len() == selected.signers.len() {
             self.aggregate();
@@ -220,7 +210,8 @@ impl<S: Suite> SigningCoordinator<S> {
         let Some(selected) = &self.selected else {
             return;
         };
-        // Every share was verified on arrival; the aggregate is verified once more, inside.
+        // The aggregate is verified; only if it is invalid are the shares, to name the first
+        // invalid one.
         let result = super::round2::aggregate(
             &selected.package,
             &selected.shares,
@@ -242,7 +233,46 @@ impl<S: Suite> SigningCoordinator<S> {
                     culprits: Vec::new(),
                 }));
             }
+            Err(frost_core::Error::InvalidSignatureShare { culprits }) if !culprits.is_empty() => {
+                let error = self.invalid_share(&culprits);
+                self.fail(error);
+            }
             Err(e) => self.fail(ProtocolError::Frost(e.to_string())),
+        }
+    }
+
+    /// The shares held that do not verify, in identifier order.
+    fn invalid_shares(&self) -> Vec<Identifier<S>> {
+        let Some(selected) = &self.selected else {
+            return Vec::new();
+        };
+        selected
+            .shares
+            .iter()
+            .filter(|(id, share)| {
+                self.public_key_package
+                    .verifying_shares()
+                    .get(id)
+                    .is_none_or(|verifying_share| {
+                        verify_signature_share(
+                            **id,
+                            verifying_share,
+                            share,
+                            selected.package.package(),
+                            self.public_key_package.verifying_key(),
+                        )
+                        .is_err()
+                    })
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The failure that names the first of `culprits` for an invalid signature share.
+    fn invalid_share(&self, culprits: &[Identifier<S>]) -> ProtocolError {
+        match culprits.first().and_then(|id| self.committee.node(id)) {
+            Some(node) => ProtocolError::misbehaviour(node, "invalid signature share"),
+            None => ProtocolError::Frost("an invalid signature share from no member".into()),
         }
     }
 
@@ -327,6 +357,8 @@ impl<S: Suite> Session<S> for SigningCoordinator<S> {
         if self.finished || now < self.deadline {
             return;
         }
+        // A share held that does not verify names its sender, rather than the silent.
+        let invalid = self.invalid_shares();
         let error = match &self.selected {
             None => {
                 let answered: BTreeSet<_> = self.commitments.iter().map(|(id, _)| *id).collect();
@@ -342,6 +374,7 @@ impl<S: Suite> Session<S> for SigningCoordinator<S> {
                     }),
                 }
             }
+            Some(_) if !invalid.is_empty() => self.invalid_share(&invalid),
             Some(selected) => ProtocolError::Timeout {
                 phase: "signature shares",
                 silent: selected
