@@ -9,7 +9,7 @@ use permafrost_engine::coordinator::{
     KeyMeta, MetadataError, MetadataStore, ReshareEntry, ReshareState, RotationPolicy,
 };
 use permafrost_wire::{Epoch, KeyId, SessionId};
-use redb::{Database, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
 use crate::CoordinatorError;
 
@@ -25,6 +25,12 @@ const RESHARE_ATTEMPTS: TableDefinition<(&str, u64), u32> =
 /// The session ids of the reshares recorded as running: a restarted coordinator aborts these
 /// without reading the concluded ones.
 const RUNNING_RESHARES: TableDefinition<&[u8], ()> = TableDefinition::new("running_reshares/v1");
+/// How many rows of `RESHARES` the two indexes cover, under [`INDEXED_ROWS`]. A build that
+/// does not keep the indexes only adds reshares (or concludes running ones, which
+/// `running_reshares` filters out): a count that differs at open means the indexes are behind,
+/// and they are rebuilt.
+const RESHARE_INDEX_STATE: TableDefinition<&str, u64> = TableDefinition::new("reshare_indexes/v1");
+const INDEXED_ROWS: &str = "indexed rows";
 /// Rotation policies by key id: [`RotationPolicy`] as JSON.
 const ROTATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("rotations/v1");
 
@@ -51,18 +57,20 @@ impl MetadataDb {
             }
             let db = Database::create(path).map_err(storage)?;
             let tx = db.begin_write().map_err(storage)?;
-            let indexed = tx
-                .list_tables()
-                .map_err(storage)?
-                .any(|t| t.name() == RESHARE_ATTEMPTS.name());
             tx.open_table(KEYS).map_err(storage)?;
             tx.open_table(RESHARES).map_err(storage)?;
             tx.open_table(RESHARE_ATTEMPTS).map_err(storage)?;
             tx.open_table(RUNNING_RESHARES).map_err(storage)?;
+            tx.open_table(RESHARE_INDEX_STATE).map_err(storage)?;
             tx.open_table(ROTATIONS).map_err(storage)?;
             migrate_v1(&tx)?;
-            if !indexed {
-                index_reshares(&tx)?;
+            let rows = tx
+                .open_table(RESHARES)
+                .map_err(storage)?
+                .len()
+                .map_err(storage)?;
+            if indexed_rows(&tx)? != Some(rows) {
+                reindex_reshares(&tx)?;
             }
             tx.commit().map_err(storage)?;
             Ok::<_, MetadataError>(db)
@@ -87,11 +95,17 @@ impl MetadataDb {
         }
         if let Some(entry) = entry {
             let value = serde_json::to_vec(entry).map_err(storage)?;
-            tx.open_table(RESHARES)
+            let added = tx
+                .open_table(RESHARES)
                 .map_err(storage)?
                 .insert(entry.session.0.as_slice(), value.as_slice())
-                .map_err(storage)?;
+                .map_err(storage)?
+                .is_none();
             index_reshare(&tx, entry)?;
+            if added {
+                let rows = indexed_rows(&tx)?.unwrap_or(0).saturating_add(1);
+                set_indexed_rows(&tx, rows)?;
+            }
         }
         tx.commit().map_err(storage)
     }
@@ -140,17 +154,45 @@ fn index_reshare(tx: &WriteTransaction, entry: &ReshareEntry) -> Result<(), Meta
     Ok(())
 }
 
-/// Builds both reshare indexes from every reshare recorded, once, when a database written
-/// before they existed is opened.
-fn index_reshares(tx: &WriteTransaction) -> Result<(), MetadataError> {
+/// How many rows of `RESHARES` the indexes cover (`None`: never indexed).
+fn indexed_rows(tx: &WriteTransaction) -> Result<Option<u64>, MetadataError> {
+    Ok(tx
+        .open_table(RESHARE_INDEX_STATE)
+        .map_err(storage)?
+        .get(INDEXED_ROWS)
+        .map_err(storage)?
+        .map(|v| v.value()))
+}
+
+fn set_indexed_rows(tx: &WriteTransaction, rows: u64) -> Result<(), MetadataError> {
+    tx.open_table(RESHARE_INDEX_STATE)
+        .map_err(storage)?
+        .insert(INDEXED_ROWS, rows)
+        .map_err(storage)?;
+    Ok(())
+}
+
+/// Rebuilds both reshare indexes from every reshare recorded: when a database written before
+/// they existed is opened, or one a build without them wrote to since (its reshares are not
+/// in them).
+fn reindex_reshares(tx: &WriteTransaction) -> Result<(), MetadataError> {
+    tx.open_table(RESHARE_ATTEMPTS)
+        .map_err(storage)?
+        .retain(|_, _| false)
+        .map_err(storage)?;
+    tx.open_table(RUNNING_RESHARES)
+        .map_err(storage)?
+        .retain(|_, _| false)
+        .map_err(storage)?;
     let entries: Vec<ReshareEntry> = decode_all(&tx.open_table(RESHARES).map_err(storage)?)?;
     for entry in &entries {
         index_reshare(tx, entry)?;
     }
+    set_indexed_rows(tx, entries.len() as u64)?;
     if !entries.is_empty() {
         tracing::info!(
             reshares = entries.len(),
-            "coordinator metadata: reshare indexes built"
+            "coordinator metadata: reshare indexes rebuilt"
         );
     }
     Ok(())
@@ -459,25 +501,55 @@ mod tests {
     fn a_database_without_reshare_indexes_is_indexed_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("coordinator.redb");
-        {
-            // As a build before the indexes wrote it: the reshares table alone.
-            let db = Database::create(&path).unwrap();
-            let tx = db.begin_write().unwrap();
-            {
-                let mut table = tx.open_table(RESHARES).unwrap();
-                for e in [entry(7, "k-1", 2, 0, false), entry(8, "k-1", 2, 1, true)] {
-                    let value = serde_json::to_vec(&e).unwrap();
-                    table
-                        .insert(e.session.0.as_slice(), value.as_slice())
-                        .unwrap();
-                }
-            }
-            tx.commit().unwrap();
-        }
+        // As a build before the indexes wrote it: the reshares table alone.
+        write_without_indexes(
+            &path,
+            &[entry(7, "k-1", 2, 0, false), entry(8, "k-1", 2, 1, true)],
+        );
         let db = MetadataDb::open(&path).unwrap();
         let k1 = KeyId::new("k-1").unwrap();
         assert_eq!(db.next_reshare_attempt(&k1, Epoch(2)).unwrap(), 2);
         assert_eq!(sessions(db.running_reshares().unwrap()), vec![8]);
+    }
+
+    /// Writes `entries` into the reshares table alone, as a build without the indexes does.
+    fn write_without_indexes(path: &Path, entries: &[ReshareEntry]) {
+        let db = Database::create(path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut table = tx.open_table(RESHARES).unwrap();
+            for e in entries {
+                let value = serde_json::to_vec(e).unwrap();
+                table
+                    .insert(e.session.0.as_slice(), value.as_slice())
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn reshares_a_build_without_the_indexes_wrote_are_indexed_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coordinator.redb");
+        let k1 = KeyId::new("k-1").unwrap();
+        let mut db = MetadataDb::open(&path).unwrap();
+        db.put_reshare(&entry(1, "k-1", 5, 0, true)).unwrap();
+        drop(db);
+        // An earlier build aborts the running reshare at its start and runs attempt 1.
+        write_without_indexes(
+            &path,
+            &[entry(1, "k-1", 5, 0, false), entry(2, "k-1", 5, 1, true)],
+        );
+        let db = MetadataDb::open(&path).unwrap();
+        assert_eq!(sessions(db.running_reshares().unwrap()), vec![2]);
+        assert_eq!(db.next_reshare_attempt(&k1, Epoch(5)).unwrap(), 2);
+        drop(db);
+        // It concludes attempt 1 without adding a row: no longer listed as running.
+        write_without_indexes(&path, &[entry(2, "k-1", 5, 1, false)]);
+        let db = MetadataDb::open(&path).unwrap();
+        assert!(db.running_reshares().unwrap().is_empty());
+        assert_eq!(db.next_reshare_attempt(&k1, Epoch(5)).unwrap(), 2);
     }
 
     #[test]

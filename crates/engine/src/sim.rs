@@ -133,6 +133,9 @@ pub enum Fault {
     Delay(Duration),
     /// Deliver this message instead.
     Replace(Message),
+    /// Deliver this message instead, this much later (after messages sent at about the same
+    /// time).
+    ReplaceLater(Message, Duration),
     /// Deliver these raw bytes instead (they go through the decoder).
     ReplaceBytes(Vec<u8>),
     /// Deliver the message and this one after it (an equivocating sender).
@@ -905,6 +908,7 @@ impl<S: Suite> Network<S> {
             Fault::Duplicate => (vec![encode(&message), encode(&message)], 0),
             Fault::Delay(d) => (vec![encode(&message)], d.as_millis() as u64),
             Fault::Replace(m) => (vec![encode(&m)], 0),
+            Fault::ReplaceLater(m, d) => (vec![encode(&m)], d.as_millis() as u64),
             Fault::ReplaceBytes(b) => (vec![Ok(b)], 0),
             Fault::DeliverAlso(m) => (vec![encode(&message), encode(&m)], 0),
         };

@@ -383,6 +383,43 @@ fn bad_share_is_named_before_the_silent<S: Suite>() {
     );
 }
 
+/// A signer returns a share that does not verify, then another selected signer refuses: the
+/// coordinator checks the shares it holds and names the cheater, not the refuser.
+fn bad_share_is_named_before_a_refuser<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(31, 3, 5);
+    let (cheater, refuser) = (nodes[0].clone(), nodes[1].clone());
+    let (c, r) = (cheater.clone(), refuser.clone());
+    net.set_faults(move |env| match &env.message {
+        Message::SignShare(m) if env.from == c => {
+            let mut forged = m.clone();
+            forged.share = <<S::Group as Group>::Field as Field>::serialize(&one::<S>())
+                .as_ref()
+                .to_vec();
+            Fault::Replace(Message::SignShare(forged))
+        }
+        // The refusal comes after the bad share is held.
+        Message::SignShare(m) if env.from == r => Fault::ReplaceLater(
+            Message::SignRefusal(permafrost_wire::SignRefusal {
+                session: m.session,
+                reason: "changed its mind".into(),
+                unauthorized: false,
+                commitment_unknown: false,
+            }),
+            Duration::from_millis(100),
+        ),
+        _ => Fault::Deliver,
+    });
+    let committee = nodes[..3].to_vec();
+    let error = net
+        .sign(&coordinator, &key, Epoch(0), &pkp, &committee, b"pay")
+        .unwrap_err();
+    assert_eq!(error.culprits(), vec![cheater], "{error}");
+    assert!(
+        error.to_string().contains("invalid signature share"),
+        "{error}"
+    );
+}
+
 /// Captures the first signing package sent to `target` during a signature, and returns it.
 fn sign_capturing_package<S: Suite>(
     net: &mut Network<S>,
@@ -601,6 +638,7 @@ per_suite!(
     tampered_relay_is_refused,
     signer_bad_share_is_named,
     bad_share_is_named_before_the_silent,
+    bad_share_is_named_before_a_refuser,
     replayed_and_reused_packages_are_refused,
     wrong_key_epoch_or_session_is_refused,
     silent_signers_are_named,

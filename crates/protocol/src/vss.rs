@@ -114,6 +114,12 @@ pub fn dkg_part3<S: Suite>(
                 culprit: Some(*sender),
             });
         }
+        // frost's check reads the commitment's key after the share: an empty commitment that
+        // a zero share "matches" is refused here, as there.
+        if commitment.coefficients().is_empty() {
+            S::zeroize_scalar(&mut sum);
+            return Err(Error::MissingCommitment);
+        }
         sum = sum + package.signing_share().to_scalar();
     }
     sum = sum + secret.secret_share();

@@ -15,7 +15,8 @@ use super::{check_key, check_signing_parameters, package_digest, WirePackage};
 use crate::{Committee, Event, Output, ProtocolError, Refusal, Session, Suite, Timestamp};
 
 /// The coordinator's side of one signing session: ask the committee for commitments, send a
-/// signing package to the first `t` that answer, verify each share as it arrives, aggregate.
+/// signing package to the first `t` that answer, aggregate their shares and verify the
+/// signature (each share only if it is invalid, to name its sender).
 pub struct SigningCoordinator<S: Suite> {
     session: SessionId,
     key_id: KeyId,
@@ -293,6 +294,15 @@ impl<S: Suite> SigningCoordinator<S> {
             .is_some_and(|(s, id)| s.signers.contains(&id));
         let committed = self.commitments.len();
         let possible = self.committee.len() - self.refused.len();
+        if selected_refused {
+            // A share held that does not verify names its sender, rather than the refuser.
+            let invalid = self.invalid_shares();
+            if !invalid.is_empty() {
+                let error = self.invalid_share(&invalid);
+                self.fail(error);
+                return;
+            }
+        }
         if selected_refused || (self.selected.is_none() && possible < self.threshold) {
             let culprits: Vec<NodeId> = self.refused.keys().cloned().collect();
             let reasons: Vec<String> = self

@@ -5,7 +5,8 @@
 //! The signer answers a [`SignRequest`](permafrost_wire::SignRequest) with a fresh commitment
 //! bound to that session id and that message. On a signing package it checks the key, epoch,
 //! committee, message and its own commitment, marks the nonce consumed, and only then computes
-//! its share. The coordinator verifies every share on arrival and names the culprits.
+//! its share. The coordinators aggregate the shares and verify the signature; only if it is
+//! invalid (or the session ends without it) do they verify each share, naming the culprits.
 
 pub mod client;
 mod coordinator;
