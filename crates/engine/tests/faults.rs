@@ -16,7 +16,7 @@ use permafrost_engine::sim::{Fault, Network, SimIdentity, SimVerifier};
 use permafrost_protocol::dkg::{DkgCoordinator, CONFIRM, DEFAULT_DKG_TIMEOUT, ROUND1, ROUND2};
 use permafrost_protocol::wire::{
     participant_identifier, DkgComplaint, DkgRound1, Epoch, KeyId, Message, NodeId, SecretBytes,
-    SessionId, SignPackage, SignRequest,
+    SessionId, SignPackage, SignRefusal, SignRequest, SignShare,
 };
 use permafrost_protocol::{
     dkg::confirm_payload, statement, Event, NodeIdentity, ProtocolError, Refusal, Suite,
@@ -26,6 +26,15 @@ use rand_core::SeedableRng;
 
 fn one<S: Suite>() -> <<S::Group as Group>::Field as Field>::Scalar {
     <<S::Group as Group>::Field as Field>::one()
+}
+
+/// `share` with its share replaced by the scalar 1: well formed, and not a valid share.
+fn forged_share<S: Suite>(share: &SignShare) -> Message {
+    let mut forged = share.clone();
+    forged.share = <<S::Group as Group>::Field as Field>::serialize(&one::<S>())
+        .as_ref()
+        .to_vec();
+    Message::SignShare(forged)
 }
 
 /// Runs a DKG through `net` with fresh nonce and returns the coordinator's result.
@@ -336,13 +345,7 @@ fn signer_bad_share_is_named<S: Suite>() {
     let cheater = nodes[0].clone();
     let c = cheater.clone();
     net.set_faults(move |env| match &env.message {
-        Message::SignShare(m) if env.from == c => {
-            let mut forged = m.clone();
-            forged.share = <<S::Group as Group>::Field as Field>::serialize(&one::<S>())
-                .as_ref()
-                .to_vec();
-            Fault::Replace(Message::SignShare(forged))
-        }
+        Message::SignShare(m) if env.from == c => Fault::Replace(forged_share::<S>(m)),
         _ => Fault::Deliver,
     });
     // Ask exactly a committee that contains the cheater, so it is selected.
@@ -362,13 +365,7 @@ fn bad_share_is_named_before_the_silent<S: Suite>() {
     let (cheater, quiet) = (nodes[0].clone(), nodes[1].clone());
     let (c, q) = (cheater.clone(), quiet.clone());
     net.set_faults(move |env| match &env.message {
-        Message::SignShare(m) if env.from == c => {
-            let mut forged = m.clone();
-            forged.share = <<S::Group as Group>::Field as Field>::serialize(&one::<S>())
-                .as_ref()
-                .to_vec();
-            Fault::Replace(Message::SignShare(forged))
-        }
+        Message::SignShare(m) if env.from == c => Fault::Replace(forged_share::<S>(m)),
         Message::SignShare(_) if env.from == q => Fault::Drop,
         _ => Fault::Deliver,
     });
@@ -390,16 +387,10 @@ fn bad_share_is_named_before_a_refuser<S: Suite>() {
     let (cheater, refuser) = (nodes[0].clone(), nodes[1].clone());
     let (c, r) = (cheater.clone(), refuser.clone());
     net.set_faults(move |env| match &env.message {
-        Message::SignShare(m) if env.from == c => {
-            let mut forged = m.clone();
-            forged.share = <<S::Group as Group>::Field as Field>::serialize(&one::<S>())
-                .as_ref()
-                .to_vec();
-            Fault::Replace(Message::SignShare(forged))
-        }
+        Message::SignShare(m) if env.from == c => Fault::Replace(forged_share::<S>(m)),
         // The refusal comes after the bad share is held.
         Message::SignShare(m) if env.from == r => Fault::ReplaceLater(
-            Message::SignRefusal(permafrost_wire::SignRefusal {
+            Message::SignRefusal(SignRefusal {
                 session: m.session,
                 reason: "changed its mind".into(),
                 unauthorized: false,
