@@ -236,7 +236,7 @@ macro_rules! secp256k1_arithmetic {
         ) -> bool {
             secp256k1_signature_equation_holds(z, a, c, r)
         }
-        /// [`crate::secp256k1_msm`] (GLV split, width-5 NAF).
+        /// Our `secp256k1_msm` (GLV split, width-5 NAF).
         fn public_linear_combination(terms: &[(Element<Self>, Scalar<Self>)]) -> Element<Self> {
             crate::secp256k1_msm::multiscalar_mul_vartime(terms)
         }
