@@ -71,8 +71,17 @@ pub trait Suite: Ciphersuite + Send + Sync + 'static {
     fn check_prime_order(element: &Element<Self>) -> Result<(), GroupError>;
 
     /// RFC 9591's group commitment Σ (Dᵢ + ρᵢ·Eᵢ) of public commitments: each term is
-    /// (hiding Dᵢ, binding Eᵢ, binding factor ρᵢ). It may take time that depends on them.
-    fn group_commitment(terms: &[(Element<Self>, Element<Self>, Scalar<Self>)]) -> Element<Self>;
+    /// (hiding Dᵢ, binding Eᵢ, binding factor ρᵢ). It may take time that depends on them:
+    /// the binding terms as one [`Suite::public_linear_combination`] (frost's generic one
+    /// multiplies and adds single points), then the hiding commitments added.
+    fn group_commitment(terms: &[(Element<Self>, Element<Self>, Scalar<Self>)]) -> Element<Self> {
+        let binding: Vec<(Element<Self>, Scalar<Self>)> =
+            terms.iter().map(|(_, e, rho)| (*e, *rho)).collect();
+        terms.iter().fold(
+            Self::public_linear_combination(&binding),
+            |sum, (d, _, _)| sum + *d,
+        )
+    }
 
     /// Whether a signature (R, z) with challenge c verifies under the key A: whether
     /// z·G − c·A − R is the identity, frost's check (`VerifyingKey::verify_prehashed`, which
@@ -162,19 +171,6 @@ impl Suite for frost_ed25519::Ed25519Sha512 {
         }
     }
 
-    /// curve25519-dalek's vectorized variable-time multi-scalar multiplication (frost's generic
-    /// one adds single points).
-    fn group_commitment(terms: &[(Element<Self>, Element<Self>, Scalar<Self>)]) -> Element<Self> {
-        use curve25519_dalek::edwards::EdwardsPoint;
-        use curve25519_dalek::traits::VartimeMultiscalarMul;
-        let hiding: EdwardsPoint = terms.iter().map(|(d, _, _)| d).sum();
-        hiding
-            + EdwardsPoint::vartime_multiscalar_mul(
-                terms.iter().map(|(_, _, rho)| rho),
-                terms.iter().map(|(_, e, _)| e),
-            )
-    }
-
     /// One variable-time double-base multiplication, c·(−A) + z·G, where frost multiplies twice
     /// in constant time.
     fn signature_equation_holds(
@@ -219,11 +215,6 @@ macro_rules! secp256k1_arithmetic {
         /// secp256k1 has prime order: every point is in the group.
         fn check_prime_order(_element: &Element<Self>) -> Result<(), GroupError> {
             Ok(())
-        }
-        fn group_commitment(
-            terms: &[(Element<Self>, Element<Self>, Scalar<Self>)],
-        ) -> Element<Self> {
-            secp256k1_group_commitment(terms)
         }
         /// z·G + c·(−A) as one variable-time linear combination (`secp256k1_msm`: one run of
         /// doublings for both; the signature and the key are public), where frost multiplies
@@ -296,17 +287,6 @@ impl Suite for frost_secp256k1_tr::Secp256K1Sha256TR {
         use frost_secp256k1_tr::keys::Tweak;
         package.tweak::<&[u8]>(None)
     }
-}
-
-/// Σ Dᵢ, plus Σ ρᵢ·Eᵢ as one variable-time multi-scalar multiplication (`secp256k1_msm`: one
-/// run of doublings for all terms; the commitments and binding factors are public).
-fn secp256k1_group_commitment(
-    terms: &[(k256::ProjectivePoint, k256::ProjectivePoint, k256::Scalar)],
-) -> k256::ProjectivePoint {
-    let hiding: k256::ProjectivePoint = terms.iter().map(|(d, _, _)| d).sum();
-    let binding: Vec<(k256::ProjectivePoint, k256::Scalar)> =
-        terms.iter().map(|(_, e, rho)| (*e, *rho)).collect();
-    hiding + crate::secp256k1_msm::multiscalar_mul_vartime(&binding)
 }
 
 /// z·G − c·A − R = O on secp256k1 (whose cofactor is 1).
