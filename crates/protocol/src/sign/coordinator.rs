@@ -2,16 +2,15 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use frost_core::keys::PublicKeyPackage;
-use frost_core::round1::SigningCommitments;
 use frost_core::round2::SignatureShare;
-use frost_core::{verify_signature_share, CheaterDetection, Identifier, SigningPackage};
+use frost_core::{verify_signature_share, CheaterDetection, Identifier};
 use permafrost_wire::{
     ClientAuthorization, DerivationPath, Digest, Epoch, KeyId, Message, MessageKind, NodeId,
     SessionId, SignPackage, SignRequest,
 };
 use rand_core::CryptoRngCore;
 
-use super::{check_key, check_signing_parameters, package_digest, WirePackage};
+use super::{check_key, check_signing_parameters, package_digest, EncodedCommitment, WirePackage};
 use crate::{Committee, Event, Output, ProtocolError, Refusal, Session, Suite, Timestamp};
 
 /// The coordinator's side of one signing session: ask the committee for commitments, send a
@@ -26,7 +25,7 @@ pub struct SigningCoordinator<S: Suite> {
     committee: Committee<S>,
     threshold: usize,
     /// Commitments in order of arrival.
-    commitments: Vec<(Identifier<S>, SigningCommitments<S>)>,
+    commitments: Vec<(Identifier<S>, EncodedCommitment<S>)>,
     refused: BTreeMap<NodeId, String>,
     selected: Option<Selected<S>>,
     finished: bool,
@@ -116,9 +115,9 @@ impl<S: Suite> SigningCoordinator<S> {
         if self.selected.is_some() {
             return Err(Refusal::Unexpected(MessageKind::SignCommitment).into());
         }
-        let commitment = super::package::parse_commitment::<S>(bytes)?;
+        let commitment = EncodedCommitment::parse(bytes)?;
         if let Some((_, previous)) = self.commitments.iter().find(|(i, _)| *i == id) {
-            if *previous == commitment {
+            if previous.commitment() == commitment.commitment() {
                 return Ok(());
             }
             return Err(Refusal::Malformed(format!("{from} sent a second commitment")).into());
@@ -136,13 +135,9 @@ impl<S: Suite> SigningCoordinator<S> {
             .commitments
             .iter()
             .take(self.threshold)
-            .map(|(id, c)| (*id, *c))
+            .map(|(id, c)| (*id, c.clone()))
             .collect();
-        let (package, bytes) = match WirePackage::write(SigningPackage::new(chosen, &self.message))
-        {
-            Ok(written) => written,
-            Err(e) => return self.fail(e),
-        };
+        let (package, bytes) = WirePackage::write(chosen, &self.message);
         let signers = package.signers();
         for id in &signers {
             if let Some(to) = self.committee.node(id) {

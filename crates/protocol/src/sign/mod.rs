@@ -13,7 +13,7 @@ mod coordinator;
 mod package;
 pub use package::{
     agrees_with_frost, outside_prime_order, parse_commitment, parse_commitment_of_any_order,
-    parse_signing_package, WirePackage,
+    parse_signing_package, EncodedCommitment, WirePackage,
 };
 mod roast;
 pub mod round1;

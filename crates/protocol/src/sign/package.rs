@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use frost_core::round1::{NonceCommitment, SigningCommitments};
 use frost_core::{Element, Group, Identifier, SigningPackage};
 
-use crate::{ProtocolError, Refusal, Suite};
+use crate::{Refusal, Suite};
 
 /// frost's serialization format version, the first byte of every package.
 const FORMAT_VERSION: u8 = 0;
@@ -144,6 +144,46 @@ pub fn parse_commitment_of_any_order<S: Suite>(
     read_commitment::<S>(bytes, "commitment", false)
 }
 
+/// One member's commitment as a coordinator holds it: decoded, and its two points as they were
+/// encoded where it was read (a `SignCommitment`, a pooled batch, or a package written
+/// before). A package is written from these bytes ([`WirePackage::write`]), so no point is
+/// encoded again (an inversion each). They are frost's own encoding of the points: the parsers
+/// accept no other encoding of a point in the prime-order subgroup, and an ed25519 encoding
+/// frost would not write decodes to a point outside it, which every signer refuses (as it
+/// would the point encoded again) and [`outside_prime_order`] convicts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedCommitment<S: Suite> {
+    commitment: SigningCommitments<S>,
+    /// hiding ‖ binding, as read.
+    points: Vec<u8>,
+}
+
+impl<S: Suite> EncodedCommitment<S> {
+    /// [`parse_commitment`], keeping the bytes.
+    pub fn parse(bytes: &[u8]) -> Result<Self, Refusal> {
+        Self::read(bytes, true)
+    }
+
+    /// [`parse_commitment_of_any_order`], keeping the bytes.
+    pub fn parse_of_any_order(bytes: &[u8]) -> Result<Self, Refusal> {
+        Self::read(bytes, false)
+    }
+
+    fn read(bytes: &[u8], check_order: bool) -> Result<Self, Refusal> {
+        let commitment = read_commitment::<S>(bytes, "commitment", check_order)?;
+        let points = bytes
+            .get(COMMITMENT_HEADER_LEN..)
+            .unwrap_or_default()
+            .to_vec();
+        Ok(Self { commitment, points })
+    }
+
+    /// The commitment.
+    pub fn commitment(&self) -> &SigningCommitments<S> {
+        &self.commitment
+    }
+}
+
 /// A commitment that is the whole of `bytes` (`what` names them in errors), its points checked
 /// to lie in the prime-order subgroup if `check_order`.
 fn read_commitment<S: Suite>(
@@ -176,20 +216,63 @@ pub struct WirePackage<S: Suite> {
 }
 
 impl<S: Suite> WirePackage<S> {
-    /// A package a coordinator writes: it with its bytes, and the bytes to send (frost's
-    /// serialization). Fails only if frost cannot serialize it.
-    pub(crate) fn write(package: SigningPackage<S>) -> Result<(Self, Vec<u8>), ProtocolError> {
-        let bytes = package
-            .serialize()
-            .map_err(|e| ProtocolError::Frost(e.to_string()))?;
-        let encoded_commitments = Layout::read::<S>(&bytes, None)
-            .map_err(|e| ProtocolError::Frost(e.to_string()))?
-            .encoded_commitments();
+    /// The package of `commitments` over `message` a coordinator writes: it, and the bytes to
+    /// send, frost's serialization of it (header ‖ varint count ‖ count × (identifier ‖
+    /// commitment header ‖ points) ‖ varint length ‖ message), written from the commitments'
+    /// bytes.
+    pub(crate) fn write(
+        commitments: BTreeMap<Identifier<S>, EncodedCommitment<S>>,
+        message: &[u8],
+    ) -> (Self, Vec<u8>) {
+        let entry_len = S::SCALAR_LEN + COMMITMENT_HEADER_LEN + 2 * S::ELEMENT_LEN;
+        let mut bytes = Vec::with_capacity(
+            COMMITMENT_HEADER_LEN + 20 + commitments.len() * entry_len + message.len(),
+        );
+        let header = |bytes: &mut Vec<u8>| {
+            bytes.push(FORMAT_VERSION);
+            bytes.extend_from_slice(&S::FROST_SHORT_ID);
+        };
+        header(&mut bytes);
+        write_varint(&mut bytes, commitments.len() as u64);
+        let mut encoded_commitments = Vec::with_capacity(commitments.len() * entry_len);
+        for (id, encoded) in &commitments {
+            let id = id.serialize();
+            bytes.extend_from_slice(id.as_ref());
+            header(&mut bytes);
+            bytes.extend_from_slice(&encoded.points);
+            encoded_commitments.extend_from_slice(id.as_ref());
+            encoded_commitments.extend_from_slice(&encoded.points);
+        }
+        write_varint(&mut bytes, message.len() as u64);
+        bytes.extend_from_slice(message);
+        let package = SigningPackage::new(
+            commitments
+                .into_iter()
+                .map(|(id, encoded)| (id, encoded.commitment))
+                .collect(),
+            message,
+        );
         let written = Self {
             package,
             encoded_commitments,
         };
-        Ok((written, bytes))
+        (written, bytes)
+    }
+
+    /// Member `id`'s commitment in the package, with its bytes as the package holds them.
+    pub(crate) fn encoded_commitment(&self, id: &Identifier<S>) -> Option<EncodedCommitment<S>> {
+        let commitments = self.package.signing_commitments();
+        let position = commitments.keys().position(|member| member == id)?;
+        let entry_len = S::SCALAR_LEN + 2 * S::ELEMENT_LEN;
+        let start = position * entry_len + S::SCALAR_LEN;
+        let points = self
+            .encoded_commitments
+            .get(start..start + 2 * S::ELEMENT_LEN)?
+            .to_vec();
+        Some(EncodedCommitment {
+            commitment: *commitments.get(id)?,
+            points,
+        })
     }
 
     /// The members whose commitments it holds: those asked to sign it.
@@ -248,6 +331,15 @@ pub fn parse_signing_package<S: Suite>(
         package: SigningPackage::new(commitments, layout.message),
         encoded_commitments: layout.encoded_commitments(),
     })
+}
+
+/// `value` as a LEB128 varint, as postcard writes it (no longer than it needs to be).
+fn write_varint(bytes: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        bytes.push((value & 0x7f) as u8 | 0x80);
+        value >>= 7;
+    }
+    bytes.push(value as u8);
 }
 
 /// Where each part of a serialized signing package lies, read without decoding anything.
@@ -444,6 +536,7 @@ mod tests {
             (2, 2, b"settle 1 BTC"),
             (3, 3, &[7u8; 200][..]),
             (4, 5, &[0u8; 128][..]),
+            (5, 4, &[9u8; 20_000][..]),
         ] {
             let package = package::<S>(seed, t, message);
             let bytes = package.serialize().unwrap();
@@ -453,10 +546,27 @@ mod tests {
                 read.encoded_commitments(),
                 round1::encode_group_commitments(package.signing_commitments()).unwrap()
             );
-            assert_eq!(
-                WirePackage::write(package.clone()).unwrap(),
-                (read.clone(), bytes.clone())
-            );
+            // Written from the commitments' bytes: frost's serialization, and each member's
+            // commitment with its bytes back out of it.
+            let encoded: BTreeMap<_, _> = package
+                .signing_commitments()
+                .iter()
+                .map(|(id, c)| {
+                    let bytes = c.serialize().unwrap();
+                    let parsed = EncodedCommitment::<S>::parse(&bytes).unwrap();
+                    assert_eq!(
+                        EncodedCommitment::parse_of_any_order(&bytes),
+                        Ok(parsed.clone())
+                    );
+                    assert_eq!(parsed.commitment(), c);
+                    (*id, parsed)
+                })
+                .collect();
+            let written = WirePackage::write(encoded.clone(), message);
+            assert_eq!(written, (read.clone(), bytes.clone()));
+            for (id, commitment) in &encoded {
+                assert_eq!(written.0.encoded_commitment(id).as_ref(), Some(commitment));
+            }
             agrees_with_frost::<S>(&bytes).unwrap();
             // A signer's own entry, given as known, gives the same package.
             for (id, own) in package.signing_commitments() {

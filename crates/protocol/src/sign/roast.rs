@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use frost_core::round1::SigningCommitments;
 use frost_core::round2::SignatureShare;
-use frost_core::{verify_signature_share, CheaterDetection, Identifier, SigningPackage};
+use frost_core::{verify_signature_share, CheaterDetection, Identifier};
 use permafrost_wire::{
     ClientAuthorization, Digest, Epoch, KeyId, Message, MessageKind, NodeId, SessionId,
     SignPackage, SignRefusal, SignRequest, SignWithCommitment,
@@ -11,8 +11,8 @@ use permafrost_wire::{
 use rand_core::CryptoRngCore;
 
 use super::{
-    check_key, check_signing_parameters, package_digest, PooledCommitment, WirePackage,
-    MAX_COMMITMENT_LEN,
+    check_key, check_signing_parameters, package_digest, EncodedCommitment, PooledCommitment,
+    WirePackage, MAX_COMMITMENT_LEN,
 };
 use crate::derive::KeyAtPath;
 use crate::hash::Transcript;
@@ -106,7 +106,7 @@ enum MemberState<S: Suite> {
     /// Asked for a commitment, none has arrived; `late` once the attempt timeout passed.
     Asked { late_at: Timestamp, late: bool },
     /// Holds one fresh commitment (and is in the ready queue).
-    Ready(SigningCommitments<S>),
+    Ready(EncodedCommitment<S>),
     /// In attempt `attempt`, its share awaited.
     Signing { attempt: usize },
     /// Gave its share in attempt `attempt`, which has not completed yet.
@@ -365,7 +365,7 @@ impl<S: Suite> RoastCoordinator<S> {
             return Err(Refusal::Unexpected(MessageKind::SignCommitment).into());
         }
         let commitment = parse_commitment::<S>(bytes)?;
-        if member.used.contains(&commitment) {
+        if member.used.contains(commitment.commitment()) {
             return Ok(()); // a late copy of a commitment already used
         }
         match &member.state {
@@ -375,7 +375,7 @@ impl<S: Suite> RoastCoordinator<S> {
                 self.start_attempts(now);
                 Ok(())
             }
-            MemberState::Ready(held) if *held == commitment => Ok(()),
+            MemberState::Ready(held) if held.commitment() == commitment.commitment() => Ok(()),
             _ => Err(Refusal::Malformed(format!(
                 "{} sent a commitment it was not asked for",
                 member.node
@@ -409,17 +409,17 @@ impl<S: Suite> RoastCoordinator<S> {
             let Some(member) = self.members.get_mut(&id) else {
                 continue;
             };
-            if let MemberState::Ready(commitment) = member.state {
-                member.used.push(commitment);
-                member.state = MemberState::Signing { attempt: number };
+            if matches!(member.state, MemberState::Ready(_)) {
+                let MemberState::Ready(commitment) =
+                    std::mem::replace(&mut member.state, MemberState::Signing { attempt: number })
+                else {
+                    continue;
+                };
+                member.used.push(*commitment.commitment());
                 chosen.insert(id, commitment);
             }
         }
-        let (package, bytes) = match WirePackage::write(SigningPackage::new(chosen, &self.message))
-        {
-            Ok(written) => written,
-            Err(e) => return self.fail(e),
-        };
+        let (package, bytes) = WirePackage::write(chosen, &self.message);
         let signers = package.signers();
         for id in &signers {
             let Some(member) = self.members.get_mut(id) else {
@@ -708,7 +708,7 @@ impl<S: Suite> RoastCoordinator<S> {
         let commitment = self
             .attempts
             .get(attempt)
-            .and_then(|a| a.package.package().signing_commitment(&id));
+            .and_then(|a| a.package.encoded_commitment(&id));
         let Some(member) = self.members.get_mut(&id) else {
             return;
         };
@@ -873,14 +873,14 @@ impl<S: Suite> RoastCoordinator<S> {
 /// every signer checks every point of a package and refuses one outside it, and that refusal
 /// makes the coordinator check and name the member
 /// ([`RoastCoordinator::convict_points_outside_the_group`]).
-fn parse_commitment<S: Suite>(bytes: &[u8]) -> Result<SigningCommitments<S>, Refusal> {
+fn parse_commitment<S: Suite>(bytes: &[u8]) -> Result<EncodedCommitment<S>, Refusal> {
     if bytes.len() > MAX_COMMITMENT_LEN {
         return Err(Refusal::Limit(format!(
             "commitment of {} bytes exceeds {MAX_COMMITMENT_LEN}",
             bytes.len()
         )));
     }
-    super::package::parse_commitment_of_any_order::<S>(bytes)
+    EncodedCommitment::parse_of_any_order(bytes)
 }
 
 impl<S: Suite> Session<S> for RoastCoordinator<S> {
