@@ -11,7 +11,7 @@ use frost_core::keys::dkg::{round1, round2};
 use frost_core::keys::{
     KeyPackage, PublicKeyPackage, SigningShare, VerifiableSecretSharingCommitment, VerifyingShare,
 };
-use frost_core::{Ciphersuite, Element, Error, Field, Group, Identifier, VerifyingKey};
+use frost_core::{Ciphersuite, Element, Error, Field, Group, Identifier, Signature, VerifyingKey};
 
 use crate::Suite;
 
@@ -75,6 +75,85 @@ pub fn dkg_public_key_package<S: Suite>(
     let all: Vec<_> = commitments.values().copied().collect();
     let sum = frost_core::keys::sum_commitments(&all)?;
     public_key_package(&identifiers, &sum)
+}
+
+/// frost's `verify_proof_of_knowledge` (the DKG's round 1, step 5): whether `proof` = (R, μ)
+/// is member `identifier`'s Schnorr signature of knowledge of the secret behind the first
+/// coefficient φ₀ of `commitment`, R = μ·G − c·φ₀ with c = H_DKG(identifier ‖ φ₀ ‖ R), checked
+/// as one variable-time double-base multiplication ([`Suite::signature_equation_holds`]: the
+/// commitment and the proof are broadcast) where frost multiplies twice in constant time. Its
+/// errors are frost's, in frost's order.
+pub fn verify_proof_of_knowledge<S: Suite>(
+    identifier: Identifier<S>,
+    commitment: &VerifiableSecretSharingCommitment<S>,
+    proof: &Signature<S>,
+) -> Result<(), Error<S>> {
+    let phi0 = commitment
+        .coefficients()
+        .first()
+        .ok_or(Error::MissingCommitment)?
+        .value();
+    let mut preimage = identifier.serialize();
+    preimage.extend_from_slice(<S::Group as Group>::serialize(&phi0)?.as_ref());
+    preimage.extend_from_slice(<S::Group as Group>::serialize(proof.R())?.as_ref());
+    let challenge = S::HDKG(&preimage).ok_or(Error::DKGNotSupported)?;
+    if S::signature_equation_holds(proof.z(), &phi0, &challenge, proof.R()) {
+        Ok(())
+    } else {
+        Err(Error::InvalidProofOfKnowledge {
+            culprit: identifier,
+        })
+    }
+}
+
+/// The secret package and the shares of frost's `dkg::part2`, with its checks and errors in its
+/// order, each member's proof of knowledge checked by [`verify_proof_of_knowledge`]. The copy
+/// of the secret polynomial it evaluates is zeroized (frost's is not).
+#[allow(clippy::type_complexity)]
+pub fn dkg_part2<S: Suite>(
+    secret: round1::SecretPackage<S>,
+    round1_packages: &BTreeMap<Identifier<S>, round1::Package<S>>,
+) -> Result<
+    (
+        round2::SecretPackage<S>,
+        BTreeMap<Identifier<S>, round2::Package<S>>,
+    ),
+    Error<S>,
+> {
+    let me = *secret.identifier();
+    if round1_packages.len() != usize::from(*secret.max_signers()).saturating_sub(1) {
+        return Err(Error::IncorrectNumberOfPackages);
+    }
+    if round1_packages.contains_key(&me) {
+        return Err(Error::UnknownIdentifier);
+    }
+    if round1_packages
+        .values()
+        .any(|p| p.commitment().coefficients().len() != usize::from(*secret.min_signers()))
+    {
+        return Err(Error::IncorrectNumberOfCommitments);
+    }
+    let mut coefficients = secret.coefficients();
+    let shares = round1_packages
+        .iter()
+        .map(|(sender, package)| {
+            verify_proof_of_knowledge(*sender, package.commitment(), package.proof_of_knowledge())?;
+            let share = SigningShare::from_coefficients(&coefficients, *sender);
+            Ok((*sender, round2::Package::new(share)))
+        })
+        .collect::<Result<BTreeMap<_, _>, Error<S>>>();
+    let own = SigningShare::from_coefficients(&coefficients, me);
+    for coefficient in &mut coefficients {
+        S::zeroize_scalar(coefficient);
+    }
+    let secret2 = round2::SecretPackage::new(
+        me,
+        secret.commitment().clone(),
+        own.to_scalar(),
+        *secret.min_signers(),
+        *secret.max_signers(),
+    );
+    Ok((secret2, shares?))
 }
 
 /// frost's `dkg::part3`, with its checks and errors in its order, each received share checked
@@ -305,6 +384,100 @@ mod tests {
                 dkg::part3(secret, &round1, &own).unwrap_err()
             );
         }
+    }
+
+    /// Every member's `dkg_part2` of a DKG of four, threshold 3, equals frost's `part2`; a proof
+    /// of knowledge one off in μ, one over another member's identifier, one with R the
+    /// identity, a commitment of another length, a package missing, and the member's own
+    /// package among the others are refused with frost's error.
+    fn part2_equals_frost<S: Suite>() {
+        use frost_core::keys::dkg;
+        let mut rng = ChaCha20Rng::seed_from_u64(17);
+        let ids: Vec<Identifier<S>> = ["node1", "node2", "node3", "node4"]
+            .iter()
+            .map(|n| Identifier::derive(n.as_bytes()).unwrap())
+            .collect();
+        let mut secrets = BTreeMap::new();
+        let mut packages = BTreeMap::new();
+        for id in &ids {
+            let (secret, package) = dkg::part1::<S, _>(*id, 4, 3, &mut rng).unwrap();
+            secrets.insert(*id, secret);
+            packages.insert(*id, package);
+        }
+        let one = <<S::Group as Group>::Field as Field>::one();
+        let identity = <S::Group as Group>::identity();
+        for id in &ids {
+            let others: BTreeMap<_, _> = packages
+                .iter()
+                .filter(|(k, _)| *k != id)
+                .map(|(k, v)| (*k, v.clone()))
+                .collect();
+            let secret = &secrets[id];
+            let both = |round1: &BTreeMap<Identifier<S>, dkg::round1::Package<S>>| {
+                (
+                    dkg_part2(secret.clone(), round1),
+                    dkg::part2(secret.clone(), round1),
+                )
+            };
+            let (ours, theirs) = both(&others);
+            assert_eq!(ours.unwrap(), theirs.unwrap(), "{:?}", S::CURVE);
+            let (culprit, package) = others.iter().next().unwrap();
+            let (other, _) = others.iter().nth(1).unwrap();
+            let proof = package.proof_of_knowledge();
+            let forged = [
+                Signature::new(*proof.R(), *proof.z() + one),
+                Signature::new(identity, *proof.z()),
+            ];
+            for forged in forged {
+                let mut bad = others.clone();
+                bad.insert(
+                    *culprit,
+                    dkg::round1::Package::new(package.commitment().clone(), forged),
+                );
+                let (ours, theirs) = both(&bad);
+                assert!(ours.is_err());
+                assert_eq!(ours.unwrap_err(), theirs.unwrap_err());
+            }
+            // A valid proof, of another member: bound to the identifier.
+            let mut swapped = others.clone();
+            swapped.insert(*other, package.clone());
+            let (ours, theirs) = both(&swapped);
+            assert_eq!(
+                ours.unwrap_err(),
+                Error::InvalidProofOfKnowledge { culprit: *other }
+            );
+            assert_eq!(
+                theirs.unwrap_err(),
+                Error::InvalidProofOfKnowledge { culprit: *other }
+            );
+            let mut short = others.clone();
+            let coefficients = package.commitment().coefficients()[..2].to_vec();
+            short.insert(
+                *culprit,
+                dkg::round1::Package::new(
+                    VerifiableSecretSharingCommitment::new(coefficients),
+                    *proof,
+                ),
+            );
+            let (ours, theirs) = both(&short);
+            assert_eq!(ours.unwrap_err(), theirs.unwrap_err());
+            let mut missing = others.clone();
+            missing.remove(culprit);
+            let (ours, theirs) = both(&missing);
+            assert_eq!(ours.unwrap_err(), theirs.unwrap_err());
+            let mut own = missing.clone();
+            own.insert(*id, packages[id].clone());
+            let (ours, theirs) = both(&own);
+            assert_eq!(ours.unwrap_err(), Error::UnknownIdentifier);
+            assert_eq!(theirs.unwrap_err(), Error::UnknownIdentifier);
+        }
+    }
+
+    #[test]
+    fn dkg_part2_equals_frosts() {
+        part2_equals_frost::<frost_ed25519::Ed25519Sha512>();
+        part2_equals_frost::<frost_secp256k1::Secp256K1Sha256>();
+        part2_equals_frost::<frost_secp256k1_tr::Secp256K1Sha256TR>();
     }
 
     #[test]

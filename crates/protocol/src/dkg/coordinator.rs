@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use frost_core::keys::dkg::{round1, round2, verify_proof_of_knowledge};
+use frost_core::keys::dkg::{round1, round2};
 use frost_core::keys::{PublicKeyPackage, VerifiableSecretSharingCommitment};
 use permafrost_wire::{
     Digest, DkgAbort, DkgCommit, DkgComplaint, DkgConfirm, DkgOpen, DkgRound1, DkgRound1Set, KeyId,
@@ -179,7 +179,9 @@ impl<S: Suite> DkgCoordinator<S> {
             ));
             return Ok(());
         }
-        if verify_proof_of_knowledge(id, &commitment, parsed.proof_of_knowledge()).is_err() {
+        if crate::vss::verify_proof_of_knowledge(id, &commitment, parsed.proof_of_knowledge())
+            .is_err()
+        {
             self.abort(ProtocolError::misbehaviour(
                 from,
                 "invalid proof of knowledge in round-1 package",

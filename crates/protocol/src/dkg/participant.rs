@@ -225,7 +225,7 @@ impl<S: Suite> DkgParticipant<S> {
         else {
             return Ok(());
         };
-        match dkg::part2(secret, &round1_map) {
+        match crate::vss::dkg_part2(secret, &round1_map) {
             Ok((secret2, shares)) => {
                 for (id, share) in shares {
                     let Some(to) = self.committee.node(&id).cloned() else {
