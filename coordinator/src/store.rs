@@ -2,8 +2,9 @@
 //! reshare ([`permafrost_engine::coordinator::MetadataStore`]). No share ever enters it;
 //! losing it loses no key (every node holds the public key package of its keys).
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use permafrost_engine::coordinator::{
     KeyMeta, MetadataError, MetadataStore, ReshareEntry, ReshareState, RotationPolicy,
@@ -34,10 +35,27 @@ const INDEXED_ROWS: &str = "indexed rows";
 /// Rotation policies by key id: [`RotationPolicy`] as JSON.
 const ROTATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("rotations/v1");
 
+/// Most key records [`KeyCache`] holds (about 1.5 KB each for a committee of five): when it is
+/// full, it starts again empty.
+const KEY_CACHE_LEN: usize = 1024;
+
 /// The metadata database; clones share it (the engine writes, the HTTP API reads).
 #[derive(Clone)]
 pub struct MetadataDb {
     db: Arc<Database>,
+    keys: Arc<Mutex<KeyCache>>,
+}
+
+/// Key records read recently, by key id: every sign request reads its key's record, and
+/// without this each read was a read transaction and a JSON parse of the public key package
+/// (4 % of a busy coordinator's CPU). A write of a key drops its entry once committed, and
+/// counts in `writes`; a read that began before that write (and may have read the old record)
+/// sees the count changed and does not cache what it read. So the cache never holds a record
+/// older than the database's.
+#[derive(Default)]
+struct KeyCache {
+    records: HashMap<KeyId, KeyMeta>,
+    writes: u64,
 }
 
 fn storage(e: impl std::fmt::Display) -> MetadataError {
@@ -76,11 +94,29 @@ impl MetadataDb {
             Ok::<_, MetadataError>(db)
         })();
         opened
-            .map(|db| MetadataDb { db: Arc::new(db) })
+            .map(|db| MetadataDb {
+                db: Arc::new(db),
+                keys: Arc::default(),
+            })
             .map_err(|e| CoordinatorError::Storage(e.to_string()))
     }
 
     fn write(
+        &self,
+        meta: Option<&KeyMeta>,
+        entry: Option<&ReshareEntry>,
+    ) -> Result<(), MetadataError> {
+        let written = self.commit(meta, entry);
+        if let Some(meta) = meta {
+            // Whether or not the commit went through: the next read goes to the database.
+            let mut cache = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+            cache.writes += 1;
+            cache.records.remove(&meta.key_id);
+        }
+        written
+    }
+
+    fn commit(
         &self,
         meta: Option<&KeyMeta>,
         entry: Option<&ReshareEntry>,
@@ -108,6 +144,38 @@ impl MetadataDb {
             }
         }
         tx.commit().map_err(storage)
+    }
+
+    /// The cached record of `key_id`, or the count of key writes to give
+    /// [`MetadataDb::cache_key`] once it is read.
+    fn cached_key(&self, key_id: &KeyId) -> Result<KeyMeta, u64> {
+        let cache = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.records.get(key_id).cloned().ok_or(cache.writes)
+    }
+
+    /// `key_id`'s record in the database.
+    fn read_key(&self, key_id: &KeyId) -> Result<Option<KeyMeta>, MetadataError> {
+        let tx = self.db.begin_read().map_err(storage)?;
+        let table = tx.open_table(KEYS).map_err(storage)?;
+        match table.get(key_id.as_str()).map_err(storage)? {
+            Some(v) => serde_json::from_slice(v.value())
+                .map(Some)
+                .map_err(unreadable),
+            None => Ok(None),
+        }
+    }
+
+    /// Caches `meta`, read after [`MetadataDb::cached_key`] gave `writes`, unless a key was
+    /// written since (the record read may be older than the one written).
+    fn cache_key(&self, meta: &KeyMeta, writes: u64) {
+        let mut cache = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.writes != writes {
+            return;
+        }
+        if cache.records.len() >= KEY_CACHE_LEN {
+            cache.records.clear();
+        }
+        cache.records.insert(meta.key_id.clone(), meta.clone());
     }
 
     /// Every reshare recorded, running or concluded (a scan of the whole table; the
@@ -337,14 +405,15 @@ fn migrate_v1(tx: &redb::WriteTransaction) -> Result<(), MetadataError> {
 
 impl MetadataStore for MetadataDb {
     fn key(&self, key_id: &KeyId) -> Result<Option<KeyMeta>, MetadataError> {
-        let tx = self.db.begin_read().map_err(storage)?;
-        let table = tx.open_table(KEYS).map_err(storage)?;
-        match table.get(key_id.as_str()).map_err(storage)? {
-            Some(v) => serde_json::from_slice(v.value())
-                .map(Some)
-                .map_err(unreadable),
-            None => Ok(None),
+        let writes = match self.cached_key(key_id) {
+            Ok(meta) => return Ok(Some(meta)),
+            Err(writes) => writes,
+        };
+        let meta = self.read_key(key_id)?;
+        if let Some(meta) = &meta {
+            self.cache_key(meta, writes);
         }
+        Ok(meta)
     }
 
     fn keys(&self) -> Result<Vec<KeyMeta>, MetadataError> {
@@ -465,6 +534,86 @@ mod tests {
 
     fn sessions(entries: Vec<ReshareEntry>) -> Vec<u8> {
         entries.iter().map(|e| e.session.0[0]).collect()
+    }
+
+    fn key_meta(key: &str, epoch: u64) -> KeyMeta {
+        KeyMeta {
+            key_id: KeyId::new(key).unwrap(),
+            curve: permafrost_wire::Curve::Secp256k1,
+            threshold: 2,
+            committee: Vec::new(),
+            nodes: vec!["node1".into()],
+            public_key: vec![2; 33],
+            public_key_package: vec![epoch as u8; 40],
+            epoch: Epoch(epoch),
+        }
+    }
+
+    /// The HTTP API reads keys through one clone, the engine writes through another: every
+    /// read after a write sees it, whether the key was cached or not, also across the cache
+    /// starting again empty when full.
+    #[test]
+    fn a_cached_key_is_never_older_than_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = MetadataDb::open(&dir.path().join("coordinator.redb")).unwrap();
+        let http = engine.clone();
+        let k1 = KeyId::new("k-1").unwrap();
+        assert_eq!(http.key(&k1).unwrap(), None);
+        engine.put_key(&key_meta("k-1", 1)).unwrap();
+        assert_eq!(http.key(&k1).unwrap(), Some(key_meta("k-1", 1)));
+        assert_eq!(http.key(&k1).unwrap(), Some(key_meta("k-1", 1)));
+        engine.put_key(&key_meta("k-1", 2)).unwrap();
+        assert_eq!(http.key(&k1).unwrap(), Some(key_meta("k-1", 2)));
+        engine
+            .commit_reshare(&key_meta("k-1", 3), &entry(1, "k-1", 2, 0, false))
+            .unwrap();
+        assert_eq!(http.key(&k1).unwrap(), Some(key_meta("k-1", 3)));
+        // More keys than the cache holds, each read twice: every one as written.
+        for i in 0..KEY_CACHE_LEN + 10 {
+            engine.put_key(&key_meta(&format!("key-{i}"), 4)).unwrap();
+        }
+        for _ in 0..2 {
+            for i in 0..KEY_CACHE_LEN + 10 {
+                let id = KeyId::new(format!("key-{i}")).unwrap();
+                assert_eq!(
+                    http.key(&id).unwrap(),
+                    Some(key_meta(&format!("key-{i}"), 4))
+                );
+            }
+        }
+        assert!(http.keys.lock().unwrap().records.len() <= KEY_CACHE_LEN);
+        engine.put_key(&key_meta("key-3", 5)).unwrap();
+        let id = KeyId::new("key-3").unwrap();
+        assert_eq!(http.key(&id).unwrap(), Some(key_meta("key-3", 5)));
+        // Reopened (the cache starts empty): the same records.
+        drop((engine, http));
+        let db = MetadataDb::open(&dir.path().join("coordinator.redb")).unwrap();
+        assert_eq!(db.key(&k1).unwrap(), Some(key_meta("k-1", 3)));
+        assert_eq!(db.key(&id).unwrap(), Some(key_meta("key-3", 5)));
+    }
+
+    /// A read that began before a write of its key, and read the older record, does not
+    /// cache it: the next read gets the newer one.
+    #[test]
+    fn a_read_overtaken_by_a_write_is_not_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = MetadataDb::open(&dir.path().join("coordinator.redb")).unwrap();
+        let k1 = KeyId::new("k-1").unwrap();
+        db.put_key(&key_meta("k-1", 1)).unwrap();
+        // A read: not cached, then the database's record...
+        let writes = db.cached_key(&k1).unwrap_err();
+        let old = db.read_key(&k1).unwrap().unwrap();
+        // ... overtaken by a write before it caches what it read.
+        db.put_key(&key_meta("k-1", 2)).unwrap();
+        db.cache_key(&old, writes);
+        assert_eq!(db.key(&k1).unwrap(), Some(key_meta("k-1", 2)));
+        // Not overtaken: cached.
+        let writes = db.cached_key(&KeyId::new("k-2").unwrap()).unwrap_err();
+        db.cache_key(&key_meta("k-2", 7), writes);
+        assert_eq!(
+            db.cached_key(&KeyId::new("k-2").unwrap()),
+            Ok(key_meta("k-2", 7))
+        );
     }
 
     #[test]
