@@ -97,10 +97,16 @@ fn bench_round2<S: Suite>(c: &mut Criterion, curve: &str) {
         )
     });
     group.finish();
-    let shares: BTreeMap<_, _> = nonces
+    let signed: BTreeMap<_, _> = nonces
         .into_iter()
         .map(|(id, nonces)| (id, round2::sign(&read, nonces, &keys[&id]).unwrap()))
         .collect();
+    let shares: BTreeMap<_, _> = signed
+        .iter()
+        .map(|(id, (share, _))| (*id, *share))
+        .collect();
+    // The group commitment the signers sent with their shares.
+    let claimed = signed.values().next().map(|(_, r)| *r);
     let frost_shares: BTreeMap<_, _> = keys
         .iter()
         .map(|(id, key)| {
@@ -127,6 +133,19 @@ fn bench_round2<S: Suite>(c: &mut Criterion, curve: &str) {
                 &shares,
                 &public,
                 CheaterDetection::AllCheaters,
+                None,
+            )
+            .unwrap()
+        })
+    });
+    group.bench_function(format!("{curve}/permafrost, R from the signers"), |b| {
+        b.iter(|| {
+            round2::aggregate(
+                black_box(&read),
+                &shares,
+                &public,
+                CheaterDetection::AllCheaters,
+                claimed.as_ref(),
             )
             .unwrap()
         })

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use frost_core::keys::{dkg, KeyPackage, PublicKeyPackage};
-use frost_core::{round1, round2, Ciphersuite, Identifier, SigningPackage};
+use frost_core::{round1, round2, Ciphersuite, Group, Identifier, SigningPackage};
 use permafrost_net::Keypair;
 use permafrost_runtime::network::NetworkFile;
 use permafrost_wire::*;
@@ -36,6 +36,8 @@ struct Frost {
     commitment: Vec<u8>,
     signing_package: Vec<u8>,
     share: Vec<u8>,
+    /// The signature's R: the group commitment a signer sends with its share.
+    group_commitment: Vec<u8>,
     signature: Vec<u8>,
     vss_commitment: Vec<u8>,
     signing_share: Vec<u8>,
@@ -105,6 +107,9 @@ fn frost<C: Ciphersuite>(rng: &mut ChaCha20Rng) -> Result<Frost> {
         commitment: commitments[&ids[0]].serialize()?,
         signing_package: signing_package.serialize()?,
         share: shares[&ids[0]].serialize(),
+        group_commitment: <C::Group as Group>::serialize(signature.R())?
+            .as_ref()
+            .to_vec(),
         signature: signature.serialize()?,
         vss_commitment: r1.commitment().serialize_whole()?,
         signing_share: key_packages[&ids[0]].signing_share().serialize(),
@@ -255,6 +260,7 @@ fn wire_seeds(dir: &Path, ed: &Frost, secp: &Frost) -> Result<()> {
             epoch: Epoch(u64::MAX),
             share: ed.share.clone(),
             package: Digest([0x66; 32]),
+            group_commitment: ed.group_commitment.clone(),
         }),
     )?;
     frame(

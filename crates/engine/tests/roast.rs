@@ -154,6 +154,74 @@ fn garbage_shares_are_named_and_signing_completes<S: Suite>() {
     assert!(attempts(&recorded) <= 5 - 3 + 1);
 }
 
+/// Signers send the group commitment R with their shares, and the coordinator takes it when
+/// they all agree and the signature verifies with it. A signer that sends another R (another
+/// point, bytes that are no point, none, or every signer the same wrong point) with a valid
+/// share costs the coordinator the computation of R, nothing else: the signature comes out in
+/// the first attempt, with it among the signers, and nobody is named.
+fn a_wrong_group_commitment_costs_only_its_computation<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(47, 3, 5);
+    let another_point = pkp.verifying_key().serialize().unwrap();
+    let claims: [(bool, Vec<u8>); 4] = [
+        (false, another_point.clone()),
+        (false, vec![0xff; 33]),
+        (false, Vec::new()),
+        (true, another_point),
+    ];
+    for (round, (everyone, claim)) in claims.into_iter().enumerate() {
+        // The liar is the first signer whose share comes (the coordinator rotates its order
+        // of preference from one request to the next).
+        let liar: Arc<Mutex<Option<NodeId>>> = Arc::default();
+        let l = liar.clone();
+        let order: Vec<NodeId> = nodes.clone();
+        // The packages sent, in two rounds or one (after the first request the signers'
+        // pools are filled): one per attempt.
+        let packages: Attempts = Arc::default();
+        let seen = packages.clone();
+        net.set_faults(move |env| match &env.message {
+            Message::SignPackage(m) => {
+                seen.lock().unwrap().insert(m.package.clone());
+                Fault::Deliver
+            }
+            Message::SignWithCommitment(m) => {
+                seen.lock().unwrap().insert(m.package.clone());
+                Fault::Deliver
+            }
+            Message::SignShare(m) => {
+                let mut first = l.lock().unwrap();
+                let first = first.get_or_insert_with(|| env.from.clone());
+                if !everyone && *first != env.from {
+                    return Fault::Deliver;
+                }
+                let mut lied = m.clone();
+                lied.group_commitment = claim.clone();
+                Fault::Replace(Message::SignShare(lied))
+            }
+            _ => ready_order(&order, 60, env).unwrap_or(Fault::Deliver),
+        });
+        let message = format!("pay {round}");
+        let outcome = net
+            .sign_roast(
+                &coordinator,
+                &key,
+                Epoch(0),
+                &pkp,
+                &nodes,
+                message.as_bytes(),
+            )
+            .unwrap();
+        verify_independently(&pkp, message.as_bytes(), &outcome.signature);
+        let liar = liar.lock().unwrap().clone().unwrap();
+        assert!(outcome.signers.contains(&liar), "round {round}");
+        assert!(
+            outcome.culprits.is_empty(),
+            "round {round}: {:?}",
+            outcome.culprits
+        );
+        assert_eq!(attempts(&packages), 1, "round {round}");
+    }
+}
+
 /// A coordinator puts a signer's spent commitment into a second package: refused as a
 /// replay, no second share; the signer's fresh commitment of the same session stays live.
 fn spent_commitment_in_a_second_package_is_refused<S: Suite>() {
@@ -656,6 +724,7 @@ per_suite!(
     a_refusal_after_a_share_does_not_spoil_its_attempt,
     silent_signers_cost_at_most_n_minus_t_plus_1_attempts,
     garbage_shares_are_named_and_signing_completes,
+    a_wrong_group_commitment_costs_only_its_computation,
     spent_commitment_in_a_second_package_is_refused,
     different_packages_blame_no_honest_signer,
     restarted_signer_is_passed_over,

@@ -17,8 +17,10 @@ use crate::WireError;
 /// key (`permafrost/client-authorization/v2`). 4: one-round signing from commitment pools
 /// ([`CommitmentsRequest`], [`CommitmentBatch`], [`SignWithCommitment`],
 /// `SignRefusal.commitment_unknown`; later in version 4, [`Probe`], which a node of an earlier
-/// build refuses as an unknown kind). Frames of any other version are refused.
-pub const WIRE_VERSION: u16 = 5;
+/// build refuses as an unknown kind). 5: the child-key `path` of signing requests and
+/// `ReshareOpen.rotation`. 6: `SignShare.group_commitment`. Frames of any other version are
+/// refused.
+pub const WIRE_VERSION: u16 = 6;
 /// Bytes before the body: version (2) and kind (1).
 pub const FRAME_HEADER_LEN: usize = 3;
 /// No frame of any kind may be longer than this.

@@ -319,6 +319,11 @@ pub struct SignShare {
     /// own package differs (a tampered or equivocated package, or a stale duplicate) sees it
     /// without blaming the signer for a share that does not verify against its package.
     pub package: Digest,
+    /// The group commitment R the signer computed from that package (the element's
+    /// serialization), so that the coordinator need not compute it: it takes R when every
+    /// signer of the attempt gave the same one and the aggregate signature verifies with it,
+    /// and otherwise computes R itself.
+    pub group_commitment: Vec<u8>,
 }
 
 /// Signer → coordinator: the signer will not take part in this session, and why.

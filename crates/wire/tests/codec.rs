@@ -116,6 +116,7 @@ fn every_kind() -> Vec<Message> {
             epoch: Epoch(3),
             share: vec![3; 36],
             package: Digest([4; 32]),
+            group_commitment: vec![5; 33],
         }),
         Message::SignRefusal(SignRefusal {
             session: session(),
@@ -279,6 +280,7 @@ fn encode_refuses_what_the_receiver_would_refuse() {
         epoch: Epoch(0),
         share: vec![0; 8 << 10],
         package: Digest([0; 32]),
+        group_commitment: Vec::new(),
     });
     assert!(matches!(encode(&message), Err(WireError::Encode { .. })));
 }
@@ -296,26 +298,26 @@ fn wrong_version_and_unknown_kind_are_refused() {
     assert!(matches!(decode(&frame), Err(WireError::UnknownKind(200))));
 }
 
-/// A frame of the previous wire version (4: no child-key path in signing requests) is refused
-/// before its body is read, with an error naming both versions.
+/// A frame of the previous wire version (5: no group commitment in a signature share) is
+/// refused before its body is read, with an error naming both versions.
 #[test]
 fn a_frame_of_the_previous_wire_version_is_refused() {
-    assert_eq!(WIRE_VERSION, 5);
+    assert_eq!(WIRE_VERSION, 6);
     for message in every_kind() {
         let mut frame = encode(&message).unwrap();
-        assert_eq!(frame[0..2], 5u16.to_be_bytes());
-        frame[0..2].copy_from_slice(&4u16.to_be_bytes());
+        assert_eq!(frame[0..2], 6u16.to_be_bytes());
+        frame[0..2].copy_from_slice(&5u16.to_be_bytes());
         let error = decode(&frame).unwrap_err();
         assert_eq!(
             error,
             WireError::UnsupportedVersion {
-                got: 4,
-                expected: 5
+                got: 5,
+                expected: 6
             }
         );
         let text = error.to_string();
         assert!(
-            text.contains("wire version 4") && text.contains("wire version 5"),
+            text.contains("wire version 5") && text.contains("wire version 6"),
             "{text}"
         );
     }

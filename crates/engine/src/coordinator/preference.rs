@@ -193,6 +193,7 @@ mod tests {
                 epoch: Epoch(0),
                 share: vec![],
                 package: permafrost_wire::Digest([0; 32]),
+                group_commitment: vec![],
             }),
         );
         assert!(!p.in_trouble(&c[0], Timestamp(3_000), PATIENCE));

@@ -213,6 +213,7 @@ impl<S: Suite> SigningCoordinator<S> {
             &selected.shares,
             &self.public_key_package,
             CheaterDetection::FirstCheater,
+            None,
         );
         match result {
             Ok(signature) => {

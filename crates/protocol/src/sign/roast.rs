@@ -3,10 +3,10 @@ use std::time::Duration;
 
 use frost_core::round1::SigningCommitments;
 use frost_core::round2::SignatureShare;
-use frost_core::{verify_signature_share, CheaterDetection, Identifier};
+use frost_core::{verify_signature_share, CheaterDetection, Element, Group, Identifier};
 use permafrost_wire::{
     ClientAuthorization, Digest, Epoch, KeyId, Message, MessageKind, NodeId, SessionId,
-    SignPackage, SignRefusal, SignRequest, SignWithCommitment,
+    SignPackage, SignRefusal, SignRequest, SignShare, SignWithCommitment,
 };
 use rand_core::CryptoRngCore;
 
@@ -20,6 +20,9 @@ use crate::{Committee, Event, Output, ProtocolError, Refusal, Session, Suite, Ti
 
 /// Longest serialized signature share accepted before it is parsed (one scalar).
 const MAX_SHARE_LEN: usize = 128;
+
+/// Longest group commitment accepted with a share (one point).
+const MAX_GROUP_COMMITMENT_LEN: usize = 64;
 
 /// The coordinator's side of one signature with ROAST (Ruffing et al., CCS 2022): robust
 /// asynchronous retries over FROST, asking no more signers than it needs.
@@ -122,6 +125,8 @@ struct Attempt<S: Suite> {
     signers: BTreeSet<Identifier<S>>,
     /// Shares received, verified only if the aggregate fails or the attempt is doomed.
     shares: BTreeMap<Identifier<S>, SignatureShare<S>>,
+    /// The group commitment R each signer sent with its share, as sent.
+    group_commitments: BTreeMap<Identifier<S>, Vec<u8>>,
     deadline: Timestamp,
     /// Its deadline has been dealt with.
     stalled: bool,
@@ -459,6 +464,7 @@ impl<S: Suite> RoastCoordinator<S> {
             digest: package_digest(&bytes),
             signers,
             shares: BTreeMap::new(),
+            group_commitments: BTreeMap::new(),
             deadline: now.after(self.attempt_timeout),
             stalled: false,
             doomed: false,
@@ -470,24 +476,31 @@ impl<S: Suite> RoastCoordinator<S> {
         &mut self,
         from: &NodeId,
         id: Identifier<S>,
-        digest: Digest,
-        bytes: &[u8],
+        message: SignShare,
         now: Timestamp,
     ) -> Result<(), ProtocolError> {
         let member = self
             .members
             .get(&id)
             .ok_or_else(|| Refusal::NotInCommittee(from.clone()))?;
+        let digest = message.package;
         if member.answered.contains(&digest) {
             return Ok(()); // a copy of a share already received
         }
         let MemberState::Signing { attempt } = member.state else {
             return Err(Refusal::Unexpected(MessageKind::SignShare).into());
         };
-        if bytes.len() > MAX_SHARE_LEN {
+        if message.share.len() > MAX_SHARE_LEN {
             return Err(Refusal::Limit(format!(
                 "signature share of {} bytes exceeds {MAX_SHARE_LEN}",
-                bytes.len()
+                message.share.len()
+            ))
+            .into());
+        }
+        if message.group_commitment.len() > MAX_GROUP_COMMITMENT_LEN {
+            return Err(Refusal::Limit(format!(
+                "group commitment of {} bytes exceeds {MAX_GROUP_COMMITMENT_LEN}",
+                message.group_commitment.len()
             ))
             .into());
         }
@@ -502,7 +515,7 @@ impl<S: Suite> RoastCoordinator<S> {
             self.exclude(id, now);
             return Ok(());
         }
-        let share = match SignatureShare::<S>::deserialize(bytes) {
+        let share = match SignatureShare::<S>::deserialize(&message.share) {
             Ok(share) => share,
             Err(e) => {
                 self.convict(id, format!("unparsable signature share: {e}"), now);
@@ -517,6 +530,7 @@ impl<S: Suite> RoastCoordinator<S> {
             return Ok(());
         };
         a.shares.insert(id, share);
+        a.group_commitments.insert(id, message.group_commitment);
         if a.shares.len() == a.signers.len() {
             // Complete (even if it was given up for a late share: the signature still counts).
             self.aggregate(attempt, now);
@@ -569,6 +583,7 @@ impl<S: Suite> RoastCoordinator<S> {
             &a.shares,
             self.key.package(),
             CheaterDetection::AllCheaters,
+            a.claimed_group_commitment().as_ref(),
         ) {
             Ok(signature) => {
                 let mut signers: Vec<NodeId> = a
@@ -868,6 +883,23 @@ impl<S: Suite> RoastCoordinator<S> {
     }
 }
 
+impl<S: Suite> Attempt<S> {
+    /// The group commitment R its signers sent with their shares, if they all sent the same
+    /// one and it decodes: the aggregate signature is tried with it first
+    /// ([`super::round2::aggregate`]). A signer that sent another R makes the coordinator
+    /// compute R, as it would without one; it is not named (the signature still comes out, and
+    /// nothing is judged against a claimed R).
+    fn claimed_group_commitment(&self) -> Option<Element<S>> {
+        let mut claims = self.group_commitments.values();
+        let first = claims.next()?;
+        if claims.any(|claim| claim != first) {
+            return None;
+        }
+        let bytes = <S::Group as Group>::Serialization::try_from(first.as_slice()).ok()?;
+        S::decode_public_element_of_any_order(&bytes).ok()
+    }
+}
+
 /// A member's commitment, refused before it is parsed if it is longer than
 /// [`MAX_COMMITMENT_LEN`]. Its points are not checked to lie in the prime-order subgroup here:
 /// every signer checks every point of a package and refuses one outside it, and that refusal
@@ -908,7 +940,7 @@ impl<S: Suite> Session<S> for RoastCoordinator<S> {
             }
             Message::SignShare(m) => {
                 self.check_key(&m.key_id, m.epoch)?;
-                self.handle_share(from, id, m.package, &m.share, now)
+                self.handle_share(from, id, m, now)
             }
             Message::SignRefusal(m) => {
                 self.handle_refusal(from, id, m, now);

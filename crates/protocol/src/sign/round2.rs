@@ -81,13 +81,15 @@ fn group_commitment<S: Suite>(
     Ok(S::group_commitment(&terms))
 }
 
-/// This signer's share of `package` with `nonces` and `key_package`: frost's `round2::sign`.
-/// The nonces are consumed (zeroized as they drop), whatever the outcome.
+/// This signer's share of `package` with `nonces` and `key_package` (frost's `round2::sign`),
+/// and the group commitment R it computed on the way, which it sends with the share so that
+/// the coordinator need not compute it ([`aggregate`]). The nonces are consumed (zeroized as
+/// they drop), whatever the outcome.
 pub fn sign<S: Suite>(
     package: &WirePackage<S>,
     nonces: Nonces<S>,
     key_package: &KeyPackage<S>,
-) -> Result<SignatureShare<S>, Error<S>> {
+) -> Result<(SignatureShare<S>, Element<S>), Error<S>> {
     let signing_package = package.package();
     let commitments = signing_package.signing_commitments();
     if commitments.len() < usize::from(*key_package.min_signers()) {
@@ -113,29 +115,43 @@ pub fn sign<S: Suite>(
         nonce = <ScalarField<S> as Field>::zero() - nonce;
     }
     let z = nonce + lambda * key_package.signing_share().to_scalar() * challenge.to_scalar();
-    SignatureShare::deserialize(<ScalarField<S> as Field>::serialize(&z).as_ref())
+    let share = SignatureShare::deserialize(<ScalarField<S> as Field>::serialize(&z).as_ref())?;
+    Ok((share, r))
 }
 
 /// The signature of `package` from `shares`: frost's `aggregate_custom`. The signature is
-/// computed here and verified; only when it does not verify (or frost would refuse the
-/// inputs) does frost aggregate, find the cheaters with `detection`, and give its error.
+/// computed here and verified: with `claimed` as its R if given (the group commitment the
+/// signers sent with their shares), and if that does not verify, with R computed from the
+/// package. Only when that does not verify either (or frost would refuse the inputs) does
+/// frost aggregate, find the cheaters with `detection`, and give its error.
+///
+/// A wrong `claimed` costs the computation of R and nothing else: a signature verifies with
+/// one R only, and no share is judged against a claimed R.
 pub fn aggregate<S: Suite>(
     package: &WirePackage<S>,
     shares: &BTreeMap<Identifier<S>, SignatureShare<S>>,
     public_keys: &PublicKeyPackage<S>,
     detection: CheaterDetection,
+    claimed: Option<&Element<S>>,
 ) -> Result<Signature<S>, Error<S>> {
-    match verified_aggregate(package, shares, public_keys) {
+    if let Some(r) = claimed {
+        if let Ok(Some(signature)) = verified_aggregate(package, shares, public_keys, Some(r)) {
+            return Ok(signature);
+        }
+    }
+    match verified_aggregate(package, shares, public_keys, None) {
         Ok(Some(signature)) => Ok(signature),
         _ => aggregate_custom(package.package(), shares, public_keys, detection),
     }
 }
 
-/// The aggregate signature, if frost would accept the inputs and it verifies.
+/// The aggregate signature, if frost would accept the inputs and it verifies, with R = `r`, or
+/// the group commitment of `package` if `r` is `None`.
 fn verified_aggregate<S: Suite>(
     package: &WirePackage<S>,
     shares: &BTreeMap<Identifier<S>, SignatureShare<S>>,
     public_keys: &PublicKeyPackage<S>,
+    r: Option<&Element<S>>,
 ) -> Result<Option<Signature<S>>, Error<S>> {
     let signing_package = package.package();
     let commitments = signing_package.signing_commitments();
@@ -154,8 +170,13 @@ fn verified_aggregate<S: Suite>(
     if matches!(hooked_package, Cow::Owned(_)) {
         return Ok(None);
     }
-    let factors = binding_factors(public_keys.verifying_key(), package)?;
-    let r = group_commitment(package, &factors)?;
+    let r = match r {
+        Some(r) => *r,
+        None => group_commitment(
+            package,
+            &binding_factors(public_keys.verifying_key(), package)?,
+        )?,
+    };
     let mut z = <ScalarField<S> as Field>::zero();
     for share in shares.values() {
         let bytes = share.serialize();
@@ -200,6 +221,7 @@ mod tests {
     use permafrost_wire::{Curve, DerivationPath, KeyId};
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
+    use std::collections::BTreeSet;
 
     type Ed = frost_ed25519::Ed25519Sha512;
     type Secp = frost_secp256k1::Secp256K1Sha256;
@@ -263,17 +285,35 @@ mod tests {
             let bytes = package.serialize().unwrap();
             let read = super::super::parse_signing_package::<S>(&bytes, None, None).unwrap();
             let mut ours = BTreeMap::new();
+            let mut claimed = BTreeSet::new();
             for id in &signers {
                 let (mine, frosts) = nonces.remove(id).unwrap();
                 let theirs = frost_core::round2::sign(&package, &frosts, &keys[id]).unwrap();
-                let share = sign(&read, mine, &keys[id]).unwrap();
+                let (share, r) = sign(&read, mine, &keys[id]).unwrap();
                 assert_eq!(share, theirs, "round {round}");
                 ours.insert(*id, share);
+                claimed.insert(
+                    <S::Group as Group>::serialize(&r)
+                        .unwrap()
+                        .as_ref()
+                        .to_vec(),
+                );
             }
             let theirs =
                 aggregate_custom(&package, &ours, &public, CheaterDetection::AllCheaters).unwrap();
-            let signature = aggregate(&read, &ours, &public, CheaterDetection::AllCheaters);
-            assert_eq!(signature.unwrap(), theirs, "round {round}");
+            // Every signer computed the signature's R; aggregated with it, with none, or with a
+            // wrong one (R moved by G), the signature is frost's.
+            let serialized_r = <S::Group as Group>::serialize(theirs.R()).unwrap();
+            assert_eq!(
+                claimed.into_iter().collect::<Vec<_>>(),
+                vec![serialized_r.as_ref().to_vec()]
+            );
+            let moved = *theirs.R() + <S::Group as Group>::generator();
+            for claim in [Some(theirs.R()), None, Some(&moved)] {
+                let signature =
+                    aggregate(&read, &ours, &public, CheaterDetection::AllCheaters, claim);
+                assert_eq!(signature.unwrap(), theirs, "round {round}");
+            }
             let key = &keys[&signers[0]];
             let even = S::signing_key_package(key).verifying_key() == key.verifying_key();
             parities.insert((S::negates_nonces(theirs.R()), even));
@@ -284,12 +324,14 @@ mod tests {
             let mut wrong = ours.clone();
             wrong.insert(cheater, ours[&signers[(round + 1) % signers.len()]]);
             let frost = aggregate_custom(&package, &wrong, &public, CheaterDetection::AllCheaters);
-            let ours = aggregate(&read, &wrong, &public, CheaterDetection::AllCheaters);
-            assert!(
-                matches!(&ours, Err(Error::InvalidSignatureShare { culprits }) if *culprits == vec![cheater]),
-                "{ours:?}"
-            );
-            assert_eq!(ours, frost);
+            for claim in [Some(theirs.R()), None] {
+                let ours = aggregate(&read, &wrong, &public, CheaterDetection::AllCheaters, claim);
+                assert!(
+                    matches!(&ours, Err(Error::InvalidSignatureShare { culprits }) if *culprits == vec![cheater]),
+                    "{ours:?}"
+                );
+                assert_eq!(ours, frost);
+            }
         }
         let expected = match S::CURVE {
             permafrost_wire::Curve::Secp256k1Tr => 4,
@@ -434,7 +476,7 @@ mod tests {
             let theirs = frost_core::round2::sign(&package, &committed[nonce].0, &keys[signer]);
             let ours = sign(&read, ours_of(&committed[nonce].0), &keys[signer]);
             assert!(theirs.is_err());
-            assert_eq!(ours, theirs);
+            assert_eq!(ours.map(|(share, _)| share), theirs);
         }
     }
 
