@@ -16,7 +16,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use frost_core::keys::{generate_with_dealer, IdentifierList, KeyPackage};
-use frost_core::{aggregate_custom, round1, CheaterDetection, SigningPackage};
+use frost_core::{aggregate_custom, round1, CheaterDetection, Group, SigningPackage};
 use permafrost_protocol::sign::{parse_signing_package, round2, Nonces};
 use permafrost_protocol::Suite;
 use rand::rngs::StdRng;
@@ -106,7 +106,10 @@ fn bench_round2<S: Suite>(c: &mut Criterion, curve: &str) {
         .map(|(id, (share, _))| (*id, *share))
         .collect();
     // The group commitment the signers sent with their shares.
-    let claimed = signed.values().next().map(|(_, r)| *r);
+    let claimed = signed
+        .values()
+        .next()
+        .map(|(_, r)| <S::Group as Group>::deserialize(r).unwrap());
     let frost_shares: BTreeMap<_, _> = keys
         .iter()
         .map(|(id, key)| {

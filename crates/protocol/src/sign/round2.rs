@@ -7,13 +7,17 @@
 //!   inversion each);
 //! - the group commitment is the suite's fastest multi-scalar multiplication
 //!   ([`Suite::group_commitment`]: the points are public);
+//! - a signer encodes R and the key once, and hashes the challenge from those bytes
+//!   ([`Suite::challenge_of_encoded`]), where frost's `challenge` (and taproot's parity check)
+//!   encode them again;
 //! - the aggregate's verification is frost's equation as one double-base multiplication
 //!   ([`Suite::signature_equation_holds`]: in variable time for ed25519, the signature and the
 //!   key being public; k256's linear combination for secp256k1), where frost multiplies twice.
 //!
 //! The share's arithmetic is frost's (RFC 9591 §5.2): `z = d + e·ρ + λ·s·c`, with the suite's
 //! hooks applied as frost applies them (`pre_sign`, here [`Suite::signing_key_package`];
-//! `challenge`; BIP-340's negation of the nonces, [`Suite::negates_nonces`]) on the nonces of
+//! `challenge`, here [`Suite::challenge_of_encoded`]; BIP-340's negation of the nonces,
+//! [`Suite::negates_nonces`]) on the nonces of
 //! [`Nonces`]. frost's `pre_commitment_sign` and `pre_commitment_aggregate` hooks are not
 //! called: none of the three suites overrides them. An
 //! aggregate that does not verify is handed to frost's own `aggregate_custom`, which finds the
@@ -36,14 +40,17 @@ use crate::Suite;
 
 type ScalarField<S> = <<S as Ciphersuite>::Group as Group>::Field;
 
+/// An element as `Group::serialize` writes it.
+pub type EncodedElement<S> = <<S as Ciphersuite>::Group as Group>::Serialization;
+
 /// ρᵢ of each member of `package`, in the package's order (RFC 9591 §4.4):
-/// H1(key ‖ H4(message) ‖ H5(encoded commitments) ‖ identifier).
+/// H1(key ‖ H4(message) ‖ H5(encoded commitments) ‖ identifier), the key serialized.
 fn binding_factors<S: Suite>(
-    key: &VerifyingKey<S>,
+    key: &[u8],
     package: &WirePackage<S>,
 ) -> Result<Vec<Scalar<S>>, Error<S>> {
     let mut input = Vec::with_capacity(256);
-    input.extend_from_slice(key.serialize()?.as_ref());
+    input.extend_from_slice(key);
     input.extend_from_slice(S::H4(package.package().message()).as_ref());
     input.extend_from_slice(S::H5(package.encoded_commitments()).as_ref());
     let prefix = input.len();
@@ -82,14 +89,14 @@ fn group_commitment<S: Suite>(
 }
 
 /// This signer's share of `package` with `nonces` and `key_package` (frost's `round2::sign`),
-/// and the group commitment R it computed on the way, which it sends with the share so that
-/// the coordinator need not compute it ([`aggregate`]). The nonces are consumed (zeroized as
+/// and the group commitment R it computed on the way (serialized), which it sends with the
+/// share so that the coordinator need not compute it ([`aggregate`]). The nonces are consumed (zeroized as
 /// they drop), whatever the outcome.
 pub fn sign<S: Suite>(
     package: &WirePackage<S>,
     nonces: Nonces<S>,
     key_package: &KeyPackage<S>,
-) -> Result<(SignatureShare<S>, Element<S>), Error<S>> {
+) -> Result<(SignatureShare<S>, EncodedElement<S>), Error<S>> {
     let signing_package = package.package();
     let commitments = signing_package.signing_commitments();
     if commitments.len() < usize::from(*key_package.min_signers()) {
@@ -101,22 +108,25 @@ pub fn sign<S: Suite>(
         return Err(Error::IncorrectCommitment);
     }
     let key_package = S::signing_key_package(key_package);
-    let factors = binding_factors(key_package.verifying_key(), package)?;
+    let key = key_package.verifying_key().serialize()?;
+    let factors = binding_factors(&key, package)?;
     let r = group_commitment(package, &factors)?;
+    // R encoded once: for the challenge, the nonces' sign, and the coordinator.
+    let encoded_r = <S::Group as Group>::serialize(&r)?;
     let position = commitments
         .keys()
         .position(|id| id == me)
         .ok_or(Error::MissingCommitment)?;
     let rho = factors[position];
     let lambda = frost_core::derive_interpolating_value(me, signing_package)?;
-    let challenge = S::challenge(&r, key_package.verifying_key(), signing_package.message())?;
+    let challenge = S::challenge_of_encoded(encoded_r.as_ref(), &key, signing_package.message());
     let mut nonce = nonces.hiding() + nonces.binding() * rho;
-    if S::negates_nonces(&r) {
+    if S::negates_nonces(encoded_r.as_ref()) {
         nonce = <ScalarField<S> as Field>::zero() - nonce;
     }
-    let z = nonce + lambda * key_package.signing_share().to_scalar() * challenge.to_scalar();
+    let z = nonce + lambda * key_package.signing_share().to_scalar() * challenge;
     let share = SignatureShare::deserialize(<ScalarField<S> as Field>::serialize(&z).as_ref())?;
-    Ok((share, r))
+    Ok((share, encoded_r))
 }
 
 /// The signature of `package` from `shares`: frost's `aggregate_custom`. The signature is
@@ -172,10 +182,10 @@ fn verified_aggregate<S: Suite>(
     }
     let r = match r {
         Some(r) => *r,
-        None => group_commitment(
-            package,
-            &binding_factors(public_keys.verifying_key(), package)?,
-        )?,
+        None => {
+            let key = public_keys.verifying_key().serialize()?;
+            group_commitment(package, &binding_factors(&key, package)?)?
+        }
     };
     let mut z = <ScalarField<S> as Field>::zero();
     for share in shares.values() {
@@ -292,12 +302,7 @@ mod tests {
                 let (share, r) = sign(&read, mine, &keys[id]).unwrap();
                 assert_eq!(share, theirs, "round {round}");
                 ours.insert(*id, share);
-                claimed.insert(
-                    <S::Group as Group>::serialize(&r)
-                        .unwrap()
-                        .as_ref()
-                        .to_vec(),
-                );
+                claimed.insert(r.as_ref().to_vec());
             }
             let theirs =
                 aggregate_custom(&package, &ours, &public, CheaterDetection::AllCheaters).unwrap();
@@ -316,7 +321,7 @@ mod tests {
             }
             let key = &keys[&signers[0]];
             let even = S::signing_key_package(key).verifying_key() == key.verifying_key();
-            parities.insert((S::negates_nonces(theirs.R()), even));
+            parities.insert((S::negates_nonces(serialized_r.as_ref()), even));
             public.verifying_key().verify(&message, &theirs).unwrap();
             verification_equal_to_frosts(public.verifying_key(), &message, &theirs);
             // A share of another package: the aggregate fails as frost's does, naming it.

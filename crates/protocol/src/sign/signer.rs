@@ -3,7 +3,6 @@ use std::time::Duration;
 
 use frost_core::keys::KeyPackage;
 use frost_core::round1::SigningCommitments;
-use frost_core::Group;
 
 use permafrost_wire::{
     CommitmentBatch, CommitmentsRequest, DerivationPath, Epoch, KeyId, Message, NodeId, SessionId,
@@ -371,11 +370,6 @@ impl<S: Suite> Signer<S> {
         let (share, group_commitment) =
             super::round2::sign(signing_package, nonces, key_package)
                 .map_err(|e| Refusal::Malformed(format!("cannot sign: {e}")))?;
-        // R is never the identity (frost refuses such a package); if it were, the coordinator
-        // would compute it itself.
-        let group_commitment = <S::Group as Group>::serialize(&group_commitment)
-            .map(|r| r.as_ref().to_vec())
-            .unwrap_or_default();
         self.outputs.push_back(Output::Event(Event::ShareProduced {
             session: signed.session,
             key_id: self.share.key_id.clone(),
@@ -391,7 +385,7 @@ impl<S: Suite> Signer<S> {
                 epoch: self.share.epoch,
                 share: share.serialize(),
                 package: package_digest(signed.package),
-                group_commitment,
+                group_commitment: group_commitment.as_ref().to_vec(),
             }),
         });
         Ok(())
