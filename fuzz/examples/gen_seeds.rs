@@ -223,6 +223,7 @@ fn wire_seeds(dir: &Path, ed: &Frost, secp: &Frost) -> Result<()> {
             key_id: key_id.clone(),
             epoch: Epoch(1),
             message: b"transfer 10 BTC".to_vec(),
+            path: DerivationPath::new(vec![44, 0, 7])?,
             client: Some(ClientAuthorization {
                 public_key: [0x3b; 32],
                 request_id: [0x42; 16],
@@ -301,6 +302,7 @@ fn wire_seeds(dir: &Path, ed: &Frost, secp: &Frost) -> Result<()> {
             key_id: KeyId::new("custody-hot-1")?,
             epoch: Epoch(2),
             message: b"settle batch 42".to_vec(),
+            path: DerivationPath::new(Vec::new())?,
             client: None,
             batch: SessionId([0x42; 32]),
             index: 7,
@@ -355,6 +357,7 @@ fn reshare_seeds(dir: &Path, secp: &Frost) -> Result<()> {
             session,
             proposal,
             approvals: Vec::new(),
+            rotation: Some(86_400),
         }),
     )?;
     frame(dir, "reshare_dealing", Message::ReshareDealing(dealing(1)?))?;
