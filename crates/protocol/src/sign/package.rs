@@ -146,7 +146,7 @@ pub fn parse_commitment_of_any_order<S: Suite>(
 
 /// One member's commitment as a coordinator holds it: decoded, and its two points as they were
 /// encoded where it was read (a `SignCommitment`, a pooled batch, or a package written
-/// before). A package is written from these bytes ([`WirePackage::write`]), so no point is
+/// before). A package is written from these bytes (`WirePackage::write`), so no point is
 /// encoded again (an inversion each). They are frost's own encoding of the points: the parsers
 /// accept no other encoding of a point in the prime-order subgroup, and an ed25519 encoding
 /// frost would not write decodes to a point outside it, which every signer refuses (as it
