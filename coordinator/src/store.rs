@@ -48,10 +48,10 @@ pub struct MetadataDb {
 
 /// Key records read recently, by key id: every sign request reads its key's record, and
 /// without this each read was a read transaction and a JSON parse of the public key package
-/// (4 % of a busy coordinator's CPU). A write of a key drops its entry once committed, and
-/// counts in `writes`; a read that began before that write (and may have read the old record)
-/// sees the count changed and does not cache what it read. So the cache never holds a record
-/// older than the database's.
+/// (4 % of a busy coordinator's CPU). A write of a key holds the cache's lock from before its
+/// commit until it has dropped the key's entry and counted itself in `writes`; a read that
+/// began before that write (and may have read the old record) sees the count changed and does
+/// not cache what it read. So no read is served a record older than the database's.
 #[derive(Default)]
 struct KeyCache {
     records: HashMap<KeyId, KeyMeta>,
@@ -106,13 +106,18 @@ impl MetadataDb {
         meta: Option<&KeyMeta>,
         entry: Option<&ReshareEntry>,
     ) -> Result<(), MetadataError> {
-        let written = self.commit(meta, entry);
-        if let Some(meta) = meta {
-            // Whether or not the commit went through: the next read goes to the database.
-            let mut cache = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-            cache.writes += 1;
-            cache.records.remove(&meta.key_id);
-        }
+        let Some(meta) = meta else {
+            return self.commit(None, entry);
+        };
+        // The cache stays locked from before the commit until the key's entry is dropped: no
+        // read is served the old record once the new one is in the database, and a read that
+        // began before (and may have read the old one) finds the count moved and does not cache
+        // it. Key writes are rare (a DKG or a reshare concluding); a read waits for one at most.
+        let mut cache = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        let written = self.commit(Some(meta), entry);
+        // Whether or not the commit went through: the next read goes to the database.
+        cache.writes += 1;
+        cache.records.remove(&meta.key_id);
         written
     }
 

@@ -136,7 +136,8 @@ pub fn sign<S: Suite>(
 /// frost aggregate, find the cheaters with `detection`, and give its error.
 ///
 /// A wrong `claimed` costs the computation of R and nothing else: a signature verifies with
-/// one R only, and no share is judged against a claimed R.
+/// one R only (for taproot, R or −R, which its x-only encoding writes alike), and no share is
+/// judged against a claimed R.
 pub fn aggregate<S: Suite>(
     package: &WirePackage<S>,
     shares: &BTreeMap<Identifier<S>, SignatureShare<S>>,
