@@ -124,11 +124,7 @@ pub trait Suite: Ciphersuite + Send + Sync + 'static {
     /// the key Y as `Group::serialize` writes them, so that neither point is encoded again (an
     /// inversion each). Tested equal to frost's on every suite.
     fn challenge_of_encoded(r: &[u8], key: &[u8], message: &[u8]) -> Scalar<Self> {
-        let mut preimage = Vec::with_capacity(r.len() + key.len() + message.len());
-        preimage.extend_from_slice(r);
-        preimage.extend_from_slice(key);
-        preimage.extend_from_slice(message);
-        Self::H2(&preimage)
+        Self::H2(&[r, key, message].concat())
     }
 }
 
@@ -287,11 +283,7 @@ impl Suite for frost_secp256k1_tr::Secp256K1Sha256TR {
             r.get(1..).unwrap_or_default(),
             key.get(1..).unwrap_or_default(),
         );
-        let mut preimage = Vec::with_capacity(r.len() + key.len() + message.len());
-        preimage.extend_from_slice(r);
-        preimage.extend_from_slice(key);
-        preimage.extend_from_slice(message);
-        Self::H2(&preimage)
+        Self::H2(&[r, key, message].concat())
     }
     fn finish_dkg_public_key_package(package: PublicKeyPackage<Self>) -> PublicKeyPackage<Self> {
         use frost_secp256k1_tr::keys::Tweak;
