@@ -297,6 +297,19 @@ def run_cli(tmp, api, token, *args):
     return json.loads(result.stdout)
 
 
+def install_binary(source, target):
+    """A hard link where the file system allows one, else a copy.
+
+    A debug build's binaries are hundreds of megabytes each; copying them doubles what the
+    step needs on a disk the test step has mostly filled already (one CI run stopped here
+    with "No space left on device").
+    """
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def smoke(bin_dir, services, subnet, addresses, image):
     tmp = Path(tempfile.mkdtemp(prefix="permafrost-compose-"))
     os.chmod(tmp, 0o700)
@@ -305,7 +318,7 @@ def smoke(bin_dir, services, subnet, addresses, image):
         for d in ("image/bin", "image/share", "logs", "secrets", "volumes"):
             (tmp / d).mkdir(parents=True)
         for binary in BINARIES:
-            shutil.copy2(bin_dir / binary, tmp / "image/bin" / binary)
+            install_binary(bin_dir / binary, tmp / "image/bin" / binary)
         shutil.copy2(REPO / "configs/compose/init.sh", tmp / "image/share/compose-init.sh")
         # Fresh named volumes: root's, mode 0755, empty.
         for name in ("config", "coordinator", *NODES):
