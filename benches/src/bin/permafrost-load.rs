@@ -5,14 +5,17 @@
 //! signature independently, and prints p50, p99, p99.9, throughput and the failed requests by
 //! answer, beside the in-process cost of the same FROST operations; with `--localnet`, also the
 //! CPU per signature summed over the localnet's processes (from /proc), the ratio of the two,
-//! the nodes' disk growth per signature and the processes' peak RSS (docs/BENCHMARKS.md). With `--reshares N`, it
-//! also times N reshares per curve of a fresh key held by all nodes but the last with the
-//! given threshold t, to every node with t + 1 ((3,5) → (4,6) on a 6-node localnet), checking
-//! the public key is unchanged and the new epoch signs.
+//! the nodes' disk growth per signature and the processes' peak RSS (docs/BENCHMARKS.md). With
+//! `--dkgs N`, it also times N more DKGs per curve over every node, each key checked by one
+//! signature. With `--reshares N`, it times N reshares per curve of a fresh key held by all
+//! nodes but the last with the given threshold t, to every node with t + 1 ((3,5) → (4,6) on a
+//! 6-node localnet), checking the public key is unchanged and the new epoch signs. Both report
+//! p50, min and max, and (with `--localnet`) the CPU each one cost the localnet's processes.
 //!
 //! ```sh
 //! permafrost localnet up --nodes 5 --dir /tmp/pf &
 //! cargo run --release -p permafrost-benches --bin permafrost-load -- --localnet /tmp/pf --requests 200
+//! cargo run --release -p permafrost-benches --bin permafrost-load -- --localnet /tmp/pf --requests 0 --dkgs 30
 //! permafrost localnet up --nodes 6 --dir /tmp/pf6 &
 //! cargo run --release -p permafrost-benches --bin permafrost-load -- --localnet /tmp/pf6 --requests 0 --reshares 5
 //! ```
@@ -56,6 +59,10 @@ struct Args {
     /// flight; a request that would exceed it is counted as failed ("over the in-flight cap").
     #[arg(long)]
     rate: Option<f64>,
+    /// DKGs to time per curve (t of every node), after the signing run; each new key signs
+    /// once, checked independently.
+    #[arg(long, default_value_t = 0)]
+    dkgs: usize,
     /// Reshares to time per curve: (t, n−1) → (t+1, n), each of a fresh key.
     #[arg(long, default_value_t = 0)]
     reshares: usize,
@@ -78,16 +85,114 @@ fn parse_curve(s: &str) -> Result<Curve, String> {
         .ok_or_else(|| format!("unknown curve {s:?} (ed25519, secp256k1, secp256k1-tr)"))
 }
 
+/// Latencies of a series of DKGs or reshares, sorted, and the CPU the localnet's processes
+/// used during them (each one's window summed; the signature that checks it left out).
+struct Timed {
+    times: Vec<Duration>,
+    cpu: Option<Duration>,
+}
+
+impl Timed {
+    fn new(count: usize) -> Self {
+        Timed {
+            times: Vec::with_capacity(count),
+            cpu: Some(Duration::ZERO),
+        }
+    }
+
+    /// Runs `operation`, adding its latency and the CPU the processes used meanwhile.
+    async fn time<T>(
+        &mut self,
+        processes: Option<&Processes>,
+        operation: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let cpu_before = processes.and_then(Processes::cpu_time);
+        let started = Instant::now();
+        let out = operation.await?;
+        self.times.push(started.elapsed());
+        let cpu_after = processes.and_then(Processes::cpu_time);
+        self.cpu = match (self.cpu, cpu_before, cpu_after) {
+            (Some(sum), Some(a), Some(b)) => Some(sum + b.saturating_sub(a)),
+            _ => None,
+        };
+        Ok(out)
+    }
+
+    /// One table row: p50, min, max, and the mean CPU per operation.
+    fn row(mut self, curve: Curve) -> String {
+        self.times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let cpu = match self.cpu {
+            Some(cpu) if !self.times.is_empty() => {
+                format!("{:.1}", ms(cpu) / self.times.len() as f64)
+            }
+            _ => "-".into(),
+        };
+        format!(
+            "{:<13} {:>10.1} {:>10.1} {:>10.1} {:>10}",
+            curve.as_str(),
+            ms(percentile(&self.times, 50.0)),
+            ms(*self.times.first().unwrap_or(&Duration::ZERO)),
+            ms(*self.times.last().unwrap_or(&Duration::ZERO)),
+            cpu
+        )
+    }
+
+    const HEADER: &'static str = "curve             p50 ms     min ms     max ms    CPU ms";
+}
+
+/// Signs one message with `key_id` and checks the signature under `public_key` independently.
+async fn check_signs(client: &Client, curve: Curve, key_id: &str, public_key: &str) -> Result<()> {
+    let message = format!("check {key_id}");
+    let signed = client.sign(key_id, message.as_bytes()).await?;
+    let public_key = hex::decode(public_key)?;
+    let signature = hex::decode(&signed.signature)?;
+    permafrost_verifiers::verify(curve, &public_key, message.as_bytes(), &signature)
+        .with_context(|| format!("a signature of key {key_id} does not verify"))?;
+    Ok(())
+}
+
+/// Times `count` DKGs of `threshold` over every node; each new key must sign.
+async fn time_dkgs(
+    client: &Client,
+    processes: Option<&Processes>,
+    curve: Curve,
+    threshold: u16,
+    count: usize,
+) -> Result<Timed> {
+    let mut timed = Timed::new(count);
+    for i in 0..count {
+        let request = CreateKeyRequest {
+            curve,
+            threshold,
+            nodes: None,
+            key_id: None,
+            approvals: Vec::new(),
+        };
+        let key = timed
+            .time(processes, async {
+                client
+                    .create_key(&request)
+                    .await
+                    .with_context(|| format!("DKG {i} failed"))
+            })
+            .await?;
+        check_signs(client, curve, &key.key_id, &key.public_key).await?;
+    }
+    Ok(timed)
+}
+
 /// Times `count` reshares of fresh keys from the first n−1 nodes with `threshold` to all n
 /// nodes with `threshold + 1`; each reshared key must keep its public key and sign.
 async fn time_reshares(
     client: &Client,
+    processes: Option<&Processes>,
     curve: Curve,
     nodes: &[String],
     threshold: u16,
     count: usize,
-) -> Result<Vec<Duration>> {
-    let mut times = Vec::with_capacity(count);
+) -> Result<Timed> {
+    let mut timed = Timed::new(count);
     for i in 0..count {
         let key = client
             .create_key(&CreateKeyRequest {
@@ -99,31 +204,25 @@ async fn time_reshares(
             })
             .await
             .context("DKG before the reshare failed")?;
-        let started = Instant::now();
-        let reshared = client
-            .reshare(
-                &key.key_id,
-                &ReshareRequest {
-                    threshold: threshold + 1,
-                    nodes: nodes.to_vec(),
-                    approvals: Vec::new(),
-                },
-            )
-            .await
-            .with_context(|| format!("reshare {i} failed"))?;
-        times.push(started.elapsed());
+        let request = ReshareRequest {
+            threshold: threshold + 1,
+            nodes: nodes.to_vec(),
+            approvals: Vec::new(),
+        };
+        let reshared = timed
+            .time(processes, async {
+                client
+                    .reshare(&key.key_id, &request)
+                    .await
+                    .with_context(|| format!("reshare {i} failed"))
+            })
+            .await?;
         if reshared.public_key != key.public_key {
             bail!("reshare {i} changed the public key");
         }
-        let message = format!("after reshare {i}");
-        let signed = client.sign(&key.key_id, message.as_bytes()).await?;
-        let public_key = hex::decode(&key.public_key)?;
-        let signature = hex::decode(&signed.signature)?;
-        permafrost_verifiers::verify(curve, &public_key, message.as_bytes(), &signature)
-            .with_context(|| format!("signature after reshare {i} does not verify"))?;
+        check_signs(client, curve, &key.key_id, &key.public_key).await?;
     }
-    times.sort();
-    Ok(times)
+    Ok(timed)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -238,6 +337,8 @@ struct Processes {
     pids: Vec<(String, u32)>,
     /// Each node's data directory.
     node_dirs: Vec<PathBuf>,
+    /// The kernel's clock ticks per second, the unit of /proc's CPU times.
+    ticks_per_second: f64,
 }
 
 impl Processes {
@@ -245,7 +346,11 @@ impl Processes {
         let mut pids = vec![("coordinator".to_string(), info.coordinator.pid)];
         pids.extend(info.nodes.iter().map(|n| (n.name.clone(), n.pid)));
         let node_dirs = info.nodes.iter().map(|n| dir.join(&n.name)).collect();
-        Processes { pids, node_dirs }
+        Processes {
+            pids,
+            node_dirs,
+            ticks_per_second: ticks_per_second(),
+        }
     }
 
     /// Bytes in the nodes' data directories, summed.
@@ -256,6 +361,14 @@ impl Processes {
     /// utime + stime of every process, in clock ticks, summed.
     fn cpu_ticks(&self) -> Option<u64> {
         self.pids.iter().map(|(_, pid)| cpu_ticks(*pid)).sum()
+    }
+
+    /// utime + stime of every process, summed (`None` where one cannot be read).
+    fn cpu_time(&self) -> Option<Duration> {
+        let ticks = self.cpu_ticks()?;
+        Some(Duration::from_secs_f64(
+            ticks as f64 / self.ticks_per_second,
+        ))
     }
 
     /// VmHWM (peak resident set) of each process, KiB.
@@ -352,7 +465,9 @@ async fn main() -> Result<()> {
         "ratio",
         "disk B/sig"
     );
-    let ticks = ticks_per_second();
+    let ticks = processes
+        .as_ref()
+        .map_or_else(ticks_per_second, |p| p.ticks_per_second);
     let curves = if args.curves.is_empty() {
         Curve::ALL.to_vec()
     } else {
@@ -452,32 +567,48 @@ async fn main() -> Result<()> {
             .collect();
         println!("peak RSS: {}", rss.join(", "));
     }
+    if args.dkgs > 0 {
+        println!();
+        println!(
+            "DKG {} of {nodes}, {} per curve (CPU: all localnet processes, per DKG):",
+            args.threshold, args.dkgs
+        );
+        println!("{}", Timed::HEADER);
+        for curve in curves.iter().copied() {
+            let timed = time_dkgs(
+                &client,
+                processes.as_ref(),
+                curve,
+                args.threshold,
+                args.dkgs,
+            )
+            .await?;
+            println!("{}", timed.row(curve));
+        }
+    }
     if args.reshares > 0 {
         let names: Vec<String> = health.nodes.iter().map(|n| n.name.clone()).collect();
         println!();
         println!(
-            "reshare ({},{}) -> ({},{}), {} per curve:",
+            "reshare ({},{}) -> ({},{}), {} per curve (CPU: all localnet processes, per reshare):",
             args.threshold,
             nodes - 1,
             args.threshold + 1,
             nodes,
             args.reshares
         );
-        println!(
-            "{:<13} {:>10} {:>10} {:>10}",
-            "curve", "p50 ms", "min ms", "max ms"
-        );
+        println!("{}", Timed::HEADER);
         for curve in curves.iter().copied() {
-            let times =
-                time_reshares(&client, curve, &names, args.threshold, args.reshares).await?;
-            let ms = |d: Duration| d.as_secs_f64() * 1e3;
-            println!(
-                "{:<13} {:>10.1} {:>10.1} {:>10.1}",
-                curve.as_str(),
-                ms(percentile(&times, 50.0)),
-                ms(*times.first().unwrap_or(&Duration::ZERO)),
-                ms(*times.last().unwrap_or(&Duration::ZERO))
-            );
+            let timed = time_reshares(
+                &client,
+                processes.as_ref(),
+                curve,
+                &names,
+                args.threshold,
+                args.reshares,
+            )
+            .await?;
+            println!("{}", timed.row(curve));
         }
     }
     Ok(())

@@ -143,6 +143,62 @@ fn dkg_crash_after_the_pending_share<S: Suite>() {
     );
 }
 
+/// What `node` keeps of the operator approval of `session` after a crash: whether its audit
+/// entry (of `kind`) survived, and whether the request ids it remembers grew from `before`.
+fn approval_survived<S: Suite>(
+    net: &Network<S>,
+    node: &NodeId,
+    session: SessionId,
+    kind: AuditKind,
+    before: usize,
+) -> (bool, bool) {
+    let store = net.node(node).unwrap().store().unwrap();
+    let audited = store.audit_entries().any(|(e, _)| {
+        e.kind == kind
+            && e.detail.contains(&session.to_string())
+            && e.detail.contains("approved by operator")
+    });
+    (audited, remembered_requests(net, node) > before)
+}
+
+/// The session `node` reported approved since `mark`.
+fn approved_session<S: Suite>(net: &Network<S>, mark: usize, node: &NodeId) -> SessionId {
+    net.notices[mark..]
+        .iter()
+        .find_map(|(n, notice)| match notice {
+            NodeNotice::LifecycleApproved { session, .. } if n == node => Some(*session),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{node} approved nothing"))
+}
+
+/// A DKG open's approval is written lazily and made durable by the session's own record (one
+/// sync): a crash right after the approval, before the round-1 package leaves, keeps the
+/// approval's request id, its audit entry and the concluded session, so the node never joins
+/// that session again and the DKG fails naming it.
+fn a_dkg_approval_is_durable_with_its_session<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(150, 3);
+    let victim = nodes[1].clone();
+    let before = remembered_requests(&net, &victim);
+    let (mark, sent) = (net.notices.len(), Sent::watch(&mut net));
+    net.crash_on(&victim, |n| {
+        matches!(n, NodeNotice::LifecycleApproved { .. })
+    });
+    let error = net
+        .run_dkg(&coordinator, &key_id("key-1"), 2, &nodes)
+        .unwrap_err();
+    assert!(error.culprits().contains(&victim), "{error}");
+    assert_eq!(sent.count(&victim, MessageKind::DkgRound1), 0);
+    let session = approved_session(&net, mark, &victim);
+    assert_eq!(
+        approval_survived(&net, &victim, session, AuditKind::Dkg, before),
+        (true, true),
+        "the approval did not survive the crash"
+    );
+    let store = net.node(&victim).unwrap().store().unwrap();
+    assert!(permafrost_engine::node::NodeStore::session_concluded(store, &session).unwrap());
+}
+
 /// A crash right after the share is activated: the restarted node starts its signer from the
 /// store and signs.
 fn dkg_crash_after_activation<S: Suite>() {
@@ -775,6 +831,34 @@ fn failed_reshare_writes_release_nothing<S: Suite>() {
     }
 }
 
+/// A reshare open's approval is written lazily and made durable by the reshare's record (one
+/// sync): a crash right after the approval, before anything of the session leaves, keeps the
+/// approval's request id, its audit entry and the record, from which the restarted node
+/// resumes the reshare.
+fn a_reshare_approval_is_durable_with_its_record<S: Suite>() {
+    let (mut net, nodes, coordinator, key, _) = network_with_key::<S>(151, 2, 3);
+    let victim = nodes[2].clone();
+    let before = remembered_requests(&net, &victim);
+    let mark = net.notices.len();
+    net.crash_on(&victim, |n| {
+        matches!(n, NodeNotice::LifecycleApproved { .. })
+    });
+    let p = reshare_proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
+    let session = net.start_reshare(&coordinator, p).unwrap();
+    net.run_until(Duration::from_secs(1), |n| {
+        n.notices[mark..].iter().any(|(node, notice)| {
+            node == &victim && matches!(notice, NodeNotice::LifecycleApproved { .. })
+        })
+    });
+    assert_eq!(approved_session(&net, mark, &victim), session);
+    assert_eq!(
+        approval_survived(&net, &victim, session, AuditKind::Reshare, before),
+        (true, true),
+        "the approval did not survive the crash"
+    );
+    assert!(net.node(&victim).unwrap().has_reshare_record(&session));
+}
+
 /// A reshare whose record is on disk but whose session is gone (its "dealt" write failed, so
 /// the session was dropped): an open of that session again is refused, so the node never deals
 /// twice in one session.
@@ -931,6 +1015,7 @@ per_suite!(
     a_probe_is_taken_from_a_coordinator_only,
     dkg_crash_after_the_pending_share,
     dkg_crash_after_activation,
+    a_dkg_approval_is_durable_with_its_session,
     dkg_failed_pending_write_releases_nothing,
     dkg_failed_activation_is_named,
     dkg_opens_only_from_a_coordinator_for_a_new_key,
@@ -943,6 +1028,7 @@ per_suite!(
     failed_batch_write_releases_no_share,
     a_failed_batch_keeps_its_admissions_for_the_next,
     a_second_unconcluded_reshare_is_refused,
+    a_reshare_approval_is_durable_with_its_record,
     a_recorded_reshare_is_not_joined_twice,
     failed_reshare_writes_release_nothing,
     failed_reshare_conclusion_keeps_both_epochs,

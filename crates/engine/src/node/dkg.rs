@@ -50,13 +50,22 @@ impl<St: NodeStore> NodeCore<St> {
             now,
             rng,
         )?;
-        self.approve_lifecycle(&coordinator_id, session, &action, &approvals, now)?;
-        // Remembered before the first message leaves: once this node stops taking part (the
-        // DKG ends, a write fails, the node restarts) an open replayed for it is refused, so it
-        // never sends two different round-1 packages under one session id.
-        self.store
-            .conclude_session(&session)
-            .map_err(|e| ProtocolError::Frost(format!("cannot record the DKG session: {e}")))?;
+        // The session is remembered, in the write that makes the approval durable, before the
+        // first message leaves: once this node stops taking part (the DKG ends, a write fails,
+        // the node restarts) an open replayed for it is refused, so it never sends two
+        // different round-1 packages under one session id.
+        self.approve_lifecycle(
+            &coordinator_id,
+            session,
+            &action,
+            &approvals,
+            now,
+            |store| {
+                store.conclude_session(&session).map_err(|e| {
+                    ProtocolError::Frost(format!("cannot record the DKG session: {e}"))
+                })
+            },
+        )?;
         self.dkg_keys.insert(session, key_id);
         self.drive(|sessions, handler| sessions.insert(route, participant, handler));
         // An abort that overtook this open ends the DKG now.

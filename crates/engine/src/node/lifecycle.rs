@@ -1,6 +1,8 @@
 //! Admission of a key's life-cycle actions: a DKG or reshare open is joined only within this
 //! node's floors and on a valid approval from an operator key it lists; the approval's request
-//! id and the audit entry are durable (one step) before anything of the session happens.
+//! id and its audit entry are written, then the session's own record (a DKG's concluded
+//! session, a reshare's record) makes them durable with it in one synced write, before
+//! anything of the session happens.
 
 use std::time::Duration;
 
@@ -17,7 +19,9 @@ use crate::any;
 
 impl<St: NodeStore> NodeCore<St> {
     /// Decides on joining `session`, which asks for `action`, carried with `approvals` by
-    /// `coordinator`. An admission is durable before this returns `Ok`; a refusal is audited.
+    /// `coordinator`. On an approval, writes its admission, then runs `record_session`, the
+    /// session's own durable write, which makes the admission durable with it: when this returns
+    /// `Ok`, both are on disk (one sync, not two). A refusal is audited.
     pub(super) fn approve_lifecycle(
         &mut self,
         coordinator: &NodeId,
@@ -25,23 +29,38 @@ impl<St: NodeStore> NodeCore<St> {
         action: &LifecycleAction,
         approvals: &[OperatorApproval],
         now: Timestamp,
+        record_session: impl FnOnce(&mut St) -> Result<(), ProtocolError>,
     ) -> Result<(), ProtocolError> {
         let decision = self
             .operators
             .check(session, action, approvals, now)
-            .and_then(|approved| self.persist_approval(coordinator, action, &approved, now));
-        if let Err(refusal) = &decision {
-            self.refuse_lifecycle(coordinator, session, action, refusal.clone(), now);
-        }
-        decision.map_err(ProtocolError::from)
+            .and_then(|approved| {
+                self.admit_approval(coordinator, action, &approved, now)?;
+                Ok(approved.operator.to_string())
+            });
+        let operator = match decision {
+            Ok(operator) => operator,
+            Err(refusal) => {
+                self.refuse_lifecycle(coordinator, session, action, refusal.clone(), now);
+                return Err(refusal.into());
+            }
+        };
+        record_session(&mut self.store)?;
+        self.notice(NodeNotice::LifecycleApproved {
+            key_id: action.key_id.clone(),
+            session,
+            operator,
+        });
+        Ok(())
     }
 
     /// Decides on joining the scheduled refresh `proposal` in `session`, carried by
     /// `coordinator` with the approvals of a standing rotation policy of every `every_secs`
     /// seconds: a refresh that keeps the committee and threshold, approved by an operator key
     /// this node lists, and at least half an interval after the last scheduled refresh of the
-    /// key this node joined. The audit entry is durable before this returns `Ok`; a refusal is
-    /// audited.
+    /// key this node joined. The audit entry is written, then `record_session` (the session's
+    /// durable write) makes it durable with it before this returns `Ok`; a refusal is audited.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn approve_rotation(
         &mut self,
         coordinator: &NodeId,
@@ -50,6 +69,7 @@ impl<St: NodeStore> NodeCore<St> {
         every_secs: u64,
         approvals: &[OperatorApproval],
         now: Timestamp,
+        record_session: impl FnOnce(&mut St) -> Result<(), ProtocolError>,
     ) -> Result<(), ProtocolError> {
         let (group_key, old_threshold) =
             any::package_facts(proposal.curve, &proposal.old_public_key_package)?;
@@ -69,21 +89,29 @@ impl<St: NodeStore> NodeCore<St> {
                         )));
                     }
                 }
-                self.persist_rotation(coordinator, session, &action, operator, approved_at, now)
+                self.write_rotation_approval(coordinator, session, &action, operator, approved_at, now)?;
+                Ok(operator)
             });
-        match decision {
-            Ok(()) => {
-                self.rotations.insert(proposal.key_id.clone(), now);
-                Ok(())
-            }
+        let operator = match decision {
+            Ok(operator) => operator,
             Err(refusal) => {
                 self.refuse_lifecycle(coordinator, session, &action, refusal.clone(), now);
-                Err(refusal.into())
+                return Err(refusal.into());
             }
-        }
+        };
+        record_session(&mut self.store)?;
+        self.rotations.insert(proposal.key_id.clone(), now);
+        self.notice(NodeNotice::LifecycleApproved {
+            key_id: action.key_id.clone(),
+            session,
+            operator: operator.to_string(),
+        });
+        Ok(())
     }
 
-    fn persist_rotation(
+    /// Writes the audit entry of a scheduled refresh's approval, not synced: durable with the
+    /// session's record.
+    fn write_rotation_approval(
         &mut self,
         coordinator: &NodeId,
         session: SessionId,
@@ -109,16 +137,9 @@ impl<St: NodeStore> NodeCore<St> {
                 committee.join(", ")
             ),
         );
-        // Durable before the node deals anything of the session.
-        match self.store.append_audit(&entry, AuditDurability::Durable) {
-            Ok(()) => {
-                self.notice(NodeNotice::LifecycleApproved {
-                    key_id: action.key_id.clone(),
-                    session,
-                    operator: operator.to_string(),
-                });
-                Ok(())
-            }
+        // Durable with the session's record, before the node deals anything of the session.
+        match self.store.append_audit(&entry, AuditDurability::Lazy) {
+            Ok(()) => Ok(()),
             Err(error) => {
                 let refusal = Refusal::Limit(format!("cannot record the approval: {error}"));
                 self.notice(NodeNotice::StoreFailed {
@@ -166,7 +187,9 @@ impl<St: NodeStore> NodeCore<St> {
         });
     }
 
-    fn persist_approval(
+    /// Writes an approval's admission (its request id, held by the gate from now on, and its
+    /// audit entry), not synced: durable with the session's record.
+    fn admit_approval(
         &mut self,
         coordinator: &NodeId,
         action: &LifecycleAction,
@@ -202,23 +225,16 @@ impl<St: NodeStore> NodeCore<St> {
                 committee.join(", ")
             ),
         );
-        // Durable before the node deals or stores anything of the session (an approval is
-        // rare: no group commit here).
+        // Durable with the session's record, before the node deals or stores anything of the
+        // session.
         let admitted = self.store.admit_client_request(&row, &entry, now.0);
         if admitted.is_ok() {
             // Written (if not yet synced): the gate holds the id from now on, as the store
-            // does, also if the sync fails and the open is refused.
+            // does, also if the session's record fails and the open is refused.
             self.operators.record(approved, now);
         }
-        match admitted.and_then(|()| self.store.sync()) {
-            Ok(()) => {
-                self.notice(NodeNotice::LifecycleApproved {
-                    key_id: action.key_id.clone(),
-                    session: approved.session,
-                    operator: approved.operator.to_string(),
-                });
-                Ok(())
-            }
+        match admitted {
+            Ok(()) => Ok(()),
             Err(StoreError::Keystore(KeystoreError::Conflict(why))) => {
                 Err(Refusal::NotApproved(why))
             }

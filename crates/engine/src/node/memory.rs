@@ -162,6 +162,14 @@ impl MemoryNodeStore {
         Ok(())
     }
 
+    /// A write that is synced before it returns, as the keystore's are: it makes every lazy
+    /// write before it durable too (redb commits in order).
+    fn durable_write(&mut self, operation: &'static str) -> Result<(), StoreError> {
+        self.write(operation)?;
+        self.make_durable();
+        Ok(())
+    }
+
     fn push_audit(&mut self, entry: &AuditEntry, durable: bool) {
         if durable {
             self.make_durable();
@@ -192,7 +200,7 @@ impl NodeStore for MemoryNodeStore {
     }
 
     fn put_pending(&mut self, share: &StoredShare) -> Result<(), StoreError> {
-        self.write("put_pending")?;
+        self.durable_write("put_pending")?;
         self.shares.insert(
             (share.key_id.clone(), share.epoch),
             (ShareState::Pending, share.clone()),
@@ -233,14 +241,14 @@ impl NodeStore for MemoryNodeStore {
             .get(&slot)
             .is_some_and(|(state, _)| *state == ShareState::Pending)
         {
-            self.write("delete_pending")?;
+            self.durable_write("delete_pending")?;
             self.shares.remove(&slot);
         }
         Ok(())
     }
 
     fn put_reshare(&mut self, record: &ReshareRecord) -> Result<(), StoreError> {
-        self.write("put_reshare")?;
+        self.durable_write("put_reshare")?;
         self.reshares.insert(record.open.session, record.clone());
         Ok(())
     }
@@ -312,7 +320,7 @@ impl NodeStore for MemoryNodeStore {
     }
 
     fn conclude_session(&mut self, session: &SessionId) -> Result<(), StoreError> {
-        self.write("conclude_session")?;
+        self.durable_write("conclude_session")?;
         self.concluded.insert(*session);
         Ok(())
     }

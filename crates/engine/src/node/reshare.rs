@@ -174,6 +174,18 @@ impl<St: NodeStore> NodeCore<St> {
             crate::deadlines::RESHARE,
             rng,
         )?;
+        let record = ReshareRecord {
+            coordinator: coordinator.clone(),
+            dealt: false,
+            open: open.clone(),
+        };
+        // Persisted before anything of the session happens, in the write that makes the
+        // approval durable.
+        let record_session = |store: &mut St| {
+            store
+                .put_reshare(&record)
+                .map_err(|e| ProtocolError::Frost(format!("cannot record the reshare: {e}")))
+        };
         match open.rotation {
             None => self.approve_lifecycle(
                 &coordinator,
@@ -181,20 +193,18 @@ impl<St: NodeStore> NodeCore<St> {
                 &lifecycle::reshare_action(p),
                 &open.approvals,
                 now,
+                record_session,
             )?,
-            Some(every_secs) => {
-                self.approve_rotation(&coordinator, session, p, every_secs, &open.approvals, now)?
-            }
+            Some(every_secs) => self.approve_rotation(
+                &coordinator,
+                session,
+                p,
+                every_secs,
+                &open.approvals,
+                now,
+                record_session,
+            )?,
         }
-        let record = ReshareRecord {
-            coordinator,
-            dealt: false,
-            open,
-        };
-        // Persist before anything of the session happens.
-        self.store
-            .put_reshare(&record)
-            .map_err(|e| ProtocolError::Frost(format!("cannot record the reshare: {e}")))?;
         self.notice(NodeNotice::ReshareJoined {
             key_id: record.key_id().clone(),
             epoch: record.epoch(),
