@@ -61,22 +61,24 @@ struct Store {
     store: KeyStore,
     next: u64,
     start_ms: u64,
+    step_ms: u64,
 }
 
 impl Store {
-    fn open(dir: &Path) -> Result<Store, KeystoreError> {
+    fn open(dir: &Path, step_ms: u64) -> Result<Store, KeystoreError> {
         let store =
             KeyStore::open_with_params(dir, b"history", KdfParams::FAST_INSECURE_FOR_TESTS)?;
         Ok(Store {
             store,
             next: 0,
             start_ms: 1_800_000_000_000,
+            step_ms,
         })
     }
 
     /// Writes the next signature's batch, durable.
     fn write_next(&mut self) -> Result<(), KeystoreError> {
-        let now_ms = self.start_ms + self.next * 5 / 2;
+        let now_ms = self.start_ms + self.next * self.step_ms;
         let (row, admitted, share) = batch(self.next, now_ms);
         self.store
             .write_batch(&[(row, admitted)], &[share], true, now_ms)?;
@@ -122,12 +124,12 @@ fn dir_bytes(dir: &Path) -> u64 {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize, default: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
-    let (fill, per_round, rounds) = (arg(1, 100_000), arg(2, 2000), arg(3, 5));
-    let base = args.get(4).map_or("/tmp", String::as_str);
+    let (fill, per_round, rounds, step_ms) = (arg(1, 100_000), arg(2, 2000), arg(3, 6), arg(4, 10));
+    let base = args.get(5).map_or("/tmp", String::as_str);
     let dir = tempfile::Builder::new()
         .prefix("keystore-history-")
         .tempdir_in(base)?;
-    let mut used = Store::open(&dir.path().join("used"))?;
+    let mut used = Store::open(&dir.path().join("used"), step_ms)?;
     let started = Instant::now();
     for _ in 0..fill {
         used.write_next()?;
@@ -137,7 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         started.elapsed().as_secs_f64(),
         dir_bytes(&dir.path().join("used")) as f64 / 1e6
     );
-    let mut fresh = Store::open(&dir.path().join("fresh"))?;
+    let mut fresh = Store::open(&dir.path().join("fresh"), step_ms)?;
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     for round in 1..=rounds {
         let (fw, fc) = time(&mut fresh, per_round)?;

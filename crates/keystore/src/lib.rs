@@ -157,5 +157,5 @@ pub use format::MAX_AUDIT_PATH_DEPTH;
 pub use record::{AuditClient, AuditEntry, AuditKind, ShareMeta, ShareRecord, ShareState};
 pub use store::{
     ClientRequestRow, KeyStore, ReshareConclusion, ReshareRow, TableUsage, DATABASE_FILE_NAME,
-    LAZY_FLUSH_EVERY,
+    LAZY_FLUSH_EVERY, PRUNE_SLACK_MS,
 };

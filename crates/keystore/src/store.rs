@@ -64,8 +64,16 @@ const CONCLUDED: TableDefinition<&[u8], ()> = TableDefinition::new("concluded_se
 const CERTIFICATES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("session_certificates");
 /// How far around a bad audit row [`KeyStore::verify_audit`] looks for where it belongs.
 const REORDER_WINDOW: u64 = 8;
-/// Most expired client requests forgotten per admission (amortised pruning).
-const PRUNE_PER_WRITE: usize = 16;
+/// Expired client requests are forgotten in passes, once the oldest has been expired this
+/// long: a pass rewrites the table's left edge once for many rows, where forgetting each row
+/// as it expires rewrote it (reading its cold pages back from the file) at every admission,
+/// about a quarter of a long-running node's keystore CPU. The ids stay refused meanwhile: the
+/// node's gates look them up in memory, and after a restart `client_requests` lists only the
+/// ones not expired.
+pub const PRUNE_SLACK_MS: u64 = 5_000;
+/// Most expired client requests one pass forgets (a longer backlog goes on at the next
+/// admissions, whose oldest row is still late).
+const PRUNE_PER_PASS: usize = 256;
 /// Every this many [`KeyStore::append_audit_lazily`] calls, one is durable (redb frees pages
 /// only on durable commits, so non-durable ones alone would grow the file).
 pub const LAZY_FLUSH_EVERY: u64 = 64;
@@ -1350,7 +1358,8 @@ fn conclude_in(
     Ok(())
 }
 
-/// Remembers an admitted request (forgetting a few expired ones first) and appends its audit
+/// Remembers an admitted request (forgetting expired ones first, in a pass, once the oldest is
+/// [`PRUNE_SLACK_MS`] late) and appends its audit
 /// entry, in `txn`. Whether the id was admitted before is the caller's question (the node's
 /// gates); the same row twice is one row. The one check made here costs no lookup: the row's
 /// key already present with another session (redb's insert returns what it replaces) is the
@@ -1366,25 +1375,27 @@ fn admit_in(
     let mut admitted = txn
         .open_table(ADMITTED_REQUESTS)
         .map_err(|e| storage(dir, "opening the admitted requests table", e))?;
-    for _ in 0..PRUNE_PER_WRITE {
-        let first = admitted
-            .first()
-            .map_err(|e| storage(dir, "listing admitted requests", e))?;
-        let expiry = first.map(|(key, _)| ClientRequestRow::expiry_of(key.value()));
-        let expired = match expiry {
-            None => false,
-            Some(expiry) => {
-                expiry
-                    .ok_or_else(|| corrupt(dir, "an admitted request row does not decode".into()))?
-                    < now_unix_ms
-            }
-        };
-        if !expired {
-            break;
-        }
+    // The expiry of the oldest row, if any.
+    let oldest = |admitted: &redb::Table<&[u8], &[u8]>| -> Result<Option<u64>, KeystoreError> {
         admitted
-            .pop_first()
-            .map_err(|e| storage(dir, "forgetting an admitted request", e))?;
+            .first()
+            .map_err(|e| storage(dir, "listing admitted requests", e))?
+            .map(|(key, _)| {
+                ClientRequestRow::expiry_of(key.value())
+                    .ok_or_else(|| corrupt(dir, "an admitted request row does not decode".into()))
+            })
+            .transpose()
+    };
+    if oldest(&admitted)?.is_some_and(|expiry| expiry.saturating_add(PRUNE_SLACK_MS) <= now_unix_ms)
+    {
+        for _ in 0..PRUNE_PER_PASS {
+            if oldest(&admitted)?.is_none_or(|expiry| expiry >= now_unix_ms) {
+                break;
+            }
+            admitted
+                .pop_first()
+                .map_err(|e| storage(dir, "forgetting an admitted request", e))?;
+        }
     }
     let replaced = admitted
         .insert(request.key().as_slice(), request.session.as_slice())

@@ -971,7 +971,8 @@ fn admitted_requests_survive_reopen_in_expiry_order_and_expire() {
         store.client_requests(3_001).unwrap(),
         vec![row(2, 3, 5_000)]
     );
-    // A later admission forgets the expired ones (the row expiring at 1,000, at time 2,000).
+    // Expired rows are forgotten in a pass, once the oldest has been expired PRUNE_SLACK_MS:
+    // at time 2,000 the row expiring at 1,000 is kept (listed at time 0, not at 2,000)...
     store
         .admit_client_request(&row(3, 4, 9_000), &client_entry("c"), 2_000)
         .unwrap();
@@ -985,11 +986,23 @@ fn admitted_requests_survive_reopen_in_expiry_order_and_expire() {
     assert_eq!(
         store.client_requests(0).unwrap(),
         vec![
+            row(1, 1, 1_000),
             row(9, 9, 3_000),
             row(2, 3, 5_000),
             row(1, 5, 9_000),
             row(3, 4, 9_000)
         ]
+    );
+    assert_eq!(store.client_requests(2_000).unwrap().len(), 4);
+    // ... and once it is that late, one admission forgets every row expired by then.
+    let late = 1_000 + permafrost_keystore::PRUNE_SLACK_MS;
+    assert!(late > 5_000 && late < 9_000, "the rows below assume it");
+    store
+        .admit_client_request(&row(4, 6, 20_000), &client_entry("d"), late)
+        .unwrap();
+    assert_eq!(
+        store.client_requests(0).unwrap(),
+        vec![row(1, 5, 9_000), row(3, 4, 9_000), row(4, 6, 20_000)]
     );
     // Refusals are audited without a sync each, are readable at once, and are on disk after
     // the next durable write.
