@@ -465,9 +465,6 @@ async fn main() -> Result<()> {
         "ratio",
         "disk B/sig"
     );
-    let ticks = processes
-        .as_ref()
-        .map_or_else(ticks_per_second, |p| p.ticks_per_second);
     let curves = if args.curves.is_empty() {
         Curve::ALL.to_vec()
     } else {
@@ -493,10 +490,10 @@ async fn main() -> Result<()> {
         } else {
             hex::decode(client.derive(&key.key_id, &args.path).await?.public_key)?
         };
-        let cpu_before = processes.as_ref().and_then(Processes::cpu_ticks);
+        let cpu_before = processes.as_ref().and_then(Processes::cpu_time);
         let disk_before = processes.as_ref().map(Processes::node_disk_bytes);
         let mut run = sign_all(&client, &key.key_id, &public_key, curve, &args).await?;
-        let cpu_after = processes.as_ref().and_then(Processes::cpu_ticks);
+        let cpu_after = processes.as_ref().and_then(Processes::cpu_time);
         let disk_after = processes.as_ref().map(Processes::node_disk_bytes);
         // The same operations in this process, measured now (the network is idle).
         let frost = permafrost_benches::frost_cost::per_signature(
@@ -510,9 +507,7 @@ async fn main() -> Result<()> {
         let signed = run.latencies.len();
         // CPU of every localnet process over the signing run, per signature made.
         let cpu_ms = match (cpu_before, cpu_after) {
-            (Some(a), Some(b)) if signed > 0 => {
-                Some(b.saturating_sub(a) as f64 / ticks * 1e3 / signed as f64)
-            }
+            (Some(a), Some(b)) if signed > 0 => Some(ms(b.saturating_sub(a)) / signed as f64),
             _ => None,
         };
         let frost_ms = ms(frost);

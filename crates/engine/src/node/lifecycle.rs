@@ -38,6 +38,21 @@ impl<St: NodeStore> NodeCore<St> {
                 self.admit_approval(coordinator, action, &approved, now)?;
                 Ok(approved.operator.to_string())
             });
+        self.settle_approval(coordinator, session, action, decision, now, record_session)
+    }
+
+    /// Ends the decision on joining `session`: a refusal is audited and returned; an approval
+    /// (by `operator`), already written, is made durable by `record_session`, the session's own
+    /// durable write, and only then reported.
+    fn settle_approval(
+        &mut self,
+        coordinator: &NodeId,
+        session: SessionId,
+        action: &LifecycleAction,
+        decision: Result<String, Refusal>,
+        now: Timestamp,
+        record_session: impl FnOnce(&mut St) -> Result<(), ProtocolError>,
+    ) -> Result<(), ProtocolError> {
         let operator = match decision {
             Ok(operator) => operator,
             Err(refusal) => {
@@ -90,22 +105,10 @@ impl<St: NodeStore> NodeCore<St> {
                     }
                 }
                 self.write_rotation_approval(coordinator, session, &action, operator, approved_at, now)?;
-                Ok(operator)
+                Ok(operator.to_string())
             });
-        let operator = match decision {
-            Ok(operator) => operator,
-            Err(refusal) => {
-                self.refuse_lifecycle(coordinator, session, &action, refusal.clone(), now);
-                return Err(refusal.into());
-            }
-        };
-        record_session(&mut self.store)?;
+        self.settle_approval(coordinator, session, &action, decision, now, record_session)?;
         self.rotations.insert(proposal.key_id.clone(), now);
-        self.notice(NodeNotice::LifecycleApproved {
-            key_id: action.key_id.clone(),
-            session,
-            operator: operator.to_string(),
-        });
         Ok(())
     }
 
