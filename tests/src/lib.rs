@@ -14,6 +14,7 @@ use permafrost_runtime::network::{CoordinatorEntry, NetworkFile, NodeEntry};
 use rand_core::{OsRng, RngCore};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 pub use permafrost_api::{CreateKeyRequest, KeyRecord};
 pub use permafrost_wire::Curve;
@@ -53,6 +54,23 @@ pub fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
+/// Sends the log of every node and the coordinator of this process's clusters to the test
+/// harness, which shows it only for a test that fails (with `--nocapture`, always). The level
+/// is INFO, or what `PERMAFROST_TEST_LOG` says (an `EnvFilter` directive, e.g. `debug`). Each
+/// node's lines carry its name.
+pub fn capture_logs() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("PERMAFROST_TEST_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // Another subscriber installed first (by a test of its own) is left in place.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
 /// One node of the cluster: its files and, while running, its task.
 pub struct TestNode {
     pub name: String,
@@ -73,9 +91,13 @@ impl TestNode {
         let config = NodeConfig::load(&self.config_path).expect("node config");
         let (stop, stopped) = oneshot::channel::<()>();
         self.stop = Some(stop);
-        self.task = Some(tokio::spawn(permafrost_node::run(config, async move {
-            let _ = stopped.await;
-        })));
+        let span = tracing::info_span!("node", name = %self.name);
+        self.task = Some(tokio::spawn(
+            permafrost_node::run(config, async move {
+                let _ = stopped.await;
+            })
+            .instrument(span),
+        ));
     }
 
     /// Stops the node and waits for it.
@@ -109,6 +131,7 @@ impl Cluster {
     /// tests' operator key (`operator.key`) in `[operators]`, not the coordinator's gateway
     /// operator key, so a DKG or reshare needs an approval made with `operator.key`.
     pub fn prepare_with(n: usize, trust_gateway_operator: bool) -> Cluster {
+        capture_logs();
         let dir = tempfile::tempdir().expect("tempdir");
         let network_id = format!("test-{}", random_hex(4));
         // The coordinator's gateway client key and a client key for the tests: every node

@@ -12,7 +12,7 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, trace, warn};
+use tracing::{debug, trace, warn, Instrument};
 
 use crate::client::{InboundRequest, Responder};
 use crate::frame::{self, Kind};
@@ -96,7 +96,7 @@ pub(crate) async fn accept(
         tokio::select! {
             next = incoming.next() => match next {
                 Some((peer, stream)) => {
-                    tokio::spawn(serve(peer, stream, Arc::clone(&context)));
+                    tokio::spawn(serve(peer, stream, Arc::clone(&context)).in_current_span());
                 }
                 None => break,
             },
@@ -131,12 +131,7 @@ async fn serve(peer: PeerId, stream: Stream, context: Arc<InboundContext>) {
         return;
     }
     let (answers, to_write) = mpsc::unbounded_channel();
-    tokio::spawn(write_answers(
-        peer,
-        write,
-        to_write,
-        context.max_message_bytes,
-    ));
+    tokio::spawn(write_answers(peer, write, to_write, context.max_message_bytes).in_current_span());
     let slots = Arc::new(Semaphore::new(MAX_UNANSWERED_PER_STREAM));
     let why = loop {
         match read_request(peer, &mut read, &context, &answers, &slots).await {

@@ -5,6 +5,7 @@
 use permafrost_net::{Client, InboundRequest};
 use permafrost_protocol::{ProtocolError, Refusal};
 use permafrost_wire::{encode, Message, MessageKind, NodeId, SessionId};
+use tracing::Instrument;
 
 use crate::identity::peer_id;
 
@@ -87,46 +88,51 @@ impl Sender<'_> {
         };
         let client = self.client.clone();
         let report = self.undelivered.cloned();
-        Some(tokio::spawn(async move {
-            match client.request(peer, frame).await {
-                Ok(answer) if answer.is_empty() => {}
-                Ok(answer) => {
-                    let refusal = String::from_utf8_lossy(&answer).into_owned();
-                    if signing(what.0) {
-                        // Late commitments and shares of a signature already made are refused
-                        // in the normal run of ROAST: not worth a line per signature.
-                        tracing::debug!(%peer, kind, %refusal, "message refused by peer");
-                    } else {
-                        tracing::info!(%peer, kind, %refusal, "message refused by peer");
+        // The delivery logs in the span of whoever sent it (a node's name, a session).
+        Some(tokio::spawn(
+            async move {
+                match client.request(peer, frame).await {
+                    Ok(answer) if answer.is_empty() => {}
+                    Ok(answer) => {
+                        let refusal = String::from_utf8_lossy(&answer).into_owned();
+                        if signing(what.0) {
+                            // Late commitments and shares of a signature already made are refused
+                            // in the normal run of ROAST: not worth a line per signature.
+                            tracing::debug!(%peer, kind, %refusal, "message refused by peer");
+                        } else {
+                            tracing::info!(%peer, kind, %refusal, "message refused by peer");
+                        }
+                        let open =
+                            matches!(what.0, MessageKind::DkgOpen | MessageKind::ReshareOpen);
+                        if let (Some(tx), true) = (report, open) {
+                            let _ = tx.send(Undelivered {
+                                to,
+                                kind: what.0,
+                                session: what.1,
+                                error: refusal,
+                                refused: true,
+                            });
+                        }
                     }
-                    let open = matches!(what.0, MessageKind::DkgOpen | MessageKind::ReshareOpen);
-                    if let (Some(tx), true) = (report, open) {
-                        let _ = tx.send(Undelivered {
-                            to,
-                            kind: what.0,
-                            session: what.1,
-                            error: refusal,
-                            refused: true,
-                        });
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(%peer, kind, error = %e, "message not delivered");
-                    // Only a failed dial proves the message never arrived; a timed-out request
-                    // may have been taken.
-                    let unreachable = matches!(e, permafrost_net::NetError::Unreachable { .. });
-                    if let (Some(tx), true) = (report, unreachable) {
-                        let _ = tx.send(Undelivered {
-                            to,
-                            kind: what.0,
-                            session: what.1,
-                            error: e.to_string(),
-                            refused: false,
-                        });
+                    Err(e) => {
+                        tracing::warn!(%peer, kind, error = %e, "message not delivered");
+                        // Only a failed dial proves the message never arrived; a timed-out request
+                        // may have been taken.
+                        let unreachable = matches!(e, permafrost_net::NetError::Unreachable { .. });
+                        if let (Some(tx), true) = (report, unreachable) {
+                            let _ = tx.send(Undelivered {
+                                to,
+                                kind: what.0,
+                                session: what.1,
+                                error: e.to_string(),
+                                refused: false,
+                            });
+                        }
                     }
                 }
             }
-        }))
+            .in_current_span(),
+        ))
     }
 }
 
