@@ -10,12 +10,13 @@ use futures::stream::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::Transport as _;
 use libp2p::{
     allow_block_list, connection_limits, identify, noise, ping, tcp, yamux, Multiaddr, PeerId,
     Swarm, SwarmBuilder,
 };
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, info, trace, warn};
+use tracing::{debug, info, trace, warn, Instrument};
 
 use crate::addresses::StaticAddresses;
 use crate::client::{Command, InboundRequest};
@@ -23,6 +24,7 @@ use crate::frame::PROTOCOL;
 use crate::inbound::{self, InboundContext};
 use crate::outbound::{LinkContext, Links};
 use crate::rate_limit::PeerRateLimits;
+use crate::transport::FreshPortDials;
 use crate::{Client, NetConfig, NetError};
 
 /// Prefix of the Noise prologue; the network id follows it.
@@ -151,7 +153,7 @@ pub async fn start(
         queue: inbound_tx,
         streams: Mutex::new(HashMap::new()),
     };
-    tokio::spawn(inbound::accept(incoming, Arc::new(inbound_context), stop));
+    tokio::spawn(inbound::accept(incoming, Arc::new(inbound_context), stop).in_current_span());
     let links = Links::new(
         local_peer_id,
         event_loop.peers.keys().copied(),
@@ -163,7 +165,7 @@ pub async fn start(
             commands: command_tx.clone(),
         },
     );
-    tokio::spawn(event_loop.run());
+    tokio::spawn(event_loop.run().in_current_span());
 
     let client = Client {
         local_peer_id,
@@ -223,13 +225,17 @@ fn build_swarm(
 
     let swarm = SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            move |key: &libp2p::identity::Keypair| {
-                noise::Config::new(key).map(|noise| noise.with_prologue(prologue))
-            },
-            yamux::Config::default,
-        )
+        .with_other_transport(|key| {
+            let noise = noise::Config::new(key)?.with_prologue(prologue);
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                FreshPortDials(tcp::tokio::Transport::new(
+                    tcp::Config::default().nodelay(true),
+                ))
+                .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                .authenticate(noise)
+                .multiplex(yamux::Config::default()),
+            )
+        })
         .map_err(|e| NetError::Transport(format!("noise setup failed: {e}")))?
         .with_behaviour(|key| Behaviour {
             allowlist,

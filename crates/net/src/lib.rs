@@ -3,7 +3,7 @@
 //! All libp2p code for Permafrost, and nothing about messages: it moves byte payloads between
 //! configured peers as requests and responses.
 //!
-//! - Transport: TCP, Noise XX (with the prologue `permafrost/v1/<network_id>`, so nodes of two
+//! - Transport: TCP (every dial from a port of its own), Noise XX (with the prologue `permafrost/v1/<network_id>`, so nodes of two
 //!   networks cannot complete a handshake), Yamux.
 //! - Allowlist: only [`NetConfig::peers`] may connect; any other peer is refused when its
 //!   connection is established, before a single request is read. Connection limits cap
@@ -55,6 +55,7 @@ mod frame;
 mod inbound;
 mod outbound;
 mod rate_limit;
+mod transport;
 
 pub use client::{Client, InboundRequest};
 pub use config::{NetConfig, PeerInfo};

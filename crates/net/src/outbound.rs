@@ -26,7 +26,7 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, Stream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
-use tracing::{debug, trace};
+use tracing::{debug, trace, Instrument};
 
 use crate::client::Command;
 use crate::frame::{self, Kind, PROTOCOL};
@@ -40,6 +40,10 @@ fn retry_pause(attempt: u32) -> Duration {
         .finish();
     Duration::from_micros((1_000 + random % 7_000) * u64::from(attempt.min(8)))
 }
+
+/// How long the first request for a stream waits before it is made again (see
+/// [`Link::open_stream`]); each further one waits twice as long as the one before.
+const FIRST_STREAM_ASK: Duration = Duration::from_millis(250);
 
 /// What a request waits for.
 type Reply = oneshot::Sender<Result<Vec<u8>, NetError>>;
@@ -85,11 +89,11 @@ impl Links {
                     next_id: AtomicU64::new(0),
                     waiting: Mutex::new(HashMap::new()),
                 });
-                tokio::spawn(Arc::clone(&link).write_frames(
-                    frames,
-                    control.clone(),
-                    Arc::clone(&context),
-                ));
+                tokio::spawn(
+                    Arc::clone(&link)
+                        .write_frames(frames, control.clone(), Arc::clone(&context))
+                        .in_current_span(),
+                );
                 (peer, (link, queue))
             })
             .collect();
@@ -463,11 +467,11 @@ impl Link {
             last_read_us: AtomicU64::new(0),
         });
         trace!(%peer, generation = state.generation, attempt, "link stream opened");
-        let reader = tokio::spawn(Arc::clone(self).read_answers(
-            read,
-            Arc::clone(&state),
-            context.max_message_bytes,
-        ))
+        let reader = tokio::spawn(
+            Arc::clone(self)
+                .read_answers(read, Arc::clone(&state), context.max_message_bytes)
+                .in_current_span(),
+        )
         .abort_handle();
         Ok(OpenStream {
             write,
@@ -478,6 +482,14 @@ impl Link {
     }
 
     /// Opens one stream, dialing first if needed.
+    ///
+    /// A request for a stream is made again after [`FIRST_STREAM_ASK`], then after twice as
+    /// long each time, until `deadline`: libp2p-stream (0.5.0-alpha) can lose one. When the
+    /// request comes between the swarm giving a newly established connection its handler and
+    /// telling the behaviour the connection is up, the request is parked for a connection "to
+    /// come" and a dial is asked for; the swarm, already connected, does not dial, and nothing
+    /// ever takes the parked request. Asked again, the behaviour finds the connection. An
+    /// abandoned request is harmless: taken later, its stream is dropped unused.
     async fn open_stream(
         &self,
         control: &mut libp2p_stream::Control,
@@ -485,16 +497,31 @@ impl Link {
         deadline: tokio::time::Instant,
     ) -> Result<Stream, NetError> {
         let peer = self.peer;
-        let dial = async {
-            // The stream request registers first; then a dial with the static addresses makes
-            // sure a connection is attempted (a no-op when one is up or being dialed).
-            tokio::task::yield_now().await;
-            let _ = context.commands.try_send(Command::Dial { peer });
+        let mut wait = FIRST_STREAM_ASK;
+        let mut asks: u32 = 0;
+        let opened = loop {
+            asks += 1;
+            let dial = async {
+                // The stream request registers first; then a dial with the static addresses
+                // makes sure a connection is attempted (a no-op when one is up or being
+                // dialed).
+                tokio::task::yield_now().await;
+                let _ = context.commands.try_send(Command::Dial { peer });
+            };
+            let ask_until = deadline.min(tokio::time::Instant::now() + wait);
+            let (opened, ()) = tokio::join!(
+                tokio::time::timeout_at(ask_until, control.open_stream(peer, PROTOCOL)),
+                dial
+            );
+            match opened {
+                Ok(opened) => break Ok(opened),
+                Err(elapsed) if ask_until >= deadline => break Err(elapsed),
+                Err(_) => {
+                    debug!(%peer, asks, "no stream yet; asking for one again");
+                    wait = wait.saturating_mul(2);
+                }
+            }
         };
-        let (opened, ()) = tokio::join!(
-            tokio::time::timeout_at(deadline, control.open_stream(peer, PROTOCOL)),
-            dial
-        );
         match opened {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(protocol))) => {

@@ -1326,3 +1326,31 @@ async fn sixteen_mib_request_is_refused_by_the_default_cap() {
         Ok(b"ok".to_vec())
     );
 }
+
+/// Every dial leaves from a port of its own, never from the listening port: two nodes dialing
+/// each other at the same moment from their listening ports would open one TCP connection from
+/// both ends (a simultaneous open), on which both Noise handshakes fail as initiators.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dials_never_leave_from_the_listening_port() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (sources_tx, sources) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let _ = sources_tx.send(stream.peer_addr().map(|a| a.port()));
+        }
+    });
+    let (silent_key, client_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let mut client_config = config(&client_key, vec![peer(&silent_key, vec![loopback(port)])]);
+    client_config.request_timeout = Duration::from_secs(1);
+    let (client, _inbound, listening) = start_node(client_config).await;
+    let listening_port = socket_addr(&listening).port();
+    let silent_id = silent_key.public().to_peer_id();
+    // The "peer" never completes a handshake: the request fails, the dial is what counts.
+    let _ = within(client.request(silent_id, b"hello".to_vec())).await;
+    let source = sources.recv_timeout(WAIT).unwrap().unwrap();
+    assert_ne!(
+        source, listening_port,
+        "the dial left from the listening port {listening_port}"
+    );
+}
