@@ -2,6 +2,8 @@
 //! sent over `permafrost-net` from tasks of their own ([`Outbox`]), failed dials are reported
 //! back, and inbound requests are answered with the core's verdict ([`answer`]).
 
+use std::time::Duration;
+
 use permafrost_net::{Client, InboundRequest};
 use permafrost_protocol::{ProtocolError, Refusal};
 use permafrost_wire::{encode, Message, MessageKind, NodeId, SessionId};
@@ -53,9 +55,10 @@ impl Outbox {
         &self.client
     }
 
-    /// Sends one message in the background; failures are logged with the peer's name. Returns
-    /// the delivery, which ends once the peer answered or the send failed (`None` if nothing
-    /// could be sent).
+    /// Sends one message in the background; failures are logged with the peer's name, and a
+    /// dealer's share whose delivery failed is sent again (see `REDELIVERY_PAUSES`). Returns
+    /// the delivery, which ends once the peer answered or the (last) send failed (`None` if
+    /// nothing could be sent).
     pub fn send(&self, to: NodeId, message: Message) -> Option<tokio::task::JoinHandle<()>> {
         Sender {
             client: &self.client,
@@ -88,10 +91,28 @@ impl Sender<'_> {
         };
         let client = self.client.clone();
         let report = self.undelivered.cloned();
+        // Kept for a redelivery; it may carry a secret share.
+        let frame = zeroize::Zeroizing::new(frame);
+        let mut pauses: &[Duration] = if redelivered(what.0) {
+            &REDELIVERY_PAUSES
+        } else {
+            &[]
+        };
         // The delivery logs in the span of whoever sent it (a node's name, a session).
         Some(tokio::spawn(
             async move {
-                match client.request(peer, frame).await {
+                let delivery = loop {
+                    let delivery = client.request(peer, frame.to_vec()).await;
+                    match (&delivery, pauses.split_first()) {
+                        (Err(e), Some((pause, rest))) if transient(e) => {
+                            tracing::debug!(%peer, kind, error = %e, ?pause, "message not delivered; sending it again");
+                            tokio::time::sleep(*pause).await;
+                            pauses = rest;
+                        }
+                        _ => break delivery,
+                    }
+                };
+                match delivery {
                     Ok(answer) if answer.is_empty() => {}
                     Ok(answer) => {
                         let refusal = String::from_utf8_lossy(&answer).into_owned();
@@ -151,6 +172,38 @@ pub fn answer(request: InboundRequest, outcome: Result<(), ProtocolError>) {
         }
     };
     request.respond(answer);
+}
+
+/// The pauses before each redelivery of a [`redelivered`] message: 9.3 s in all, well within
+/// a DKG's or a reshare's deadline.
+const REDELIVERY_PAUSES: [Duration; 5] = [
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(1_000),
+    Duration::from_secs(3),
+    Duration::from_secs(5),
+];
+
+/// Whether a message of `kind` whose delivery failed is sent again: a dealer's share, in a DKG
+/// (round 2) or a reshare. No one else can send it for its dealer, its recipient takes the same
+/// share any number of times as once, and without it the recipient stays silent and is the
+/// one named when the session times out. A transient failure (a peer restarting, a connection
+/// being set up) must not lose it.
+fn redelivered(kind: MessageKind) -> bool {
+    matches!(kind, MessageKind::DkgRound2 | MessageKind::ReshareShare)
+}
+
+/// Whether a failed delivery may succeed if tried again (not a message too large for the
+/// network, a peer not configured, or the network shut down).
+fn transient(error: &permafrost_net::NetError) -> bool {
+    use permafrost_net::NetError;
+    matches!(
+        error,
+        NetError::Unreachable { .. }
+            | NetError::Remote { .. }
+            | NetError::Timeout(_)
+            | NetError::Busy { .. }
+    )
 }
 
 /// Whether `kind` belongs to a signature (whose late copies are refused in the normal run).
