@@ -7,25 +7,11 @@ use std::time::Duration;
 use permafrost_net::{start, Keypair, Multiaddr, NetConfig, PeerId, PeerInfo};
 use permafrost_runtime::driver::Outbox;
 use permafrost_runtime::identity::node_id;
+use permafrost_tests::free_port;
 use permafrost_wire::{decode, Message, Probe, ReshareShare, SecretBytes, SessionId};
 
 const NETWORK: &str = "permafrost-redelivery-test";
 const WAIT: Duration = Duration::from_secs(8);
-
-/// A free loopback port below the kernel's ephemeral range (nothing else takes it meanwhile).
-fn free_port() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    for _ in 0..100 {
-        let random = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        let port = 20_000 + u16::try_from(random % 12_000).unwrap();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port found");
-}
 
 fn loopback(port: u16) -> Multiaddr {
     format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()
