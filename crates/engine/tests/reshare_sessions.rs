@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use common::*;
 use frost_core::keys::PublicKeyPackage;
 use frost_core::{round1, round2, SigningPackage};
+use permafrost_engine::deadlines;
 use permafrost_engine::sim::{Fault, Network};
 use permafrost_protocol::wire::{Epoch, KeyId, Message, NodeId};
 use permafrost_protocol::{ProtocolError, Refusal, Suite};
@@ -371,6 +372,44 @@ fn dealer_with_inconsistent_share_is_excluded<S: Suite>() {
     );
 }
 
+/// A dealer whose share never reaches one new member (lost on the way: the dealer itself may
+/// be honest): that member reports at half the session's time without it, the dealer is left
+/// out of H and named, and the reshare completes. Without the member's deadline the session
+/// timed out naming the member, which had done nothing wrong.
+fn dealer_whose_share_never_arrives_is_left_out_and_named<S: Suite>() {
+    let (mut net, nodes, coordinator, key, package) = network_with_key::<S>(58, 2, 4);
+    let dealer = nodes[1].clone();
+    let member = nodes[3].clone();
+    let (d, m) = (dealer.clone(), member.clone());
+    net.set_faults(move |env| match &env.message {
+        Message::ReshareShare(share) if share.from == d && share.to == m => Fault::Drop,
+        _ => Fault::Deliver,
+    });
+    let started = net.now();
+    let proposal = reshare_proposal(&net, &key, &nodes[0], &nodes, 3, &nodes);
+    let new_package = net.run_reshare(&coordinator, proposal).unwrap();
+    let took = Duration::from_millis(net.now().0 - started.0);
+    assert!(
+        took >= deadlines::RESHARE / 2 && took < deadlines::RESHARE,
+        "the member reported at half the session's time, not at its end: {took:?}"
+    );
+    check_outcome(&net, &key, &package, &new_package, &nodes, &nodes, Epoch(1));
+    let excluded = net.events.iter().find_map(|(_, e)| match e {
+        permafrost_protocol::Event::KeyReshared { excluded, .. } => Some(excluded.clone()),
+        _ => None,
+    });
+    assert_eq!(excluded, Some(vec![dealer]));
+    net.clear_faults();
+    sign(
+        &mut net,
+        &coordinator,
+        &key,
+        Epoch(1),
+        &new_package,
+        &nodes[1..],
+    );
+}
+
 /// A dealer that signs two different commitments is caught by the coordinator, named, and the
 /// reshare aborts with the old epoch intact and still signing.
 fn dealer_sending_two_commitments_is_caught<S: Suite>() {
@@ -535,6 +574,7 @@ per_suite!(
     refresh,
     dealer_with_wrong_constant_term_is_excluded,
     dealer_with_inconsistent_share_is_excluded,
+    dealer_whose_share_never_arrives_is_left_out_and_named,
     dealer_sending_two_commitments_is_caught,
     bad_proposals_are_refused,
     unreachable_members,

@@ -279,8 +279,10 @@ impl<S: Suite> ReshareCoordinator<S> {
         for dealer in self.dealings.keys() {
             let accepted_by_all = reports.iter().all(|r| r.accepted.contains(dealer));
             if !accepted_by_all {
-                self.excluded
-                    .insert(dealer.clone(), "a new member rejected its share".into());
+                self.excluded.insert(
+                    dealer.clone(),
+                    "a new member rejected its share, or did not receive it".into(),
+                );
             }
         }
         let commitments = h

@@ -73,6 +73,11 @@ struct Member<S: Suite> {
     shares: BTreeMap<NodeId, ReshareShare>,
     dealings: Option<BTreeMap<NodeId, VerifiableSecretSharingCommitment<S>>>,
     reported: bool,
+    /// From then on the member reports without waiting for the shares still missing: their
+    /// dealers are not accepted, so the coordinator leaves them out and names them, instead of
+    /// naming this member as silent when the session times out. Half the session's time,
+    /// after the coordinator's relay deadline (a third) and a dealer's redeliveries.
+    report_by: Timestamp,
     /// Set once the new share is computed (and handed out as PENDING).
     pending: Option<PendingShare<S>>,
 }
@@ -131,6 +136,7 @@ impl<S: Suite> ResharePeer<S> {
                 shares: BTreeMap::new(),
                 dealings: None,
                 reported: false,
+                report_by: now.after(timeout / 2),
                 pending: None,
             }),
             _ => None,
@@ -198,6 +204,7 @@ impl<S: Suite> ResharePeer<S> {
                     shares: BTreeMap::new(),
                     dealings: None,
                     reported: true,
+                    report_by: now,
                     pending,
                 })
             }
@@ -354,7 +361,12 @@ impl<S: Suite> ResharePeer<S> {
         Ok(())
     }
 
-    fn handle_share(&mut self, from: &NodeId, share: ReshareShare) -> Result<(), ProtocolError> {
+    fn handle_share(
+        &mut self,
+        from: &NodeId,
+        share: ReshareShare,
+        now: Timestamp,
+    ) -> Result<(), ProtocolError> {
         let me = self.me();
         if share.from != *from || share.to != me || !self.checked.dealers.contains(from) {
             return Err(Refusal::SenderMismatch.into());
@@ -380,11 +392,15 @@ impl<S: Suite> ResharePeer<S> {
             return Ok(());
         }
         member.shares.insert(from.clone(), share);
-        self.try_report();
+        self.try_report(now);
         Ok(())
     }
 
-    fn handle_dealing_set(&mut self, set: ReshareDealingSet) -> Result<(), ProtocolError> {
+    fn handle_dealing_set(
+        &mut self,
+        set: ReshareDealingSet,
+        now: Timestamp,
+    ) -> Result<(), ProtocolError> {
         if self.member.as_ref().is_none_or(|m| m.dealings.is_some()) {
             return Err(Refusal::Unexpected(MessageKind::ReshareDealingSet).into());
         }
@@ -425,19 +441,21 @@ impl<S: Suite> ResharePeer<S> {
         if let Some(member) = &mut self.member {
             member.dealings = Some(dealings);
         }
-        self.try_report();
+        self.try_report(now);
         Ok(())
     }
 
-    /// Once the dealing set and a share from each of its dealers are in: check every dealing
-    /// and report the accepted ones.
-    fn try_report(&mut self) {
+    /// Once the dealing set and a share from each of its dealers are in (or, past `report_by`
+    /// at `now`, the shares that came): check every dealing and report the accepted ones. A
+    /// dealer whose share did not come is not accepted.
+    fn try_report(&mut self, now: Timestamp) {
         let p = &self.open.proposal;
         let Some(member) = &self.member else { return };
         let Some(dealings) = &member.dealings else {
             return;
         };
-        if member.reported || dealings.keys().any(|d| !member.shares.contains_key(d)) {
+        let complete = dealings.keys().all(|d| member.shares.contains_key(d));
+        if member.reported || !(complete || now >= member.report_by) {
             return;
         }
         let mut accepted = Vec::new();
@@ -665,8 +683,8 @@ impl<S: Suite> Session<S> for ResharePeer<S> {
         let from_coordinator = *from == self.coordinator;
         let from_member = self.checked.old.contains(from) || self.checked.new.contains(from);
         match message {
-            Message::ReshareShare(m) => self.handle_share(from, m),
-            Message::ReshareDealingSet(m) if from_coordinator => self.handle_dealing_set(m),
+            Message::ReshareShare(m) => self.handle_share(from, m, now),
+            Message::ReshareDealingSet(m) if from_coordinator => self.handle_dealing_set(m, now),
             Message::ReshareDealerSet(m) if from_coordinator => self.handle_dealer_set(m),
             // A certificate proves itself: a member that holds it may hand it over.
             Message::ReshareCommit(m) if from_coordinator || from_member => self.handle_commit(m),
@@ -700,6 +718,9 @@ impl<S: Suite> Session<S> for ResharePeer<S> {
         if let Some(pending) = self.member.as_mut().and_then(|m| m.pending.as_mut()) {
             pending.signer.handle_timeout(now);
         }
+        if !self.finished {
+            self.try_report(now);
+        }
         if self.finished || now < self.deadline {
             return;
         }
@@ -730,7 +751,12 @@ impl<S: Suite> Session<S> for ResharePeer<S> {
     }
 
     fn poll_timeout(&self) -> Option<Timestamp> {
-        (!self.finished).then_some(self.deadline)
+        let report_by = self
+            .member
+            .as_ref()
+            .filter(|m| !m.reported && m.dealings.is_some())
+            .map(|m| m.report_by);
+        (!self.finished).then(|| report_by.map_or(self.deadline, |r| r.min(self.deadline)))
     }
 
     fn is_finished(&self) -> bool {
