@@ -253,6 +253,32 @@ fn refresh<S: Suite>() {
     sign(&mut net, &coordinator, &key, Epoch(2), &again, &nodes[..3]);
 }
 
+/// Runs a reshare of `key` (epoch 0, held by `nodes` under `package`) among `nodes` to
+/// threshold `t_new` under the faults set on `net`: it commits, with `left_out` alone excluded,
+/// and the new epoch signs with `signers` once the faults are cleared.
+#[allow(clippy::too_many_arguments)]
+fn reshare_leaving_out<S: Suite>(
+    net: &mut Network<S>,
+    nodes: &[NodeId],
+    coordinator: &NodeId,
+    key: &KeyId,
+    package: &PublicKeyPackage<S>,
+    t_new: u16,
+    left_out: &NodeId,
+    signers: &[NodeId],
+) {
+    let proposal = reshare_proposal(net, key, &nodes[0], nodes, t_new, nodes);
+    let new_package = net.run_reshare(coordinator, proposal).unwrap();
+    check_outcome(net, key, package, &new_package, nodes, nodes, Epoch(1));
+    let excluded = net.events.iter().find_map(|(_, e)| match e {
+        permafrost_protocol::Event::KeyReshared { excluded, .. } => Some(excluded.clone()),
+        _ => None,
+    });
+    assert_eq!(excluded, Some(vec![left_out.clone()]));
+    net.clear_faults();
+    sign(net, coordinator, key, Epoch(1), &new_package, signers);
+}
+
 /// A dealer whose commitment does not start with its own verifying share (it deals something
 /// else) is named and left out; the others (still at least t) complete the reshare.
 fn dealer_with_wrong_constant_term_is_excluded<S: Suite>() {
@@ -301,21 +327,14 @@ fn dealer_with_wrong_constant_term_is_excluded<S: Suite>() {
         }
         _ => Fault::Deliver,
     });
-    let proposal = reshare_proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
-    let new_package = net.run_reshare(&coordinator, proposal).unwrap();
-    check_outcome(&net, &key, &package, &new_package, &nodes, &nodes, Epoch(1));
-    let excluded = net.events.iter().find_map(|(_, e)| match e {
-        permafrost_protocol::Event::KeyReshared { excluded, .. } => Some(excluded.clone()),
-        _ => None,
-    });
-    assert_eq!(excluded, Some(vec![liar]));
-    net.clear_faults();
-    sign(
+    reshare_leaving_out(
         &mut net,
+        &nodes,
         &coordinator,
         &key,
-        Epoch(1),
-        &new_package,
+        &package,
+        2,
+        &liar,
         &nodes[2..],
     );
 }
@@ -353,21 +372,14 @@ fn dealer_with_inconsistent_share_is_excluded<S: Suite>() {
         }
         _ => Fault::Deliver,
     });
-    let proposal = reshare_proposal(&net, &key, &nodes[0], &nodes, 3, &nodes);
-    let new_package = net.run_reshare(&coordinator, proposal).unwrap();
-    check_outcome(&net, &key, &package, &new_package, &nodes, &nodes, Epoch(1));
-    let excluded = net.events.iter().find_map(|(_, e)| match e {
-        permafrost_protocol::Event::KeyReshared { excluded, .. } => Some(excluded.clone()),
-        _ => None,
-    });
-    assert_eq!(excluded, Some(vec![cheater]));
-    net.clear_faults();
-    sign(
+    reshare_leaving_out(
         &mut net,
+        &nodes,
         &coordinator,
         &key,
-        Epoch(1),
-        &new_package,
+        &package,
+        3,
+        &cheater,
         &nodes[1..],
     );
 }
@@ -386,27 +398,20 @@ fn dealer_whose_share_never_arrives_is_left_out_and_named<S: Suite>() {
         _ => Fault::Deliver,
     });
     let started = net.now();
-    let proposal = reshare_proposal(&net, &key, &nodes[0], &nodes, 3, &nodes);
-    let new_package = net.run_reshare(&coordinator, proposal).unwrap();
+    reshare_leaving_out(
+        &mut net,
+        &nodes,
+        &coordinator,
+        &key,
+        &package,
+        3,
+        &dealer,
+        &nodes[1..],
+    );
     let took = Duration::from_millis(net.now().0 - started.0);
     assert!(
         took >= deadlines::RESHARE / 2 && took < deadlines::RESHARE,
         "the member reported at half the session's time, not at its end: {took:?}"
-    );
-    check_outcome(&net, &key, &package, &new_package, &nodes, &nodes, Epoch(1));
-    let excluded = net.events.iter().find_map(|(_, e)| match e {
-        permafrost_protocol::Event::KeyReshared { excluded, .. } => Some(excluded.clone()),
-        _ => None,
-    });
-    assert_eq!(excluded, Some(vec![dealer]));
-    net.clear_faults();
-    sign(
-        &mut net,
-        &coordinator,
-        &key,
-        Epoch(1),
-        &new_package,
-        &nodes[1..],
     );
 }
 
