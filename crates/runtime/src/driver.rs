@@ -91,23 +91,22 @@ impl Sender<'_> {
         };
         let client = self.client.clone();
         let report = self.undelivered.cloned();
-        // Kept for a redelivery; it may carry a secret share.
-        let frame = zeroize::Zeroizing::new(frame);
-        let mut pauses: &[Duration] = if redelivered(what.0) {
-            &REDELIVERY_PAUSES
-        } else {
-            &[]
-        };
+        // A copy is kept only for a message that may be sent again (it may carry a secret
+        // share); every other message, a signature's among them, is handed over as it is.
+        let kept = redelivered(what.0).then(|| zeroize::Zeroizing::new(frame.clone()));
+        let mut pauses = REDELIVERY_PAUSES.as_slice();
         // The delivery logs in the span of whoever sent it (a node's name, a session).
         Some(tokio::spawn(
             async move {
+                let mut next = frame;
                 let delivery = loop {
-                    let delivery = client.request(peer, frame.to_vec()).await;
-                    match (&delivery, pauses.split_first()) {
-                        (Err(e), Some((pause, rest))) if transient(e) => {
+                    let delivery = client.request(peer, next).await;
+                    match (&delivery, pauses.split_first(), &kept) {
+                        (Err(e), Some((pause, rest)), Some(kept)) if transient(e) => {
                             tracing::debug!(%peer, kind, error = %e, ?pause, "message not delivered; sending it again");
                             tokio::time::sleep(*pause).await;
                             pauses = rest;
+                            next = kept.to_vec();
                         }
                         _ => break delivery,
                     }
