@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use permafrost_engine::deadlines;
-use permafrost_engine::node::NodeNotice;
+use permafrost_engine::node::{NodeNotice, NodeStore, ReshareRecord};
 use permafrost_engine::sim::{Envelope, Fault, Network, SimVerifier};
 use permafrost_keystore::AuditKind;
 use permafrost_protocol::dkg::DkgCoordinator;
@@ -761,20 +761,14 @@ fn a_second_unconcluded_reshare_is_refused<S: Suite>() {
 fn failed_reshare_writes_release_nothing<S: Suite>() {
     // (operation, how many earlier writes of it succeed, the victim's index (5 = the fresh
     // node), the message that must not leave it, the failure named)
-    let sites: [(&str, usize, usize, MessageKind, &str); 3] = [
+    // (A dealer's dealing has no write of its own: its record, the first site, says it deals.)
+    let sites: [(&str, usize, usize, MessageKind, &str); 2] = [
         (
             "put_reshare",
             0,
             0,
             MessageKind::ReshareDealing,
             "cannot record the reshare",
-        ),
-        (
-            "put_reshare",
-            1,
-            0,
-            MessageKind::ReshareDealing,
-            "recording a dealing",
         ),
         (
             "put_pending",
@@ -859,29 +853,87 @@ fn a_reshare_approval_is_durable_with_its_record<S: Suite>() {
     assert!(net.node(&victim).unwrap().has_reshare_record(&session));
 }
 
-/// A reshare whose record is on disk but whose session is gone (its "dealt" write failed, so
-/// the session was dropped): an open of that session again is refused, so the node never deals
-/// twice in one session.
+/// A dealer's open is one synced write before its dealing leaves: the operator approval, the
+/// reshare record and the fact that it deals reach the disk together (the record says it
+/// dealt), where the dealing used to take a synced write of its own.
+fn a_dealer_syncs_once_before_its_dealing_leaves<S: Suite>() {
+    let (mut net, nodes, coordinator, key, _) = network_with_key::<S>(152, 2, 3);
+    let dealer = nodes[0].clone();
+    let syncs = |net: &Network<S>| net.node(&dealer).unwrap().store().unwrap().syncs();
+    let before = syncs(&net);
+    let mark = net.notices.len();
+    let sent = Sent::watch(&mut net);
+    let p = reshare_proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
+    let session = net.start_reshare(&coordinator, p).unwrap();
+    net.run_until(Duration::from_secs(1), |n| {
+        n.notices[mark..]
+            .iter()
+            .any(|(node, notice)| node == &dealer && matches!(notice, NodeNotice::Dealt { .. }))
+    });
+    assert_eq!(sent.count(&dealer, MessageKind::ReshareDealing), 1);
+    assert_eq!(
+        syncs(&net) - before,
+        1,
+        "the dealer synced more than once before its dealing left"
+    );
+    let records = net
+        .node(&dealer)
+        .unwrap()
+        .store()
+        .unwrap()
+        .reshares()
+        .unwrap();
+    let record = records
+        .iter()
+        .find(|(s, _)| *s == session)
+        .map(|(_, r)| r.as_ref().unwrap())
+        .expect("no record of the reshare");
+    assert!(record.dealt, "the record does not say the node dealt");
+    // The reshare completes as before.
+    net.run(Duration::from_secs(5));
+    assert!(!net.node(&dealer).unwrap().has_reshare_record(&session));
+}
+
+/// A reshare whose record is on disk but whose session is gone (a session dropped after its
+/// record was written, or a record kept for an operator): an open of that session is
+/// refused, so the node never deals twice in one session.
 fn a_recorded_reshare_is_not_joined_twice<S: Suite>() {
     let (mut net, nodes, coordinator, key, _) = network_with_key::<S>(131, 2, 3);
     let victim = nodes[0].clone();
-    fail_write(&mut net, &victim, "put_reshare", 1);
     let captured: Rc<RefCell<Option<Message>>> = Rc::default();
     let c = captured.clone();
+    let v = victim.clone();
     let sent = Sent::watch_with(&mut net, move |env| {
         if let Message::ReshareOpen(_) = &env.message {
-            c.borrow_mut().get_or_insert_with(|| env.message.clone());
+            if env.to == v {
+                c.borrow_mut().get_or_insert_with(|| env.message.clone());
+                return Fault::Drop;
+            }
         }
         Fault::Deliver
     });
     let p = reshare_proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
     let session = net.start_reshare(&coordinator, p).unwrap();
     net.run(Duration::from_millis(100));
+    let Some(Message::ReshareOpen(open)) = captured.borrow_mut().take() else {
+        panic!("no open was sent to the node");
+    };
+    // The record as the node's open wrote it; its session is not running.
+    let record = ReshareRecord {
+        coordinator: coordinator.clone(),
+        dealt: true,
+        open: open.clone(),
+    };
+    net.node_mut(&victim)
+        .unwrap()
+        .core_mut()
+        .unwrap()
+        .store_mut()
+        .put_reshare(&record)
+        .unwrap();
     assert!(net.node(&victim).unwrap().has_reshare_record(&session));
-    assert_eq!(sent.count(&victim, MessageKind::ReshareDealing), 0);
-    let open = captured.borrow_mut().take().unwrap();
     let before = net.refused.len();
-    net.inject(&coordinator, &victim, open);
+    net.inject(&coordinator, &victim, Message::ReshareOpen(open));
     net.run(Duration::from_millis(100));
     assert!(net.refused[before..].iter().any(
         |r| r.at == victim && matches!(r.error, ProtocolError::Refused(Refusal::SessionExists))
@@ -1030,6 +1082,7 @@ per_suite!(
     a_second_unconcluded_reshare_is_refused,
     a_reshare_approval_is_durable_with_its_record,
     a_recorded_reshare_is_not_joined_twice,
+    a_dealer_syncs_once_before_its_dealing_leaves,
     failed_reshare_writes_release_nothing,
     failed_reshare_conclusion_keeps_both_epochs,
 );

@@ -131,16 +131,20 @@ impl<St: NodeStore> EventContext<'_, St> {
                 Handled::Continue
             }
             AnyEvent::Dealt { key_id, session } => {
-                // Durable before the dealing leaves: a restart never deals twice.
+                // Durable before the dealing leaves. A dealer's record says so from the open
+                // (one synced write for the approval, the record and the dealing); written
+                // here only for a record that does not.
                 let Some((_, record)) = reshare else {
                     return Handled::Abort;
                 };
-                let record = ReshareRecord {
-                    dealt: true,
-                    ..record
-                };
-                if let Err(e) = self.store.put_reshare(&record) {
-                    return self.failed("recording a dealing", &key_id, e);
+                if !record.dealt {
+                    let record = ReshareRecord {
+                        dealt: true,
+                        ..record
+                    };
+                    if let Err(e) = self.store.put_reshare(&record) {
+                        return self.failed("recording a dealing", &key_id, e);
+                    }
                 }
                 self.notice(NodeNotice::Dealt { key_id, session });
                 Handled::Continue

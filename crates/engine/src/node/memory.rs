@@ -35,6 +35,8 @@ pub struct MemoryNodeStore {
     /// Writes to fail (each changes nothing): the operation, and how many writes of it succeed
     /// first.
     failing_writes: Vec<(&'static str, usize)>,
+    /// Synced writes so far (each a disk sync in the keystore).
+    syncs: usize,
 }
 
 impl MemoryNodeStore {
@@ -62,8 +64,15 @@ impl MemoryNodeStore {
         self.client_requests.retain(|_, (_, durable)| *durable);
     }
 
+    /// How many synced writes (durable writes, syncs, synced batches) this store made: what
+    /// the keystore pays a disk sync for.
+    pub fn syncs(&self) -> usize {
+        self.syncs
+    }
+
     /// Every lazy write so far is durable (a sync or a durable write happened).
     fn make_durable(&mut self) {
+        self.syncs += 1;
         for (_, d) in &mut self.audit {
             *d = true;
         }

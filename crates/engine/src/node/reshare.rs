@@ -18,13 +18,16 @@ use crate::any;
 use crate::sessions::Route;
 
 /// A reshare this node joined and has not concluded, as stored in the keystore's reshare
-/// table: written when the node joins (before it deals), updated when it has dealt, and
-/// deleted in the same transaction that concludes the reshare.
+/// table: written when the node joins (before it deals), and deleted in the same transaction
+/// that concludes the reshare.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReshareRecord {
     /// The coordinator that opened it (asked for the outcome after a restart).
     pub coordinator: NodeId,
-    /// Whether this node dealt (it never deals twice in one session).
+    /// Whether this node deals in the session: a dealer's record says so from its first
+    /// write, at the open, which is durable before the session starts and so before the
+    /// dealing leaves. (A node never deals twice in one session: a session resumed after a
+    /// restart never deals, and a recorded session is never joined again.)
     pub dealt: bool,
     /// The proposal, as received.
     pub open: ReshareOpen,
@@ -176,7 +179,9 @@ impl<St: NodeStore> NodeCore<St> {
         )?;
         let record = ReshareRecord {
             coordinator: coordinator.clone(),
-            dealt: false,
+            // A dealer deals as its session starts, right after this write: recorded here, the
+            // dealing needs no synced write of its own.
+            dealt: p.dealers.contains(&me),
             open: open.clone(),
         };
         // Persisted before anything of the session happens, in the write that makes the
