@@ -20,7 +20,7 @@ pub use audit_command::{run_audit, utc, AuditCommand, AuditOutcome};
 pub use config::{ClientsConfig, NodeConfig, PASSPHRASE_ENV};
 pub use pending_command::{run_pending, PendingCommand};
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,6 +124,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     };
     let coordinators = node_ids(&network.coordinators)?;
     let nodes = node_ids(&network.nodes)?;
+    // Every known peer's PeerId, encoded once: the audit log names the requester of every
+    // signature share.
+    let known_names: BTreeMap<NodeId, String> = coordinators
+        .iter()
+        .chain(&nodes)
+        .filter_map(|node| Some((node.clone(), identity::peer_id(node)?.to_string())))
+        .collect();
     let setup = NodeSetup {
         identity,
         verifier: Arc::new(Libp2pVerifier),
@@ -132,7 +139,12 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         network_id: network.network_id.clone(),
         clients,
         operators,
-        peer_name: |node| identity::peer_id(node).map(|p| p.to_string()),
+        peer_name: Arc::new(move |node: &NodeId| {
+            known_names
+                .get(node)
+                .cloned()
+                .or_else(|| identity::peer_id(node).map(|p| p.to_string()))
+        }),
     };
     let mut net_config = NetConfig::new(keypair, network.network_id.clone());
     net_config.listen = vec![config

@@ -652,7 +652,7 @@ impl<S: Suite> Network<S> {
             network_id: SIM_NETWORK_ID.to_owned(),
             clients: sim_client_policy(),
             operators: sim_operator_policy(),
-            peer_name: |node| Some(node.to_string()),
+            peer_name: Arc::new(|node: &NodeId| Some(node.to_string())),
         };
         // An empty store cannot fail to open.
         let core = NodeCore::open(setup, MemoryNodeStore::new(), self.now).ok();

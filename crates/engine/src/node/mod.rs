@@ -64,9 +64,14 @@ pub struct NodeSetup {
     pub clients: ClientPolicy,
     /// The operator keys whose approval a DKG or reshare needs, and this node's floors.
     pub operators: OperatorPolicy,
-    /// How the audit log names a peer (e.g. its PeerId), if it can.
-    pub peer_name: fn(&NodeId) -> Option<String>,
+    /// How the audit log names a peer (e.g. its PeerId), if it can. Called for every
+    /// signature share's audit entry: a shell that names peers by an encoding computes the
+    /// known ones once ([`PeerName`]).
+    pub peer_name: PeerName,
 }
+
+/// How the audit log names a peer: shared by every clone of a [`NodeSetup`].
+pub type PeerName = Arc<dyn Fn(&NodeId) -> Option<String> + Send + Sync>;
 
 /// The share a running signer signs with, as far as client authorization needs it.
 struct SignerKey {
