@@ -253,6 +253,52 @@ fn refresh<S: Suite>() {
     sign(&mut net, &coordinator, &key, Epoch(2), &again, &nodes[..3]);
 }
 
+/// Every message of a reshare after its open delivered twice (what a redelivery does when the
+/// first copy was taken and its answer lost): each receiver takes the second copy as the
+/// first or refuses it, the reshare commits with no dealer excluded, and the new epoch signs.
+fn every_reshare_message_twice_changes_nothing<S: Suite>() {
+    let (mut net, nodes, coordinator, key, package) = network_with_key::<S>(61, 2, 4);
+    let fresh = net.add_node();
+    let mut new_committee = nodes.clone();
+    new_committee.push(fresh);
+    new_committee.sort();
+    net.set_faults(|env| match env.message {
+        Message::ReshareOpen(_) => Fault::Deliver,
+        Message::ReshareDealing(_)
+        | Message::ReshareShare(_)
+        | Message::ReshareDealingSet(_)
+        | Message::ReshareReport(_)
+        | Message::ReshareDealerSet(_)
+        | Message::ReshareConfirm(_) => Fault::Duplicate,
+        _ => Fault::Deliver,
+    });
+    let proposal = reshare_proposal(&net, &key, &nodes[0], &new_committee, 3, &nodes);
+    let new_package = net.run_reshare(&coordinator, proposal).unwrap();
+    check_outcome(
+        &net,
+        &key,
+        &package,
+        &new_package,
+        &nodes,
+        &new_committee,
+        Epoch(1),
+    );
+    let excluded = net.events.iter().find_map(|(_, e)| match e {
+        permafrost_protocol::Event::KeyReshared { excluded, .. } => Some(excluded.clone()),
+        _ => None,
+    });
+    assert_eq!(excluded, Some(Vec::new()), "a dealer was excluded");
+    net.clear_faults();
+    sign(
+        &mut net,
+        &coordinator,
+        &key,
+        Epoch(1),
+        &new_package,
+        &new_committee[..3],
+    );
+}
+
 /// Runs a reshare of `key` (epoch 0, held by `nodes` under `package`) among `nodes` to
 /// threshold `t_new` under the faults set on `net`: it commits, with `left_out` alone excluded,
 /// and the new epoch signs with `signers` once the faults are cleared.
@@ -580,6 +626,7 @@ per_suite!(
     dealer_with_wrong_constant_term_is_excluded,
     dealer_with_inconsistent_share_is_excluded,
     dealer_whose_share_never_arrives_is_left_out_and_named,
+    every_reshare_message_twice_changes_nothing,
     dealer_sending_two_commitments_is_caught,
     bad_proposals_are_refused,
     unreachable_members,

@@ -56,7 +56,8 @@ impl Outbox {
     }
 
     /// Sends one message in the background; failures are logged with the peer's name, and a
-    /// dealer's share whose delivery failed is sent again (see `REDELIVERY_PAUSES`). Returns
+    /// message of a DKG or reshare whose delivery failed is sent again (see `redelivered` and
+    /// `REDELIVERY_PAUSES`). Returns
     /// the delivery, which ends once the peer answered or the (last) send failed (`None` if
     /// nothing could be sent).
     pub fn send(&self, to: NodeId, message: Message) -> Option<tokio::task::JoinHandle<()>> {
@@ -91,8 +92,8 @@ impl Sender<'_> {
         };
         let client = self.client.clone();
         let report = self.undelivered.cloned();
-        // A copy is kept only for a message that may be sent again (it may carry a secret
-        // share); every other message, a signature's among them, is handed over as it is.
+        // A copy is kept only for a message that may be sent again (zeroized: it may carry a
+        // secret share); every other message, a signature's among them, is handed over as it is.
         let kept = redelivered(what.0).then(|| zeroize::Zeroizing::new(frame.clone()));
         let mut pauses = REDELIVERY_PAUSES.as_slice();
         // The delivery logs in the span of whoever sent it (a node's name, a session).
@@ -183,13 +184,32 @@ const REDELIVERY_PAUSES: [Duration; 5] = [
     Duration::from_secs(5),
 ];
 
-/// Whether a message of `kind` whose delivery failed is sent again: a dealer's share, in a DKG
-/// (round 2) or a reshare. No one else can send it for its dealer, its recipient takes the same
-/// share any number of times as once, and without it the recipient stays silent and is the
-/// one named when the session times out. A transient failure (a peer restarting, a connection
-/// being set up) must not lose it.
+/// Whether a message of `kind` whose delivery failed is sent again: every message of a DKG or
+/// a reshare after its open whose loss would leave an honest party silent, and so the one
+/// named when the session times out. A dealer's share (DKG round 2, `ReshareShare`): no one
+/// else can send it for its dealer. A member's round-1 package, dealing, report or
+/// confirmation to the coordinator, and the coordinator's relays to the members (the round-1
+/// set, the dealing set, the dealer set): without one, the member waits, or the coordinator
+/// waits for it. A transient failure (a peer restarting, a connection being set up) must not
+/// lose any of them. Each receiver takes the same message twice as once, or refuses the second
+/// copy (it has moved on), which changes nothing: a second copy arrives only when the first
+/// was taken and its answer lost. Opens are not sent again (one that does not arrive ends the
+/// session at once, naming the member), nor are certificates (a member that misses one asks
+/// the coordinator for it), nor signing messages (ROAST moves on without the signer).
 fn redelivered(kind: MessageKind) -> bool {
-    matches!(kind, MessageKind::DkgRound2 | MessageKind::ReshareShare)
+    matches!(
+        kind,
+        MessageKind::DkgRound1
+            | MessageKind::DkgRound1Set
+            | MessageKind::DkgRound2
+            | MessageKind::DkgConfirm
+            | MessageKind::ReshareDealing
+            | MessageKind::ReshareShare
+            | MessageKind::ReshareDealingSet
+            | MessageKind::ReshareReport
+            | MessageKind::ReshareDealerSet
+            | MessageKind::ReshareConfirm
+    )
 }
 
 /// Whether a failed delivery may succeed if tried again (not a message too large for the
