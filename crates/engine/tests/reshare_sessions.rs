@@ -272,55 +272,51 @@ fn every_reshare_message_twice_changes_nothing<S: Suite>() {
         | Message::ReshareConfirm(_) => Fault::Duplicate,
         _ => Fault::Deliver,
     });
-    let proposal = reshare_proposal(&net, &key, &nodes[0], &new_committee, 3, &nodes);
-    let new_package = net.run_reshare(&coordinator, proposal).unwrap();
-    check_outcome(
-        &net,
-        &key,
-        &package,
-        &new_package,
+    reshare_leaving_out(
+        &mut net,
         &nodes,
         &new_committee,
-        Epoch(1),
-    );
-    let excluded = net.events.iter().find_map(|(_, e)| match e {
-        permafrost_protocol::Event::KeyReshared { excluded, .. } => Some(excluded.clone()),
-        _ => None,
-    });
-    assert_eq!(excluded, Some(Vec::new()), "a dealer was excluded");
-    net.clear_faults();
-    sign(
-        &mut net,
         &coordinator,
         &key,
-        Epoch(1),
-        &new_package,
+        &package,
+        3,
+        &[],
         &new_committee[..3],
     );
 }
 
-/// Runs a reshare of `key` (epoch 0, held by `nodes` under `package`) among `nodes` to
-/// threshold `t_new` under the faults set on `net`: it commits, with `left_out` alone excluded,
-/// and the new epoch signs with `signers` once the faults are cleared.
+/// Runs a reshare of `key` (epoch 0, held by `nodes` under `package`, all of them dealing) to
+/// `new_committee` with threshold `t_new` under the faults set on `net`: it commits with
+/// exactly `left_out` excluded, and the new epoch signs with `signers` once the faults are
+/// cleared.
 #[allow(clippy::too_many_arguments)]
 fn reshare_leaving_out<S: Suite>(
     net: &mut Network<S>,
     nodes: &[NodeId],
+    new_committee: &[NodeId],
     coordinator: &NodeId,
     key: &KeyId,
     package: &PublicKeyPackage<S>,
     t_new: u16,
-    left_out: &NodeId,
+    left_out: &[NodeId],
     signers: &[NodeId],
 ) {
-    let proposal = reshare_proposal(net, key, &nodes[0], nodes, t_new, nodes);
+    let proposal = reshare_proposal(net, key, &nodes[0], new_committee, t_new, nodes);
     let new_package = net.run_reshare(coordinator, proposal).unwrap();
-    check_outcome(net, key, package, &new_package, nodes, nodes, Epoch(1));
+    check_outcome(
+        net,
+        key,
+        package,
+        &new_package,
+        nodes,
+        new_committee,
+        Epoch(1),
+    );
     let excluded = net.events.iter().find_map(|(_, e)| match e {
         permafrost_protocol::Event::KeyReshared { excluded, .. } => Some(excluded.clone()),
         _ => None,
     });
-    assert_eq!(excluded, Some(vec![left_out.clone()]));
+    assert_eq!(excluded, Some(left_out.to_vec()), "the dealers excluded");
     net.clear_faults();
     sign(net, coordinator, key, Epoch(1), &new_package, signers);
 }
@@ -376,11 +372,12 @@ fn dealer_with_wrong_constant_term_is_excluded<S: Suite>() {
     reshare_leaving_out(
         &mut net,
         &nodes,
+        &nodes,
         &coordinator,
         &key,
         &package,
         2,
-        &liar,
+        std::slice::from_ref(&liar),
         &nodes[2..],
     );
 }
@@ -421,11 +418,12 @@ fn dealer_with_inconsistent_share_is_excluded<S: Suite>() {
     reshare_leaving_out(
         &mut net,
         &nodes,
+        &nodes,
         &coordinator,
         &key,
         &package,
         3,
-        &cheater,
+        std::slice::from_ref(&cheater),
         &nodes[1..],
     );
 }
@@ -447,11 +445,12 @@ fn dealer_whose_share_never_arrives_is_left_out_and_named<S: Suite>() {
     reshare_leaving_out(
         &mut net,
         &nodes,
+        &nodes,
         &coordinator,
         &key,
         &package,
         3,
-        &dealer,
+        std::slice::from_ref(&dealer),
         &nodes[1..],
     );
     let took = Duration::from_millis(net.now().0 - started.0);
