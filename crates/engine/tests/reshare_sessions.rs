@@ -262,8 +262,8 @@ fn every_reshare_message_twice_changes_nothing<S: Suite>() {
     let mut new_committee = nodes.clone();
     new_committee.push(fresh);
     new_committee.sort();
+    // Every kind the outbox sends again (the open is not one of them).
     net.set_faults(|env| match env.message {
-        Message::ReshareOpen(_) => Fault::Deliver,
         Message::ReshareDealing(_)
         | Message::ReshareShare(_)
         | Message::ReshareDealingSet(_)
