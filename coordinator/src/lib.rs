@@ -121,7 +121,7 @@ impl Coordinator {
         }
         let node_names = nodes.clone();
         let setup = permafrost_engine::coordinator::CoordinatorSetup {
-            verifier: Arc::new(identity::Libp2pVerifier),
+            verifier: Arc::new(identity::Libp2pVerifier::default()),
             nodes,
             network_id: network.network_id.clone(),
             gateway_operator,

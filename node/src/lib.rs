@@ -133,7 +133,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         .collect();
     let setup = NodeSetup {
         identity,
-        verifier: Arc::new(Libp2pVerifier),
+        verifier: Arc::new(Libp2pVerifier::default()),
         coordinators,
         nodes,
         network_id: network.network_id.clone(),

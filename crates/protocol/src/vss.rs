@@ -156,10 +156,18 @@ pub fn dkg_part2<S: Suite>(
     Ok((secret2, shares?))
 }
 
-/// frost's `dkg::part3`, with its checks and errors in its order, each received share checked
-/// by [`share_matches`] and the public key package computed by [`dkg_public_key_package`]:
-/// the member's key package and the public key package, after the suite's `post_dkg` hook
+/// frost's `dkg::part3`, with its checks and errors in its order: the member's key package
+/// and the public key package ([`dkg_public_key_package`]), after the suite's `post_dkg` hook
 /// (taproot's tweak).
+///
+/// The received shares are checked together first: their sum with the member's own share,
+/// times the generator, must be the member's verifying share in the public key package, which
+/// is computed in any case (Σᵢ fᵢ(j)·G = Σᵢ Σₖ Cᵢₖ·jᵏ, the summed commitment evaluated at j).
+/// Only when that fails is each share checked by [`share_matches`] (frost's check, naming the
+/// first sender whose share does not match). If the sum holds, the member's signing share is
+/// exactly the one every share matching would give, and its key package is the same: shares
+/// that are each off but cancel out (two senders acting together) harm no one, and are not
+/// named. It saves `n − 1` evaluations of a commitment and multiplications of the generator.
 pub fn dkg_part3<S: Suite>(
     secret: &round2::SecretPackage<S>,
     round1_packages: &BTreeMap<Identifier<S>, round1::Package<S>>,
@@ -181,36 +189,43 @@ pub fn dkg_part3<S: Suite>(
     {
         return Err(Error::IncorrectPackage);
     }
-    let mut sum = <<S::Group as Group>::Field as Field>::zero();
-    for (sender, package) in round2_packages {
-        let commitment = round1_packages
-            .get(sender)
-            .ok_or(Error::PackageNotFound)?
-            .commitment();
-        if !share_matches(me, package.signing_share(), commitment) {
-            S::zeroize_scalar(&mut sum);
-            return Err(Error::InvalidSecretShare {
-                culprit: Some(*sender),
-            });
-        }
-        // frost's check reads the commitment's key after the share: an empty commitment that
-        // a zero share "matches" is refused here, as there.
-        if commitment.coefficients().is_empty() {
-            S::zeroize_scalar(&mut sum);
-            return Err(Error::MissingCommitment);
-        }
-        sum = sum + package.signing_share().to_scalar();
-    }
-    sum = sum + secret.secret_share();
-    let signing_share = SigningShare::new(sum);
-    let verifying_share = VerifyingShare::new(S::mul_generator(&sum));
-    S::zeroize_scalar(&mut sum);
     let commitments: BTreeMap<_, _> = round1_packages
         .iter()
         .map(|(id, package)| (*id, package.commitment()))
         .chain([(me, secret.commitment())])
         .collect();
-    let public_key_package = dkg_public_key_package(&commitments)?;
+    let public_key_package = dkg_public_key_package(&commitments);
+    let mut sum = round2_packages
+        .values()
+        .fold(secret.secret_share(), |sum, package| {
+            sum + package.signing_share().to_scalar()
+        });
+    let verifying_share = VerifyingShare::new(S::mul_generator(&sum));
+    let all_match = commitments.values().all(|c| !c.coefficients().is_empty())
+        && public_key_package
+            .as_ref()
+            .is_ok_and(|p| p.verifying_shares().get(&me) == Some(&verifying_share));
+    if !all_match {
+        // One by one, as frost does: its error, naming the first sender found out.
+        for (sender, package) in round2_packages {
+            let commitment = commitments.get(sender).ok_or(Error::PackageNotFound)?;
+            if !share_matches(me, package.signing_share(), commitment) {
+                S::zeroize_scalar(&mut sum);
+                return Err(Error::InvalidSecretShare {
+                    culprit: Some(*sender),
+                });
+            }
+            // frost's check reads the commitment's key after the share: an empty commitment
+            // that a zero share "matches" is refused here, as there.
+            if commitment.coefficients().is_empty() {
+                S::zeroize_scalar(&mut sum);
+                return Err(Error::MissingCommitment);
+            }
+        }
+    }
+    let signing_share = SigningShare::new(sum);
+    S::zeroize_scalar(&mut sum);
+    let public_key_package = public_key_package?;
     let key_package = KeyPackage::new(
         me,
         signing_share,
@@ -371,6 +386,24 @@ mod tests {
                 }
             );
             assert_eq!(refused, dkg::part3(secret, &round1, &bad).unwrap_err());
+            // The last sender's share off alone: it is the one named, as frost names it.
+            let (last, _) = round2.iter().next_back().unwrap();
+            let mut last_bad = round2.clone();
+            let off = SigningShare::new(last_bad[last].signing_share().to_scalar() + one);
+            last_bad.insert(*last, dkg::round2::Package::new(off));
+            assert_eq!(
+                dkg_part3(secret, &round1, &last_bad).unwrap_err(),
+                Error::InvalidSecretShare {
+                    culprit: Some(*last)
+                }
+            );
+            // Two shares off by amounts that cancel out: the sum is the one every share
+            // matching gives, and so is the key package (frost refuses, naming the first).
+            let mut cancelling = bad.clone();
+            let less = SigningShare::new(round2[last].signing_share().to_scalar() - one);
+            cancelling.insert(*last, dkg::round2::Package::new(less));
+            assert_eq!(dkg_part3(secret, &round1, &cancelling).unwrap(), ours);
+            assert!(dkg::part3(secret, &round1, &cancelling).is_err());
             let mut missing = round2.clone();
             missing.remove(culprit);
             assert_eq!(

@@ -1,8 +1,10 @@
 //! libp2p ed25519 identities, as the protocol sees them.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 
-use permafrost_net::{Keypair, PeerId};
+use permafrost_net::{Keypair, PeerId, PublicKey};
 use permafrost_protocol::{IdentityVerifier, NodeIdentity};
 use permafrost_wire::NodeId;
 use thiserror::Error;
@@ -75,21 +77,50 @@ impl NodeIdentity for Libp2pIdentity {
 }
 
 /// Verifies statements signed by ed25519 PeerIds (the public key is inside the PeerId).
-pub struct Libp2pVerifier;
+///
+/// A node id's key is decoded once (a point decompression and a re-encoding to check it is
+/// the PeerId's) and kept for the next statement: at most [`KNOWN_KEYS`] of them, all
+/// forgotten when that many are held (node ids come from the network; the keys of a
+/// network's nodes are far fewer).
+#[derive(Default)]
+pub struct Libp2pVerifier {
+    known: Mutex<HashMap<NodeId, PublicKey>>,
+}
+
+/// Decoded keys a [`Libp2pVerifier`] keeps.
+pub const KNOWN_KEYS: usize = 1024;
+
+impl Libp2pVerifier {
+    /// The key inside `signer`, if it is an ed25519 PeerId's inline key.
+    fn public_key(&self, signer: &NodeId) -> Option<PublicKey> {
+        let mut known = match self.known.lock() {
+            Ok(known) => known,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(public) = known.get(signer) {
+            return Some(public.clone());
+        }
+        let peer = peer_id(signer)?;
+        let multihash = peer.as_ref();
+        if multihash.code() != 0 {
+            return None; // not an identity multihash: the key is not inline
+        }
+        let public = PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
+        if public.to_peer_id() != peer {
+            return None;
+        }
+        if known.len() >= KNOWN_KEYS {
+            known.clear();
+        }
+        known.insert(signer.clone(), public.clone());
+        Some(public)
+    }
+}
 
 impl IdentityVerifier for Libp2pVerifier {
     fn verify(&self, signer: &NodeId, statement: &[u8], signature: &[u8]) -> bool {
-        let Some(peer) = peer_id(signer) else {
-            return false;
-        };
-        let multihash = peer.as_ref();
-        if multihash.code() != 0 {
-            return false; // not an identity multihash: the key is not inline
-        }
-        let Ok(public) = permafrost_net::PublicKey::try_decode_protobuf(multihash.digest()) else {
-            return false;
-        };
-        public.to_peer_id() == peer && public.verify(statement, signature)
+        self.public_key(signer)
+            .is_some_and(|public| public.verify(statement, signature))
     }
 }
 
@@ -153,11 +184,37 @@ mod tests {
         let a = Libp2pIdentity::new(Keypair::generate_ed25519()).unwrap();
         let b = Libp2pIdentity::new(Keypair::generate_ed25519()).unwrap();
         let sig = a.sign(b"statement");
-        assert!(Libp2pVerifier.verify(a.node_id(), b"statement", &sig));
-        assert!(!Libp2pVerifier.verify(b.node_id(), b"statement", &sig));
-        assert!(!Libp2pVerifier.verify(a.node_id(), b"other", &sig));
-        assert!(!Libp2pVerifier.verify(a.node_id(), b"statement", &sig[1..]));
+        let verifier = Libp2pVerifier::default();
+        // Twice each: the second time with the key kept from the first.
+        for _ in 0..2 {
+            assert!(verifier.verify(a.node_id(), b"statement", &sig));
+            assert!(!verifier.verify(b.node_id(), b"statement", &sig));
+            assert!(!verifier.verify(a.node_id(), b"other", &sig));
+            assert!(!verifier.verify(a.node_id(), b"statement", &sig[1..]));
+        }
         assert_eq!(peer_id(a.node_id()), Some(a.keypair.public().to_peer_id()));
+    }
+
+    /// Node ids that are no PeerId with an inline key are refused and not kept; the keys kept
+    /// never exceed the bound, and a key forgotten is decoded again.
+    #[test]
+    fn the_verifier_keeps_a_bounded_number_of_keys() {
+        let verifier = Libp2pVerifier::default();
+        let not_a_peer = NodeId::new(vec![7; 38]).unwrap();
+        assert!(!verifier.verify(&not_a_peer, b"statement", &[0; 64]));
+        assert_eq!(verifier.known.lock().unwrap().len(), 0);
+        let first = Libp2pIdentity::new(Keypair::generate_ed25519()).unwrap();
+        let sig = first.sign(b"statement");
+        assert!(verifier.verify(first.node_id(), b"statement", &sig));
+        for _ in 0..KNOWN_KEYS {
+            let other = Libp2pIdentity::new(Keypair::generate_ed25519()).unwrap();
+            let other_sig = other.sign(b"statement");
+            assert!(verifier.verify(other.node_id(), b"statement", &other_sig));
+            assert!(verifier.known.lock().unwrap().len() <= KNOWN_KEYS);
+        }
+        assert!(!verifier.known.lock().unwrap().contains_key(first.node_id()));
+        assert!(verifier.verify(first.node_id(), b"statement", &sig));
+        assert!(!verifier.verify(first.node_id(), b"other", &sig));
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct DkgParticipant<S: Suite> {
     identity: Arc<dyn NodeIdentity>,
     verifier: Arc<dyn IdentityVerifier>,
     my_round1: Vec<u8>,
+    /// This member's signature of `my_round1`, as sent.
+    my_round1_signature: Vec<u8>,
     /// Signed round-2 shares addressed to this member, by sender; they may arrive before the
     /// round-1 set.
     round2_received: BTreeMap<NodeId, DkgRound2>,
@@ -84,7 +86,7 @@ impl<S: Suite> DkgParticipant<S> {
                 session: open.session,
                 from: me,
                 package: my_round1.clone(),
-                signature,
+                signature: signature.clone(),
             }),
         });
         Ok(DkgParticipant {
@@ -94,6 +96,7 @@ impl<S: Suite> DkgParticipant<S> {
             identity,
             verifier,
             my_round1,
+            my_round1_signature: signature,
             round2_received: BTreeMap::new(),
             state: State::AwaitRound1Set { secret },
             deadline: now.after(timeout),
@@ -173,6 +176,14 @@ impl<S: Suite> DkgParticipant<S> {
         for (package, member) in set.packages.iter().zip(self.committee.members()) {
             if package.from != *member || package.session != self.open.session {
                 return Err(Refusal::SenderMismatch.into());
+            }
+            if member == self.me()
+                && package.package == self.my_round1
+                && package.signature == self.my_round1_signature
+            {
+                // Ours, exactly as sent: no signature to check.
+                digests.push(round1_digest(&package.package));
+                continue;
             }
             let st = statement(&self.open.session, ROUND1, member, None, &package.package);
             if !self.verifier.verify(member, &st.0, &package.signature) {
@@ -422,6 +433,9 @@ impl<S: Suite> DkgParticipant<S> {
         for (c, member) in commit.confirms.iter().zip(self.committee.members()) {
             if c.from != *member || c.session != self.open.session {
                 return Err(Refusal::SenderMismatch.into());
+            }
+            if c == confirm {
+                continue; // ours, exactly as sent
             }
             verify_confirm_signature(self.verifier.as_ref(), c)?;
             if c.round1_digests != confirm.round1_digests
