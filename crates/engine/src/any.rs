@@ -658,15 +658,22 @@ fn kept<T: Clone + 'static>(entry: Option<&ParsedPackage>, bytes: &[u8]) -> Opti
     value.downcast_ref::<T>().cloned()
 }
 
-/// The signer service for a stored share.
-pub fn signer(share: &StoredShare) -> Result<Box<dyn AnySession>, ProtocolError> {
+/// The signer service for a stored share, and the share's group key
+/// (`VerifyingKey::serialize()`), read from the same parsed public key package.
+pub fn signer(share: &StoredShare) -> Result<(Box<dyn AnySession>, Vec<u8>), ProtocolError> {
     with_suite!(share.curve, S => {
         let limits = SignerLimits {
             session_timeout: crate::deadlines::SIGNER_SESSION,
             ..SignerLimits::default()
         };
-        let signer = Signer::<S>::new(share.to_share::<S>()?, limits)?;
-        Ok(erase::<S, _>(signer))
+        let share = share.to_share::<S>()?;
+        let group_key = share
+            .public_key_package
+            .verifying_key()
+            .serialize()
+            .map_err(frost_err)?;
+        let signer = Signer::<S>::new(share, limits)?;
+        Ok((erase::<S, _>(signer), group_key))
     })
 }
 
@@ -756,14 +763,6 @@ pub fn package_facts(
             .min_signers()
             .ok_or_else(|| ProtocolError::InvalidParameters("public key package without a threshold".into()))?;
         Ok((pkp.verifying_key().serialize().map_err(frost_err)?, threshold))
-    })
-}
-
-/// The group key (`VerifyingKey::serialize()`) of a public key package.
-pub fn group_key_of(curve: Curve, public_key_package: &[u8]) -> Result<Vec<u8>, ProtocolError> {
-    with_suite!(curve, S => {
-        let pkp = PublicKeyPackage::<S>::deserialize(public_key_package).map_err(frost_err)?;
-        pkp.verifying_key().serialize().map_err(frost_err)
     })
 }
 

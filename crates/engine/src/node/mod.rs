@@ -610,10 +610,9 @@ impl<St: NodeStore> NodeCore<St> {
 
     fn start_signer(&mut self, key_id: &KeyId, epoch: Epoch) {
         let started = match self.store.share(key_id, epoch) {
-            Ok(Some((_, share))) => any::signer(&share).and_then(|signer| {
-                let group_key = any::group_key_of(share.curve, &share.public_key_package)?;
-                Ok((signer, share.curve, group_key))
-            }),
+            Ok(Some((_, share))) => {
+                any::signer(&share).map(|(signer, group_key)| (signer, share.curve, group_key))
+            }
             Ok(None) => Err(ProtocolError::Frost("no such share".into())),
             Err(e) => Err(ProtocolError::Frost(e.to_string())),
         };
