@@ -541,16 +541,35 @@ impl KeyStore {
 
     /// Metadata of every stored share, sorted by (key id, epoch). Decrypts nothing.
     pub fn shares(&self) -> Result<Vec<ShareMeta>, KeystoreError> {
+        self.share_metas(None)
+    }
+
+    /// Metadata of the stored shares of `key_id`, sorted by epoch. Decrypts nothing, and reads
+    /// only that key's rows (a range of the table: its keys all begin with the same
+    /// length-prefixed key id), however many other keys are stored.
+    pub fn shares_of(&self, key_id: &str) -> Result<Vec<ShareMeta>, KeystoreError> {
+        self.share_metas(Some(key_id))
+    }
+
+    fn share_metas(&self, key_id: Option<&str>) -> Result<Vec<ShareMeta>, KeystoreError> {
         let txn = self.read()?;
         let Some(table) = self.open_read_table(&txn, SHARES)? else {
             return Ok(Vec::new());
         };
+        let listing = |e| storage(&self.dir, "listing shares", e);
+        let rows = match key_id {
+            None => table.iter().map_err(listing)?,
+            Some(key_id) => {
+                let first = format::share_key(key_id, 0).map_err(too_long)?;
+                let last = format::share_key(key_id, u64::MAX).map_err(too_long)?;
+                table
+                    .range(first.as_slice()..=last.as_slice())
+                    .map_err(listing)?
+            }
+        };
         let mut out = Vec::new();
-        for item in table
-            .iter()
-            .map_err(|e| storage(&self.dir, "listing shares", e))?
-        {
-            let (key, value) = item.map_err(|e| storage(&self.dir, "listing shares", e))?;
+        for item in rows {
+            let (key, value) = item.map_err(listing)?;
             let (key_id, epoch) = format::decode_share_key(key.value())
                 .map_err(|e| corrupt(&self.dir, format!("a share key does not decode: {}", e.0)))?;
             let row = format::decode_share_row(value.value())

@@ -121,6 +121,17 @@ fn put_get_list_set_state_delete() {
     let listed: Vec<ShareMeta> = store.shares().unwrap();
     assert_eq!(listed, vec![a0.meta(), a10.meta(), b0.meta(), b1.meta()]);
 
+    // One key's shares: only its rows, sorted by epoch (a key id that begins another, or
+    // one that sorts between, is another key).
+    let ab = record("ab", 0, ShareState::Active, b"secret ab0");
+    store.put_share(&ab).unwrap();
+    assert_eq!(store.shares_of("a").unwrap(), vec![a0.meta(), a10.meta()]);
+    assert_eq!(store.shares_of("ab").unwrap(), vec![ab.meta()]);
+    assert_eq!(store.shares_of("b").unwrap(), vec![b0.meta(), b1.meta()]);
+    assert!(store.shares_of("c").unwrap().is_empty());
+    assert!(store.shares_of("").unwrap().is_empty());
+    store.delete_share("ab", 0).unwrap();
+
     // State changes without touching the secret.
     store.set_state("b", 1, ShareState::Active).unwrap();
     store.set_state("b", 0, ShareState::Retired).unwrap();

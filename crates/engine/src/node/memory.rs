@@ -200,6 +200,14 @@ impl NodeStore for MemoryNodeStore {
             .collect())
     }
 
+    fn shares_of_key(&self, key_id: &KeyId) -> Result<Vec<ShareSummary>, StoreError> {
+        Ok(self
+            .share_summaries()?
+            .into_iter()
+            .filter(|s| s.key_id == *key_id)
+            .collect())
+    }
+
     fn share(
         &self,
         key_id: &KeyId,

@@ -643,17 +643,17 @@ impl<St: NodeStore> NodeCore<St> {
         self.sessions.contains(&Route::Signer(key_id.clone()))
             || self
                 .store
-                .share_summaries()
-                .map(|all| all.iter().any(|s| s.key_id == *key_id))
+                .shares_of_key(key_id)
+                .map(|shares| !shares.is_empty())
                 .unwrap_or(true)
     }
 
     fn active_epoch(&self, key_id: &KeyId) -> Option<Epoch> {
         self.store
-            .share_summaries()
+            .shares_of_key(key_id)
             .ok()?
             .into_iter()
-            .filter(|s| s.key_id == *key_id && s.state == ShareState::Active)
+            .filter(|s| s.state == ShareState::Active)
             .map(|s| s.epoch)
             .max()
     }

@@ -53,6 +53,8 @@ pub enum AuditDurability {
 pub trait NodeStore {
     /// Every stored share's key, epoch and state.
     fn share_summaries(&self) -> Result<Vec<ShareSummary>, StoreError>;
+    /// The epochs and states of the stored shares of `key_id`, reading no other key's.
+    fn shares_of_key(&self, key_id: &KeyId) -> Result<Vec<ShareSummary>, StoreError>;
     /// One share with its state.
     fn share(
         &self,
@@ -144,19 +146,27 @@ fn share_record(share: &StoredShare, state: ShareState) -> Result<ShareRecord, S
     })
 }
 
+/// The summaries of `metas`, leaving out a row whose key id is not a valid one.
+fn summaries(metas: Vec<permafrost_keystore::ShareMeta>) -> Vec<ShareSummary> {
+    metas
+        .into_iter()
+        .filter_map(|meta| {
+            Some(ShareSummary {
+                key_id: KeyId::new(meta.key_id).ok()?,
+                epoch: Epoch(meta.epoch),
+                state: meta.state,
+            })
+        })
+        .collect()
+}
+
 impl NodeStore for KeyStore {
     fn share_summaries(&self) -> Result<Vec<ShareSummary>, StoreError> {
-        Ok(self
-            .shares()?
-            .into_iter()
-            .filter_map(|meta| {
-                Some(ShareSummary {
-                    key_id: KeyId::new(meta.key_id).ok()?,
-                    epoch: Epoch(meta.epoch),
-                    state: meta.state,
-                })
-            })
-            .collect())
+        Ok(summaries(self.shares()?))
+    }
+
+    fn shares_of_key(&self, key_id: &KeyId) -> Result<Vec<ShareSummary>, StoreError> {
+        Ok(summaries(self.shares_of(key_id.as_str())?))
     }
 
     fn share(
