@@ -6,11 +6,13 @@ use std::hash::Hash;
 
 /// At most `capacity` entries; inserting into a full cache forgets the oldest insertion (first
 /// in, first out: a hit does not renew an entry). Values are dropped when forgotten (a secret
-/// value's own `Drop` zeroizes it). Room for `capacity` entries is allocated up front, so the
-/// map never grows and never moves a value, which would leave a copy behind that no `Drop`
-/// clears.
+/// value's own `Drop` zeroizes it). Each value is boxed where it is kept, so the map may grow
+/// as entries come without ever moving a value (a move would leave a copy behind that no
+/// `Drop` clears), and an unused cache allocates nothing: a signer keeps one per key for its
+/// child keys, most never used (preallocating room for 64 child key packages cost every key
+/// about 43 KB of each node's memory).
 pub struct BoundedCache<K, V> {
-    entries: HashMap<K, V>,
+    entries: HashMap<K, Box<V>>,
     /// Keys in the order they were inserted.
     order: VecDeque<K>,
     capacity: usize,
@@ -19,18 +21,16 @@ pub struct BoundedCache<K, V> {
 impl<K: Clone + Eq + Hash, V> BoundedCache<K, V> {
     /// An empty cache holding at most `capacity` entries (at least one).
     pub fn new(capacity: usize) -> Self {
-        let capacity = capacity.max(1);
         BoundedCache {
-            // One more than the bound: an insertion happens before the oldest is forgotten.
-            entries: HashMap::with_capacity(capacity + 1),
-            order: VecDeque::with_capacity(capacity + 1),
-            capacity,
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
         }
     }
 
     /// The value kept for `key`.
     pub fn get(&self, key: &K) -> Option<&V> {
-        self.entries.get(key)
+        self.entries.get(key).map(|value| &**value)
     }
 
     /// The value for `key`: the one kept, or `compute()`'s, which is kept if it succeeds.
@@ -43,12 +43,12 @@ impl<K: Clone + Eq + Hash, V> BoundedCache<K, V> {
             let value = compute()?;
             self.insert(key.clone(), value);
         }
-        Ok(&self.entries[key])
+        Ok(&*self.entries[key])
     }
 
     /// Keeps `value` for `key` (replacing the value kept before, if any).
     pub fn insert(&mut self, key: K, value: V) {
-        if self.entries.insert(key.clone(), value).is_some() {
+        if self.entries.insert(key.clone(), Box::new(value)).is_some() {
             return;
         }
         self.order.push_back(key);
@@ -94,6 +94,13 @@ mod tests {
         }
         assert_eq!(cache.get(&99), Some(&99));
         assert_eq!(cache.get(&96), None);
+    }
+
+    #[test]
+    fn an_unused_cache_allocates_nothing() {
+        let cache: BoundedCache<u64, [u8; 512]> = BoundedCache::new(64);
+        assert_eq!(cache.entries.capacity(), 0);
+        assert_eq!(cache.order.capacity(), 0);
     }
 
     #[test]
