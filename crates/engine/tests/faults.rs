@@ -103,6 +103,64 @@ fn dkg_bad_round2_share_is_named<S: Suite>() {
         .any(|e| e.culprits() == vec![cheater.clone()]));
 }
 
+/// Two dealers acting together send one member shares off by +1 and −1 (each validly signed):
+/// the member's shares sum to exactly the share every correct one gives, so it checks them by
+/// their sum (`vss::dkg_part3`) and finds nothing wrong. The DKG completes, no one is named,
+/// every member holds its share, and the key signs with the victim among the signers: the
+/// pair gained nothing, and the victim's share is the right one.
+fn dkg_shares_whose_errors_cancel_out_harm_no_one<S: Suite>() {
+    let (mut net, nodes, coordinator) = Network::<S>::with_nodes(23, 5);
+    let (up, down, victim) = (nodes[1].clone(), nodes[2].clone(), nodes[3].clone());
+    let keys = [
+        (up.clone(), net.identity(&up).unwrap(), false),
+        (down.clone(), net.identity(&down).unwrap(), true),
+    ];
+    let v = victim.clone();
+    net.set_faults(move |env| match &env.message {
+        Message::DkgRound2(m) if m.to == v => {
+            let Some((from, key, lower)) = keys.iter().find(|(n, _, _)| *n == m.from) else {
+                return Fault::Deliver;
+            };
+            let share = round2::Package::<S>::deserialize(m.share.expose()).unwrap();
+            let scalar = share.signing_share().to_scalar();
+            let off = if *lower {
+                scalar - one::<S>()
+            } else {
+                scalar + one::<S>()
+            };
+            let bytes = round2::Package::<S>::new(SigningShare::<S>::new(off))
+                .serialize()
+                .unwrap();
+            let mut forged = m.clone();
+            forged.signature = key.sign(&statement(&m.session, ROUND2, from, Some(&v), &bytes).0);
+            forged.share = SecretBytes::new(bytes);
+            Fault::Replace(Message::DkgRound2(forged))
+        }
+        _ => Fault::Deliver,
+    });
+    let key = key_id("key-1");
+    let pkp = net.run_dkg(&coordinator, &key, 3, &nodes).unwrap();
+    net.clear_faults();
+    assert!(member_failures(&net, &victim).is_empty());
+    for node in &nodes {
+        assert!(
+            anyone_active(&net, std::slice::from_ref(node), &key),
+            "{node}"
+        );
+    }
+    let committee = [victim.clone(), nodes[0].clone(), nodes[4].clone()];
+    let signers = signs(
+        &mut net,
+        &coordinator,
+        &key,
+        Epoch(0),
+        &pkp,
+        &committee,
+        b"m",
+    );
+    assert!(signers.contains(&victim));
+}
+
 /// A dealer signs two different round-2 shares for the same member: the member complains
 /// with both as evidence, and the coordinator names the dealer from its own signatures.
 fn dkg_equivocating_round2_is_named<S: Suite>() {
@@ -600,6 +658,7 @@ fn restarted_signer_voids_its_commitment<S: Suite>() {
 per_suite!(
     dkg_round1_with_too_many_coefficients_is_named_before_decoding,
     dkg_bad_round2_share_is_named,
+    dkg_shares_whose_errors_cancel_out_harm_no_one,
     dkg_equivocating_round2_is_named,
     false_complaint_names_the_complainer,
     dkg_equivocating_round1_is_named,
