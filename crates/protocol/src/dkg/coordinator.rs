@@ -43,8 +43,11 @@ struct Round1Entry<S: Suite> {
 
 struct Expected<S: Suite> {
     round1_digests: Vec<Digest>,
-    public_key_package: PublicKeyPackage<S>,
-    public_key_package_digest: Digest,
+    /// The public key package the coordinator computes itself to check every member's, and
+    /// its digest. Computed when the first confirmation arrives rather than before the relay:
+    /// it is needed only to check confirmations, and the round-1 set leaves sooner (the members
+    /// compute theirs from it meanwhile).
+    package: Option<(PublicKeyPackage<S>, Digest)>,
 }
 
 impl<S: Suite> DkgCoordinator<S> {
@@ -203,30 +206,15 @@ impl<S: Suite> DkgCoordinator<S> {
 
     fn relay_round1(&mut self) {
         let mut packages = Vec::with_capacity(self.committee.len());
-        let mut commitments = BTreeMap::new();
         for member in self.committee.members() {
             let Some(entry) = self.round1.get(member) else {
                 return;
             };
-            let Some(id) = self.committee.identifier(member) else {
-                return;
-            };
             packages.push(entry.signed.clone());
-            commitments.insert(id, &entry.commitment);
         }
-        // The coordinator computes the public key package itself, to check every member's.
-        let public_key_package = match crate::vss::dkg_public_key_package(&commitments) {
-            Ok(p) => S::finish_dkg_public_key_package(p),
-            Err(e) => return self.abort(ProtocolError::Frost(e.to_string())),
-        };
-        let public_key_package_digest = match public_key_package_digest(&public_key_package) {
-            Ok(d) => d,
-            Err(e) => return self.abort(e),
-        };
         self.expected = Some(Expected {
             round1_digests: packages.iter().map(|p| round1_digest(&p.package)).collect(),
-            public_key_package,
-            public_key_package_digest,
+            package: None,
         });
         let set = DkgRound1Set {
             session: self.open.session,
@@ -238,6 +226,32 @@ impl<S: Suite> DkgCoordinator<S> {
                 message: Message::DkgRound1Set(set.clone()),
             });
         }
+    }
+
+    /// The public key package of the relayed commitments, computed here to check every
+    /// member's (once, at the first confirmation) and its digest.
+    fn expected_package(&mut self) -> Result<(), ProtocolError> {
+        let Some(expected) = &mut self.expected else {
+            return Err(Refusal::Unexpected(MessageKind::DkgConfirm).into());
+        };
+        if expected.package.is_some() {
+            return Ok(());
+        }
+        let mut commitments = BTreeMap::new();
+        for member in self.committee.members() {
+            let (Some(entry), Some(id)) =
+                (self.round1.get(member), self.committee.identifier(member))
+            else {
+                return Err(ProtocolError::Frost("a relayed package is missing".into()));
+            };
+            commitments.insert(id, &entry.commitment);
+        }
+        let package = crate::vss::dkg_public_key_package(&commitments)
+            .map(S::finish_dkg_public_key_package)
+            .map_err(|e| ProtocolError::Frost(e.to_string()))?;
+        let digest = public_key_package_digest(&package)?;
+        expected.package = Some((package, digest));
+        Ok(())
     }
 
     fn handle_confirm(&mut self, from: &NodeId, confirm: DkgConfirm) -> Result<(), ProtocolError> {
@@ -265,6 +279,10 @@ impl<S: Suite> DkgCoordinator<S> {
             return Ok(());
         }
         self.confirms.insert(from.clone(), confirm);
+        if let Err(e) = self.expected_package() {
+            self.abort(e);
+            return Ok(());
+        }
         if self.confirms.len() == self.committee.len() {
             self.decide();
         }
@@ -274,7 +292,11 @@ impl<S: Suite> DkgCoordinator<S> {
     /// All confirmations are in: commit if each matches what was relayed and the public key
     /// package computed here; otherwise abort naming who disagreed.
     fn decide(&mut self) {
-        let Some(expected) = &self.expected else {
+        let Some(Expected {
+            round1_digests,
+            package: Some((public_key_package, public_key_package_digest)),
+        }) = &self.expected
+        else {
             return;
         };
         let mut packages = Vec::new();
@@ -284,7 +306,7 @@ impl<S: Suite> DkgCoordinator<S> {
             for (k, (seen, relayed)) in confirm
                 .round1_digests
                 .iter()
-                .zip(&expected.round1_digests)
+                .zip(round1_digests)
                 .enumerate()
             {
                 if seen != relayed {
@@ -294,7 +316,7 @@ impl<S: Suite> DkgCoordinator<S> {
                     }
                 }
             }
-            if confirm.public_key_package != expected.public_key_package_digest {
+            if confirm.public_key_package != *public_key_package_digest {
                 differs = true;
             }
             if differs {
@@ -324,7 +346,7 @@ impl<S: Suite> DkgCoordinator<S> {
         self.outputs.push_back(Output::Event(Event::KeyCreated {
             key_id: self.open.key_id.clone(),
             committee: self.committee.members().to_vec(),
-            public_key_package: expected.public_key_package.clone(),
+            public_key_package: public_key_package.clone(),
         }));
         for to in self.committee.members() {
             self.outputs.push_back(Output::Send {
