@@ -208,7 +208,10 @@ pub fn dkg_part3<S: Suite>(
     if !all_match {
         // One by one, as frost does: its error, naming the first sender found out.
         for (sender, package) in round2_packages {
-            let commitment = commitments.get(sender).ok_or(Error::PackageNotFound)?;
+            let Some(commitment) = commitments.get(sender) else {
+                S::zeroize_scalar(&mut sum);
+                return Err(Error::PackageNotFound);
+            };
             if !share_matches(me, package.signing_share(), commitment) {
                 S::zeroize_scalar(&mut sum);
                 return Err(Error::InvalidSecretShare {
