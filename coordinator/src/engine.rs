@@ -321,7 +321,7 @@ impl Shell {
     }
 
     fn tick(&mut self) {
-        self.metrics.pools(&self.core.pooled_commitments());
+        self.metrics.pools(self.core.pooled_commitments());
         // An HTTP client that gave up: its session runs on to its own deadline, unanswered.
         let gone: Vec<RequestId> = self
             .replies

@@ -560,8 +560,7 @@ impl KeyStore {
         let rows = match key_id {
             None => table.iter().map_err(listing)?,
             Some(key_id) => {
-                let first = format::share_key(key_id, 0).map_err(too_long)?;
-                let last = format::share_key(key_id, u64::MAX).map_err(too_long)?;
+                let (first, last) = share_keys_of(key_id)?;
                 table
                     .range(first.as_slice()..=last.as_slice())
                     .map_err(listing)?
@@ -719,19 +718,24 @@ impl KeyStore {
                     .open_table(SHARES)
                     .map_err(|e| storage(dir, "opening the shares table", e))?;
                 let mut epochs = Vec::new();
+                let (first, last) = share_keys_of(key_id)?;
                 for item in shares
-                    .iter()
+                    .range(first.as_slice()..=last.as_slice())
                     .map_err(|e| storage(dir, "listing shares", e))?
                 {
                     let (key, value) = item.map_err(|e| storage(dir, "listing shares", e))?;
                     let (id, epoch) = format::decode_share_key(key.value()).map_err(|e| {
                         corrupt(dir, format!("a share key does not decode: {}", e.0))
                     })?;
-                    if id == key_id {
-                        let row = format::decode_share_row(value.value())
-                            .map_err(|e| self.bad_share(key_id, epoch, e))?;
-                        epochs.push((epoch, row.state));
+                    if id != key_id {
+                        return Err(corrupt(
+                            dir,
+                            format!("share row {id} in the range of {key_id}"),
+                        ));
                     }
+                    let row = format::decode_share_row(value.value())
+                        .map_err(|e| self.bad_share(key_id, epoch, e))?;
+                    epochs.push((epoch, row.state));
                 }
                 let key = |epoch| format::share_key(key_id, epoch).map_err(too_long);
                 match change {
@@ -1363,6 +1367,15 @@ pub enum ReshareConclusion {
 
 fn record_fault(problem: AuditProblem) -> AuditFault {
     AuditFault { seq: None, problem }
+}
+
+/// The first and the last key of the shares table's rows of `key_id` (every epoch of one key
+/// is one range: the id is length-prefixed, so no other id's rows fall between).
+fn share_keys_of(key_id: &str) -> Result<(Vec<u8>, Vec<u8>), KeystoreError> {
+    Ok((
+        format::share_key(key_id, 0).map_err(too_long)?,
+        format::share_key(key_id, u64::MAX).map_err(too_long)?,
+    ))
 }
 
 fn conclude_in(

@@ -807,6 +807,24 @@ fn a_failed_conclusion_changes_nothing() {
 fn retire_and_discard() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
+    // Keys whose ids begin like "k" lose nothing when "k" concludes.
+    for neighbour in ["kk", "k\0"] {
+        store
+            .put_share(&record(neighbour, 0, ShareState::Active, &random_secret()))
+            .unwrap();
+    }
+    let neighbours = || -> Vec<(String, u64, ShareState)> {
+        vec![
+            ("k\0".into(), 0, ShareState::Active),
+            ("kk".into(), 0, ShareState::Active),
+        ]
+    };
+    let with_neighbours = |mine: Vec<(String, u64, ShareState)>| {
+        let mut all = mine;
+        all.extend(neighbours());
+        all.sort();
+        all
+    };
     store
         .put_share(&record("k", 0, ShareState::Active, &random_secret()))
         .unwrap();
@@ -824,7 +842,10 @@ fn retire_and_discard() {
             &reshare_audit("aborted"),
         )
         .unwrap();
-    assert_eq!(states(&store), vec![("k".into(), 0, ShareState::Active)]);
+    assert_eq!(
+        states(&store),
+        with_neighbours(vec![("k".into(), 0, ShareState::Active)])
+    );
     // Discarding an epoch that is ACTIVE deletes nothing.
     store
         .conclude_reshare(
@@ -834,7 +855,10 @@ fn retire_and_discard() {
             &reshare_audit("aborted again"),
         )
         .unwrap();
-    assert_eq!(states(&store), vec![("k".into(), 0, ShareState::Active)]);
+    assert_eq!(
+        states(&store),
+        with_neighbours(vec![("k".into(), 0, ShareState::Active)])
+    );
     // Retiring deletes the old epoch.
     store.put_reshare(&[3; 32], b"c").unwrap();
     store
@@ -845,7 +869,7 @@ fn retire_and_discard() {
             &reshare_audit("retired"),
         )
         .unwrap();
-    assert!(states(&store).is_empty());
+    assert_eq!(states(&store), neighbours());
     assert!(store.reshares().unwrap().is_empty());
     assert_eq!(store.audit().unwrap().len(), 3);
 }

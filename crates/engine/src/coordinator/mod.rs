@@ -380,7 +380,7 @@ impl<M: MetadataStore> CoordinatorCore<M> {
 
     /// The commitments pooled for each node (over every key and epoch), for one-round
     /// signing.
-    pub fn pooled_commitments(&self) -> BTreeMap<NodeId, usize> {
+    pub fn pooled_commitments(&self) -> &BTreeMap<NodeId, usize> {
         self.pools.depths()
     }
 

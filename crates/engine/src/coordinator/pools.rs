@@ -44,6 +44,9 @@ pub(super) struct CommitmentPools {
     asked: BTreeMap<SessionId, Asked>,
     /// Commitments pooled, plus those asked for and not in yet.
     total: usize,
+    /// Commitments pooled per node, over every key and epoch (kept as the pools change, so
+    /// that reading it does not walk every pool: a coordinator has one per key and signer).
+    depths: BTreeMap<NodeId, usize>,
     /// When [`expire`](Self::expire) last looked at every pool.
     swept: Option<Timestamp>,
 }
@@ -76,8 +79,9 @@ impl CommitmentPools {
         let slot = (key_id.clone(), epoch, node.clone());
         let pool = self.pools.get_mut(&slot)?;
         let mut found = None;
+        let mut taken = 0;
         while let Some(pooled) = pool.pop_front() {
-            self.total -= 1;
+            taken += 1;
             if now < pooled.use_until {
                 found = Some(pooled.commitment);
                 break;
@@ -86,6 +90,8 @@ impl CommitmentPools {
         if pool.is_empty() {
             self.pools.remove(&slot);
         }
+        self.total -= taken;
+        lower(&mut self.depths, node, taken);
         found
     }
 
@@ -176,6 +182,7 @@ impl CommitmentPools {
             return Ok(());
         }
         let pool = self.pools.entry(slot).or_default();
+        let before = pool.len();
         for (index, commitment) in batch.commitments.into_iter().enumerate() {
             let Ok(index) = u16::try_from(index) else {
                 break;
@@ -190,16 +197,13 @@ impl CommitmentPools {
             });
             self.total += 1;
         }
+        *self.depths.entry(from.clone()).or_default() += pool.len() - before;
         Ok(())
     }
 
     /// The commitments pooled for each node, over every key and epoch.
-    pub(super) fn depths(&self) -> BTreeMap<NodeId, usize> {
-        let mut depths: BTreeMap<NodeId, usize> = BTreeMap::new();
-        for ((_, _, node), pool) in &self.pools {
-            *depths.entry(node.clone()).or_default() += pool.len();
-        }
-        depths
+    pub(super) fn depths(&self) -> &BTreeMap<NodeId, usize> {
+        &self.depths
     }
 
     /// Batch request `session` did not reach its node: it may be asked again.
@@ -219,6 +223,7 @@ impl CommitmentPools {
             }
             keep
         });
+        self.depths.remove(node);
     }
 
     /// Forgets batches not answered in time and commitments past their use (looking at most
@@ -236,11 +241,15 @@ impl CommitmentPools {
             }
             keep
         });
-        self.pools.retain(|_, pool| {
+        let depths = &mut self.depths;
+        self.pools.retain(|(_, _, node), pool| {
+            let mut expired = 0;
             while pool.front().is_some_and(|p| now >= p.use_until) {
                 pool.pop_front();
-                *total -= 1;
+                expired += 1;
             }
+            *total -= expired;
+            lower(depths, node, expired);
             !pool.is_empty()
         });
     }
@@ -251,6 +260,19 @@ impl CommitmentPools {
         self.pools
             .get(&(key_id.clone(), epoch, node.clone()))
             .map_or(0, VecDeque::len)
+    }
+}
+
+/// `node`'s depth less `taken` (a node with none left has no entry).
+fn lower(depths: &mut BTreeMap<NodeId, usize>, node: &NodeId, taken: usize) {
+    if taken == 0 {
+        return;
+    }
+    if let Some(depth) = depths.get_mut(node) {
+        *depth = depth.saturating_sub(taken);
+        if *depth == 0 {
+            depths.remove(node);
+        }
     }
 }
 
@@ -340,6 +362,52 @@ mod tests {
         assert!(pools
             .take(&key, Epoch(0), &a, now.after(POOL_USE_WITHIN))
             .is_none());
+        assert_eq!(pools.total, 0);
+    }
+
+    /// The depths by walking every pool: what the kept counts must say.
+    fn walked(pools: &CommitmentPools) -> BTreeMap<NodeId, usize> {
+        let mut depths = BTreeMap::new();
+        for ((_, _, node), pool) in &pools.pools {
+            *depths.entry(node.clone()).or_default() += pool.len();
+        }
+        depths
+    }
+
+    #[test]
+    fn the_depths_kept_are_the_pools_walked() {
+        let batch = usize::from(POOL_BATCH);
+        let mut pools = CommitmentPools::default();
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let (a, b) = (node(1), node(2));
+        let keys = [KeyId::new("k1").unwrap(), KeyId::new("k2").unwrap()];
+        let now = Timestamp(1_000);
+        let later = now.after(Duration::from_millis(300));
+        for (key, at) in [(&keys[0], now), (&keys[1], later)] {
+            for (to, request) in pools.top_up(key, Epoch(0), &[a.clone(), b.clone()], at, &mut rng)
+            {
+                pools.accept(&to, answer(&request, batch)).unwrap();
+            }
+        }
+        assert_eq!(pools.depths()[&a], 2 * batch);
+        assert_eq!(*pools.depths(), walked(&pools));
+        pools.take(&keys[0], Epoch(0), &a, now).unwrap();
+        pools.take(&keys[1], Epoch(0), &b, now).unwrap();
+        assert_eq!(pools.depths()[&a], 2 * batch - 1);
+        assert_eq!(*pools.depths(), walked(&pools));
+        // The first key's commitments pass their use; the second's remain.
+        pools.expire(now.after(POOL_USE_WITHIN));
+        assert_eq!(pools.depths()[&a], batch);
+        assert_eq!(pools.depths()[&b], batch - 1);
+        assert_eq!(*pools.depths(), walked(&pools));
+        // A take that finds only stale commitments lowers the depth by what it threw away.
+        assert!(pools
+            .take(&keys[1], Epoch(0), &a, later.after(POOL_USE_WITHIN))
+            .is_none());
+        assert!(!pools.depths().contains_key(&a));
+        assert_eq!(*pools.depths(), walked(&pools));
+        pools.forget_node(&b);
+        assert!(pools.depths().is_empty());
         assert_eq!(pools.total, 0);
     }
 }
