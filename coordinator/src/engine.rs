@@ -11,9 +11,9 @@ use permafrost_engine::coordinator::{
     CoordinatorCore, CoordinatorNotice, CoordinatorOutput, KeyMeta, RequestId, RotationPolicy,
     ROTATION_REQUEST,
 };
-use permafrost_net::{Client, InboundRequest};
+use permafrost_net::{Client, InboundRequest, PeerId};
 use permafrost_protocol::ProtocolError;
-use permafrost_runtime::driver::{self, Outbox, Undelivered};
+use permafrost_runtime::driver::{self, Outbox, Reply, Undelivered};
 use permafrost_runtime::identity;
 use permafrost_runtime::process::SESSION_LOG_TARGET;
 use permafrost_wire::{
@@ -118,6 +118,8 @@ pub async fn run(
     let (undelivered_tx, mut undelivered) = mpsc::unbounded_channel();
     let mut outbox = Outbox::new(client);
     outbox.report_undelivered(undelivered_tx);
+    let (replies_tx, mut replies) = tokio::sync::mpsc::unbounded_channel();
+    outbox.take_replies(replies_tx);
     let mut shell = Shell {
         core,
         outbox,
@@ -142,6 +144,7 @@ pub async fn run(
                 None => break,
             },
             Some(failed) = undelivered.recv() => shell.undelivered(failed),
+            Some(reply) = replies.recv() => shell.reply(reply),
             _ = ticker.tick() => shell.tick(),
         }
     }
@@ -272,9 +275,34 @@ impl Shell {
         driver::answer(request, outcome);
     }
 
+    /// A signer's message that came back as the answer to the request that asked for it: handled
+    /// as if it came as a request of its own, and its refusal logged here (nobody waits for it).
+    fn reply(&mut self, reply: Reply) {
+        // It went to this peer: its node id is one (checked when it was sent).
+        let Some(peer) = identity::peer_id(&reply.from) else {
+            return;
+        };
+        let outcome = self.handle(&reply.from, &reply.payload, &peer, Via::Answer);
+        self.carry_out();
+        if let Err(error) = outcome {
+            driver::log_refused_reply(&reply.from, &error);
+        }
+    }
+
     fn dispatch(&mut self, request: &InboundRequest) -> Result<(), ProtocolError> {
         let from = identity::node_id(&request.peer)?;
-        let message = decode(&request.payload)?;
+        self.handle(&from, &request.payload, &request.peer, Via::Request)
+    }
+
+    /// Decodes a message from `from` (`peer`, for the logs) and hands it to the core.
+    fn handle(
+        &mut self,
+        from: &NodeId,
+        payload: &[u8],
+        peer: &PeerId,
+        via: Via,
+    ) -> Result<(), ProtocolError> {
+        let message = decode(payload)?;
         let session = message.session();
         let span = tracing::debug_span!(
             target: SESSION_LOG_TARGET,
@@ -282,12 +310,13 @@ impl Shell {
             %session,
             request_id = self.request_id_of(&session),
             kind = ?message.kind(),
-            from = %request.peer,
+            from = %peer,
+            ?via,
         );
         let _entered = span.enter();
         tracing::debug!(target: SESSION_LOG_TARGET, "message received");
         self.core
-            .handle_message(&from, message, permafrost_runtime::now(), &mut OsRng)
+            .handle_message(from, message, permafrost_runtime::now(), &mut OsRng)
     }
 
     /// The HTTP request id of the request `session` was opened for, if it still waits.
@@ -437,6 +466,15 @@ impl Shell {
         self.deliveries
             .retain(|_, handles| handles.iter().any(|h| !h.is_finished()));
     }
+}
+
+/// How a message reached the coordinator (a field of its log lines).
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    /// A request of its own.
+    Request,
+    /// The answer to a request the coordinator sent ([`Reply`]).
+    Answer,
 }
 
 /// Writes a notice to the log at the level its meaning calls for, with the session it concerns

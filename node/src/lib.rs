@@ -33,7 +33,7 @@ use permafrost_runtime::driver::{self, Outbox};
 use permafrost_runtime::identity::{self, Libp2pIdentity, Libp2pVerifier};
 use permafrost_runtime::network::{Member, NetworkFile, RateLimitConfig};
 use permafrost_runtime::process::SESSION_LOG_TARGET;
-use permafrost_wire::{decode, NodeId};
+use permafrost_wire::{decode, encode, Message, MessageKind, NodeId, SessionId};
 use rand_core::OsRng;
 use thiserror::Error;
 
@@ -185,7 +185,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         outbox: Outbox::new(client.clone()),
         metrics,
     };
-    shell.carry_out();
+    shell.carry_out(&mut []);
     if let Err(e) = client.dial_all().await {
         tracing::warn!(error = %e, "cannot dial peers yet");
     }
@@ -233,24 +233,42 @@ struct Shell {
 
 impl Shell {
     /// Handles a batch of requests, then syncs once and sends what they produced; each is
-    /// answered after that.
+    /// answered after that, a signer's commitment or share within the answer to the request
+    /// that asked for it ([`driver::rides_answer`]).
     fn handle_requests(&mut self, batch: Vec<InboundRequest>) {
-        let outcomes: Vec<_> = batch
+        let mut handled: Vec<Handled> = batch
             .into_iter()
             .map(|request| {
-                let outcome = self.dispatch(request.peer, &request.payload);
-                (request, outcome)
+                let mut asked = None;
+                let outcome = self.dispatch(request.peer, &request.payload, &mut asked);
+                Handled {
+                    request,
+                    asked,
+                    outcome,
+                    reply: None,
+                }
             })
             .collect();
-        self.carry_out();
-        for (request, outcome) in outcomes {
-            driver::answer(request, outcome);
+        self.carry_out(&mut handled);
+        for h in handled {
+            driver::answer_with(h.request, h.outcome, h.reply);
         }
     }
 
-    fn dispatch(&mut self, peer: PeerId, payload: &[u8]) -> Result<(), ProtocolError> {
+    /// Decodes and handles one request; `asked` is set to what it was once it decodes.
+    fn dispatch(
+        &mut self,
+        peer: PeerId,
+        payload: &[u8],
+        asked: &mut Option<Asked>,
+    ) -> Result<(), ProtocolError> {
         let message = decode(payload)?;
         let from = identity::node_id(&peer)?;
+        *asked = Some(Asked {
+            from: from.clone(),
+            session: message.session(),
+            kind: message.kind(),
+        });
         let span = tracing::debug_span!(
             target: SESSION_LOG_TARGET,
             "session",
@@ -269,13 +287,14 @@ impl Shell {
         let now = permafrost_runtime::now();
         if self.core.poll_timeout().is_some_and(|due| due <= now) {
             self.core.handle_timeout(now);
-            self.carry_out();
+            self.carry_out(&mut []);
         }
     }
 
     /// Syncs the store for the shares waiting on it, then sends what the core queued and logs
-    /// what it noticed, in order.
-    fn carry_out(&mut self) {
+    /// what it noticed, in order. A message that answers one of the `answering` requests goes
+    /// in its answer instead.
+    fn carry_out(&mut self, answering: &mut [Handled]) {
         if self.core.has_unflushed() {
             let started = Instant::now();
             self.core.flush();
@@ -284,6 +303,18 @@ impl Shell {
         while let Some(output) = self.core.poll_output() {
             match output {
                 NodeOutput::Transmit { to, message } => {
+                    if let Some(slot) = answering.iter_mut().find(|h| h.answered_by(&to, &message))
+                    {
+                        match encode(&message) {
+                            Ok(frame) => {
+                                slot.reply = Some(frame);
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::warn!(%to, error = %e, "cannot encode a reply; sending it");
+                            }
+                        }
+                    }
                     self.outbox.send(to, message);
                 }
                 NodeOutput::Notice(notice) => {
@@ -292,6 +323,38 @@ impl Shell {
                 }
             }
         }
+    }
+}
+
+/// A request of the batch being handled, with what its answer will carry.
+struct Handled {
+    request: InboundRequest,
+    /// What it asked, once it decoded.
+    asked: Option<Asked>,
+    outcome: Result<(), ProtocolError>,
+    /// The message its answer carries, if one rides it.
+    reply: Option<Vec<u8>>,
+}
+
+/// Who sent a request, in which session, of which kind.
+struct Asked {
+    from: NodeId,
+    session: SessionId,
+    kind: MessageKind,
+}
+
+impl Handled {
+    /// Whether `message` to `to` travels as this request's answer: the request was taken, its
+    /// answer carries nothing yet, and `message` is what it asked of this node (same peer,
+    /// same session, [`driver::rides_answer`]).
+    fn answered_by(&self, to: &NodeId, message: &Message) -> bool {
+        self.outcome.is_ok()
+            && self.reply.is_none()
+            && self.asked.as_ref().is_some_and(|asked| {
+                asked.from == *to
+                    && asked.session == message.session()
+                    && driver::rides_answer(asked.kind, message.kind())
+            })
     }
 }
 

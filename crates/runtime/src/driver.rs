@@ -1,12 +1,14 @@
 //! The IO between a core (node or coordinator) and the network: messages the core queued are
 //! sent over `permafrost-net` from tasks of their own ([`Outbox`]), failed dials are reported
-//! back, and inbound requests are answered with the core's verdict ([`answer`]).
+//! back, and inbound requests are answered with the core's verdict ([`answer`]), or with the
+//! message they asked for ([`answer_with`], [`rides_answer`]), which the requester's outbox
+//! hands back as a [`Reply`].
 
 use std::time::Duration;
 
 use permafrost_net::{Client, InboundRequest};
 use permafrost_protocol::{ProtocolError, Refusal};
-use permafrost_wire::{encode, Message, MessageKind, NodeId, SessionId};
+use permafrost_wire::{encode, Message, MessageKind, NodeId, SessionId, WIRE_VERSION};
 use tracing::Instrument;
 
 use crate::identity::peer_id;
@@ -27,12 +29,24 @@ pub struct Undelivered {
     pub refused: bool,
 }
 
+/// A message that came back as the answer to one this process sent (see [`rides_answer`]):
+/// the peer's next message of the same session, from the peer the request went to.
+#[derive(Debug)]
+pub struct Reply {
+    /// Who answered: the peer the request was sent to (the link is authenticated).
+    pub from: NodeId,
+    /// The message, a wire frame, not decoded yet.
+    pub payload: Vec<u8>,
+}
+
 /// Sends protocol messages over `permafrost-net`, each from a task of its own, so the owner's
 /// loop never waits on the network.
 pub struct Outbox {
     client: Client,
     /// Where undelivered messages are reported, if anywhere.
     undelivered: Option<tokio::sync::mpsc::UnboundedSender<Undelivered>>,
+    /// Where messages that came back as answers go, if anywhere.
+    replies: Option<tokio::sync::mpsc::UnboundedSender<Reply>>,
 }
 
 impl Outbox {
@@ -41,7 +55,15 @@ impl Outbox {
         Outbox {
             client,
             undelivered: None,
+            replies: None,
         }
+    }
+
+    /// Hands every message that comes back as an answer to `to` from now on (unbounded: one at
+    /// most per message sent, and a delivery task never waits on the owner's loop). Without
+    /// it, such a message is dropped (logged at DEBUG).
+    pub fn take_replies(&mut self, to: tokio::sync::mpsc::UnboundedSender<Reply>) {
+        self.replies = Some(to);
     }
 
     /// Reports every message that could not be delivered to `to` from now on (unbounded, so a
@@ -64,15 +86,17 @@ impl Outbox {
         Sender {
             client: &self.client,
             undelivered: self.undelivered.as_ref(),
+            replies: self.replies.as_ref(),
         }
         .send(to, message)
     }
 }
 
-/// What sending needs: the client, and where undelivered messages are reported.
+/// What sending needs: the client, and where undelivered messages and replies go.
 struct Sender<'a> {
     client: &'a Client,
     undelivered: Option<&'a tokio::sync::mpsc::UnboundedSender<Undelivered>>,
+    replies: Option<&'a tokio::sync::mpsc::UnboundedSender<Reply>>,
 }
 
 impl Sender<'_> {
@@ -92,6 +116,7 @@ impl Sender<'_> {
         };
         let client = self.client.clone();
         let report = self.undelivered.cloned();
+        let replies = self.replies.cloned();
         // A copy is kept only for a message that may be sent again (zeroized: it may carry a
         // secret share); every other message, a signature's among them, is handed over as it is.
         let kept = redelivered(what.0).then(|| zeroize::Zeroizing::new(frame.clone()));
@@ -114,6 +139,15 @@ impl Sender<'_> {
                 };
                 match delivery {
                     Ok(answer) if answer.is_empty() => {}
+                    Ok(answer) if is_reply(&answer) => match &replies {
+                        Some(replies) => {
+                            let _ = replies.send(Reply {
+                                from: to,
+                                payload: answer,
+                            });
+                        }
+                        None => tracing::debug!(%peer, kind, "a reply nobody takes, dropped"),
+                    },
                     Ok(answer) => {
                         let refusal = String::from_utf8_lossy(&answer).into_owned();
                         if signing(what.0) {
@@ -160,8 +194,19 @@ impl Sender<'_> {
 /// Answers an inbound request with the outcome of handling it: an empty answer when it was
 /// taken, the refusal's text when it was not (logged with the peer).
 pub fn answer(request: InboundRequest, outcome: Result<(), ProtocolError>) {
+    answer_with(request, outcome, None);
+}
+
+/// [`answer`], but a request that was taken is answered with `reply`, when given: the encoded
+/// message it asked for (see [`rides_answer`]), which the requester's outbox hands back as a
+/// [`Reply`] instead of the empty answer.
+pub fn answer_with(
+    request: InboundRequest,
+    outcome: Result<(), ProtocolError>,
+    reply: Option<Vec<u8>>,
+) {
     let answer = match outcome {
-        Ok(()) => Vec::new(),
+        Ok(()) => reply.unwrap_or_default(),
         Err(e) => {
             if late(&e) {
                 tracing::debug!(peer = %request.peer, error = %e, "message refused");
@@ -225,6 +270,40 @@ fn transient(error: &permafrost_net::NetError) -> bool {
     )
 }
 
+/// Logs that this process refused a [`Reply`] from `from`: at DEBUG when it only came late (as
+/// [`answer`] logs the refusal of a late request), at INFO otherwise.
+pub fn log_refused_reply(from: &NodeId, error: &ProtocolError) {
+    if late(error) {
+        tracing::debug!(%from, %error, "reply refused");
+    } else {
+        tracing::info!(%from, %error, "reply refused");
+    }
+}
+
+/// Whether the message of kind `reply`, to the peer that sent a request of kind `request` in
+/// the same session and handled in the same batch, travels as that request's answer instead
+/// of a request of its own: a signer's commitment or share, or a batch of pooled commitments,
+/// to the coordinator that asked for it. Half the frames of a signature. Nothing of a DKG or
+/// a reshare does: their messages are sent again when a delivery fails, and an answer is not.
+pub fn rides_answer(request: MessageKind, reply: MessageKind) -> bool {
+    matches!(
+        (request, reply),
+        (MessageKind::SignRequest, MessageKind::SignCommitment)
+            | (MessageKind::SignPackage, MessageKind::SignShare)
+            | (MessageKind::SignWithCommitment, MessageKind::SignShare)
+            | (
+                MessageKind::CommitmentsRequest,
+                MessageKind::CommitmentBatch
+            )
+    )
+}
+
+/// Whether an answer is a message (a wire frame, which begins with the wire version) rather
+/// than a refusal (text, which never begins with a zero byte) or an acceptance (empty).
+fn is_reply(answer: &[u8]) -> bool {
+    answer.starts_with(&WIRE_VERSION.to_be_bytes())
+}
+
 /// Whether `kind` belongs to a signature (whose late copies are refused in the normal run).
 fn signing(kind: MessageKind) -> bool {
     matches!(
@@ -265,6 +344,32 @@ mod tests {
 
     /// A commitment that came after the signers were chosen is the normal run (DEBUG); a share
     /// nobody asked for, or any other unexpected message, is worth a line at INFO.
+    /// A message, a refusal and an acceptance are told apart by their first bytes.
+    #[test]
+    fn a_reply_is_told_from_a_refusal() {
+        let share = encode(&Message::SignRefusal(permafrost_wire::SignRefusal {
+            session: SessionId([1; 32]),
+            reason: "x".into(),
+            unauthorized: false,
+            commitment_unknown: false,
+        }))
+        .unwrap();
+        assert!(is_reply(&share));
+        let refusal = ProtocolError::Refused(Refusal::Finished).to_string();
+        assert!(!is_reply(refusal.as_bytes()));
+        assert!(!is_reply(b""));
+        // Only a signer's answers to the coordinator ride; DKG and reshare messages never do.
+        assert!(rides_answer(
+            MessageKind::SignWithCommitment,
+            MessageKind::SignShare
+        ));
+        assert!(!rides_answer(
+            MessageKind::SignRequest,
+            MessageKind::SignShare
+        ));
+        assert!(!rides_answer(MessageKind::DkgOpen, MessageKind::DkgRound1));
+    }
+
     #[test]
     fn only_late_copies_are_quiet() {
         let refused = |r: Refusal| ProtocolError::Refused(r);

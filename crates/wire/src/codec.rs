@@ -20,7 +20,7 @@ use crate::WireError;
 /// build refuses as an unknown kind). 5: the child-key `path` of signing requests and
 /// `ReshareOpen.rotation`. 6: `SignShare.group_commitment`. Frames of any other version are
 /// refused.
-pub const WIRE_VERSION: u16 = 6;
+pub const WIRE_VERSION: u16 = 7;
 /// Bytes before the body: version (2) and kind (1).
 pub const FRAME_HEADER_LEN: usize = 3;
 /// No frame of any kind may be longer than this.

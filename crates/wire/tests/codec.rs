@@ -298,26 +298,26 @@ fn wrong_version_and_unknown_kind_are_refused() {
     assert!(matches!(decode(&frame), Err(WireError::UnknownKind(200))));
 }
 
-/// A frame of the previous wire version (5: no group commitment in a signature share) is
+/// A frame of the previous wire version (6: a signer's commitment or share never came as the answer to the request that asked for it) is
 /// refused before its body is read, with an error naming both versions.
 #[test]
 fn a_frame_of_the_previous_wire_version_is_refused() {
-    assert_eq!(WIRE_VERSION, 6);
+    assert_eq!(WIRE_VERSION, 7);
     for message in every_kind() {
         let mut frame = encode(&message).unwrap();
-        assert_eq!(frame[0..2], 6u16.to_be_bytes());
-        frame[0..2].copy_from_slice(&5u16.to_be_bytes());
+        assert_eq!(frame[0..2], 7u16.to_be_bytes());
+        frame[0..2].copy_from_slice(&6u16.to_be_bytes());
         let error = decode(&frame).unwrap_err();
         assert_eq!(
             error,
             WireError::UnsupportedVersion {
-                got: 5,
-                expected: 6
+                got: 6,
+                expected: 7
             }
         );
         let text = error.to_string();
         assert!(
-            text.contains("wire version 5") && text.contains("wire version 6"),
+            text.contains("wire version 6") && text.contains("wire version 7"),
             "{text}"
         );
     }
