@@ -12,12 +12,13 @@ use permafrost_engine::coordinator::{
     ROTATION_REQUEST,
 };
 use permafrost_net::{Client, InboundRequest, PeerId};
-use permafrost_protocol::ProtocolError;
+use permafrost_protocol::{ProtocolError, Refusal};
 use permafrost_runtime::driver::{self, Outbox, Reply, Undelivered};
 use permafrost_runtime::identity;
 use permafrost_runtime::process::SESSION_LOG_TARGET;
 use permafrost_wire::{
-    decode, ClientAuthorization, Curve, DerivationPath, KeyId, NodeId, OperatorApproval, SessionId,
+    decode, ClientAuthorization, Curve, DerivationPath, KeyId, Message, NodeId, OperatorApproval,
+    SessionId,
 };
 use rand_core::OsRng;
 use tokio::sync::{mpsc, oneshot};
@@ -282,7 +283,16 @@ impl Shell {
         let Some(peer) = identity::peer_id(&reply.from) else {
             return;
         };
-        let outcome = self.handle(&reply.from, &reply.payload, &peer, Via::Answer);
+        let outcome = decode(&reply.payload)
+            .map_err(ProtocolError::from)
+            .and_then(|message| {
+                if reply.answers(&message) {
+                    Ok(message)
+                } else {
+                    Err(Refusal::Unexpected(message.kind()).into())
+                }
+            })
+            .and_then(|message| self.handle(&reply.from, message, &peer, Via::Answer));
         self.carry_out();
         if let Err(error) = outcome {
             driver::log_refused_reply(&reply.from, &error);
@@ -291,18 +301,18 @@ impl Shell {
 
     fn dispatch(&mut self, request: &InboundRequest) -> Result<(), ProtocolError> {
         let from = identity::node_id(&request.peer)?;
-        self.handle(&from, &request.payload, &request.peer, Via::Request)
+        let message = decode(&request.payload)?;
+        self.handle(&from, message, &request.peer, Via::Request)
     }
 
-    /// Decodes a message from `from` (`peer`, for the logs) and hands it to the core.
+    /// Hands a message from `from` (`peer`, for the logs) to the core.
     fn handle(
         &mut self,
         from: &NodeId,
-        payload: &[u8],
+        message: Message,
         peer: &PeerId,
         via: Via,
     ) -> Result<(), ProtocolError> {
-        let message = decode(payload)?;
         let session = message.session();
         let span = tracing::debug_span!(
             target: SESSION_LOG_TARGET,

@@ -35,8 +35,22 @@ pub struct Undelivered {
 pub struct Reply {
     /// Who answered: the peer the request was sent to (the link is authenticated).
     pub from: NodeId,
+    /// The kind of the request it answers.
+    pub request: MessageKind,
+    /// The session of the request it answers.
+    pub session: SessionId,
     /// The message, a wire frame, not decoded yet.
     pub payload: Vec<u8>,
+}
+
+impl Reply {
+    /// Whether `message` (its payload, decoded) is what the request asked for: of the session
+    /// of the request, and of a kind that answers it ([`rides_answer`]). Anything else is
+    /// refused, though the peer could have sent it as a request of its own: an answer is
+    /// read outside the peer's rate limit, so it may carry only what was asked.
+    pub fn answers(&self, message: &Message) -> bool {
+        message.session() == self.session && rides_answer(self.request, message.kind())
+    }
 }
 
 /// Sends protocol messages over `permafrost-net`, each from a task of its own, so the owner's
@@ -143,6 +157,8 @@ impl Sender<'_> {
                         Some(replies) => {
                             let _ = replies.send(Reply {
                                 from: to,
+                                request: what.0,
+                                session: what.1,
                                 payload: answer,
                             });
                         }
@@ -368,6 +384,37 @@ mod tests {
             MessageKind::SignShare
         ));
         assert!(!rides_answer(MessageKind::DkgOpen, MessageKind::DkgRound1));
+    }
+
+    /// A reply is taken only in the session of the request it answers, and of a kind that
+    /// answers it.
+    #[test]
+    fn a_reply_answers_only_its_request() {
+        let refusal = |session| {
+            Message::SignRefusal(permafrost_wire::SignRefusal {
+                session,
+                reason: "x".into(),
+                unauthorized: false,
+                commitment_unknown: false,
+            })
+        };
+        let batch = |session| {
+            Message::CommitmentBatch(permafrost_wire::CommitmentBatch {
+                session,
+                key_id: permafrost_wire::KeyId::new("k").unwrap(),
+                epoch: permafrost_wire::Epoch(0),
+                commitments: Vec::new(),
+            })
+        };
+        let reply = Reply {
+            from: NodeId::new(b"n1".to_vec()).unwrap(),
+            request: MessageKind::CommitmentsRequest,
+            session: SessionId([1; 32]),
+            payload: Vec::new(),
+        };
+        assert!(reply.answers(&batch(SessionId([1; 32]))));
+        assert!(!reply.answers(&batch(SessionId([2; 32]))));
+        assert!(!reply.answers(&refusal(SessionId([1; 32]))));
     }
 
     #[test]
