@@ -279,10 +279,6 @@ impl Shell {
     /// A signer's message that came back as the answer to the request that asked for it: handled
     /// as if it came as a request of its own, and its refusal logged here (nobody waits for it).
     fn reply(&mut self, reply: Reply) {
-        // It went to this peer: its node id is one (checked when it was sent).
-        let Some(peer) = identity::peer_id(&reply.from) else {
-            return;
-        };
         let outcome = decode(&reply.payload)
             .map_err(ProtocolError::from)
             .and_then(|message| {
@@ -292,10 +288,10 @@ impl Shell {
                     Err(Refusal::Unexpected(message.kind()).into())
                 }
             })
-            .and_then(|message| self.handle(&reply.from, message, &peer, Via::Answer));
+            .and_then(|message| self.handle(&reply.from, message, &reply.peer, Via::Answer));
         self.carry_out();
         if let Err(error) = outcome {
-            driver::log_refused_reply(&reply.from, &error);
+            driver::log_refused_reply(&reply.peer, &error);
         }
     }
 

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use permafrost_net::{Client, InboundRequest};
+use permafrost_net::{Client, InboundRequest, PeerId};
 use permafrost_protocol::{ProtocolError, Refusal};
 use permafrost_wire::{encode, Message, MessageKind, NodeId, SessionId, WIRE_VERSION};
 use tracing::Instrument;
@@ -35,6 +35,8 @@ pub struct Undelivered {
 pub struct Reply {
     /// Who answered: the peer the request was sent to (the link is authenticated).
     pub from: NodeId,
+    /// The same peer's libp2p id (for the logs).
+    pub peer: PeerId,
     /// The kind of the request it answers.
     pub request: MessageKind,
     /// The session of the request it answers.
@@ -157,6 +159,7 @@ impl Sender<'_> {
                         Some(replies) => {
                             let _ = replies.send(Reply {
                                 from: to,
+                                peer,
                                 request: what.0,
                                 session: what.1,
                                 payload: answer,
@@ -224,11 +227,7 @@ pub fn answer_with(
     let answer = match outcome {
         Ok(()) => reply.unwrap_or_default(),
         Err(e) => {
-            if late(&e) {
-                tracing::debug!(peer = %request.peer, error = %e, "message refused");
-            } else {
-                tracing::info!(peer = %request.peer, error = %e, "message refused");
-            }
+            log_refusal(&request.peer, &e, "message refused");
             e.to_string().into_bytes()
         }
     };
@@ -286,13 +285,18 @@ fn transient(error: &permafrost_net::NetError) -> bool {
     )
 }
 
-/// Logs that this process refused a [`Reply`] from `from`: at DEBUG when it only came late (as
-/// [`answer`] logs the refusal of a late request), at INFO otherwise.
-pub fn log_refused_reply(from: &NodeId, error: &ProtocolError) {
+/// Logs that this process refused a [`Reply`] from `peer`, as [`answer`] logs a refused
+/// request.
+pub fn log_refused_reply(peer: &PeerId, error: &ProtocolError) {
+    log_refusal(peer, error, "reply refused");
+}
+
+/// Logs a refusal of a message from `peer`: at DEBUG when it only came late, at INFO otherwise.
+fn log_refusal(peer: &PeerId, error: &ProtocolError, what: &str) {
     if late(error) {
-        tracing::debug!(%from, %error, "reply refused");
+        tracing::debug!(%peer, %error, "{what}");
     } else {
-        tracing::info!(%from, %error, "reply refused");
+        tracing::info!(%peer, %error, "{what}");
     }
 }
 
@@ -358,8 +362,6 @@ fn late(error: &ProtocolError) -> bool {
 mod tests {
     use super::*;
 
-    /// A commitment that came after the signers were chosen is the normal run (DEBUG); a share
-    /// nobody asked for, or any other unexpected message, is worth a line at INFO.
     /// A message, a refusal and an acceptance are told apart by their first bytes.
     #[test]
     fn a_reply_is_told_from_a_refusal() {
@@ -408,6 +410,7 @@ mod tests {
         };
         let reply = Reply {
             from: NodeId::new(b"n1".to_vec()).unwrap(),
+            peer: PeerId::random(),
             request: MessageKind::CommitmentsRequest,
             session: SessionId([1; 32]),
             payload: Vec::new(),
@@ -417,6 +420,8 @@ mod tests {
         assert!(!reply.answers(&refusal(SessionId([1; 32]))));
     }
 
+    /// A commitment that came after the signers were chosen is the normal run (DEBUG); a share
+    /// nobody asked for, or any other unexpected message, is worth a line at INFO.
     #[test]
     fn only_late_copies_are_quiet() {
         let refused = |r: Refusal| ProtocolError::Refused(r);
