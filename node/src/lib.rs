@@ -81,6 +81,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let operators = config.operators.policy()?;
     let keystore = KeyStore::open(&config.keystore_path(), passphrase.as_bytes())?;
     drop(passphrase);
+    if keystore.journal_replayed_on_open() > 0 {
+        tracing::info!(
+            records = keystore.journal_replayed_on_open(),
+            "the keystore replayed its journal: admissions and audit entries made durable by the \
+             journal before the node last stopped are now in the database"
+        );
+    }
     if let Some(migration) = keystore.audit_migrated_on_open() {
         tracing::warn!(
             entries = migration.entries,

@@ -171,7 +171,10 @@ pub(crate) fn open(
 pub(crate) const MAC_LEN: usize = 32;
 
 /// Domain-separation label of the audit chain key: `chain key = HMAC-SHA256(KEK, label)`.
-const AUDIT_CHAIN_LABEL: &[u8] = b"permafrost/audit-chain/v1";
+pub(crate) const AUDIT_CHAIN_LABEL: &[u8] = b"permafrost/audit-chain/v1";
+
+/// Domain-separation label of the journal's key: `journal key = HMAC-SHA256(KEK, label)`.
+pub(crate) const JOURNAL_LABEL: &[u8] = b"permafrost/keystore-journal/v1";
 
 /// HMAC-SHA256 under a 32-byte key over the concatenation of `parts`.
 ///
@@ -192,29 +195,26 @@ fn hmac_sha256(key: &[u8; 32], parts: &[&[u8]]) -> Hmac<Sha256> {
     mac
 }
 
-/// The key of the audit log's MAC chain, derived from the KEK with its own label (so it is
-/// never used for anything else). Zeroized on drop; `Debug` never prints it.
-pub(crate) struct ChainKey(Zeroizing<[u8; 32]>);
+/// An HMAC-SHA256 key derived from the KEK under a label of its own (so that each is used for
+/// one thing only): the audit log's MAC chain ([`AUDIT_CHAIN_LABEL`]) and the journal's
+/// records ([`JOURNAL_LABEL`]). Zeroized on drop; `Debug` never prints it.
+pub(crate) struct MacKey(Zeroizing<[u8; 32]>);
 
-impl fmt::Debug for ChainKey {
+impl fmt::Debug for MacKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ChainKey(<redacted>)")
+        f.write_str("MacKey(<redacted>)")
     }
 }
 
-impl ChainKey {
-    /// `HMAC-SHA256(KEK, "permafrost/audit-chain/v1")`.
-    pub(crate) fn derive(kek: &[u8; KEK_LEN]) -> ChainKey {
+impl MacKey {
+    /// `HMAC-SHA256(KEK, label)`.
+    pub(crate) fn derive(kek: &[u8; KEK_LEN], label: &[u8]) -> MacKey {
         let mut key = Zeroizing::new([0u8; 32]);
-        key.copy_from_slice(
-            &hmac_sha256(kek, &[AUDIT_CHAIN_LABEL])
-                .finalize()
-                .into_bytes(),
-        );
-        ChainKey(key)
+        key.copy_from_slice(&hmac_sha256(kek, &[label]).finalize().into_bytes());
+        MacKey(key)
     }
 
-    /// HMAC-SHA256 under the chain key over the concatenation of `parts`.
+    /// HMAC-SHA256 under this key over the concatenation of `parts`.
     pub(crate) fn mac(&self, parts: &[&[u8]]) -> [u8; MAC_LEN] {
         hmac_sha256(&self.0, parts).finalize().into_bytes().into()
     }
@@ -308,10 +308,10 @@ mod tests {
     }
 
     #[test]
-    fn chain_key_is_hmac_sha256_domain_separated_and_redacted() {
+    fn mac_keys_are_hmac_sha256_domain_separated_and_redacted() {
         // The zero-padded key gives the same MAC as the hmac crate's own slice constructor.
         let kek = [7u8; KEK_LEN];
-        let key = ChainKey::derive(&kek);
+        let key = MacKey::derive(&kek, AUDIT_CHAIN_LABEL);
         let mut reference = <Hmac<Sha256> as Mac>::new_from_slice(&kek).unwrap();
         reference.update(AUDIT_CHAIN_LABEL);
         let expected: [u8; 32] = reference.finalize().into_bytes().into();
@@ -322,7 +322,9 @@ mod tests {
         assert!(key.verify(&[b"abc"], &tag));
         assert!(!key.verify(&[b"abd"], &tag));
         assert!(!key.verify(&[b"abc"], &tag[..31]));
-        assert!(!ChainKey::derive(&[8u8; KEK_LEN]).verify(&[b"abc"], &tag));
-        assert_eq!(format!("{key:?}"), "ChainKey(<redacted>)");
+        assert!(!MacKey::derive(&[8u8; KEK_LEN], AUDIT_CHAIN_LABEL).verify(&[b"abc"], &tag));
+        // The journal's key, from the same KEK, is another key.
+        assert!(!MacKey::derive(&kek, JOURNAL_LABEL).verify(&[b"abc"], &tag));
+        assert_eq!(format!("{key:?}"), "MacKey(<redacted>)");
     }
 }

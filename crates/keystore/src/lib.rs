@@ -11,8 +11,12 @@
 //! - **Bound to its row.** The ciphertext authenticates its key id, epoch, identifier and
 //!   public data, so a ciphertext moved to another row, or a row whose epoch or identifier was
 //!   edited, fails to decrypt ([`KeystoreError::Corrupt`]) instead of yielding wrong data.
-//! - **Crash-safe.** Each write is a single [redb](https://docs.rs/redb) transaction committed
-//!   with `Durability::Immediate` (fsync, two-phase commit) before the method returns.
+//! - **Crash-safe.** A write is durable when its method returns. Shares, sessions,
+//!   certificates and identity are each one [redb](https://docs.rs/redb) transaction committed
+//!   with `Durability::Immediate` (fsync, two-phase commit). The writes on a signature's path
+//!   (admissions and audit entries, [`KeyStore::write_batch`]) are appended to the
+//!   [`journal`], a preallocated file with one HMAC per record, synced once; redb gets
+//!   them at the next checkpoint, and opening replays what redb does not hold.
 //! - **Fast wrong-passphrase detection.** Opening derives the KEK once and decrypts a stored
 //!   check value; a wrong passphrase is [`KeystoreError::WrongPassphrase`] before any share
 //!   is read.
@@ -47,7 +51,8 @@
 //! ## On-disk format (format version 2)
 //!
 //! One redb database, `<dir>/keystore.redb` (file mode 0600, directory 0700 when created
-//! here). Integers are big-endian unless redb encodes them; `lp(x)` is `x` preceded by its
+//! here), and its journal, `<dir>/keystore.journal` (mode 0600; its format is in the
+//! [`journal`] module's documentation). Integers are big-endian unless redb encodes them; `lp(x)` is `x` preceded by its
 //! length as a big-endian `u32`; `‖` is concatenation. The tables:
 //!
 //! **`meta`** (`&[u8]` → `&[u8]`), written when the store is created (`"audit_chain"` also by the audit migration):
@@ -59,6 +64,7 @@
 //! | `"salt"` | 16 random bytes |
 //! | `"check"` | `nonce(24) ‖ XChaCha20-Poly1305(KEK, nonce, "permafrost-keystore passphrase check", aad)`, with `aad = "permafrost-keystore/check/v1" ‖ salt ‖ kdf` |
 //! | `"audit_chain"` | the audit chain record (below) |
+//! | `"journal_seq"` | `u64`: the last [`journal`] record whose operation the database holds (absent before the first checkpoint) |
 //!
 //! `KEK = Argon2id(passphrase, salt, m_cost_kib, t_cost, p_cost)`, 32 bytes.
 //!
@@ -146,6 +152,7 @@ mod audit;
 mod crypto;
 mod error;
 mod format;
+pub mod journal;
 pub mod raw_audit;
 mod record;
 mod store;
@@ -154,6 +161,7 @@ pub use audit::{AuditFault, AuditMigration, AuditProblem, AuditVerification};
 pub use crypto::KdfParams;
 pub use error::KeystoreError;
 pub use format::MAX_AUDIT_PATH_DEPTH;
+pub use journal::{CHECKPOINT_EVERY, JOURNAL_BYTES, JOURNAL_FILE_NAME};
 pub use record::{AuditClient, AuditEntry, AuditKind, ShareMeta, ShareRecord, ShareState};
 pub use store::{
     ClientRequestRow, KeyStore, ReshareConclusion, ReshareRow, TableUsage, DATABASE_FILE_NAME,

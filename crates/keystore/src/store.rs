@@ -2,7 +2,9 @@
 
 use std::fmt;
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use redb::{
     Database, DatabaseError, Durability, ReadTransaction, ReadableTable, ReadableTableMetadata,
@@ -11,12 +13,13 @@ use redb::{
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditFault, AuditMigration, AuditProblem, AuditVerification};
-use crate::crypto::{self, ChainKey, KdfParams, OpenError, KEK_LEN, MAC_LEN};
+use crate::crypto::{self, KdfParams, MacKey, OpenError, KEK_LEN, MAC_LEN};
 use crate::error::KeystoreError;
 use crate::format::{
     self, AuditEncodeError, DecodeError, ShareRow, TooLong, AUDIT_GENESIS, AUDIT_ROW_VERSION_V1,
     AUDIT_ROW_VERSION_V2, FORMAT_VERSION, FORMAT_VERSION_V1, SALT_LEN,
 };
+use crate::journal::{Journal, JournalFile, JournalOp, JOURNAL_BYTES, JOURNAL_FILE_NAME};
 use crate::record::{AuditEntry, ShareMeta, ShareRecord, ShareState};
 
 /// File name of the database inside the keystore directory.
@@ -89,12 +92,15 @@ struct Meta {
 }
 
 /// An open, unlocked keystore: encrypted shares by (key id, epoch) and an append-only audit
-/// log, in one redb database at `<dir>/keystore.redb`.
+/// log, in one redb database at `<dir>/keystore.redb`, with its journal beside it.
 ///
-/// Every method that writes runs one redb write transaction committed with
-/// [`Durability::Immediate`] (fsync) before it returns: when it returns `Ok`, the change
-/// survives a crash. `KeyStore` is `Send + Sync`; writes from several threads are serialised
-/// by redb. The database file is locked while the `KeyStore` exists, so a second `open` of the
+/// When a method that writes returns `Ok`, the change survives a crash, except where it says
+/// it is not synced ([`append_audit_lazily`](Self::append_audit_lazily), [`admit_client_request`](
+/// Self::admit_client_request), a [`write_batch`](Self::write_batch) not `durable`: durable
+/// with the next sync). Most methods run one redb write transaction committed with
+/// [`Durability::Immediate`]; admissions and audit entries go to the [journal](crate::journal)
+/// instead. Every read sees every write made before it. `KeyStore` is `Send + Sync`; writes
+/// from several threads are serialised. The database file is locked while the `KeyStore` exists, so a second `open` of the
 /// same directory fails with [`KeystoreError::Storage`] until it is dropped.
 ///
 /// See the [crate documentation](crate) for the on-disk format.
@@ -102,7 +108,7 @@ pub struct KeyStore {
     db: Database,
     kek: Zeroizing<[u8; KEK_LEN]>,
     /// Key of the audit log's MAC chain, derived from the KEK.
-    chain: ChainKey,
+    chain: MacKey,
     dir: PathBuf,
     params: KdfParams,
     /// How many unchained audit entries this open chained (a migration), if it did.
@@ -112,6 +118,11 @@ pub struct KeyStore {
     migrated_requests: Option<u64>,
     /// Calls of [`KeyStore::append_audit_lazily`] so far.
     lazy_writes: std::sync::atomic::AtomicU64,
+    /// The journal of the writes committed to redb without a sync (see [`crate::journal`]).
+    /// Every write takes it, so that the journal's records are in redb's order.
+    journal: Mutex<Journal>,
+    /// How many journal records this open replayed.
+    replayed: u64,
 }
 
 impl fmt::Debug for KeyStore {
@@ -122,6 +133,18 @@ impl fmt::Debug for KeyStore {
             .field("kek", &format_args!("<redacted>"))
             .field("chain", &self.chain)
             .finish_non_exhaustive()
+    }
+}
+
+/// Closing makes redb hold every journaled write (one synced commit, if any is pending), so
+/// that a clean close keeps the writes not yet synced, as redb alone would. After a failed
+/// sync of the journal it writes nothing: the store took no write since.
+impl Drop for KeyStore {
+    fn drop(&mut self) {
+        if let Err(error) = self.settle("closing the keystore") {
+            // Nothing to report to: what was synced is in the journal, replayed on open.
+            let _ = error;
+        }
     }
 }
 
@@ -191,16 +214,24 @@ impl KeyStore {
                 return Err(KeystoreError::WrongPassphrase { path: dir })
             }
         }
+        let held = read_journal_seq(&db, &dir)?;
+        let journal_key = MacKey::derive(&kek, crypto::JOURNAL_LABEL);
+        let (file, bytes) = open_journal(&dir)?;
+        let records = Journal::records_after(&journal_key, &bytes, held);
+        drop(bytes);
         let mut store = KeyStore {
             db,
-            chain: ChainKey::derive(&kek),
+            chain: MacKey::derive(&kek, crypto::AUDIT_CHAIN_LABEL),
             kek,
             dir,
             params: meta.params,
             migrated: None,
             migrated_requests: None,
             lazy_writes: std::sync::atomic::AtomicU64::new(0),
+            journal: Mutex::new(Journal::new(Box::new(file), journal_key, held)),
+            replayed: 0,
         };
+        store.replayed = store.replay(records)?;
         if meta.version == FORMAT_VERSION_V1 {
             store.migrated_requests = Some(store.migrate_from_format_v1()?);
         }
@@ -342,15 +373,20 @@ impl KeyStore {
             format::CHECK_PLAINTEXT,
         )
         .map_err(|e| storage_msg(&dir, "sealing the check value", e))?;
+        // A journal left by an earlier store in this directory has no record this KEK verifies.
+        let (file, _) = open_journal(&dir)?;
+        let journal_key = MacKey::derive(&kek, crypto::JOURNAL_LABEL);
         let store = KeyStore {
             db,
-            chain: ChainKey::derive(&kek),
+            chain: MacKey::derive(&kek, crypto::AUDIT_CHAIN_LABEL),
             kek,
             dir,
             params,
             migrated: None,
             migrated_requests: None,
             lazy_writes: std::sync::atomic::AtomicU64::new(0),
+            journal: Mutex::new(Journal::new(Box::new(file), journal_key, 0)),
+            replayed: 0,
         };
         let chain_record = store.chain_record(0, 0);
         store.write("creating the keystore", |txn, dir| {
@@ -809,23 +845,22 @@ impl KeyStore {
             .map(|v| v.value().to_vec()))
     }
 
-    /// Appends `entry` without syncing the disk (redb `Durability::None`): it is durable once a
-    /// later durable write returns — any other method, or every [`LAZY_FLUSH_EVERY`]th call of
-    /// this one — and lost in a crash before that. For refusals, which promise nothing to anyone,
-    /// so that a flood of them does not cost a sync each.
+    /// Appends `entry` to the journal without syncing it: it is durable once a later durable
+    /// write returns (any other method, a [`sync`](Self::sync), or every [`LAZY_FLUSH_EVERY`]th
+    /// call of this one), and lost in a crash before that. For refusals, which promise nothing
+    /// to anyone, so that a flood of them does not cost a sync each. Returns the entry's
+    /// sequence number.
     pub fn append_audit_lazily(&self, entry: &AuditEntry) -> Result<u64, KeystoreError> {
-        let value = format::encode_audit_body(entry).map_err(unencodable_audit)?;
+        let op = JournalOp {
+            now_unix_ms: now_unix_ms(),
+            admissions: Vec::new(),
+            audits: vec![format::encode_audit_body(entry).map_err(unencodable_audit)?],
+        };
         let count = self
             .lazy_writes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let durability = if count % LAZY_FLUSH_EVERY == LAZY_FLUSH_EVERY - 1 {
-            Durability::Immediate
-        } else {
-            Durability::None
-        };
-        self.write_with(durability, "appending to the audit log", |txn, dir| {
-            append_audit_in(txn, dir, &self.chain, &value)
-        })
+        let sync = count % LAZY_FLUSH_EVERY == LAZY_FLUSH_EVERY - 1;
+        self.write_journaled(op, sync, "appending to the audit log")
     }
 
     /// Admits a client's signing request (or an operator's approval) in one transaction:
@@ -840,7 +875,7 @@ impl KeyStore {
     /// cost, is the same approval (approver, request id and expiry) in another session: a
     /// [`KeystoreError::Conflict`], changing nothing.
     ///
-    /// **Not synced** (redb `Durability::None`): the admission is durable once
+    /// **Not synced** (journaled, see [`crate::journal`]): the admission is durable once
     /// [`sync`](Self::sync) or any other durable write returns, and lost in a crash before that.
     /// The node syncs before any signature share leaves it, so a share never goes out on an
     /// admission a crash could forget; concurrent requests share one sync (group commit).
@@ -850,17 +885,22 @@ impl KeyStore {
         audit: &AuditEntry,
         now_unix_ms: u64,
     ) -> Result<(), KeystoreError> {
-        let audit = format::encode_audit_body(audit).map_err(unencodable_audit)?;
-        self.write_with(
-            Durability::None,
-            "admitting a client request",
-            |txn, dir| admit_in(txn, dir, &self.chain, request, &audit, now_unix_ms),
-        )
+        let op = JournalOp {
+            now_unix_ms,
+            admissions: vec![(
+                request.clone(),
+                format::encode_audit_body(audit).map_err(unencodable_audit)?,
+            )],
+            audits: Vec::new(),
+        };
+        self.write_journaled(op, false, "admitting a client request")?;
+        Ok(())
     }
 
     /// Group commit: writes `admissions` (as [`admit_client_request`](Self::admit_client_request)
-    /// would, each with its audit entry) and appends `audits`, all in **one** transaction,
-    /// synced before this returns when `durable` (else durable at the next sync). An entry
+    /// would, each with its audit entry) and appends `audits`, all as **one** journal record,
+    /// synced before this returns when `durable` (one `fdatasync` of the journal; else durable
+    /// at the next sync). An entry
     /// that cannot be encoded, or an admission that is a [`KeystoreError::Conflict`], fails the
     /// whole batch, changing nothing.
     pub fn write_batch(
@@ -870,37 +910,28 @@ impl KeyStore {
         durable: bool,
         now_unix_ms: u64,
     ) -> Result<(), KeystoreError> {
-        let admissions = admissions
-            .iter()
-            .map(|(row, entry)| {
-                Ok((
-                    row,
-                    format::encode_audit_body(entry).map_err(unencodable_audit)?,
-                ))
-            })
-            .collect::<Result<Vec<_>, KeystoreError>>()?;
-        let audits = audits
-            .iter()
-            .map(|entry| format::encode_audit_body(entry).map_err(unencodable_audit))
-            .collect::<Result<Vec<_>, KeystoreError>>()?;
-        let durability = if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
+        let op = JournalOp {
+            now_unix_ms,
+            admissions: admissions
+                .iter()
+                .map(|(row, entry)| {
+                    Ok((
+                        row.clone(),
+                        format::encode_audit_body(entry).map_err(unencodable_audit)?,
+                    ))
+                })
+                .collect::<Result<_, KeystoreError>>()?,
+            audits: audits
+                .iter()
+                .map(|entry| format::encode_audit_body(entry).map_err(unencodable_audit))
+                .collect::<Result<_, KeystoreError>>()?,
         };
-        self.write_with(
-            durability,
+        self.write_journaled(
+            op,
+            durable,
             "writing a batch of admissions and audit entries",
-            |txn, dir| {
-                for (row, audit) in &admissions {
-                    admit_in(txn, dir, &self.chain, row, audit, now_unix_ms)?;
-                }
-                for audit in &audits {
-                    append_audit_in(txn, dir, &self.chain, audit)?;
-                }
-                Ok(())
-            },
-        )
+        )?;
+        Ok(())
     }
 
     /// Every remembered client request that has not expired at `now_unix_ms`, in the order
@@ -909,6 +940,7 @@ impl KeyStore {
         &self,
         now_unix_ms: u64,
     ) -> Result<Vec<ClientRequestRow>, KeystoreError> {
+        self.settle("listing admitted requests")?;
         let txn = self.read()?;
         let Some(table) = self.open_read_table(&txn, ADMITTED_REQUESTS)? else {
             return Ok(Vec::new());
@@ -929,6 +961,7 @@ impl KeyStore {
     /// Every audit entry with its sequence number, in order. Decodes each row but does not
     /// check the MAC chain: [`KeyStore::verify_audit`] does.
     pub fn audit(&self) -> Result<Vec<(u64, AuditEntry)>, KeystoreError> {
+        self.settle("reading the audit log")?;
         let txn = self.read()?;
         let Some(table) = self.open_read_table(&txn, AUDIT)? else {
             return Ok(Vec::new());
@@ -965,6 +998,7 @@ impl KeyStore {
     /// It cannot see a removed tail (the last entries deleted): what is left is a valid chain.
     /// Nor can it tell a log rewritten by someone holding the passphrase from the real one.
     pub fn verify_audit(&self) -> Result<AuditVerification, KeystoreError> {
+        self.settle("verifying the audit log")?;
         let txn = self.read()?;
         let mut outcome = AuditVerification {
             entries: 0,
@@ -1133,26 +1167,174 @@ impl KeyStore {
         Ok(AuditProblem::Edited)
     }
 
-    /// Makes every write before it durable (one fsync for all the unsynced writes: admissions
-    /// and lazily appended audit entries). Returns once they are on disk.
+    /// Makes every write before it durable (one sync of the journal for all the unsynced
+    /// writes: admissions and lazily appended audit entries). Returns once they are on disk.
     pub fn sync(&self) -> Result<(), KeystoreError> {
-        self.write("syncing", |_, _| Ok(()))
+        self.lock_journal("syncing")?
+            .sync()
+            .map_err(|e| storage_msg(&self.dir, "syncing the journal", e))
     }
 
-    /// Runs `body` in one write transaction and commits it durably (fsync, two-phase commit).
-    /// On error the transaction is aborted and nothing changes.
+    /// How many journal records opening this keystore replayed: writes made durable by the
+    /// journal alone before the last close or crash. Callers may say so in their log.
+    pub fn journal_replayed_on_open(&self) -> u64 {
+        self.replayed
+    }
+
+    /// Appends `op` to the journal, synced before this returns when `sync` (else durable at
+    /// the next sync); redb gets it at the next checkpoint, which comes first when it is due.
+    /// An operation too large for the journal is written to redb at once, synced. Refuses,
+    /// changing nothing, an admission of an approval held (in redb, pending or earlier in `op`)
+    /// with another session: a [`KeystoreError::Conflict`]. Returns the sequence number `op`'s
+    /// last audit entry takes.
+    fn write_journaled(&self, op: JournalOp, sync: bool, what: &str) -> Result<u64, KeystoreError> {
+        let payload = op.encode();
+        let mut journal = self.lock_journal(what)?;
+        if !Journal::can_hold(payload.len()) {
+            let last_entry = self.last_audit_seq()? + journal.pending_entries() + op.entries();
+            self.write_locked(&mut journal, what, |txn, dir| {
+                apply_in(txn, dir, &self.chain, &op)
+            })?;
+            return Ok(last_entry);
+        }
+        if !journal.has_room_for(payload.len()) {
+            self.write_locked(
+                &mut journal,
+                "making the journal's writes durable (checkpoint)",
+                |_, _| Ok(()),
+            )?;
+        }
+        self.refuse_conflicts(&journal, &op)?;
+        let last_entry = self.last_audit_seq()? + journal.pending_entries() + op.entries();
+        journal.append(op, &payload);
+        if sync {
+            journal
+                .sync()
+                .map_err(|e| storage_msg(&self.dir, what, e))?;
+        }
+        Ok(last_entry)
+    }
+
+    /// The [`KeystoreError::Conflict`] redb would raise applying `op`'s admissions after the
+    /// journal's pending operations, found before `op` is journaled: an admission whose row
+    /// (expiry, approver, request id) is already held with another session.
+    fn refuse_conflicts(&self, journal: &Journal, op: &JournalOp) -> Result<(), KeystoreError> {
+        if op.admissions.is_empty() {
+            return Ok(());
+        }
+        let txn = self.read()?;
+        let table = self.open_read_table(&txn, ADMITTED_REQUESTS)?;
+        for (i, (row, _)) in op.admissions.iter().enumerate() {
+            let key = row.key();
+            let earlier = op.admissions[..i]
+                .iter()
+                .rev()
+                .find(|(held, _)| held.key() == key)
+                .map(|(held, _)| held.session)
+                .or_else(|| journal.pending_admission(&key));
+            let held = match earlier {
+                Some(session) => Some(session),
+                None => match &table {
+                    Some(table) => table
+                        .get(key.as_slice())
+                        .map_err(|e| storage(&self.dir, "looking up an admitted request", e))?
+                        .and_then(|v| <[u8; 32]>::try_from(v.value()).ok()),
+                    None => None,
+                },
+            };
+            if let Some(session) = held.filter(|s| *s != row.session) {
+                return Err(KeystoreError::Conflict(format!(
+                    "request id {} of approver {} was already admitted in session {}",
+                    hex::encode(row.request_id),
+                    hex::encode(row.client),
+                    hex::encode(session)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The sequence number of the last audit entry redb holds (0 before the first).
+    fn last_audit_seq(&self) -> Result<u64, KeystoreError> {
+        let txn = self.read()?;
+        let Some(table) = self.open_read_table(&txn, AUDIT)? else {
+            return Ok(0);
+        };
+        let last = table
+            .last()
+            .map_err(|e| storage(&self.dir, "reading the audit log", e))?
+            .map(|(key, value)| (key.value(), value.value().to_vec()));
+        Ok(next_in_chain(last.as_ref(), &self.dir)?.0 - 1)
+    }
+
+    /// Makes redb hold every journaled write (a checkpoint, if any is pending): for the reads
+    /// of the tables the journal writes.
+    fn settle(&self, what: &str) -> Result<(), KeystoreError> {
+        let mut journal = self.lock_journal(what)?;
+        if journal.pending().is_empty() {
+            return Ok(());
+        }
+        self.write_locked(&mut journal, what, |_, _| Ok(()))
+    }
+
+    /// Replays the journal's `records` (read on open) in one synced transaction.
+    fn replay(&self, records: Vec<(u64, Vec<u8>)>) -> Result<u64, KeystoreError> {
+        let Some((last, _)) = records.last() else {
+            return Ok(0);
+        };
+        let last = *last;
+        let count = records.len() as u64;
+        let ops = records
+            .iter()
+            .map(|(seq, payload)| {
+                JournalOp::decode(payload).ok_or_else(|| {
+                    corrupt(
+                        &self.dir,
+                        format!("journal record {seq} verifies but does not decode"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut journal = self.lock_journal("replaying the journal")?;
+        journal.replayed(ops, last);
+        self.write_locked(&mut journal, "replaying the journal", |_, _| Ok(()))?;
+        Ok(count)
+    }
+
+    /// The journal, if it takes writes.
+    fn lock_journal(&self, what: &str) -> Result<MutexGuard<'_, Journal>, KeystoreError> {
+        let journal = self.journal.lock().map_err(|_| {
+            storage_msg(
+                &self.dir,
+                what,
+                "a write panicked while holding the journal; reopen the keystore".into(),
+            )
+        })?;
+        if let Some(failure) = journal.failure() {
+            return Err(storage_msg(&self.dir, what, failure.to_owned()));
+        }
+        Ok(journal)
+    }
+
+    /// Runs `body` in one write transaction and commits it durably (fsync, two-phase commit),
+    /// after the journal's pending writes (see [`write_locked`](Self::write_locked)). On error
+    /// the transaction is aborted and nothing changes.
     fn write<T>(
         &self,
         what: &str,
         body: impl FnOnce(&WriteTransaction, &Path) -> Result<T, KeystoreError>,
     ) -> Result<T, KeystoreError> {
-        self.write_with(Durability::Immediate, what, body)
+        let mut journal = self.lock_journal(what)?;
+        self.write_locked(&mut journal, what, body)
     }
 
-    /// [`KeyStore::write`] with the given durability.
-    fn write_with<T>(
+    /// One write transaction: the journal's pending operations (the writes before this one, in
+    /// their order), then `body`, committed durably (fsync, two-phase commit); then the
+    /// journal starts again (a checkpoint). On error the transaction is aborted, nothing
+    /// changes and the operations stay pending.
+    fn write_locked<T>(
         &self,
-        durability: Durability,
+        journal: &mut Journal,
         what: &str,
         body: impl FnOnce(&WriteTransaction, &Path) -> Result<T, KeystoreError>,
     ) -> Result<T, KeystoreError> {
@@ -1160,11 +1342,15 @@ impl KeyStore {
             .db
             .begin_write()
             .map_err(|e| storage(&self.dir, what, e))?;
-        txn.set_durability(durability);
+        txn.set_durability(Durability::Immediate);
         txn.set_two_phase_commit(true);
-        match body(&txn, &self.dir) {
+        let written = self
+            .apply_pending_in(&txn, journal)
+            .and_then(|()| body(&txn, &self.dir));
+        match written {
             Ok(out) => {
                 txn.commit().map_err(|e| storage(&self.dir, what, e))?;
+                journal.restart();
                 Ok(out)
             }
             Err(e) => {
@@ -1174,6 +1360,28 @@ impl KeyStore {
                 Err(e)
             }
         }
+    }
+
+    /// Applies the journal's pending operations in `txn`, and records the last one's number.
+    fn apply_pending_in(
+        &self,
+        txn: &WriteTransaction,
+        journal: &Journal,
+    ) -> Result<(), KeystoreError> {
+        if journal.pending().is_empty() {
+            return Ok(());
+        }
+        for op in journal.pending() {
+            apply_in(txn, &self.dir, &self.chain, op)?;
+        }
+        txn.open_table(META)
+            .map_err(|e| storage(&self.dir, "opening the meta table", e))?
+            .insert(
+                format::META_JOURNAL_SEQ,
+                journal.last_seq().to_be_bytes().as_slice(),
+            )
+            .map_err(|e| storage(&self.dir, "writing the journal's sequence number", e))?;
+        Ok(())
     }
 
     fn read(&self) -> Result<ReadTransaction, KeystoreError> {
@@ -1198,6 +1406,7 @@ impl KeyStore {
     /// How the database's disk is used, table by table (redb's own accounting, from one read
     /// transaction), tables that do not exist yet left out.
     pub fn usage(&self) -> Result<Vec<TableUsage>, KeystoreError> {
+        self.settle("measuring the tables")?;
         let txn = self.read()?;
         let mut tables = Vec::new();
         if let Some(mut audit) = self.table_usage(&txn, AUDIT)? {
@@ -1289,7 +1498,7 @@ pub struct ClientRequestRow {
 
 impl ClientRequestRow {
     /// Its key in [`ADMITTED_REQUESTS`]: expiry ‖ client ‖ request id.
-    fn key(&self) -> [u8; 56] {
+    pub(crate) fn key(&self) -> [u8; 56] {
         let mut key = [0; 56];
         key[..8].copy_from_slice(&self.expires_unix_ms.to_be_bytes());
         key[8..40].copy_from_slice(&self.client);
@@ -1399,7 +1608,7 @@ fn conclude_in(
 fn admit_in(
     txn: &WriteTransaction,
     dir: &Path,
-    chain: &ChainKey,
+    chain: &MacKey,
     request: &ClientRequestRow,
     audit: &[u8],
     now_unix_ms: u64,
@@ -1445,6 +1654,80 @@ fn admit_in(
     Ok(())
 }
 
+/// Applies one journaled operation in `txn`: its admissions, then its audit entries.
+fn apply_in(
+    txn: &WriteTransaction,
+    dir: &Path,
+    chain: &MacKey,
+    op: &JournalOp,
+) -> Result<(), KeystoreError> {
+    for (row, audit) in &op.admissions {
+        admit_in(txn, dir, chain, row, audit, op.now_unix_ms)?;
+    }
+    for audit in &op.audits {
+        append_audit_in(txn, dir, chain, audit)?;
+    }
+    Ok(())
+}
+
+/// The sequence number of the last journal record `db` holds (0 before the first).
+fn read_journal_seq(db: &Database, dir: &Path) -> Result<u64, KeystoreError> {
+    let txn = db
+        .begin_read()
+        .map_err(|e| storage(dir, "starting a read", e))?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(storage(dir, "opening the meta table", e)),
+    };
+    match meta
+        .get(format::META_JOURNAL_SEQ)
+        .map_err(|e| storage(dir, "reading the journal's sequence number", e))?
+    {
+        None => Ok(0),
+        Some(value) => value
+            .value()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| corrupt(dir, "the journal's sequence number is not 8 bytes".into())),
+    }
+}
+
+/// Opens the journal file (creating it, mode 0600 on Unix), reads its first
+/// [`JOURNAL_BYTES`], and makes sure the file is that long in written bytes (zeros past what
+/// it holds), so that a sync of a record writes no file-system metadata.
+fn open_journal(dir: &Path) -> Result<(fs::File, Vec<u8>), KeystoreError> {
+    let path = dir.join(JOURNAL_FILE_NAME);
+    let failed = |what: &str, e: std::io::Error| storage_msg(dir, what, e.to_string());
+    let created = !path.exists();
+    let mut options = fs::OpenOptions::new();
+    options.read(true).write(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(&path)
+        .map_err(|e| failed("opening the journal", e))?;
+    let mut bytes = Vec::new();
+    (&mut file)
+        .take(JOURNAL_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(|e| failed("reading the journal", e))?;
+    let len = bytes.len() as u64;
+    if len < JOURNAL_BYTES {
+        let zeros = vec![0; (JOURNAL_BYTES - len) as usize];
+        JournalFile::write_at(&mut file, len, &zeros)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| failed("preallocating the journal", e))?;
+    }
+    if created {
+        sync_dir(dir)?;
+    }
+    Ok((file, bytes))
+}
+
 /// Moves format version 1's two request tables into [`ADMITTED_REQUESTS`] and deletes them, in
 /// `txn`. Returns how many rows it moved.
 fn migrate_request_tables_in(txn: &WriteTransaction, dir: &Path) -> Result<u64, KeystoreError> {
@@ -1487,7 +1770,7 @@ fn migrate_request_tables_in(txn: &WriteTransaction, dir: &Path) -> Result<u64, 
 fn append_audit_in(
     txn: &WriteTransaction,
     dir: &Path,
-    chain: &ChainKey,
+    chain: &MacKey,
     body: &[u8],
 ) -> Result<u64, KeystoreError> {
     let mut table = txn
@@ -1532,7 +1815,7 @@ type AuditRowBytes = (u64, Vec<u8>);
 fn chain_to_last(
     table: &redb::Table<'_, u64, &[u8]>,
     dir: &Path,
-    chain: &ChainKey,
+    chain: &MacKey,
     body: &[u8],
 ) -> Result<(Option<AuditRowBytes>, u64, [u8; MAC_LEN]), KeystoreError> {
     let last = last_audit_row(table, dir)?;
@@ -1589,7 +1872,7 @@ fn next_in_chain(
 fn append_audit_row_in(
     txn: &WriteTransaction,
     dir: &Path,
-    chain: &ChainKey,
+    chain: &MacKey,
     version: u8,
     body: &[u8],
 ) -> Result<u64, KeystoreError> {
@@ -1797,6 +2080,69 @@ mod tests {
 
     fn open(dir: &Path) -> KeyStore {
         KeyStore::open_with_params(dir, b"passphrase", KdfParams::FAST_INSECURE_FOR_TESTS).unwrap()
+    }
+
+    /// A failed sync of the journal: the batch it was to make durable fails (so the node
+    /// releases no share on it), and the store takes no write after it, journaled or synced by
+    /// redb, even once the disk answers again. A crash then keeps what was synced before.
+    #[test]
+    fn a_failed_journal_sync_fails_its_batch_and_every_write_after_it() {
+        use crate::journal::memory_file::MemoryFile;
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let row = |n: u8| ClientRequestRow {
+            client: [1; 32],
+            request_id: [n; 16],
+            session: [n; 32],
+            expires_unix_ms: 10_000,
+        };
+        let admit = |n: u8| store.write_batch(&[(row(n), entry(n, None))], &[], true, 0);
+        admit(1).unwrap();
+        let failing = MemoryFile::default();
+        failing.state().fail_sync = true;
+        store
+            .journal
+            .lock()
+            .unwrap()
+            .replace_file(Box::new(failing.clone()));
+        let error = admit(2).unwrap_err();
+        assert!(
+            matches!(&error, KeystoreError::Storage(m) if m.contains("restart the node")),
+            "{error}"
+        );
+        failing.state().fail_sync = false;
+        assert!(admit(3).is_err());
+        assert!(store.sync().is_err());
+        assert!(store.append_audit(&entry(4, None)).is_err());
+        assert!(store.conclude_session(&[4; 32]).is_err());
+        assert_eq!(
+            failing.state().syncs,
+            0,
+            "nothing was synced after the failure"
+        );
+        // The crash: the copy keeps the journal as the disk had it.
+        let image = tempfile::tempdir().unwrap();
+        for name in [DATABASE_FILE_NAME, JOURNAL_FILE_NAME] {
+            fs::copy(dir.path().join(name), image.path().join(name)).unwrap();
+        }
+        let restarted = open(image.path());
+        assert_eq!(restarted.client_requests(0).unwrap(), vec![row(1)]);
+        admit_and_check(&restarted);
+    }
+
+    /// The store takes writes again after a restart.
+    fn admit_and_check(store: &KeyStore) {
+        let row = ClientRequestRow {
+            client: [1; 32],
+            request_id: [9; 16],
+            session: [9; 32],
+            expires_unix_ms: 10_000,
+        };
+        store
+            .write_batch(&[(row.clone(), entry(9, None))], &[], true, 0)
+            .unwrap();
+        assert!(store.client_requests(0).unwrap().contains(&row));
+        assert!(store.verify_audit().unwrap().is_intact());
     }
 
     fn entry(i: u8, path: Option<Vec<u32>>) -> AuditEntry {

@@ -490,5 +490,5 @@ fn debug_of_the_store_does_not_show_the_chain_key() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let debug = format!("{store:?}");
-    assert!(debug.contains("ChainKey(<redacted>)"), "{debug}");
+    assert!(debug.contains("MacKey(<redacted>)"), "{debug}");
 }

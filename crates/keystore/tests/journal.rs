@@ -1,0 +1,324 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The journal from outside: what a crash leaves of the writes it made durable.
+//!
+//! A crash is a copy of the keystore's two files taken while the store is open: redb's file
+//! holds the pages of its unsynced commits, but its header still points at the last synced
+//! one, as a disk would after a power cut; the journal holds what was written to it. Opening
+//! the copy is the restart.
+
+use std::fs;
+use std::path::Path;
+
+use permafrost_keystore::{
+    AuditEntry, AuditKind, ClientRequestRow, KdfParams, KeyStore, ShareRecord, ShareState,
+    CHECKPOINT_EVERY, DATABASE_FILE_NAME, JOURNAL_BYTES, JOURNAL_FILE_NAME,
+};
+use tempfile::TempDir;
+use zeroize::Zeroizing;
+
+fn open(dir: &Path) -> KeyStore {
+    KeyStore::open_with_params(dir, b"passphrase", KdfParams::FAST_INSECURE_FOR_TESTS).unwrap()
+}
+
+fn row(n: u32) -> ClientRequestRow {
+    let mut request_id = [0; 16];
+    request_id[..4].copy_from_slice(&n.to_be_bytes());
+    ClientRequestRow {
+        client: [2; 32],
+        request_id,
+        session: [n as u8; 32],
+        expires_unix_ms: 10_000 + u64::from(n),
+    }
+}
+
+fn entry(kind: AuditKind, n: u32) -> AuditEntry {
+    AuditEntry {
+        time_unix_ms: 1_700_000_000_000 + u64::from(n),
+        kind,
+        key_id: "k".into(),
+        epoch: 0,
+        message_digest: Some([7; 32]),
+        requester: Some("coordinator".into()),
+        detail: format!("batch {n}"),
+        client: None,
+    }
+}
+
+/// Batch `n` as the node writes it: one admission and the share's audit entry.
+fn write_batch(store: &KeyStore, n: u32, durable: bool) {
+    store
+        .write_batch(
+            &[(row(n), entry(AuditKind::ClientRequest, n))],
+            &[entry(AuditKind::SignatureShare, n)],
+            durable,
+            0,
+        )
+        .unwrap();
+}
+
+/// What a crash of the store in `dir` would leave, now.
+fn crash_image(dir: &Path) -> TempDir {
+    let image = tempfile::tempdir().unwrap();
+    for name in [DATABASE_FILE_NAME, JOURNAL_FILE_NAME] {
+        fs::copy(dir.join(name), image.path().join(name)).unwrap();
+    }
+    image
+}
+
+/// The admitted rows and the audit log: what a restart must find.
+fn contents(store: &KeyStore) -> (Vec<ClientRequestRow>, Vec<(u64, AuditEntry)>) {
+    let verification = store.verify_audit().unwrap();
+    assert!(verification.is_intact(), "{verification:?}");
+    (store.client_requests(0).unwrap(), store.audit().unwrap())
+}
+
+/// The batches `store` holds, by their admitted rows.
+fn batches(store: &KeyStore) -> Vec<ClientRequestRow> {
+    contents(store).0
+}
+
+/// Where each record of the journal file in `dir` starts and ends, read as the format says
+/// (`u64 seq ‖ u32 len ‖ payload ‖ 32-byte MAC`), up to the first zero sequence number.
+fn records(dir: &Path) -> Vec<(u64, std::ops::Range<usize>)> {
+    let bytes = fs::read(dir.join(JOURNAL_FILE_NAME)).unwrap();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 12 <= bytes.len() {
+        let seq = u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
+        let len = u32::from_be_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        if seq == 0 || at + 12 + len + 32 > bytes.len() {
+            break;
+        }
+        out.push((seq, at..at + 12 + len + 32));
+        at += 12 + len + 32;
+    }
+    out
+}
+
+fn edit_journal(dir: &Path, edit: impl FnOnce(&mut Vec<u8>)) {
+    let path = dir.join(JOURNAL_FILE_NAME);
+    let mut bytes = fs::read(&path).unwrap();
+    edit(&mut bytes);
+    fs::write(&path, bytes).unwrap();
+}
+
+#[test]
+fn a_synced_batch_survives_a_crash_and_an_unsynced_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    write_batch(&store, 1, true);
+    write_batch(&store, 2, false);
+    let image = crash_image(dir.path());
+    // (A read takes every write, synced or not, so it comes after the crash.)
+    assert_eq!(batches(&store), vec![row(1), row(2)]);
+    let restarted = open(image.path());
+    assert_eq!(restarted.journal_replayed_on_open(), 1);
+    assert_eq!(batches(&restarted), vec![row(1)]);
+    let audit = restarted.audit().unwrap();
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    // The journal file stays preallocated.
+    assert_eq!(
+        fs::metadata(image.path().join(JOURNAL_FILE_NAME))
+            .unwrap()
+            .len(),
+        JOURNAL_BYTES
+    );
+}
+
+#[test]
+fn a_restart_finds_the_writes_made_exactly_once_across_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let total = 2 * CHECKPOINT_EVERY as u32 + 37;
+    for n in 1..=total {
+        write_batch(&store, n, true);
+    }
+    // Refusals appended lazily, the last of them synced by a batch.
+    store
+        .append_audit_lazily(&entry(AuditKind::Refused, 0))
+        .unwrap();
+    write_batch(&store, total + 1, true);
+    let image = crash_image(dir.path());
+    let live = contents(&store);
+    assert_eq!(live.0.len() as u32, total + 1);
+    let restarted = open(image.path());
+    // Only what followed the last checkpoint is replayed.
+    assert!(
+        (1..=CHECKPOINT_EVERY).contains(&restarted.journal_replayed_on_open()),
+        "{}",
+        restarted.journal_replayed_on_open()
+    );
+    assert_eq!(
+        contents(&restarted),
+        live,
+        "same rows, same entries, same chain"
+    );
+    // Writing on goes on from there; a second restart replays nothing again.
+    write_batch(&restarted, total + 2, true);
+    let image = crash_image(image.path());
+    let after = contents(&restarted);
+    let again = open(image.path());
+    assert_eq!(again.journal_replayed_on_open(), 1);
+    assert_eq!(contents(&again), after);
+    drop((again, restarted));
+}
+
+#[test]
+fn a_torn_last_record_loses_only_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for n in 1..=3 {
+        write_batch(&store, n, true);
+    }
+    let image = crash_image(dir.path());
+    let records = records(image.path());
+    assert_eq!(
+        records.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let third = records[2].1.clone();
+    // Cut short at every tenth byte of the third record, and with one byte flipped in it.
+    for cut in third.clone().step_by(10) {
+        let torn = crash_image(image.path());
+        edit_journal(torn.path(), |bytes| bytes[cut..third.end].fill(0));
+        let restarted = open(torn.path());
+        assert_eq!(batches(&restarted), vec![row(1), row(2)], "cut at {cut}");
+    }
+    let flipped = crash_image(image.path());
+    edit_journal(flipped.path(), |bytes| bytes[third.start + 20] ^= 1);
+    assert_eq!(batches(&open(flipped.path())), vec![row(1), row(2)]);
+    // A journal file cut short (its preallocation lost) is read as far as it goes.
+    let truncated = crash_image(image.path());
+    edit_journal(truncated.path(), |bytes| bytes.truncate(third.start + 5));
+    assert_eq!(batches(&open(truncated.path())), vec![row(1), row(2)]);
+}
+
+#[test]
+fn a_record_written_twice_is_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for n in 1..=3 {
+        write_batch(&store, n, true);
+    }
+    let image = crash_image(dir.path());
+    let live = contents(&store);
+    let records = records(image.path());
+    let second = records[1].1.clone();
+    edit_journal(image.path(), |bytes| {
+        let copy = bytes[second.clone()].to_vec();
+        let tail = bytes.split_off(second.end);
+        bytes.extend_from_slice(&copy);
+        bytes.extend_from_slice(&tail);
+    });
+    let restarted = open(image.path());
+    assert_eq!(restarted.journal_replayed_on_open(), 3);
+    assert_eq!(contents(&restarted), live);
+}
+
+#[test]
+fn what_redb_already_holds_is_not_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for n in 1..=3 {
+        write_batch(&store, n, true);
+    }
+    // A write redb syncs itself: the three batches are in redb now, and still in the journal.
+    store
+        .put_share(&ShareRecord {
+            key_id: "k".into(),
+            epoch: 0,
+            state: ShareState::Active,
+            identifier: vec![1; 32],
+            public: b"public".to_vec(),
+            secret: Zeroizing::new(vec![9; 32]),
+        })
+        .unwrap();
+    let image = crash_image(dir.path());
+    let live = contents(&store);
+    assert_eq!(records(image.path()).len(), 3);
+    let restarted = open(image.path());
+    assert_eq!(restarted.journal_replayed_on_open(), 0);
+    assert_eq!(contents(&restarted), live);
+}
+
+#[test]
+fn a_journal_without_the_passphrase_adds_nothing() {
+    // Records from another keystore (another KEK) laid over this one's journal.
+    let other = tempfile::tempdir().unwrap();
+    {
+        let other_store = open(other.path());
+        for n in 10..=12 {
+            write_batch(&other_store, n, true);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let image = crash_image(dir.path());
+    fs::copy(
+        other.path().join(JOURNAL_FILE_NAME),
+        image.path().join(JOURNAL_FILE_NAME),
+    )
+    .unwrap();
+    let restarted = open(image.path());
+    assert_eq!(restarted.journal_replayed_on_open(), 0);
+    assert!(batches(&restarted).is_empty());
+    // An edited payload of this keystore's own first record: nothing after it is replayed.
+    write_batch(&store, 1, true);
+    write_batch(&store, 2, true);
+    let image = crash_image(dir.path());
+    let first = records(image.path())[0].1.clone();
+    edit_journal(image.path(), |bytes| bytes[first.start + 12] ^= 0x80);
+    let restarted = open(image.path());
+    assert_eq!(restarted.journal_replayed_on_open(), 0);
+    assert!(batches(&restarted).is_empty());
+}
+
+#[test]
+fn a_clean_close_keeps_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        write_batch(&store, 1, true);
+        write_batch(&store, 2, false);
+    }
+    let store = open(dir.path());
+    assert_eq!(batches(&store), vec![row(1), row(2)]);
+}
+
+/// The same approval admitted again in another session is refused, changing nothing, whether
+/// the first admission is pending in the journal, in redb after a checkpoint, or earlier in
+/// the same batch.
+#[test]
+fn a_conflicting_admission_is_refused_wherever_the_first_one_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let again = |n: u32| ClientRequestRow {
+        session: [0xee; 32],
+        ..row(n)
+    };
+    let admit = |rows: &[ClientRequestRow]| {
+        let admissions: Vec<_> = rows
+            .iter()
+            .map(|r| (r.clone(), entry(AuditKind::ClientRequest, 0)))
+            .collect();
+        store.write_batch(&admissions, &[], true, 0)
+    };
+    admit(&[row(1)]).unwrap();
+    let conflict = |result: Result<(), permafrost_keystore::KeystoreError>| {
+        assert!(
+            matches!(result, Err(permafrost_keystore::KeystoreError::Conflict(_))),
+            "{result:?}"
+        )
+    };
+    conflict(admit(&[row(2), again(1)])); // pending
+    store.sync().unwrap();
+    store.put_identity(b"identity").unwrap(); // a checkpoint: row 1 is in redb now
+    conflict(admit(&[again(1)]));
+    conflict(admit(&[row(3), again(3)])); // the same batch
+                                          // The same row again in its own session is one row.
+    admit(&[row(1), row(4)]).unwrap();
+    let image = crash_image(dir.path());
+    assert_eq!(batches(&store), vec![row(1), row(4)]);
+    assert_eq!(batches(&open(image.path())), vec![row(1), row(4)]);
+    assert_eq!(store.audit().unwrap().len(), 3);
+}
