@@ -220,6 +220,14 @@ pub(crate) fn open(config: &Path, err: &mut dyn Write) -> Result<Option<KeyStore
         Err(e) => return Err(e.into()),
     };
     drop(passphrase);
+    if store.journal_replayed_on_open() > 0 {
+        let _ = writeln!(
+            err,
+            "note: the keystore replayed {} journal records (the node's last writes before it \
+             stopped without closing the keystore)",
+            store.journal_replayed_on_open()
+        );
+    }
     if let Some(migration) = store.audit_migrated_on_open() {
         let _ = writeln!(
             err,
