@@ -56,6 +56,16 @@ fn write_batch(store: &KeyStore, n: u32, durable: bool) {
         .unwrap();
 }
 
+/// A store in a new directory that wrote the durable batches `numbers`.
+fn store_with(numbers: std::ops::RangeInclusive<u32>) -> (TempDir, KeyStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for n in numbers {
+        write_batch(&store, n, true);
+    }
+    (dir, store)
+}
+
 /// What a crash of the store in `dir` would leave, now.
 fn crash_image(dir: &Path) -> TempDir {
     let image = tempfile::tempdir().unwrap();
@@ -165,11 +175,7 @@ fn a_restart_finds_the_writes_made_exactly_once_across_checkpoints() {
 
 #[test]
 fn a_torn_last_record_loses_only_its_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    for n in 1..=3 {
-        write_batch(&store, n, true);
-    }
+    let (dir, _open) = store_with(1..=3); // open: its writes are not checkpointed
     let image = crash_image(dir.path());
     let records = records(image.path());
     assert_eq!(
@@ -195,11 +201,7 @@ fn a_torn_last_record_loses_only_its_batch() {
 
 #[test]
 fn a_record_written_twice_is_applied_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    for n in 1..=3 {
-        write_batch(&store, n, true);
-    }
+    let (dir, store) = store_with(1..=3);
     let image = crash_image(dir.path());
     let live = contents(&store);
     let records = records(image.path());
@@ -217,11 +219,7 @@ fn a_record_written_twice_is_applied_once() {
 
 #[test]
 fn what_redb_already_holds_is_not_replayed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    for n in 1..=3 {
-        write_batch(&store, n, true);
-    }
+    let (dir, store) = store_with(1..=3);
     // A write redb syncs itself: the three batches are in redb now, and still in the journal.
     store
         .put_share(&ShareRecord {
@@ -244,13 +242,8 @@ fn what_redb_already_holds_is_not_replayed() {
 #[test]
 fn a_journal_without_the_passphrase_adds_nothing() {
     // Records from another keystore (another KEK) laid over this one's journal.
-    let other = tempfile::tempdir().unwrap();
-    {
-        let other_store = open(other.path());
-        for n in 10..=12 {
-            write_batch(&other_store, n, true);
-        }
-    }
+    let (other, other_store) = store_with(10..=12);
+    drop(other_store);
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let image = crash_image(dir.path());
