@@ -66,9 +66,8 @@ pub(crate) const META_SALT: &[u8] = b"salt";
 pub(crate) const META_CHECK: &[u8] = b"check";
 /// Meta table key: the record that the audit log is MAC-chained (and since when).
 pub(crate) const META_AUDIT_CHAIN: &[u8] = b"audit_chain";
-/// Meta table key: the sequence number (`u64`, big-endian) of the last journal record whose
-/// operation the database holds.
-pub(crate) const META_JOURNAL_SEQ: &[u8] = b"journal_seq";
+/// Meta table key: the journal's round (16 random bytes), new with every synced commit.
+pub(crate) const META_JOURNAL_ROUND: &[u8] = b"journal_round";
 
 /// The constant sealed under the KEK as the passphrase check value.
 pub(crate) const CHECK_PLAINTEXT: &[u8] = b"permafrost-keystore passphrase check";

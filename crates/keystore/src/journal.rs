@@ -12,31 +12,37 @@
 //!
 //! A checkpoint comes every [`CHECKPOINT_EVERY`] records or when the file is full, inside any
 //! write that redb syncs itself (before that write's own change), before a read of the tables
-//! the journal writes (audit log, admitted requests), and on close. Opening the keystore
-//! replays the journal's records that redb does not hold, in one synced transaction: the store
-//! is then what it was after the last synced record.
+//! the journal writes (audit log, admitted requests), and on close. Every synced redb commit of
+//! the keystore also begins a new **round**: 16 random bytes, written to the meta table
+//! (`"journal_round"`) in that commit and bound into the MAC of every record written until the
+//! next one. Opening the keystore replays the records of the round redb holds that follow the
+//! audit log, in one synced transaction that begins a new round: the store is then what it was
+//! after the last synced record.
 //!
 //! Why a record is trusted: each carries an HMAC-SHA256 under a key derived from the KEK, so a
 //! torn record, or data crafted by a client to look like a complete one after a crash (the
-//! attack for which the keystore pays redb's second sync), never verifies. Without the
-//! passphrase nobody can make a record that verifies, so the journal can add nothing to the
-//! store; it can be cut short, which forgets the newest writes as restoring an older copy of
-//! the database would.
+//! attack for which the keystore pays redb's second sync), never verifies; nor does a record
+//! of an older round, left further on in the file after the journal started again at its
+//! beginning. Without the passphrase nobody can make a record that verifies. Replay is tied to
+//! the MAC-chained audit log, not to a number in the meta table: a record is applied only if
+//! its first audit entry is the log's next one. Cutting the journal short forgets the newest
+//! writes, as restoring an older copy of the database would; someone who can write the data
+//! directory and kept an older copy of it (with its round) can bring back what that copy held,
+//! as restoring it would.
 //!
 //! ## Format
 //! `<dir>/keystore.journal`, [`JOURNAL_BYTES`] long. A record:
 //!
-//! `u64 seq ‖ u32 len ‖ payload (len bytes) ‖ HMAC-SHA256(journal key, "permafrost-keystore/journal-record/v1" ‖ u64 seq ‖ u32 len ‖ payload)`
+//! `u64 first ‖ u32 len ‖ payload (len bytes) ‖ HMAC-SHA256(journal key, "permafrost-keystore/journal-record/v1" ‖ round(16) ‖ u64 first ‖ u32 len ‖ payload)`
 //!
-//! with big-endian integers and `journal key = HMAC-SHA256(KEK, "permafrost/keystore-journal/v1")`.
-//! Sequence numbers grow by one per record for the life of the store; the meta table's
-//! `"journal_seq"` holds the last one redb's state includes, written in the checkpoint's
-//! transaction. Replay reads records from the file's start. It takes the record numbered
-//! one above the last it has (at first, the last redb holds), passes over records numbered
-//! lower (already in redb after a crash between redb's synced commit and the next record, a
-//! record written twice, an older round's records), and stops at the first record that does
-//! not verify or skips a number: a torn tail (a write a crash cut short, whose sync never
-//! returned, so that nothing was released on it), or zeros.
+//! with big-endian integers, `first` the sequence number of the operation's first audit entry
+//! (every journaled operation appends at least one), and `journal key = HMAC-SHA256(KEK,
+//! "permafrost/keystore-journal/v1")`. Replay reads records from the file's start, while they
+//! verify under the round redb holds. A record whose entries the log already holds is passed
+//! over (a crash between redb's synced commit and the next record, a record written twice); one
+//! whose first entry is the log's next is applied; at anything else (a gap, entries held in
+//! part), at a record that does not verify (a torn tail: a write a crash cut short, whose sync
+//! never returned, so that nothing was released on it) or at zeros, replay stops.
 //!
 //! A payload (`JournalOp`): `u64 now_unix_ms ‖ u32 count ‖ count × (approver(32) ‖ request
 //! id(16) ‖ session(32) ‖ u64 expires_unix_ms ‖ lp(audit body)) ‖ u32 count ‖ count ×
@@ -61,8 +67,11 @@ pub const JOURNAL_BYTES: u64 = 1 << 20;
 /// commits between two syncs.
 pub const CHECKPOINT_EVERY: u64 = 256;
 
-/// `u64 seq ‖ u32 len`.
+/// `u64 first audit entry ‖ u32 len`.
 const HEADER_LEN: usize = 12;
+
+/// Length of a journal round's id.
+pub(crate) const ROUND_LEN: usize = 16;
 
 /// Domain separation of a record's MAC.
 const RECORD_TAG: &[u8] = b"permafrost-keystore/journal-record/v1";
@@ -194,12 +203,13 @@ impl JournalFile for File {
 pub(crate) struct Journal {
     file: Box<dyn JournalFile>,
     key: MacKey,
+    /// The round every record written now belongs to (bound into its MAC), the one redb's
+    /// meta table holds.
+    round: [u8; ROUND_LEN],
     /// Where the next record goes.
     cursor: u64,
     /// Records appended and not yet written.
     staged: Vec<u8>,
-    /// The sequence number of the last record appended, or the one redb last held.
-    last_seq: u64,
     /// The operations of the records since the last checkpoint, in order: not in redb yet.
     pending: Vec<JournalOp>,
     /// The audit entries of `pending`.
@@ -214,14 +224,14 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
-    /// A journal whose next record follows `last_seq`, written from the file's start.
-    pub(crate) fn new(file: Box<dyn JournalFile>, key: MacKey, last_seq: u64) -> Self {
+    /// A journal of `round`, written from the file's start.
+    pub(crate) fn new(file: Box<dyn JournalFile>, key: MacKey, round: [u8; ROUND_LEN]) -> Self {
         Journal {
             file,
             key,
+            round,
             cursor: 0,
             staged: Vec::new(),
-            last_seq,
             pending: Vec::new(),
             pending_entries: 0,
             pending_admissions: HashMap::new(),
@@ -232,11 +242,6 @@ impl Journal {
     /// Why the journal refuses writes, if it does.
     pub(crate) fn failure(&self) -> Option<&str> {
         self.failed.as_deref()
-    }
-
-    /// The sequence number of the last record appended (or replayed, or held by redb).
-    pub(crate) fn last_seq(&self) -> u64 {
-        self.last_seq
     }
 
     /// The operations journaled since the last checkpoint, in order: what redb does not hold
@@ -266,37 +271,32 @@ impl Journal {
         record_len(payload_len) as u64 <= JOURNAL_BYTES
     }
 
-    /// Appends `op` (encoded: `payload`) as the next record, to be written by the next
-    /// [`sync`](Self::sync), and keeps it [`pending`](Self::pending) until the next checkpoint.
-    /// The caller has checked [`has_room_for`](Self::has_room_for).
-    pub(crate) fn append(&mut self, op: JournalOp, payload: &[u8]) {
-        let seq = self.last_seq + 1;
-        let header = header(seq, payload.len());
-        let mac = self.key.mac(&[RECORD_TAG, &header, payload]);
+    /// Appends `op` (encoded: `payload`), whose first audit entry is numbered `first_entry`, as
+    /// the next record, to be written by the next [`sync`](Self::sync), and keeps it
+    /// [`pending`](Self::pending) until the next checkpoint. The caller has checked
+    /// [`has_room_for`](Self::has_room_for).
+    pub(crate) fn append(&mut self, op: JournalOp, payload: &[u8], first_entry: u64) {
+        let header = header(first_entry, payload.len());
+        let mac = self.key.mac(&[RECORD_TAG, &self.round, &header, payload]);
         self.staged.extend_from_slice(&header);
         self.staged.extend_from_slice(payload);
         self.staged.extend_from_slice(&mac);
-        self.last_seq = seq;
-        self.pending_entries += op.entries();
-        self.index(&op);
-        self.pending.push(op);
+        self.keep_pending(op);
     }
 
-    fn index(&mut self, op: &JournalOp) {
+    /// Operations replayed from the file on open: pending, as if appended and synced.
+    pub(crate) fn replayed(&mut self, ops: Vec<JournalOp>) {
+        for op in ops {
+            self.keep_pending(op);
+        }
+    }
+
+    fn keep_pending(&mut self, op: JournalOp) {
+        self.pending_entries += op.entries();
         for (row, _) in &op.admissions {
             self.pending_admissions.insert(row.key(), row.session);
         }
-    }
-
-    /// Operations replayed from the file on open, numbered up to `last_seq`: pending, as if
-    /// appended and synced.
-    pub(crate) fn replayed(&mut self, ops: Vec<JournalOp>, last_seq: u64) {
-        for op in ops {
-            self.pending_entries += op.entries();
-            self.index(&op);
-            self.pending.push(op);
-        }
-        self.last_seq = last_seq;
+        self.pending.push(op);
     }
 
     /// Writes the appended records and syncs the file: when this returns `Ok`, every record
@@ -330,10 +330,11 @@ impl Journal {
         }
     }
 
-    /// redb holds every operation appended so far, durably (a checkpoint): the journal starts
-    /// again at its beginning. Records left further on are of an older round and numbered
-    /// lower; replay passes over them.
-    pub(crate) fn restart(&mut self) {
+    /// redb holds every operation appended so far, durably, and `round` as the journal's round
+    /// (a checkpoint): the journal starts again at its beginning. Records left further on are
+    /// of older rounds: they no longer verify.
+    pub(crate) fn restart(&mut self, round: [u8; ROUND_LEN]) {
+        self.round = round;
         self.cursor = 0;
         self.staged.clear();
         self.pending.clear();
@@ -347,23 +348,38 @@ impl Journal {
         self.file = file;
     }
 
-    /// The records of `bytes` (a journal file) that follow `held`, the last sequence number
-    /// redb holds, in order: `(seq, payload)`. See the module documentation for where it stops.
-    pub(crate) fn records_after(key: &MacKey, bytes: &[u8], held: u64) -> Vec<(u64, Vec<u8>)> {
-        let mut records = Vec::new();
+    /// Whether `bytes` (a journal file) begins with a record that verifies under `round`: if
+    /// not, there is nothing to replay.
+    pub(crate) fn begins_with_record(key: &MacKey, round: &[u8; ROUND_LEN], bytes: &[u8]) -> bool {
+        read_record(key, round, bytes).is_some()
+    }
+
+    /// The operations of `bytes` (a journal file) to replay on a store whose journal round is
+    /// `round` and whose next audit entry is `next_entry`, in order (see the module
+    /// documentation for the rule). An error names a record that verifies but does not decode.
+    pub(crate) fn replayable(
+        key: &MacKey,
+        round: &[u8; ROUND_LEN],
+        bytes: &[u8],
+        mut next_entry: u64,
+    ) -> Result<Vec<JournalOp>, String> {
+        let mut ops = Vec::new();
         let mut rest = bytes;
-        let mut expected = held + 1;
-        while let Some((seq, payload, next)) = read_record(key, rest) {
-            if seq > expected {
+        while let Some((first, payload, next)) = read_record(key, round, rest) {
+            let op = JournalOp::decode(payload).ok_or_else(|| {
+                format!("the journal's record of audit entry {first} verifies but does not decode")
+            })?;
+            let end = first.saturating_add(op.entries());
+            if first == next_entry {
+                next_entry = end;
+                ops.push(op);
+            } else if end > next_entry {
+                // A gap, or entries only partly held: nothing after it follows what redb holds.
                 break;
-            }
-            if seq == expected {
-                records.push((seq, payload.to_vec()));
-                expected += 1;
             }
             rest = next;
         }
-        records
+        Ok(ops)
     }
 }
 
@@ -371,27 +387,30 @@ fn record_len(payload_len: usize) -> usize {
     HEADER_LEN + payload_len + MAC_LEN
 }
 
-fn header(seq: u64, payload_len: usize) -> [u8; HEADER_LEN] {
+fn header(first_entry: u64, payload_len: usize) -> [u8; HEADER_LEN] {
     let mut header = [0; HEADER_LEN];
-    header[..8].copy_from_slice(&seq.to_be_bytes());
+    header[..8].copy_from_slice(&first_entry.to_be_bytes());
     header[8..].copy_from_slice(&count(payload_len).to_be_bytes());
     header
 }
 
-/// The record at the start of `bytes`, if one is there and verifies: its number, its payload
-/// and the bytes after it.
-fn read_record<'a>(key: &MacKey, bytes: &'a [u8]) -> Option<(u64, &'a [u8], &'a [u8])> {
+/// The record at the start of `bytes`, if one is there and verifies under `round`: the number
+/// of its first audit entry, its payload and the bytes after it.
+fn read_record<'a>(
+    key: &MacKey,
+    round: &[u8; ROUND_LEN],
+    bytes: &'a [u8],
+) -> Option<(u64, &'a [u8], &'a [u8])> {
     let mut input = Reader(bytes);
     let header: [u8; HEADER_LEN] = input.array()?;
-    let seq = u64::from_be_bytes(header[..8].try_into().ok()?);
+    let first = u64::from_be_bytes(header[..8].try_into().ok()?);
     let len = usize::try_from(u32::from_be_bytes(header[8..].try_into().ok()?)).ok()?;
     let payload = input.take(len)?;
     let mac = input.take(MAC_LEN)?;
-    key.verify(&[RECORD_TAG, &header, payload], mac)
-        .then_some((seq, payload, input.0))
+    key.verify(&[RECORD_TAG, round, &header, payload], mac)
+        .then_some((first, payload, input.0))
 }
 
-/// A journal file in memory, for tests.
 #[cfg(test)]
 pub(crate) mod memory_file {
     use super::*;
@@ -464,21 +483,28 @@ mod tests {
         }
     }
 
-    fn journal(last_seq: u64) -> (Journal, MemoryFile) {
+    const ROUND: [u8; ROUND_LEN] = [5; ROUND_LEN];
+
+    fn journal() -> (Journal, MemoryFile) {
         let file = MemoryFile::default();
-        (Journal::new(Box::new(file.clone()), key(), last_seq), file)
+        (Journal::new(Box::new(file.clone()), key(), ROUND), file)
     }
 
-    fn payloads(records: &[(u64, Vec<u8>)]) -> Vec<(u64, JournalOp)> {
-        records
-            .iter()
-            .map(|(seq, payload)| (*seq, JournalOp::decode(payload).unwrap()))
-            .collect()
+    /// Appends `op(n)` for each of `ns`, numbering entries on from `first` (three an op).
+    fn append(journal: &mut Journal, first: u64, ns: impl IntoIterator<Item = u8>) {
+        for (i, n) in ns.into_iter().enumerate() {
+            journal.append(op(n), &op(n).encode(), first + 3 * i as u64);
+        }
+    }
+
+    fn replay(bytes: &[u8], next_entry: u64) -> Vec<JournalOp> {
+        Journal::replayable(&key(), &ROUND, bytes, next_entry).unwrap()
     }
 
     #[test]
     fn an_operation_decodes_to_itself_and_nothing_else_decodes() {
         let op = op(7);
+        assert_eq!(op.entries(), 3);
         let bytes = op.encode();
         assert_eq!(JournalOp::decode(&bytes), Some(op.clone()));
         let empty = JournalOp {
@@ -501,76 +527,72 @@ mod tests {
 
     #[test]
     fn synced_records_are_read_back_in_order_and_only_once_synced() {
-        let (mut journal, file) = journal(10);
-        journal.append(op(1), &op(1).encode());
-        journal.append(op(2), &op(2).encode());
+        let (mut journal, file) = journal();
+        append(&mut journal, 10, [1, 2]);
         assert!(file.state().bytes.is_empty(), "appending writes nothing");
         journal.sync().unwrap();
         assert_eq!(file.state().syncs, 1, "one sync for both records");
-        journal.append(op(3), &op(3).encode());
+        append(&mut journal, 16, [3]);
         let bytes = file.state().bytes.clone();
         assert_eq!(
-            payloads(&Journal::records_after(&key(), &bytes, 10)),
-            vec![(11, op(1)), (12, op(2))],
+            replay(&bytes, 10),
+            vec![op(1), op(2)],
             "the unsynced third record is not in the file"
         );
         journal.sync().unwrap();
         let bytes = file.state().bytes.clone();
-        assert_eq!(Journal::records_after(&key(), &bytes, 10).len(), 3);
-        // What redb already holds is skipped.
-        assert_eq!(
-            payloads(&Journal::records_after(&key(), &bytes, 12)),
-            vec![(13, op(3))]
-        );
-        assert!(Journal::records_after(&key(), &bytes, 13).is_empty());
-        // Under another key nothing verifies.
+        assert_eq!(replay(&bytes, 10), vec![op(1), op(2), op(3)]);
+        // What redb already holds is passed over.
+        assert_eq!(replay(&bytes, 16), vec![op(3)]);
+        assert!(replay(&bytes, 19).is_empty());
+        // Entries partly held, or a gap: nothing.
+        assert!(replay(&bytes, 11).is_empty());
+        assert!(replay(&bytes, 9).is_empty());
+        // Under another key, or of another round, nothing verifies.
         let other = MacKey::derive(&[4; KEK_LEN], JOURNAL_LABEL);
-        assert!(Journal::records_after(&other, &bytes, 10).is_empty());
+        assert!(Journal::replayable(&other, &ROUND, &bytes, 10)
+            .unwrap()
+            .is_empty());
+        assert!(Journal::replayable(&key(), &[6; ROUND_LEN], &bytes, 10)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
     fn replay_stops_at_a_torn_record_and_at_an_older_round() {
-        let (mut journal, file) = journal(0);
-        for n in 1..=3 {
-            journal.append(op(n), &op(n).encode());
-        }
+        let (mut journal, file) = journal();
+        append(&mut journal, 1, [1, 2, 3]);
         journal.sync().unwrap();
         let full = file.state().bytes.clone();
         let third = full.len() - record_len(op(3).encode().len());
         // A crash cut the third record short: every cut replays the first two.
         for cut in third..full.len() {
-            let records = Journal::records_after(&key(), &full[..cut], 0);
-            assert_eq!(records.len(), 2, "cut at {cut}");
+            assert_eq!(replay(&full[..cut], 1).len(), 2, "cut at {cut}");
         }
         // A flipped bit anywhere in the third record.
         for at in third..full.len() {
             let mut flipped = full.clone();
             flipped[at] ^= 1;
-            assert_eq!(
-                Journal::records_after(&key(), &flipped, 0).len(),
-                2,
-                "flip at {at}"
-            );
+            assert_eq!(replay(&flipped, 1).len(), 2, "flip at {at}");
         }
-        // redb was made durable with all three; the next round overwrites the first record
-        // only, and the older round's second and third stay behind it.
-        journal.restart();
-        journal.append(op(4), &op(4).encode());
+        // redb was made durable with all three, and a new round began; its first record
+        // overwrites the first record only, and the older round's second and third stay
+        // behind it, numbered as the new round's next records would be.
+        journal.restart([6; ROUND_LEN]);
+        journal.append(op(4), &op(4).encode(), 4);
         journal.sync().unwrap();
         let bytes = file.state().bytes.clone();
         assert_eq!(
-            payloads(&Journal::records_after(&key(), &bytes, 3)),
-            vec![(4, op(4))]
+            Journal::replayable(&key(), &[6; ROUND_LEN], &bytes, 4).unwrap(),
+            vec![op(4)],
+            "the older round's records do not verify in the new round"
         );
-        // A crash right after redb's sync, before the next record: all three are held.
-        assert!(Journal::records_after(&key(), &full, 3).is_empty());
     }
 
     #[test]
     fn a_record_written_twice_is_replayed_once() {
-        let (mut journal, file) = journal(0);
-        journal.append(op(1), &op(1).encode());
-        journal.append(op(2), &op(2).encode());
+        let (mut journal, file) = journal();
+        append(&mut journal, 1, [1, 2]);
         journal.sync().unwrap();
         let bytes = file.state().bytes.clone();
         let first = record_len(op(1).encode().len());
@@ -578,52 +600,61 @@ mod tests {
         let mut doubled = bytes[..first].to_vec();
         doubled.extend_from_slice(&bytes[..first]);
         doubled.extend_from_slice(&bytes[first..]);
-        assert_eq!(
-            payloads(&Journal::records_after(&key(), &doubled, 0)),
-            vec![(1, op(1)), (2, op(2))]
-        );
+        assert_eq!(replay(&doubled, 1), vec![op(1), op(2)]);
         // A gap: the second record without the first is not replayed.
-        assert!(Journal::records_after(&key(), &bytes[first..], 0).is_empty());
+        assert!(replay(&bytes[first..], 1).is_empty());
+    }
+
+    #[test]
+    fn a_record_that_verifies_but_does_not_decode_is_named() {
+        let (mut journal, file) = journal();
+        journal.append(op(1), b"not an operation", 7);
+        journal.sync().unwrap();
+        let bytes = file.state().bytes.clone();
+        let error = Journal::replayable(&key(), &ROUND, &bytes, 7).unwrap_err();
+        assert!(error.contains("audit entry 7"), "{error}");
     }
 
     #[test]
     fn a_failed_write_or_sync_refuses_every_later_write() {
         for fail_sync in [false, true] {
-            let (mut journal, file) = journal(0);
-            journal.append(op(1), &op(1).encode());
+            let (mut journal, file) = journal();
+            append(&mut journal, 1, [1]);
             journal.sync().unwrap();
             file.state().fail_sync = fail_sync;
             file.state().fail_write = !fail_sync;
-            journal.append(op(2), &op(2).encode());
+            append(&mut journal, 4, [2]);
             let error = journal.sync().unwrap_err();
             assert!(error.contains("restart the node"), "{error}");
             assert_eq!(journal.failure(), Some(error.as_str()));
             // The disk recovers; the journal does not trust it again.
             file.state().fail_sync = false;
             file.state().fail_write = false;
-            journal.append(op(3), &op(3).encode());
+            append(&mut journal, 7, [3]);
             assert_eq!(journal.sync().unwrap_err(), error);
-            journal.restart();
+            journal.restart([7; ROUND_LEN]);
             assert_eq!(journal.sync().unwrap_err(), error);
         }
     }
 
     #[test]
     fn a_checkpoint_is_due_after_its_count_or_a_full_file() {
-        let (mut journal, _) = journal(0);
+        let (mut journal, _) = journal();
         let small = op(1).encode();
-        for _ in 0..CHECKPOINT_EVERY {
+        for i in 0..CHECKPOINT_EVERY {
             assert!(journal.has_room_for(small.len()));
-            journal.append(op(1), &small);
+            journal.append(op(1), &small, 1 + 3 * i);
         }
         assert!(!journal.has_room_for(small.len()));
-        journal.restart();
+        assert_eq!(journal.pending_entries(), 3 * CHECKPOINT_EVERY);
+        journal.restart(ROUND);
         assert!(journal.has_room_for(small.len()));
+        assert_eq!(journal.pending_entries(), 0);
         let big = (JOURNAL_BYTES as usize) - HEADER_LEN - MAC_LEN;
         assert!(journal.has_room_for(big));
         assert!(Journal::can_hold(big));
         assert!(!Journal::can_hold(big + 1));
-        journal.append(op(1), &small);
+        journal.append(op(1), &small, 1);
         assert!(!journal.has_room_for(big));
     }
 }

@@ -11,7 +11,8 @@
 //! - **Bound to its row.** The ciphertext authenticates its key id, epoch, identifier and
 //!   public data, so a ciphertext moved to another row, or a row whose epoch or identifier was
 //!   edited, fails to decrypt ([`KeystoreError::Corrupt`]) instead of yielding wrong data.
-//! - **Crash-safe.** A write is durable when its method returns. Shares, sessions,
+//! - **Crash-safe.** A write is durable when its method returns, except the writes documented
+//!   as not synced (durable with the next sync). Shares, sessions,
 //!   certificates and identity are each one [redb](https://docs.rs/redb) transaction committed
 //!   with `Durability::Immediate` (fsync, two-phase commit). The writes on a signature's path
 //!   (admissions and audit entries, [`KeyStore::write_batch`]) are appended to the
@@ -64,7 +65,7 @@
 //! | `"salt"` | 16 random bytes |
 //! | `"check"` | `nonce(24) ‖ XChaCha20-Poly1305(KEK, nonce, "permafrost-keystore passphrase check", aad)`, with `aad = "permafrost-keystore/check/v1" ‖ salt ‖ kdf` |
 //! | `"audit_chain"` | the audit chain record (below) |
-//! | `"journal_seq"` | `u64`: the last [`journal`] record whose operation the database holds (absent before the first checkpoint) |
+//! | `"journal_round"` | 16 random bytes: the [`journal`]'s round, new with every synced commit |
 //!
 //! `KEK = Argon2id(passphrase, salt, m_cost_kib, t_cost, p_cost)`, 32 bytes.
 //!

@@ -19,7 +19,9 @@ use crate::format::{
     self, AuditEncodeError, DecodeError, ShareRow, TooLong, AUDIT_GENESIS, AUDIT_ROW_VERSION_V1,
     AUDIT_ROW_VERSION_V2, FORMAT_VERSION, FORMAT_VERSION_V1, SALT_LEN,
 };
-use crate::journal::{Journal, JournalFile, JournalOp, JOURNAL_BYTES, JOURNAL_FILE_NAME};
+use crate::journal::{
+    Journal, JournalFile, JournalOp, JOURNAL_BYTES, JOURNAL_FILE_NAME, ROUND_LEN,
+};
 use crate::record::{AuditEntry, ShareMeta, ShareRecord, ShareState};
 
 /// File name of the database inside the keystore directory.
@@ -214,11 +216,9 @@ impl KeyStore {
                 return Err(KeystoreError::WrongPassphrase { path: dir })
             }
         }
-        let held = read_journal_seq(&db, &dir)?;
+        let round = read_journal_round(&db, &dir)?;
         let journal_key = MacKey::derive(&kek, crypto::JOURNAL_LABEL);
         let (file, bytes) = open_journal(&dir)?;
-        let records = Journal::records_after(&journal_key, &bytes, held);
-        drop(bytes);
         let mut store = KeyStore {
             db,
             chain: MacKey::derive(&kek, crypto::AUDIT_CHAIN_LABEL),
@@ -228,10 +228,15 @@ impl KeyStore {
             migrated: None,
             migrated_requests: None,
             lazy_writes: std::sync::atomic::AtomicU64::new(0),
-            journal: Mutex::new(Journal::new(Box::new(file), journal_key, held)),
+            journal: Mutex::new(Journal::new(
+                Box::new(file),
+                journal_key,
+                round.unwrap_or_default(),
+            )),
             replayed: 0,
         };
-        store.replayed = store.replay(records)?;
+        store.replayed = store.replay(round, &bytes)?;
+        drop(bytes);
         if meta.version == FORMAT_VERSION_V1 {
             store.migrated_requests = Some(store.migrate_from_format_v1()?);
         }
@@ -385,7 +390,8 @@ impl KeyStore {
             migrated: None,
             migrated_requests: None,
             lazy_writes: std::sync::atomic::AtomicU64::new(0),
-            journal: Mutex::new(Journal::new(Box::new(file), journal_key, 0)),
+            // The creation's write below begins the first round.
+            journal: Mutex::new(Journal::new(Box::new(file), journal_key, [0; ROUND_LEN])),
             replayed: 0,
         };
         let chain_record = store.chain_record(0, 0);
@@ -1184,9 +1190,9 @@ impl KeyStore {
     /// Appends `op` to the journal, synced before this returns when `sync` (else durable at
     /// the next sync); redb gets it at the next checkpoint, which comes first when it is due.
     /// An operation too large for the journal is written to redb at once, synced. Refuses,
-    /// changing nothing, an admission of an approval held (in redb, pending or earlier in `op`)
-    /// with another session: a [`KeystoreError::Conflict`]. Returns the sequence number `op`'s
-    /// last audit entry takes.
+    /// changing nothing, what applying `op` would refuse (see [`refuse_conflicts`](
+    /// Self::refuse_conflicts)). Returns the sequence number `op`'s last audit entry takes
+    /// (the last one the log holds if `op` has none: such an `op` writes nothing).
     fn write_journaled(&self, op: JournalOp, sync: bool, what: &str) -> Result<u64, KeystoreError> {
         let payload = op.encode();
         let mut journal = self.lock_journal(what)?;
@@ -1205,50 +1211,55 @@ impl KeyStore {
             )?;
         }
         self.refuse_conflicts(&journal, &op)?;
-        let last_entry = self.last_audit_seq()? + journal.pending_entries() + op.entries();
-        journal.append(op, &payload);
+        // Every entry before this op's: in redb, or pending. The number binds the record to the
+        // audit log, so that replay applies it only where it follows what the log holds.
+        let first_entry = self.last_audit_seq()? + journal.pending_entries() + 1;
+        let entries = op.entries();
+        if entries > 0 {
+            journal.append(op, &payload, first_entry);
+        }
         if sync {
             journal
                 .sync()
                 .map_err(|e| storage_msg(&self.dir, what, e))?;
         }
-        Ok(last_entry)
+        Ok(first_entry + entries - 1)
     }
 
-    /// The [`KeystoreError::Conflict`] redb would raise applying `op`'s admissions after the
-    /// journal's pending operations, found before `op` is journaled: an admission whose row
-    /// (expiry, approver, request id) is already held with another session.
+    /// What applying `op`'s admissions after the journal's pending operations would refuse,
+    /// found before `op` is journaled (so that an operation acknowledged as durable always
+    /// applies): an admitted requests table whose first row does not decode (`admit_in` reads
+    /// it to prune), or a row (expiry, approver, request id) already held, in redb, pending or
+    /// earlier in `op`, with another session (a [`KeystoreError::Conflict`]). Stricter than
+    /// `admit_in` in one case the node never meets: a row held but expired before `op`'s
+    /// time, which `admit_in` might prune first.
     fn refuse_conflicts(&self, journal: &Journal, op: &JournalOp) -> Result<(), KeystoreError> {
         if op.admissions.is_empty() {
             return Ok(());
         }
         let txn = self.read()?;
         let table = self.open_read_table(&txn, ADMITTED_REQUESTS)?;
+        if let Some(table) = &table {
+            first_expiry(table, &self.dir)?;
+        }
         for (i, (row, _)) in op.admissions.iter().enumerate() {
             let key = row.key();
             let earlier = op.admissions[..i]
                 .iter()
                 .rev()
                 .find(|(held, _)| held.key() == key)
-                .map(|(held, _)| held.session)
-                .or_else(|| journal.pending_admission(&key));
-            let held = match earlier {
-                Some(session) => Some(session),
-                None => match &table {
-                    Some(table) => table
-                        .get(key.as_slice())
-                        .map_err(|e| storage(&self.dir, "looking up an admitted request", e))?
-                        .and_then(|v| <[u8; 32]>::try_from(v.value()).ok()),
-                    None => None,
-                },
+                .map(|(held, _)| held.session.to_vec())
+                .or_else(|| journal.pending_admission(&key).map(|s| s.to_vec()));
+            let held = match (earlier, &table) {
+                (Some(session), _) => Some(session),
+                (None, Some(table)) => table
+                    .get(key.as_slice())
+                    .map_err(|e| storage(&self.dir, "looking up an admitted request", e))?
+                    .map(|v| v.value().to_vec()),
+                (None, None) => None,
             };
-            if let Some(session) = held.filter(|s| *s != row.session) {
-                return Err(KeystoreError::Conflict(format!(
-                    "request id {} of approver {} was already admitted in session {}",
-                    hex::encode(row.request_id),
-                    hex::encode(row.client),
-                    hex::encode(session)
-                )));
+            if let Some(session) = held.filter(|s| s.as_slice() != row.session.as_slice()) {
+                return Err(conflict(row, &session));
             }
         }
         Ok(())
@@ -1268,48 +1279,56 @@ impl KeyStore {
     }
 
     /// Makes redb hold every journaled write (a checkpoint, if any is pending): for the reads
-    /// of the tables the journal writes.
+    /// of the tables the journal writes. After a failed journal sync it refuses only if writes
+    /// are pending (they cannot be made durable).
     fn settle(&self, what: &str) -> Result<(), KeystoreError> {
-        let mut journal = self.lock_journal(what)?;
+        let mut journal = self
+            .journal
+            .lock()
+            .map_err(|_| poisoned_journal(&self.dir, what))?;
         if journal.pending().is_empty() {
             return Ok(());
+        }
+        if let Some(failure) = journal.failure() {
+            return Err(storage_msg(&self.dir, what, failure.to_owned()));
         }
         self.write_locked(&mut journal, what, |_, _| Ok(()))
     }
 
-    /// Replays the journal's `records` (read on open) in one synced transaction.
-    fn replay(&self, records: Vec<(u64, Vec<u8>)>) -> Result<u64, KeystoreError> {
-        let Some((last, _)) = records.last() else {
-            return Ok(0);
+    /// Opening: replays the operations of the journal file's `bytes` that follow what redb
+    /// holds (if redb has a journal round), and begins a new round, in one synced transaction.
+    /// Returns how many operations it replayed.
+    fn replay(&self, round: Option<[u8; ROUND_LEN]>, bytes: &[u8]) -> Result<u64, KeystoreError> {
+        let key = MacKey::derive(&self.kek, crypto::JOURNAL_LABEL);
+        let ops = match round {
+            // (The audit log's last entry is read only if there is a record: a log whose last
+            // row does not decode still opens, for `verify_audit` to name it.)
+            Some(round) if Journal::begins_with_record(&key, &round, bytes) => {
+                Journal::replayable(&key, &round, bytes, self.last_audit_seq()? + 1)
+                    .map_err(|e| corrupt(&self.dir, e))?
+            }
+            _ => Vec::new(),
         };
-        let last = *last;
-        let count = records.len() as u64;
-        let ops = records
-            .iter()
-            .map(|(seq, payload)| {
-                JournalOp::decode(payload).ok_or_else(|| {
-                    corrupt(
-                        &self.dir,
-                        format!("journal record {seq} verifies but does not decode"),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut journal = self.lock_journal("replaying the journal")?;
-        journal.replayed(ops, last);
-        self.write_locked(&mut journal, "replaying the journal", |_, _| Ok(()))?;
+        let count = ops.len() as u64;
+        let mut journal = self.lock_journal("opening the journal")?;
+        journal.replayed(ops);
+        self.write_locked(&mut journal, "replaying the journal", |_, _| Ok(()))
+            .map_err(|e| match e {
+                KeystoreError::Corrupt(m) => KeystoreError::Corrupt(format!(
+                    "{m} (while replaying {count} journal records: the keystore cannot open \
+                     until this is repaired)"
+                )),
+                other => other,
+            })?;
         Ok(count)
     }
 
     /// The journal, if it takes writes.
     fn lock_journal(&self, what: &str) -> Result<MutexGuard<'_, Journal>, KeystoreError> {
-        let journal = self.journal.lock().map_err(|_| {
-            storage_msg(
-                &self.dir,
-                what,
-                "a write panicked while holding the journal; reopen the keystore".into(),
-            )
-        })?;
+        let journal = self
+            .journal
+            .lock()
+            .map_err(|_| poisoned_journal(&self.dir, what))?;
         if let Some(failure) = journal.failure() {
             return Err(storage_msg(&self.dir, what, failure.to_owned()));
         }
@@ -1344,13 +1363,20 @@ impl KeyStore {
             .map_err(|e| storage(&self.dir, what, e))?;
         txn.set_durability(Durability::Immediate);
         txn.set_two_phase_commit(true);
-        let written = self
-            .apply_pending_in(&txn, journal)
-            .and_then(|()| body(&txn, &self.dir));
+        let mut round = [0; ROUND_LEN];
+        crypto::fill_random(&mut round)
+            .map_err(|e| storage_msg(&self.dir, "choosing the journal's round", e))?;
+        let written = self.apply_pending_in(&txn, journal).and_then(|()| {
+            txn.open_table(META)
+                .map_err(|e| storage(&self.dir, "opening the meta table", e))?
+                .insert(format::META_JOURNAL_ROUND, round.as_slice())
+                .map_err(|e| storage(&self.dir, "writing the journal's round", e))?;
+            body(&txn, &self.dir)
+        });
         match written {
             Ok(out) => {
                 txn.commit().map_err(|e| storage(&self.dir, what, e))?;
-                journal.restart();
+                journal.restart(round);
                 Ok(out)
             }
             Err(e) => {
@@ -1362,25 +1388,15 @@ impl KeyStore {
         }
     }
 
-    /// Applies the journal's pending operations in `txn`, and records the last one's number.
+    /// Applies the journal's pending operations in `txn`, in order.
     fn apply_pending_in(
         &self,
         txn: &WriteTransaction,
         journal: &Journal,
     ) -> Result<(), KeystoreError> {
-        if journal.pending().is_empty() {
-            return Ok(());
-        }
         for op in journal.pending() {
             apply_in(txn, &self.dir, &self.chain, op)?;
         }
-        txn.open_table(META)
-            .map_err(|e| storage(&self.dir, "opening the meta table", e))?
-            .insert(
-                format::META_JOURNAL_SEQ,
-                journal.last_seq().to_be_bytes().as_slice(),
-            )
-            .map_err(|e| storage(&self.dir, "writing the journal's sequence number", e))?;
         Ok(())
     }
 
@@ -1616,17 +1632,7 @@ fn admit_in(
     let mut admitted = txn
         .open_table(ADMITTED_REQUESTS)
         .map_err(|e| storage(dir, "opening the admitted requests table", e))?;
-    // The expiry of the oldest row, if any.
-    let oldest = |admitted: &redb::Table<&[u8], &[u8]>| -> Result<Option<u64>, KeystoreError> {
-        admitted
-            .first()
-            .map_err(|e| storage(dir, "listing admitted requests", e))?
-            .map(|(key, _)| {
-                ClientRequestRow::expiry_of(key.value())
-                    .ok_or_else(|| corrupt(dir, "an admitted request row does not decode".into()))
-            })
-            .transpose()
-    };
+    let oldest = |admitted: &redb::Table<&[u8], &[u8]>| first_expiry(admitted, dir);
     if oldest(&admitted)?.is_some_and(|expiry| expiry.saturating_add(PRUNE_SLACK_MS) <= now_unix_ms)
     {
         for _ in 0..PRUNE_PER_PASS {
@@ -1642,12 +1648,7 @@ fn admit_in(
         .insert(request.key().as_slice(), request.session.as_slice())
         .map_err(|e| storage(dir, "writing an admitted request", e))?;
     if let Some(session) = replaced.filter(|s| s.value() != request.session.as_slice()) {
-        return Err(KeystoreError::Conflict(format!(
-            "request id {} of approver {} was already admitted in session {}",
-            hex::encode(request.request_id),
-            hex::encode(request.client),
-            hex::encode(session.value())
-        )));
+        return Err(conflict(request, session.value()));
     }
     drop(admitted);
     append_audit_in(txn, dir, chain, audit)?;
@@ -1670,27 +1671,61 @@ fn apply_in(
     Ok(())
 }
 
-/// The sequence number of the last journal record `db` holds (0 before the first).
-fn read_journal_seq(db: &Database, dir: &Path) -> Result<u64, KeystoreError> {
+/// The journal's round `db` holds, if any (a store written before the journal has none).
+fn read_journal_round(db: &Database, dir: &Path) -> Result<Option<[u8; ROUND_LEN]>, KeystoreError> {
     let txn = db
         .begin_read()
         .map_err(|e| storage(dir, "starting a read", e))?;
     let meta = match txn.open_table(META) {
         Ok(meta) => meta,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
         Err(e) => return Err(storage(dir, "opening the meta table", e)),
     };
     match meta
-        .get(format::META_JOURNAL_SEQ)
-        .map_err(|e| storage(dir, "reading the journal's sequence number", e))?
+        .get(format::META_JOURNAL_ROUND)
+        .map_err(|e| storage(dir, "reading the journal's round", e))?
     {
-        None => Ok(0),
+        None => Ok(None),
         Some(value) => value
             .value()
             .try_into()
-            .map(u64::from_be_bytes)
-            .map_err(|_| corrupt(dir, "the journal's sequence number is not 8 bytes".into())),
+            .map(Some)
+            .map_err(|_| corrupt(dir, format!("the journal's round is not {ROUND_LEN} bytes"))),
     }
+}
+
+/// The expiry of the first row of the admitted requests table, if any (the row `admit_in`
+/// prunes from); a row whose key does not decode is corruption.
+fn first_expiry(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    dir: &Path,
+) -> Result<Option<u64>, KeystoreError> {
+    table
+        .first()
+        .map_err(|e| storage(dir, "listing admitted requests", e))?
+        .map(|(key, _)| {
+            ClientRequestRow::expiry_of(key.value())
+                .ok_or_else(|| corrupt(dir, "an admitted request row does not decode".into()))
+        })
+        .transpose()
+}
+
+/// The conflict of admitting `row` where its key is held with `session` (as stored).
+fn conflict(row: &ClientRequestRow, session: &[u8]) -> KeystoreError {
+    KeystoreError::Conflict(format!(
+        "request id {} of approver {} was already admitted in session {}",
+        hex::encode(row.request_id),
+        hex::encode(row.client),
+        hex::encode(session)
+    ))
+}
+
+fn poisoned_journal(dir: &Path, what: &str) -> KeystoreError {
+    storage_msg(
+        dir,
+        what,
+        "a write panicked while holding the journal; reopen the keystore".into(),
+    )
 }
 
 /// Opens the journal file (creating it, mode 0600 on Unix), reads its first

@@ -87,19 +87,20 @@ fn batches(store: &KeyStore) -> Vec<ClientRequestRow> {
     contents(store).0
 }
 
-/// Where each record of the journal file in `dir` starts and ends, read as the format says
-/// (`u64 seq ‖ u32 len ‖ payload ‖ 32-byte MAC`), up to the first zero sequence number.
+/// Each record of the journal file in `dir`, whatever its round: the number of its first audit
+/// entry and where it starts and ends, read as the format says (`u64 first entry ‖ u32 len ‖
+/// payload ‖ 32-byte MAC`), up to the first zero entry number.
 fn records(dir: &Path) -> Vec<(u64, std::ops::Range<usize>)> {
     let bytes = fs::read(dir.join(JOURNAL_FILE_NAME)).unwrap();
     let mut out = Vec::new();
     let mut at = 0;
     while at + 12 <= bytes.len() {
-        let seq = u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
+        let first = u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
         let len = u32::from_be_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
-        if seq == 0 || at + 12 + len + 32 > bytes.len() {
+        if first == 0 || at + 12 + len + 32 > bytes.len() {
             break;
         }
-        out.push((seq, at..at + 12 + len + 32));
+        out.push((first, at..at + 12 + len + 32));
         at += 12 + len + 32;
     }
     out
@@ -179,8 +180,9 @@ fn a_torn_last_record_loses_only_its_batch() {
     let image = crash_image(dir.path());
     let records = records(image.path());
     assert_eq!(
-        records.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
-        vec![1, 2, 3]
+        records.iter().map(|(first, _)| *first).collect::<Vec<_>>(),
+        vec![1, 3, 5],
+        "two audit entries a batch"
     );
     let third = records[2].1.clone();
     // Cut short at every tenth byte of the third record, and with one byte flipped in it.
@@ -314,4 +316,134 @@ fn a_conflicting_admission_is_refused_wherever_the_first_one_is() {
     assert_eq!(batches(&store), vec![row(1), row(4)]);
     assert_eq!(batches(&open(image.path())), vec![row(1), row(4)]);
     assert_eq!(store.audit().unwrap().len(), 3);
+}
+
+/// Records written but never synced whole (the first one torn) stay in the file after the
+/// restart that found nothing to replay; the next records are numbered as they were. They
+/// are of an older round and never replayed, however the new records line up with them.
+#[test]
+fn an_older_rounds_records_are_never_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for n in 1..=3 {
+        write_batch(&store, n, false);
+    }
+    store.sync().unwrap(); // one write of all three records
+    let image = crash_image(dir.path());
+    let first = records(image.path())[0].1.clone();
+    edit_journal(image.path(), |bytes| bytes[first.end - 1] ^= 1);
+    let restarted = open(image.path());
+    assert_eq!(restarted.journal_replayed_on_open(), 0);
+    assert!(batches(&restarted).is_empty());
+    // Batch 4 takes the same audit entries as batch 1 and the same place in the file; records
+    // 2 and 3 of the older round follow it there.
+    write_batch(&restarted, 4, true);
+    let again = crash_image(image.path());
+    assert_eq!(records(again.path()).len(), 3);
+    let reopened = open(again.path());
+    assert_eq!(reopened.journal_replayed_on_open(), 1);
+    assert_eq!(batches(&reopened), vec![row(4)]);
+    drop(restarted);
+    // And after a clean close.
+    assert_eq!(batches(&open(image.path())), vec![row(4)]);
+}
+
+/// Replay follows the MAC-chained audit log, not a number someone could edit: records whose
+/// entries the log holds are not applied again, even under the round they were written in.
+#[test]
+fn records_whose_entries_the_log_holds_are_not_applied_again() {
+    let (dir, _open) = store_with(1..=3);
+    let image = crash_image(dir.path());
+    let round = meta_value(image.path(), b"journal_round");
+    let restarted = open(image.path());
+    assert_eq!(restarted.journal_replayed_on_open(), 3);
+    let live = contents(&restarted);
+    drop(restarted);
+    // The meta table set back to the round of those records.
+    set_meta_value(image.path(), b"journal_round", &round);
+    let reopened = open(image.path());
+    assert_eq!(reopened.journal_replayed_on_open(), 0);
+    assert_eq!(contents(&reopened), live);
+}
+
+const META: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("meta");
+
+fn meta_value(dir: &Path, key: &[u8]) -> Vec<u8> {
+    let db = redb::Database::open(dir.join(DATABASE_FILE_NAME)).unwrap();
+    let txn = db.begin_read().unwrap();
+    let table = txn.open_table(META).unwrap();
+    let value = table.get(key).unwrap().unwrap().value().to_vec();
+    value
+}
+
+fn set_meta_value(dir: &Path, key: &[u8], value: &[u8]) {
+    let db = redb::Database::open(dir.join(DATABASE_FILE_NAME)).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(META).unwrap().insert(key, value).unwrap();
+    txn.commit().unwrap();
+}
+
+/// An admission acknowledged as durable must apply at the checkpoint, or the store could take
+/// no write and not open again. So what applying it would refuse is refused before it is
+/// journaled: a first row of the admitted requests that does not decode (applying prunes
+/// from there), and a held row whose session is stored with another length.
+#[test]
+fn what_applying_would_refuse_is_refused_before_it_is_journaled() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    let admitted: redb::TableDefinition<&[u8], &[u8]> =
+        redb::TableDefinition::new("admitted_requests");
+    let key_of = |row: &ClientRequestRow| {
+        let mut key = row.expires_unix_ms.to_be_bytes().to_vec();
+        key.extend_from_slice(&row.client);
+        key.extend_from_slice(&row.request_id);
+        key
+    };
+    let plant = |key: &[u8], value: &[u8]| {
+        let db = redb::Database::open(dir.path().join(DATABASE_FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(admitted)
+            .unwrap()
+            .insert(key, value)
+            .unwrap();
+        txn.commit().unwrap();
+    };
+    let unplant = |key: &[u8]| {
+        let db = redb::Database::open(dir.path().join(DATABASE_FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(admitted).unwrap().remove(key).unwrap();
+        txn.commit().unwrap();
+    };
+    let admit = |store: &KeyStore, n: u32| {
+        store.write_batch(
+            &[(row(n), entry(AuditKind::ClientRequest, n))],
+            &[],
+            true,
+            0,
+        )
+    };
+    plant(b"x", &[0; 32]);
+    let store = open(dir.path());
+    let error = admit(&store, 1).unwrap_err();
+    assert!(
+        matches!(error, permafrost_keystore::KeystoreError::Corrupt(_)),
+        "{error}"
+    );
+    // Nothing was journaled: other writes go on, and the store opens again.
+    store.append_audit(&entry(AuditKind::Refused, 0)).unwrap();
+    drop(store);
+    unplant(b"x");
+    plant(&key_of(&row(2)), &[2; 31]);
+    let store = open(dir.path());
+    let error = admit(&store, 2).unwrap_err();
+    assert!(
+        matches!(error, permafrost_keystore::KeystoreError::Conflict(_)),
+        "{error}"
+    );
+    admit(&store, 3).unwrap();
+    let image = crash_image(dir.path());
+    drop(store);
+    let restarted = open(image.path());
+    assert_eq!(restarted.journal_replayed_on_open(), 1);
+    assert_eq!(restarted.audit().unwrap().len(), 2);
 }
