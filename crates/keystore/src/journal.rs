@@ -348,24 +348,23 @@ impl Journal {
         self.file = file;
     }
 
-    /// Whether `bytes` (a journal file) begins with a record that verifies under `round`: if
-    /// not, there is nothing to replay.
-    pub(crate) fn begins_with_record(key: &MacKey, round: &[u8; ROUND_LEN], bytes: &[u8]) -> bool {
-        read_record(key, round, bytes).is_some()
+    /// Whether `bytes` (a journal file) begins with a record that verifies in this journal's
+    /// round: if not, there is nothing to replay.
+    pub(crate) fn begins_with_record(&self, bytes: &[u8]) -> bool {
+        read_record(&self.key, &self.round, bytes).is_some()
     }
 
-    /// The operations of `bytes` (a journal file) to replay on a store whose journal round is
-    /// `round` and whose next audit entry is `next_entry`, in order (see the module
-    /// documentation for the rule). An error names a record that verifies but does not decode.
+    /// The operations of `bytes` (a journal file) to replay, in this journal's round, on a
+    /// store whose next audit entry is `next_entry`, in order (see the module documentation
+    /// for the rule). An error names a record that verifies but does not decode.
     pub(crate) fn replayable(
-        key: &MacKey,
-        round: &[u8; ROUND_LEN],
+        &self,
         bytes: &[u8],
         mut next_entry: u64,
     ) -> Result<Vec<JournalOp>, String> {
         let mut ops = Vec::new();
         let mut rest = bytes;
-        while let Some((first, payload, next)) = read_record(key, round, rest) {
+        while let Some((first, payload, next)) = read_record(&self.key, &self.round, rest) {
             let op = JournalOp::decode(payload).ok_or_else(|| {
                 format!("the journal's record of audit entry {first} verifies but does not decode")
             })?;
@@ -497,8 +496,18 @@ mod tests {
         }
     }
 
+    /// What a journal of `key` and `round` replays of `bytes`.
+    fn replay_as(
+        key: MacKey,
+        round: [u8; ROUND_LEN],
+        bytes: &[u8],
+        next_entry: u64,
+    ) -> Result<Vec<JournalOp>, String> {
+        Journal::new(Box::new(MemoryFile::default()), key, round).replayable(bytes, next_entry)
+    }
+
     fn replay(bytes: &[u8], next_entry: u64) -> Vec<JournalOp> {
-        Journal::replayable(&key(), &ROUND, bytes, next_entry).unwrap()
+        replay_as(key(), ROUND, bytes, next_entry).unwrap()
     }
 
     #[test]
@@ -550,10 +559,8 @@ mod tests {
         assert!(replay(&bytes, 9).is_empty());
         // Under another key, or of another round, nothing verifies.
         let other = MacKey::derive(&[4; KEK_LEN], JOURNAL_LABEL);
-        assert!(Journal::replayable(&other, &ROUND, &bytes, 10)
-            .unwrap()
-            .is_empty());
-        assert!(Journal::replayable(&key(), &[6; ROUND_LEN], &bytes, 10)
+        assert!(replay_as(other, ROUND, &bytes, 10).unwrap().is_empty());
+        assert!(replay_as(key(), [6; ROUND_LEN], &bytes, 10)
             .unwrap()
             .is_empty());
     }
@@ -583,7 +590,7 @@ mod tests {
         journal.sync().unwrap();
         let bytes = file.state().bytes.clone();
         assert_eq!(
-            Journal::replayable(&key(), &[6; ROUND_LEN], &bytes, 4).unwrap(),
+            replay_as(key(), [6; ROUND_LEN], &bytes, 4).unwrap(),
             vec![op(4)],
             "the older round's records do not verify in the new round"
         );
@@ -611,7 +618,7 @@ mod tests {
         journal.append(op(1), b"not an operation", 7);
         journal.sync().unwrap();
         let bytes = file.state().bytes.clone();
-        let error = Journal::replayable(&key(), &ROUND, &bytes, 7).unwrap_err();
+        let error = replay_as(key(), ROUND, &bytes, 7).unwrap_err();
         assert!(error.contains("audit entry 7"), "{error}");
     }
 

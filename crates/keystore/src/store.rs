@@ -143,10 +143,9 @@ impl fmt::Debug for KeyStore {
 /// sync of the journal it writes nothing: the store took no write since.
 impl Drop for KeyStore {
     fn drop(&mut self) {
-        if let Err(error) = self.settle("closing the keystore") {
-            // Nothing to report to: what was synced is in the journal, replayed on open.
-            let _ = error;
-        }
+        // A failure has nobody to report to: what was synced is in the journal, replayed on
+        // open.
+        let _ = self.settle("closing the keystore");
     }
 }
 
@@ -1197,7 +1196,8 @@ impl KeyStore {
         let payload = op.encode();
         let mut journal = self.lock_journal(what)?;
         if !Journal::can_hold(payload.len()) {
-            let last_entry = self.last_audit_seq()? + journal.pending_entries() + op.entries();
+            let last_entry =
+                self.last_audit_seq(&self.read()?)? + journal.pending_entries() + op.entries();
             self.write_locked(&mut journal, what, |txn, dir| {
                 apply_in(txn, dir, &self.chain, &op)
             })?;
@@ -1210,10 +1210,12 @@ impl KeyStore {
                 |_, _| Ok(()),
             )?;
         }
-        self.refuse_conflicts(&journal, &op)?;
+        let txn = self.read()?;
+        self.refuse_conflicts(&txn, &journal, &op)?;
         // Every entry before this op's: in redb, or pending. The number binds the record to the
         // audit log, so that replay applies it only where it follows what the log holds.
-        let first_entry = self.last_audit_seq()? + journal.pending_entries() + 1;
+        let first_entry = self.last_audit_seq(&txn)? + journal.pending_entries() + 1;
+        drop(txn);
         let entries = op.entries();
         if entries > 0 {
             journal.append(op, &payload, first_entry);
@@ -1233,12 +1235,16 @@ impl KeyStore {
     /// earlier in `op`, with another session (a [`KeystoreError::Conflict`]). Stricter than
     /// `admit_in` in one case the node never meets: a row held but expired before `op`'s
     /// time, which `admit_in` might prune first.
-    fn refuse_conflicts(&self, journal: &Journal, op: &JournalOp) -> Result<(), KeystoreError> {
+    fn refuse_conflicts(
+        &self,
+        txn: &ReadTransaction,
+        journal: &Journal,
+        op: &JournalOp,
+    ) -> Result<(), KeystoreError> {
         if op.admissions.is_empty() {
             return Ok(());
         }
-        let txn = self.read()?;
-        let table = self.open_read_table(&txn, ADMITTED_REQUESTS)?;
+        let table = self.open_read_table(txn, ADMITTED_REQUESTS)?;
         if let Some(table) = &table {
             first_expiry(table, &self.dir)?;
         }
@@ -1265,16 +1271,13 @@ impl KeyStore {
         Ok(())
     }
 
-    /// The sequence number of the last audit entry redb holds (0 before the first).
-    fn last_audit_seq(&self) -> Result<u64, KeystoreError> {
-        let txn = self.read()?;
-        let Some(table) = self.open_read_table(&txn, AUDIT)? else {
+    /// The sequence number of the last audit entry redb holds, as of `txn` (0 before the
+    /// first).
+    fn last_audit_seq(&self, txn: &ReadTransaction) -> Result<u64, KeystoreError> {
+        let Some(table) = self.open_read_table(txn, AUDIT)? else {
             return Ok(0);
         };
-        let last = table
-            .last()
-            .map_err(|e| storage(&self.dir, "reading the audit log", e))?
-            .map(|(key, value)| (key.value(), value.value().to_vec()));
+        let last = last_audit_row(&table, &self.dir)?;
         Ok(next_in_chain(last.as_ref(), &self.dir)?.0 - 1)
     }
 
@@ -1299,18 +1302,19 @@ impl KeyStore {
     /// holds (if redb has a journal round), and begins a new round, in one synced transaction.
     /// Returns how many operations it replayed.
     fn replay(&self, round: Option<[u8; ROUND_LEN]>, bytes: &[u8]) -> Result<u64, KeystoreError> {
-        let key = MacKey::derive(&self.kek, crypto::JOURNAL_LABEL);
-        let ops = match round {
-            // (The audit log's last entry is read only if there is a record: a log whose last
-            // row does not decode still opens, for `verify_audit` to name it.)
-            Some(round) if Journal::begins_with_record(&key, &round, bytes) => {
-                Journal::replayable(&key, &round, bytes, self.last_audit_seq()? + 1)
-                    .map_err(|e| corrupt(&self.dir, e))?
-            }
-            _ => Vec::new(),
+        let mut journal = self.lock_journal("opening the journal")?;
+        // (The journal was made in `round`. The audit log's last entry is read only if there is
+        // a record: a log whose last row does not decode still opens, for `verify_audit` to
+        // name it.)
+        let ops = if round.is_some() && journal.begins_with_record(bytes) {
+            let next_entry = self.last_audit_seq(&self.read()?)? + 1;
+            journal
+                .replayable(bytes, next_entry)
+                .map_err(|e| corrupt(&self.dir, e))?
+        } else {
+            Vec::new()
         };
         let count = ops.len() as u64;
-        let mut journal = self.lock_journal("opening the journal")?;
         journal.replayed(ops);
         self.write_locked(&mut journal, "replaying the journal", |_, _| Ok(()))
             .map_err(|e| match e {
@@ -1865,7 +1869,7 @@ fn chain_to_last(
 
 /// The audit table's last row (its key and value), if any.
 fn last_audit_row(
-    table: &redb::Table<'_, u64, &[u8]>,
+    table: &impl ReadableTable<u64, &'static [u8]>,
     dir: &Path,
 ) -> Result<Option<AuditRowBytes>, KeystoreError> {
     Ok(table
