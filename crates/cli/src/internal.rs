@@ -54,10 +54,7 @@ pub fn run_coordinator(args: &InternalArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    permafrost_runtime::process::service_runtime().context("cannot start the async runtime")
 }
 
 /// A future that completes on Ctrl-C or SIGTERM, or when stdin closes if asked to.

@@ -81,6 +81,24 @@ pub enum ServiceCommand {
     },
 }
 
+/// The tokio runtime a node or a coordinator runs on: one thread for the process's loop, its
+/// network connections and its HTTP server (a current-thread runtime), with IO and timers.
+///
+/// A node's core is one loop whatever the runtime: a request waits for it in any case. On a
+/// multi-threaded runtime each message also crossed threads twice (a connection's task on a
+/// worker reads it, the loop handles it elsewhere, the answer goes back), and every crossing
+/// woke a parked thread. On one thread a message is read, handled and answered without a
+/// wake-up: about 10 % less CPU per signature over every process of a localnet, as fast or
+/// faster at 32 in flight (docs/BENCHMARKS.md, "One thread per process"). The cost: a long
+/// piece of work (a checkpoint of the keystore, a DKG's arithmetic) holds up that process's
+/// network reads meanwhile, which were waiting for the loop anyway; and one process uses at
+/// most one core.
+pub fn service_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 /// A shutdown future as a service's `run` takes it.
 pub type Shutdown = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
@@ -141,7 +159,7 @@ where
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
-            let runtime = match tokio::runtime::Runtime::new() {
+            let runtime = match service_runtime() {
                 Ok(r) => r,
                 Err(e) => return fail(&format!("cannot start the runtime: {e}")),
             };
