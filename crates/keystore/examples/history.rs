@@ -3,7 +3,8 @@
 //! batch with the client request's admission, its audit entry and the signature share's audit
 //! entry; the clock advancing 2.5 ms per signature, so admissions expire after their 600 s as in
 //! a node), then durable batches are timed on a fresh store and on the filled one,
-//! alternating, in this one process: wall time and this thread's CPU time per batch.
+//! alternating, in this one process: wall time and this process's CPU time per batch, and the
+//! wall time of the slowest (p99, max; a checkpoint's cost shows there).
 //!
 //! ```sh
 //! cargo run --release -p permafrost-keystore --example history -- 100000 2000 5 /tmp
@@ -97,15 +98,44 @@ fn process_cpu() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
-/// Times `count` batches on `store`: (wall, CPU) per batch.
-fn time(store: &mut Store, count: u64) -> Result<(Duration, Duration), KeystoreError> {
+/// What timing a round of batches measured: wall and CPU time per batch (means), and the
+/// wall time of the slowest batches.
+struct Timed {
+    wall: Duration,
+    cpu: Duration,
+    p99: Duration,
+    max: Duration,
+    /// Batches slower than 2 ms.
+    slow: usize,
+}
+
+/// Times `count` batches on `store`.
+fn time(store: &mut Store, count: u64) -> Result<Timed, KeystoreError> {
     let (wall, cpu) = (Instant::now(), process_cpu().unwrap_or_default());
+    let mut each = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
     for _ in 0..count {
+        let started = Instant::now();
         store.write_next()?;
+        each.push(started.elapsed());
     }
     let cpu = process_cpu().unwrap_or_default().saturating_sub(cpu);
-    let count = u32::try_from(count).unwrap_or(u32::MAX).max(1);
-    Ok((wall.elapsed() / count, cpu / count))
+    each.sort_unstable();
+    let at = |q: f64| {
+        each.get(((each.len() as f64 * q) as usize).min(each.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    let n = u32::try_from(count).unwrap_or(u32::MAX).max(1);
+    Ok(Timed {
+        wall: wall.elapsed() / n,
+        cpu: cpu / n,
+        p99: at(0.99),
+        max: each.last().copied().unwrap_or_default(),
+        slow: each
+            .iter()
+            .filter(|d| **d > Duration::from_millis(2))
+            .count(),
+    })
 }
 
 /// Bytes of the files under `dir`.
@@ -142,14 +172,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut fresh = Store::open(&dir.path().join("fresh"), step_ms)?;
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     for round in 1..=rounds {
-        let (fw, fc) = time(&mut fresh, per_round)?;
-        let (uw, uc) = time(&mut used, per_round)?;
+        let f = time(&mut fresh, per_round)?;
+        let u = time(&mut used, per_round)?;
         println!(
-            "round {round}: fresh {:.0} µs wall, {:.0} µs CPU; used {:.0} µs wall, {:.0} µs CPU per batch ({per_round} each)",
-            us(fw),
-            us(fc),
-            us(uw),
-            us(uc)
+            "round {round}: fresh {:.0} µs wall (p99 {:.0}, max {:.0}, {} over 2 ms), {:.0} µs CPU; used {:.0} µs wall (p99 {:.0}, max {:.0}, {} over 2 ms), {:.0} µs CPU per batch ({per_round} each)",
+            us(f.wall),
+            us(f.p99),
+            us(f.max),
+            f.slow,
+            us(f.cpu),
+            us(u.wall),
+            us(u.p99),
+            us(u.max),
+            u.slow,
+            us(u.cpu)
         );
     }
     Ok(())

@@ -8,22 +8,36 @@
 //! the sync writes no file-system metadata. The operations wait in memory (pending) for the
 //! next **checkpoint**: one redb transaction that applies them in their order, through the
 //! same code a direct write would run, committed with redb's two-phase commit, after which the
-//! journal starts again at its beginning.
+//! journal starts again.
 //!
-//! A checkpoint comes every [`CHECKPOINT_EVERY`] records or when the file is full, inside any
-//! write that redb syncs itself (before that write's own change), before a read of the tables
-//! the journal writes (audit log, admitted requests), and on close. Every synced redb commit of
-//! the keystore also begins a new **round**: 16 random bytes, written to the meta table
-//! (`"journal_round"`) in that commit and bound into the MAC of every record written until the
-//! next one. Opening the keystore replays the records of the round redb holds that follow the
-//! audit log, in one synced transaction that begins a new round: the store is then what it was
-//! after the last synced record.
+//! A checkpoint comes every [`CHECKPOINT_EVERY`] records or when the region in use is full
+//! (below), inside any write that redb syncs itself (before that write's own change), before
+//! a read of the tables the journal writes (audit log, admitted requests), and on close.
+//!
+//! **Rounds and regions.** The file has two regions of [`REGION_BYTES`]. Every synced redb
+//! commit of the keystore names a **round** (16 bytes) and a region in its meta table
+//! (`"journal_round"`, `"journal_region"`); the records written until the next one go to that
+//! region from its start, each with the round bound into its MAC. A commit the keystore makes
+//! itself (any write that is not a journal record, a checkpoint in the foreground, the open)
+//! begins a random round in region 0. A checkpoint that comes due on a signature's path does
+//! not wait: the journal **switches** to the other region in the next round,
+//! `HMAC(journal key, "permafrost-keystore/journal-next-round/v1" ‖ round)` cut to 16 bytes,
+//! and a thread of its own applies the pending operations to redb in one synced commit that
+//! names that round and region. Writes go on meanwhile. At most one such checkpoint runs; the
+//! journal switches again only after it ended, and if it failed the next checkpoint is made in
+//! the foreground (the other region still holds its operations' records).
+//!
+//! Opening the keystore replays, in order, the records of the round and region redb names
+//! that follow the audit log, then those of the other region in the next round (a switch
+//! whose checkpoint did not reach redb), in one synced transaction that begins a new round:
+//! the store is then what it was after the last synced record. A store written before the
+//! regions names no region: its round's records span the file, and it is read as one region.
 //!
 //! Why a record is trusted: each carries an HMAC-SHA256 under a key derived from the KEK, so a
 //! torn record, or data crafted by a client to look like a complete one after a crash (the
 //! attack for which the keystore pays redb's second sync), never verifies; nor does a record
-//! of an older round, left further on in the file after the journal started again at its
-//! beginning. Without the passphrase nobody can make a record that verifies. Replay is tied to
+//! of an older round, left further on in a region after the journal started it again (a
+//! round is never used twice: a random one, or the next after one). Without the passphrase nobody can make a record that verifies. Replay is tied to
 //! the MAC-chained audit log, not to a number in the meta table: a record is applied only if
 //! its first audit entry is the log's next one. Cutting the journal short forgets the newest
 //! writes, as restoring an older copy of the database would; someone who can write the data
@@ -31,14 +45,14 @@
 //! as restoring it would.
 //!
 //! ## Format
-//! `<dir>/keystore.journal`, [`JOURNAL_BYTES`] long. A record:
+//! `<dir>/keystore.journal`, [`JOURNAL_BYTES`] long: region 0, then region 1. A record:
 //!
 //! `u64 first ‖ u32 len ‖ payload (len bytes) ‖ HMAC-SHA256(journal key, "permafrost-keystore/journal-record/v1" ‖ round(16) ‖ u64 first ‖ u32 len ‖ payload)`
 //!
 //! with big-endian integers, `first` the sequence number of the operation's first audit entry
 //! (every journaled operation appends at least one), and `journal key = HMAC-SHA256(KEK,
-//! "permafrost/keystore-journal/v1")`. Replay reads records from the file's start, while they
-//! verify under the round redb holds. A record whose entries the log already holds is passed
+//! "permafrost/keystore-journal/v1")`. Replay reads records from a region's start, while they
+//! verify under its round. A record whose entries the log already holds is passed
 //! over (a crash between redb's synced commit and the next record, a record written twice); one
 //! whose first entry is the log's next is applied; at anything else (a gap, entries held in
 //! part), at a record that does not verify (a torn tail: a write a crash cut short, whose sync
@@ -61,6 +75,9 @@ pub const JOURNAL_FILE_NAME: &str = "keystore.journal";
 /// Length of the journal file, preallocated with zeros.
 pub const JOURNAL_BYTES: u64 = 1 << 20;
 
+/// Length of each of the journal's two regions: a round's records go to one of them.
+pub const REGION_BYTES: u64 = JOURNAL_BYTES / 2;
+
 /// Records after which the keystore makes redb durable and starts the journal again. It bounds
 /// what a restart replays and what redb keeps unsynced: redb cannot reuse a page freed by an
 /// unsynced commit before the next synced one, so the database file grows with the unsynced
@@ -75,6 +92,9 @@ pub(crate) const ROUND_LEN: usize = 16;
 
 /// Domain separation of a record's MAC.
 const RECORD_TAG: &[u8] = b"permafrost-keystore/journal-record/v1";
+
+/// Domain separation of the round after a switch of regions.
+const NEXT_ROUND_TAG: &[u8] = b"permafrost-keystore/journal-next-round/v1";
 
 /// One write the journal records: admissions, each with its audit entry, then audit entries,
 /// at the time `now_unix_ms` (admitting prunes rows expired before it). Replaying it runs the
@@ -198,22 +218,84 @@ impl JournalFile for File {
     }
 }
 
-/// The journal of an open keystore: the records written since redb was last made durable, and
-/// those appended since the journal was last synced (not yet written).
+/// Which part of the file a journal round's records go to: one of the two regions (the
+/// current layout), or the whole file (a store whose meta table names no region: written by a
+/// build before the regions; only replayed, never written).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Region {
+    Half(u8),
+    Whole,
+}
+
+impl Region {
+    /// The byte range of the file the region covers.
+    fn range(self) -> std::ops::Range<u64> {
+        match self {
+            Region::Half(0) => 0..REGION_BYTES,
+            Region::Half(_) => REGION_BYTES..JOURNAL_BYTES,
+            Region::Whole => 0..JOURNAL_BYTES,
+        }
+    }
+
+    /// The region records go to after a switch from this one.
+    fn other(self) -> Region {
+        match self {
+            Region::Half(0) => Region::Half(1),
+            _ => Region::Half(0),
+        }
+    }
+
+    /// The byte the meta table holds for it (`None`: the whole file, which is never written).
+    pub(crate) fn meta_byte(self) -> Option<u8> {
+        match self {
+            Region::Half(h) => Some(h),
+            Region::Whole => None,
+        }
+    }
+}
+
+/// The round that follows `round` when the journal switches regions:
+/// `HMAC-SHA256(journal key, "permafrost-keystore/journal-next-round/v1" ‖ round)`, cut to
+/// [`ROUND_LEN`] bytes. Replay finds the records of the region after a switch with it.
+fn next_round(key: &MacKey, round: &[u8; ROUND_LEN]) -> [u8; ROUND_LEN] {
+    let mac = key.mac(&[NEXT_ROUND_TAG, round]);
+    let mut next = [0; ROUND_LEN];
+    next.copy_from_slice(&mac[..ROUND_LEN]);
+    next
+}
+
+/// A checkpoint running on a thread of its own: it applies the first `ops` pending operations
+/// to redb and makes redb name the round and region the journal switched to.
+pub(crate) struct Background {
+    pub ops: usize,
+    pub thread: std::thread::JoinHandle<Result<(), crate::KeystoreError>>,
+}
+
+/// The journal of an open keystore: the operations written since redb was last made durable,
+/// and the records appended since the journal was last synced (not yet written).
 pub(crate) struct Journal {
     file: Box<dyn JournalFile>,
     key: MacKey,
-    /// The round every record written now belongs to (bound into its MAC), the one redb's
-    /// meta table holds.
+    /// The round every record written now belongs to (bound into its MAC).
     round: [u8; ROUND_LEN],
-    /// Where the next record goes.
+    /// Where this round's records go.
+    region: Region,
+    /// Where the next record goes (an offset in the file, inside `region`).
     cursor: u64,
     /// Records appended and not yet written.
     staged: Vec<u8>,
-    /// The operations of the records since the last checkpoint, in order: not in redb yet.
+    /// The operations redb does not hold yet (as far as this journal knows), in order: those
+    /// of a checkpoint running in the background (or one that failed) first, then this
+    /// round's.
     pending: Vec<JournalOp>,
-    /// The audit entries of `pending`.
-    pending_entries: u64,
+    /// How many of `pending` belong to this round (the last ones).
+    this_round: usize,
+    /// The checkpoint running in the background, if one is.
+    background: Option<Background>,
+    /// The number the next journaled audit entry takes, once known: unknown after redb was
+    /// made durable in the foreground until the next record (the store reads it from the audit
+    /// log then, so that a store whose log's last row does not decode still opens).
+    next_entry: Option<u64>,
     /// The session of each admission in `pending`, by its row's key (the last one's, if a row
     /// comes twice): for the conflict check, without a walk of `pending`.
     pending_admissions: HashMap<[u8; 56], [u8; 32]>,
@@ -224,16 +306,24 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
-    /// A journal of `round`, written from the file's start.
-    pub(crate) fn new(file: Box<dyn JournalFile>, key: MacKey, round: [u8; ROUND_LEN]) -> Self {
+    /// A journal of `round` in `region`, written from the region's start.
+    pub(crate) fn new(
+        file: Box<dyn JournalFile>,
+        key: MacKey,
+        round: [u8; ROUND_LEN],
+        region: Region,
+    ) -> Self {
         Journal {
             file,
             key,
             round,
-            cursor: 0,
+            region,
+            cursor: region.range().start,
             staged: Vec::new(),
             pending: Vec::new(),
-            pending_entries: 0,
+            this_round: 0,
+            background: None,
+            next_entry: None,
             pending_admissions: HashMap::new(),
             failed: None,
         }
@@ -244,8 +334,7 @@ impl Journal {
         self.failed.as_deref()
     }
 
-    /// The operations journaled since the last checkpoint, in order: what redb does not hold
-    /// yet.
+    /// The operations redb does not hold yet, in order (a background checkpoint's first).
     pub(crate) fn pending(&self) -> &[JournalOp] {
         &self.pending
     }
@@ -255,33 +344,48 @@ impl Journal {
         self.pending_admissions.get(key).copied()
     }
 
-    /// How many audit entries [`pending`](Self::pending) appends.
-    pub(crate) fn pending_entries(&self) -> u64 {
-        self.pending_entries
+    /// The number the next journaled audit entry takes, one after the last entry redb or the
+    /// journal holds, if known (see [`numbered_from`](Self::numbered_from)).
+    pub(crate) fn next_entry(&self) -> Option<u64> {
+        self.next_entry
     }
 
-    /// Whether a record of `payload_len` bytes goes in without a checkpoint first.
+    /// The journal's audit entries follow the entry numbered `next_entry - 1`: the last one
+    /// redb holds, when no operation is pending. Set before the first record after a
+    /// checkpoint in the foreground.
+    pub(crate) fn numbered_from(&mut self, next_entry: u64) {
+        self.next_entry = Some(next_entry);
+    }
+
+    /// Whether a record of `payload_len` bytes fits in this round's region after what it holds.
+    pub(crate) fn fits(&self, payload_len: usize) -> bool {
+        self.cursor + (self.staged.len() + record_len(payload_len)) as u64
+            <= self.region.range().end
+    }
+
+    /// Whether a record of `payload_len` bytes goes in without a checkpoint first: it fits,
+    /// and this round holds fewer than [`CHECKPOINT_EVERY`] records.
     pub(crate) fn has_room_for(&self, payload_len: usize) -> bool {
-        (self.pending.len() as u64) < CHECKPOINT_EVERY
-            && self.cursor + (self.staged.len() + record_len(payload_len)) as u64 <= JOURNAL_BYTES
+        (self.this_round as u64) < CHECKPOINT_EVERY && self.fits(payload_len)
     }
 
-    /// Whether a record of `payload_len` bytes fits in an empty journal.
+    /// Whether a record of `payload_len` bytes fits in an empty region.
     pub(crate) fn can_hold(payload_len: usize) -> bool {
-        record_len(payload_len) as u64 <= JOURNAL_BYTES
+        record_len(payload_len) as u64 <= REGION_BYTES
     }
 
-    /// Appends `op` (encoded: `payload`), whose first audit entry is numbered `first_entry`, as
-    /// the next record, to be written by the next [`sync`](Self::sync), and keeps it
-    /// [`pending`](Self::pending) until the next checkpoint. The caller has checked
-    /// [`has_room_for`](Self::has_room_for).
-    pub(crate) fn append(&mut self, op: JournalOp, payload: &[u8], first_entry: u64) {
-        let header = header(first_entry, payload.len());
+    /// Appends `op` (encoded: `payload`, with at least one audit entry) as the next record,
+    /// numbered [`next_entry`](Self::next_entry) (known by then), to be written by the next
+    /// [`sync`](Self::sync), and keeps it [`pending`](Self::pending) until a checkpoint. The
+    /// caller has checked [`has_room_for`](Self::has_room_for) or [`fits`](Self::fits).
+    pub(crate) fn append(&mut self, op: JournalOp, payload: &[u8]) {
+        let header = header(self.next_entry.unwrap_or(1), payload.len());
         let mac = self.key.mac(&[RECORD_TAG, &self.round, &header, payload]);
         self.staged.extend_from_slice(&header);
         self.staged.extend_from_slice(payload);
         self.staged.extend_from_slice(&mac);
         self.keep_pending(op);
+        self.this_round += 1;
     }
 
     /// Operations replayed from the file on open: pending, as if appended and synced.
@@ -292,7 +396,7 @@ impl Journal {
     }
 
     fn keep_pending(&mut self, op: JournalOp) {
-        self.pending_entries += op.entries();
+        self.next_entry = self.next_entry.map(|n| n + op.entries());
         for (row, _) in &op.admissions {
             self.pending_admissions.insert(row.key(), row.session);
         }
@@ -302,16 +406,21 @@ impl Journal {
     /// Writes the appended records and syncs the file: when this returns `Ok`, every record
     /// appended before it survives a crash. A failure is kept (see [`failure`](Self::failure)).
     pub(crate) fn sync(&mut self) -> Result<(), String> {
+        self.write_staged(true)
+    }
+
+    /// Writes the appended records, and syncs the file if `sync`.
+    fn write_staged(&mut self, sync: bool) -> Result<(), String> {
         if let Some(failure) = &self.failed {
             return Err(failure.clone());
         }
         if self.staged.is_empty() {
             return Ok(());
         }
-        let written = self
-            .file
-            .write_at(self.cursor, &self.staged)
-            .and_then(|()| self.file.sync_data());
+        let mut written = self.file.write_at(self.cursor, &self.staged);
+        if sync {
+            written = written.and_then(|()| self.file.sync_data());
+        }
         match written {
             Ok(()) => {
                 self.cursor += self.staged.len() as u64;
@@ -330,15 +439,79 @@ impl Journal {
         }
     }
 
-    /// redb holds every operation appended so far, durably, and `round` as the journal's round
-    /// (a checkpoint): the journal starts again at its beginning. Records left further on are
-    /// of older rounds: they no longer verify.
-    pub(crate) fn restart(&mut self, round: [u8; ROUND_LEN]) {
+    /// Whether the journal can switch regions now: no checkpoint runs, and every pending
+    /// operation is of this round (none is left of a checkpoint that failed, whose records
+    /// the other region still holds).
+    pub(crate) fn can_switch(&self) -> bool {
+        self.background.is_none() && self.pending.len() == self.this_round
+    }
+
+    /// Switches regions, for a checkpoint in the background: this round's records are written
+    /// (not synced: what was synced stays synced, the rest waits for the next sync, as before),
+    /// and the next records go to the other region in the next round ([`next_round`]), which
+    /// replay finds after this one's. Returns what the checkpoint makes redb hold: the pending
+    /// operations, and the round and region redb then names. The caller checked
+    /// [`can_switch`](Self::can_switch), and hands the running checkpoint to
+    /// [`checkpoint_started`](Self::checkpoint_started).
+    pub(crate) fn switch(&mut self) -> Result<(Vec<JournalOp>, [u8; ROUND_LEN], Region), String> {
+        self.write_staged(false)?;
+        self.round = next_round(&self.key, &self.round);
+        self.region = self.region.other();
+        self.cursor = self.region.range().start;
+        self.this_round = 0;
+        Ok((self.pending.clone(), self.round, self.region))
+    }
+
+    /// The checkpoint of the operations [`switch`](Self::switch) returned runs in the
+    /// background.
+    pub(crate) fn checkpoint_started(&mut self, thread: Background) {
+        self.background = Some(thread);
+    }
+
+    /// Whether a checkpoint runs in the background.
+    pub(crate) fn checkpoint_running(&self) -> bool {
+        self.background.is_some()
+    }
+
+    /// Takes the background checkpoint, if one runs and (unless `wait`) it has ended, with
+    /// how many operations it applies; the caller joins it and reports the outcome to
+    /// [`checkpoint_ended`](Self::checkpoint_ended).
+    pub(crate) fn take_background(&mut self, wait: bool) -> Option<Background> {
+        match &self.background {
+            Some(b) if wait || b.thread.is_finished() => self.background.take(),
+            _ => None,
+        }
+    }
+
+    /// A background checkpoint of the first `ops` pending operations ended: if `applied`,
+    /// redb holds them; if not, they stay pending (the next checkpoint is made in the
+    /// foreground, since the other region still holds their records).
+    pub(crate) fn checkpoint_ended(&mut self, ops: usize, applied: bool) {
+        if !applied {
+            return;
+        }
+        let ops = ops.min(self.pending.len() - self.this_round);
+        self.pending.drain(..ops);
+        self.pending_admissions.clear();
+        for op in &self.pending {
+            for (row, _) in &op.admissions {
+                self.pending_admissions.insert(row.key(), row.session);
+            }
+        }
+    }
+
+    /// redb holds every operation appended so far, durably, with `round` and `region` as the
+    /// journal's (a checkpoint in the foreground): the journal starts again at the region's
+    /// beginning. Records left behind are of older rounds: they no longer verify. The caller
+    /// has ended any background checkpoint first.
+    pub(crate) fn restart(&mut self, round: [u8; ROUND_LEN], region: Region) {
         self.round = round;
-        self.cursor = 0;
+        self.region = region;
+        self.cursor = region.range().start;
         self.staged.clear();
         self.pending.clear();
-        self.pending_entries = 0;
+        self.this_round = 0;
+        self.next_entry = None;
         self.pending_admissions.clear();
     }
 
@@ -348,38 +521,77 @@ impl Journal {
         self.file = file;
     }
 
-    /// Whether `bytes` (a journal file) begins with a record that verifies in this journal's
-    /// round: if not, there is nothing to replay.
+    /// Whether `bytes` (a journal file) holds a record that verifies at the start of this
+    /// journal's region, in its round: if not, there is nothing to replay.
     pub(crate) fn begins_with_record(&self, bytes: &[u8]) -> bool {
-        read_record(&self.key, &self.round, bytes).is_some()
+        read_record(&self.key, &self.round, region_bytes(bytes, self.region)).is_some()
     }
 
-    /// The operations of `bytes` (a journal file) to replay, in this journal's round, on a
-    /// store whose next audit entry is `next_entry`, in order (see the module documentation
-    /// for the rule). An error names a record that verifies but does not decode.
+    /// The operations of `bytes` (a journal file) to replay on a store whose next audit entry
+    /// is `next_entry`, in order: this journal's region in its round, then (if the journal
+    /// switched regions before the checkpoint that would have named the next round reached
+    /// redb) the other region in the next round. See the module documentation for the rule.
+    /// An error names a record that verifies but does not decode.
     pub(crate) fn replayable(
         &self,
         bytes: &[u8],
-        mut next_entry: u64,
+        next_entry: u64,
     ) -> Result<Vec<JournalOp>, String> {
         let mut ops = Vec::new();
-        let mut rest = bytes;
-        while let Some((first, payload, next)) = read_record(&self.key, &self.round, rest) {
-            let op = JournalOp::decode(payload).ok_or_else(|| {
-                format!("the journal's record of audit entry {first} verifies but does not decode")
-            })?;
-            let end = first.saturating_add(op.entries());
-            if first == next_entry {
-                next_entry = end;
-                ops.push(op);
-            } else if end > next_entry {
-                // A gap, or entries only partly held: nothing after it follows what redb holds.
-                break;
-            }
-            rest = next;
+        let mut next_entry = next_entry;
+        let ended = replay_region(
+            &self.key,
+            &self.round,
+            region_bytes(bytes, self.region),
+            &mut next_entry,
+            &mut ops,
+        )?;
+        if ended && self.region != Region::Whole {
+            replay_region(
+                &self.key,
+                &next_round(&self.key, &self.round),
+                region_bytes(bytes, self.region.other()),
+                &mut next_entry,
+                &mut ops,
+            )?;
         }
         Ok(ops)
     }
+}
+
+/// The bytes of `region` in `bytes` (a journal file; shorter in tests).
+fn region_bytes(bytes: &[u8], region: Region) -> &[u8] {
+    let range = region.range();
+    let end = (range.end as usize).min(bytes.len());
+    bytes.get(range.start as usize..end).unwrap_or_default()
+}
+
+/// Reads the records of one region of `round` into `ops`, from `next_entry` on. Returns
+/// whether the region ended without a gap (at a record that does not verify, zeros or the
+/// region's end), after which the next region may continue.
+fn replay_region(
+    key: &MacKey,
+    round: &[u8; ROUND_LEN],
+    bytes: &[u8],
+    next_entry: &mut u64,
+    ops: &mut Vec<JournalOp>,
+) -> Result<bool, String> {
+    let mut rest = bytes;
+    while let Some((first, payload, next)) = read_record(key, round, rest) {
+        let op = JournalOp::decode(payload).ok_or_else(|| {
+            format!("the journal's record of audit entry {first} verifies but does not decode")
+        })?;
+        let end = first.saturating_add(op.entries());
+        if first == *next_entry {
+            *next_entry = end;
+            ops.push(op);
+        } else if end > *next_entry {
+            // A gap, or entries only partly held: nothing after it follows what redb holds.
+            return Ok(false);
+        }
+        rest = next;
+    }
+    Ok(true)
 }
 
 fn record_len(payload_len: usize) -> usize {
@@ -486,24 +698,37 @@ mod tests {
 
     fn journal() -> (Journal, MemoryFile) {
         let file = MemoryFile::default();
-        (Journal::new(Box::new(file.clone()), key(), ROUND), file)
+        let journal = Journal::new(Box::new(file.clone()), key(), ROUND, Region::Half(0));
+        (journal, file)
     }
 
     /// Appends `op(n)` for each of `ns`, numbering entries on from `first` (three an op).
     fn append(journal: &mut Journal, first: u64, ns: impl IntoIterator<Item = u8>) {
-        for (i, n) in ns.into_iter().enumerate() {
-            journal.append(op(n), &op(n).encode(), first + 3 * i as u64);
+        journal.numbered_from(first);
+        for n in ns {
+            journal.append(op(n), &op(n).encode());
         }
     }
 
-    /// What a journal of `key` and `round` replays of `bytes`.
+    /// What a journal of `key` and `round` in region 0 replays of `bytes`.
     fn replay_as(
         key: MacKey,
         round: [u8; ROUND_LEN],
         bytes: &[u8],
         next_entry: u64,
     ) -> Result<Vec<JournalOp>, String> {
-        Journal::new(Box::new(MemoryFile::default()), key, round).replayable(bytes, next_entry)
+        replay_in(key, round, Region::Half(0), bytes, next_entry)
+    }
+
+    fn replay_in(
+        key: MacKey,
+        round: [u8; ROUND_LEN],
+        region: Region,
+        bytes: &[u8],
+        next_entry: u64,
+    ) -> Result<Vec<JournalOp>, String> {
+        Journal::new(Box::new(MemoryFile::default()), key, round, region)
+            .replayable(bytes, next_entry)
     }
 
     fn replay(bytes: &[u8], next_entry: u64) -> Vec<JournalOp> {
@@ -585,8 +810,9 @@ mod tests {
         // redb was made durable with all three, and a new round began; its first record
         // overwrites the first record only, and the older round's second and third stay
         // behind it, numbered as the new round's next records would be.
-        journal.restart([6; ROUND_LEN]);
-        journal.append(op(4), &op(4).encode(), 4);
+        journal.restart([6; ROUND_LEN], Region::Half(0));
+        journal.numbered_from(4);
+        journal.append(op(4), &op(4).encode());
         journal.sync().unwrap();
         let bytes = file.state().bytes.clone();
         assert_eq!(
@@ -615,7 +841,8 @@ mod tests {
     #[test]
     fn a_record_that_verifies_but_does_not_decode_is_named() {
         let (mut journal, file) = journal();
-        journal.append(op(1), b"not an operation", 7);
+        journal.numbered_from(7);
+        journal.append(op(1), b"not an operation");
         journal.sync().unwrap();
         let bytes = file.state().bytes.clone();
         let error = replay_as(key(), ROUND, &bytes, 7).unwrap_err();
@@ -639,29 +866,140 @@ mod tests {
             file.state().fail_write = false;
             append(&mut journal, 7, [3]);
             assert_eq!(journal.sync().unwrap_err(), error);
-            journal.restart([7; ROUND_LEN]);
+            journal.restart([7; ROUND_LEN], Region::Half(1));
             assert_eq!(journal.sync().unwrap_err(), error);
         }
     }
 
     #[test]
-    fn a_checkpoint_is_due_after_its_count_or_a_full_file() {
+    fn a_checkpoint_is_due_after_its_count_or_a_full_region() {
         let (mut journal, _) = journal();
+        journal.numbered_from(1);
         let small = op(1).encode();
-        for i in 0..CHECKPOINT_EVERY {
+        for _ in 0..CHECKPOINT_EVERY {
             assert!(journal.has_room_for(small.len()));
-            journal.append(op(1), &small, 1 + 3 * i);
+            journal.append(op(1), &small);
         }
         assert!(!journal.has_room_for(small.len()));
-        assert_eq!(journal.pending_entries(), 3 * CHECKPOINT_EVERY);
-        journal.restart(ROUND);
+        assert!(journal.fits(small.len()), "past the count, it still fits");
+        assert_eq!(journal.next_entry(), Some(1 + 3 * CHECKPOINT_EVERY));
+        journal.restart(ROUND, Region::Half(1));
         assert!(journal.has_room_for(small.len()));
-        assert_eq!(journal.pending_entries(), 0);
-        let big = (JOURNAL_BYTES as usize) - HEADER_LEN - MAC_LEN;
+        assert!(journal.pending().is_empty());
+        assert_eq!(
+            journal.next_entry(),
+            None,
+            "read from redb before the next record"
+        );
+        let big = (REGION_BYTES as usize) - HEADER_LEN - MAC_LEN;
         assert!(journal.has_room_for(big));
         assert!(Journal::can_hold(big));
         assert!(!Journal::can_hold(big + 1));
-        journal.append(op(1), &small, 1);
+        journal.append(op(1), &small);
         assert!(!journal.has_room_for(big));
+        assert!(!journal.fits(big));
+    }
+
+    /// The journal of a node signing: rounds in region 0, switches, checkpoints that end or
+    /// fail, and what a crash at each point replays.
+    #[test]
+    fn a_switch_continues_in_the_other_region_and_replay_follows_it() {
+        let (mut journal, file) = journal();
+        append(&mut journal, 1, [1, 2]);
+        journal.sync().unwrap();
+        assert!(journal.can_switch());
+        let (ops, round, region) = journal.switch().unwrap();
+        assert_eq!(
+            ops,
+            vec![op(1), op(2)],
+            "the checkpoint applies what is pending"
+        );
+        assert_eq!(region, Region::Half(1));
+        assert_eq!(round, next_round(&key(), &ROUND));
+        // A thread would apply `ops` now; the journal goes on in region 1.
+        journal.append(op(3), &op(3).encode());
+        journal.sync().unwrap();
+        assert_eq!(journal.pending(), &[op(1), op(2), op(3)]);
+        let bytes = file.state().bytes.clone();
+        // A crash before the checkpoint's commit: redb names round and region 0 and holds
+        // none of them; replay reads region 0, then region 1 in the next round.
+        assert_eq!(replay(&bytes, 1), vec![op(1), op(2), op(3)]);
+        // After the commit: redb names region 1 and holds entries 1 to 6.
+        assert_eq!(
+            replay_in(key(), round, Region::Half(1), &bytes, 7).unwrap(),
+            vec![op(3)]
+        );
+        // The checkpoint ended: what it applied leaves the pending operations, with its
+        // admissions; the next switch goes back to region 0 and overwrites its start.
+        journal.checkpoint_ended(2, true);
+        assert_eq!(journal.pending(), &[op(3)]);
+        assert_eq!(
+            journal.pending_admission(&op(1).admissions[0].0.key()),
+            None
+        );
+        assert!(journal
+            .pending_admission(&op(3).admissions[0].0.key())
+            .is_some());
+        let (_, round2, region2) = journal.switch().unwrap();
+        assert_eq!(region2, Region::Half(0));
+        journal.append(op(4), &op(4).encode());
+        journal.sync().unwrap();
+        let bytes = file.state().bytes.clone();
+        assert_eq!(
+            replay_in(key(), round, Region::Half(1), &bytes, 7).unwrap(),
+            vec![op(3), op(4)],
+            "region 1, then region 0 in the round after"
+        );
+        assert_eq!(
+            replay_in(key(), round2, Region::Half(0), &bytes, 10).unwrap(),
+            vec![op(4)]
+        );
+        // Region 0's older round (op 2, left behind op 4) is never read again: not in round
+        // 0 (op 4 overwrote op 1 and op 2 follows no record of it), not in the rounds after.
+        assert_eq!(replay(&bytes, 1), Vec::<JournalOp>::new());
+        // A checkpoint that failed: its operations stay, and no switch until one in the
+        // foreground.
+        journal.checkpoint_ended(1, false);
+        assert_eq!(journal.pending(), &[op(3), op(4)]);
+        assert!(!journal.can_switch());
+        journal.restart([8; ROUND_LEN], Region::Half(0));
+        assert!(journal.can_switch());
+    }
+
+    #[test]
+    fn a_store_from_before_the_regions_replays_the_whole_file() {
+        let (mut journal, file) = journal();
+        let big = vec![7; 400 * 1024];
+        let op_big = |n: u8| JournalOp {
+            now_unix_ms: 1,
+            admissions: vec![],
+            audits: vec![big.clone(), vec![n]],
+        };
+        // Two records of one round that cross the middle of the file, as a build before the
+        // regions wrote them.
+        journal.numbered_from(1);
+        journal.append(op_big(1), &op_big(1).encode());
+        journal.staged.clone_from(&{
+            let mut both = journal.staged.clone();
+            let payload = op_big(2).encode();
+            let header = header(3, payload.len());
+            let mac = key().mac(&[RECORD_TAG, &ROUND, &header, &payload]);
+            both.extend_from_slice(&header);
+            both.extend_from_slice(&payload);
+            both.extend_from_slice(&mac);
+            both
+        });
+        journal.sync().unwrap();
+        let bytes = file.state().bytes.clone();
+        assert!(bytes.len() as u64 > REGION_BYTES);
+        assert_eq!(
+            replay_in(key(), ROUND, Region::Whole, &bytes, 1).unwrap(),
+            vec![op_big(1), op_big(2)]
+        );
+        assert_eq!(
+            replay(&bytes, 1),
+            vec![op_big(1)],
+            "region 0 alone stops at its end"
+        );
     }
 }

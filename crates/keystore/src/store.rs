@@ -4,7 +4,7 @@ use std::fmt;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{
     Database, DatabaseError, Durability, ReadTransaction, ReadableTable, ReadableTableMetadata,
@@ -20,7 +20,8 @@ use crate::format::{
     AUDIT_ROW_VERSION_V2, FORMAT_VERSION, FORMAT_VERSION_V1, SALT_LEN,
 };
 use crate::journal::{
-    Journal, JournalFile, JournalOp, JOURNAL_BYTES, JOURNAL_FILE_NAME, ROUND_LEN,
+    Background, Journal, JournalFile, JournalOp, Region, JOURNAL_BYTES, JOURNAL_FILE_NAME,
+    ROUND_LEN,
 };
 use crate::record::{AuditEntry, ShareMeta, ShareRecord, ShareState};
 
@@ -107,10 +108,11 @@ struct Meta {
 ///
 /// See the [crate documentation](crate) for the on-disk format.
 pub struct KeyStore {
-    db: Database,
+    /// Shared with the journal's checkpoints in the background.
+    db: Arc<Database>,
     kek: Zeroizing<[u8; KEK_LEN]>,
     /// Key of the audit log's MAC chain, derived from the KEK.
-    chain: MacKey,
+    chain: Arc<MacKey>,
     dir: PathBuf,
     params: KdfParams,
     /// How many unchained audit entries this open chained (a migration), if it did.
@@ -125,6 +127,9 @@ pub struct KeyStore {
     journal: Mutex<Journal>,
     /// How many journal records this open replayed.
     replayed: u64,
+    /// Makes the checkpoints started in the background fail: for tests of that failure.
+    #[cfg(test)]
+    fail_background_checkpoints: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for KeyStore {
@@ -218,9 +223,10 @@ impl KeyStore {
         let round = read_journal_round(&db, &dir)?;
         let journal_key = MacKey::derive(&kek, crypto::JOURNAL_LABEL);
         let (file, bytes) = open_journal(&dir)?;
+        let (journal_round, region) = round.unwrap_or(([0; ROUND_LEN], Region::Half(0)));
         let mut store = KeyStore {
-            db,
-            chain: MacKey::derive(&kek, crypto::AUDIT_CHAIN_LABEL),
+            db: Arc::new(db),
+            chain: Arc::new(MacKey::derive(&kek, crypto::AUDIT_CHAIN_LABEL)),
             kek,
             dir,
             params: meta.params,
@@ -230,11 +236,14 @@ impl KeyStore {
             journal: Mutex::new(Journal::new(
                 Box::new(file),
                 journal_key,
-                round.unwrap_or_default(),
+                journal_round,
+                region,
             )),
             replayed: 0,
+            #[cfg(test)]
+            fail_background_checkpoints: std::sync::atomic::AtomicBool::new(false),
         };
-        store.replayed = store.replay(round, &bytes)?;
+        store.replayed = store.replay(round.is_some(), &bytes)?;
         drop(bytes);
         if meta.version == FORMAT_VERSION_V1 {
             store.migrated_requests = Some(store.migrate_from_format_v1()?);
@@ -381,8 +390,8 @@ impl KeyStore {
         let (file, _) = open_journal(&dir)?;
         let journal_key = MacKey::derive(&kek, crypto::JOURNAL_LABEL);
         let store = KeyStore {
-            db,
-            chain: MacKey::derive(&kek, crypto::AUDIT_CHAIN_LABEL),
+            db: Arc::new(db),
+            chain: Arc::new(MacKey::derive(&kek, crypto::AUDIT_CHAIN_LABEL)),
             kek,
             dir,
             params,
@@ -390,8 +399,15 @@ impl KeyStore {
             migrated_requests: None,
             lazy_writes: std::sync::atomic::AtomicU64::new(0),
             // The creation's write below begins the first round.
-            journal: Mutex::new(Journal::new(Box::new(file), journal_key, [0; ROUND_LEN])),
+            journal: Mutex::new(Journal::new(
+                Box::new(file),
+                journal_key,
+                [0; ROUND_LEN],
+                Region::Half(0),
+            )),
             replayed: 0,
+            #[cfg(test)]
+            fail_background_checkpoints: std::sync::atomic::AtomicBool::new(false),
         };
         let chain_record = store.chain_record(0, 0);
         store.write("creating the keystore", |txn, dir| {
@@ -1187,7 +1203,9 @@ impl KeyStore {
     }
 
     /// Appends `op` to the journal, synced before this returns when `sync` (else durable at
-    /// the next sync); redb gets it at the next checkpoint, which comes first when it is due.
+    /// the next sync); redb gets it at a checkpoint. When one is due, the journal switches
+    /// regions and the checkpoint runs on a thread of its own, off this write's path (in the
+    /// foreground only if one still runs and the region is full, or the last one failed).
     /// An operation too large for the journal is written to redb at once, synced. Refuses,
     /// changing nothing, what applying `op` would refuse (see [`refuse_conflicts`](
     /// Self::refuse_conflicts)). Returns the sequence number `op`'s last audit entry takes
@@ -1195,37 +1213,99 @@ impl KeyStore {
     fn write_journaled(&self, op: JournalOp, sync: bool, what: &str) -> Result<u64, KeystoreError> {
         let payload = op.encode();
         let mut journal = self.lock_journal(what)?;
+        self.end_checkpoint(&mut journal, false);
         if !Journal::can_hold(payload.len()) {
-            let last_entry =
-                self.last_audit_seq(&self.read()?)? + journal.pending_entries() + op.entries();
             self.write_locked(&mut journal, what, |txn, dir| {
                 apply_in(txn, dir, &self.chain, &op)
             })?;
-            return Ok(last_entry);
+            return Ok(next_audit_seq(&self.read()?, &self.dir)? - 1);
         }
-        if !journal.has_room_for(payload.len()) {
-            self.write_locked(
-                &mut journal,
-                "making the journal's writes durable (checkpoint)",
-                |_, _| Ok(()),
-            )?;
+        // Due, unless a checkpoint is running and the region still has room: then it goes
+        // on past the count rather than wait for it.
+        let goes_in = journal.has_room_for(payload.len())
+            || (journal.checkpoint_running() && journal.fits(payload.len()));
+        if !goes_in {
+            self.checkpoint(&mut journal)?;
         }
-        let txn = self.read()?;
-        self.refuse_conflicts(&txn, &journal, &op)?;
-        // Every entry before this op's: in redb, or pending. The number binds the record to the
-        // audit log, so that replay applies it only where it follows what the log holds.
-        let first_entry = self.last_audit_seq(&txn)? + journal.pending_entries() + 1;
-        drop(txn);
-        let entries = op.entries();
-        if entries > 0 {
-            journal.append(op, &payload, first_entry);
+        {
+            let txn = self.read()?;
+            self.refuse_conflicts(&txn, &journal, &op)?;
+            if journal.next_entry().is_none() {
+                // The first record since redb was made durable in the foreground (no
+                // checkpoint runs): it follows the log's last entry. The number binds the
+                // record to the audit log, so that replay applies it only there.
+                journal.numbered_from(next_audit_seq(&txn, &self.dir)?);
+            }
+        }
+        if op.entries() > 0 {
+            journal.append(op, &payload);
         }
         if sync {
             journal
                 .sync()
                 .map_err(|e| storage_msg(&self.dir, what, e))?;
         }
-        Ok(first_entry + entries - 1)
+        Ok(journal.next_entry().unwrap_or(1) - 1)
+    }
+
+    /// A checkpoint that is due: in the background if the journal can switch regions (after
+    /// the running one, if any, ended), else in the foreground.
+    fn checkpoint(&self, journal: &mut Journal) -> Result<(), KeystoreError> {
+        const WHAT: &str = "making the journal's writes durable (checkpoint)";
+        self.end_checkpoint(journal, true);
+        if !journal.can_switch() {
+            return self.write_locked(journal, WHAT, |_, _| Ok(()));
+        }
+        let (ops, round, region) = journal
+            .switch()
+            .map_err(|e| storage_msg(&self.dir, WHAT, e))?;
+        let count = ops.len();
+        let db = Arc::clone(&self.db);
+        let chain = Arc::clone(&self.chain);
+        let dir = self.dir.clone();
+        #[cfg(test)]
+        let fail = self
+            .fail_background_checkpoints
+            .load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(test))]
+        let fail = false;
+        let spawned = std::thread::Builder::new()
+            .name("keystore-checkpoint".into())
+            .spawn(move || {
+                if fail {
+                    return Err(storage_msg(&dir, WHAT, "failed on purpose (test)".into()));
+                }
+                commit_journaled(&db, &dir, &chain, &ops, round, region, WHAT, |_, _| Ok(()))
+            });
+        match spawned {
+            Ok(thread) => journal.checkpoint_started(Background { ops: count, thread }),
+            // No thread: the checkpoint of the switched journal in the foreground.
+            Err(_) => {
+                let applied = commit_journaled(
+                    &self.db,
+                    &self.dir,
+                    &self.chain,
+                    &journal.pending()[..count],
+                    round,
+                    region,
+                    WHAT,
+                    |_, _| Ok(()),
+                );
+                journal.checkpoint_ended(count, applied.is_ok());
+                applied?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the checkpoint running in the background, if it has ended or (if `wait`) once it
+    /// does. If it failed, its operations stay pending, and the next checkpoint is made in the
+    /// foreground, which reports the error if it persists.
+    fn end_checkpoint(&self, journal: &mut Journal, wait: bool) {
+        if let Some(background) = journal.take_background(wait) {
+            let applied = matches!(background.thread.join(), Ok(Ok(())));
+            journal.checkpoint_ended(background.ops, applied);
+        }
     }
 
     /// What applying `op`'s admissions after the journal's pending operations would refuse,
@@ -1271,16 +1351,6 @@ impl KeyStore {
         Ok(())
     }
 
-    /// The sequence number of the last audit entry redb holds, as of `txn` (0 before the
-    /// first).
-    fn last_audit_seq(&self, txn: &ReadTransaction) -> Result<u64, KeystoreError> {
-        let Some(table) = self.open_read_table(txn, AUDIT)? else {
-            return Ok(0);
-        };
-        let last = last_audit_row(&table, &self.dir)?;
-        Ok(next_in_chain(last.as_ref(), &self.dir)?.0 - 1)
-    }
-
     /// Makes redb hold every journaled write (a checkpoint, if any is pending): for the reads
     /// of the tables the journal writes. After a failed journal sync it refuses only if writes
     /// are pending (they cannot be made durable).
@@ -1289,6 +1359,7 @@ impl KeyStore {
             .journal
             .lock()
             .map_err(|_| poisoned_journal(&self.dir, what))?;
+        self.end_checkpoint(&mut journal, true);
         if journal.pending().is_empty() {
             return Ok(());
         }
@@ -1299,22 +1370,24 @@ impl KeyStore {
     }
 
     /// Opening: replays the operations of the journal file's `bytes` that follow what redb
-    /// holds (if redb has a journal round), and begins a new round, in one synced transaction.
-    /// Returns how many operations it replayed.
-    fn replay(&self, round: Option<[u8; ROUND_LEN]>, bytes: &[u8]) -> Result<u64, KeystoreError> {
+    /// holds (if redb has a journal round, `journaled`), and begins a new round, in one synced
+    /// transaction. Returns how many operations it replayed.
+    fn replay(&self, journaled: bool, bytes: &[u8]) -> Result<u64, KeystoreError> {
         let mut journal = self.lock_journal("opening the journal")?;
-        // (The journal was made in `round`. The audit log's last entry is read only if there is
-        // a record: a log whose last row does not decode still opens, for `verify_audit` to
-        // name it.)
-        let ops = if round.is_some() && journal.begins_with_record(bytes) {
-            let next_entry = self.last_audit_seq(&self.read()?)? + 1;
-            journal
+        // (The journal was made in redb's round. The audit log's last entry is read only if
+        // there is a record: a log whose last row does not decode still opens, for
+        // `verify_audit` to name it.)
+        let (ops, next_entry) = if journaled && journal.begins_with_record(bytes) {
+            let next_entry = next_audit_seq(&self.read()?, &self.dir)?;
+            let ops = journal
                 .replayable(bytes, next_entry)
-                .map_err(|e| corrupt(&self.dir, e))?
+                .map_err(|e| corrupt(&self.dir, e))?;
+            (ops, next_entry)
         } else {
-            Vec::new()
+            (Vec::new(), 1)
         };
         let count = ops.len() as u64;
+        journal.numbered_from(next_entry);
         journal.replayed(ops);
         self.write_locked(&mut journal, "replaying the journal", |_, _| Ok(()))
             .map_err(|e| match e {
@@ -1352,56 +1425,33 @@ impl KeyStore {
     }
 
     /// One write transaction: the journal's pending operations (the writes before this one, in
-    /// their order), then `body`, committed durably (fsync, two-phase commit); then the
-    /// journal starts again (a checkpoint). On error the transaction is aborted, nothing
-    /// changes and the operations stay pending.
+    /// their order, after any background checkpoint ended), then `body`, committed durably
+    /// (fsync, two-phase commit); then the journal starts again in a new round (a checkpoint
+    /// in the foreground). On error the transaction is aborted, nothing changes and the
+    /// operations stay pending.
     fn write_locked<T>(
         &self,
         journal: &mut Journal,
         what: &str,
         body: impl FnOnce(&WriteTransaction, &Path) -> Result<T, KeystoreError>,
     ) -> Result<T, KeystoreError> {
-        let mut txn = self
-            .db
-            .begin_write()
-            .map_err(|e| storage(&self.dir, what, e))?;
-        txn.set_durability(Durability::Immediate);
-        txn.set_two_phase_commit(true);
+        self.end_checkpoint(journal, true);
         let mut round = [0; ROUND_LEN];
         crypto::fill_random(&mut round)
             .map_err(|e| storage_msg(&self.dir, "choosing the journal's round", e))?;
-        let written = self.apply_pending_in(&txn, journal).and_then(|()| {
-            txn.open_table(META)
-                .map_err(|e| storage(&self.dir, "opening the meta table", e))?
-                .insert(format::META_JOURNAL_ROUND, round.as_slice())
-                .map_err(|e| storage(&self.dir, "writing the journal's round", e))?;
-            body(&txn, &self.dir)
-        });
-        match written {
-            Ok(out) => {
-                txn.commit().map_err(|e| storage(&self.dir, what, e))?;
-                journal.restart(round);
-                Ok(out)
-            }
-            Err(e) => {
-                // The error being reported matters more than a failure to abort; dropping the
-                // transaction aborts it in any case.
-                let _ = txn.abort();
-                Err(e)
-            }
-        }
-    }
-
-    /// Applies the journal's pending operations in `txn`, in order.
-    fn apply_pending_in(
-        &self,
-        txn: &WriteTransaction,
-        journal: &Journal,
-    ) -> Result<(), KeystoreError> {
-        for op in journal.pending() {
-            apply_in(txn, &self.dir, &self.chain, op)?;
-        }
-        Ok(())
+        let region = Region::Half(0);
+        let out = commit_journaled(
+            &self.db,
+            &self.dir,
+            &self.chain,
+            journal.pending(),
+            round,
+            region,
+            what,
+            body,
+        )?;
+        journal.restart(round, region);
+        Ok(out)
     }
 
     fn read(&self) -> Result<ReadTransaction, KeystoreError> {
@@ -1675,8 +1725,72 @@ fn apply_in(
     Ok(())
 }
 
-/// The journal's round `db` holds, if any (a store written before the journal has none).
-fn read_journal_round(db: &Database, dir: &Path) -> Result<Option<[u8; ROUND_LEN]>, KeystoreError> {
+/// One synced write transaction (two-phase commit): `ops` (journaled operations redb does not
+/// hold yet), in order, then `body`, and the journal's `round` and `region` in the meta table.
+/// Returns `body`'s value. On error the
+/// transaction is aborted and nothing changes. Run by a checkpoint in the foreground and in
+/// the background.
+#[allow(clippy::too_many_arguments)]
+fn commit_journaled<T>(
+    db: &Database,
+    dir: &Path,
+    chain: &MacKey,
+    ops: &[JournalOp],
+    round: [u8; ROUND_LEN],
+    region: Region,
+    what: &str,
+    body: impl FnOnce(&WriteTransaction, &Path) -> Result<T, KeystoreError>,
+) -> Result<T, KeystoreError> {
+    let mut txn = db.begin_write().map_err(|e| storage(dir, what, e))?;
+    txn.set_durability(Durability::Immediate);
+    txn.set_two_phase_commit(true);
+    let written = (|| {
+        for op in ops {
+            apply_in(&txn, dir, chain, op)?;
+        }
+        let mut meta = txn
+            .open_table(META)
+            .map_err(|e| storage(dir, "opening the meta table", e))?;
+        meta.insert(format::META_JOURNAL_ROUND, round.as_slice())
+            .map_err(|e| storage(dir, "writing the journal's round", e))?;
+        if let Some(byte) = region.meta_byte() {
+            meta.insert(format::META_JOURNAL_REGION, [byte].as_slice())
+                .map_err(|e| storage(dir, "writing the journal's region", e))?;
+        }
+        drop(meta);
+        body(&txn, dir)
+    })();
+    match written {
+        Ok(out) => {
+            txn.commit().map_err(|e| storage(dir, what, e))?;
+            Ok(out)
+        }
+        Err(e) => {
+            // The error being reported matters more than a failure to abort; dropping the
+            // transaction aborts it in any case.
+            let _ = txn.abort();
+            Err(e)
+        }
+    }
+}
+
+/// The number the next audit entry takes, as of `txn` (1 before the first).
+fn next_audit_seq(txn: &ReadTransaction, dir: &Path) -> Result<u64, KeystoreError> {
+    let table = match txn.open_table(AUDIT) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(1),
+        Err(e) => return Err(storage(dir, "opening the audit table", e)),
+    };
+    Ok(next_in_chain(last_audit_row(&table, dir)?.as_ref(), dir)?.0)
+}
+
+/// The journal's round `db` holds, if any (a store written before the journal has none), and
+/// its region (the whole file if the meta table names none: a store written before the
+/// regions).
+fn read_journal_round(
+    db: &Database,
+    dir: &Path,
+) -> Result<Option<([u8; ROUND_LEN], Region)>, KeystoreError> {
     let txn = db
         .begin_read()
         .map_err(|e| storage(dir, "starting a read", e))?;
@@ -1685,17 +1799,32 @@ fn read_journal_round(db: &Database, dir: &Path) -> Result<Option<[u8; ROUND_LEN
         Err(TableError::TableDoesNotExist(_)) => return Ok(None),
         Err(e) => return Err(storage(dir, "opening the meta table", e)),
     };
-    match meta
+    let round: [u8; ROUND_LEN] = match meta
         .get(format::META_JOURNAL_ROUND)
         .map_err(|e| storage(dir, "reading the journal's round", e))?
     {
-        None => Ok(None),
+        None => return Ok(None),
         Some(value) => value
             .value()
             .try_into()
-            .map(Some)
-            .map_err(|_| corrupt(dir, format!("the journal's round is not {ROUND_LEN} bytes"))),
-    }
+            .map_err(|_| corrupt(dir, format!("the journal's round is not {ROUND_LEN} bytes")))?,
+    };
+    let region = match meta
+        .get(format::META_JOURNAL_REGION)
+        .map_err(|e| storage(dir, "reading the journal's region", e))?
+    {
+        None => Region::Whole,
+        Some(value) => match value.value() {
+            [h @ (0 | 1)] => Region::Half(*h),
+            other => {
+                return Err(corrupt(
+                    dir,
+                    format!("the journal's region is {other:?}, not [0] or [1]"),
+                ))
+            }
+        },
+    };
+    Ok(Some((round, region)))
 }
 
 /// The expiry of the first row of the admitted requests table, if any (the row `admit_in`
@@ -2167,6 +2296,73 @@ mod tests {
         let restarted = open(image.path());
         assert_eq!(restarted.client_requests(0).unwrap(), vec![row(1)]);
         admit_and_check(&restarted);
+    }
+
+    /// A checkpoint in the background that fails: its operations stay pending, the journal
+    /// goes on in the other region, and the next checkpoint is made in the foreground. A crash
+    /// in between replays both regions; nothing is lost either way.
+    #[test]
+    fn a_failed_background_checkpoint_is_made_again_in_the_foreground() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let row = |n: u32| ClientRequestRow {
+            client: [1; 32],
+            request_id: {
+                let mut id = [0; 16];
+                id[..4].copy_from_slice(&n.to_be_bytes());
+                id
+            },
+            session: [n as u8; 32],
+            expires_unix_ms: 10_000,
+        };
+        let admit = |n: u32| {
+            store
+                .write_batch(&[(row(n), entry(n as u8, None))], &[], true, 0)
+                .unwrap()
+        };
+        let every = crate::CHECKPOINT_EVERY as u32;
+        store
+            .fail_background_checkpoints
+            .store(true, Ordering::Relaxed);
+        for n in 1..=every + 10 {
+            admit(n);
+        }
+        // The switch at `every + 1` started a checkpoint that failed; nothing reached redb.
+        let image = tempfile::tempdir().unwrap();
+        for name in [DATABASE_FILE_NAME, JOURNAL_FILE_NAME] {
+            fs::copy(dir.path().join(name), image.path().join(name)).unwrap();
+        }
+        {
+            let journal = store.journal.lock().unwrap();
+            assert!(!journal.checkpoint_running() || journal.pending().len() as u32 == every + 10);
+        }
+        let restarted = open(image.path());
+        assert_eq!(restarted.journal_replayed_on_open(), u64::from(every + 10));
+        assert_eq!(
+            restarted.client_requests(0).unwrap().len() as u32,
+            every + 10
+        );
+        drop(restarted);
+        // The disk answers again: the next checkpoint that comes due is made in the
+        // foreground, with every pending operation.
+        store
+            .fail_background_checkpoints
+            .store(false, Ordering::Relaxed);
+        for n in every + 11..=2 * every + 1 {
+            admit(n);
+        }
+        {
+            let journal = store.journal.lock().unwrap();
+            assert!(
+                !journal.checkpoint_running(),
+                "the checkpoint ran in the foreground"
+            );
+            assert!(journal.pending().len() < 5, "{}", journal.pending().len());
+        }
+        let rows = store.client_requests(0).unwrap();
+        assert_eq!(rows.len() as u32, 2 * every + 1);
+        assert!(store.verify_audit().unwrap().is_intact());
     }
 
     /// The store takes writes again after a restart.
