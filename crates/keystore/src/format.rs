@@ -68,8 +68,9 @@ pub(crate) const META_CHECK: &[u8] = b"check";
 pub(crate) const META_AUDIT_CHAIN: &[u8] = b"audit_chain";
 /// Meta table key: the journal's round (16 random bytes), new with every synced commit.
 pub(crate) const META_JOURNAL_ROUND: &[u8] = b"journal_round";
-/// Meta table key: which of the journal's two regions (`[0]` or `[1]`) the round's records go
-/// to. Absent in a store written before the regions: its round's records span the file.
+/// Meta table key: which of the journal's two regions (`0` or `1`) the round's records go to,
+/// and that round (`region ‖ round`, 17 bytes). Absent in a store written before the regions,
+/// and of an older round once such a build wrote: the round's records then span the file.
 pub(crate) const META_JOURNAL_REGION: &[u8] = b"journal_region";
 
 /// The constant sealed under the KEK as the passphrase check value.

@@ -16,7 +16,9 @@
 //!
 //! **Rounds and regions.** The file has two regions of [`REGION_BYTES`]. Every synced redb
 //! commit of the keystore names a **round** (16 bytes) and a region in its meta table
-//! (`"journal_round"`, `"journal_region"`); the records written until the next one go to that
+//! (`"journal_round"`, `"journal_region"`, the latter with the round it was written for, so
+//! that a build from before the regions, which renews the round alone, leaves it behind); the
+//! records written until the next one go to that
 //! region from its start, each with the round bound into its MAC. A commit the keystore makes
 //! itself (any write that is not a journal record, a checkpoint in the foreground, the open)
 //! begins a random round in region 0. A checkpoint that comes due on a signature's path does
@@ -31,7 +33,8 @@
 //! that follow the audit log, then those of the other region in the next round (a switch
 //! whose checkpoint did not reach redb), in one synced transaction that begins a new round:
 //! the store is then what it was after the last synced record. A store written before the
-//! regions names no region: its round's records span the file, and it is read as one region.
+//! regions names no region (or, once such a build wrote, one of an older round): its round's
+//! records span the file, and it is read as one region.
 //!
 //! Why a record is trusted: each carries an HMAC-SHA256 under a key derived from the KEK, so a
 //! torn record, or data crafted by a client to look like a complete one after a crash (the

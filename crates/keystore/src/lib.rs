@@ -66,7 +66,7 @@
 //! | `"check"` | `nonce(24) ‖ XChaCha20-Poly1305(KEK, nonce, "permafrost-keystore passphrase check", aad)`, with `aad = "permafrost-keystore/check/v1" ‖ salt ‖ kdf` |
 //! | `"audit_chain"` | the audit chain record (below) |
 //! | `"journal_round"` | 16 bytes: the [`journal`]'s round, new with every synced commit (random, or the next after a switch of regions) |
-//! | `"journal_region"` | one byte, `0` or `1`: the journal's region the round's records go to (absent in a store written before the regions: the whole file) |
+//! | `"journal_region"` | `region ‖ round` (17 bytes): the journal's region, `0` or `1`, the round's records go to, with the round it was written for (absent in a store written before the regions, or of another round once a build from before them wrote: the whole file) |
 //!
 //! `KEK = Argon2id(passphrase, salt, m_cost_kib, t_cost, p_cost)`, 32 bytes.
 //!

@@ -1754,7 +1754,11 @@ fn commit_journaled<T>(
         meta.insert(format::META_JOURNAL_ROUND, round.as_slice())
             .map_err(|e| storage(dir, "writing the journal's round", e))?;
         if let Some(byte) = region.meta_byte() {
-            meta.insert(format::META_JOURNAL_REGION, [byte].as_slice())
+            // With the round it belongs to: a build from before the regions renews the round
+            // alone, and its records then span the file.
+            let mut value = vec![byte];
+            value.extend_from_slice(&round);
+            meta.insert(format::META_JOURNAL_REGION, value.as_slice())
                 .map_err(|e| storage(dir, "writing the journal's region", e))?;
         }
         drop(meta);
@@ -1785,8 +1789,9 @@ fn next_audit_seq(txn: &ReadTransaction, dir: &Path) -> Result<u64, KeystoreErro
 }
 
 /// The journal's round `db` holds, if any (a store written before the journal has none), and
-/// its region (the whole file if the meta table names none: a store written before the
-/// regions).
+/// its region: the whole file if the meta table names none (a store written before the
+/// regions) or names it for another round (a build from before the regions wrote since, which
+/// renews the round alone).
 fn read_journal_round(
     db: &Database,
     dir: &Path,
@@ -1815,11 +1820,15 @@ fn read_journal_round(
     {
         None => Region::Whole,
         Some(value) => match value.value() {
-            [h @ (0 | 1)] => Region::Half(*h),
+            [h @ (0 | 1), of @ ..] if of == round.as_slice() => Region::Half(*h),
+            [0 | 1, of @ ..] if of.len() == ROUND_LEN => Region::Whole,
             other => {
                 return Err(corrupt(
                     dir,
-                    format!("the journal's region is {other:?}, not [0] or [1]"),
+                    format!(
+                        "the journal's region ({} bytes) is not 0 or 1 followed by a round",
+                        other.len()
+                    ),
                 ))
             }
         },
@@ -2363,6 +2372,65 @@ mod tests {
         let rows = store.client_requests(0).unwrap();
         assert_eq!(rows.len() as u32, 2 * every + 1);
         assert!(store.verify_audit().unwrap().is_intact());
+    }
+
+    /// Upgrading again after an older build (from before the regions) ran and crashed: that
+    /// build renewed the round alone and wrote its records across the whole file, past the
+    /// middle. The region the meta table still names is of an older round, so the file is read
+    /// whole and every synced record is replayed.
+    #[test]
+    fn records_an_older_build_wrote_past_the_middle_are_replayed_after_an_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.append_audit(&entry(1, None)).unwrap();
+        let key = MacKey::derive(&store.kek, crypto::JOURNAL_LABEL);
+        drop(store); // meta: journal_round, journal_region = [0] ‖ journal_round
+                     // The older build's open: a round of its own, journal_region left as it was.
+        let old_round = [0x42; ROUND_LEN];
+        let db = Database::open(dir.path().join(DATABASE_FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(format::META_JOURNAL_ROUND, old_round.as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        let next = next_audit_seq(&db.begin_read().unwrap(), dir.path()).unwrap();
+        drop(db);
+        // Its records (30 audit entries each), synced, from the start of the file.
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join(JOURNAL_FILE_NAME))
+            .unwrap();
+        let mut journal = Journal::new(Box::new(file), key, old_round, Region::Whole);
+        journal.numbered_from(next);
+        let records = 200u64;
+        for n in 0..records {
+            let op = JournalOp {
+                now_unix_ms: 1,
+                admissions: vec![],
+                audits: (0..30)
+                    .map(|i| format::encode_audit_body(&entry((n * 30 + i) as u8, None)).unwrap())
+                    .collect(),
+            };
+            let payload = op.encode();
+            assert!(journal.fits(payload.len()));
+            journal.append(op, &payload);
+        }
+        journal.sync().unwrap();
+        drop(journal);
+        assert!(
+            fs::read(dir.path().join(JOURNAL_FILE_NAME))
+                .unwrap()
+                .iter()
+                .skip(crate::journal::REGION_BYTES as usize)
+                .any(|b| *b != 0),
+            "the records reach past the middle"
+        );
+        // The crash; this build opens the store again.
+        let restarted = open(dir.path());
+        assert_eq!(restarted.journal_replayed_on_open(), records);
+        assert_eq!(restarted.audit().unwrap().len() as u64, 1 + 30 * records);
+        assert!(restarted.verify_audit().unwrap().is_intact());
     }
 
     /// The store takes writes again after a restart.

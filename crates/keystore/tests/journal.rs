@@ -380,7 +380,7 @@ fn a_crash_while_a_checkpoint_runs_in_the_background_loses_nothing() {
     }
     // redb now: its state before the checkpoint that the next batch starts.
     let before = crash_image(dir.path());
-    assert_eq!(meta_value(before.path(), b"journal_region"), vec![0]);
+    assert_eq!(meta_value(before.path(), b"journal_region")[0], 0);
     let total = full + 40;
     for n in full + 1..=total {
         write_batch(&store, n, true);
@@ -463,7 +463,9 @@ fn a_journal_from_before_the_regions_is_replayed() {
     assert_eq!(batches(&restarted), live);
     drop(restarted);
     // A region that is neither is corruption, named.
-    set_meta_value(image.path(), b"journal_region", &[2]);
+    let mut region = vec![2];
+    region.extend_from_slice(&meta_value(image.path(), b"journal_round"));
+    set_meta_value(image.path(), b"journal_region", &region);
     let error = KeyStore::open_with_params(
         image.path(),
         b"passphrase",
