@@ -291,6 +291,13 @@ impl Shell {
 
     fn tick(&mut self) {
         self.metrics.prune(Instant::now());
+        if let Some(error) = self.core.store().take_checkpoint_failure() {
+            tracing::warn!(
+                %error,
+                "a keystore checkpoint in the background failed: its writes stay in the journal \
+                 and go to the database with the next checkpoint, made in the foreground"
+            );
+        }
         let now = permafrost_runtime::now();
         if self.core.poll_timeout().is_some_and(|due| due <= now) {
             self.core.handle_timeout(now);

@@ -295,6 +295,8 @@ pub(crate) struct Journal {
     this_round: usize,
     /// The checkpoint running in the background, if one is.
     background: Option<Background>,
+    /// Why the last checkpoint in the background failed, until someone asks.
+    background_failure: Option<String>,
     /// The number the next journaled audit entry takes, once known: unknown after redb was
     /// made durable in the foreground until the next record (the store reads it from the audit
     /// log then, so that a store whose log's last row does not decode still opens).
@@ -326,6 +328,7 @@ impl Journal {
             pending: Vec::new(),
             this_round: 0,
             background: None,
+            background_failure: None,
             next_entry: None,
             pending_admissions: HashMap::new(),
             failed: None,
@@ -471,6 +474,11 @@ impl Journal {
         self.background = Some(thread);
     }
 
+    /// Why the last checkpoint in the background failed, if one did since the last call.
+    pub(crate) fn take_background_failure(&mut self) -> Option<String> {
+        self.background_failure.take()
+    }
+
     /// Whether a checkpoint runs in the background.
     pub(crate) fn checkpoint_running(&self) -> bool {
         self.background.is_some()
@@ -489,8 +497,9 @@ impl Journal {
     /// A background checkpoint of the first `ops` pending operations ended: if `applied`,
     /// redb holds them; if not, they stay pending (the next checkpoint is made in the
     /// foreground, since the other region still holds their records).
-    pub(crate) fn checkpoint_ended(&mut self, ops: usize, applied: bool) {
-        if !applied {
+    pub(crate) fn checkpoint_ended(&mut self, ops: usize, applied: Result<(), String>) {
+        if let Err(error) = applied {
+            self.background_failure = Some(error);
             return;
         }
         let ops = ops.min(self.pending.len() - self.this_round);
@@ -934,7 +943,7 @@ mod tests {
         );
         // The checkpoint ended: what it applied leaves the pending operations, with its
         // admissions; the next switch goes back to region 0 and overwrites its start.
-        journal.checkpoint_ended(2, true);
+        journal.checkpoint_ended(2, Ok(()));
         assert_eq!(journal.pending(), &[op(3)]);
         assert_eq!(
             journal.pending_admission(&op(1).admissions[0].0.key()),
@@ -962,8 +971,13 @@ mod tests {
         assert_eq!(replay(&bytes, 1), Vec::<JournalOp>::new());
         // A checkpoint that failed: its operations stay, and no switch until one in the
         // foreground.
-        journal.checkpoint_ended(1, false);
+        journal.checkpoint_ended(1, Err("disk full".into()));
         assert_eq!(journal.pending(), &[op(3), op(4)]);
+        assert_eq!(
+            journal.take_background_failure().as_deref(),
+            Some("disk full")
+        );
+        assert_eq!(journal.take_background_failure(), None);
         assert!(!journal.can_switch());
         journal.restart([8; ROUND_LEN], Region::Half(0));
         assert!(journal.can_switch());

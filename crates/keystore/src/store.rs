@@ -1196,6 +1196,14 @@ impl KeyStore {
             .map_err(|e| storage_msg(&self.dir, "syncing the journal", e))
     }
 
+    /// Why the last checkpoint the journal ran in the background failed, if one did since the
+    /// last call (its writes stayed in the journal and went to redb with the next checkpoint,
+    /// made in the foreground, which reports its own failure to the write that needed it).
+    /// Callers should log it: it is the disk's first complaint.
+    pub fn take_checkpoint_failure(&self) -> Option<String> {
+        self.journal.lock().ok()?.take_background_failure()
+    }
+
     /// How many journal records opening this keystore replayed: writes made durable by the
     /// journal alone before the last close or crash. Callers may say so in their log.
     pub fn journal_replayed_on_open(&self) -> u64 {
@@ -1291,7 +1299,7 @@ impl KeyStore {
                     WHAT,
                     |_, _| Ok(()),
                 );
-                journal.checkpoint_ended(count, applied.is_ok());
+                journal.checkpoint_ended(count, Ok(()));
                 applied?;
             }
         }
@@ -1303,7 +1311,11 @@ impl KeyStore {
     /// foreground, which reports the error if it persists.
     fn end_checkpoint(&self, journal: &mut Journal, wait: bool) {
         if let Some(background) = journal.take_background(wait) {
-            let applied = matches!(background.thread.join(), Ok(Ok(())));
+            let applied = match background.thread.join() {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("the checkpoint's thread panicked".to_owned()),
+            };
             journal.checkpoint_ended(background.ops, applied);
         }
     }
@@ -2369,6 +2381,10 @@ mod tests {
             );
             assert!(journal.pending().len() < 5, "{}", journal.pending().len());
         }
+        // The failure is told once, for the log.
+        let failure = store.take_checkpoint_failure().unwrap();
+        assert!(failure.contains("failed on purpose"), "{failure}");
+        assert_eq!(store.take_checkpoint_failure(), None);
         let rows = store.client_requests(0).unwrap();
         assert_eq!(rows.len() as u32, 2 * every + 1);
         assert!(store.verify_audit().unwrap().is_intact());
