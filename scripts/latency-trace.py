@@ -11,8 +11,9 @@ binaries is changed or instrumented. A request is the time from the load tool's 
 coordinator writes nothing else with `writev`, and one request is in flight at a time.
 
 For each request it reports what happened inside that window:
-  sync_max     the longest `fdatasync` of a node overlapping it (each signer syncs its journal
-               once before its share leaves; on one disk, three signers' syncs queue)
+  sync_max     the longest time a node spent in one `fdatasync` within it (each signer syncs
+               its journal once before its share leaves; on one disk, three signers' syncs
+               queue)
   syncs        how many node syncs overlapped it
   runq         time the processes' main threads (the node and coordinator loops) spent
                runnable but waiting for a core, summed over the processes
@@ -162,7 +163,7 @@ def report(requests, waiting, ran, syncs, pid_of, load, processes):
             continue  # the load tool: the client, not the system
         else:
             kinds["cpu_other"].extend(intervals)
-    cpu = {k: Intervals(v) for k, v in kinds.items()}
+    cpu = {k: Intervals(kinds[k]) for k in ("cpu_loops", "cpu_checkpt", "cpu_other")}
     others = collections.defaultdict(list)  # comm -> intervals, for cpu_other's breakdown
     for (tid, comm), intervals in ran.items():
         if tid not in processes and pid_of.get(tid) not in set(processes) | load \
@@ -179,9 +180,9 @@ def report(requests, waiting, ran, syncs, pid_of, load, processes):
                     "sync_max": max(each),
                     "syncs": sum(len(list(node_syncs[p].within(a, b))) for p in nodes),
                     "runq": sum(runnable[p].overlap(a, b) for p in processes),
-                    "cpu_loops": cpu["cpu_loops"].overlap(a, b) if "cpu_loops" in cpu else 0.0,
-                    "cpu_checkpt": cpu["cpu_checkpt"].overlap(a, b) if "cpu_checkpt" in cpu else 0.0,
-                    "cpu_other": cpu["cpu_other"].overlap(a, b) if "cpu_other" in cpu else 0.0,
+                    "cpu_loops": cpu["cpu_loops"].overlap(a, b),
+                    "cpu_checkpt": cpu["cpu_checkpt"].overlap(a, b),
+                    "cpu_other": cpu["cpu_other"].overlap(a, b),
                 },
             )
         )
