@@ -487,7 +487,8 @@ impl Journal {
 
     /// Takes the background checkpoint, if one runs and (unless `wait`) it has ended, with
     /// how many operations it applies; the caller joins it and reports the outcome to
-    /// [`checkpoint_ended`](Self::checkpoint_ended).
+    /// [`checkpoint_applied`](Self::checkpoint_applied) or
+    /// [`checkpoint_failed`](Self::checkpoint_failed).
     pub(crate) fn take_background(&mut self, wait: bool) -> Option<Background> {
         match &self.background {
             Some(b) if wait || b.thread.is_finished() => self.background.take(),
@@ -495,14 +496,17 @@ impl Journal {
         }
     }
 
-    /// A background checkpoint of the first `ops` pending operations ended: if `applied`,
-    /// redb holds them; if not, they stay pending (the next checkpoint is made in the
-    /// foreground, since the other region still holds their records).
-    pub(crate) fn checkpoint_ended(&mut self, ops: usize, applied: Result<(), String>) {
-        if let Err(error) = applied {
-            self.background_failure = Some(error);
-            return;
-        }
+    /// The checkpoint of a switch failed in the background: its operations stay pending, so
+    /// the next checkpoint is made in the foreground, since the other region still holds their
+    /// records ([`can_switch`](Self::can_switch)); `error` waits for
+    /// [`take_background_failure`](Self::take_background_failure).
+    pub(crate) fn checkpoint_failed(&mut self, error: String) {
+        self.background_failure = Some(error);
+    }
+
+    /// The checkpoint of a switch applied the first `ops` pending operations: redb holds them,
+    /// durably, and they leave the pending ones. (One that failed leaves them where they are.)
+    pub(crate) fn checkpoint_applied(&mut self, ops: usize) {
         let ops = ops.min(self.pending.len() - self.this_round);
         self.pending.drain(..ops);
         self.pending_admissions.clear();
@@ -944,7 +948,7 @@ mod tests {
         );
         // The checkpoint ended: what it applied leaves the pending operations, with its
         // admissions; the next switch goes back to region 0 and overwrites its start.
-        journal.checkpoint_ended(2, Ok(()));
+        journal.checkpoint_applied(2);
         assert_eq!(journal.pending(), &[op(3)]);
         assert_eq!(
             journal.pending_admission(&op(1).admissions[0].0.key()),
@@ -972,7 +976,7 @@ mod tests {
         assert_eq!(replay(&bytes, 1), Vec::<JournalOp>::new());
         // A checkpoint that failed: its operations stay, and no switch until one in the
         // foreground.
-        journal.checkpoint_ended(1, Err("disk full".into()));
+        journal.checkpoint_failed("disk full".into());
         assert_eq!(journal.pending(), &[op(3), op(4)]);
         assert_eq!(
             journal.take_background_failure().as_deref(),

@@ -127,9 +127,14 @@ pub struct KeyStore {
     journal: Mutex<Journal>,
     /// How many journal records this open replayed.
     replayed: u64,
-    /// Makes the checkpoints started in the background fail: for tests of that failure.
+    /// Makes the checkpoints of a switch fail, in their thread or in the foreground when no
+    /// thread starts: for tests of that failure.
     #[cfg(test)]
-    fail_background_checkpoints: std::sync::atomic::AtomicBool,
+    fail_switch_checkpoints: std::sync::atomic::AtomicBool,
+    /// Makes a switch's checkpoint run as when no thread can be started: for tests of that
+    /// path.
+    #[cfg(test)]
+    checkpoint_without_a_thread: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for KeyStore {
@@ -241,7 +246,9 @@ impl KeyStore {
             )),
             replayed: 0,
             #[cfg(test)]
-            fail_background_checkpoints: std::sync::atomic::AtomicBool::new(false),
+            fail_switch_checkpoints: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            checkpoint_without_a_thread: std::sync::atomic::AtomicBool::new(false),
         };
         store.replayed = store.replay(round.is_some(), &bytes)?;
         drop(bytes);
@@ -407,7 +414,9 @@ impl KeyStore {
             )),
             replayed: 0,
             #[cfg(test)]
-            fail_background_checkpoints: std::sync::atomic::AtomicBool::new(false),
+            fail_switch_checkpoints: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            checkpoint_without_a_thread: std::sync::atomic::AtomicBool::new(false),
         };
         let chain_record = store.chain_record(0, 0);
         store.write("creating the keystore", |txn, dir| {
@@ -1273,23 +1282,42 @@ impl KeyStore {
         let dir = self.dir.clone();
         #[cfg(test)]
         let fail = self
-            .fail_background_checkpoints
+            .fail_switch_checkpoints
             .load(std::sync::atomic::Ordering::Relaxed);
         #[cfg(not(test))]
         let fail = false;
-        let spawned = std::thread::Builder::new()
-            .name("keystore-checkpoint".into())
-            .spawn(move || {
-                if fail {
-                    return Err(storage_msg(&dir, WHAT, "failed on purpose (test)".into()));
-                }
-                commit_journaled(&db, &dir, &chain, &ops, round, region, WHAT, |_, _| Ok(()))
-            });
+        #[cfg(test)]
+        let without_a_thread = self
+            .checkpoint_without_a_thread
+            .load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(test))]
+        let without_a_thread = false;
+        let spawned = if without_a_thread {
+            Err(std::io::Error::other("no thread (test)"))
+        } else {
+            std::thread::Builder::new()
+                .name("keystore-checkpoint".into())
+                .spawn(move || {
+                    if fail {
+                        return Err(storage_msg(&dir, WHAT, "failed on purpose (test)".into()));
+                    }
+                    commit_journaled(&db, &dir, &chain, &ops, round, region, WHAT, |_, _| Ok(()))
+                })
+        };
         match spawned {
             Ok(thread) => journal.checkpoint_started(Background { ops: count, thread }),
             // No thread: the checkpoint of the switched journal in the foreground.
             Err(_) => {
-                let applied = commit_journaled(
+                if fail {
+                    return Err(storage_msg(
+                        &self.dir,
+                        WHAT,
+                        "failed on purpose (test)".into(),
+                    ));
+                }
+                // If it fails, its operations stay pending: their records are in the other
+                // region, which the journal does not switch back to before they are applied.
+                commit_journaled(
                     &self.db,
                     &self.dir,
                     &self.chain,
@@ -1298,9 +1326,8 @@ impl KeyStore {
                     region,
                     WHAT,
                     |_, _| Ok(()),
-                );
-                journal.checkpoint_ended(count, Ok(()));
-                applied?;
+                )?;
+                journal.checkpoint_applied(count);
             }
         }
         Ok(())
@@ -1311,12 +1338,11 @@ impl KeyStore {
     /// foreground, which reports the error if it persists.
     fn end_checkpoint(&self, journal: &mut Journal, wait: bool) {
         if let Some(background) = journal.take_background(wait) {
-            let applied = match background.thread.join() {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("the checkpoint's thread panicked".to_owned()),
-            };
-            journal.checkpoint_ended(background.ops, applied);
+            match background.thread.join() {
+                Ok(Ok(())) => journal.checkpoint_applied(background.ops),
+                Ok(Err(e)) => journal.checkpoint_failed(e.to_string()),
+                Err(_) => journal.checkpoint_failed("the checkpoint's thread panicked".to_owned()),
+            }
         }
     }
 
@@ -2343,9 +2369,7 @@ mod tests {
                 .unwrap()
         };
         let every = crate::CHECKPOINT_EVERY as u32;
-        store
-            .fail_background_checkpoints
-            .store(true, Ordering::Relaxed);
+        store.fail_switch_checkpoints.store(true, Ordering::Relaxed);
         for n in 1..=every + 10 {
             admit(n);
         }
@@ -2368,7 +2392,7 @@ mod tests {
         // The disk answers again: the next checkpoint that comes due is made in the
         // foreground, with every pending operation.
         store
-            .fail_background_checkpoints
+            .fail_switch_checkpoints
             .store(false, Ordering::Relaxed);
         for n in every + 11..=2 * every + 1 {
             admit(n);
@@ -2388,6 +2412,81 @@ mod tests {
         let rows = store.client_requests(0).unwrap();
         assert_eq!(rows.len() as u32, 2 * every + 1);
         assert!(store.verify_audit().unwrap().is_intact());
+    }
+
+    /// A switch whose checkpoint cannot have a thread is checkpointed in the foreground; if
+    /// that fails, its operations stay pending (their records are in the region the journal
+    /// left), the journal does not switch back over them, and the next checkpoint applies them.
+    #[test]
+    fn a_failed_checkpoint_without_a_thread_keeps_its_operations_pending() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let row = |n: u32| ClientRequestRow {
+            client: [1; 32],
+            request_id: {
+                let mut id = [0; 16];
+                id[..4].copy_from_slice(&n.to_be_bytes());
+                id
+            },
+            session: [n as u8; 32],
+            expires_unix_ms: 10_000,
+        };
+        let admit = |n: u32| store.write_batch(&[(row(n), entry(n as u8, None))], &[], true, 0);
+        let every = crate::CHECKPOINT_EVERY as u32;
+        store
+            .checkpoint_without_a_thread
+            .store(true, Ordering::Relaxed);
+        store.fail_switch_checkpoints.store(true, Ordering::Relaxed);
+        for n in 1..=every {
+            admit(n).unwrap();
+        }
+        // The next write comes after a switch whose checkpoint failed: it is refused, and the
+        // operations of the switched round stay pending.
+        let refused = admit(every + 1).unwrap_err();
+        assert!(
+            refused.to_string().contains("failed on purpose"),
+            "{refused}"
+        );
+        {
+            let journal = store.journal.lock().unwrap();
+            assert!(!journal.checkpoint_running());
+            assert_eq!(journal.pending().len() as u32, every);
+            assert!(!journal.can_switch(), "no switch back over their records");
+        }
+        // Written again, it goes to the other region; a crash now replays both regions.
+        admit(every + 1).unwrap();
+        let image = tempfile::tempdir().unwrap();
+        for name in [DATABASE_FILE_NAME, JOURNAL_FILE_NAME] {
+            fs::copy(dir.path().join(name), image.path().join(name)).unwrap();
+        }
+        let restarted = open(image.path());
+        assert_eq!(
+            restarted.client_requests(0).unwrap().len() as u32,
+            every + 1
+        );
+        drop(restarted);
+        // The disk answers again: the next checkpoint applies every pending operation.
+        store
+            .fail_switch_checkpoints
+            .store(false, Ordering::Relaxed);
+        for n in every + 2..=2 * every + 1 {
+            admit(n).unwrap();
+        }
+        assert!(store.journal.lock().unwrap().pending().len() < 5);
+        // Not a background failure: the write that needed the checkpoint was told.
+        assert_eq!(store.take_checkpoint_failure(), None);
+        assert_eq!(
+            store.client_requests(0).unwrap().len() as u32,
+            2 * every + 1
+        );
+        assert!(store.verify_audit().unwrap().is_intact());
+        drop(store);
+        let reopened = open(dir.path());
+        assert_eq!(
+            reopened.client_requests(0).unwrap().len() as u32,
+            2 * every + 1
+        );
     }
 
     /// Upgrading again after an older build (from before the regions) ran and crashed: that
