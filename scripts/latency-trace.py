@@ -32,7 +32,6 @@ run, not with an untraced run. Release binaries are looked for in target/release
 import argparse
 import bisect
 import collections
-import json
 import os
 import re
 import shutil
