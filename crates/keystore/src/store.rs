@@ -2336,13 +2336,33 @@ mod tests {
             "nothing was synced after the failure"
         );
         // The crash: the copy keeps the journal as the disk had it.
-        let image = tempfile::tempdir().unwrap();
-        for name in [DATABASE_FILE_NAME, JOURNAL_FILE_NAME] {
-            fs::copy(dir.path().join(name), image.path().join(name)).unwrap();
-        }
+        let image = crash_image(dir.path());
         let restarted = open(image.path());
         assert_eq!(restarted.client_requests(0).unwrap(), vec![row(1)]);
         admit_and_check(&restarted);
+    }
+
+    /// Client request `n` of one client, admitted in session `[n; 32]`.
+    fn admitted_request(n: u32) -> ClientRequestRow {
+        ClientRequestRow {
+            client: [1; 32],
+            request_id: {
+                let mut id = [0; 16];
+                id[..4].copy_from_slice(&n.to_be_bytes());
+                id
+            },
+            session: [n as u8; 32],
+            expires_unix_ms: 10_000,
+        }
+    }
+
+    /// What a crash now would leave on disk: the database and the journal, copied.
+    fn crash_image(dir: &Path) -> tempfile::TempDir {
+        let image = tempfile::tempdir().unwrap();
+        for name in [DATABASE_FILE_NAME, JOURNAL_FILE_NAME] {
+            fs::copy(dir.join(name), image.path().join(name)).unwrap();
+        }
+        image
     }
 
     /// A checkpoint in the background that fails: its operations stay pending, the journal
@@ -2353,16 +2373,7 @@ mod tests {
         use std::sync::atomic::Ordering;
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        let row = |n: u32| ClientRequestRow {
-            client: [1; 32],
-            request_id: {
-                let mut id = [0; 16];
-                id[..4].copy_from_slice(&n.to_be_bytes());
-                id
-            },
-            session: [n as u8; 32],
-            expires_unix_ms: 10_000,
-        };
+        let row = admitted_request;
         let admit = |n: u32| {
             store
                 .write_batch(&[(row(n), entry(n as u8, None))], &[], true, 0)
@@ -2374,10 +2385,7 @@ mod tests {
             admit(n);
         }
         // The switch at `every + 1` started a checkpoint that failed; nothing reached redb.
-        let image = tempfile::tempdir().unwrap();
-        for name in [DATABASE_FILE_NAME, JOURNAL_FILE_NAME] {
-            fs::copy(dir.path().join(name), image.path().join(name)).unwrap();
-        }
+        let image = crash_image(dir.path());
         {
             let journal = store.journal.lock().unwrap();
             assert!(!journal.checkpoint_running() || journal.pending().len() as u32 == every + 10);
@@ -2422,16 +2430,7 @@ mod tests {
         use std::sync::atomic::Ordering;
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        let row = |n: u32| ClientRequestRow {
-            client: [1; 32],
-            request_id: {
-                let mut id = [0; 16];
-                id[..4].copy_from_slice(&n.to_be_bytes());
-                id
-            },
-            session: [n as u8; 32],
-            expires_unix_ms: 10_000,
-        };
+        let row = admitted_request;
         let admit = |n: u32| store.write_batch(&[(row(n), entry(n as u8, None))], &[], true, 0);
         let every = crate::CHECKPOINT_EVERY as u32;
         store
@@ -2456,10 +2455,7 @@ mod tests {
         }
         // Written again, it goes to the other region; a crash now replays both regions.
         admit(every + 1).unwrap();
-        let image = tempfile::tempdir().unwrap();
-        for name in [DATABASE_FILE_NAME, JOURNAL_FILE_NAME] {
-            fs::copy(dir.path().join(name), image.path().join(name)).unwrap();
-        }
+        let image = crash_image(dir.path());
         let restarted = open(image.path());
         assert_eq!(
             restarted.client_requests(0).unwrap().len() as u32,
