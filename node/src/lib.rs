@@ -243,6 +243,9 @@ impl Shell {
     /// answered after that, a signer's commitment or share within the answer to the request
     /// that asked for it ([`driver::rides_answer`]).
     fn handle_requests(&mut self, batch: Vec<InboundRequest>) {
+        // A request that comes alone has its sync started before its share is computed; many
+        // share one sync at the end.
+        self.core.sync_early(batch.len() == 1);
         let mut handled: Vec<Handled> = batch
             .into_iter()
             .map(|request| {

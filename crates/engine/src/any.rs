@@ -16,7 +16,7 @@ use permafrost_protocol::{
 };
 use permafrost_wire::{
     Curve, DkgOpen, Epoch, KeyId, Message, NodeId, OperatorApproval, ReshareCommit, ReshareOpen,
-    ReshareProposal, SessionId,
+    ReshareProposal, SessionId, SignWithCommitment,
 };
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
@@ -304,6 +304,8 @@ pub trait AnySession: Send {
     fn live_nonces(&self) -> usize;
     /// See [`Session::pooled_nonces`].
     fn pooled_nonces(&self) -> usize;
+    /// See [`Session::holds_pooled_nonce`].
+    fn holds_pooled_nonce(&self, from: &NodeId, request: &SignWithCommitment) -> bool;
 }
 
 struct Erased<S: Suite, T: Session<S>> {
@@ -359,6 +361,10 @@ impl<S: Suite, T: Session<S> + Send> AnySession for Erased<S, T> {
 
     fn pooled_nonces(&self) -> usize {
         self.inner.pooled_nonces()
+    }
+
+    fn holds_pooled_nonce(&self, from: &NodeId, request: &SignWithCommitment) -> bool {
+        self.inner.holds_pooled_nonce(from, request)
     }
 }
 

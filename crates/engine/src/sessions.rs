@@ -59,6 +59,11 @@ impl Sessions {
         self.sessions.contains_key(route)
     }
 
+    /// The session at `route`, if one runs.
+    pub fn get(&self, route: &Route) -> Option<&dyn AnySession> {
+        self.sessions.get(route).map(|s| s.as_ref())
+    }
+
     /// Every running session with its route.
     pub fn iter(&self) -> impl Iterator<Item = (&Route, &dyn AnySession)> {
         self.sessions.iter().map(|(r, s)| (r, s.as_ref()))
@@ -234,6 +239,9 @@ mod tests {
         }
         fn pooled_nonces(&self) -> usize {
             0
+        }
+        fn holds_pooled_nonce(&self, _: &NodeId, _: &permafrost_wire::SignWithCommitment) -> bool {
+            false
         }
     }
 

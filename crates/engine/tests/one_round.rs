@@ -643,7 +643,211 @@ fn pooled_nonces_are_bounded_and_kept_per_coordinator<S: Suite>() {
     assert_eq!(signer.pooled_nonces(), 0);
 }
 
+/// Signs until `victim` is asked in one round (the order of the first `t` rotates), with
+/// `log` recording; returns how the signature came out, and its message.
+fn sign_until_asked_in_one_round<S: Suite>(
+    net: &mut Network<S>,
+    log: &Log,
+    (coordinator, key, pkp, nodes): (
+        &NodeId,
+        &permafrost_protocol::wire::KeyId,
+        &frost_core::keys::PublicKeyPackage<S>,
+        &[NodeId],
+    ),
+    victim: &NodeId,
+) -> (Vec<NodeId>, Vec<u8>) {
+    for i in 0..10 {
+        let before = count(log, MessageKind::SignWithCommitment, Some(victim));
+        let message = format!("asked {i}").into_bytes();
+        let signers = signs(net, coordinator, key, Epoch(0), pkp, nodes, &message);
+        if count(log, MessageKind::SignWithCommitment, Some(victim)) > before {
+            return (signers, message);
+        }
+    }
+    panic!("{victim} was never asked in one round");
+}
+
+/// Signs until `victim` is asked in one round, and checks that the signature came out without
+/// it and that it sent no share; returns the message signed.
+fn left_out_in_one_round<S: Suite>(
+    net: &mut Network<S>,
+    log: &Log,
+    setup: (
+        &NodeId,
+        &permafrost_protocol::wire::KeyId,
+        &frost_core::keys::PublicKeyPackage<S>,
+        &[NodeId],
+    ),
+    victim: &NodeId,
+) -> Vec<u8> {
+    let (signers, message) = sign_until_asked_in_one_round(net, log, setup, victim);
+    assert!(!signers.contains(victim), "{signers:?}");
+    assert!(no_share_from(log, victim));
+    message
+}
+
+/// The entries of `node`'s audit log about the message `digest`: kind, durable, whether it
+/// keeps a client's approval, and its detail.
+fn entries_about<S: Suite>(
+    net: &Network<S>,
+    node: &NodeId,
+    digest: [u8; 32],
+) -> Vec<(AuditKind, bool, bool, String)> {
+    net.node(node)
+        .unwrap()
+        .store()
+        .unwrap()
+        .audit_entries()
+        .filter(|(e, _)| e.message_digest == Some(digest))
+        .map(|(e, durable)| {
+            (
+                e.kind.clone(),
+                durable,
+                e.client.is_some(),
+                e.detail.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Whether `log` holds no signature share sent by `node`.
+fn no_share_from(log: &Log, node: &NodeId) -> bool {
+    log.lock()
+        .unwrap()
+        .iter()
+        .all(|e| !(e.from == *node && e.message.kind() == MessageKind::SignShare))
+}
+
+fn digest(message: &[u8]) -> [u8; 32] {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(message).into()
+}
+
+/// A one-round request that comes alone has its admission written as its share's entry (with
+/// the client's approval), and the sync of that write started, before the share is computed;
+/// the share waits for the sync. A crash before the sync ends releases no share and leaves no
+/// entry and no request id: ROAST signs with the others. With early syncs off (a shell's batch
+/// of many), nothing is written before the flush, and the crash leaves the same.
+fn a_crash_before_an_early_sync_ends_releases_no_share<S: Suite>() {
+    for early in [true, false] {
+        let (mut net, nodes, coordinator, key, pkp) = network_with_pools::<S>(306);
+        let victim = nodes[0].clone();
+        let node = net.node_mut(&victim).unwrap();
+        node.hold_syncs(true);
+        node.core_mut().unwrap().sync_early(early);
+        let log = record(&mut net, |_| Fault::Deliver);
+        let before = remembered_requests(&net, &victim);
+        let message =
+            left_out_in_one_round(&mut net, &log, (&coordinator, &key, &pkp, &nodes), &victim);
+        let core = net.node(&victim).unwrap().core().unwrap();
+        assert_eq!(core.held_shares(), 1, "early {early}: no share computed");
+        let written = entries_about(&net, &victim, digest(&message));
+        if early {
+            assert_eq!(
+                written,
+                vec![(AuditKind::SignatureShare, false, true, String::new())],
+                "the admission is written as the share's entry, not yet durable"
+            );
+        } else {
+            assert_eq!(written, vec![], "nothing is written before the flush");
+        }
+        net.crash_and_restart(&victim);
+        assert_eq!(
+            entries_about(&net, &victim, digest(&message)),
+            vec![],
+            "early {early}: an unsynced entry survived the crash"
+        );
+        assert_eq!(remembered_requests(&net, &victim), before, "early {early}");
+        assert!(no_share_from(&log, &victim));
+    }
+}
+
+/// The sync started before a one-round share is computed fails (to start, or when waited
+/// for): the share is not released, the failure is named, and ROAST signs with the others.
+fn a_failed_early_sync_releases_no_share<S: Suite>() {
+    for operation in ["start_sync", "finish_sync"] {
+        let (mut net, nodes, coordinator, key, pkp) = network_with_pools::<S>(307);
+        let victim = nodes[0].clone();
+        net.node_mut(&victim)
+            .unwrap()
+            .core_mut()
+            .unwrap()
+            .store_mut()
+            .fail_write(operation, 0);
+        let log = record(&mut net, |_| Fault::Deliver);
+        let mark = net.notices.len();
+        left_out_in_one_round(&mut net, &log, (&coordinator, &key, &pkp, &nodes), &victim);
+        assert!(
+            net.notices[mark..].iter().any(|(n, notice)| n == &victim
+                && notice
+                    .to_string()
+                    .contains("syncing a signature share's admission")
+                && notice.to_string().contains("injected write failure")),
+            "{operation}: the failure is not named"
+        );
+    }
+}
+
+/// A one-round signature the node signs is one durable entry in its log: the admission,
+/// written early as the share's entry, with the client's approval. Then a coordinator sends a
+/// one-round request whose signing package is for another message than the one the client
+/// approved. The node admits the request (the approval is good), writes it as its share's
+/// entry and starts the sync, then the signer refuses the package: no share leaves, and the
+/// entry that follows in the log says that no share was produced, and why. The signature
+/// comes out without the node.
+fn a_share_refused_after_its_early_write_is_audited<S: Suite>() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (mut net, nodes, coordinator, key, pkp) = network_with_pools::<S>(308);
+    let victim = nodes[0].clone();
+    let v = victim.clone();
+    let swap = Arc::new(AtomicBool::new(false));
+    let swapping = swap.clone();
+    let log = record(&mut net, move |env| match &env.message {
+        Message::SignWithCommitment(m) if env.to == v && swapping.load(Ordering::Relaxed) => {
+            let package = SigningPackage::<S>::deserialize(&m.package).unwrap();
+            let other = SigningPackage::new(
+                package.signing_commitments().clone(),
+                b"pay mallory everything",
+            );
+            Fault::Replace(Message::SignWithCommitment(SignWithCommitment {
+                package: other.serialize().unwrap(),
+                ..m.clone()
+            }))
+        }
+        _ => Fault::Deliver,
+    });
+    let (signers, message) =
+        sign_until_asked_in_one_round(&mut net, &log, (&coordinator, &key, &pkp, &nodes), &victim);
+    assert!(signers.contains(&victim));
+    assert_eq!(
+        entries_about(&net, &victim, digest(&message)),
+        vec![(AuditKind::SignatureShare, true, true, String::new())]
+    );
+
+    swap.store(true, Ordering::Relaxed);
+    log.lock().unwrap().clear();
+    let message =
+        left_out_in_one_round(&mut net, &log, (&coordinator, &key, &pkp, &nodes), &victim);
+    net.run(Duration::from_secs(2));
+    let entries = entries_about(&net, &victim, digest(&message));
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(
+        (&entries[0].0, entries[0].1, entries[0].2),
+        (&AuditKind::SignatureShare, true, true),
+        "{entries:?}"
+    );
+    assert_eq!(entries[1].0, AuditKind::Refused, "{entries:?}");
+    assert!(
+        entries[1].3.contains("no signature share was produced")
+            && entries[1].3.contains("message"),
+        "{entries:?}"
+    );
+}
+
 per_suite!(
+    a_crash_before_an_early_sync_ends_releases_no_share,
+    a_failed_early_sync_releases_no_share,
+    a_share_refused_after_its_early_write_is_audited,
     pooled_nonces_are_bounded_and_kept_per_coordinator,
     signatures_after_the_first_take_one_round,
     a_nonce_is_used_once_across_refills_retries_and_restarts,

@@ -5,7 +5,8 @@
 //! path — admissions and audit entries — pay neither. Each is appended to the journal as the
 //! operation that makes it (`JournalOp`), and a durable one is synced there: one `fdatasync`
 //! of a few hundred bytes, in a file preallocated with zeros and overwritten in place, so that
-//! the sync writes no file-system metadata. The operations wait in memory (pending) for the
+//! the sync writes no file-system metadata. A caller with work to do meanwhile starts the sync
+//! on the journal's own thread and waits for it later (`start_sync`, `finish_sync`). The operations wait in memory (pending) for the
 //! next **checkpoint**: one redb transaction that applies them in their order, through the
 //! same code a direct write would run, committed with redb's two-phase commit, after which the
 //! journal starts again.
@@ -209,6 +210,9 @@ pub(crate) trait JournalFile: Send {
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()>;
     /// Makes every write before it durable (`fdatasync`).
     fn sync_data(&mut self) -> io::Result<()>;
+    /// A second handle on the same file that another thread can sync it with (what it syncs
+    /// is every write made through either handle before the sync starts).
+    fn sync_handle(&self) -> io::Result<Box<dyn JournalFile>>;
 }
 
 impl JournalFile for File {
@@ -218,6 +222,34 @@ impl JournalFile for File {
     }
     fn sync_data(&mut self) -> io::Result<()> {
         File::sync_data(self)
+    }
+    fn sync_handle(&self) -> io::Result<Box<dyn JournalFile>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+}
+
+/// A thread that syncs the journal file when asked, so that a caller can go on with other
+/// work while the disk flushes ([`Journal::start_sync`]). Dropping it ends the thread.
+struct Syncer {
+    ask: std::sync::mpsc::Sender<()>,
+    done: std::sync::mpsc::Receiver<io::Result<()>>,
+}
+
+impl Syncer {
+    /// A thread syncing through `file`.
+    fn start(mut file: Box<dyn JournalFile>) -> io::Result<Syncer> {
+        let (ask, asked) = std::sync::mpsc::channel::<()>();
+        let (reply, done) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("keystore-sync".into())
+            .spawn(move || {
+                for () in asked {
+                    if reply.send(file.sync_data()).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Syncer { ask, done })
     }
 }
 
@@ -309,6 +341,10 @@ pub(crate) struct Journal {
     /// known to be on disk (a failed `fdatasync` may have dropped the pages it could not
     /// write), so every later write is refused until the keystore is opened again.
     failed: Option<String>,
+    /// The thread that syncs for [`start_sync`](Self::start_sync), once one was started.
+    syncer: Option<Syncer>,
+    /// Whether a sync started by [`start_sync`](Self::start_sync) has not been waited for.
+    syncing: bool,
 }
 
 impl Journal {
@@ -333,6 +369,8 @@ impl Journal {
             next_entry: None,
             pending_admissions: HashMap::new(),
             failed: None,
+            syncer: None,
+            syncing: false,
         }
     }
 
@@ -416,11 +454,59 @@ impl Journal {
         self.write_staged(true)
     }
 
-    /// Writes the appended records, and syncs the file if `sync`.
-    fn write_staged(&mut self, sync: bool) -> Result<(), String> {
+    /// Writes the appended records and starts syncing the file on a thread of its own, so
+    /// that the caller can go on meanwhile: every record appended before it survives a crash
+    /// once [`finish_sync`](Self::finish_sync) returned `Ok`. Any other write or sync of the
+    /// journal waits for this one first. Without a thread (none could be started), it syncs
+    /// before it returns.
+    pub(crate) fn start_sync(&mut self) -> Result<(), String> {
+        self.finish_sync()?;
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        if self.syncer.is_none() {
+            self.syncer = self.file.sync_handle().and_then(Syncer::start).ok();
+        }
+        let Some(syncer) = &self.syncer else {
+            return self.write_staged(true);
+        };
+        let written = self.file.write_at(self.cursor, &self.staged);
+        let written = written.and_then(|()| {
+            syncer
+                .ask
+                .send(())
+                .map_err(|_| io::Error::other("the journal's sync thread ended"))
+        });
+        self.syncing = written.is_ok();
+        self.wrote(written)
+    }
+
+    /// Waits for the sync [`start_sync`](Self::start_sync) started, if one runs: when this
+    /// returns `Ok`, every record appended before that call survives a crash. A failure is
+    /// kept (see [`failure`](Self::failure)).
+    pub(crate) fn finish_sync(&mut self) -> Result<(), String> {
         if let Some(failure) = &self.failed {
             return Err(failure.clone());
         }
+        if !std::mem::take(&mut self.syncing) {
+            return Ok(());
+        }
+        let synced = match &self.syncer {
+            Some(syncer) => syncer
+                .done
+                .recv()
+                .unwrap_or_else(|_| Err(io::Error::other("the journal's sync thread ended"))),
+            None => Err(io::Error::other("the journal's sync thread is gone")),
+        };
+        if synced.is_err() {
+            self.syncer = None;
+        }
+        self.failed_if(synced)
+    }
+
+    /// Writes the appended records, and syncs the file if `sync`.
+    fn write_staged(&mut self, sync: bool) -> Result<(), String> {
+        self.finish_sync()?;
         if self.staged.is_empty() {
             return Ok(());
         }
@@ -428,12 +514,21 @@ impl Journal {
         if sync {
             written = written.and_then(|()| self.file.sync_data());
         }
-        match written {
-            Ok(()) => {
-                self.cursor += self.staged.len() as u64;
-                self.staged.clear();
-                Ok(())
-            }
+        self.wrote(written)
+    }
+
+    /// Moves past the staged records once written; a failure is kept.
+    fn wrote(&mut self, written: io::Result<()>) -> Result<(), String> {
+        self.failed_if(written)?;
+        self.cursor += self.staged.len() as u64;
+        self.staged.clear();
+        Ok(())
+    }
+
+    /// Keeps a failed write's or sync's error: the journal refuses every later write.
+    fn failed_if(&mut self, outcome: io::Result<()>) -> Result<(), String> {
+        match outcome {
+            Ok(()) => Ok(()),
             Err(e) => {
                 let failure = format!(
                     "writing the journal failed ({e}); nothing written since the last sync can be \
@@ -653,6 +748,8 @@ pub(crate) mod memory_file {
         pub fail_write: bool,
         pub fail_sync: bool,
         pub syncs: usize,
+        /// No thread can sync it: [`Journal::start_sync`] syncs in the foreground.
+        pub no_sync_thread: bool,
     }
 
     impl MemoryFile {
@@ -681,6 +778,12 @@ pub(crate) mod memory_file {
             }
             state.syncs += 1;
             Ok(())
+        }
+        fn sync_handle(&self) -> io::Result<Box<dyn JournalFile>> {
+            if self.state().no_sync_thread {
+                return Err(io::Error::other("no second handle (test)"));
+            }
+            Ok(Box::new(self.clone()))
         }
     }
 }
@@ -886,6 +989,42 @@ mod tests {
             journal.restart([7; ROUND_LEN], Region::Half(1));
             assert_eq!(journal.sync().unwrap_err(), error);
         }
+    }
+
+    /// A sync started on the journal's thread: the records are written at once and synced by
+    /// the time it is waited for; a failure there is kept as a foreground one is, also when a
+    /// later write is what waits for it; without a thread, it syncs in the foreground.
+    #[test]
+    fn a_started_sync_is_waited_for_and_its_failure_kept() {
+        let (mut journal, file) = journal();
+        append(&mut journal, 1, [1]);
+        journal.start_sync().unwrap();
+        assert!(!file.state().bytes.is_empty(), "written before it returns");
+        journal.finish_sync().unwrap();
+        assert_eq!(file.state().syncs, 1);
+        journal.finish_sync().unwrap();
+        assert_eq!(file.state().syncs, 1, "waited for once");
+        assert_eq!(replay(&file.state().bytes, 1), vec![op(1)]);
+
+        // Fails on the thread: the next write waits for it and is refused.
+        file.state().fail_sync = true;
+        append(&mut journal, 4, [2]);
+        journal.start_sync().unwrap();
+        append(&mut journal, 7, [3]);
+        let error = journal.sync().unwrap_err();
+        assert!(error.contains("restart the node"), "{error}");
+        file.state().fail_sync = false;
+        assert_eq!(journal.finish_sync().unwrap_err(), error);
+        assert_eq!(journal.start_sync().unwrap_err(), error);
+
+        // No thread can be started: it syncs before it returns.
+        let (mut alone, file) = super::tests::journal();
+        file.state().no_sync_thread = true;
+        append(&mut alone, 1, [1]);
+        alone.start_sync().unwrap();
+        assert_eq!(file.state().syncs, 1);
+        alone.finish_sync().unwrap();
+        assert_eq!(file.state().syncs, 1);
     }
 
     #[test]

@@ -1205,6 +1205,25 @@ impl KeyStore {
             .map_err(|e| storage_msg(&self.dir, "syncing the journal", e))
     }
 
+    /// Starts making every write before it durable, as [`sync`](Self::sync) does, on a thread
+    /// of the journal's own, and returns at once: the caller can go on with other work while
+    /// the disk flushes, and must then call [`finish_sync`](Self::finish_sync) before it acts
+    /// on those writes being durable. Any other write waits for the sync first. (Without a
+    /// thread, it syncs before it returns.)
+    pub fn start_sync(&self) -> Result<(), KeystoreError> {
+        self.lock_journal("syncing")?
+            .start_sync()
+            .map_err(|e| storage_msg(&self.dir, "syncing the journal", e))
+    }
+
+    /// Waits for the sync [`start_sync`](Self::start_sync) started, if one runs: when this
+    /// returns `Ok`, every write before that call is on disk.
+    pub fn finish_sync(&self) -> Result<(), KeystoreError> {
+        self.lock_journal("syncing")?
+            .finish_sync()
+            .map_err(|e| storage_msg(&self.dir, "syncing the journal", e))
+    }
+
     /// Why the last checkpoint the journal ran in the background failed, if one did since the
     /// last call (its writes stayed in the journal and went to redb with the next checkpoint,
     /// made in the foreground, which reports its own failure to the write that needed it).
@@ -2483,6 +2502,34 @@ mod tests {
             reopened.client_requests(0).unwrap().len() as u32,
             2 * every + 1
         );
+    }
+
+    /// A batch written without a sync, then synced on the journal's thread: once the sync was
+    /// waited for, a crash keeps it; a write made meanwhile waits for it.
+    #[test]
+    fn a_sync_started_on_the_journals_thread_makes_its_batch_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let row = admitted_request;
+        store
+            .write_batch(&[(row(1), entry(1, None))], &[], false, 0)
+            .unwrap();
+        store.start_sync().unwrap();
+        store.finish_sync().unwrap();
+        let restarted = open(crash_image(dir.path()).path());
+        assert_eq!(restarted.client_requests(0).unwrap(), vec![row(1)]);
+        drop(restarted);
+        store
+            .write_batch(&[(row(2), entry(2, None))], &[], false, 0)
+            .unwrap();
+        store.start_sync().unwrap();
+        store
+            .write_batch(&[(row(3), entry(3, None))], &[], true, 0)
+            .unwrap();
+        store.finish_sync().unwrap();
+        let restarted = open(crash_image(dir.path()).path());
+        assert_eq!(restarted.client_requests(0).unwrap().len(), 3);
+        assert!(restarted.verify_audit().unwrap().is_intact());
     }
 
     /// Upgrading again after an older build (from before the regions) ran and crashed: that

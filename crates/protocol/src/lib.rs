@@ -91,4 +91,15 @@ pub trait Session<S: Suite> {
     fn pooled_nonces(&self) -> usize {
         0
     }
+
+    /// Whether the one-round `request` of `from` would find the pooled nonce it names here,
+    /// for a session not open yet (a signer; others hold none). A hint, for work done before
+    /// the request is handled: the request itself is checked in full when it is.
+    fn holds_pooled_nonce(
+        &self,
+        _from: &NodeId,
+        _request: &permafrost_wire::SignWithCommitment,
+    ) -> bool {
+        false
+    }
 }

@@ -37,6 +37,9 @@ pub struct MemoryNodeStore {
     failing_writes: Vec<(&'static str, usize)>,
     /// Synced writes so far (each a disk sync in the keystore).
     syncs: usize,
+    /// Whether a sync was started and not finished: until it is, a crash loses what it would
+    /// make durable.
+    syncing: bool,
 }
 
 impl MemoryNodeStore {
@@ -47,7 +50,8 @@ impl MemoryNodeStore {
 
     /// Lets `after` more writes of `operation` succeed, then makes the next one fail, changing
     /// nothing. The operations: "put_pending", "activate", "delete_pending", "put_reshare",
-    /// "conclude_reshare", "conclude_session", "admit_client_request", "append_audit", "sync", "write_batch".
+    /// "conclude_reshare", "conclude_session", "admit_client_request", "append_audit", "sync",
+    /// "start_sync", "finish_sync", "write_batch".
     pub fn fail_write(&mut self, operation: &'static str, after: usize) {
         self.failing_writes.push((operation, after));
     }
@@ -62,6 +66,7 @@ impl MemoryNodeStore {
             .map_or(0, |i| i + 1);
         self.audit.truncate(durable);
         self.client_requests.retain(|_, (_, durable)| *durable);
+        self.syncing = false;
     }
 
     /// How many synced writes (durable writes, syncs, synced batches) this store made: what
@@ -380,6 +385,21 @@ impl NodeStore for MemoryNodeStore {
 
     fn sync(&mut self) -> Result<(), StoreError> {
         self.write("sync")?;
+        self.make_durable();
+        Ok(())
+    }
+
+    fn start_sync(&mut self) -> Result<(), StoreError> {
+        self.write("start_sync")?;
+        self.syncing = true;
+        Ok(())
+    }
+
+    fn finish_sync(&mut self) -> Result<(), StoreError> {
+        if !std::mem::take(&mut self.syncing) {
+            return Ok(());
+        }
+        self.write("finish_sync")?;
         self.make_durable();
         Ok(())
     }

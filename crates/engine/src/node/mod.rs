@@ -134,6 +134,22 @@ pub struct NodeCore<St: NodeStore> {
     /// When this node last joined a scheduled refresh of each key under a standing rotation
     /// policy (in memory: a restarted node allows the next one at once).
     rotations: BTreeMap<KeyId, Timestamp>,
+    /// Whether a one-round signature's entry is written, and its sync started, before its
+    /// share is computed ([`sync_early`](Self::sync_early)).
+    sync_early: bool,
+    /// The one-round signature whose entry was written early, its sync not yet waited for.
+    written_early: Option<EarlyWrite>,
+}
+
+/// A one-round signature whose admission was written as its share's entry, with the sync
+/// started, before the signer computed the share ([`NodeCore::sync_early`]).
+struct EarlyWrite {
+    session: SessionId,
+    /// The admission's entry as staged (kind `ClientRequest`): the share's entry must be
+    /// about the same request for the early write to stand for it.
+    admission: permafrost_keystore::AuditEntry,
+    /// Whether the sync started.
+    started: Result<(), StoreError>,
 }
 
 /// Most admissions staged at once: beyond it (the store cannot keep up, or keeps failing),
@@ -238,6 +254,8 @@ impl<St: NodeStore> NodeCore<St> {
             held: Vec::new(),
             revoked: BTreeMap::new(),
             rotations: BTreeMap::new(),
+            sync_early: true,
+            written_early: None,
         };
         core.restore_client_requests(now)?;
         core.load_active_shares()?;
@@ -334,6 +352,22 @@ impl<St: NodeStore> NodeCore<St> {
         }
         let now = self.now;
         self.revoked.retain(|_, until| *until > now);
+        if let Some(early) = self.written_early.take() {
+            if let Err(error) = early.started.and_then(|()| self.store.finish_sync()) {
+                // The entry may not be on disk: no share of this batch leaves.
+                self.held.clear();
+                self.notice(NodeNotice::StoreFailed {
+                    operation: "syncing a signature share's admission (share not sent)",
+                    key_id: None,
+                    error,
+                });
+            }
+            if self.staged.admissions.is_empty() && self.staged.audits.is_empty() {
+                let held = std::mem::take(&mut self.held);
+                self.release(held);
+                return;
+            }
+        }
         let held = std::mem::take(&mut self.held);
         let (admissions, audits) = fold_shares_into_admissions(
             &self.staged.admissions,
@@ -345,13 +379,7 @@ impl<St: NodeStore> NodeCore<St> {
         match written {
             Ok(()) => {
                 self.staged.admissions.clear();
-                let revoked = &self.revoked;
-                self.outputs.extend(held.into_iter().filter(|output| {
-                    !matches!(output, NodeOutput::Transmit {
-                        message: Message::SignShare(share),
-                        ..
-                    } if revoked.contains_key(&share.session))
-                }));
+                self.release(held);
             }
             Err(error) => {
                 if let StoreError::Keystore(permafrost_keystore::KeystoreError::Conflict(_)) =
@@ -371,10 +399,99 @@ impl<St: NodeStore> NodeCore<St> {
         }
     }
 
+    /// Queues the shares whose writes are durable, but none of a revoked session.
+    fn release(&mut self, held: Vec<NodeOutput>) {
+        let revoked = &self.revoked;
+        self.outputs.extend(held.into_iter().filter(|output| {
+            !matches!(output, NodeOutput::Transmit {
+                message: Message::SignShare(share),
+                ..
+            } if revoked.contains_key(&share.session))
+        }));
+    }
+
+    /// With `true` (the default), a one-round signing request that comes alone — nothing
+    /// staged or held before it — has its admission written as its share's audit entry, and
+    /// the sync of that write started, before the signer computes the share: the disk flushes
+    /// while the CPU works, and [`flush`](Self::flush) then waits for the sync before it
+    /// releases the share. If the signer then produces no share, an entry saying so follows.
+    /// A shell that handles many requests in one batch turns it off for that batch: they share
+    /// one sync at the flush instead.
+    pub fn sync_early(&mut self, early: bool) {
+        self.sync_early = early;
+    }
+
+    /// Writes the one-round request just admitted in `session` as its share's entry and
+    /// starts its sync, if it came alone ([`sync_early`](Self::sync_early)). Returns whether
+    /// it did; if the write fails, the admission stays staged for the flush, as without it.
+    fn write_early(&mut self, session: SessionId) -> bool {
+        let alone = self.sync_early
+            && self.written_early.is_none()
+            && self.held.is_empty()
+            && self.staged.audits.is_empty()
+            && matches!(self.staged.admissions.as_slice(), [(row, _)] if row.session == session.0);
+        if !alone {
+            return false;
+        }
+        let (row, admission) = self.staged.admissions[0].clone();
+        let mut entry = admission.clone();
+        entry.kind = AuditKind::SignatureShare;
+        if self
+            .store
+            .write_batch(&[(row, entry)], &[], false, self.now.0)
+            .is_err()
+        {
+            return false;
+        }
+        self.staged.admissions.clear();
+        let started = self.store.start_sync();
+        self.written_early = Some(EarlyWrite {
+            session,
+            admission,
+            started,
+        });
+        true
+    }
+
+    /// After the signer handled the request written early in `session`: its share's entry is
+    /// the one written (not staged again); if it produced no share, an entry says so.
+    fn settle_early(&mut self, session: SessionId, outcome: &Result<(), ProtocolError>) {
+        let Some(early) = self.written_early.as_ref().filter(|e| e.session == session) else {
+            return;
+        };
+        let produced = self
+            .staged
+            .audits
+            .iter()
+            .position(|(s, share)| *s == session && same_request(&early.admission, share));
+        if let Some(i) = produced {
+            self.staged.audits.remove(i);
+            return;
+        }
+        let reason = match outcome {
+            Err(e) => e.to_string(),
+            Ok(()) => "the signer gave no reason".to_owned(),
+        };
+        let mut entry = early.admission.clone();
+        entry.kind = AuditKind::Refused;
+        entry.client = None;
+        entry.detail = format!(
+            "no signature share was produced for the request admitted just before ({reason})"
+        );
+        if let Err(error) = self.append_refusal(&entry, self.now) {
+            self.notice(NodeNotice::StoreFailed {
+                operation: "auditing a share not produced",
+                key_id: None,
+                error,
+            });
+        }
+    }
+
     /// Whether the next [`flush`](Self::flush) has anything to write (it returns at once
     /// otherwise).
     pub fn has_unflushed(&self) -> bool {
         !(self.held.is_empty()
+            && self.written_early.is_none()
             && self.staged.admissions.is_empty()
             && self.staged.audits.is_empty())
     }
@@ -496,6 +613,18 @@ impl<St: NodeStore> NodeCore<St> {
                     )),
                 );
                 return Err(refusal.into());
+            }
+            if let Message::SignWithCommitment(m) = &message {
+                let session = m.session;
+                let ready = self
+                    .sessions
+                    .get(&route)
+                    .is_some_and(|s| s.holds_pooled_nonce(from, m));
+                if ready && self.write_early(session) {
+                    let outcome = self.deliver(&route, from, message, now, rng);
+                    self.settle_early(session, &outcome);
+                    return outcome;
+                }
             }
         }
         self.deliver(&route, from, message, now, rng)

@@ -119,6 +119,13 @@ pub trait NodeStore {
     /// Makes every write before it durable (admissions, lazily appended audit entries): one
     /// sync for all of them.
     fn sync(&mut self) -> Result<(), StoreError>;
+    /// Starts making every write before it durable, as [`sync`](Self::sync) does, and returns
+    /// without waiting for the disk: the caller goes on with other work meanwhile and calls
+    /// [`finish_sync`](Self::finish_sync) before it acts on those writes being durable.
+    fn start_sync(&mut self) -> Result<(), StoreError>;
+    /// Waits for the sync [`start_sync`](Self::start_sync) started: `Ok` means every write
+    /// before that call is durable.
+    fn finish_sync(&mut self) -> Result<(), StoreError>;
     /// Group commit: remembers `admissions` (each with its audit entry, as
     /// [`admit_client_request`](Self::admit_client_request)) and appends `audits`, in one
     /// step, durable before it returns when `durable` (and with everything written before).
@@ -312,6 +319,14 @@ impl NodeStore for KeyStore {
 
     fn sync(&mut self) -> Result<(), StoreError> {
         Ok(KeyStore::sync(self)?)
+    }
+
+    fn start_sync(&mut self) -> Result<(), StoreError> {
+        Ok(KeyStore::start_sync(self)?)
+    }
+
+    fn finish_sync(&mut self) -> Result<(), StoreError> {
+        Ok(KeyStore::finish_sync(self)?)
     }
 
     fn write_batch(

@@ -655,4 +655,13 @@ impl<S: Suite> Session<S> for Signer<S> {
     fn pooled_nonces(&self) -> usize {
         Signer::pooled_nonces(self)
     }
+
+    fn holds_pooled_nonce(&self, from: &NodeId, request: &SignWithCommitment) -> bool {
+        !self.sessions.contains_key(&request.session)
+            && self
+                .pool
+                .get(&(from.clone(), request.batch))
+                .and_then(|b| b.nonces.get(usize::from(request.index)))
+                .is_some_and(Option::is_some)
+    }
 }
