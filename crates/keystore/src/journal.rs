@@ -6,10 +6,10 @@
 //! operation that makes it (`JournalOp`), and a durable one is synced there: one `fdatasync`
 //! of a few hundred bytes, in a file preallocated with zeros and overwritten in place, so that
 //! the sync writes no file-system metadata. A caller with work to do meanwhile starts the sync
-//! on the journal's own thread and waits for it later (`start_sync`, `finish_sync`). The operations wait in memory (pending) for the
-//! next **checkpoint**: one redb transaction that applies them in their order, through the
-//! same code a direct write would run, committed with redb's two-phase commit, after which the
-//! journal starts again.
+//! on the journal's own thread and waits for it later (`start_sync`, `finish_sync`). The
+//! operations wait in memory (pending) for the next **checkpoint**: one redb transaction that
+//! applies them in their order, through the same code a direct write would run, committed
+//! with redb's two-phase commit, after which the journal starts again.
 //!
 //! A checkpoint comes every [`CHECKPOINT_EVERY`] records or when the region in use is full
 //! (below), inside any write that redb syncs itself (before that write's own change), before
