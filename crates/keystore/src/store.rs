@@ -1284,6 +1284,22 @@ impl KeyStore {
         Ok(journal.next_entry().unwrap_or(1) - 1)
     }
 
+    /// The test hooks of a switch's checkpoint: whether to fail it, and whether to run it
+    /// without a thread of its own. Both off outside tests.
+    #[cfg(test)]
+    fn switch_checkpoint_hooks(&self) -> (bool, bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.fail_switch_checkpoints.load(Relaxed),
+            self.checkpoint_without_a_thread.load(Relaxed),
+        )
+    }
+
+    #[cfg(not(test))]
+    fn switch_checkpoint_hooks(&self) -> (bool, bool) {
+        (false, false)
+    }
+
     /// A checkpoint that is due: in the background if the journal can switch regions (after
     /// the running one, if any, ended), else in the foreground.
     fn checkpoint(&self, journal: &mut Journal) -> Result<(), KeystoreError> {
@@ -1299,18 +1315,7 @@ impl KeyStore {
         let db = Arc::clone(&self.db);
         let chain = Arc::clone(&self.chain);
         let dir = self.dir.clone();
-        #[cfg(test)]
-        let fail = self
-            .fail_switch_checkpoints
-            .load(std::sync::atomic::Ordering::Relaxed);
-        #[cfg(not(test))]
-        let fail = false;
-        #[cfg(test)]
-        let without_a_thread = self
-            .checkpoint_without_a_thread
-            .load(std::sync::atomic::Ordering::Relaxed);
-        #[cfg(not(test))]
-        let without_a_thread = false;
+        let (fail, without_a_thread) = self.switch_checkpoint_hooks();
         let spawned = if without_a_thread {
             Err(std::io::Error::other("no thread (test)"))
         } else {
@@ -2355,10 +2360,10 @@ mod tests {
             "nothing was synced after the failure"
         );
         // The crash: the copy keeps the journal as the disk had it.
-        let image = crash_image(dir.path());
-        let restarted = open(image.path());
-        assert_eq!(restarted.client_requests(0).unwrap(), vec![row(1)]);
-        admit_and_check(&restarted);
+        after_a_crash(dir.path(), |restarted| {
+            assert_eq!(restarted.client_requests(0).unwrap(), vec![row(1)]);
+            admit_and_check(restarted);
+        });
     }
 
     /// Client request `n` of one client, admitted in session `[n; 32]`.
@@ -2375,13 +2380,14 @@ mod tests {
         }
     }
 
-    /// What a crash now would leave on disk: the database and the journal, copied.
-    fn crash_image(dir: &Path) -> tempfile::TempDir {
+    /// Opens what a crash now would leave on disk (the database and the journal of `dir`,
+    /// copied) and reads it with `read`; the copy lives until `read` returns.
+    fn after_a_crash<T>(dir: &Path, read: impl FnOnce(&KeyStore) -> T) -> T {
         let image = tempfile::tempdir().unwrap();
         for name in [DATABASE_FILE_NAME, JOURNAL_FILE_NAME] {
             fs::copy(dir.join(name), image.path().join(name)).unwrap();
         }
-        image
+        read(&open(image.path()))
     }
 
     /// A checkpoint in the background that fails: its operations stay pending, the journal
@@ -2404,18 +2410,17 @@ mod tests {
             admit(n);
         }
         // The switch at `every + 1` started a checkpoint that failed; nothing reached redb.
-        let image = crash_image(dir.path());
+        after_a_crash(dir.path(), |restarted| {
+            assert_eq!(restarted.journal_replayed_on_open(), u64::from(every + 10));
+            assert_eq!(
+                restarted.client_requests(0).unwrap().len() as u32,
+                every + 10
+            );
+        });
         {
             let journal = store.journal.lock().unwrap();
             assert!(!journal.checkpoint_running() || journal.pending().len() as u32 == every + 10);
         }
-        let restarted = open(image.path());
-        assert_eq!(restarted.journal_replayed_on_open(), u64::from(every + 10));
-        assert_eq!(
-            restarted.client_requests(0).unwrap().len() as u32,
-            every + 10
-        );
-        drop(restarted);
         // The disk answers again: the next checkpoint that comes due is made in the
         // foreground, with every pending operation.
         store
@@ -2474,13 +2479,12 @@ mod tests {
         }
         // Written again, it goes to the other region; a crash now replays both regions.
         admit(every + 1).unwrap();
-        let image = crash_image(dir.path());
-        let restarted = open(image.path());
-        assert_eq!(
-            restarted.client_requests(0).unwrap().len() as u32,
-            every + 1
-        );
-        drop(restarted);
+        after_a_crash(dir.path(), |restarted| {
+            assert_eq!(
+                restarted.client_requests(0).unwrap().len() as u32,
+                every + 1
+            );
+        });
         // The disk answers again: the next checkpoint applies every pending operation.
         store
             .fail_switch_checkpoints
@@ -2516,9 +2520,9 @@ mod tests {
             .unwrap();
         store.start_sync().unwrap();
         store.finish_sync().unwrap();
-        let restarted = open(crash_image(dir.path()).path());
-        assert_eq!(restarted.client_requests(0).unwrap(), vec![row(1)]);
-        drop(restarted);
+        after_a_crash(dir.path(), |restarted| {
+            assert_eq!(restarted.client_requests(0).unwrap(), vec![row(1)]);
+        });
         store
             .write_batch(&[(row(2), entry(2, None))], &[], false, 0)
             .unwrap();
@@ -2527,9 +2531,10 @@ mod tests {
             .write_batch(&[(row(3), entry(3, None))], &[], true, 0)
             .unwrap();
         store.finish_sync().unwrap();
-        let restarted = open(crash_image(dir.path()).path());
-        assert_eq!(restarted.client_requests(0).unwrap().len(), 3);
-        assert!(restarted.verify_audit().unwrap().is_intact());
+        after_a_crash(dir.path(), |restarted| {
+            assert_eq!(restarted.client_requests(0).unwrap().len(), 3);
+            assert!(restarted.verify_audit().unwrap().is_intact());
+        });
     }
 
     /// Upgrading again after an older build (from before the regions) ran and crashed: that
