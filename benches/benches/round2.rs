@@ -18,6 +18,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use frost_core::keys::{generate_with_dealer, IdentifierList, KeyPackage};
 use frost_core::{aggregate_custom, round1, CheaterDetection, Group, SigningPackage};
+use permafrost_protocol::sign::round2::SigningKey;
 use permafrost_protocol::sign::{parse_signing_package, round2, Nonces};
 use permafrost_protocol::Suite;
 use rand::rngs::StdRng;
@@ -80,6 +81,7 @@ fn bench_round2<S: Suite>(c: &mut Criterion, curve: &str) {
     // Permafrost's signing consumes its nonces: fresh ones for each share, with the package
     // that holds their commitment (made and parsed outside the timed part).
     let mut others = commitments.clone();
+    let signing_key = SigningKey::new(key).unwrap();
     group.bench_function(format!("{curve}/permafrost"), |b| {
         b.iter_batched(
             || {
@@ -93,14 +95,17 @@ fn bench_round2<S: Suite>(c: &mut Criterion, curve: &str) {
                     fresh,
                 )
             },
-            |(read, fresh)| round2::sign(black_box(&read), fresh, key).unwrap(),
+            |(read, fresh)| round2::sign(black_box(&read), fresh, &signing_key).unwrap(),
             BatchSize::SmallInput,
         )
     });
     group.finish();
     let signed: BTreeMap<_, _> = nonces
         .into_iter()
-        .map(|(id, nonces)| (id, round2::sign(&read, nonces, &keys[&id]).unwrap()))
+        .map(|(id, nonces)| {
+            let key = SigningKey::new(&keys[&id]).unwrap();
+            (id, round2::sign(&read, nonces, &key).unwrap())
+        })
         .collect();
     let shares: BTreeMap<_, _> = signed
         .iter()

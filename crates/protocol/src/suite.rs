@@ -100,6 +100,13 @@ pub trait Suite: Ciphersuite + Send + Sync + 'static {
     /// identifiers), in variable time: never with a secret.
     fn public_linear_combination(terms: &[(Element<Self>, Scalar<Self>)]) -> Element<Self>;
 
+    /// The inverse of a *public* nonzero scalar (a difference of identifiers), `None` for
+    /// zero. It may take time that depends on the scalar: never with a secret. By default
+    /// frost's constant-time inversion.
+    fn invert_public(scalar: &Scalar<Self>) -> Option<Scalar<Self>> {
+        <<Self::Group as Group>::Field as frost_core::Field>::invert(scalar).ok()
+    }
+
     /// `scalar` × the group's generator, in constant time (the scalar may be a secret nonce),
     /// with the suite's precomputed tables where it has them.
     fn mul_generator(scalar: &Scalar<Self>) -> Element<Self>;
@@ -237,6 +244,12 @@ macro_rules! secp256k1_arithmetic {
         /// Our `secp256k1_msm` (GLV split, width-5 NAF).
         fn public_linear_combination(terms: &[(Element<Self>, Scalar<Self>)]) -> Element<Self> {
             crate::secp256k1_msm::multiscalar_mul_vartime(terms)
+        }
+        /// k256's variable-time inversion (binary, Stein's), several times faster than its
+        /// constant-time one.
+        fn invert_public(scalar: &Scalar<Self>) -> Option<Scalar<Self>> {
+            use k256::elliptic_curve::ops::Invert;
+            Option::from(scalar.invert_vartime())
         }
         fn mul_generator(scalar: &Scalar<Self>) -> Element<Self> {
             use k256::elliptic_curve::ops::MulByGenerator;

@@ -7,23 +7,27 @@
 //!   inversion each);
 //! - the group commitment is the suite's fastest multi-scalar multiplication
 //!   ([`Suite::group_commitment`]: the points are public);
-//! - a signer encodes R and the key once, and hashes the challenge from those bytes
+//! - a signer encodes R once per share and the key once per key ([`SigningKey`], which also
+//!   applies taproot's even-key hook once), and hashes the challenge from those bytes
 //!   ([`Suite::challenge_of_encoded`]), where frost's `challenge` (and taproot's parity check)
 //!   encode them again;
+//! - the signer's Lagrange coefficient divides by a public scalar (a product of differences of
+//!   identifiers) in variable time ([`Suite::invert_public`]), where frost inverts in constant
+//!   time;
 //! - the aggregate's verification is frost's equation as one double-base multiplication
 //!   ([`Suite::signature_equation_holds`]: in variable time for ed25519, the signature and the
 //!   key being public; k256's linear combination for secp256k1), where frost multiplies twice.
 //!
 //! The share's arithmetic is frost's (RFC 9591 §5.2): `z = d + e·ρ + λ·s·c`, with the suite's
-//! hooks applied as frost applies them (`pre_sign`, here [`Suite::signing_key_package`];
-//! `challenge`, here [`Suite::challenge_of_encoded`]; BIP-340's negation of the nonces,
-//! [`Suite::negates_nonces`]) on the nonces of
-//! [`Nonces`]. frost's `pre_commitment_sign` and `pre_commitment_aggregate` hooks are not
-//! called: none of the three suites overrides them. An
-//! aggregate that does not verify is handed to frost's own `aggregate_custom`, which finds the
-//! cheaters, so every error comes from frost. The secret scalars (nonces, share) are handled as
-//! frost's `compute_signature_share` handles them: copied into the arithmetic, not zeroized
-//! there; the nonces themselves are the caller's, consumed and zeroized on drop.
+//! hooks applied as frost applies them (`pre_sign`, here [`Suite::signing_key_package`], once
+//! per [`SigningKey`]; `challenge`, here [`Suite::challenge_of_encoded`]; BIP-340's negation of
+//! the nonces, [`Suite::negates_nonces`]) on the nonces of [`Nonces`]. frost's
+//! `pre_commitment_sign` and `pre_commitment_aggregate` hooks are not called: none of the three
+//! suites overrides them. An aggregate that does not verify is handed to frost's own
+//! `aggregate_custom`, which finds the cheaters, so every error comes from frost. The secret
+//! scalars (nonces, share) are handled as frost's `compute_signature_share` handles them:
+//! copied into the arithmetic, not zeroized there; the nonces themselves are the caller's,
+//! consumed and zeroized on drop.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -88,28 +92,87 @@ fn group_commitment<S: Suite>(
     Ok(S::group_commitment(&terms))
 }
 
-/// This signer's share of `package` with `nonces` and `key_package` (frost's `round2::sign`),
-/// and the group commitment R it computed on the way (serialized), which it sends with the
-/// share so that the coordinator need not compute it ([`aggregate`]). The nonces are consumed (zeroized as
-/// they drop), whatever the outcome.
+/// A key share as a signer signs with it, prepared once: frost's `pre_sign` hook applied
+/// ([`Suite::signing_key_package`]: BIP-340's even key for taproot, a copy of the package) and
+/// the key encoded for the binding factors and the challenge, where each share would otherwise
+/// copy the package and encode the key again (a field inversion, two for taproot). It holds a
+/// copy of the secret share, zeroized when it drops, as frost's `KeyPackage` is.
+pub struct SigningKey<S: Suite> {
+    package: KeyPackage<S>,
+    /// The key as `VerifyingKey::serialize` writes it.
+    key: Vec<u8>,
+}
+
+impl<S: Suite> SigningKey<S> {
+    /// `key_package` prepared for signing.
+    pub fn new(key_package: &KeyPackage<S>) -> Result<Self, Error<S>> {
+        let package = S::signing_key_package(key_package).into_owned();
+        let key = package.verifying_key().serialize()?;
+        Ok(SigningKey { package, key })
+    }
+
+    /// This signer's identifier.
+    pub fn identifier(&self) -> &Identifier<S> {
+        self.package.identifier()
+    }
+}
+
+/// The identifier only: never the share.
+impl<S: Suite> std::fmt::Debug for SigningKey<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("identifier", self.identifier())
+            .finish_non_exhaustive()
+    }
+}
+
+/// λᵢ of `me` among the signers of a package (RFC 9591 §4.2, frost's
+/// `derive_interpolating_value`, to which the tests compare it): Π xⱼ / Π (xⱼ − xᵢ) over the
+/// other signers j. The identifiers are public, so the division is the suite's inversion of a
+/// public scalar ([`Suite::invert_public`]), where frost's is in constant time.
+fn interpolating_value<S: Suite>(
+    me: &Identifier<S>,
+    signers: impl Iterator<Item = Identifier<S>>,
+) -> Result<Scalar<S>, Error<S>> {
+    let mut numerator = <ScalarField<S> as Field>::one();
+    let mut denominator = <ScalarField<S> as Field>::one();
+    let mut found = false;
+    for id in signers {
+        if id == *me {
+            found = true;
+            continue;
+        }
+        numerator = numerator * id.to_scalar();
+        denominator = denominator * (id.to_scalar() - me.to_scalar());
+    }
+    if !found {
+        return Err(Error::UnknownIdentifier);
+    }
+    let inverse = S::invert_public(&denominator).ok_or(Error::DuplicatedIdentifier)?;
+    Ok(numerator * inverse)
+}
+
+/// This signer's share of `package` with `nonces` and `key` (frost's `round2::sign`), and the
+/// group commitment R it computed on the way (serialized), which it sends with the share so
+/// that the coordinator need not compute it ([`aggregate`]). The nonces are consumed (zeroized
+/// as they drop), whatever the outcome.
 pub fn sign<S: Suite>(
     package: &WirePackage<S>,
     nonces: Nonces<S>,
-    key_package: &KeyPackage<S>,
+    key: &SigningKey<S>,
 ) -> Result<(SignatureShare<S>, EncodedElement<S>), Error<S>> {
     let signing_package = package.package();
     let commitments = signing_package.signing_commitments();
-    if commitments.len() < usize::from(*key_package.min_signers()) {
+    if commitments.len() < usize::from(*key.package.min_signers()) {
         return Err(Error::IncorrectNumberOfCommitments);
     }
-    let me = key_package.identifier();
+    let me = key.identifier();
     let own = commitments.get(me).ok_or(Error::MissingCommitment)?;
     if nonces.commitments() != own {
         return Err(Error::IncorrectCommitment);
     }
-    let key_package = S::signing_key_package(key_package);
-    let key = key_package.verifying_key().serialize()?;
-    let factors = binding_factors(&key, package)?;
+    let encoded_key = key.key.as_slice();
+    let factors = binding_factors(encoded_key, package)?;
     let r = group_commitment(package, &factors)?;
     // R encoded once: for the challenge, the nonces' sign, and the coordinator.
     let encoded_r = <S::Group as Group>::serialize(&r)?;
@@ -118,13 +181,14 @@ pub fn sign<S: Suite>(
         .position(|id| id == me)
         .ok_or(Error::MissingCommitment)?;
     let rho = factors[position];
-    let lambda = frost_core::derive_interpolating_value(me, signing_package)?;
-    let challenge = S::challenge_of_encoded(encoded_r.as_ref(), &key, signing_package.message());
+    let lambda = interpolating_value(me, commitments.keys().copied())?;
+    let challenge =
+        S::challenge_of_encoded(encoded_r.as_ref(), encoded_key, signing_package.message());
     let mut nonce = nonces.hiding() + nonces.binding() * rho;
     if S::negates_nonces(encoded_r.as_ref()) {
         nonce = <ScalarField<S> as Field>::zero() - nonce;
     }
-    let z = nonce + lambda * key_package.signing_share().to_scalar() * challenge;
+    let z = nonce + lambda * key.package.signing_share().to_scalar() * challenge;
     let share = SignatureShare::deserialize(<ScalarField<S> as Field>::serialize(&z).as_ref())?;
     Ok((share, encoded_r))
 }
@@ -231,7 +295,7 @@ mod tests {
     use frost_core::{round1, SigningPackage};
     use permafrost_wire::{Curve, DerivationPath, KeyId};
     use rand_chacha::ChaCha20Rng;
-    use rand_core::SeedableRng;
+    use rand_core::{RngCore, SeedableRng};
     use std::collections::BTreeSet;
 
     type Ed = frost_ed25519::Ed25519Sha512;
@@ -300,7 +364,7 @@ mod tests {
             for id in &signers {
                 let (mine, frosts) = nonces.remove(id).unwrap();
                 let theirs = frost_core::round2::sign(&package, &frosts, &keys[id]).unwrap();
-                let (share, r) = sign(&read, mine, &keys[id]).unwrap();
+                let (share, r) = sign(&read, mine, &SigningKey::new(&keys[id]).unwrap()).unwrap();
                 assert_eq!(share, theirs, "round {round}");
                 ours.insert(*id, share);
                 claimed.insert(r.as_ref().to_vec());
@@ -448,6 +512,37 @@ mod tests {
         equal_to_frost::<Tr>();
     }
 
+    /// λ of each signer of random sets of random identifiers is frost's; a signer outside the
+    /// set is refused with frost's error.
+    fn interpolating_values_equal_frosts<S: Suite>() {
+        let mut rng = ChaCha20Rng::seed_from_u64(0x1a9);
+        for size in [1usize, 2, 3, 5, 9] {
+            let ids: BTreeSet<Identifier<S>> = (0..size)
+                .map(|_| {
+                    let bytes = rng.next_u64().to_le_bytes();
+                    Identifier::derive(&bytes).unwrap()
+                })
+                .collect();
+            for me in &ids {
+                let ours = interpolating_value(me, ids.iter().copied()).unwrap();
+                let frosts = frost_core::compute_lagrange_coefficient(&ids, None, *me).unwrap();
+                assert!(ours == frosts, "{size} signers");
+            }
+            let outsider = Identifier::derive(b"not a signer").unwrap();
+            assert!(matches!(
+                interpolating_value(&outsider, ids.iter().copied()),
+                Err(Error::UnknownIdentifier)
+            ));
+        }
+    }
+
+    #[test]
+    fn interpolating_values_equal_frosts_on_every_suite() {
+        interpolating_values_equal_frosts::<Ed>();
+        interpolating_values_equal_frosts::<Secp>();
+        interpolating_values_equal_frosts::<Tr>();
+    }
+
     /// A signer refuses what frost's `round2::sign` refuses, with the same error.
     fn refusals<S: Suite>() {
         let mut rng = ChaCha20Rng::seed_from_u64(3);
@@ -480,7 +575,11 @@ mod tests {
         ] {
             let (package, read) = package_of(members);
             let theirs = frost_core::round2::sign(&package, &committed[nonce].0, &keys[signer]);
-            let ours = sign(&read, ours_of(&committed[nonce].0), &keys[signer]);
+            let ours = sign(
+                &read,
+                ours_of(&committed[nonce].0),
+                &SigningKey::new(&keys[signer]).unwrap(),
+            );
             assert!(theirs.is_err());
             assert_eq!(ours.map(|(share, _)| share), theirs);
         }

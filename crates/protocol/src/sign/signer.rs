@@ -1,7 +1,6 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use frost_core::keys::KeyPackage;
 use frost_core::round1::SigningCommitments;
 
 use permafrost_wire::{
@@ -11,6 +10,7 @@ use permafrost_wire::{
 use rand_core::CryptoRngCore;
 use sha2::{Digest as _, Sha256};
 
+use super::round2::SigningKey;
 use super::{package_digest, Nonces, WirePackage, MAX_POOL_BATCH};
 use crate::cache::BoundedCache;
 use crate::derive::Derivation;
@@ -77,9 +77,11 @@ pub struct Signer<S: Suite> {
     pool_order: VecDeque<(NodeId, SessionId)>,
     /// Pooled nonces not used yet.
     pooled: usize,
-    /// Child key packages already derived, by path (at most [`CHILD_KEYS_KEPT`]; each is
+    /// The share as it signs with it (the key itself).
+    signing: SigningKey<S>,
+    /// Child keys already derived, by path, as they sign (at most [`CHILD_KEYS_KEPT`]; each is
     /// zeroized when forgotten, like the share it was derived from).
-    children: BoundedCache<DerivationPath, KeyPackage<S>>,
+    children: BoundedCache<DerivationPath, SigningKey<S>>,
     outputs: VecDeque<Output<S>>,
 }
 
@@ -122,8 +124,11 @@ impl<S: Suite> Signer<S> {
     /// A signer for `share`.
     pub fn new(share: KeyShare<S>, limits: SignerLimits) -> Result<Self, ProtocolError> {
         let committee = Committee::new(share.committee.iter().cloned())?;
+        let signing = SigningKey::new(&share.key_package)
+            .map_err(|e| ProtocolError::InvalidParameters(format!("the key share: {e}")))?;
         Ok(Signer {
             share,
+            signing,
             committee,
             limits,
             reshare_test: false,
@@ -353,8 +358,8 @@ impl<S: Suite> Signer<S> {
         // A child share is derived here, from this node's own share and the approved path: a
         // coordinator cannot name another child key than the client approved. The key itself
         // (the common case) needs nothing derived.
-        let key_package = if signed.path.is_root() {
-            &self.share.key_package
+        let key = if signed.path.is_root() {
+            &self.signing
         } else {
             let share = &self.share;
             self.children.get_or_try_insert(signed.path, || {
@@ -363,13 +368,15 @@ impl<S: Suite> Signer<S> {
                     share.public_key_package.verifying_key(),
                     signed.path,
                 )
-                .map(|derivation| derivation.key_package(&share.key_package))
                 .map_err(|e| Refusal::Malformed(e.to_string()))
+                .and_then(|derivation| {
+                    SigningKey::new(&derivation.key_package(&share.key_package))
+                        .map_err(|e| Refusal::Malformed(format!("the child key: {e}")))
+                })
             })?
         };
-        let (share, group_commitment) =
-            super::round2::sign(signing_package, nonces, key_package)
-                .map_err(|e| Refusal::Malformed(format!("cannot sign: {e}")))?;
+        let (share, group_commitment) = super::round2::sign(signing_package, nonces, key)
+            .map_err(|e| Refusal::Malformed(format!("cannot sign: {e}")))?;
         self.outputs.push_back(Output::Event(Event::ShareProduced {
             session: signed.session,
             key_id: self.share.key_id.clone(),
