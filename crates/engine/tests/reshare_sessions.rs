@@ -5,16 +5,23 @@
 
 mod common;
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use std::collections::BTreeMap;
 
 use common::*;
-use frost_core::keys::PublicKeyPackage;
+use frost_core::keys::{IdentifierList, KeyPackage, PublicKeyPackage};
 use frost_core::{round1, round2, SigningPackage};
 use permafrost_engine::deadlines;
+use permafrost_engine::node::NodeNotice;
 use permafrost_engine::sim::{Fault, Network};
-use permafrost_protocol::wire::{Epoch, KeyId, Message, NodeId};
+use permafrost_protocol::reshare::{session_id, test_message, test_session_id};
+use permafrost_protocol::wire::{
+    participant_identifier, DerivationPath, Epoch, KeyId, Message, MessageKind, NodeId,
+    ReshareOpen, ReshareProposal, SignPackage, SignRequest,
+};
 use permafrost_protocol::{ProtocolError, Refusal, Suite};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -615,6 +622,459 @@ fn ordinary_signers_refuse_reshare_test_messages<S: Suite>() {
         .unwrap();
 }
 
+/// The errors `at` refused messages with since refusal index `mark`.
+fn refused_since<S: Suite>(net: &Network<S>, mark: usize, at: &NodeId) -> Vec<ProtocolError> {
+    net.refused[mark..]
+        .iter()
+        .filter(|r| r.at == *at)
+        .map(|r| r.error.clone())
+        .collect()
+}
+
+/// Every message any of `from` sends from now on, by sender and kind (all are delivered).
+fn watch_sent<S: Suite>(
+    net: &mut Network<S>,
+    from: &[NodeId],
+) -> Rc<RefCell<Vec<(NodeId, MessageKind)>>> {
+    let sent: Rc<RefCell<Vec<(NodeId, MessageKind)>>> = Rc::default();
+    let (log, from) = (sent.clone(), from.to_vec());
+    net.set_faults(move |env| {
+        if from.contains(&env.from) {
+            log.borrow_mut()
+                .push((env.from.clone(), env.message.kind()));
+        }
+        Fault::Deliver
+    });
+    sent
+}
+
+/// No reshare dealing and no sub-share left any node, and no node dealt or joined a reshare
+/// since notice index `notices`.
+fn nothing_dealt<S: Suite>(
+    net: &Network<S>,
+    sent: &Rc<RefCell<Vec<(NodeId, MessageKind)>>>,
+    notices: usize,
+) {
+    let dealt: Vec<_> = sent
+        .borrow()
+        .iter()
+        .filter(|(_, kind)| {
+            matches!(
+                kind,
+                MessageKind::ReshareDealing | MessageKind::ReshareShare
+            )
+        })
+        .cloned()
+        .collect();
+    assert!(dealt.is_empty(), "dealt: {dealt:?}");
+    assert!(
+        !net.notices[notices..].iter().any(|(_, n)| matches!(
+            n,
+            NodeNotice::Dealt { .. } | NodeNotice::ReshareJoined { .. }
+        )),
+        "a node joined or dealt"
+    );
+}
+
+/// Every node of `nodes` still holds `key` at epoch 0 and nothing PENDING, and t of them sign
+/// at epoch 0 under `package`.
+fn epoch_zero_still_signs<S: Suite>(
+    net: &mut Network<S>,
+    coordinator: &NodeId,
+    nodes: &[NodeId],
+    key: &KeyId,
+    package: &PublicKeyPackage<S>,
+    t: usize,
+) {
+    for node in nodes {
+        let n = net.node(node).unwrap();
+        assert_eq!(
+            n.active_share(key).map(|s| s.epoch),
+            Some(Epoch(0)),
+            "{node} lost its share"
+        );
+        assert!(
+            n.pending_share(key).is_none(),
+            "{node} stored a pending share"
+        );
+    }
+    sign(net, coordinator, key, Epoch(0), package, &nodes[..t]);
+}
+
+/// The open of `proposal` as a malicious coordinator puts it on the wire, with an approval of
+/// exactly that proposal by the operator key every node lists.
+fn approved_open<S: Suite>(net: &mut Network<S>, proposal: ReshareProposal) -> Message {
+    let approvals = reshare_approvals(net, &proposal);
+    Message::ReshareOpen(ReshareOpen {
+        rotation: None,
+        session: session_id(&proposal),
+        proposal,
+        approvals,
+    })
+}
+
+/// What the fault hook of [`pending_shares_sign_only_their_reshare_test_message`] saw.
+#[derive(Default)]
+struct Forging {
+    /// The coordinator's own test signature has started (its requests are held back a while).
+    started: bool,
+    /// The attacker is at work: the new members' answers in the test session are taken off
+    /// the wire (the coordinator's session never sees them) and kept here.
+    on: bool,
+    commitments: BTreeMap<NodeId, Vec<u8>>,
+    shares: Vec<NodeId>,
+}
+
+/// During a reshare, once every new member stored its PENDING share and confirmed and the
+/// test signature is being made, the coordinator sends every new member signing requests in
+/// the reshare's test session (the one session a PENDING share signs in) for a message of its
+/// own: an ordinary message, then the test message of another reshare (one whose certificate
+/// it would fake with these shares). Wherever a member commits to a nonce, it follows with a
+/// signing package of that message. Every member refuses each request as not approved; no
+/// commitment and no signature share leave any member for them; and the reshare's own test
+/// signature is then made, the reshare commits, and the new epoch signs.
+fn pending_shares_sign_only_their_reshare_test_message<S: Suite>() {
+    let (mut net, nodes, coordinator, key, package) = network_with_key::<S>(84, 2, 3);
+    let fresh = net.add_node();
+    let mut committee = nodes[1..].to_vec();
+    committee.push(fresh);
+    committee.sort();
+    let t_new = 2u16;
+    let p = reshare_proposal(&net, &key, &nodes[0], &committee, t_new, &nodes);
+    let test = test_session_id(&session_id(&p));
+    let mut another = reshare_proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
+    another.attempt = 1;
+    let forged_messages = [
+        ("an ordinary message", b"an ordinary message".to_vec()),
+        (
+            "another reshare's test message",
+            test_message(&session_id(&another)),
+        ),
+    ];
+
+    // How long the coordinator's own test requests are held back (the test signature has 10 s).
+    const HOLD: Duration = Duration::from_secs(2);
+    let forging: Rc<RefCell<Forging>> = Rc::default();
+    let (f, c) = (forging.clone(), coordinator.clone());
+    net.set_faults(move |env| {
+        let mut f = f.borrow_mut();
+        match &env.message {
+            // The coordinator's own requests wait while the attacker works.
+            Message::SignRequest(r) if r.session == test && env.from == c => {
+                f.started = true;
+                Fault::Delay(HOLD)
+            }
+            Message::SignCommitment(m) if m.session == test && f.on => {
+                f.commitments.insert(env.from.clone(), m.commitment.clone());
+                Fault::Drop
+            }
+            Message::SignShare(m) if m.session == test && f.on => {
+                f.shares.push(env.from.clone());
+                Fault::Drop
+            }
+            _ => Fault::Deliver,
+        }
+    });
+    let mark = net.events.len();
+    net.start_reshare(&coordinator, p).unwrap();
+    net.run_until(deadlines::RESHARE, |_| forging.borrow().started);
+    assert!(forging.borrow().started, "the test signature never started");
+    let held_until = net.now().after(HOLD);
+    for node in &committee {
+        assert!(
+            net.node(node).unwrap().pending_share(&key).is_some(),
+            "{node} holds no PENDING share yet"
+        );
+    }
+
+    for (what, message) in &forged_messages {
+        forging.borrow_mut().on = true;
+        let refusals = net.refused.len();
+        let produced = net.shares_produced(None);
+        for node in &committee {
+            let request = Message::SignRequest(SignRequest {
+                session: test,
+                key_id: key.clone(),
+                epoch: Epoch(1),
+                message: message.clone(),
+                path: DerivationPath::ROOT,
+                client: None,
+            });
+            net.inject(&coordinator, node, request);
+        }
+        net.run(Duration::from_millis(200));
+        // Wherever a member committed, the attacker asks for the share.
+        let committed: Vec<(NodeId, Vec<u8>)> = forging
+            .borrow()
+            .commitments
+            .iter()
+            .take(usize::from(t_new))
+            .map(|(n, c)| (n.clone(), c.clone()))
+            .collect();
+        if committed.len() == usize::from(t_new) {
+            let commitments = committed
+                .iter()
+                .map(|(n, c)| {
+                    (
+                        participant_identifier::<S>(n).unwrap(),
+                        round1::SigningCommitments::<S>::deserialize(c).unwrap(),
+                    )
+                })
+                .collect();
+            let bytes = SigningPackage::new(commitments, message)
+                .serialize()
+                .unwrap();
+            for (node, _) in &committed {
+                let package = Message::SignPackage(SignPackage {
+                    session: test,
+                    key_id: key.clone(),
+                    epoch: Epoch(1),
+                    package: bytes.clone(),
+                });
+                net.inject(&coordinator, node, package);
+            }
+            net.run(Duration::from_millis(200));
+        }
+        let mut f = forging.borrow_mut();
+        f.on = false;
+        assert!(
+            f.shares.is_empty() && net.shares_produced(None) == produced,
+            "a PENDING share signed {what}: {:?}",
+            f.shares
+        );
+        assert!(
+            f.commitments.is_empty(),
+            "committed a nonce to {what}: {:?}",
+            f.commitments.keys()
+        );
+        for node in &committee {
+            let refused = refused_since(&net, refusals, node);
+            assert!(
+                refused
+                    .iter()
+                    .any(|e| matches!(e, ProtocolError::Refused(Refusal::MessageNotApproved))),
+                "{node} did not refuse {what}: {refused:?}"
+            );
+        }
+    }
+
+    // The forged requests came first: no member had a signing slot in the test session yet,
+    // so nothing but the message check stood in their way.
+    assert!(
+        net.now() < held_until,
+        "the coordinator's own requests arrived first"
+    );
+    // The reshare's own test signature is still made, and it commits.
+    let new_package = net.finish_reshare(&coordinator, mark).unwrap();
+    net.clear_faults();
+    check_outcome(
+        &net,
+        &key,
+        &package,
+        &new_package,
+        &nodes,
+        &committee,
+        Epoch(1),
+    );
+    sign(
+        &mut net,
+        &coordinator,
+        &key,
+        Epoch(1),
+        &new_package,
+        &committee[1..],
+    );
+}
+
+/// A coordinator opens a reshare of the nodes' key whose old public key package is another
+/// one, carrying a valid operator approval of exactly that proposal: a package it dealt
+/// itself for the same members, and the package of another key the same nodes hold. Every
+/// old member refuses the open as not its key's, deals nothing, and keeps epoch 0, which
+/// still signs.
+fn a_proposal_for_another_old_key_package_is_refused<S: Suite>() {
+    let (mut net, nodes, coordinator, key, package) = network_with_key::<S>(85, 2, 3);
+    let other_key = net
+        .run_dkg(&coordinator, &key_id("key-2"), 2, &nodes)
+        .unwrap();
+    let ids: Vec<_> = nodes
+        .iter()
+        .map(|n| participant_identifier::<S>(n).unwrap())
+        .collect();
+    let mut rng = ChaCha20Rng::seed_from_u64(85);
+    let (_, dealt_by_the_attacker) = frost_core::keys::generate_with_dealer::<S, _>(
+        3,
+        2,
+        IdentifierList::Custom(&ids),
+        &mut rng,
+    )
+    .unwrap();
+    let sent = watch_sent(&mut net, &nodes);
+    let notices = net.notices.len();
+    for foreign in [&dealt_by_the_attacker, &other_key] {
+        let mut proposal = reshare_proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
+        proposal.old_public_key_package = foreign.serialize().unwrap();
+        let open = approved_open(&mut net, proposal);
+        let mark = net.refused.len();
+        for node in &nodes {
+            net.inject(&coordinator, node, open.clone());
+        }
+        net.run(Duration::from_secs(1));
+        for node in &nodes {
+            let refused = refused_since(&net, mark, node);
+            assert!(
+                refused.iter().any(|e| matches!(e,
+                    ProtocolError::InvalidParameters(why) if why.contains("is not ours"))),
+                "{node}: {refused:?}"
+            );
+        }
+    }
+    nothing_dealt(&net, &sent, notices);
+    net.clear_faults();
+    epoch_zero_still_signs(&mut net, &coordinator, &nodes, &key, &package, 2);
+}
+
+/// A coordinator skips its own check and puts on the wire a reshare open, approved by the
+/// operator, whose dealers include one that is not an old member: a signer node that holds no
+/// share of the key, then a coordinator identity (no signer node at all). Every old member
+/// refuses each open (not old members; not a signer node), deals nothing, and keeps epoch 0,
+/// which still signs.
+fn a_stranger_dealer_is_refused_by_every_node<S: Suite>() {
+    let (mut net, nodes, coordinator, key, package) = network_with_key::<S>(86, 2, 3);
+    let stranger = net.add_node();
+    let accomplice = net.add_coordinator();
+    let sent = watch_sent(&mut net, &nodes);
+    let notices = net.notices.len();
+    for dealer in [&stranger, &accomplice] {
+        let mut proposal = reshare_proposal(&net, &key, &nodes[0], &nodes, 2, &nodes);
+        proposal.dealers.push(dealer.clone());
+        proposal.dealers.sort();
+        let open = approved_open(&mut net, proposal);
+        let mark = net.refused.len();
+        for node in &nodes {
+            net.inject(&coordinator, node, open.clone());
+        }
+        net.run(Duration::from_secs(1));
+        for node in &nodes {
+            let refused = refused_since(&net, mark, node);
+            let expected = |e: &ProtocolError| {
+                if dealer == &accomplice {
+                    matches!(e, ProtocolError::Refused(Refusal::NotASignerNode(n)) if n == dealer)
+                } else {
+                    matches!(e, ProtocolError::InvalidParameters(why)
+                        if why.contains("members of the old committee"))
+                }
+            };
+            assert!(refused.iter().any(expected), "{node}: {refused:?}");
+        }
+    }
+    nothing_dealt(&net, &sent, notices);
+    net.clear_faults();
+    epoch_zero_still_signs(&mut net, &coordinator, &nodes, &key, &package, 2);
+}
+
+/// One FROST signature of `message` by `signers` (each signs with its own key package), made
+/// outside the network; returns the signing package and the shares.
+#[allow(clippy::type_complexity)]
+fn frost_sign<S: Suite>(
+    signers: &[&KeyPackage<S>],
+    message: &[u8],
+    rng: &mut ChaCha20Rng,
+) -> (
+    SigningPackage<S>,
+    BTreeMap<frost_core::Identifier<S>, round2::SignatureShare<S>>,
+) {
+    let mut commitments = BTreeMap::new();
+    let mut nonces = Vec::new();
+    for kp in signers {
+        let (n, c) = round1::commit::<S, _>(kp.signing_share(), rng);
+        commitments.insert(*kp.identifier(), c);
+        nonces.push((n, *kp));
+    }
+    let signing_package = SigningPackage::new(commitments, message);
+    let shares = nonces
+        .iter()
+        .map(|(n, kp)| {
+            (
+                *kp.identifier(),
+                round2::sign(&signing_package, n, kp).unwrap(),
+            )
+        })
+        .collect();
+    (signing_package, shares)
+}
+
+/// After a committed refresh (same committee, same threshold), an attacker who stole one
+/// node's share of the epoch before it and t−1 other nodes' shares of the epoch after it
+/// cannot sign: with the new package the aggregate names the old share as the culprit, with the
+/// old package it names none of it. Checked for epoch 0 against epoch 1, and for epoch 1
+/// against epoch 2 after a second refresh (a dealer whose polynomial repeats from one refresh
+/// to the next would make those two epochs' shares the same). Any t shares of one epoch sign.
+fn an_old_share_does_not_sign_with_refreshed_shares<S: Suite>() {
+    let (mut net, nodes, coordinator, key, package) = network_with_key::<S>(87, 3, 4);
+    let t = 3;
+    let shares = |net: &Network<S>| -> Vec<KeyPackage<S>> {
+        nodes
+            .iter()
+            .map(|n| {
+                net.node(n)
+                    .unwrap()
+                    .active_share(&key)
+                    .unwrap()
+                    .key_package
+                    .clone()
+            })
+            .collect()
+    };
+    let mut epochs = vec![(shares(&net), package.clone())];
+    for epoch in [Epoch(1), Epoch(2)] {
+        let proposal = reshare_proposal(&net, &key, &nodes[0], &nodes, 3, &nodes);
+        let refreshed = net.run_reshare(&coordinator, proposal).unwrap();
+        check_outcome(&net, &key, &package, &refreshed, &nodes, &nodes, epoch);
+        epochs.push((shares(&net), refreshed));
+    }
+    let mut rng = ChaCha20Rng::seed_from_u64(87);
+    for (e, pair) in epochs.windows(2).enumerate() {
+        let [(old, old_package), (new, new_package)] = pair else {
+            unreachable!()
+        };
+        for stolen in 0..nodes.len() {
+            // The stolen share of epoch e, and epoch e+1's shares of the next t − 1 nodes.
+            let mut signers = vec![&old[stolen]];
+            signers.extend((1..t).map(|k| &new[(stolen + k) % nodes.len()]));
+            let (signing_package, sig_shares) = frost_sign(&signers, b"mixed", &mut rng);
+            let culprit = *old[stolen].identifier();
+            let thief = &nodes[stolen];
+            match frost_core::aggregate(&signing_package, &sig_shares, new_package) {
+                Err(frost_core::Error::InvalidSignatureShare { culprits }) => {
+                    assert_eq!(culprits, vec![culprit], "{thief}, epoch {e}")
+                }
+                other => panic!(
+                    "{thief}'s epoch-{e} share signed with epoch-{} shares: {other:?}",
+                    e + 1
+                ),
+            }
+            match frost_core::aggregate(&signing_package, &sig_shares, old_package) {
+                Err(frost_core::Error::InvalidSignatureShare { culprits }) => {
+                    assert!(!culprits.contains(&culprit), "{thief}, epoch {e}")
+                }
+                other => panic!(
+                    "{thief}'s epoch-{e} share signed with epoch-{} shares under the old package: \
+                     {other:?}",
+                    e + 1
+                ),
+            }
+        }
+        // Any t shares of epoch e+1 do sign.
+        for first in 0..nodes.len() {
+            let signers: Vec<_> = (0..t).map(|k| &new[(first + k) % nodes.len()]).collect();
+            let (signing_package, sig_shares) = frost_sign(&signers, b"refreshed", &mut rng);
+            let signature =
+                frost_core::aggregate(&signing_package, &sig_shares, new_package).unwrap();
+            verify_independently(new_package, b"refreshed", &signature);
+        }
+    }
+}
+
 per_suite!(
     ordinary_signers_refuse_reshare_test_messages,
     overlapping_3_of_5_to_4_of_6,
@@ -629,4 +1089,8 @@ per_suite!(
     dealer_sending_two_commitments_is_caught,
     bad_proposals_are_refused,
     unreachable_members,
+    pending_shares_sign_only_their_reshare_test_message,
+    a_proposal_for_another_old_key_package_is_refused,
+    a_stranger_dealer_is_refused_by_every_node,
+    an_old_share_does_not_sign_with_refreshed_shares,
 );
