@@ -374,4 +374,37 @@ network_file = "network.toml"
         };
         assert!(error.contains("metrics_listen"), "{error}");
     }
+
+    /// An operator who raises the clock skew past the time request ids are remembered would
+    /// reopen replays (an approval whose id is forgotten while its timestamp is still
+    /// accepted): a config above 600 s is refused at load, naming the setting, in both
+    /// sections; 600 s is the largest taken.
+    #[test]
+    fn a_clock_skew_past_the_request_id_retention_is_refused() {
+        let retention = REQUEST_ID_RETENTION.as_secs();
+        assert_eq!(retention, 600);
+        for section in ["clients", "operators"] {
+            let with = |secs: u64| format!("{BASE}\n[{section}]\nmax_clock_skew_secs = {secs}\n");
+            let config = load(&with(retention)).unwrap();
+            let taken = match section {
+                "clients" => config.clients.policy().unwrap().max_clock_skew,
+                _ => config.operators.policy().unwrap().max_clock_skew,
+            };
+            assert_eq!(taken, REQUEST_ID_RETENTION, "{section}");
+            let refused = load(&with(retention + 1)).and_then(|config| match section {
+                "clients" => config.clients.policy().map(|_| ()),
+                _ => config.operators.policy().map(|_| ()),
+            });
+            let Err(NodeError::Config(error)) = refused else {
+                panic!("{section}: a skew of {} s was accepted", retention + 1);
+            };
+            assert!(
+                error.contains(&format!(
+                    "{section}.max_clock_skew_secs = {}",
+                    retention + 1
+                )),
+                "{error}"
+            );
+        }
+    }
 }
