@@ -408,4 +408,38 @@ async fn without_a_gateway_key_each_request_needs_its_own_approval() {
         b"approved",
         &signed.signature,
     );
+    // Each node's audit log holds the one approved signature (its admission and its share) and
+    // nothing about the request the coordinator answered 400: no admission, share or refusal
+    // of another message.
+    cluster.stop_nodes().await;
+    for node in &cluster.nodes {
+        let passphrase = std::fs::read(node.dir.join("passphrase")).unwrap();
+        let store = permafrost_keystore_for_tests::open(&node.dir.join("keystore"), &passphrase);
+        let signing: Vec<_> = store
+            .audit()
+            .unwrap()
+            .into_iter()
+            .map(|(_, entry)| entry)
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    permafrost_keystore::AuditKind::SignatureShare
+                        | permafrost_keystore::AuditKind::ClientRequest
+                        | permafrost_keystore::AuditKind::Refused
+                )
+            })
+            .collect();
+        let shares = signing
+            .iter()
+            .filter(|e| e.kind == permafrost_keystore::AuditKind::SignatureShare)
+            .count();
+        assert_eq!(shares, 1, "{signing:?}");
+        assert!(
+            signing
+                .iter()
+                .all(|e| e.message_digest == signing[0].message_digest),
+            "an entry about another message than the approved one: {signing:?}"
+        );
+    }
+    cluster.stop().await;
 }
