@@ -28,11 +28,9 @@ use permafrost_protocol::dkg::DkgCoordinator;
 use permafrost_protocol::lifecycle::{reshare_action, OperatorKey, OperatorPolicy};
 use permafrost_protocol::reshare::{session_id, ReshareCoordinator};
 use permafrost_protocol::wire::{
-    Digest, LifecycleAction, LifecycleKind, OperatorApproval, ReshareProposal,
-};
-use permafrost_protocol::wire::{
     Epoch, KeyId, Message, MessageKind, NodeId, ReshareOpen, ReshareShare, SecretBytes, SessionId,
 };
+use permafrost_protocol::wire::{OperatorApproval, ReshareProposal};
 use permafrost_protocol::{ProtocolError, Refusal, Suite};
 
 /// The refusals `at` made since `mark`.
@@ -91,18 +89,7 @@ fn replay_is_refused_as_concluded<S: Suite>(
 
 /// Every honest node still holds its epoch-0 share, and nothing PENDING.
 fn epoch_zero_intact<S: Suite>(net: &Network<S>, nodes: &[NodeId], key: &KeyId) {
-    for node in nodes {
-        let n = net.node(node).unwrap();
-        assert_eq!(
-            n.active_share(key).map(|s| s.epoch),
-            Some(Epoch(0)),
-            "{node} lost its share"
-        );
-        assert!(
-            n.pending_share(key).is_none(),
-            "{node} stored a pending share"
-        );
-    }
+    in_force_at(net, nodes, key, Epoch(0));
 }
 
 /// A coordinator proposes moving the key to holders of its choosing: itself and a second
@@ -429,20 +416,6 @@ fn require_custodian<S: Suite>(
             .core_mut()
             .unwrap()
             .set_operator_policy(policy);
-    }
-}
-
-fn dkg_action<S: Suite>(key: &KeyId, threshold: u16, committee: &[NodeId]) -> LifecycleAction {
-    let mut committee = committee.to_vec();
-    committee.sort();
-    LifecycleAction {
-        kind: LifecycleKind::Dkg,
-        key_id: key.clone(),
-        curve: S::CURVE,
-        epoch: Epoch(0),
-        old_public_key_package: Digest([0; 32]),
-        committee,
-        threshold,
     }
 }
 

@@ -26,8 +26,8 @@ use permafrost_protocol::lifecycle::{reshare_action, rotation_policy_action};
 use permafrost_protocol::reshare::ReshareCoordinator;
 use permafrost_protocol::sign::client::{DEFAULT_MAX_CLOCK_SKEW, REQUEST_ID_RETENTION};
 use permafrost_protocol::wire::{
-    Digest, Epoch, KeyId, LifecycleAction, LifecycleKind, Message, MessageKind, NodeId,
-    OperatorApproval, ReshareProposal, SessionId, MAX_APPROVALS,
+    Epoch, KeyId, LifecycleAction, Message, MessageKind, NodeId, OperatorApproval, ReshareProposal,
+    SessionId, MAX_APPROVALS,
 };
 use permafrost_protocol::{ProtocolError, Refusal, Suite};
 
@@ -60,21 +60,6 @@ impl Sent {
             .iter()
             .filter(|(f, k)| from.contains(f) && *k == kind)
             .count()
-    }
-}
-
-/// The action a DKG of `key` over `committee` with `threshold` asks for.
-fn dkg_action<S: Suite>(key: &KeyId, threshold: u16, committee: &[NodeId]) -> LifecycleAction {
-    let mut committee = committee.to_vec();
-    committee.sort();
-    LifecycleAction {
-        kind: LifecycleKind::Dkg,
-        key_id: key.clone(),
-        curve: S::CURVE,
-        epoch: Epoch(0),
-        old_public_key_package: Digest([0; 32]),
-        committee,
-        threshold,
     }
 }
 
@@ -258,17 +243,9 @@ fn epoch_intact<S: Suite>(
     epoch: Epoch,
     session: &SessionId,
 ) {
+    in_force_at(net, nodes, key, epoch);
     for node in nodes {
         let n = net.node(node).unwrap();
-        assert_eq!(
-            n.active_share(key).map(|s| s.epoch),
-            Some(epoch),
-            "{node} lost its share"
-        );
-        assert!(
-            n.pending_share(key).is_none(),
-            "{node} stored a pending share"
-        );
         assert!(
             !n.has_reshare_record(session),
             "{node} recorded the refused reshare"

@@ -686,18 +686,7 @@ fn epoch_zero_still_signs<S: Suite>(
     package: &PublicKeyPackage<S>,
     t: usize,
 ) {
-    for node in nodes {
-        let n = net.node(node).unwrap();
-        assert_eq!(
-            n.active_share(key).map(|s| s.epoch),
-            Some(Epoch(0)),
-            "{node} lost its share"
-        );
-        assert!(
-            n.pending_share(key).is_none(),
-            "{node} stored a pending share"
-        );
-    }
+    in_force_at(net, nodes, key, Epoch(0));
     sign(net, coordinator, key, Epoch(0), package, &nodes[..t]);
 }
 

@@ -154,6 +154,22 @@ pub fn reshare_proposal<S: Suite>(
     }
 }
 
+/// The life-cycle action of a DKG of `key` over `committee` with `threshold`, as an operator
+/// approves it.
+pub fn dkg_action<S: Suite>(key: &KeyId, threshold: u16, committee: &[NodeId]) -> LifecycleAction {
+    let mut committee = committee.to_vec();
+    committee.sort();
+    LifecycleAction {
+        kind: LifecycleKind::Dkg,
+        key_id: key.clone(),
+        curve: S::CURVE,
+        epoch: Epoch(0),
+        old_public_key_package: Digest([0; 32]),
+        committee,
+        threshold,
+    }
+}
+
 /// The sim operator's approval of a DKG of `key` over `committee` with `threshold`, for raw
 /// coordinator sessions a test builds itself.
 pub fn dkg_approvals<S: Suite>(
@@ -162,18 +178,23 @@ pub fn dkg_approvals<S: Suite>(
     threshold: u16,
     committee: &[NodeId],
 ) -> Vec<OperatorApproval> {
-    let mut committee = committee.to_vec();
-    committee.sort();
-    let action = LifecycleAction {
-        kind: LifecycleKind::Dkg,
-        key_id: key.clone(),
-        curve: S::CURVE,
-        epoch: Epoch(0),
-        old_public_key_package: Digest([0; 32]),
-        committee,
-        threshold,
-    };
-    vec![net.approve(&sim_operator(), &action)]
+    vec![net.approve(&sim_operator(), &dkg_action::<S>(key, threshold, committee))]
+}
+
+/// Every one of `nodes` holds `key` in force at `epoch`, and no PENDING share of it.
+pub fn in_force_at<S: Suite>(net: &Network<S>, nodes: &[NodeId], key: &KeyId, epoch: Epoch) {
+    for node in nodes {
+        let n = net.node(node).unwrap();
+        assert_eq!(
+            n.active_share(key).map(|s| s.epoch),
+            Some(epoch),
+            "{node} lost its share"
+        );
+        assert!(
+            n.pending_share(key).is_none(),
+            "{node} stored a pending share"
+        );
+    }
 }
 
 /// The sim operator's approval of `proposal`, for raw coordinator sessions.
