@@ -33,15 +33,6 @@ use permafrost_protocol::wire::{
 use permafrost_protocol::wire::{OperatorApproval, ReshareProposal};
 use permafrost_protocol::{ProtocolError, Refusal, Suite};
 
-/// The refusals `at` made since `mark`.
-fn refusals_at<S: Suite>(net: &Network<S>, mark: usize, at: &NodeId) -> Vec<ProtocolError> {
-    net.refused[mark..]
-        .iter()
-        .filter(|r| r.at == *at)
-        .map(|r| r.error.clone())
-        .collect()
-}
-
 /// The kinds of every message any of `from` sends from now on.
 #[derive(Clone, Default)]
 struct Sent(Rc<RefCell<Vec<MessageKind>>>);
@@ -77,7 +68,7 @@ fn replay_is_refused_as_concluded<S: Suite>(
     }
     net.run(Duration::from_secs(1));
     for node in nodes {
-        let refusals = refusals_at(net, mark, node);
+        let refusals = refused_since(net, mark, node);
         assert!(
             refusals
                 .iter()
@@ -118,7 +109,7 @@ fn a_reshare_to_coordinator_identities_is_refused<S: Suite>() {
     net.start(&coordinator, Box::new(reshare), session);
     net.run(Duration::from_secs(130));
     for node in &nodes {
-        let refusals = refusals_at(&net, mark, node);
+        let refusals = refused_since(&net, mark, node);
         assert!(
             refusals.iter().any(|e| matches!(e,
                 ProtocolError::Refused(Refusal::NotASignerNode(n)) if *n == coordinator || *n == accomplice)),
@@ -164,7 +155,7 @@ fn a_dkg_with_a_coordinator_identity_is_refused<S: Suite>() {
     net.run(Duration::from_secs(130));
     for node in &nodes {
         assert!(
-            refusals_at(&net, mark, node).iter().any(|e| matches!(e,
+            refused_since(&net, mark, node).iter().any(|e| matches!(e,
                 ProtocolError::Refused(Refusal::NotASignerNode(n)) if *n == coordinator)),
             "{node}"
         );
@@ -210,7 +201,7 @@ fn a_second_dkg_of_the_same_key_is_refused<S: Suite>() {
     let second = start(&mut net, 2);
     net.run(Duration::from_secs(130));
     for node in &nodes {
-        let refusals = refusals_at(&net, mark, node);
+        let refusals = refused_since(&net, mark, node);
         assert!(
             refusals
                 .iter()
@@ -312,11 +303,11 @@ fn an_epoch_without_a_next_is_refused<S: Suite>() {
     net.run(Duration::from_secs(1));
     for node in &nodes {
         assert!(
-            refusals_at(&net, mark, node)
+            refused_since(&net, mark, node)
                 .iter()
                 .any(|e| e.to_string().contains("has no next epoch")),
             "{node}: {:?}",
-            refusals_at(&net, mark, node)
+            refused_since(&net, mark, node)
         );
     }
     epoch_zero_intact(&net, &nodes, &key);
@@ -360,7 +351,7 @@ fn a_flooded_early_buffer_still_keeps_real_dealings<S: Suite>() {
     assert!(net.refused[mark..].iter().any(|r| r.at == fresh
         && r.kind == MessageKind::DkgAbort.name()
         && matches!(r.error, ProtocolError::Refused(Refusal::NotFromCoordinator(ref n)) if *n == flooder)));
-    let refusals = refusals_at(&net, mark, &fresh);
+    let refusals = refused_since(&net, mark, &fresh);
     assert!(refusals.iter().any(
         |e| matches!(e, ProtocolError::Refused(Refusal::NotFromCoordinator(n)) if *n == flooder)
     ));
@@ -611,7 +602,7 @@ fn commit_to_the_old_members_and_abort_to_the_new_ones_still_signs<S: Suite>() {
     net.run(Duration::from_secs(600));
     for node in &committee {
         assert!(
-            refusals_at(&net, mark, node)
+            refused_since(&net, mark, node)
                 .iter()
                 .any(|e| matches!(e, ProtocolError::Refused(Refusal::AwaitingCertificate))),
             "{node} did not refuse the abort"
@@ -669,7 +660,7 @@ fn an_abort_or_timeout_after_confirmation_keeps_the_pending_share<S: Suite>() {
         Some(Message::ReshareAbort(_))
     ));
     for node in &nodes {
-        assert!(refusals_at(&net, mark, node)
+        assert!(refused_since(&net, mark, node)
             .iter()
             .any(|e| matches!(e, ProtocolError::Refused(Refusal::AwaitingCertificate))));
         let n = net.node(node).unwrap();
@@ -727,7 +718,7 @@ fn a_dkg_abort_after_confirmation_deletes_nothing<S: Suite>() {
     let mark = net.refused.len();
     let pkp = net.run_dkg(&coordinator, &key, 2, &nodes).unwrap();
     net.run(Duration::from_secs(130));
-    assert!(refusals_at(&net, mark, &victim)
+    assert!(refused_since(&net, mark, &victim)
         .iter()
         .any(|e| matches!(e, ProtocolError::Refused(Refusal::AwaitingCertificate))));
     assert_eq!(
@@ -827,11 +818,11 @@ fn a_reshare_of_a_pending_epoch_is_refused<S: Suite>() {
     net.run(Duration::from_secs(1));
     for node in &nodes {
         assert!(
-            refusals_at(&net, mark, node)
+            refused_since(&net, mark, node)
                 .iter()
                 .any(|e| e.to_string().contains("is not active")),
             "{node}: {:?}",
-            refusals_at(&net, mark, node)
+            refused_since(&net, mark, node)
         );
     }
     assert_eq!(sent.count(MessageKind::ReshareShare), 0);

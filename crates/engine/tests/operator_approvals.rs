@@ -11,25 +11,20 @@ mod common;
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use ed25519_dalek::SigningKey;
 use frost_core::keys::PublicKeyPackage;
-use permafrost_engine::deadlines;
 use permafrost_engine::node::{NodeNotice, NodeStore};
-use permafrost_engine::sim::{
-    sim_operator, sim_operator_policy, Fault, Network, SimVerifier, SIM_NETWORK_ID,
-};
+use permafrost_engine::sim::{sim_operator, sim_operator_policy, Fault, Network, SIM_NETWORK_ID};
 use permafrost_protocol::lifecycle::{reshare_action, rotation_policy_action};
-use permafrost_protocol::reshare::ReshareCoordinator;
 use permafrost_protocol::sign::client::{DEFAULT_MAX_CLOCK_SKEW, REQUEST_ID_RETENTION};
 use permafrost_protocol::wire::{
     Epoch, KeyId, LifecycleAction, Message, MessageKind, NodeId, OperatorApproval, ReshareProposal,
     SessionId, MAX_APPROVALS,
 };
-use permafrost_protocol::{ProtocolError, Refusal, Suite};
+use permafrost_protocol::{ProtocolError, Suite};
 
 /// The fixed delivery latency of the clock tests: an open sent at `now` reaches every node at
 /// exactly `now + LATENCY_MS`, the time its approval is judged at.
@@ -120,12 +115,7 @@ fn refused_by_every<S: Suite>(
     nodes
         .iter()
         .map(|node| {
-            assert!(
-                net.refused[mark..].iter().any(|r| r.at == *node
-                    && matches!(&r.error, ProtocolError::Refused(Refusal::NotApproved(w)) if w.contains(why))),
-                "{node} did not refuse saying {why:?}: {:?}",
-                net.refused[mark..].iter().filter(|r| r.at == *node).collect::<Vec<_>>()
-            );
+            not_approved_by_every(net, mark, std::slice::from_ref(node), why);
             net.notices[notices..]
                 .iter()
                 .find_map(|(n, notice)| match notice {
@@ -472,32 +462,6 @@ fn the_skew_is_capped<S: Suite>() {
     let arrival = net.now().0 + LATENCY_MS;
     let oldest = approval_at(&mut net, &action, arrival - cap);
     dkg_runs(&mut net, &coordinator, &nodes, &key, vec![oldest]);
-}
-
-/// A raw reshare session under a standing rotation policy of every `every_secs` (as a
-/// coordinator that builds its own opens would run it) for `proposal` carrying `approvals`,
-/// run out; its session.
-fn rotation_run<S: Suite>(
-    net: &mut Network<S>,
-    coordinator: &NodeId,
-    proposal: ReshareProposal,
-    approvals: Vec<OperatorApproval>,
-    every_secs: u64,
-) -> SessionId {
-    let reshare = ReshareCoordinator::<S>::new(
-        proposal,
-        approvals,
-        Some(every_secs),
-        Arc::new(SimVerifier),
-        net.now(),
-        deadlines::RESHARE,
-    )
-    .unwrap();
-    let (session, test) = (reshare.session(), reshare.test_session());
-    net.alias(coordinator, test, session);
-    net.start(coordinator, Box::new(reshare), session);
-    net.run(Duration::from_secs(130));
-    session
 }
 
 /// The coordinator pads an open with approvals from an operator key no node lists, up to 17

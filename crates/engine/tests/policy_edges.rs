@@ -79,15 +79,6 @@ impl Wire {
     }
 }
 
-/// What `at` refused since refusal index `mark`, as the network recorded it.
-fn refused_since<S: Suite>(net: &Network<S>, mark: usize, at: &NodeId) -> Vec<ProtocolError> {
-    net.refused[mark..]
-        .iter()
-        .filter(|r| r.at == *at)
-        .map(|r| r.error.clone())
-        .collect()
-}
-
 /// The notices `node` made since notice index `mark`.
 fn notices_since<'a, S: Suite>(
     net: &'a Network<S>,

@@ -622,15 +622,6 @@ fn ordinary_signers_refuse_reshare_test_messages<S: Suite>() {
         .unwrap();
 }
 
-/// The errors `at` refused messages with since refusal index `mark`.
-fn refused_since<S: Suite>(net: &Network<S>, mark: usize, at: &NodeId) -> Vec<ProtocolError> {
-    net.refused[mark..]
-        .iter()
-        .filter(|r| r.at == *at)
-        .map(|r| r.error.clone())
-        .collect()
-}
-
 /// Every message any of `from` sends from now on, by sender and kind (all are delivered).
 fn watch_sent<S: Suite>(
     net: &mut Network<S>,

@@ -6,20 +6,17 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use frost_core::keys::PublicKeyPackage;
 use permafrost_engine::coordinator::CoordinatorNotice;
-use permafrost_engine::deadlines;
 use permafrost_engine::node::NodeStore;
-use permafrost_engine::sim::{Network, SimVerifier};
+use permafrost_engine::sim::Network;
 use permafrost_keystore::{AuditKind, ShareState};
 use permafrost_protocol::derive::Derivation;
-use permafrost_protocol::reshare::ReshareCoordinator;
 use permafrost_protocol::wire::{DerivationPath, Epoch, KeyId, NodeId, ReshareProposal};
-use permafrost_protocol::{ProtocolError, Refusal, Suite};
+use permafrost_protocol::Suite;
 
 const HOUR: u64 = 3600;
 
@@ -136,32 +133,9 @@ fn misuse_policy<S: Suite>(
     approvals: Vec<permafrost_protocol::wire::OperatorApproval>,
     every_secs: u64,
 ) -> usize {
-    let reshare = ReshareCoordinator::<S>::new(
-        proposal,
-        approvals,
-        Some(every_secs),
-        Arc::new(SimVerifier),
-        net.now(),
-        deadlines::RESHARE,
-    )
-    .unwrap();
-    let (session, test) = (reshare.session(), reshare.test_session());
     let mark = net.refused.len();
-    net.alias(coordinator, test, session);
-    net.start(coordinator, Box::new(reshare), session);
-    net.run(Duration::from_secs(130));
+    rotation_run(net, coordinator, proposal, approvals, every_secs);
     mark
-}
-
-fn not_approved_by_every<S: Suite>(net: &Network<S>, mark: usize, nodes: &[NodeId], why: &str) {
-    for node in nodes {
-        assert!(
-            net.refused[mark..].iter().any(|r| r.at == *node
-                && matches!(&r.error, ProtocolError::Refused(Refusal::NotApproved(w)) if w.contains(why))),
-            "{node} did not refuse saying {why:?}: {:?}",
-            net.refused[mark..].iter().filter(|r| r.at == *node).collect::<Vec<_>>()
-        );
-    }
 }
 
 /// A coordinator that uses a refresh-only policy to change the committee or the threshold,

@@ -6,7 +6,7 @@ use frost_core::{Field, Group, Signature};
 use permafrost_engine::sim::{sim_operator, Envelope, Fault, Network};
 use permafrost_protocol::wire::{
     Digest, Epoch, KeyId, LifecycleAction, LifecycleKind, Message, NodeId, OperatorApproval,
-    ReshareProposal, SignShare,
+    ReshareProposal, SessionId, SignShare,
 };
 use permafrost_protocol::{ProtocolError, Refusal, Suite};
 
@@ -51,6 +51,28 @@ pub fn refusals_at<S: Suite>(net: &Network<S>, node: &NodeId) -> Vec<Refusal> {
             _ => None,
         })
         .collect()
+}
+
+/// The errors `at` refused messages with since refusal index `mark`.
+pub fn refused_since<S: Suite>(net: &Network<S>, mark: usize, at: &NodeId) -> Vec<ProtocolError> {
+    net.refused[mark..]
+        .iter()
+        .filter(|r| r.at == *at)
+        .map(|r| r.error.clone())
+        .collect()
+}
+
+/// Every one of `nodes` refused since refusal index `mark` for lack of an operator approval,
+/// saying `why`.
+pub fn not_approved_by_every<S: Suite>(net: &Network<S>, mark: usize, nodes: &[NodeId], why: &str) {
+    for node in nodes {
+        let refusals = refused_since(net, mark, node);
+        assert!(
+            refusals.iter().any(|e| matches!(e,
+                ProtocolError::Refused(Refusal::NotApproved(w)) if w.contains(why))),
+            "{node} did not refuse saying {why:?}: {refusals:?}"
+        );
+    }
 }
 
 /// `share` with its scalar replaced by 1: it parses, but does not verify.
@@ -321,4 +343,30 @@ pub fn ed25519_commitment_outside_the_group(commitment: &[u8]) -> Vec<u8> {
         .unwrap();
     bytes[hiding].copy_from_slice((point + EIGHT_TORSION[1]).compress().as_bytes());
     bytes
+}
+
+/// A raw reshare session under a standing rotation policy of every `every_secs` (as a
+/// coordinator that builds its own opens would run it) for `proposal` carrying `approvals`,
+/// run out; its session.
+pub fn rotation_run<S: Suite>(
+    net: &mut Network<S>,
+    coordinator: &NodeId,
+    proposal: ReshareProposal,
+    approvals: Vec<OperatorApproval>,
+    every_secs: u64,
+) -> SessionId {
+    let reshare = permafrost_protocol::reshare::ReshareCoordinator::<S>::new(
+        proposal,
+        approvals,
+        Some(every_secs),
+        std::sync::Arc::new(permafrost_engine::sim::SimVerifier),
+        net.now(),
+        permafrost_engine::deadlines::RESHARE,
+    )
+    .unwrap();
+    let (session, test) = (reshare.session(), reshare.test_session());
+    net.alias(coordinator, test, session);
+    net.start(coordinator, Box::new(reshare), session);
+    net.run(std::time::Duration::from_secs(130));
+    session
 }
