@@ -815,12 +815,20 @@ async fn sign(
         signature,
         signers,
         culprits,
+        passed_over,
     } = event
     else {
         return Err(ApiError::internal("unexpected signing outcome"));
     };
     if !culprits.is_empty() {
         tracing::warn!(key = %meta.key_id, culprits = %names(&state.network, &culprits), "signature made without members that sent bad shares");
+    }
+    if !passed_over.is_empty() {
+        let named: Vec<String> = passed_over
+            .iter()
+            .map(|(node, why)| format!("{}: {why}", node_name(&state.network, node)))
+            .collect();
+        tracing::warn!(key = %meta.key_id, members = %named.join("; "), "signature made without members that refused or did not answer");
     }
     let name = |n: &NodeId| node_name(&state.network, n);
     Ok(Json(SignResponse {

@@ -187,10 +187,19 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let metrics_addr = metrics_listener.as_ref().map(|l| l.addr());
     tracing::info!(node = %name, peer_id = %me, metrics = ?metrics_addr, "node started");
 
+    // The journal's sync thread says when a sync ends: the shares waiting on it go out then,
+    // while the loop goes on with the next requests. (Should that fail, the tick finds it.)
+    let synced = Arc::new(tokio::sync::Notify::new());
+    let wake = Arc::clone(&synced);
+    if let Err(error) = keystore.set_sync_waker(Arc::new(move || wake.notify_one())) {
+        tracing::warn!(%error, "the keystore cannot report its syncs: shares wait for the tick");
+    }
     let mut shell = Shell {
         core: NodeCore::open(setup, keystore, permafrost_runtime::now())?,
         outbox: Outbox::new(client.clone()),
         metrics,
+        waiting: Vec::new(),
+        sync_started: None,
     };
     shell.carry_out(&mut []);
     if let Err(e) = client.dial_all().await {
@@ -217,6 +226,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
                 }
                 None => break,
             },
+            () = synced.notified() => shell.sync_ended(),
             _ = ticker.tick() => shell.tick(),
         }
     }
@@ -236,6 +246,10 @@ struct Shell {
     outbox: Outbox,
     /// Counts the notices and times the group commits.
     metrics: metrics::NodeMetrics,
+    /// Requests whose answer carries a signature share that waits for the store's sync.
+    waiting: Vec<Handled>,
+    /// When the running sync's group commit began.
+    sync_started: Option<Instant>,
 }
 
 impl Shell {
@@ -260,9 +274,42 @@ impl Shell {
             })
             .collect();
         self.carry_out(&mut handled);
+        self.answer(handled);
+    }
+
+    /// Answers each handled request, but keeps those whose signature share waits for the
+    /// store's sync: they are answered, with the share, when it ends.
+    fn answer(&mut self, handled: Vec<Handled>) {
         for h in handled {
-            driver::answer_with(h.request, h.outcome, h.reply);
+            let share_waits = h.reply.is_none()
+                && h.outcome.is_ok()
+                && h.asked
+                    .as_ref()
+                    .is_some_and(|asked| self.core.share_pending(&asked.from, asked.session));
+            if share_waits {
+                self.waiting.push(h);
+            } else {
+                driver::answer_with(h.request, h.outcome, h.reply);
+            }
         }
+    }
+
+    /// The store's sync ended (or may have): the shares it made durable go out, in the
+    /// answers that wait for them, and what came meanwhile is written and synced next.
+    fn sync_ended(&mut self) {
+        if !self.core.sync_ended() {
+            // None ran, or it still runs (the wake-up was an earlier one's).
+            return;
+        }
+        if let Some(started) = self.sync_started.take() {
+            self.metrics.keystore_commit(started.elapsed());
+        }
+        if self.core.sync_running() {
+            self.sync_started = Some(Instant::now());
+        }
+        let mut waiting = std::mem::take(&mut self.waiting);
+        self.carry_out(&mut waiting);
+        self.answer(waiting);
     }
 
     /// Decodes and handles one request; `asked` is set to what it was once it decodes.
@@ -294,6 +341,7 @@ impl Shell {
 
     fn tick(&mut self) {
         self.metrics.prune(Instant::now());
+        self.sync_ended();
         if let Some(error) = self.core.store().take_checkpoint_failure() {
             tracing::warn!(
                 %error,
@@ -312,10 +360,14 @@ impl Shell {
     /// what it noticed, in order. A message that answers one of the `answering` requests goes
     /// in its answer instead.
     fn carry_out(&mut self, answering: &mut [Handled]) {
-        if self.core.has_unflushed() {
+        if self.core.has_unflushed() && !self.core.sync_running() {
             let started = Instant::now();
             self.core.flush();
-            self.metrics.keystore_commit(started.elapsed());
+            if self.core.sync_running() {
+                self.sync_started = Some(started);
+            } else {
+                self.metrics.keystore_commit(started.elapsed());
+            }
         }
         while let Some(output) = self.core.poll_output() {
             match output {

@@ -199,6 +199,8 @@ pub enum AnyEvent {
         signers: Vec<NodeId>,
         /// Members proven to have sent a bad share on the way (ROAST), sorted.
         culprits: Vec<NodeId>,
+        /// Members ROAST went on without, other than culprits, each with why, sorted.
+        passed_over: Vec<(NodeId, String)>,
     },
     /// Signer: a share was produced (audit).
     ShareProduced {
@@ -401,12 +403,14 @@ fn convert_event<S: Suite>(event: Event<S>) -> AnyEvent {
             signature,
             signers,
             culprits,
+            passed_over,
         } => signature
             .serialize()
             .map(|signature| AnyEvent::SignatureReady {
                 signature,
                 signers,
                 culprits,
+                passed_over,
             })
             .map_err(frost_err),
         Event::ShareProduced {
@@ -795,14 +799,20 @@ mod tests {
         let mut parsed = ParsedPackages::default();
         let (first, first_bytes) = package::<Ed25519>();
         let (second, second_bytes) = package::<Ed25519>();
+        let slot = (key.clone(), Epoch(0));
         assert_eq!(
             parsed.get::<Ed25519>(&key, Epoch(0), &first_bytes).unwrap(),
             first
         );
+        // Kept after the first parse, and what the second call gets.
+        let kept_first =
+            kept::<PublicKeyPackage<Ed25519>>(parsed.packages.get(&slot), &first_bytes);
+        assert_eq!(kept_first, Some(first.clone()));
         assert_eq!(
             parsed.get::<Ed25519>(&key, Epoch(0), &first_bytes).unwrap(),
             first
         );
+        assert_eq!(parsed.packages.len(), 1);
         assert_eq!(
             parsed
                 .get::<Ed25519>(&key, Epoch(0), &second_bytes)
@@ -859,5 +869,11 @@ mod tests {
             )
             .unwrap();
         assert_eq!(root.package(), &second);
+        // One child kept for the slot (the second package's, which replaced the first's); the
+        // key itself is not kept as a child.
+        assert_eq!(parsed.children.len(), 1);
+        let slot = (key.clone(), Epoch(0), path.clone());
+        let kept_child = kept::<KeyAtPath<Secp256k1>>(parsed.children.get(&slot), &second_bytes);
+        assert_eq!(kept_child.unwrap().package(), &child_of(&second));
     }
 }

@@ -185,6 +185,7 @@ impl<S: Suite> SimNode<S> {
         self.hold_syncs = hold;
         if let (false, Some(core)) = (hold, self.core.as_mut()) {
             core.flush();
+            core.sync_ended();
         }
     }
 
@@ -437,11 +438,13 @@ fn typed<S: Suite>(outcome: Outcome) -> Event<S> {
             signature,
             signers,
             culprits,
+            passed_over,
         }) => Signature::<S>::deserialize(&signature)
             .map(|signature| Event::SignatureReady {
                 signature,
                 signers,
                 culprits,
+                passed_over,
             })
             .map_err(frost),
         Ok(AnyEvent::KeyReshared {
@@ -486,13 +489,16 @@ impl<S: Suite> Party<S> {
         rng: &mut dyn CryptoRngCore,
     ) -> Result<(), ProtocolError> {
         match self {
-            // Each message is a batch of its own: the shares it produced are released at once
-            // (a crash between the write and the sync is tested on the core directly).
+            // Each message is a batch of its own, and the disk in memory syncs at once: the
+            // shares it produced are released right after it (a crash between the write and
+            // the sync, or while the sync runs, is tested with `hold_syncs` and the store's
+            // `hold_sync_ends`).
             Party::Node(n) => match n.core.as_mut() {
                 Some(core) => {
                     let result = core.handle_message(from, message, now, rng);
                     if !n.hold_syncs {
                         core.flush();
+                        core.sync_ended();
                     }
                     result
                 }
@@ -585,6 +591,8 @@ pub struct SignOutcome<S: Suite> {
     pub signature: Signature<S>,
     pub signers: Vec<NodeId>,
     pub culprits: Vec<NodeId>,
+    /// Members ROAST went on without, other than culprits, each with why.
+    pub passed_over: Vec<(NodeId, String)>,
 }
 
 impl<S: Suite> Network<S> {
@@ -1485,10 +1493,12 @@ impl<S: Suite> Network<S> {
                 signature,
                 signers,
                 culprits,
+                passed_over,
             }) => Ok(SignOutcome {
                 signature: *signature,
                 signers: signers.clone(),
                 culprits: culprits.clone(),
+                passed_over: passed_over.clone(),
             }),
             Some(Event::Failed(e)) => Err(e.clone()),
             _ => Err(ProtocolError::Frost("signing did not finish".into())),

@@ -485,6 +485,186 @@ fn a_crash_before_the_sync_releases_no_share<S: Suite>() {
     }
 }
 
+/// Holds (`true`) or lets end (`false`) every sync `node`'s store starts from now on.
+fn hold_sync_ends<S: Suite>(net: &mut Network<S>, node: &NodeId, hold: bool) {
+    net.node_mut(node)
+        .unwrap()
+        .core_mut()
+        .unwrap()
+        .store_mut()
+        .hold_sync_ends(hold);
+}
+
+/// Whether `entry` is a signature's admission or its share's entry.
+fn signature_entry(entry: &permafrost_keystore::AuditEntry) -> bool {
+    matches!(
+        entry.kind,
+        AuditKind::ClientRequest | AuditKind::SignatureShare
+    )
+}
+
+/// Group commit off the loop, through the node core: a node writes its admission and share
+/// entry and starts the sync, and the share waits for the sync to end. It crashes while the
+/// disk flushes: no share leaves, the entries the sync did not finish are gone after the
+/// restart, its nonce is gone, and ROAST signs with the others.
+fn a_crash_while_the_sync_runs_releases_no_share<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(113, 3, 5);
+    let victim = nodes[0].clone();
+    hold_sync_ends(&mut net, &victim, true);
+    let sent = Sent::watch(&mut net);
+    let before = remembered_requests(&net, &victim);
+    let message = b"pay 31";
+    let mark = start_roast(
+        &mut net,
+        &coordinator,
+        &key,
+        &pkp,
+        &nodes,
+        message,
+        SessionId([13; 32]),
+    );
+    let v = victim.clone();
+    net.run_until(Duration::from_secs(1), |n| {
+        n.node(&v)
+            .and_then(|node| node.core())
+            .is_some_and(|core| core.sync_running() && core.held_shares() == 1)
+    });
+    let core = net.node(&victim).unwrap().core().unwrap();
+    assert!(core.sync_running(), "the victim started no sync");
+    assert_eq!(
+        core.held_shares(),
+        1,
+        "the victim's share does not wait on its sync"
+    );
+    assert!(
+        core.store()
+            .audit_entries()
+            .any(|(e, durable)| signature_entry(e) && !durable),
+        "the entries are written, and wait for the sync"
+    );
+    assert_eq!(sent.count(&victim, MessageKind::SignShare), 0);
+
+    net.crash_and_restart(&victim);
+    let store = net.node(&victim).unwrap().store().unwrap();
+    assert!(
+        store.audit_entries().all(|(e, _)| !signature_entry(e)),
+        "an entry whose sync did not end survived the crash"
+    );
+    assert_eq!(remembered_requests(&net, &victim), before);
+    assert_eq!(net.node(&victim).unwrap().open_signing_sessions(), 0);
+
+    let (signers, _) = roast_outcome(&mut net, &coordinator, mark, &pkp, message).unwrap();
+    assert!(!signers.contains(&victim));
+    assert_eq!(sent.count(&victim, MessageKind::SignShare), 0);
+}
+
+/// Group commit off the loop, through the node core: while a node's sync runs, it goes on
+/// with the next signature, whose share waits for the sync after it. When the first sync ends
+/// its share leaves, and the second sync starts at once (for everything that came meanwhile);
+/// the second share leaves when that one ends. Each share leaves only after a sync that began
+/// after its entries were written has ended.
+fn a_share_waits_for_its_own_sync_while_the_node_goes_on<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(114, 3, 5);
+    let victim = nodes[0].clone();
+    hold_sync_ends(&mut net, &victim, true);
+    let sent = Sent::watch(&mut net);
+    let v = victim.clone();
+    let held = move |n: &Network<S>, shares: usize| {
+        n.node(&v)
+            .and_then(|node| node.core())
+            .is_some_and(|core| core.held_shares() == shares)
+    };
+    let first = start_roast(
+        &mut net,
+        &coordinator,
+        &key,
+        &pkp,
+        &nodes,
+        b"first",
+        SessionId([14; 32]),
+    );
+    let h = held.clone();
+    net.run_until(Duration::from_secs(1), move |n| h(n, 1));
+    assert!(held(&net, 1));
+    let syncs = net.node(&victim).unwrap().store().unwrap().syncs();
+    start_roast(
+        &mut net,
+        &coordinator,
+        &key,
+        &pkp,
+        &nodes,
+        b"second",
+        SessionId([15; 32]),
+    );
+    let h = held.clone();
+    net.run_until(Duration::from_secs(1), move |n| h(n, 2));
+    assert!(
+        held(&net, 2),
+        "the node did not go on with the second signature"
+    );
+    assert_eq!(sent.count(&victim, MessageKind::SignShare), 0);
+    assert_eq!(net.node(&victim).unwrap().store().unwrap().syncs(), syncs);
+
+    // The first sync ends: its share is released; the second's sync starts.
+    {
+        let core = net.node_mut(&victim).unwrap().core_mut().unwrap();
+        core.store_mut().hold_sync_ends(false);
+        assert!(core.sync_ended());
+        core.store_mut().hold_sync_ends(true);
+        assert!(core.sync_running(), "the next sync did not start");
+        assert_eq!(core.held_shares(), 1);
+        assert!(!core.sync_ended(), "the second sync ended while held");
+    }
+    net.run(Duration::from_millis(1));
+    assert_eq!(sent.count(&victim, MessageKind::SignShare), 1);
+    assert_eq!(
+        net.node(&victim).unwrap().store().unwrap().syncs(),
+        syncs + 1,
+        "one sync for the first share"
+    );
+
+    // The second ends: its share is released, and both signatures come out with the node.
+    {
+        let core = net.node_mut(&victim).unwrap().core_mut().unwrap();
+        core.store_mut().hold_sync_ends(false);
+        assert!(core.sync_ended());
+        assert!(!core.sync_running());
+        assert_eq!(core.held_shares(), 0);
+    }
+    net.run(Duration::from_millis(1));
+    assert_eq!(sent.count(&victim, MessageKind::SignShare), 2);
+    assert_eq!(
+        net.node(&victim).unwrap().store().unwrap().syncs(),
+        syncs + 2
+    );
+    // Both requests end, each signed with the node (in whatever order their shares arrive).
+    net.run(deadlines::SIGNING_ATTEMPT / 2);
+    let public_key = pkp.verifying_key().serialize().unwrap();
+    for message in [&b"first"[..], &b"second"[..]] {
+        let signed: Vec<&Vec<NodeId>> = net.events[first..]
+            .iter()
+            .filter_map(|(at, event)| match event {
+                permafrost_protocol::Event::SignatureReady {
+                    signature, signers, ..
+                } if at == &coordinator => {
+                    let bytes = signature.serialize().unwrap();
+                    permafrost_verifiers::verify(S::CURVE, &public_key, message, &bytes)
+                        .is_ok()
+                        .then_some(signers)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(signed.len(), 1, "{message:?} was not signed once");
+        assert!(signed[0].contains(&victim), "{:?}", signed[0]);
+    }
+    let store = net.node(&victim).unwrap().store().unwrap();
+    assert!(store
+        .audit_entries()
+        .filter(|(e, _)| signature_entry(e))
+        .all(|(_, durable)| durable));
+}
+
 /// Request ids survive a restart of every node: a replayed approval is refused by all.
 fn client_request_ids_survive_a_restart<S: Suite>() {
     let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(108, 3, 5);
@@ -1074,6 +1254,8 @@ per_suite!(
     no_pending_share_over_an_active_one,
     crash_after_admission_releases_nothing,
     a_crash_before_the_sync_releases_no_share,
+    a_crash_while_the_sync_runs_releases_no_share,
+    a_share_waits_for_its_own_sync_while_the_node_goes_on,
     client_request_ids_survive_a_restart,
     a_policy_change_keeps_staged_request_ids,
     the_store_refuses_an_approval_the_gate_forgot,

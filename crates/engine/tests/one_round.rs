@@ -137,6 +137,7 @@ fn signatures_after_the_first_take_one_round<S: Suite>() {
         .all(|depth| *depth == usize::from(POOL_BATCH)));
 
     log.lock().unwrap().clear();
+    let (node_notices, coordinator_notices) = (net.notices.len(), net.coordinator_notices.len());
     let signatures = 150; // more than a pool holds: it is topped up on the way
     for i in 0..signatures {
         let message = format!("one round {i}").into_bytes();
@@ -167,6 +168,21 @@ fn signatures_after_the_first_take_one_round<S: Suite>() {
         .unwrap()
         .signer_asks();
     assert_eq!((asks.one_round, asks.two_round), (3 * signatures as u64, 3));
+    // Nothing a signature notices is logged above DEBUG, on the nodes or the coordinator (the
+    // shells log a routine notice at DEBUG, any other at INFO or above).
+    let loud: Vec<String> = net.notices[node_notices..]
+        .iter()
+        .filter(|(_, notice)| !notice.is_routine())
+        .map(|(at, notice)| format!("{at}: {notice}"))
+        .chain(
+            net.coordinator_notices[coordinator_notices..]
+                .iter()
+                .filter(|(_, notice)| !notice.is_routine())
+                .map(|(at, notice)| format!("{at}: {notice}")),
+        )
+        .collect();
+    assert!(loud.is_empty(), "{loud:#?}");
+    assert!(net.notices.len() > node_notices, "no notice to check");
 
     // One audit entry per one-round signature on each signer: its admission, which says the
     // share was made too (written together); the first signature, in two rounds, has two.
@@ -465,7 +481,8 @@ fn not_today(session: SessionId) -> Message {
 }
 
 /// In one round, a signer that refuses, one that gives a bad share and one that stays silent
-/// are each replaced by ROAST: the signature comes out without them, the cheat named a culprit.
+/// are each replaced by ROAST: the signature comes out without them, and names each (the cheat
+/// as a culprit, the others as passed over, with why).
 /// When too many refuse or stay silent, the request fails naming exactly them.
 fn one_round_signers_that_fail_are_replaced_and_named<S: Suite>() {
     let (mut net, nodes, coordinator, key, pkp) = network_with_pools::<S>(303);
@@ -494,10 +511,26 @@ fn one_round_signers_that_fail_are_replaced_and_named<S: Suite>() {
                 continue;
             }
             assert!(!outcome.signers.contains(bad), "case {case}");
-            if case == 1 {
-                assert_eq!(outcome.culprits, vec![bad.clone()]);
-            } else {
-                assert!(outcome.culprits.is_empty(), "case {case}");
+            // Each is named with the signature it was replaced in: the cheat as a culprit,
+            // the refusal with its reason, the silence as such.
+            let passed_over: Vec<(&NodeId, &str)> = outcome
+                .passed_over
+                .iter()
+                .map(|(node, why)| (node, why.as_str()))
+                .collect();
+            match case {
+                0 => {
+                    assert!(outcome.culprits.is_empty());
+                    assert_eq!(passed_over, vec![(bad, "refused: not today")]);
+                }
+                1 => {
+                    assert_eq!(outcome.culprits, vec![bad.clone()]);
+                    assert!(passed_over.is_empty(), "{passed_over:?}");
+                }
+                _ => {
+                    assert!(outcome.culprits.is_empty());
+                    assert_eq!(passed_over, vec![(bad, "did not answer in time")]);
+                }
             }
             break;
         }
@@ -899,6 +932,7 @@ fn a_pooled_commitment_outside_the_group_is_named() {
             continue;
         }
         assert_eq!(outcome.culprits, vec![bad.clone()]);
+        assert!(outcome.passed_over.is_empty(), "{:?}", outcome.passed_over);
         assert!(!outcome.signers.contains(&bad));
         // The honest members of that attempt refused it and signed with fresh commitments.
         let refusers: BTreeSet<NodeId> = log

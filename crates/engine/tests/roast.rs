@@ -583,6 +583,7 @@ fn only_t_are_asked_and_a_silent_one_is_replaced<S: Suite>() {
         .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"just t")
         .unwrap();
     verify_independently(&pkp, b"just t", &outcome.signature);
+    assert!(outcome.passed_over.is_empty(), "{:?}", outcome.passed_over);
     net.run(Duration::from_secs(1));
     let mut first: Vec<NodeId> = asked.lock().unwrap().clone();
     first.sort();

@@ -69,6 +69,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
+use std::sync::Arc;
 
 use crate::crypto::{MacKey, MAC_LEN};
 use crate::store::ClientRequestRow;
@@ -228,6 +229,9 @@ impl JournalFile for File {
     }
 }
 
+/// Called on the sync thread each time a sync ends ([`Journal::set_sync_waker`]).
+pub(crate) type SyncWaker = Arc<dyn Fn() + Send + Sync>;
+
 /// A thread that syncs the journal file when asked, so that a caller can go on with other
 /// work while the disk flushes ([`Journal::start_sync`]). Dropping it ends the thread.
 struct Syncer {
@@ -236,8 +240,8 @@ struct Syncer {
 }
 
 impl Syncer {
-    /// A thread syncing through `file`.
-    fn start(mut file: Box<dyn JournalFile>) -> io::Result<Syncer> {
+    /// A thread syncing through `file`, calling `waker` after each sync.
+    fn start(mut file: Box<dyn JournalFile>, waker: Option<SyncWaker>) -> io::Result<Syncer> {
         let (ask, asked) = std::sync::mpsc::channel::<()>();
         let (reply, done) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -246,6 +250,9 @@ impl Syncer {
                 for () in asked {
                     if reply.send(file.sync_data()).is_err() {
                         break;
+                    }
+                    if let Some(waker) = &waker {
+                        waker();
                     }
                 }
             })?;
@@ -345,6 +352,8 @@ pub(crate) struct Journal {
     syncer: Option<Syncer>,
     /// Whether a sync started by [`start_sync`](Self::start_sync) has not been waited for.
     syncing: bool,
+    /// Called on the sync thread when a sync it ran ends.
+    sync_waker: Option<SyncWaker>,
 }
 
 impl Journal {
@@ -371,6 +380,7 @@ impl Journal {
             failed: None,
             syncer: None,
             syncing: false,
+            sync_waker: None,
         }
     }
 
@@ -465,7 +475,12 @@ impl Journal {
             return Ok(());
         }
         if self.syncer.is_none() {
-            self.syncer = self.file.sync_handle().and_then(Syncer::start).ok();
+            let waker = self.sync_waker.clone();
+            self.syncer = self
+                .file
+                .sync_handle()
+                .and_then(|file| Syncer::start(file, waker))
+                .ok();
         }
         let Some(syncer) = &self.syncer else {
             return self.write_staged(true);
@@ -502,6 +517,39 @@ impl Journal {
             self.syncer = None;
         }
         self.failed_if(synced)
+    }
+
+    /// [`finish_sync`](Self::finish_sync) without waiting: `None` while the sync
+    /// [`start_sync`](Self::start_sync) started still runs, else what `finish_sync` returns.
+    pub(crate) fn try_finish_sync(&mut self) -> Option<Result<(), String>> {
+        if self.syncing && self.failed.is_none() {
+            if let Some(syncer) = &self.syncer {
+                match syncer.done.try_recv() {
+                    Err(std::sync::mpsc::TryRecvError::Empty) => return None,
+                    Ok(synced) => {
+                        self.syncing = false;
+                        if synced.is_err() {
+                            self.syncer = None;
+                        }
+                        return Some(self.failed_if(synced));
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {}
+                }
+            }
+        }
+        Some(self.finish_sync())
+    }
+
+    /// Has `waker` called on the sync thread each time a sync started by
+    /// [`start_sync`](Self::start_sync) ends, so that a caller can wait for that (an event
+    /// loop, instead of blocking in [`finish_sync`](Self::finish_sync)) and then take the
+    /// outcome with [`try_finish_sync`](Self::try_finish_sync). Applies from the next sync
+    /// thread started: the current one, if idle, is ended for that.
+    pub(crate) fn set_sync_waker(&mut self, waker: SyncWaker) {
+        self.sync_waker = Some(waker);
+        if !self.syncing {
+            self.syncer = None;
+        }
     }
 
     /// Writes the appended records, and syncs the file if `sync`.
@@ -750,6 +798,8 @@ pub(crate) mod memory_file {
         pub syncs: usize,
         /// No thread can sync it: [`Journal::start_sync`] syncs in the foreground.
         pub no_sync_thread: bool,
+        /// A sync waits while this is set (the disk is slow).
+        pub hold_sync: bool,
     }
 
     impl MemoryFile {
@@ -772,6 +822,9 @@ pub(crate) mod memory_file {
             Ok(())
         }
         fn sync_data(&mut self) -> io::Result<()> {
+            while self.state().hold_sync {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             let mut state = self.state();
             if state.fail_sync {
                 return Err(io::Error::other("input/output error (test)"));
@@ -1025,6 +1078,46 @@ mod tests {
         assert_eq!(file.state().syncs, 1);
         alone.finish_sync().unwrap();
         assert_eq!(file.state().syncs, 1);
+    }
+
+    /// A caller that does not wait for a sync: `try_finish_sync` says it still runs, the
+    /// waker is called on the sync thread when it ends, and `try_finish_sync` then gives its
+    /// outcome, a failure kept as when waited for.
+    #[test]
+    fn a_started_sync_wakes_its_caller_when_it_ends() {
+        let (mut journal, file) = journal();
+        let (woken, wakes) = std::sync::mpsc::channel();
+        let woken = std::sync::Mutex::new(woken);
+        journal.set_sync_waker(Arc::new(move || {
+            let _ = woken.lock().map(|w| w.send(()));
+        }));
+        let wait = || wakes.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(journal.try_finish_sync(), Some(Ok(())), "none runs");
+
+        file.state().hold_sync = true;
+        append(&mut journal, 1, [1]);
+        journal.start_sync().unwrap();
+        assert_eq!(
+            journal.try_finish_sync(),
+            None,
+            "ended while the disk is held"
+        );
+        assert!(wakes.try_recv().is_err(), "woken before the sync ended");
+        file.state().hold_sync = false;
+        wait().unwrap();
+        assert_eq!(journal.try_finish_sync(), Some(Ok(())));
+        assert_eq!(file.state().syncs, 1);
+        assert_eq!(replay(&file.state().bytes, 1), vec![op(1)]);
+
+        // It fails on the thread: the caller is woken, and told.
+        file.state().fail_sync = true;
+        append(&mut journal, 4, [2]);
+        journal.start_sync().unwrap();
+        wait().unwrap();
+        let error = journal.try_finish_sync().unwrap().unwrap_err();
+        assert!(error.contains("restart the node"), "{error}");
+        assert_eq!(journal.try_finish_sync(), Some(Err(error.clone())));
+        assert_eq!(journal.sync().unwrap_err(), error);
     }
 
     #[test]

@@ -1224,6 +1224,27 @@ impl KeyStore {
             .map_err(|e| storage_msg(&self.dir, "syncing the journal", e))
     }
 
+    /// [`finish_sync`](Self::finish_sync) without waiting: `None` while the sync
+    /// [`start_sync`](Self::start_sync) started still runs, else what `finish_sync` returns.
+    pub fn try_finish_sync(&self) -> Option<Result<(), KeystoreError>> {
+        match self.lock_journal("syncing") {
+            Ok(mut journal) => journal
+                .try_finish_sync()
+                .map(|r| r.map_err(|e| storage_msg(&self.dir, "syncing the journal", e))),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// Has `waker` called, on the journal's sync thread, each time a sync
+    /// [`start_sync`](Self::start_sync) started ends: an event loop can wait for that instead
+    /// of blocking in [`finish_sync`](Self::finish_sync), then take the outcome with
+    /// [`try_finish_sync`](Self::try_finish_sync). Set it before the first `start_sync`.
+    pub fn set_sync_waker(&self, waker: Arc<dyn Fn() + Send + Sync>) -> Result<(), KeystoreError> {
+        self.lock_journal("setting the sync waker")?
+            .set_sync_waker(waker);
+        Ok(())
+    }
+
     /// Why the last checkpoint the journal ran in the background failed, if one did since the
     /// last call (its writes stayed in the journal and went to redb with the next checkpoint,
     /// made in the foreground, which reports its own failure to the write that needed it).

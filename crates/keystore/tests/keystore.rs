@@ -1102,3 +1102,66 @@ fn disk_use_is_reported_by_table() {
     assert!(audit.stored_bytes >= 40 * 64, "{audit:?}");
     assert_eq!(audit.pages, 1, "{audit:?}");
 }
+
+/// The audit log costs at most 256 bytes on disk per signature (issue 12's target; a real
+/// node measured 154, BENCHMARKS.md "Disk"). Each of 2,000 signatures is written as a signer
+/// writes it: one entry for its admission and share, approved by a client, with its own
+/// request id, session and digest, in batches of eight as under load. Then every byte the
+/// audit table takes in the database file, divided by its entries.
+#[test]
+fn a_signature_takes_at_most_256_bytes_of_audit_log_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let signatures: u32 = 2_000;
+    let unique = |id: u32, tag: u8| {
+        let mut bytes = [tag; 32];
+        bytes[..4].copy_from_slice(&id.to_le_bytes());
+        bytes
+    };
+    for batch in 0..signatures / 8 {
+        let admissions: Vec<_> = (batch * 8..batch * 8 + 8)
+            .map(|id| {
+                let request_id: [u8; 16] = unique(id, 1)[..16].try_into().unwrap();
+                let session = unique(id, 2);
+                let row = permafrost_keystore::ClientRequestRow {
+                    client: [3; 32],
+                    request_id,
+                    session,
+                    expires_unix_ms: u64::MAX,
+                };
+                let entry = AuditEntry {
+                    time_unix_ms: 1_764_800_000_000 + u64::from(id),
+                    kind: AuditKind::SignatureShare,
+                    key_id: "7c9e6679-7425-40de-944b-e07fc1f90ae7".into(),
+                    epoch: 0,
+                    message_digest: Some(unique(id, 4)),
+                    requester: Some("coordinator".into()),
+                    detail: String::new(),
+                    client: Some(permafrost_keystore::AuditClient {
+                        public_key: [3; 32],
+                        request_id,
+                        timestamp_ms: 1_764_800_000_000 + u64::from(id),
+                        session,
+                        path: Vec::new(),
+                    }),
+                };
+                (row, entry)
+            })
+            .collect();
+        store.write_batch(&admissions, &[], true, 0).unwrap();
+    }
+    let usage = store.usage().unwrap();
+    let audit = usage.iter().find(|t| t.table == "audit").unwrap();
+    assert_eq!(audit.entries, u64::from(signatures), "{audit:?}");
+    let per_signature = audit.total_bytes() / audit.entries;
+    assert!(
+        per_signature <= 256,
+        "{per_signature} B per signature: {audit:?}"
+    );
+    // Each entry holds its 32-byte MAC, digest and session at least: a figure below that
+    // would mean entries were lost, not compacted.
+    assert!(
+        per_signature >= 96,
+        "{per_signature} B per signature: {audit:?}"
+    );
+}

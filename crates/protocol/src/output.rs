@@ -87,6 +87,11 @@ pub enum Event<S: Suite> {
         /// Members proven to have sent a bad signature share on the way (ROAST excludes them
         /// and carries on), sorted; empty for a one-shot session that succeeded.
         culprits: Vec<NodeId>,
+        /// Members ROAST went on without, other than culprits, each with why: refused (with
+        /// its reason), silent past a deadline, or a share on a package it was not sent;
+        /// sorted. The coordinator logs them, so a signature made around a failing node still
+        /// names it.
+        passed_over: Vec<(NodeId, String)>,
     },
     /// Signer: a signature share was produced (for the audit log).
     ShareProduced {

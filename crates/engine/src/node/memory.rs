@@ -40,6 +40,8 @@ pub struct MemoryNodeStore {
     /// Whether a sync was started and not finished: until it is, a crash loses what it would
     /// make durable.
     syncing: bool,
+    /// Whether a sync started stays running until a test lets it end.
+    sync_ends_held: bool,
 }
 
 impl MemoryNodeStore {
@@ -54,6 +56,13 @@ impl MemoryNodeStore {
     /// "start_sync", "finish_sync", "write_batch".
     pub fn fail_write(&mut self, operation: &'static str, after: usize) {
         self.failing_writes.push((operation, after));
+    }
+
+    /// With `true`, a sync started does not end ([`NodeStore::try_finish_sync`] says it still
+    /// runs; [`NodeStore::finish_sync`], which waits, still ends it): a crash meanwhile is a
+    /// crash while the disk flushes. With `false`, it ends when next asked.
+    pub fn hold_sync_ends(&mut self, hold: bool) {
+        self.sync_ends_held = hold;
     }
 
     /// What a crash leaves: audit entries and client admissions that were written lazily and
@@ -402,6 +411,15 @@ impl NodeStore for MemoryNodeStore {
         self.write("finish_sync")?;
         self.make_durable();
         Ok(())
+    }
+
+    /// The disk in memory is instant: a sync started has ended, unless a test holds it
+    /// ([`hold_sync_ends`](Self::hold_sync_ends)).
+    fn try_finish_sync(&mut self) -> Option<Result<(), StoreError>> {
+        if self.syncing && self.sync_ends_held {
+            return None;
+        }
+        Some(self.finish_sync())
     }
 
     fn write_batch(

@@ -127,6 +127,10 @@ pub struct NodeCore<St: NodeStore> {
     /// Signature shares waiting for the next [`flush`](Self::flush) to make their admissions
     /// and audit entries durable.
     held: Vec<NodeOutput>,
+    /// While the store's sync runs: the signature shares whose entries it makes durable,
+    /// released when it ends ([`sync_ended`](Self::sync_ended)), and what it syncs (for the
+    /// notice should it fail).
+    syncing: Option<(Vec<NodeOutput>, &'static str)>,
     /// Signing sessions whose admission the store refused as a replay after the gate had let
     /// it through (the store and the gate disagree): no share of theirs is ever released.
     /// Each is kept until the request ids' retention has passed.
@@ -151,6 +155,11 @@ struct EarlyWrite {
     /// Whether the sync started.
     started: Result<(), StoreError>,
 }
+
+/// What a failed sync of an early write was doing ([`NodeCore::sync_early`]).
+const EARLY_SYNC: &str = "syncing a signature share's admission (share not sent)";
+/// What a failed sync of a group commit was doing ([`NodeCore::flush`]).
+const BATCH_SYNC: &str = "syncing admissions and share audit entries (shares not sent)";
 
 /// Most admissions staged at once: beyond it (the store cannot keep up, or keeps failing),
 /// signing requests are refused until a flush writes them.
@@ -252,6 +261,7 @@ impl<St: NodeStore> NodeCore<St> {
             outputs: VecDeque::new(),
             staged: Staged::default(),
             held: Vec::new(),
+            syncing: None,
             revoked: BTreeMap::new(),
             rotations: BTreeMap::new(),
             sync_early: true,
@@ -329,42 +339,49 @@ impl<St: NodeStore> NodeCore<St> {
     }
 
     /// The next thing to do: a message to send or a notice, in the order they happened.
-    /// Signature shares come out only after [`flush`](Self::flush).
+    /// Signature shares come out only once their entries are durable: after
+    /// [`sync_ended`](Self::sync_ended).
     pub fn poll_output(&mut self) -> Option<NodeOutput> {
         self.outputs.pop_front()
     }
 
     /// Group commit: writes every admission and share audit entry staged since the last flush
-    /// in one step — synced when signature shares wait on it — and then releases those shares.
-    /// The shell calls it after each batch of messages (all those that arrived together), so
-    /// under load many signatures share one write and one sync.
+    /// in one step and, when signature shares wait on them, starts the store's sync, which
+    /// runs on a thread of its own: the shell goes on with the next requests meanwhile, and
+    /// [`sync_ended`](Self::sync_ended) releases those shares once the sync is done. The shell
+    /// calls it after each batch of messages (all those that arrived together); what is
+    /// staged and held while a sync runs waits for it, and goes in the next one, which
+    /// `sync_ended` starts. So under load many signatures share one write and one sync, and the
+    /// node never waits for the disk with work in hand.
     ///
-    /// If the write fails, no share is released (their signing attempts stall and ROAST moves
-    /// on) and the failure is noticed. The admissions stay staged and go with the next flush,
-    /// so that no later share of theirs leaves before they are on disk; if the store refused
-    /// one as the same approval admitted in another session (a `Conflict`: the gate forgot an
-    /// id the store still holds), every session admitted in the batch is revoked instead and
-    /// releases no share, and those admissions are dropped so that later batches can be
-    /// written.
+    /// If the write or the sync fails, no share is released (their signing attempts stall and
+    /// ROAST moves on) and the failure is noticed. Admissions whose write failed stay staged
+    /// and go with the next flush, so that no later share of theirs leaves before they are on
+    /// disk; if the store refused one as the same approval admitted in another session (a
+    /// `Conflict`: the gate forgot an id the store still holds), every session admitted in the
+    /// batch is revoked instead and releases no share, and those admissions are dropped so
+    /// that later batches can be written.
     pub fn flush(&mut self) {
-        if !self.has_unflushed() {
+        if !self.has_unflushed() || self.syncing.is_some() {
             return;
         }
         let now = self.now;
         self.revoked.retain(|_, until| *until > now);
         if let Some(early) = self.written_early.take() {
-            if let Err(error) = early.started.and_then(|()| self.store.finish_sync()) {
-                // The entry may not be on disk: no share of this batch leaves.
-                self.held.clear();
-                self.notice(NodeNotice::StoreFailed {
-                    operation: "syncing a signature share's admission (share not sent)",
+            // The shares held now are the early write's: its sync, running, covers them.
+            let covered = std::mem::take(&mut self.held);
+            match early.started {
+                Ok(()) => {
+                    self.syncing = Some((covered, EARLY_SYNC));
+                    return;
+                }
+                Err(error) => self.notice(NodeNotice::StoreFailed {
+                    operation: EARLY_SYNC,
                     key_id: None,
                     error,
-                });
+                }),
             }
             if self.staged.admissions.is_empty() && self.staged.audits.is_empty() {
-                let held = std::mem::take(&mut self.held);
-                self.release(held);
                 return;
             }
         }
@@ -373,13 +390,20 @@ impl<St: NodeStore> NodeCore<St> {
             &self.staged.admissions,
             std::mem::take(&mut self.staged.audits),
         );
-        let written = self
-            .store
-            .write_batch(&admissions, &audits, !held.is_empty(), now.0);
-        match written {
+        match self.store.write_batch(&admissions, &audits, false, now.0) {
             Ok(()) => {
                 self.staged.admissions.clear();
-                self.release(held);
+                if held.is_empty() {
+                    return;
+                }
+                match self.store.start_sync() {
+                    Ok(()) => self.syncing = Some((held, BATCH_SYNC)),
+                    Err(error) => self.notice(NodeNotice::StoreFailed {
+                        operation: BATCH_SYNC,
+                        key_id: None,
+                        error,
+                    }),
+                }
             }
             Err(error) => {
                 if let StoreError::Keystore(permafrost_keystore::KeystoreError::Conflict(_)) =
@@ -399,6 +423,52 @@ impl<St: NodeStore> NodeCore<St> {
         }
     }
 
+    /// Once the sync [`flush`](Self::flush) started has ended: releases the signature shares
+    /// it made durable (none if it failed: that is noticed), then flushes what was staged and
+    /// held meanwhile, starting the next sync. Returns at once, changing nothing, while the
+    /// sync still runs. The shell calls it when the store tells it a sync ended, and on its
+    /// tick in case it missed that. Returns whether a sync ended (`false`: none ran, or it
+    /// still runs).
+    pub fn sync_ended(&mut self) -> bool {
+        let Some((shares, operation)) = self.syncing.take() else {
+            return false;
+        };
+        match self.store.try_finish_sync() {
+            None => {
+                self.syncing = Some((shares, operation));
+                return false;
+            }
+            Some(Ok(())) => self.release(shares),
+            Some(Err(error)) => self.notice(NodeNotice::StoreFailed {
+                operation,
+                key_id: None,
+                error,
+            }),
+        }
+        self.flush();
+        true
+    }
+
+    /// Whether a sync [`flush`](Self::flush) started has not been seen to end
+    /// ([`sync_ended`](Self::sync_ended)).
+    pub fn sync_running(&self) -> bool {
+        self.syncing.is_some()
+    }
+
+    /// Whether a signature share for `session`, to `to`, waits on the store: computed, its
+    /// entries not yet durable.
+    pub fn share_pending(&self, to: &NodeId, session: SessionId) -> bool {
+        self.held
+            .iter()
+            .chain(self.syncing.iter().flat_map(|(shares, _)| shares))
+            .any(|output| {
+                matches!(output, NodeOutput::Transmit {
+                    to: recipient,
+                    message: Message::SignShare(share),
+                } if recipient == to && share.session == session)
+            })
+    }
+
     /// Queues the shares whose writes are durable, but none of a revoked session.
     fn release(&mut self, held: Vec<NodeOutput>) {
         let revoked = &self.revoked;
@@ -413,8 +483,8 @@ impl<St: NodeStore> NodeCore<St> {
     /// With `true` (the default), a one-round signing request that comes alone — nothing
     /// staged or held before it — has its admission written as its share's audit entry, and
     /// the sync of that write started, before the signer computes the share: the disk flushes
-    /// while the CPU works, and [`flush`](Self::flush) then waits for the sync before it
-    /// releases the share. If the signer then produces no share, an entry saying so follows.
+    /// while the CPU works, and the share is released when that sync ends
+    /// ([`sync_ended`](Self::sync_ended)). If the signer then produces no share, an entry saying so follows.
     /// A shell that handles many requests in one batch turns it off for that batch: they share
     /// one sync at the flush instead.
     pub fn sync_early(&mut self, early: bool) {
@@ -427,6 +497,7 @@ impl<St: NodeStore> NodeCore<St> {
     fn write_early(&mut self, session: SessionId) -> bool {
         let alone = self.sync_early
             && self.written_early.is_none()
+            && self.syncing.is_none()
             && self.held.is_empty()
             && self.staged.audits.is_empty()
             && matches!(self.staged.admissions.as_slice(), [(row, _)] if row.session == session.0);
@@ -496,9 +567,10 @@ impl<St: NodeStore> NodeCore<St> {
             && self.staged.audits.is_empty())
     }
 
-    /// Signature shares waiting for the next [`flush`](Self::flush).
+    /// Signature shares waiting for their entries to be durable: for the next
+    /// [`flush`](Self::flush), or for the sync it started to end.
     pub fn held_shares(&self) -> usize {
-        self.held.len()
+        self.held.len() + self.syncing.as_ref().map_or(0, |(shares, _)| shares.len())
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.

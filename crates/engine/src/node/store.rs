@@ -126,6 +126,8 @@ pub trait NodeStore {
     /// Waits for the sync [`start_sync`](Self::start_sync) started: `Ok` means every write
     /// before that call is durable.
     fn finish_sync(&mut self) -> Result<(), StoreError>;
+    /// [`finish_sync`](Self::finish_sync) without waiting: `None` while that sync still runs.
+    fn try_finish_sync(&mut self) -> Option<Result<(), StoreError>>;
     /// Group commit: remembers `admissions` (each with its audit entry, as
     /// [`admit_client_request`](Self::admit_client_request)) and appends `audits`, in one
     /// step, durable before it returns when `durable` (and with everything written before).
@@ -327,6 +329,10 @@ impl NodeStore for KeyStore {
 
     fn finish_sync(&mut self) -> Result<(), StoreError> {
         Ok(KeyStore::finish_sync(self)?)
+    }
+
+    fn try_finish_sync(&mut self) -> Option<Result<(), StoreError>> {
+        KeyStore::try_finish_sync(self).map(|r| r.map_err(StoreError::from))
     }
 
     fn write_batch(

@@ -305,6 +305,7 @@ pub fn roast_outcome<S: Suite>(
                 signature,
                 signers,
                 culprits,
+                ..
             } => Some(Ok((*signature, signers.clone(), culprits.clone()))),
             Event::Failed(err) => Some(Err(err.clone())),
             _ => None,

@@ -228,6 +228,7 @@ impl<S: Suite> SigningCoordinator<S> {
                     signature,
                     signers,
                     culprits: Vec::new(),
+                    passed_over: Vec::new(),
                 }));
             }
             Err(frost_core::Error::InvalidSignatureShare { culprits }) if !culprits.is_empty() => {

@@ -255,6 +255,30 @@ impl<S: Suite> RoastCoordinator<S> {
         self.stalled.iter().cloned().collect()
     }
 
+    /// Members ROAST went on without, sorted, each with why: it refused (its reason), let an
+    /// attempt's deadline or a request for a commitment pass, or gave a share on a package it
+    /// was not sent. Members in `signers` (a share of theirs made the signature) and culprits
+    /// (named apart) are left out.
+    pub fn passed_over(&self, signers: &[NodeId]) -> Vec<(NodeId, String)> {
+        let mut named: BTreeMap<NodeId, String> = BTreeMap::new();
+        for node in &self.stalled {
+            named.insert(node.clone(), "did not answer in time".into());
+        }
+        for node in &self.disputed {
+            named.insert(
+                node.clone(),
+                "gave a share on a package it was not sent".into(),
+            );
+        }
+        for (node, reason) in &self.refused {
+            named.insert(node.clone(), format!("refused: {reason}"));
+        }
+        named
+            .into_iter()
+            .filter(|(node, _)| !signers.contains(node) && !self.culprits.contains_key(node))
+            .collect()
+    }
+
     /// Members asked for a commitment so far (once or more), sorted.
     pub fn asked(&self) -> Vec<NodeId> {
         let mut asked: Vec<NodeId> = self
@@ -593,10 +617,12 @@ impl<S: Suite> RoastCoordinator<S> {
                     .collect();
                 signers.sort();
                 self.finished = true;
+                let passed_over = self.passed_over(&signers);
                 self.outputs.push_back(Output::Event(Event::SignatureReady {
                     signature,
                     signers,
                     culprits: self.culprits(),
+                    passed_over,
                 }));
             }
             Err(frost_core::Error::InvalidSignatureShare { culprits }) if !culprits.is_empty() => {
