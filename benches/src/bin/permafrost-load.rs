@@ -9,13 +9,15 @@
 //! `--dkgs N`, it also times N more DKGs per curve over every node, each key checked by one
 //! signature. With `--reshares N`, it times N reshares per curve of a fresh key held by all
 //! nodes but the last with the given threshold t, to every node with t + 1 ((3,5) → (4,6) on a
-//! 6-node localnet), checking the public key is unchanged and the new epoch signs. Both report
-//! p50, min and max, and (with `--localnet`) the CPU each one cost the localnet's processes.
+//! 6-node localnet), checking the public key is unchanged and the new epoch signs. Both run one
+//! at a time, or `--lifecycle-concurrency K` at once, and report p50, p99, min, max, how many a
+//! second, and (with `--localnet`) the CPU each one cost the localnet's processes.
 //!
 //! ```sh
 //! permafrost localnet up --nodes 5 --dir /tmp/pf &
 //! cargo run --release -p permafrost-benches --bin permafrost-load -- --localnet /tmp/pf --requests 200
 //! cargo run --release -p permafrost-benches --bin permafrost-load -- --localnet /tmp/pf --requests 0 --dkgs 30
+//! cargo run --release -p permafrost-benches --bin permafrost-load -- --localnet /tmp/pf --requests 0 --dkgs 100 --lifecycle-concurrency 4
 //! permafrost localnet up --nodes 6 --dir /tmp/pf6 &
 //! cargo run --release -p permafrost-benches --bin permafrost-load -- --localnet /tmp/pf6 --requests 0 --reshares 5
 //! ```
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use permafrost_api::{ApiError, Client, CreateKeyRequest, LocalnetInfo, ReshareRequest};
+use permafrost_api::{ApiError, Client, CreateKeyRequest, KeyRecord, LocalnetInfo, ReshareRequest};
 use permafrost_verifiers::Curve;
 
 #[derive(Parser)]
@@ -66,6 +68,10 @@ struct Args {
     /// Reshares to time per curve: (t, n−1) → (t+1, n), each of a fresh key.
     #[arg(long, default_value_t = 0)]
     reshares: usize,
+    /// DKGs (or reshares) in flight at once; above 1, the CPU per operation is the run's
+    /// (the checking signatures, and a reshare's DKG, included) divided by the operations.
+    #[arg(long, default_value_t = 1)]
+    lifecycle_concurrency: usize,
     /// Only these curves (repeat the flag; all three by default).
     #[arg(long = "curve", value_parser = parse_curve)]
     curves: Vec<Curve>,
@@ -86,10 +92,13 @@ fn parse_curve(s: &str) -> Result<Curve, String> {
 }
 
 /// Latencies of a series of DKGs or reshares, sorted, and the CPU the localnet's processes
-/// used during them (each one's window summed; the signature that checks it left out).
+/// used during them: one at a time, each one's window summed (the signature that checks it
+/// left out); several in flight, the whole run's.
 struct Timed {
     times: Vec<Duration>,
     cpu: Option<Duration>,
+    /// Wall time of a run with several in flight (one at a time: the latencies' sum).
+    wall: Option<Duration>,
 }
 
 impl Timed {
@@ -97,7 +106,44 @@ impl Timed {
         Timed {
             times: Vec::with_capacity(count),
             cpu: Some(Duration::ZERO),
+            wall: None,
         }
+    }
+
+    /// Runs `count` operations, `in_flight` at once (a new one starts as one ends); each
+    /// returns the latency of its timed part.
+    async fn in_flight<F, Fut>(
+        processes: Option<&Processes>,
+        count: usize,
+        in_flight: usize,
+        operation: F,
+    ) -> Result<Self>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: std::future::Future<Output = Result<Duration>> + Send + 'static,
+    {
+        let mut timed = Timed::new(count);
+        let cpu_before = processes.and_then(Processes::cpu_time);
+        let started = Instant::now();
+        let mut running = tokio::task::JoinSet::new();
+        let mut next = 0;
+        loop {
+            while next < count && running.len() < in_flight.max(1) {
+                running.spawn(operation(next));
+                next += 1;
+            }
+            let Some(done) = running.join_next().await else {
+                break;
+            };
+            timed.times.push(done.context("a task panicked")??);
+        }
+        timed.wall = Some(started.elapsed());
+        let cpu_after = processes.and_then(Processes::cpu_time);
+        timed.cpu = match (cpu_before, cpu_after) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        Ok(timed)
     }
 
     /// Runs `operation`, adding its latency and the CPU the processes used meanwhile.
@@ -118,10 +164,13 @@ impl Timed {
         Ok(out)
     }
 
-    /// One table row: p50, min, max, and the mean CPU per operation.
+    /// One table row: p50, p99, min, max, operations per second, and the mean CPU per
+    /// operation.
     fn row(mut self, curve: Curve) -> String {
         self.times.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let wall = self.wall.unwrap_or_else(|| self.times.iter().sum());
+        let per_second = self.times.len() as f64 / wall.as_secs_f64().max(f64::MIN_POSITIVE);
         let cpu = match self.cpu {
             Some(cpu) if !self.times.is_empty() => {
                 format!("{:.1}", ms(cpu) / self.times.len() as f64)
@@ -129,16 +178,19 @@ impl Timed {
             _ => "-".into(),
         };
         format!(
-            "{:<13} {:>10.1} {:>10.1} {:>10.1} {:>10}",
+            "{:<13} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>8.1} {:>10}",
             curve.as_str(),
             ms(percentile(&self.times, 50.0)),
+            ms(percentile(&self.times, 99.0)),
             ms(*self.times.first().unwrap_or(&Duration::ZERO)),
             ms(*self.times.last().unwrap_or(&Duration::ZERO)),
+            per_second,
             cpu
         )
     }
 
-    const HEADER: &'static str = "curve             p50 ms     min ms     max ms    CPU ms";
+    const HEADER: &'static str =
+        "curve             p50 ms     p99 ms     min ms     max ms    per s    CPU ms";
 }
 
 /// Signs one message with `key_id` and checks the signature under `public_key` independently.
@@ -152,38 +204,55 @@ async fn check_signs(client: &Client, curve: Curve, key_id: &str, public_key: &s
     Ok(())
 }
 
-/// Times `count` DKGs of `threshold` over every node; each new key must sign.
+/// Times `count` DKGs of `threshold` over every node, `in_flight` at once; each new key must
+/// sign.
 async fn time_dkgs(
     client: &Client,
     processes: Option<&Processes>,
     curve: Curve,
     threshold: u16,
     count: usize,
+    in_flight: usize,
 ) -> Result<Timed> {
+    let request = CreateKeyRequest {
+        curve,
+        threshold,
+        nodes: None,
+        key_id: None,
+        approvals: Vec::new(),
+    };
+    if in_flight > 1 {
+        return Timed::in_flight(processes, count, in_flight, |i| {
+            let (client, request) = (client.clone(), request.clone());
+            async move {
+                let started = Instant::now();
+                let key = dkg(&client, &request, i).await?;
+                let latency = started.elapsed();
+                check_signs(&client, curve, &key.key_id, &key.public_key).await?;
+                Ok(latency)
+            }
+        })
+        .await;
+    }
     let mut timed = Timed::new(count);
     for i in 0..count {
-        let request = CreateKeyRequest {
-            curve,
-            threshold,
-            nodes: None,
-            key_id: None,
-            approvals: Vec::new(),
-        };
-        let key = timed
-            .time(processes, async {
-                client
-                    .create_key(&request)
-                    .await
-                    .with_context(|| format!("DKG {i} failed"))
-            })
-            .await?;
+        let key = timed.time(processes, dkg(client, &request, i)).await?;
         check_signs(client, curve, &key.key_id, &key.public_key).await?;
     }
     Ok(timed)
 }
 
+/// DKG number `i` of a series.
+async fn dkg(client: &Client, request: &CreateKeyRequest, i: usize) -> Result<KeyRecord> {
+    client
+        .create_key(request)
+        .await
+        .with_context(|| format!("DKG {i} failed"))
+}
+
 /// Times `count` reshares of fresh keys from the first n−1 nodes with `threshold` to all n
-/// nodes with `threshold + 1`; each reshared key must keep its public key and sign.
+/// nodes with `threshold + 1`, `in_flight` at once; each reshared key must keep its public
+/// key and sign.
 async fn time_reshares(
     client: &Client,
     processes: Option<&Processes>,
@@ -191,38 +260,88 @@ async fn time_reshares(
     nodes: &[String],
     threshold: u16,
     count: usize,
+    in_flight: usize,
 ) -> Result<Timed> {
-    let mut timed = Timed::new(count);
-    for i in 0..count {
-        let key = client
-            .create_key(&CreateKeyRequest {
-                curve,
-                threshold,
-                nodes: Some(nodes[..nodes.len() - 1].to_vec()),
-                key_id: None,
-                approvals: Vec::new(),
-            })
-            .await
-            .context("DKG before the reshare failed")?;
-        let request = ReshareRequest {
+    let series = Reshares {
+        curve,
+        old: CreateKeyRequest {
+            curve,
+            threshold,
+            nodes: Some(nodes[..nodes.len() - 1].to_vec()),
+            key_id: None,
+            approvals: Vec::new(),
+        },
+        new: ReshareRequest {
             threshold: threshold + 1,
             nodes: nodes.to_vec(),
             approvals: Vec::new(),
-        };
+        },
+    };
+    if in_flight > 1 {
+        let series = std::sync::Arc::new(series);
+        return Timed::in_flight(processes, count, in_flight, |i| {
+            let (client, series) = (client.clone(), std::sync::Arc::clone(&series));
+            async move {
+                let key = series.fresh_key(&client).await?;
+                let started = Instant::now();
+                let reshared = series.reshare(&client, &key, i).await?;
+                let latency = started.elapsed();
+                series.check(&client, &key, &reshared, i).await?;
+                Ok(latency)
+            }
+        })
+        .await;
+    }
+    let mut timed = Timed::new(count);
+    for i in 0..count {
+        let key = series.fresh_key(client).await?;
         let reshared = timed
-            .time(processes, async {
-                client
-                    .reshare(&key.key_id, &request)
-                    .await
-                    .with_context(|| format!("reshare {i} failed"))
-            })
+            .time(processes, series.reshare(client, &key, i))
             .await?;
+        series.check(client, &key, &reshared, i).await?;
+    }
+    Ok(timed)
+}
+
+/// A series of reshares (t, n−1) → (t+1, n), each of a fresh key.
+struct Reshares {
+    curve: Curve,
+    /// The DKG of each key reshared.
+    old: CreateKeyRequest,
+    /// The reshare.
+    new: ReshareRequest,
+}
+
+impl Reshares {
+    /// A fresh key to reshare.
+    async fn fresh_key(&self, client: &Client) -> Result<KeyRecord> {
+        client
+            .create_key(&self.old)
+            .await
+            .context("DKG before the reshare failed")
+    }
+
+    /// Reshare number `i`, of `key`.
+    async fn reshare(&self, client: &Client, key: &KeyRecord, i: usize) -> Result<KeyRecord> {
+        client
+            .reshare(&key.key_id, &self.new)
+            .await
+            .with_context(|| format!("reshare {i} failed"))
+    }
+
+    /// The reshared key kept its public key and signs.
+    async fn check(
+        &self,
+        client: &Client,
+        key: &KeyRecord,
+        reshared: &KeyRecord,
+        i: usize,
+    ) -> Result<()> {
         if reshared.public_key != key.public_key {
             bail!("reshare {i} changed the public key");
         }
-        check_signs(client, curve, &key.key_id, &key.public_key).await?;
+        check_signs(client, self.curve, &key.key_id, &key.public_key).await
     }
-    Ok(timed)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -564,8 +683,12 @@ async fn main() -> Result<()> {
     }
     if args.dkgs > 0 {
         println!();
+        let cpu = match args.lifecycle_concurrency {
+            0 | 1 => "per DKG".to_owned(),
+            n => format!("per DKG, the checking signatures included; {n} in flight"),
+        };
         println!(
-            "DKG {} of {nodes}, {} per curve (CPU: all localnet processes, per DKG):",
+            "DKG {} of {nodes}, {} per curve (CPU: all localnet processes, {cpu}):",
             args.threshold, args.dkgs
         );
         println!("{}", Timed::HEADER);
@@ -576,6 +699,7 @@ async fn main() -> Result<()> {
                 curve,
                 args.threshold,
                 args.dkgs,
+                args.lifecycle_concurrency,
             )
             .await?;
             println!("{}", timed.row(curve));
@@ -584,8 +708,14 @@ async fn main() -> Result<()> {
     if args.reshares > 0 {
         let names: Vec<String> = health.nodes.iter().map(|n| n.name.clone()).collect();
         println!();
+        let cpu = match args.lifecycle_concurrency {
+            0 | 1 => "per reshare".to_owned(),
+            n => format!(
+                "per reshare, the DKG before it and the checking signature included; {n} in flight"
+            ),
+        };
         println!(
-            "reshare ({},{}) -> ({},{}), {} per curve (CPU: all localnet processes, per reshare):",
+            "reshare ({},{}) -> ({},{}), {} per curve (CPU: all localnet processes, {cpu}):",
             args.threshold,
             nodes - 1,
             args.threshold + 1,
@@ -601,6 +731,7 @@ async fn main() -> Result<()> {
                 &names,
                 args.threshold,
                 args.reshares,
+                args.lifecycle_concurrency,
             )
             .await?;
             println!("{}", timed.row(curve));
