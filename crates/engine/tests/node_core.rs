@@ -422,69 +422,6 @@ fn crash_after_admission_releases_nothing<S: Suite>() {
     assert_eq!(replayed, produced);
 }
 
-/// Group commit, through the node core: a node computes its share but crashes before the flush
-/// that would write and sync its admission and the share's audit entry, and then release the
-/// share. No share leaves; after the restart neither entry is on its disk (they were never
-/// promised to anyone), its nonce is gone, and ROAST signs with the others. The other nodes'
-/// shares left only after their flush: their share audit entries are durable.
-fn a_crash_before_the_sync_releases_no_share<S: Suite>() {
-    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(112, 3, 5);
-    let victim = nodes[0].clone();
-    net.node_mut(&victim).unwrap().hold_syncs(true);
-    let sent = Sent::watch(&mut net);
-    let before = remembered_requests(&net, &victim);
-    let message = b"pay 30";
-    let mark = start_roast(
-        &mut net,
-        &coordinator,
-        &key,
-        &pkp,
-        &nodes,
-        message,
-        SessionId([12; 32]),
-    );
-    let v = victim.clone();
-    net.run_until(Duration::from_secs(1), |n| {
-        n.node(&v)
-            .and_then(|node| node.core())
-            .is_some_and(|core| core.held_shares() == 1)
-    });
-    let core = net.node(&victim).unwrap().core().unwrap();
-    assert_eq!(core.held_shares(), 1, "the victim computed no share");
-    assert!(
-        core.store()
-            .audit_entries()
-            .all(|(e, _)| !matches!(e.kind, AuditKind::ClientRequest | AuditKind::SignatureShare)),
-        "the admission and the share's audit entry wait for the flush, unwritten"
-    );
-    assert_eq!(sent.count(&victim, MessageKind::SignShare), 0);
-
-    net.crash_and_restart(&victim);
-    let store = net.node(&victim).unwrap().store().unwrap();
-    assert!(
-        store
-            .audit_entries()
-            .all(|(e, _)| !matches!(e.kind, AuditKind::ClientRequest | AuditKind::SignatureShare)),
-        "an unsynced write survived the crash"
-    );
-    assert_eq!(
-        remembered_requests(&net, &victim),
-        before,
-        "an unsynced admission survived"
-    );
-    assert_eq!(net.node(&victim).unwrap().open_signing_sessions(), 0);
-
-    let (signers, _) = roast_outcome(&mut net, &coordinator, mark, &pkp, message).unwrap();
-    assert!(!signers.contains(&victim));
-    assert_eq!(sent.count(&victim, MessageKind::SignShare), 0);
-    for signer in &signers {
-        let store = net.node(signer).unwrap().store().unwrap();
-        assert!(store
-            .audit_entries()
-            .any(|(e, durable)| durable && e.kind == AuditKind::SignatureShare));
-    }
-}
-
 /// Holds (`true`) or lets end (`false`) every sync `node`'s store starts from now on.
 fn hold_sync_ends<S: Suite>(net: &mut Network<S>, node: &NodeId, hold: bool) {
     net.node_mut(node)
@@ -501,61 +438,6 @@ fn signature_entry(entry: &permafrost_keystore::AuditEntry) -> bool {
         entry.kind,
         AuditKind::ClientRequest | AuditKind::SignatureShare
     )
-}
-
-/// Group commit off the loop, through the node core: a node writes its admission and share
-/// entry and starts the sync, and the share waits for the sync to end. It crashes while the
-/// disk flushes: no share leaves, the entries the sync did not finish are gone after the
-/// restart, its nonce is gone, and ROAST signs with the others.
-fn a_crash_while_the_sync_runs_releases_no_share<S: Suite>() {
-    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(113, 3, 5);
-    let victim = nodes[0].clone();
-    hold_sync_ends(&mut net, &victim, true);
-    let sent = Sent::watch(&mut net);
-    let before = remembered_requests(&net, &victim);
-    let message = b"pay 31";
-    let mark = start_roast(
-        &mut net,
-        &coordinator,
-        &key,
-        &pkp,
-        &nodes,
-        message,
-        SessionId([13; 32]),
-    );
-    let v = victim.clone();
-    net.run_until(Duration::from_secs(1), |n| {
-        n.node(&v)
-            .and_then(|node| node.core())
-            .is_some_and(|core| core.sync_running() && core.held_shares() == 1)
-    });
-    let core = net.node(&victim).unwrap().core().unwrap();
-    assert!(core.sync_running(), "the victim started no sync");
-    assert_eq!(
-        core.held_shares(),
-        1,
-        "the victim's share does not wait on its sync"
-    );
-    assert!(
-        core.store()
-            .audit_entries()
-            .any(|(e, durable)| signature_entry(e) && !durable),
-        "the entries are written, and wait for the sync"
-    );
-    assert_eq!(sent.count(&victim, MessageKind::SignShare), 0);
-
-    net.crash_and_restart(&victim);
-    let store = net.node(&victim).unwrap().store().unwrap();
-    assert!(
-        store.audit_entries().all(|(e, _)| !signature_entry(e)),
-        "an entry whose sync did not end survived the crash"
-    );
-    assert_eq!(remembered_requests(&net, &victim), before);
-    assert_eq!(net.node(&victim).unwrap().open_signing_sessions(), 0);
-
-    let (signers, _) = roast_outcome(&mut net, &coordinator, mark, &pkp, message).unwrap();
-    assert!(!signers.contains(&victim));
-    assert_eq!(sent.count(&victim, MessageKind::SignShare), 0);
 }
 
 /// Group commit off the loop, through the node core: while a node's sync runs, it goes on
@@ -663,6 +545,87 @@ fn a_share_waits_for_its_own_sync_while_the_node_goes_on<S: Suite>() {
         .audit_entries()
         .filter(|(e, _)| signature_entry(e))
         .all(|(_, durable)| durable));
+}
+
+/// Group commit, through the node core: a node computes its share but crashes before it is
+/// durable — before the flush that would write its admission and the share's audit entry and
+/// start their sync, or while that sync runs (on its own thread, the node going on). No share
+/// leaves; after the restart neither entry is on its disk (they were never promised to
+/// anyone), its nonce is gone, and ROAST signs with the others. The other nodes' shares left
+/// only after their sync: their share audit entries are durable.
+fn a_crash_before_the_sync_releases_no_share<S: Suite>() {
+    for (case, while_syncing) in [("before the flush", false), ("while the sync runs", true)] {
+        let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(112, 3, 5);
+        let victim = nodes[0].clone();
+        if while_syncing {
+            hold_sync_ends(&mut net, &victim, true);
+        } else {
+            net.node_mut(&victim).unwrap().hold_syncs(true);
+        }
+        let sent = Sent::watch(&mut net);
+        let before = remembered_requests(&net, &victim);
+        let message = b"pay 30";
+        let mark = start_roast(
+            &mut net,
+            &coordinator,
+            &key,
+            &pkp,
+            &nodes,
+            message,
+            SessionId([12; 32]),
+        );
+        let v = victim.clone();
+        net.run_until(Duration::from_secs(1), |n| {
+            n.node(&v)
+                .and_then(|node| node.core())
+                .is_some_and(|core| core.held_shares() == 1)
+        });
+        let core = net.node(&victim).unwrap().core().unwrap();
+        assert_eq!(
+            core.held_shares(),
+            1,
+            "{case}: the victim computed no share"
+        );
+        assert_eq!(core.sync_running(), while_syncing, "{case}");
+        let written: Vec<bool> = core
+            .store()
+            .audit_entries()
+            .filter(|(e, _)| signature_entry(e))
+            .map(|(_, durable)| durable)
+            .collect();
+        if while_syncing {
+            assert!(
+                !written.is_empty() && written.iter().all(|durable| !durable),
+                "{case}: the entries are written and wait for the sync: {written:?}"
+            );
+        } else {
+            assert!(written.is_empty(), "{case}: the entries wait for the flush");
+        }
+        assert_eq!(sent.count(&victim, MessageKind::SignShare), 0, "{case}");
+
+        net.crash_and_restart(&victim);
+        let store = net.node(&victim).unwrap().store().unwrap();
+        assert!(
+            store.audit_entries().all(|(e, _)| !signature_entry(e)),
+            "{case}: an unsynced write survived the crash"
+        );
+        assert_eq!(
+            remembered_requests(&net, &victim),
+            before,
+            "{case}: an unsynced admission survived"
+        );
+        assert_eq!(net.node(&victim).unwrap().open_signing_sessions(), 0);
+
+        let (signers, _) = roast_outcome(&mut net, &coordinator, mark, &pkp, message).unwrap();
+        assert!(!signers.contains(&victim), "{case}");
+        assert_eq!(sent.count(&victim, MessageKind::SignShare), 0, "{case}");
+        for signer in &signers {
+            let store = net.node(signer).unwrap().store().unwrap();
+            assert!(store
+                .audit_entries()
+                .any(|(e, durable)| durable && e.kind == AuditKind::SignatureShare));
+        }
+    }
 }
 
 /// Request ids survive a restart of every node: a replayed approval is refused by all.
@@ -1254,7 +1217,6 @@ per_suite!(
     no_pending_share_over_an_active_one,
     crash_after_admission_releases_nothing,
     a_crash_before_the_sync_releases_no_share,
-    a_crash_while_the_sync_runs_releases_no_share,
     a_share_waits_for_its_own_sync_while_the_node_goes_on,
     client_request_ids_survive_a_restart,
     a_policy_change_keeps_staged_request_ids,
