@@ -25,7 +25,8 @@ pub(super) struct EventContext<'a, St: NodeStore> {
     pub(super) dkg_keys: &'a BTreeMap<SessionId, KeyId>,
     pub(super) reshares: &'a BTreeMap<SessionId, ReshareRecord>,
     pub(super) outputs: &'a mut VecDeque<NodeOutput>,
-    /// Signature shares held until the store is synced ([`NodeCore::flush`](super::NodeCore::flush)).
+    /// Signature shares, and their `ShareProduced` notices, held until the store is synced
+    /// ([`NodeCore::flush`](super::NodeCore::flush)).
     pub(super) held: &'a mut Vec<NodeOutput>,
     /// Audit entries of signature shares, by session, written at the next flush.
     pub(super) staged_audits: &'a mut Vec<(SessionId, permafrost_keystore::AuditEntry)>,
@@ -218,11 +219,13 @@ impl<St: NodeStore> EventContext<'_, St> {
                         String::new(),
                     ),
                 ));
-                self.notice(NodeNotice::ShareProduced {
-                    session,
-                    key_id,
-                    epoch,
-                });
+                // Noticed with the share, once its entry is durable.
+                self.held
+                    .push(NodeOutput::Notice(NodeNotice::ShareProduced {
+                        session,
+                        key_id,
+                        epoch,
+                    }));
                 Handled::Continue
             }
             AnyEvent::Failed(error) => {

@@ -124,8 +124,8 @@ pub struct NodeCore<St: NodeStore> {
     outputs: VecDeque<NodeOutput>,
     /// Admissions and share audit entries to write at the next [`flush`](Self::flush).
     staged: Staged,
-    /// Signature shares waiting for the next [`flush`](Self::flush) to make their admissions
-    /// and audit entries durable.
+    /// Signature shares, and their `ShareProduced` notices, waiting for the next
+    /// [`flush`](Self::flush) to make their admissions and audit entries durable.
     held: Vec<NodeOutput>,
     /// While the store's sync runs: the signature shares whose entries it makes durable,
     /// released when it ends ([`sync_ended`](Self::sync_ended)), and what it syncs (for the
@@ -570,7 +570,19 @@ impl<St: NodeStore> NodeCore<St> {
     /// Signature shares waiting for their entries to be durable: for the next
     /// [`flush`](Self::flush), or for the sync it started to end.
     pub fn held_shares(&self) -> usize {
-        self.held.len() + self.syncing.as_ref().map_or(0, |(shares, _)| shares.len())
+        self.held
+            .iter()
+            .chain(self.syncing.iter().flat_map(|(shares, _)| shares))
+            .filter(|output| {
+                matches!(
+                    output,
+                    NodeOutput::Transmit {
+                        message: Message::SignShare(_),
+                        ..
+                    }
+                )
+            })
+            .count()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
