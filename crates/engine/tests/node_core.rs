@@ -456,28 +456,23 @@ fn a_share_waits_for_its_own_sync_while_the_node_goes_on<S: Suite>() {
             .and_then(|node| node.core())
             .is_some_and(|core| core.held_shares() == shares)
     };
-    let first = start_roast(
-        &mut net,
-        &coordinator,
-        &key,
-        &pkp,
-        &nodes,
-        b"first",
-        SessionId([14; 32]),
-    );
+    let start = |net: &mut Network<S>, message: &[u8], request: u8| {
+        start_roast(
+            net,
+            &coordinator,
+            &key,
+            &pkp,
+            &nodes,
+            message,
+            SessionId([request; 32]),
+        )
+    };
+    let first = start(&mut net, b"first", 14);
     let h = held.clone();
     net.run_until(Duration::from_secs(1), move |n| h(n, 1));
     assert!(held(&net, 1));
     let syncs = net.node(&victim).unwrap().store().unwrap().syncs();
-    start_roast(
-        &mut net,
-        &coordinator,
-        &key,
-        &pkp,
-        &nodes,
-        b"second",
-        SessionId([15; 32]),
-    );
+    start(&mut net, b"second", 15);
     let h = held.clone();
     net.run_until(Duration::from_secs(1), move |n| h(n, 2));
     assert!(

@@ -500,44 +500,40 @@ impl Journal {
     /// returns `Ok`, every record appended before that call survives a crash. A failure is
     /// kept (see [`failure`](Self::failure)).
     pub(crate) fn finish_sync(&mut self) -> Result<(), String> {
-        if let Some(failure) = &self.failed {
-            return Err(failure.clone());
-        }
-        if !std::mem::take(&mut self.syncing) {
-            return Ok(());
-        }
-        let synced = match &self.syncer {
-            Some(syncer) => syncer
-                .done
-                .recv()
-                .unwrap_or_else(|_| Err(io::Error::other("the journal's sync thread ended"))),
-            None => Err(io::Error::other("the journal's sync thread is gone")),
-        };
-        if synced.is_err() {
-            self.syncer = None;
-        }
-        self.failed_if(synced)
+        // Waiting, it always has an outcome.
+        self.end_sync(true).unwrap_or(Ok(()))
     }
 
     /// [`finish_sync`](Self::finish_sync) without waiting: `None` while the sync
     /// [`start_sync`](Self::start_sync) started still runs, else what `finish_sync` returns.
     pub(crate) fn try_finish_sync(&mut self) -> Option<Result<(), String>> {
-        if self.syncing && self.failed.is_none() {
-            if let Some(syncer) = &self.syncer {
-                match syncer.done.try_recv() {
-                    Err(std::sync::mpsc::TryRecvError::Empty) => return None,
-                    Ok(synced) => {
-                        self.syncing = false;
-                        if synced.is_err() {
-                            self.syncer = None;
-                        }
-                        return Some(self.failed_if(synced));
-                    }
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {}
-                }
-            }
+        self.end_sync(false)
+    }
+
+    /// The outcome of the sync [`start_sync`](Self::start_sync) started (`Ok` if none runs),
+    /// waiting for it if `wait`, else `None` while it runs. A failure is kept.
+    fn end_sync(&mut self, wait: bool) -> Option<Result<(), String>> {
+        if let Some(failure) = &self.failed {
+            return Some(Err(failure.clone()));
         }
-        Some(self.finish_sync())
+        if !self.syncing {
+            return Some(Ok(()));
+        }
+        let ended = || io::Error::other("the journal's sync thread ended");
+        let synced = match &self.syncer {
+            Some(syncer) if wait => syncer.done.recv().unwrap_or_else(|_| Err(ended())),
+            Some(syncer) => match syncer.done.try_recv() {
+                Ok(synced) => synced,
+                Err(std::sync::mpsc::TryRecvError::Empty) => return None,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(ended()),
+            },
+            None => Err(io::Error::other("the journal's sync thread is gone")),
+        };
+        self.syncing = false;
+        if synced.is_err() {
+            self.syncer = None;
+        }
+        Some(self.failed_if(synced))
     }
 
     /// Has `waker` called on the sync thread each time a sync started by

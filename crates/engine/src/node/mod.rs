@@ -161,6 +161,17 @@ const EARLY_SYNC: &str = "syncing a signature share's admission (share not sent)
 /// What a failed sync of a group commit was doing ([`NodeCore::flush`]).
 const BATCH_SYNC: &str = "syncing admissions and share audit entries (shares not sent)";
 
+/// The recipient and the share, if `output` sends a signature share.
+fn signature_share(output: &NodeOutput) -> Option<(&NodeId, &permafrost_wire::SignShare)> {
+    match output {
+        NodeOutput::Transmit {
+            to,
+            message: Message::SignShare(share),
+        } => Some((to, share)),
+        _ => None,
+    }
+}
+
 /// Most admissions staged at once: beyond it (the store cannot keep up, or keeps failing),
 /// signing requests are refused until a flush writes them.
 pub const MAX_STAGED_ADMISSIONS: usize = 4096;
@@ -461,22 +472,15 @@ impl<St: NodeStore> NodeCore<St> {
         self.held
             .iter()
             .chain(self.syncing.iter().flat_map(|(shares, _)| shares))
-            .any(|output| {
-                matches!(output, NodeOutput::Transmit {
-                    to: recipient,
-                    message: Message::SignShare(share),
-                } if recipient == to && share.session == session)
-            })
+            .filter_map(signature_share)
+            .any(|(recipient, share)| recipient == to && share.session == session)
     }
 
     /// Queues the shares whose writes are durable, but none of a revoked session.
     fn release(&mut self, held: Vec<NodeOutput>) {
         let revoked = &self.revoked;
         self.outputs.extend(held.into_iter().filter(|output| {
-            !matches!(output, NodeOutput::Transmit {
-                message: Message::SignShare(share),
-                ..
-            } if revoked.contains_key(&share.session))
+            !signature_share(output).is_some_and(|(_, share)| revoked.contains_key(&share.session))
         }));
     }
 
@@ -573,15 +577,7 @@ impl<St: NodeStore> NodeCore<St> {
         self.held
             .iter()
             .chain(self.syncing.iter().flat_map(|(shares, _)| shares))
-            .filter(|output| {
-                matches!(
-                    output,
-                    NodeOutput::Transmit {
-                        message: Message::SignShare(_),
-                        ..
-                    }
-                )
-            })
+            .filter_map(signature_share)
             .count()
     }
 
