@@ -13,9 +13,11 @@ use permafrost_engine::coordinator::{
 };
 use permafrost_net::{Client, InboundRequest, PeerId};
 use permafrost_protocol::{ProtocolError, Refusal};
+use permafrost_runtime::any::AnyAggregated;
 use permafrost_runtime::driver::{self, Outbox, Reply, Undelivered};
 use permafrost_runtime::identity;
 use permafrost_runtime::process::SESSION_LOG_TARGET;
+use permafrost_runtime::workers::WorkerPool;
 use permafrost_wire::{
     decode, ClientAuthorization, Curve, DerivationPath, KeyId, Message, NodeId, OperatorApproval,
     SessionId,
@@ -107,6 +109,32 @@ pub struct Traced {
 
 const TICK: Duration = Duration::from_millis(100);
 
+/// Most threads that aggregate signatures: one per core up to this many.
+const MAX_AGGREGATION_THREADS: usize = 8;
+
+/// What a worker hands back: the session, and its aggregation's result.
+type Aggregated = (SessionId, AnyAggregated);
+
+/// The coordinator's aggregation workers ([`CoordinatorOutput::Aggregate`]: the curve
+/// arithmetic that ends a signing attempt runs there, off the loop, the keys taking turns), and
+/// the channel their results come back on.
+pub struct Aggregations {
+    pool: WorkerPool<KeyId, Aggregated>,
+    results: mpsc::UnboundedReceiver<Aggregated>,
+}
+
+impl Aggregations {
+    /// Starts one worker per core, at most [`MAX_AGGREGATION_THREADS`].
+    pub fn start() -> std::io::Result<Self> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .min(MAX_AGGREGATION_THREADS);
+        let (results_tx, results) = mpsc::unbounded_channel();
+        let pool = WorkerPool::start(threads, "aggregation", results_tx)?;
+        Ok(Aggregations { pool, results })
+    }
+}
+
 /// Runs the engine until the command channel closes or `stop` fires.
 pub async fn run(
     client: Client,
@@ -115,7 +143,12 @@ pub async fn run(
     mut commands: mpsc::Receiver<Traced>,
     mut stop: oneshot::Receiver<()>,
     metrics: Arc<CoordinatorMetrics>,
+    aggregations: Aggregations,
 ) {
+    let Aggregations {
+        pool: workers,
+        results: mut aggregated,
+    } = aggregations;
     let (undelivered_tx, mut undelivered) = mpsc::unbounded_channel();
     let mut outbox = Outbox::new(client);
     outbox.report_undelivered(undelivered_tx);
@@ -130,6 +163,7 @@ pub async fn run(
         traces: BTreeMap::new(),
         session_requests: BTreeMap::new(),
         metrics,
+        workers,
     };
     shell.carry_out();
     let mut ticker = tokio::time::interval(TICK);
@@ -146,6 +180,7 @@ pub async fn run(
             },
             Some(failed) = undelivered.recv() => shell.undelivered(failed),
             Some(reply) = replies.recv() => shell.reply(reply),
+            Some((session, done)) = aggregated.recv() => shell.aggregated(session, done),
             _ = ticker.tick() => shell.tick(),
         }
     }
@@ -166,6 +201,8 @@ struct Shell {
     session_requests: BTreeMap<SessionId, RequestId>,
     /// The pools' depths and how signers were asked go here.
     metrics: Arc<CoordinatorMetrics>,
+    /// Where the signing attempts' aggregations run.
+    workers: WorkerPool<KeyId, Aggregated>,
 }
 
 impl Shell {
@@ -376,6 +413,13 @@ impl Shell {
         }
     }
 
+    /// An aggregation ended on a worker.
+    fn aggregated(&mut self, session: SessionId, done: AnyAggregated) {
+        self.core
+            .handle_aggregated(session, done, permafrost_runtime::now());
+        self.carry_out();
+    }
+
     /// Sends what the core queued, answers what ended, logs what it noticed. An answer that
     /// waits for a session's deliveries is given once the messages queued with it (the commit)
     /// were delivered or failed.
@@ -399,6 +443,14 @@ impl Shell {
                     outcome,
                     after_deliveries,
                 } => answers.push((request, outcome, after_deliveries)),
+                CoordinatorOutput::Aggregate {
+                    session,
+                    aggregation,
+                } => {
+                    let key = aggregation.key_id().clone();
+                    self.workers
+                        .submit(key, move || (session, aggregation.run()));
+                }
                 CoordinatorOutput::Notice(notice) => {
                     if let CoordinatorNotice::SessionOpened {
                         request, session, ..

@@ -52,6 +52,9 @@ pub enum CoordinatorError {
     /// The metrics listener (`metrics_listen`) could not bind.
     #[error("metrics: {0}")]
     Metrics(String),
+    /// A worker thread could not start.
+    #[error("threads: {0}")]
+    Threads(String),
 }
 
 /// A running coordinator.
@@ -181,6 +184,9 @@ impl Coordinator {
             None => None,
         };
 
+        let aggregations = engine::Aggregations::start().map_err(|e| {
+            CoordinatorError::Threads(format!("cannot start the aggregation workers: {e}"))
+        })?;
         let (commands, command_rx) = mpsc::channel(256);
         let (stop_engine, stop_engine_rx) = oneshot::channel();
         let engine = tokio::spawn(engine::run(
@@ -190,6 +196,7 @@ impl Coordinator {
             command_rx,
             stop_engine_rx,
             Arc::clone(&metrics),
+            aggregations,
         ));
         let (stop_probes, stop_probes_rx) = oneshot::channel();
         let prober = probe::spawn(client.clone(), Arc::clone(&probes), stop_probes_rx);

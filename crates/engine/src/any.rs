@@ -280,6 +280,53 @@ pub enum AnyOutput {
     },
     /// Act on an event, in order.
     Event(AnyEvent),
+    /// Run an aggregation (on any thread) and hand its result back to the session with
+    /// [`AnySession::handle_aggregated`].
+    Aggregate(AnyAggregation),
+}
+
+/// A signing attempt's aggregation ([`permafrost_protocol::sign::Aggregation`]) of any curve:
+/// pure arithmetic on copies of public values, to run off the driver's loop.
+pub struct AnyAggregation {
+    key_id: KeyId,
+    run: Box<dyn FnOnce() -> AnyAggregated + Send>,
+}
+
+impl AnyAggregation {
+    fn new<S: Suite>(aggregation: permafrost_protocol::sign::Aggregation<S>) -> Self {
+        AnyAggregation {
+            key_id: aggregation.key_id().clone(),
+            run: Box::new(move || AnyAggregated(Box::new(aggregation.run()))),
+        }
+    }
+
+    /// The key signed with (a worker pool takes the keys in turn).
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    /// Aggregates and verifies.
+    pub fn run(self) -> AnyAggregated {
+        (self.run)()
+    }
+}
+
+impl std::fmt::Debug for AnyAggregation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnyAggregation")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of an [`AnyAggregation`], for the session that made it (of the same curve: a
+/// result of another curve is ignored).
+pub struct AnyAggregated(Box<dyn std::any::Any + Send>);
+
+impl std::fmt::Debug for AnyAggregated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AnyAggregated")
+    }
 }
 
 /// A protocol session of any curve.
@@ -294,6 +341,8 @@ pub trait AnySession: Send {
     ) -> Result<(), ProtocolError>;
     /// See [`Session::handle_timeout`].
     fn handle_timeout(&mut self, now: Timestamp);
+    /// See [`Session::handle_aggregated`].
+    fn handle_aggregated(&mut self, done: AnyAggregated, now: Timestamp);
     /// See [`Session::handle_open_failed`].
     fn handle_open_failed(&mut self, from: &NodeId, failure: OpenFailure<'_>);
     /// See [`Session::poll_output`].
@@ -337,6 +386,15 @@ impl<S: Suite, T: Session<S> + Send> AnySession for Erased<S, T> {
         self.inner.handle_timeout(now)
     }
 
+    fn handle_aggregated(&mut self, done: AnyAggregated, now: Timestamp) {
+        if let Ok(done) = done
+            .0
+            .downcast::<permafrost_protocol::sign::Aggregated<S>>()
+        {
+            self.inner.handle_aggregated(*done, now)
+        }
+    }
+
     fn handle_open_failed(&mut self, from: &NodeId, failure: OpenFailure<'_>) {
         self.inner.handle_open_failed(from, failure)
     }
@@ -346,6 +404,9 @@ impl<S: Suite, T: Session<S> + Send> AnySession for Erased<S, T> {
         Some(match output {
             Output::Send { to, message } => AnyOutput::Send { to, message },
             Output::Event(event) => AnyOutput::Event(convert_event(event)),
+            Output::Aggregate(aggregation) => {
+                AnyOutput::Aggregate(AnyAggregation::new(aggregation))
+            }
         })
     }
 

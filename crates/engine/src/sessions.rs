@@ -113,6 +113,20 @@ impl Sessions {
         }
     }
 
+    /// Hands the session at `route` the result of an aggregation it made (ignored if it ended).
+    pub fn aggregated(
+        &mut self,
+        route: &Route,
+        done: crate::any::AnyAggregated,
+        now: Timestamp,
+        handler: OutputHandler,
+    ) {
+        if let Some(session) = self.sessions.get_mut(route) {
+            session.handle_aggregated(done, now);
+            self.drain(route, handler);
+        }
+    }
+
     /// Lets time pass for every session whose deadline is due.
     pub fn tick(&mut self, now: Timestamp, handler: OutputHandler) {
         let due: Vec<Route> = self
@@ -167,7 +181,7 @@ impl Sessions {
                 break;
             };
             match output {
-                AnyOutput::Send { .. } => {
+                AnyOutput::Send { .. } | AnyOutput::Aggregate(_) => {
                     handler(route, output);
                 }
                 AnyOutput::Event(_) => {
@@ -215,6 +229,8 @@ mod tests {
         ) -> Result<(), ProtocolError> {
             Ok(())
         }
+        fn handle_aggregated(&mut self, _: crate::any::AnyAggregated, _: Timestamp) {}
+
         fn handle_timeout(&mut self, now: Timestamp) {
             if self.deadline.is_some_and(|t| t <= now) {
                 self.fired

@@ -23,8 +23,8 @@ use permafrost_wire::{
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRngCore, RngCore, SeedableRng};
 
-use crate::any::AnyEvent;
 use crate::any::StoredShare;
+use crate::any::{AnyAggregation, AnyEvent};
 use crate::coordinator::{
     CoordinatorCore, CoordinatorNotice, CoordinatorOutput, CoordinatorSetup, KeyMeta,
     MemoryMetadataStore, MetadataStore, Outcome, RequestId, ReshareState,
@@ -34,7 +34,7 @@ use crate::node::{MemoryNodeStore, NodeCore, NodeNotice, NodeOutput, NodeSetup, 
 use permafrost_keystore::ShareState;
 use permafrost_protocol::lifecycle::{OperatorKey, OperatorPolicy};
 use permafrost_protocol::sign::client::{ClientKey, ClientPolicy};
-use permafrost_protocol::sign::{SigningCoordinator, DEFAULT_SIGN_TIMEOUT};
+use permafrost_protocol::sign::{Aggregation, SigningCoordinator, DEFAULT_SIGN_TIMEOUT};
 use permafrost_protocol::{
     Event, IdentityVerifier, KeyShare, NodeIdentity, OpenFailure, Output, ProtocolError, Session,
     Suite, Timestamp,
@@ -289,17 +289,96 @@ pub struct SimCoordinator<S: Suite> {
     /// Sessions a test started itself.
     sessions: BTreeMap<SessionId, Box<dyn Session<S>>>,
     aliases: BTreeMap<SessionId, SessionId>,
-    outputs: VecDeque<Output<S>>,
+    outputs: VecDeque<PartyOutput<S>>,
+    /// Keys whose aggregations wait until released ([`SimCoordinator::hold_aggregations`]), as
+    /// a worker busy with them would keep them waiting.
+    held_keys: BTreeSet<KeyId>,
+    /// The aggregations waiting, in order.
+    held: Vec<HeldAggregation<S>>,
+    /// The time of the latest input.
+    now: Timestamp,
+}
+
+/// An aggregation the simulated coordinator keeps waiting: of a session a test started, or of
+/// the core's.
+enum HeldAggregation<S: Suite> {
+    Raw(SessionId, Aggregation<S>),
+    Core(SessionId, AnyAggregation),
+}
+
+impl<S: Suite> HeldAggregation<S> {
+    fn key_id(&self) -> &KeyId {
+        match self {
+            HeldAggregation::Raw(_, a) => a.key_id(),
+            HeldAggregation::Core(_, a) => a.key_id(),
+        }
+    }
 }
 
 impl<S: Suite> SimCoordinator<S> {
+    /// Moves the outputs of the sessions a test started out; their aggregations run at once
+    /// (as a pool with a free worker would run them), unless their key's are held.
     fn collect(&mut self) {
-        for session in self.sessions.values_mut() {
-            while let Some(o) = session.poll_output() {
-                self.outputs.push_back(o);
+        loop {
+            let mut ran = false;
+            for (id, session) in self.sessions.iter_mut() {
+                while let Some(o) = session.poll_output() {
+                    match o {
+                        Output::Aggregate(a) if self.held_keys.contains(a.key_id()) => {
+                            self.held.push(HeldAggregation::Raw(*id, a));
+                        }
+                        Output::Aggregate(a) => {
+                            session.handle_aggregated(a.run(), self.now);
+                            ran = true;
+                        }
+                        Output::Send { to, message } => {
+                            self.outputs.push_back(PartyOutput::Send(to, message))
+                        }
+                        Output::Event(event) => self.outputs.push_back(PartyOutput::Event(event)),
+                    }
+                }
+            }
+            if !ran {
+                break;
             }
         }
         self.sessions.retain(|_, s| !s.is_finished());
+    }
+
+    /// Keeps every aggregation of signatures with `key` waiting from now on, as a worker busy
+    /// with that key would: the rest of the coordinator goes on.
+    pub fn hold_aggregations(&mut self, key: &KeyId) {
+        self.held_keys.insert(key.clone());
+    }
+
+    /// How many aggregations wait.
+    pub fn held_aggregations(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Runs the aggregations of `key` that waited, in order, and runs the key's next ones at
+    /// once again. (The network moves what they produce on its next step.)
+    pub fn release_aggregations(&mut self, key: &KeyId) {
+        self.held_keys.remove(key);
+        let (released, kept) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.key_id() == key);
+        self.held = kept;
+        for held in released {
+            match held {
+                HeldAggregation::Raw(id, a) => {
+                    if let Some(session) = self.sessions.get_mut(&id) {
+                        session.handle_aggregated(a.run(), self.now);
+                    }
+                    self.collect();
+                }
+                HeldAggregation::Core(id, a) => {
+                    if let Some(core) = self.core.as_mut() {
+                        core.handle_aggregated(id, a.run(), self.now);
+                    }
+                }
+            }
+        }
     }
 
     /// A member refused the open of `session`.
@@ -364,6 +443,7 @@ impl<S: Suite> SimCoordinator<S> {
         now: Timestamp,
         rng: &mut dyn CryptoRngCore,
     ) -> Result<(), ProtocolError> {
+        self.now = self.now.max(now);
         let routed = self
             .aliases
             .get(&message.session())
@@ -381,6 +461,7 @@ impl<S: Suite> SimCoordinator<S> {
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
+        self.now = self.now.max(now);
         for s in self.sessions.values_mut() {
             if s.poll_timeout().is_some_and(|due| due <= now) {
                 s.handle_timeout(now);
@@ -404,16 +485,26 @@ impl<S: Suite> SimCoordinator<S> {
 
     fn poll_output(&mut self) -> Option<PartyOutput<S>> {
         if let Some(output) = self.outputs.pop_front() {
-            return Some(match output {
-                Output::Send { to, message } => PartyOutput::Send(to, message),
-                Output::Event(event) => PartyOutput::Event(event),
+            return Some(output);
+        }
+        loop {
+            return Some(match self.core.as_mut()?.poll_output()? {
+                CoordinatorOutput::Transmit { to, message, .. } => PartyOutput::Send(to, message),
+                CoordinatorOutput::Done { outcome, .. } => PartyOutput::Event(typed(outcome)),
+                CoordinatorOutput::Notice(notice) => PartyOutput::CoordinatorNotice(notice),
+                CoordinatorOutput::Aggregate {
+                    session,
+                    aggregation,
+                } => {
+                    if self.held_keys.contains(aggregation.key_id()) {
+                        self.held.push(HeldAggregation::Core(session, aggregation));
+                    } else if let Some(core) = self.core.as_mut() {
+                        core.handle_aggregated(session, aggregation.run(), self.now);
+                    }
+                    continue;
+                }
             });
         }
-        Some(match self.core.as_mut()?.poll_output()? {
-            CoordinatorOutput::Transmit { to, message, .. } => PartyOutput::Send(to, message),
-            CoordinatorOutput::Done { outcome, .. } => PartyOutput::Event(typed(outcome)),
-            CoordinatorOutput::Notice(notice) => PartyOutput::CoordinatorNotice(notice),
-        })
     }
 }
 
@@ -721,6 +812,9 @@ impl<S: Suite> Network<S> {
                 sessions: BTreeMap::new(),
                 aliases: BTreeMap::new(),
                 outputs: VecDeque::new(),
+                held_keys: BTreeSet::new(),
+                held: Vec::new(),
+                now: Timestamp(0),
             })),
         );
         id
@@ -1432,6 +1526,33 @@ impl<S: Suite> Network<S> {
         message: &[u8],
         client: ClientAuthorization,
     ) -> Result<SignOutcome<S>, ProtocolError> {
+        let mark = self.start_sign_roast(
+            coordinator,
+            key_id,
+            epoch,
+            public_key_package,
+            committee,
+            path,
+            message,
+            client,
+        )?;
+        self.signing_result(coordinator, mark, deadlines::SIGNING)
+    }
+
+    /// Gives the coordinator core a signing request, as [`Network::sign_roast_path_as`] does,
+    /// without running the network: returns the index of the events its outcome comes after.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_sign_roast(
+        &mut self,
+        coordinator: &NodeId,
+        key_id: &KeyId,
+        epoch: Epoch,
+        public_key_package: &PublicKeyPackage<S>,
+        committee: &[NodeId],
+        path: &DerivationPath,
+        message: &[u8],
+        client: ClientAuthorization,
+    ) -> Result<usize, ProtocolError> {
         let key = KeyMeta {
             key_id: key_id.clone(),
             curve: S::CURVE,
@@ -1462,7 +1583,7 @@ impl<S: Suite> Network<S> {
                 &mut rng,
             )
         })?;
-        self.signing_result(coordinator, mark, deadlines::SIGNING)
+        Ok(mark)
     }
 
     /// Starts a signing session at `coordinator` and runs until it ends.

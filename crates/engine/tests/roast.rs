@@ -16,7 +16,8 @@ use permafrost_engine::deadlines;
 use permafrost_engine::sim::{Envelope, Fault, Network};
 use permafrost_protocol::sign::{Signer, SignerLimits};
 use permafrost_protocol::wire::{
-    encode, Epoch, Message, NodeId, SessionId, SignPackage, SignRefusal, SignRequest,
+    encode, DerivationPath, Epoch, Message, NodeId, SessionId, SignPackage, SignRefusal,
+    SignRequest,
 };
 use permafrost_protocol::{Output, ProtocolError, Refusal, Session, Suite, Timestamp};
 use rand_chacha::ChaCha20Rng;
@@ -718,8 +719,149 @@ fn a_nonce_asked_for_again_at_once_still_expires<S: Suite>() {
     assert_eq!(first.poll_timeout(), None);
 }
 
+/// The outcomes (signature or failure) the coordinator gave since event index `mark`.
+fn outcomes_since<S: Suite>(
+    net: &Network<S>,
+    coordinator: &NodeId,
+    mark: usize,
+) -> Vec<Result<frost_core::Signature<S>, ProtocolError>> {
+    use permafrost_protocol::Event;
+    net.events[mark..]
+        .iter()
+        .filter(|(at, _)| at == coordinator)
+        .filter_map(|(_, event)| match event {
+            Event::SignatureReady { signature, .. } => Some(Ok(*signature)),
+            Event::Failed(error) => Some(Err(error.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Starts a signature of `message` with `key` through the coordinator core, approved by the
+/// simulator's client; returns the mark its outcome comes after.
+fn start_signature<S: Suite>(
+    net: &mut Network<S>,
+    coordinator: &NodeId,
+    key: &permafrost_protocol::wire::KeyId,
+    pkp: &frost_core::keys::PublicKeyPackage<S>,
+    committee: &[NodeId],
+    message: &[u8],
+) -> usize {
+    let client = net.authorize(key, pkp, message);
+    net.start_sign_roast(
+        coordinator,
+        key,
+        Epoch(0),
+        pkp,
+        committee,
+        &DerivationPath::ROOT,
+        message,
+        client,
+    )
+    .unwrap()
+}
+
+/// The coordinator's aggregations run off its loop, the keys taking turns. While a signature
+/// with key A waits for its aggregation (held, as a worker busy with key A would hold it), a
+/// signature with key B is made and answered; A's is answered, and verifies, once its
+/// aggregation ends.
+fn a_key_waiting_for_its_aggregation_does_not_stall_another<S: Suite>() {
+    let (mut net, nodes, coordinator, key_a, pkp_a) = network_with_key::<S>(71, 2, 3);
+    let key_b = key_id("key-2");
+    let pkp_b = net.run_dkg(&coordinator, &key_b, 2, &nodes).unwrap();
+    net.coordinator_mut(&coordinator)
+        .unwrap()
+        .hold_aggregations(&key_a);
+    let mark = start_signature(&mut net, &coordinator, &key_a, &pkp_a, &nodes, b"with A");
+    net.run_until(deadlines::SIGNING_ATTEMPT, |n| {
+        n.coordinator(&coordinator).unwrap().held_aggregations() == 1
+    });
+    assert_eq!(
+        net.coordinator(&coordinator).unwrap().held_aggregations(),
+        1,
+        "A's shares are all in and its aggregation waits"
+    );
+    assert!(outcomes_since(&net, &coordinator, mark).is_empty());
+
+    let signers = signs(
+        &mut net,
+        &coordinator,
+        &key_b,
+        Epoch(0),
+        &pkp_b,
+        &nodes,
+        b"with B",
+    );
+    assert_eq!(signers.len(), 2);
+    let outcomes = outcomes_since(&net, &coordinator, mark);
+    assert_eq!(outcomes.len(), 1, "only B's request was answered");
+    verify_independently(&pkp_b, b"with B", outcomes[0].as_ref().unwrap());
+
+    net.coordinator_mut(&coordinator)
+        .unwrap()
+        .release_aggregations(&key_a);
+    net.run_until(deadlines::SIGNING, |n| {
+        outcomes_since(n, &coordinator, mark).len() == 2
+    });
+    let outcomes = outcomes_since(&net, &coordinator, mark);
+    assert_eq!(outcomes.len(), 2);
+    verify_independently(&pkp_a, b"with A", outcomes[1].as_ref().unwrap());
+    assert_eq!(
+        net.coordinator(&coordinator).unwrap().held_aggregations(),
+        0
+    );
+}
+
+/// An aggregation that does not come back in time fails its request at the request's
+/// deadline, naming the coordinator's own aggregation and no signer; its late result changes
+/// nothing, and the key signs again.
+fn an_aggregation_late_past_the_deadline_fails_its_request_naming_no_signer<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(72, 2, 3);
+    net.coordinator_mut(&coordinator)
+        .unwrap()
+        .hold_aggregations(&key);
+    let mark = start_signature(&mut net, &coordinator, &key, &pkp, &nodes, b"late");
+    net.run_until(deadlines::SIGNING * 2, |n| {
+        !outcomes_since(n, &coordinator, mark).is_empty()
+    });
+    let outcomes = outcomes_since(&net, &coordinator, mark);
+    assert_eq!(outcomes.len(), 1);
+    match &outcomes[0] {
+        Err(ProtocolError::Timeout { phase, silent }) => {
+            assert!(phase.contains("aggregation"), "{phase}");
+            assert!(silent.is_empty(), "signers blamed: {silent:?}");
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(
+        net.coordinator(&coordinator).unwrap().held_aggregations(),
+        1
+    );
+
+    net.coordinator_mut(&coordinator)
+        .unwrap()
+        .release_aggregations(&key);
+    net.run(deadlines::SIGNING_ATTEMPT);
+    assert_eq!(
+        outcomes_since(&net, &coordinator, mark).len(),
+        1,
+        "the late result answered nothing"
+    );
+    signs(
+        &mut net,
+        &coordinator,
+        &key,
+        Epoch(0),
+        &pkp,
+        &nodes,
+        b"again",
+    );
+}
+
 per_suite!(
     a_cheater_in_a_given_up_attempt_is_named_at_once,
+    a_key_waiting_for_its_aggregation_does_not_stall_another,
+    an_aggregation_late_past_the_deadline_fails_its_request_naming_no_signer,
     a_nonce_asked_for_again_at_once_still_expires,
     only_t_are_asked_and_a_silent_one_is_replaced,
     a_refusal_after_a_share_does_not_spoil_its_attempt,

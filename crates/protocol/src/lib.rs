@@ -62,6 +62,12 @@ pub trait Session<S: Suite> {
     /// Tells the session the time is `now`; deadlines that have passed take effect.
     fn handle_timeout(&mut self, now: Timestamp);
 
+    /// Hands back the result of an [`Output::Aggregate`] this session made, run by the
+    /// driver. The default ignores it: only a ROAST coordinator hands aggregations over.
+    fn handle_aggregated(&mut self, done: sign::Aggregated<S>, now: Timestamp) {
+        let _ = (done, now);
+    }
+
     /// Tells a coordinator's session that `from` did not take the session's open: it refused
     /// it, or the open could not reach it. The default ignores it (the session's deadline deals
     /// with silence); a DKG or reshare coordinator ends the session at once when a member it

@@ -47,6 +47,10 @@ pub enum Output<S: Suite> {
     },
     /// Something the driver must act on.
     Event(Event<S>),
+    /// Curve arithmetic to run, on any thread, and hand back to this session with
+    /// [`Session::handle_aggregated`](crate::Session::handle_aggregated) (a ROAST coordinator's
+    /// aggregation; see [`crate::sign::Aggregation`]).
+    Aggregate(crate::sign::Aggregation<S>),
 }
 
 /// Results a session reports to its driver.

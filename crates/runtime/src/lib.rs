@@ -12,6 +12,7 @@
 //! - [`credentials`]: where a secret file named in a config is found (systemd's credentials
 //!   directory), and the refusal of one that others can read.
 //! - [`metrics`]: the Prometheus registry, the `GET /metrics` listener and the shared labels.
+//! - [`workers`]: threads for a loop's curve arithmetic, taking the keys' jobs in turn.
 //!
 //! [`NodeIdentity`]: permafrost_protocol::NodeIdentity
 //! [`IdentityVerifier`]: permafrost_protocol::IdentityVerifier
@@ -25,6 +26,7 @@ pub mod identity;
 pub mod metrics;
 pub mod network;
 pub mod process;
+pub mod workers;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

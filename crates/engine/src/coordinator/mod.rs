@@ -86,6 +86,15 @@ pub enum CoordinatorOutput {
         /// or a reshare's commit): the new epoch is then in force on every member reached.
         after_deliveries: Option<SessionId>,
     },
+    /// Run `aggregation` (off the loop: on a worker pool, taking keys in turn) and hand its
+    /// result back with [`CoordinatorCore::handle_aggregated`]. The session's deadline runs
+    /// meanwhile; a result that never comes back fails the request at that deadline.
+    Aggregate {
+        /// The session it belongs to.
+        session: SessionId,
+        /// The arithmetic.
+        aggregation: any::AnyAggregation,
+    },
     /// Something an operator should be able to see.
     Notice(CoordinatorNotice),
 }
@@ -603,6 +612,19 @@ impl<M: MetadataStore> CoordinatorCore<M> {
         self.drive(|sessions, handler| sessions.deliver(&route, from, message, now, rng, handler))
     }
 
+    /// The result of an aggregation of `session`'s ([`CoordinatorOutput::Aggregate`]); ignored
+    /// if the session ended meanwhile.
+    pub fn handle_aggregated(
+        &mut self,
+        session: SessionId,
+        done: any::AnyAggregated,
+        now: Timestamp,
+    ) {
+        self.now = self.now.max(now);
+        let route = Route::Session(session);
+        self.drive(|sessions, handler| sessions.aggregated(&route, done, now, handler));
+    }
+
     /// A message that could not reach `to` (the dial failed). A signing request (one round or
     /// two) that did not arrive is as good as refused: ROAST moves on without the member, and fails at once if
     /// fewer than t are left, rather than at its deadline. (A package that does not arrive is
@@ -807,6 +829,13 @@ impl<M: MetadataStore> Finisher<'_, M> {
                     message,
                     session,
                     tracked,
+                });
+                return Handled::Continue;
+            }
+            AnyOutput::Aggregate(aggregation) => {
+                self.outputs.push_back(CoordinatorOutput::Aggregate {
+                    session,
+                    aggregation,
                 });
                 return Handled::Continue;
             }

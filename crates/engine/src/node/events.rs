@@ -51,6 +51,8 @@ impl<St: NodeStore> EventContext<'_, St> {
                 Handled::Continue
             }
             AnyOutput::Event(event) => self.event(route, event),
+            // A node's sessions (signer, DKG and reshare members) aggregate nothing.
+            AnyOutput::Aggregate(_) => Handled::Continue,
         }
     }
 

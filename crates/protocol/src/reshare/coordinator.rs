@@ -387,6 +387,9 @@ impl<S: Suite> ReshareCoordinator<S> {
                     }
                     Output::Event(Event::Failed(e)) => result = Some(Err(e)),
                     Output::Event(_) => {}
+                    // A one-shot signing coordinator aggregates on its own step: it hands
+                    // none over.
+                    Output::Aggregate(_) => {}
                 }
             }
         }

@@ -8,6 +8,7 @@
 //! its share. The coordinators aggregate the shares and verify the signature; only if it is
 //! invalid (or the session ends without it) do they verify each share, naming the culprits.
 
+mod aggregation;
 pub mod client;
 mod coordinator;
 mod package;
@@ -20,6 +21,7 @@ pub mod round1;
 pub mod round2;
 mod signer;
 
+pub use aggregation::{Aggregated, Aggregation};
 pub use coordinator::SigningCoordinator;
 pub use roast::RoastCoordinator;
 pub use round1::Nonces;

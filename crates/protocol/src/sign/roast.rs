@@ -11,8 +11,8 @@ use permafrost_wire::{
 use rand_core::CryptoRngCore;
 
 use super::{
-    check_key, check_signing_parameters, package_digest, EncodedCommitment, PooledCommitment,
-    WirePackage, MAX_COMMITMENT_LEN,
+    check_key, check_signing_parameters, package_digest, Aggregated, Aggregation,
+    EncodedCommitment, PooledCommitment, WirePackage, MAX_COMMITMENT_LEN,
 };
 use crate::derive::KeyAtPath;
 use crate::hash::Transcript;
@@ -36,12 +36,13 @@ const MAX_GROUP_COMMITMENT_LEN: usize = 64;
 ///
 /// **Attempts.** Members holding one fresh commitment are *ready*; as soon as `t` are ready, an
 /// attempt starts with those `t` (a signing package to each). Shares are collected and
-/// aggregated when all `t` are in; frost verifies the aggregate signature and, only when it
-/// fails, each share, naming every member whose share is invalid (a *culprit*, out for good). A
-/// share that cannot be parsed makes its sender a culprit at once. An attempt that can no longer
-/// complete (one of its signers refused, cheated or stalled) is *doomed*: the shares it holds are
-/// verified one by one (a cheater there is named, so it cannot spoil a second attempt), and its
-/// members with a valid share are asked for a fresh commitment and become ready again. So every
+/// aggregated when all `t` are in, by the driver, off its loop ([`Output::Aggregate`]); frost
+/// verifies the aggregate signature and, only when it fails, each share, naming every member
+/// whose share is invalid (a *culprit*, out for good). A share that cannot be parsed makes its
+/// sender a culprit at once. An attempt that can no longer complete (one of its signers
+/// refused, cheated or stalled) is *doomed*: the shares it holds are verified one by one (a
+/// cheater there is named, so it cannot spoil a second attempt), and its members with a valid
+/// share are asked for a fresh commitment and become ready again. So every
 /// failed attempt holds a member that is silent, refused or cheated, each such member spoils at
 /// most one attempt, and with at most `n − t` of them a signature comes out after at most
 /// `n − t + 1` attempts.
@@ -132,6 +133,8 @@ struct Attempt<S: Suite> {
     stalled: bool,
     /// It can no longer complete: one of its signers refused, cheated or stalled.
     doomed: bool,
+    /// Its aggregation was handed to the driver and has not come back.
+    aggregating: bool,
     /// Whether its package holds a point outside the prime-order subgroup, once a refusal made
     /// the coordinator check (see [`RoastCoordinator::convict_points_outside_the_group`]).
     outside_the_group: Option<bool>,
@@ -492,6 +495,7 @@ impl<S: Suite> RoastCoordinator<S> {
             deadline: now.after(self.attempt_timeout),
             stalled: false,
             doomed: false,
+            aggregating: false,
             outside_the_group: None,
         });
     }
@@ -557,7 +561,7 @@ impl<S: Suite> RoastCoordinator<S> {
         a.group_commitments.insert(id, message.group_commitment);
         if a.shares.len() == a.signers.len() {
             // Complete (even if it was given up for a late share: the signature still counts).
-            self.aggregate(attempt, now);
+            self.aggregate(attempt);
         } else if a.doomed {
             // Its attempt was given up: judge the share alone, and make its sender ready for
             // the next attempt if it is valid.
@@ -596,19 +600,40 @@ impl<S: Suite> RoastCoordinator<S> {
         valid
     }
 
-    /// All shares of `attempt` are in: aggregates them (frost verifies the signature, and only
-    /// if it is invalid, each share). Invalid shares convict their senders and doom the attempt.
-    fn aggregate(&mut self, attempt: usize, now: Timestamp) {
-        let Some(a) = self.attempts.get(attempt) else {
+    /// All shares of `attempt` are in: hands their aggregation to the driver
+    /// ([`Output::Aggregate`]; frost verifies the signature, and only if it is invalid, each
+    /// share). Its result comes back through [`Self::aggregated`].
+    fn aggregate(&mut self, attempt: usize) {
+        let Some(a) = self.attempts.get_mut(attempt) else {
             return;
         };
-        match super::round2::aggregate(
-            &a.package,
-            &a.shares,
-            self.key.package(),
+        a.aggregating = true;
+        let a = &*a;
+        self.outputs.push_back(Output::Aggregate(Aggregation::new(
+            attempt,
+            self.key_id.clone(),
+            a.package.clone(),
+            a.shares.clone(),
+            self.key.package().clone(),
             CheaterDetection::AllCheaters,
-            a.claimed_group_commitment().as_ref(),
-        ) {
+            a.claimed_group_commitment(),
+        )));
+    }
+
+    /// The aggregation of an attempt ended: a verified signature ends the request; invalid
+    /// shares convict their senders and doom the attempt. A result for a request that ended
+    /// meanwhile (its deadline, another attempt's signature) changes nothing.
+    fn aggregated(&mut self, done: Aggregated<S>, now: Timestamp) {
+        if self.finished {
+            return;
+        }
+        let attempt = done.attempt;
+        let Some(a) = self.attempts.get_mut(attempt) else {
+            return;
+        };
+        a.aggregating = false;
+        let a = &*a;
+        match done.result {
             Ok(signature) => {
                 let mut signers: Vec<NodeId> = a
                     .signers
@@ -976,13 +1001,23 @@ impl<S: Suite> Session<S> for RoastCoordinator<S> {
         }
     }
 
+    fn handle_aggregated(&mut self, done: Aggregated<S>, now: Timestamp) {
+        self.aggregated(done, now);
+    }
+
     fn handle_timeout(&mut self, now: Timestamp) {
         if self.finished {
             return;
         }
         if now >= self.deadline {
+            // An aggregation that has not come back is the coordinator's own delay.
+            let phase = if self.attempts.iter().any(|a| a.aggregating) {
+                "ROAST signing, the coordinator's own aggregation unfinished"
+            } else {
+                "ROAST signing"
+            };
             let error = ProtocolError::Timeout {
-                phase: "ROAST signing",
+                phase,
                 silent: self.silent(),
             };
             return self.fail(error);
