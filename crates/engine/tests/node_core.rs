@@ -14,12 +14,14 @@ use std::time::Duration;
 
 use common::*;
 use permafrost_engine::deadlines;
-use permafrost_engine::node::{NodeNotice, NodeStore, ReshareRecord};
+use permafrost_engine::node::{NodeNotice, NodeStore, ReshareRecord, MAX_STAGED_ADMISSIONS};
 use permafrost_engine::sim::{Envelope, Fault, Network, SimVerifier};
 use permafrost_keystore::AuditKind;
 use permafrost_protocol::dkg::DkgCoordinator;
+use permafrost_protocol::sign::SignerLimits;
 use permafrost_protocol::wire::{
-    ClientAuthorization, Epoch, KeyId, Message, MessageKind, NodeId, Probe, SessionId,
+    ClientAuthorization, DerivationPath, Epoch, KeyId, Message, MessageKind, NodeId, Probe,
+    SessionId, SignRequest,
 };
 use permafrost_protocol::{ProtocolError, Refusal, Session, Suite};
 
@@ -540,6 +542,99 @@ fn a_share_waits_for_its_own_sync_while_the_node_goes_on<S: Suite>() {
         .audit_entries()
         .filter(|(e, _)| signature_entry(e))
         .all(|(_, durable)| durable));
+}
+
+/// A coordinator that floods a node whose keystore sync hangs cannot make it hold more than
+/// `MAX_STAGED_ADMISSIONS` admissions waiting for the keystore: beyond them every signing
+/// request is refused at once with a `Limit` that says so, and no share leaves. Once the sync
+/// ends, the node writes what it held and signs with the others again.
+fn a_flood_while_the_sync_hangs_is_refused_beyond_the_staged_cap<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(116, 2, 3);
+    let victim = nodes[0].clone();
+    hold_sync_ends(&mut net, &victim, true);
+    let remembered = remembered_requests(&net, &victim);
+    let sent = Sent::watch(&mut net);
+    // A signature whose share waits on the held sync: a sync is running.
+    let first = start_roast(
+        &mut net,
+        &coordinator,
+        &key,
+        &pkp,
+        &nodes,
+        b"first",
+        SessionId([16; 32]),
+    );
+    let v = victim.clone();
+    net.run_until(Duration::from_secs(1), move |n| {
+        n.node(&v)
+            .and_then(|node| node.core())
+            .is_some_and(|core| core.held_shares() == 1)
+    });
+    assert!(net.node(&victim).unwrap().core().unwrap().sync_running());
+
+    let extra = 40;
+    let mark = net.refused.len();
+    for i in 0..MAX_STAGED_ADMISSIONS + extra {
+        let message = format!("flood {i}").into_bytes();
+        let client = net.authorize(&key, &pkp, &message);
+        let mut session = [0xF1; 32];
+        session[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let request = SignRequest {
+            session: SessionId(session),
+            key_id: key.clone(),
+            epoch: Epoch(0),
+            message,
+            path: DerivationPath::ROOT,
+            client: Some(client),
+        };
+        net.inject(&coordinator, &victim, Message::SignRequest(request));
+    }
+    net.run(Duration::from_millis(10));
+    let waiting = refused_since(&net, mark, &victim)
+        .into_iter()
+        .filter(|e| {
+            matches!(e, ProtocolError::Refused(Refusal::Limit(why))
+                if why.contains("admissions wait for the keystore"))
+        })
+        .count();
+    assert_eq!(
+        waiting, extra,
+        "exactly the requests beyond the cap are refused for the keystore"
+    );
+    let core = net.node(&victim).unwrap().core().unwrap();
+    assert!(core.sync_running(), "the sync still hangs");
+    assert_eq!(core.held_shares(), 1, "the flood holds no share");
+    assert_eq!(sent.count(&victim, MessageKind::SignShare), 0);
+
+    // The sync ends: the first share leaves and completes its signature. Once the flood's
+    // nonces expire (the signer's own cap on open sessions refused part of it), the node signs
+    // again.
+    {
+        let core = net.node_mut(&victim).unwrap().core_mut().unwrap();
+        core.store_mut().hold_sync_ends(false);
+        assert!(core.sync_ended());
+    }
+    let (signers, _) = roast_outcome(&mut net, &coordinator, first, &pkp, b"first").unwrap();
+    assert!(signers.contains(&victim), "{signers:?}");
+    assert_eq!(sent.count(&victim, MessageKind::SignShare), 1);
+    // Every admission it held is now in its store (with the first signature's), none lost.
+    assert_eq!(
+        remembered_requests(&net, &victim),
+        remembered + 1 + MAX_STAGED_ADMISSIONS
+    );
+    net.advance(SignerLimits::default().session_timeout + Duration::from_secs(1));
+    let after = start_roast(
+        &mut net,
+        &coordinator,
+        &key,
+        &pkp,
+        &nodes,
+        b"after",
+        SessionId([17; 32]),
+    );
+    let (signers, culprits) = roast_outcome(&mut net, &coordinator, after, &pkp, b"after").unwrap();
+    assert!(signers.contains(&victim), "{signers:?}");
+    assert!(culprits.is_empty());
 }
 
 /// Group commit, through the node core: a node computes its share but crashes before it is
@@ -1216,6 +1311,7 @@ per_suite!(
     crash_after_admission_releases_nothing,
     a_crash_before_the_sync_releases_no_share,
     a_share_waits_for_its_own_sync_while_the_node_goes_on,
+    a_flood_while_the_sync_hangs_is_refused_beyond_the_staged_cap,
     client_request_ids_survive_a_restart,
     a_policy_change_keeps_staged_request_ids,
     the_store_refuses_an_approval_the_gate_forgot,

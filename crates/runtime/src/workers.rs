@@ -9,8 +9,9 @@
 //! channel (a worker never waits on the loop). A job that panics loses only its own result
 //! (logged): its caller's deadline deals with it, and the worker goes on.
 //!
-//! The queue is as long as the owner makes it: the coordinator queues at most one job per
-//! attempt of a signature in flight, and signatures in flight are bounded by its admission.
+//! The queue is as long as the owner makes it: the coordinator queues one job per signing
+//! attempt whose t shares are all in, so it holds no more than the signatures the signers are
+//! making, under their own limits (rate, open sessions, pooled nonces).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
