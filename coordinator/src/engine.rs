@@ -26,7 +26,7 @@ use rand_core::OsRng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::metrics::{CoordinatorMetrics, RotationOutcome};
+use crate::metrics::{AggregatedOn, CoordinatorMetrics, RotationOutcome};
 use crate::store::MetadataDb;
 
 pub use permafrost_engine::coordinator::Outcome;
@@ -164,6 +164,7 @@ pub async fn run(
         session_requests: BTreeMap::new(),
         metrics,
         workers,
+        backlog: false,
     };
     shell.carry_out();
     let mut ticker = tokio::time::interval(TICK);
@@ -175,15 +176,31 @@ pub async fn run(
                 None => break,
             },
             request = inbound.recv() => match request {
-                Some(request) => shell.inbound(request),
+                Some(request) => {
+                    shell.backlog = backlog(&inbound, &replies, &commands);
+                    shell.inbound(request)
+                }
                 None => break,
             },
             Some(failed) = undelivered.recv() => shell.undelivered(failed),
-            Some(reply) = replies.recv() => shell.reply(reply),
+            Some(reply) = replies.recv() => {
+                shell.backlog = backlog(&inbound, &replies, &commands);
+                shell.reply(reply)
+            }
             Some((session, done)) = aggregated.recv() => shell.aggregated(session, done),
             _ = ticker.tick() => shell.tick(),
         }
     }
+}
+
+/// Whether other inputs wait on the loop right now (the messages that can complete a signing
+/// attempt come as inbound requests or as replies).
+fn backlog(
+    inbound: &mpsc::Receiver<InboundRequest>,
+    replies: &mpsc::UnboundedReceiver<Reply>,
+    commands: &mpsc::Receiver<Traced>,
+) -> bool {
+    !inbound.is_empty() || !replies.is_empty() || !commands.is_empty()
 }
 
 /// The IO around the coordinator core.
@@ -201,8 +218,13 @@ struct Shell {
     session_requests: BTreeMap<SessionId, RequestId>,
     /// The pools' depths and how signers were asked go here.
     metrics: Arc<CoordinatorMetrics>,
-    /// Where the signing attempts' aggregations run.
+    /// Where the signing attempts' aggregations run when other inputs wait on the loop.
     workers: WorkerPool<KeyId, Aggregated>,
+    /// Whether other inputs waited on the loop when the message being handled was taken. An
+    /// aggregation it completes then goes to the workers, so that nothing waits behind it;
+    /// with nothing waiting it runs here at once, and a signature alone saves the handoff (two
+    /// thread wake-ups, BENCHMARKS.md "The aggregation off the coordinator's loop").
+    backlog: bool,
 }
 
 impl Shell {
@@ -447,9 +469,17 @@ impl Shell {
                     session,
                     aggregation,
                 } => {
-                    let key = aggregation.key_id().clone();
-                    self.workers
-                        .submit(key, move || (session, aggregation.run()));
+                    if self.backlog {
+                        self.metrics.aggregation(AggregatedOn::Workers);
+                        let key = aggregation.key_id().clone();
+                        self.workers
+                            .submit(key, move || (session, aggregation.run()));
+                    } else {
+                        self.metrics.aggregation(AggregatedOn::Loop);
+                        let done = aggregation.run();
+                        self.core
+                            .handle_aggregated(session, done, permafrost_runtime::now());
+                    }
                 }
                 CoordinatorOutput::Notice(notice) => {
                     if let CoordinatorNotice::SessionOpened {

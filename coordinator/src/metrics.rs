@@ -79,6 +79,33 @@ pub enum RotationOutcome {
     Failed,
 }
 
+/// Label `on` of an aggregation: `loop` or `workers`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AggregatedOnLabel {
+    /// Where it ran.
+    pub on: &'static str,
+}
+
+/// Where a signing attempt's aggregation ran, for `coordinator_aggregations`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggregatedOn {
+    /// On the engine's loop: nothing else waited there.
+    Loop,
+    /// On the aggregation workers: other inputs waited on the loop.
+    Workers,
+}
+
+impl AggregatedOn {
+    const ALL: [AggregatedOn; 2] = [AggregatedOn::Loop, AggregatedOn::Workers];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            AggregatedOn::Loop => "loop",
+            AggregatedOn::Workers => "workers",
+        }
+    }
+}
+
 impl RotationOutcome {
     const ALL: [RotationOutcome; 3] = [
         RotationOutcome::Started,
@@ -146,6 +173,7 @@ pub struct CoordinatorMetrics {
     pool_depth: Family<NodeLabel, Gauge>,
     signer_asks: Family<ModeLabel, Counter>,
     rotations: Family<RotationLabel, Counter>,
+    aggregations: Family<AggregatedOnLabel, Counter>,
     /// The names of the network file's nodes.
     names: BTreeMap<NodeId, String>,
     /// The asks counted so far (the core counts since it opened).
@@ -171,6 +199,7 @@ impl CoordinatorMetrics {
             pool_depth: Family::default(),
             signer_asks: Family::default(),
             rotations: Family::default(),
+            aggregations: Family::default(),
             names,
             asks_seen: std::sync::Mutex::new(SignerAsks::default()),
         };
@@ -206,6 +235,17 @@ impl CoordinatorMetrics {
             let _ = metrics.rotations.get_or_create(&RotationLabel {
                 outcome: outcome.as_str(),
             });
+        }
+        registry.register(
+            "coordinator_aggregations",
+            "Signing attempts aggregated (aggregate, verify), by where: on the engine's loop \
+             (nothing else waited there) or on the aggregation workers",
+            metrics.aggregations.clone(),
+        );
+        for on in AggregatedOn::ALL {
+            let _ = metrics
+                .aggregations
+                .get_or_create(&AggregatedOnLabel { on: on.as_str() });
         }
         for (code, status) in codes::STATUSES {
             if (400..500).contains(&status) {
@@ -276,6 +316,13 @@ impl CoordinatorMetrics {
             .get_or_create(&RotationLabel {
                 outcome: outcome.as_str(),
             })
+            .inc();
+    }
+
+    /// A signing attempt was aggregated `on` the loop or the workers.
+    pub fn aggregation(&self, on: AggregatedOn) {
+        self.aggregations
+            .get_or_create(&AggregatedOnLabel { on: on.as_str() })
             .inc();
     }
 

@@ -1085,6 +1085,18 @@ async fn check_metrics(
         })
         .sum();
     assert_eq!(asks, n * f64::from(key.threshold));
+    // Each signature was aggregated once, on the engine's loop or on the workers.
+    let aggregations: f64 = ["loop", "workers"]
+        .iter()
+        .map(|on| {
+            value(
+                &coordinator,
+                "permafrost_coordinator_aggregations_total",
+                &[("on", on)],
+            )
+        })
+        .sum();
+    assert_eq!(aggregations, n);
     // Two requests without a good token, three for a key that does not exist.
     let refused = |reason| {
         value(
