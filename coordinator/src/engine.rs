@@ -1,7 +1,7 @@
 //! The coordinator's loop: one task owns the coordinator core ([`CoordinatorCore`], every rule
 //! of the coordinator), fed by the network's inbound requests, the HTTP handlers' commands,
-//! undelivered messages and a clock tick; it sends what the core queues, answers requests, and
-//! logs the core's notices.
+//! undelivered messages, the replies to its own requests, the aggregation workers' results and
+//! a clock tick; it sends what the core queues, answers requests, and logs the core's notices.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -116,8 +116,8 @@ const MAX_AGGREGATION_THREADS: usize = 8;
 type Aggregated = (SessionId, AnyAggregated);
 
 /// The coordinator's aggregation workers ([`CoordinatorOutput::Aggregate`]: the curve
-/// arithmetic that ends a signing attempt runs there, off the loop, the keys taking turns), and
-/// the channel their results come back on.
+/// arithmetic that ends a signing attempt runs there, off the loop, the keys taking turns,
+/// whenever other inputs wait on the loop), and the channel their results come back on.
 pub struct Aggregations {
     pool: WorkerPool<KeyId, Aggregated>,
     results: mpsc::UnboundedReceiver<Aggregated>,
