@@ -194,13 +194,6 @@ impl<S: Suite> SimNode<S> {
         self.core.as_ref().map(NodeCore::store)
     }
 
-    /// Replaces the client keys this node accepts (the request ids it admitted are kept).
-    pub fn set_client_policy(&mut self, policy: ClientPolicy) {
-        if let Some(core) = self.core.as_mut() {
-            core.set_client_policy(policy);
-        }
-    }
-
     fn share(&self, key_id: &KeyId, state: ShareState) -> Option<KeyShare<S>> {
         self.store()?
             .shares_of(key_id)
@@ -937,6 +930,34 @@ impl<S: Suite> Network<S> {
         match self.parties.get_mut(node) {
             Some(Party::Node(n)) => Some(n),
             _ => None,
+        }
+    }
+
+    /// Replaces the client keys and clock skew `node` applies from now on
+    /// ([`NodeCore::set_client_policy`]); nothing changes for a node that is down or unknown.
+    pub fn set_client_policy(
+        &mut self,
+        node: &NodeId,
+        policy: ClientPolicy,
+    ) -> Result<(), StoreError> {
+        let now = self.now;
+        match self.node_mut(node).and_then(SimNode::core_mut) {
+            Some(core) => core.set_client_policy(policy, now),
+            None => Ok(()),
+        }
+    }
+
+    /// Replaces the operator keys, floors and clock skew `node` applies from now on
+    /// ([`NodeCore::set_operator_policy`]); nothing changes for a node that is down or unknown.
+    pub fn set_operator_policy(
+        &mut self,
+        node: &NodeId,
+        policy: OperatorPolicy,
+    ) -> Result<(), StoreError> {
+        let now = self.now;
+        match self.node_mut(node).and_then(SimNode::core_mut) {
+            Some(core) => core.set_operator_policy(policy, now),
+            None => Ok(()),
         }
     }
 

@@ -323,6 +323,81 @@ fn replayed_and_stale_approvals_are_refused<S: Suite>() {
     refused_by_all(&mut net, result, &nodes, "from this node's clock", before);
 }
 
+/// A coordinator replaying an approval once the nodes' skew is widened: a node holds a
+/// request id in memory only while its timestamp is fresh under its skew (two minutes here),
+/// but its store keeps it for the retention (ten), and a wider skew reloads it from there.
+/// The replay's timestamp, fresh again under the wider skew, is refused as already used.
+fn a_wider_skew_reloads_the_request_ids_memory_forgot<S: Suite>() {
+    let (mut net, nodes, coordinator, key, pkp) = network_with_key::<S>(64, 3, 5);
+    let auth = net.authorize(&key, &pkp, b"once");
+    let mark = net.notices.len();
+    let outcome = net
+        .sign_roast_as(
+            &coordinator,
+            &key,
+            Epoch(0),
+            &pkp,
+            &nodes,
+            b"once",
+            auth.clone(),
+        )
+        .unwrap();
+    verify_independently(&pkp, b"once", &outcome.signature);
+    let admitted: Vec<NodeId> = nodes
+        .iter()
+        .filter(|node| {
+            net.notices[mark..].iter().any(|(n, notice)| {
+                n == *node && matches!(notice, NodeNotice::ClientRequestAdmitted { .. })
+            })
+        })
+        .cloned()
+        .collect();
+    assert_eq!(admitted.len(), 3, "{admitted:?}");
+    // Past the skew, the nodes that admitted it admit another request, and forget the first.
+    net.advance(Duration::from_secs(121));
+    let next = net.authorize(&key, &pkp, b"next");
+    let outcome = net
+        .sign_roast_as(&coordinator, &key, Epoch(0), &pkp, &admitted, b"next", next)
+        .unwrap();
+    verify_independently(&pkp, b"next", &outcome.signature);
+    net.run(Duration::from_secs(11));
+    for node in &admitted {
+        let core = net.node(node).unwrap().core().unwrap();
+        assert_eq!(
+            core.request_ids_in_memory(),
+            1,
+            "{node} holds only the new id"
+        );
+        assert!(
+            remembered_requests(&net, node) >= 2,
+            "{node}'s store keeps both"
+        );
+    }
+    // Under the default skew the replay is stale; under ten minutes it is fresh again.
+    let mut wide = sim_client_policy();
+    wide.max_clock_skew = Duration::from_secs(600);
+    for node in &nodes {
+        net.set_client_policy(node, wide.clone()).unwrap();
+    }
+    for node in &admitted {
+        let core = net.node(node).unwrap().core().unwrap();
+        assert_eq!(
+            core.request_ids_in_memory(),
+            remembered_requests(&net, node),
+            "{node} reloaded every id its store keeps"
+        );
+    }
+    let before: usize = admitted.iter().map(|n| net.shares_produced(Some(n))).sum();
+    let result = net.sign_roast_as(&coordinator, &key, Epoch(0), &pkp, &nodes, b"once", auth);
+    refused_by_all(
+        &mut net,
+        result,
+        &admitted,
+        "already used in session",
+        before,
+    );
+}
+
 /// Nodes decide for themselves: with 2 of 5 not accepting the client, the other 3 (t) still
 /// sign; with 3 not accepting it, no signature can come out and the request fails at once as
 /// a client refusal.
@@ -334,9 +409,7 @@ fn each_node_applies_its_own_policy<S: Suite>() {
         .all_keys
         .insert(ClientKey(other_client.verifying_key().to_bytes()));
     for node in &nodes[..2] {
-        net.node_mut(node)
-            .unwrap()
-            .set_client_policy(only_other.clone());
+        net.set_client_policy(node, only_other.clone()).unwrap();
     }
     let outcome = net
         .sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"three agree")
@@ -350,7 +423,7 @@ fn each_node_applies_its_own_policy<S: Suite>() {
         key_id("key-2"),
         sim_client_policy().all_keys.into_iter().collect(),
     );
-    net.node_mut(&nodes[2]).unwrap().set_client_policy(per_key);
+    net.set_client_policy(&nodes[2], per_key).unwrap();
     let started = net.now();
     let result = net.sign_roast(&coordinator, &key, Epoch(0), &pkp, &nodes, b"two agree");
     match result {
@@ -425,6 +498,7 @@ per_suite!(
     a_message_the_client_did_not_approve_is_refused_by_every_node,
     an_unknown_client_key_is_refused_by_every_node,
     replayed_and_stale_approvals_are_refused,
+    a_wider_skew_reloads_the_request_ids_memory_forgot,
     each_node_applies_its_own_policy,
     an_approval_for_another_network_is_refused_by_every_node,
     an_approval_for_another_group_key_is_refused_by_every_node,

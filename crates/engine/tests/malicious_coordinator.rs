@@ -402,11 +402,7 @@ fn require_custodian<S: Suite>(
             .all_keys
             .insert(OperatorKey(custodian().verifying_key().to_bytes()));
         tune(&mut policy);
-        net.node_mut(node)
-            .unwrap()
-            .core_mut()
-            .unwrap()
-            .set_operator_policy(policy);
+        net.set_operator_policy(node, policy).unwrap();
     }
 }
 

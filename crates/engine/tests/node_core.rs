@@ -802,9 +802,8 @@ fn a_policy_change_keeps_staged_request_ids<S: Suite>() {
         before,
         "the admission is staged, not written"
     );
-    net.node_mut(&victim)
-        .unwrap()
-        .set_client_policy(permafrost_engine::sim::sim_client_policy());
+    net.set_client_policy(&victim, permafrost_engine::sim::sim_client_policy())
+        .unwrap();
     assert_replay_refused(
         &mut net,
         &coordinator,

@@ -398,11 +398,7 @@ fn the_skew_is_capped<S: Suite>() {
     let mut policy = sim_operator_policy();
     policy.max_clock_skew = Duration::from_secs(3600);
     for node in &nodes {
-        net.node_mut(node)
-            .unwrap()
-            .core_mut()
-            .unwrap()
-            .set_operator_policy(policy.clone());
+        net.set_operator_policy(node, policy.clone()).unwrap();
     }
     assert_eq!(REQUEST_ID_RETENTION, Duration::from_secs(600));
     let cap = ms(REQUEST_ID_RETENTION);

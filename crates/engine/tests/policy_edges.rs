@@ -141,17 +141,13 @@ fn custodian() -> SigningKey {
 /// Restarts `node` on its store with `clients` as its configured client policy (the policy is
 /// the node's setup, so the restarted core is built from it, as from a config file).
 fn configure_clients<S: Suite>(net: &mut Network<S>, node: &NodeId, clients: ClientPolicy) {
-    net.node_mut(node).unwrap().set_client_policy(clients);
+    net.set_client_policy(node, clients).unwrap();
     net.crash_and_restart(node);
 }
 
 /// Restarts `node` on its store with `operators` as its configured operator policy.
 fn configure_operators<S: Suite>(net: &mut Network<S>, node: &NodeId, operators: OperatorPolicy) {
-    net.node_mut(node)
-        .unwrap()
-        .core_mut()
-        .unwrap()
-        .set_operator_policy(operators);
+    net.set_operator_policy(node, operators).unwrap();
     net.crash_and_restart(node);
 }
 

@@ -24,7 +24,7 @@ use permafrost_wire::{
 };
 use sha2::{Digest as _, Sha256};
 
-use crate::request_ids::RequestIds;
+use crate::request_ids::{remembered_until, RequestIds};
 use crate::sign::client::{DEFAULT_MAX_CLOCK_SKEW, REQUEST_ID_RETENTION};
 use crate::{Refusal, Timestamp};
 
@@ -199,8 +199,10 @@ impl OperatorGate {
         gate
     }
 
-    /// Applies `policy` from now on, remembering every request id admitted so far. A skew over
-    /// [`REQUEST_ID_RETENTION`] is lowered to it.
+    /// Applies `policy` from now on, remembering every request id it remembers now. A skew over
+    /// [`REQUEST_ID_RETENTION`] is lowered to it. A wider skew than before makes ids this gate
+    /// has forgotten acceptable again: the caller must then [`restore`](Self::restore) the ids
+    /// its store kept.
     pub fn set_policy(&mut self, mut policy: OperatorPolicy) {
         policy.max_clock_skew = policy.max_clock_skew.min(REQUEST_ID_RETENTION);
         self.policy = policy;
@@ -380,18 +382,26 @@ impl OperatorGate {
         refuse(reasons.join("; "))
     }
 
-    /// Remembers an admitted approval's request id (once the caller wrote it).
+    /// Remembers an admitted approval's request id (once the caller wrote it), while its
+    /// timestamp could be accepted under this gate's skew ([`remembered_until`]).
     pub fn record(&mut self, approved: &ApprovedAction, now: Timestamp) {
+        let until = remembered_until(
+            approved.timestamp_ms,
+            approved.expires_ms,
+            self.policy.max_clock_skew,
+        );
         self.seen.record(
             approved.operator.0,
             approved.request_id,
             approved.session,
-            approved.expires_ms,
+            until,
             now,
         );
     }
 
-    /// Remembers a request id admitted before (reloaded from the node's store).
+    /// Remembers a request id admitted before (reloaded from the node's store, which keeps it
+    /// until `expires_ms`, its timestamp plus [`REQUEST_ID_RETENTION`]), as
+    /// [`record`](Self::record) does.
     pub fn restore(
         &mut self,
         operator: [u8; 32],
@@ -400,7 +410,9 @@ impl OperatorGate {
         expires_ms: u64,
         now: Timestamp,
     ) {
-        self.seen
-            .record(operator, request_id, session, expires_ms, now);
+        let retention = u64::try_from(REQUEST_ID_RETENTION.as_millis()).unwrap_or(u64::MAX);
+        let timestamp_ms = expires_ms.saturating_sub(retention);
+        let until = remembered_until(timestamp_ms, expires_ms, self.policy.max_clock_skew);
+        self.seen.record(operator, request_id, session, until, now);
     }
 }

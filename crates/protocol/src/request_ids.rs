@@ -5,8 +5,20 @@
 //! load), so each is kept small: a 16-byte fingerprint of (approver, request id), the session,
 //! and when to forget it — about 90 bytes with the map's and the queue's share, where the
 //! whole ids in two ordered trees took about 190.
+//!
+//! **How long, in memory and in the store.** An approval is refused once its timestamp is
+//! further than the policy's clock skew from the node's clock, whatever its request id. So in
+//! memory an id is kept only while its timestamp could still be accepted ([`remembered_until`]:
+//! its timestamp plus the skew in force, 120 s by default), while the node's store keeps it for
+//! [`REQUEST_ID_RETENTION`], the largest skew a node may be configured with. A gate whose skew
+//! is widened (a restart with another configuration, or a new policy) records the store's ids
+//! again. At 1,100 admissions a second, memory then holds two minutes of ids, not ten: about
+//! 12 MB instead of 59.
+//!
+//! [`REQUEST_ID_RETENTION`]: crate::sign::client::REQUEST_ID_RETENTION
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
 use permafrost_wire::SessionId;
 
@@ -37,6 +49,14 @@ fn fingerprint(approver: &[u8; 32], request_id: &[u8; 16]) -> Fingerprint {
     let mut out = [0u8; 16];
     out.copy_from_slice(&digest.0[..16]);
     out
+}
+
+/// Until when (milliseconds since the Unix epoch) a gate must remember an id admitted with
+/// `timestamp_ms` and kept in the store until `expires_ms`, while it accepts timestamps within
+/// `skew` of its clock: after that the gate refuses the timestamp as stale anyway.
+pub fn remembered_until(timestamp_ms: u64, expires_ms: u64, skew: Duration) -> u64 {
+    let skew_ms = u64::try_from(skew.as_millis()).unwrap_or(u64::MAX);
+    timestamp_ms.saturating_add(skew_ms).min(expires_ms)
 }
 
 impl RequestIds {

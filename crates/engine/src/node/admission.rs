@@ -25,6 +25,17 @@ pub const AUDITED_REFUSALS_PER_SECOND: u32 = 32;
 /// refusals however few there are (a busy node's signatures sync them sooner).
 pub const REFUSAL_SYNC_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Which gate reloads the request ids the store kept.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReloadInto {
+    /// The client gate (signing approvals).
+    Clients,
+    /// The operator gate (DKG and reshare approvals).
+    Operators,
+    /// Both, as the node opens.
+    Both,
+}
+
 /// Refusals audited in the current second, and those counted but not written one by one.
 #[derive(Default)]
 pub(super) struct RefusalAudit {
@@ -51,35 +62,59 @@ impl RefusalAudit {
 impl<St: NodeStore> NodeCore<St> {
     /// Reloads the client and operator request ids admitted before, so a replay is refused.
     pub(super) fn restore_client_requests(&mut self, now: Timestamp) -> Result<(), StoreError> {
-        let retention = u64::try_from(REQUEST_ID_RETENTION.as_millis()).unwrap_or(u64::MAX);
+        let rows = self.stored_request_ids(now)?;
+        self.remember_request_ids(&rows, ReloadInto::Both, now);
+        Ok(())
+    }
+
+    /// The request ids the store keeps (until their timestamps plus
+    /// [`REQUEST_ID_RETENTION`]), in expiry order, so that a gate forgets them as they expire
+    /// (see `RequestIds`).
+    pub(super) fn stored_request_ids(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<ClientRequestRow>, StoreError> {
         let mut rows = self.store.client_requests(now.0)?;
-        // In expiry order, so that the gates forget them as they expire (see `RequestIds`).
         rows.sort_by_key(|row| row.expires_unix_ms);
-        let count = rows.len();
+        Ok(rows)
+    }
+
+    /// Records `rows` (from [`stored_request_ids`](Self::stored_request_ids)) in the gates
+    /// `into`; each keeps in memory those its skew could still accept.
+    pub(super) fn remember_request_ids(
+        &mut self,
+        rows: &[ClientRequestRow],
+        into: ReloadInto,
+        now: Timestamp,
+    ) {
+        let retention = u64::try_from(REQUEST_ID_RETENTION.as_millis()).unwrap_or(u64::MAX);
         for row in rows {
             // The table holds operator approvals' request ids too: both gates remember all.
-            self.operators.restore(
-                row.client,
-                row.request_id,
-                permafrost_wire::SessionId(row.session),
-                row.expires_unix_ms,
-                now,
-            );
-            self.gate.record(
-                AdmittedRequest {
-                    client: ClientKey(row.client),
-                    request_id: row.request_id,
-                    session: permafrost_wire::SessionId(row.session),
-                    timestamp_ms: row.expires_unix_ms.saturating_sub(retention),
-                    expires_ms: row.expires_unix_ms,
-                },
-                now,
-            );
+            if into != ReloadInto::Clients {
+                self.operators.restore(
+                    row.client,
+                    row.request_id,
+                    permafrost_wire::SessionId(row.session),
+                    row.expires_unix_ms,
+                    now,
+                );
+            }
+            if into != ReloadInto::Operators {
+                self.gate.record(
+                    AdmittedRequest {
+                        client: ClientKey(row.client),
+                        request_id: row.request_id,
+                        session: permafrost_wire::SessionId(row.session),
+                        timestamp_ms: row.expires_unix_ms.saturating_sub(retention),
+                        expires_ms: row.expires_unix_ms,
+                    },
+                    now,
+                );
+            }
         }
-        if count > 0 {
-            self.notice(NodeNotice::ClientRequestsReloaded { count });
+        if !rows.is_empty() {
+            self.notice(NodeNotice::ClientRequestsReloaded { count: rows.len() });
         }
-        Ok(())
     }
 
     /// Decides on a signing request's client authorization. An admission is staged (request id

@@ -42,7 +42,7 @@ use rand_core::CryptoRngCore;
 
 use crate::any;
 use crate::sessions::{Handled, Route, Sessions};
-use admission::RefusalAudit;
+use admission::{RefusalAudit, ReloadInto};
 use events::{EventContext, FollowUp};
 
 /// What a node core is: its identity, whom it takes orders from, whom it signs for.
@@ -305,6 +305,12 @@ impl<St: NodeStore> NodeCore<St> {
         self.setup.identity.node_id()
     }
 
+    /// Client request ids held in memory (those whose timestamps the client gate could still
+    /// accept; the store keeps them longer).
+    pub fn request_ids_in_memory(&self) -> usize {
+        self.gate.remembered()
+    }
+
     /// Secret nonces held in memory for signing sessions, over all keys.
     pub fn live_nonces(&self) -> usize {
         self.sessions.iter().map(|(_, s)| s.live_nonces()).sum()
@@ -335,18 +341,46 @@ impl<St: NodeStore> NodeCore<St> {
         self.setup.nodes.remove(node);
     }
 
-    /// Replaces the client keys this node accepts; the gate keeps every request id it admitted
-    /// (also those staged and not yet written, which reloading from the store would miss).
-    pub fn set_client_policy(&mut self, policy: ClientPolicy) {
+    /// Replaces the client keys and clock skew this node applies at `now`; the gate keeps every
+    /// request id it remembers (also those staged and not yet written, which the store does not
+    /// hold yet). The gate forgets an id once its timestamp is stale under its skew, so a wider
+    /// skew first reloads the ids the store kept: if that read fails, nothing changes.
+    pub fn set_client_policy(
+        &mut self,
+        policy: ClientPolicy,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let reload = if policy.max_clock_skew > self.gate.policy().max_clock_skew {
+            Some(self.stored_request_ids(now)?)
+        } else {
+            None
+        };
         self.setup.clients = policy.clone();
         self.gate.set_policy(policy);
+        if let Some(rows) = reload {
+            self.remember_request_ids(&rows, ReloadInto::Clients, now);
+        }
+        Ok(())
     }
 
-    /// Replaces the operator keys and floors this node applies; the gate keeps every request
-    /// id it admitted.
-    pub fn set_operator_policy(&mut self, policy: OperatorPolicy) {
+    /// Replaces the operator keys, floors and clock skew this node applies at `now`, as
+    /// [`set_client_policy`](Self::set_client_policy) does for the client gate.
+    pub fn set_operator_policy(
+        &mut self,
+        policy: OperatorPolicy,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let reload = if policy.max_clock_skew > self.operators.policy().max_clock_skew {
+            Some(self.stored_request_ids(now)?)
+        } else {
+            None
+        };
         self.setup.operators = policy.clone();
         self.operators.set_policy(policy);
+        if let Some(rows) = reload {
+            self.remember_request_ids(&rows, ReloadInto::Operators, now);
+        }
+        Ok(())
     }
 
     /// The next thing to do: a message to send or a notice, in the order they happened.

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use permafrost_wire::{ApprovalTarget, KeyId, SessionId, SignRequest};
 
-use crate::request_ids::RequestIds;
+use crate::request_ids::{remembered_until, RequestIds};
 use crate::{Refusal, Timestamp};
 
 /// The default largest difference between a client's timestamp and the node's clock.
@@ -135,8 +135,10 @@ impl ClientGate {
         gate
     }
 
-    /// Applies `policy` from now on, remembering every request id admitted so far (also those
-    /// staged and not yet written). A skew over [`REQUEST_ID_RETENTION`] is lowered to it.
+    /// Applies `policy` from now on, remembering every request id it remembers now (also those
+    /// staged and not yet written). A skew over [`REQUEST_ID_RETENTION`] is lowered to it. A
+    /// wider skew than before makes ids this gate has forgotten acceptable again: the caller
+    /// must then [`record`](Self::record) again the ids its store kept.
     pub fn set_policy(&mut self, mut policy: ClientPolicy) {
         policy.max_clock_skew = policy.max_clock_skew.min(REQUEST_ID_RETENTION);
         self.policy = policy;
@@ -211,14 +213,20 @@ impl ClientGate {
         }
     }
 
-    /// Remembers an admitted request id (as the caller stages it), and forgets those
-    /// whose timestamps are stale at `now`.
+    /// Remembers an admitted request id (as the caller stages it) while its timestamp could be
+    /// accepted under this gate's skew ([`remembered_until`]), and forgets those whose
+    /// timestamps are stale at `now`.
     pub fn record(&mut self, admitted: AdmittedRequest, now: Timestamp) {
+        let until = remembered_until(
+            admitted.timestamp_ms,
+            admitted.expires_ms,
+            self.policy.max_clock_skew,
+        );
         self.seen.record(
             admitted.client.0,
             admitted.request_id,
             admitted.session,
-            admitted.expires_ms,
+            until,
             now,
         );
     }
@@ -382,8 +390,11 @@ mod tests {
         refused(check(&gate, &other, now), "is not accepted for key k2");
     }
 
+    /// A request id is held in memory while its timestamp could be accepted (the skew), then
+    /// forgotten: from then on its replay is refused for the timestamp. (The node's store keeps
+    /// it for the retention; see the next test.)
     #[test]
-    fn remembers_request_ids_for_the_retention_then_forgets_them() {
+    fn remembers_request_ids_while_their_timestamps_are_fresh_then_forgets_them() {
         let client = key(1);
         let mut gate = gate_for(&client);
         let now = Timestamp(1_000_000);
@@ -393,22 +404,24 @@ mod tests {
             }
         }
         assert_eq!(gate.remembered(), 10);
-        // Stale after the skew (refused for its timestamp), still remembered until the
-        // retention has passed.
-        let later = Timestamp(now.0 + 120_001);
+        // At the skew's edge the timestamp is still accepted, and the id still remembered.
+        let edge = Timestamp(now.0 + 120_000);
+        if let Ok(Admission::New(a)) = check(&gate, &request(&client, 50, 50, edge.0), edge) {
+            gate.record(a, edge);
+        }
+        assert_eq!(gate.remembered(), 11);
+        refused(
+            check(&gate, &request(&client, 99, 1, now.0), edge),
+            "already used in session",
+        );
+        // A millisecond later the timestamp is stale: refused for it, and the id forgotten.
+        let later = Timestamp(edge.0 + 1);
         refused(
             check(&gate, &request(&client, 99, 1, now.0), later),
             "from this node's clock",
         );
-        let fresh = request(&client, 50, 50, later.0);
-        if let Ok(Admission::New(a)) = check(&gate, &fresh, later) {
+        if let Ok(Admission::New(a)) = check(&gate, &request(&client, 51, 51, later.0), later) {
             gate.record(a, later);
-        }
-        assert_eq!(gate.remembered(), 11);
-        let much_later = Timestamp(now.0 + 600_001);
-        let fresh = request(&client, 51, 51, much_later.0);
-        if let Ok(Admission::New(a)) = check(&gate, &fresh, much_later) {
-            gate.record(a, much_later);
         }
         assert_eq!(gate.remembered(), 2);
     }
