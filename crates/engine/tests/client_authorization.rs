@@ -33,6 +33,19 @@ fn client_refusals<S: Suite>(net: &Network<S>, nodes: &[NodeId]) -> Vec<(NodeId,
         .collect()
 }
 
+/// The nodes of `nodes` that admitted a client request since notice `mark`.
+fn admitted_since<S: Suite>(net: &Network<S>, nodes: &[NodeId], mark: usize) -> Vec<NodeId> {
+    nodes
+        .iter()
+        .filter(|node| {
+            net.notices[mark..].iter().any(|(n, notice)| {
+                n == *node && matches!(notice, NodeNotice::ClientRequestAdmitted { .. })
+            })
+        })
+        .cloned()
+        .collect()
+}
+
 /// Asserts that the request failed as a client refusal as soon as enough nodes refused that no
 /// `t` could sign (3 of 5 here), that every node of `nodes` refused saying `why`, and that none
 /// of them made a share. (A node outside `nodes` that admits the request may make a share when
@@ -296,15 +309,7 @@ fn replayed_and_stale_approvals_are_refused<S: Suite>() {
     net.run(Duration::from_secs(11));
     // Only the nodes asked (t of them, as ROAST asks no more unless one fails) admitted the
     // approval: they refuse its replay, and so no t can sign it.
-    let admitted: Vec<NodeId> = nodes
-        .iter()
-        .filter(|node| {
-            net.notices[mark..].iter().any(|(n, notice)| {
-                n == *node && matches!(notice, NodeNotice::ClientRequestAdmitted { .. })
-            })
-        })
-        .cloned()
-        .collect();
+    let admitted = admitted_since(&net, &nodes, mark);
     assert_eq!(admitted.len(), 3, "{admitted:?}");
     let before: usize = admitted.iter().map(|n| net.shares_produced(Some(n))).sum();
     let result = net.sign_roast_as(&coordinator, &key, Epoch(0), &pkp, &nodes, b"once", auth);
@@ -343,15 +348,7 @@ fn a_wider_skew_reloads_the_request_ids_memory_forgot<S: Suite>() {
         )
         .unwrap();
     verify_independently(&pkp, b"once", &outcome.signature);
-    let admitted: Vec<NodeId> = nodes
-        .iter()
-        .filter(|node| {
-            net.notices[mark..].iter().any(|(n, notice)| {
-                n == *node && matches!(notice, NodeNotice::ClientRequestAdmitted { .. })
-            })
-        })
-        .cloned()
-        .collect();
+    let admitted = admitted_since(&net, &nodes, mark);
     assert_eq!(admitted.len(), 3, "{admitted:?}");
     // Past the skew, the nodes that admitted it admit another request, and forget the first.
     net.advance(Duration::from_secs(121));
