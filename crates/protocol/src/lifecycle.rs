@@ -24,7 +24,7 @@ use permafrost_wire::{
 };
 use sha2::{Digest as _, Sha256};
 
-use crate::request_ids::{remembered_until, RequestIds};
+use crate::request_ids::{remembered_until, restored_until, RequestIds};
 use crate::sign::client::{DEFAULT_MAX_CLOCK_SKEW, REQUEST_ID_RETENTION};
 use crate::{Refusal, Timestamp};
 
@@ -410,9 +410,7 @@ impl OperatorGate {
         expires_ms: u64,
         now: Timestamp,
     ) {
-        let retention = u64::try_from(REQUEST_ID_RETENTION.as_millis()).unwrap_or(u64::MAX);
-        let timestamp_ms = expires_ms.saturating_sub(retention);
-        let until = remembered_until(timestamp_ms, expires_ms, self.policy.max_clock_skew);
+        let until = restored_until(expires_ms, self.policy.max_clock_skew);
         self.seen.record(operator, request_id, session, until, now);
     }
 }

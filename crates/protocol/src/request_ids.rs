@@ -59,6 +59,16 @@ pub fn remembered_until(timestamp_ms: u64, expires_ms: u64, skew: Duration) -> u
     timestamp_ms.saturating_add(skew_ms).min(expires_ms)
 }
 
+/// [`remembered_until`] for an id reloaded from the node's store, which keeps it until
+/// `expires_ms`, its timestamp plus [`REQUEST_ID_RETENTION`].
+///
+/// [`REQUEST_ID_RETENTION`]: crate::sign::client::REQUEST_ID_RETENTION
+pub fn restored_until(expires_ms: u64, skew: Duration) -> u64 {
+    let retention = crate::sign::client::REQUEST_ID_RETENTION;
+    let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+    remembered_until(expires_ms.saturating_sub(retention_ms), expires_ms, skew)
+}
+
 impl RequestIds {
     /// The session `request_id` of `approver` was admitted in, if it is remembered.
     pub fn session_of(&self, approver: &[u8; 32], request_id: &[u8; 16]) -> Option<SessionId> {

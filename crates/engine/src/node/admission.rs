@@ -5,9 +5,7 @@
 //! [`AUDITED_REFUSALS_PER_SECOND`] one by one, the rest counted.
 
 use permafrost_keystore::{AuditKind, ClientRequestRow};
-use permafrost_protocol::sign::client::{
-    Admission, AdmittedRequest, ClientKey, REQUEST_ID_RETENTION,
-};
+use permafrost_protocol::sign::client::{Admission, AdmittedRequest, ClientKey};
 use permafrost_protocol::{Refusal, Timestamp};
 use permafrost_wire::{Epoch, NodeId, SignRequest};
 use sha2::{Digest as _, Sha256};
@@ -68,7 +66,8 @@ impl<St: NodeStore> NodeCore<St> {
     }
 
     /// The request ids the store keeps (until their timestamps plus
-    /// [`REQUEST_ID_RETENTION`]), in expiry order, so that a gate forgets them as they expire
+    /// [`REQUEST_ID_RETENTION`](permafrost_protocol::sign::client::REQUEST_ID_RETENTION)), in
+    /// expiry order, so that a gate forgets them as they expire
     /// (see `RequestIds`).
     pub(super) fn stored_request_ids(
         &self,
@@ -87,7 +86,6 @@ impl<St: NodeStore> NodeCore<St> {
         into: ReloadInto,
         now: Timestamp,
     ) {
-        let retention = u64::try_from(REQUEST_ID_RETENTION.as_millis()).unwrap_or(u64::MAX);
         for row in rows {
             // The table holds operator approvals' request ids too: both gates remember all.
             if into != ReloadInto::Clients {
@@ -100,14 +98,11 @@ impl<St: NodeStore> NodeCore<St> {
                 );
             }
             if into != ReloadInto::Operators {
-                self.gate.record(
-                    AdmittedRequest {
-                        client: ClientKey(row.client),
-                        request_id: row.request_id,
-                        session: permafrost_wire::SessionId(row.session),
-                        timestamp_ms: row.expires_unix_ms.saturating_sub(retention),
-                        expires_ms: row.expires_unix_ms,
-                    },
+                self.gate.restore(
+                    ClientKey(row.client),
+                    row.request_id,
+                    permafrost_wire::SessionId(row.session),
+                    row.expires_unix_ms,
                     now,
                 );
             }

@@ -350,11 +350,9 @@ impl<St: NodeStore> NodeCore<St> {
         policy: ClientPolicy,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let reload = if policy.max_clock_skew > self.gate.policy().max_clock_skew {
-            Some(self.stored_request_ids(now)?)
-        } else {
-            None
-        };
+        let reload = (policy.max_clock_skew > self.gate.policy().max_clock_skew)
+            .then(|| self.stored_request_ids(now))
+            .transpose()?;
         self.setup.clients = policy.clone();
         self.gate.set_policy(policy);
         if let Some(rows) = reload {
@@ -370,11 +368,9 @@ impl<St: NodeStore> NodeCore<St> {
         policy: OperatorPolicy,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let reload = if policy.max_clock_skew > self.operators.policy().max_clock_skew {
-            Some(self.stored_request_ids(now)?)
-        } else {
-            None
-        };
+        let reload = (policy.max_clock_skew > self.operators.policy().max_clock_skew)
+            .then(|| self.stored_request_ids(now))
+            .transpose()?;
         self.setup.operators = policy.clone();
         self.operators.set_policy(policy);
         if let Some(rows) = reload {

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use permafrost_wire::{ApprovalTarget, KeyId, SessionId, SignRequest};
 
-use crate::request_ids::{remembered_until, RequestIds};
+use crate::request_ids::{remembered_until, restored_until, RequestIds};
 use crate::{Refusal, Timestamp};
 
 /// The default largest difference between a client's timestamp and the node's clock.
@@ -211,6 +211,21 @@ impl ClientGate {
                     .saturating_add(duration_ms(REQUEST_ID_RETENTION)),
             })),
         }
+    }
+
+    /// Remembers request id `request_id` of `client`, admitted before in `session` (reloaded
+    /// from the node's store, which keeps it until `expires_ms`), as [`record`](Self::record)
+    /// does.
+    pub fn restore(
+        &mut self,
+        client: ClientKey,
+        request_id: [u8; 16],
+        session: SessionId,
+        expires_ms: u64,
+        now: Timestamp,
+    ) {
+        let until = restored_until(expires_ms, self.policy.max_clock_skew);
+        self.seen.record(client.0, request_id, session, until, now);
     }
 
     /// Remembers an admitted request id (as the caller stages it) while its timestamp could be
