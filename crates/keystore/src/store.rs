@@ -30,9 +30,12 @@ pub const DATABASE_FILE_NAME: &str = "keystore.redb";
 
 /// The database's page cache. redb's default is 1 GiB, and its cache grows with the pages a
 /// node touches, so the process's memory grew with the file (by tens of MiB over 100,000
-/// signatures); a keystore's working set (the shares, the recent client request ids, the
-/// audit log's tail) is far smaller.
-pub const DATABASE_CACHE_BYTES: usize = 16 << 20;
+/// signatures). Every page a commit writes enters the cache until it is full, so under load it
+/// fills whatever its size: at 16 MiB a node held 73 MiB at steady state, at 4 MiB 63 MiB, at the
+/// same throughput (BENCHMARKS.md, "Memory under sustained load"). A keystore's working set (the
+/// shares, the paths a commit rewrites to the audit log's and the request ids' tails) is far
+/// smaller; a page outside the cache is read from the operating system's.
+pub const DATABASE_CACHE_BYTES: usize = 4 << 20;
 
 /// `meta`: format version, KDF parameters, salt, check value.
 const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
