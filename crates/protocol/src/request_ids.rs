@@ -30,6 +30,7 @@ use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
+use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 use permafrost_wire::SessionId;
 
@@ -224,28 +225,30 @@ impl RequestIds {
             return;
         }
         let id = fingerprint(&approver, &request_id);
-        let expires_ms = match self.latest_of(&id) {
-            Some(old) => expires_ms.max(old.expires_ms),
-            None => expires_ms,
-        };
-        let position = self.queue.push_back(Remembered {
-            id,
-            session,
-            expires_ms,
-        });
         let Self {
             queue,
             latest,
             hasher,
         } = self;
-        match latest.entry(
+        // One lookup: the entry found (or the slot for it) takes the new position.
+        let entry = latest.entry(
             hasher.hash_one(id),
             |&p| queue.at(p).id == id,
             |&p| hasher.hash_one(queue.at(p).id),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(mut entry) => *entry.get_mut() = position,
-            hashbrown::hash_table::Entry::Vacant(entry) => {
-                entry.insert(position);
+        );
+        let expires_ms = match &entry {
+            Entry::Occupied(old) => expires_ms.max(queue.at(*old.get()).expires_ms),
+            Entry::Vacant(_) => expires_ms,
+        };
+        let position = queue.push_back(Remembered {
+            id,
+            session,
+            expires_ms,
+        });
+        match entry {
+            Entry::Occupied(mut old) => *old.get_mut() = position,
+            Entry::Vacant(slot) => {
+                slot.insert(position);
             }
         }
     }

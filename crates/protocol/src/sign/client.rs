@@ -138,7 +138,7 @@ impl ClientGate {
     /// Applies `policy` from now on, remembering every request id it remembers now (also those
     /// staged and not yet written). A skew over [`REQUEST_ID_RETENTION`] is lowered to it. A
     /// wider skew than before makes ids this gate has forgotten acceptable again: the caller
-    /// must then [`record`](Self::record) again the ids its store kept.
+    /// must then [`restore`](Self::restore) the ids its store kept.
     pub fn set_policy(&mut self, mut policy: ClientPolicy) {
         policy.max_clock_skew = policy.max_clock_skew.min(REQUEST_ID_RETENTION);
         self.policy = policy;
